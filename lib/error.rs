@@ -1,0 +1,121 @@
+//! The one public error type: a stable [`ErrorKind`] to match on, a message that says what,
+//! where, found and expected, and an optional boxed cause reached through `source()`.
+
+use std::fmt;
+
+/// What went wrong, coarsely; stable so callers (and the CLI's exit codes) can `match` on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Reading or writing failed at the operating-system level.
+    Io,
+    /// The input is not in any format loopkit recognises.
+    NotRecognized,
+    /// A structure was recognised but its contents are inconsistent.
+    Corrupt,
+    /// A key, passphrase or key file was supplied but does not open the data.
+    WrongKey,
+    /// No parameter set produced plausible data (legacy images have no header to check).
+    NoMatch,
+    /// Recognised, but loopkit does not implement it.
+    Unsupported,
+    /// The caller asked for something impossible or contradictory.
+    InvalidInput,
+    /// Refused because it could lose or expose data.
+    Unsafe,
+    /// The operation was cancelled (Ctrl-C).
+    Interrupted,
+}
+
+/// loopkit's error: kind + message + optional cause.
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// `Result` with loopkit's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind` with a human message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error { kind, message: message.into(), source: None }
+    }
+
+    /// An I/O error with what was being done (`"reading old.img at byte 4096"`).
+    pub fn io(what: impl Into<String>, err: std::io::Error) -> Self {
+        let kind = if err.kind() == std::io::ErrorKind::Interrupted { ErrorKind::Interrupted } else { ErrorKind::Io };
+        Error { kind, message: what.into(), source: Some(Box::new(err)) }
+    }
+
+    /// Shorthand for [`ErrorKind::InvalidInput`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Corrupt`].
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Corrupt, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Unsupported`].
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
+    }
+
+    /// The operation was interrupted by the user.
+    pub fn interrupted() -> Self {
+        Self::new(ErrorKind::Interrupted, "interrupted")
+    }
+
+    /// Attach a cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Prefix the message with context (`"old.img: "`).
+    pub fn context(mut self, ctx: impl fmt::Display) -> Self {
+        self.message = format!("{ctx}: {}", self.message);
+        self
+    }
+
+    /// The kind, for matching.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message without the cause chain.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Error({:?}: {}", self.kind, self.message)?;
+        if let Some(s) = &self.source {
+            write!(f, ": {s}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::io("I/O error", err)
+    }
+}

@@ -1,0 +1,297 @@
+//! Parameters of a headerless legacy encrypted loop image (kernel cryptoloop or loop-AES), how
+//! to build its sector cipher, and the `cryptsetup open` command line that maps the same bytes
+//! on a current Linux (`docs/formats/cryptoloop.md`, `docs/formats/loop-aes.md`).
+//!
+//! Sector `k` of the payload is stored at file byte `offset_bytes + 512·k` and decrypted with IV
+//! sector `iv_offset_sectors + k` (cryptsetup `--offset`/`--skip` semantics).
+
+use crate::crypto::cbc::{CbcSectors, EcbSectors, IvScheme};
+use crate::crypto::kdf::{Derivation, MultiKey, MultiKeys};
+use crate::crypto::lmk::LmkSectors;
+use crate::crypto::{HashAlg, Key, SectorCipher};
+use std::fmt;
+use std::str::FromStr;
+
+/// Which legacy system wrote the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Kernel cryptoloop (`losetup -e aes` with util-linux, Debian, or loop-AES userland on a
+    /// stock kernel). JSON `cryptoloop`.
+    Cryptoloop,
+    /// Jari Ruusu's loop-AES kernel module (or aespipe). JSON `loop-aes`.
+    LoopAes,
+}
+
+impl Scheme {
+    /// JSON / CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Cryptoloop => "cryptoloop",
+            Scheme::LoopAes => "loop-aes",
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scheme {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cryptoloop" => Ok(Scheme::Cryptoloop),
+            "loop-aes" | "loopaes" => Ok(Scheme::LoopAes),
+            _ => Err(crate::Error::invalid(format!("unknown scheme {s:?} (cryptoloop, loop-aes, plain)"))),
+        }
+    }
+}
+
+/// The per-sector cipher mode (the cipher itself is AES).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// CBC, fresh IV per 512-byte sector.
+    Cbc(IvScheme),
+    /// ECB (cryptoloop `aes-ecb`).
+    Ecb,
+    /// loop-AES multi-key (64 keys, MD5 IV).
+    Lmk,
+}
+
+impl Mode {
+    /// dm-crypt spelling (`aes-cbc-plain`, `aes-cbc-plain64`, `aes-ecb`, `aes-cbc-lmk`).
+    pub fn dm_name(self) -> String {
+        match self {
+            Mode::Cbc(iv) => format!("aes-cbc-{}", iv.name()),
+            Mode::Ecb => "aes-ecb".into(),
+            Mode::Lmk => "aes-cbc-lmk".into(),
+        }
+    }
+}
+
+impl FromStr for Mode {
+    type Err = crate::Error;
+    /// Accepts dm-crypt spellings and cryptoloop names: `aes` and `aes-cbc` mean CBC with the
+    /// `plain` IV (the kernel's default); `aes-cbc-plain64`, `aes-cbc-null`, `aes-ecb`,
+    /// `aes-cbc-lmk` (also `aes:64-cbc-lmk`).
+    fn from_str(s: &str) -> crate::Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "aes" | "aes-cbc" | "aes-cbc-plain" | "cbc(aes)" => Mode::Cbc(IvScheme::Plain),
+            "aes-cbc-plain64" => Mode::Cbc(IvScheme::Plain64),
+            "aes-cbc-null" => Mode::Cbc(IvScheme::Null),
+            "aes-ecb" | "ecb(aes)" => Mode::Ecb,
+            "aes-cbc-lmk" | "aes:64-cbc-lmk" => Mode::Lmk,
+            _ => {
+                return Err(crate::Error::unsupported(format!(
+                    "cipher {s:?} is not supported (aes-cbc-plain, aes-cbc-plain64, aes-cbc-null, aes-ecb, aes-cbc-lmk)"
+                )));
+            }
+        })
+    }
+}
+
+/// Everything needed (besides the key) to read a legacy encrypted image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    /// cryptoloop or loop-AES.
+    pub scheme: Scheme,
+    /// Cipher mode and IV scheme.
+    pub mode: Mode,
+    /// 128, 192 or 256.
+    pub key_bits: u32,
+    /// How the key came from the passphrase or key file.
+    pub derivation: Derivation,
+    /// loop-AES multi-key version, if any.
+    pub multi_key: Option<MultiKey>,
+    /// Where the encrypted payload starts in the file (losetup `-o`).
+    pub offset_bytes: u64,
+    /// IV sector of the payload's first sector (cryptsetup `--skip`).
+    pub iv_offset_sectors: u64,
+    /// losetup `--sizelimit`, if any.
+    pub size_limit_bytes: Option<u64>,
+    /// Whether a loop-AES seed (`-S`) was appended to the passphrase.
+    pub pseed: bool,
+    /// loop-AES `-C` iteration count (thousands), if any.
+    pub itercountk: Option<u32>,
+}
+
+/// Key material for [`Params`].
+#[derive(Debug, Clone)]
+pub enum KeyMaterial {
+    /// One key (cryptoloop, loop-AES single-key).
+    Single(Key),
+    /// loop-AES multi-key.
+    Multi(MultiKeys),
+}
+
+impl Params {
+    /// dm-crypt spelling of the cipher.
+    pub fn cipher_name(&self) -> String {
+        self.mode.dm_name()
+    }
+
+    /// Build the sector cipher.
+    ///
+    /// # Errors
+    /// `InvalidInput` if the key material does not fit the mode.
+    pub fn cipher(&self, keys: &KeyMaterial) -> crate::Result<Box<dyn SectorCipher>> {
+        Ok(match (self.mode, keys) {
+            (Mode::Cbc(iv), KeyMaterial::Single(k)) => Box::new(CbcSectors::new(k.bytes(), iv)?),
+            (Mode::Ecb, KeyMaterial::Single(k)) => Box::new(EcbSectors::new(k.bytes())?),
+            (Mode::Lmk, KeyMaterial::Multi(mk)) => Box::new(LmkSectors::new(mk)?),
+            _ => {
+                return Err(crate::Error::invalid("BUG: key material does not match the cipher mode"));
+            }
+        })
+    }
+
+    /// The `cryptsetup open` command that maps the same plaintext on a current Linux, plus notes
+    /// on what the user must supply. `pass_len` is the passphrase length in bytes (to decide
+    /// whether cryptsetup's own hashing reproduces the key, or a raw key file is needed).
+    pub fn cryptsetup(&self, image: &str, pass_len: Option<usize>) -> Cryptsetup {
+        let mut notes = Vec::new();
+        let quoted = shell_quote(image);
+        let key_bytes = (self.key_bits / 8) as usize;
+        if self.offset_bytes % 512 != 0 {
+            notes.push(format!(
+                "the payload starts at byte {}, which is not a multiple of 512: cryptsetup cannot map it directly; \
+                 use `loopkit migrate` to copy it into a new container",
+                self.offset_bytes
+            ));
+            return Cryptsetup { command: None, needs_raw_key_file: false, notes };
+        }
+        let off = self.offset_bytes / 512;
+        let mut tail = String::new();
+        if off != 0 || self.iv_offset_sectors != 0 {
+            tail.push_str(&format!(" --offset {off} --skip {}", self.iv_offset_sectors));
+        }
+        if let Some(limit) = self.size_limit_bytes {
+            tail.push_str(&format!(" --size {}", limit / 512));
+        }
+        if self.mode == Mode::Lmk {
+            let mut cmd = format!("cryptsetup open --type loopaes --readonly --key-size {}", self.key_bits);
+            if let Derivation::Hash(h) = self.derivation {
+                if h != HashAlg::loopaes_default(key_bytes) {
+                    cmd.push_str(&format!(" --hash {}", h.cryptsetup_name()));
+                }
+            }
+            // loopaes defaults --skip to --offset; say both explicitly (an @offset image needs --skip 0).
+            if off != 0 || self.iv_offset_sectors != 0 {
+                cmd.push_str(&format!(" --offset {off} --skip {}", self.iv_offset_sectors));
+            }
+            cmd.push_str(&format!(" --key-file KEYFILE {quoted} legacy"));
+            notes.push(
+                "KEYFILE is the decrypted loop-AES key file (64 or 65 lines); for a gpg-encrypted one use \
+                 `gpg --decrypt keyfile.gpg | cryptsetup open … --key-file=- …`"
+                    .into(),
+            );
+            return Cryptsetup { command: Some(cmd), needs_raw_key_file: false, notes };
+        }
+        let cipher = self.cipher_name();
+        let base = format!("cryptsetup open --type plain --readonly --cipher {cipher} --key-size {}", self.key_bits);
+        // Which cryptsetup --hash reproduces the key from the same passphrase (typed at the prompt)?
+        let hash = match self.derivation {
+            _ if self.itercountk.is_some() => None,
+            Derivation::Hash(h) => Some(h.cryptsetup_name().to_string()),
+            Derivation::UtilLinuxRaw | Derivation::Unhashed2 => {
+                // key = p[..31] ‖ 0 (first key_bytes); cryptsetup plain takes p[..key_bytes].
+                pass_len.filter(|&n| key_bytes < 32 || n <= 31).map(|_| "plain".to_string())
+            }
+            Derivation::Unhashed => pass_len.filter(|&n| n < key_bytes).map(|_| "plain".to_string()),
+            Derivation::Plain => Some("plain".into()),
+            Derivation::Unhashed1 | Derivation::KeyFileRaw => None,
+        };
+        let needs_raw_key_file = hash.is_none();
+        let cmd = match hash {
+            Some(h) => {
+                if self.pseed {
+                    notes.push(
+                        "at the prompt, type the passphrase immediately followed by the loop-AES seed (-S)".into(),
+                    );
+                }
+                format!("{base} --hash {h}{tail} {quoted} legacy")
+            }
+            None => {
+                notes.push(format!(
+                    "cryptsetup cannot derive this key from the passphrase ({}): give it the raw {key_bytes}-byte key \
+                     in a file (`loopkit migrate --mode plain --key-out KEYFILE` writes one, mode 0600)",
+                    self.derivation
+                ));
+                format!("{base} --key-file KEYFILE{tail} {quoted} legacy")
+            }
+        };
+        if self.scheme == Scheme::LoopAes && self.mode == Mode::Cbc(IvScheme::Plain64) {
+            notes.push("identical to aes-cbc-plain for images under 2 TiB".into());
+        }
+        Cryptsetup { needs_raw_key_file, command: Some(cmd), notes }
+    }
+}
+
+/// A cryptsetup command line and what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cryptsetup {
+    /// The command, or `None` if cryptsetup cannot express the mapping.
+    pub command: Option<String>,
+    /// The command reads the raw key from a file instead of hashing a passphrase.
+    pub needs_raw_key_file: bool,
+    /// Caveats for the user.
+    pub notes: Vec<String>,
+}
+
+/// Quote for a POSIX shell when needed.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+:,@%=".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(derivation: Derivation, key_bits: u32) -> Params {
+        Params {
+            scheme: Scheme::Cryptoloop,
+            mode: Mode::Cbc(IvScheme::Plain),
+            key_bits,
+            derivation,
+            multi_key: None,
+            offset_bytes: 4096,
+            iv_offset_sectors: 8,
+            size_limit_bytes: None,
+            pseed: false,
+            itercountk: None,
+        }
+    }
+
+    #[test]
+    fn cryptsetup_lines() {
+        let c = params(Derivation::Hash(HashAlg::Ripemd160), 256).cryptsetup("old.img", Some(12));
+        assert_eq!(
+            c.command.as_deref(),
+            Some(
+                "cryptsetup open --type plain --readonly --cipher aes-cbc-plain --key-size 256 --hash ripemd160 --offset 8 --skip 8 old.img legacy"
+            )
+        );
+        let raw = params(Derivation::UtilLinuxRaw, 256);
+        assert!(raw.cryptsetup("x", Some(31)).command.unwrap().contains("--hash plain"));
+        let long = raw.cryptsetup("x", Some(32));
+        assert!(long.needs_raw_key_file && long.command.unwrap().contains("--key-file KEYFILE"));
+        assert_eq!(shell_quote("a b'c"), "'a b'\\''c'");
+        let mut odd = params(Derivation::UtilLinuxRaw, 256);
+        odd.offset_bytes = 100;
+        assert!(odd.cryptsetup("x", Some(3)).command.is_none());
+    }
+
+    #[test]
+    fn mode_names() {
+        for s in ["aes-cbc-plain", "aes-cbc-plain64", "aes-cbc-null", "aes-ecb", "aes-cbc-lmk"] {
+            assert_eq!(s.parse::<Mode>().unwrap().dm_name(), s);
+        }
+        assert!("twofish-cbc-plain".parse::<Mode>().is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! Opening an image: read-only source, then work out what it holds — a LUKS header, a plain
+//! file system, a legacy encrypted payload whose parameters [`crate::detect`] finds from the
+//! passphrase, or "looks encrypted, a passphrase is needed". `inspect` reports this; `verify`
+//! streams the payload it describes.
+
+use crate::crypto::{NullCipher, SectorCipher};
+use crate::detect::{self, Constraints, Outcome, Secrets};
+use crate::formats::legacy::KeyMaterial;
+use crate::formats::luks;
+use crate::fs::FsInfo;
+use crate::source::{ByteSource, FileSource, SECTOR_BYTES};
+use crate::volume::Layout;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What the image holds.
+#[derive(Debug)]
+pub enum Content {
+    /// An unencrypted file system at `offset_bytes`.
+    Plain {
+        /// Where it starts.
+        offset_bytes: u64,
+        /// What it is.
+        fs: FsInfo,
+    },
+    /// A cryptoloop / loop-AES payload, parameters found (or confirmed) by detection.
+    Legacy(Box<Outcome>),
+    /// A LUKS container (locked: unlocking is `migrate`'s and a later `verify`'s business).
+    Luks(luks::Header),
+    /// Nothing recognisable and no secret given: probably encrypted.
+    NeedsSecret {
+        /// Whether the head looks like ciphertext (None: too little data to tell).
+        looks_random: Option<bool>,
+    },
+    /// `--scheme plain` was forced but nothing recognisable is there.
+    UnknownPlain {
+        /// The offset used.
+        offset_bytes: u64,
+    },
+}
+
+/// An opened image and what it holds.
+pub struct Opened {
+    /// The path as given.
+    pub path: PathBuf,
+    /// The file, read-only.
+    pub file: Arc<FileSource>,
+    /// The part of the file that holds data (the whole file; later: without appended ECC).
+    pub data: Arc<dyn ByteSource>,
+    /// What is in it.
+    pub content: Content,
+    /// Remarks for the user.
+    pub notes: Vec<String>,
+}
+
+/// Options for [`open`].
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Pinned parameters.
+    pub constraints: Constraints,
+    /// `--scheme plain`: do not look for encryption.
+    pub unencrypted: bool,
+}
+
+/// Open `path` read-only and work out what it holds.
+///
+/// # Errors
+/// `Io`/`InvalidInput` when the file cannot be used (missing, a directory, empty, offset past the
+/// end); `NoMatch` when secrets were given but no parameter set opens the image.
+pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result<Opened> {
+    let file = Arc::new(FileSource::open(path)?);
+    let size = file.size_bytes();
+    if size == 0 {
+        return Err(crate::Error::invalid(format!("{} is empty (0 bytes): there is no image to read", path.display())));
+    }
+    let c = &opts.constraints;
+    if let Some(off) = c.offset_bytes {
+        if off >= size {
+            return Err(crate::Error::invalid(format!(
+                "--offset {off} is at or past the end of {} ({size} bytes)",
+                path.display()
+            )));
+        }
+    }
+    let data: Arc<dyn ByteSource> = file.clone();
+    let mut notes = Vec::new();
+    let explicit_crypto = c.scheme.is_some() || c.mode.is_some();
+
+    if !explicit_crypto {
+        let at = c.offset_bytes.unwrap_or(0);
+        let w = crate::source::Window::new(&*data, at, None);
+        if let Some(h) = luks::probe(&w)? {
+            if !secrets.is_empty() {
+                notes.push("LUKS keyslot unlocking is not implemented yet; the passphrase was not used".into());
+            }
+            return Ok(Opened { path: path.into(), file, data, content: Content::Luks(h), notes });
+        }
+        if let Some((off, fs)) = detect::detect_plain(&*data, c.offset_bytes, c.size_limit_bytes)? {
+            if !secrets.is_empty() {
+                notes.push("the image is not encrypted; the passphrase/key file was not needed".into());
+            }
+            return Ok(Opened {
+                path: path.into(),
+                file,
+                data,
+                content: Content::Plain { offset_bytes: off, fs },
+                notes,
+            });
+        }
+        if opts.unencrypted {
+            return Ok(Opened {
+                path: path.into(),
+                file,
+                data,
+                content: Content::UnknownPlain { offset_bytes: at },
+                notes,
+            });
+        }
+    }
+    if secrets.is_empty() {
+        let head = crate::source::read_vec(&*data, 0, 1 << 20).map_err(|e| crate::Error::io("reading the image", e))?;
+        return Ok(Opened {
+            path: path.into(),
+            file,
+            data,
+            content: Content::NeedsSecret { looks_random: detect::looks_random(&head) },
+            notes,
+        });
+    }
+    let outcome = detect::detect(&*data, secrets, c)?;
+    if outcome.found.is_none() {
+        return Err(no_match_error(&outcome, c));
+    }
+    Ok(Opened { path: path.into(), file, data, content: Content::Legacy(Box::new(outcome)), notes })
+}
+
+fn no_match_error(o: &Outcome, c: &Constraints) -> crate::Error {
+    let mut msg = format!(
+        "no parameter set opens this image: tried {} combinations ({} distinct keys, {} payload offset{}, \
+         scanned the first {} KiB for file-system signatures)",
+        o.combinations_tried,
+        o.keys_tried,
+        o.offsets_tried.len(),
+        if o.offsets_tried.len() == 1 { "" } else { "s" },
+        o.scanned_bytes / 1024
+    );
+    if let Some(w) = &o.weak {
+        msg.push_str(&format!(
+            "; closest: {} {} {}-bit {} at offset {} (IV offset {}) shows a {} superblock that fails its consistency checks",
+            w.params.scheme,
+            w.params.cipher_name(),
+            w.params.key_bits,
+            w.params.derivation,
+            w.params.offset_bytes,
+            w.params.iv_offset_sectors,
+            w.fs.kind
+        ));
+    }
+    msg.push_str(
+        ". Next: check the passphrase bytes (a Latin-1 vs UTF-8 difference changes the key; the passphrase file's \
+         first line is used, without its newline)",
+    );
+    if c.offset_bytes.is_none() {
+        msg.push_str("; give --offset if the payload starts deeper than the scanned head");
+    }
+    msg.push_str("; loop-AES images may need --pseed/--itercountk (losetup -S/-C) or --key-file for multi-key");
+    if c.key_bits.is_some() || c.derivation.is_some() || c.scheme.is_some() || c.mode.is_some() {
+        msg.push_str("; drop the pinned --scheme/--cipher/--key-bits/--key-derivation to search more widely");
+    }
+    crate::Error::new(crate::ErrorKind::NoMatch, msg)
+}
+
+impl Opened {
+    /// The payload to stream for `verify`: its layout and cipher. `None` when there is nothing
+    /// readable (locked LUKS, no secret).
+    ///
+    /// # Errors
+    /// `InvalidInput` if key material and mode disagree (a bug).
+    pub fn payload(&self) -> crate::Result<Option<(Layout, Arc<dyn SectorCipher>)>> {
+        let size = self.data.size_bytes();
+        Ok(match &self.content {
+            Content::Plain { offset_bytes, .. } | Content::UnknownPlain { offset_bytes } => {
+                Some((Layout::new(size, *offset_bytes, None, *offset_bytes / SECTOR_BYTES), Arc::new(NullCipher)))
+            }
+            Content::Legacy(o) => match &o.found {
+                Some(f) => {
+                    let p = &f.params;
+                    let cipher: Arc<dyn SectorCipher> = Arc::from(p.cipher(&f.keys)?);
+                    Some((Layout::new(size, p.offset_bytes, p.size_limit_bytes, p.iv_offset_sectors), cipher))
+                }
+                None => None,
+            },
+            Content::Luks(_) | Content::NeedsSecret { .. } => None,
+        })
+    }
+
+    /// The file system found, if any.
+    pub fn filesystem(&self) -> Option<&FsInfo> {
+        match &self.content {
+            Content::Plain { fs, .. } => Some(fs),
+            Content::Legacy(o) => o.found.as_ref().map(|f| &f.fs),
+            _ => None,
+        }
+    }
+
+    /// The detected key material, if any (for migration).
+    pub fn keys(&self) -> Option<&KeyMaterial> {
+        match &self.content {
+            Content::Legacy(o) => o.found.as_ref().map(|f| &f.keys),
+            _ => None,
+        }
+    }
+}

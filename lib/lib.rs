@@ -1,0 +1,34 @@
+//! loopkit keeps old Linux loop-device data sets readable: it opens legacy cryptoloop, loop-AES
+//! and plain loop images offline and without root, works out their parameters from the
+//! passphrase, verifies them, and tells you the `cryptsetup` command that maps them today.
+//!
+//! Layers point downward only:
+//! [`source`] (bytes at offsets) ← [`crypto`] (sector ciphers, key derivations) ←
+//! [`formats`] / [`fs`] (on-disk formats) ← [`detect`], [`image`], [`volume`] ←
+//! [`verify`] / [`report`] ← the `loopkit` binary. The library never prints.
+//!
+//! ```no_run
+//! use loopkit::{detect::Secrets, image, crypto::Passphrase};
+//! let secrets = Secrets { passphrase: Some(Passphrase::new(b"secret".to_vec())), key_file: None };
+//! let opened = image::open("old.img".as_ref(), &secrets, &Default::default())?;
+//! if let Some(fs) = opened.filesystem() {
+//!     println!("{} inside", fs.kind);
+//! }
+//! # Ok::<(), loopkit::Error>(())
+//! ```
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod crypto;
+pub mod detect;
+mod error;
+pub mod formats;
+pub mod fs;
+pub mod image;
+pub mod progress;
+pub mod report;
+pub mod source;
+pub mod verify;
+pub mod volume;
+
+pub use error::{Error, ErrorKind, Result};

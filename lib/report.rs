@@ -1,0 +1,292 @@
+//! The JSON documents loopkit prints (`--json`): one place that defines the wire format, built
+//! from library results. Every document carries `"loopkit_json": 1`. See `docs/JSON.md`.
+
+use crate::detect::Outcome as Detection;
+use crate::image::{Content, Opened};
+use crate::verify::{Outcome as VerifyOutcome, Problem};
+use serde::{Deserialize, Serialize};
+
+/// Version of the JSON format.
+pub const JSON_VERSION: u32 = 1;
+
+/// How the image is encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    /// `cryptoloop`, `loop-aes`, `luks1`, `luks2`.
+    pub scheme: String,
+    /// dm-crypt spelling: `aes-cbc-plain`, `aes-cbc-plain64`, `aes-ecb`, `aes-cbc-lmk`, `aes-xts-plain64`…
+    pub cipher: String,
+    /// Key size in bits.
+    pub key_bits: u32,
+    /// How the key came from the passphrase (null for LUKS).
+    pub key_derivation: Option<String>,
+    /// loop-AES multi-key version: null, `v2`, `v3`.
+    pub multi_key: Option<String>,
+    /// Payload start in the image.
+    pub offset_bytes: u64,
+    /// IV sector of the payload's first sector (cryptsetup `--skip`).
+    pub iv_offset_sectors: u64,
+    /// Other derivations giving the same key.
+    pub equivalent_derivations: Vec<String>,
+    /// A loop-AES seed was appended to the passphrase.
+    pub pseed: bool,
+    /// loop-AES iteration count (thousands).
+    pub itercountk: Option<u32>,
+    /// losetup `--sizelimit`.
+    pub size_limit_bytes: Option<u64>,
+}
+
+/// The file system found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filesystem {
+    /// blkid TYPE.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Label.
+    pub label: Option<String>,
+    /// UUID.
+    pub uuid: Option<String>,
+    /// Size the file system claims.
+    pub size_bytes: Option<u64>,
+    /// Block size.
+    pub block_size: Option<u32>,
+    /// Remarks.
+    pub notes: Vec<String>,
+}
+
+/// Another parameter set that also matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alternative {
+    /// Its encryption parameters.
+    pub encryption: Encryption,
+    /// Its file system type.
+    pub filesystem_type: String,
+}
+
+/// How detection went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionReport {
+    /// Parameter combinations decrypted and checked.
+    pub combinations_tried: usize,
+    /// Distinct keys derived.
+    pub keys_tried: usize,
+    /// Payload offsets considered.
+    pub offsets_tried: Vec<u64>,
+    /// Bytes scanned for signatures.
+    pub scanned_bytes: u64,
+    /// Milliseconds spent.
+    pub elapsed_ms: u64,
+    /// Lower-ranked matches.
+    pub alternatives: Vec<Alternative>,
+}
+
+/// `loopkit inspect --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inspect {
+    /// Always [`JSON_VERSION`].
+    pub loopkit_json: u32,
+    /// `inspect` or `verify`.
+    pub command: String,
+    /// The image path as given.
+    pub image: String,
+    /// Image size.
+    pub size_bytes: u64,
+    /// Bytes allocated on disk (sparse files use fewer).
+    pub allocated_bytes: Option<u64>,
+    /// `plain`, `legacy-encrypted`, `luks`, `needs-secret`, `unknown`.
+    pub kind: String,
+    /// A passphrase or key file is needed to go further.
+    pub needs_secret: bool,
+    /// Encryption, or null for an unencrypted image.
+    pub encryption: Option<Encryption>,
+    /// The file system, or null.
+    pub filesystem: Option<Filesystem>,
+    /// The `cryptsetup open` command that maps the same data, or null.
+    pub cryptsetup: Option<String>,
+    /// Caveats for that command.
+    pub cryptsetup_notes: Vec<String>,
+    /// Detection statistics (legacy images).
+    pub detection: Option<DetectionReport>,
+    /// Remarks.
+    pub notes: Vec<String>,
+}
+
+/// The decrypted payload's digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    /// Payload start in the image.
+    pub offset_bytes: u64,
+    /// Payload length (whole sectors).
+    pub size_bytes: u64,
+    /// SHA-256 of the decrypted payload, lower-case hex.
+    pub sha256: String,
+    /// Bytes that were holes in the image.
+    pub hole_bytes: u64,
+}
+
+/// `loopkit verify --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    /// Everything `inspect` says.
+    #[serde(flatten)]
+    pub inspect: Inspect,
+    /// The payload digest.
+    pub payload: Option<Payload>,
+    /// No error-severity problems.
+    pub ok: bool,
+    /// Problems found.
+    pub problems: Vec<Problem>,
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn encryption_of(p: &crate::formats::legacy::Params, equivalents: &[crate::crypto::kdf::Derivation]) -> Encryption {
+    Encryption {
+        scheme: p.scheme.name().into(),
+        cipher: p.cipher_name(),
+        key_bits: p.key_bits,
+        key_derivation: Some(p.derivation.to_string()),
+        multi_key: p.multi_key.map(|m| m.to_string()),
+        offset_bytes: p.offset_bytes,
+        iv_offset_sectors: p.iv_offset_sectors,
+        equivalent_derivations: equivalents.iter().map(|d| d.to_string()).collect(),
+        pseed: p.pseed,
+        itercountk: p.itercountk,
+        size_limit_bytes: p.size_limit_bytes,
+    }
+}
+
+fn filesystem_of(fs: &crate::fs::FsInfo) -> Filesystem {
+    Filesystem {
+        kind: fs.kind.clone(),
+        label: fs.label.clone(),
+        uuid: fs.uuid.clone(),
+        size_bytes: fs.size_bytes,
+        block_size: fs.block_size,
+        notes: fs.notes.clone(),
+    }
+}
+
+fn detection_of(o: &Detection) -> DetectionReport {
+    DetectionReport {
+        combinations_tried: o.combinations_tried,
+        keys_tried: o.keys_tried,
+        offsets_tried: o.offsets_tried.clone(),
+        scanned_bytes: o.scanned_bytes,
+        elapsed_ms: o.elapsed.as_millis() as u64,
+        alternatives: o
+            .alternatives
+            .iter()
+            .map(|a| Alternative { encryption: encryption_of(&a.params, &[]), filesystem_type: a.fs.kind.clone() })
+            .collect(),
+    }
+}
+
+/// Build the `inspect` document. `pass_len` (the passphrase length, never its bytes) decides
+/// whether cryptsetup's own hashing can reproduce a raw key.
+pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
+    let image = opened.path.display().to_string();
+    let mut r = Inspect {
+        loopkit_json: JSON_VERSION,
+        command: "inspect".into(),
+        image: image.clone(),
+        size_bytes: crate::source::ByteSource::size_bytes(&*opened.file),
+        allocated_bytes: opened.file.allocated_bytes(),
+        kind: String::new(),
+        needs_secret: false,
+        encryption: None,
+        filesystem: opened.filesystem().map(filesystem_of),
+        cryptsetup: None,
+        cryptsetup_notes: Vec::new(),
+        detection: None,
+        notes: opened.notes.clone(),
+    };
+    match &opened.content {
+        Content::Plain { offset_bytes, .. } => {
+            r.kind = "plain".into();
+            if *offset_bytes != 0 {
+                r.notes
+                    .push(format!("the file system starts at byte {offset_bytes} (losetup --offset {offset_bytes})"));
+            }
+        }
+        Content::UnknownPlain { .. } => {
+            r.kind = "unknown".into();
+            r.notes.push("no known file system or header was recognised".into());
+        }
+        Content::Legacy(o) => {
+            r.kind = "legacy-encrypted".into();
+            if let Some(f) = &o.found {
+                r.encryption = Some(encryption_of(&f.params, &f.equivalent_derivations));
+                let cs = f.params.cryptsetup(&image, pass_len);
+                r.cryptsetup = cs.command;
+                r.cryptsetup_notes = cs.notes;
+                if !o.alternatives.is_empty() {
+                    r.notes.push(format!(
+                        "{} other parameter set(s) also produced a file system; the most likely one is shown",
+                        o.alternatives.len()
+                    ));
+                }
+            }
+            r.detection = Some(detection_of(o));
+        }
+        Content::Luks(h) => {
+            r.kind = "luks".into();
+            r.encryption = Some(Encryption {
+                scheme: format!("luks{}", h.version),
+                cipher: h.cipher.clone(),
+                key_bits: h.key_bits,
+                key_derivation: None,
+                multi_key: None,
+                offset_bytes: h.payload_offset_bytes,
+                iv_offset_sectors: h.iv_offset_sectors,
+                equivalent_derivations: Vec::new(),
+                pseed: false,
+                itercountk: None,
+                size_limit_bytes: h.payload_size_bytes,
+            });
+            r.cryptsetup =
+                Some(format!("cryptsetup open --readonly {} luks", crate::formats::legacy::shell_quote(&image)));
+            r.needs_secret = true;
+            r.notes.push(format!("LUKS{} UUID {}, {} keyslot(s)", h.version, h.uuid, h.keyslots));
+        }
+        Content::NeedsSecret { looks_random } => {
+            r.kind = "needs-secret".into();
+            r.needs_secret = true;
+            r.notes.push(match looks_random {
+                Some(true) => "no file system or header found and the data looks random: probably encrypted \
+                               (cryptoloop or loop-AES); give the passphrase to find the parameters"
+                    .into(),
+                Some(false) => "no file system or header found, and the data does not look encrypted".into(),
+                None => "no file system or header found (the image is mostly empty)".into(),
+            });
+        }
+    }
+    r
+}
+
+/// Build the `verify` document.
+pub fn verify(opened: &Opened, pass_len: Option<usize>, outcome: &VerifyOutcome) -> Verify {
+    let mut inspect = inspect(opened, pass_len);
+    inspect.command = "verify".into();
+    Verify {
+        inspect,
+        payload: outcome.digest.as_ref().map(|d| Payload {
+            offset_bytes: d.offset_bytes,
+            size_bytes: d.size_bytes,
+            sha256: hex(&d.sha256),
+            hole_bytes: d.hole_bytes,
+        }),
+        ok: outcome.ok(),
+        problems: outcome.problems.clone(),
+    }
+}
