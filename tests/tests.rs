@@ -1,1 +1,13 @@
-fn main() {}
+//! loopkit's integration tests: one binary (libtest-mimic), so a test that cannot run here
+//! (missing tool, no QEMU) is reported as *ignored with its reason*, never as passed.
+//! Each module contributes `trials()`; oracles are independent tools (mkfs, genisoimage, Python
+//! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
+
+mod util;
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let mut trials = Vec::new();
+    trials.extend(util::trials());
+    libtest_mimic::run(&args, trials).exit();
+}
