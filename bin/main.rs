@@ -1,1 +1,93 @@
-fn main() {}
+//! The `loopkit` command: parse arguments, install the Ctrl-C handler, run one subcommand, map
+//! the outcome to an exit code (0 ok, 1 problems found in the data, 2 could not do the job,
+//! 130 interrupted). Everything else lives in the library.
+
+mod cli;
+mod cmd;
+mod progress;
+mod render;
+mod secrets;
+
+use clap::Parser;
+use loopkit::ErrorKind;
+use loopkit::progress::Interrupt;
+use std::process::ExitCode;
+
+/// Exit code: could not do the job.
+const EXIT_FAILED: u8 = 2;
+/// Exit code: interrupted (128 + SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_FAILED } else { 0 });
+        }
+    };
+    let interrupt = Interrupt::new();
+    {
+        let i = interrupt.clone();
+        let _ = ctrlc::set_handler(move || {
+            if i.is_set() {
+                // Second Ctrl-C: give up immediately.
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+            i.trigger();
+        });
+    }
+    let (json, command) = match &cli.command {
+        cli::Command::Inspect(a) => (a.output.json, "inspect"),
+        cli::Command::Verify(a) => (a.output.json, "verify"),
+    };
+    let result = match &cli.command {
+        cli::Command::Inspect(a) => cmd::inspect::run(a),
+        cli::Command::Verify(a) => cmd::verify::run(a, &interrupt),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            report_error(&e, json, command);
+            ExitCode::from(if e.kind() == ErrorKind::Interrupted || interrupt.is_set() {
+                EXIT_INTERRUPTED
+            } else {
+                EXIT_FAILED
+            })
+        }
+    }
+}
+
+/// Print the error and its cause chain once on stderr (and, with --json, as one JSON object
+/// on stdout so scripts always get a document).
+fn report_error(e: &loopkit::Error, json: bool, command: &str) {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    eprintln!("loopkit: error: {msg}");
+    if json {
+        let kind = match e.kind() {
+            ErrorKind::Io => "io",
+            ErrorKind::NotRecognized => "not-recognized",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::WrongKey => "wrong-key",
+            ErrorKind::NoMatch => "no-match",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::InvalidInput => "invalid-input",
+            ErrorKind::Unsafe => "unsafe",
+            ErrorKind::Interrupted => "interrupted",
+            _ => "other",
+        };
+        let doc = serde_json::json!({
+            "loopkit_json": loopkit::report::JSON_VERSION,
+            "command": command,
+            "ok": false,
+            "error": {"kind": kind, "message": msg},
+        });
+        println!("{doc}");
+    }
+}

@@ -62,11 +62,7 @@ pub fn repo_root() -> PathBuf {
 
 /// Whether `tool` is on PATH.
 pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool} >/dev/null 2>&1"))
-        .status()
-        .is_ok_and(|s| s.success())
+    Command::new("sh").arg("-c").arg(format!("command -v {tool} >/dev/null 2>&1")).status().is_ok_and(|s| s.success())
 }
 
 /// A fresh scratch directory, removed on drop.
@@ -139,9 +135,8 @@ pub fn code(out: &Output) -> i32 {
 
 /// Parse stdout as exactly one JSON document.
 pub fn json(out: &Output) -> Result<serde_json::Value, Failed> {
-    serde_json::from_slice(&out.stdout).map_err(|e| {
-        format!("stdout is not one JSON document ({e}):\n{}", String::from_utf8_lossy(&out.stdout)).into()
-    })
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("stdout is not one JSON document ({e}):\n{}", String::from_utf8_lossy(&out.stdout)).into())
 }
 
 pub fn trials() -> Vec<Trial> {

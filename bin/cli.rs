@@ -1,0 +1,125 @@
+//! Command-line definition (clap derive): subcommands and the shared flag groups.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Keep old Linux loop-device images readable: inspect, verify and migrate cryptoloop, loop-AES
+/// and plain loop images offline, without root.
+#[derive(Debug, Parser)]
+#[command(name = "loopkit", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Tell what an image is: plain file system, LUKS, or legacy encryption (parameters found
+    /// from the passphrase), and the cryptsetup command that maps it today.
+    Inspect(InspectArgs),
+    /// Stream the whole image, decrypt it, hash the payload and check the file system.
+    Verify(VerifyArgs),
+}
+
+/// Where secrets come from. Never from an argument value.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SecretArgs {
+    /// Read the passphrase from the first line of FILE (its newline is not part of it; `-` = stdin).
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Read the passphrase from file descriptor N (first line).
+    #[arg(long, value_name = "N")]
+    pub passphrase_fd: Option<u32>,
+    /// loop-AES key file (1, 64 or 65 lines; gpg-encrypted files are decrypted with gpg using the
+    /// passphrase), or a raw key file.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Never prompt for a passphrase, even on a terminal.
+    #[arg(long)]
+    pub no_prompt: bool,
+}
+
+/// Parameters that override auto-detection.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ParamArgs {
+    /// Encryption scheme: cryptoloop, loop-aes, or plain (not encrypted).
+    #[arg(long, value_name = "SCHEME")]
+    pub scheme: Option<String>,
+    /// Cipher in dm-crypt spelling: aes-cbc-plain, aes-cbc-plain64, aes-cbc-null, aes-ecb, aes-cbc-lmk.
+    #[arg(long, value_name = "CIPHER")]
+    pub cipher: Option<String>,
+    /// Key size in bits: 128, 192 or 256.
+    #[arg(long, value_name = "BITS")]
+    pub key_bits: Option<u32>,
+    /// Key derivation: util-linux-raw, rmd160, unhashed, sha256, sha384, sha512, sha1, unhashed1,
+    /// unhashed2, plain, keyfile-raw.
+    #[arg(long, value_name = "NAME")]
+    pub key_derivation: Option<String>,
+    /// Payload offset in bytes (losetup -o; K/M/G suffixes, 0x hex). loop-AES `@N` means the
+    /// offset is not counted in the IV (same as --iv-offset 0).
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = false)]
+    pub offset: Option<String>,
+    /// IV sector of the payload's first sector (cryptsetup --skip). Default: offset / 512.
+    #[arg(long, value_name = "SECTORS")]
+    pub iv_offset: Option<u64>,
+    /// Limit the payload to BYTES (losetup --sizelimit).
+    #[arg(long, value_name = "BYTES")]
+    pub sizelimit: Option<String>,
+    /// loop-AES seed appended to the passphrase (losetup -S / pseed=).
+    #[arg(long, value_name = "SEED")]
+    pub pseed: Option<String>,
+    /// loop-AES key iteration count in thousands (losetup -C / itercountk=).
+    #[arg(long, value_name = "N")]
+    pub itercountk: Option<u32>,
+    /// How much of the image head to scan for file-system signatures.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub scan_bytes: Option<String>,
+}
+
+/// Output format.
+#[derive(Debug, Args, Clone, Default)]
+pub struct OutputArgs {
+    /// Print exactly one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `loopkit inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image file (opened read-only).
+    pub image: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub secrets: SecretArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub params: ParamArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `loopkit verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The image file (opened read-only).
+    pub image: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub secrets: SecretArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub params: ParamArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+    /// Decrypting threads (default: cores - 1).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}

@@ -1,0 +1,53 @@
+//! One module per subcommand.
+
+pub mod inspect;
+pub mod verify;
+
+use crate::cli::{ParamArgs, SecretArgs};
+use loopkit::detect::Secrets;
+use loopkit::image::{Content, Opened};
+use std::path::Path;
+
+/// Open an image with the given secrets; on a terminal, prompt for a passphrase if the image
+/// turns out to need one. Returns the opened image and the passphrase length (for cryptsetup
+/// advice; never the passphrase itself).
+pub fn open_with_prompt(image: &Path, s: &SecretArgs, p: &ParamArgs) -> loopkit::Result<(Opened, Option<usize>)> {
+    let opts = crate::secrets::open_options(p)?;
+    let mut secrets = crate::secrets::collect(s)?;
+    let pass_len = |sec: &Secrets| {
+        sec.passphrase
+            .as_ref()
+            .filter(|_| !sec.key_file.as_ref().is_some_and(|k| k.from_gpg))
+            .map(|p| p.c_str().len())
+            .or_else(|| sec.key_file.as_ref().and_then(|k| k.lines.first()).map(|l| l.len()))
+    };
+    let opened = loopkit::image::open(image, &secrets, &opts)?;
+    if secrets.is_empty() && matches!(opened.content, Content::NeedsSecret { .. }) {
+        if let Some(p) = crate::secrets::prompt(s, image)? {
+            secrets.passphrase = Some(p);
+            let again = loopkit::image::open(image, &secrets, &opts)?;
+            let n = pass_len(&secrets);
+            return Ok((again, n));
+        }
+    }
+    let n = pass_len(&secrets);
+    Ok((opened, n))
+}
+
+/// Write `s` to stdout; a closed pipe is not an error.
+pub fn print(s: &str) -> loopkit::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(loopkit::Error::io("writing to stdout", e)),
+        _ => Ok(()),
+    }
+}
+
+/// Serialise a report as one JSON document plus newline.
+pub fn print_json<T: serde::Serialize>(v: &T) -> loopkit::Result<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| {
+        loopkit::Error::new(loopkit::ErrorKind::InvalidInput, format!("BUG: cannot serialise report: {e}"))
+    })?;
+    print(&(s + "\n"))
+}

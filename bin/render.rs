@@ -1,0 +1,136 @@
+//! Human-readable rendering of the library's report documents (JSON goes through serde).
+
+use loopkit::report::{Inspect, Verify};
+use loopkit::verify::Severity;
+use std::fmt::Write as _;
+
+/// `1.5 MiB`-style sizes.
+pub fn size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+fn derivation_help(d: &str) -> &'static str {
+    match d {
+        "util-linux-raw" => "util-linux 2.12-2.22: first 31 passphrase bytes, zero-padded",
+        "rmd160" => "RIPEMD-160 of the passphrase (Debian util-linux, loop-AES -H rmd160)",
+        "unhashed" => "raw passphrase truncated to key length - 1 (Debian losetup -N)",
+        "sha256" | "sha384" | "sha512" => "hash of passphrase (loop-AES losetup/aespipe)",
+        "sha1" => "SHA-1 of the passphrase (cryptsetup plain --hash sha1)",
+        "unhashed1" => "loop-AES -H unhashed1 (historic 6-bit packing)",
+        "unhashed2" => "loop-AES -H unhashed2 (raw passphrase, 31 bytes)",
+        "plain" => "raw passphrase (cryptsetup --hash plain)",
+        "keyfile-raw" => "raw bytes of the key file",
+        _ => "",
+    }
+}
+
+/// Render an inspect report.
+pub fn inspect(r: &Inspect) -> String {
+    let mut o = String::new();
+    let alloc = match r.allocated_bytes {
+        Some(a) if a < r.size_bytes => format!(", {} allocated", size(a)),
+        _ => String::new(),
+    };
+    let _ = writeln!(o, "image        {}  ({}{alloc})", r.image, size(r.size_bytes));
+    let content = match r.kind.as_str() {
+        "plain" => "not encrypted",
+        "legacy-encrypted" => "legacy encrypted loop image",
+        "luks" => "LUKS container",
+        "needs-secret" => "unknown - probably encrypted, passphrase needed",
+        _ => "unknown",
+    };
+    let _ = writeln!(o, "content      {content}");
+    if let Some(e) = &r.encryption {
+        let mk = e.multi_key.as_deref().map(|m| format!(", multi-key {m}")).unwrap_or_default();
+        let _ = writeln!(o, "encryption   {}, {}, {}-bit key{mk}", e.scheme, e.cipher, e.key_bits);
+        if let Some(d) = &e.key_derivation {
+            let mut extra = String::new();
+            if e.pseed {
+                extra.push_str(", with seed");
+            }
+            if let Some(n) = e.itercountk {
+                let _ = write!(extra, ", {n}k iterations");
+            }
+            let _ = writeln!(o, "             key derivation {d}{extra} ({})", derivation_help(d));
+            if !e.equivalent_derivations.is_empty() {
+                let _ = writeln!(o, "             (same key as: {})", e.equivalent_derivations.join(", "));
+            }
+        }
+        let _ =
+            writeln!(o, "             payload at byte {}, IV offset {} sectors", e.offset_bytes, e.iv_offset_sectors);
+    }
+    if let Some(f) = &r.filesystem {
+        let mut line = format!("filesystem   {}", f.kind);
+        if let Some(l) = &f.label {
+            let _ = write!(line, ", label {l:?}");
+        }
+        if let Some(u) = &f.uuid {
+            let _ = write!(line, ", UUID {u}");
+        }
+        if let Some(s) = f.size_bytes {
+            let _ = write!(line, ", {}", size(s));
+        }
+        if let Some(b) = f.block_size {
+            let _ = write!(line, ", {}-byte blocks", b);
+        }
+        let _ = writeln!(o, "{line}");
+        for n in &f.notes {
+            let _ = writeln!(o, "             note: {n}");
+        }
+    }
+    if let Some(c) = &r.cryptsetup {
+        let _ = writeln!(o, "cryptsetup   {c}");
+    }
+    for n in &r.cryptsetup_notes {
+        let _ = writeln!(o, "             note: {n}");
+    }
+    if let Some(d) = &r.detection {
+        let _ = writeln!(
+            o,
+            "detection    {} match(es) among {} combinations ({} keys, {} offset(s)) in {} ms",
+            1 + d.alternatives.len(),
+            d.combinations_tried,
+            d.keys_tried,
+            d.offsets_tried.len(),
+            d.elapsed_ms
+        );
+    }
+    for n in &r.notes {
+        let _ = writeln!(o, "note         {n}");
+    }
+    o
+}
+
+/// Render a verify report.
+pub fn verify(r: &Verify) -> String {
+    let mut o = inspect(&r.inspect);
+    if let Some(p) = &r.payload {
+        let _ = writeln!(o, "payload      sha256 {}", p.sha256);
+        let holes = if p.hole_bytes > 0 { format!(" ({} were holes)", size(p.hole_bytes)) } else { String::new() };
+        let _ = writeln!(o, "             {} from byte {}{holes}", size(p.size_bytes), p.offset_bytes);
+    }
+    let errors = r.problems.iter().filter(|p| p.severity == Severity::Error).count();
+    if r.ok {
+        let _ = writeln!(o, "result       OK");
+    } else {
+        let _ = writeln!(o, "result       {errors} PROBLEM(S)");
+    }
+    for p in &r.problems {
+        let sev = match p.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let _ = writeln!(o, "  {sev:<8} {}: {}", p.code, p.message);
+    }
+    o
+}

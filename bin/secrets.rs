@@ -1,0 +1,144 @@
+//! Reading secrets for the CLI: passphrase files, file descriptors, key files and the no-echo
+//! prompt. Secrets never come from argument values and are never printed.
+
+use crate::cli::{ParamArgs, SecretArgs};
+use loopkit::crypto::Passphrase;
+use loopkit::detect::{Constraints, Secrets};
+use loopkit::formats::loopaes::KeyFile;
+use loopkit::image::OpenOptions;
+use std::io::{IsTerminal, Read};
+use std::path::Path;
+use zeroize::Zeroizing;
+
+/// Largest passphrase source read (only its first line is used).
+const PASSPHRASE_MAX_BYTES: u64 = 64 * 1024;
+
+fn read_bounded(mut r: impl Read, what: &str) -> loopkit::Result<Passphrase> {
+    let mut buf = Zeroizing::new(Vec::new());
+    (&mut r)
+        .take(PASSPHRASE_MAX_BYTES)
+        .read_to_end(&mut buf)
+        .map_err(|e| loopkit::Error::io(format!("cannot read the passphrase from {what}"), e))?;
+    Ok(Passphrase::from_file_contents(buf.to_vec()))
+}
+
+/// The passphrase from `--passphrase-file` / `--passphrase-fd`, if given.
+pub fn passphrase(args: &SecretArgs) -> loopkit::Result<Option<Passphrase>> {
+    if args.passphrase_file.is_some() && args.passphrase_fd.is_some() {
+        return Err(loopkit::Error::invalid("give either --passphrase-file or --passphrase-fd, not both"));
+    }
+    if let Some(p) = &args.passphrase_file {
+        if p == Path::new("-") {
+            return read_bounded(std::io::stdin().lock(), "standard input").map(Some);
+        }
+        let f = std::fs::File::open(p)
+            .map_err(|e| loopkit::Error::io(format!("cannot open passphrase file {}", p.display()), e))?;
+        return read_bounded(f, &p.display().to_string()).map(Some);
+    }
+    if let Some(fd) = args.passphrase_fd {
+        let path = format!("/proc/self/fd/{fd}");
+        let f = std::fs::File::open(&path)
+            .map_err(|e| loopkit::Error::io(format!("cannot read passphrase from file descriptor {fd}"), e))?;
+        return read_bounded(f, &format!("file descriptor {fd}")).map(Some);
+    }
+    Ok(None)
+}
+
+/// Ask for a passphrase on the terminal without echo, if one is attached and allowed.
+pub fn prompt(args: &SecretArgs, image: &Path) -> loopkit::Result<Option<Passphrase>> {
+    if args.no_prompt || !std::io::stderr().is_terminal() || !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let p = rpassword::prompt_password(format!("Passphrase for {}: ", image.display()))
+        .map_err(|e| loopkit::Error::io("cannot read the passphrase from the terminal", e))?;
+    Ok(Some(Passphrase::new(p.into_bytes())))
+}
+
+/// Collect the secrets given on the command line (no prompting).
+pub fn collect(args: &SecretArgs) -> loopkit::Result<Secrets> {
+    let passphrase = passphrase(args)?;
+    let key_file = match &args.key_file {
+        Some(p) => Some(KeyFile::read(p, passphrase.as_ref())?),
+        None => None,
+    };
+    Ok(Secrets { passphrase, key_file })
+}
+
+/// Parse a byte count: decimal, `0x` hex, optional K/M/G/T (binary) suffix.
+pub fn parse_bytes(s: &str, what: &str) -> loopkit::Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic() && !t.starts_with("0x")) {
+        Some((i, _)) => {
+            let mult = match t[i..].to_ascii_lowercase().as_str() {
+                "k" | "kib" => 1u64 << 10,
+                "m" | "mib" => 1 << 20,
+                "g" | "gib" => 1 << 30,
+                "t" | "tib" => 1 << 40,
+                "s" => 512,
+                _ => {
+                    return Err(loopkit::Error::invalid(format!("{what}: unknown unit in {s:?} (use K, M, G, T or s)")));
+                }
+            };
+            (&t[..i], mult)
+        }
+        None => (t, 1),
+    };
+    let n = if let Some(h) = num.strip_prefix("0x") { u64::from_str_radix(h, 16) } else { num.parse::<u64>() }
+        .map_err(|_| loopkit::Error::invalid(format!("{what}: {s:?} is not a byte count")))?;
+    n.checked_mul(mult).ok_or_else(|| loopkit::Error::invalid(format!("{what}: {s:?} is too large")))
+}
+
+/// Turn the parameter flags into library options.
+pub fn open_options(p: &ParamArgs) -> loopkit::Result<OpenOptions> {
+    let mut c = Constraints::default();
+    let mut unencrypted = false;
+    if let Some(s) = &p.scheme {
+        if s.eq_ignore_ascii_case("plain") || s.eq_ignore_ascii_case("none") {
+            unencrypted = true;
+        } else {
+            c.scheme = Some(s.parse()?);
+        }
+    }
+    if let Some(m) = &p.cipher {
+        if unencrypted {
+            return Err(loopkit::Error::invalid("--scheme plain and --cipher contradict each other"));
+        }
+        c.mode = Some(m.parse()?);
+    }
+    if let Some(b) = p.key_bits {
+        if !matches!(b, 128 | 192 | 256) {
+            return Err(loopkit::Error::invalid(format!("--key-bits {b}: AES keys are 128, 192 or 256 bits")));
+        }
+        c.key_bits = Some(b);
+    }
+    if let Some(d) = &p.key_derivation {
+        c.derivation = Some(d.parse()?);
+    }
+    if let Some(o) = &p.offset {
+        let (at, rest) = match o.strip_prefix('@') {
+            Some(r) => (true, r),
+            None => (false, o.as_str()),
+        };
+        c.offset_bytes = Some(parse_bytes(rest, "--offset")?);
+        if at {
+            if p.iv_offset.is_some_and(|v| v != 0) {
+                return Err(loopkit::Error::invalid("--offset @N means IV offset 0; it contradicts --iv-offset"));
+            }
+            c.iv_offset_sectors = Some(0);
+        }
+    }
+    if let Some(v) = p.iv_offset {
+        c.iv_offset_sectors = Some(v);
+    }
+    if let Some(l) = &p.sizelimit {
+        c.size_limit_bytes = Some(parse_bytes(l, "--sizelimit")?);
+    }
+    if let Some(s) = &p.pseed {
+        c.pseed = Some(s.as_bytes().to_vec());
+    }
+    c.itercountk = p.itercountk;
+    if let Some(s) = &p.scan_bytes {
+        c.scan_bytes = Some(parse_bytes(s, "--scan-bytes")?.min(64 << 20));
+    }
+    Ok(OpenOptions { constraints: c, unencrypted })
+}
