@@ -76,7 +76,9 @@ pub fn parse_bytes(s: &str, what: &str) -> loopkit::Result<u64> {
                 "t" | "tib" => 1 << 40,
                 "s" => 512,
                 _ => {
-                    return Err(loopkit::Error::invalid(format!("{what}: unknown unit in {s:?} (use K, M, G, T or s)")));
+                    return Err(loopkit::Error::invalid(format!(
+                        "{what}: unknown unit in {s:?} (use K, M, G, T or s)"
+                    )));
                 }
             };
             (&t[..i], mult)

@@ -77,8 +77,9 @@ pub struct Found {
     pub params: Params,
     /// The key(s).
     pub keys: KeyMaterial,
-    /// What the decrypted payload holds.
-    pub fs: FsInfo,
+    /// What the decrypted payload holds (`None` only for a fully pinned parameter set whose
+    /// payload holds no recognisable file system).
+    pub fs: Option<FsInfo>,
     /// Other derivations that produce the same key (e.g. `unhashed2` = `util-linux-raw`).
     pub equivalent_derivations: Vec<Derivation>,
 }
@@ -584,12 +585,38 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
     hits.retain(|h| {
         seen_params.insert((h.cand, h.params.offset_bytes, h.params.iv_offset_sectors, h.params.cipher_name()))
     });
-    let found = hits.first().map(|h| Found {
+    let mut found = hits.first().map(|h| Found {
         params: h.params.clone(),
         keys: cands[h.cand].keys.clone(),
-        fs: h.fs.clone(),
+        fs: Some(h.fs.clone()),
         equivalent_derivations: cands[h.cand].equivalents.clone(),
     });
+    // Explicit flags override the search: a fully pinned parameter set (one key, one mode, one
+    // offset, one IV offset) is used even when no file system shows (verify then reports it).
+    if found.is_none() && tried == 1 {
+        if let Some(k) = cands.first() {
+            if let Some(&(scheme, mode)) = modes_for(k, c).first() {
+                let off = c.offset_bytes.unwrap_or(0);
+                found = Some(Found {
+                    params: Params {
+                        scheme,
+                        mode,
+                        key_bits: k.key_bits,
+                        derivation: k.derivation,
+                        multi_key: k.multi_key,
+                        offset_bytes: off,
+                        iv_offset_sectors: c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES),
+                        size_limit_bytes: c.size_limit_bytes,
+                        pseed: c.pseed.is_some() && k.multi_key.is_none(),
+                        itercountk: if k.multi_key.is_none() { c.itercountk } else { None },
+                    },
+                    keys: k.keys.clone(),
+                    fs: weak.as_ref().map(|w| w.fs.clone()),
+                    equivalent_derivations: k.equivalents.clone(),
+                });
+            }
+        }
+    }
     let alternatives =
         hits.iter().skip(1).take(8).map(|h| Alternative { params: h.params.clone(), fs: h.fs.clone() }).collect();
     Ok(Outcome {

@@ -198,7 +198,7 @@ impl Opened {
     pub fn filesystem(&self) -> Option<&FsInfo> {
         match &self.content {
             Content::Plain { fs, .. } => Some(fs),
-            Content::Legacy(o) => o.found.as_ref().map(|f| &f.fs),
+            Content::Legacy(o) => o.found.as_ref().and_then(|f| f.fs.as_ref()),
             _ => None,
         }
     }

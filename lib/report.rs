@@ -230,6 +230,18 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
                 let cs = f.params.cryptsetup(&image, pass_len);
                 r.cryptsetup = cs.command;
                 r.cryptsetup_notes = cs.notes;
+                if f.fs.is_none() {
+                    r.notes.push("the parameters were given explicitly and no file system confirms them".into());
+                }
+                if f.params.mode != crate::formats::legacy::Mode::Lmk
+                    && f.params.mode != crate::formats::legacy::Mode::Ecb
+                {
+                    r.notes.push(
+                        "cryptoloop (aes-cbc-plain) and loop-AES single-key (aes-cbc-plain64) give identical bytes \
+                         below 2 TiB; the scheme shown is the one whose tools used this key derivation"
+                            .into(),
+                    );
+                }
                 if !o.alternatives.is_empty() {
                     r.notes.push(format!(
                         "{} other parameter set(s) also produced a file system; the most likely one is shown",

@@ -3,11 +3,13 @@
 //! Each module contributes `trials()`; oracles are independent tools (mkfs, genisoimage, Python
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
+mod legacy;
 mod util;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = Vec::new();
     trials.extend(util::trials());
+    trials.extend(legacy::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -78,7 +78,7 @@ def read_passphrase(path: str) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
-def write_tree(root: str) -> None:
+def write_tree(root: str, small: bool = False) -> None:
     """A small deterministic tree: nested dirs, odd names, sizes around block edges, a symlink."""
     os.makedirs(root, exist_ok=True)
     state = 0x1234567
@@ -102,8 +102,9 @@ def write_tree(root: str) -> None:
         "docs/block-1023.bin": rnd(1023),
         "docs/block-1024.bin": rnd(1024),
         "docs/block-1025.bin": rnd(1025),
-        "big.bin": rnd(600 * 1024),
     }
+    if not small:
+        files["big.bin"] = rnd(600 * 1024)
     for rel, data in files.items():
         p = os.path.join(root, rel)
         os.makedirs(os.path.dirname(p), exist_ok=True)
@@ -155,6 +156,41 @@ def encrypt_cryptoloop(plain: bytes, key: bytes, iv_base: int, ecb: bool) -> byt
     return bytes(out)
 
 
+def decrypt_cryptoloop(ct: bytes, key: bytes, iv_base: int, ecb: bool) -> bytes:
+    out = bytearray()
+    for k in range(len(ct) // 512):
+        sec = ct[512 * k: 512 * (k + 1)]
+        if ecb:
+            d = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+        else:
+            iv = ((iv_base + k) & 0xFFFFFFFF).to_bytes(4, "little") + bytes(12)
+            d = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        out += d.update(sec) + d.finalize()
+    return bytes(out)
+
+
+def data_sectors(path: str) -> list:
+    """Per 512-byte sector: True if it lies in an allocated (non-hole) region of the file."""
+    size = os.path.getsize(path)
+    mask = [False] * (size // 512)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            for k in range(start // 512, (end + 511) // 512):
+                if k < len(mask):
+                    mask[k] = True
+            pos = end
+    finally:
+        os.close(fd)
+    return mask
+
+
 def encrypt_aespipe(plain: bytes, args: list, passfile: str, keyfile: str, iv_sector: int) -> bytes:
     cmd = ["aespipe"] + args
     if iv_sector:
@@ -184,6 +220,7 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tree")
     t.add_argument("dir")
+    t.add_argument("--small", action="store_true", help="omit the 600 KiB file (for the shipped sample)")
     pl = sub.add_parser("plain")
     pl.add_argument("--fs", default="ext2")
     pl.add_argument("--size-mib", type=int, default=4)
@@ -206,11 +243,14 @@ def main() -> None:
     e.add_argument("--iv-offset", type=int, help="IV sector of payload sector 0 (default offset/512)")
     e.add_argument("--iv-exclude-offset", action="store_true", help="loop-AES @offset: IV starts at 0")
     e.add_argument("--sparse", action="store_true", help="leave the offset area as a hole")
+    e.add_argument("--holes", action="store_true",
+                   help="keep the plaintext image's holes as holes in the ciphertext, as a sparse file "
+                        "attached with losetup -e and never fully written would have them")
     e.add_argument("--out", required=True)
     a = ap.parse_args()
 
     if a.cmd == "tree":
-        write_tree(a.dir)
+        write_tree(a.dir, a.small)
         return
     if a.cmd == "keyfile":
         with open(a.out, "wb") as f:
@@ -235,17 +275,32 @@ def main() -> None:
         ct = encrypt_cryptoloop(plain, key, iv_base, a.ecb)
     else:
         ct = encrypt_aespipe(plain, a.aespipe_args.split(), a.passphrase_file, a.keyfile, iv_base)
+    holes = data_sectors(a.plain) if a.holes else None
     with open(a.out, "wb") as f:
         if a.offset:
             if a.sparse:
                 f.seek(a.offset)
             else:
                 f.write(hashlib.sha256(b"junk").digest() * (a.offset // 32))
-        f.write(ct)
+        if holes is None:
+            f.write(ct)
+        else:
+            for k in range(len(ct) // 512):
+                if holes[k]:
+                    f.write(ct[512 * k: 512 * (k + 1)])
+                else:
+                    f.seek(512, 1)
+            f.truncate(a.offset + len(ct))
+    payload_sha = hashlib.sha256(plain).hexdigest()
+    if holes is not None and a.scheme == "cryptoloop":
+        # What the kernel would show: holes are zero ciphertext, decrypted like any other sector.
+        data = open(a.out, "rb").read()[a.offset:]
+        payload_sha = hashlib.sha256(decrypt_cryptoloop(data, key, iv_base, a.ecb)).hexdigest()
     print(json.dumps({
         "image": a.out,
         "plaintext": a.plain,
         "plaintext_sha256": hashlib.sha256(plain).hexdigest(),
+        "payload_sha256": payload_sha,
         "payload_offset": a.offset,
         "iv_offset": iv_base,
         "size_bytes": os.path.getsize(a.out),
