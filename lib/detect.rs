@@ -169,13 +169,13 @@ fn key_candidates(secrets: &Secrets, c: &Constraints) -> crate::Result<Vec<KeyCa
         }
     }
     let mut raw_key_file: Option<&[u8]> = None;
-    if let Some(kf) = &secrets.key_file {
-        if kf.multi_key.is_none() {
-            if let Some(l) = kf.lines.first() {
-                passes.push(Passphrase::new(l.to_vec()));
-            }
-            raw_key_file = Some(&kf.raw[..]);
+    if let Some(kf) = &secrets.key_file
+        && kf.multi_key.is_none()
+    {
+        if let Some(l) = kf.lines.first() {
+            passes.push(Passphrase::new(l.to_vec()));
         }
+        raw_key_file = Some(&kf.raw[..]);
     }
     let allow_single = !matches!(c.mode, Some(Mode::Lmk));
     let mut order = 0usize;
@@ -210,73 +210,73 @@ fn key_candidates(secrets: &Secrets, c: &Constraints) -> crate::Result<Vec<KeyCa
                 }
             }
         }
-        if let Some(raw) = raw_key_file {
-            if deriv_ok(Derivation::KeyFileRaw) {
-                for bits in [256, 128, 192] {
-                    order += 1;
-                    if !bits_ok(bits) {
-                        continue;
-                    }
-                    if let Some(key) = Derivation::KeyFileRaw.derive(raw, (bits / 8) as usize) {
-                        let f = fp(&[key.bytes()], bits, 0);
-                        push(
-                            KeyCand {
-                                derivation: Derivation::KeyFileRaw,
-                                key_bits: bits,
-                                keys: KeyMaterial::Single(key),
-                                multi_key: None,
-                                equivalents: vec![],
-                                order,
-                            },
-                            f,
-                            &mut out,
-                        );
-                    }
+        if let Some(raw) = raw_key_file
+            && deriv_ok(Derivation::KeyFileRaw)
+        {
+            for bits in [256, 128, 192] {
+                order += 1;
+                if !bits_ok(bits) {
+                    continue;
+                }
+                if let Some(key) = Derivation::KeyFileRaw.derive(raw, (bits / 8) as usize) {
+                    let f = fp(&[key.bytes()], bits, 0);
+                    push(
+                        KeyCand {
+                            derivation: Derivation::KeyFileRaw,
+                            key_bits: bits,
+                            keys: KeyMaterial::Single(key),
+                            multi_key: None,
+                            equivalents: vec![],
+                            order,
+                        },
+                        f,
+                        &mut out,
+                    );
                 }
             }
         }
     }
-    if let Some(kf) = &secrets.key_file {
-        if let Some(mk) = kf.multi_key {
-            if c.mode.is_none_or(|m| m == Mode::Lmk) && c.scheme.is_none_or(|s| s == Scheme::LoopAes) {
-                for bits in [128u32, 256, 192] {
-                    if !bits_ok(bits) {
-                        continue;
-                    }
-                    let default = HashAlg::loopaes_default((bits / 8) as usize);
-                    let mut hashes = vec![default];
-                    for h in [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512, HashAlg::Ripemd160] {
-                        if !hashes.contains(&h) {
-                            hashes.push(h);
-                        }
-                    }
-                    for h in hashes {
-                        order += 1;
-                        let d = Derivation::Hash(h);
-                        if !deriv_ok(d) {
-                            continue;
-                        }
-                        let keys = loopaes_multi(d, &kf.lines, (bits / 8) as usize)?;
-                        let mut parts: Vec<&[u8]> = keys.keys.iter().map(|k| k.bytes()).collect();
-                        let seed = keys.seed;
-                        if let Some(s) = &seed {
-                            parts.push(s);
-                        }
-                        let f = fp(&parts, bits, 1);
-                        push(
-                            KeyCand {
-                                derivation: d,
-                                key_bits: bits,
-                                keys: KeyMaterial::Multi(keys),
-                                multi_key: Some(mk),
-                                equivalents: vec![],
-                                order,
-                            },
-                            f,
-                            &mut out,
-                        );
-                    }
+    if let Some(kf) = &secrets.key_file
+        && let Some(mk) = kf.multi_key
+        && c.mode.is_none_or(|m| m == Mode::Lmk)
+        && c.scheme.is_none_or(|s| s == Scheme::LoopAes)
+    {
+        for bits in [128u32, 256, 192] {
+            if !bits_ok(bits) {
+                continue;
+            }
+            let default = HashAlg::loopaes_default((bits / 8) as usize);
+            let mut hashes = vec![default];
+            for h in [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512, HashAlg::Ripemd160] {
+                if !hashes.contains(&h) {
+                    hashes.push(h);
                 }
+            }
+            for h in hashes {
+                order += 1;
+                let d = Derivation::Hash(h);
+                if !deriv_ok(d) {
+                    continue;
+                }
+                let keys = loopaes_multi(d, &kf.lines, (bits / 8) as usize)?;
+                let mut parts: Vec<&[u8]> = keys.keys.iter().map(|k| k.bytes()).collect();
+                let seed = keys.seed;
+                if let Some(s) = &seed {
+                    parts.push(s);
+                }
+                let f = fp(&parts, bits, 1);
+                push(
+                    KeyCand {
+                        derivation: d,
+                        key_bits: bits,
+                        keys: KeyMaterial::Multi(keys),
+                        multi_key: Some(mk),
+                        equivalents: vec![],
+                        order,
+                    },
+                    f,
+                    &mut out,
+                );
             }
         }
     }
@@ -429,10 +429,8 @@ fn scan_key(head: &[u8], k: &KeyCand, modes: &[(Scheme, Mode)], out: &mut Vec<u6
             let ecb = modes.iter().any(|(_, m)| *m == Mode::Ecb);
             let mut p = [0u8; 512];
             for (j, (ds, cs)) in d.chunks_exact(512).zip(head.chunks_exact(512)).enumerate() {
-                if ecb {
-                    if let Some(rel) = sector_signature(ds, 0) {
-                        push_offset(out, j, rel);
-                    }
+                if ecb && let Some(rel) = sector_signature(ds, 0) {
+                    push_offset(out, j, rel);
                 }
                 if cbc {
                     p.copy_from_slice(ds);
@@ -593,29 +591,29 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
     });
     // Explicit flags override the search: a fully pinned parameter set (one key, one mode, one
     // offset, one IV offset) is used even when no file system shows (verify then reports it).
-    if found.is_none() && tried == 1 {
-        if let Some(k) = cands.first() {
-            if let Some(&(scheme, mode)) = modes_for(k, c).first() {
-                let off = c.offset_bytes.unwrap_or(0);
-                found = Some(Found {
-                    params: Params {
-                        scheme,
-                        mode,
-                        key_bits: k.key_bits,
-                        derivation: k.derivation,
-                        multi_key: k.multi_key,
-                        offset_bytes: off,
-                        iv_offset_sectors: c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES),
-                        size_limit_bytes: c.size_limit_bytes,
-                        pseed: c.pseed.is_some() && k.multi_key.is_none(),
-                        itercountk: if k.multi_key.is_none() { c.itercountk } else { None },
-                    },
-                    keys: k.keys.clone(),
-                    fs: weak.as_ref().map(|w| w.fs.clone()),
-                    equivalent_derivations: k.equivalents.clone(),
-                });
-            }
-        }
+    if found.is_none()
+        && tried == 1
+        && let Some(k) = cands.first()
+        && let Some(&(scheme, mode)) = modes_for(k, c).first()
+    {
+        let off = c.offset_bytes.unwrap_or(0);
+        found = Some(Found {
+            params: Params {
+                scheme,
+                mode,
+                key_bits: k.key_bits,
+                derivation: k.derivation,
+                multi_key: k.multi_key,
+                offset_bytes: off,
+                iv_offset_sectors: c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES),
+                size_limit_bytes: c.size_limit_bytes,
+                pseed: c.pseed.is_some() && k.multi_key.is_none(),
+                itercountk: if k.multi_key.is_none() { c.itercountk } else { None },
+            },
+            keys: k.keys.clone(),
+            fs: weak.as_ref().map(|w| w.fs.clone()),
+            equivalent_derivations: k.equivalents.clone(),
+        });
     }
     let alternatives =
         hits.iter().skip(1).take(8).map(|h| Alternative { params: h.params.clone(), fs: h.fs.clone() }).collect();
@@ -648,10 +646,10 @@ pub fn detect_plain(
         fs::identify(&w).map_err(|e| crate::Error::io("reading the image", e))
     };
     let first = offset_bytes.unwrap_or(0);
-    if let Some(info) = probe_at(first)? {
-        if info.confidence >= STRONG_CONFIDENCE || offset_bytes.is_some() {
-            return Ok(Some((first, info)));
-        }
+    if let Some(info) = probe_at(first)?
+        && (info.confidence >= STRONG_CONFIDENCE || offset_bytes.is_some())
+    {
+        return Ok(Some((first, info)));
     }
     if offset_bytes.is_some() {
         return Ok(None);
@@ -661,10 +659,10 @@ pub fn detect_plain(
         if off == 0 {
             continue;
         }
-        if let Some(info) = probe_at(off)? {
-            if info.confidence >= STRONG_CONFIDENCE {
-                return Ok(Some((off, info)));
-            }
+        if let Some(info) = probe_at(off)?
+            && info.confidence >= STRONG_CONFIDENCE
+        {
+            return Ok(Some((off, info)));
         }
     }
     Ok(None)

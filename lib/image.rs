@@ -74,13 +74,13 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
         return Err(crate::Error::invalid(format!("{} is empty (0 bytes): there is no image to read", path.display())));
     }
     let c = &opts.constraints;
-    if let Some(off) = c.offset_bytes {
-        if off >= size {
-            return Err(crate::Error::invalid(format!(
-                "--offset {off} is at or past the end of {} ({size} bytes)",
-                path.display()
-            )));
-        }
+    if let Some(off) = c.offset_bytes
+        && off >= size
+    {
+        return Err(crate::Error::invalid(format!(
+            "--offset {off} is at or past the end of {} ({size} bytes)",
+            path.display()
+        )));
     }
     let data: Arc<dyn ByteSource> = file.clone();
     let mut notes = Vec::new();

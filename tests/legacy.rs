@@ -15,8 +15,8 @@ const LONG_PASS: &str = "this passphrase is longer than thirty-one bytes, by far
 /// Plaintext images shared by all tests (built once per run).
 pub struct Plains {
     _dir: Scratch,
+    /// Holds `tree/`, `{ext2,ext3,ext4,iso9660,vfat}.img`, `pass`, `longpass`.
     pub dir: PathBuf,
-    pub tree: PathBuf,
 }
 
 fn generator() -> PathBuf {
@@ -69,7 +69,7 @@ pub fn plains() -> Result<&'static Plains, String> {
         }
         std::fs::write(dir.join("pass"), format!("{PASS}\n")).map_err(|e| e.to_string())?;
         std::fs::write(dir.join("longpass"), format!("{LONG_PASS}\n")).map_err(|e| e.to_string())?;
-        Ok(Plains { _dir: s, dir, tree })
+        Ok(Plains { _dir: s, dir })
     })
     .as_ref()
     .map_err(Clone::clone)
@@ -79,7 +79,6 @@ pub fn plains() -> Result<&'static Plains, String> {
 pub struct Fixture {
     pub image: PathBuf,
     pub plaintext_sha256: String,
-    pub passfile: Option<PathBuf>,
 }
 
 /// Encrypt `fs`'s plaintext image with `legacy.py encrypt ARGS` into `dir/name`.
@@ -94,8 +93,7 @@ pub fn encrypt(dir: &Path, name: &str, fs: &str, args: &[&str]) -> Result<Fixtur
             .args(args),
     )?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("legacy.py output: {e}"))?;
-    let passfile = args.windows(2).find(|w| w[0] == "--passphrase-file").map(|w| PathBuf::from(w[1]));
-    Ok(Fixture { image, plaintext_sha256: v["plaintext_sha256"].as_str().unwrap_or("").to_string(), passfile })
+    Ok(Fixture { image, plaintext_sha256: v["payload_sha256"].as_str().unwrap_or("").to_string() })
 }
 
 fn prerequisites(extra: &[&str]) -> Option<String> {
@@ -138,6 +136,9 @@ fn verify_case(f: &Fixture, args: &[&str], expect: &[(&str, serde_json::Value)])
     Ok(v)
 }
 
+/// (image name, fs, generator args, loopkit args, expected encryption/filesystem fields)
+type Case<'a> = (&'a str, &'a str, Vec<&'a str>, Vec<&'a str>, Vec<(&'a str, serde_json::Value)>);
+
 macro_rules! s {
     ($x:expr) => {
         serde_json::json!($x)
@@ -154,7 +155,7 @@ fn cryptoloop_matrix() -> TestResult {
     let longp = p.dir.join("longpass");
     let (ps, ls) = (pass.to_str().unwrap(), longp.to_str().unwrap());
     // (name, fs, generator args, loopkit args, expected fields)
-    let cases: Vec<(&str, &str, Vec<&str>, Vec<&str>, Vec<(&str, serde_json::Value)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "rmd160-256.img",
             "ext2",
@@ -292,7 +293,7 @@ fn loopaes_matrix() -> TestResult {
         run_ok(Command::new("python3").arg(generator()).args(["keyfile", "--lines", n, "--out", k.to_str().unwrap()]))?;
     }
     let (k64s, k65s) = (k64.to_str().unwrap(), k65.to_str().unwrap());
-    let cases: Vec<(&str, &str, Vec<&str>, Vec<&str>, Vec<(&str, serde_json::Value)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "aes128.img",
             "ext2",
@@ -903,6 +904,50 @@ fn shipped_sample() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// SIGINT during a long verify: exit 130, a clear message, no output document claiming success.
+fn interrupted() -> TestResult {
+    if let Some(r) = prerequisites(&[]) {
+        return util::skip(r);
+    }
+    let p = plains().map_err(Failed::from)?;
+    let d = Scratch::new("sigint");
+    let pass = p.dir.join("pass");
+    let f = encrypt(
+        &d.0,
+        "c.img",
+        "ext2",
+        &["--scheme", "cryptoloop", "--derivation", "rmd160", "--passphrase-file", pass.to_str().unwrap()],
+    )?;
+    // A 1 GiB sparse tail keeps the hasher busy for a while without using disk space.
+    let file = std::fs::OpenOptions::new().write(true).open(&f.image).map_err(|e| e.to_string())?;
+    file.set_len(1 << 30).map_err(|e| e.to_string())?;
+    drop(file);
+    let child = loopkit(&[
+        "verify",
+        "--json",
+        "--threads",
+        "1",
+        f.image.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .map_err(|e| e.to_string())?;
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]))?;
+    let o = child.wait_with_output().map_err(|e| e.to_string())?;
+    if code(&o) == 0 {
+        return util::skip("verify finished before SIGINT arrived (machine too fast for this check)");
+    }
+    ensure!(code(&o) == 130, "exit {} after SIGINT, want 130: {}", code(&o), String::from_utf8_lossy(&o.stderr));
+    let v = json(&o)?;
+    ensure!(v["ok"] == false && v["error"]["kind"] == "interrupted", "interrupted document: {v}");
+    Ok(Completion::Completed)
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("legacy::cryptoloop_matrix", cryptoloop_matrix),
@@ -915,5 +960,6 @@ pub fn trials() -> Vec<Trial> {
         trial("legacy::bad_input", bad_input),
         trial("legacy::json_contract", json_contract),
         trial("legacy::shipped_sample", shipped_sample),
+        trial("legacy::interrupted", interrupted),
     ]
 }

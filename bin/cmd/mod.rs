@@ -22,13 +22,14 @@ pub fn open_with_prompt(image: &Path, s: &SecretArgs, p: &ParamArgs) -> loopkit:
             .or_else(|| sec.key_file.as_ref().and_then(|k| k.lines.first()).map(|l| l.len()))
     };
     let opened = loopkit::image::open(image, &secrets, &opts)?;
-    if secrets.is_empty() && matches!(opened.content, Content::NeedsSecret { .. }) {
-        if let Some(p) = crate::secrets::prompt(s, image)? {
-            secrets.passphrase = Some(p);
-            let again = loopkit::image::open(image, &secrets, &opts)?;
-            let n = pass_len(&secrets);
-            return Ok((again, n));
-        }
+    if secrets.is_empty()
+        && matches!(opened.content, Content::NeedsSecret { .. })
+        && let Some(p) = crate::secrets::prompt(s, image)?
+    {
+        secrets.passphrase = Some(p);
+        let again = loopkit::image::open(image, &secrets, &opts)?;
+        let n = pass_len(&secrets);
+        return Ok((again, n));
     }
     let n = pass_len(&secrets);
     Ok((opened, n))

@@ -26,7 +26,7 @@ impl HashAlg {
         [HashAlg::Ripemd160, HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
 
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             HashAlg::Ripemd160 | HashAlg::Sha1 => 20,
             HashAlg::Sha256 => 32,

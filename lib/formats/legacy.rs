@@ -154,7 +154,7 @@ impl Params {
         let mut notes = Vec::new();
         let quoted = shell_quote(image);
         let key_bytes = (self.key_bits / 8) as usize;
-        if self.offset_bytes % 512 != 0 {
+        if !self.offset_bytes.is_multiple_of(512) {
             notes.push(format!(
                 "the payload starts at byte {}, which is not a multiple of 512: cryptsetup cannot map it directly; \
                  use `loopkit migrate` to copy it into a new container",
@@ -172,10 +172,10 @@ impl Params {
         }
         if self.mode == Mode::Lmk {
             let mut cmd = format!("cryptsetup open --type loopaes --readonly --key-size {}", self.key_bits);
-            if let Derivation::Hash(h) = self.derivation {
-                if h != HashAlg::loopaes_default(key_bytes) {
-                    cmd.push_str(&format!(" --hash {}", h.cryptsetup_name()));
-                }
+            if let Derivation::Hash(h) = self.derivation
+                && h != HashAlg::loopaes_default(key_bytes)
+            {
+                cmd.push_str(&format!(" --hash {}", h.cryptsetup_name()));
             }
             // loopaes defaults --skip to --offset; say both explicitly (an @offset image needs --skip 0).
             if off != 0 || self.iv_offset_sectors != 0 {

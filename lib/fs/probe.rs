@@ -53,10 +53,10 @@ const PROBES: &[Probe] = &[
 pub fn identify(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
     let mut best: Option<FsInfo> = None;
     for p in PROBES {
-        if let Some(info) = p(src)? {
-            if best.as_ref().is_none_or(|b| info.confidence > b.confidence) {
-                best = Some(info);
-            }
+        if let Some(info) = p(src)?
+            && best.as_ref().is_none_or(|b| info.confidence > b.confidence)
+        {
+            best = Some(info);
         }
     }
     Ok(best)

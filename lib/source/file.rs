@@ -100,7 +100,7 @@ impl ByteSource for FileSource {
             return Ok(Vec::new());
         }
         if !self.seek_data {
-            return Ok(vec![range.start..end]);
+            return Ok(std::iter::once(range.start..end).collect());
         }
         let mut out = Vec::new();
         let mut pos = range.start;

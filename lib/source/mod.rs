@@ -41,7 +41,7 @@ pub trait ByteSource: Send + Sync {
     /// The underlying I/O error.
     fn data_regions(&self, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
         let end = range.end.min(self.size_bytes());
-        if range.start >= end { Ok(Vec::new()) } else { Ok(vec![range.start..end]) }
+        if range.start >= end { Ok(Vec::new()) } else { Ok(std::iter::once(range.start..end).collect()) }
     }
 
     /// Fill `buf` completely from `offset_bytes`.
