@@ -526,6 +526,43 @@ mod tests {
         assert!(identify(&MemSource::new(vec![])).unwrap().is_none());
     }
 
+    /// Random mutations of structured headers never panic or hang.
+    #[test]
+    fn mutations_never_panic() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut base = vec![0u8; 96 << 10];
+        base[1024 + 56..1024 + 58].copy_from_slice(&EXT_SUPER_MAGIC.to_le_bytes());
+        base[32768..32774].copy_from_slice(b"\x01CD001");
+        base[0..6].copy_from_slice(&crate::formats::luks::LUKS_MAGIC);
+        base[6..8].copy_from_slice(&2u16.to_be_bytes());
+        base[510] = 0x55;
+        base[511] = 0xAA;
+        base[65536 + 64..65536 + 72].copy_from_slice(b"_BHRfS_M");
+        for i in 0..3000 {
+            let mut img = base.clone();
+            for _ in 0..(1 + i % 40) {
+                let at = (rnd() as usize) % img.len();
+                img[at] = rnd() as u8;
+            }
+            // Concentrate some mutations on header fields.
+            for _ in 0..8 {
+                let at = [1024usize, 32768, 0, 65536][(rnd() % 4) as usize] + (rnd() % 512) as usize;
+                img[at] = rnd() as u8;
+            }
+            let len = if i % 7 == 0 { (rnd() as usize) % img.len() } else { img.len() };
+            img.truncate(len);
+            let src = MemSource::new(img);
+            let _ = identify(&src);
+            let _ = crate::formats::luks::probe(&src);
+        }
+    }
+
     #[test]
     fn ext_rejects_inconsistent_geometry() {
         let mut sb = vec![0u8; 1024];
