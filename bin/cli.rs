@@ -89,9 +89,9 @@ pub struct OutputArgs {
     pub quiet: bool,
 }
 
-/// `loopkit inspect`.
+/// What every image command takes: the image, its secrets, parameter overrides, output format.
 #[derive(Debug, Args)]
-pub struct InspectArgs {
+pub struct ImageArgs {
     /// The image file (opened read-only).
     pub image: PathBuf,
     #[command(flatten)]
@@ -105,20 +105,20 @@ pub struct InspectArgs {
     pub output: OutputArgs,
 }
 
+/// `loopkit inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: ImageArgs,
+}
+
 /// `loopkit verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The image file (opened read-only).
-    pub image: PathBuf,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub secrets: SecretArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub params: ParamArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub output: OutputArgs,
+    pub common: ImageArgs,
     /// Decrypting threads (default: cores - 1).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,

@@ -38,8 +38,8 @@ fn main() -> ExitCode {
         });
     }
     let (json, command) = match &cli.command {
-        cli::Command::Inspect(a) => (a.output.json, "inspect"),
-        cli::Command::Verify(a) => (a.output.json, "verify"),
+        cli::Command::Inspect(a) => (a.common.output.json, "inspect"),
+        cli::Command::Verify(a) => (a.common.output.json, "verify"),
     };
     let result = match &cli.command {
         cli::Command::Inspect(a) => cmd::inspect::run(a),

@@ -96,6 +96,24 @@ pub fn encrypt(dir: &Path, name: &str, fs: &str, args: &[&str]) -> Result<Fixtur
     Ok(Fixture { image, plaintext_sha256: v["payload_sha256"].as_str().unwrap_or("").to_string() })
 }
 
+/// The most common fixture: Debian-style cryptoloop (rmd160, AES-256) over `fs`'s plaintext.
+/// `Ok(Err(reason))` when the prerequisites are missing.
+fn rmd160_fixture(dir: &str, name: &str, fs: &str) -> Result<Result<(Scratch, Fixture, PathBuf), String>, Failed> {
+    if let Some(r) = prerequisites(&[]) {
+        return Ok(Err(r));
+    }
+    let p = plains().map_err(Failed::from)?;
+    let d = Scratch::new(dir);
+    let pass = p.dir.join("pass");
+    let f = encrypt(
+        &d.0,
+        name,
+        fs,
+        &["--scheme", "cryptoloop", "--derivation", "rmd160", "--passphrase-file", pass.to_str().unwrap()],
+    )?;
+    Ok(Ok((d, f, pass)))
+}
+
 fn prerequisites(extra: &[&str]) -> Option<String> {
     if let Err(e) = plains() {
         return Some(e);
@@ -689,18 +707,10 @@ print(h.hexdigest())
 
 /// Passphrase from stdin (`-`) and from an inherited file descriptor.
 fn passphrase_sources() -> TestResult {
-    if let Some(r) = prerequisites(&[]) {
-        return util::skip(r);
-    }
-    let p = plains().map_err(Failed::from)?;
-    let d = Scratch::new("passsrc");
-    let pass = p.dir.join("pass");
-    let f = encrypt(
-        &d.0,
-        "c.img",
-        "ext2",
-        &["--scheme", "cryptoloop", "--derivation", "rmd160", "--passphrase-file", pass.to_str().unwrap()],
-    )?;
+    let (_d, f, pass) = match rmd160_fixture("passsrc", "c.img", "ext2")? {
+        Ok(x) => x,
+        Err(reason) => return util::skip(reason),
+    };
     let lk = util::loopkit_bin();
     for how in [
         format!("{} inspect --json --passphrase-file - {} < {}", lk.display(), f.image.display(), pass.display()),
@@ -839,18 +849,10 @@ fn bad_input() -> TestResult {
 
 /// The exact JSON contract of `verify --json` (keys other work relies on).
 fn json_contract() -> TestResult {
-    if let Some(r) = prerequisites(&[]) {
-        return util::skip(r);
-    }
-    let p = plains().map_err(Failed::from)?;
-    let d = Scratch::new("json");
-    let pass = p.dir.join("pass");
-    let f = encrypt(
-        &d.0,
-        "c.img",
-        "ext3",
-        &["--scheme", "cryptoloop", "--derivation", "rmd160", "--passphrase-file", pass.to_str().unwrap()],
-    )?;
+    let (_d, f, pass) = match rmd160_fixture("json", "c.img", "ext3")? {
+        Ok(x) => x,
+        Err(reason) => return util::skip(reason),
+    };
     let v = json(&run(&mut loopkit(&[
         "verify",
         "--json",
@@ -906,18 +908,10 @@ fn shipped_sample() -> TestResult {
 
 /// SIGINT during a long verify: exit 130, a clear message, no output document claiming success.
 fn interrupted() -> TestResult {
-    if let Some(r) = prerequisites(&[]) {
-        return util::skip(r);
-    }
-    let p = plains().map_err(Failed::from)?;
-    let d = Scratch::new("sigint");
-    let pass = p.dir.join("pass");
-    let f = encrypt(
-        &d.0,
-        "c.img",
-        "ext2",
-        &["--scheme", "cryptoloop", "--derivation", "rmd160", "--passphrase-file", pass.to_str().unwrap()],
-    )?;
+    let (_d, f, pass) = match rmd160_fixture("sigint", "c.img", "ext2")? {
+        Ok(x) => x,
+        Err(reason) => return util::skip(reason),
+    };
     // A 1 GiB sparse tail keeps the hasher busy for a while without using disk space.
     let file = std::fs::OpenOptions::new().write(true).open(&f.image).map_err(|e| e.to_string())?;
     file.set_len(1 << 30).map_err(|e| e.to_string())?;
