@@ -1,0 +1,153 @@
+//! Smoke tests of the real-kernel harness (tests/vm.rs): the guest kernel has device-mapper,
+//! dm-crypt and ublk; it mounts an ext4 image made on the host by mkfs.ext4 and reads the same
+//! bytes sha256sum reads on the host; writable and read-only disks behave; and a failing guest
+//! script is reported as a failure, not a pass.
+
+use crate::ensure;
+use crate::util::{Scratch, TestResult, fail, have, run_ok, sha256_file, skip, trial};
+use crate::vm::{self, Disk, VmJob};
+use libtest_mimic::{Completion, Trial};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("vm_smoke::kernel_has_dm_ublk_and_mounts_ext4", kernel_has_dm_ublk_and_mounts_ext4),
+        trial("vm_smoke::failing_guest_script_is_a_failure", failing_guest_script_is_a_failure),
+    ]
+}
+
+/// A small tree with awkward names, an empty file and a multi-block binary file.
+fn make_tree(root: &Path) -> Result<(), libtest_mimic::Failed> {
+    std::fs::create_dir_all(root.join("sub/deeper"))?;
+    std::fs::write(root.join("hello.txt"), b"hello from the host\n")?;
+    std::fs::write(root.join("with space.txt"), b"a name with a space\n")?;
+    std::fs::write(root.join("sub/empty"), b"")?;
+    // 300 KiB of pseudo-random bytes (xorshift; only needs to be non-trivial, not secret).
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let data: Vec<u8> = (0..300 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(root.join("sub/deeper/random.bin"), data)?;
+    std::os::unix::fs::symlink("hello.txt", root.join("link-to-hello"))?;
+    Ok(())
+}
+
+/// sha256 (by sha256sum) of every regular file under `root`, keyed by "./relative/path".
+pub fn host_tree_sums(root: &Path) -> Result<BTreeMap<String, String>, libtest_mimic::Failed> {
+    let mut sums = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root) {
+        let e = e?;
+        if e.file_type().is_file() {
+            let rel = e.path().strip_prefix(root)?.to_string_lossy().into_owned();
+            sums.insert(format!("./{rel}"), sha256_file(e.path())?);
+        }
+    }
+    Ok(sums)
+}
+
+/// Guest shell snippet: print `PREFIX<sha256>  ./path` for every regular file under `dir`.
+pub fn guest_tree_sums(dir: &str, prefix: &str) -> String {
+    format!(
+        "(cd {dir} && find . -type f -print0 | sort -z | xargs -0 -r sha256sum) | sed 's/^/{prefix}/'\n",
+        dir = vm::sh_quote(dir)
+    )
+}
+
+/// Parse `PREFIX<sha256>  ./path` lines of the guest's stdout.
+pub fn parse_tree_sums(out: &vm::VmOutcome, prefix: &str) -> BTreeMap<String, String> {
+    out.tagged(prefix).filter_map(|l| l.split_once("  ").map(|(h, p)| (p.to_string(), h.to_string()))).collect()
+}
+
+fn kernel_has_dm_ublk_and_mounts_ext4() -> TestResult {
+    if !have("mkfs.ext4") {
+        return skip("mkfs.ext4 not installed (e2fsprogs)");
+    }
+    let s = Scratch::new("vm-smoke");
+    let tree = s.path("tree");
+    make_tree(&tree)?;
+    let img = s.path("ext4.img");
+    run_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "vmsmoke", "-d"]).arg(&tree).arg(&img).arg("8M"))?;
+    let rw = s.path("rw.img");
+    std::fs::write(&rw, vec![0u8; 64 * 1024])?;
+    let img_sum = sha256_file(&img)?;
+    let want = host_tree_sums(&tree)?;
+
+    let mut script = String::from(
+        r#"
+test -c /dev/mapper/control || { echo "no /dev/mapper/control" >&2; exit 1; }
+test -c /dev/ublk-control || { echo "no /dev/ublk-control" >&2; exit 1; }
+for m in dm_mod dm_crypt ublk_drv loop ext4; do
+    grep -q "^$m " /proc/modules || { echo "module $m not loaded" >&2; exit 1; }
+done
+echo "kernel:$(uname -r)"
+echo "disk:$(sha256sum </dev/vda | cut -d' ' -f1)"
+if dd if=/dev/zero of=/dev/vda bs=512 count=1 conv=fsync status=none 2>/dev/null; then echo "ro-disk:writable"; else echo "ro-disk:refused"; fi
+mkdir /tmp/m
+mount -t ext4 -o ro /dev/vda /tmp/m
+echo "label:$(blkid -o value -s LABEL /dev/vda)"
+"#,
+    );
+    script.push_str(&guest_tree_sums("/tmp/m", "file:"));
+    script.push_str(
+        r#"umount /tmp/m
+printf 'written-by-the-guest' | dd of=/dev/vdb bs=512 conv=sync,notrunc,fsync status=none
+"#,
+    );
+    let job = VmJob {
+        disks: &[Disk::ro(&img), Disk::rw(&rw)],
+        script: &script,
+        timeout: Duration::from_secs(180),
+        ..Default::default()
+    };
+    let out = match vm::run(&job) {
+        Ok(out) => out,
+        Err(unavailable) => return unavailable.skip(),
+    };
+    out.check()?;
+    let t = out.transcript();
+    let kernel: Vec<&str> = out.tagged("kernel:").collect();
+    ensure!(kernel.first().is_some_and(|k| k.starts_with("6.")), "unexpected guest kernel {kernel:?}\n{t}");
+    ensure!(out.tagged("disk:").eq([img_sum.as_str()]), "guest /dev/vda sha256 != host image sha256 {img_sum}\n{t}");
+    ensure!(out.tagged("label:").eq(["vmsmoke"]), "blkid in the guest did not see the label\n{t}");
+    ensure!(out.tagged("ro-disk:").eq(["refused"]), "the read-only disk was writable in the guest\n{t}");
+    let got = parse_tree_sums(&out, "file:");
+    if got != want {
+        return fail(format!("file sums differ\nhost:  {want:?}\nguest: {got:?}\n{t}"));
+    }
+    ensure!(sha256_file(&img)? == img_sum, "the read-only image changed");
+    let written = std::fs::read(&rw)?;
+    ensure!(written.starts_with(b"written-by-the-guest"), "the guest's write to /dev/vdb did not reach the host file");
+    eprintln!(
+        "vm_smoke: guest {} ({}), boot to script {:.1?}, whole run {:.1?}",
+        kernel.first().unwrap_or(&"?"),
+        vm::prepared().map(|p| p.package.as_str()).unwrap_or("?"),
+        out.boot.unwrap_or_default(),
+        out.elapsed
+    );
+    Ok(Completion::Completed)
+}
+
+fn failing_guest_script_is_a_failure() -> TestResult {
+    let job = VmJob {
+        script: "echo to-stdout; echo to-stderr >&2; exit 7",
+        timeout: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let out = match vm::run(&job) {
+        Ok(out) => out,
+        Err(unavailable) => return unavailable.skip(),
+    };
+    let t = out.transcript();
+    ensure!(out.exit_code == Some(7), "exit code {:?}, want Some(7)\n{t}", out.exit_code);
+    ensure!(!out.success() && out.check().is_err(), "a failing script passed the check");
+    ensure!(out.stdout == "to-stdout\n" && out.stderr == "to-stderr\n", "output not captured\n{t}");
+    Ok(Completion::Completed)
+}
