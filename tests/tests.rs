@@ -6,6 +6,7 @@
 mod legacy;
 mod util;
 mod vm;
+mod vm_legacy;
 mod vm_smoke;
 
 fn main() {
@@ -14,5 +15,6 @@ fn main() {
     trials.extend(util::trials());
     trials.extend(legacy::trials());
     trials.extend(vm_smoke::trials());
+    trials.extend(vm_legacy::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -7,7 +7,6 @@ use crate::ensure;
 use crate::util::{Scratch, TestResult, fail, have, run_ok, sha256_file, skip, trial};
 use crate::vm::{self, Disk, VmJob};
 use libtest_mimic::{Completion, Trial};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -40,32 +39,6 @@ fn make_tree(root: &Path) -> Result<(), libtest_mimic::Failed> {
     Ok(())
 }
 
-/// sha256 (by sha256sum) of every regular file under `root`, keyed by "./relative/path".
-pub fn host_tree_sums(root: &Path) -> Result<BTreeMap<String, String>, libtest_mimic::Failed> {
-    let mut sums = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root) {
-        let e = e?;
-        if e.file_type().is_file() {
-            let rel = e.path().strip_prefix(root)?.to_string_lossy().into_owned();
-            sums.insert(format!("./{rel}"), sha256_file(e.path())?);
-        }
-    }
-    Ok(sums)
-}
-
-/// Guest shell snippet: print `PREFIX<sha256>  ./path` for every regular file under `dir`.
-pub fn guest_tree_sums(dir: &str, prefix: &str) -> String {
-    format!(
-        "(cd {dir} && find . -type f -print0 | sort -z | xargs -0 -r sha256sum) | sed 's/^/{prefix}/'\n",
-        dir = vm::sh_quote(dir)
-    )
-}
-
-/// Parse `PREFIX<sha256>  ./path` lines of the guest's stdout.
-pub fn parse_tree_sums(out: &vm::VmOutcome, prefix: &str) -> BTreeMap<String, String> {
-    out.tagged(prefix).filter_map(|l| l.split_once("  ").map(|(h, p)| (p.to_string(), h.to_string()))).collect()
-}
-
 fn kernel_has_dm_ublk_and_mounts_ext4() -> TestResult {
     if !have("mkfs.ext4") {
         return skip("mkfs.ext4 not installed (e2fsprogs)");
@@ -78,7 +51,7 @@ fn kernel_has_dm_ublk_and_mounts_ext4() -> TestResult {
     let rw = s.path("rw.img");
     std::fs::write(&rw, vec![0u8; 64 * 1024])?;
     let img_sum = sha256_file(&img)?;
-    let want = host_tree_sums(&tree)?;
+    let want = vm::host_tree_sums(&tree)?;
 
     let mut script = String::from(
         r#"
@@ -95,7 +68,7 @@ mount -t ext4 -o ro /dev/vda /tmp/m
 echo "label:$(blkid -o value -s LABEL /dev/vda)"
 "#,
     );
-    script.push_str(&guest_tree_sums("/tmp/m", "file:"));
+    script.push_str(&vm::guest_tree_sums("/tmp/m", "file:"));
     script.push_str(
         r#"umount /tmp/m
 printf 'written-by-the-guest' | dd of=/dev/vdb bs=512 conv=sync,notrunc,fsync status=none
@@ -118,7 +91,7 @@ printf 'written-by-the-guest' | dd of=/dev/vdb bs=512 conv=sync,notrunc,fsync st
     ensure!(out.tagged("disk:").eq([img_sum.as_str()]), "guest /dev/vda sha256 != host image sha256 {img_sum}\n{t}");
     ensure!(out.tagged("label:").eq(["vmsmoke"]), "blkid in the guest did not see the label\n{t}");
     ensure!(out.tagged("ro-disk:").eq(["refused"]), "the read-only disk was writable in the guest\n{t}");
-    let got = parse_tree_sums(&out, "file:");
+    let got = out.tree_sums("file:");
     if got != want {
         return fail(format!("file sums differ\nhost:  {want:?}\nguest: {got:?}\n{t}"));
     }

@@ -1,0 +1,460 @@
+//! Issue 2 against the real kernel: for legacy images built by `testdata/gen/legacy.py` (Python
+//! `cryptography` for cryptoloop, `aespipe` for loop-AES), the `cryptsetup` command line that
+//! `loopkit inspect --json` prints is run verbatim in the test VM (only the image path, the key
+//! file and the passphrase typed at the prompt are supplied). The device it maps must hold the
+//! plaintext image the fixture was built from (sha256 equal to the generator's, and to the digest
+//! `loopkit verify --json` reports), and mount read-only with every file equal to the source tree.
+//! All images go into one VM boot.
+
+use crate::ensure;
+use crate::legacy::{Fixture, encrypt, plains};
+use crate::util::{self, Scratch, TestResult, code, json, loopkit, run, run_ok, sha256_file, trial};
+use crate::vm::{self, Disk, VmJob};
+use libtest_mimic::{Completion, Failed, Trial};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const PASS: &str = "correct horse battery staple";
+const LONG_PASS: &str = "this passphrase is longer than thirty-one bytes, by far";
+
+pub fn trials() -> Vec<Trial> {
+    vec![trial("vm_legacy::cryptsetup_line_maps_plaintext_in_kernel", cryptsetup_line_maps_plaintext_in_kernel)]
+}
+
+/// What the guest types at cryptsetup's passphrase prompt, or which raw key file it gets.
+enum Secret {
+    /// A passphrase line on stdin (cryptsetup plain hashes it with --hash).
+    Typed(String),
+    /// Only a key file (loop-AES key file, or a raw key): the command names it.
+    KeyFile,
+}
+
+struct Case {
+    name: &'static str,
+    /// Plaintext image (legacy.py plains): ext2 / ext3 / ext4 / iso9660.
+    fs: &'static str,
+    gen_args: Vec<String>,
+    loopkit_args: Vec<String>,
+    secret: Secret,
+    /// Host file that replaces the command's KEYFILE placeholder (or appears in it verbatim).
+    keyfile: Option<PathBuf>,
+}
+
+fn args(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The key util-linux's cryptoloop losetup used without a hash: the passphrase's first 31 bytes,
+/// zero-padded to 32 (legacy-loop-crypto.md; same rule as testdata/gen/legacy.py).
+fn util_linux_raw_key(pass: &str) -> Vec<u8> {
+    let mut k = pass.as_bytes()[..pass.len().min(31)].to_vec();
+    k.resize(32, 0);
+    k
+}
+
+fn cases(pass: &Path, longpass: &Path, k64: &Path, k65: &Path, rawkey: &Path) -> Vec<Case> {
+    let ps = pass.to_str().unwrap();
+    let ls = longpass.to_str().unwrap();
+    let (k64s, k65s) = (k64.to_str().unwrap(), k65.to_str().unwrap());
+    let typed = || Secret::Typed(PASS.to_string());
+    let cl = |bits: &'static str, derivation: &'static str| {
+        args(&["--scheme", "cryptoloop", "--derivation", derivation, "--key-bits", bits, "--passphrase-file", ps])
+    };
+    vec![
+        Case {
+            name: "cl-raw-256",
+            fs: "ext2",
+            gen_args: cl("256", "util-linux-raw"),
+            loopkit_args: args(&["--passphrase-file", ps]),
+            secret: typed(),
+            keyfile: None,
+        },
+        Case {
+            name: "cl-raw-256-longpass",
+            fs: "ext2",
+            gen_args: args(&[
+                "--scheme",
+                "cryptoloop",
+                "--derivation",
+                "util-linux-raw",
+                "--key-bits",
+                "256",
+                "--passphrase-file",
+                ls,
+            ]),
+            loopkit_args: args(&["--passphrase-file", ls]),
+            secret: Secret::KeyFile,
+            keyfile: Some(rawkey.to_path_buf()),
+        },
+        Case {
+            name: "cl-rmd160-256",
+            fs: "ext2",
+            gen_args: cl("256", "rmd160"),
+            loopkit_args: args(&["--passphrase-file", ps]),
+            secret: typed(),
+            keyfile: None,
+        },
+        Case {
+            name: "cl-rmd160-128",
+            fs: "ext3",
+            gen_args: cl("128", "rmd160"),
+            loopkit_args: args(&["--passphrase-file", ps]),
+            secret: typed(),
+            keyfile: None,
+        },
+        Case {
+            name: "cl-rmd160-192",
+            fs: "ext4",
+            gen_args: cl("192", "rmd160"),
+            loopkit_args: args(&["--passphrase-file", ps]),
+            secret: typed(),
+            keyfile: None,
+        },
+        Case {
+            name: "cl-rmd160-256-offset4096",
+            fs: "ext2",
+            gen_args: [cl("256", "rmd160"), args(&["--offset", "4096"])].concat(),
+            loopkit_args: args(&["--passphrase-file", ps]),
+            secret: typed(),
+            keyfile: None,
+        },
+        Case {
+            name: "cl-rmd160-256-iso9660",
+            fs: "iso9660",
+            gen_args: cl("256", "rmd160"),
+            loopkit_args: args(&["--passphrase-file", ps]),
+            secret: typed(),
+            keyfile: None,
+        },
+        Case {
+            name: "la-aes128-sha256",
+            fs: "ext2",
+            gen_args: args(&["--scheme", "loop-aes", "--aespipe-args", "-e AES128", "--passphrase-file", ps]),
+            loopkit_args: args(&["--passphrase-file", ps]),
+            secret: typed(),
+            keyfile: None,
+        },
+        Case {
+            name: "la-aes256-sha512",
+            fs: "ext4",
+            gen_args: args(&["--scheme", "loop-aes", "--aespipe-args", "-e AES256", "--passphrase-file", ps]),
+            loopkit_args: args(&["--passphrase-file", ps]),
+            secret: typed(),
+            keyfile: None,
+        },
+        Case {
+            name: "la-aes256-rmd160",
+            fs: "ext2",
+            gen_args: args(&["--scheme", "loop-aes", "--aespipe-args", "-e AES256 -H rmd160", "--passphrase-file", ps]),
+            loopkit_args: args(&["--passphrase-file", ps, "--scheme", "loop-aes"]),
+            secret: typed(),
+            keyfile: None,
+        },
+        Case {
+            name: "la-aes128-seed",
+            fs: "ext2",
+            gen_args: args(&[
+                "--scheme",
+                "loop-aes",
+                "--aespipe-args",
+                "-e AES128 -S saltsalt",
+                "--passphrase-file",
+                ps,
+            ]),
+            loopkit_args: args(&["--passphrase-file", ps, "--pseed", "saltsalt"]),
+            // inspect's note: "type the passphrase immediately followed by the loop-AES seed".
+            secret: Secret::Typed(format!("{PASS}saltsalt")),
+            keyfile: None,
+        },
+        Case {
+            name: "la-aes128-at-offset65536",
+            fs: "ext2",
+            gen_args: args(&[
+                "--scheme",
+                "loop-aes",
+                "--aespipe-args",
+                "-e AES128",
+                "--offset",
+                "65536",
+                "--iv-exclude-offset",
+                "--passphrase-file",
+                ps,
+            ]),
+            loopkit_args: args(&["--passphrase-file", ps]),
+            secret: typed(),
+            keyfile: None,
+        },
+        Case {
+            name: "la-v2-aes128",
+            fs: "ext2",
+            gen_args: args(&["--scheme", "loop-aes", "--aespipe-args", "-e AES128", "--keyfile", k64s]),
+            loopkit_args: args(&["--key-file", k64s]),
+            secret: Secret::KeyFile,
+            keyfile: Some(k64.to_path_buf()),
+        },
+        Case {
+            name: "la-v3-aes256",
+            fs: "ext3",
+            gen_args: args(&["--scheme", "loop-aes", "--aespipe-args", "-e AES256", "--keyfile", k65s]),
+            loopkit_args: args(&["--key-file", k65s]),
+            secret: Secret::KeyFile,
+            keyfile: Some(k65.to_path_buf()),
+        },
+        Case {
+            name: "la-v3-aes192-offset4096",
+            fs: "ext2",
+            gen_args: args(&[
+                "--scheme",
+                "loop-aes",
+                "--aespipe-args",
+                "-e AES192",
+                "--keyfile",
+                k65s,
+                "--offset",
+                "4096",
+            ]),
+            loopkit_args: args(&["--key-file", k65s]),
+            secret: Secret::KeyFile,
+            keyfile: Some(k65.to_path_buf()),
+        },
+        Case {
+            name: "la-v2-aes128-at-offset4096",
+            fs: "ext2",
+            gen_args: args(&[
+                "--scheme",
+                "loop-aes",
+                "--aespipe-args",
+                "-e AES128",
+                "--keyfile",
+                k64s,
+                "--offset",
+                "4096",
+                "--iv-exclude-offset",
+            ]),
+            loopkit_args: args(&["--key-file", k64s, "--offset", "@4096"]),
+            secret: Secret::KeyFile,
+            keyfile: Some(k64.to_path_buf()),
+        },
+    ]
+}
+
+/// A fixture ready for the VM: what loopkit said about it and how the guest runs the command.
+struct Prepared {
+    case: Case,
+    fixture: Fixture,
+    image_sha256: String,
+    /// `payload.sha256` of `loopkit verify --json`.
+    loopkit_payload_sha256: String,
+    /// The command exactly as `loopkit inspect --json` printed it.
+    command: String,
+    /// The command with the image path, key file and placeholder mapped into the guest.
+    guest_command: String,
+    /// The dm name the command creates.
+    mapping: String,
+}
+
+/// Map loopkit's command into the guest: the image path becomes the virtio disk, the key file
+/// (the placeholder `KEYFILE` or the host path loopkit was given) becomes the copy in the share.
+/// Everything else is kept verbatim.
+fn guest_command(
+    cmd: &str,
+    image: &Path,
+    dev: &str,
+    keyfile: Option<(&Path, &str)>,
+) -> Result<(String, String), Failed> {
+    let image = image.to_str().unwrap();
+    let mut toks: Vec<String> = cmd.split(' ').map(str::to_string).collect();
+    ensure!(toks.len() > 4 && toks[0] == "cryptsetup" && toks[1] == "open", "not a cryptsetup open line: {cmd}");
+    ensure!(
+        toks.iter().filter(|t| *t == image).count() == 1,
+        "the command does not name the image {image} once: {cmd}"
+    );
+    ensure!(toks.iter().any(|t| t == "--readonly"), "the command does not map read-only: {cmd}");
+    for t in toks.iter_mut() {
+        if t == image {
+            *t = dev.to_string();
+        } else if let Some((host, guest)) = keyfile {
+            if t == "KEYFILE" || t == host.to_str().unwrap() {
+                *t = guest.to_string();
+            }
+        }
+    }
+    if keyfile.is_some() {
+        ensure!(toks.iter().any(|t| t == "--key-file"), "expected a --key-file option: {cmd}");
+    } else {
+        ensure!(!toks.iter().any(|t| t.contains("KEYFILE")), "the command needs a key file: {cmd}");
+    }
+    let mapping = toks.last().cloned().unwrap_or_default();
+    ensure!(
+        !mapping.is_empty() && mapping.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "odd mapping name in {cmd}"
+    );
+    Ok((toks.join(" "), mapping))
+}
+
+fn cryptsetup_line_maps_plaintext_in_kernel() -> TestResult {
+    let p = match plains() {
+        Ok(p) => p,
+        Err(e) => return util::skip(e),
+    };
+    if !util::have("aespipe") {
+        return util::skip("aespipe not installed");
+    }
+    let d = Scratch::new("vm-legacy");
+    let pass = p.dir.join("pass");
+    let longpass = p.dir.join("longpass");
+    let (k64, k65, rawkey) = (d.path("k64"), d.path("k65"), d.path("rawkey"));
+    let generator = util::repo_root().join("testdata/gen/legacy.py");
+    for (n, k) in [("64", &k64), ("65", &k65)] {
+        run_ok(Command::new("python3").arg(&generator).args(["keyfile", "--lines", n, "--out", k.to_str().unwrap()]))?;
+    }
+    std::fs::write(&rawkey, util_linux_raw_key(LONG_PASS))?;
+
+    // Host side: build every fixture, ask loopkit for its command and its payload digest.
+    let mut prepared = Vec::new();
+    for (i, case) in cases(&pass, &longpass, &k64, &k65, &rawkey).into_iter().enumerate() {
+        let gen_args: Vec<&str> = case.gen_args.iter().map(String::as_str).collect();
+        let fixture = encrypt(&d.0, &format!("{}.img", case.name), case.fs, &gen_args)?;
+        let image = fixture.image.to_str().unwrap();
+        let lk: Vec<&str> = case.loopkit_args.iter().map(String::as_str).collect();
+        let out = run(loopkit(&["inspect", "--json"]).args(&lk).arg(image))?;
+        ensure!(
+            code(&out) == 0,
+            "{}: inspect exit {}: {}",
+            case.name,
+            code(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let inspect = json(&out)?;
+        let command = match inspect["cryptsetup"].as_str() {
+            Some(c) => c.to_string(),
+            None => return util::fail(format!("{}: inspect printed no cryptsetup line\n{inspect}", case.name)),
+        };
+        let out = run(loopkit(&["verify", "--json"]).args(&lk).arg(image))?;
+        let verify = json(&out)?;
+        ensure!(code(&out) == 0, "{}: verify exit {}\n{verify}", case.name, code(&out));
+        let loopkit_payload_sha256 = verify["payload"]["sha256"].as_str().unwrap_or("").to_string();
+        let guest_key = case.keyfile.as_ref().map(|k| format!("/run/vm/{}", k.file_name().unwrap().to_str().unwrap()));
+        let keyfile = case.keyfile.as_deref().zip(guest_key.as_deref());
+        let (guest_command, mapping) = guest_command(&command, &fixture.image, &vm::dev(i), keyfile)
+            .map_err(|e| format!("{}: {}", case.name, e.message().unwrap_or("")))?;
+        let image_sha256 = sha256_file(&fixture.image)?;
+        prepared.push(Prepared {
+            case,
+            fixture,
+            image_sha256,
+            loopkit_payload_sha256,
+            command,
+            guest_command,
+            mapping,
+        });
+    }
+
+    // Guest side: one boot, every image. Per image print open:/sha:/mount:/file: lines.
+    let mut script = String::from("set +e\nmkdir -p /tmp/m\n");
+    for (i, pr) in prepared.iter().enumerate() {
+        let n = pr.case.name;
+        let stdin = match &pr.case.secret {
+            Secret::Typed(s) => format!("printf '%s\\n' {}", vm::sh_quote(s)),
+            Secret::KeyFile => "true".to_string(),
+        };
+        let dm = format!("/dev/mapper/{}", pr.mapping);
+        script.push_str(&format!(
+            r#"
+echo "== {n} ({dev}): {cmd}"
+if {stdin} | {cmd} 2>/tmp/err; then
+    echo "open:{n}=ok"
+    echo "sha:{n}=$(sha256sum <{dm} | cut -d' ' -f1)"
+    if mount -o ro {dm} /tmp/m 2>/tmp/err; then
+        echo "mount:{n}=ok"
+{sums}        umount /tmp/m
+    else
+        echo "mount:{n}=failed $(tr '\n' ' ' </tmp/err)"
+    fi
+    cryptsetup close {mapping} || echo "close:{n}=failed"
+else
+    echo "open:{n}=failed $(tr '\n' ' ' </tmp/err)"
+fi
+"#,
+            dev = vm::dev(i),
+            cmd = pr.guest_command,
+            mapping = pr.mapping,
+            sums = vm::guest_tree_sums("/tmp/m", &format!("file:{n}:")),
+        ));
+    }
+    script.push_str("dmesg | grep -iE 'device-mapper|crypt|EXT4-fs|ISOFS' | tail -n 40 >&2\n");
+
+    let disks: Vec<Disk> = prepared.iter().map(|pr| Disk::ro(&pr.fixture.image)).collect();
+    let keyfiles: Vec<(String, Vec<u8>)> = [&k64, &k65, &rawkey]
+        .iter()
+        .map(|k| Ok((k.file_name().unwrap().to_str().unwrap().to_string(), std::fs::read(k)?)))
+        .collect::<Result<_, std::io::Error>>()?;
+    let files: Vec<(&str, &[u8])> = keyfiles.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let job = VmJob {
+        disks: &disks,
+        script: &script,
+        files: &files,
+        timeout: Duration::from_secs(400),
+        ..Default::default()
+    };
+    let out = match vm::run(&job) {
+        Ok(out) => out,
+        Err(unavailable) => return unavailable.skip(),
+    };
+    out.check()?;
+
+    // Judge every image; report all failures at once.
+    let want_files = vm::host_tree_sums(&p.tree)?;
+    let tagged = |tag: &str| -> BTreeMap<String, String> {
+        out.tagged(tag).filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let (opened, shas, mounts) = (tagged("open:"), tagged("sha:"), tagged("mount:"));
+    let mut errors = Vec::new();
+    for pr in &prepared {
+        let n = pr.case.name;
+        let fx = &pr.fixture;
+        if sha256_file(&fx.image)? != pr.image_sha256 {
+            errors.push(format!("{n}: the image changed"));
+        }
+        if pr.loopkit_payload_sha256 != fx.plaintext_sha256 {
+            errors.push(format!(
+                "{n}: loopkit verify payload {} != plaintext {}",
+                pr.loopkit_payload_sha256, fx.plaintext_sha256
+            ));
+        }
+        match opened.get(n).map(String::as_str) {
+            Some("ok") => {}
+            other => {
+                errors.push(format!("{n}: `{}` did not open in the kernel: {other:?}", pr.command));
+                continue;
+            }
+        }
+        let kernel = shas.get(n).map(String::as_str).unwrap_or("");
+        if kernel != fx.plaintext_sha256 || kernel != pr.loopkit_payload_sha256 {
+            errors.push(format!(
+                "{n}: `{}` maps data with sha256 {kernel}; plaintext {}, loopkit {}",
+                pr.command, fx.plaintext_sha256, pr.loopkit_payload_sha256
+            ));
+        }
+        match mounts.get(n) {
+            Some(m) if m.starts_with("ok") => {
+                let got = out.tree_sums(&format!("file:{n}:"));
+                if got != want_files {
+                    errors.push(format!("{n}: files differ from the source tree\nwant {want_files:?}\ngot  {got:?}"));
+                }
+            }
+            other => errors.push(format!("{n}: mount -o ro failed: {other:?}")),
+        }
+    }
+    if !errors.is_empty() {
+        return util::fail(format!("{}\n{}", errors.join("\n"), out.transcript()));
+    }
+    eprintln!(
+        "vm_legacy: {} images mapped by loopkit's cryptsetup lines in one VM run of {:.1?}",
+        prepared.len(),
+        out.elapsed
+    );
+    Ok(Completion::Completed)
+}
