@@ -384,6 +384,20 @@ fi
             sums = vm::guest_tree_sums("/tmp/m", &format!("file:{n}:")),
         ));
     }
+    // Negative control: the same line with the wrong hash must map different bytes, so the
+    // sha256 comparison above can fail.
+    let control = prepared.iter().find(|pr| pr.case.name == "cl-rmd160-256").ok_or("no cl-rmd160-256 case")?;
+    ensure!(
+        control.guest_command.contains(" --hash ripemd160 "),
+        "unexpected line for cl-rmd160-256: {}",
+        control.command
+    );
+    script.push_str(&format!(
+        "printf '%s\\n' {pass} | {cmd}\necho \"control=$(sha256sum </dev/mapper/{m} | cut -d' ' -f1)\"\ncryptsetup close {m}\n",
+        pass = vm::sh_quote(PASS),
+        cmd = control.guest_command.replace(" --hash ripemd160 ", " --hash sha1 "),
+        m = control.mapping,
+    ));
     script.push_str("dmesg | grep -iE 'device-mapper|crypt|EXT4-fs|ISOFS' | tail -n 40 >&2\n");
 
     let disks: Vec<Disk> = prepared.iter().map(|pr| Disk::ro(&pr.fixture.image)).collect();
@@ -447,6 +461,10 @@ fi
             }
             other => errors.push(format!("{n}: mount -o ro failed: {other:?}")),
         }
+    }
+    let control_sha: Vec<&str> = out.tagged("control=").collect();
+    if control_sha.len() != 1 || control_sha[0].len() != 64 || control_sha[0] == control.fixture.plaintext_sha256 {
+        errors.push(format!("negative control (wrong --hash) did not map different bytes: {control_sha:?}"));
     }
     if !errors.is_empty() {
         return util::fail(format!("{}\n{}", errors.join("\n"), out.transcript()));
