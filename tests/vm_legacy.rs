@@ -16,8 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const PASS: &str = "correct horse battery staple";
-const LONG_PASS: &str = "this passphrase is longer than thirty-one bytes, by far";
+/// The first line of a passphrase file (what a user types at the prompt).
+fn passphrase(file: &Path) -> Result<String, Failed> {
+    let s = std::fs::read_to_string(file)?;
+    Ok(s.lines().next().unwrap_or("").to_string())
+}
 
 pub fn trials() -> Vec<Trial> {
     vec![trial("vm_legacy::cryptsetup_line_maps_plaintext_in_kernel", cryptsetup_line_maps_plaintext_in_kernel)]
@@ -54,11 +57,11 @@ fn util_linux_raw_key(pass: &str) -> Vec<u8> {
     k
 }
 
-fn cases(pass: &Path, longpass: &Path, k64: &Path, k65: &Path, rawkey: &Path) -> Vec<Case> {
+fn cases(typed_pass: &str, pass: &Path, longpass: &Path, k64: &Path, k65: &Path, rawkey: &Path) -> Vec<Case> {
     let ps = pass.to_str().unwrap();
     let ls = longpass.to_str().unwrap();
     let (k64s, k65s) = (k64.to_str().unwrap(), k65.to_str().unwrap());
-    let typed = || Secret::Typed(PASS.to_string());
+    let typed = || Secret::Typed(typed_pass.to_string());
     let cl = |bits: &'static str, derivation: &'static str| {
         args(&["--scheme", "cryptoloop", "--derivation", derivation, "--key-bits", bits, "--passphrase-file", ps])
     };
@@ -165,7 +168,7 @@ fn cases(pass: &Path, longpass: &Path, k64: &Path, k65: &Path, rawkey: &Path) ->
             ]),
             loopkit_args: args(&["--passphrase-file", ps, "--pseed", "saltsalt"]),
             // inspect's note: "type the passphrase immediately followed by the loop-AES seed".
-            secret: Secret::Typed(format!("{PASS}saltsalt")),
+            secret: Secret::Typed(format!("{typed_pass}saltsalt")),
             keyfile: None,
         },
         Case {
@@ -310,11 +313,12 @@ fn cryptsetup_line_maps_plaintext_in_kernel() -> TestResult {
     for (n, k) in [("64", &k64), ("65", &k65)] {
         run_ok(Command::new("python3").arg(&generator).args(["keyfile", "--lines", n, "--out", k.to_str().unwrap()]))?;
     }
-    std::fs::write(&rawkey, util_linux_raw_key(LONG_PASS))?;
+    std::fs::write(&rawkey, util_linux_raw_key(&passphrase(&longpass)?))?;
+    let typed_pass = passphrase(&pass)?;
 
     // Host side: build every fixture, ask loopkit for its command and its payload digest.
     let mut prepared = Vec::new();
-    for (i, case) in cases(&pass, &longpass, &k64, &k65, &rawkey).into_iter().enumerate() {
+    for (i, case) in cases(&typed_pass, &pass, &longpass, &k64, &k65, &rawkey).into_iter().enumerate() {
         let gen_args: Vec<&str> = case.gen_args.iter().map(String::as_str).collect();
         let fixture = encrypt(&d.0, &format!("{}.img", case.name), case.fs, &gen_args)?;
         let image = fixture.image.to_str().unwrap();
@@ -394,7 +398,7 @@ fi
     );
     script.push_str(&format!(
         "printf '%s\\n' {pass} | {cmd}\necho \"control=$(sha256sum </dev/mapper/{m} | cut -d' ' -f1)\"\ncryptsetup close {m}\n",
-        pass = vm::sh_quote(PASS),
+        pass = vm::sh_quote(&typed_pass),
         cmd = control.guest_command.replace(" --hash ripemd160 ", " --hash sha1 "),
         m = control.mapping,
     ));
@@ -420,7 +424,7 @@ fi
     out.check()?;
 
     // Judge every image; report all failures at once.
-    let want_files = vm::host_tree_sums(&p.tree)?;
+    let want_files = vm::host_tree_sums(&p.dir.join("tree"))?;
     let tagged = |tag: &str| -> BTreeMap<String, String> {
         out.tagged(tag).filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
     };
