@@ -42,6 +42,7 @@ file_is_static() { ! LC_ALL=C ldd "$1" >/dev/null 2>&1; }
 file_is_static "$busybox_bin" || die "$busybox_bin is not statically linked (install busybox-static)"
 
 mkdir -p "$cache"
+cache=$(cd "$cache" && pwd)
 exec 9>"$cache/.lock"
 flock 9 # one preparation at a time per cache (parallel test binaries)
 
@@ -77,12 +78,10 @@ stamp=$(cat "$here/init" "$0" "$busybox_bin" | sha256sum | cut -c1-16)
 
 complete_dir() { [ -n "$1" ] && [ -f "$cache/$1/.complete" ]; }
 
-current=""
-[ -f "$cache/current" ] && current=$(cat "$cache/current")
-want=""
-if complete_dir "$current" && [ "${LOOPKIT_VM_REFRESH:-0}" != 1 ]; then
-    want=$current
-else
+# Fetch (if needed) the suite's current kernel into CACHE/kernel-<pkg>_<version>; print that name.
+# Runs in a subshell inside an `elif` condition, where set -e does not apply: every step that
+# can fail says `|| die` (die ends only the subshell).
+fetch_kernel() {
     apt_dir="$cache/apt"
     mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
     mirror=$(debian_mirror) || true
@@ -94,44 +93,53 @@ else
         -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" \
         -o Acquire::Languages=none -o APT::Sandbox::User=root
     log "updating private apt lists for $suite"
-    if ! apt-get "$@" -qq update >"$apt_dir/update.log" 2>&1; then
-        if complete_dir "$current"; then
-            log "apt-get update failed (see $apt_dir/update.log); using cached $current"
-            want=$current
-        else
-            tail -n 5 "$apt_dir/update.log" >&2 || true
-            die "cannot fetch the $suite package lists and no kernel is cached"
-        fi
+    apt-get "$@" -q update >"$apt_dir/update.log" 2>&1 && ! grep -q -e '^E: ' -e 'Failed to fetch' "$apt_dir/update.log" || {
+        tail -n 5 "$apt_dir/update.log" >&2 || true
+        die "cannot fetch the $suite package lists"
+    }
+    pkg=$(apt-cache "$@" depends "$metapkg" 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+    [ -n "$pkg" ] || die "cannot resolve $metapkg in $suite"
+    ver=$(apt-cache "$@" show "$pkg" 2>/dev/null | awk '/^Version:/{print $2; exit}')
+    [ -n "$ver" ] || die "cannot find the version of $pkg"
+    name="kernel-${pkg}_${ver}"
+    if ! complete_dir "$name"; then
+        dir="$cache/$name"
+        rm -rf "$dir" "$cache/dl"
+        mkdir -p "$dir" "$cache/dl" || die "cannot create $dir"
+        log "downloading $pkg $ver"
+        (cd "$cache/dl" && apt-get "$@" -qq download "$pkg" >"$cache/dl/download.log" 2>&1) || {
+            tail -n 5 "$cache/dl/download.log" >&2 || true
+            die "cannot download $pkg"
+        }
+        log "extracting"
+        dpkg-deb -x "$cache/dl/${pkg}_"*.deb "$dir/kroot" || die "cannot extract $pkg"
+        rm -rf "$cache/dl"
+        kver=$(ls "$dir/kroot/usr/lib/modules")
+        [ -f "$dir/kroot/boot/vmlinuz-$kver" ] || die "no vmlinuz-$kver in $pkg"
+        log "depmod $kver"
+        depmod -b "$dir/kroot/usr" "$kver" || die "depmod failed"
+        echo "$kver" >"$dir/kver" && echo "$pkg $ver" >"$dir/pkg" && touch "$dir/.complete" || die "cannot write to $dir"
     fi
-    if [ -z "$want" ]; then
-        pkg=$(apt-cache "$@" depends "$metapkg" 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
-        [ -n "$pkg" ] || die "cannot resolve $metapkg in $suite"
-        ver=$(apt-cache "$@" show "$pkg" 2>/dev/null | awk '/^Version:/{print $2; exit}')
-        [ -n "$ver" ] || die "cannot find the version of $pkg"
-        want="kernel-${pkg}_${ver}"
-        if ! complete_dir "$want"; then
-            dir="$cache/$want"
-            rm -rf "$dir" "$cache/dl"
-            mkdir -p "$dir" "$cache/dl"
-            log "downloading $pkg $ver"
-            (cd "$cache/dl" && apt-get "$@" -qq download "$pkg" >"$cache/dl/download.log" 2>&1) || {
-                tail -n 5 "$cache/dl/download.log" >&2 || true
-                die "cannot download $pkg"
-            }
-            log "extracting"
-            dpkg-deb -x "$cache/dl/${pkg}_"*.deb "$dir/kroot"
-            rm -rf "$cache/dl"
-            kver=$(ls "$dir/kroot/usr/lib/modules")
-            [ -f "$dir/kroot/boot/vmlinuz-$kver" ] || die "no vmlinuz-$kver in $pkg"
-            log "depmod $kver"
-            depmod -b "$dir/kroot/usr" "$kver"
-            echo "$kver" >"$dir/kver"
-            echo "$pkg $ver" >"$dir/pkg"
-            touch "$dir/.complete"
-        fi
-    fi
+    echo "$name"
+}
+
+current=""
+[ -f "$cache/current" ] && current=$(cat "$cache/current")
+if complete_dir "$current" && [ "${LOOPKIT_VM_REFRESH:-0}" != 1 ]; then
+    want=$current
+elif want=$(fetch_kernel) && complete_dir "$want"; then
+    :
+elif complete_dir "$current"; then
+    log "could not refresh the kernel; using the cached $current"
+    want=$current
+else
+    die "cannot fetch a $suite kernel and none is cached"
 fi
 echo "$want" >"$cache/current.tmp" && mv "$cache/current.tmp" "$cache/current"
+# Older kernels are not needed any more (about 120 MB each).
+for old in "$cache"/kernel-*; do
+    [ -d "$old" ] && [ "$(basename "$old")" != "$want" ] && rm -rf "$old"
+done
 
 dir="$cache/$want"
 kver=$(cat "$dir/kver")
