@@ -74,6 +74,9 @@ pub struct VmJob<'a> {
     pub timeout: Duration,
     /// Guest memory in MiB; zero means 1024.
     pub mem_mib: u32,
+    /// Guest CPUs; zero means 1. (TCG runs them all on one host thread: more CPUs only help
+    /// tests of multi-queue behaviour, not speed.)
+    pub cpus: u32,
 }
 
 /// Why a VM test could not run: report it as skipped (via [`Unavailable::skip`]).
@@ -273,10 +276,11 @@ fn lock_vm() -> VmLock {
 pub fn run(job: &VmJob) -> Result<VmOutcome, Unavailable> {
     let prep = prepared()?;
     for d in job.disks {
-        if !d.path.is_file() {
-            return Err(Unavailable::new(format!("BUG in the test: disk image {} does not exist", d.path.display())));
-        }
+        // Mistakes in the test itself fail it (panic), they are not reasons to skip.
+        assert!(d.path.is_file(), "vm::run: disk image {} is not a file", d.path.display());
+        assert!(!d.path.to_string_lossy().contains(','), "vm::run: qemu cannot take a disk path with a comma");
     }
+    assert!(job.disks.len() <= 26, "vm::run: at most 26 disks");
     let mut last_reason = String::new();
     for attempt in 1..=2 {
         match run_once(job, prep) {
@@ -322,7 +326,9 @@ fn run_once(job: &VmJob, prep: &Prepared) -> Attempt {
         .arg("-t")
         .arg(timeout.as_secs().max(1).to_string())
         .arg("-m")
-        .arg(mem.to_string());
+        .arg(mem.to_string())
+        .arg("-c")
+        .arg(job.cpus.max(1).to_string());
     for d in job.disks {
         cmd.arg(if d.readonly { "-r" } else { "-d" }).arg(d.path);
     }
