@@ -45,202 +45,86 @@ struct Case {
     keyfile: Option<PathBuf>,
 }
 
-fn args(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
 /// The key util-linux's cryptoloop losetup used without a hash: the passphrase's first 31 bytes,
-/// zero-padded to 32 (legacy-loop-crypto.md; same rule as testdata/gen/legacy.py).
+/// zero-padded to 32 (legacy-loop-crypto.md; the same rule as testdata/gen/legacy.py).
 fn util_linux_raw_key(pass: &str) -> Vec<u8> {
     let mut k = pass.as_bytes()[..pass.len().min(31)].to_vec();
     k.resize(32, 0);
     k
 }
 
-fn cases(typed_pass: &str, pass: &Path, longpass: &Path, k64: &Path, k65: &Path, rawkey: &Path) -> Vec<Case> {
-    let ps = pass.to_str().unwrap();
-    let ls = longpass.to_str().unwrap();
-    let (k64s, k65s) = (k64.to_str().unwrap(), k65.to_str().unwrap());
-    let typed = || Secret::Typed(typed_pass.to_string());
-    let cl = |bits: &'static str, derivation: &'static str| {
-        args(&["--scheme", "cryptoloop", "--derivation", derivation, "--key-bits", bits, "--passphrase-file", ps])
-    };
-    vec![
-        Case {
-            name: "cl-raw-256",
-            fs: "ext2",
-            gen_args: cl("256", "util-linux-raw"),
-            loopkit_args: args(&["--passphrase-file", ps]),
-            secret: typed(),
-            keyfile: None,
-        },
-        Case {
-            name: "cl-raw-256-longpass",
-            fs: "ext2",
-            gen_args: args(&[
-                "--scheme",
-                "cryptoloop",
-                "--derivation",
-                "util-linux-raw",
-                "--key-bits",
-                "256",
-                "--passphrase-file",
-                ls,
-            ]),
-            loopkit_args: args(&["--passphrase-file", ls]),
-            secret: Secret::KeyFile,
-            keyfile: Some(rawkey.to_path_buf()),
-        },
-        Case {
-            name: "cl-rmd160-256",
-            fs: "ext2",
-            gen_args: cl("256", "rmd160"),
-            loopkit_args: args(&["--passphrase-file", ps]),
-            secret: typed(),
-            keyfile: None,
-        },
-        Case {
-            name: "cl-rmd160-128",
-            fs: "ext3",
-            gen_args: cl("128", "rmd160"),
-            loopkit_args: args(&["--passphrase-file", ps]),
-            secret: typed(),
-            keyfile: None,
-        },
-        Case {
-            name: "cl-rmd160-192",
-            fs: "ext4",
-            gen_args: cl("192", "rmd160"),
-            loopkit_args: args(&["--passphrase-file", ps]),
-            secret: typed(),
-            keyfile: None,
-        },
-        Case {
-            name: "cl-rmd160-256-offset4096",
-            fs: "ext2",
-            gen_args: [cl("256", "rmd160"), args(&["--offset", "4096"])].concat(),
-            loopkit_args: args(&["--passphrase-file", ps]),
-            secret: typed(),
-            keyfile: None,
-        },
-        Case {
-            name: "cl-rmd160-256-iso9660",
-            fs: "iso9660",
-            gen_args: cl("256", "rmd160"),
-            loopkit_args: args(&["--passphrase-file", ps]),
-            secret: typed(),
-            keyfile: None,
-        },
-        Case {
-            name: "la-aes128-sha256",
-            fs: "ext2",
-            gen_args: args(&["--scheme", "loop-aes", "--aespipe-args", "-e AES128", "--passphrase-file", ps]),
-            loopkit_args: args(&["--passphrase-file", ps]),
-            secret: typed(),
-            keyfile: None,
-        },
-        Case {
-            name: "la-aes256-sha512",
-            fs: "ext4",
-            gen_args: args(&["--scheme", "loop-aes", "--aespipe-args", "-e AES256", "--passphrase-file", ps]),
-            loopkit_args: args(&["--passphrase-file", ps]),
-            secret: typed(),
-            keyfile: None,
-        },
-        Case {
-            name: "la-aes256-rmd160",
-            fs: "ext2",
-            gen_args: args(&["--scheme", "loop-aes", "--aespipe-args", "-e AES256 -H rmd160", "--passphrase-file", ps]),
-            loopkit_args: args(&["--passphrase-file", ps, "--scheme", "loop-aes"]),
-            secret: typed(),
-            keyfile: None,
-        },
-        Case {
-            name: "la-aes128-seed",
-            fs: "ext2",
-            gen_args: args(&[
-                "--scheme",
-                "loop-aes",
-                "--aespipe-args",
-                "-e AES128 -S saltsalt",
-                "--passphrase-file",
-                ps,
-            ]),
-            loopkit_args: args(&["--passphrase-file", ps, "--pseed", "saltsalt"]),
-            // inspect's note: "type the passphrase immediately followed by the loop-AES seed".
-            secret: Secret::Typed(format!("{typed_pass}saltsalt")),
-            keyfile: None,
-        },
-        Case {
-            name: "la-aes128-at-offset65536",
-            fs: "ext2",
-            gen_args: args(&[
-                "--scheme",
-                "loop-aes",
-                "--aespipe-args",
-                "-e AES128",
-                "--offset",
-                "65536",
-                "--iv-exclude-offset",
-                "--passphrase-file",
-                ps,
-            ]),
-            loopkit_args: args(&["--passphrase-file", ps]),
-            secret: typed(),
-            keyfile: None,
-        },
-        Case {
-            name: "la-v2-aes128",
-            fs: "ext2",
-            gen_args: args(&["--scheme", "loop-aes", "--aespipe-args", "-e AES128", "--keyfile", k64s]),
-            loopkit_args: args(&["--key-file", k64s]),
-            secret: Secret::KeyFile,
-            keyfile: Some(k64.to_path_buf()),
-        },
-        Case {
-            name: "la-v3-aes256",
-            fs: "ext3",
-            gen_args: args(&["--scheme", "loop-aes", "--aespipe-args", "-e AES256", "--keyfile", k65s]),
-            loopkit_args: args(&["--key-file", k65s]),
-            secret: Secret::KeyFile,
-            keyfile: Some(k65.to_path_buf()),
-        },
-        Case {
-            name: "la-v3-aes192-offset4096",
-            fs: "ext2",
-            gen_args: args(&[
-                "--scheme",
-                "loop-aes",
-                "--aespipe-args",
-                "-e AES192",
-                "--keyfile",
-                k65s,
-                "--offset",
-                "4096",
-            ]),
-            loopkit_args: args(&["--key-file", k65s]),
-            secret: Secret::KeyFile,
-            keyfile: Some(k65.to_path_buf()),
-        },
-        Case {
-            name: "la-v2-aes128-at-offset4096",
-            fs: "ext2",
-            gen_args: args(&[
-                "--scheme",
-                "loop-aes",
-                "--aespipe-args",
-                "-e AES128",
-                "--keyfile",
-                k64s,
-                "--offset",
-                "4096",
-                "--iv-exclude-offset",
-            ]),
-            loopkit_args: args(&["--key-file", k64s, "--offset", "@4096"]),
-            secret: Secret::KeyFile,
-            keyfile: Some(k64.to_path_buf()),
-        },
-    ]
+/// Host paths the case table refers to: `{P}` passphrase file, `{L}` long passphrase file,
+/// `{K64}`/`{K65}` loop-AES key files, `{RAW}` a raw 32-byte key.
+struct Paths {
+    pass: PathBuf,
+    longpass: PathBuf,
+    k64: PathBuf,
+    k65: PathBuf,
+    raw: PathBuf,
+}
+
+/// The fixtures: (name, plaintext fs, legacy.py encrypt args, loopkit args, what is typed at the
+/// prompt, key file). Arguments are separated by `|`; `{…}` are [`Paths`]; in the typed secret
+/// `{pass}` is the passphrase.
+#[rustfmt::skip]
+const CASES: &[(&str, &str, &str, &str, Option<&str>, Option<&str>)] = &[
+    // cryptoloop (util-linux / Debian losetup -e aes), encrypted by Python `cryptography`
+    ("cl-raw-256", "ext2", "--derivation|util-linux-raw|--key-bits|256|--passphrase-file|{P}", "--passphrase-file|{P}", Some("{pass}"), None),
+    // a passphrase longer than 31 bytes: cryptsetup needs the raw key in a file
+    ("cl-raw-256-longpass", "ext2", "--derivation|util-linux-raw|--key-bits|256|--passphrase-file|{L}", "--passphrase-file|{L}", None, Some("{RAW}")),
+    ("cl-rmd160-256", "ext2", "--derivation|rmd160|--key-bits|256|--passphrase-file|{P}", "--passphrase-file|{P}", Some("{pass}"), None),
+    ("cl-rmd160-128", "ext3", "--derivation|rmd160|--key-bits|128|--passphrase-file|{P}", "--passphrase-file|{P}", Some("{pass}"), None),
+    ("cl-rmd160-192", "ext4", "--derivation|rmd160|--key-bits|192|--passphrase-file|{P}", "--passphrase-file|{P}", Some("{pass}"), None),
+    ("cl-rmd160-256-offset4096", "ext2", "--derivation|rmd160|--key-bits|256|--passphrase-file|{P}|--offset|4096", "--passphrase-file|{P}", Some("{pass}"), None),
+    ("cl-rmd160-256-iso9660", "iso9660", "--derivation|rmd160|--key-bits|256|--passphrase-file|{P}", "--passphrase-file|{P}", Some("{pass}"), None),
+    // loop-AES, encrypted by aespipe
+    ("la-aes128-sha256", "ext2", "--scheme|loop-aes|--aespipe-args|-e AES128|--passphrase-file|{P}", "--passphrase-file|{P}", Some("{pass}"), None),
+    ("la-aes256-sha512", "ext4", "--scheme|loop-aes|--aespipe-args|-e AES256|--passphrase-file|{P}", "--passphrase-file|{P}", Some("{pass}"), None),
+    ("la-aes256-rmd160", "ext2", "--scheme|loop-aes|--aespipe-args|-e AES256 -H rmd160|--passphrase-file|{P}", "--passphrase-file|{P}|--scheme|loop-aes", Some("{pass}"), None),
+    // inspect's note: "type the passphrase immediately followed by the loop-AES seed"
+    ("la-aes128-seed", "ext2", "--scheme|loop-aes|--aespipe-args|-e AES128 -S saltsalt|--passphrase-file|{P}", "--passphrase-file|{P}|--pseed|saltsalt", Some("{pass}saltsalt"), None),
+    ("la-aes128-at-offset65536", "ext2", "--scheme|loop-aes|--aespipe-args|-e AES128|--offset|65536|--iv-exclude-offset|--passphrase-file|{P}", "--passphrase-file|{P}", Some("{pass}"), None),
+    ("la-v2-aes128", "ext2", "--scheme|loop-aes|--aespipe-args|-e AES128|--keyfile|{K64}", "--key-file|{K64}", None, Some("{K64}")),
+    ("la-v3-aes256", "ext3", "--scheme|loop-aes|--aespipe-args|-e AES256|--keyfile|{K65}", "--key-file|{K65}", None, Some("{K65}")),
+    ("la-v3-aes192-offset4096", "ext2", "--scheme|loop-aes|--aespipe-args|-e AES192|--keyfile|{K65}|--offset|4096", "--key-file|{K65}", None, Some("{K65}")),
+    ("la-v2-aes128-at-offset4096", "ext2", "--scheme|loop-aes|--aespipe-args|-e AES128|--keyfile|{K64}|--offset|4096|--iv-exclude-offset", "--key-file|{K64}|--offset|@4096", None, Some("{K64}")),
+];
+
+impl Paths {
+    fn expand(&self, s: &str) -> String {
+        s.replace("{P}", self.pass.to_str().unwrap())
+            .replace("{L}", self.longpass.to_str().unwrap())
+            .replace("{K64}", self.k64.to_str().unwrap())
+            .replace("{K65}", self.k65.to_str().unwrap())
+            .replace("{RAW}", self.raw.to_str().unwrap())
+    }
+
+    fn args(&self, s: &str) -> Vec<String> {
+        s.split('|').map(|a| self.expand(a)).collect()
+    }
+}
+
+fn cases(paths: &Paths, typed_pass: &str) -> Vec<Case> {
+    CASES
+        .iter()
+        .map(|&(name, fs, gen_args, loopkit_args, typed, keyfile)| {
+            let mut gen_args = paths.args(gen_args);
+            if !gen_args.iter().any(|a| a == "--scheme") {
+                gen_args.splice(0..0, ["--scheme".to_string(), "cryptoloop".to_string()]);
+            }
+            Case {
+                name,
+                fs,
+                gen_args,
+                loopkit_args: paths.args(loopkit_args),
+                secret: match typed {
+                    Some(t) => Secret::Typed(t.replace("{pass}", typed_pass)),
+                    None => Secret::KeyFile,
+                },
+                keyfile: keyfile.map(|k| PathBuf::from(paths.expand(k))),
+            }
+        })
+        .collect()
 }
 
 /// A fixture ready for the VM: what loopkit said about it and how the guest runs the command.
@@ -306,19 +190,23 @@ fn cryptsetup_line_maps_plaintext_in_kernel() -> TestResult {
         return util::skip("aespipe not installed");
     }
     let d = Scratch::new("vm-legacy");
-    let pass = p.dir.join("pass");
-    let longpass = p.dir.join("longpass");
-    let (k64, k65, rawkey) = (d.path("k64"), d.path("k65"), d.path("rawkey"));
+    let paths = Paths {
+        pass: p.dir.join("pass"),
+        longpass: p.dir.join("longpass"),
+        k64: d.path("k64"),
+        k65: d.path("k65"),
+        raw: d.path("rawkey"),
+    };
     let generator = util::repo_root().join("testdata/gen/legacy.py");
-    for (n, k) in [("64", &k64), ("65", &k65)] {
+    for (n, k) in [("64", &paths.k64), ("65", &paths.k65)] {
         run_ok(Command::new("python3").arg(&generator).args(["keyfile", "--lines", n, "--out", k.to_str().unwrap()]))?;
     }
-    std::fs::write(&rawkey, util_linux_raw_key(&passphrase(&longpass)?))?;
-    let typed_pass = passphrase(&pass)?;
+    std::fs::write(&paths.raw, util_linux_raw_key(&passphrase(&paths.longpass)?))?;
+    let typed_pass = passphrase(&paths.pass)?;
 
     // Host side: build every fixture, ask loopkit for its command and its payload digest.
     let mut prepared = Vec::new();
-    for (i, case) in cases(&typed_pass, &pass, &longpass, &k64, &k65, &rawkey).into_iter().enumerate() {
+    for (i, case) in cases(&paths, &typed_pass).into_iter().enumerate() {
         let gen_args: Vec<&str> = case.gen_args.iter().map(String::as_str).collect();
         let fixture = encrypt(&d.0, &format!("{}.img", case.name), case.fs, &gen_args)?;
         let image = fixture.image.to_str().unwrap();
@@ -405,7 +293,7 @@ fi
     script.push_str("dmesg | grep -iE 'device-mapper|crypt|EXT4-fs|ISOFS' | tail -n 40 >&2\n");
 
     let disks: Vec<Disk> = prepared.iter().map(|pr| Disk::ro(&pr.fixture.image)).collect();
-    let keyfiles: Vec<(String, Vec<u8>)> = [&k64, &k65, &rawkey]
+    let keyfiles: Vec<(String, Vec<u8>)> = [&paths.k64, &paths.k65, &paths.raw]
         .iter()
         .map(|k| Ok((k.file_name().unwrap().to_str().unwrap().to_string(), std::fs::read(k)?)))
         .collect::<Result<_, std::io::Error>>()?;

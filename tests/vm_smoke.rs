@@ -24,16 +24,9 @@ fn make_tree(root: &Path) -> Result<(), libtest_mimic::Failed> {
     std::fs::write(root.join("hello.txt"), b"hello from the host\n")?;
     std::fs::write(root.join("with space.txt"), b"a name with a space\n")?;
     std::fs::write(root.join("sub/empty"), b"")?;
-    // 300 KiB of pseudo-random bytes (xorshift; only needs to be non-trivial, not secret).
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let data: Vec<u8> = (0..300 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
+    // 300 KiB of random bytes (the expected sums are computed from the tree, so any content works).
+    let mut data = vec![0u8; 300 * 1024];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut data)?;
     std::fs::write(root.join("sub/deeper/random.bin"), data)?;
     std::os::unix::fs::symlink("hello.txt", root.join("link-to-hello"))?;
     Ok(())
