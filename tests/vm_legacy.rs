@@ -66,8 +66,9 @@ struct Paths {
 /// The fixtures: (name, plaintext fs, legacy.py encrypt args, loopkit args, what is typed at the
 /// prompt, key file). Arguments are separated by `|`; `{…}` are [`Paths`]; in the typed secret
 /// `{pass}` is the passphrase.
+type CaseRow = (&'static str, &'static str, &'static str, &'static str, Option<&'static str>, Option<&'static str>);
 #[rustfmt::skip]
-const CASES: &[(&str, &str, &str, &str, Option<&str>, Option<&str>)] = &[
+const CASES: &[CaseRow] = &[
     // cryptoloop (util-linux / Debian losetup -e aes), encrypted by Python `cryptography`
     ("cl-raw-256", "ext2", "--derivation|util-linux-raw|--key-bits|256|--passphrase-file|{P}", "--passphrase-file|{P}", Some("{pass}"), None),
     // a passphrase longer than 31 bytes: cryptsetup needs the raw key in a file
@@ -164,10 +165,10 @@ fn guest_command(
     for t in toks.iter_mut() {
         if t == image {
             *t = dev.to_string();
-        } else if let Some((host, guest)) = keyfile {
-            if t == "KEYFILE" || t == host.to_str().unwrap() {
-                *t = guest.to_string();
-            }
+        } else if let Some((host, guest)) = keyfile
+            && (t == "KEYFILE" || t == host.to_str().unwrap())
+        {
+            *t = guest.to_string();
         }
     }
     if keyfile.is_some() {
