@@ -6,7 +6,7 @@
 //! (shared read-only), so every host tool is there: the loopkit under test, cryptsetup, mkfs,
 //! sha256sum, python3. The script's working directory `/run/vm` is a writable share with the
 //! host ([`VmJob::files`] go in, [`VmOutcome::file`] reads what the script left). `/tmp` and
-//! `/run` are fresh tmpfs; `DM_DISABLE_UDEV=1` is set; modules dm-mod, dm-crypt, ublk_drv,
+//! `/run` are fresh tmpfs; the host's `/tmp` is readable at `/run/host-tmp` ([`guest_path`]); `DM_DISABLE_UDEV=1` is set; modules dm-mod, dm-crypt, ublk_drv,
 //! loop, ext4 (also ext2/ext3), isofs, udf, vfat are loaded; `modprobe -d "$VM_MODROOT" NAME`
 //! loads others (xfs, btrfs…).
 //!
@@ -400,6 +400,21 @@ if (( ${{#f[@]}} )); then sha256sum -- \"${{f[@]}}\"; fi) | while IFS= read -r l
         dir = sh_quote(dir),
         prefix = sh_quote(prefix)
     )
+}
+
+/// Where a host file is visible (read-only) in the guest: the same path, except that the host's
+/// `/tmp` is at `/run/host-tmp` (the guest has its own `/tmp`). `None` for paths under the host's
+/// `/run`, which the guest cannot see. Relative paths are taken from the current directory.
+pub fn guest_path(host: &Path) -> Option<String> {
+    let abs = if host.is_absolute() { host.to_path_buf() } else { std::env::current_dir().ok()?.join(host) };
+    let s = abs.to_str()?;
+    if let Some(rest) = s.strip_prefix("/tmp/") {
+        Some(format!("/run/host-tmp/{rest}"))
+    } else if s == "/run" || s.starts_with("/run/") {
+        None
+    } else {
+        Some(s.to_string())
+    }
 }
 
 /// Quote for the guest's shell.

@@ -4,7 +4,7 @@
 //! script is reported as a failure, not a pass.
 
 use crate::ensure;
-use crate::util::{Scratch, TestResult, fail, have, run_ok, sha256_file, skip, trial};
+use crate::util::{self, Scratch, TestResult, fail, have, run_ok, sha256_file, skip, trial};
 use crate::vm::{self, Disk, VmJob};
 use libtest_mimic::{Completion, Trial};
 use std::path::Path;
@@ -62,6 +62,14 @@ echo "label:$(blkid -o value -s LABEL /dev/vda)"
 "#,
     );
     script.push_str(&vm::guest_tree_sums("/tmp/m", "file:"));
+    // Host files are visible: the host's /tmp (this scratch directory) and the loopkit under test.
+    let hello = vm::guest_path(&tree.join("hello.txt")).ok_or("scratch directory not visible in the guest")?;
+    script.push_str(&format!("echo \"host-tmp:$(cat {})\"\n", vm::sh_quote(&hello)));
+    let bin = util::loopkit_bin();
+    let bin_in_guest = if bin.exists() { vm::guest_path(&bin) } else { None };
+    if let Some(b) = &bin_in_guest {
+        script.push_str(&format!("echo \"loopkit:$({} --version)\"\n", vm::sh_quote(b)));
+    }
     script.push_str(
         r#"umount /tmp/m
 printf 'written-by-the-guest' | dd of=/dev/vdb bs=512 conv=sync,notrunc,fsync status=none
@@ -83,6 +91,15 @@ printf 'written-by-the-guest' | dd of=/dev/vdb bs=512 conv=sync,notrunc,fsync st
     ensure!(kernel.first().is_some_and(|k| k.starts_with("6.")), "unexpected guest kernel {kernel:?}\n{t}");
     ensure!(out.tagged("disk:").eq([img_sum.as_str()]), "guest /dev/vda sha256 != host image sha256 {img_sum}\n{t}");
     ensure!(out.tagged("label:").eq(["vmsmoke"]), "blkid in the guest did not see the label\n{t}");
+    ensure!(out.tagged("host-tmp:").eq(["hello from the host"]), "the host's /tmp is not readable in the guest\n{t}");
+    if bin_in_guest.is_some() {
+        let host_version =
+            String::from_utf8_lossy(&run_ok(&mut util::loopkit(&["--version"]))?.stdout).trim().to_string();
+        ensure!(
+            out.tagged("loopkit:").eq([host_version.as_str()]),
+            "the loopkit under test does not run in the guest\n{t}"
+        );
+    }
     ensure!(out.tagged("ro-disk:").eq(["refused"]), "the read-only disk was writable in the guest\n{t}");
     let got = out.tree_sums("file:");
     if got != want {
