@@ -5,11 +5,16 @@
 
 mod legacy;
 mod util;
+mod vm;
+mod vm_legacy;
+mod vm_smoke;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = Vec::new();
     trials.extend(util::trials());
     trials.extend(legacy::trials());
+    trials.extend(vm_smoke::trials());
+    trials.extend(vm_legacy::trials());
     libtest_mimic::run(&args, trials).exit();
 }
