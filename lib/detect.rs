@@ -82,6 +82,8 @@ pub struct Found {
     pub fs: Option<FsInfo>,
     /// Other derivations that produce the same key (e.g. `unhashed2` = `util-linux-raw`).
     pub equivalent_derivations: Vec<Derivation>,
+    /// The multi-key key file used (path, gpg-encrypted?), for the cryptsetup advice.
+    pub key_file: Option<(std::path::PathBuf, bool)>,
 }
 
 /// Another match, kept for the report when the choice was not unique.
@@ -588,6 +590,7 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
         keys: cands[h.cand].keys.clone(),
         fs: Some(h.fs.clone()),
         equivalent_derivations: cands[h.cand].equivalents.clone(),
+        key_file: key_file_hint(secrets, &cands[h.cand]),
     });
     // Explicit flags override the search: a fully pinned parameter set (one key, one mode, one
     // offset, one IV offset) is used even when no file system shows (verify then reports it).
@@ -613,6 +616,7 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
             keys: k.keys.clone(),
             fs: weak.as_ref().map(|w| w.fs.clone()),
             equivalent_derivations: k.equivalents.clone(),
+            key_file: key_file_hint(secrets, k),
         });
     }
     let alternatives =
@@ -627,6 +631,14 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
         scanned_bytes: scanned,
         elapsed: t0.elapsed(),
     })
+}
+
+fn key_file_hint(secrets: &Secrets, k: &KeyCand) -> Option<(std::path::PathBuf, bool)> {
+    let kf = secrets.key_file.as_ref()?;
+    if k.multi_key.is_none() {
+        return None;
+    }
+    kf.path.clone().map(|p| (p, kf.from_gpg))
 }
 
 /// Identify an unencrypted payload at `offset` (or, without one, at 0 and then at offsets found

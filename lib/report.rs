@@ -227,7 +227,8 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
             r.kind = "legacy-encrypted".into();
             if let Some(f) = &o.found {
                 r.encryption = Some(encryption_of(&f.params, &f.equivalent_derivations));
-                let cs = f.params.cryptsetup(&image, pass_len);
+                let kf = f.key_file.as_ref().map(|(p, gpg)| (p.to_str().unwrap_or("KEYFILE"), *gpg));
+                let cs = f.params.cryptsetup_with_key_file(&image, pass_len, kf);
                 r.cryptsetup = cs.command;
                 r.cryptsetup_notes = cs.notes;
                 if f.fs.is_none() {

@@ -151,6 +151,17 @@ impl Params {
     /// on what the user must supply. `pass_len` is the passphrase length in bytes (to decide
     /// whether cryptsetup's own hashing reproduces the key, or a raw key file is needed).
     pub fn cryptsetup(&self, image: &str, pass_len: Option<usize>) -> Cryptsetup {
+        self.cryptsetup_with_key_file(image, pass_len, None)
+    }
+
+    /// [`Params::cryptsetup`], naming the loop-AES key file the user gave (`gpg` = it is
+    /// gpg-encrypted and must be piped through `gpg --decrypt`).
+    pub fn cryptsetup_with_key_file(
+        &self,
+        image: &str,
+        pass_len: Option<usize>,
+        key_file: Option<(&str, bool)>,
+    ) -> Cryptsetup {
         let mut notes = Vec::new();
         let quoted = shell_quote(image);
         let key_bytes = (self.key_bits / 8) as usize;
@@ -181,12 +192,20 @@ impl Params {
             if off != 0 || self.iv_offset_sectors != 0 {
                 cmd.push_str(&format!(" --offset {off} --skip {}", self.iv_offset_sectors));
             }
-            cmd.push_str(&format!(" --key-file KEYFILE {quoted} legacy"));
-            notes.push(
-                "KEYFILE is the decrypted loop-AES key file (64 or 65 lines); for a gpg-encrypted one use \
-                 `gpg --decrypt keyfile.gpg | cryptsetup open … --key-file=- …`"
-                    .into(),
-            );
+            match key_file {
+                Some((path, false)) => cmd.push_str(&format!(" --key-file {} {quoted} legacy", shell_quote(path))),
+                Some((path, true)) => {
+                    cmd = format!("gpg --decrypt {} | {cmd} --key-file=- {quoted} legacy", shell_quote(path));
+                }
+                None => {
+                    cmd.push_str(&format!(" --key-file KEYFILE {quoted} legacy"));
+                    notes.push(
+                        "KEYFILE is the decrypted loop-AES key file (64 or 65 lines); for a gpg-encrypted one use \
+                         `gpg --decrypt keyfile.gpg | cryptsetup open … --key-file=- …`"
+                            .into(),
+                    );
+                }
+            }
             return Cryptsetup { command: Some(cmd), needs_raw_key_file: false, notes };
         }
         let cipher = self.cipher_name();

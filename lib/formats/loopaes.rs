@@ -28,6 +28,8 @@ pub struct KeyFile {
     pub multi_key: Option<MultiKey>,
     /// Whether it was decrypted with gpg.
     pub from_gpg: bool,
+    /// Where it was read from (for advice such as the cryptsetup command line).
+    pub path: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for KeyFile {
@@ -62,7 +64,7 @@ impl KeyFile {
             Some(MultiKey::V2) => lines.truncate(64),
             None => lines.truncate(1),
         }
-        KeyFile { raw, lines, multi_key, from_gpg }
+        KeyFile { raw, lines, multi_key, from_gpg, path: None }
     }
 
     /// Read `path` (at most [`KEYFILE_MAX_BYTES`]); an OpenPGP-encrypted file is decrypted with
@@ -92,9 +94,9 @@ impl KeyFile {
                 ))
             })?;
             let clear = gpg_decrypt(path, pass)?;
-            return Ok(KeyFile::parse(clear, true));
+            return Ok(KeyFile { path: Some(path.to_path_buf()), ..KeyFile::parse(clear, true) });
         }
-        Ok(KeyFile::parse(raw, false))
+        Ok(KeyFile { path: Some(path.to_path_buf()), ..KeyFile::parse(raw, false) })
     }
 }
 
