@@ -21,10 +21,12 @@
 
 pub mod crypto;
 pub mod detect;
+pub mod extract;
 mod error;
 pub mod formats;
 pub mod fs;
 pub mod image;
+pub mod manifest;
 pub mod progress;
 pub mod report;
 pub mod source;

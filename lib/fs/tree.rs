@@ -215,15 +215,29 @@ pub struct PathIssue {
 pub fn walk(
     fs: &dyn FileSystem,
     interrupt: &crate::progress::Interrupt,
-    mut visit: impl FnMut(&Found),
+    visit: impl FnMut(&Found),
 ) -> crate::Result<Vec<PathIssue>> {
     let mut issues: Vec<PathIssue> = fs.issues().into_iter().map(|issue| PathIssue { path: Vec::new(), issue }).collect();
-    let root = fs.root();
+    issues.extend(walk_from(fs, fs.root(), interrupt, visit)?);
+    Ok(issues)
+}
+
+/// Like [`walk`] but below directory `root` (paths are relative to it) and without the
+/// file-system-wide issues.
+///
+/// # Errors
+/// As [`walk`]; `Corrupt` when `root` is not a directory.
+pub fn walk_from(
+    fs: &dyn FileSystem,
+    root: NodeId,
+    interrupt: &crate::progress::Interrupt,
+    mut visit: impl FnMut(&Found),
+) -> crate::Result<Vec<PathIssue>> {
+    let mut issues = Vec::new();
     let root_stat = fs.stat(root)?;
     if root_stat.file_type != FileType::Dir {
         return Err(crate::Error::corrupt(format!(
-            "the root of the {} file system is a {}, not a directory",
-            fs.kind(),
+            "the walk starts at a {}, not a directory",
             root_stat.file_type.name()
         )));
     }
