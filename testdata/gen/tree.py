@@ -7,6 +7,7 @@ generate: tree.py DEST [--profile full|joliet|bench] [--files N]
          fast/slow/dangling/absolute symlinks, hard links, a fifo, a char device (when root),
          modes incl. setuid/sticky, owners (when root), fixed mtimes, and `many/` with 3000
          entries (an htree directory after e2fsck -fyD).
+  small  the full profile with 300 entries in many/ and smaller big/sparse files (mutation tests).
   joliet only what Joliet can represent: files and directories, names <= 64 UCS-2 chars, no
          symlinks, no hard links, no special files.
   bench  N small files (default 10000) in 100 directories, plus the full profile's variety.
@@ -85,7 +86,7 @@ class Tree:
                 self.stamp(d)
 
 
-def full(t: Tree, many=3000):
+def full(t: Tree, many=3000, big=3 * 1024 * 1024 + 17, sparse=2 * 1024 * 1024):
     t.dir("dir")
     deep = "deep"
     for i in range(10):
@@ -102,8 +103,8 @@ def full(t: Tree, many=3000):
     t.file("one-byte", b"x")
     for n in (1024, 2048, 4096, 65536, 3 * 4096):
         t.file(f"exact-{n}", content(f"exact{n}", n))
-    t.file("big.bin", content("big", 3 * 1024 * 1024 + 17), mode=0o600)
-    t.sparse("sparse.bin", 2 * 1024 * 1024, [(512 * 1024, 4096), (1536 * 1024 + 100, 5000)])
+    t.file("big.bin", content("big", big), mode=0o600)
+    t.sparse("sparse.bin", sparse, [(sparse // 4, 4096), (sparse * 3 // 4 + 100, 5000)])
     t.file("script.sh", b"#!/bin/sh\necho hi\n", mode=0o755)
     t.file("setuid", b"suid\n", mode=0o4755)
     t.file("owned", b"owned by 1000\n", mode=0o640, owner=(1000, 1000))
@@ -154,7 +155,7 @@ def bench(t: Tree, files):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dest")
-    ap.add_argument("--profile", default="full", choices=["full", "joliet", "bench"])
+    ap.add_argument("--profile", default="full", choices=["full", "small", "joliet", "bench"])
     ap.add_argument("--files", type=int, default=10000)
     a = ap.parse_args()
     if os.path.exists(a.dest) and os.listdir(a.dest):
@@ -164,6 +165,8 @@ def main():
     t = Tree(a.dest)
     if a.profile == "full":
         full(t)
+    elif a.profile == "small":
+        full(t, many=300, big=300 * 1024 + 5, sparse=256 * 1024)
     elif a.profile == "joliet":
         joliet(t)
     else:
