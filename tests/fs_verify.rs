@@ -18,8 +18,8 @@ fn against_source_trees() -> TestResult {
         Err(r) => return skip(r),
     };
     for case in CASES.iter().filter(|c| c.image.starts_with("ext4.") || c.image.contains("iso-rr.") || c.encrypted) {
-        let mut cmd = fx::loopkit_on(f, case, &["verify", "--json", "--quiet", "--against"]);
-        cmd.arg(f.path(case.tree));
+        let mut cmd = fx::loopkit_on(f, case, &["verify", "--json", "--quiet"]);
+        cmd.arg("--against").arg(f.path(case.tree));
         let out = run(&mut cmd)?;
         let v = json(&out)?;
         ensure!(code(&out) == 0, "{}: exit {} {}", case.image, code(&out), v["problems"]);
