@@ -120,7 +120,13 @@ pub fn verify(r: &Verify) -> String {
         let _ = writeln!(o, "             {} from byte {}{holes}", size(p.size_bytes), p.offset_bytes);
     }
     if let Some(f) = &r.files {
-        let _ = writeln!(o, "files        {} entries, {} in files, {} structural problem(s)", f.count, size(f.bytes), f.problems);
+        let _ = writeln!(
+            o,
+            "files        {} entries, {} in files, {} structural problem(s)",
+            f.count,
+            size(f.bytes),
+            f.problems
+        );
     }
     let errors = r.problems.iter().filter(|p| p.severity == Severity::Error).count();
     if r.ok {

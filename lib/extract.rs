@@ -84,11 +84,9 @@ fn resolve(fs: &dyn FileSystem, subpath: &[u8]) -> crate::Result<(NodeId, Vec<u8
             )));
         }
         let listing = fs.read_dir(node)?;
-        let entry = listing
-            .entries
-            .into_iter()
-            .find(|e| e.name == comp)
-            .ok_or_else(|| crate::Error::invalid(format!("--path {shown}: {} not found", String::from_utf8_lossy(comp))))?;
+        let entry = listing.entries.into_iter().find(|e| e.name == comp).ok_or_else(|| {
+            crate::Error::invalid(format!("--path {shown}: {} not found", String::from_utf8_lossy(comp)))
+        })?;
         node = entry.id;
         stat = fs.stat(node)?;
         name = comp.to_vec();
@@ -186,7 +184,8 @@ pub fn extract(
         let parent_ok = target.parent().is_some_and(|p| safe_dirs.contains(p));
         if !parent_ok || !target.starts_with(dest) {
             out.skipped += 1;
-            out.problems.push(Problem::error("extract.skipped", format!("{shown}: its directory was not created; skipped")));
+            out.problems
+                .push(Problem::error("extract.skipped", format!("{shown}: its directory was not created; skipped")));
             continue;
         }
         let s = &f.stat;
@@ -281,6 +280,7 @@ fn write_file(
 ) -> crate::Result<u64> {
     let reader = fs.open(id)?;
     let size = reader.size_bytes();
+    #[allow(clippy::single_range_in_vec_init)]
     let ranges = reader.data_ranges().unwrap_or_else(|| vec![0..size]);
     let file = std::fs::OpenOptions::new()
         .write(true)

@@ -204,7 +204,9 @@ impl Opened {
             (Content::Plain { .. } | Content::UnknownPlain { .. }, Some((layout, _))) => Some(Box::new(
                 crate::source::Window::new(self.data.clone(), layout.offset_bytes, Some(layout.size_bytes)),
             )),
-            (_, Some((layout, cipher))) => Some(Box::new(crate::volume::Volume::new(self.data.clone(), cipher, layout))),
+            (_, Some((layout, cipher))) => {
+                Some(Box::new(crate::volume::Volume::new(self.data.clone(), cipher, layout)))
+            }
             (_, None) => None,
         })
     }

@@ -21,8 +21,8 @@
 
 pub mod crypto;
 pub mod detect;
-pub mod extract;
 mod error;
+pub mod extract;
 pub mod formats;
 pub mod fs;
 pub mod image;

@@ -263,7 +263,9 @@ pub fn from_fs(
                     e.size = t.len() as u64;
                     e.target = Some(escape(&t));
                 }
-                Err(err) => problems.push(Problem::error("fs.symlink-unreadable", format!("{}: {err}", display_path(&f.path)))),
+                Err(err) => {
+                    problems.push(Problem::error("fs.symlink-unreadable", format!("{}: {err}", display_path(&f.path))))
+                }
             },
             _ => {}
         }
@@ -278,7 +280,8 @@ pub fn from_fs(
         match res {
             Ok((digest, issues)) => {
                 entries[job.entry].sha256 = Some(crate::report::hex(&digest));
-                problems.extend(issues.iter().map(|i| problem_of(&PathIssue { path: job.path.clone(), issue: i.clone() })));
+                problems
+                    .extend(issues.iter().map(|i| problem_of(&PathIssue { path: job.path.clone(), issue: i.clone() })));
             }
             Err(e) if e.kind() == crate::ErrorKind::Interrupted => return Err(e),
             Err(e) => problems.push(Problem::error("fs.file-unreadable", format!("{}: {e}", display_path(&job.path)))),
@@ -298,7 +301,13 @@ pub fn from_fs(
 
 type HashResult = crate::Result<([u8; 32], Vec<tree::Issue>)>;
 
-fn hash_jobs(fs: &dyn FileSystem, jobs: &[Job], workers: usize, progress: &mut dyn Progress, interrupt: &Interrupt) -> Vec<HashResult> {
+fn hash_jobs(
+    fs: &dyn FileSystem,
+    jobs: &[Job],
+    workers: usize,
+    progress: &mut dyn Progress,
+    interrupt: &Interrupt,
+) -> Vec<HashResult> {
     let next = AtomicUsize::new(0);
     let progress = Mutex::new(progress);
     let results: Vec<Mutex<Option<HashResult>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
@@ -368,7 +377,8 @@ pub fn from_dir(root: &Path, progress: &mut dyn Progress, interrupt: &Interrupt)
     }
     let mut problems = Vec::new();
     // (escaped path, entry, file to hash, hard-link key (device, inode) when nlink > 1)
-    let mut rows: Vec<(String, Entry, Option<std::path::PathBuf>, Option<(u64, u64)>)> = Vec::new();
+    type Row = (String, Entry, Option<std::path::PathBuf>, Option<(u64, u64)>);
+    let mut rows: Vec<Row> = Vec::new();
     let mut first_name: HashMap<(u64, u64), String> = HashMap::new();
     progress.start("reading the directory tree", None);
     let mut walker: Vec<walkdir::DirEntry> = Vec::new();
@@ -623,10 +633,7 @@ pub fn check(
             Some(d)
         }
     };
-    Ok((
-        FilesCheck { count: m.entries.len() as u64, bytes: m.file_bytes(), problems: walk_problems, diff },
-        problems,
-    ))
+    Ok((FilesCheck { count: m.entries.len() as u64, bytes: m.file_bytes(), problems: walk_problems, diff }, problems))
 }
 
 #[cfg(test)]
@@ -645,7 +652,17 @@ mod tests {
     }
 
     fn entry(path: &str, kind: EntryType) -> Entry {
-        Entry { path: path.into(), kind, size: 0, mode: Some(0o644), uid: Some(0), gid: Some(0), mtime: Some(1), target: None, sha256: None }
+        Entry {
+            path: path.into(),
+            kind,
+            size: 0,
+            mode: Some(0o644),
+            uid: Some(0),
+            gid: Some(0),
+            mtime: Some(1),
+            target: None,
+            sha256: None,
+        }
     }
 
     #[test]

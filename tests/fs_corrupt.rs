@@ -19,8 +19,16 @@ fn debugfs(img: &Path, req: &str) -> Result<String, Failed> {
 /// Byte offset of inode `spec` (`<2>` or a path) from `debugfs imap`.
 fn inode_offset(img: &Path, spec: &str, block_size: u64) -> Result<u64, Failed> {
     let t = debugfs(img, &format!("imap {spec}"))?;
-    let block = t.split("located at block ").nth(1).and_then(|s| s.split(',').next()).and_then(|s| s.trim().parse::<u64>().ok());
-    let off = t.split("offset 0x").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| u64::from_str_radix(s, 16).ok());
+    let block = t
+        .split("located at block ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let off = t
+        .split("offset 0x")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| u64::from_str_radix(s, 16).ok());
     match (block, off) {
         (Some(b), Some(o)) => Ok(b * block_size + o),
         _ => Err(format!("cannot parse imap output: {t}").into()),
@@ -85,8 +93,12 @@ fn targeted_damage() -> TestResult {
         ("superblock log block size", "ext4.img", |p, _| poke(p, 1024 + 0x18, &[9, 0, 0, 0])),
         ("superblock inodes per group", "ext2-1k.img", |p, _| poke(p, 1024 + 0x28, &[0, 0, 0, 0])),
         ("superblock block count", "ext3.img", |p, _| poke(p, 1024 + 0x04, &[0xff, 0xff, 0xff, 0x7f])),
-        ("group descriptor inode table (ext2)", "ext2-1k.img", |p, bs| poke(p, gdt_offset(bs) + 8, &[0xff, 0xff, 0xff, 0x0f])),
-        ("group descriptor inode table (ext4)", "ext4.img", |p, bs| poke(p, gdt_offset(bs) + 8, &[0xff, 0xff, 0xff, 0x0f])),
+        ("group descriptor inode table (ext2)", "ext2-1k.img", |p, bs| {
+            poke(p, gdt_offset(bs) + 8, &[0xff, 0xff, 0xff, 0x0f])
+        }),
+        ("group descriptor inode table (ext4)", "ext4.img", |p, bs| {
+            poke(p, gdt_offset(bs) + 8, &[0xff, 0xff, 0xff, 0x0f])
+        }),
         ("root inode mode", "ext2-1k.img", |p, bs| poke(p, inode_offset(p, "<2>", bs)?, &[0xff, 0xff])),
         ("root inode size and blocks (ext3)", "ext3.img", |p, bs| {
             let o = inode_offset(p, "<2>", bs)?;
@@ -141,7 +153,12 @@ fn random_mutations() -> TestResult {
         return skip("mkfs.ext4, genisoimage or python3 missing");
     }
     let s = Scratch::new("mutate");
-    run_ok(Command::new("python3").arg(repo_root().join("testdata/gen/tree.py")).arg(s.path("t")).args(["--profile", "small"]))?;
+    run_ok(
+        Command::new("python3")
+            .arg(repo_root().join("testdata/gen/tree.py"))
+            .arg(s.path("t"))
+            .args(["--profile", "small"]),
+    )?;
     let mut images = Vec::new();
     for (name, args) in [
         ("ext2", &["mkfs.ext2", "-b", "1024"][..]),
@@ -174,9 +191,10 @@ fn random_mutations() -> TestResult {
                     // Mostly metadata (the first MiB), sometimes anywhere.
                     let span = if rng.next() % 10 < 8 { img.len().min(1 << 20) } else { img.len() };
                     let at = (rng.next() % span as u64) as usize;
-                    img[at] = if rng.next() % 2 == 0 { img[at] ^ (1 << (rng.next() % 8)) } else { rng.next() as u8 };
+                    img[at] =
+                        if rng.next().is_multiple_of(2) { img[at] ^ (1 << (rng.next() % 8)) } else { rng.next() as u8 };
                 }
-                if rng.next() % 50 == 0 {
+                if rng.next().is_multiple_of(50) {
                     let cut = (rng.next() % img.len() as u64) as usize;
                     img.truncate(cut);
                 }
@@ -218,8 +236,5 @@ fn random_mutations() -> TestResult {
 }
 
 pub fn trials() -> Vec<Trial> {
-    vec![
-        trial("fs_corrupt::targeted_damage", targeted_damage),
-        trial("fs_corrupt::random_mutations", random_mutations),
-    ]
+    vec![trial("fs_corrupt::targeted_damage", targeted_damage), trial("fs_corrupt::random_mutations", random_mutations)]
 }

@@ -92,7 +92,10 @@ fn refuses_non_empty_dest_and_extracts_subpaths() -> TestResult {
     let sub = s.path("sub");
     let out = run(loopkit(&["extract", "--quiet", "--path", "/deep/level0/level1"]).arg(&img).arg(&sub))?;
     ensure!(code(&out) == 0, "--path dir: exit {}", code(&out));
-    ensure!(sub.join("level2/level3/level4/level5/level6/level7/level8/level9/bottom.txt").is_file(), "subtree missing");
+    ensure!(
+        sub.join("level2/level3/level4/level5/level6/level7/level8/level9/bottom.txt").is_file(),
+        "subtree missing"
+    );
     let one = s.path("one");
     let out = run(loopkit(&["extract", "--quiet", "--path", "dir/file.txt"]).arg(&img).arg(&one))?;
     ensure!(code(&out) == 0, "--path file: exit {}", code(&out));
@@ -145,9 +148,19 @@ fn crafted_names_cannot_escape() -> TestResult {
         let dest = s.path("a/b/dest");
         std::fs::create_dir_all(&dest)?;
         let out = run(loopkit(&["extract", "--quiet", "--json"]).arg(img).arg(&dest))?;
-        ensure!(code(&out) == 1, "{}: exit {} (1 expected): {}", img.display(), code(&out), String::from_utf8_lossy(&out.stdout));
+        ensure!(
+            code(&out) == 1,
+            "{}: exit {} (1 expected): {}",
+            img.display(),
+            code(&out),
+            String::from_utf8_lossy(&out.stdout)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
-        ensure!(text.contains("fs.bad-name") || text.contains("iso9660"), "{}: no bad-name problem: {text}", img.display());
+        ensure!(
+            text.contains("fs.bad-name") || text.contains("iso9660"),
+            "{}: no bad-name problem: {text}",
+            img.display()
+        );
         for p in ["a/pwned", "pwned", "a/b/pwned", "outside/payload"] {
             ensure!(!fx::exists(&s.path(p)), "{}: {p} was written outside DEST", img.display());
         }

@@ -72,7 +72,8 @@ pub fn fixtures() -> Result<&'static Fixtures, String> {
         if !dir.join("done").exists() {
             let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&tmp);
-            let out = run(Command::new("bash").arg(gendir.join("fs-images.sh")).arg(&tmp)).map_err(|e| format!("{e:?}"))?;
+            let out =
+                run(Command::new("bash").arg(gendir.join("fs-images.sh")).arg(&tmp)).map_err(|e| format!("{e:?}"))?;
             if !out.status.success() {
                 return Err(format!("fs-images.sh failed: {}", String::from_utf8_lossy(&out.stderr)));
             }

@@ -93,7 +93,9 @@ fn debugfs_rdump_crosscheck() -> TestResult {
     };
     let s = Scratch::new("rdump");
     std::fs::create_dir(s.path("out"))?;
-    run_ok(Command::new("debugfs").args(["-R", &format!("rdump / {}", s.path("out").display())]).arg(f.path("ext4.img")))?;
+    run_ok(
+        Command::new("debugfs").args(["-R", &format!("rdump / {}", s.path("out").display())]).arg(f.path("ext4.img")),
+    )?;
     // rdump writes the root's children directly into OUT; remove what mkfs created.
     let _ = std::fs::remove_dir(s.path("out/lost+found"));
     let gendir = crate::util::repo_root().join("testdata/gen/manifest.py");

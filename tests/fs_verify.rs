@@ -25,7 +25,13 @@ fn against_source_trees() -> TestResult {
         ensure!(code(&out) == 0, "{}: exit {} {}", case.image, code(&out), v["problems"]);
         let want = fx::entries(&std::fs::read(f.path(case.want))?)?;
         let files = &v["files"];
-        ensure!(files["count"].as_u64() == Some(want.len() as u64), "{}: count {} want {}", case.image, files["count"], want.len());
+        ensure!(
+            files["count"].as_u64() == Some(want.len() as u64),
+            "{}: count {} want {}",
+            case.image,
+            files["count"],
+            want.len()
+        );
         let bytes: u64 = want.iter().filter(|e| e["type"] == "file").map(|e| e["size"].as_u64().unwrap_or(0)).sum();
         ensure!(files["bytes"].as_u64() == Some(bytes), "{}: bytes {} want {bytes}", case.image, files["bytes"]);
         for k in ["missing", "extra", "changed"] {
@@ -72,7 +78,8 @@ fn differences_are_reported() -> TestResult {
         }
     }
     std::fs::write(s.path("m.json"), serde_json::to_vec(&m)?)?;
-    let out = run(loopkit(&["verify", "--json", "--quiet", "--manifest"]).arg(s.path("m.json")).arg(f.path("iso-rr.iso")))?;
+    let out =
+        run(loopkit(&["verify", "--json", "--quiet", "--manifest"]).arg(s.path("m.json")).arg(f.path("iso-rr.iso")))?;
     let v = json(&out)?;
     ensure!(code(&out) == 1, "manifest: exit {}", code(&out));
     ensure!(strs(&v["files"]["extra"]) == ["empty"], "extra {}", v["files"]["extra"]);

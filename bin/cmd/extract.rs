@@ -7,14 +7,10 @@ use loopkit::verify::Severity;
 /// Run it; returns the exit code (0 everything restored, 1 problems found in the data).
 pub fn run(a: &ExtractArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     let (opened, _) = super::open_with_prompt(&a.common.image, &a.common.secrets, &a.common.params)?;
-    let opts = loopkit::extract::Options {
-        subpath: a.subpath.as_ref().map(|s| s.as_bytes().to_vec()),
-        force: a.force,
-    };
+    let opts = loopkit::extract::Options { subpath: a.subpath.as_ref().map(|s| s.as_bytes().to_vec()), force: a.force };
     let mut progress = crate::progress::for_terminal(a.common.output.quiet);
-    let out = super::with_filesystem(&opened, |fs| {
-        loopkit::extract::extract(fs, &a.dest, &opts, &mut *progress, interrupt)
-    })?;
+    let out =
+        super::with_filesystem(&opened, |fs| loopkit::extract::extract(fs, &a.dest, &opts, &mut *progress, interrupt))?;
     let ok = !out.problems.iter().any(|p| p.severity == Severity::Error);
     if a.common.output.json {
         super::print_json(&loopkit::report::Extract {

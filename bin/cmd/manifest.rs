@@ -70,7 +70,10 @@ fn write_replacing(out: &Path, bytes: &[u8]) -> loopkit::Result<()> {
         f.write_all(bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
         if std::fs::read(&tmp).map_err(io)? != bytes {
-            return Err(loopkit::Error::new(loopkit::ErrorKind::Io, format!("{} reads back differently", tmp.display())));
+            return Err(loopkit::Error::new(
+                loopkit::ErrorKind::Io,
+                format!("{} reads back differently", tmp.display()),
+            ));
         }
         std::fs::rename(&tmp, out).map_err(|e| loopkit::Error::io(format!("renaming to {}", out.display()), e))
     })();

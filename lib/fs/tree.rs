@@ -217,7 +217,8 @@ pub fn walk(
     interrupt: &crate::progress::Interrupt,
     visit: impl FnMut(&Found),
 ) -> crate::Result<Vec<PathIssue>> {
-    let mut issues: Vec<PathIssue> = fs.issues().into_iter().map(|issue| PathIssue { path: Vec::new(), issue }).collect();
+    let mut issues: Vec<PathIssue> =
+        fs.issues().into_iter().map(|issue| PathIssue { path: Vec::new(), issue }).collect();
     issues.extend(walk_from(fs, fs.root(), interrupt, visit)?);
     Ok(issues)
 }
@@ -253,7 +254,10 @@ pub fn walk_from(
             Ok(l) => l,
             Err(e) if e.kind() == crate::ErrorKind::Interrupted => return Err(e),
             Err(e) => {
-                issues.push(PathIssue { path: dir_path.clone(), issue: Issue::error("fs.dir-unreadable", e.to_string()) });
+                issues.push(PathIssue {
+                    path: dir_path.clone(),
+                    issue: Issue::error("fs.dir-unreadable", e.to_string()),
+                });
                 continue;
             }
         };
@@ -268,7 +272,10 @@ pub fn walk_from(
                 path.push(b'/');
             }
             path.extend_from_slice(&entry.name);
-            if entry.name.is_empty() || entry.name == b"." || entry.name == b".." || entry.name.contains(&b'/')
+            if entry.name.is_empty()
+                || entry.name == b"."
+                || entry.name == b".."
+                || entry.name.contains(&b'/')
                 || entry.name.contains(&0)
             {
                 issues.push(PathIssue {
@@ -283,7 +290,10 @@ pub fn walk_from(
             if !names.insert(entry.name.clone()) {
                 issues.push(PathIssue {
                     path: path.clone(),
-                    issue: Issue::error("fs.duplicate-name", "the name appears twice in its directory; the second is skipped"),
+                    issue: Issue::error(
+                        "fs.duplicate-name",
+                        "the name appears twice in its directory; the second is skipped",
+                    ),
                 });
                 continue;
             }
@@ -312,7 +322,10 @@ pub fn walk_from(
                 } else if depth + 1 >= MAX_DEPTH {
                     issues.push(PathIssue {
                         path: found.path,
-                        issue: Issue::error("fs.too-deep", format!("directories nest deeper than {MAX_DEPTH} levels; not entered")),
+                        issue: Issue::error(
+                            "fs.too-deep",
+                            format!("directories nest deeper than {MAX_DEPTH} levels; not entered"),
+                        ),
                     });
                 } else {
                     subdirs.push((entry.id, found.path, depth + 1));

@@ -50,7 +50,7 @@ pub fn parse_entries(g: &Geometry, data: &[u8], where_: &str, out: &mut Vec<DirE
         let ino = le32(data, pos);
         let rl = rec_len(le16(data, pos + 4), g.block_size);
         let name_len = if g.filetype { usize::from(data[pos + 6]) } else { usize::from(le16(data, pos + 6)) };
-        if rl < 8 || rl % 4 != 0 || pos + rl > data.len() || 8 + name_len > rl {
+        if rl < 8 || !rl.is_multiple_of(4) || pos + rl > data.len() || 8 + name_len > rl {
             issues.push(Issue::error(
                 "ext.dir-entry",
                 format!(

@@ -123,11 +123,7 @@ impl Inode {
         }
         let c = csum::crc32c(csum_seed, &[&self.ino.to_le_bytes(), &self.generation.to_le_bytes(), &copy]);
         let stored_lo = u32::from(le16(raw, 0x7C));
-        if has_hi {
-            c == stored_lo | (u32::from(le16(raw, 0x82)) << 16)
-        } else {
-            c & 0xFFFF == stored_lo
-        }
+        if has_hi { c == stored_lo | (u32::from(le16(raw, 0x82)) << 16) } else { c & 0xFFFF == stored_lo }
     }
 
     /// Seed of this inode's metadata checksums (extent blocks, directory blocks).

@@ -82,14 +82,13 @@ impl Builder<'_> {
             self.stopped = true;
             return;
         }
-        if let Some(last) = self.runs.last_mut() {
-            if last.unwritten == unwritten
-                && last.logical + last.len == logical
-                && last.physical + last.len == physical
-            {
-                last.len += len;
-                return;
-            }
+        if let Some(last) = self.runs.last_mut()
+            && last.unwritten == unwritten
+            && last.logical + last.len == logical
+            && last.physical + last.len == physical
+        {
+            last.len += len;
+            return;
         }
         self.runs.push(Run { logical, physical, len, unwritten });
     }
@@ -149,7 +148,13 @@ pub fn map(ext: &Ext<'_>, inode: &Inode, file_bytes: u64) -> crate::Result<(Vec<
 
 /// Walk one extent-tree node: `data` is the node (60 bytes of `i_block` for the root, a block
 /// otherwise); `expect_depth` is the depth its parent implies (None at the root).
-fn extent_node(b: &mut Builder<'_>, data: &[u8], expect_depth: Option<u16>, seed: u32, level: u32) -> crate::Result<()> {
+fn extent_node(
+    b: &mut Builder<'_>,
+    data: &[u8],
+    expect_depth: Option<u16>,
+    seed: u32,
+    level: u32,
+) -> crate::Result<()> {
     if b.stopped {
         return Ok(());
     }
@@ -185,7 +190,10 @@ fn extent_node(b: &mut Builder<'_>, data: &[u8], expect_depth: Option<u16>, seed
         let e = &data[12 + 12 * i..24 + 12 * i];
         let logical = u64::from(le32(e, 0));
         if prev_logical.is_some_and(|p| logical <= p) {
-            b.issue("ext.extent-order", format!("extent entries are not in ascending order at logical block {logical}"));
+            b.issue(
+                "ext.extent-order",
+                format!("extent entries are not in ascending order at logical block {logical}"),
+            );
             return Ok(());
         }
         prev_logical = Some(logical);
@@ -201,7 +209,10 @@ fn extent_node(b: &mut Builder<'_>, data: &[u8], expect_depth: Option<u16>, seed
                 continue;
             }
             if !b.in_range(child, 1) {
-                b.issue("ext.bad-block-pointer", format!("extent index points to block {child}, outside the file system"));
+                b.issue(
+                    "ext.bad-block-pointer",
+                    format!("extent index points to block {child}, outside the file system"),
+                );
                 continue;
             }
             if !b.visit(child) {

@@ -75,7 +75,8 @@ impl<'a> Ext<'a> {
     /// table is unusable; `Unsupported` for unknown incompatible features; `Io`.
     pub fn open(src: &'a dyn ByteSource) -> crate::Result<Ext<'a>> {
         let mut raw = vec![0u8; 1024];
-        src.read_exact_at(&mut raw, EXT_SUPERBLOCK_OFFSET).map_err(|e| read_err("reading the ext superblock".into(), e))?;
+        src.read_exact_at(&mut raw, EXT_SUPERBLOCK_OFFSET)
+            .map_err(|e| read_err("reading the ext superblock".into(), e))?;
         let sb = Superblock::parse(&raw)?;
         let mut issues = Vec::new();
         if sb.checksum_ok == Some(false) {
@@ -120,13 +121,16 @@ impl<'a> Ext<'a> {
         let sb = &self.sb;
         let ds = sb.desc_size as usize;
         let per_block = sb.block_size as usize / ds;
-        let itable_blocks = (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size)).div_ceil(u64::from(sb.block_size));
+        let itable_blocks =
+            (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size)).div_ceil(u64::from(sb.block_size));
         let mut groups = Vec::with_capacity(sb.groups as usize);
         let mut bad_csum = 0u32;
         let mut bad_table = Vec::new();
         for (i, blk) in sb.descriptor_blocks().into_iter().enumerate() {
             if blk >= sb.blocks_count {
-                return Err(crate::Error::corrupt(format!("group descriptor block {blk} lies outside the file system")));
+                return Err(crate::Error::corrupt(format!(
+                    "group descriptor block {blk} lies outside the file system"
+                )));
             }
             let data = self.read_block(blk).map_err(|e| e.context("reading the group descriptor table"))?;
             for j in 0..per_block {
@@ -260,7 +264,10 @@ impl<'a> Ext<'a> {
 
     fn reader(&self, inode: &Inode, size: u64) -> crate::Result<ExtFile<'_>> {
         if inode.flags & inode::ENCRYPT_FL != 0 {
-            return Err(crate::Error::unsupported(format!("inode {}: the contents are encrypted (fscrypt)", inode.ino)));
+            return Err(crate::Error::unsupported(format!(
+                "inode {}: the contents are encrypted (fscrypt)",
+                inode.ino
+            )));
         }
         if inode.flags & inode::INLINE_DATA_FL != 0 {
             let data = self.inline_bytes(inode, size)?;
@@ -296,7 +303,7 @@ impl<'a> Ext<'a> {
             return Err(crate::Error::corrupt(format!("directory inode {}: size {size} is implausible", inode.ino)));
         }
         let bs = u64::from(self.sb.block_size);
-        if size % bs != 0 {
+        if !size.is_multiple_of(bs) {
             listing.issues.push(Issue::error(
                 "ext.dir-size",
                 format!("directory inode {}: size {size} is not a multiple of the block size", inode.ino),
@@ -415,6 +422,7 @@ impl FileReader for ExtFile<'_> {
 
     fn data_ranges(&self) -> Option<Vec<std::ops::Range<u64>>> {
         if self.inline.is_some() {
+            #[allow(clippy::single_range_in_vec_init)]
             return Some(vec![0..self.size]);
         }
         let bs = u64::from(self.ext.sb.block_size);

@@ -126,7 +126,10 @@ impl Superblock {
     /// incompatible features this reader does not know.
     pub fn parse(sb: &[u8]) -> crate::Result<Superblock> {
         if sb.len() < 1024 || le16(sb, 0x38) != EXT_SUPER_MAGIC {
-            return Err(crate::Error::new(crate::ErrorKind::NotRecognized, "no ext2/3/4 superblock magic at byte 1080"));
+            return Err(crate::Error::new(
+                crate::ErrorKind::NotRecognized,
+                "no ext2/3/4 superblock magic at byte 1080",
+            ));
         }
         let bad = |what: String| crate::Error::corrupt(format!("ext superblock: {what}"));
         let log_bs = le32(sb, 0x18);
@@ -198,8 +201,7 @@ impl Superblock {
             }
             let stored = le32(sb, SB_CHECKSUM_OFFSET);
             checksum_ok = Some(csum::crc32c(!0, &[&sb[..SB_CHECKSUM_OFFSET]]) == stored);
-            csum_seed =
-                if incompat & INCOMPAT_CSUM_SEED != 0 { le32(sb, 0x270) } else { csum::crc32c(!0, &[&uuid]) };
+            csum_seed = if incompat & INCOMPAT_CSUM_SEED != 0 { le32(sb, 0x270) } else { csum::crc32c(!0, &[&uuid]) };
         }
         Ok(Superblock {
             inodes_count,
@@ -266,7 +268,7 @@ impl Superblock {
         }
         [3u32, 5, 7].iter().any(|&p| {
             let mut x = g;
-            while x % p == 0 {
+            while x.is_multiple_of(p) {
                 x /= p;
             }
             x == 1

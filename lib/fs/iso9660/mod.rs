@@ -140,12 +140,22 @@ impl<'a> Iso<'a> {
         let Some((pvd_off, block_size, volume_bytes)) = pvd else {
             return Err(crate::Error::new(crate::ErrorKind::NotRecognized, "no ISO9660 primary volume descriptor"));
         };
-        let mut iso =
-            Iso { src, block_size, volume_bytes, root: pvd_off + VD_ROOT_RECORD, tree: Tree::Plain, susp_skip: 0, issues: Vec::new() };
+        let mut iso = Iso {
+            src,
+            block_size,
+            volume_bytes,
+            root: pvd_off + VD_ROOT_RECORD,
+            tree: Tree::Plain,
+            susp_skip: 0,
+            issues: Vec::new(),
+        };
         if volume_bytes > src.size_bytes() {
             iso.issues.push(Issue::error(
                 "iso9660.truncated",
-                format!("the volume claims {volume_bytes} bytes but only {} are present: the image is truncated", src.size_bytes()),
+                format!(
+                    "the volume claims {volume_bytes} bytes but only {} are present: the image is truncated",
+                    src.size_bytes()
+                ),
             ));
         }
         let root = iso.record(iso.root)?;
@@ -161,12 +171,12 @@ impl<'a> Iso<'a> {
                 iso.susp_skip = usize::from(su[6]);
             }
         }
-        if iso.tree == Tree::Plain {
-            if let Some(j) = joliet {
-                iso.tree = Tree::Joliet;
-                iso.root = j + VD_ROOT_RECORD;
-                iso.record(iso.root)?;
-            }
+        if iso.tree == Tree::Plain
+            && let Some(j) = joliet
+        {
+            iso.tree = Tree::Joliet;
+            iso.root = j + VD_ROOT_RECORD;
+            iso.record(iso.root)?;
         }
         Ok(iso)
     }
@@ -179,7 +189,9 @@ impl<'a> Iso<'a> {
     fn extent_offset(&self, lba: u32) -> crate::Result<u64> {
         let off = u64::from(lba) * self.block_size;
         if off >= self.volume_bytes.max(self.src.size_bytes()) {
-            return Err(crate::Error::corrupt(format!("ISO9660: extent at block {lba} lies past the end of the volume")));
+            return Err(crate::Error::corrupt(format!(
+                "ISO9660: extent at block {lba} lies past the end of the volume"
+            )));
         }
         Ok(off)
     }
@@ -190,8 +202,11 @@ impl<'a> Iso<'a> {
         // A record never crosses a sector.
         let in_sector = (SECTOR_BYTES - off % SECTOR_BYTES) as usize;
         let n = avail.min(in_sector);
-        self.src.read_exact_at(&mut b[..n], off).map_err(|e| read_err(format!("reading the directory record at byte {off}"), e))?;
-        parse_record(&b[..n]).ok_or_else(|| crate::Error::corrupt(format!("ISO9660: malformed directory record at byte {off}")))
+        self.src
+            .read_exact_at(&mut b[..n], off)
+            .map_err(|e| read_err(format!("reading the directory record at byte {off}"), e))?;
+        parse_record(&b[..n])
+            .ok_or_else(|| crate::Error::corrupt(format!("ISO9660: malformed directory record at byte {off}")))
     }
 
     fn rock_ridge(&self, rec: &Record, issues: &mut Vec<Issue>) -> RockRidge {
@@ -257,7 +272,9 @@ impl<'a> Iso<'a> {
             return Err(crate::Error::corrupt(format!("ISO9660: directory of {len} bytes is implausible")));
         }
         let mut data = vec![0u8; len as usize];
-        self.src.read_exact_at(&mut data, start).map_err(|e| read_err(format!("reading the directory at byte {start}"), e))?;
+        self.src
+            .read_exact_at(&mut data, start)
+            .map_err(|e| read_err(format!("reading the directory at byte {start}"), e))?;
         let mut out = Vec::new();
         let mut pos = 0usize;
         while pos < data.len() {
@@ -275,7 +292,10 @@ impl<'a> Iso<'a> {
                 None => {
                     issues.push(Issue::error(
                         "iso9660.record",
-                        format!("malformed directory record at byte {} (rest of the sector skipped)", start + pos as u64),
+                        format!(
+                            "malformed directory record at byte {} (rest of the sector skipped)",
+                            start + pos as u64
+                        ),
                     ));
                     pos = sector_end;
                 }
@@ -309,7 +329,7 @@ impl<'a> Iso<'a> {
             // The next record, possibly at the start of the next sector.
             off += rec.len as u64;
             let mut first = [0u8; 1];
-            if off % SECTOR_BYTES == 0 || self.src.read_exact_at(&mut first, off).is_err() || first[0] == 0 {
+            if off.is_multiple_of(SECTOR_BYTES) || self.src.read_exact_at(&mut first, off).is_err() || first[0] == 0 {
                 off = off.div_ceil(SECTOR_BYTES) * SECTOR_BYTES;
             }
             rec = self.record(off).map_err(|e| e.context("following a multi-extent file"))?;
@@ -370,8 +390,9 @@ impl FileSystem for Iso<'_> {
         } else if rr.symlink.is_some() {
             FileType::Symlink
         } else if let Some(m) = rr.mode {
-            FileType::from_mode(m)
-                .ok_or_else(|| crate::Error::corrupt(format!("ISO9660 record at byte {id}: unknown file type in mode {m:#o}")))?
+            FileType::from_mode(m).ok_or_else(|| {
+                crate::Error::corrupt(format!("ISO9660 record at byte {id}: unknown file type in mode {m:#o}"))
+            })?
         } else {
             FileType::File
         };
@@ -382,7 +403,9 @@ impl FileSystem for Iso<'_> {
         };
         let link_key = match file_type {
             FileType::Dir => Some(self.dir_extent(&rec, &rr)?.0),
-            FileType::File => Some(rr.ino.filter(|&i| i != 0).map_or(u64::from(rec.extent), |i| u64::from(i) | 1 << 40)),
+            FileType::File => {
+                Some(rr.ino.filter(|&i| i != 0).map_or(u64::from(rec.extent), |i| u64::from(i) | 1 << 40))
+            }
             _ => None,
         };
         Ok(Stat {
@@ -426,9 +449,10 @@ impl FileSystem for Iso<'_> {
                 // The relocation directory of deep trees: hidden when it holds only placeholders.
                 let mut scratch = Vec::new();
                 if let Ok(inner) = self.dir_extent(&r, &rr).and_then(|(s, l)| self.records(s, l, &mut scratch)) {
-                    let visible = inner.iter().filter(|(_, x)| x.name != [0] && x.name != [1]).any(|(_, x)| {
-                        !self.rock_ridge(x, &mut scratch).relocated
-                    });
+                    let visible = inner
+                        .iter()
+                        .filter(|(_, x)| x.name != [0] && x.name != [1])
+                        .any(|(_, x)| !self.rock_ridge(x, &mut scratch).relocated);
                     let any_relocated = inner.iter().any(|(_, x)| self.rock_ridge(x, &mut scratch).relocated);
                     if any_relocated && !visible {
                         continue;

@@ -64,7 +64,11 @@ impl Parser {
             if len < 4 || pos + len > area.len() {
                 issues.push(Issue::error(
                     "iso9660.susp",
-                    format!("system use entry {:?} has length {len} at byte {pos} of {}", String::from_utf8_lossy(&sig), area.len()),
+                    format!(
+                        "system use entry {:?} has length {len} at byte {pos} of {}",
+                        String::from_utf8_lossy(&sig),
+                        area.len()
+                    ),
                 ));
                 break;
             }
