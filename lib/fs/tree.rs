@@ -119,6 +119,20 @@ impl Issue {
     }
 }
 
+/// Issues kept per directory listing; a directory full of garbage would otherwise give one per
+/// block or sector.
+pub const MAX_ISSUES: usize = 64;
+
+/// Keep the first [`MAX_ISSUES`] issues and say how many more there were.
+pub fn cap_issues(issues: &mut Vec<Issue>) {
+    if issues.len() > MAX_ISSUES {
+        let more = issues.len() - MAX_ISSUES;
+        let code = issues[MAX_ISSUES].code;
+        issues.truncate(MAX_ISSUES);
+        issues.push(Issue::error(code, format!("… and {more} more problems in this directory")));
+    }
+}
+
 /// The entries of a directory plus what went wrong reading it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {

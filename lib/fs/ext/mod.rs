@@ -273,6 +273,13 @@ impl<'a> Ext<'a> {
             let data = self.inline_bytes(inode, size)?;
             return Ok(ExtFile { ext: self, size, runs: Vec::new(), inline: Some(data), issues: Vec::new() });
         }
+        let max = max_file_bytes(&self.sb, inode.flags & inode::EXTENTS_FL != 0);
+        if size > max {
+            return Err(crate::Error::corrupt(format!(
+                "inode {}: size {size} is beyond the largest file this file system can address ({max})",
+                inode.ino
+            )));
+        }
         let (runs, issues) = map::map(self, inode, size)?;
         Ok(ExtFile { ext: self, size, runs, inline: None, issues })
     }
@@ -333,13 +340,14 @@ impl<'a> Ext<'a> {
                 Err(e) => listing.issues.push(Issue::error("ext.htree", e.to_string())),
             }
         }
+        let mut holes = 0u64;
         for n in 0..nblocks {
             if index_blocks.contains(&n) {
                 continue;
             }
             let where_ = format!("directory inode {} block {n}", inode.ino);
             if !file.is_mapped(n) {
-                listing.issues.push(Issue::error("ext.dir-hole", format!("{where_} is a hole")));
+                holes += 1;
                 continue;
             }
             let block = match read(n) {
@@ -352,8 +360,28 @@ impl<'a> Ext<'a> {
             let area = dir::leaf_area(&g, &block, seed, &where_, &mut listing.issues);
             dir::parse_entries(&g, area, &where_, &mut listing.entries, &mut listing.issues);
         }
+        if holes > 0 {
+            listing.issues.push(Issue::error(
+                "ext.dir-hole",
+                format!("directory inode {}: {holes} of its {nblocks} blocks are holes", inode.ino),
+            ));
+        }
+        crate::fs::tree::cap_issues(&mut listing.issues);
         Ok(listing)
     }
+}
+
+/// Largest file an ext file system can address: 2^32 logical blocks with extents, the 12 + 1 +
+/// 2 + 3-level block map otherwise. A bigger size is corruption.
+fn max_file_bytes(sb: &Superblock, extents: bool) -> u64 {
+    let bs = u64::from(sb.block_size);
+    let blocks = if extents {
+        1u64 << 32
+    } else {
+        let ppb = bs / 4;
+        12 + ppb + ppb * ppb + ppb * ppb * ppb
+    };
+    blocks.saturating_mul(bs)
 }
 
 /// A regular file (or slow symlink / directory) of an ext file system.

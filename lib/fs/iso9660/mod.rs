@@ -268,8 +268,8 @@ impl<'a> Iso<'a> {
 
     /// The records of a directory extent, with their byte offsets (`.`/`..` included).
     fn records(&self, start: u64, len: u64, issues: &mut Vec<Issue>) -> crate::Result<Vec<(u64, Record)>> {
-        if len > MAX_DIR_BYTES {
-            return Err(crate::Error::corrupt(format!("ISO9660: directory of {len} bytes is implausible")));
+        if len > MAX_DIR_BYTES || start.saturating_add(len) > self.src.size_bytes() {
+            return Err(crate::Error::corrupt(format!("ISO9660: directory of {len} bytes at byte {start} is implausible or past the end of the image")));
         }
         let mut data = vec![0u8; len as usize];
         self.src
@@ -461,6 +461,7 @@ impl FileSystem for Iso<'_> {
             }
             listing.entries.push(DirEntry { name, id: off });
         }
+        crate::fs::tree::cap_issues(&mut listing.issues);
         Ok(listing)
     }
 
