@@ -137,6 +137,49 @@ fn targeted_damage() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// An image with a few bytes changed and maybe cut short, without copying it.
+struct Overlay {
+    base: std::sync::Arc<Vec<u8>>,
+    patches: Vec<(usize, u8)>,
+    len: u64,
+}
+
+impl loopkit::source::ByteSource for Overlay {
+    fn size_bytes(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, buf: &mut [u8], offset_bytes: u64) -> std::io::Result<usize> {
+        if offset_bytes >= self.len {
+            return Ok(0);
+        }
+        let a = offset_bytes as usize;
+        let n = buf.len().min((self.len - offset_bytes) as usize);
+        buf[..n].copy_from_slice(&self.base[a..a + n]);
+        for &(at, v) in &self.patches {
+            if at >= a && at < a + n {
+                buf[at - a] = v;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Progress that fires the interrupt after `left` bytes.
+struct Budget {
+    left: u64,
+    interrupt: loopkit::progress::Interrupt,
+}
+
+impl loopkit::progress::Progress for Budget {
+    fn start(&mut self, _label: &str, _total_bytes: Option<u64>) {}
+    fn advance(&mut self, bytes: u64) {
+        self.left = self.left.saturating_sub(bytes);
+        if self.left == 0 {
+            self.interrupt.trigger();
+        }
+    }
+}
+
 /// A tiny xorshift generator: deterministic mutations, reproducible by seed.
 struct Rng(u64);
 impl Rng {
@@ -169,44 +212,50 @@ fn random_mutations() -> TestResult {
         std::fs::File::create(&p)?.set_len(4 << 20)?;
         run_ok(Command::new(args[0]).args(&args[1..]).args(["-q", "-F", "-N", "512", "-d"]).arg(s.path("t")).arg(&p))?;
         let _ = run(Command::new("e2fsck").arg("-fyD").arg(&p));
-        images.push((name, std::fs::read(&p)?));
+        images.push((name, std::sync::Arc::new(std::fs::read(&p)?)));
     }
     let iso = s.path("iso");
     run_ok(Command::new("genisoimage").args(["-quiet", "-R", "-o"]).arg(&iso).arg(s.path("t")))?;
-    images.push(("iso", std::fs::read(&iso)?));
+    images.push(("iso", std::sync::Arc::new(std::fs::read(&iso)?)));
 
     // The mutations run in a worker thread; the test watches for a hang.
     let (tx, rx) = std::sync::mpsc::channel::<Result<u64, String>>();
+    // What runs now: description, and the mutated image's parts (to save it if it hangs).
+    type Current = (String, Option<std::sync::Arc<Vec<u8>>>, Vec<(usize, u8)>, u64);
+    let current = std::sync::Arc::new(std::sync::Mutex::new(Current::default()));
+    let now = current.clone();
     std::thread::spawn(move || {
         let mut total = 0u64;
         for (name, base) in &images {
             let start = std::time::Instant::now();
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ base.len() as u64);
+            // LOOPKIT_MUTATION_SEED=N explores other mutations (the default run is fixed).
+            let extra = std::env::var("LOOPKIT_MUTATION_SEED").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ base.len() as u64 ^ extra.wrapping_mul(0x2545_F491_4F6C_DD1D));
             let mut i = 0u64;
-            while i < 1500 && start.elapsed().as_secs_f64() < 3.0 {
+            while i < 1500 && start.elapsed().as_secs_f64() < 5.0 {
                 let seed = rng.0;
-                let mut img = base.clone();
+                let mut patches = Vec::new();
                 let flips = 1 + rng.next() % 6;
                 for _ in 0..flips {
                     // Mostly metadata (the first MiB), sometimes anywhere.
-                    let span = if rng.next() % 10 < 8 { img.len().min(1 << 20) } else { img.len() };
+                    let span = if rng.next() % 10 < 8 { base.len().min(1 << 20) } else { base.len() };
                     let at = (rng.next() % span as u64) as usize;
-                    img[at] =
-                        if rng.next().is_multiple_of(2) { img[at] ^ (1 << (rng.next() % 8)) } else { rng.next() as u8 };
+                    let v = if rng.next().is_multiple_of(2) { base[at] ^ (1 << (rng.next() % 8)) } else { rng.next() as u8 };
+                    patches.push((at, v));
                 }
-                if rng.next().is_multiple_of(50) {
-                    let cut = (rng.next() % img.len() as u64) as usize;
-                    img.truncate(cut);
+                let len = if rng.next().is_multiple_of(50) { rng.next() % base.len() as u64 } else { base.len() as u64 };
+                if let Ok(mut c) = now.lock() {
+                    *c = (format!("{name}, seed {seed:#x}, iteration {i}"), Some(base.clone()), patches.clone(), len);
                 }
+                let img = Overlay { base: base.clone(), patches, len };
                 let r = std::panic::catch_unwind(|| {
-                    let src = loopkit::source::MemSource::new(img);
-                    if let Ok(fs) = loopkit::fs::open(&src) {
-                        let _ = loopkit::manifest::from_fs(
-                            &*fs,
-                            1,
-                            &mut loopkit::progress::NoProgress,
-                            &loopkit::progress::Interrupt::new(),
-                        );
+                    if let Ok(fs) = loopkit::fs::open(&img) {
+                        // A mutated size can make a file a legitimately huge sparse file whose
+                        // holes take minutes to hash; stop such work the way Ctrl-C would
+                        // (parsing itself never checks the flag, so a parser loop still hangs).
+                        let interrupt = loopkit::progress::Interrupt::new();
+                        let mut budget = Budget { left: 64 << 20, interrupt: interrupt.clone() };
+                        let _ = loopkit::manifest::from_fs(&*fs, 1, &mut budget, &interrupt);
                     }
                 });
                 if r.is_err() {
@@ -230,7 +279,24 @@ fn random_mutations() -> TestResult {
             }
             Ok(Ok(n)) => done += n,
             Ok(Err(e)) => return Err(e.into()),
-            Err(_) => return Err(format!("a mutated image hung the reader (after {done} mutations)").into()),
+            Err(_) => {
+                let (at, base, patches, len) = current.lock().map(|c| c.clone()).unwrap_or_default();
+                // Keep the image for debugging (target/fixtures/hang-*.img).
+                let mut saved = String::new();
+                if let Some(b) = base {
+                    let mut img = b[..len as usize].to_vec();
+                    for (p, v) in patches {
+                        if p < img.len() {
+                            img[p] = v;
+                        }
+                    }
+                    let path = repo_root().join(format!("target/fixtures/hang-{}.img", std::process::id()));
+                    if std::fs::write(&path, img).is_ok() {
+                        saved = format!(", saved as {}", path.display());
+                    }
+                }
+                return Err(format!("a mutated image hung the reader ({at}; after {done} mutations{saved})").into());
+            }
         }
     }
 }

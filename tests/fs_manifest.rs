@@ -161,6 +161,44 @@ fn file_over_4gib() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// A multi-extent file: genisoimage output for two files `a1`, `a2` whose adjacent directory
+/// records are patched into one file of two extents (flag 0x80 on the first record, the second
+/// renamed to the first's name). The oracle is the concatenation of the two source files.
+fn iso_multi_extent() -> TestResult {
+    if !crate::util::have("genisoimage") {
+        return skip("genisoimage missing");
+    }
+    let s = Scratch::new("multiextent");
+    std::fs::create_dir(s.path("t"))?;
+    let a1: Vec<u8> = (0..6144u32).map(|i| (i % 251) as u8).collect();
+    let a2: Vec<u8> = (0..1000u32).map(|i| (i % 13) as u8 + 1).collect();
+    std::fs::write(s.path("t/a1"), &a1)?;
+    std::fs::write(s.path("t/a2"), &a2)?;
+    let iso = s.path("x.iso");
+    run_ok(Command::new("genisoimage").args(["-quiet", "-R", "-o"]).arg(&iso).arg(s.path("t")))?;
+    let mut b = std::fs::read(&iso)?;
+    let find = |b: &[u8], pat: &[u8]| b.windows(pat.len()).position(|w| w == pat);
+    let n1 = find(&b, b"A1.;1").ok_or("record A1.;1 not found")?;
+    let rec = n1 - 33;
+    ensure!(b[rec + 32] == 5, "unexpected record layout");
+    b[rec + 25] |= 0x80;
+    let n2 = find(&b, b"A2.;1").ok_or("record A2.;1 not found")?;
+    b[n2 + 1] = b'1';
+    let nm = find(&b, b"NM\x07\x01\x00a2").ok_or("NM a2 not found")?;
+    b[nm + 6] = b'1';
+    std::fs::write(&iso, &b)?;
+    let joined = s.path("joined");
+    std::fs::write(&joined, [a1, a2].concat())?;
+    let want = sha256_file(&joined)?;
+    let out = run(loopkit(&["manifest", "--quiet"]).arg(&iso))?;
+    ensure!(code(&out) == 0, "exit {}: {}", code(&out), String::from_utf8_lossy(&out.stderr));
+    let e = fx::entries(&out.stdout)?;
+    ensure!(e.len() == 1, "expected one entry, got {e:?}");
+    ensure!(e[0]["path"] == "a1" && e[0]["size"] == 7144, "entry {}", e[0]);
+    ensure!(e[0]["sha256"] == want.as_str(), "sha256 {} want {want}", e[0]["sha256"]);
+    Ok(Completion::Completed)
+}
+
 fn bad_input() -> TestResult {
     let s = Scratch::new("manifest-bad");
     std::fs::write(s.path("zeros.img"), vec![0u8; 1 << 20])?;
@@ -177,6 +215,7 @@ pub fn trials() -> Vec<Trial> {
         trial("fs_manifest::fixtures_have_the_claimed_structures", fixtures_have_the_claimed_structures),
         trial("fs_manifest::debugfs_rdump_crosscheck", debugfs_rdump_crosscheck),
         trial("fs_manifest::file_over_4gib", file_over_4gib),
+        trial("fs_manifest::iso_multi_extent", iso_multi_extent),
         trial("fs_manifest::bad_input", bad_input),
     ]
 }

@@ -112,10 +112,34 @@ fn plain_verify_counts_files() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// An ext3 image whose journal needs recovery (flag set with `debugfs -w`): files are still
+/// read and compared, and a warning says the journal was not replayed.
+fn journal_needs_recovery() -> TestResult {
+    let f = match fixtures() {
+        Ok(f) => f,
+        Err(r) => return skip(r),
+    };
+    let s = Scratch::new("recover");
+    let img = fx::copy_image(f, "ext3.img", &s)?;
+    run_ok(Command::new("debugfs").args(["-w", "-R", "feature needs_recovery"]).arg(&img))?;
+    let out = run_ok(Command::new("dumpe2fs").arg("-h").arg(&img))?;
+    ensure!(String::from_utf8_lossy(&out.stdout).contains("needs_recovery"), "flag not set by debugfs");
+    let out = run(loopkit(&["verify", "--json", "--quiet", "--against"]).arg(f.path("tree")).arg(&img))?;
+    let v = json(&out)?;
+    ensure!(code(&out) == 0, "exit {}: {}", code(&out), v["problems"]);
+    let problems = v["problems"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        problems.iter().any(|p| p["code"] == "ext.journal-needs-recovery" && p["severity"] == "warning"),
+        "no journal warning: {problems:?}"
+    );
+    Ok(Completion::Completed)
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("fs_verify::against_source_trees", against_source_trees),
         trial("fs_verify::differences_are_reported", differences_are_reported),
         trial("fs_verify::plain_verify_counts_files", plain_verify_counts_files),
+        trial("fs_verify::journal_needs_recovery", journal_needs_recovery),
     ]
 }
