@@ -35,9 +35,9 @@ pub struct Options {
     pub force: bool,
 }
 
-/// What `extract` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Outcome {
+/// What `extract` wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
     /// Regular files written.
     pub files: u64,
     /// Directories created.
@@ -50,6 +50,13 @@ pub struct Outcome {
     pub bytes: u64,
     /// Entries not restored (device nodes, fifos, sockets, unreadable entries).
     pub skipped: u64,
+}
+
+/// What `extract` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// What was written.
+    pub counts: Counts,
     /// Problems met (damage in the image, skipped entries).
     pub problems: Vec<Problem>,
 }
@@ -183,7 +190,7 @@ pub fn extract(
         let shown = format!("/{}", String::from_utf8_lossy(&f.path));
         let parent_ok = target.parent().is_some_and(|p| safe_dirs.contains(p));
         if !parent_ok || !target.starts_with(dest) {
-            out.skipped += 1;
+            out.counts.skipped += 1;
             out.problems
                 .push(Problem::error("extract.skipped", format!("{shown}: its directory was not created; skipped")));
             continue;
@@ -196,25 +203,25 @@ pub fn extract(
                 }
                 safe_dirs.insert(target.clone());
                 dir_meta.push((target, s.clone()));
-                out.dirs += 1;
+                out.counts.dirs += 1;
             }
             FileType::File => {
                 let first = if s.nlink > 1 { s.link_key.and_then(|k| links.get(&k)) } else { None };
                 if let Some(first) = first {
                     clear(&target, opts.force)?;
                     std::fs::hard_link(first, &target).map_err(|e| io(&target, e))?;
-                    out.hardlinks += 1;
+                    out.counts.hardlinks += 1;
                     continue;
                 }
                 clear(&target, opts.force)?;
                 match write_file(fs, f.id, &target, &mut buf, progress, interrupt) {
                     Ok(n) => {
-                        out.bytes += n;
-                        out.files += 1;
+                        out.counts.bytes += n;
+                        out.counts.files += 1;
                     }
                     Err(e) if matches!(e.kind(), crate::ErrorKind::Corrupt | crate::ErrorKind::Unsupported) => {
                         out.problems.push(Problem::error("extract.unreadable", format!("{shown}: {e}")));
-                        out.skipped += 1;
+                        out.counts.skipped += 1;
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -238,11 +245,11 @@ pub fn extract(
                 Ok(t) => {
                     clear(&target, opts.force)?;
                     std::os::unix::fs::symlink(OsStr::from_bytes(&t), &target).map_err(|e| io(&target, e))?;
-                    out.symlinks += 1;
+                    out.counts.symlinks += 1;
                 }
                 Err(e) => {
                     out.problems.push(Problem::error("extract.unreadable", format!("{shown}: {e}")));
-                    out.skipped += 1;
+                    out.counts.skipped += 1;
                 }
             },
             other => {
@@ -250,7 +257,7 @@ pub fn extract(
                     "extract.skipped",
                     format!("{shown}: a {} is not created (needs root and mknod); skipped", other.name()),
                 ));
-                out.skipped += 1;
+                out.counts.skipped += 1;
             }
         }
     }

@@ -192,7 +192,6 @@ pub struct ManifestRun {
 
 /// `loopkit extract --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Extract {
     /// Always [`JSON_VERSION`].
     pub loopkit_json: u32,
@@ -202,18 +201,9 @@ pub struct Extract {
     pub image: String,
     /// The destination directory.
     pub dest: String,
-    /// Regular files written.
-    pub files: u64,
-    /// Directories created.
-    pub dirs: u64,
-    /// Symlinks created.
-    pub symlinks: u64,
-    /// Hard links created.
-    pub hardlinks: u64,
-    /// Content bytes written.
-    pub bytes: u64,
-    /// Entries not restored (device nodes, fifos, sockets, unreadable entries).
-    pub skipped: u64,
+    /// `files`, `dirs`, `symlinks`, `hardlinks`, `bytes`, `skipped`.
+    #[serde(flatten)]
+    pub counts: crate::extract::Counts,
     /// No error-severity problems.
     pub ok: bool,
     /// Problems met.

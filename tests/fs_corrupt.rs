@@ -5,7 +5,7 @@
 //! a panic, a hang or a runaway allocation.
 
 use crate::ensure;
-use crate::fs_fixtures::{self as fx, fixtures};
+use crate::fs_fixtures::{self as fx};
 use crate::util::{Scratch, TestResult, code, have, loopkit_bin, repo_root, run, run_ok, skip, trial};
 use libtest_mimic::{Completion, Failed, Trial};
 use std::path::Path;
@@ -82,10 +82,7 @@ fn check_damaged(img: &Path, what: &str, expect_problem: bool) -> Result<(), Fai
 }
 
 fn targeted_damage() -> TestResult {
-    let f = match fixtures() {
-        Ok(f) => f,
-        Err(r) => return skip(r),
-    };
+    let f = crate::fixtures_or_skip!();
     let s = Scratch::new("corrupt");
     // The closure gets the block size (from dumpe2fs, 2048 for ISO images).
     type Damage = fn(&Path, u64) -> Result<(), Failed>;
@@ -232,7 +229,7 @@ fn random_mutations() -> TestResult {
             let extra = std::env::var("LOOPKIT_MUTATION_SEED").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ base.len() as u64 ^ extra.wrapping_mul(0x2545_F491_4F6C_DD1D));
             let mut i = 0u64;
-            while i < 1500 && start.elapsed().as_secs_f64() < 5.0 {
+            while i < 1500 && start.elapsed().as_secs_f64() < 4.0 {
                 let seed = rng.0;
                 let mut patches = Vec::new();
                 let flips = 1 + rng.next() % 6;
@@ -240,10 +237,15 @@ fn random_mutations() -> TestResult {
                     // Mostly metadata (the first MiB), sometimes anywhere.
                     let span = if rng.next() % 10 < 8 { base.len().min(1 << 20) } else { base.len() };
                     let at = (rng.next() % span as u64) as usize;
-                    let v = if rng.next().is_multiple_of(2) { base[at] ^ (1 << (rng.next() % 8)) } else { rng.next() as u8 };
+                    let v = if rng.next().is_multiple_of(2) {
+                        base[at] ^ (1 << (rng.next() % 8))
+                    } else {
+                        rng.next() as u8
+                    };
                     patches.push((at, v));
                 }
-                let len = if rng.next().is_multiple_of(50) { rng.next() % base.len() as u64 } else { base.len() as u64 };
+                let len =
+                    if rng.next().is_multiple_of(50) { rng.next() % base.len() as u64 } else { base.len() as u64 };
                 if let Ok(mut c) = now.lock() {
                     *c = (format!("{name}, seed {seed:#x}, iteration {i}"), Some(base.clone()), patches.clone(), len);
                 }

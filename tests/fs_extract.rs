@@ -4,7 +4,7 @@
 //! to escape DEST (`../../x`, duplicate names over a symlink) write nothing outside it.
 
 use crate::ensure;
-use crate::fs_fixtures::{self as fx, CASES, fixtures};
+use crate::fs_fixtures::{self as fx, CASES};
 use crate::util::{Scratch, TestResult, code, have, loopkit, repo_root, run, run_ok, skip, trial};
 use libtest_mimic::{Completion, Failed, Trial};
 use std::path::Path;
@@ -33,10 +33,7 @@ fn normalise(v: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
 }
 
 fn every_fixture_reproduces_its_tree() -> TestResult {
-    let f = match fixtures() {
-        Ok(f) => f,
-        Err(r) => return skip(r),
-    };
+    let f = crate::fixtures_or_skip!();
     let s = Scratch::new("extract");
     for case in CASES {
         let dest = s.path(case.image);
@@ -69,10 +66,7 @@ fn every_fixture_reproduces_its_tree() -> TestResult {
 }
 
 fn refuses_non_empty_dest_and_extracts_subpaths() -> TestResult {
-    let f = match fixtures() {
-        Ok(f) => f,
-        Err(r) => return skip(r),
-    };
+    let f = crate::fixtures_or_skip!();
     let s = Scratch::new("extract-dest");
     let dest = s.path("d");
     std::fs::create_dir(&dest)?;

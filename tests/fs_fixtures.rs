@@ -6,6 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// `let f = fixtures_or_skip!();`: the fixtures, or return a skip with the reason.
+#[macro_export]
+macro_rules! fixtures_or_skip {
+    () => {
+        match $crate::fs_fixtures::fixtures() {
+            Ok(f) => f,
+            Err(r) => return $crate::util::skip(r),
+        }
+    };
+}
+
 /// The built fixtures.
 pub struct Fixtures {
     pub dir: PathBuf,

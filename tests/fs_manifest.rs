@@ -4,16 +4,13 @@
 //! loop-AES encryption; one image is cross-checked with `debugfs -R "rdump / OUT"`.
 
 use crate::ensure;
-use crate::fs_fixtures::{self as fx, CASES, fixtures};
+use crate::fs_fixtures::{self as fx, CASES};
 use crate::util::{Scratch, TestResult, code, loopkit, run, run_ok, sha256_file, skip, trial};
 use libtest_mimic::{Completion, Trial};
 use std::process::Command;
 
 fn every_image_equals_its_tree() -> TestResult {
-    let f = match fixtures() {
-        Ok(f) => f,
-        Err(r) => return skip(r),
-    };
+    let f = crate::fixtures_or_skip!();
     for case in CASES {
         let before = sha256_file(&f.path(case.image))?;
         let out = run(&mut fx::loopkit_on(f, case, &["manifest", "--quiet"]))?;
@@ -28,10 +25,7 @@ fn every_image_equals_its_tree() -> TestResult {
 }
 
 fn output_file_and_refusal() -> TestResult {
-    let f = match fixtures() {
-        Ok(f) => f,
-        Err(r) => return skip(r),
-    };
+    let f = crate::fixtures_or_skip!();
     let s = Scratch::new("manifest-out");
     let m = s.path("m.json");
     let img = f.path("ext4.img");
@@ -57,10 +51,7 @@ fn output_file_and_refusal() -> TestResult {
 }
 
 fn fixtures_have_the_claimed_structures() -> TestResult {
-    let f = match fixtures() {
-        Ok(f) => f,
-        Err(r) => return skip(r),
-    };
+    let f = crate::fixtures_or_skip!();
     let debugfs = |img: &str, req: &str| -> Result<String, libtest_mimic::Failed> {
         let out = run_ok(Command::new("debugfs").args(["-R", req]).arg(f.path(img)))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -87,10 +78,7 @@ fn fixtures_have_the_claimed_structures() -> TestResult {
 /// debugfs's own extraction as a second oracle: rdump the ext4 image, hash the dump with
 /// manifest.py, compare contents, types and symlink targets with loopkit's manifest.
 fn debugfs_rdump_crosscheck() -> TestResult {
-    let f = match fixtures() {
-        Ok(f) => f,
-        Err(r) => return skip(r),
-    };
+    let f = crate::fixtures_or_skip!();
     let s = Scratch::new("rdump");
     std::fs::create_dir(s.path("out"))?;
     run_ok(

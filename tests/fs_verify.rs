@@ -3,8 +3,8 @@
 //! the test itself made (missing / extra / changed must name exactly those paths).
 
 use crate::ensure;
-use crate::fs_fixtures::{self as fx, CASES, fixtures};
-use crate::util::{Scratch, TestResult, code, json, loopkit, run, run_ok, skip, trial};
+use crate::fs_fixtures::{self as fx, CASES};
+use crate::util::{Scratch, TestResult, code, json, loopkit, run, run_ok, trial};
 use libtest_mimic::{Completion, Trial};
 use std::process::Command;
 
@@ -13,10 +13,7 @@ fn strs(v: &serde_json::Value) -> Vec<String> {
 }
 
 fn against_source_trees() -> TestResult {
-    let f = match fixtures() {
-        Ok(f) => f,
-        Err(r) => return skip(r),
-    };
+    let f = crate::fixtures_or_skip!();
     for case in CASES.iter().filter(|c| c.image.starts_with("ext4.") || c.image.contains("iso-rr.") || c.encrypted) {
         let mut cmd = fx::loopkit_on(f, case, &["verify", "--json", "--quiet"]);
         cmd.arg("--against").arg(f.path(case.tree));
@@ -43,10 +40,7 @@ fn against_source_trees() -> TestResult {
 }
 
 fn differences_are_reported() -> TestResult {
-    let f = match fixtures() {
-        Ok(f) => f,
-        Err(r) => return skip(r),
-    };
+    let f = crate::fixtures_or_skip!();
     let s = Scratch::new("verify-diff");
     let copy = s.path("tree");
     run_ok(Command::new("cp").arg("-a").arg(f.path("tree")).arg(&copy))?;
@@ -97,10 +91,7 @@ fn differences_are_reported() -> TestResult {
 }
 
 fn plain_verify_counts_files() -> TestResult {
-    let f = match fixtures() {
-        Ok(f) => f,
-        Err(r) => return skip(r),
-    };
+    let f = crate::fixtures_or_skip!();
     let want = fx::entries(&std::fs::read(f.path("want.json"))?)?;
     for img in ["ext2-1k.img", "iso-xorriso.iso"] {
         let out = run(loopkit(&["verify", "--json", "--quiet"]).arg(f.path(img)))?;
@@ -115,10 +106,7 @@ fn plain_verify_counts_files() -> TestResult {
 /// An ext3 image whose journal needs recovery (flag set with `debugfs -w`): files are still
 /// read and compared, and a warning says the journal was not replayed.
 fn journal_needs_recovery() -> TestResult {
-    let f = match fixtures() {
-        Ok(f) => f,
-        Err(r) => return skip(r),
-    };
+    let f = crate::fixtures_or_skip!();
     let s = Scratch::new("recover");
     let img = fx::copy_image(f, "ext3.img", &s)?;
     run_ok(Command::new("debugfs").args(["-w", "-R", "feature needs_recovery"]).arg(&img))?;

@@ -18,30 +18,22 @@ pub fn run(a: &ExtractArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
             command: "extract".into(),
             image: opened.path.display().to_string(),
             dest: a.dest.display().to_string(),
-            files: out.files,
-            dirs: out.dirs,
-            symlinks: out.symlinks,
-            hardlinks: out.hardlinks,
-            bytes: out.bytes,
-            skipped: out.skipped,
+            counts: out.counts,
             ok,
             problems: out.problems.clone(),
         })?;
     } else {
         super::print(&format!(
             "extracted {} files ({}), {} directories, {} symlinks, {} hard links into {}; {} skipped\n",
-            out.files,
-            crate::render::size(out.bytes),
-            out.dirs,
-            out.symlinks,
-            out.hardlinks,
+            out.counts.files,
+            crate::render::size(out.counts.bytes),
+            out.counts.dirs,
+            out.counts.symlinks,
+            out.counts.hardlinks,
             a.dest.display(),
-            out.skipped
+            out.counts.skipped
         ))?;
-        for p in &out.problems {
-            let sev = if p.severity == Severity::Error { "error" } else { "warning" };
-            eprintln!("loopkit: {sev}: {}: {}", p.code, p.message);
-        }
+        super::print_problems(&out.problems);
     }
     Ok(if ok { 0 } else { 1 })
 }

@@ -52,10 +52,7 @@ pub fn run(a: &ManifestArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         }
     }
     if !(a.common.output.json && a.output.is_some()) {
-        for p in &built.problems {
-            let sev = if p.severity == Severity::Error { "error" } else { "warning" };
-            eprintln!("loopkit: {sev}: {}: {}", p.code, p.message);
-        }
+        super::print_problems(&built.problems);
     }
     Ok(if ok { 0 } else { 1 })
 }

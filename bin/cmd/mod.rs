@@ -75,3 +75,11 @@ pub fn with_filesystem<T>(
     let fs = loopkit::fs::open(&*vol)?;
     f(&*fs)
 }
+
+/// Print problems on stderr, one per line (`loopkit: error: CODE: MESSAGE`).
+pub fn print_problems(problems: &[loopkit::verify::Problem]) {
+    for p in problems {
+        let sev = if p.severity == loopkit::verify::Severity::Error { "error" } else { "warning" };
+        eprintln!("loopkit: {sev}: {}: {}", p.code, p.message);
+    }
+}

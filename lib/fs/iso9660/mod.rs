@@ -269,7 +269,9 @@ impl<'a> Iso<'a> {
     /// The records of a directory extent, with their byte offsets (`.`/`..` included).
     fn records(&self, start: u64, len: u64, issues: &mut Vec<Issue>) -> crate::Result<Vec<(u64, Record)>> {
         if len > MAX_DIR_BYTES || start.saturating_add(len) > self.src.size_bytes() {
-            return Err(crate::Error::corrupt(format!("ISO9660: directory of {len} bytes at byte {start} is implausible or past the end of the image")));
+            return Err(crate::Error::corrupt(format!(
+                "ISO9660: directory of {len} bytes at byte {start} is implausible or past the end of the image"
+            )));
         }
         let mut data = vec![0u8; len as usize];
         self.src
