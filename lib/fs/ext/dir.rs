@@ -188,3 +188,84 @@ pub fn parse_index(
     }
     Ok(idx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ino: u32, rec_len: u16, name: &[u8], ft: u8) -> Vec<u8> {
+        let mut e = ino.to_le_bytes().to_vec();
+        e.extend(rec_len.to_le_bytes());
+        e.push(name.len() as u8);
+        e.push(ft);
+        e.extend(name);
+        e.resize(usize::from(rec_len), 0);
+        e
+    }
+
+    fn geometry(block_size: usize) -> Geometry {
+        Geometry { block_size, filetype: true, inodes_count: 100, metadata_csum: false }
+    }
+
+    #[test]
+    fn rec_len_encoding() {
+        assert_eq!(rec_len(12, 4096), 12);
+        assert_eq!(rec_len(0, 65536), 65536);
+        assert_eq!(rec_len(65535, 65536), 65536);
+        assert_eq!(rec_len(0x0001 | 12, 65536), 12 | (1 << 16));
+    }
+
+    #[test]
+    fn entries_and_damage() {
+        let g = geometry(64);
+        let mut block = entry(2, 12, b".", 2);
+        block.extend(entry(0, 12, b"", 0)); // unused
+        block.extend(entry(12, 20, b"file.txt", 1));
+        block.extend(entry(13, 20, b"x", 1));
+        let (mut out, mut issues) = (Vec::new(), Vec::new());
+        parse_entries(&g, &block, "b", &mut out, &mut issues);
+        assert!(issues.is_empty(), "{issues:?}");
+        assert_eq!(
+            out.iter().map(|e| (e.name.as_slice(), e.id)).collect::<Vec<_>>(),
+            vec![(&b"file.txt"[..], 12), (b"x", 13)]
+        );
+
+        // rec_len past the block, too small for the name, unaligned: an issue, no entry.
+        for bad_len in [68u16, 8, 14] {
+            let mut block = entry(12, 12, b"a", 1);
+            block[4..6].copy_from_slice(&bad_len.to_le_bytes());
+            block.resize(64, 0);
+            let (mut out, mut issues) = (Vec::new(), Vec::new());
+            parse_entries(&g, &block, "b", &mut out, &mut issues);
+            assert_eq!((out.len(), issues.len()), (0, 1), "rec_len {bad_len}");
+        }
+        let mut block = entry(500, 64, b"far", 1);
+        block.truncate(64);
+        let (mut out, mut issues) = (Vec::new(), Vec::new());
+        parse_entries(&g, &block, "b", &mut out, &mut issues);
+        assert!(out.is_empty() && issues.len() == 1);
+        // Truncated header.
+        let (mut out, mut issues) = (Vec::new(), Vec::new());
+        parse_entries(&g, &[1, 0, 0], "b", &mut out, &mut issues);
+        assert_eq!(issues.len(), 1);
+    }
+
+    #[test]
+    fn csum_tail_detected() {
+        let g = Geometry { metadata_csum: true, ..geometry(64) };
+        let mut block = entry(12, 52, b"f", 1);
+        let mut tail = entry(0, 12, b"", FT_DIR_CSUM);
+        let c = crate::fs::ext::csum::crc32c(7, &[&block]);
+        tail[8..12].copy_from_slice(&c.to_le_bytes());
+        block.extend(&tail);
+        let mut issues = Vec::new();
+        assert_eq!(leaf_area(&g, &block, 7, "b", &mut issues).len(), 52);
+        assert!(issues.is_empty());
+        assert_eq!(leaf_area(&g, &block, 8, "b", &mut issues).len(), 52);
+        assert_eq!(issues.len(), 1);
+        block[60] ^= 1;
+        let mut issues = Vec::new();
+        leaf_area(&g, &block, 7, "b", &mut issues);
+        assert_eq!(issues.len(), 1);
+    }
+}
