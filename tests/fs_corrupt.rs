@@ -106,6 +106,13 @@ fn targeted_damage() -> TestResult {
         ("indirect block pointer", "ext2-1k.img", |p, bs| {
             poke(p, inode_offset(p, "/big.bin", bs)? + 0x28 + 13 * 4, &[0xfe, 0xff, 0xff, 0x00])
         }),
+        ("block map cycle (double-indirect = indirect block)", "ext2-1k.img", |p, bs| {
+            use std::os::unix::fs::FileExt;
+            let o = inode_offset(p, "/big.bin", bs)? + 0x28;
+            let mut ind = [0u8; 4];
+            std::fs::File::open(p)?.read_exact_at(&mut ind, o + 12 * 4)?;
+            poke(p, o + 13 * 4, &ind)
+        }),
         ("directory block rec_len", "ext2-1k.img", |p, bs| poke(p, first_block(p, "/dir")? * bs + 4, &[3, 0])),
         ("directory block (csum)", "ext4.img", |p, bs| poke(p, first_block(p, "/dir")? * bs + 12, &[0x55; 16])),
         ("htree root", "ext3.img", |p, bs| poke(p, first_block(p, "/many")? * bs + 0x1C, &[0xff, 0xff, 0xff])),
@@ -175,6 +182,29 @@ impl loopkit::progress::Progress for Budget {
             self.interrupt.trigger();
         }
     }
+}
+
+/// A directory hard-linked into its own subtree (made with `debugfs -w link`): the walker
+/// reports the loop once and finishes.
+fn directory_loop() -> TestResult {
+    let f = crate::fixtures_or_skip!();
+    let s = Scratch::new("dirloop");
+    let img = fx::copy_image(f, "ext2-1k.img", &s)?;
+    run_ok(Command::new("debugfs").args(["-w", "-R", "link /deep /deep/level0/back-to-deep"]).arg(&img))?;
+    let ls = debugfs(&img, "ls /deep/level0")?;
+    ensure!(ls.contains("back-to-deep"), "debugfs did not create the link: {ls}");
+    let out =
+        run(Command::new("timeout").arg("120").arg(loopkit_bin()).args(["verify", "--json", "--quiet"]).arg(&img))?;
+    ensure!(code(&out) == 1, "exit {} (1 expected)", code(&out));
+    let v = crate::util::json(&out)?;
+    let problems = v["problems"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        problems
+            .iter()
+            .any(|p| p["code"] == "fs.dir-loop" && p["message"].as_str().is_some_and(|m| m.contains("back-to-deep"))),
+        "no fs.dir-loop problem naming the path: {problems:?}"
+    );
+    Ok(Completion::Completed)
 }
 
 /// A tiny xorshift generator: deterministic mutations, reproducible by seed.
@@ -304,5 +334,9 @@ fn random_mutations() -> TestResult {
 }
 
 pub fn trials() -> Vec<Trial> {
-    vec![trial("fs_corrupt::targeted_damage", targeted_damage), trial("fs_corrupt::random_mutations", random_mutations)]
+    vec![
+        trial("fs_corrupt::targeted_damage", targeted_damage),
+        trial("fs_corrupt::random_mutations", random_mutations),
+        trial("fs_corrupt::directory_loop", directory_loop),
+    ]
 }

@@ -187,6 +187,37 @@ fn iso_multi_extent() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// Triple-indirect blocks: a sparse file with data past 64 MiB on 1 KiB blocks (12 + 256 +
+/// 65536 blocks are reachable without the triple-indirect pointer).
+fn ext2_triple_indirect() -> TestResult {
+    if !crate::util::have("mkfs.ext2") || !crate::util::have("debugfs") {
+        return skip("mkfs.ext2 or debugfs missing");
+    }
+    let s = Scratch::new("tind");
+    std::fs::create_dir(s.path("t"))?;
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::create(s.path("t/far.bin"))?;
+        file.set_len(80 << 20)?;
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 256) as u8).collect();
+        file.write_all_at(&data, 5000)?;
+        file.write_all_at(&data, (70 << 20) + 123)?;
+    }
+    let img = s.path("e.img");
+    std::fs::File::create(&img)?.set_len(4 << 20)?;
+    run_ok(Command::new("mkfs.ext2").args(["-q", "-F", "-b", "1024", "-d"]).arg(s.path("t")).arg(&img))?;
+    let st = run_ok(Command::new("debugfs").args(["-R", "stat /far.bin"]).arg(&img))?;
+    ensure!(String::from_utf8_lossy(&st.stdout).contains("(TIND)"), "no triple-indirect block in the fixture");
+    let want = run_ok(
+        Command::new("python3").arg(crate::util::repo_root().join("testdata/gen/manifest.py")).arg(s.path("t")),
+    )?;
+    let got = run(loopkit(&["manifest", "--quiet"]).arg(&img))?;
+    ensure!(code(&got) == 0, "exit {}", code(&got));
+    let d = fx::diff(&fx::entries(&got.stdout)?, &fx::entries(&want.stdout)?);
+    ensure!(d.is_empty(), "{d}");
+    Ok(Completion::Completed)
+}
+
 fn bad_input() -> TestResult {
     let s = Scratch::new("manifest-bad");
     std::fs::write(s.path("zeros.img"), vec![0u8; 1 << 20])?;
@@ -204,6 +235,7 @@ pub fn trials() -> Vec<Trial> {
         trial("fs_manifest::debugfs_rdump_crosscheck", debugfs_rdump_crosscheck),
         trial("fs_manifest::file_over_4gib", file_over_4gib),
         trial("fs_manifest::iso_multi_extent", iso_multi_extent),
+        trial("fs_manifest::ext2_triple_indirect", ext2_triple_indirect),
         trial("fs_manifest::bad_input", bad_input),
     ]
 }
