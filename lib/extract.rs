@@ -255,7 +255,10 @@ pub fn extract(
             other => {
                 out.problems.push(Problem::warning(
                     "extract.skipped",
-                    format!("{shown}: a {} is not created (needs root and mknod); skipped", other.name()),
+                    format!(
+                        "{shown}: a {} is not created (extract restores files, directories and links); skipped",
+                        other.name()
+                    ),
                 ));
                 out.counts.skipped += 1;
             }
