@@ -214,6 +214,19 @@ pub fn from_fs(
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
 ) -> crate::Result<Built> {
+    build(fs, true, workers, progress, interrupt)
+}
+
+/// [`from_fs`]; with `hash == false` every file's map is still resolved and checked, but its
+/// contents are not read (`sha256` stays null): the structural walk of a plain `verify`, whose
+/// payload pass has already read every byte.
+fn build(
+    fs: &dyn FileSystem,
+    hash: bool,
+    workers: usize,
+    progress: &mut dyn Progress,
+    interrupt: &Interrupt,
+) -> crate::Result<Built> {
     let mut found: Vec<Found> = Vec::new();
     progress.start("reading directories", None);
     let issues = tree::walk(fs, interrupt, |f| found.push(f.clone()))?;
@@ -272,14 +285,14 @@ pub fn from_fs(
         entries.push(e);
     }
 
-    let total: u64 = jobs.iter().map(|j| entries[j.entry].size).sum();
-    progress.start("hashing files", Some(total));
-    let results = hash_jobs(fs, &jobs, workers, progress, interrupt);
+    let total: u64 = if hash { jobs.iter().map(|j| entries[j.entry].size).sum() } else { 0 };
+    progress.start(if hash { "hashing files" } else { "checking files" }, Some(total));
+    let results = hash_jobs(fs, &jobs, hash, workers, progress, interrupt);
     progress.finish();
     for (job, res) in jobs.iter().zip(results) {
         match res {
             Ok((digest, issues)) => {
-                entries[job.entry].sha256 = Some(crate::report::hex(&digest));
+                entries[job.entry].sha256 = digest.map(|d| crate::report::hex(&d));
                 problems
                     .extend(issues.iter().map(|i| problem_of(&PathIssue { path: job.path.clone(), issue: i.clone() })));
             }
@@ -299,11 +312,12 @@ pub fn from_fs(
     Ok(Built { manifest: Manifest { loopkit_manifest: MANIFEST_VERSION, entries }, problems })
 }
 
-type HashResult = crate::Result<([u8; 32], Vec<tree::Issue>)>;
+type HashResult = crate::Result<(Option<[u8; 32]>, Vec<tree::Issue>)>;
 
 fn hash_jobs(
     fs: &dyn FileSystem,
     jobs: &[Job],
+    hash: bool,
     workers: usize,
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
@@ -318,7 +332,7 @@ fn hash_jobs(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { break };
-                    let r = hash_one(fs, job.id, &mut buf, &progress, interrupt);
+                    let r = hash_one(fs, job.id, hash, &mut buf, &progress, interrupt);
                     if let Ok(mut slot) = results[i].lock() {
                         *slot = Some(r);
                     }
@@ -340,11 +354,15 @@ fn hash_jobs(
 fn hash_one(
     fs: &dyn FileSystem,
     id: tree::NodeId,
+    hash: bool,
     buf: &mut [u8],
     progress: &Mutex<&mut dyn Progress>,
     interrupt: &Interrupt,
 ) -> HashResult {
     let f = fs.open(id)?;
+    if !hash {
+        return Ok((None, f.issues().to_vec()));
+    }
     let mut h = sha2::Sha256::new();
     let size = f.size_bytes();
     let mut off = 0u64;
@@ -360,7 +378,7 @@ fn hash_one(
             p.advance(n as u64);
         }
     }
-    Ok((h.finalize().into(), f.issues().to_vec()))
+    Ok((Some(h.finalize().into()), f.issues().to_vec()))
 }
 
 /// Build the manifest of a directory tree on disk (walked with walkdir, symlinks not followed).
@@ -593,7 +611,9 @@ pub enum Reference {
     Dir(std::path::PathBuf),
 }
 
-/// Walk the file system, report problems, and compare with `reference` when given. Differences
+/// Walk the file system (every directory, inode and block map; file contents are read and hashed
+/// only when there is a reference to compare with), report problems, and compare with
+/// `reference` when given. Differences
 /// become `files.missing` / `files.extra` / `files.changed` problems (errors).
 ///
 /// # Errors
@@ -605,7 +625,7 @@ pub fn check(
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
 ) -> crate::Result<(FilesCheck, Vec<Problem>)> {
-    let built = from_fs(fs, workers, progress, interrupt)?;
+    let built = build(fs, reference.is_some(), workers, progress, interrupt)?;
     let mut problems = built.problems;
     let m = &built.manifest;
     let walk_problems = problems.iter().filter(|p| p.severity == Severity::Error).count() as u64;

@@ -240,8 +240,8 @@ pub fn verify(
     verify_files(opened, opts, None, progress, interrupt)
 }
 
-/// [`verify`], then walk the files of an ext2/3/4 or ISO9660 file system (structure, every file
-/// read and hashed) and, when `reference` is given, compare them with it
+/// [`verify`], then walk the files of an ext2/3/4 or ISO9660 file system (directories, inodes,
+/// block maps) and, when `reference` is given, read and hash every file and compare them with it
 /// ([`crate::manifest::check`]).
 ///
 /// # Errors
