@@ -21,6 +21,11 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Stream the whole image, decrypt it, hash the payload and check the file system.
     Verify(VerifyArgs),
+    /// List every entry of the file system inside the image (ext2/3/4, ISO9660) as JSON:
+    /// path, type, size, mode, owner, mtime, target, SHA-256.
+    Manifest(ManifestArgs),
+    /// Restore files, directories, symlinks, modes and mtimes from the image into DEST.
+    Extract(ExtractArgs),
 }
 
 /// Where secrets come from. Never from an argument value.
@@ -122,4 +127,43 @@ pub struct VerifyArgs {
     /// Decrypting threads (default: cores - 1).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Compare the files in the image with a manifest saved by `loopkit manifest`.
+    #[arg(long, value_name = "FILE", conflicts_with = "against")]
+    pub manifest: Option<PathBuf>,
+    /// Compare the files in the image with a directory tree on disk.
+    #[arg(long, value_name = "DIR")]
+    pub against: Option<PathBuf>,
+}
+
+/// `loopkit manifest`.
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: ImageArgs,
+    /// Write the manifest to FILE instead of stdout (written to a temporary name, then renamed).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Overwrite an existing --output file.
+    #[arg(long)]
+    pub force: bool,
+    /// Hashing threads (default: cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// `loopkit extract`.
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: ImageArgs,
+    /// Destination directory (created if missing; must be empty unless --force).
+    pub dest: PathBuf,
+    /// Extract only this path inside the file system (a directory's contents or one entry).
+    #[arg(long = "path", value_name = "SUBPATH")]
+    pub subpath: Option<String>,
+    /// Extract into a non-empty DEST, replacing files and symlinks in the way.
+    #[arg(long)]
+    pub force: bool,
 }

@@ -40,10 +40,14 @@ fn main() -> ExitCode {
     let (json, command) = match &cli.command {
         cli::Command::Inspect(a) => (a.common.output.json, "inspect"),
         cli::Command::Verify(a) => (a.common.output.json, "verify"),
+        cli::Command::Manifest(a) => (a.common.output.json, "manifest"),
+        cli::Command::Extract(a) => (a.common.output.json, "extract"),
     };
     let result = match &cli.command {
         cli::Command::Inspect(a) => cmd::inspect::run(a),
         cli::Command::Verify(a) => cmd::verify::run(a, &interrupt),
+        cli::Command::Manifest(a) => cmd::manifest::run(a, &interrupt),
+        cli::Command::Extract(a) => cmd::extract::run(a, &interrupt),
     };
     match result {
         Ok(code) => ExitCode::from(code),

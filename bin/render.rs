@@ -119,6 +119,15 @@ pub fn verify(r: &Verify) -> String {
         let holes = if p.hole_bytes > 0 { format!(" ({} were holes)", size(p.hole_bytes)) } else { String::new() };
         let _ = writeln!(o, "             {} from byte {}{holes}", size(p.size_bytes), p.offset_bytes);
     }
+    if let Some(f) = &r.files {
+        let _ = writeln!(
+            o,
+            "files        {} entries, {} in files, {} structural problem(s)",
+            f.count,
+            size(f.bytes),
+            f.problems
+        );
+    }
     let errors = r.problems.iter().filter(|p| p.severity == Severity::Error).count();
     if r.ok {
         let _ = writeln!(o, "result       OK");

@@ -194,6 +194,23 @@ impl Opened {
         })
     }
 
+    /// The readable payload as a byte source (decrypting when encrypted, a plain window
+    /// otherwise), for the file-system readers. `None` when there is nothing readable.
+    ///
+    /// # Errors
+    /// As [`Opened::payload`].
+    pub fn volume(&self) -> crate::Result<Option<Box<dyn ByteSource>>> {
+        Ok(match (&self.content, self.payload()?) {
+            (Content::Plain { .. } | Content::UnknownPlain { .. }, Some((layout, _))) => Some(Box::new(
+                crate::source::Window::new(self.data.clone(), layout.offset_bytes, Some(layout.size_bytes)),
+            )),
+            (_, Some((layout, cipher))) => {
+                Some(Box::new(crate::volume::Volume::new(self.data.clone(), cipher, layout)))
+            }
+            (_, None) => None,
+        })
+    }
+
     /// The file system found, if any.
     pub fn filesystem(&self) -> Option<&FsInfo> {
         match &self.content {

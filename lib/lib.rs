@@ -22,9 +22,11 @@
 pub mod crypto;
 pub mod detect;
 mod error;
+pub mod extract;
 pub mod formats;
 pub mod fs;
 pub mod image;
+pub mod manifest;
 pub mod progress;
 pub mod report;
 pub mod source;

@@ -143,6 +143,71 @@ pub struct Verify {
     pub ok: bool,
     /// Problems found.
     pub problems: Vec<Problem>,
+    /// The file-level check (null when the file system is not ext2/3/4 or ISO9660).
+    pub files: Option<Files>,
+}
+
+/// `verify --json` → `files`: what walking the file system found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Files {
+    /// Entries in the file system (an empty mkfs `lost+found` is not counted).
+    pub count: u64,
+    /// Content bytes of regular files (hard links counted once).
+    pub bytes: u64,
+    /// Structural problems found while walking (error severity).
+    pub problems: u64,
+    /// Paths in the reference (`--manifest`/`--against`) but not in the image.
+    pub missing: Vec<String>,
+    /// Paths in the image but not in the reference.
+    pub extra: Vec<String>,
+    /// Paths in both whose type, size, contents, target, mode, owner or mtime differ.
+    pub changed: Vec<String>,
+}
+
+/// `loopkit manifest -o FILE --json`: what was written (without `-o`, the manifest itself is
+/// the document).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestRun {
+    /// Always [`JSON_VERSION`].
+    pub loopkit_json: u32,
+    /// `manifest`.
+    pub command: String,
+    /// The image path as given.
+    pub image: String,
+    /// Where the manifest was written.
+    pub output: String,
+    /// blkid type of the file system read.
+    pub filesystem_type: String,
+    /// Entries listed.
+    pub entries: u64,
+    /// Content bytes of regular files.
+    pub bytes: u64,
+    /// No error-severity problems.
+    pub ok: bool,
+    /// Problems met while reading the file system.
+    pub problems: Vec<Problem>,
+}
+
+/// `loopkit extract --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extract {
+    /// Always [`JSON_VERSION`].
+    pub loopkit_json: u32,
+    /// `extract`.
+    pub command: String,
+    /// The image path as given.
+    pub image: String,
+    /// The destination directory.
+    pub dest: String,
+    /// `files`, `dirs`, `symlinks`, `hardlinks`, `bytes`, `skipped`.
+    #[serde(flatten)]
+    pub counts: crate::extract::Counts,
+    /// No error-severity problems.
+    pub ok: bool,
+    /// Problems met.
+    pub problems: Vec<Problem>,
 }
 
 /// Lower-case hex.
@@ -301,5 +366,16 @@ pub fn verify(opened: &Opened, pass_len: Option<usize>, outcome: &VerifyOutcome)
         }),
         ok: outcome.ok(),
         problems: outcome.problems.clone(),
+        files: outcome.files.as_ref().map(|f| {
+            let d = f.diff.clone().unwrap_or_default();
+            Files {
+                count: f.count,
+                bytes: f.bytes,
+                problems: f.problems,
+                missing: d.missing,
+                extra: d.extra,
+                changed: d.changed.into_iter().map(|c| c.path).collect(),
+            }
+        }),
     }
 }

@@ -216,6 +216,8 @@ pub struct Outcome {
     pub digest: Option<PayloadDigest>,
     /// Problems found.
     pub problems: Vec<Problem>,
+    /// The file-level check (ext2/3/4 and ISO9660 only; None for other file systems).
+    pub files: Option<crate::manifest::FilesCheck>,
 }
 
 impl Outcome {
@@ -230,6 +232,48 @@ impl Outcome {
 /// # Errors
 /// `InvalidInput` when the image needs a secret that was not given; `Io`; `Interrupted`.
 pub fn verify(
+    opened: &Opened,
+    opts: Options,
+    progress: &mut dyn Progress,
+    interrupt: &Interrupt,
+) -> crate::Result<Outcome> {
+    verify_files(opened, opts, None, progress, interrupt)
+}
+
+/// [`verify`], then walk the files of an ext2/3/4 or ISO9660 file system (directories, inodes,
+/// block maps) and, when `reference` is given, read and hash every file and compare them with it
+/// ([`crate::manifest::check`]).
+///
+/// # Errors
+/// As [`verify`]; `Unsupported` when a reference is given but the file system cannot be read.
+pub fn verify_files(
+    opened: &Opened,
+    opts: Options,
+    reference: Option<&crate::manifest::Reference>,
+    progress: &mut dyn Progress,
+    interrupt: &Interrupt,
+) -> crate::Result<Outcome> {
+    let mut outcome = verify_payload(opened, opts, progress, interrupt)?;
+    let readable = opened.filesystem().is_some_and(|f| matches!(f.kind.as_str(), "ext2" | "ext3" | "ext4" | "iso9660"));
+    if !readable && reference.is_none() {
+        return Ok(outcome);
+    }
+    let Some(vol) = opened.volume()? else { return Ok(outcome) };
+    let fs = match crate::fs::open(&*vol) {
+        Ok(fs) => fs,
+        Err(e) if reference.is_some() => return Err(e),
+        Err(e) => {
+            outcome.problems.push(Problem::error("fs.unreadable", format!("the file system cannot be read: {e}")));
+            return Ok(outcome);
+        }
+    };
+    let (files, problems) = crate::manifest::check(&*fs, reference, opts.workers, progress, interrupt)?;
+    outcome.problems.extend(problems);
+    outcome.files = Some(files);
+    Ok(outcome)
+}
+
+fn verify_payload(
     opened: &Opened,
     opts: Options,
     progress: &mut dyn Progress,
@@ -302,7 +346,7 @@ pub fn verify(
             "no file system (or other known structure) was recognised in the payload",
         )),
     }
-    Ok(Outcome { digest: Some(digest), problems })
+    Ok(Outcome { digest: Some(digest), problems, files: None })
 }
 
 #[cfg(test)]

@@ -3,6 +3,11 @@
 //! Each module contributes `trials()`; oracles are independent tools (mkfs, genisoimage, Python
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
+mod fs_corrupt;
+mod fs_extract;
+mod fs_fixtures;
+mod fs_manifest;
+mod fs_verify;
 mod legacy;
 mod util;
 mod vm;
@@ -16,5 +21,9 @@ fn main() {
     trials.extend(legacy::trials());
     trials.extend(vm_smoke::trials());
     trials.extend(vm_legacy::trials());
+    trials.extend(fs_manifest::trials());
+    trials.extend(fs_verify::trials());
+    trials.extend(fs_extract::trials());
+    trials.extend(fs_corrupt::trials());
     libtest_mimic::run(&args, trials).exit();
 }

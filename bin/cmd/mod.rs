@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+pub mod extract;
 pub mod inspect;
+pub mod manifest;
 pub mod verify;
 
 use crate::cli::{ParamArgs, SecretArgs};
@@ -51,4 +53,33 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> loopkit::Result<()> {
         loopkit::Error::new(loopkit::ErrorKind::InvalidInput, format!("BUG: cannot serialise report: {e}"))
     })?;
     print(&(s + "\n"))
+}
+
+/// Open the file system inside an opened image and run `f` on it.
+///
+/// # Errors
+/// `InvalidInput` when the image needs a secret; the reader's errors.
+pub fn with_filesystem<T>(
+    opened: &Opened,
+    f: impl FnOnce(&dyn loopkit::fs::FileSystem) -> loopkit::Result<T>,
+) -> loopkit::Result<T> {
+    let Some(vol) = opened.volume()? else {
+        return Err(match &opened.content {
+            Content::Luks(_) => loopkit::Error::unsupported("LUKS keyslot unlocking is not implemented yet"),
+            _ => loopkit::Error::invalid(
+                "the image looks encrypted: give the passphrase (--passphrase-file, --passphrase-fd, or at the prompt) \
+                 or a --key-file",
+            ),
+        });
+    };
+    let fs = loopkit::fs::open(&*vol)?;
+    f(&*fs)
+}
+
+/// Print problems on stderr, one per line (`loopkit: error: CODE: MESSAGE`).
+pub fn print_problems(problems: &[loopkit::verify::Problem]) {
+    for p in problems {
+        let sev = if p.severity == loopkit::verify::Severity::Error { "error" } else { "warning" };
+        eprintln!("loopkit: {sev}: {}: {}", p.code, p.message);
+    }
 }

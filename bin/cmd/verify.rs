@@ -11,7 +11,17 @@ pub fn run(a: &VerifyArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         opts.workers = t.clamp(1, 64);
     }
     let mut progress = crate::progress::for_terminal(a.common.output.quiet);
-    let outcome = loopkit::verify::verify(&opened, opts, &mut *progress, interrupt)?;
+    let reference = match (&a.manifest, &a.against) {
+        (Some(m), _) => {
+            let bytes = std::fs::read(m).map_err(|e| loopkit::Error::io(format!("cannot read {}", m.display()), e))?;
+            Some(loopkit::manifest::Reference::Manifest(
+                loopkit::manifest::Manifest::from_json(&bytes).map_err(|e| e.context(m.display()))?,
+            ))
+        }
+        (None, Some(d)) => Some(loopkit::manifest::Reference::Dir(d.clone())),
+        (None, None) => None,
+    };
+    let outcome = loopkit::verify::verify_files(&opened, opts, reference.as_ref(), &mut *progress, interrupt)?;
     let report = loopkit::report::verify(&opened, pass_len, &outcome);
     if a.common.output.json {
         super::print_json(&report)?;

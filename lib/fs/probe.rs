@@ -72,21 +72,21 @@ fn read(src: &dyn ByteSource, off: u64, len: usize) -> io::Result<Option<Vec<u8>
     Ok(Some(b))
 }
 
-fn le16(b: &[u8], o: usize) -> u16 {
+pub(crate) fn le16(b: &[u8], o: usize) -> u16 {
     u16::from_le_bytes([b[o], b[o + 1]])
 }
-fn le32(b: &[u8], o: usize) -> u32 {
+pub(crate) fn le32(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
-fn le64(b: &[u8], o: usize) -> u64 {
+pub(crate) fn le64(b: &[u8], o: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[o..o + 8]);
     u64::from_le_bytes(a)
 }
-fn be16(b: &[u8], o: usize) -> u16 {
+pub(crate) fn be16(b: &[u8], o: usize) -> u16 {
     u16::from_be_bytes([b[o], b[o + 1]])
 }
-fn be32(b: &[u8], o: usize) -> u32 {
+pub(crate) fn be32(b: &[u8], o: usize) -> u32 {
     u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 fn be64(b: &[u8], o: usize) -> u64 {

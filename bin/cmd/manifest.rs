@@ -1,0 +1,81 @@
+//! `loopkit manifest IMAGE [-o FILE]`: every entry of the file system inside the image as JSON.
+
+use crate::cli::ManifestArgs;
+use loopkit::progress::Interrupt;
+use loopkit::verify::Severity;
+use std::io::Write;
+use std::path::Path;
+
+/// Run it; returns the exit code (0 all read, 1 problems found in the file system).
+pub fn run(a: &ManifestArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
+    if let Some(out) = &a.output
+        && out.symlink_metadata().is_ok()
+        && !a.force
+    {
+        return Err(loopkit::Error::new(
+            loopkit::ErrorKind::Unsafe,
+            format!("{} already exists (use --force to replace it)", out.display()),
+        ));
+    }
+    let (opened, _) = super::open_with_prompt(&a.common.image, &a.common.secrets, &a.common.params)?;
+    let workers = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(1, 64);
+    let mut progress = crate::progress::for_terminal(a.common.output.quiet);
+    let (kind, built) = super::with_filesystem(&opened, |fs| {
+        Ok((fs.kind(), loopkit::manifest::from_fs(fs, workers, &mut *progress, interrupt)?))
+    })?;
+    let ok = !built.problems.iter().any(|p| p.severity == Severity::Error);
+    let json = built.manifest.to_json();
+    match &a.output {
+        None => super::print(&json)?,
+        Some(out) => {
+            write_replacing(out, json.as_bytes())?;
+            if a.common.output.json {
+                super::print_json(&loopkit::report::ManifestRun {
+                    loopkit_json: loopkit::report::JSON_VERSION,
+                    command: "manifest".into(),
+                    image: opened.path.display().to_string(),
+                    output: out.display().to_string(),
+                    filesystem_type: kind.into(),
+                    entries: built.manifest.entries.len() as u64,
+                    bytes: built.manifest.file_bytes(),
+                    ok,
+                    problems: built.problems.clone(),
+                })?;
+            } else {
+                super::print(&format!(
+                    "{} entries ({}) of the {kind} file system written to {}\n",
+                    built.manifest.entries.len(),
+                    crate::render::size(built.manifest.file_bytes()),
+                    out.display()
+                ))?;
+            }
+        }
+    }
+    if !(a.common.output.json && a.output.is_some()) {
+        super::print_problems(&built.problems);
+    }
+    Ok(if ok { 0 } else { 1 })
+}
+
+/// Write `bytes` to a temporary name beside `out`, fsync, read back, rename over `out`.
+fn write_replacing(out: &Path, bytes: &[u8]) -> loopkit::Result<()> {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "manifest".into());
+    let tmp = out.with_file_name(format!(".{name}.loopkit-tmp-{}", std::process::id()));
+    let io = |e: std::io::Error| loopkit::Error::io(format!("writing {}", tmp.display()), e);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        if std::fs::read(&tmp).map_err(io)? != bytes {
+            return Err(loopkit::Error::new(
+                loopkit::ErrorKind::Io,
+                format!("{} reads back differently", tmp.display()),
+            ));
+        }
+        std::fs::rename(&tmp, out).map_err(|e| loopkit::Error::io(format!("renaming to {}", out.display()), e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

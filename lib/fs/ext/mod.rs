@@ -1,0 +1,544 @@
+//! Read-only ext2/ext3/ext4 reader over any [`ByteSource`] (a decrypted volume, a window, a
+//! file): superblock (1–64 KiB blocks), 32/64-bit group descriptors (also `meta_bg`),
+//! 128/256-byte inodes, block maps and extent trees, linear/htree/inline directories, fast and
+//! slow symlinks, sparse files, device nodes, and `metadata_csum`/`uninit_bg` checksums. The
+//! journal is opaque: a file system that needs recovery is read as last checkpointed, with a
+//! warning. No mounting, no root, no writes. See `docs/formats/ext.md`.
+//!
+//! ```text
+//!   superblock ─> group descriptors ─> inode ─┬─> map (extents | block map) ─> file bytes
+//!                                             └─> dir (linear | htree | inline) ─> names
+//! ```
+
+pub mod csum;
+pub mod dir;
+pub mod inode;
+pub mod map;
+pub mod superblock;
+
+use crate::fs::probe::{EXT_SUPERBLOCK_OFFSET, le16, le32};
+use crate::fs::tree::{FileReader, FileSystem, FileType, Issue, Listing, NodeId, Stat};
+use crate::source::ByteSource;
+use inode::Inode;
+use map::Run;
+pub use superblock::Superblock;
+
+/// Inode number of the root directory.
+pub const ROOT_INO: u32 = 2;
+/// `bg_flags`: the group's inode table is not initialised.
+pub const BG_INODE_UNINIT: u16 = 0x0001;
+/// `s_feature_compat`: htree directories may exist.
+pub const COMPAT_DIR_INDEX: u32 = 0x0020;
+/// Longest symlink target accepted (a block at most; larger is corruption).
+const MAX_SYMLINK_BYTES: u64 = 65536;
+/// Largest directory read (bigger is treated as corruption).
+const MAX_DIR_BYTES: u64 = 4 << 30;
+
+/// One block group's descriptor (the fields the reader uses).
+#[derive(Debug, Clone)]
+struct Group {
+    inode_table: u64,
+    flags: u16,
+    itable_unused: u32,
+    /// The inode table lies inside the file system.
+    usable: bool,
+}
+
+/// An opened ext2/3/4 file system.
+pub struct Ext<'a> {
+    src: &'a dyn ByteSource,
+    /// The parsed superblock.
+    pub sb: Superblock,
+    groups: Vec<Group>,
+    issues: Vec<Issue>,
+}
+
+impl std::fmt::Debug for Ext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ext").field("sb", &self.sb).field("groups", &self.groups.len()).finish()
+    }
+}
+
+fn read_err(what: String, e: std::io::Error) -> crate::Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        crate::Error::corrupt(format!("{what}: it lies past the end of the image (truncated?)"))
+    } else {
+        crate::Error::io(what, e)
+    }
+}
+
+impl<'a> Ext<'a> {
+    /// Open the file system at the start of `src`.
+    ///
+    /// # Errors
+    /// `NotRecognized` without an ext superblock; `Corrupt` when the superblock or descriptor
+    /// table is unusable; `Unsupported` for unknown incompatible features; `Io`.
+    pub fn open(src: &'a dyn ByteSource) -> crate::Result<Ext<'a>> {
+        let mut raw = vec![0u8; 1024];
+        src.read_exact_at(&mut raw, EXT_SUPERBLOCK_OFFSET)
+            .map_err(|e| read_err("reading the ext superblock".into(), e))?;
+        let sb = Superblock::parse(&raw)?;
+        let mut issues = Vec::new();
+        if sb.checksum_ok == Some(false) {
+            issues.push(Issue::error("ext.checksum", "superblock checksum mismatch"));
+        }
+        let bs = u64::from(sb.block_size);
+        let fs_bytes = sb.blocks_count.saturating_mul(bs);
+        if fs_bytes > src.size_bytes() {
+            issues.push(Issue::error(
+                "ext.truncated",
+                format!(
+                    "the file system claims {fs_bytes} bytes but only {} are present: the image is truncated",
+                    src.size_bytes()
+                ),
+            ));
+        }
+        if sb.incompat & superblock::INCOMPAT_RECOVER != 0 {
+            issues.push(Issue::warning(
+                "ext.journal-needs-recovery",
+                "the journal needs recovery (not unmounted cleanly): files are read as last checkpointed; \
+                 changes still only in the journal are not applied (run e2fsck on a copy to replay them)",
+            ));
+        } else if sb.state & 1 == 0 {
+            issues.push(Issue::warning("ext.not-clean", "the file system is marked not cleanly unmounted"));
+        }
+        if sb.state & 2 != 0 {
+            issues.push(Issue::warning("ext.errors", "the file system is marked as having errors"));
+        }
+        let table_bytes = u64::from(sb.groups) * u64::from(sb.desc_size);
+        if table_bytes > src.size_bytes() {
+            return Err(crate::Error::corrupt(format!(
+                "ext superblock: {} groups need a {table_bytes}-byte descriptor table, more than the whole image",
+                sb.groups
+            )));
+        }
+        let mut ext = Ext { src, sb, groups: Vec::new(), issues };
+        ext.read_groups()?;
+        Ok(ext)
+    }
+
+    fn read_groups(&mut self) -> crate::Result<()> {
+        let sb = &self.sb;
+        let ds = sb.desc_size as usize;
+        let per_block = sb.block_size as usize / ds;
+        let itable_blocks =
+            (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size)).div_ceil(u64::from(sb.block_size));
+        let mut groups = Vec::with_capacity(sb.groups as usize);
+        let mut bad_csum = 0u32;
+        let mut bad_table = Vec::new();
+        for (i, blk) in sb.descriptor_blocks().into_iter().enumerate() {
+            if blk >= sb.blocks_count {
+                return Err(crate::Error::corrupt(format!(
+                    "group descriptor block {blk} lies outside the file system"
+                )));
+            }
+            let data = self.read_block(blk).map_err(|e| e.context("reading the group descriptor table"))?;
+            for j in 0..per_block {
+                let g = (i * per_block + j) as u32;
+                if g >= sb.groups {
+                    break;
+                }
+                let d = &data[j * ds..(j + 1) * ds];
+                let mut inode_table = u64::from(le32(d, 0x08));
+                let mut itable_unused = u32::from(le16(d, 0x1C));
+                if ds >= 64 {
+                    inode_table |= u64::from(le32(d, 0x28)) << 32;
+                    itable_unused |= u32::from(le16(d, 0x32)) << 16;
+                }
+                let stored = le16(d, 0x1E);
+                let gnum = g.to_le_bytes();
+                let computed = if sb.metadata_csum() {
+                    Some((csum::crc32c(sb.csum_seed, &[&gnum, &d[..0x1E], &[0, 0], &d[0x20..]]) & 0xFFFF) as u16)
+                } else if sb.gdt_csum() {
+                    let rest: &[u8] = if ds > 0x20 { &d[0x20..] } else { &[] };
+                    Some(csum::crc16(0xFFFF, &[&sb.uuid, &gnum, &d[..0x1E], rest]))
+                } else {
+                    None
+                };
+                if computed.is_some_and(|c| c != stored) {
+                    bad_csum += 1;
+                }
+                let usable = inode_table >= u64::from(sb.first_data_block)
+                    && inode_table.checked_add(itable_blocks).is_some_and(|e| e <= sb.blocks_count);
+                if !usable {
+                    bad_table.push(g);
+                }
+                groups.push(Group { inode_table, flags: le16(d, 0x12), itable_unused, usable });
+            }
+        }
+        if bad_csum > 0 {
+            self.issues.push(Issue::error("ext.checksum", format!("{bad_csum} group descriptor checksum(s) mismatch")));
+        }
+        if !bad_table.is_empty() {
+            self.issues.push(Issue::error(
+                "ext.group-descriptor",
+                format!(
+                    "the inode table of group(s) {:?} lies outside the file system; their inodes are unreadable",
+                    &bad_table[..bad_table.len().min(10)]
+                ),
+            ));
+        }
+        self.groups = groups;
+        Ok(())
+    }
+
+    /// Read file-system block `n` (exactly one block).
+    ///
+    /// # Errors
+    /// `Corrupt` when the block is past the file system or the image; `Io`.
+    pub fn read_block(&self, n: u64) -> crate::Result<Vec<u8>> {
+        if n >= self.sb.blocks_count {
+            return Err(crate::Error::corrupt(format!("block {n} is past the end of the file system")));
+        }
+        let bs = u64::from(self.sb.block_size);
+        let mut b = vec![0u8; bs as usize];
+        self.src.read_exact_at(&mut b, n * bs).map_err(|e| read_err(format!("reading block {n}"), e))?;
+        Ok(b)
+    }
+
+    /// Read and check inode `ino`.
+    ///
+    /// # Errors
+    /// `Corrupt` for an out-of-range or uninitialised inode, a bad checksum, or a table outside
+    /// the image; `Io`.
+    pub fn inode(&self, ino: u32) -> crate::Result<Inode> {
+        let sb = &self.sb;
+        if ino == 0 || ino > sb.inodes_count {
+            return Err(crate::Error::corrupt(format!("inode {ino} does not exist (1..={})", sb.inodes_count)));
+        }
+        let g = (ino - 1) / sb.inodes_per_group;
+        let index = (ino - 1) % sb.inodes_per_group;
+        let group = self
+            .groups
+            .get(g as usize)
+            .ok_or_else(|| crate::Error::corrupt(format!("inode {ino}: group {g} has no descriptor")))?;
+        if !group.usable {
+            return Err(crate::Error::corrupt(format!("inode {ino}: the inode table of group {g} is invalid")));
+        }
+        if (sb.metadata_csum() || sb.gdt_csum())
+            && (group.flags & BG_INODE_UNINIT != 0 || index >= sb.inodes_per_group.saturating_sub(group.itable_unused))
+        {
+            return Err(crate::Error::corrupt(format!(
+                "inode {ino} is in the unused part of group {g}'s inode table (a stale directory entry?)"
+            )));
+        }
+        let isz = u64::from(sb.inode_size);
+        let off = group.inode_table * u64::from(sb.block_size) + u64::from(index) * isz;
+        let mut raw = vec![0u8; isz as usize];
+        self.src.read_exact_at(&mut raw, off).map_err(|e| read_err(format!("reading inode {ino}"), e))?;
+        let huge = sb.ro_compat & superblock::RO_COMPAT_HUGE_FILE != 0;
+        let inode = Inode::parse(ino, raw, huge, sb.block_size)?;
+        if sb.metadata_csum() && !inode.checksum_ok(sb.csum_seed) {
+            return Err(crate::Error::corrupt(format!("inode {ino}: checksum mismatch")));
+        }
+        Ok(inode)
+    }
+
+    fn ino(id: NodeId) -> crate::Result<u32> {
+        u32::try_from(id).map_err(|_| crate::Error::invalid(format!("{id} is not an ext inode number")))
+    }
+
+    fn geometry(&self) -> dir::Geometry {
+        dir::Geometry {
+            block_size: self.sb.block_size as usize,
+            filetype: self.sb.has_filetype(),
+            inodes_count: self.sb.inodes_count,
+            metadata_csum: self.sb.metadata_csum(),
+        }
+    }
+
+    /// The bytes of an inline-data inode (`i_block` + `system.data`), `size` long.
+    fn inline_bytes(&self, inode: &Inode, size: u64) -> crate::Result<Vec<u8>> {
+        let mut data = inode.i_block().to_vec();
+        data.extend(inode.inline_xattr_data()?);
+        if size > data.len() as u64 {
+            return Err(crate::Error::corrupt(format!(
+                "inode {}: inline data holds {} bytes but the size is {size}",
+                inode.ino,
+                data.len()
+            )));
+        }
+        data.truncate(size as usize);
+        Ok(data)
+    }
+
+    fn reader(&self, inode: &Inode, size: u64) -> crate::Result<ExtFile<'_>> {
+        if inode.flags & inode::ENCRYPT_FL != 0 {
+            return Err(crate::Error::unsupported(format!(
+                "inode {}: the contents are encrypted (fscrypt)",
+                inode.ino
+            )));
+        }
+        if inode.flags & inode::INLINE_DATA_FL != 0 {
+            let data = self.inline_bytes(inode, size)?;
+            return Ok(ExtFile { ext: self, size, runs: Vec::new(), inline: Some(data), issues: Vec::new() });
+        }
+        let max = max_file_bytes(&self.sb, inode.flags & inode::EXTENTS_FL != 0);
+        if size > max {
+            return Err(crate::Error::corrupt(format!(
+                "inode {}: size {size} is beyond the largest file this file system can address ({max})",
+                inode.ino
+            )));
+        }
+        let (runs, issues) = map::map(self, inode, size)?;
+        Ok(ExtFile { ext: self, size, runs, inline: None, issues })
+    }
+
+    fn list(&self, inode: &Inode) -> crate::Result<Listing> {
+        if inode.flags & inode::ENCRYPT_FL != 0 {
+            return Err(crate::Error::unsupported(format!("directory inode {}: the names are encrypted", inode.ino)));
+        }
+        let g = self.geometry();
+        let mut listing = Listing::default();
+        let size = inode.size_bytes;
+        if inode.flags & inode::INLINE_DATA_FL != 0 {
+            let data = self.inline_bytes(inode, size.min(inode::I_BLOCK_BYTES as u64 + 65536))?;
+            // The first 4 bytes are the parent's inode number; entries follow in i_block and
+            // continue in the attribute value.
+            let ib = inode::I_BLOCK_BYTES.min(data.len());
+            let g = dir::Geometry { metadata_csum: false, ..g };
+            let where_ = format!("inline directory inode {}", inode.ino);
+            if ib > 4 {
+                dir::parse_entries(&g, &data[4..ib], &where_, &mut listing.entries, &mut listing.issues);
+            }
+            if data.len() > ib {
+                dir::parse_entries(&g, &data[ib..], &where_, &mut listing.entries, &mut listing.issues);
+            }
+            return Ok(listing);
+        }
+        if size > MAX_DIR_BYTES {
+            return Err(crate::Error::corrupt(format!("directory inode {}: size {size} is implausible", inode.ino)));
+        }
+        let bs = u64::from(self.sb.block_size);
+        if !size.is_multiple_of(bs) {
+            listing.issues.push(Issue::error(
+                "ext.dir-size",
+                format!("directory inode {}: size {size} is not a multiple of the block size", inode.ino),
+            ));
+        }
+        let file = self.reader(inode, size)?;
+        listing.issues.extend(file.issues.iter().cloned());
+        let nblocks = size / bs;
+        let seed = inode.csum_seed(self.sb.csum_seed);
+        let mut read = |n: u64| -> crate::Result<Vec<u8>> {
+            let mut b = vec![0u8; bs as usize];
+            let mut done = 0;
+            while done < b.len() {
+                let k = file.read_at(&mut b[done..], n * bs + done as u64)?;
+                if k == 0 {
+                    break;
+                }
+                done += k;
+            }
+            Ok(b)
+        };
+        let mut index_blocks = Vec::new();
+        if inode.flags & inode::INDEX_FL != 0 && self.sb.compat & COMPAT_DIR_INDEX != 0 && nblocks > 1 {
+            let largedir = self.sb.incompat & superblock::INCOMPAT_LARGEDIR != 0;
+            match dir::parse_index(&g, largedir, nblocks, seed, &mut read, &mut listing.issues) {
+                Ok(idx) => index_blocks = idx.index_blocks,
+                Err(e) => listing.issues.push(Issue::error("ext.htree", e.to_string())),
+            }
+        }
+        let mut holes = 0u64;
+        for n in 0..nblocks {
+            if index_blocks.contains(&n) {
+                continue;
+            }
+            let where_ = format!("directory inode {} block {n}", inode.ino);
+            if !file.is_mapped(n) {
+                holes += 1;
+                continue;
+            }
+            let block = match read(n) {
+                Ok(b) => b,
+                Err(e) => {
+                    listing.issues.push(Issue::error("ext.dir-unreadable", format!("{where_}: {e}")));
+                    continue;
+                }
+            };
+            let area = dir::leaf_area(&g, &block, seed, &where_, &mut listing.issues);
+            dir::parse_entries(&g, area, &where_, &mut listing.entries, &mut listing.issues);
+        }
+        if holes > 0 {
+            listing.issues.push(Issue::error(
+                "ext.dir-hole",
+                format!("directory inode {}: {holes} of its {nblocks} blocks are holes", inode.ino),
+            ));
+        }
+        crate::fs::tree::cap_issues(&mut listing.issues);
+        Ok(listing)
+    }
+}
+
+/// Largest file an ext file system can address: 2^32 logical blocks with extents, the 12 + 1 +
+/// 2 + 3-level block map otherwise. A bigger size is corruption.
+fn max_file_bytes(sb: &Superblock, extents: bool) -> u64 {
+    let bs = u64::from(sb.block_size);
+    let blocks = if extents {
+        1u64 << 32
+    } else {
+        let ppb = bs / 4;
+        12 + ppb + ppb * ppb + ppb * ppb * ppb
+    };
+    blocks.saturating_mul(bs)
+}
+
+/// A regular file (or slow symlink / directory) of an ext file system.
+pub struct ExtFile<'e> {
+    ext: &'e Ext<'e>,
+    size: u64,
+    runs: Vec<Run>,
+    inline: Option<Vec<u8>>,
+    issues: Vec<Issue>,
+}
+
+impl ExtFile<'_> {
+    /// Whether logical block `n` is backed by a written block.
+    fn is_mapped(&self, n: u64) -> bool {
+        let i = self.runs.partition_point(|r| r.logical + r.len <= n);
+        self.runs.get(i).is_some_and(|r| r.logical <= n && !r.unwritten)
+    }
+}
+
+impl FileReader for ExtFile<'_> {
+    fn size_bytes(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset_bytes: u64) -> crate::Result<usize> {
+        if offset_bytes >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(self.size - offset_bytes);
+        if let Some(data) = &self.inline {
+            let a = offset_bytes as usize;
+            let n = want as usize;
+            buf[..n].copy_from_slice(&data[a..a + n]);
+            return Ok(n);
+        }
+        let bs = u64::from(self.ext.sb.block_size);
+        let lb = offset_bytes / bs;
+        let i = self.runs.partition_point(|r| r.logical + r.len <= lb);
+        match self.runs.get(i) {
+            Some(r) if r.logical <= lb => {
+                let run_end = (r.logical + r.len) * bs;
+                let n = want.min(run_end - offset_bytes) as usize;
+                if r.unwritten {
+                    buf[..n].fill(0);
+                } else {
+                    let phys = r.physical * bs + (offset_bytes - r.logical * bs);
+                    self.ext
+                        .src
+                        .read_exact_at(&mut buf[..n], phys)
+                        .map_err(|e| read_err(format!("reading {n} bytes of file data at byte {phys}"), e))?;
+                }
+                Ok(n)
+            }
+            next => {
+                let hole_end = next.map_or(self.size, |r| (r.logical * bs).min(self.size));
+                let n = want.min(hole_end - offset_bytes) as usize;
+                buf[..n].fill(0);
+                Ok(n)
+            }
+        }
+    }
+
+    fn issues(&self) -> &[Issue] {
+        &self.issues
+    }
+
+    fn data_ranges(&self) -> Option<Vec<std::ops::Range<u64>>> {
+        if self.inline.is_some() {
+            #[allow(clippy::single_range_in_vec_init)]
+            return Some(vec![0..self.size]);
+        }
+        let bs = u64::from(self.ext.sb.block_size);
+        Some(
+            self.runs
+                .iter()
+                .filter(|r| !r.unwritten)
+                .map(|r| r.logical * bs..((r.logical + r.len) * bs).min(self.size))
+                .filter(|r| r.start < r.end)
+                .collect(),
+        )
+    }
+}
+
+impl FileSystem for Ext<'_> {
+    fn kind(&self) -> &'static str {
+        self.sb.kind()
+    }
+
+    fn root(&self) -> NodeId {
+        NodeId::from(ROOT_INO)
+    }
+
+    fn stat(&self, id: NodeId) -> crate::Result<Stat> {
+        let inode = self.inode(Self::ino(id)?)?;
+        let mode = u32::from(inode.mode);
+        let file_type = FileType::from_mode(mode)
+            .ok_or_else(|| crate::Error::corrupt(format!("inode {id}: unknown file type in mode {mode:#o}")))?;
+        if inode.links == 0 {
+            return Err(crate::Error::corrupt(format!("inode {id} is deleted (link count 0) but still named")));
+        }
+        let rdev = matches!(file_type, FileType::Chardev | FileType::Blockdev).then(|| inode.rdev());
+        Ok(Stat {
+            file_type,
+            size_bytes: inode.size_bytes,
+            mode: Some(mode & 0o7777),
+            uid: Some(inode.uid),
+            gid: Some(inode.gid),
+            mtime: Some(inode.mtime),
+            nlink: u32::from(inode.links),
+            rdev,
+            link_key: Some(id),
+        })
+    }
+
+    fn read_dir(&self, id: NodeId) -> crate::Result<Listing> {
+        let inode = self.inode(Self::ino(id)?)?;
+        if FileType::from_mode(u32::from(inode.mode)) != Some(FileType::Dir) {
+            return Err(crate::Error::corrupt(format!("inode {id} is not a directory")));
+        }
+        self.list(&inode)
+    }
+
+    fn readlink(&self, id: NodeId) -> crate::Result<Vec<u8>> {
+        let inode = self.inode(Self::ino(id)?)?;
+        let size = inode.size_bytes;
+        if size == 0 || size > MAX_SYMLINK_BYTES {
+            return Err(crate::Error::corrupt(format!("symlink inode {id}: target length {size} is implausible")));
+        }
+        let acl_sectors = if inode.file_acl != 0 { u64::from(self.sb.block_size / 512) } else { 0 };
+        let fast = inode.flags & (inode::EXTENTS_FL | inode::INLINE_DATA_FL) == 0
+            && size < inode::I_BLOCK_BYTES as u64
+            && inode.sectors.saturating_sub(acl_sectors) == 0;
+        if fast {
+            return Ok(inode.i_block()[..size as usize].to_vec());
+        }
+        let f = self.reader(&inode, size)?;
+        if let Some(i) = f.issues.first() {
+            return Err(crate::Error::corrupt(i.message.clone()));
+        }
+        crate::fs::tree::read_all(&f, MAX_SYMLINK_BYTES).map_err(|e| e.context(format!("symlink inode {id}")))
+    }
+
+    fn open(&self, id: NodeId) -> crate::Result<Box<dyn FileReader + '_>> {
+        let inode = self.inode(Self::ino(id)?)?;
+        if FileType::from_mode(u32::from(inode.mode)) != Some(FileType::File) {
+            return Err(crate::Error::invalid(format!("inode {id} is not a regular file")));
+        }
+        Ok(Box::new(self.reader(&inode, inode.size_bytes)?))
+    }
+
+    fn issues(&self) -> Vec<Issue> {
+        self.issues.clone()
+    }
+
+    fn is_bookkeeping(&self, parent: NodeId, name: &[u8], id: NodeId) -> bool {
+        parent == NodeId::from(ROOT_INO)
+            && name == b"lost+found"
+            && self.read_dir(id).is_ok_and(|l| l.entries.is_empty() && l.issues.is_empty())
+    }
+}

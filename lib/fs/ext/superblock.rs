@@ -1,0 +1,354 @@
+//! The ext2/3/4 superblock: parse the 1024 bytes at byte 1024 with staged checks (magic,
+//! geometry, feature flags) and compute the derived geometry the reader needs. Offsets follow
+//! e2fsprogs `lib/ext2fs/ext2_fs.h` (`struct ext2_super_block`).
+
+use super::csum;
+use crate::fs::probe::{EXT_SUPER_MAGIC, le16, le32};
+
+/// `s_feature_compat`: the file system has a journal (ext3/ext4).
+pub const COMPAT_HAS_JOURNAL: u32 = 0x0004;
+/// `s_feature_compat`: backups only in the groups named by `s_backup_bgs`.
+pub const COMPAT_SPARSE_SUPER2: u32 = 0x0200;
+
+/// `s_feature_incompat`: compression (never finished upstream; unsupported).
+pub const INCOMPAT_COMPRESSION: u32 = 0x0001;
+/// Directory entries carry a file type byte.
+pub const INCOMPAT_FILETYPE: u32 = 0x0002;
+/// The journal needs recovery.
+pub const INCOMPAT_RECOVER: u32 = 0x0004;
+/// This is an external journal device, not a file system.
+pub const INCOMPAT_JOURNAL_DEV: u32 = 0x0008;
+/// Group descriptors are spread over "meta block groups".
+pub const INCOMPAT_META_BG: u32 = 0x0010;
+/// Files may use extent trees.
+pub const INCOMPAT_EXTENTS: u32 = 0x0040;
+/// 64-bit block numbers and (usually) 64-byte group descriptors.
+pub const INCOMPAT_64BIT: u32 = 0x0080;
+/// Multiple-mount protection.
+pub const INCOMPAT_MMP: u32 = 0x0100;
+/// Flexible block groups (metadata placement only).
+pub const INCOMPAT_FLEX_BG: u32 = 0x0200;
+/// Large extended attributes in inodes.
+pub const INCOMPAT_EA_INODE: u32 = 0x0400;
+/// Data in directory entries (Lustre; unsupported).
+pub const INCOMPAT_DIRDATA: u32 = 0x1000;
+/// The metadata checksum seed is stored in the superblock.
+pub const INCOMPAT_CSUM_SEED: u32 = 0x2000;
+/// Directories larger than 2 GiB / 3-level htrees.
+pub const INCOMPAT_LARGEDIR: u32 = 0x4000;
+/// Small files and directories stored inside the inode.
+pub const INCOMPAT_INLINE_DATA: u32 = 0x8000;
+/// Encrypted files and names.
+pub const INCOMPAT_ENCRYPT: u32 = 0x10000;
+/// Case-insensitive directories.
+pub const INCOMPAT_CASEFOLD: u32 = 0x20000;
+/// Incompatible features this reader understands.
+const INCOMPAT_KNOWN: u32 = INCOMPAT_FILETYPE
+    | INCOMPAT_RECOVER
+    | INCOMPAT_META_BG
+    | INCOMPAT_EXTENTS
+    | INCOMPAT_64BIT
+    | INCOMPAT_MMP
+    | INCOMPAT_FLEX_BG
+    | INCOMPAT_EA_INODE
+    | INCOMPAT_CSUM_SEED
+    | INCOMPAT_LARGEDIR
+    | INCOMPAT_INLINE_DATA
+    | INCOMPAT_ENCRYPT
+    | INCOMPAT_CASEFOLD;
+
+/// `s_feature_ro_compat`: superblock backups only in groups 0, 1 and powers of 3, 5, 7.
+pub const RO_COMPAT_SPARSE_SUPER: u32 = 0x0001;
+/// `i_blocks` may count file-system blocks (with `EXT4_HUGE_FILE_FL`).
+pub const RO_COMPAT_HUGE_FILE: u32 = 0x0008;
+/// Group descriptors carry a CRC-16 (`uninit_bg`).
+pub const RO_COMPAT_GDT_CSUM: u32 = 0x0010;
+/// All metadata carries CRC-32C checksums.
+pub const RO_COMPAT_METADATA_CSUM: u32 = 0x0400;
+
+/// `s_checksum_type` for CRC-32C.
+pub const CHECKSUM_TYPE_CRC32C: u8 = 1;
+/// Byte offset of `s_checksum` (the superblock's own CRC-32C covers everything before it).
+pub const SB_CHECKSUM_OFFSET: usize = 0x3FC;
+/// Smallest 64-bit group descriptor (`EXT4_MIN_DESC_SIZE_64BIT`).
+pub const MIN_DESC_SIZE_64BIT: u16 = 64;
+/// Classic group descriptor size.
+pub const DESC_SIZE_32: u16 = 32;
+
+/// The fields of the superblock the reader uses, plus derived geometry.
+#[derive(Debug, Clone)]
+pub struct Superblock {
+    /// `s_inodes_count`.
+    pub inodes_count: u32,
+    /// `s_blocks_count` (64-bit with `64bit`).
+    pub blocks_count: u64,
+    /// `s_first_data_block` (1 for 1 KiB blocks, else 0).
+    pub first_data_block: u32,
+    /// Block size in bytes (1 KiB – 64 KiB).
+    pub block_size: u32,
+    /// `s_blocks_per_group`.
+    pub blocks_per_group: u32,
+    /// `s_inodes_per_group`.
+    pub inodes_per_group: u32,
+    /// `s_state` (1 = clean, 2 = errors).
+    pub state: u16,
+    /// `s_rev_level`.
+    pub rev_level: u32,
+    /// Inode record size (128 for revision 0).
+    pub inode_size: u32,
+    /// `s_feature_compat`.
+    pub compat: u32,
+    /// `s_feature_incompat`.
+    pub incompat: u32,
+    /// `s_feature_ro_compat`.
+    pub ro_compat: u32,
+    /// `s_uuid`.
+    pub uuid: [u8; 16],
+    /// Group descriptor size in bytes.
+    pub desc_size: u32,
+    /// `s_first_meta_bg`.
+    pub first_meta_bg: u32,
+    /// `s_backup_bgs` (sparse_super2).
+    pub backup_bgs: [u32; 2],
+    /// Seed of all metadata checksums (`s_checksum_seed` or CRC-32C of the UUID).
+    pub csum_seed: u32,
+    /// Number of block groups.
+    pub groups: u32,
+    /// Whether the stored superblock checksum matches (None: the fs has no checksums).
+    pub checksum_ok: Option<bool>,
+}
+
+impl Superblock {
+    /// Parse and check a superblock.
+    ///
+    /// # Errors
+    /// `NotRecognized` without the magic; `Corrupt` for impossible geometry; `Unsupported` for
+    /// incompatible features this reader does not know.
+    pub fn parse(sb: &[u8]) -> crate::Result<Superblock> {
+        if sb.len() < 1024 || le16(sb, 0x38) != EXT_SUPER_MAGIC {
+            return Err(crate::Error::new(
+                crate::ErrorKind::NotRecognized,
+                "no ext2/3/4 superblock magic at byte 1080",
+            ));
+        }
+        let bad = |what: String| crate::Error::corrupt(format!("ext superblock: {what}"));
+        let log_bs = le32(sb, 0x18);
+        if log_bs > 6 {
+            return Err(bad(format!("s_log_block_size {log_bs} is above 6 (block sizes are 1 KiB to 64 KiB)")));
+        }
+        let block_size = 1024u32 << log_bs;
+        let rev_level = le32(sb, 0x4C);
+        if rev_level > 1 {
+            return Err(bad(format!("revision {rev_level} is unknown (0 or 1 expected)")));
+        }
+        let incompat = le32(sb, 0x60);
+        let ro_compat = le32(sb, 0x64);
+        let compat = le32(sb, 0x5C);
+        if incompat & INCOMPAT_JOURNAL_DEV != 0 {
+            return Err(crate::Error::unsupported("this is an external ext3/ext4 journal device, not a file system"));
+        }
+        let unknown = incompat & !INCOMPAT_KNOWN;
+        if unknown != 0 {
+            return Err(crate::Error::unsupported(format!(
+                "ext incompatible feature flags {unknown:#x} are not supported by this reader"
+            )));
+        }
+        let inode_size = if rev_level == 0 { 128 } else { u32::from(le16(sb, 0x58)) };
+        if !inode_size.is_power_of_two() || inode_size < 128 || inode_size > block_size {
+            return Err(bad(format!("inode size {inode_size} (a power of two from 128 to the block size expected)")));
+        }
+        let mut blocks_count = u64::from(le32(sb, 0x04));
+        let mut desc_size = u32::from(DESC_SIZE_32);
+        if incompat & INCOMPAT_64BIT != 0 {
+            blocks_count |= u64::from(le32(sb, 0x150)) << 32;
+            desc_size = u32::from(le16(sb, 0xFE));
+            if desc_size < u32::from(MIN_DESC_SIZE_64BIT) || desc_size > 1024 || !desc_size.is_power_of_two() {
+                return Err(bad(format!("group descriptor size {desc_size} (64 to 1024, a power of two, expected)")));
+            }
+        }
+        let first_data_block = le32(sb, 0x14);
+        if first_data_block != u32::from(block_size == 1024) {
+            return Err(bad(format!("s_first_data_block is {first_data_block} with {block_size}-byte blocks")));
+        }
+        let blocks_per_group = le32(sb, 0x20);
+        let inodes_per_group = le32(sb, 0x28);
+        let inodes_count = le32(sb, 0x00);
+        let bits = u64::from(block_size) * 8;
+        if blocks_per_group == 0 || inodes_per_group == 0 || u64::from(inodes_per_group) > bits {
+            return Err(bad(format!(
+                "{blocks_per_group} blocks and {inodes_per_group} inodes per group (1 to {bits} inodes expected)"
+            )));
+        }
+        if blocks_count <= u64::from(first_data_block) {
+            return Err(bad(format!("the block count {blocks_count} leaves no data blocks")));
+        }
+        let groups64 = (blocks_count - u64::from(first_data_block)).div_ceil(u64::from(blocks_per_group));
+        let groups = u32::try_from(groups64).map_err(|_| bad(format!("{groups64} block groups is impossible")))?;
+        if u64::from(inodes_count) > u64::from(groups) * u64::from(inodes_per_group) {
+            return Err(bad(format!(
+                "{inodes_count} inodes do not fit in {groups} groups of {inodes_per_group} inodes"
+            )));
+        }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&sb[0x68..0x78]);
+        let metadata_csum = ro_compat & RO_COMPAT_METADATA_CSUM != 0;
+        let mut checksum_ok = None;
+        let mut csum_seed = 0;
+        if metadata_csum {
+            let ty = sb[0x175];
+            if ty != CHECKSUM_TYPE_CRC32C {
+                return Err(bad(format!("checksum type {ty} is unknown (1 = CRC-32C expected)")));
+            }
+            let stored = le32(sb, SB_CHECKSUM_OFFSET);
+            checksum_ok = Some(csum::crc32c(!0, &[&sb[..SB_CHECKSUM_OFFSET]]) == stored);
+            csum_seed = if incompat & INCOMPAT_CSUM_SEED != 0 { le32(sb, 0x270) } else { csum::crc32c(!0, &[&uuid]) };
+        }
+        Ok(Superblock {
+            inodes_count,
+            blocks_count,
+            first_data_block,
+            block_size,
+            blocks_per_group,
+            inodes_per_group,
+            state: le16(sb, 0x3A),
+            rev_level,
+            inode_size,
+            compat,
+            incompat,
+            ro_compat,
+            uuid,
+            desc_size,
+            first_meta_bg: le32(sb, 0x104),
+            backup_bgs: [le32(sb, 0x24C), le32(sb, 0x250)],
+            csum_seed,
+            groups,
+            checksum_ok,
+        })
+    }
+
+    /// Whether metadata carries CRC-32C checksums.
+    pub fn metadata_csum(&self) -> bool {
+        self.ro_compat & RO_COMPAT_METADATA_CSUM != 0
+    }
+
+    /// Whether group descriptors carry a CRC-16 (`uninit_bg` without `metadata_csum`).
+    pub fn gdt_csum(&self) -> bool {
+        !self.metadata_csum() && self.ro_compat & RO_COMPAT_GDT_CSUM != 0
+    }
+
+    /// Whether directory entries carry a type byte.
+    pub fn has_filetype(&self) -> bool {
+        self.incompat & INCOMPAT_FILETYPE != 0
+    }
+
+    /// blkid's name: ext4 when any ext4-only feature is on, ext3 with a journal, else ext2.
+    pub fn kind(&self) -> &'static str {
+        // ext3's supported sets, as libblkid defines them.
+        let ext3_incompat = INCOMPAT_FILETYPE | INCOMPAT_RECOVER | INCOMPAT_META_BG;
+        let ext3_ro = 0x0001 | 0x0002 | 0x0004;
+        if self.incompat & !ext3_incompat != 0 || self.ro_compat & !ext3_ro != 0 {
+            "ext4"
+        } else if self.compat & COMPAT_HAS_JOURNAL != 0 {
+            "ext3"
+        } else {
+            "ext2"
+        }
+    }
+
+    /// Whether block group `g` holds a superblock backup (and so a descriptor-table copy).
+    pub fn group_has_super(&self, g: u32) -> bool {
+        if g == 0 {
+            return true;
+        }
+        if self.compat & COMPAT_SPARSE_SUPER2 != 0 {
+            return g == self.backup_bgs[0] || g == self.backup_bgs[1];
+        }
+        if self.ro_compat & RO_COMPAT_SPARSE_SUPER == 0 || g == 1 {
+            return true;
+        }
+        [3u32, 5, 7].iter().any(|&p| {
+            let mut x = g;
+            while x.is_multiple_of(p) {
+                x /= p;
+            }
+            x == 1
+        })
+    }
+
+    /// First block of group `g`.
+    pub fn group_first_block(&self, g: u32) -> u64 {
+        u64::from(self.first_data_block) + u64::from(g) * u64::from(self.blocks_per_group)
+    }
+
+    /// Block numbers of the group-descriptor table, in order.
+    pub fn descriptor_blocks(&self) -> Vec<u64> {
+        let per_block = self.block_size / self.desc_size;
+        let n = self.groups.div_ceil(per_block);
+        let first = u64::from(self.first_data_block) + 1;
+        if self.incompat & INCOMPAT_META_BG == 0 {
+            return (0..u64::from(n)).map(|i| first + i).collect();
+        }
+        (0..n)
+            .map(|i| {
+                if i < self.first_meta_bg {
+                    first + u64::from(i)
+                } else {
+                    let g = i.saturating_mul(per_block);
+                    self.group_first_block(g) + u64::from(self.group_has_super(g))
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> Vec<u8> {
+        let mut sb = vec![0u8; 1024];
+        sb[0x38..0x3A].copy_from_slice(&EXT_SUPER_MAGIC.to_le_bytes());
+        sb[0x00..0x04].copy_from_slice(&128u32.to_le_bytes()); // inodes
+        sb[0x04..0x08].copy_from_slice(&8192u32.to_le_bytes()); // blocks
+        sb[0x14..0x18].copy_from_slice(&1u32.to_le_bytes()); // first data block (1 KiB)
+        sb[0x20..0x24].copy_from_slice(&8192u32.to_le_bytes());
+        sb[0x28..0x2C].copy_from_slice(&128u32.to_le_bytes());
+        sb[0x4C..0x50].copy_from_slice(&1u32.to_le_bytes());
+        sb[0x58..0x5A].copy_from_slice(&256u16.to_le_bytes());
+        sb
+    }
+
+    #[test]
+    fn parses_and_rejects() {
+        let sb = Superblock::parse(&minimal()).unwrap();
+        assert_eq!((sb.block_size, sb.groups, sb.inode_size), (1024, 1, 256));
+        assert_eq!(sb.kind(), "ext2");
+        assert_eq!(sb.descriptor_blocks(), vec![2]);
+
+        let mut b = minimal();
+        b[0x18] = 7;
+        assert_eq!(Superblock::parse(&b).unwrap_err().kind(), crate::ErrorKind::Corrupt);
+        let mut b = minimal();
+        b[0x60] = 0x01; // compression
+        assert_eq!(Superblock::parse(&b).unwrap_err().kind(), crate::ErrorKind::Unsupported);
+        let mut b = minimal();
+        b[0x58] = 100;
+        assert_eq!(Superblock::parse(&b).unwrap_err().kind(), crate::ErrorKind::Corrupt);
+        let mut b = minimal();
+        b[0x00..0x04].copy_from_slice(&129u32.to_le_bytes());
+        assert_eq!(Superblock::parse(&b).unwrap_err().kind(), crate::ErrorKind::Corrupt);
+        let mut b = minimal();
+        b[0x38] = 0;
+        assert_eq!(Superblock::parse(&b).unwrap_err().kind(), crate::ErrorKind::NotRecognized);
+        assert!(Superblock::parse(&minimal()[..100]).is_err());
+    }
+
+    #[test]
+    fn sparse_super_groups() {
+        let mut b = minimal();
+        b[0x64] = 0x01;
+        let sb = Superblock::parse(&b).unwrap();
+        let with: Vec<u32> = (0..60).filter(|&g| sb.group_has_super(g)).collect();
+        assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27, 49]);
+    }
+}
