@@ -328,8 +328,14 @@ fn accept_augmented(src: &dyn ByteSource, h: EccHeader, p: u64) -> crate::Result
             if h.sectors_added_by_ecc == 0 {
                 notes.push("pre-0.79.5 RS02 header (no recorded ECC size); layout taken from the header copies".into());
             }
+            // Prefer the primary header at ds when it is intact and identical.
+            let mut p = p;
             if p != l.ds {
-                notes.push(format!("header read from the copy at sector {p}"));
+                let primary = read_at_most(src, l.ds * ECC_SECTOR_BYTES, HEADER_BYTES)?;
+                match EccHeader::parse(&primary) {
+                    Ok(ph) if ph.raw == h.raw => p = l.ds,
+                    _ => notes.push(format!("the first header (sector {}) is damaged; using the copy at sector {p}", l.ds)),
+                }
             }
             Ok(Some(Ecc {
                 header: h,
