@@ -147,6 +147,8 @@ struct Prober<'a> {
     fingerprints: HashMap<u64, Option<[u8; 16]>>,
     /// A valid header whose fingerprint did not match (used if nothing better turns up).
     stale: Option<(u64, Box<EccHeader>)>,
+    /// Headers with the right cookie that fail their checksum or field checks.
+    unusable: Vec<(u64, HeaderFault, Option<Box<EccHeader>>)>,
 }
 
 impl<'a> Prober<'a> {
@@ -157,6 +159,7 @@ impl<'a> Prober<'a> {
             cache: HashMap::new(),
             fingerprints: HashMap::new(),
             stale: None,
+            unusable: Vec::new(),
         }
     }
 
@@ -202,10 +205,14 @@ impl<'a> Prober<'a> {
         if &buf[..12] != COOKIE || &buf[12..16] != method.name().as_bytes() {
             return Ok(Probe::NoCookie);
         }
-        let h = match EccHeader::parse(&buf) {
-            Ok(h) if h.validate().is_ok() && (method != Method::Rs03 || h.method_flags[0] & MFLAG_ECC_FILE == 0) => h,
-            _ => {
-                self.cache.insert((p, method), false);
+        self.cache.insert((p, method), false);
+        let checked = EccHeader::parse(&buf).and_then(|h| h.validate().map(|()| h));
+        let h = match checked {
+            // An RS03 .ecc file stored inside the image is not this image's ECC.
+            Ok(h) if method == Method::Rs03 && h.method_flags[0] & MFLAG_ECC_FILE != 0 => return Ok(Probe::Damaged),
+            Ok(h) => h,
+            Err(f) => {
+                self.unusable.push((p, f, EccHeader::parse_unchecked(&buf).ok().map(Box::new)));
                 return Ok(Probe::Damaged);
             }
         };
@@ -213,9 +220,9 @@ impl<'a> Prober<'a> {
             if self.stale.is_none() {
                 self.stale = Some((p, Box::new(h)));
             }
-            self.cache.insert((p, method), false);
             return Ok(Probe::Damaged);
         }
+        self.cache.remove(&(p, method));
         Ok(Probe::Found(Box::new(h)))
     }
 }
@@ -281,20 +288,53 @@ pub fn find_in_image(src: &dyn ByteSource) -> crate::Result<Option<Ecc>> {
     if let Some(ecc) = find_rs03_by_crc_layer(src, &mut pr)? {
         return Ok(Some(ecc));
     }
-    // 4. A valid header with a mismatching fingerprint (sector 16 itself may be damaged).
+    // 4. A valid header with a mismatching fingerprint (sector 16 itself may be damaged), if
+    //    the layout it describes ends where the file ends (not an image stored inside this one).
     if let Some((p, h)) = pr.stale.take() {
-        let mut ecc = match accept_augmented(src, *h, p)? {
-            Some(e) => e,
-            None => return Ok(None),
-        };
-        ecc.notes.push(format!(
-            "the header's medium fingerprint does not match sector {} of the image (damaged sector, or a stale \
-             header)",
-            ecc.header.fp_sector
-        ));
-        return Ok(Some(ecc));
+        if let Ok(Some(mut ecc)) = accept_augmented(src, *h, p) {
+            if expected_sectors(&ecc.layout).is_some_and(|t| t + 2 >= pr.nsec) {
+                ecc.notes.push(format!(
+                    "the header's medium fingerprint does not match sector {} of the image (damaged sector, or a \
+                     stale header)",
+                    ecc.header.fp_sector
+                ));
+                return Ok(Some(ecc));
+            }
+        }
+    }
+    // 5. Only damaged headers, at positions their own layout predicts: say so rather than treat
+    //    data + ECC as one image.
+    let damaged: Vec<String> = pr
+        .unusable
+        .iter()
+        .filter(|(p, _, h)| {
+            h.as_ref().is_some_and(|h| {
+                h.method == Method::Rs02
+                    && h.validate().is_ok()
+                    && Rs02Layout::candidates(h).is_ok_and(|c| {
+                        c.iter().any(|l| l.total + 2 >= pr.nsec && l.header_copies().any(|q| q == *p))
+                    })
+            })
+        })
+        .map(|(p, f, _)| format!("sector {p}: {f}"))
+        .collect();
+    if !damaged.is_empty() {
+        return Err(crate::Error::corrupt(format!(
+            "the image carries dvdisaster RS02 error correction data, but no header copy is intact ({}); loopkit \
+             cannot tell safely where the data ends",
+            damaged.join("; ")
+        )));
     }
     Ok(None)
+}
+
+/// Sectors an augmented image should have (None for `.ecc`-file layouts).
+fn expected_sectors(l: &Layout) -> Option<u64> {
+    match l {
+        Layout::Rs02(l) => Some(l.total),
+        Layout::Rs03(l) if !l.ecc_file => Some(l.total_sectors()),
+        _ => None,
+    }
 }
 
 /// Check that a header found at sector `p` really describes this image: `p` must be one of
@@ -350,6 +390,13 @@ fn accept_augmented(src: &dyn ByteSource, h: EccHeader, p: u64) -> crate::Result
             let l = Rs03Layout::new(&h).map_err(|f| header_error("RS03 header", &f))?;
             if p != h.sectors {
                 return Ok(None);
+            }
+            let crc_layer = (l.ndata as u64 - 1) * l.spl;
+            if crc_layer >= file_sectors {
+                return Err(crate::Error::corrupt(format!(
+                    "RS03 header at sector {p}: the CRC layer would start at sector {crc_layer}, but the image has only \
+                     {file_sectors} sectors (truncated, or a corrupted header)"
+                )));
             }
             Ok(Some(Ecc {
                 header: h,
@@ -489,6 +536,20 @@ pub fn open_ecc_file(path: &Path) -> crate::Result<Ecc> {
         }
         Method::Rs02 => unreachable!("RS02 refused above"),
     };
+    // The sizes the header claims must fit the file (bounds all later work by the file size).
+    let size = src.size_bytes();
+    let need = match &layout {
+        Layout::Rs01(l) => l.parity_offset(),
+        Layout::Rs03(l) => (2 + l.spl) * ECC_SECTOR_BYTES,
+        Layout::Rs02(_) => 0,
+    };
+    if size < need {
+        return Err(crate::Error::corrupt(format!(
+            "{name} has {size} bytes, but its {} header ({} image sectors) needs at least {need} \
+             (truncated, or a corrupted header)",
+            header.method, header.sectors
+        )));
+    }
     if header.method == Method::Rs01 && header.creator_version < 6600 && header.in_last != SECTOR as u32 {
         notes.push("RS01 file from before 0.66 with a partial last sector".into());
     }
