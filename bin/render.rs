@@ -195,12 +195,7 @@ pub fn strip_ecc(r: &StripEcc) -> String {
         }
     );
     if !r.missing_sectors.is_empty() || !r.bad_sectors.is_empty() {
-        let _ = writeln!(
-            o,
-            "damage       {} missing, {} CRC errors",
-            r.missing_sectors.len(),
-            r.bad_sectors.len()
-        );
+        let _ = writeln!(o, "damage       {} missing, {} CRC errors", r.missing_sectors.len(), r.bad_sectors.len());
     }
     o
 }

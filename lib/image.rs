@@ -50,6 +50,8 @@ pub struct Opened {
     pub data: Arc<dyn ByteSource>,
     /// dvdisaster error-correction data found for the image (appended, `--ecc`, or `NAME.ecc`).
     pub ecc: Option<crate::formats::dvdisaster::Ecc>,
+    /// dvdisaster headers found but not usable (damaged, implausible), when none was usable.
+    pub ecc_unusable: Vec<String>,
     /// What is in it.
     pub content: Content,
     /// Remarks for the user.
@@ -80,7 +82,8 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
         return Err(crate::Error::invalid(format!("{} is empty (0 bytes): there is no image to read", path.display())));
     }
     // dvdisaster ECC appended to the image: everything below sees only the original bytes.
-    let ecc = crate::formats::dvdisaster::find_for_image(path, &*file, opts.ecc_file.as_deref())?;
+    let crate::formats::dvdisaster::Scan { ecc, unusable: ecc_unusable } =
+        crate::formats::dvdisaster::find_for_image(path, &*file, opts.ecc_file.as_deref())?;
     let data: Arc<dyn ByteSource> = match &ecc {
         Some(e) if e.is_augmented() => Arc::new(crate::source::Window::new(file.clone(), 0, Some(e.data_bytes()))),
         _ => file.clone(),
@@ -105,7 +108,7 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
             if !secrets.is_empty() {
                 notes.push("LUKS keyslot unlocking is not implemented yet; the passphrase was not used".into());
             }
-            return Ok(Opened { path: path.into(), file, data, ecc, content: Content::Luks(h), notes });
+            return Ok(Opened { path: path.into(), file, data, ecc, ecc_unusable, content: Content::Luks(h), notes });
         }
         if let Some((off, fs)) = detect::detect_plain(&*data, c.offset_bytes, c.size_limit_bytes)? {
             if !secrets.is_empty() {
@@ -116,6 +119,7 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
                 file,
                 data,
                 ecc,
+                ecc_unusable,
                 content: Content::Plain { offset_bytes: off, fs },
                 notes,
             });
@@ -126,6 +130,7 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
                 file,
                 data,
                 ecc,
+                ecc_unusable,
                 content: Content::UnknownPlain { offset_bytes: at },
                 notes,
             });
@@ -138,6 +143,7 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
             file,
             data,
             ecc,
+            ecc_unusable,
             content: Content::NeedsSecret { looks_random: detect::looks_random(&head) },
             notes,
         });
@@ -146,7 +152,7 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
     if outcome.found.is_none() {
         return Err(no_match_error(&outcome, c));
     }
-    Ok(Opened { path: path.into(), file, data, ecc, content: Content::Legacy(Box::new(outcome)), notes })
+    Ok(Opened { path: path.into(), file, data, ecc, ecc_unusable, content: Content::Legacy(Box::new(outcome)), notes })
 }
 
 /// What `inspect` says about dvdisaster ECC found for the image.

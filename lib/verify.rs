@@ -307,13 +307,22 @@ fn verify_payload(
             Some(r)
         }
         None if opts.ecc_only => {
-            return Err(crate::Error::invalid(
-                "the image carries no dvdisaster error correction data (none appended, no --ecc file, no NAME.ecc \
-                 beside it); there is nothing to check with --ecc-only",
-            ));
+            let mut msg = "the image carries no usable dvdisaster error correction data (none appended, no --ecc \
+                           file, no NAME.ecc beside it); there is nothing to check with --ecc-only"
+                .to_string();
+            if !opened.ecc_unusable.is_empty() {
+                msg.push_str(&format!(". Passed over: {}", opened.ecc_unusable.join("; ")));
+            }
+            return Err(crate::Error::invalid(msg));
         }
         None => None,
     };
+    for u in &opened.ecc_unusable {
+        problems.push(Problem::warning(
+            "ecc.unusable-header",
+            format!("a dvdisaster header was found but is not usable, so the whole file was treated as data: {u}"),
+        ));
+    }
     if opts.ecc_only {
         return Ok(Outcome { digest: None, problems, files: None, ecc });
     }

@@ -12,7 +12,10 @@ pub fn run(a: &StripEccArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     let ecc = dvdisaster::find_in_image(&file)?.ok_or_else(|| {
         loopkit::Error::new(
             loopkit::ErrorKind::NotRecognized,
-            format!("{} carries no dvdisaster RS02/RS03 error correction data; there is nothing to strip", a.image.display()),
+            format!(
+                "{} carries no dvdisaster RS02/RS03 error correction data; there is nothing to strip",
+                a.image.display()
+            ),
         )
     })?;
     let opts = dvdisaster::strip::Options { force: a.force, allow_damaged: a.allow_damaged };

@@ -186,6 +186,12 @@ impl<'a> Prober<'a> {
         Ok(self.fingerprint(h.fp_sector.max(0) as u64)?.is_none_or(|fp| fp == h.medium_fp))
     }
 
+    fn note_unusable(&mut self, p: u64, f: HeaderFault, h: Option<Box<EccHeader>>) {
+        if !self.unusable.iter().any(|(q, ..)| *q == p) {
+            self.unusable.push((p, f, h));
+        }
+    }
+
     /// `try_sector` (§6.6): the augmented-image header of `method` at sector `p`.
     fn probe(&mut self, p: u64, method: Method) -> crate::Result<Probe> {
         if p >= self.nsec {
@@ -212,7 +218,7 @@ impl<'a> Prober<'a> {
             Ok(h) if method == Method::Rs03 && h.method_flags[0] & MFLAG_ECC_FILE != 0 => return Ok(Probe::Damaged),
             Ok(h) => h,
             Err(f) => {
-                self.unusable.push((p, f, EccHeader::parse_unchecked(&buf).ok().map(Box::new)));
+                self.note_unusable(p, f, EccHeader::parse_unchecked(&buf).ok().map(Box::new));
                 return Ok(Probe::Damaged);
             }
         };
@@ -247,7 +253,41 @@ fn iso_volume_sectors(src: &dyn ByteSource) -> crate::Result<Option<u64>> {
 /// # Errors
 /// `Io` on read errors; `Corrupt` when a header is found but its layout is impossible.
 pub fn find_in_image(src: &dyn ByteSource) -> crate::Result<Option<Ecc>> {
+    scan_image(src).map(|s| s.ecc)
+}
+
+/// What [`scan_image`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// Usable error-correction data.
+    pub ecc: Option<Ecc>,
+    /// Headers with the dvdisaster cookie that were not usable (`"sector 512: …"`), worth a
+    /// warning when nothing usable was found.
+    pub unusable: Vec<String>,
+}
+
+/// [`find_in_image`], also telling which damaged or implausible headers were passed over.
+///
+/// # Errors
+/// As [`find_in_image`].
+pub fn scan_image(src: &dyn ByteSource) -> crate::Result<Scan> {
     let mut pr = Prober::new(src);
+    let ecc = find_with(src, &mut pr)?;
+    let unusable = if ecc.is_some() {
+        Vec::new()
+    } else {
+        pr.unusable
+            .iter()
+            .map(|(p, f, h)| {
+                let m = h.as_ref().map_or("dvdisaster", |h| h.method.name());
+                format!("{m} header at sector {p}: {f}")
+            })
+            .collect()
+    };
+    Ok(Scan { ecc, unusable })
+}
+
+fn find_with(src: &dyn ByteSource, pr: &mut Prober<'_>) -> crate::Result<Option<Ecc>> {
     if pr.nsec < 2 {
         return Ok(None);
     }
@@ -256,7 +296,7 @@ pub fn find_in_image(src: &dyn ByteSource) -> crate::Result<Option<Ecc>> {
         for p in [Some(vol), vol.checked_sub(150)].into_iter().flatten() {
             for m in [Method::Rs02, Method::Rs03] {
                 if let Probe::Found(h) = pr.probe(p, m)? {
-                    if let Some(ecc) = accept_augmented(src, *h, p)? {
+                    if let Some(ecc) = accept_or_note(src, pr, *h, p)? {
                         return Ok(Some(ecc));
                     }
                 }
@@ -274,7 +314,7 @@ pub fn find_in_image(src: &dyn ByteSource) -> crate::Result<Option<Ecc>> {
                     Probe::NoCookie => break,
                     Probe::Damaged => {}
                     Probe::Found(h) => {
-                        if let Some(ecc) = accept_augmented(src, *h, pos)? {
+                        if let Some(ecc) = accept_or_note(src, pr, *h, pos)? {
                             return Ok(Some(ecc));
                         }
                     }
@@ -285,7 +325,7 @@ pub fn find_in_image(src: &dyn ByteSource) -> crate::Result<Option<Ecc>> {
         modulo /= 2;
     }
     // 3. RS03: CRC layers for plausible layer sizes.
-    if let Some(ecc) = find_rs03_by_crc_layer(src, &mut pr)? {
+    if let Some(ecc) = find_rs03_by_crc_layer(src, pr)? {
         return Ok(Some(ecc));
     }
     // 4. A valid header with a mismatching fingerprint (sector 16 itself may be damaged), if
@@ -311,9 +351,8 @@ pub fn find_in_image(src: &dyn ByteSource) -> crate::Result<Option<Ecc>> {
             h.as_ref().is_some_and(|h| {
                 h.method == Method::Rs02
                     && h.validate().is_ok()
-                    && Rs02Layout::candidates(h).is_ok_and(|c| {
-                        c.iter().any(|l| l.total + 2 >= pr.nsec && l.header_copies().any(|q| q == *p))
-                    })
+                    && Rs02Layout::candidates(h)
+                        .is_ok_and(|c| c.iter().any(|l| l.total + 2 >= pr.nsec && l.header_copies().any(|q| q == *p)))
             })
         })
         .map(|(p, f, _)| format!("sector {p}: {f}"))
@@ -335,6 +374,22 @@ fn expected_sectors(l: &Layout) -> Option<u64> {
         Layout::Rs03(l) if !l.ecc_file => Some(l.total_sectors()),
         _ => None,
     }
+}
+
+/// [`accept_augmented`], remembering a header that does not fit as unusable.
+fn accept_or_note(src: &dyn ByteSource, pr: &mut Prober<'_>, h: EccHeader, p: u64) -> crate::Result<Option<Ecc>> {
+    let keep = Box::new(h.clone());
+    let r = accept_augmented(src, h, p)?;
+    if r.is_none() {
+        let why = format!(
+            "its layout ({} data sectors, {} roots) does not place a header at this sector",
+            keep.sectors,
+            keep.nroots()
+        );
+        pr.cache.insert((p, keep.method), false);
+        pr.note_unusable(p, HeaderFault::Invalid(why), Some(keep));
+    }
+    Ok(r)
 }
 
 /// Check that a header found at sector `p` really describes this image: `p` must be one of
@@ -374,7 +429,8 @@ fn accept_augmented(src: &dyn ByteSource, h: EccHeader, p: u64) -> crate::Result
                 let primary = read_at_most(src, l.ds * ECC_SECTOR_BYTES, HEADER_BYTES)?;
                 match EccHeader::parse(&primary) {
                     Ok(ph) if ph.raw == h.raw => p = l.ds,
-                    _ => notes.push(format!("the first header (sector {}) is damaged; using the copy at sector {p}", l.ds)),
+                    _ => notes
+                        .push(format!("the first header (sector {}) is damaged; using the copy at sector {p}", l.ds)),
                 }
             }
             Ok(Some(Ecc {
@@ -595,22 +651,20 @@ pub fn ecc_file_beside(image: &Path) -> Option<PathBuf> {
 /// # Errors
 /// As [`open_ecc_file`] and [`find_in_image`]. A `NAME.ecc` found automatically that is not a
 /// usable ecc file is an error too (it is named in the message), never silently skipped.
-pub fn find_for_image(
-    image_path: &Path,
-    image: &dyn ByteSource,
-    ecc_file: Option<&Path>,
-) -> crate::Result<Option<Ecc>> {
+pub fn find_for_image(image_path: &Path, image: &dyn ByteSource, ecc_file: Option<&Path>) -> crate::Result<Scan> {
     if let Some(p) = ecc_file {
-        return open_ecc_file(p).map(Some);
+        return Ok(Scan { ecc: Some(open_ecc_file(p)?), unusable: Vec::new() });
     }
-    if let Some(ecc) = find_in_image(image)? {
-        return Ok(Some(ecc));
+    let scan = scan_image(image)?;
+    if scan.ecc.is_some() {
+        return Ok(scan);
     }
     match ecc_file_beside(image_path) {
         Some(p) => {
-            open_ecc_file(&p).map(Some).map_err(|e| e.context(format!("{} (found beside the image)", p.display())))
+            let ecc = open_ecc_file(&p).map_err(|e| e.context(format!("{} (found beside the image)", p.display())))?;
+            Ok(Scan { ecc: Some(ecc), unusable: scan.unusable })
         }
-        None => Ok(None),
+        None => Ok(scan),
     }
 }
 
