@@ -3,6 +3,7 @@
 //! Each module contributes `trials()`; oracles are independent tools (mkfs, genisoimage, Python
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
+mod ecc_verify;
 mod fs_corrupt;
 mod fs_extract;
 mod fs_fixtures;
@@ -25,5 +26,6 @@ fn main() {
     trials.extend(fs_verify::trials());
     trials.extend(fs_extract::trials());
     trials.extend(fs_corrupt::trials());
+    trials.extend(ecc_verify::trials());
     libtest_mimic::run(&args, trials).exit();
 }

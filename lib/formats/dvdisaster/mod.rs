@@ -28,13 +28,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Standard RS03 layer sizes (`floor(capacity/255)` for CD, DVD, DVD9, BD, BD2, BDXL3, BDXL4 and
-/// the BD sizes without defect management), tried when looking for an RS03 CRC layer.
-pub const RS03_STANDARD_LAYER_SIZES: [u64; 11] =
-    [1409, 9000, 16359, 46377, 92754, 185512, 236877, 47919, 95838, 191680, 245101];
 /// How many sectors after the header of a damaged RS03 `.ecc` file are searched for a CrcBlock.
 const ECC_FILE_CRCBLOCK_SEARCH: u64 = 4096;
-/// How many sectors of a candidate RS03 CRC layer are tried before giving it up.
+/// How many neighbouring sectors are tried when an RS03 CRC-layer probe hits a damaged block.
 const RS03_CRCBLOCK_TRIES: u64 = 8;
 
 /// The geometry of the error-correction data.
@@ -401,15 +397,15 @@ fn accept_augmented(src: &dyn ByteSource, h: EccHeader, p: u64) -> crate::Result
         Method::Rs02 => {
             let cands = Rs02Layout::candidates(&h).map_err(|f| header_error("RS02 header", &f))?;
             let at_header = |l: &Rs02Layout| l.header_copies().any(|q| q == p);
-            let chosen = if h.sectors_added_by_ecc != 0 {
-                cands.iter().find(|l| l.ecc_sectors == h.sectors_added_by_ecc && at_header(l))
-            } else {
-                // Pre-0.79.5 header: the variant whose copies are there, preferring the file size.
+            let by_size = || {
+                // Pre-0.79.5 header: the variant whose copies are here, preferring the file size.
                 cands
                     .iter()
                     .find(|l| l.total == file_sectors && at_header(l))
                     .or_else(|| cands.iter().find(|l| at_header(l)))
             };
+            let recorded = cands.iter().find(|l| l.ecc_sectors == h.sectors_added_by_ecc && at_header(l));
+            let chosen = if h.sectors_added_by_ecc == 0 { by_size() } else { recorded.or_else(by_size) };
             let Some(l) = chosen.copied() else {
                 return Ok(None);
             };
@@ -422,6 +418,12 @@ fn accept_augmented(src: &dyn ByteSource, h: EccHeader, p: u64) -> crate::Result
             }
             if h.sectors_added_by_ecc == 0 {
                 notes.push("pre-0.79.5 RS02 header (no recorded ECC size); layout taken from the header copies".into());
+            } else if l.ecc_sectors != h.sectors_added_by_ecc {
+                notes.push(format!(
+                    "the header records {} ECC sectors, which matches no RS02 layout; layout taken from the header \
+                     copies instead",
+                    h.sectors_added_by_ecc
+                ));
             }
             // Prefer the primary header at ds when it is intact and identical.
             let mut p = p;
@@ -467,43 +469,39 @@ fn accept_augmented(src: &dyn ByteSource, h: EccHeader, p: u64) -> crate::Result
     }
 }
 
-/// §7.6: look for the RS03 CRC layer (`L·spl + i`, L = 84..=246) for each plausible layer size.
+/// §7.6, generalised: find a sector of the RS03 CRC layer. The layer is `spl` consecutive
+/// sectors starting at `(ndata−1)·spl ≥ 84·spl`, and `spl ≥ nsec/255` (equal when the image is
+/// intact, larger when it is truncated). Probing every `floor(nsec/255)` sectors from
+/// `84·floor(nsec/255)` on therefore lands in the layer whatever `spl` is — about 171 reads,
+/// where dvdisaster only knows the standard medium sizes (or `--debug -n`).
 fn find_rs03_by_crc_layer(src: &dyn ByteSource, pr: &mut Prober<'_>) -> crate::Result<Option<Ecc>> {
     let nsec = pr.nsec;
-    let mut spls: Vec<u64> = Vec::new();
-    if nsec >= 255 {
-        spls.push(nsec / 255);
-    }
-    for &s in &RS03_STANDARD_LAYER_SIZES {
-        if s * 255 >= nsec && !spls.contains(&s) {
-            spls.push(s);
+    let stride = (nsec / 255).max(1);
+    for q in layout::RS03_MIN_DATA_LAYERS..=255 {
+        let base = q * stride;
+        if base >= nsec {
+            break;
         }
-    }
-    for spl in spls {
-        for l in layout::RS03_MIN_DATA_LAYERS..=246 {
-            for i in 0..RS03_CRCBLOCK_TRIES.min(spl) {
-                let s = l * spl + i;
-                if s >= nsec {
-                    break;
-                }
-                let buf = read_at_most(src, s * ECC_SECTOR_BYTES, SECTOR)?;
-                if buf.len() < SECTOR || layout::dead_sector(&buf, s, None).is_some() {
+        // A damaged block leaves the neighbours (also CRC blocks) to try.
+        for s in base..(base + RS03_CRCBLOCK_TRIES).min(nsec) {
+            let buf = read_at_most(src, s * ECC_SECTOR_BYTES, SECTOR)?;
+            if buf.len() < SECTOR || layout::dead_sector(&buf, s, None).is_some() {
+                continue;
+            }
+            let Some(cb) = CrcBlock::parse(&buf) else {
+                if &buf[layout::crcblk::COOKIE..layout::crcblk::COOKIE + 12] == COOKIE {
                     continue;
                 }
-                match CrcBlock::parse(&buf) {
-                    Some(cb) => {
-                        if cb.method_flags[0] & MFLAG_ECC_FILE != 0
-                            || cb.sectors_per_layer != spl
-                            || cb.data_bytes as i64 != l as i64 + 1
-                        {
-                            break;
-                        }
-                        return rs03_from_crc_block(src, pr, &cb, s).map(Some);
-                    }
-                    None if &buf[layout::crcblk::COOKIE..layout::crcblk::COOKIE + 12] == COOKIE => continue,
-                    None => break,
-                }
+                break;
+            };
+            let spl = cb.sectors_per_layer;
+            let layer = u64::try_from(cb.data_bytes).unwrap_or(0).saturating_sub(1);
+            let first = layer.saturating_mul(spl);
+            let here = first <= s && s < first.saturating_add(spl);
+            if cb.method_flags[0] & MFLAG_ECC_FILE != 0 || spl == 0 || !here {
+                break;
             }
+            return rs03_from_crc_block(src, pr, &cb, s).map(Some);
         }
     }
     Ok(None)
