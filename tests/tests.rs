@@ -3,6 +3,7 @@
 //! Each module contributes `trials()`; oracles are independent tools (mkfs, genisoimage, Python
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
+mod ecc_strip;
 mod ecc_verify;
 mod fs_corrupt;
 mod fs_extract;
@@ -27,5 +28,6 @@ fn main() {
     trials.extend(fs_extract::trials());
     trials.extend(fs_corrupt::trials());
     trials.extend(ecc_verify::trials());
+    trials.extend(ecc_strip::trials());
     libtest_mimic::run(&args, trials).exit();
 }
