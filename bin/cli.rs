@@ -30,6 +30,9 @@ pub enum Command {
     /// Write the original image out of a dvdisaster RS02/RS03-augmented one (the ECC removed),
     /// byte-identical to the file dvdisaster augmented.
     StripEcc(StripEccArgs),
+    /// Repair a damaged image with its dvdisaster error correction data (Reed-Solomon
+    /// erasure/error decoding) into a new file: the same bytes `dvdisaster -f` produces in place.
+    Repair(RepairArgs),
 }
 
 /// Where secrets come from. Never from an argument value.
@@ -199,6 +202,32 @@ pub struct StripEccArgs {
     /// `loopkit repair` first is better).
     #[arg(long)]
     pub allow_damaged: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output_args: OutputArgs,
+}
+
+/// `loopkit repair`.
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// The damaged image (opened read-only; never modified).
+    pub image: PathBuf,
+    /// Where to write the repaired image.
+    #[arg(long, short, value_name = "OUT")]
+    pub output: PathBuf,
+    /// dvdisaster error correction file (RS01/RS03 .ecc). Default: ECC appended to the image,
+    /// else NAME.ecc beside it.
+    #[arg(long, value_name = "FILE")]
+    pub ecc: Option<PathBuf>,
+    /// RS03 .ecc files: also write the repaired .ecc file here.
+    #[arg(long, value_name = "FILE")]
+    pub ecc_output: Option<PathBuf>,
+    /// Replace OUT (and the --ecc-output file) if they exist.
+    #[arg(long)]
+    pub force: bool,
+    /// Remove more than 2 surplus sectors from the end of the image (dvdisaster --truncate).
+    #[arg(long)]
+    pub truncate: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output_args: OutputArgs,

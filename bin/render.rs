@@ -1,6 +1,6 @@
 //! Human-readable rendering of the library's report documents (JSON goes through serde).
 
-use loopkit::report::{Ecc, Inspect, StripEcc, Verify};
+use loopkit::report::{Ecc, Inspect, Repair, StripEcc, Verify};
 use loopkit::verify::Severity;
 use std::fmt::Write as _;
 
@@ -196,6 +196,37 @@ pub fn strip_ecc(r: &StripEcc) -> String {
     );
     if !r.missing_sectors.is_empty() || !r.bad_sectors.is_empty() {
         let _ = writeln!(o, "damage       {} missing, {} CRC errors", r.missing_sectors.len(), r.bad_sectors.len());
+    }
+    o
+}
+
+/// Render a repair report.
+pub fn repair(r: &Repair) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "image        {} ({} {}, {} roots)", r.image, r.ecc.method, r.ecc.placement, r.ecc.roots);
+    let _ = writeln!(o, "wrote        {}", r.output);
+    if let Some(e) = &r.ecc_output {
+        let _ = writeln!(o, "             {e} (repaired .ecc file)");
+    }
+    let _ = writeln!(
+        o,
+        "repaired     {} image sectors, {} .ecc-file sectors; {} could not be repaired",
+        r.repaired_sectors.len(),
+        r.repaired_ecc_file_sectors.len(),
+        r.unrepaired_sectors.len() + r.unrepaired_ecc_file_sectors.len()
+    );
+    if r.expanded_sectors > 0 {
+        let _ = writeln!(o, "             the truncated image was extended by {} sectors", r.expanded_sectors);
+    }
+    ecc_check(&mut o, &r.ecc);
+    let _ =
+        writeln!(o, "result       {}", if r.ok { "OK: the repaired image verifies clean" } else { "DAMAGE REMAINS" });
+    for p in &r.problems {
+        let sev = match p.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let _ = writeln!(o, "  {sev:<8} {}: {}", p.code, p.message);
     }
     o
 }

@@ -3,6 +3,7 @@
 //! Each module contributes `trials()`; oracles are independent tools (mkfs, genisoimage, Python
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
+mod ecc_repair;
 mod ecc_strip;
 mod ecc_verify;
 mod fs_corrupt;
@@ -29,5 +30,6 @@ fn main() {
     trials.extend(fs_corrupt::trials());
     trials.extend(ecc_verify::trials());
     trials.extend(ecc_strip::trials());
+    trials.extend(ecc_repair::trials());
     libtest_mimic::run(&args, trials).exit();
 }

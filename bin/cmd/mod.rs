@@ -3,6 +3,7 @@
 pub mod extract;
 pub mod inspect;
 pub mod manifest;
+pub mod repair;
 pub mod strip_ecc;
 pub mod verify;
 

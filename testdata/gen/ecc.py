@@ -24,6 +24,7 @@ Usage (each command prints one JSON object):
   ecc.py zero --image F --sectors A-B             overwrite with zeros
   ecc.py truncate --image F --sectors N           keep the first N sectors
   ecc.py test --image F [--ecc E] [--capacity SECTORS] [--verbose]   dvdisaster -t, parsed
+  ecc.py fix --image F [--ecc E] [--capacity SECTORS]   dvdisaster -f: repair F (and E) in place
   ecc.py fuzz --image F --set FIELD=VALUE [--no-resign]   set a header field in every header
           (sectors, dataBytes, eccBytes, inLast, fpSector, sectorsPerLayer, sectorsAddedByEcc) and
           re-sign selfCRC with zlib (CRC-32/JAMCRC = ~crc32), so only the field checks can catch it
@@ -240,6 +241,18 @@ def cmd_test(a):
     print(json.dumps(r))
 
 
+def cmd_fix(a):
+    args = ["-i", a.image]
+    if a.ecc:
+        args += ["-e", a.ecc]
+    if a.capacity:
+        args += ["--debug", "-n", str(a.capacity)]
+    code, lines = dvdisaster(args + ["-f"], limit_for([a.image, a.ecc]))
+    # 0.79.5 exits 0 after RS01/RS02 repairs; RS03 exits 1 "all repaired", 2 "unrepaired left".
+    m = [l for l in lines if "Unrepaired sectors" in l or "Repaired sectors" in l or "Good!" in l]
+    print(json.dumps({"exit": code, "summary": m, "lines": lines}))
+
+
 FIELDS = {"sectors": (68, 8), "dataBytes": (76, 4), "eccBytes": (80, 4), "fpSector": (92, 4),
           "inLast": (116, 4), "sectorsPerLayer": (120, 8), "sectorsAddedByEcc": (128, 8)}
 
@@ -288,6 +301,8 @@ def main():
     p.add_argument("--sectors", type=int, required=True)
     p = sub.add_parser("test"); p.add_argument("--image", required=True); p.add_argument("--ecc")
     p.add_argument("--capacity", type=int); p.add_argument("--verbose", action="store_true")
+    p = sub.add_parser("fix"); p.add_argument("--image", required=True); p.add_argument("--ecc")
+    p.add_argument("--capacity", type=int)
     p = sub.add_parser("fuzz"); p.add_argument("--image", required=True); p.add_argument("--set", required=True)
     p.add_argument("--no-resign", action="store_true")
     a = ap.parse_args()

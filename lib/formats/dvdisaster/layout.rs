@@ -509,6 +509,32 @@ fn field_is(buf: &[u8], at: usize, text: &[u8]) -> bool {
     cstr_at(buf, at) == text
 }
 
+/// A dead sector marker for sector `n` as dvdisaster writes it (`CreateMissingSector`,
+/// marker version 1.00): `fp` None writes "none" instead of a fingerprint, `label` None writes
+/// "none" as the volume label. Byte-exact (§4.1).
+pub fn dead_sector_marker(n: u64, fp: Option<&[u8; 16]>, fp_sector: u64, label: Option<&str>, out: &mut [u8]) {
+    out[..SECTOR].fill(0);
+    out[..DSM_HEAD.len()].copy_from_slice(DSM_HEAD);
+    out[DSM_END_AT..DSM_END_AT + DSM_END.len()].copy_from_slice(DSM_END);
+    let put = |out: &mut [u8], at: usize, s: &[u8]| {
+        let s = &s[..s.len().min(31)];
+        out[at..at + s.len()].copy_from_slice(s);
+    };
+    put(out, 0x100, b"Dead sector marker version");
+    put(out, 0x120, b"1.00");
+    put(out, 0x140, b"Dead sector number");
+    put(out, 0x160, n.to_string().as_bytes());
+    put(out, 0x180, b"Medium fingerprint");
+    match fp {
+        Some(fp) => out[0x1A0..0x1B0].copy_from_slice(fp),
+        None => out[0x1B0..0x1B4].copy_from_slice(b"none"),
+    }
+    put(out, 0x1C0, b"Medium fingerprint sector");
+    put(out, 0x1E0, fp_sector.to_string().as_bytes());
+    put(out, 0x200, b"Volume label (if any)");
+    put(out, 0x220, label.unwrap_or("none").as_bytes());
+}
+
 /// The RS03 padding sector number `n` (§4.2), byte-exact.
 pub fn padding_sector(n: u64, fp: &[u8; 16], out: &mut [u8]) {
     const HEAD: &[u8] = b"dvdisaster padding sector       This is a padding sector needed for augmenting the image with error correction data.";

@@ -13,6 +13,8 @@
 //! ```
 
 pub mod layout;
+mod output;
+pub mod repair;
 
 pub mod rs;
 pub mod strip;

@@ -241,6 +241,34 @@ impl Code {
     /// # Errors
     /// [`DecodeError`] when the codeword cannot be corrected; `cw` is then left unchanged.
     pub fn decode(&self, cw: &mut [u8], erasures: &[usize]) -> Result<Vec<usize>, DecodeError> {
+        let fixes = self.corrections(cw, erasures)?;
+        for &(pos, v) in &fixes {
+            cw[pos] ^= v;
+        }
+        if !fixes.is_empty() && self.syndromes(cw).iter().any(|&x| x != 0) {
+            // Not a codeword after all (more errors than the code handles): undo.
+            for &(pos, v) in &fixes {
+                cw[pos] ^= v;
+            }
+            return Err(DecodeError::Uncorrectable);
+        }
+        if fixes.is_empty() && self.syndromes(cw).iter().any(|&x| x != 0) {
+            return Err(DecodeError::Uncorrectable);
+        }
+        let mut changed: Vec<usize> = fixes.iter().map(|&(p, _)| p).collect();
+        changed.sort_unstable();
+        Ok(changed)
+    }
+
+    /// The decoder's raw output for `cw`: `(position, value to XOR)` pairs, exactly as the
+    /// classic decoder (and dvdisaster's repair) computes them — without checking that the
+    /// result is a codeword, and treating a zero Forney denominator the way dvdisaster's tables
+    /// do (log 0 read as 255). Empty for a valid codeword.
+    ///
+    /// # Errors
+    /// `TooManyErasures`; `Uncorrectable` when the locator's degree differs from its number of
+    /// roots (dvdisaster's "decoder problem").
+    pub fn corrections(&self, cw: &[u8], erasures: &[usize]) -> Result<Vec<(usize, u8)>, DecodeError> {
         debug_assert_eq!(cw.len(), N);
         let nroots = self.nroots;
         if erasures.len() > nroots {
@@ -307,7 +335,8 @@ impl Code {
         let lam: Vec<usize> = lambda.iter().map(|&x| log_of(x)).collect();
         let deg_lambda = lam.iter().rposition(|&l| l != LOG_ZERO).unwrap_or(0);
         if deg_lambda == 0 {
-            return Err(DecodeError::Uncorrectable);
+            // No locator roots to find: the classic decoder changes nothing.
+            return Ok(Vec::new());
         }
 
         // Chien search: roots of lambda give the error locations.
@@ -371,27 +400,13 @@ impl Code {
                 }
                 i -= 2;
             }
-            if den == 0 {
-                return Err(DecodeError::Uncorrectable);
-            }
             if num1 != 0 {
+                // log(0) is 255 (= N) in the decoder's tables; it cancels the `+ N` below.
                 let v = exp_of(log_of(num1) + log_of(num2) + N - log_of(den));
                 fixes.push((lc, v));
             }
         }
-        for &(pos, v) in &fixes {
-            cw[pos] ^= v;
-        }
-        if self.syndromes(cw).iter().any(|&x| x != 0) {
-            // Not a codeword after all (more errors than the code handles): undo.
-            for &(pos, v) in &fixes {
-                cw[pos] ^= v;
-            }
-            return Err(DecodeError::Uncorrectable);
-        }
-        let mut changed: Vec<usize> = fixes.iter().map(|&(p, _)| p).collect();
-        changed.sort_unstable();
-        Ok(changed)
+        Ok(fixes)
     }
 }
 

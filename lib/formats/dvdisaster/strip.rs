@@ -5,14 +5,14 @@
 //! and compared, and only then renamed into place. All-zero chunks become holes.
 
 use super::layout::{self, ECC_SECTOR_BYTES, SECTOR};
+use super::output::{TempFile, check_output};
 use super::verify::{CrcTable, format_ranges, rs02_crc_table, rs03_crc_table};
 use super::{Ecc, Layout};
 use crate::progress::{Interrupt, Progress};
 use crate::source::ByteSource;
 use md5::{Digest, Md5};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Bytes per read/write.
@@ -55,47 +55,6 @@ pub struct Outcome {
     pub unchecked_sectors: u64,
 }
 
-/// Removes the temporary file unless disarmed.
-struct TempFile(Option<PathBuf>);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-/// Refuse outputs that would destroy data: an existing file without `force`, or the source.
-fn check_output(out: &Path, source: &Path, force: bool) -> crate::Result<()> {
-    let Ok(meta) = std::fs::symlink_metadata(out) else {
-        return Ok(());
-    };
-    if let Ok(src) = std::fs::metadata(source) {
-        if let Ok(o) = std::fs::metadata(out) {
-            if o.dev() == src.dev() && o.ino() == src.ino() {
-                return Err(crate::Error::new(
-                    crate::ErrorKind::Unsafe,
-                    format!("{} is the source image itself; refusing to write over it", out.display()),
-                ));
-            }
-        }
-    }
-    if !meta.is_file() {
-        return Err(crate::Error::new(
-            crate::ErrorKind::Unsafe,
-            format!("{} exists and is not a regular file; refusing to replace it", out.display()),
-        ));
-    }
-    if !force {
-        return Err(crate::Error::new(
-            crate::ErrorKind::Unsafe,
-            format!("{} already exists; give --force to replace it", out.display()),
-        ));
-    }
-    Ok(())
-}
-
 /// Write the original image bytes of the augmented image `image` (at `image_path`) to `out`.
 ///
 /// # Errors
@@ -119,7 +78,7 @@ pub fn strip(
             image_path.display()
         )));
     }
-    check_output(out, image_path, opts.force)?;
+    check_output(out, &[image_path], opts.force)?;
     let h = &ecc.header;
     let fp = h.medium_fp;
     let table: CrcTable = match &ecc.layout {
@@ -136,18 +95,8 @@ pub fn strip(
         )));
     }
 
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let tmp_path = dir.join(format!(".{name}.loopkit-{}.partial", std::process::id()));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .read(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp_path)
-        .map_err(|e| crate::Error::io(format!("cannot create {}", tmp_path.display()), e))?;
-    let mut tmp = TempFile(Some(tmp_path.clone()));
-
+    let mut tmp = TempFile::beside(out)?;
+    let tmp_path = tmp.path.clone();
     // Copy, checking every sector as it passes.
     progress.start("stripping ECC", Some(len));
     let mut md5 = Md5::new();
@@ -175,15 +124,15 @@ pub fn strip(
             }
         }
         if buf[..n].iter().all(|&b| b == 0) {
-            file.seek(SeekFrom::Current(n as i64)).map_err(wr)?;
+            tmp.file.seek(SeekFrom::Current(n as i64)).map_err(wr)?;
         } else {
-            file.write_all(&buf[..n]).map_err(wr)?;
+            tmp.file.write_all(&buf[..n]).map_err(wr)?;
         }
         off += n as u64;
         progress.advance(n as u64);
     }
-    file.set_len(len).map_err(wr)?;
-    file.sync_all().map_err(wr)?;
+    tmp.file.set_len(len).map_err(wr)?;
+    tmp.file.sync_all().map_err(wr)?;
     progress.finish();
     let md5: [u8; 16] = md5.finalize().into();
 
@@ -208,26 +157,14 @@ pub fn strip(
     }
 
     // Read the copy back before it takes the final name.
-    let back = read_back_md5(&mut file, len, progress, interrupt).map_err(|e| e.context(tmp_path.display()))?;
+    let back = read_back_md5(&mut tmp.file, len, progress, interrupt).map_err(|e| e.context(tmp_path.display()))?;
     if back != md5 {
         return Err(crate::Error::new(
             crate::ErrorKind::Io,
             format!("{} reads back differently from what was written (storage error?)", tmp_path.display()),
         ));
     }
-    drop(file);
-    if !opts.force && std::fs::symlink_metadata(out).is_ok() {
-        return Err(crate::Error::new(
-            crate::ErrorKind::Unsafe,
-            format!("{} appeared while writing; give --force to replace it", out.display()),
-        ));
-    }
-    std::fs::rename(&tmp_path, out)
-        .map_err(|e| crate::Error::io(format!("renaming {} to {}", tmp_path.display(), out.display()), e))?;
-    tmp.0 = None;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    tmp.persist(out, opts.force)?;
     let check = if damaged {
         None
     } else if h.medium_sum_valid() {
