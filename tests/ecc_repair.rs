@@ -70,10 +70,10 @@ fn same_as_dvdisaster(
         "{name}: repaired image differs from dvdisaster -f's ({})\nloopkit: {v}",
         fixed["summary"]
     );
-    if let Some(e) = &dvd_ecc {
-        if out_ecc.exists() {
-            ensure!(sha256_file(&out_ecc)? == sha256_file(e)?, "{name}: repaired .ecc file differs from dvdisaster's");
-        }
+    if let Some(e) = &dvd_ecc
+        && out_ecc.exists()
+    {
+        ensure!(sha256_file(&out_ecc)? == sha256_file(e)?, "{name}: repaired .ecc file differs from dvdisaster's");
     }
     ensure!((c == 0) == (v["ok"] == true), "exit code {c} vs ok {}", v["ok"]);
     Ok(v)

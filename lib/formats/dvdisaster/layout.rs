@@ -481,20 +481,19 @@ pub fn dead_sector(buf: &[u8], sector: u64, fp: Option<&[u8; 16]>) -> Option<Dea
     }
     if field_is(buf, 0x140, b"Dead sector number") {
         let n = cstr_at(buf, 0x160);
-        if let Ok(v) = std::str::from_utf8(n).unwrap_or("").parse::<u64>() {
-            if v != sector {
-                return Some(DeadSector::Displaced);
-            }
+        if let Ok(v) = std::str::from_utf8(n).unwrap_or("").parse::<u64>()
+            && v != sector
+        {
+            return Some(DeadSector::Displaced);
         }
     }
-    if let Some(fp) = fp {
-        if field_is(buf, 0x1C0, b"Medium fingerprint sector")
-            && cstr_at(buf, 0x1E0) == b"16"
-            && !field_is(buf, 0x1B0, b"none")
-            && buf[0x1A0..0x1B0] != fp[..]
-        {
-            return Some(DeadSector::WrongFingerprint);
-        }
+    if let Some(fp) = fp
+        && field_is(buf, 0x1C0, b"Medium fingerprint sector")
+        && cstr_at(buf, 0x1E0) == b"16"
+        && !field_is(buf, 0x1B0, b"none")
+        && buf[0x1A0..0x1B0] != fp[..]
+    {
+        return Some(DeadSector::WrongFingerprint);
     }
     Some(DeadSector::Missing)
 }

@@ -293,10 +293,10 @@ fn find_with(src: &dyn ByteSource, pr: &mut Prober<'_>) -> crate::Result<Option<
     if let Some(vol) = iso_volume_sectors(src)? {
         for p in [Some(vol), vol.checked_sub(150)].into_iter().flatten() {
             for m in [Method::Rs02, Method::Rs03] {
-                if let Probe::Found(h) = pr.probe(p, m)? {
-                    if let Some(ecc) = accept_or_note(src, pr, *h, p)? {
-                        return Ok(Some(ecc));
-                    }
+                if let Probe::Found(h) = pr.probe(p, m)?
+                    && let Some(ecc) = accept_or_note(src, pr, *h, p)?
+                {
+                    return Ok(Some(ecc));
                 }
             }
         }
@@ -328,17 +328,16 @@ fn find_with(src: &dyn ByteSource, pr: &mut Prober<'_>) -> crate::Result<Option<
     }
     // 4. A valid header with a mismatching fingerprint (sector 16 itself may be damaged), if
     //    the layout it describes ends where the file ends (not an image stored inside this one).
-    if let Some((p, h)) = pr.stale.take() {
-        if let Ok(Some(mut ecc)) = accept_augmented(src, *h, p) {
-            if expected_sectors(&ecc.layout).is_some_and(|t| t + 2 >= pr.nsec) {
-                ecc.notes.push(format!(
-                    "the header's medium fingerprint does not match sector {} of the image (damaged sector, or a \
+    if let Some((p, h)) = pr.stale.take()
+        && let Ok(Some(mut ecc)) = accept_augmented(src, *h, p)
+        && expected_sectors(&ecc.layout).is_some_and(|t| t + 2 >= pr.nsec)
+    {
+        ecc.notes.push(format!(
+            "the header's medium fingerprint does not match sector {} of the image (damaged sector, or a \
                      stale header)",
-                    ecc.header.fp_sector
-                ));
-                return Ok(Some(ecc));
-            }
-        }
+            ecc.header.fp_sector
+        ));
+        return Ok(Some(ecc));
     }
     // 5. Only damaged headers, at positions their own layout predicts: say so rather than treat
     //    data + ECC as one image.
@@ -512,12 +511,12 @@ fn find_rs03_by_crc_layer(src: &dyn ByteSource, pr: &mut Prober<'_>) -> crate::R
 /// Use the real header at `cb.data_sectors` if it is intact, else the one rebuilt from `cb`.
 fn rs03_from_crc_block(src: &dyn ByteSource, pr: &mut Prober<'_>, cb: &CrcBlock, at: u64) -> crate::Result<Ecc> {
     let ds = cb.data_sectors;
-    if let Probe::Found(h) = pr.probe(ds, Method::Rs03)? {
-        if h.sectors == ds && h.sectors_per_layer == cb.sectors_per_layer {
-            if let Some(ecc) = accept_augmented(src, *h, ds)? {
-                return Ok(ecc);
-            }
-        }
+    if let Probe::Found(h) = pr.probe(ds, Method::Rs03)?
+        && h.sectors == ds
+        && h.sectors_per_layer == cb.sectors_per_layer
+        && let Some(ecc) = accept_augmented(src, *h, ds)?
+    {
+        return Ok(ecc);
     }
     let h = cb.to_header();
     h.validate().map_err(|f| header_error(&format!("RS03 CrcBlock at sector {at}"), &f))?;
@@ -624,10 +623,10 @@ fn find_crc_block_in_ecc_file(src: &dyn ByteSource) -> crate::Result<Option<(Crc
     let nsec = src.size_bytes() / ECC_SECTOR_BYTES;
     for s in 2..nsec.min(2 + ECC_FILE_CRCBLOCK_SEARCH) {
         let buf = read_at_most(src, s * ECC_SECTOR_BYTES, SECTOR)?;
-        if let Some(cb) = CrcBlock::parse(&buf) {
-            if cb.method_flags[0] & MFLAG_ECC_FILE != 0 {
-                return Ok(Some((cb, s)));
-            }
+        if let Some(cb) = CrcBlock::parse(&buf)
+            && cb.method_flags[0] & MFLAG_ECC_FILE != 0
+        {
+            return Ok(Some((cb, s)));
         }
     }
     Ok(None)

@@ -76,14 +76,15 @@ pub(crate) fn check_output(out: &Path, sources: &[&Path], force: bool) -> crate:
     };
     if let Ok(o) = std::fs::metadata(out) {
         for src in sources {
-            if let Ok(s) = std::fs::metadata(src) {
-                if o.dev() == s.dev() && o.ino() == s.ino() {
-                    return Err(unsafe_error(format!(
-                        "{} is the source {} itself; refusing to write over it",
-                        out.display(),
-                        src.display()
-                    )));
-                }
+            if let Ok(s) = std::fs::metadata(src)
+                && o.dev() == s.dev()
+                && o.ino() == s.ino()
+            {
+                return Err(unsafe_error(format!(
+                    "{} is the source {} itself; refusing to write over it",
+                    out.display(),
+                    src.display()
+                )));
             }
         }
     }

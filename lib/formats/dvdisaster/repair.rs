@@ -544,11 +544,14 @@ fn rs03(
             if is_dead(blk.sector(j), j as u64 * l.spl + s) {
                 blk.erase(j, Mark::Dead);
             }
-            if j < crc_layer {
-                let crc = layout::crc32(blk.sector(j));
-                if crc_valid && blk.marks[j] == Mark::Clean && crc != crc_buf[j] {
-                    blk.erase(j, Mark::Crc);
-                }
+            // CRC j of the block's CRC sector belongs to data layer j.
+            let stored = crc_buf.get(j).copied().filter(|_| j < crc_layer);
+            if let Some(stored) = stored
+                && crc_valid
+                && blk.marks[j] == Mark::Clean
+                && layout::crc32(blk.sector(j)) != stored
+            {
+                blk.erase(j, Mark::Crc);
             }
         }
         for j in ndata..N {

@@ -318,7 +318,7 @@ impl Code {
                 for i in 0..nroots {
                     t[i + 1] = if b[i] != LOG_ZERO { lambda[i + 1] ^ exp_of(discr_log + b[i]) } else { lambda[i + 1] };
                 }
-                if 2 * el <= r + no_eras - 1 {
+                if 2 * el < r + no_eras {
                     el = r + no_eras - el;
                     for i in 0..=nroots {
                         b[i] = if lambda[i] == 0 { LOG_ZERO } else { (log_of(lambda[i]) + N - discr_log) % N };

@@ -1048,13 +1048,13 @@ fn problems(ecc: &Ecc, r: &mut Report) {
             ),
         ));
     }
-    if let Some((want, have)) = r.ecc_file_sectors {
-        if want != have {
-            p.push(Problem::error(
-                "ecc.ecc-file-size",
-                format!("the .ecc file has {have} sectors, its header implies {want}"),
-            ));
-        }
+    if let Some((want, have)) = r.ecc_file_sectors
+        && want != have
+    {
+        p.push(Problem::error(
+            "ecc.ecc-file-size",
+            format!("the .ecc file has {have} sectors, its header implies {want}"),
+        ));
     }
     if !r.missing_sectors.is_empty() {
         p.push(Problem::error(
@@ -1172,13 +1172,13 @@ fn problems(ecc: &Ecc, r: &mut Report) {
         };
         p.push(Problem::error("ecc.ecc-section", format!("the error correction section is damaged: {why}")));
     }
-    if let (Some(bad), Some(blocks), Some(cw)) = (r.ecc_blocks_bad, r.ecc_blocks, r.codewords_bad) {
-        if bad > 0 {
-            p.push(Problem::error(
-                "ecc.syndrome",
-                format!("Reed-Solomon block test: {bad} of {blocks} ECC blocks fail ({cw} codewords)"),
-            ));
-        }
+    if let (Some(bad), Some(blocks), Some(cw)) = (r.ecc_blocks_bad, r.ecc_blocks, r.codewords_bad)
+        && bad > 0
+    {
+        p.push(Problem::error(
+            "ecc.syndrome",
+            format!("Reed-Solomon block test: {bad} of {blocks} ECC blocks fail ({cw} codewords)"),
+        ));
     }
     r.problems = p;
 }
