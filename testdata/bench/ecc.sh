@@ -27,7 +27,6 @@ best() { # best of 3: prints "wall user+sys"
     b=""
     for _ in 1 2 3; do
         /usr/bin/time -f "%e %U %S" -o "$work/time" "$@" >/dev/null 2>&1 || true
-        set -- "$@"
         r=$(awk '{printf "%.2f %.2f", $1, $2 + $3}' "$work/time")
         w=${r%% *}
         if [ -z "$b" ] || [ "$(echo "$w < ${b%% *}" | bc -l)" = 1 ]; then b=$r; fi
@@ -41,7 +40,7 @@ r_ossl=$(best openssl dgst -md5 "$img")
 r_md5=$(best md5sum "$img")
 mbps() { echo "scale=0; $bytes / ${1%% *} / 1000000" | bc -l; }
 row() { echo "| $1 | ${2%% *} | ${2#* } | $(mbps "$2") |"; }
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg); date: $(date -u +%Y-%m-%d); image: $bytes bytes (RS02, $(dvdisaster -i "$img" -t 2>/dev/null | grep -o '[0-9]* roots' | head -1))"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg); date: $(date -u +%Y-%m-%d); image: $bytes bytes (RS02, $(dvdisaster -i "$img" -t 2>&1 | grep -o '[0-9]* roots' | head -1))"
 echo "| what | wall s (best of 3) | CPU s | MB/s |"
 echo "|---|---:|---:|---:|"
 row "loopkit verify --ecc-only" "$r_lk"
