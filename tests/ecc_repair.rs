@@ -3,16 +3,12 @@
 //! (through `testdata/gen/ecc.py fix`); the check is `sha256sum` equality, and that loopkit never
 //! touched its inputs.
 
-use crate::ecc_verify::{RAW_BYTES, RS03_CAPACITY, augment, ecc_py, iso_input, prerequisites, raw_input};
+use crate::ecc_verify::{RAW_BYTES, RS03_CAPACITY, augment, ecc_py, iso_input, p, prerequisites, raw_input};
 use crate::ensure;
 use crate::util::{self, Scratch, TestResult, code, json, loopkit, run, sha256_file, trial};
 use libtest_mimic::{Completion, Failed, Trial};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap_or("")
-}
 
 /// A damaged image (and .ecc file), repaired by dvdisaster in a copy and by loopkit into a new
 /// file; the results must be identical. Returns loopkit's JSON.

@@ -1,15 +1,11 @@
 //! Issue 4: `loopkit strip-ecc` writes back exactly the file dvdisaster augmented. The oracle is
 //! `sha256sum` of that original file, kept aside before dvdisaster touched its copy.
 
-use crate::ecc_verify::{RAW_BYTES, RS03_CAPACITY, augment, ecc_py, iso_input, prerequisites, raw_input};
+use crate::ecc_verify::{RAW_BYTES, RS03_CAPACITY, augment, ecc_py, iso_input, p, prerequisites, raw_input};
 use crate::ensure;
 use crate::util::{self, Scratch, TestResult, code, json, loopkit, run, sha256_file, trial};
 use libtest_mimic::{Completion, Trial};
 use std::path::Path;
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap_or("")
-}
 
 /// `strip-ecc --json IMG -o OUT EXTRA…` → (exit code, JSON); the image must be unchanged.
 fn strip(img: &Path, out: &Path, extra: &[&str]) -> Result<(i32, serde_json::Value), libtest_mimic::Failed> {

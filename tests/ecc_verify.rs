@@ -30,7 +30,8 @@ pub fn ecc_py(args: &[&str]) -> Result<Value, Failed> {
     serde_json::from_slice(&out.stdout).map_err(|e| format!("ecc.py {args:?}: bad JSON ({e})").into())
 }
 
-fn p(path: &Path) -> &str {
+/// A path as a command-line argument.
+pub fn p(path: &Path) -> &str {
     path.to_str().unwrap_or("")
 }
 

@@ -196,12 +196,18 @@ def expand(first, last):
     return list(range(first, last + 1))
 
 
-def cmd_test(a):
+def image_args(a):
+    """-i IMAGE [-e ECC] [--debug -n CAPACITY] for dvdisaster's -t and -f."""
     args = ["-i", a.image]
     if a.ecc:
         args += ["-e", a.ecc]
     if a.capacity:
         args += ["--debug", "-n", str(a.capacity)]
+    return args
+
+
+def cmd_test(a):
+    args = image_args(a)
     if a.verbose:
         args += ["-v"]
     code, lines = dvdisaster(args + ["-t"], limit_for([a.image, a.ecc]))
@@ -242,11 +248,7 @@ def cmd_test(a):
 
 
 def cmd_fix(a):
-    args = ["-i", a.image]
-    if a.ecc:
-        args += ["-e", a.ecc]
-    if a.capacity:
-        args += ["--debug", "-n", str(a.capacity)]
+    args = image_args(a)
     code, lines = dvdisaster(args + ["-f"], limit_for([a.image, a.ecc]))
     # 0.79.5 exits 0 after RS01/RS02 repairs; RS03 exits 1 "all repaired", 2 "unrepaired left".
     m = [l for l in lines if "Unrepaired sectors" in l or "Repaired sectors" in l or "Good!" in l]

@@ -1056,35 +1056,25 @@ fn problems(ecc: &Ecc, r: &mut Report) {
             format!("the .ecc file has {have} sectors, its header implies {want}"),
         ));
     }
-    if !r.missing_sectors.is_empty() {
-        p.push(Problem::error(
-            "ecc.missing-sector",
-            format!(
-                "{} missing (dead-sector markers or past the end of the image): {}",
-                plural(r.missing_sectors.len() as u64, "sector", "sectors"),
-                format_ranges(&r.missing_sectors)
-            ),
-        ));
-    }
-    if !r.missing_ecc_file_sectors.is_empty() {
-        p.push(Problem::error(
+    let lists: [(&str, &[u64], &str, &str); 3] = [
+        ("ecc.missing-sector", &r.missing_sectors, "sector missing", "sectors missing"),
+        (
             "ecc.missing-ecc-file-sector",
-            format!(
-                "{} of the .ecc file missing: {}",
-                plural(r.missing_ecc_file_sectors.len() as u64, "sector", "sectors"),
-                format_ranges(&r.missing_ecc_file_sectors)
-            ),
-        ));
-    }
-    if !r.bad_sectors.is_empty() {
-        p.push(Problem::error(
-            "ecc.bad-sector",
-            format!(
-                "{}: {}",
-                plural(r.bad_sectors.len() as u64, "sector fails its CRC", "sectors fail their CRC"),
-                format_ranges(&r.bad_sectors)
-            ),
-        ));
+            &r.missing_ecc_file_sectors,
+            "sector of the .ecc file missing",
+            "sectors of the .ecc file missing",
+        ),
+        ("ecc.bad-sector", &r.bad_sectors, "sector fails its CRC", "sectors fail their CRC"),
+    ];
+    for (code, list, one, many) in lists {
+        if !list.is_empty() {
+            let why =
+                if code == "ecc.missing-sector" { " (dead-sector markers or past the end of the image)" } else { "" };
+            p.push(Problem::error(
+                code,
+                format!("{}{why}: {}", plural(list.len() as u64, one, many), format_ranges(list)),
+            ));
+        }
     }
     if r.unchecked_sectors > 0 {
         p.push(Problem::warning(
