@@ -903,6 +903,15 @@ mod tests {
         d[0x160..0x163].copy_from_slice(b"100");
         assert_eq!(dead_sector(&d, 100, None), Some(DeadSector::Missing));
         assert_eq!(dead_sector(&d, 101, None), Some(DeadSector::Displaced));
+        // Markers loopkit writes (repair) are recognised, with their number and fingerprint.
+        let mut m = [0u8; 2048];
+        dead_sector_marker(4711, Some(&[7; 16]), 16, Some("RS02 fix placeholder"), &mut m);
+        assert_eq!(dead_sector(&m, 4711, Some(&[7; 16])), Some(DeadSector::Missing));
+        assert_eq!(dead_sector(&m, 4712, None), Some(DeadSector::Displaced));
+        assert_eq!(dead_sector(&m, 4711, Some(&[8; 16])), Some(DeadSector::WrongFingerprint));
+        assert_eq!(&m[0x220..0x234], b"RS02 fix placeholder");
+        dead_sector_marker(1, None, 0, None, &mut m);
+        assert_eq!((&m[0x1B0..0x1B4], &m[0x220..0x225]), (&b"none"[..], &b"none\0"[..]));
     }
 
     #[test]
