@@ -20,12 +20,19 @@ pub enum Command {
     /// from the passphrase), and the cryptsetup command that maps it today.
     Inspect(InspectArgs),
     /// Stream the whole image, decrypt it, hash the payload and check the file system.
+    /// dvdisaster error-correction data (appended, --ecc, or NAME.ecc) is checked first.
     Verify(VerifyArgs),
     /// List every entry of the file system inside the image (ext2/3/4, ISO9660) as JSON:
     /// path, type, size, mode, owner, mtime, target, SHA-256.
     Manifest(ManifestArgs),
     /// Restore files, directories, symlinks, modes and mtimes from the image into DEST.
     Extract(ExtractArgs),
+    /// Write the original image out of a dvdisaster RS02/RS03-augmented one (the ECC removed),
+    /// byte-identical to the file dvdisaster augmented.
+    StripEcc(StripEccArgs),
+    /// Repair a damaged image with its dvdisaster error correction data (Reed-Solomon
+    /// erasure/error decoding) into a new file: the same bytes `dvdisaster -f` produces in place.
+    Repair(RepairArgs),
 }
 
 /// Where secrets come from. Never from an argument value.
@@ -81,6 +88,10 @@ pub struct ParamArgs {
     /// How much of the image head to scan for file-system signatures.
     #[arg(long, value_name = "BYTES", hide = true)]
     pub scan_bytes: Option<String>,
+    /// dvdisaster error correction file (RS01/RS03 .ecc) for the image. Default: ECC appended
+    /// to the image (RS02/RS03), else NAME.ecc beside it.
+    #[arg(long, value_name = "FILE")]
+    pub ecc: Option<PathBuf>,
 }
 
 /// Output format.
@@ -133,6 +144,14 @@ pub struct VerifyArgs {
     /// Compare the files in the image with a directory tree on disk.
     #[arg(long, value_name = "DIR")]
     pub against: Option<PathBuf>,
+    /// Check only the dvdisaster error correction data and the sectors it covers; do not
+    /// decrypt or hash the payload (no passphrase needed).
+    #[arg(long)]
+    pub ecc_only: bool,
+    /// RS03: evaluate all Reed-Solomon syndromes like dvdisaster -t (slow) instead of the first 8
+    /// (which catch every codeword with up to 8 wrong bytes).
+    #[arg(long)]
+    pub full_syndromes: bool,
 }
 
 /// `loopkit manifest`.
@@ -166,4 +185,50 @@ pub struct ExtractArgs {
     /// Extract into a non-empty DEST, replacing files and symlinks in the way.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `loopkit strip-ecc`.
+#[derive(Debug, Args)]
+pub struct StripEccArgs {
+    /// The RS02/RS03-augmented image (opened read-only).
+    pub image: PathBuf,
+    /// Where to write the original image.
+    #[arg(long, short, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Write the data part even if sectors are damaged (the result is then not the original;
+    /// `loopkit repair` first is better).
+    #[arg(long)]
+    pub allow_damaged: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output_args: OutputArgs,
+}
+
+/// `loopkit repair`.
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// The damaged image (opened read-only; never modified).
+    pub image: PathBuf,
+    /// Where to write the repaired image.
+    #[arg(long, short, value_name = "OUT")]
+    pub output: PathBuf,
+    /// dvdisaster error correction file (RS01/RS03 .ecc). Default: ECC appended to the image,
+    /// else NAME.ecc beside it.
+    #[arg(long, value_name = "FILE")]
+    pub ecc: Option<PathBuf>,
+    /// RS03 .ecc files: also write the repaired .ecc file here.
+    #[arg(long, value_name = "FILE")]
+    pub ecc_output: Option<PathBuf>,
+    /// Replace OUT (and the --ecc-output file) if they exist.
+    #[arg(long)]
+    pub force: bool,
+    /// Remove more than 2 surplus sectors from the end of the image (dvdisaster --truncate).
+    #[arg(long)]
+    pub truncate: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output_args: OutputArgs,
 }

@@ -42,12 +42,16 @@ fn main() -> ExitCode {
         cli::Command::Verify(a) => (a.common.output.json, "verify"),
         cli::Command::Manifest(a) => (a.common.output.json, "manifest"),
         cli::Command::Extract(a) => (a.common.output.json, "extract"),
+        cli::Command::StripEcc(a) => (a.output_args.json, "strip-ecc"),
+        cli::Command::Repair(a) => (a.output_args.json, "repair"),
     };
     let result = match &cli.command {
         cli::Command::Inspect(a) => cmd::inspect::run(a),
         cli::Command::Verify(a) => cmd::verify::run(a, &interrupt),
         cli::Command::Manifest(a) => cmd::manifest::run(a, &interrupt),
         cli::Command::Extract(a) => cmd::extract::run(a, &interrupt),
+        cli::Command::StripEcc(a) => cmd::strip_ecc::run(a, &interrupt),
+        cli::Command::Repair(a) => cmd::repair::run(a, &interrupt),
     };
     match result {
         Ok(code) => ExitCode::from(code),

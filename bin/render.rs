@@ -1,6 +1,6 @@
 //! Human-readable rendering of the library's report documents (JSON goes through serde).
 
-use loopkit::report::{Inspect, Verify};
+use loopkit::report::{Ecc, Inspect, Repair, StripEcc, Verify};
 use loopkit::verify::Severity;
 use std::fmt::Write as _;
 
@@ -128,12 +128,99 @@ pub fn verify(r: &Verify) -> String {
             f.problems
         );
     }
+    if let Some(e) = &r.inspect.ecc {
+        ecc_check(&mut o, e);
+    }
     let errors = r.problems.iter().filter(|p| p.severity == Severity::Error).count();
     if r.ok {
         let _ = writeln!(o, "result       OK");
     } else {
         let _ = writeln!(o, "result       {errors} PROBLEM(S)");
     }
+    for p in &r.problems {
+        let sev = match p.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let _ = writeln!(o, "  {sev:<8} {}: {}", p.code, p.message);
+    }
+    o
+}
+
+/// The dvdisaster check results of a verify report.
+fn ecc_check(o: &mut String, e: &Ecc) {
+    let yn = |v: Option<bool>| match v {
+        Some(true) => "good",
+        Some(false) => "BAD",
+        None => "-",
+    };
+    let count = |v: &Option<Vec<u64>>| v.as_ref().map_or(0, |v| v.len());
+    let _ = writeln!(
+        o,
+        "ecc          {} {}, {} roots: data {} ({} sectors)",
+        e.method,
+        e.placement,
+        e.roots,
+        size(e.data_bytes),
+        e.data_sectors
+    );
+    if let (Some(ok), Some(total)) = (e.header_copies_ok, e.header_copies_total) {
+        let _ = writeln!(
+            o,
+            "             header copies {ok}/{total} ok; sectors: {} missing, {} CRC errors; md5 {}; crc section {}; ecc section {}",
+            count(&e.missing_sectors) + count(&e.missing_ecc_file_sectors),
+            count(&e.bad_sectors),
+            yn(e.md5_ok),
+            yn(e.crc_section_ok),
+            yn(e.ecc_section_ok)
+        );
+    }
+    if let (Some(n), Some(bad)) = (e.ecc_blocks, e.ecc_blocks_bad) {
+        let _ = writeln!(o, "             Reed-Solomon block test: {} of {n} blocks good", n - bad);
+    }
+}
+
+/// Render a strip-ecc report.
+pub fn strip_ecc(r: &StripEcc) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "image        {} ({} {}, {} roots)", r.image, r.ecc.method, r.ecc.placement, r.ecc.roots);
+    let _ = writeln!(o, "wrote        {}  ({} bytes, md5 {})", r.output, r.bytes, r.md5);
+    let _ = writeln!(
+        o,
+        "check        {}",
+        match r.check.as_deref() {
+            Some("md5") => "identical to the original: MD5 matches the one dvdisaster recorded",
+            Some(_) => "every sector matches the CRC dvdisaster recorded (RS03 records no MD5)",
+            None => "DAMAGED data written (--allow-damaged): this is not the original image",
+        }
+    );
+    if !r.missing_sectors.is_empty() || !r.bad_sectors.is_empty() {
+        let _ = writeln!(o, "damage       {} missing, {} CRC errors", r.missing_sectors.len(), r.bad_sectors.len());
+    }
+    o
+}
+
+/// Render a repair report.
+pub fn repair(r: &Repair) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "image        {} ({} {}, {} roots)", r.image, r.ecc.method, r.ecc.placement, r.ecc.roots);
+    let _ = writeln!(o, "wrote        {}", r.output);
+    if let Some(e) = &r.ecc_output {
+        let _ = writeln!(o, "             {e} (repaired .ecc file)");
+    }
+    let _ = writeln!(
+        o,
+        "repaired     {} image sectors, {} .ecc-file sectors; {} could not be repaired",
+        r.repaired_sectors.len(),
+        r.repaired_ecc_file_sectors.len(),
+        r.unrepaired_sectors.len() + r.unrepaired_ecc_file_sectors.len()
+    );
+    if r.expanded_sectors > 0 {
+        let _ = writeln!(o, "             the truncated image was extended by {} sectors", r.expanded_sectors);
+    }
+    ecc_check(&mut o, &r.ecc);
+    let _ =
+        writeln!(o, "result       {}", if r.ok { "OK: the repaired image verifies clean" } else { "DAMAGE REMAINS" });
     for p in &r.problems {
         let sev = match p.severity {
             Severity::Error => "error",

@@ -45,8 +45,13 @@ pub struct Opened {
     pub path: PathBuf,
     /// The file, read-only.
     pub file: Arc<FileSource>,
-    /// The part of the file that holds data (the whole file; later: without appended ECC).
+    /// The part of the file that holds data: the whole file, or, when dvdisaster ECC is
+    /// appended (RS02/RS03), a window over the original image bytes before it.
     pub data: Arc<dyn ByteSource>,
+    /// dvdisaster error-correction data found for the image (appended, `--ecc`, or `NAME.ecc`).
+    pub ecc: Option<crate::formats::dvdisaster::Ecc>,
+    /// dvdisaster headers found but not usable (damaged, implausible), when none was usable.
+    pub ecc_unusable: Vec<String>,
     /// What is in it.
     pub content: Content,
     /// Remarks for the user.
@@ -60,6 +65,9 @@ pub struct OpenOptions {
     pub constraints: Constraints,
     /// `--scheme plain`: do not look for encryption.
     pub unencrypted: bool,
+    /// `--ecc FILE`: the dvdisaster `.ecc` file for the image (else one appended to the image,
+    /// or `NAME.ecc` beside it, is used).
+    pub ecc_file: Option<std::path::PathBuf>,
 }
 
 /// Open `path` read-only and work out what it holds.
@@ -73,6 +81,15 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
     if size == 0 {
         return Err(crate::Error::invalid(format!("{} is empty (0 bytes): there is no image to read", path.display())));
     }
+    // dvdisaster ECC appended to the image: everything below sees only the original bytes.
+    let crate::formats::dvdisaster::Scan { ecc, unusable: ecc_unusable } =
+        crate::formats::dvdisaster::find_for_image(path, &*file, opts.ecc_file.as_deref())?;
+    let data: Arc<dyn ByteSource> = match &ecc {
+        Some(e) if e.is_augmented() => Arc::new(crate::source::Window::new(file.clone(), 0, Some(e.data_bytes()))),
+        _ => file.clone(),
+    };
+    let size = data.size_bytes();
+    let mut notes: Vec<String> = ecc.iter().flat_map(ecc_notes).collect();
     let c = &opts.constraints;
     if let Some(off) = c.offset_bytes
         && off >= size
@@ -82,8 +99,6 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
             path.display()
         )));
     }
-    let data: Arc<dyn ByteSource> = file.clone();
-    let mut notes = Vec::new();
     let explicit_crypto = c.scheme.is_some() || c.mode.is_some();
 
     if !explicit_crypto {
@@ -93,7 +108,7 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
             if !secrets.is_empty() {
                 notes.push("LUKS keyslot unlocking is not implemented yet; the passphrase was not used".into());
             }
-            return Ok(Opened { path: path.into(), file, data, content: Content::Luks(h), notes });
+            return Ok(Opened { path: path.into(), file, data, ecc, ecc_unusable, content: Content::Luks(h), notes });
         }
         if let Some((off, fs)) = detect::detect_plain(&*data, c.offset_bytes, c.size_limit_bytes)? {
             if !secrets.is_empty() {
@@ -103,6 +118,8 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
                 path: path.into(),
                 file,
                 data,
+                ecc,
+                ecc_unusable,
                 content: Content::Plain { offset_bytes: off, fs },
                 notes,
             });
@@ -112,6 +129,8 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
                 path: path.into(),
                 file,
                 data,
+                ecc,
+                ecc_unusable,
                 content: Content::UnknownPlain { offset_bytes: at },
                 notes,
             });
@@ -123,6 +142,8 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
             path: path.into(),
             file,
             data,
+            ecc,
+            ecc_unusable,
             content: Content::NeedsSecret { looks_random: detect::looks_random(&head) },
             notes,
         });
@@ -131,7 +152,21 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
     if outcome.found.is_none() {
         return Err(no_match_error(&outcome, c));
     }
-    Ok(Opened { path: path.into(), file, data, content: Content::Legacy(Box::new(outcome)), notes })
+    Ok(Opened { path: path.into(), file, data, ecc, ecc_unusable, content: Content::Legacy(Box::new(outcome)), notes })
+}
+
+/// What `inspect` says about dvdisaster ECC found for the image.
+fn ecc_notes(e: &crate::formats::dvdisaster::Ecc) -> Vec<String> {
+    let mut v = vec![format!("dvdisaster error correction data: {}", e.describe())];
+    if e.is_augmented() {
+        v.push(format!(
+            "the original image is the first {} bytes ({} sectors of 2048); the error correction data follows",
+            e.data_bytes(),
+            e.data_sectors()
+        ));
+    }
+    v.extend(e.notes.iter().cloned());
+    v
 }
 
 fn no_match_error(o: &Outcome, c: &Constraints) -> crate::Error {

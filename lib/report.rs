@@ -112,8 +112,120 @@ pub struct Inspect {
     pub cryptsetup_notes: Vec<String>,
     /// Detection statistics (legacy images).
     pub detection: Option<DetectionReport>,
+    /// dvdisaster error-correction data, or null (`verify` fills in the check results).
+    pub ecc: Option<Ecc>,
     /// Remarks.
     pub notes: Vec<String>,
+}
+
+/// dvdisaster error-correction data: what was found (`inspect`) and, for `verify`, what the
+/// check found. The check fields are null in `inspect`. Sector numbers count 2048-byte sectors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ecc {
+    /// `RS01`, `RS02`, `RS03`.
+    pub method: String,
+    /// `augmented` (appended to the image) or `ecc-file`.
+    pub placement: String,
+    /// The `.ecc` file, if separate.
+    pub ecc_file: Option<String>,
+    /// Reed–Solomon parity bytes per 255-byte codeword.
+    pub roots: usize,
+    /// dvdisaster version that wrote it, e.g. `0.79 (pl5)`.
+    pub created_by: String,
+    /// Bytes of the original image (where the encrypted data ends and the ECC begins).
+    pub data_bytes: u64,
+    /// Sectors of the original image.
+    pub data_sectors: u64,
+    /// Sector (of the image or `.ecc` file) the header in use was read from.
+    pub header_sector: u64,
+    /// The header was damaged and rebuilt from an RS03 CRC block.
+    pub header_rebuilt: bool,
+    /// Sectors the image should have (augmented: data + ECC).
+    pub expected_sectors: Option<u64>,
+    /// Header copies expected (RS02: first + interleaved copies).
+    pub header_copies_total: Option<u64>,
+    /// Header copies present with a valid checksum.
+    pub header_copies_ok: Option<u64>,
+    /// Sectors failing their CRC, as `dvdisaster -t` lists them.
+    pub bad_sectors: Option<Vec<u64>>,
+    /// Sectors missing: dead-sector markers, or past the end of a truncated image.
+    pub missing_sectors: Option<Vec<u64>>,
+    /// Sectors of the `.ecc` file missing (RS03 `.ecc` files).
+    pub missing_ecc_file_sectors: Option<Vec<u64>>,
+    /// Data sectors whose CRC is lost, so they could not be checked.
+    pub unchecked_sectors: Option<u64>,
+    /// MD5 of the original image bytes as read, hex.
+    pub md5: Option<String>,
+    /// The MD5 matches the one recorded at creation (null: none recorded, as in RS03).
+    pub md5_ok: Option<bool>,
+    /// `.ecc` files: the image's fingerprint sector matches (null: not checkable).
+    pub fingerprint_ok: Option<bool>,
+    /// The CRC section is intact.
+    pub crc_section_ok: Option<bool>,
+    /// The error-correction section is intact.
+    pub ecc_section_ok: Option<bool>,
+    /// RS03 Reed–Solomon block test: ECC blocks tested.
+    pub ecc_blocks: Option<u64>,
+    /// RS03 block test: blocks with a failing codeword.
+    pub ecc_blocks_bad: Option<u64>,
+    /// RS03 block test: failing codewords.
+    pub codewords_bad: Option<u64>,
+    /// Nothing damaged in the image or its error-correction data.
+    pub ok: Option<bool>,
+}
+
+fn ecc_of(e: &crate::formats::dvdisaster::Ecc) -> Ecc {
+    use crate::formats::dvdisaster::Placement;
+    Ecc {
+        method: e.method().name().into(),
+        placement: if e.is_augmented() { "augmented".into() } else { "ecc-file".into() },
+        ecc_file: match &e.placement {
+            Placement::EccFile { path, .. } => Some(path.display().to_string()),
+            Placement::Augmented => None,
+        },
+        roots: e.nroots(),
+        created_by: crate::formats::dvdisaster::layout::EccHeader::version_string(e.header.creator_version),
+        data_bytes: e.data_bytes(),
+        data_sectors: e.data_sectors(),
+        header_sector: e.header_sector,
+        header_rebuilt: e.rebuilt_from.is_some(),
+        expected_sectors: None,
+        header_copies_total: None,
+        header_copies_ok: None,
+        bad_sectors: None,
+        missing_sectors: None,
+        missing_ecc_file_sectors: None,
+        unchecked_sectors: None,
+        md5: None,
+        md5_ok: None,
+        fingerprint_ok: None,
+        crc_section_ok: None,
+        ecc_section_ok: None,
+        ecc_blocks: None,
+        ecc_blocks_bad: None,
+        codewords_bad: None,
+        ok: None,
+    }
+}
+
+fn ecc_checked(e: &mut Ecc, r: &crate::formats::dvdisaster::verify::Report) {
+    e.expected_sectors = Some(r.expected_sectors);
+    e.header_copies_total = Some(r.header_copies_total);
+    e.header_copies_ok = Some(r.header_copies_ok);
+    e.bad_sectors = Some(r.bad_sectors.clone());
+    e.missing_sectors = Some(r.missing_sectors.clone());
+    e.missing_ecc_file_sectors = Some(r.missing_ecc_file_sectors.clone());
+    e.unchecked_sectors = Some(r.unchecked_sectors);
+    e.md5 = Some(hex(&r.md5));
+    e.md5_ok = r.md5_ok;
+    e.fingerprint_ok = r.fingerprint_ok;
+    e.crc_section_ok = Some(r.crc_section_ok);
+    e.ecc_section_ok = Some(r.ecc_section_ok);
+    e.ecc_blocks = r.ecc_blocks;
+    e.ecc_blocks_bad = r.ecc_blocks_bad;
+    e.codewords_bad = r.codewords_bad;
+    e.ok = Some(r.ok());
 }
 
 /// The decrypted payload's digest.
@@ -210,6 +322,124 @@ pub struct Extract {
     pub problems: Vec<Problem>,
 }
 
+/// `loopkit strip-ecc --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripEcc {
+    /// Always [`JSON_VERSION`].
+    pub loopkit_json: u32,
+    /// `strip-ecc`.
+    pub command: String,
+    /// The augmented image.
+    pub image: String,
+    /// The file written.
+    pub output: String,
+    /// The error-correction data that was removed.
+    pub ecc: Ecc,
+    /// Bytes written (the original image size).
+    pub bytes: u64,
+    /// MD5 of the bytes written, hex.
+    pub md5: String,
+    /// How the copy was confirmed: `md5` (matches the MD5 recorded at creation, RS02), `crcs`
+    /// (every sector matches its CRC, RS03), or null (damaged data written with --allow-damaged).
+    pub check: Option<String>,
+    /// Data sectors that were dead-sector markers.
+    pub missing_sectors: Vec<u64>,
+    /// Data sectors failing their CRC.
+    pub bad_sectors: Vec<u64>,
+    /// Data sectors whose CRC is lost.
+    pub unchecked_sectors: u64,
+    /// The output is the confirmed original.
+    pub ok: bool,
+}
+
+/// Build the `strip-ecc` document.
+pub fn strip_ecc(
+    image: &std::path::Path,
+    ecc: &crate::formats::dvdisaster::Ecc,
+    o: &crate::formats::dvdisaster::strip::Outcome,
+) -> StripEcc {
+    use crate::formats::dvdisaster::strip::Check;
+    StripEcc {
+        loopkit_json: JSON_VERSION,
+        command: "strip-ecc".into(),
+        image: image.display().to_string(),
+        output: o.path.display().to_string(),
+        ecc: ecc_of(ecc),
+        bytes: o.bytes,
+        md5: hex(&o.md5),
+        check: o.check.map(|c| match c {
+            Check::Md5 => "md5".to_string(),
+            Check::Crcs => "crcs".to_string(),
+        }),
+        missing_sectors: o.missing_sectors.clone(),
+        bad_sectors: o.bad_sectors.clone(),
+        unchecked_sectors: o.unchecked_sectors,
+        ok: o.check.is_some(),
+    }
+}
+
+/// `loopkit repair --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repair {
+    /// Always [`JSON_VERSION`].
+    pub loopkit_json: u32,
+    /// `repair`.
+    pub command: String,
+    /// The damaged image (not modified).
+    pub image: String,
+    /// The repaired image written.
+    pub output: String,
+    /// The repaired `.ecc` file written (RS03 `.ecc` with --ecc-output), or null.
+    pub ecc_output: Option<String>,
+    /// The error-correction data used, with the check results of the repaired image.
+    pub ecc: Ecc,
+    /// Image sectors rewritten with corrected content.
+    pub repaired_sectors: Vec<u64>,
+    /// `.ecc`-file sectors corrected (RS03 `.ecc`).
+    pub repaired_ecc_file_sectors: Vec<u64>,
+    /// Sectors in ECC blocks with more damage than the code can correct.
+    pub unrepaired_sectors: Vec<u64>,
+    /// `.ecc`-file sectors that could not be corrected.
+    pub unrepaired_ecc_file_sectors: Vec<u64>,
+    /// Dead-sector markers appended to a truncated image before repairing.
+    pub expanded_sectors: u64,
+    /// Bytes removed from the end of an over-long image.
+    pub truncated_bytes: u64,
+    /// The repaired image verifies clean against its error-correction data.
+    pub ok: bool,
+    /// What the check of the repaired image still finds.
+    pub problems: Vec<Problem>,
+}
+
+/// Build the `repair` document from the repair and the check of its output.
+pub fn repair(
+    image: &std::path::Path,
+    ecc: &crate::formats::dvdisaster::Ecc,
+    o: &crate::formats::dvdisaster::repair::Outcome,
+    after: &crate::formats::dvdisaster::verify::Report,
+) -> Repair {
+    let mut e = ecc_of(ecc);
+    ecc_checked(&mut e, after);
+    Repair {
+        loopkit_json: JSON_VERSION,
+        command: "repair".into(),
+        image: image.display().to_string(),
+        output: o.path.display().to_string(),
+        ecc_output: o.ecc_path.as_ref().map(|p| p.display().to_string()),
+        ecc: e,
+        repaired_sectors: o.repaired.clone(),
+        repaired_ecc_file_sectors: o.repaired_ecc_file.clone(),
+        unrepaired_sectors: o.unrepaired.clone(),
+        unrepaired_ecc_file_sectors: o.unrepaired_ecc_file.clone(),
+        expanded_sectors: o.expanded_sectors,
+        truncated_bytes: o.truncated_bytes,
+        ok: after.ok(),
+        problems: after.problems.clone(),
+    }
+}
+
 /// Lower-case hex.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -274,6 +504,7 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
         cryptsetup: None,
         cryptsetup_notes: Vec::new(),
         detection: None,
+        ecc: opened.ecc.as_ref().map(ecc_of),
         notes: opened.notes.clone(),
     };
     match &opened.content {
@@ -356,6 +587,9 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
 pub fn verify(opened: &Opened, pass_len: Option<usize>, outcome: &VerifyOutcome) -> Verify {
     let mut inspect = inspect(opened, pass_len);
     inspect.command = "verify".into();
+    if let (Some(e), Some(r)) = (inspect.ecc.as_mut(), outcome.ecc.as_ref()) {
+        ecc_checked(e, r);
+    }
     Verify {
         inspect,
         payload: outcome.digest.as_ref().map(|d| Payload {

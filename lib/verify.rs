@@ -25,12 +25,21 @@ pub struct Options {
     pub workers: usize,
     /// Bytes per chunk (a multiple of 512; default 1 MiB).
     pub chunk_bytes: usize,
+    /// Check only the dvdisaster error-correction data, not the payload (no secret needed).
+    pub ecc_only: bool,
+    /// How thoroughly RS03 codewords are checked.
+    pub ecc_syndromes: crate::formats::dvdisaster::verify::SyndromeCheck,
 }
 
 impl Default for Options {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Options { workers: cores.saturating_sub(1).clamp(1, 8), chunk_bytes: 1 << 20 }
+        Options {
+            workers: cores.saturating_sub(1).clamp(1, 8),
+            chunk_bytes: 1 << 20,
+            ecc_only: false,
+            ecc_syndromes: Default::default(),
+        }
     }
 }
 
@@ -218,6 +227,8 @@ pub struct Outcome {
     pub problems: Vec<Problem>,
     /// The file-level check (ext2/3/4 and ISO9660 only; None for other file systems).
     pub files: Option<crate::manifest::FilesCheck>,
+    /// What checking the dvdisaster error-correction data found (None: the image has none).
+    pub ecc: Option<crate::formats::dvdisaster::verify::Report>,
 }
 
 impl Outcome {
@@ -227,7 +238,9 @@ impl Outcome {
     }
 }
 
-/// Verify an opened image: stream its payload and check the file system against it.
+/// Verify an opened image: check its dvdisaster error-correction data if it has any, then
+/// stream its payload (only the data part of an augmented image) and check the file system
+/// against it.
 ///
 /// # Errors
 /// `InvalidInput` when the image needs a secret that was not given; `Io`; `Interrupted`.
@@ -254,6 +267,9 @@ pub fn verify_files(
     interrupt: &Interrupt,
 ) -> crate::Result<Outcome> {
     let mut outcome = verify_payload(opened, opts, progress, interrupt)?;
+    if opts.ecc_only {
+        return Ok(outcome);
+    }
     let readable = opened.filesystem().is_some_and(|f| matches!(f.kind.as_str(), "ext2" | "ext3" | "ext4" | "iso9660"));
     if !readable && reference.is_none() {
         return Ok(outcome);
@@ -280,6 +296,36 @@ fn verify_payload(
     interrupt: &Interrupt,
 ) -> crate::Result<Outcome> {
     let mut problems = Vec::new();
+    let ecc = match &opened.ecc {
+        Some(e) => {
+            let eo = crate::formats::dvdisaster::verify::Options {
+                workers: (opts.workers + 1).clamp(1, 8),
+                syndromes: opts.ecc_syndromes,
+            };
+            let r = crate::formats::dvdisaster::verify::verify(e, &*opened.file, &eo, progress, interrupt)?;
+            problems.extend(r.problems.iter().cloned());
+            Some(r)
+        }
+        None if opts.ecc_only => {
+            let mut msg = "the image carries no usable dvdisaster error correction data (none appended, no --ecc \
+                           file, no NAME.ecc beside it); there is nothing to check with --ecc-only"
+                .to_string();
+            if !opened.ecc_unusable.is_empty() {
+                msg.push_str(&format!(". Passed over: {}", opened.ecc_unusable.join("; ")));
+            }
+            return Err(crate::Error::invalid(msg));
+        }
+        None => None,
+    };
+    for u in &opened.ecc_unusable {
+        problems.push(Problem::warning(
+            "ecc.unusable-header",
+            format!("a dvdisaster header was found but is not usable, so the whole file was treated as data: {u}"),
+        ));
+    }
+    if opts.ecc_only {
+        return Ok(Outcome { digest: None, problems, files: None, ecc });
+    }
     let Some((layout, cipher)) = opened.payload()? else {
         return Err(match &opened.content {
             Content::Luks(_) => crate::Error::unsupported(
@@ -346,7 +392,7 @@ fn verify_payload(
             "no file system (or other known structure) was recognised in the payload",
         )),
     }
-    Ok(Outcome { digest: Some(digest), problems, files: None })
+    Ok(Outcome { digest: Some(digest), problems, files: None, ecc })
 }
 
 #[cfg(test)]
@@ -365,7 +411,7 @@ mod tests {
         c.decrypt_sectors(8, &mut expect);
         let want: [u8; 32] = sha2::Sha256::digest(&expect).into();
         for workers in [1, 2, 3] {
-            let opts = Options { workers, chunk_bytes: 256 << 10 };
+            let opts = Options { workers, chunk_bytes: 256 << 10, ..Options::default() };
             let d = hash_payload(&MemSource::new(data.clone()), &c, layout, opts, &mut NoProgress, &Interrupt::new())
                 .unwrap();
             assert_eq!(d.sha256, want, "workers {workers}");

@@ -3,6 +3,9 @@
 //! Each module contributes `trials()`; oracles are independent tools (mkfs, genisoimage, Python
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
+mod ecc_repair;
+mod ecc_strip;
+mod ecc_verify;
 mod fs_corrupt;
 mod fs_extract;
 mod fs_fixtures;
@@ -25,5 +28,8 @@ fn main() {
     trials.extend(fs_verify::trials());
     trials.extend(fs_extract::trials());
     trials.extend(fs_corrupt::trials());
+    trials.extend(ecc_verify::trials());
+    trials.extend(ecc_strip::trials());
+    trials.extend(ecc_repair::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -3,6 +3,8 @@
 pub mod extract;
 pub mod inspect;
 pub mod manifest;
+pub mod repair;
+pub mod strip_ecc;
 pub mod verify;
 
 use crate::cli::{ParamArgs, SecretArgs};

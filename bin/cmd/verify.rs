@@ -5,10 +5,17 @@ use loopkit::progress::Interrupt;
 
 /// Run it; returns the exit code (0 verified, 1 problems found).
 pub fn run(a: &VerifyArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
-    let (opened, pass_len) = super::open_with_prompt(&a.common.image, &a.common.secrets, &a.common.params)?;
+    let mut secrets = a.common.secrets.clone();
+    // --ecc-only needs no passphrase: never ask for one.
+    secrets.no_prompt |= a.ecc_only;
+    let (opened, pass_len) = super::open_with_prompt(&a.common.image, &secrets, &a.common.params)?;
     let mut opts = loopkit::verify::Options::default();
     if let Some(t) = a.threads {
         opts.workers = t.clamp(1, 64);
+    }
+    opts.ecc_only = a.ecc_only;
+    if a.full_syndromes {
+        opts.ecc_syndromes = loopkit::formats::dvdisaster::verify::SyndromeCheck::Full;
     }
     let mut progress = crate::progress::for_terminal(a.common.output.quiet);
     let reference = match (&a.manifest, &a.against) {
