@@ -635,9 +635,7 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
 
 fn key_file_hint(secrets: &Secrets, k: &KeyCand) -> Option<(std::path::PathBuf, bool)> {
     let kf = secrets.key_file.as_ref()?;
-    if k.multi_key.is_none() {
-        return None;
-    }
+    k.multi_key?;
     kf.path.clone().map(|p| (p, kf.from_gpg))
 }
 
