@@ -92,6 +92,9 @@ pub struct ParamArgs {
     /// to the image (RS02/RS03), else NAME.ecc beside it.
     #[arg(long, value_name = "FILE")]
     pub ecc: Option<PathBuf>,
+    /// Detached LUKS header file for the image (cryptsetup --header).
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Output format.

@@ -142,5 +142,5 @@ pub fn open_options(p: &ParamArgs) -> loopkit::Result<OpenOptions> {
     if let Some(s) = &p.scan_bytes {
         c.scan_bytes = Some(parse_bytes(s, "--scan-bytes")?.min(64 << 20));
     }
-    Ok(OpenOptions { constraints: c, unencrypted, ecc_file: p.ecc.clone() })
+    Ok(OpenOptions { constraints: c, unencrypted, ecc_file: p.ecc.clone(), luks_header: p.header.clone() })
 }

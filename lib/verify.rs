@@ -165,7 +165,7 @@ pub fn hash_payload(
 
 /// Read `len` payload bytes at payload offset `start` into `buf` (holes become zero ciphertext
 /// without a read) and decrypt them. Returns the number of hole bytes.
-fn fill_and_decrypt(
+pub(crate) fn fill_and_decrypt(
     src: &dyn ByteSource,
     cipher: &dyn SectorCipher,
     layout: Layout,

@@ -288,3 +288,36 @@ pub fn luks1(vk: &Key, pass: &Passphrase, spec: &Luks1Spec) -> crate::Result<Wri
     bytes[a..a + material.len()].copy_from_slice(&material);
     Ok(Written { bytes, uuid })
 }
+
+/// Re-encode both copies of an existing LUKS2 header with new metadata `meta` and `seqid`
+/// (fresh salts, new checksums; label and UUID kept). Returns the bytes for device offsets
+/// `0..2 × hdr_size`; the keyslot areas after them are untouched. Used to add the provenance
+/// token once the payload hash is known.
+///
+/// # Errors
+/// `InvalidInput` if the metadata fails validation or does not fit the JSON area; `Io` if
+/// the OS random generator fails.
+pub fn luks2_rewrite(old: &header::Luks2, meta: &Metadata, seqid: u64) -> crate::Result<Vec<u8>> {
+    let hdr_size = old.bin.hdr_size;
+    meta.validate(hdr_size).map_err(|e| crate::Error::invalid(format!("new LUKS2 metadata: {}", e.message())))?;
+    let text = meta.to_json();
+    let json_size = (hdr_size - 4096) as usize;
+    if text.len() >= json_size {
+        return Err(crate::Error::invalid(format!(
+            "LUKS2 metadata is {} bytes, more than the {} bytes the JSON area holds",
+            text.len(),
+            json_size - 1
+        )));
+    }
+    let mut area = vec![0u8; json_size];
+    area[..text.len()].copy_from_slice(text.as_bytes());
+    let mut bytes = vec![0u8; 2 * hdr_size as usize];
+    for (at, magic) in [(0u64, LUKS_MAGIC), (hdr_size, LUKS2_MAGIC_2ND)] {
+        let salt = random_bytes::<64>()?;
+        let bin = header::luks2_bin(magic, hdr_size, seqid, &old.bin.label, &old.bin.uuid, at, &salt, &area);
+        let at = at as usize;
+        bytes[at..at + 4096].copy_from_slice(&bin);
+        bytes[at + 4096..at + hdr_size as usize].copy_from_slice(&area);
+    }
+    Ok(bytes)
+}
