@@ -5,6 +5,7 @@ pub mod inspect;
 pub mod manifest;
 pub mod repair;
 pub mod strip_ecc;
+pub mod migrate;
 pub mod verify;
 
 use crate::cli::{ParamArgs, SecretArgs};
