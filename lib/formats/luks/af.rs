@@ -14,7 +14,7 @@ pub const STRIPES: usize = 4000;
 
 /// Diffuse `buf` in place with `h`.
 fn diffuse(h: HashAlg, buf: &mut [u8]) {
-    let ds = h.len();
+    let ds = h.digest_len();
     for (i, blk) in buf.chunks_mut(ds).enumerate() {
         let d = h.digest(&[&(i as u32).to_be_bytes(), blk]);
         let n = blk.len();
