@@ -313,4 +313,7 @@ pub struct MigrateArgs {
     /// Worker threads for re-encryption (default: cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// reencrypt: make progress durable (fsync + checkpoint) every BYTES (default 64 MiB).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub checkpoint_every: Option<String>,
 }

@@ -12,6 +12,7 @@ mod fs_fixtures;
 mod fs_manifest;
 mod fs_verify;
 mod legacy;
+mod luks_read;
 mod util;
 mod vm;
 mod vm_legacy;
@@ -31,5 +32,6 @@ fn main() {
     trials.extend(ecc_verify::trials());
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
+    trials.extend(luks_read::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -79,6 +79,9 @@ pub fn run(a: &MigrateArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
             if let Some(t) = a.threads {
                 stream.workers = t.clamp(1, 64);
             }
+            if let Some(c) = &a.checkpoint_every {
+                stream.checkpoint_bytes = crate::secrets::parse_bytes(c, "--checkpoint-every")?.max(4096);
+            }
             let o = migrate::reencrypt(
                 &opened,
                 &pass,

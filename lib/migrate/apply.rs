@@ -252,12 +252,14 @@ pub struct StreamOptions {
     pub workers: usize,
     /// Chunk size (a multiple of 4096).
     pub chunk_bytes: usize,
+    /// Make progress durable (fdatasync + checkpoint) at least every this many bytes.
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for StreamOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        StreamOptions { workers: cores.clamp(1, 8), chunk_bytes: 1 << 20 }
+        StreamOptions { workers: cores.clamp(1, 8), chunk_bytes: 1 << 20, checkpoint_bytes: CHECKPOINT_BYTES }
     }
 }
 
@@ -351,7 +353,7 @@ pub fn stream(
             let end = start + plain.len() as u64;
             progress.advance(plain.len() as u64);
             let _ = returns[w].send((plain, enc));
-            if end > durable && (end - durable >= CHECKPOINT_BYTES || last_sync.elapsed() >= CHECKPOINT_INTERVAL) {
+            if end > durable && (end - durable >= opts.checkpoint_bytes.max(1) || last_sync.elapsed() >= CHECKPOINT_INTERVAL) {
                 checkpoint_now(sink, durable, end, on_durable)?;
                 durable = end;
                 last_sync = Instant::now();
@@ -455,7 +457,7 @@ mod tests {
             }
             let sink = Sink { file: &f, path: &p, offset_bytes: off, cipher: &xts };
             let mut marks = Vec::new();
-            let opts = StreamOptions { workers, chunk_bytes: 256 << 10 };
+            let opts = StreamOptions { workers, chunk_bytes: 256 << 10, checkpoint_bytes: 1 << 20 };
             let sha = stream(&MemSource::new(ct.clone()), &legacy, layout, &sink, done, opts, &mut |n| {
                 marks.push(n);
                 Ok(())
