@@ -13,6 +13,7 @@ mod fs_manifest;
 mod fs_verify;
 mod legacy;
 mod luks_read;
+mod migrate_modes;
 mod util;
 mod vm;
 mod vm_legacy;
@@ -33,5 +34,6 @@ fn main() {
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
     trials.extend(luks_read::trials());
+    trials.extend(migrate_modes::trials());
     libtest_mimic::run(&args, trials).exit();
 }
