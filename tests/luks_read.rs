@@ -55,8 +55,6 @@ pub struct CsView {
     pub volume_key: Vec<u8>,
     /// `luksDump --dump-json-metadata` (LUKS2) or Null.
     pub json: serde_json::Value,
-    /// `luksDump` text.
-    pub dump: String,
 }
 
 /// Run the cryptsetup oracle on `meta` (the file holding the header: the image, or a detached
@@ -93,7 +91,7 @@ pub fn cryptsetup_view(dir: &Path, meta: &Path, passfile: &Path) -> Result<CsVie
     let js = cryptsetup(&["luksDump", "--dump-json-metadata", m])?;
     let json = if js.status.success() { serde_json::from_slice(&js.stdout).unwrap_or_default() } else { serde_json::Value::Null };
     ensure!(sha256_file(meta)? == before, "cryptsetup changed {m}");
-    Ok(CsView { volume_key, json, dump: text })
+    Ok(CsView { volume_key, json })
 }
 
 /// A cryptsetup-made container holding `plain` (payload written by Python with a known key).

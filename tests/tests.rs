@@ -14,6 +14,7 @@ mod fs_verify;
 mod legacy;
 mod luks_read;
 mod migrate_modes;
+mod migrate_safety;
 mod util;
 mod vm;
 mod vm_legacy;
@@ -35,5 +36,6 @@ fn main() {
     trials.extend(ecc_repair::trials());
     trials.extend(luks_read::trials());
     trials.extend(migrate_modes::trials());
+    trials.extend(migrate_safety::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -204,6 +204,10 @@ pub struct Checkpoint {
     pub target_payload_offset_bytes: u64,
     /// Payload bytes durably written (a multiple of the chunk size, or all).
     pub done_bytes: u64,
+    /// The run that made it was allowed to replace an existing output (`--force`); a resumed
+    /// run inherits that permission.
+    #[serde(default)]
+    pub replace_output: bool,
 }
 
 impl Checkpoint {
@@ -511,6 +515,7 @@ mod tests {
             target_uuid: "u".into(),
             target_payload_offset_bytes: 16 << 20,
             done_bytes: 0,
+            replace_output: false,
         };
         c.save(&out.checkpoint).unwrap();
         assert_eq!(Checkpoint::load(&out.checkpoint).unwrap(), Some(c));

@@ -311,7 +311,9 @@ pub fn reencrypt(
             notes,
         });
     }
-    if final_exists && !opts.force {
+    // A resumed run may replace OUT if the run it continues was allowed to.
+    let may_replace = opts.force || (opts.resume && existing.as_ref().is_some_and(|c| c.replace_output));
+    if final_exists && !may_replace {
         return Err(crate::Error::new(
             crate::ErrorKind::Unsafe,
             format!("{} already exists; give --force to replace it", out.final_path.display()),
@@ -330,7 +332,11 @@ pub fn reencrypt(
     // Resume or start.
     let resume_from = match (&existing, opts.resume && !opts.force && partial_exists) {
         (Some(c), true) => {
-            let want = Checkpoint { done_bytes: c.done_bytes, ..checkpoint_for(&src_path, src_size, &info, opts.format, &c.target_uuid, target) };
+            let want = Checkpoint {
+                done_bytes: c.done_bytes,
+                replace_output: c.replace_output,
+                ..checkpoint_for(&src_path, src_size, &info, opts.format, &c.target_uuid, target, false)
+            };
             if *c != want {
                 return Err(crate::Error::new(
                     crate::ErrorKind::Unsafe,
@@ -344,67 +350,42 @@ pub fn reencrypt(
         }
         _ => None,
     };
+    // The replace permission of the run being continued (or of this one).
+    let replace = may_replace;
+    let fresh = |notes: &mut Vec<String>| -> crate::Result<(std::fs::File, Key, String, Option<String>, u64)> {
+        let _ = notes;
+        let (kdf, digest_iterations) = choose_kdf(&opts.kdf, opts.format)?;
+        let vk = Key::new(luks::random_bytes::<64>()?.to_vec());
+        let written = new_header(&vk, new_pass, opts, &kdf, digest_iterations, target)?;
+        // The checkpoint first: a crash from here on leaves a checkpoint with done = 0, which a
+        // resumed run turns into a fresh start (keeping the --force permission).
+        checkpoint_for(&src_path, src_size, &info, opts.format, &written.uuid, target, replace).save(&out.checkpoint)?;
+        let file = apply::create_partial(&out.partial, true)?;
+        file.set_len(target.total_bytes()).map_err(|e| crate::Error::io(format!("sizing {}", out.partial.display()), e))?;
+        apply::write_at(&file, &out.partial, &written.bytes, 0)?;
+        apply::sync(&file, &out.partial)?;
+        apply::sync_dir_of(&out.partial)?;
+        Ok((file, vk, written.uuid, Some(kdf.describe()), 0))
+    };
     let (file, vk, uuid, kdf_desc, done) = match &resume_from {
-        Some(c) => {
-            let file = apply::create_partial(&out.partial, false)?;
-            let hdr = FileSource::open(&out.partial)?;
-            let l = luks::read(&hdr)?.ok_or_else(|| crate::Error::corrupt(format!("{} has no LUKS header", out.partial.display())))?;
-            if l.header.uuid != c.target_uuid {
-                return Err(crate::Error::new(
-                    crate::ErrorKind::Unsafe,
-                    format!("{} does not belong to the checkpoint (UUID differs); use --force", out.partial.display()),
-                ));
+        Some(c) => match reopen_partial(&out, c, new_pass) {
+            Ok((file, vk, kdf)) => {
+                notes.push(format!("resumed after {} of {} payload bytes", c.done_bytes.min(layout.size_bytes), layout.size_bytes));
+                (file, vk, c.target_uuid.clone(), kdf, c.done_bytes.min(layout.size_bytes))
             }
-            let u = l.unlock(&hdr, new_pass).map_err(|e| e.context("unlocking the partial output to resume (give the same new passphrase)"))?;
-            notes.push(format!("resumed after {} of {} payload bytes", c.done_bytes.min(layout.size_bytes), layout.size_bytes));
-            let kdf = l.header.keyslot_details.first().map(|k| k.kdf.clone());
-            (file, u.volume_key, l.header.uuid.clone(), kdf, c.done_bytes.min(layout.size_bytes))
-        }
-        None => {
-            let (kdf, digest_iterations) = choose_kdf(&opts.kdf, opts.format)?;
-            let vk = Key::new(luks::random_bytes::<64>()?.to_vec());
-            let written = match opts.format {
-                Format::Luks2 => write::luks2(
-                    &vk,
-                    new_pass,
-                    &write::Luks2Spec {
-                        cipher: "aes-xts-plain64".into(),
-                        sector_bytes: 512,
-                        data_offset_bytes: target.payload_offset_bytes,
-                        data_size_bytes: None,
-                        kdf: kdf.clone(),
-                        digest_iterations,
-                        label: opts.label.clone(),
-                        tokens: Vec::new(),
-                    },
-                )?,
-                Format::Luks1 => {
-                    let Kdf::Pbkdf2 { iterations, .. } = kdf else {
-                        return Err(crate::Error::invalid("LUKS1 needs a pbkdf2 keyslot"));
-                    };
-                    write::luks1(
-                        &vk,
-                        new_pass,
-                        &write::Luks1Spec { cipher_name: "aes".into(), cipher_mode: "xts-plain64".into(), iterations, digest_iterations },
-                    )?
-                }
-            };
-            if written.bytes.len() as u64 != target.payload_offset_bytes {
-                return Err(crate::Error::invalid("BUG: header length differs from the payload offset"));
+            // Interrupted before any payload was durable (even mid-header): nothing to keep.
+            Err(e) if c.done_bytes == 0 && e.kind() != crate::ErrorKind::WrongKey => {
+                notes.push("the interrupted run had written no payload yet; started over".into());
+                fresh(&mut notes)?
             }
-            let file = apply::create_partial(&out.partial, true)?;
-            file.set_len(target.total_bytes()).map_err(|e| crate::Error::io(format!("sizing {}", out.partial.display()), e))?;
-            apply::write_at(&file, &out.partial, &written.bytes, 0)?;
-            apply::sync(&file, &out.partial)?;
-            apply::sync_dir_of(&out.partial)?;
-            checkpoint_for(&src_path, src_size, &info, opts.format, &written.uuid, target).save(&out.checkpoint)?;
-            (file, vk, written.uuid, Some(kdf.describe()), 0)
-        }
+            Err(e) => return Err(e),
+        },
+        None => fresh(&mut notes)?,
     };
 
     let dst_cipher = crate::crypto::xts::XtsSectors::new(vk.bytes(), 512)?;
     let sink = Sink { file: &file, path: &out.partial, offset_bytes: target.payload_offset_bytes, cipher: &dst_cipher };
-    let base = checkpoint_for(&src_path, src_size, &info, opts.format, &uuid, target);
+    let base = checkpoint_for(&src_path, src_size, &info, opts.format, &uuid, target, replace);
     let mut on_durable = |n: u64| Checkpoint { done_bytes: n, ..base.clone() }.save(&out.checkpoint);
     let src_sha = apply::stream(&*opened.data, &*src_cipher, layout, &sink, done, opts.stream, &mut on_durable, progress, interrupt)?;
 
@@ -438,7 +419,7 @@ pub fn reencrypt(
             out.final_path.display()
         )));
     }
-    if out.final_path.exists() && !opts.force {
+    if out.final_path.exists() && !replace {
         return Err(crate::Error::new(
             crate::ErrorKind::Unsafe,
             format!("{} appeared while migrating; give --force to replace it", out.final_path.display()),
@@ -464,7 +445,57 @@ pub fn reencrypt(
     })
 }
 
-fn checkpoint_for(src_path: &str, src_size: u64, info: &SourceInfo, f: Format, uuid: &str, t: TargetLayout) -> Checkpoint {
+/// A new header for `vk` in the chosen format.
+fn new_header(vk: &Key, pass: &Passphrase, opts: &ReencryptOptions, kdf: &Kdf, digest_iterations: u32, target: TargetLayout) -> crate::Result<write::Written> {
+    let written = match opts.format {
+        Format::Luks2 => write::luks2(
+            vk,
+            pass,
+            &write::Luks2Spec {
+                cipher: "aes-xts-plain64".into(),
+                sector_bytes: 512,
+                data_offset_bytes: target.payload_offset_bytes,
+                data_size_bytes: None,
+                kdf: kdf.clone(),
+                digest_iterations,
+                label: opts.label.clone(),
+                tokens: Vec::new(),
+            },
+        )?,
+        Format::Luks1 => {
+            let Kdf::Pbkdf2 { iterations, .. } = *kdf else {
+                return Err(crate::Error::invalid("LUKS1 needs a pbkdf2 keyslot"));
+            };
+            write::luks1(
+                vk,
+                pass,
+                &write::Luks1Spec { cipher_name: "aes".into(), cipher_mode: "xts-plain64".into(), iterations, digest_iterations },
+            )?
+        }
+    };
+    if written.bytes.len() as u64 != target.payload_offset_bytes {
+        return Err(crate::Error::invalid("BUG: header length differs from the payload offset"));
+    }
+    Ok(written)
+}
+
+/// Open the partial output of an interrupted run: its header must be the checkpoint's and
+/// unlock with `pass`. Returns the file, the volume key and the keyslot's KDF.
+fn reopen_partial(out: &OutputPaths, c: &Checkpoint, pass: &Passphrase) -> crate::Result<(std::fs::File, Key, Option<String>)> {
+    let file = apply::create_partial(&out.partial, false)?;
+    let hdr = FileSource::open(&out.partial)?;
+    let l = luks::read(&hdr)?.ok_or_else(|| crate::Error::corrupt(format!("{} has no LUKS header", out.partial.display())))?;
+    if l.header.uuid != c.target_uuid {
+        return Err(crate::Error::new(
+            crate::ErrorKind::Unsafe,
+            format!("{} does not belong to the checkpoint (UUID differs); use --force", out.partial.display()),
+        ));
+    }
+    let u = l.unlock(&hdr, pass).map_err(|e| e.context("unlocking the partial output to resume (give the same new passphrase)"))?;
+    Ok((file, u.volume_key, l.header.keyslot_details.first().map(|k| k.kdf.clone())))
+}
+
+fn checkpoint_for(src_path: &str, src_size: u64, info: &SourceInfo, f: Format, uuid: &str, t: TargetLayout, replace_output: bool) -> Checkpoint {
     Checkpoint {
         loopkit_checkpoint: 1,
         source_path: src_path.to_string(),
@@ -474,6 +505,7 @@ fn checkpoint_for(src_path: &str, src_size: u64, info: &SourceInfo, f: Format, u
         target_uuid: uuid.to_string(),
         target_payload_offset_bytes: t.payload_offset_bytes,
         done_bytes: 0,
+        replace_output,
     }
 }
 
