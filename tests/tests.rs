@@ -18,6 +18,7 @@ mod migrate_safety;
 mod util;
 mod vm;
 mod vm_legacy;
+mod vm_migrate;
 mod vm_smoke;
 
 fn main() {
@@ -37,5 +38,6 @@ fn main() {
     trials.extend(luks_read::trials());
     trials.extend(migrate_modes::trials());
     trials.extend(migrate_safety::trials());
+    trials.extend(vm_migrate::trials());
     libtest_mimic::run(&args, trials).exit();
 }
