@@ -267,17 +267,21 @@ impl Default for StreamOptions {
     }
 }
 
-/// Stream the source payload once: decrypt each chunk, hash the plaintext in order, and —
-/// for chunks at or past `done_bytes` — encrypt and write it to `sink`. `on_durable(n)` is
-/// called after an `fdatasync` whenever `n` more payload bytes are durable (every
-/// [`CHECKPOINT_BYTES`] or [`CHECKPOINT_INTERVAL`], and at the end); it writes the checkpoint.
+/// Stream the source payload once: decrypt each chunk, encrypt it and `pwrite` it to `sink`
+/// (workers, in parallel; chunks before `done_bytes` are only decrypted), and hash the plaintext
+/// in order (this thread). A flusher thread makes the output durable in the background: every
+/// [`StreamOptions::checkpoint_bytes`] or [`CHECKPOINT_INTERVAL`] it runs `fdatasync` and then
+/// `on_durable(n)` (which records the checkpoint) for the `n` payload bytes written so far.
+/// When this returns `Ok`, every byte is written but the tail may not be durable yet: the caller
+/// syncs it (possibly while it verifies) and records the final checkpoint.
 ///
 /// What a failure leaves: the output holds every chunk up to the last durable mark (and
 /// possibly some later ones); the checkpoint names the mark, so a resumed run rewrites from
-/// there. An interrupt stops at a chunk boundary after recording a checkpoint.
+/// there. An interrupt stops at a chunk boundary after making what was written durable.
 ///
 /// # Errors
 /// `Io` (read or write, with the byte offset), `Interrupted`.
+#[allow(clippy::too_many_arguments)]
 pub fn stream(
     src: &dyn ByteSource,
     src_cipher: &dyn SectorCipher,
@@ -285,7 +289,7 @@ pub fn stream(
     sink: &Sink<'_>,
     done_bytes: u64,
     opts: StreamOptions,
-    on_durable: &mut dyn FnMut(u64) -> crate::Result<()>,
+    on_durable: &mut (dyn FnMut(u64) -> crate::Result<()> + Send),
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
 ) -> crate::Result<[u8; 32]> {
@@ -296,8 +300,19 @@ pub fn stream(
     progress.start("migrate", Some(layout.size_bytes));
     let mut hasher = sha2::Sha256::new();
 
-    type Msg = crate::Result<(Vec<u8>, Vec<u8>, bool)>;
+    type Msg = crate::Result<(Vec<u8>, Vec<u8>)>;
     let result = std::thread::scope(|scope| -> crate::Result<()> {
+        let (mark_tx, mark_rx) = mpsc::channel::<u64>();
+        let flusher = scope.spawn(move || -> crate::Result<()> {
+            while let Ok(mut m) = mark_rx.recv() {
+                while let Ok(n) = mark_rx.try_recv() {
+                    m = m.max(n);
+                }
+                sync(sink.file, sink.path)?;
+                on_durable(m)?;
+            }
+            Ok(())
+        });
         let mut outs: Vec<mpsc::Receiver<Msg>> = Vec::new();
         let mut returns: Vec<mpsc::SyncSender<(Vec<u8>, Vec<u8>)>> = Vec::new();
         for w in 0..workers {
@@ -319,14 +334,14 @@ pub fn stream(
                     }
                     let start = c * chunk;
                     let len = chunk.min(layout.size_bytes - start) as usize;
-                    let write = start >= done;
-                    let msg = crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, &mut plain).map(|_| {
-                        if write {
+                    let msg = crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, &mut plain).and_then(|_| {
+                        if start >= done {
                             enc.clear();
                             enc.extend_from_slice(&plain);
                             sink.cipher.encrypt_sectors(start / 512, &mut enc);
+                            write_at(sink.file, sink.path, &enc, sink.offset_bytes + start)?;
                         }
-                        (plain, enc, write)
+                        Ok((plain, enc))
                     });
                     let failed = msg.is_err();
                     if tx.send(msg).is_err() || failed {
@@ -336,53 +351,51 @@ pub fn stream(
                 }
             });
         }
-        let mut durable = done;
-        let mut last_sync = Instant::now();
-        for c in 0..nchunks {
-            let w = (c % workers as u64) as usize;
-            let msg = outs[w].recv().map_err(|_| crate::Error::new(crate::ErrorKind::Io, "BUG: a migrate worker stopped early"))?;
-            let (plain, enc, write) = match msg {
-                Ok(m) => m,
-                Err(e) if e.kind() == crate::ErrorKind::Interrupted => {
-                    checkpoint_now(sink, durable, c * chunk, on_durable)?;
-                    return Err(e);
+        // In order: hash, and ask for durability marks. Chunk c arrives only after its worker
+        // wrote it, so when it arrives every chunk up to its end is written.
+        let consumed = (|| -> crate::Result<()> {
+            let mut marked = done;
+            let mut last_mark = Instant::now();
+            for c in 0..nchunks {
+                let w = (c % workers as u64) as usize;
+                let msg = outs[w].recv().map_err(|_| crate::Error::new(crate::ErrorKind::Io, "BUG: a migrate worker stopped early"))?;
+                let (plain, enc) = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        if c * chunk > marked {
+                            let _ = mark_tx.send(c * chunk);
+                        }
+                        return Err(e);
+                    }
+                };
+                hasher.update(&plain);
+                let end = c * chunk + plain.len() as u64;
+                progress.advance(plain.len() as u64);
+                let _ = returns[w].send((plain, enc));
+                if end > marked && (end - marked >= opts.checkpoint_bytes.max(1) || last_mark.elapsed() >= CHECKPOINT_INTERVAL) {
+                    let _ = mark_tx.send(end);
+                    marked = end;
+                    last_mark = Instant::now();
                 }
-                Err(e) => return Err(e),
-            };
-            hasher.update(&plain);
-            let start = c * chunk;
-            if write {
-                write_at(sink.file, sink.path, &enc, sink.offset_bytes + start)?;
+                if interrupt.is_set() {
+                    if end > marked {
+                        let _ = mark_tx.send(end);
+                    }
+                    return Err(crate::Error::interrupted());
+                }
             }
-            let end = start + plain.len() as u64;
-            progress.advance(plain.len() as u64);
-            let _ = returns[w].send((plain, enc));
-            if end > durable && (end - durable >= opts.checkpoint_bytes.max(1) || last_sync.elapsed() >= CHECKPOINT_INTERVAL) {
-                checkpoint_now(sink, durable, end, on_durable)?;
-                durable = end;
-                last_sync = Instant::now();
-            }
-            if interrupt.is_set() {
-                checkpoint_now(sink, durable, end, on_durable)?;
-                return Err(crate::Error::interrupted());
-            }
-        }
-        if layout.size_bytes > durable {
-            checkpoint_now(sink, durable, layout.size_bytes, on_durable)?;
-        }
-        Ok(())
+            Ok(())
+        })();
+        drop(mark_tx);
+        drop(outs);
+        drop(returns);
+        let flushed = flusher.join().unwrap_or_else(|_| Err(crate::Error::new(crate::ErrorKind::Io, "BUG: the flusher panicked")));
+        consumed?;
+        flushed
     });
     progress.finish();
     result?;
     Ok(hasher.finalize().into())
-}
-
-fn checkpoint_now(sink: &Sink<'_>, durable: u64, end: u64, on_durable: &mut dyn FnMut(u64) -> crate::Result<()>) -> crate::Result<()> {
-    if end <= durable {
-        return Ok(());
-    }
-    sync(sink.file, sink.path)?;
-    on_durable(end)
 }
 
 /// Read the source payload once and hash it decrypted by two ciphers (the legacy one and the
@@ -468,7 +481,7 @@ mod tests {
             }, &mut NoProgress, &Interrupt::new())
             .unwrap();
             assert_eq!(sha, want_sha);
-            assert_eq!(marks.last().copied(), Some(layout.size_bytes));
+            assert!(marks.windows(2).all(|w| w[0] < w[1]) && marks.iter().all(|&m| m > done && m <= layout.size_bytes), "{marks:?}");
             let got = std::fs::read(&p).unwrap();
             assert_eq!(&got[off as usize..], &want[..], "workers {workers} done {done}");
         }

@@ -401,14 +401,20 @@ pub fn reencrypt(
         meta.tokens.insert(id, plan::provenance_token(&info, &src_path, &hex(&src_sha), &now_iso()));
         let bytes = write::luks2_rewrite(&l2, &meta, l2.bin.seqid + 1)?;
         apply::write_at(&file, &out.partial, &bytes, 0)?;
-        apply::sync(&file, &out.partial)?;
     } else {
         notes.push("LUKS1 has no place for provenance metadata; the source and its SHA-256 are only in this report".into());
     }
+    // Make the tail durable and record it, while the verification pass re-reads the output
+    // through the normal LUKS reader with the new passphrase (the rename waits for both).
+    let done_all = Checkpoint { done_bytes: layout.size_bytes, ..base.clone() };
+    let (flushed, verified) = std::thread::scope(|s| {
+        let flush = s.spawn(|| apply::sync(&file, &out.partial).and_then(|()| done_all.save(&out.checkpoint)));
+        let v = verify_output(&out.partial, new_pass, &vk, opts.stream, progress, interrupt);
+        (flush.join().unwrap_or_else(|_| Err(crate::Error::new(crate::ErrorKind::Io, "BUG: the flush thread panicked"))), v)
+    });
+    flushed?;
     drop(file);
-
-    // Verify through the normal reader with the new passphrase.
-    let (out_sha, out_uuid) = verify_output(&out.partial, new_pass, &vk, opts.stream, progress, interrupt)?;
+    let (out_sha, out_uuid) = verified?;
     if out_uuid != uuid || !bool::from(out_sha.ct_eq(&src_sha)) {
         return Err(crate::Error::corrupt(format!(
             "verification failed: the migrated payload's SHA-256 {} differs from the source's {}; {} was kept for \
