@@ -236,6 +236,15 @@ fn reencrypt_luks1_pbkdf2_and_sources() -> TestResult {
         field("Version:") == "1" && field("Cipher mode:") == "xts-plain64" && field("Payload offset:") == "4096" && field("MK bits:") == "512",
         "luksDump:\n{dump}"
     );
+    // Re-keying a LUKS source: the LUKS1 output into LUKS2 with another passphrase.
+    let np2 = d.path("newpass2");
+    write_pass(&np2, "third passphrase")?;
+    let out1b = d.path("l1-to-l2.img");
+    let mut args = vec![s(&out), "--mode", "reencrypt", "-o", s(&out1b), "--passphrase-file", s(&np), "--new-passphrase-file", s(&np2)];
+    args.extend(CHEAP_PBKDF2);
+    let (c, v, e) = migrate(&args)?;
+    ensure!(c == 0 && v["source"]["scheme"] == "luks1" && v["sha256_match"] == true, "luks1 -> luks2: exit {c}: {e}\n{v}");
+    check_container(&d.0, &out1b, &np2, &f.plaintext_sha256, 16 << 20)?;
     // LUKS2 with pbkdf2.
     let out2 = d.path("pb.img");
     let mut args = vec![s(&f.image), "--mode", "reencrypt", "-o", s(&out2), "--passphrase-file", s(&pass), "--new-passphrase-file", s(&np)];
