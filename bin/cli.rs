@@ -35,7 +35,7 @@ pub enum Command {
     Repair(RepairArgs),
     /// Migrate an image to dm-crypt: the exact cryptsetup mapping (plain), a detached LUKS2
     /// header over the unchanged data, or a re-encrypted LUKS2/LUKS1 container.
-    Migrate(MigrateArgs),
+    Migrate(Box<MigrateArgs>),
 }
 
 /// Where secrets come from. Never from an argument value.

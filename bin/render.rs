@@ -247,7 +247,8 @@ pub fn migrate(r: &loopkit::report::Migrate) -> String {
         _ => String::new(),
     };
     if let Some(p) = &r.plain {
-        let _ = writeln!(o, "# loopkit migrate --mode plain: {} ({}{cipher}); the image is not changed", r.image, s.scheme);
+        let _ =
+            writeln!(o, "# loopkit migrate --mode plain: {} ({}{cipher}); the image is not changed", r.image, s.scheme);
         if let Some(c) = &p.passphrase_command {
             let _ = writeln!(o, "# open, typing the old passphrase at the prompt:\n{c}");
         }
@@ -271,7 +272,14 @@ pub fn migrate(r: &loopkit::report::Migrate) -> String {
     if let Some(u) = &r.uuid {
         let _ = writeln!(o, "             UUID {u}");
     }
-    let _ = writeln!(o, "source       {} ({}{cipher}), {} at byte {}", r.image, s.scheme, size(s.payload_bytes), s.offset_bytes);
+    let _ = writeln!(
+        o,
+        "source       {} ({}{cipher}), {} at byte {}",
+        r.image,
+        s.scheme,
+        size(s.payload_bytes),
+        s.offset_bytes
+    );
     if let Some(k) = &r.kdf {
         let _ = writeln!(o, "keyslot      {k}");
     }

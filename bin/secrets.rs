@@ -68,8 +68,9 @@ pub fn new_passphrase(file: Option<&Path>, fd: Option<u32>, no_prompt: bool) -> 
             read_bounded(f, &p.display().to_string())?
         }
         (None, Some(fd)) => {
-            let f = std::fs::File::open(format!("/proc/self/fd/{fd}"))
-                .map_err(|e| loopkit::Error::io(format!("cannot read the new passphrase from file descriptor {fd}"), e))?;
+            let f = std::fs::File::open(format!("/proc/self/fd/{fd}")).map_err(|e| {
+                loopkit::Error::io(format!("cannot read the new passphrase from file descriptor {fd}"), e)
+            })?;
             read_bounded(f, &format!("file descriptor {fd}"))?
         }
         (None, None) => {

@@ -17,7 +17,8 @@ use std::process::Command;
 pub const NEW_PASS: &str = "new archival passphrase 2026";
 
 /// Cheap KDF flags for loopkit (tests stay fast).
-pub const CHEAP_ARGON2: &[&str] = &["--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "2"];
+pub const CHEAP_ARGON2: &[&str] =
+    &["--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "2"];
 /// PBKDF2 with cryptsetup's minimum iterations.
 pub const CHEAP_PBKDF2: &[&str] = &["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"];
 
@@ -69,7 +70,12 @@ pub fn cryptsetup_view(dir: &Path, meta: &Path, passfile: &Path) -> Result<CsVie
         ensure!(!text.contains(bad), "cryptsetup luksDump {m} says {bad:?}:\n{text}");
     }
     let good = cryptsetup(&["open", "--test-passphrase", "--key-file", passfile.to_str().unwrap(), m])?;
-    ensure!(code(&good) == 0, "test-passphrase (right) exit {}: {}", code(&good), String::from_utf8_lossy(&good.stderr));
+    ensure!(
+        code(&good) == 0,
+        "test-passphrase (right) exit {}: {}",
+        code(&good),
+        String::from_utf8_lossy(&good.stderr)
+    );
     let wrong = dir.join("wrong-pass");
     write_pass(&wrong, "definitely not it")?;
     let bad = cryptsetup(&["open", "--test-passphrase", "--key-file", wrong.to_str().unwrap(), m])?;
@@ -89,13 +95,24 @@ pub fn cryptsetup_view(dir: &Path, meta: &Path, passfile: &Path) -> Result<CsVie
     ensure!(vk.status.success(), "dump-volume-key failed: {}", String::from_utf8_lossy(&vk.stderr));
     let volume_key = std::fs::read(&vkf).map_err(|e| format!("reading dumped key: {e}"))?;
     let js = cryptsetup(&["luksDump", "--dump-json-metadata", m])?;
-    let json = if js.status.success() { serde_json::from_slice(&js.stdout).unwrap_or_default() } else { serde_json::Value::Null };
+    let json = if js.status.success() {
+        serde_json::from_slice(&js.stdout).unwrap_or_default()
+    } else {
+        serde_json::Value::Null
+    };
     ensure!(sha256_file(meta)? == before, "cryptsetup changed {m}");
     Ok(CsView { volume_key, json })
 }
 
 /// A cryptsetup-made container holding `plain` (payload written by Python with a known key).
-fn make_container(d: &Path, name: &str, plain: &Path, passfile: &Path, flags: &[&str], key_bytes: usize) -> Result<(PathBuf, String), Failed> {
+fn make_container(
+    d: &Path,
+    name: &str,
+    plain: &Path,
+    passfile: &Path,
+    flags: &[&str],
+    key_bytes: usize,
+) -> Result<(PathBuf, String), Failed> {
     let img = d.join(name);
     let vk = d.join(format!("{name}.vk"));
     let key: Vec<u8> = (0..key_bytes).map(|i| (i as u8).wrapping_mul(29).wrapping_add(name.len() as u8)).collect();
@@ -104,7 +121,14 @@ fn make_container(d: &Path, name: &str, plain: &Path, passfile: &Path, flags: &[
     let f = std::fs::File::create(&img).map_err(|e| e.to_string())?;
     f.set_len((16 << 20) + plen).map_err(|e| e.to_string())?;
     drop(f);
-    let mut args = vec!["luksFormat", "--batch-mode", "--volume-key-file", vk.to_str().unwrap(), "--key-file", passfile.to_str().unwrap()];
+    let mut args = vec![
+        "luksFormat",
+        "--batch-mode",
+        "--volume-key-file",
+        vk.to_str().unwrap(),
+        "--key-file",
+        passfile.to_str().unwrap(),
+    ];
     let ks = (key_bytes * 8).to_string();
     args.extend(["--key-size", &ks]);
     args.extend(flags);
@@ -162,12 +186,39 @@ fn cryptsetup_made_containers() -> TestResult {
     let ps = pass.to_str().unwrap();
     let ext2 = p.dir.join("ext2.img");
     let ext4 = p.dir.join("ext4.img");
-    let argon = ["--type", "luks2", "--pbkdf", "argon2id", "--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "2", "--sector-size", "512"];
-    let argon_i = ["--type", "luks2", "--pbkdf", "argon2i", "--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "3", "--sector-size", "512"];
+    let argon = [
+        "--type",
+        "luks2",
+        "--pbkdf",
+        "argon2id",
+        "--pbkdf-memory",
+        "32768",
+        "--pbkdf-force-iterations",
+        "4",
+        "--pbkdf-parallel",
+        "2",
+        "--sector-size",
+        "512",
+    ];
+    let argon_i = [
+        "--type",
+        "luks2",
+        "--pbkdf",
+        "argon2i",
+        "--pbkdf-memory",
+        "32768",
+        "--pbkdf-force-iterations",
+        "4",
+        "--pbkdf-parallel",
+        "3",
+        "--sector-size",
+        "512",
+    ];
     let pb4k = ["--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--sector-size", "4096"];
     let l1 = ["--type", "luks1", "--pbkdf-force-iterations", "1000"];
     let l1sha1 = ["--type", "luks1", "--hash", "sha1", "--pbkdf-force-iterations", "1000"];
-    let cases: Vec<(&str, &Path, &[&str], usize, &str, u32)> = vec![
+    type Case<'a> = (&'a str, &'a Path, &'a [&'a str], usize, &'a str, u32);
+    let cases: Vec<Case> = vec![
         ("l2-argon2id.img", &ext2, &argon, 64, "luks2", 512),
         ("l2-argon2i-aes128.img", &ext4, &argon_i, 32, "luks2", 512),
         ("l2-pbkdf2-4k.img", &ext4, &pb4k, 64, "luks2", 4096),
@@ -179,7 +230,11 @@ fn cryptsetup_made_containers() -> TestResult {
         let before = sha256_file(&img)?;
         let (o, v) = verify_json(&img, &["--passphrase-file", ps])?;
         ensure!(code(&o) == 0, "{name}: verify exit {}: {}\n{v}", code(&o), String::from_utf8_lossy(&o.stderr));
-        ensure!(v["payload"]["sha256"] == want.as_str(), "{name}: payload {} != plaintext {want}", v["payload"]["sha256"]);
+        ensure!(
+            v["payload"]["sha256"] == want.as_str(),
+            "{name}: payload {} != plaintext {want}",
+            v["payload"]["sha256"]
+        );
         ensure!(v["kind"] == "luks" && v["encryption"]["scheme"] == scheme, "{name}: {v}");
         ensure!(v["encryption"]["cipher"] == "aes-xts-plain64" && v["encryption"]["key_bits"] == kb * 8, "{name}: {v}");
         ensure!(v["luks"]["sector_size"] == sector && v["luks"]["opened_keyslot"] == 0, "{name}: {}", v["luks"]);
@@ -225,14 +280,19 @@ fn keyslots_and_detached() -> TestResult {
     ensure!(o.status.success(), "luksAddKey: {}", String::from_utf8_lossy(&o.stderr));
     let (o, v) = verify_json(&img, &["--passphrase-file", pass2.to_str().unwrap()])?;
     ensure!(code(&o) == 0 && v["payload"]["sha256"] == want.as_str(), "second keyslot: {v}");
-    ensure!(v["luks"]["opened_keyslot"] == 1 && v["luks"]["keyslots"].as_array().map(Vec::len) == Some(2), "{}", v["luks"]);
+    ensure!(
+        v["luks"]["opened_keyslot"] == 1 && v["luks"]["keyslots"].as_array().map(Vec::len) == Some(2),
+        "{}",
+        v["luks"]
+    );
 
     // Detached header made by cryptsetup; data image is the bare payload.
     let data = d.path("data.img");
     std::fs::copy(p.dir.join("ext4.img"), &data).map_err(|e| e.to_string())?;
     let hdr = d.path("hdr.img");
     let vk = d.path("det.vk");
-    std::fs::write(&vk, (0..64u8).map(|i| i.wrapping_mul(7).wrapping_add(3)).collect::<Vec<u8>>()).map_err(|e| e.to_string())?;
+    std::fs::write(&vk, (0..64u8).map(|i| i.wrapping_mul(7).wrapping_add(3)).collect::<Vec<u8>>())
+        .map_err(|e| e.to_string())?;
     let o = cryptsetup(&[
         "luksFormat",
         "--batch-mode",
@@ -268,7 +328,12 @@ fn keyslots_and_detached() -> TestResult {
     ])?;
     let (o, v) = verify_json(&data, &["--passphrase-file", pass.to_str().unwrap(), "--header", hdr.to_str().unwrap()])?;
     ensure!(code(&o) == 0, "detached verify exit {}: {}", code(&o), String::from_utf8_lossy(&o.stderr));
-    ensure!(v["payload"]["sha256"] == r["plaintext_sha256"], "detached payload {} != {}", v["payload"]["sha256"], r["plaintext_sha256"]);
+    ensure!(
+        v["payload"]["sha256"] == r["plaintext_sha256"],
+        "detached payload {} != {}",
+        v["payload"]["sha256"],
+        r["plaintext_sha256"]
+    );
     ensure!(v["cryptsetup"].as_str().is_some_and(|c| c.contains("--header")), "{v}");
     Ok(Completion::Completed)
 }
@@ -333,7 +398,13 @@ fn damaged_headers() -> TestResult {
     for q in &cases {
         let before = sha256_file(q)?;
         let o = run(&mut loopkit(&["verify", "--json", "--no-prompt", "--passphrase-file", ps, q.to_str().unwrap()]))?;
-        ensure!(matches!(code(&o), 0..=2), "{}: exit {} (panic?): {}", q.display(), code(&o), String::from_utf8_lossy(&o.stderr));
+        ensure!(
+            matches!(code(&o), 0..=2),
+            "{}: exit {} (panic?): {}",
+            q.display(),
+            code(&o),
+            String::from_utf8_lossy(&o.stderr)
+        );
         ensure!(!String::from_utf8_lossy(&o.stderr).contains("panicked"), "{}: panic", q.display());
         json(&o)?;
         ensure!(sha256_file(q)? == before, "{} modified", q.display());

@@ -29,7 +29,13 @@ fn s(p: &Path) -> &str {
 /// The full oracle check of a re-encrypted container: cryptsetup reads it cleanly, the
 /// passphrases behave, and Python decrypts the payload (with cryptsetup's volume key) to the
 /// plaintext. Returns the LUKS2 JSON metadata (Null for LUKS1).
-pub fn check_container(d: &Path, out: &Path, newpass: &Path, plaintext_sha256: &str, payload_offset: u64) -> Result<serde_json::Value, Failed> {
+pub fn check_container(
+    d: &Path,
+    out: &Path,
+    newpass: &Path,
+    plaintext_sha256: &str,
+    payload_offset: u64,
+) -> Result<serde_json::Value, Failed> {
     let cs = cryptsetup_view(d, out, newpass)?;
     ensure!(cs.volume_key.len() == 64, "volume key of {} bytes", cs.volume_key.len());
     let vk = d.join("vk.bin");
@@ -55,7 +61,23 @@ fn plain_mode() -> TestResult {
     let p = plains().map_err(Failed::from)?;
     let d = Scratch::new("mig-plain");
     let pass = p.dir.join("pass");
-    let f = legacy::encrypt(&d.0, "cl.img", "ext2", &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "256", "--passphrase-file", s(&pass), "--offset", "8192"])?;
+    let f = legacy::encrypt(
+        &d.0,
+        "cl.img",
+        "ext2",
+        &[
+            "--scheme",
+            "cryptoloop",
+            "--derivation",
+            "rmd160",
+            "--key-bits",
+            "256",
+            "--passphrase-file",
+            s(&pass),
+            "--offset",
+            "8192",
+        ],
+    )?;
     let before = sha256_file(&f.image)?;
     let key = d.path("legacy.key");
     let cmds = d.path("open.txt");
@@ -63,17 +85,42 @@ fn plain_mode() -> TestResult {
     ensure!(c == 0, "plain mode exit {c}: {e}\n{v}");
     ensure!(v["mode"] == "plain" && v["source"]["scheme"] == "cryptoloop", "{v}");
     let kc = v["plain"]["key_file_command"].as_str().unwrap_or("");
-    ensure!(kc.contains("--type plain") && kc.contains("--cipher aes-cbc-plain") && kc.contains("--offset 16 --skip 16") && kc.contains(s(&key)), "key-file command: {kc}");
+    ensure!(
+        kc.contains("--type plain")
+            && kc.contains("--cipher aes-cbc-plain")
+            && kc.contains("--offset 16 --skip 16")
+            && kc.contains(s(&key)),
+        "key-file command: {kc}"
+    );
     ensure!(v["plain"]["passphrase_command"].as_str().is_some_and(|c| c.contains("--hash ripemd160")), "{v}");
     let ct = v["plain"]["crypttab"].as_str().unwrap_or("");
-    ensure!(ct.contains("plain,cipher=aes-cbc-plain,size=256,hash=plain,offset=16,skip=16,readonly") && ct.contains(&*std::fs::canonicalize(&key).unwrap().to_string_lossy()), "crypttab: {ct}");
+    ensure!(
+        ct.contains("plain,cipher=aes-cbc-plain,size=256,hash=plain,offset=16,skip=16,readonly")
+            && ct.contains(&*std::fs::canonicalize(&key).unwrap().to_string_lossy()),
+        "crypttab: {ct}"
+    );
     let text = std::fs::read_to_string(&cmds).map_err(|e| e.to_string())?;
     ensure!(text.contains(kc) && text.contains(ct), "-o file lacks the commands:\n{text}");
     let mode = std::fs::metadata(&key).map_err(|e| e.to_string())?.permissions().mode() & 0o777;
     ensure!(mode == 0o600, "key file mode {mode:o}");
     // Oracle: the raw key decrypts the image (Python CBC, IV offset 16) to the plaintext.
-    let r = oracle(&["cbc-sha256", "--image", s(&f.image), "--key-file", s(&key), "--offset", "8192", "--iv-offset", "16"])?;
-    ensure!(r["sha256"] == f.plaintext_sha256.as_str(), "raw key decrypts to {} (want {})", r["sha256"], f.plaintext_sha256);
+    let r = oracle(&[
+        "cbc-sha256",
+        "--image",
+        s(&f.image),
+        "--key-file",
+        s(&key),
+        "--offset",
+        "8192",
+        "--iv-offset",
+        "16",
+    ])?;
+    ensure!(
+        r["sha256"] == f.plaintext_sha256.as_str(),
+        "raw key decrypts to {} (want {})",
+        r["sha256"],
+        f.plaintext_sha256
+    );
     // No overwrite without --force.
     let (c, v, _) = migrate(&[s(&f.image), "--passphrase-file", s(&pass), "--key-out", s(&key)])?;
     ensure!(c == 2 && v["error"]["kind"] == "unsafe", "existing key file: exit {c} {v}");
@@ -82,15 +129,29 @@ fn plain_mode() -> TestResult {
     // loop-AES multi-key: the loopaes command and the key file itself.
     if util::have("aespipe") {
         let k = d.path("k65");
-        run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args(["keyfile", "--lines", "65", "--out", s(&k)]))?;
-        let f = legacy::encrypt(&d.0, "v3.img", "ext2", &["--scheme", "loop-aes", "--aespipe-args", "-e AES128", "--keyfile", s(&k)])?;
+        run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args([
+            "keyfile",
+            "--lines",
+            "65",
+            "--out",
+            s(&k),
+        ]))?;
+        let f = legacy::encrypt(
+            &d.0,
+            "v3.img",
+            "ext2",
+            &["--scheme", "loop-aes", "--aespipe-args", "-e AES128", "--keyfile", s(&k)],
+        )?;
         let kout = d.path("v3.key");
         let (c, v, e) = migrate(&[s(&f.image), "--key-file", s(&k), "--key-out", s(&kout)])?;
         ensure!(c == 0, "multi-key plain exit {c}: {e}");
         let kc = v["plain"]["key_file_command"].as_str().unwrap_or("");
         ensure!(kc.contains("--type loopaes") && kc.contains("--key-size 128"), "{kc}");
         ensure!(v["plain"]["crypttab"].is_null(), "{v}");
-        ensure!(std::fs::read(&kout).ok() == std::fs::read(&k).ok(), "the written key file differs from the loop-AES key file");
+        ensure!(
+            std::fs::read(&kout).ok() == std::fs::read(&k).ok(),
+            "the written key file differs from the loop-AES key file"
+        );
     }
     Ok(Completion::Completed)
 }
@@ -114,7 +175,15 @@ fn detached_header() -> TestResult {
         "pbkdf2",
     )];
     if util::have("aespipe") {
-        cases.push(("la.img", "ext4", vec!["--scheme", "loop-aes", "--aespipe-args", "-e AES128"], "aes-cbc-plain64", "plain64", CHEAP_ARGON2, "argon2id"));
+        cases.push((
+            "la.img",
+            "ext4",
+            vec!["--scheme", "loop-aes", "--aespipe-args", "-e AES128"],
+            "aes-cbc-plain64",
+            "plain64",
+            CHEAP_ARGON2,
+            "argon2id",
+        ));
     }
     for (name, fs, genargs, cipher, iv, kdf, kdf_type) in cases {
         let mut g = genargs.clone();
@@ -122,7 +191,17 @@ fn detached_header() -> TestResult {
         let f = legacy::encrypt(&d.0, name, fs, &g)?;
         let before = sha256_file(&f.image)?;
         let hdr = d.path(&format!("{name}.luks"));
-        let mut args = vec![s(&f.image), "--mode", "detached-header", "-o", s(&hdr), "--passphrase-file", s(&pass), "--new-passphrase-file", s(&np)];
+        let mut args = vec![
+            s(&f.image),
+            "--mode",
+            "detached-header",
+            "-o",
+            s(&hdr),
+            "--passphrase-file",
+            s(&pass),
+            "--new-passphrase-file",
+            s(&np),
+        ];
         args.extend(kdf);
         let (c, v, e) = migrate(&args)?;
         ensure!(c == 0, "{name}: exit {c}: {e}\n{v}");
@@ -131,38 +210,123 @@ fn detached_header() -> TestResult {
         // cryptsetup reads the header (with the image as data device) and agrees.
         let cs = cryptsetup_view(&d.0, &hdr, &np)?;
         let seg = &cs.json["segments"]["0"];
-        ensure!(seg["encryption"] == cipher && seg["sector_size"] == 512 && seg["offset"] == "0" && seg["iv_tweak"] == "0", "{name}: segment {seg}");
+        ensure!(
+            seg["encryption"] == cipher && seg["sector_size"] == 512 && seg["offset"] == "0" && seg["iv_tweak"] == "0",
+            "{name}: segment {seg}"
+        );
         ensure!(cs.json["keyslots"]["0"]["kdf"]["type"] == kdf_type, "{name}: {}", cs.json["keyslots"]);
-        let tok = cs.json["tokens"].as_object().and_then(|m| m.values().find(|t| t["type"] == "loopkit-migration")).cloned().unwrap_or_default();
-        ensure!(tok["payload_sha256"] == f.plaintext_sha256.as_str() && tok["source"]["cipher"] == cipher, "{name}: token {tok}");
+        let tok = cs.json["tokens"]
+            .as_object()
+            .and_then(|m| m.values().find(|t| t["type"] == "loopkit-migration"))
+            .cloned()
+            .unwrap_or_default();
+        ensure!(
+            tok["payload_sha256"] == f.plaintext_sha256.as_str() && tok["source"]["cipher"] == cipher,
+            "{name}: token {tok}"
+        );
         let o = Command::new("cryptsetup")
-            .args(["--disable-locks", "open", "--test-passphrase", "--key-file", s(&np), "--header", s(&hdr), s(&f.image)])
+            .args([
+                "--disable-locks",
+                "open",
+                "--test-passphrase",
+                "--key-file",
+                s(&np),
+                "--header",
+                s(&hdr),
+                s(&f.image),
+            ])
             .output()
             .map_err(|e| e.to_string())?;
-        ensure!(o.status.success(), "{name}: cryptsetup --header test-passphrase: {}", String::from_utf8_lossy(&o.stderr));
+        ensure!(
+            o.status.success(),
+            "{name}: cryptsetup --header test-passphrase: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         // The volume key cryptsetup recovers decrypts the unchanged image (Python CBC).
         let vk = d.path("det.vk");
         std::fs::write(&vk, &cs.volume_key).map_err(|e| e.to_string())?;
         let r = oracle(&["cbc-sha256", "--image", s(&f.image), "--key-file", s(&vk), "--offset", "0", "--iv", iv])?;
         ensure!(r["sha256"] == f.plaintext_sha256.as_str(), "{name}: header key decrypts to {}", r["sha256"]);
         // loopkit verify with the header and the new passphrase.
-        let o = run(&mut loopkit(&["verify", "--json", "--no-prompt", "--header", s(&hdr), "--passphrase-file", s(&np), s(&f.image)]))?;
+        let o = run(&mut loopkit(&[
+            "verify",
+            "--json",
+            "--no-prompt",
+            "--header",
+            s(&hdr),
+            "--passphrase-file",
+            s(&np),
+            s(&f.image),
+        ]))?;
         let vv = json(&o)?;
-        ensure!(code(&o) == 0 && vv["payload"]["sha256"] == f.plaintext_sha256.as_str(), "{name}: verify --header: {vv}");
+        ensure!(
+            code(&o) == 0 && vv["payload"]["sha256"] == f.plaintext_sha256.as_str(),
+            "{name}: verify --header: {vv}"
+        );
     }
 
     // Refusals, with the way out named; no header file left behind.
-    let f = legacy::encrypt(&d.0, "off.img", "ext2", &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "256", "--passphrase-file", s(&pass), "--offset", "4096"])?;
+    let f = legacy::encrypt(
+        &d.0,
+        "off.img",
+        "ext2",
+        &[
+            "--scheme",
+            "cryptoloop",
+            "--derivation",
+            "rmd160",
+            "--key-bits",
+            "256",
+            "--passphrase-file",
+            s(&pass),
+            "--offset",
+            "4096",
+        ],
+    )?;
     let hdr = d.path("off.luks");
-    let (c, v, _) = migrate(&[s(&f.image), "--mode", "detached-header", "-o", s(&hdr), "--passphrase-file", s(&pass), "--new-passphrase-file", s(&np)])?;
+    let (c, v, _) = migrate(&[
+        s(&f.image),
+        "--mode",
+        "detached-header",
+        "-o",
+        s(&hdr),
+        "--passphrase-file",
+        s(&pass),
+        "--new-passphrase-file",
+        s(&np),
+    ])?;
     let msg = v["error"]["message"].as_str().unwrap_or("");
-    ensure!(c == 2 && v["error"]["kind"] == "unsupported" && msg.contains("IV") && msg.contains("--mode reencrypt"), "IV offset: exit {c} {v}");
+    ensure!(
+        c == 2 && v["error"]["kind"] == "unsupported" && msg.contains("IV") && msg.contains("--mode reencrypt"),
+        "IV offset: exit {c} {v}"
+    );
     ensure!(!hdr.exists(), "a header was written for a refused source");
     if util::have("aespipe") {
         let k = d.path("k64");
-        run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args(["keyfile", "--lines", "64", "--out", s(&k)]))?;
-        let f = legacy::encrypt(&d.0, "v2.img", "ext2", &["--scheme", "loop-aes", "--aespipe-args", "-e AES128", "--keyfile", s(&k)])?;
-        let (c, v, _) = migrate(&[s(&f.image), "--mode", "detached-header", "-o", s(&hdr), "--key-file", s(&k), "--new-passphrase-file", s(&np)])?;
+        run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args([
+            "keyfile",
+            "--lines",
+            "64",
+            "--out",
+            s(&k),
+        ]))?;
+        let f = legacy::encrypt(
+            &d.0,
+            "v2.img",
+            "ext2",
+            &["--scheme", "loop-aes", "--aespipe-args", "-e AES128", "--keyfile", s(&k)],
+        )?;
+        let (c, v, _) = migrate(&[
+            s(&f.image),
+            "--mode",
+            "detached-header",
+            "-o",
+            s(&hdr),
+            "--key-file",
+            s(&k),
+            "--new-passphrase-file",
+            s(&np),
+        ])?;
         let msg = v["error"]["message"].as_str().unwrap_or("");
         ensure!(c == 2 && msg.contains("multi-key") && msg.contains("--mode reencrypt"), "multi-key: exit {c} {v}");
         ensure!(!hdr.exists(), "a header was written for multi-key");
@@ -179,31 +343,85 @@ fn reencrypt_luks2() -> TestResult {
     let pass = p.dir.join("pass");
     let np = d.path("newpass");
     write_pass(&np, NEW_PASS)?;
-    let f = legacy::encrypt(&d.0, "cl.img", "ext2", &["--scheme", "cryptoloop", "--derivation", "util-linux-raw", "--key-bits", "256", "--passphrase-file", s(&pass)])?;
+    let f = legacy::encrypt(
+        &d.0,
+        "cl.img",
+        "ext2",
+        &[
+            "--scheme",
+            "cryptoloop",
+            "--derivation",
+            "util-linux-raw",
+            "--key-bits",
+            "256",
+            "--passphrase-file",
+            s(&pass),
+        ],
+    )?;
     let before = sha256_file(&f.image)?;
     let out = d.path("new.img");
-    let mut args = vec![s(&f.image), "--mode", "reencrypt", "-o", s(&out), "--passphrase-file", s(&pass), "--new-passphrase-file", s(&np), "--label", "archive"];
+    let mut args = vec![
+        s(&f.image),
+        "--mode",
+        "reencrypt",
+        "-o",
+        s(&out),
+        "--passphrase-file",
+        s(&pass),
+        "--new-passphrase-file",
+        s(&np),
+        "--label",
+        "archive",
+    ];
     args.extend(CHEAP_ARGON2);
     let (c, v, e) = migrate(&args)?;
     ensure!(c == 0, "exit {c}: {e}\n{v}");
     ensure!(
-        v["source_sha256"] == f.plaintext_sha256.as_str() && v["migrated_sha256"] == f.plaintext_sha256.as_str() && v["sha256_match"] == true,
+        v["source_sha256"] == f.plaintext_sha256.as_str()
+            && v["migrated_sha256"] == f.plaintext_sha256.as_str()
+            && v["sha256_match"] == true,
         "report hashes: {v}"
     );
     ensure!(sha256_file(&f.image)? == before, "the source was modified");
     let plen = std::fs::metadata(&f.image).map_err(|e| e.to_string())?.len();
     let olen = std::fs::metadata(&out).map_err(|e| e.to_string())?.len();
     ensure!(olen == (16 << 20) + plen, "output is {olen} bytes, want 16 MiB + {plen}");
-    ensure!(!d.path("new.img.partial").exists() && !d.path("new.img.partial.checkpoint").exists(), "temporary files left");
+    ensure!(
+        !d.path("new.img.partial").exists() && !d.path("new.img.partial.checkpoint").exists(),
+        "temporary files left"
+    );
     let js = check_container(&d.0, &out, &np, &f.plaintext_sha256, 16 << 20)?;
     let seg = &js["segments"]["0"];
-    ensure!(seg["encryption"] == "aes-xts-plain64" && seg["sector_size"] == 512 && seg["offset"] == "16777216" && seg["size"] == "dynamic", "segment {seg}");
-    let ks = &js["keyslots"]["0"];
-    ensure!(ks["key_size"] == 64 && ks["kdf"]["type"] == "argon2id" && ks["kdf"]["memory"] == 32768 && ks["kdf"]["cpus"] == 2, "keyslot {ks}");
-    ensure!(js["config"]["json_size"] == "12288" && js["config"]["keyslots_size"] == "16744448", "config {}", js["config"]);
-    let tok = js["tokens"].as_object().and_then(|m| m.values().find(|t| t["type"] == "loopkit-migration")).cloned().unwrap_or_default();
     ensure!(
-        tok["payload_sha256"] == f.plaintext_sha256.as_str() && tok["source"]["scheme"] == "cryptoloop" && tok["source"]["key_derivation"] == "util-linux-raw" && tok["date"].is_string(),
+        seg["encryption"] == "aes-xts-plain64"
+            && seg["sector_size"] == 512
+            && seg["offset"] == "16777216"
+            && seg["size"] == "dynamic",
+        "segment {seg}"
+    );
+    let ks = &js["keyslots"]["0"];
+    ensure!(
+        ks["key_size"] == 64
+            && ks["kdf"]["type"] == "argon2id"
+            && ks["kdf"]["memory"] == 32768
+            && ks["kdf"]["cpus"] == 2,
+        "keyslot {ks}"
+    );
+    ensure!(
+        js["config"]["json_size"] == "12288" && js["config"]["keyslots_size"] == "16744448",
+        "config {}",
+        js["config"]
+    );
+    let tok = js["tokens"]
+        .as_object()
+        .and_then(|m| m.values().find(|t| t["type"] == "loopkit-migration"))
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        tok["payload_sha256"] == f.plaintext_sha256.as_str()
+            && tok["source"]["scheme"] == "cryptoloop"
+            && tok["source"]["key_derivation"] == "util-linux-raw"
+            && tok["date"].is_string(),
         "token {tok}"
     );
     // The same verify command works on the output; the label is there.
@@ -222,37 +440,102 @@ fn reencrypt_luks1_pbkdf2_and_sources() -> TestResult {
     let pass = p.dir.join("pass");
     let np = d.path("newpass");
     write_pass(&np, NEW_PASS)?;
-    let f = legacy::encrypt(&d.0, "cl.img", "ext3", &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "128", "--passphrase-file", s(&pass), "--offset", "4096"])?;
+    let f = legacy::encrypt(
+        &d.0,
+        "cl.img",
+        "ext3",
+        &[
+            "--scheme",
+            "cryptoloop",
+            "--derivation",
+            "rmd160",
+            "--key-bits",
+            "128",
+            "--passphrase-file",
+            s(&pass),
+            "--offset",
+            "4096",
+        ],
+    )?;
     // LUKS1.
     let out = d.path("l1.img");
-    let mut args = vec![s(&f.image), "--mode", "reencrypt", "--luks1", "-o", s(&out), "--passphrase-file", s(&pass), "--new-passphrase-file", s(&np)];
+    let mut args = vec![
+        s(&f.image),
+        "--mode",
+        "reencrypt",
+        "--luks1",
+        "-o",
+        s(&out),
+        "--passphrase-file",
+        s(&pass),
+        "--new-passphrase-file",
+        s(&np),
+    ];
     args.extend(["--pbkdf-force-iterations", "1000"]);
     let (c, v, e) = migrate(&args)?;
     ensure!(c == 0 && v["format"] == "luks1" && v["sha256_match"] == true, "luks1: exit {c}: {e}\n{v}");
     check_container(&d.0, &out, &np, &f.plaintext_sha256, 2 << 20)?;
-    let dump = String::from_utf8_lossy(&Command::new("cryptsetup").args(["--disable-locks", "luksDump", s(&out)]).output().map_err(|e| e.to_string())?.stdout).to_string();
-    let field = |k: &str| dump.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).unwrap_or_default();
+    let dump = String::from_utf8_lossy(
+        &Command::new("cryptsetup")
+            .args(["--disable-locks", "luksDump", s(&out)])
+            .output()
+            .map_err(|e| e.to_string())?
+            .stdout,
+    )
+    .to_string();
+    let field =
+        |k: &str| dump.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).unwrap_or_default();
     ensure!(
-        field("Version:") == "1" && field("Cipher mode:") == "xts-plain64" && field("Payload offset:") == "4096" && field("MK bits:") == "512",
+        field("Version:") == "1"
+            && field("Cipher mode:") == "xts-plain64"
+            && field("Payload offset:") == "4096"
+            && field("MK bits:") == "512",
         "luksDump:\n{dump}"
     );
     // Re-keying a LUKS source: the LUKS1 output into LUKS2 with another passphrase.
     let np2 = d.path("newpass2");
     write_pass(&np2, "third passphrase")?;
     let out1b = d.path("l1-to-l2.img");
-    let mut args = vec![s(&out), "--mode", "reencrypt", "-o", s(&out1b), "--passphrase-file", s(&np), "--new-passphrase-file", s(&np2)];
+    let mut args = vec![
+        s(&out),
+        "--mode",
+        "reencrypt",
+        "-o",
+        s(&out1b),
+        "--passphrase-file",
+        s(&np),
+        "--new-passphrase-file",
+        s(&np2),
+    ];
     args.extend(CHEAP_PBKDF2);
     let (c, v, e) = migrate(&args)?;
-    ensure!(c == 0 && v["source"]["scheme"] == "luks1" && v["sha256_match"] == true, "luks1 -> luks2: exit {c}: {e}\n{v}");
+    ensure!(
+        c == 0 && v["source"]["scheme"] == "luks1" && v["sha256_match"] == true,
+        "luks1 -> luks2: exit {c}: {e}\n{v}"
+    );
     check_container(&d.0, &out1b, &np2, &f.plaintext_sha256, 16 << 20)?;
     // LUKS2 with pbkdf2.
     let out2 = d.path("pb.img");
-    let mut args = vec![s(&f.image), "--mode", "reencrypt", "-o", s(&out2), "--passphrase-file", s(&pass), "--new-passphrase-file", s(&np)];
+    let mut args = vec![
+        s(&f.image),
+        "--mode",
+        "reencrypt",
+        "-o",
+        s(&out2),
+        "--passphrase-file",
+        s(&pass),
+        "--new-passphrase-file",
+        s(&np),
+    ];
     args.extend(CHEAP_PBKDF2);
     let (c, v, e) = migrate(&args)?;
     ensure!(c == 0 && v["sha256_match"] == true, "pbkdf2: exit {c}: {e}\n{v}");
     let js = check_container(&d.0, &out2, &np, &f.plaintext_sha256, 16 << 20)?;
-    ensure!(js["keyslots"]["0"]["kdf"]["type"] == "pbkdf2" && js["keyslots"]["0"]["kdf"]["iterations"] == 1000, "{}", js["keyslots"]);
+    ensure!(
+        js["keyslots"]["0"]["kdf"]["type"] == "pbkdf2" && js["keyslots"]["0"]["kdf"]["iterations"] == 1000,
+        "{}",
+        js["keyslots"]
+    );
     ensure!(js["digests"]["0"]["iterations"] == 1000, "{}", js["digests"]);
     // An unencrypted image.
     let plain = p.dir.join("ext4.img");
@@ -261,16 +544,40 @@ fn reencrypt_luks1_pbkdf2_and_sources() -> TestResult {
     let mut args = vec![s(&plain), "--mode", "reencrypt", "-o", s(&out3), "--new-passphrase-file", s(&np)];
     args.extend(CHEAP_PBKDF2);
     let (c, v, e) = migrate(&args)?;
-    ensure!(c == 0 && v["source"]["scheme"] == "plain" && v["source_sha256"] == plain_sha.as_str(), "plain source: exit {c}: {e}\n{v}");
+    ensure!(
+        c == 0 && v["source"]["scheme"] == "plain" && v["source_sha256"] == plain_sha.as_str(),
+        "plain source: exit {c}: {e}\n{v}"
+    );
     check_container(&d.0, &out3, &np, &plain_sha, 16 << 20)?;
     ensure!(sha256_file(&plain)? == plain_sha, "the plain source was modified");
     // loop-AES multi-key v3 (aespipe).
     if util::have("aespipe") {
         let k = d.path("k65");
-        run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args(["keyfile", "--lines", "65", "--out", s(&k)]))?;
-        let f = legacy::encrypt(&d.0, "v3.img", "ext2", &["--scheme", "loop-aes", "--aespipe-args", "-e AES256", "--keyfile", s(&k)])?;
+        run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args([
+            "keyfile",
+            "--lines",
+            "65",
+            "--out",
+            s(&k),
+        ]))?;
+        let f = legacy::encrypt(
+            &d.0,
+            "v3.img",
+            "ext2",
+            &["--scheme", "loop-aes", "--aespipe-args", "-e AES256", "--keyfile", s(&k)],
+        )?;
         let out4 = d.path("v3-luks.img");
-        let mut args = vec![s(&f.image), "--mode", "reencrypt", "-o", s(&out4), "--key-file", s(&k), "--new-passphrase-file", s(&np)];
+        let mut args = vec![
+            s(&f.image),
+            "--mode",
+            "reencrypt",
+            "-o",
+            s(&out4),
+            "--key-file",
+            s(&k),
+            "--new-passphrase-file",
+            s(&np),
+        ];
         args.extend(CHEAP_PBKDF2);
         let (c, v, e) = migrate(&args)?;
         ensure!(c == 0 && v["source"]["multi_key"] == "v3", "multi-key: exit {c}: {e}\n{v}");
@@ -288,7 +595,12 @@ fn outputs_are_guarded() -> TestResult {
     let pass = p.dir.join("pass");
     let np = d.path("newpass");
     write_pass(&np, NEW_PASS)?;
-    let f = legacy::encrypt(&d.0, "cl.img", "ext2", &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "256", "--passphrase-file", s(&pass)])?;
+    let f = legacy::encrypt(
+        &d.0,
+        "cl.img",
+        "ext2",
+        &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "256", "--passphrase-file", s(&pass)],
+    )?;
     let src_sha = sha256_file(&f.image)?;
     let base = |out: &Path| {
         let mut a = vec![s(&f.image).to_string(), "--mode".into(), "reencrypt".into(), "-o".into(), s(out).to_string()];
@@ -300,7 +612,12 @@ fn outputs_are_guarded() -> TestResult {
     // OUT equal to the source (also via another spelling and a hard link).
     for same in [f.image.clone(), d.0.join(".").join("cl.img")] {
         let (c, v, _) = call(&base(&same))?;
-        ensure!(c == 2 && v["error"]["kind"] == "unsafe" && v["error"]["message"].as_str().is_some_and(|m| m.contains("refusing")), "OUT = source: exit {c} {v}");
+        ensure!(
+            c == 2
+                && v["error"]["kind"] == "unsafe"
+                && v["error"]["message"].as_str().is_some_and(|m| m.contains("refusing")),
+            "OUT = source: exit {c} {v}"
+        );
     }
     let link = d.path("link.img");
     std::fs::hard_link(&f.image, &link).map_err(|e| e.to_string())?;
@@ -329,7 +646,10 @@ fn outputs_are_guarded() -> TestResult {
     ensure!(!out2.exists() && !d.path("never.img.partial").exists(), "outputs created for a wrong passphrase");
     // No new passphrase (not a terminal): exit 2 with the way to give one.
     let (c, v, _) = migrate(&[s(&f.image), "--mode", "reencrypt", "-o", s(&out2), "--passphrase-file", s(&pass)])?;
-    ensure!(c == 2 && v["error"]["message"].as_str().is_some_and(|m| m.contains("--new-passphrase-file")), "no new passphrase: {v}");
+    ensure!(
+        c == 2 && v["error"]["message"].as_str().is_some_and(|m| m.contains("--new-passphrase-file")),
+        "no new passphrase: {v}"
+    );
     ensure!(sha256_file(&f.image)? == src_sha, "the source changed");
     Ok(Completion::Completed)
 }

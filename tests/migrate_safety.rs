@@ -25,7 +25,17 @@ fn big_source(d: &Path) -> Result<(PathBuf, String, PathBuf), Failed> {
     let p = plains().map_err(Failed::from)?;
     let generator = util::repo_root().join("testdata/gen/legacy.py");
     let plain = d.join("big-plain.img");
-    run_ok(Command::new("python3").arg(&generator).args(["plain", "--fs", "ext2", "--size-mib", "32", "--tree", s(&p.dir.join("tree")), "--out", s(&plain)]))?;
+    run_ok(Command::new("python3").arg(&generator).args([
+        "plain",
+        "--fs",
+        "ext2",
+        "--size-mib",
+        "32",
+        "--tree",
+        s(&p.dir.join("tree")),
+        "--out",
+        s(&plain),
+    ]))?;
     let pass = p.dir.join("pass");
     let img = d.join("big.img");
     let out = run_ok(Command::new("python3").arg(&generator).args([
@@ -49,8 +59,24 @@ fn big_source(d: &Path) -> Result<(PathBuf, String, PathBuf), Failed> {
 }
 
 fn reencrypt_args(img: &Path, out: &Path, pass: &Path, np: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = ["migrate", "--to", "dmcrypt", "--json", "--no-prompt", "--mode", "reencrypt"].map(String::from).to_vec();
-    a.extend([s(img), "-o", s(out), "--passphrase-file", s(pass), "--new-passphrase-file", s(np), "--checkpoint-every", "2M", "--threads", "1"].map(String::from));
+    let mut a: Vec<String> =
+        ["migrate", "--to", "dmcrypt", "--json", "--no-prompt", "--mode", "reencrypt"].map(String::from).to_vec();
+    a.extend(
+        [
+            s(img),
+            "-o",
+            s(out),
+            "--passphrase-file",
+            s(pass),
+            "--new-passphrase-file",
+            s(np),
+            "--checkpoint-every",
+            "2M",
+            "--threads",
+            "1",
+        ]
+        .map(String::from),
+    );
     a.extend(CHEAP_PBKDF2.iter().map(|x| x.to_string()));
     a.extend(extra.iter().map(|x| x.to_string()));
     a
@@ -120,17 +146,31 @@ fn crash_and_resume() -> TestResult {
         if out.exists() {
             let o = run(&mut loopkit(&["verify", "--json", "--no-prompt", "--passphrase-file", s(&np), s(&out)]))?;
             let v = json(&o)?;
-            ensure!(code(&o) == 0 && v["payload"]["sha256"] == plain_sha.as_str(), "round {round}: OUT exists but does not verify: {v}");
+            ensure!(
+                code(&o) == 0 && v["payload"]["sha256"] == plain_sha.as_str(),
+                "round {round}: OUT exists but does not verify: {v}"
+            );
         }
         // --resume completes.
         let o = run(Command::new(util::loopkit_bin()).args(reencrypt_args(&img, &out, &pass, &np, &["--resume"])))?;
         let v = json(&o)?;
-        ensure!(code(&o) == 0, "round {round}: --resume exit {}: {}\n{v}", code(&o), String::from_utf8_lossy(&o.stderr));
-        ensure!(v["migrated_sha256"] == plain_sha.as_str() && v["source_sha256"] == plain_sha.as_str(), "round {round}: {v}");
+        ensure!(
+            code(&o) == 0,
+            "round {round}: --resume exit {}: {}\n{v}",
+            code(&o),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        ensure!(
+            v["migrated_sha256"] == plain_sha.as_str() && v["source_sha256"] == plain_sha.as_str(),
+            "round {round}: {v}"
+        );
         if v["resumed_from_bytes"].as_u64().is_some_and(|n| n > 0 && n < 32 << 20) {
             mid_resumes += 1;
         }
-        ensure!(!partial.exists() && !d.path("out.img.partial.checkpoint").exists(), "round {round}: temporary files left after completion");
+        ensure!(
+            !partial.exists() && !d.path("out.img.partial.checkpoint").exists(),
+            "round {round}: temporary files left after completion"
+        );
         ensure!(sha256_file(&img)? == src_sha, "round {round}: the source changed");
     }
     ensure!(kills >= 12, "only {kills} of the runs were killed before finishing (timing too coarse?)");
@@ -167,7 +207,10 @@ fn sigint_and_resume() -> TestResult {
             if child.try_wait().map_err(|e| e.to_string())?.is_some() {
                 break;
             }
-            let done = std::fs::read(&ck).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).and_then(|v| v["done_bytes"].as_u64());
+            let done = std::fs::read(&ck)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["done_bytes"].as_u64());
             if done.is_some_and(|n| n > 0) {
                 run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]))?;
                 sent = true;
@@ -187,10 +230,19 @@ fn sigint_and_resume() -> TestResult {
     };
     let v = json(&o)?;
     ensure!(code(&o) == 130 && v["error"]["kind"] == "interrupted", "SIGINT: exit {} {v}", code(&o));
-    ensure!(!out.exists() && ck.exists(), "after SIGINT: OUT exists {} checkpoint exists {}", out.exists(), ck.exists());
+    ensure!(
+        !out.exists() && ck.exists(),
+        "after SIGINT: OUT exists {} checkpoint exists {}",
+        out.exists(),
+        ck.exists()
+    );
     // Without --resume or --force the leftovers are protected.
-    let (c, v, _) = migrate(&reencrypt_args(&img, &out, &pass, &np, &[])[5..].iter().map(String::as_str).collect::<Vec<_>>())?;
-    ensure!(c == 2 && v["error"]["message"].as_str().is_some_and(|m| m.contains("--resume")), "leftovers without --resume: {v}");
+    let (c, v, _) =
+        migrate(&reencrypt_args(&img, &out, &pass, &np, &[])[5..].iter().map(String::as_str).collect::<Vec<_>>())?;
+    ensure!(
+        c == 2 && v["error"]["message"].as_str().is_some_and(|m| m.contains("--resume")),
+        "leftovers without --resume: {v}"
+    );
     // Another new passphrase cannot resume (the keyslot in the partial output decides).
     let other = d.path("other");
     write_pass(&other, "a different new passphrase")?;
@@ -210,7 +262,10 @@ struct Mount(PathBuf);
 impl Mount {
     fn tmpfs(dir: &Path, opts: &str) -> Result<Option<Mount>, Failed> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let o = Command::new("mount").args(["-t", "tmpfs", "-o", opts, "loopkit-test", s(dir)]).output().map_err(|e| e.to_string())?;
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "loopkit-test", s(dir)])
+            .output()
+            .map_err(|e| e.to_string())?;
         Ok(if o.status.success() { Some(Mount(dir.to_path_buf())) } else { None })
     }
 }
@@ -230,19 +285,30 @@ fn bad_destinations() -> TestResult {
     let pass = p.dir.join("pass");
     let np = d.path("newpass");
     write_pass(&np, NEW_PASS)?;
-    let f = crate::legacy::encrypt(&d.0, "cl.img", "ext2", &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "256", "--passphrase-file", s(&pass)])?;
+    let f = crate::legacy::encrypt(
+        &d.0,
+        "cl.img",
+        "ext2",
+        &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "256", "--passphrase-file", s(&pass)],
+    )?;
     let src_sha = sha256_file(&f.image)?;
     let Some(full) = Mount::tmpfs(&d.path("full"), "size=12m")? else {
         return util::skip("cannot mount a tmpfs here (needs root)");
     };
     let out = full.0.join("out.img");
-    let (c, v, e) = migrate(&reencrypt_args(&f.image, &out, &pass, &np, &[])[5..].iter().map(String::as_str).collect::<Vec<_>>())?;
+    let (c, v, e) =
+        migrate(&reencrypt_args(&f.image, &out, &pass, &np, &[])[5..].iter().map(String::as_str).collect::<Vec<_>>())?;
     let msg = v["error"]["message"].as_str().unwrap_or("");
-    ensure!(c == 2 && v["error"]["kind"] == "io" && msg.contains("full") && msg.contains("--resume"), "full disk: exit {c} {v}\n{e}");
+    ensure!(
+        c == 2 && v["error"]["kind"] == "io" && msg.contains("full") && msg.contains("--resume"),
+        "full disk: exit {c} {v}\n{e}"
+    );
     ensure!(!out.exists(), "OUT exists after ENOSPC");
     ensure!(sha256_file(&f.image)? == src_sha, "the source changed");
     // Resume still refuses cleanly while the disk is full (no panic, no OUT).
-    let (c, _, _) = migrate(&reencrypt_args(&f.image, &out, &pass, &np, &["--resume"])[5..].iter().map(String::as_str).collect::<Vec<_>>())?;
+    let (c, _, _) = migrate(
+        &reencrypt_args(&f.image, &out, &pass, &np, &["--resume"])[5..].iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
     ensure!(c == 2 && !out.exists(), "resume on a full disk: exit {c}");
     drop(full);
 
@@ -250,11 +316,32 @@ fn bad_destinations() -> TestResult {
         return util::skip("cannot mount a read-only tmpfs here");
     };
     let out = ro.0.join("out.img");
-    let (c, v, _) = migrate(&reencrypt_args(&f.image, &out, &pass, &np, &[])[5..].iter().map(String::as_str).collect::<Vec<_>>())?;
-    ensure!(c == 2 && v["error"]["message"].as_str().is_some_and(|m| m.contains("read-only")), "read-only destination: exit {c} {v}");
+    let (c, v, _) =
+        migrate(&reencrypt_args(&f.image, &out, &pass, &np, &[])[5..].iter().map(String::as_str).collect::<Vec<_>>())?;
+    ensure!(
+        c == 2 && v["error"]["message"].as_str().is_some_and(|m| m.contains("read-only")),
+        "read-only destination: exit {c} {v}"
+    );
     let hdr = ro.0.join("h.luks");
-    let (c, v, _) = migrate(&[s(&f.image), "--mode", "detached-header", "-o", s(&hdr), "--passphrase-file", s(&pass), "--new-passphrase-file", s(&np), "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"])?;
-    ensure!(c == 2 && v["error"]["message"].as_str().is_some_and(|m| m.contains("read-only")), "read-only header destination: exit {c} {v}");
+    let (c, v, _) = migrate(&[
+        s(&f.image),
+        "--mode",
+        "detached-header",
+        "-o",
+        s(&hdr),
+        "--passphrase-file",
+        s(&pass),
+        "--new-passphrase-file",
+        s(&np),
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+    ])?;
+    ensure!(
+        c == 2 && v["error"]["message"].as_str().is_some_and(|m| m.contains("read-only")),
+        "read-only header destination: exit {c} {v}"
+    );
     ensure!(sha256_file(&f.image)? == src_sha, "the source changed");
     Ok(Completion::Completed)
 }

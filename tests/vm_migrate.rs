@@ -54,11 +54,43 @@ fn results_open_and_mount_in_kernel() -> TestResult {
     write_pass(&np, NEW_PASS)?;
     let tree = p.dir.join("tree");
     let k65 = d.path("k65");
-    run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args(["keyfile", "--lines", "65", "--out", s(&k65)]))?;
+    run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args([
+        "keyfile",
+        "--lines",
+        "65",
+        "--out",
+        s(&k65),
+    ]))?;
 
-    let cl = encrypt(&d.0, "cl.img", "ext2", &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "256", "--passphrase-file", s(&pass)])?;
-    let clo = encrypt(&d.0, "cl-off.img", "ext4", &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "128", "--passphrase-file", s(&pass), "--offset", "4096"])?;
-    let la = encrypt(&d.0, "la-v3.img", "ext3", &["--scheme", "loop-aes", "--aespipe-args", "-e AES256", "--keyfile", s(&k65)])?;
+    let cl = encrypt(
+        &d.0,
+        "cl.img",
+        "ext2",
+        &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "256", "--passphrase-file", s(&pass)],
+    )?;
+    let clo = encrypt(
+        &d.0,
+        "cl-off.img",
+        "ext4",
+        &[
+            "--scheme",
+            "cryptoloop",
+            "--derivation",
+            "rmd160",
+            "--key-bits",
+            "128",
+            "--passphrase-file",
+            s(&pass),
+            "--offset",
+            "4096",
+        ],
+    )?;
+    let la = encrypt(
+        &d.0,
+        "la-v3.img",
+        "ext3",
+        &["--scheme", "loop-aes", "--aespipe-args", "-e AES256", "--keyfile", s(&k65)],
+    )?;
     let sources = [&cl, &clo, &la];
     let src_sums: Vec<String> = sources.iter().map(|f| sha256_file(&f.image)).collect::<Result<_, _>>()?;
 
@@ -72,7 +104,11 @@ fn results_open_and_mount_in_kernel() -> TestResult {
     };
 
     // (a) plain: both printed command lines on the original images.
-    for (name, f, secret) in [("plain-cl", &cl, vec!["--passphrase-file", s(&pass)]), ("plain-cl-off", &clo, vec!["--passphrase-file", s(&pass)]), ("plain-la-v3", &la, vec!["--key-file", s(&k65)])] {
+    for (name, f, secret) in [
+        ("plain-cl", &cl, vec!["--passphrase-file", s(&pass)]),
+        ("plain-cl-off", &clo, vec!["--passphrase-file", s(&pass)]),
+        ("plain-la-v3", &la, vec!["--key-file", s(&k65)]),
+    ] {
         let key = d.path(&format!("{name}.key"));
         let mut args = vec![s(&f.image), "--key-out", s(&key), "--name", "legacy"];
         args.extend(secret);
@@ -101,7 +137,17 @@ fn results_open_and_mount_in_kernel() -> TestResult {
     }
     // (b) detached header over the unchanged image.
     let hdr = d.path("cl.luks");
-    let mut args = vec![s(&cl.image), "--mode", "detached-header", "-o", s(&hdr), "--passphrase-file", s(&pass), "--new-passphrase-file", s(&np)];
+    let mut args = vec![
+        s(&cl.image),
+        "--mode",
+        "detached-header",
+        "-o",
+        s(&hdr),
+        "--passphrase-file",
+        s(&pass),
+        "--new-passphrase-file",
+        s(&np),
+    ];
     args.extend(CHEAP_ARGON2);
     let (c, _, e) = migrate(&args)?;
     ensure!(c == 0, "detached-header: exit {c}: {e}");
@@ -170,7 +216,13 @@ fi
     }
     let disk_refs: Vec<Disk> = disks.iter().map(|p| Disk::ro(p)).collect();
     let file_refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-    let job = VmJob { disks: &disk_refs, script: &script, files: &file_refs, timeout: Duration::from_secs(400), ..Default::default() };
+    let job = VmJob {
+        disks: &disk_refs,
+        script: &script,
+        files: &file_refs,
+        timeout: Duration::from_secs(400),
+        ..Default::default()
+    };
     let out = match vm::run(&job) {
         Ok(out) => out,
         Err(unavailable) => return unavailable.skip(),
@@ -193,7 +245,8 @@ fi
         }
         if n.starts_with("re-") {
             let st = status.get(n).cloned().unwrap_or_default();
-            if !(st.contains("aes-xts-plain64") && st.contains("keysize: 512 bits") && st.contains("sector size: 512")) {
+            if !(st.contains("aes-xts-plain64") && st.contains("keysize: 512 bits") && st.contains("sector size: 512"))
+            {
                 errors.push(format!("{n}: cryptsetup status: {st}"));
             }
         }
@@ -201,7 +254,11 @@ fi
             Some(m) if m.starts_with("ok") => {
                 let got = out.tree_sums(&format!("file:{n}:"));
                 if got != want_files {
-                    errors.push(format!("{n}: files differ from the source tree ({} vs {} files)", got.len(), want_files.len()));
+                    errors.push(format!(
+                        "{n}: files differ from the source tree ({} vs {} files)",
+                        got.len(),
+                        want_files.len()
+                    ));
                 }
             }
             other => errors.push(format!("{n}: mount -o ro failed: {other:?}")),

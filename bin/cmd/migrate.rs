@@ -17,9 +17,8 @@ fn kdf_options(a: &MigrateArgs) -> loopkit::Result<KdfOptions> {
 
 /// Run it; returns the exit code (0 done and verified).
 pub fn run(a: &MigrateArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
-    let need_output = |what: &str| {
-        a.output.clone().ok_or_else(|| loopkit::Error::invalid(format!("--mode {what} needs -o FILE")))
-    };
+    let need_output =
+        |what: &str| a.output.clone().ok_or_else(|| loopkit::Error::invalid(format!("--mode {what} needs -o FILE")));
     if a.mode != MigrateMode::Plain && a.key_out.is_some() {
         return Err(loopkit::Error::invalid("--key-out applies to --mode plain only"));
     }
@@ -62,7 +61,13 @@ pub fn run(a: &MigrateArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
             let o = migrate::detached_header(
                 &opened,
                 &pass,
-                &DetachedOptions { output, kdf: kdf_options(a)?, force: a.force, label: a.label.clone(), chunk_bytes: 1 << 20 },
+                &DetachedOptions {
+                    output,
+                    kdf: kdf_options(a)?,
+                    force: a.force,
+                    label: a.label.clone(),
+                    chunk_bytes: 1 << 20,
+                },
                 &mut *progress,
                 interrupt,
             )?;
@@ -102,10 +107,10 @@ pub fn run(a: &MigrateArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     };
     let report = loopkit::report::migrate(&image, &outcome, plain.as_ref());
     let text = crate::render::migrate(&report);
-    if a.mode == MigrateMode::Plain {
-        if let Some(out) = &a.output {
-            migrate::apply::write_file_atomically(out, text.as_bytes(), a.force)?;
-        }
+    if a.mode == MigrateMode::Plain
+        && let Some(out) = &a.output
+    {
+        migrate::apply::write_file_atomically(out, text.as_bytes(), a.force)?;
     }
     if a.common.output.json {
         super::print_json(&report)?;

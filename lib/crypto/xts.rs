@@ -44,7 +44,9 @@ impl XtsSectors {
             return Err(crate::Error::invalid(format!("XTS key of {} bytes (need 32, 48 or 64)", key.len())));
         }
         if !matches!(sector_bytes, 512 | 1024 | 2048 | 4096) {
-            return Err(crate::Error::invalid(format!("XTS sector size {sector_bytes} (need 512, 1024, 2048 or 4096)")));
+            return Err(crate::Error::invalid(format!(
+                "XTS sector size {sector_bytes} (need 512, 1024, 2048 or 4096)"
+            )));
         }
         let (k1, k2) = key.split_at(key.len() / 2);
         Ok(XtsSectors { data: Aes::new(k1)?, tweak: Aes::new(k2)?, sector_bytes })
@@ -136,7 +138,9 @@ mod tests {
     fn reference(key: &[u8], ss: usize, iv: u64, data: &mut [u8], encrypt: bool) {
         fn go<C>(x: Xts128<C>, ss: usize, iv: u64, data: &mut [u8], encrypt: bool)
         where
-            C: aes::cipher::BlockCipherEncrypt + aes::cipher::BlockCipherDecrypt + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
+            C: aes::cipher::BlockCipherEncrypt
+                + aes::cipher::BlockCipherDecrypt
+                + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
         {
             for (k, s) in data.chunks_exact_mut(ss).enumerate() {
                 let mut t = [0u8; 16];
@@ -150,8 +154,20 @@ mod tests {
         }
         let (a, b) = key.split_at(key.len() / 2);
         match key.len() {
-            32 => go(Xts128::new(aes::Aes128::new_from_slice(a).unwrap(), aes::Aes128::new_from_slice(b).unwrap()), ss, iv, data, encrypt),
-            64 => go(Xts128::new(aes::Aes256::new_from_slice(a).unwrap(), aes::Aes256::new_from_slice(b).unwrap()), ss, iv, data, encrypt),
+            32 => go(
+                Xts128::new(aes::Aes128::new_from_slice(a).unwrap(), aes::Aes128::new_from_slice(b).unwrap()),
+                ss,
+                iv,
+                data,
+                encrypt,
+            ),
+            64 => go(
+                Xts128::new(aes::Aes256::new_from_slice(a).unwrap(), aes::Aes256::new_from_slice(b).unwrap()),
+                ss,
+                iv,
+                data,
+                encrypt,
+            ),
             _ => unreachable!(),
         }
     }
@@ -224,7 +240,10 @@ mod tests {
         let mut small = vec![0u8; 64 << 20];
         let t = std::time::Instant::now();
         reference(&key, 512, 0, &mut small, true);
-        println!("xts-mode crate aes-256: {:.2} GB/s on 1 thread", small.len() as f64 / t.elapsed().as_secs_f64() / 1e9);
+        println!(
+            "xts-mode crate aes-256: {:.2} GB/s on 1 thread",
+            small.len() as f64 / t.elapsed().as_secs_f64() / 1e9
+        );
     }
 
     #[test]

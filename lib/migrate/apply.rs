@@ -50,7 +50,11 @@ impl OutputPaths {
             s.push(suffix);
             PathBuf::from(s)
         };
-        OutputPaths { final_path: final_path.to_path_buf(), partial: with(".partial"), checkpoint: with(".partial.checkpoint") }
+        OutputPaths {
+            final_path: final_path.to_path_buf(),
+            partial: with(".partial"),
+            checkpoint: with(".partial.checkpoint"),
+        }
     }
 }
 
@@ -82,11 +86,17 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// `Unsafe` naming the clash.
 pub fn refuse_clobbering_inputs(out: &OutputPaths, inputs: &[&Path]) -> crate::Result<()> {
     for input in inputs {
-        for (what, p) in [("output", &out.final_path), ("temporary output", &out.partial), ("checkpoint", &out.checkpoint)] {
+        for (what, p) in
+            [("output", &out.final_path), ("temporary output", &out.partial), ("checkpoint", &out.checkpoint)]
+        {
             if same_file(p, input) {
                 return Err(crate::Error::new(
                     crate::ErrorKind::Unsafe,
-                    format!("the {what} {} is the source {}: refusing to overwrite the original", p.display(), input.display()),
+                    format!(
+                        "the {what} {} is the source {}: refusing to overwrite the original",
+                        p.display(),
+                        input.display()
+                    ),
                 ));
             }
         }
@@ -110,14 +120,8 @@ pub fn sync_dir_of(p: &Path) -> crate::Result<()> {
 /// # Errors
 /// `Io` with a hint for read-only file systems and permission problems.
 pub fn create_partial(p: &Path, truncate: bool) -> crate::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(truncate)
-        .mode(0o600)
-        .open(p)
-        .map_err(|e| {
+    std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(truncate).mode(0o600).open(p).map_err(
+        |e| {
             let hint = match e.raw_os_error() {
                 Some(libc::EROFS) => " (the destination is on a read-only file system; choose another -o)",
                 Some(libc::EACCES) | Some(libc::EPERM) => " (no permission to write there; choose another -o)",
@@ -125,7 +129,8 @@ pub fn create_partial(p: &Path, truncate: bool) -> crate::Result<File> {
                 _ => "",
             };
             crate::Error::io(format!("cannot create {}{hint}", p.display()), e)
-        })
+        },
+    )
 }
 
 /// `pwrite` all of `buf` at `at`, with an error that says where and what to do about a full
@@ -180,7 +185,8 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8], force: bool) -> crate::R
         return Err(e);
     }
     drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| crate::Error::io(format!("renaming {} to {}", tmp.display(), path.display()), e))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| crate::Error::io(format!("renaming {} to {}", tmp.display(), path.display()), e))?;
     sync_dir_of(path)
 }
 
@@ -217,9 +223,12 @@ impl Checkpoint {
     /// `Corrupt` if it does not parse; `Io`.
     pub fn load(p: &Path) -> crate::Result<Option<Checkpoint>> {
         match std::fs::read(p) {
-            Ok(b) if b.len() <= 1 << 20 => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| crate::Error::corrupt(format!("checkpoint {} does not parse ({e}); delete it and start over with --force", p.display()))),
+            Ok(b) if b.len() <= 1 << 20 => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                crate::Error::corrupt(format!(
+                    "checkpoint {} does not parse ({e}); delete it and start over with --force",
+                    p.display()
+                ))
+            }),
             Ok(_) => Err(crate::Error::corrupt(format!("checkpoint {} is too large", p.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(crate::Error::io(format!("reading checkpoint {}", p.display()), e)),
@@ -334,15 +343,16 @@ pub fn stream(
                     }
                     let start = c * chunk;
                     let len = chunk.min(layout.size_bytes - start) as usize;
-                    let msg = crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, &mut plain).and_then(|_| {
-                        if start >= done {
-                            enc.clear();
-                            enc.extend_from_slice(&plain);
-                            sink.cipher.encrypt_sectors(start / 512, &mut enc);
-                            write_at(sink.file, sink.path, &enc, sink.offset_bytes + start)?;
-                        }
-                        Ok((plain, enc))
-                    });
+                    let msg = crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, &mut plain)
+                        .and_then(|_| {
+                            if start >= done {
+                                enc.clear();
+                                enc.extend_from_slice(&plain);
+                                sink.cipher.encrypt_sectors(start / 512, &mut enc);
+                                write_at(sink.file, sink.path, &enc, sink.offset_bytes + start)?;
+                            }
+                            Ok((plain, enc))
+                        });
                     let failed = msg.is_err();
                     if tx.send(msg).is_err() || failed {
                         return;
@@ -358,7 +368,9 @@ pub fn stream(
             let mut last_mark = Instant::now();
             for c in 0..nchunks {
                 let w = (c % workers as u64) as usize;
-                let msg = outs[w].recv().map_err(|_| crate::Error::new(crate::ErrorKind::Io, "BUG: a migrate worker stopped early"))?;
+                let msg = outs[w]
+                    .recv()
+                    .map_err(|_| crate::Error::new(crate::ErrorKind::Io, "BUG: a migrate worker stopped early"))?;
                 let (plain, enc) = match msg {
                     Ok(m) => m,
                     Err(e) => {
@@ -372,7 +384,9 @@ pub fn stream(
                 let end = c * chunk + plain.len() as u64;
                 progress.advance(plain.len() as u64);
                 let _ = returns[w].send((plain, enc));
-                if end > marked && (end - marked >= opts.checkpoint_bytes.max(1) || last_mark.elapsed() >= CHECKPOINT_INTERVAL) {
+                if end > marked
+                    && (end - marked >= opts.checkpoint_bytes.max(1) || last_mark.elapsed() >= CHECKPOINT_INTERVAL)
+                {
                     let _ = mark_tx.send(end);
                     marked = end;
                     last_mark = Instant::now();
@@ -389,7 +403,9 @@ pub fn stream(
         drop(mark_tx);
         drop(outs);
         drop(returns);
-        let flushed = flusher.join().unwrap_or_else(|_| Err(crate::Error::new(crate::ErrorKind::Io, "BUG: the flusher panicked")));
+        let flushed = flusher
+            .join()
+            .unwrap_or_else(|_| Err(crate::Error::new(crate::ErrorKind::Io, "BUG: the flusher panicked")));
         consumed?;
         flushed
     });
@@ -475,13 +491,26 @@ mod tests {
             let sink = Sink { file: &f, path: &p, offset_bytes: off, cipher: &xts };
             let mut marks = Vec::new();
             let opts = StreamOptions { workers, chunk_bytes: 256 << 10, checkpoint_bytes: 1 << 20 };
-            let sha = stream(&MemSource::new(ct.clone()), &legacy, layout, &sink, done, opts, &mut |n| {
-                marks.push(n);
-                Ok(())
-            }, &mut NoProgress, &Interrupt::new())
+            let sha = stream(
+                &MemSource::new(ct.clone()),
+                &legacy,
+                layout,
+                &sink,
+                done,
+                opts,
+                &mut |n| {
+                    marks.push(n);
+                    Ok(())
+                },
+                &mut NoProgress,
+                &Interrupt::new(),
+            )
             .unwrap();
             assert_eq!(sha, want_sha);
-            assert!(marks.windows(2).all(|w| w[0] < w[1]) && marks.iter().all(|&m| m > done && m <= layout.size_bytes), "{marks:?}");
+            assert!(
+                marks.windows(2).all(|w| w[0] < w[1]) && marks.iter().all(|&m| m > done && m <= layout.size_bytes),
+                "{marks:?}"
+            );
             let got = std::fs::read(&p).unwrap();
             assert_eq!(&got[off as usize..], &want[..], "workers {workers} done {done}");
         }
@@ -490,7 +519,18 @@ mod tests {
         let p = d.join("int");
         let f = create_partial(&p, true).unwrap();
         let sink = Sink { file: &f, path: &p, offset_bytes: 0, cipher: &xts };
-        let e = stream(&MemSource::new(ct), &legacy, layout, &sink, 0, StreamOptions::default(), &mut |_| Ok(()), &mut NoProgress, &i).unwrap_err();
+        let e = stream(
+            &MemSource::new(ct),
+            &legacy,
+            layout,
+            &sink,
+            0,
+            StreamOptions::default(),
+            &mut |_| Ok(()),
+            &mut NoProgress,
+            &i,
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Interrupted);
         std::fs::remove_dir_all(&d).unwrap();
     }

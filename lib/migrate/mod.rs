@@ -168,7 +168,8 @@ fn pbkdf2_iterations_for(ms: u32, out_len: usize) -> u32 {
     keyslot::pbkdf2(crate::crypto::HashAlg::Sha256, b"benchmark", &[0u8; 32], probe, &mut out);
     let el = t.elapsed().max(Duration::from_micros(100));
     let per_sec = f64::from(probe) / el.as_secs_f64();
-    ((per_sec * f64::from(ms) / 1000.0) as u64).clamp(u64::from(keyslot::PBKDF2_MIN_ITERATIONS), u64::from(u32::MAX)) as u32
+    ((per_sec * f64::from(ms) / 1000.0) as u64).clamp(u64::from(keyslot::PBKDF2_MIN_ITERATIONS), u64::from(u32::MAX))
+        as u32
 }
 
 /// Argon2 memory (KiB) that takes about `ms` here with `time` passes, between 64 MiB and 1 GiB.
@@ -273,10 +274,10 @@ pub fn reencrypt(
     let info = plan::source_info(opened, layout)?;
     let out = OutputPaths::new(&opts.output);
     apply::refuse_clobbering_inputs(&out, &[&opened.path])?;
-    if let crate::image::Content::LuksUnlocked(u) = &opened.content {
-        if let Some(h) = &u.detached_header {
-            apply::refuse_clobbering_inputs(&out, &[h])?;
-        }
+    if let crate::image::Content::LuksUnlocked(u) = &opened.content
+        && let Some(h) = &u.detached_header
+    {
+        apply::refuse_clobbering_inputs(&out, &[h])?;
     }
     let target = TargetLayout::new(opts.format == Format::Luks2, layout.size_bytes);
     let src_path = source_path(opened);
@@ -288,11 +289,15 @@ pub fn reencrypt(
     let partial_exists = out.partial.exists();
     if opts.resume && final_exists && !partial_exists {
         // A previous run renamed OUT into place; finish (or refuse) by verifying it.
-        let (sha_src, sha_out, uuid) = verify_existing(opened, &*src_cipher, layout, &out.final_path, new_pass, opts.stream, progress, interrupt)?;
+        let (sha_src, sha_out, uuid) =
+            verify_existing(opened, &*src_cipher, layout, &out.final_path, new_pass, opts.stream, progress, interrupt)?;
         if sha_src != sha_out {
             return Err(crate::Error::new(
                 crate::ErrorKind::Unsafe,
-                format!("{} exists but its payload differs from the source; use --force to replace it", out.final_path.display()),
+                format!(
+                    "{} exists but its payload differs from the source; use --force to replace it",
+                    out.final_path.display()
+                ),
             ));
         }
         let _ = std::fs::remove_file(&out.checkpoint);
@@ -359,9 +364,11 @@ pub fn reencrypt(
         let written = new_header(&vk, new_pass, opts, &kdf, digest_iterations, target)?;
         // The checkpoint first: a crash from here on leaves a checkpoint with done = 0, which a
         // resumed run turns into a fresh start (keeping the --force permission).
-        checkpoint_for(&src_path, src_size, &info, opts.format, &written.uuid, target, replace).save(&out.checkpoint)?;
+        checkpoint_for(&src_path, src_size, &info, opts.format, &written.uuid, target, replace)
+            .save(&out.checkpoint)?;
         let file = apply::create_partial(&out.partial, true)?;
-        file.set_len(target.total_bytes()).map_err(|e| crate::Error::io(format!("sizing {}", out.partial.display()), e))?;
+        file.set_len(target.total_bytes())
+            .map_err(|e| crate::Error::io(format!("sizing {}", out.partial.display()), e))?;
         apply::write_at(&file, &out.partial, &written.bytes, 0)?;
         apply::sync(&file, &out.partial)?;
         apply::sync_dir_of(&out.partial)?;
@@ -370,7 +377,11 @@ pub fn reencrypt(
     let (file, vk, uuid, kdf_desc, done) = match &resume_from {
         Some(c) => match reopen_partial(&out, c, new_pass) {
             Ok((file, vk, kdf)) => {
-                notes.push(format!("resumed after {} of {} payload bytes", c.done_bytes.min(layout.size_bytes), layout.size_bytes));
+                notes.push(format!(
+                    "resumed after {} of {} payload bytes",
+                    c.done_bytes.min(layout.size_bytes),
+                    layout.size_bytes
+                ));
                 (file, vk, c.target_uuid.clone(), kdf, c.done_bytes.min(layout.size_bytes))
             }
             // Interrupted before any payload was durable (even mid-header): nothing to keep.
@@ -387,22 +398,38 @@ pub fn reencrypt(
     let sink = Sink { file: &file, path: &out.partial, offset_bytes: target.payload_offset_bytes, cipher: &dst_cipher };
     let base = checkpoint_for(&src_path, src_size, &info, opts.format, &uuid, target, replace);
     let mut on_durable = |n: u64| Checkpoint { done_bytes: n, ..base.clone() }.save(&out.checkpoint);
-    let src_sha = apply::stream(&*opened.data, &*src_cipher, layout, &sink, done, opts.stream, &mut on_durable, progress, interrupt)?;
+    let src_sha = apply::stream(
+        &*opened.data,
+        &*src_cipher,
+        layout,
+        &sink,
+        done,
+        opts.stream,
+        &mut on_durable,
+        progress,
+        interrupt,
+    )?;
 
     // Provenance (LUKS2): rewrite both header copies with the token, then flush.
     if opts.format == Format::Luks2 {
         let hdr = FileSource::open(&out.partial)?;
         let Some(luks::Luks { parsed: luks::Parsed::V2(l2), .. }) = luks::read(&hdr)? else {
-            return Err(crate::Error::corrupt(format!("{}: the LUKS2 header no longer reads back", out.partial.display())));
+            return Err(crate::Error::corrupt(format!(
+                "{}: the LUKS2 header no longer reads back",
+                out.partial.display()
+            )));
         };
         let mut meta = l2.meta.clone();
         meta.tokens.retain(|_, t| t.get("type").and_then(|v| v.as_str()) != Some("loopkit-migration"));
-        let id = (0..32u32).map(|i| i.to_string()).find(|k| !meta.tokens.contains_key(k)).unwrap_or_else(|| "31".into());
+        let id =
+            (0..32u32).map(|i| i.to_string()).find(|k| !meta.tokens.contains_key(k)).unwrap_or_else(|| "31".into());
         meta.tokens.insert(id, plan::provenance_token(&info, &src_path, &hex(&src_sha), &now_iso()));
         let bytes = write::luks2_rewrite(&l2, &meta, l2.bin.seqid + 1)?;
         apply::write_at(&file, &out.partial, &bytes, 0)?;
     } else {
-        notes.push("LUKS1 has no place for provenance metadata; the source and its SHA-256 are only in this report".into());
+        notes.push(
+            "LUKS1 has no place for provenance metadata; the source and its SHA-256 are only in this report".into(),
+        );
     }
     // Make the tail durable and record it, while the verification pass re-reads the output
     // through the normal LUKS reader with the new passphrase (the rename waits for both).
@@ -410,7 +437,12 @@ pub fn reencrypt(
     let (flushed, verified) = std::thread::scope(|s| {
         let flush = s.spawn(|| apply::sync(&file, &out.partial).and_then(|()| done_all.save(&out.checkpoint)));
         let v = verify_output(&out.partial, new_pass, &vk, opts.stream, progress, interrupt);
-        (flush.join().unwrap_or_else(|_| Err(crate::Error::new(crate::ErrorKind::Io, "BUG: the flush thread panicked"))), v)
+        (
+            flush
+                .join()
+                .unwrap_or_else(|_| Err(crate::Error::new(crate::ErrorKind::Io, "BUG: the flush thread panicked"))),
+            v,
+        )
     });
     flushed?;
     drop(file);
@@ -431,8 +463,9 @@ pub fn reencrypt(
             format!("{} appeared while migrating; give --force to replace it", out.final_path.display()),
         ));
     }
-    std::fs::rename(&out.partial, &out.final_path)
-        .map_err(|e| crate::Error::io(format!("renaming {} to {}", out.partial.display(), out.final_path.display()), e))?;
+    std::fs::rename(&out.partial, &out.final_path).map_err(|e| {
+        crate::Error::io(format!("renaming {} to {}", out.partial.display(), out.final_path.display()), e)
+    })?;
     apply::sync_dir_of(&out.final_path)?;
     let _ = std::fs::remove_file(&out.checkpoint);
     apply::sync_dir_of(&out.checkpoint)?;
@@ -452,7 +485,14 @@ pub fn reencrypt(
 }
 
 /// A new header for `vk` in the chosen format.
-fn new_header(vk: &Key, pass: &Passphrase, opts: &ReencryptOptions, kdf: &Kdf, digest_iterations: u32, target: TargetLayout) -> crate::Result<write::Written> {
+fn new_header(
+    vk: &Key,
+    pass: &Passphrase,
+    opts: &ReencryptOptions,
+    kdf: &Kdf,
+    digest_iterations: u32,
+    target: TargetLayout,
+) -> crate::Result<write::Written> {
     let written = match opts.format {
         Format::Luks2 => write::luks2(
             vk,
@@ -475,7 +515,12 @@ fn new_header(vk: &Key, pass: &Passphrase, opts: &ReencryptOptions, kdf: &Kdf, d
             write::luks1(
                 vk,
                 pass,
-                &write::Luks1Spec { cipher_name: "aes".into(), cipher_mode: "xts-plain64".into(), iterations, digest_iterations },
+                &write::Luks1Spec {
+                    cipher_name: "aes".into(),
+                    cipher_mode: "xts-plain64".into(),
+                    iterations,
+                    digest_iterations,
+                },
             )?
         }
     };
@@ -487,21 +532,36 @@ fn new_header(vk: &Key, pass: &Passphrase, opts: &ReencryptOptions, kdf: &Kdf, d
 
 /// Open the partial output of an interrupted run: its header must be the checkpoint's and
 /// unlock with `pass`. Returns the file, the volume key and the keyslot's KDF.
-fn reopen_partial(out: &OutputPaths, c: &Checkpoint, pass: &Passphrase) -> crate::Result<(std::fs::File, Key, Option<String>)> {
+fn reopen_partial(
+    out: &OutputPaths,
+    c: &Checkpoint,
+    pass: &Passphrase,
+) -> crate::Result<(std::fs::File, Key, Option<String>)> {
     let file = apply::create_partial(&out.partial, false)?;
     let hdr = FileSource::open(&out.partial)?;
-    let l = luks::read(&hdr)?.ok_or_else(|| crate::Error::corrupt(format!("{} has no LUKS header", out.partial.display())))?;
+    let l = luks::read(&hdr)?
+        .ok_or_else(|| crate::Error::corrupt(format!("{} has no LUKS header", out.partial.display())))?;
     if l.header.uuid != c.target_uuid {
         return Err(crate::Error::new(
             crate::ErrorKind::Unsafe,
             format!("{} does not belong to the checkpoint (UUID differs); use --force", out.partial.display()),
         ));
     }
-    let u = l.unlock(&hdr, pass).map_err(|e| e.context("unlocking the partial output to resume (give the same new passphrase)"))?;
+    let u = l
+        .unlock(&hdr, pass)
+        .map_err(|e| e.context("unlocking the partial output to resume (give the same new passphrase)"))?;
     Ok((file, u.volume_key, l.header.keyslot_details.first().map(|k| k.kdf.clone())))
 }
 
-fn checkpoint_for(src_path: &str, src_size: u64, info: &SourceInfo, f: Format, uuid: &str, t: TargetLayout, replace_output: bool) -> Checkpoint {
+fn checkpoint_for(
+    src_path: &str,
+    src_size: u64,
+    info: &SourceInfo,
+    f: Format,
+    uuid: &str,
+    t: TargetLayout,
+    replace_output: bool,
+) -> Checkpoint {
     Checkpoint {
         loopkit_checkpoint: 1,
         source_path: src_path.to_string(),
@@ -532,16 +592,28 @@ fn verify_output(
     interrupt: &Interrupt,
 ) -> crate::Result<([u8; 32], String)> {
     let src = FileSource::open(path)?;
-    let l = luks::read(&src)?.ok_or_else(|| crate::Error::corrupt(format!("{} has no LUKS header after writing", path.display())))?;
+    let l = luks::read(&src)?
+        .ok_or_else(|| crate::Error::corrupt(format!("{} has no LUKS header after writing", path.display())))?;
     if !l.header.notes.is_empty() {
-        return Err(crate::Error::corrupt(format!("{}: the new header reads back with problems: {}", path.display(), l.header.notes.join("; "))));
+        return Err(crate::Error::corrupt(format!(
+            "{}: the new header reads back with problems: {}",
+            path.display(),
+            l.header.notes.join("; ")
+        )));
     }
     let u = l.unlock(&src, pass).map_err(|e| e.context(format!("verifying {}", path.display())))?;
     if !bool::from(u.volume_key.bytes().ct_eq(vk.bytes())) {
         return Err(crate::Error::corrupt(format!("{}: the keyslot yields another volume key", path.display())));
     }
     let (layout, cipher) = l.payload(src.size_bytes(), &u.volume_key)?;
-    let d = crate::verify::hash_payload(&src, &*cipher, layout, crate::verify::Options { workers: so.workers, chunk_bytes: so.chunk_bytes }, progress, interrupt)?;
+    let d = crate::verify::hash_payload(
+        &src,
+        &*cipher,
+        layout,
+        crate::verify::Options { workers: so.workers, chunk_bytes: so.chunk_bytes },
+        progress,
+        interrupt,
+    )?;
     Ok((d.sha256, l.header.uuid))
 }
 
@@ -560,7 +632,9 @@ fn verify_existing(
     let vo = crate::verify::Options { workers: so.workers, chunk_bytes: so.chunk_bytes };
     let s = crate::verify::hash_payload(&*opened.data, src_cipher, layout, vo, progress, interrupt)?;
     let src = FileSource::open(path)?;
-    let l = luks::read(&src)?.ok_or_else(|| crate::Error::new(crate::ErrorKind::Unsafe, format!("{} exists and is not LUKS", path.display())))?;
+    let l = luks::read(&src)?.ok_or_else(|| {
+        crate::Error::new(crate::ErrorKind::Unsafe, format!("{} exists and is not LUKS", path.display()))
+    })?;
     let u = l.unlock(&src, pass)?;
     let (ol, oc) = l.payload(src.size_bytes(), &u.volume_key)?;
     let o = crate::verify::hash_payload(&src, &*oc, ol, vo, progress, interrupt)?;
@@ -641,8 +715,14 @@ pub fn detached_header(
         return Err(crate::Error::corrupt("the new header's keyslot does not yield the legacy key"));
     }
     let (new_layout, new_cipher) = l.payload(opened.data.size_bytes(), &u.volume_key)?;
-    let (sha_src, sha_new) =
-        apply::dual_hash(&*opened.data, (&*src_cipher, layout), (&*new_cipher, new_layout), opts.chunk_bytes, progress, interrupt)?;
+    let (sha_src, sha_new) = apply::dual_hash(
+        &*opened.data,
+        (&*src_cipher, layout),
+        (&*new_cipher, new_layout),
+        opts.chunk_bytes,
+        progress,
+        interrupt,
+    )?;
     if !bool::from(sha_src.ct_eq(&sha_new)) {
         return Err(crate::Error::corrupt(format!(
             "verification failed: through the new header the payload hashes to {}, not {}; {} was not created",
@@ -661,12 +741,14 @@ pub fn detached_header(
     apply::write_at(&file, &out.partial, &bytes, 0)?;
     apply::sync(&file, &out.partial)?;
     drop(file);
-    let again = luks::read(&FileSource::open(&out.partial)?)?.ok_or_else(|| crate::Error::corrupt("the header does not read back"))?;
+    let again = luks::read(&FileSource::open(&out.partial)?)?
+        .ok_or_else(|| crate::Error::corrupt("the header does not read back"))?;
     if !again.check_volume_key(&key) || !again.header.notes.is_empty() {
         return Err(crate::Error::corrupt("the header with provenance does not read back cleanly"));
     }
-    std::fs::rename(&out.partial, &out.final_path)
-        .map_err(|e| crate::Error::io(format!("renaming {} to {}", out.partial.display(), out.final_path.display()), e))?;
+    std::fs::rename(&out.partial, &out.final_path).map_err(|e| {
+        crate::Error::io(format!("renaming {} to {}", out.partial.display(), out.final_path.display()), e)
+    })?;
     apply::sync_dir_of(&out.final_path)?;
     let notes = vec![format!(
         "the image itself was not changed; keep {} with it (without the header the data opens only with the old passphrase)",
@@ -713,7 +795,9 @@ pub fn plain(opened: &Opened, opts: &PlainOptions) -> crate::Result<(Outcome, pl
     let layout = opened.payload()?.map(|(l, _)| l);
     let info = match layout {
         Some(l) => plan::source_info(opened, l)?,
-        None => plan::source_info(opened, crate::volume::Layout { offset_bytes: 0, size_bytes: 0, iv_offset_sectors: 0 })?,
+        None => {
+            plan::source_info(opened, crate::volume::Layout { offset_bytes: 0, size_bytes: 0, iv_offset_sectors: 0 })?
+        }
     };
     let image = opened.path.display().to_string();
     let abs_image = source_path(opened);
@@ -733,7 +817,9 @@ pub fn plain(opened: &Opened, opts: &PlainOptions) -> crate::Result<(Outcome, pl
         let out = OutputPaths::new(k);
         apply::refuse_clobbering_inputs(&out, &[&opened.path])?;
         let bytes: zeroize::Zeroizing<Vec<u8>> = match (mapping.key_file_kind, opened.keys()) {
-            (plan::KeyFileKind::RawKey, Some(crate::formats::legacy::KeyMaterial::Single(key))) => zeroize::Zeroizing::new(key.bytes().to_vec()),
+            (plan::KeyFileKind::RawKey, Some(crate::formats::legacy::KeyMaterial::Single(key))) => {
+                zeroize::Zeroizing::new(key.bytes().to_vec())
+            }
             (plan::KeyFileKind::LoopAesKeyFile, _) => opts.loopaes_key_file.clone().ok_or_else(|| {
                 crate::Error::invalid("a loop-AES multi-key image needs its --key-file to write a key file")
             })?,

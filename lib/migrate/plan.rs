@@ -49,7 +49,8 @@ pub fn source_info(opened: &Opened, layout: Layout) -> crate::Result<SourceInfo>
     Ok(match &opened.content {
         Content::Plain { .. } | Content::UnknownPlain { .. } => base("plain"),
         Content::Legacy(o) => {
-            let f = o.found.as_ref().ok_or_else(|| crate::Error::invalid("no parameter set was found for the source"))?;
+            let f =
+                o.found.as_ref().ok_or_else(|| crate::Error::invalid("no parameter set was found for the source"))?;
             let p = &f.params;
             SourceInfo {
                 cipher: Some(p.cipher_name()),
@@ -61,7 +62,11 @@ pub fn source_info(opened: &Opened, layout: Layout) -> crate::Result<SourceInfo>
         }
         Content::LuksUnlocked(u) => {
             let h = &u.luks.header;
-            SourceInfo { cipher: Some(h.cipher.clone()), key_bits: Some(h.key_bits), ..base(&format!("luks{}", h.version)) }
+            SourceInfo {
+                cipher: Some(h.cipher.clone()),
+                key_bits: Some(h.key_bits),
+                ..base(&format!("luks{}", h.version))
+            }
         }
         Content::Luks(_) | Content::NeedsSecret { .. } => {
             return Err(crate::Error::invalid(
@@ -101,7 +106,9 @@ impl TargetLayout {
 /// `Unsupported` with an explanation that points at `--mode plain` / `--mode reencrypt`.
 pub fn detached_segment(opened: &Opened) -> crate::Result<(String, u64, Option<u64>)> {
     let p: &Params = match &opened.content {
-        Content::Legacy(o) => &o.found.as_ref().ok_or_else(|| crate::Error::invalid("no parameters were found"))?.params,
+        Content::Legacy(o) => {
+            &o.found.as_ref().ok_or_else(|| crate::Error::invalid("no parameters were found"))?.params
+        }
         Content::Plain { .. } | Content::UnknownPlain { .. } => {
             return Err(crate::Error::unsupported(
                 "the source is not encrypted: a LUKS header cannot describe plaintext; use --mode reencrypt to encrypt it \
@@ -132,7 +139,7 @@ pub fn detached_segment(opened: &Opened) -> crate::Result<(String, u64, Option<u
         )));
     }
     let min = 2 * LUKS2_HDR_SIZE + (u64::from(p.key_bits / 8) * 4000).div_ceil(4096) * 4096;
-    if p.offset_bytes % 512 != 0 || (p.offset_bytes != 0 && p.offset_bytes < min) {
+    if !p.offset_bytes.is_multiple_of(512) || (p.offset_bytes != 0 && p.offset_bytes < min) {
         return Err(crate::Error::unsupported(format!(
             "the payload starts at byte {}; a LUKS2 header can only describe data at byte 0 or at a 512-aligned \
              offset of at least {min} bytes (cryptsetup's keyslot-area rule). Use --mode plain or --mode reencrypt",
@@ -243,7 +250,9 @@ pub fn plain_mapping(
             }
             opts.push_str(",readonly");
             let crypttab = if p.size_limit_bytes.is_some() {
-                notes.push("crypttab has no option for a size limit (losetup --sizelimit); use the cryptsetup command".into());
+                notes.push(
+                    "crypttab has no option for a size limit (losetup --sizelimit); use the cryptsetup command".into(),
+                );
                 None
             } else {
                 Some(format!("{name} {} {} {opts}", crypttab_field(abs_image), crypttab_field(kf)))

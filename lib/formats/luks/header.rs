@@ -31,8 +31,7 @@ pub const LUKS1_KEY_DISABLED: u32 = 0x0000_DEAD;
 /// LUKS2 binary header length.
 pub const LUKS2_BIN_BYTES: usize = 4096;
 /// The `hdr_size` values LUKS2 allows (binary header + JSON area), 16 KiB … 4 MiB.
-pub const LUKS2_HDR_SIZES: [u64; 9] =
-    [16384, 32768, 65536, 131072, 262144, 524288, 1 << 20, 2 << 20, 4 << 20];
+pub const LUKS2_HDR_SIZES: [u64; 9] = [16384, 32768, 65536, 131072, 262144, 524288, 1 << 20, 2 << 20, 4 << 20];
 /// Offset of `csum` in the LUKS2 binary header.
 pub const LUKS2_CSUM_AT: usize = 448;
 
@@ -116,7 +115,9 @@ impl Luks1 {
             let s = &h[208 + 48 * i..208 + 48 * (i + 1)];
             let marker = be32(s, 0);
             if marker != LUKS1_KEY_ENABLED && marker != LUKS1_KEY_DISABLED {
-                return Err(crate::Error::corrupt(format!("LUKS1 keyslot {i}: state 0x{marker:08x} is neither enabled nor disabled")));
+                return Err(crate::Error::corrupt(format!(
+                    "LUKS1 keyslot {i}: state 0x{marker:08x} is neither enabled nor disabled"
+                )));
             }
             let mut salt = [0u8; 32];
             salt.copy_from_slice(&s[8..40]);
@@ -156,7 +157,9 @@ impl Luks1 {
                 return Err(crate::Error::corrupt(format!("LUKS1 keyslot {i}: {} stripes (must be 4000)", s.stripes)));
             }
             if s.key_material_sector == 0 {
-                return Err(crate::Error::corrupt(format!("LUKS1 keyslot {i}: key material at sector 0 overlaps the header")));
+                return Err(crate::Error::corrupt(format!(
+                    "LUKS1 keyslot {i}: key material at sector 0 overlaps the header"
+                )));
             }
             let end = u64::from(s.key_material_sector) + len;
             if self.payload_sector != 0 && end > u64::from(self.payload_sector) {
@@ -227,7 +230,9 @@ pub fn luks2_checksum(bin: &[u8], json_area: &[u8]) -> [u8; 32] {
 fn read_copy(src: &dyn ByteSource, at: u64, magic: [u8; 6]) -> crate::Result<Luks2> {
     let size = src.size_bytes();
     if at.saturating_add(LUKS2_BIN_BYTES as u64) > size {
-        return Err(crate::Error::corrupt(format!("LUKS2 header copy at {at} lies past the end of the file ({size} bytes)")));
+        return Err(crate::Error::corrupt(format!(
+            "LUKS2 header copy at {at} lies past the end of the file ({size} bytes)"
+        )));
     }
     let mut bin = vec![0u8; LUKS2_BIN_BYTES];
     src.read_exact_at(&mut bin, at).map_err(|e| crate::Error::io(format!("reading LUKS2 header at byte {at}"), e))?;
@@ -239,7 +244,9 @@ fn read_copy(src: &dyn ByteSource, at: u64, magic: [u8; 6]) -> crate::Result<Luk
     }
     let hdr_size = be64(&bin, 8);
     if !LUKS2_HDR_SIZES.contains(&hdr_size) {
-        return Err(crate::Error::corrupt(format!("LUKS2 header at {at}: hdr_size {hdr_size} is not one of 16 KiB … 4 MiB")));
+        return Err(crate::Error::corrupt(format!(
+            "LUKS2 header at {at}: hdr_size {hdr_size} is not one of 16 KiB … 4 MiB"
+        )));
     }
     let hdr_offset = be64(&bin, 256);
     if hdr_offset != at {
@@ -247,10 +254,14 @@ fn read_copy(src: &dyn ByteSource, at: u64, magic: [u8; 6]) -> crate::Result<Luk
     }
     let checksum_alg = cstr(&bin[72..104]);
     if checksum_alg != "sha256" {
-        return Err(crate::Error::unsupported(format!("LUKS2 header at {at}: checksum algorithm {checksum_alg:?} (loopkit checks sha256)")));
+        return Err(crate::Error::unsupported(format!(
+            "LUKS2 header at {at}: checksum algorithm {checksum_alg:?} (loopkit checks sha256)"
+        )));
     }
     if at + hdr_size > size {
-        return Err(crate::Error::corrupt(format!("LUKS2 header at {at} ({hdr_size} bytes) is cut off by the end of the file")));
+        return Err(crate::Error::corrupt(format!(
+            "LUKS2 header at {at} ({hdr_size} bytes) is cut off by the end of the file"
+        )));
     }
     let mut area = vec![0u8; (hdr_size - LUKS2_BIN_BYTES as u64) as usize];
     src.read_exact_at(&mut area, at + LUKS2_BIN_BYTES as u64)
@@ -318,7 +329,9 @@ pub fn read_luks2(src: &dyn ByteSource) -> crate::Result<Luks2> {
             Ok(p)
         }
         (Ok(mut p), Err(e)) => {
-            p.notes.push(format!("the secondary LUKS2 header is damaged ({e}); cryptsetup would rewrite it from the primary"));
+            p.notes.push(format!(
+                "the secondary LUKS2 header is damaged ({e}); cryptsetup would rewrite it from the primary"
+            ));
             Ok(p)
         }
         (Err(e), Ok(mut s)) => {

@@ -226,7 +226,8 @@ pub fn b64_encode(b: &[u8]) -> String {
 /// # Errors
 /// `Unsupported` for hashes loopkit lacks (whirlpool, blake2…).
 pub fn hash_alg(name: &str, what: &str) -> crate::Result<HashAlg> {
-    name.parse::<HashAlg>().map_err(|_| crate::Error::unsupported(format!("{what} uses hash {name:?}, which loopkit does not support")))
+    name.parse::<HashAlg>()
+        .map_err(|_| crate::Error::unsupported(format!("{what} uses hash {name:?}, which loopkit does not support")))
 }
 
 fn numbered(map_name: &str, key: &str) -> crate::Result<()> {
@@ -268,7 +269,7 @@ impl Metadata {
                 c.json_size
             )));
         }
-        if c.keyslots_size % 4096 != 0 || c.keyslots_size > 128 << 20 {
+        if !c.keyslots_size.is_multiple_of(4096) || c.keyslots_size > 128 << 20 {
             return Err(crate::Error::corrupt(format!(
                 "LUKS2 keyslots_size {} is not 4096-aligned or exceeds 128 MiB",
                 c.keyslots_size
@@ -288,7 +289,7 @@ impl Metadata {
         }
         for (k, s) in &self.segments {
             numbered("segment", k)?;
-            if s.offset % 512 != 0 {
+            if !s.offset.is_multiple_of(512) {
                 return Err(crate::Error::corrupt(format!("LUKS2 segment {k} offset {} is not 512-aligned", s.offset)));
             }
             s.size_bytes()?;
@@ -326,7 +327,8 @@ impl Metadata {
         let mut areas: Vec<(u64, u64, &str)> = Vec::new();
         for (k, ks) in &self.keyslots {
             let a = &ks.area;
-            let end = a.offset.checked_add(a.size).ok_or_else(|| crate::Error::corrupt("LUKS2 keyslot area overflows"))?;
+            let end =
+                a.offset.checked_add(a.size).ok_or_else(|| crate::Error::corrupt("LUKS2 keyslot area overflows"))?;
             if a.size == 0 || a.offset < lo || end > hi {
                 return Err(crate::Error::corrupt(format!(
                     "LUKS2 keyslot {k} area {}..{end} lies outside the keyslots area {lo}..{hi}",
@@ -349,7 +351,10 @@ impl Metadata {
 
     /// The segment that holds the data (`segments."0"`, or the lowest-numbered crypt segment).
     pub fn data_segment(&self) -> Option<(&String, &Segment)> {
-        self.segments.iter().filter(|(_, s)| s.kind == "crypt").min_by_key(|(k, _)| k.parse::<u64>().unwrap_or(u64::MAX))
+        self.segments
+            .iter()
+            .filter(|(_, s)| s.kind == "crypt")
+            .min_by_key(|(k, _)| k.parse::<u64>().unwrap_or(u64::MAX))
     }
 
     /// The digest that covers segment `seg`.

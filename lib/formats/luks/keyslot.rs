@@ -86,9 +86,7 @@ impl Kdf {
     /// `Corrupt` (they come from a header) with what is wrong.
     pub fn check(&self) -> crate::Result<()> {
         match *self {
-            Kdf::Pbkdf2 { iterations, .. } if iterations == 0 => {
-                Err(crate::Error::corrupt("keyslot pbkdf2 iterations is 0"))
-            }
+            Kdf::Pbkdf2 { iterations: 0, .. } => Err(crate::Error::corrupt("keyslot pbkdf2 iterations is 0")),
             Kdf::Argon2 { time, memory_kib, cpus, .. } => {
                 if time == 0 {
                     return Err(crate::Error::corrupt("keyslot argon2 time is 0"));

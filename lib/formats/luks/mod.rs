@@ -96,7 +96,8 @@ pub struct Luks {
 /// # Errors
 /// `Io` when the OS generator fails.
 pub fn random_fill(buf: &mut [u8]) -> crate::Result<()> {
-    getrandom::fill(buf).map_err(|e| crate::Error::new(crate::ErrorKind::Io, format!("the OS random generator failed: {e}")))
+    getrandom::fill(buf)
+        .map_err(|e| crate::Error::new(crate::ErrorKind::Io, format!("the OS random generator failed: {e}")))
 }
 
 /// `N` random bytes from the OS.
@@ -228,7 +229,8 @@ fn summarize(p: &Parsed) -> crate::Result<Header> {
         }
         Parsed::V2(l) => {
             let m = &l.meta;
-            let (seg_id, seg) = m.data_segment().ok_or_else(|| crate::Error::corrupt("LUKS2 metadata has no crypt segment"))?;
+            let (seg_id, seg) =
+                m.data_segment().ok_or_else(|| crate::Error::corrupt("LUKS2 metadata has no crypt segment"))?;
             let key_bytes = m
                 .digest_for_segment(seg_id)
                 .and_then(|d| d.keyslots.iter().find_map(|k| m.keyslots.get(k)))
@@ -242,7 +244,10 @@ fn summarize(p: &Parsed) -> crate::Result<Header> {
                 ));
             }
             if m.segments.len() > 1 {
-                notes.push(format!("{} segments (an interrupted re-encryption?); only segment {seg_id} is read", m.segments.len()));
+                notes.push(format!(
+                    "{} segments (an interrupted re-encryption?); only segment {seg_id} is read",
+                    m.segments.len()
+                ));
             }
             let details = m
                 .keyslots
@@ -320,7 +325,9 @@ impl Luks {
             Parsed::V2(l) => {
                 let mut order: Vec<(&String, &json::Keyslot)> =
                     l.meta.keyslots.iter().filter(|(_, k)| k.kind == "luks2" && k.priority != Some(0)).collect();
-                order.sort_by_key(|(id, k)| (std::cmp::Reverse(k.priority.unwrap_or(1)), id.parse::<u32>().unwrap_or(u32::MAX)));
+                order.sort_by_key(|(id, k)| {
+                    (std::cmp::Reverse(k.priority.unwrap_or(1)), id.parse::<u32>().unwrap_or(u32::MAX))
+                });
                 for (id, ks) in order {
                     if let Some(u) = attempt(self.try_luks2(src, l, id, ks, pass))? {
                         return Ok(u);
@@ -340,37 +347,67 @@ impl Luks {
         ))
     }
 
-    fn try_luks1(&self, src: &dyn ByteSource, l: &Luks1, i: usize, s: &header::Slot1, pass: &Passphrase) -> crate::Result<Option<Unlocked>> {
+    fn try_luks1(
+        &self,
+        src: &dyn ByteSource,
+        l: &Luks1,
+        i: usize,
+        s: &header::Slot1,
+        pass: &Passphrase,
+    ) -> crate::Result<Option<Unlocked>> {
         let what = format!("LUKS1 keyslot {i}");
         let hash = l.hash().ok_or_else(|| crate::Error::unsupported(format!("{what}: hash {:?}", l.hash_spec)))?;
         let key_len = l.key_bytes as usize;
         let slot_key = Kdf::Pbkdf2 { hash, iterations: s.iterations }.derive(pass.bytes(), &s.salt, key_len)?;
         let cipher = sector_cipher(&self.header.cipher, slot_key.bytes(), 512)?;
-        let material = read_material(src, u64::from(s.key_material_sector) * 512, keyslot::material_bytes(key_len, af::STRIPES), &what)?;
+        let material = read_material(
+            src,
+            u64::from(s.key_material_sector) * 512,
+            keyslot::material_bytes(key_len, af::STRIPES),
+            &what,
+        )?;
         let vk = keyslot::open_material(material, &*cipher, key_len, af::STRIPES, hash)?;
         Ok(keyslot::digest_matches(&vk, hash, &l.mk_digest_salt, l.mk_digest_iter, &l.mk_digest)
             .then_some(Unlocked { volume_key: vk, keyslot: i as u32 }))
     }
 
-    fn try_luks2(&self, src: &dyn ByteSource, l: &Luks2, id: &str, ks: &json::Keyslot, pass: &Passphrase) -> crate::Result<Option<Unlocked>> {
+    fn try_luks2(
+        &self,
+        src: &dyn ByteSource,
+        l: &Luks2,
+        id: &str,
+        ks: &json::Keyslot,
+        pass: &Passphrase,
+    ) -> crate::Result<Option<Unlocked>> {
         let what = format!("LUKS2 keyslot {id}");
         let kdf_json = ks.kdf.as_ref().ok_or_else(|| crate::Error::corrupt(format!("{what} has no kdf")))?;
         let kdf = kdf_of_json(kdf_json, &what)?;
         let salt = json::b64_decode(&kdf_json.salt, "keyslot salt")?;
         let af = ks.af.as_ref().ok_or_else(|| crate::Error::corrupt(format!("{what} has no af")))?;
         if af.kind != "luks1" || af.stripes as usize != af::STRIPES {
-            return Err(crate::Error::unsupported(format!("{what}: af type {:?} with {} stripes", af.kind, af.stripes)));
+            return Err(crate::Error::unsupported(format!(
+                "{what}: af type {:?} with {} stripes",
+                af.kind, af.stripes
+            )));
         }
         let af_hash = json::hash_alg(&af.hash, &what)?;
-        let area_enc = ks.area.encryption.as_deref().ok_or_else(|| crate::Error::corrupt(format!("{what} area has no encryption")))?;
-        let area_key_len = ks.area.key_size.ok_or_else(|| crate::Error::corrupt(format!("{what} area has no key_size")))? as usize;
+        let area_enc = ks
+            .area
+            .encryption
+            .as_deref()
+            .ok_or_else(|| crate::Error::corrupt(format!("{what} area has no encryption")))?;
+        let area_key_len =
+            ks.area.key_size.ok_or_else(|| crate::Error::corrupt(format!("{what} area has no key_size")))? as usize;
         let key_len = ks.key_size as usize;
         if key_len == 0 || key_len > 512 || area_key_len == 0 || area_key_len > 512 {
             return Err(crate::Error::corrupt(format!("{what}: key sizes {key_len}/{area_key_len} out of range")));
         }
         let need = keyslot::material_bytes(key_len, af::STRIPES);
         if (need as u64) > ks.area.size {
-            return Err(crate::Error::corrupt(format!("{what}: area of {} bytes cannot hold {need} bytes of material", ks.area.size)));
+            return Err(crate::Error::corrupt(format!(
+                "{what}: area of {} bytes cannot hold {need} bytes of material",
+                ks.area.size
+            )));
         }
         // Check what can be checked before the (expensive) KDF runs.
         sector_cipher(area_enc, &vec![0u8; area_key_len], 512)?;
@@ -399,9 +436,10 @@ impl Luks {
     /// Whether `vk` is this container's volume key (digest check, constant-time).
     pub fn check_volume_key(&self, vk: &Key) -> bool {
         match &self.parsed {
-            Parsed::V1(l) => l
-                .hash()
-                .is_some_and(|h| vk.len() == l.key_bytes as usize && keyslot::digest_matches(vk, h, &l.mk_digest_salt, l.mk_digest_iter, &l.mk_digest)),
+            Parsed::V1(l) => l.hash().is_some_and(|h| {
+                vk.len() == l.key_bytes as usize
+                    && keyslot::digest_matches(vk, h, &l.mk_digest_salt, l.mk_digest_iter, &l.mk_digest)
+            }),
             Parsed::V2(l) => {
                 let Some((seg, _)) = l.meta.data_segment() else { return false };
                 let Some(d) = l.meta.digest_for_segment(seg) else { return false };
@@ -422,7 +460,11 @@ impl Luks {
     ///
     /// # Errors
     /// `Unsupported` for a cipher loopkit lacks; `Corrupt` when the payload lies past the end.
-    pub fn payload(&self, device_bytes: u64, vk: &Key) -> crate::Result<(crate::volume::Layout, Box<dyn SectorCipher>)> {
+    pub fn payload(
+        &self,
+        device_bytes: u64,
+        vk: &Key,
+    ) -> crate::Result<(crate::volume::Layout, Box<dyn SectorCipher>)> {
         let h = &self.header;
         let cipher = sector_cipher(&h.cipher, vk.bytes(), h.sector_size as usize)?;
         if h.payload_offset_bytes > device_bytes {
@@ -437,7 +479,11 @@ impl Luks {
         }
         let ss = u64::from(h.sector_size);
         Ok((
-            crate::volume::Layout { offset_bytes: h.payload_offset_bytes, size_bytes: avail - avail % ss, iv_offset_sectors: 0 },
+            crate::volume::Layout {
+                offset_bytes: h.payload_offset_bytes,
+                size_bytes: avail - avail % ss,
+                iv_offset_sectors: 0,
+            },
             cipher,
         ))
     }
@@ -514,7 +560,10 @@ mod tests {
         // Truncated: an error, not a panic.
         for cut in [600usize, 4096, 20000, 40000] {
             let r = read(&MemSource::new(img[..cut].to_vec()));
-            assert!(r.is_err() || r.unwrap().is_some_and(|l| l.unlock(&MemSource::new(img[..cut].to_vec()), &pass).is_err()));
+            assert!(
+                r.is_err()
+                    || r.unwrap().is_some_and(|l| l.unlock(&MemSource::new(img[..cut].to_vec()), &pass).is_err())
+            );
         }
     }
 
@@ -522,7 +571,12 @@ mod tests {
     fn luks1_write_read_unlock() {
         let vk = Key::new((100..132u8).collect());
         let pass = Passphrase::new(b"pw".to_vec());
-        let spec = write::Luks1Spec { cipher_name: "aes".into(), cipher_mode: "xts-plain64".into(), iterations: 1000, digest_iterations: 1000 };
+        let spec = write::Luks1Spec {
+            cipher_name: "aes".into(),
+            cipher_mode: "xts-plain64".into(),
+            iterations: 1000,
+            digest_iterations: 1000,
+        };
         let w = write::luks1(&vk, &pass, &spec).unwrap();
         assert_eq!(w.bytes.len(), 2 << 20);
         let src = MemSource::new(w.bytes.clone());

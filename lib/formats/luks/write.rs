@@ -126,8 +126,11 @@ pub fn luks2(vk: &Key, pass: &Passphrase, spec: &Luks2Spec) -> crate::Result<Wri
             area_offset + area_size
         )));
     }
-    if spec.data_offset_bytes % 512 != 0 {
-        return Err(crate::Error::invalid(format!("LUKS2 data offset {} is not a multiple of 512", spec.data_offset_bytes)));
+    if !spec.data_offset_bytes.is_multiple_of(512) {
+        return Err(crate::Error::invalid(format!(
+            "LUKS2 data offset {} is not a multiple of 512",
+            spec.data_offset_bytes
+        )));
     }
     let slot_salt = random_bytes::<32>()?;
     let digest_salt = random_bytes::<32>()?;
@@ -253,14 +256,21 @@ pub fn luks1(vk: &Key, pass: &Passphrase, spec: &Luks1Spec) -> crate::Result<Wri
     let mut slots = Vec::new();
     let mut off = 8u32;
     for _ in 0..header::LUKS1_SLOTS {
-        slots.push(Slot1 { active: false, iterations: 0, salt: [0; 32], key_material_sector: off, stripes: af::STRIPES as u32 });
+        slots.push(Slot1 {
+            active: false,
+            iterations: 0,
+            salt: [0; 32],
+            key_material_sector: off,
+            stripes: af::STRIPES as u32,
+        });
         off = (off + slot_sectors).div_ceil(8) * 8;
     }
     if off > LUKS1_PAYLOAD_SECTOR {
         return Err(crate::Error::invalid(format!("a {}-byte key does not fit LUKS1's 2 MiB header", vk.len())));
     }
     let salt = random_bytes::<32>()?;
-    let slot_key = Kdf::Pbkdf2 { hash: HashAlg::Sha256, iterations: spec.iterations }.derive(pass.bytes(), &salt, vk.len())?;
+    let slot_key =
+        Kdf::Pbkdf2 { hash: HashAlg::Sha256, iterations: spec.iterations }.derive(pass.bytes(), &salt, vk.len())?;
     let area_cipher = sector_cipher(&spec_name, slot_key.bytes(), 512)?;
     let material = keyslot::seal_material(vk, &*area_cipher, HashAlg::Sha256)?;
     slots[0].active = true;
