@@ -6,7 +6,7 @@
 //! helpers the migrate tests use.
 
 use crate::ensure;
-use crate::legacy::plains;
+use crate::legacy::{Fixture, plains};
 use crate::util::{self, Scratch, TestResult, code, json, loopkit, run, run_ok, sha256_file, trial};
 use libtest_mimic::{Completion, Failed, Trial};
 use std::path::{Path, PathBuf};
@@ -29,6 +29,76 @@ pub fn missing() -> Option<String> {
     }
     let m: Vec<&str> = ["cryptsetup", "python3"].into_iter().filter(|t| !util::have(t)).collect();
     if m.is_empty() { None } else { Some(format!("missing tools: {}", m.join(", "))) }
+}
+
+/// What every LUKS/migrate test starts from: a scratch directory, the legacy fixtures' passphrase
+/// file and a new-passphrase file (no newline).
+pub struct Env {
+    pub d: Scratch,
+    pub pass: PathBuf,
+    pub np: PathBuf,
+    pub plains: &'static crate::legacy::Plains,
+}
+
+impl Env {
+    /// `Ok(Err(reason))` means: skip the test.
+    pub fn new(name: &str) -> Result<Result<Env, String>, Failed> {
+        if let Some(r) = missing() {
+            return Ok(Err(r));
+        }
+        let plains = plains().map_err(Failed::from)?;
+        let d = Scratch::new(name);
+        let np = d.path("newpass");
+        write_pass(&np, NEW_PASS)?;
+        Ok(Ok(Env { pass: plains.dir.join("pass"), d, np, plains }))
+    }
+
+    /// A cryptoloop fixture of `fs` (`legacy.py encrypt --scheme cryptoloop …`).
+    pub fn cryptoloop(
+        &self,
+        name: &str,
+        fs: &str,
+        derivation: &str,
+        key_bits: &str,
+        extra: &[&str],
+    ) -> Result<Fixture, Failed> {
+        let mut a = vec!["--scheme", "cryptoloop", "--derivation", derivation, "--key-bits", key_bits];
+        a.extend(["--passphrase-file", self.pass.to_str().unwrap()]);
+        a.extend(extra);
+        crate::legacy::encrypt(&self.d.0, name, fs, &a)
+    }
+
+    /// A loop-AES fixture made by aespipe with `aespipe_args` and `secret` (`--passphrase-file F`
+    /// or `--keyfile K`).
+    pub fn loopaes(&self, name: &str, fs: &str, aespipe_args: &str, secret: &[&str]) -> Result<Fixture, Failed> {
+        let mut a = vec!["--scheme", "loop-aes", "--aespipe-args", aespipe_args];
+        a.extend(secret);
+        crate::legacy::encrypt(&self.d.0, name, fs, &a)
+    }
+
+    /// A deterministic loop-AES multi-key key file of 64 or 65 lines.
+    pub fn keyfile(&self, lines: &str) -> Result<PathBuf, Failed> {
+        let k = self.d.path(&format!("k{lines}"));
+        run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args([
+            "keyfile",
+            "--lines",
+            lines,
+            "--out",
+            k.to_str().unwrap(),
+        ]))?;
+        Ok(k)
+    }
+}
+
+/// `let e = env!("name");` — an [`Env`], or return a skip.
+#[macro_export]
+macro_rules! luks_env {
+    ($name:expr) => {
+        match $crate::luks_read::Env::new($name)? {
+            Ok(e) => e,
+            Err(reason) => return $crate::util::skip(reason),
+        }
+    };
 }
 
 /// `testdata/gen/luks_oracle.py ARGS` → its JSON.

@@ -5,9 +5,9 @@
 //! payload with the key cryptsetup dumped (`testdata/gen/luks_oracle.py`).
 
 use crate::ensure;
-use crate::legacy::{self, plains};
-use crate::luks_read::{CHEAP_ARGON2, CHEAP_PBKDF2, NEW_PASS, cryptsetup_view, missing, oracle, write_pass};
-use crate::util::{self, Scratch, TestResult, code, json, loopkit, run, run_ok, sha256_file, trial};
+use crate::legacy;
+use crate::luks_read::{CHEAP_ARGON2, CHEAP_PBKDF2, cryptsetup_view, oracle, write_pass};
+use crate::util::{self, TestResult, code, json, loopkit, run, sha256_file, trial};
 use libtest_mimic::{Completion, Failed, Trial};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -20,6 +20,22 @@ pub fn migrate(args: &[&str]) -> Result<(i32, serde_json::Value, String), Failed
     let o = run(&mut c)?;
     let v = json(&o)?;
     Ok((code(&o), v, String::from_utf8_lossy(&o.stderr).to_string()))
+}
+
+/// `loopkit migrate IMAGE --mode MODE -o OUT --new-passphrase-file NEWPASS ARGS…` (ARGS: the old
+/// secret, KDF flags, …); returns (exit code, JSON, stderr).
+pub fn migrate_to(
+    image: &Path,
+    mode: &str,
+    out: &Path,
+    newpass: &Path,
+    args: &[&[&str]],
+) -> Result<(i32, serde_json::Value, String), Failed> {
+    let mut a = vec![s(image), "--mode", mode, "-o", s(out), "--new-passphrase-file", s(newpass)];
+    for x in args {
+        a.extend(*x);
+    }
+    migrate(&a)
 }
 
 fn s(p: &Path) -> &str {
@@ -55,29 +71,9 @@ pub fn check_container(
 }
 
 fn plain_mode() -> TestResult {
-    if let Some(r) = missing() {
-        return util::skip(r);
-    }
-    let p = plains().map_err(Failed::from)?;
-    let d = Scratch::new("mig-plain");
-    let pass = p.dir.join("pass");
-    let f = legacy::encrypt(
-        &d.0,
-        "cl.img",
-        "ext2",
-        &[
-            "--scheme",
-            "cryptoloop",
-            "--derivation",
-            "rmd160",
-            "--key-bits",
-            "256",
-            "--passphrase-file",
-            s(&pass),
-            "--offset",
-            "8192",
-        ],
-    )?;
+    let env = crate::luks_env!("mig-plain");
+    let (d, pass) = (&env.d, &env.pass);
+    let f = env.cryptoloop("cl.img", "ext2", "rmd160", "256", &["--offset", "8192"])?;
     let before = sha256_file(&f.image)?;
     let key = d.path("legacy.key");
     let cmds = d.path("open.txt");
@@ -128,20 +124,8 @@ fn plain_mode() -> TestResult {
 
     // loop-AES multi-key: the loopaes command and the key file itself.
     if util::have("aespipe") {
-        let k = d.path("k65");
-        run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args([
-            "keyfile",
-            "--lines",
-            "65",
-            "--out",
-            s(&k),
-        ]))?;
-        let f = legacy::encrypt(
-            &d.0,
-            "v3.img",
-            "ext2",
-            &["--scheme", "loop-aes", "--aespipe-args", "-e AES128", "--keyfile", s(&k)],
-        )?;
+        let k = env.keyfile("65")?;
+        let f = env.loopaes("v3.img", "ext2", "-e AES128", &["--keyfile", s(&k)])?;
         let kout = d.path("v3.key");
         let (c, v, e) = migrate(&[s(&f.image), "--key-file", s(&k), "--key-out", s(&kout)])?;
         ensure!(c == 0, "multi-key plain exit {c}: {e}");
@@ -157,14 +141,8 @@ fn plain_mode() -> TestResult {
 }
 
 fn detached_header() -> TestResult {
-    if let Some(r) = missing() {
-        return util::skip(r);
-    }
-    let p = plains().map_err(Failed::from)?;
-    let d = Scratch::new("mig-det");
-    let pass = p.dir.join("pass");
-    let np = d.path("newpass");
-    write_pass(&np, NEW_PASS)?;
+    let env = crate::luks_env!("mig-det");
+    let (d, pass, np) = (&env.d, &env.pass, &env.np);
     let mut cases = vec![(
         "cl.img",
         "ext2",
@@ -191,19 +169,7 @@ fn detached_header() -> TestResult {
         let f = legacy::encrypt(&d.0, name, fs, &g)?;
         let before = sha256_file(&f.image)?;
         let hdr = d.path(&format!("{name}.luks"));
-        let mut args = vec![
-            s(&f.image),
-            "--mode",
-            "detached-header",
-            "-o",
-            s(&hdr),
-            "--passphrase-file",
-            s(&pass),
-            "--new-passphrase-file",
-            s(&np),
-        ];
-        args.extend(kdf);
-        let (c, v, e) = migrate(&args)?;
+        let (c, v, e) = migrate_to(&f.image, "detached-header", &hdr, &np, &[&["--passphrase-file", s(&pass)], kdf])?;
         ensure!(c == 0, "{name}: exit {c}: {e}\n{v}");
         ensure!(v["source_sha256"] == f.plaintext_sha256.as_str() && v["sha256_match"] == true, "{name}: {v}");
         ensure!(sha256_file(&f.image)? == before, "{name}: the image was modified");
@@ -266,35 +232,9 @@ fn detached_header() -> TestResult {
     }
 
     // Refusals, with the way out named; no header file left behind.
-    let f = legacy::encrypt(
-        &d.0,
-        "off.img",
-        "ext2",
-        &[
-            "--scheme",
-            "cryptoloop",
-            "--derivation",
-            "rmd160",
-            "--key-bits",
-            "256",
-            "--passphrase-file",
-            s(&pass),
-            "--offset",
-            "4096",
-        ],
-    )?;
+    let f = env.cryptoloop("off.img", "ext2", "rmd160", "256", &["--offset", "4096"])?;
     let hdr = d.path("off.luks");
-    let (c, v, _) = migrate(&[
-        s(&f.image),
-        "--mode",
-        "detached-header",
-        "-o",
-        s(&hdr),
-        "--passphrase-file",
-        s(&pass),
-        "--new-passphrase-file",
-        s(&np),
-    ])?;
+    let (c, v, _) = migrate_to(&f.image, "detached-header", &hdr, &np, &[&["--passphrase-file", s(&pass)]])?;
     let msg = v["error"]["message"].as_str().unwrap_or("");
     ensure!(
         c == 2 && v["error"]["kind"] == "unsupported" && msg.contains("IV") && msg.contains("--mode reencrypt"),
@@ -302,31 +242,9 @@ fn detached_header() -> TestResult {
     );
     ensure!(!hdr.exists(), "a header was written for a refused source");
     if util::have("aespipe") {
-        let k = d.path("k64");
-        run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args([
-            "keyfile",
-            "--lines",
-            "64",
-            "--out",
-            s(&k),
-        ]))?;
-        let f = legacy::encrypt(
-            &d.0,
-            "v2.img",
-            "ext2",
-            &["--scheme", "loop-aes", "--aespipe-args", "-e AES128", "--keyfile", s(&k)],
-        )?;
-        let (c, v, _) = migrate(&[
-            s(&f.image),
-            "--mode",
-            "detached-header",
-            "-o",
-            s(&hdr),
-            "--key-file",
-            s(&k),
-            "--new-passphrase-file",
-            s(&np),
-        ])?;
+        let k = env.keyfile("64")?;
+        let f = env.loopaes("v2.img", "ext2", "-e AES128", &["--keyfile", s(&k)])?;
+        let (c, v, _) = migrate_to(&f.image, "detached-header", &hdr, &np, &[&["--key-file", s(&k)]])?;
         let msg = v["error"]["message"].as_str().unwrap_or("");
         ensure!(c == 2 && msg.contains("multi-key") && msg.contains("--mode reencrypt"), "multi-key: exit {c} {v}");
         ensure!(!hdr.exists(), "a header was written for multi-key");
@@ -335,46 +253,18 @@ fn detached_header() -> TestResult {
 }
 
 fn reencrypt_luks2() -> TestResult {
-    if let Some(r) = missing() {
-        return util::skip(r);
-    }
-    let p = plains().map_err(Failed::from)?;
-    let d = Scratch::new("mig-re2");
-    let pass = p.dir.join("pass");
-    let np = d.path("newpass");
-    write_pass(&np, NEW_PASS)?;
-    let f = legacy::encrypt(
-        &d.0,
-        "cl.img",
-        "ext2",
-        &[
-            "--scheme",
-            "cryptoloop",
-            "--derivation",
-            "util-linux-raw",
-            "--key-bits",
-            "256",
-            "--passphrase-file",
-            s(&pass),
-        ],
-    )?;
+    let env = crate::luks_env!("mig-re2");
+    let (d, pass, np) = (&env.d, &env.pass, &env.np);
+    let f = env.cryptoloop("cl.img", "ext2", "util-linux-raw", "256", &[])?;
     let before = sha256_file(&f.image)?;
     let out = d.path("new.img");
-    let mut args = vec![
-        s(&f.image),
-        "--mode",
+    let (c, v, e) = migrate_to(
+        &f.image,
         "reencrypt",
-        "-o",
-        s(&out),
-        "--passphrase-file",
-        s(&pass),
-        "--new-passphrase-file",
-        s(&np),
-        "--label",
-        "archive",
-    ];
-    args.extend(CHEAP_ARGON2);
-    let (c, v, e) = migrate(&args)?;
+        &out,
+        &np,
+        &[&["--passphrase-file", s(&pass), "--label", "archive"], CHEAP_ARGON2],
+    )?;
     ensure!(c == 0, "exit {c}: {e}\n{v}");
     ensure!(
         v["source_sha256"] == f.plaintext_sha256.as_str()
@@ -432,47 +322,18 @@ fn reencrypt_luks2() -> TestResult {
 }
 
 fn reencrypt_luks1_pbkdf2_and_sources() -> TestResult {
-    if let Some(r) = missing() {
-        return util::skip(r);
-    }
-    let p = plains().map_err(Failed::from)?;
-    let d = Scratch::new("mig-re1");
-    let pass = p.dir.join("pass");
-    let np = d.path("newpass");
-    write_pass(&np, NEW_PASS)?;
-    let f = legacy::encrypt(
-        &d.0,
-        "cl.img",
-        "ext3",
-        &[
-            "--scheme",
-            "cryptoloop",
-            "--derivation",
-            "rmd160",
-            "--key-bits",
-            "128",
-            "--passphrase-file",
-            s(&pass),
-            "--offset",
-            "4096",
-        ],
-    )?;
+    let env = crate::luks_env!("mig-re1");
+    let (d, pass, np) = (&env.d, &env.pass, &env.np);
+    let f = env.cryptoloop("cl.img", "ext3", "rmd160", "128", &["--offset", "4096"])?;
     // LUKS1.
     let out = d.path("l1.img");
-    let mut args = vec![
-        s(&f.image),
-        "--mode",
+    let (c, v, e) = migrate_to(
+        &f.image,
         "reencrypt",
-        "--luks1",
-        "-o",
-        s(&out),
-        "--passphrase-file",
-        s(&pass),
-        "--new-passphrase-file",
-        s(&np),
-    ];
-    args.extend(["--pbkdf-force-iterations", "1000"]);
-    let (c, v, e) = migrate(&args)?;
+        &out,
+        &np,
+        &[&["--luks1", "--passphrase-file", s(&pass)], &["--pbkdf-force-iterations", "1000"]],
+    )?;
     ensure!(c == 0 && v["format"] == "luks1" && v["sha256_match"] == true, "luks1: exit {c}: {e}\n{v}");
     check_container(&d.0, &out, &np, &f.plaintext_sha256, 2 << 20)?;
     let dump = String::from_utf8_lossy(
@@ -496,19 +357,7 @@ fn reencrypt_luks1_pbkdf2_and_sources() -> TestResult {
     let np2 = d.path("newpass2");
     write_pass(&np2, "third passphrase")?;
     let out1b = d.path("l1-to-l2.img");
-    let mut args = vec![
-        s(&out),
-        "--mode",
-        "reencrypt",
-        "-o",
-        s(&out1b),
-        "--passphrase-file",
-        s(&np),
-        "--new-passphrase-file",
-        s(&np2),
-    ];
-    args.extend(CHEAP_PBKDF2);
-    let (c, v, e) = migrate(&args)?;
+    let (c, v, e) = migrate_to(&out, "reencrypt", &out1b, &np2, &[&["--passphrase-file", s(&np)], CHEAP_PBKDF2])?;
     ensure!(
         c == 0 && v["source"]["scheme"] == "luks1" && v["sha256_match"] == true,
         "luks1 -> luks2: exit {c}: {e}\n{v}"
@@ -516,19 +365,7 @@ fn reencrypt_luks1_pbkdf2_and_sources() -> TestResult {
     check_container(&d.0, &out1b, &np2, &f.plaintext_sha256, 16 << 20)?;
     // LUKS2 with pbkdf2.
     let out2 = d.path("pb.img");
-    let mut args = vec![
-        s(&f.image),
-        "--mode",
-        "reencrypt",
-        "-o",
-        s(&out2),
-        "--passphrase-file",
-        s(&pass),
-        "--new-passphrase-file",
-        s(&np),
-    ];
-    args.extend(CHEAP_PBKDF2);
-    let (c, v, e) = migrate(&args)?;
+    let (c, v, e) = migrate_to(&f.image, "reencrypt", &out2, &np, &[&["--passphrase-file", s(&pass)], CHEAP_PBKDF2])?;
     ensure!(c == 0 && v["sha256_match"] == true, "pbkdf2: exit {c}: {e}\n{v}");
     let js = check_container(&d.0, &out2, &np, &f.plaintext_sha256, 16 << 20)?;
     ensure!(
@@ -538,12 +375,10 @@ fn reencrypt_luks1_pbkdf2_and_sources() -> TestResult {
     );
     ensure!(js["digests"]["0"]["iterations"] == 1000, "{}", js["digests"]);
     // An unencrypted image.
-    let plain = p.dir.join("ext4.img");
+    let plain = env.plains.dir.join("ext4.img");
     let plain_sha = sha256_file(&plain)?;
     let out3 = d.path("fromplain.img");
-    let mut args = vec![s(&plain), "--mode", "reencrypt", "-o", s(&out3), "--new-passphrase-file", s(&np)];
-    args.extend(CHEAP_PBKDF2);
-    let (c, v, e) = migrate(&args)?;
+    let (c, v, e) = migrate_to(&plain, "reencrypt", &out3, &np, &[CHEAP_PBKDF2])?;
     ensure!(
         c == 0 && v["source"]["scheme"] == "plain" && v["source_sha256"] == plain_sha.as_str(),
         "plain source: exit {c}: {e}\n{v}"
@@ -552,34 +387,10 @@ fn reencrypt_luks1_pbkdf2_and_sources() -> TestResult {
     ensure!(sha256_file(&plain)? == plain_sha, "the plain source was modified");
     // loop-AES multi-key v3 (aespipe).
     if util::have("aespipe") {
-        let k = d.path("k65");
-        run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args([
-            "keyfile",
-            "--lines",
-            "65",
-            "--out",
-            s(&k),
-        ]))?;
-        let f = legacy::encrypt(
-            &d.0,
-            "v3.img",
-            "ext2",
-            &["--scheme", "loop-aes", "--aespipe-args", "-e AES256", "--keyfile", s(&k)],
-        )?;
+        let k = env.keyfile("65")?;
+        let f = env.loopaes("v3.img", "ext2", "-e AES256", &["--keyfile", s(&k)])?;
         let out4 = d.path("v3-luks.img");
-        let mut args = vec![
-            s(&f.image),
-            "--mode",
-            "reencrypt",
-            "-o",
-            s(&out4),
-            "--key-file",
-            s(&k),
-            "--new-passphrase-file",
-            s(&np),
-        ];
-        args.extend(CHEAP_PBKDF2);
-        let (c, v, e) = migrate(&args)?;
+        let (c, v, e) = migrate_to(&f.image, "reencrypt", &out4, &np, &[&["--key-file", s(&k)], CHEAP_PBKDF2])?;
         ensure!(c == 0 && v["source"]["multi_key"] == "v3", "multi-key: exit {c}: {e}\n{v}");
         check_container(&d.0, &out4, &np, &f.plaintext_sha256, 16 << 20)?;
     }
@@ -587,20 +398,9 @@ fn reencrypt_luks1_pbkdf2_and_sources() -> TestResult {
 }
 
 fn outputs_are_guarded() -> TestResult {
-    if let Some(r) = missing() {
-        return util::skip(r);
-    }
-    let p = plains().map_err(Failed::from)?;
-    let d = Scratch::new("mig-guard");
-    let pass = p.dir.join("pass");
-    let np = d.path("newpass");
-    write_pass(&np, NEW_PASS)?;
-    let f = legacy::encrypt(
-        &d.0,
-        "cl.img",
-        "ext2",
-        &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "256", "--passphrase-file", s(&pass)],
-    )?;
+    let env = crate::luks_env!("mig-guard");
+    let (d, pass, np) = (&env.d, &env.pass, &env.np);
+    let f = env.cryptoloop("cl.img", "ext2", "rmd160", "256", &[])?;
     let src_sha = sha256_file(&f.image)?;
     let base = |out: &Path| {
         let mut a = vec![s(&f.image).to_string(), "--mode".into(), "reencrypt".into(), "-o".into(), s(out).to_string()];

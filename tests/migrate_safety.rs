@@ -9,7 +9,7 @@
 use crate::ensure;
 use crate::legacy::plains;
 use crate::luks_read::{CHEAP_PBKDF2, NEW_PASS, missing, write_pass};
-use crate::migrate_modes::{check_container, migrate};
+use crate::migrate_modes::{check_container, migrate, migrate_to};
 use crate::util::{self, Scratch, TestResult, code, json, loopkit, run, run_ok, sha256_file, trial};
 use libtest_mimic::{Completion, Failed, Trial};
 use std::path::{Path, PathBuf};
@@ -277,20 +277,9 @@ impl Drop for Mount {
 }
 
 fn bad_destinations() -> TestResult {
-    if let Some(r) = missing() {
-        return util::skip(r);
-    }
-    let p = plains().map_err(Failed::from)?;
-    let d = Scratch::new("mig-dest");
-    let pass = p.dir.join("pass");
-    let np = d.path("newpass");
-    write_pass(&np, NEW_PASS)?;
-    let f = crate::legacy::encrypt(
-        &d.0,
-        "cl.img",
-        "ext2",
-        &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "256", "--passphrase-file", s(&pass)],
-    )?;
+    let env = crate::luks_env!("mig-dest");
+    let (d, pass, np) = (&env.d, &env.pass, &env.np);
+    let f = env.cryptoloop("cl.img", "ext2", "rmd160", "256", &[])?;
     let src_sha = sha256_file(&f.image)?;
     let Some(full) = Mount::tmpfs(&d.path("full"), "size=12m")? else {
         return util::skip("cannot mount a tmpfs here (needs root)");
@@ -323,21 +312,13 @@ fn bad_destinations() -> TestResult {
         "read-only destination: exit {c} {v}"
     );
     let hdr = ro.0.join("h.luks");
-    let (c, v, _) = migrate(&[
-        s(&f.image),
-        "--mode",
+    let (c, v, _) = migrate_to(
+        &f.image,
         "detached-header",
-        "-o",
-        s(&hdr),
-        "--passphrase-file",
-        s(&pass),
-        "--new-passphrase-file",
-        s(&np),
-        "--pbkdf",
-        "pbkdf2",
-        "--pbkdf-force-iterations",
-        "1000",
-    ])?;
+        &hdr,
+        &np,
+        &[&["--passphrase-file", s(&pass), "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]],
+    )?;
     ensure!(
         c == 2 && v["error"]["message"].as_str().is_some_and(|m| m.contains("read-only")),
         "read-only header destination: exit {c} {v}"

@@ -8,7 +8,7 @@
 use crate::ensure;
 use crate::legacy::{encrypt, plains};
 use crate::luks_read::{CHEAP_ARGON2, CHEAP_PBKDF2, NEW_PASS, write_pass};
-use crate::migrate_modes::migrate;
+use crate::migrate_modes::{migrate, migrate_to};
 use crate::util::{self, Scratch, TestResult, run_ok, sha256_file, trial};
 use crate::vm::{self, Disk, VmJob};
 use libtest_mimic::{Completion, Trial};
@@ -137,19 +137,8 @@ fn results_open_and_mount_in_kernel() -> TestResult {
     }
     // (b) detached header over the unchanged image.
     let hdr = d.path("cl.luks");
-    let mut args = vec![
-        s(&cl.image),
-        "--mode",
-        "detached-header",
-        "-o",
-        s(&hdr),
-        "--passphrase-file",
-        s(&pass),
-        "--new-passphrase-file",
-        s(&np),
-    ];
-    args.extend(CHEAP_ARGON2);
-    let (c, _, e) = migrate(&args)?;
+    let (c, _, e) =
+        migrate_to(&cl.image, "detached-header", &hdr, &np, &[&["--passphrase-file", s(&pass)], CHEAP_ARGON2])?;
     ensure!(c == 0, "detached-header: exit {c}: {e}");
     // The header goes in as its own disk (like a header kept on a USB stick): cryptsetup reads
     // headers with O_DIRECT, which the 9p share does not support.
@@ -169,9 +158,7 @@ fn results_open_and_mount_in_kernel() -> TestResult {
         ("re-clo-luks1", &clo, vec!["--passphrase-file", s(&pass), "--luks1", "--pbkdf-force-iterations", "1000"]),
     ] {
         let out = d.path(&format!("{name}.img"));
-        let mut args = vec![s(&f.image), "--mode", "reencrypt", "-o", s(&out), "--new-passphrase-file", s(&np)];
-        args.extend(extra);
-        let (c, v, e) = migrate(&args)?;
+        let (c, v, e) = migrate_to(&f.image, "reencrypt", &out, &np, &[&extra])?;
         ensure!(c == 0 && v["sha256_match"] == true, "{name}: exit {c}: {e}\n{v}");
         let dev = disk_of(&mut disks, &out);
         opens.push(Open {
