@@ -454,8 +454,62 @@ fn outputs_are_guarded() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// The new passphrase asked twice on a terminal (util-linux `script` gives a pty), without echo;
+/// two different answers are refused.
+fn new_passphrase_prompt() -> TestResult {
+    let env = crate::luks_env!("mig-prompt");
+    if !util::have("script") {
+        return util::skip("util-linux `script` is not installed");
+    }
+    let f = env.cryptoloop("cl.img", "ext2", "rmd160", "256", &[])?;
+    let typed = "typed new passphrase";
+    let run_prompted = |out: &Path, answers: [&str; 2]| -> Result<(i32, String), Failed> {
+        let cmd = format!(
+            "{} migrate {} --to dmcrypt --mode reencrypt -o {} --passphrase-file {} --pbkdf pbkdf2 --pbkdf-force-iterations 1000",
+            util::loopkit_bin().display(),
+            f.image.display(),
+            out.display(),
+            env.pass.display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        {
+            use std::io::Write;
+            let mut i = child.stdin.take().ok_or("no stdin")?;
+            for a in answers {
+                std::thread::sleep(std::time::Duration::from_millis(700));
+                let _ = writeln!(i, "{a}");
+            }
+        }
+        let o = child.wait_with_output().map_err(|e| e.to_string())?;
+        Ok((code(&o), String::from_utf8_lossy(&o.stdout).to_string()))
+    };
+    let out = env.d.path("prompted.img");
+    let (c, text) = run_prompted(&out, [typed, typed])?;
+    ensure!(c == 0 && out.exists(), "prompted run: exit {c}\n{text}");
+    ensure!(text.contains("New passphrase") && text.contains("Repeat"), "prompts not shown: {text}");
+    ensure!(!text.contains(typed), "the new passphrase was echoed: {text}");
+    let np = env.d.path("typed");
+    write_pass(&np, typed)?;
+    let o = std::process::Command::new("cryptsetup")
+        .args(["--disable-locks", "open", "--test-passphrase", "--key-file", s(&np), s(&out)])
+        .output()
+        .map_err(|e| e.to_string())?;
+    ensure!(o.status.success(), "cryptsetup does not accept the typed passphrase");
+    let out2 = env.d.path("mismatch.img");
+    let (c, text) = run_prompted(&out2, [typed, "something else"])?;
+    ensure!(c == 2 && text.contains("differ") && !out2.exists(), "mismatched answers: exit {c}\n{text}");
+    Ok(Completion::Completed)
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
+        trial("migrate_modes::new_passphrase_prompt", new_passphrase_prompt),
         trial("migrate_modes::plain_mode", plain_mode),
         trial("migrate_modes::detached_header", detached_header),
         trial("migrate_modes::reencrypt_luks2", reencrypt_luks2),
