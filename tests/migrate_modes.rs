@@ -77,7 +77,7 @@ fn plain_mode() -> TestResult {
     let before = sha256_file(&f.image)?;
     let key = d.path("legacy.key");
     let cmds = d.path("open.txt");
-    let (c, v, e) = migrate(&[s(&f.image), "--passphrase-file", s(&pass), "--key-out", s(&key), "-o", s(&cmds)])?;
+    let (c, v, e) = migrate(&[s(&f.image), "--passphrase-file", s(pass), "--key-out", s(&key), "-o", s(&cmds)])?;
     ensure!(c == 0, "plain mode exit {c}: {e}\n{v}");
     ensure!(v["mode"] == "plain" && v["source"]["scheme"] == "cryptoloop", "{v}");
     let kc = v["plain"]["key_file_command"].as_str().unwrap_or("");
@@ -118,7 +118,7 @@ fn plain_mode() -> TestResult {
         f.plaintext_sha256
     );
     // No overwrite without --force.
-    let (c, v, _) = migrate(&[s(&f.image), "--passphrase-file", s(&pass), "--key-out", s(&key)])?;
+    let (c, v, _) = migrate(&[s(&f.image), "--passphrase-file", s(pass), "--key-out", s(&key)])?;
     ensure!(c == 2 && v["error"]["kind"] == "unsafe", "existing key file: exit {c} {v}");
     ensure!(sha256_file(&f.image)? == before, "the image was modified");
 
@@ -165,16 +165,16 @@ fn detached_header() -> TestResult {
     }
     for (name, fs, genargs, cipher, iv, kdf, kdf_type) in cases {
         let mut g = genargs.clone();
-        g.extend(["--passphrase-file", s(&pass)]);
+        g.extend(["--passphrase-file", s(pass)]);
         let f = legacy::encrypt(&d.0, name, fs, &g)?;
         let before = sha256_file(&f.image)?;
         let hdr = d.path(&format!("{name}.luks"));
-        let (c, v, e) = migrate_to(&f.image, "detached-header", &hdr, &np, &[&["--passphrase-file", s(&pass)], kdf])?;
+        let (c, v, e) = migrate_to(&f.image, "detached-header", &hdr, np, &[&["--passphrase-file", s(pass)], kdf])?;
         ensure!(c == 0, "{name}: exit {c}: {e}\n{v}");
         ensure!(v["source_sha256"] == f.plaintext_sha256.as_str() && v["sha256_match"] == true, "{name}: {v}");
         ensure!(sha256_file(&f.image)? == before, "{name}: the image was modified");
         // cryptsetup reads the header (with the image as data device) and agrees.
-        let cs = cryptsetup_view(&d.0, &hdr, &np)?;
+        let cs = cryptsetup_view(&d.0, &hdr, np)?;
         let seg = &cs.json["segments"]["0"];
         ensure!(
             seg["encryption"] == cipher && seg["sector_size"] == 512 && seg["offset"] == "0" && seg["iv_tweak"] == "0",
@@ -196,7 +196,7 @@ fn detached_header() -> TestResult {
                 "open",
                 "--test-passphrase",
                 "--key-file",
-                s(&np),
+                s(np),
                 "--header",
                 s(&hdr),
                 s(&f.image),
@@ -221,7 +221,7 @@ fn detached_header() -> TestResult {
             "--header",
             s(&hdr),
             "--passphrase-file",
-            s(&np),
+            s(np),
             s(&f.image),
         ]))?;
         let vv = json(&o)?;
@@ -234,7 +234,7 @@ fn detached_header() -> TestResult {
     // Refusals, with the way out named; no header file left behind.
     let f = env.cryptoloop("off.img", "ext2", "rmd160", "256", &["--offset", "4096"])?;
     let hdr = d.path("off.luks");
-    let (c, v, _) = migrate_to(&f.image, "detached-header", &hdr, &np, &[&["--passphrase-file", s(&pass)]])?;
+    let (c, v, _) = migrate_to(&f.image, "detached-header", &hdr, np, &[&["--passphrase-file", s(pass)]])?;
     let msg = v["error"]["message"].as_str().unwrap_or("");
     ensure!(
         c == 2 && v["error"]["kind"] == "unsupported" && msg.contains("IV") && msg.contains("--mode reencrypt"),
@@ -244,7 +244,7 @@ fn detached_header() -> TestResult {
     if util::have("aespipe") {
         let k = env.keyfile("64")?;
         let f = env.loopaes("v2.img", "ext2", "-e AES128", &["--keyfile", s(&k)])?;
-        let (c, v, _) = migrate_to(&f.image, "detached-header", &hdr, &np, &[&["--key-file", s(&k)]])?;
+        let (c, v, _) = migrate_to(&f.image, "detached-header", &hdr, np, &[&["--key-file", s(&k)]])?;
         let msg = v["error"]["message"].as_str().unwrap_or("");
         ensure!(c == 2 && msg.contains("multi-key") && msg.contains("--mode reencrypt"), "multi-key: exit {c} {v}");
         ensure!(!hdr.exists(), "a header was written for multi-key");
@@ -262,8 +262,8 @@ fn reencrypt_luks2() -> TestResult {
         &f.image,
         "reencrypt",
         &out,
-        &np,
-        &[&["--passphrase-file", s(&pass), "--label", "archive"], CHEAP_ARGON2],
+        np,
+        &[&["--passphrase-file", s(pass), "--label", "archive"], CHEAP_ARGON2],
     )?;
     ensure!(c == 0, "exit {c}: {e}\n{v}");
     ensure!(
@@ -280,7 +280,7 @@ fn reencrypt_luks2() -> TestResult {
         !d.path("new.img.partial").exists() && !d.path("new.img.partial.checkpoint").exists(),
         "temporary files left"
     );
-    let js = check_container(&d.0, &out, &np, &f.plaintext_sha256, 16 << 20)?;
+    let js = check_container(&d.0, &out, np, &f.plaintext_sha256, 16 << 20)?;
     let seg = &js["segments"]["0"];
     ensure!(
         seg["encryption"] == "aes-xts-plain64"
@@ -315,7 +315,7 @@ fn reencrypt_luks2() -> TestResult {
         "token {tok}"
     );
     // The same verify command works on the output; the label is there.
-    let o = run(&mut loopkit(&["inspect", "--json", "--no-prompt", "--passphrase-file", s(&np), s(&out)]))?;
+    let o = run(&mut loopkit(&["inspect", "--json", "--no-prompt", "--passphrase-file", s(np), s(&out)]))?;
     let i = json(&o)?;
     ensure!(i["luks"]["label"] == "archive" && i["luks"]["tokens"][0] == "loopkit-migration", "{i}");
     Ok(Completion::Completed)
@@ -331,11 +331,11 @@ fn reencrypt_luks1_pbkdf2_and_sources() -> TestResult {
         &f.image,
         "reencrypt",
         &out,
-        &np,
-        &[&["--luks1", "--passphrase-file", s(&pass)], &["--pbkdf-force-iterations", "1000"]],
+        np,
+        &[&["--luks1", "--passphrase-file", s(pass)], &["--pbkdf-force-iterations", "1000"]],
     )?;
     ensure!(c == 0 && v["format"] == "luks1" && v["sha256_match"] == true, "luks1: exit {c}: {e}\n{v}");
-    check_container(&d.0, &out, &np, &f.plaintext_sha256, 2 << 20)?;
+    check_container(&d.0, &out, np, &f.plaintext_sha256, 2 << 20)?;
     let dump = String::from_utf8_lossy(
         &Command::new("cryptsetup")
             .args(["--disable-locks", "luksDump", s(&out)])
@@ -357,7 +357,7 @@ fn reencrypt_luks1_pbkdf2_and_sources() -> TestResult {
     let np2 = d.path("newpass2");
     write_pass(&np2, "third passphrase")?;
     let out1b = d.path("l1-to-l2.img");
-    let (c, v, e) = migrate_to(&out, "reencrypt", &out1b, &np2, &[&["--passphrase-file", s(&np)], CHEAP_PBKDF2])?;
+    let (c, v, e) = migrate_to(&out, "reencrypt", &out1b, &np2, &[&["--passphrase-file", s(np)], CHEAP_PBKDF2])?;
     ensure!(
         c == 0 && v["source"]["scheme"] == "luks1" && v["sha256_match"] == true,
         "luks1 -> luks2: exit {c}: {e}\n{v}"
@@ -365,9 +365,9 @@ fn reencrypt_luks1_pbkdf2_and_sources() -> TestResult {
     check_container(&d.0, &out1b, &np2, &f.plaintext_sha256, 16 << 20)?;
     // LUKS2 with pbkdf2.
     let out2 = d.path("pb.img");
-    let (c, v, e) = migrate_to(&f.image, "reencrypt", &out2, &np, &[&["--passphrase-file", s(&pass)], CHEAP_PBKDF2])?;
+    let (c, v, e) = migrate_to(&f.image, "reencrypt", &out2, np, &[&["--passphrase-file", s(pass)], CHEAP_PBKDF2])?;
     ensure!(c == 0 && v["sha256_match"] == true, "pbkdf2: exit {c}: {e}\n{v}");
-    let js = check_container(&d.0, &out2, &np, &f.plaintext_sha256, 16 << 20)?;
+    let js = check_container(&d.0, &out2, np, &f.plaintext_sha256, 16 << 20)?;
     ensure!(
         js["keyslots"]["0"]["kdf"]["type"] == "pbkdf2" && js["keyslots"]["0"]["kdf"]["iterations"] == 1000,
         "{}",
@@ -378,21 +378,21 @@ fn reencrypt_luks1_pbkdf2_and_sources() -> TestResult {
     let plain = env.plains.dir.join("ext4.img");
     let plain_sha = sha256_file(&plain)?;
     let out3 = d.path("fromplain.img");
-    let (c, v, e) = migrate_to(&plain, "reencrypt", &out3, &np, &[CHEAP_PBKDF2])?;
+    let (c, v, e) = migrate_to(&plain, "reencrypt", &out3, np, &[CHEAP_PBKDF2])?;
     ensure!(
         c == 0 && v["source"]["scheme"] == "plain" && v["source_sha256"] == plain_sha.as_str(),
         "plain source: exit {c}: {e}\n{v}"
     );
-    check_container(&d.0, &out3, &np, &plain_sha, 16 << 20)?;
+    check_container(&d.0, &out3, np, &plain_sha, 16 << 20)?;
     ensure!(sha256_file(&plain)? == plain_sha, "the plain source was modified");
     // loop-AES multi-key v3 (aespipe).
     if util::have("aespipe") {
         let k = env.keyfile("65")?;
         let f = env.loopaes("v3.img", "ext2", "-e AES256", &["--keyfile", s(&k)])?;
         let out4 = d.path("v3-luks.img");
-        let (c, v, e) = migrate_to(&f.image, "reencrypt", &out4, &np, &[&["--key-file", s(&k)], CHEAP_PBKDF2])?;
+        let (c, v, e) = migrate_to(&f.image, "reencrypt", &out4, np, &[&["--key-file", s(&k)], CHEAP_PBKDF2])?;
         ensure!(c == 0 && v["source"]["multi_key"] == "v3", "multi-key: exit {c}: {e}\n{v}");
-        check_container(&d.0, &out4, &np, &f.plaintext_sha256, 16 << 20)?;
+        check_container(&d.0, &out4, np, &f.plaintext_sha256, 16 << 20)?;
     }
     Ok(Completion::Completed)
 }
@@ -404,7 +404,7 @@ fn outputs_are_guarded() -> TestResult {
     let src_sha = sha256_file(&f.image)?;
     let base = |out: &Path| {
         let mut a = vec![s(&f.image).to_string(), "--mode".into(), "reencrypt".into(), "-o".into(), s(out).to_string()];
-        a.extend(["--passphrase-file", s(&pass), "--new-passphrase-file", s(&np)].map(String::from));
+        a.extend(["--passphrase-file", s(pass), "--new-passphrase-file", s(np)].map(String::from));
         a.extend(CHEAP_PBKDF2.iter().map(|x| x.to_string()));
         a
     };
@@ -439,13 +439,13 @@ fn outputs_are_guarded() -> TestResult {
     write_pass(&bad, "wrong")?;
     let out2 = d.path("never.img");
     let mut a = base(&out2);
-    let i = a.iter().position(|x| x == s(&pass)).unwrap_or(0);
+    let i = a.iter().position(|x| x == s(pass)).unwrap_or(0);
     a[i] = s(&bad).to_string();
     let (c, _, _) = call(&a)?;
     ensure!(c == 2, "wrong old passphrase: exit {c}");
     ensure!(!out2.exists() && !d.path("never.img.partial").exists(), "outputs created for a wrong passphrase");
     // No new passphrase (not a terminal): exit 2 with the way to give one.
-    let (c, v, _) = migrate(&[s(&f.image), "--mode", "reencrypt", "-o", s(&out2), "--passphrase-file", s(&pass)])?;
+    let (c, v, _) = migrate(&[s(&f.image), "--mode", "reencrypt", "-o", s(&out2), "--passphrase-file", s(pass)])?;
     ensure!(
         c == 2 && v["error"]["message"].as_str().is_some_and(|m| m.contains("--new-passphrase-file")),
         "no new passphrase: {v}"

@@ -286,7 +286,7 @@ fn bad_destinations() -> TestResult {
     };
     let out = full.0.join("out.img");
     let (c, v, e) =
-        migrate(&reencrypt_args(&f.image, &out, &pass, &np, &[])[5..].iter().map(String::as_str).collect::<Vec<_>>())?;
+        migrate(&reencrypt_args(&f.image, &out, pass, np, &[])[5..].iter().map(String::as_str).collect::<Vec<_>>())?;
     let msg = v["error"]["message"].as_str().unwrap_or("");
     ensure!(
         c == 2 && v["error"]["kind"] == "io" && msg.contains("full") && msg.contains("--resume"),
@@ -296,7 +296,7 @@ fn bad_destinations() -> TestResult {
     ensure!(sha256_file(&f.image)? == src_sha, "the source changed");
     // Resume still refuses cleanly while the disk is full (no panic, no OUT).
     let (c, _, _) = migrate(
-        &reencrypt_args(&f.image, &out, &pass, &np, &["--resume"])[5..].iter().map(String::as_str).collect::<Vec<_>>(),
+        &reencrypt_args(&f.image, &out, pass, np, &["--resume"])[5..].iter().map(String::as_str).collect::<Vec<_>>(),
     )?;
     ensure!(c == 2 && !out.exists(), "resume on a full disk: exit {c}");
     drop(full);
@@ -306,7 +306,7 @@ fn bad_destinations() -> TestResult {
     };
     let out = ro.0.join("out.img");
     let (c, v, _) =
-        migrate(&reencrypt_args(&f.image, &out, &pass, &np, &[])[5..].iter().map(String::as_str).collect::<Vec<_>>())?;
+        migrate(&reencrypt_args(&f.image, &out, pass, np, &[])[5..].iter().map(String::as_str).collect::<Vec<_>>())?;
     ensure!(
         c == 2 && v["error"]["message"].as_str().is_some_and(|m| m.contains("read-only")),
         "read-only destination: exit {c} {v}"
@@ -316,8 +316,8 @@ fn bad_destinations() -> TestResult {
         &f.image,
         "detached-header",
         &hdr,
-        &np,
-        &[&["--passphrase-file", s(&pass), "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]],
+        np,
+        &[&["--passphrase-file", s(pass), "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]],
     )?;
     ensure!(
         c == 2 && v["error"]["message"].as_str().is_some_and(|m| m.contains("read-only")),
