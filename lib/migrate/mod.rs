@@ -845,3 +845,53 @@ pub fn plain(opened: &Opened, opts: &PlainOptions) -> crate::Result<(Outcome, pl
         mapping,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// cryptsetup's rules for new keyslots, and the calibration staying inside its bounds.
+    #[test]
+    fn kdf_choice() {
+        let quick = KdfOptions { iter_time_ms: Some(20), ..Default::default() };
+        let (k, d) = choose_kdf(&quick, Format::Luks2).unwrap();
+        match k {
+            Kdf::Argon2 { variant: Argon2Variant::Id, time, memory_kib, cpus } => {
+                assert_eq!(time, ARGON2_MIN_TIME);
+                assert!((DEFAULT_ARGON2_MIN_MEMORY_KIB..=DEFAULT_ARGON2_MAX_MEMORY_KIB).contains(&memory_kib));
+                assert!((1..=4).contains(&cpus));
+            }
+            other => panic!("default LUKS2 KDF is {other:?}"),
+        }
+        assert!(d >= keyslot::PBKDF2_MIN_ITERATIONS);
+        let (k, _) = choose_kdf(&quick, Format::Luks1).unwrap();
+        assert!(matches!(k, Kdf::Pbkdf2 { iterations, .. } if iterations >= 1000));
+        let forced = KdfOptions { pbkdf: Some(Pbkdf::Pbkdf2), force_iterations: Some(1000), ..Default::default() };
+        assert_eq!(choose_kdf(&forced, Format::Luks2).unwrap().1, 1000);
+        let bad = |o: KdfOptions, f: Format| choose_kdf(&o, f).unwrap_err().kind();
+        assert_eq!(
+            bad(KdfOptions { pbkdf: Some(Pbkdf::Argon2id), ..Default::default() }, Format::Luks1),
+            crate::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            bad(KdfOptions { force_iterations: Some(3), memory_kib: Some(1024), ..Default::default() }, Format::Luks2),
+            crate::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            bad(KdfOptions { memory_kib: Some(8), force_iterations: Some(4), ..Default::default() }, Format::Luks2),
+            crate::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            bad(KdfOptions { parallel: Some(9), ..Default::default() }, Format::Luks2),
+            crate::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            bad(
+                KdfOptions { pbkdf: Some(Pbkdf::Pbkdf2), force_iterations: Some(999), ..Default::default() },
+                Format::Luks2
+            ),
+            crate::ErrorKind::InvalidInput
+        );
+        assert!("argon2x".parse::<Pbkdf>().is_err());
+    }
+}
