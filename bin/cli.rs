@@ -237,6 +237,8 @@ pub struct RepairArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output_args: OutputArgs,
+}
+
 /// `--to` targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MigrateTo {

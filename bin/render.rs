@@ -238,6 +238,10 @@ pub fn repair(r: &Repair) -> String {
             Severity::Warning => "warning",
         };
         let _ = writeln!(o, "  {sev:<8} {}: {}", p.code, p.message);
+    }
+    o
+}
+
 /// Render a migrate report (also the text `--mode plain -o FILE` writes).
 pub fn migrate(r: &loopkit::report::Migrate) -> String {
     let mut o = String::new();

@@ -610,7 +610,7 @@ fn verify_output(
         &src,
         &*cipher,
         layout,
-        crate::verify::Options { workers: so.workers, chunk_bytes: so.chunk_bytes },
+        crate::verify::Options { workers: so.workers, chunk_bytes: so.chunk_bytes, ..Default::default() },
         progress,
         interrupt,
     )?;
@@ -629,7 +629,7 @@ fn verify_existing(
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
 ) -> crate::Result<([u8; 32], [u8; 32], String)> {
-    let vo = crate::verify::Options { workers: so.workers, chunk_bytes: so.chunk_bytes };
+    let vo = crate::verify::Options { workers: so.workers, chunk_bytes: so.chunk_bytes, ..Default::default() };
     let s = crate::verify::hash_payload(&*opened.data, src_cipher, layout, vo, progress, interrupt)?;
     let src = FileSource::open(path)?;
     let l = luks::read(&src)?.ok_or_else(|| {
