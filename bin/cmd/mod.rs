@@ -3,9 +3,9 @@
 pub mod extract;
 pub mod inspect;
 pub mod manifest;
+pub mod migrate;
 pub mod repair;
 pub mod strip_ecc;
-pub mod migrate;
 pub mod verify;
 
 use crate::cli::{ParamArgs, SecretArgs};
