@@ -33,6 +33,9 @@ pub enum Command {
     /// Repair a damaged image with its dvdisaster error correction data (Reed-Solomon
     /// erasure/error decoding) into a new file: the same bytes `dvdisaster -f` produces in place.
     Repair(RepairArgs),
+    /// Migrate an image to dm-crypt: the exact cryptsetup mapping (plain), a detached LUKS2
+    /// header over the unchanged data, or a re-encrypted LUKS2/LUKS1 container.
+    Migrate(Box<MigrateArgs>),
 }
 
 /// Where secrets come from. Never from an argument value.
@@ -92,6 +95,9 @@ pub struct ParamArgs {
     /// to the image (RS02/RS03), else NAME.ecc beside it.
     #[arg(long, value_name = "FILE")]
     pub ecc: Option<PathBuf>,
+    /// Detached LUKS header file for the image (cryptsetup --header).
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
 }
 
 /// Output format.
@@ -231,4 +237,85 @@ pub struct RepairArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output_args: OutputArgs,
+}
+
+/// `--to` targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MigrateTo {
+    /// dm-crypt via cryptsetup (plain/loopaes mapping, or LUKS).
+    Dmcrypt,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MigrateMode {
+    /// Write nothing into the image; print the exact cryptsetup command and crypttab line.
+    Plain,
+    /// Write a LUKS2 header file (-o) that maps the unchanged image with a new passphrase.
+    DetachedHeader,
+    /// Write a new LUKS2 (or --luks1) aes-xts-plain64 container (-o).
+    Reencrypt,
+}
+
+/// `loopkit migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: ImageArgs,
+    /// Target.
+    #[arg(long, value_enum)]
+    pub to: MigrateTo,
+    /// Migration level (plain writes nothing and suits read-only media).
+    #[arg(long, value_enum, default_value = "plain")]
+    pub mode: MigrateMode,
+    /// Output: the new image (reencrypt), the header file (detached-header), or a text file with
+    /// the commands (plain).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// plain: write the raw key (or the loop-AES key file) to FILE, mode 0600.
+    #[arg(long, value_name = "FILE")]
+    pub key_out: Option<PathBuf>,
+    /// plain: device-mapper name in the printed commands.
+    #[arg(long, value_name = "NAME", default_value = "legacy")]
+    pub name: String,
+    /// reencrypt: write LUKS1 instead of LUKS2 (for pre-2018 systems).
+    #[arg(long)]
+    pub luks1: bool,
+    /// Keyslot KDF: argon2id (default), argon2i, pbkdf2 (LUKS1: pbkdf2 only).
+    #[arg(long, value_name = "KDF")]
+    pub pbkdf: Option<String>,
+    /// Calibrate the KDF to take about MS milliseconds here (default 2000).
+    #[arg(long, value_name = "MS")]
+    pub iter_time: Option<u32>,
+    /// Argon2 memory in KiB (default: calibrated, 64 MiB .. 1 GiB).
+    #[arg(long, value_name = "KIB")]
+    pub pbkdf_memory: Option<u32>,
+    /// Argon2 threads, 1..4 (default: cores, at most 4).
+    #[arg(long, value_name = "N")]
+    pub pbkdf_parallel: Option<u32>,
+    /// Fixed PBKDF2 iterations or Argon2 time cost (no calibration).
+    #[arg(long, value_name = "N")]
+    pub pbkdf_force_iterations: Option<u32>,
+    /// LUKS2 label.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub label: String,
+    /// Replace an existing output, or discard an interrupted run and start over.
+    #[arg(long)]
+    pub force: bool,
+    /// reencrypt: continue an interrupted run from its checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Read the new passphrase from the first line of FILE (`-` = stdin).
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// Read the new passphrase from file descriptor N (first line).
+    #[arg(long, value_name = "N")]
+    pub new_passphrase_fd: Option<u32>,
+    /// Worker threads for re-encryption (default: cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// reencrypt: make progress durable (fsync + checkpoint) every BYTES (default 64 MiB).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub checkpoint_every: Option<String>,
 }

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         cli::Command::Extract(a) => (a.common.output.json, "extract"),
         cli::Command::StripEcc(a) => (a.output_args.json, "strip-ecc"),
         cli::Command::Repair(a) => (a.output_args.json, "repair"),
+        cli::Command::Migrate(a) => (a.common.output.json, "migrate"),
     };
     let result = match &cli.command {
         cli::Command::Inspect(a) => cmd::inspect::run(a),
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         cli::Command::Extract(a) => cmd::extract::run(a, &interrupt),
         cli::Command::StripEcc(a) => cmd::strip_ecc::run(a, &interrupt),
         cli::Command::Repair(a) => cmd::repair::run(a, &interrupt),
+        cli::Command::Migrate(a) => cmd::migrate::run(a, &interrupt),
     };
     match result {
         Ok(code) => ExitCode::from(code),

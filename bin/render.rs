@@ -69,6 +69,17 @@ pub fn inspect(r: &Inspect) -> String {
         let _ =
             writeln!(o, "             payload at byte {}, IV offset {} sectors", e.offset_bytes, e.iv_offset_sectors);
     }
+    if let Some(l) = &r.luks {
+        let label = l.label.as_deref().map(|x| format!(", label {x:?}")).unwrap_or_default();
+        let _ = writeln!(o, "luks         LUKS{} UUID {}{label}, {}-byte sectors", l.version, l.uuid, l.sector_size);
+        for k in &l.keyslots {
+            let opened = if l.opened_keyslot == Some(k.id) { "  (opened)" } else { "" };
+            let _ = writeln!(o, "             keyslot {}: {}{opened}", k.id, k.kdf);
+        }
+        if !l.tokens.is_empty() {
+            let _ = writeln!(o, "             tokens: {}", l.tokens.join(", "));
+        }
+    }
     if let Some(f) = &r.filesystem {
         let mut line = format!("filesystem   {}", f.kind);
         if let Some(l) = &f.label {
@@ -227,6 +238,68 @@ pub fn repair(r: &Repair) -> String {
             Severity::Warning => "warning",
         };
         let _ = writeln!(o, "  {sev:<8} {}: {}", p.code, p.message);
+    }
+    o
+}
+
+/// Render a migrate report (also the text `--mode plain -o FILE` writes).
+pub fn migrate(r: &loopkit::report::Migrate) -> String {
+    let mut o = String::new();
+    let s = &r.source;
+    let cipher = match (&s.cipher, s.key_bits) {
+        (Some(c), Some(b)) => format!(" {c} {b}-bit"),
+        _ => String::new(),
+    };
+    if let Some(p) = &r.plain {
+        let _ =
+            writeln!(o, "# loopkit migrate --mode plain: {} ({}{cipher}); the image is not changed", r.image, s.scheme);
+        if let Some(c) = &p.passphrase_command {
+            let _ = writeln!(o, "# open, typing the old passphrase at the prompt:\n{c}");
+        }
+        if let Some(c) = &p.key_file_command {
+            let what = match p.key_file_kind.as_deref() {
+                Some("loop-aes-key-file") => "the cleartext loop-AES key file",
+                _ => "the raw key (--key-out writes it)",
+            };
+            let _ = writeln!(o, "# open with {what}:\n{c}");
+        }
+        if let Some(c) = &p.crypttab {
+            let _ = writeln!(o, "# /etc/crypttab:\n{c}");
+        }
+        for n in &r.notes {
+            let _ = writeln!(o, "# note: {n}");
+        }
+        return o;
+    }
+    let fmt = r.format.as_deref().unwrap_or("-");
+    let _ = writeln!(o, "migrate      {} -> {fmt} {}", r.mode, r.output.as_deref().unwrap_or("-"));
+    if let Some(u) = &r.uuid {
+        let _ = writeln!(o, "             UUID {u}");
+    }
+    let _ = writeln!(
+        o,
+        "source       {} ({}{cipher}), {} at byte {}",
+        r.image,
+        s.scheme,
+        size(s.payload_bytes),
+        s.offset_bytes
+    );
+    if let Some(k) = &r.kdf {
+        let _ = writeln!(o, "keyslot      {k}");
+    }
+    if let (Some(a), Some(b)) = (&r.source_sha256, &r.migrated_sha256) {
+        let verdict = if r.sha256_match == Some(true) { "identical" } else { "DIFFERENT" };
+        let _ = writeln!(o, "plaintext    source   sha256 {a}");
+        let _ = writeln!(o, "             migrated sha256 {b}  ({verdict})");
+    }
+    if let Some(n) = r.resumed_from_bytes {
+        let _ = writeln!(o, "resumed      after {}", size(n));
+    }
+    if let Some(c) = &r.cryptsetup {
+        let _ = writeln!(o, "open with    {c}");
+    }
+    for n in &r.notes {
+        let _ = writeln!(o, "note         {n}");
     }
     o
 }

@@ -54,6 +54,51 @@ pub fn prompt(args: &SecretArgs, image: &Path) -> loopkit::Result<Option<Passphr
     Ok(Some(Passphrase::new(p.into_bytes())))
 }
 
+/// The new passphrase for `migrate`: from `--new-passphrase-file`, `--new-passphrase-fd`, or
+/// (on a terminal) a no-echo prompt asked twice. Never from an argument value.
+pub fn new_passphrase(file: Option<&Path>, fd: Option<u32>, no_prompt: bool) -> loopkit::Result<Passphrase> {
+    let p = match (file, fd) {
+        (Some(_), Some(_)) => {
+            return Err(loopkit::Error::invalid("give either --new-passphrase-file or --new-passphrase-fd, not both"));
+        }
+        (Some(p), None) if p == Path::new("-") => read_bounded(std::io::stdin().lock(), "standard input")?,
+        (Some(p), None) => {
+            let f = std::fs::File::open(p)
+                .map_err(|e| loopkit::Error::io(format!("cannot open new passphrase file {}", p.display()), e))?;
+            read_bounded(f, &p.display().to_string())?
+        }
+        (None, Some(fd)) => {
+            let f = std::fs::File::open(format!("/proc/self/fd/{fd}")).map_err(|e| {
+                loopkit::Error::io(format!("cannot read the new passphrase from file descriptor {fd}"), e)
+            })?;
+            read_bounded(f, &format!("file descriptor {fd}"))?
+        }
+        (None, None) => {
+            if no_prompt || !std::io::stderr().is_terminal() || !std::io::stdin().is_terminal() {
+                return Err(loopkit::Error::invalid(
+                    "a new passphrase is needed: give --new-passphrase-file or --new-passphrase-fd (or run on a terminal \
+                     to be asked)",
+                ));
+            }
+            let read = |prompt: &str| {
+                rpassword::prompt_password(prompt)
+                    .map(|s| Zeroizing::new(s.into_bytes()))
+                    .map_err(|e| loopkit::Error::io("cannot read the new passphrase from the terminal", e))
+            };
+            let a = read("New passphrase: ")?;
+            let b = read("Repeat the new passphrase: ")?;
+            if *a != *b {
+                return Err(loopkit::Error::invalid("the two new passphrases differ"));
+            }
+            Passphrase::new(a.to_vec())
+        }
+    };
+    if p.bytes().is_empty() {
+        return Err(loopkit::Error::invalid("the new passphrase is empty"));
+    }
+    Ok(p)
+}
+
 /// Collect the secrets given on the command line (no prompting).
 pub fn collect(args: &SecretArgs) -> loopkit::Result<Secrets> {
     let passphrase = passphrase(args)?;
@@ -142,5 +187,5 @@ pub fn open_options(p: &ParamArgs) -> loopkit::Result<OpenOptions> {
     if let Some(s) = &p.scan_bytes {
         c.scan_bytes = Some(parse_bytes(s, "--scan-bytes")?.min(64 << 20));
     }
-    Ok(OpenOptions { constraints: c, unencrypted, ecc_file: p.ecc.clone() })
+    Ok(OpenOptions { constraints: c, unencrypted, ecc_file: p.ecc.clone(), luks_header: p.header.clone() })
 }

@@ -25,8 +25,10 @@ pub enum Content {
     },
     /// A cryptoloop / loop-AES payload, parameters found (or confirmed) by detection.
     Legacy(Box<Outcome>),
-    /// A LUKS container (locked: unlocking is `migrate`'s and a later `verify`'s business).
+    /// A LUKS container, locked (no passphrase given).
     Luks(luks::Header),
+    /// A LUKS container unlocked with the given passphrase or key file.
+    LuksUnlocked(Box<LuksUnlocked>),
     /// Nothing recognisable and no secret given: probably encrypted.
     NeedsSecret {
         /// Whether the head looks like ciphertext (None: too little data to tell).
@@ -37,6 +39,23 @@ pub enum Content {
         /// The offset used.
         offset_bytes: u64,
     },
+}
+
+/// An unlocked LUKS container.
+#[derive(Debug)]
+pub struct LuksUnlocked {
+    /// The header, read and checked.
+    pub luks: luks::Luks,
+    /// The volume key (wiped on drop).
+    pub volume_key: crate::crypto::Key,
+    /// The keyslot that opened.
+    pub keyslot: u32,
+    /// The file system in the payload, if recognised.
+    pub fs: Option<FsInfo>,
+    /// A detached header file, if the header did not come from the image.
+    pub detached_header: Option<PathBuf>,
+    /// Where the LUKS device starts in the image (`--offset`; 0 normally).
+    pub device_offset_bytes: u64,
 }
 
 /// An opened image and what it holds.
@@ -68,6 +87,8 @@ pub struct OpenOptions {
     /// `--ecc FILE`: the dvdisaster `.ecc` file for the image (else one appended to the image,
     /// or `NAME.ecc` beside it, is used).
     pub ecc_file: Option<std::path::PathBuf>,
+    /// A detached LUKS header file (`cryptsetup --header`): the image holds only the data.
+    pub luks_header: Option<PathBuf>,
 }
 
 /// Open `path` read-only and work out what it holds.
@@ -101,14 +122,23 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
     }
     let explicit_crypto = c.scheme.is_some() || c.mode.is_some();
 
+    if let Some(hdr_path) = &opts.luks_header {
+        let hdr = FileSource::open(hdr_path)?;
+        let l = luks::read(&hdr)?.ok_or_else(|| {
+            crate::Error::new(crate::ErrorKind::NotRecognized, format!("{} is not a LUKS header", hdr_path.display()))
+        })?;
+        let content = open_luks(l, &hdr, &*data, secrets, Some(hdr_path.clone()), 0, &mut notes)?;
+        return Ok(Opened { path: path.into(), file, data, ecc, ecc_unusable, content, notes });
+    }
     if !explicit_crypto {
         let at = c.offset_bytes.unwrap_or(0);
         let w = crate::source::Window::new(&*data, at, None);
-        if let Some(h) = luks::probe(&w)? {
-            if !secrets.is_empty() {
-                notes.push("LUKS keyslot unlocking is not implemented yet; the passphrase was not used".into());
+        if let Some(l) = luks::read(&w)? {
+            if at != 0 {
+                notes.push(format!("the LUKS header starts at byte {at} (losetup --offset {at})"));
             }
-            return Ok(Opened { path: path.into(), file, data, ecc, ecc_unusable, content: Content::Luks(h), notes });
+            let content = open_luks(l, &w, &w, secrets, None, at, &mut notes)?;
+            return Ok(Opened { path: path.into(), file, data, ecc, ecc_unusable, content, notes });
         }
         if let Some((off, fs)) = detect::detect_plain(&*data, c.offset_bytes, c.size_limit_bytes)? {
             if !secrets.is_empty() {
@@ -169,6 +199,37 @@ fn ecc_notes(e: &crate::formats::dvdisaster::Ecc) -> Vec<String> {
     v
 }
 
+/// Unlock `l` (read from `hdr_src`) with the secrets, if any: the passphrase, else the key
+/// file's whole contents (cryptsetup `--key-file` semantics).
+fn open_luks(
+    l: luks::Luks,
+    hdr_src: &dyn ByteSource,
+    data_src: &dyn ByteSource,
+    secrets: &Secrets,
+    detached_header: Option<PathBuf>,
+    device_offset_bytes: u64,
+    notes: &mut Vec<String>,
+) -> crate::Result<Content> {
+    notes.extend(l.header.notes.iter().cloned());
+    let pass = match (&secrets.passphrase, &secrets.key_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(k)) => crate::crypto::Passphrase::new(k.raw.to_vec()),
+        (None, None) => return Ok(Content::Luks(l.header)),
+    };
+    let u = l.unlock(hdr_src, &pass)?;
+    let (layout, cipher) = l.payload(data_src.size_bytes(), &u.volume_key)?;
+    let vol = crate::volume::Volume::new(data_src, Arc::from(cipher), layout);
+    let fs = crate::fs::identify(&vol).map_err(|e| crate::Error::io("reading the LUKS payload", e))?;
+    Ok(Content::LuksUnlocked(Box::new(LuksUnlocked {
+        luks: l,
+        volume_key: u.volume_key,
+        keyslot: u.keyslot,
+        fs,
+        detached_header,
+        device_offset_bytes,
+    })))
+}
+
 fn no_match_error(o: &Outcome, c: &Constraints) -> crate::Error {
     let mut msg = format!(
         "no parameter set opens this image: tried {} combinations ({} distinct keys, {} payload offset{}, \
@@ -225,6 +286,13 @@ impl Opened {
                 }
                 None => None,
             },
+            Content::LuksUnlocked(u) => {
+                let at = u.device_offset_bytes;
+                let avail = size.saturating_sub(at);
+                let (mut layout, cipher) = u.luks.payload(avail, &u.volume_key)?;
+                layout.offset_bytes += at;
+                Some((layout, Arc::from(cipher)))
+            }
             Content::Luks(_) | Content::NeedsSecret { .. } => None,
         })
     }
@@ -250,6 +318,7 @@ impl Opened {
     pub fn filesystem(&self) -> Option<&FsInfo> {
         match &self.content {
             Content::Plain { fs, .. } => Some(fs),
+            Content::LuksUnlocked(u) => u.fs.as_ref(),
             Content::Legacy(o) => o.found.as_ref().and_then(|f| f.fs.as_ref()),
             _ => None,
         }

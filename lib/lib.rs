@@ -27,6 +27,7 @@ pub mod formats;
 pub mod fs;
 pub mod image;
 pub mod manifest;
+pub mod migrate;
 pub mod progress;
 pub mod report;
 pub mod source;

@@ -114,6 +114,8 @@ pub struct Inspect {
     pub detection: Option<DetectionReport>,
     /// dvdisaster error-correction data, or null (`verify` fills in the check results).
     pub ecc: Option<Ecc>,
+    /// LUKS header details (LUKS images), or null.
+    pub luks: Option<LuksDetails>,
     /// Remarks.
     pub notes: Vec<String>,
 }
@@ -226,6 +228,42 @@ fn ecc_checked(e: &mut Ecc, r: &crate::formats::dvdisaster::verify::Report) {
     e.ecc_blocks_bad = r.ecc_blocks_bad;
     e.codewords_bad = r.codewords_bad;
     e.ok = Some(r.ok());
+}
+
+/// A LUKS keyslot in a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LuksKeyslot {
+    /// Slot number.
+    pub id: u32,
+    /// KDF summary, e.g. `argon2id (time 4, memory 1048576 KiB, 4 cpus)`.
+    pub kdf: String,
+    /// LUKS2 priority (null = normal).
+    pub priority: Option<u32>,
+}
+
+/// What a LUKS header says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LuksDetails {
+    /// 1 or 2.
+    pub version: u16,
+    /// Header UUID.
+    pub uuid: String,
+    /// LUKS2 label.
+    pub label: Option<String>,
+    /// Payload sector size.
+    pub sector_size: u32,
+    /// Payload length if fixed (null: to the end of the device).
+    pub payload_size_bytes: Option<u64>,
+    /// Active keyslots.
+    pub keyslots: Vec<LuksKeyslot>,
+    /// LUKS2 token types.
+    pub tokens: Vec<String>,
+    /// The keyslot the passphrase opened (null when locked).
+    pub opened_keyslot: Option<u32>,
+    /// The detached header file used, if any.
+    pub detached_header: Option<String>,
 }
 
 /// The decrypted payload's digest.
@@ -505,6 +543,7 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
         cryptsetup_notes: Vec::new(),
         detection: None,
         ecc: opened.ecc.as_ref().map(ecc_of),
+        luks: None,
         notes: opened.notes.clone(),
     };
     match &opened.content {
@@ -549,24 +588,12 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
             r.detection = Some(detection_of(o));
         }
         Content::Luks(h) => {
-            r.kind = "luks".into();
-            r.encryption = Some(Encryption {
-                scheme: format!("luks{}", h.version),
-                cipher: h.cipher.clone(),
-                key_bits: h.key_bits,
-                key_derivation: None,
-                multi_key: None,
-                offset_bytes: h.payload_offset_bytes,
-                iv_offset_sectors: h.iv_offset_sectors,
-                equivalent_derivations: Vec::new(),
-                pseed: false,
-                itercountk: None,
-                size_limit_bytes: h.payload_size_bytes,
-            });
-            r.cryptsetup =
-                Some(format!("cryptsetup open --readonly {} luks", crate::formats::legacy::shell_quote(&image)));
+            luks_report(&mut r, h, &image, None, None);
             r.needs_secret = true;
-            r.notes.push(format!("LUKS{} UUID {}, {} keyslot(s)", h.version, h.uuid, h.keyslots));
+        }
+        Content::LuksUnlocked(u) => {
+            let hdr = u.detached_header.as_ref().map(|p| p.display().to_string());
+            luks_report(&mut r, &u.luks.header, &image, Some(u.keyslot), hdr);
         }
         Content::NeedsSecret { looks_random } => {
             r.kind = "needs-secret".into();
@@ -581,6 +608,51 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
         }
     }
     r
+}
+
+fn luks_report(
+    r: &mut Inspect,
+    h: &crate::formats::luks::Header,
+    image: &str,
+    opened: Option<u32>,
+    detached_header: Option<String>,
+) {
+    use crate::formats::legacy::shell_quote;
+    r.kind = "luks".into();
+    r.encryption = Some(Encryption {
+        scheme: format!("luks{}", h.version),
+        cipher: h.cipher.clone(),
+        key_bits: h.key_bits,
+        key_derivation: None,
+        multi_key: None,
+        offset_bytes: h.payload_offset_bytes,
+        iv_offset_sectors: h.iv_offset_sectors,
+        equivalent_derivations: Vec::new(),
+        pseed: false,
+        itercountk: None,
+        size_limit_bytes: h.payload_size_bytes,
+    });
+    let header = detached_header.as_deref().map(|p| format!(" --header {}", shell_quote(p))).unwrap_or_default();
+    r.cryptsetup = Some(format!("cryptsetup open --readonly{header} {} luks", shell_quote(image)));
+    r.notes.push(format!("LUKS{} UUID {}, {} keyslot(s)", h.version, h.uuid, h.keyslots));
+    if let Some(k) = opened {
+        r.notes.push(format!("keyslot {k} opened with the passphrase"));
+    }
+    r.luks = Some(LuksDetails {
+        version: h.version,
+        uuid: h.uuid.clone(),
+        label: h.label.clone(),
+        sector_size: h.sector_size,
+        payload_size_bytes: h.payload_size_bytes,
+        keyslots: h
+            .keyslot_details
+            .iter()
+            .map(|k| LuksKeyslot { id: k.id, kdf: k.kdf.clone(), priority: k.priority })
+            .collect(),
+        tokens: h.token_types.clone(),
+        opened_keyslot: opened,
+        detached_header,
+    });
 }
 
 /// Build the `verify` document.
@@ -611,5 +683,104 @@ pub fn verify(opened: &Opened, pass_len: Option<usize>, outcome: &VerifyOutcome)
                 changed: d.changed.into_iter().map(|c| c.path).collect(),
             }
         }),
+    }
+}
+
+/// The `--mode plain` part of a migrate document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlainMapping {
+    /// `cryptsetup open` reading the passphrase at the prompt (null when cryptsetup's hashing
+    /// cannot reproduce the key).
+    pub passphrase_command: Option<String>,
+    /// `cryptsetup open` reading the key file.
+    pub key_file_command: Option<String>,
+    /// An `/etc/crypttab` line (null where no crypttab type fits).
+    pub crypttab: Option<String>,
+    /// `raw-key`, `loop-aes-key-file` or null.
+    pub key_file_kind: Option<String>,
+    /// The key file written by `--key-out`, if any.
+    pub key_file: Option<String>,
+}
+
+/// `loopkit migrate --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Migrate {
+    /// Always [`JSON_VERSION`].
+    pub loopkit_json: u32,
+    /// `migrate`.
+    pub command: String,
+    /// `plain`, `detached-header`, `reencrypt`.
+    pub mode: String,
+    /// The source image as given.
+    pub image: String,
+    /// The file written (image, header or key file), or null.
+    pub output: Option<String>,
+    /// `luks2`, `luks1` or null.
+    pub format: Option<String>,
+    /// The new header's UUID.
+    pub uuid: Option<String>,
+    /// What the source is.
+    pub source: crate::migrate::plan::SourceInfo,
+    /// SHA-256 of the source plaintext (null in plain mode).
+    pub source_sha256: Option<String>,
+    /// SHA-256 of the plaintext read back through the new header.
+    pub migrated_sha256: Option<String>,
+    /// Whether the two are equal (null when not computed).
+    pub sha256_match: Option<bool>,
+    /// The new keyslot's KDF.
+    pub kdf: Option<String>,
+    /// Payload bytes an earlier, interrupted run had already written.
+    pub resumed_from_bytes: Option<u64>,
+    /// The command that opens the result.
+    pub cryptsetup: Option<String>,
+    /// Plain-mode mapping (null for the other modes).
+    pub plain: Option<PlainMapping>,
+    /// Remarks.
+    pub notes: Vec<String>,
+}
+
+/// Build the `migrate` document.
+pub fn migrate(
+    image: &str,
+    o: &crate::migrate::Outcome,
+    plain: Option<&crate::migrate::plan::PlainMapping>,
+) -> Migrate {
+    use crate::migrate::plan::KeyFileKind;
+    let mut notes = o.notes.clone();
+    if let Some(p) = plain {
+        notes.extend(p.notes.iter().cloned());
+    }
+    Migrate {
+        loopkit_json: JSON_VERSION,
+        command: "migrate".into(),
+        mode: o.mode.into(),
+        image: image.into(),
+        output: o.output.as_ref().map(|p| p.display().to_string()),
+        format: o.format.map(|f| f.name().to_string()),
+        uuid: o.uuid.clone(),
+        source: o.source.clone(),
+        source_sha256: o.source_sha256.map(|h| hex(&h)),
+        migrated_sha256: o.migrated_sha256.map(|h| hex(&h)),
+        sha256_match: match (o.source_sha256, o.migrated_sha256) {
+            (Some(a), Some(b)) => Some(a == b),
+            _ => None,
+        },
+        kdf: o.kdf.clone(),
+        resumed_from_bytes: o.resumed_from_bytes,
+        cryptsetup: o.cryptsetup.clone(),
+        plain: plain.map(|p| PlainMapping {
+            passphrase_command: p.passphrase_command.clone(),
+            key_file_command: p.key_file_command.clone(),
+            crypttab: p.crypttab.clone(),
+            key_file_kind: match p.key_file_kind {
+                KeyFileKind::RawKey => Some("raw-key".into()),
+                KeyFileKind::LoopAesKeyFile => Some("loop-aes-key-file".into()),
+                KeyFileKind::None => None,
+            },
+            key_file: if o.mode == "plain" { o.output.as_ref().map(|p| p.display().to_string()) } else { None },
+        }),
+        notes,
     }
 }

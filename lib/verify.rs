@@ -165,7 +165,7 @@ pub fn hash_payload(
 
 /// Read `len` payload bytes at payload offset `start` into `buf` (holes become zero ciphertext
 /// without a read) and decrypt them. Returns the number of hole bytes.
-fn fill_and_decrypt(
+pub(crate) fn fill_and_decrypt(
     src: &dyn ByteSource,
     cipher: &dyn SectorCipher,
     layout: Layout,
@@ -188,7 +188,9 @@ fn fill_and_decrypt(
         data_bytes += r.end - r.start;
     }
     let first_iv = layout.iv_offset_sectors.wrapping_add(start / SECTOR_BYTES);
-    if data_bytes == len as u64 {
+    // Whole chunk of data, or a cipher whose unit is larger than 512 (holes are already zero
+    // ciphertext in `buf`, so decrypting everything is correct, just not free).
+    if data_bytes == len as u64 || cipher.sector_bytes() != 512 {
         cipher.decrypt_sectors(first_iv, buf);
         return Ok(0);
     }
@@ -328,8 +330,9 @@ fn verify_payload(
     }
     let Some((layout, cipher)) = opened.payload()? else {
         return Err(match &opened.content {
-            Content::Luks(_) => crate::Error::unsupported(
-                "this is a LUKS container; verifying its payload needs keyslot unlocking, which is not implemented yet",
+            Content::Luks(_) => crate::Error::invalid(
+                "this is a LUKS container: give its passphrase (--passphrase-file, --passphrase-fd, or at the prompt) \
+                 or a --key-file to verify the payload",
             ),
             _ => crate::Error::invalid(
                 "the image looks encrypted: give the passphrase (--passphrase-file, --passphrase-fd, or at the prompt) \
@@ -340,7 +343,8 @@ fn verify_payload(
     let file_size = opened.data.size_bytes();
     let avail = file_size.saturating_sub(layout.offset_bytes);
     let tail = avail % SECTOR_BYTES;
-    let limited = matches!(&opened.content, Content::Legacy(o) if o.found.as_ref().is_some_and(|f| f.params.size_limit_bytes.is_some()));
+    let limited = matches!(&opened.content, Content::Legacy(o) if o.found.as_ref().is_some_and(|f| f.params.size_limit_bytes.is_some()))
+        || matches!(&opened.content, Content::LuksUnlocked(u) if u.luks.header.payload_size_bytes.is_some());
     if tail != 0 && !limited {
         problems.push(Problem::error(
             "image.partial-sector",

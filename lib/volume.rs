@@ -65,12 +65,14 @@ impl<S: ByteSource> ByteSource for Volume<S> {
         let want = (buf.len() as u64).min(size - offset_bytes);
         // Bound the work per call to 1 MiB.
         let want = want.min(1 << 20) as usize;
-        let first = offset_bytes / SECTOR_BYTES;
-        let last = (offset_bytes + want as u64).div_ceil(SECTOR_BYTES);
-        let mut tmp = vec![0u8; ((last - first) * SECTOR_BYTES) as usize];
-        self.src.read_exact_at(&mut tmp, self.layout.offset_bytes + first * SECTOR_BYTES)?;
-        self.cipher.decrypt_sectors(self.layout.iv_offset_sectors.wrapping_add(first), &mut tmp);
-        let skip = (offset_bytes - first * SECTOR_BYTES) as usize;
+        // The cipher's unit (512 for legacy modes, up to 4096 for LUKS2).
+        let unit = self.cipher.sector_bytes() as u64;
+        let first = offset_bytes / unit;
+        let last = (offset_bytes + want as u64).div_ceil(unit);
+        let mut tmp = vec![0u8; ((last - first) * unit) as usize];
+        self.src.read_exact_at(&mut tmp, self.layout.offset_bytes + first * unit)?;
+        self.cipher.decrypt_sectors(self.layout.iv_offset_sectors.wrapping_add(first * unit / SECTOR_BYTES), &mut tmp);
+        let skip = (offset_bytes - first * unit) as usize;
         buf[..want].copy_from_slice(&tmp[skip..skip + want]);
         Ok(want)
     }

@@ -12,9 +12,13 @@ mod fs_fixtures;
 mod fs_manifest;
 mod fs_verify;
 mod legacy;
+mod luks_read;
+mod migrate_modes;
+mod migrate_safety;
 mod util;
 mod vm;
 mod vm_legacy;
+mod vm_migrate;
 mod vm_smoke;
 
 fn main() {
@@ -31,5 +35,9 @@ fn main() {
     trials.extend(ecc_verify::trials());
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
+    trials.extend(luks_read::trials());
+    trials.extend(migrate_modes::trials());
+    trials.extend(migrate_safety::trials());
+    trials.extend(vm_migrate::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -3,6 +3,7 @@
 pub mod extract;
 pub mod inspect;
 pub mod manifest;
+pub mod migrate;
 pub mod repair;
 pub mod strip_ecc;
 pub mod verify;
@@ -27,7 +28,7 @@ pub fn open_with_prompt(image: &Path, s: &SecretArgs, p: &ParamArgs) -> loopkit:
     };
     let opened = loopkit::image::open(image, &secrets, &opts)?;
     if secrets.is_empty()
-        && matches!(opened.content, Content::NeedsSecret { .. })
+        && matches!(opened.content, Content::NeedsSecret { .. } | Content::Luks(_))
         && let Some(p) = crate::secrets::prompt(s, image)?
     {
         secrets.passphrase = Some(p);

@@ -10,6 +10,7 @@ pub mod cbc;
 pub mod hash;
 pub mod kdf;
 pub mod lmk;
+pub mod xts;
 
 use std::fmt;
 use zeroize::{Zeroize, Zeroizing};
@@ -99,6 +100,12 @@ pub trait SectorCipher: Send + Sync {
     }
     /// The dm-crypt spelling, e.g. `aes-cbc-plain`.
     fn dm_name(&self) -> String;
+    /// The encryption unit in bytes (512 for every legacy mode; LUKS2 may use up to 4096).
+    /// `data` passed to the methods above is a multiple of it, and `iv_sector` still counts
+    /// 512-byte units.
+    fn sector_bytes(&self) -> usize {
+        512
+    }
 }
 
 /// The identity "cipher" for unencrypted images.

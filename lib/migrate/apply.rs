@@ -1,0 +1,580 @@
+//! The I/O of `migrate`: safe output files, the checkpoint, and the streaming re-encryption
+//! pipeline. Every write path here states what a failure leaves behind.
+//!
+//! ```text
+//!  worker 0: pread chunk 0,2,4… → decrypt (legacy) → copy → encrypt (XTS) ─┐ bounded channels
+//!  worker 1: pread chunk 1,3,5… → decrypt (legacy) → copy → encrypt (XTS) ─┤
+//!                     writer ◄── in chunk order: SHA-256(plaintext), pwrite(ciphertext),
+//!                                every CHECKPOINT_BYTES: fdatasync, then the checkpoint file
+//! ```
+//!
+//! Output files are only ever created under a temporary name (`OUT.partial`), mode 0600, and
+//! renamed to their final name after an fsync and a verification pass; the directory is fsynced
+//! after the rename. The checkpoint (`OUT.partial.checkpoint`) records how many payload bytes are
+//! durably written, the new header's UUID and the source's identity and parameters — never key
+//! material: a resumed run unlocks the partial output's own keyslot with the new passphrase.
+
+use crate::crypto::SectorCipher;
+use crate::progress::{Interrupt, Progress};
+use crate::source::ByteSource;
+use crate::volume::Layout;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Durable progress is recorded at least this often (bytes)…
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// …or this often (time), whichever comes first.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The three paths of one output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputPaths {
+    /// Where the result ends up.
+    pub final_path: PathBuf,
+    /// Where it is built (`FINAL.partial`).
+    pub partial: PathBuf,
+    /// The checkpoint (`FINAL.partial.checkpoint`).
+    pub checkpoint: PathBuf,
+}
+
+impl OutputPaths {
+    /// Paths for `final_path`.
+    pub fn new(final_path: &Path) -> OutputPaths {
+        let with = |suffix: &str| {
+            let mut s = final_path.as_os_str().to_owned();
+            s.push(suffix);
+            PathBuf::from(s)
+        };
+        OutputPaths {
+            final_path: final_path.to_path_buf(),
+            partial: with(".partial"),
+            checkpoint: with(".partial.checkpoint"),
+        }
+    }
+}
+
+/// Absolute, symlink-resolved form of `p` (whose last component may not exist yet).
+fn resolve(p: &Path) -> PathBuf {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return c;
+    }
+    let parent = p.parent().filter(|x| !x.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    match (std::fs::canonicalize(parent), p.file_name()) {
+        (Ok(d), Some(n)) => d.join(n),
+        _ => p.to_path_buf(),
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    if resolve(a) == resolve(b) {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Refuse outputs that are (or would overwrite) one of the `inputs`.
+///
+/// # Errors
+/// `Unsafe` naming the clash.
+pub fn refuse_clobbering_inputs(out: &OutputPaths, inputs: &[&Path]) -> crate::Result<()> {
+    for input in inputs {
+        for (what, p) in
+            [("output", &out.final_path), ("temporary output", &out.partial), ("checkpoint", &out.checkpoint)]
+        {
+            if same_file(p, input) {
+                return Err(crate::Error::new(
+                    crate::ErrorKind::Unsafe,
+                    format!(
+                        "the {what} {} is the source {}: refusing to overwrite the original",
+                        p.display(),
+                        input.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// fsync the directory holding `p`, so a rename or creation in it is durable.
+///
+/// # Errors
+/// `Io`.
+pub fn sync_dir_of(p: &Path) -> crate::Result<()> {
+    let dir = p.parent().filter(|x| !x.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| crate::Error::io(format!("syncing directory {}", dir.display()), e))
+}
+
+/// Create (or, with `truncate`, reset) `p` for writing, mode 0600.
+///
+/// # Errors
+/// `Io` with a hint for read-only file systems and permission problems.
+pub fn create_partial(p: &Path, truncate: bool) -> crate::Result<File> {
+    std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(truncate).mode(0o600).open(p).map_err(
+        |e| {
+            let hint = match e.raw_os_error() {
+                Some(libc::EROFS) => " (the destination is on a read-only file system; choose another -o)",
+                Some(libc::EACCES) | Some(libc::EPERM) => " (no permission to write there; choose another -o)",
+                Some(libc::ENOSPC) => " (the destination is full)",
+                _ => "",
+            };
+            crate::Error::io(format!("cannot create {}{hint}", p.display()), e)
+        },
+    )
+}
+
+/// `pwrite` all of `buf` at `at`, with an error that says where and what to do about a full
+/// disk.
+///
+/// # Errors
+/// `Io`.
+pub fn write_at(f: &File, p: &Path, buf: &[u8], at: u64) -> crate::Result<()> {
+    f.write_all_at(buf, at).map_err(|e| write_error(p, at, e))
+}
+
+fn write_error(p: &Path, at: u64, e: std::io::Error) -> crate::Error {
+    let hint = if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EFBIG) {
+        format!(
+            " — the destination is full: free space and rerun with --resume, or delete {} (the source was not touched)",
+            p.display()
+        )
+    } else {
+        String::new()
+    };
+    crate::Error::io(format!("writing {} at byte {at}{hint}", p.display()), e)
+}
+
+/// `fdatasync` with context.
+///
+/// # Errors
+/// `Io`.
+pub fn sync(f: &File, p: &Path) -> crate::Result<()> {
+    f.sync_data().map_err(|e| write_error(p, 0, e)).map_err(|e| e.context("flushing to disk"))
+}
+
+/// Write a small file (a key file, a header, a text) safely: `PATH.partial` (mode 0600), fsync,
+/// rename over `PATH` (only with `force` if `PATH` exists), fsync the directory.
+///
+/// On failure nothing exists under `PATH` that was not there before; a `PATH.partial` may be
+/// left behind if the process dies mid-write, and is replaced by the next attempt.
+///
+/// # Errors
+/// `Unsafe` if `PATH` exists and `force` is false; `Io`.
+pub fn write_file_atomically(path: &Path, bytes: &[u8], force: bool) -> crate::Result<()> {
+    if path.exists() && !force {
+        return Err(crate::Error::new(
+            crate::ErrorKind::Unsafe,
+            format!("{} already exists; give --force to replace it", path.display()),
+        ));
+    }
+    let tmp = OutputPaths::new(path).partial;
+    let f = create_partial(&tmp, true)?;
+    let r = write_at(&f, &tmp, bytes, 0).and_then(|()| sync(&f, &tmp));
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    drop(f);
+    std::fs::rename(&tmp, path)
+        .map_err(|e| crate::Error::io(format!("renaming {} to {}", tmp.display(), path.display()), e))?;
+    sync_dir_of(path)
+}
+
+/// The checkpoint of an interrupted re-encryption (no key material).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// Format version (1).
+    pub loopkit_checkpoint: u32,
+    /// The source file (absolute).
+    pub source_path: String,
+    /// Its size.
+    pub source_size_bytes: u64,
+    /// Its parameters.
+    pub source: super::plan::SourceInfo,
+    /// `luks2` or `luks1`.
+    pub target_format: String,
+    /// The new header's UUID.
+    pub target_uuid: String,
+    /// Payload start in the output.
+    pub target_payload_offset_bytes: u64,
+    /// Payload bytes durably written (a multiple of the chunk size, or all).
+    pub done_bytes: u64,
+    /// The run that made it was allowed to replace an existing output (`--force`); a resumed
+    /// run inherits that permission.
+    #[serde(default)]
+    pub replace_output: bool,
+}
+
+impl Checkpoint {
+    /// Read a checkpoint; `Ok(None)` if there is none.
+    ///
+    /// # Errors
+    /// `Corrupt` if it does not parse; `Io`.
+    pub fn load(p: &Path) -> crate::Result<Option<Checkpoint>> {
+        match std::fs::read(p) {
+            Ok(b) if b.len() <= 1 << 20 => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                crate::Error::corrupt(format!(
+                    "checkpoint {} does not parse ({e}); delete it and start over with --force",
+                    p.display()
+                ))
+            }),
+            Ok(_) => Err(crate::Error::corrupt(format!("checkpoint {} is too large", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(crate::Error::io(format!("reading checkpoint {}", p.display()), e)),
+        }
+    }
+
+    /// Write it atomically (temporary file, fsync, rename, fsync the directory). A crash leaves
+    /// either the old or the new checkpoint.
+    ///
+    /// # Errors
+    /// `Io`.
+    pub fn save(&self, p: &Path) -> crate::Result<()> {
+        let text = serde_json::to_vec_pretty(self).unwrap_or_default();
+        write_file_atomically(p, &text, true)
+    }
+}
+
+/// What the streaming pipeline writes to.
+pub struct Sink<'a> {
+    /// The output file.
+    pub file: &'a File,
+    /// Its path (for messages).
+    pub path: &'a Path,
+    /// Where payload byte 0 goes.
+    pub offset_bytes: u64,
+    /// The new payload cipher (IV sector 0 at payload byte 0).
+    pub cipher: &'a dyn SectorCipher,
+}
+
+/// Tuning for [`stream`].
+#[derive(Debug, Clone, Copy)]
+pub struct StreamOptions {
+    /// Worker threads.
+    pub workers: usize,
+    /// Chunk size (a multiple of 4096).
+    pub chunk_bytes: usize,
+    /// Make progress durable (fdatasync + checkpoint) at least every this many bytes.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        StreamOptions { workers: cores.clamp(1, 8), chunk_bytes: 1 << 20, checkpoint_bytes: CHECKPOINT_BYTES }
+    }
+}
+
+/// Stream the source payload once: decrypt each chunk, encrypt it and `pwrite` it to `sink`
+/// (workers, in parallel; chunks before `done_bytes` are only decrypted), and hash the plaintext
+/// in order (this thread). A flusher thread makes the output durable in the background: every
+/// [`StreamOptions::checkpoint_bytes`] or [`CHECKPOINT_INTERVAL`] it runs `fdatasync` and then
+/// `on_durable(n)` (which records the checkpoint) for the `n` payload bytes written so far.
+/// When this returns `Ok`, every byte is written but the tail may not be durable yet: the caller
+/// syncs it (possibly while it verifies) and records the final checkpoint.
+///
+/// What a failure leaves: the output holds every chunk up to the last durable mark (and
+/// possibly some later ones); the checkpoint names the mark, so a resumed run rewrites from
+/// there. An interrupt stops at a chunk boundary after making what was written durable.
+///
+/// # Errors
+/// `Io` (read or write, with the byte offset), `Interrupted`.
+#[allow(clippy::too_many_arguments)]
+pub fn stream(
+    src: &dyn ByteSource,
+    src_cipher: &dyn SectorCipher,
+    layout: Layout,
+    sink: &Sink<'_>,
+    done_bytes: u64,
+    opts: StreamOptions,
+    on_durable: &mut (dyn FnMut(u64) -> crate::Result<()> + Send),
+    progress: &mut dyn Progress,
+    interrupt: &Interrupt,
+) -> crate::Result<[u8; 32]> {
+    let chunk = (opts.chunk_bytes.max(4096) / 4096 * 4096) as u64;
+    let nchunks = layout.size_bytes.div_ceil(chunk);
+    let workers = opts.workers.max(1).min(nchunks.max(1) as usize);
+    let done = done_bytes / chunk * chunk;
+    progress.start("migrate", Some(layout.size_bytes));
+    let mut hasher = sha2::Sha256::new();
+
+    type Msg = crate::Result<(Vec<u8>, Vec<u8>)>;
+    let result = std::thread::scope(|scope| -> crate::Result<()> {
+        let (mark_tx, mark_rx) = mpsc::channel::<u64>();
+        let flusher = scope.spawn(move || -> crate::Result<()> {
+            while let Ok(mut m) = mark_rx.recv() {
+                while let Ok(n) = mark_rx.try_recv() {
+                    m = m.max(n);
+                }
+                sync(sink.file, sink.path)?;
+                on_durable(m)?;
+            }
+            Ok(())
+        });
+        let mut outs: Vec<mpsc::Receiver<Msg>> = Vec::new();
+        let mut returns: Vec<mpsc::SyncSender<(Vec<u8>, Vec<u8>)>> = Vec::new();
+        for w in 0..workers {
+            let (tx, rx) = mpsc::sync_channel::<Msg>(2);
+            let (ret_tx, ret_rx) = mpsc::sync_channel::<(Vec<u8>, Vec<u8>)>(4);
+            for _ in 0..3 {
+                let _ = ret_tx.send((Vec::with_capacity(chunk as usize), Vec::with_capacity(chunk as usize)));
+            }
+            outs.push(rx);
+            returns.push(ret_tx);
+            let interrupt = interrupt.clone();
+            scope.spawn(move || {
+                let mut c = w as u64;
+                while c < nchunks {
+                    let Ok((mut plain, mut enc)) = ret_rx.recv() else { return };
+                    if interrupt.is_set() {
+                        let _ = tx.send(Err(crate::Error::interrupted()));
+                        return;
+                    }
+                    let start = c * chunk;
+                    let len = chunk.min(layout.size_bytes - start) as usize;
+                    let msg = crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, &mut plain)
+                        .and_then(|_| {
+                            if start >= done {
+                                enc.clear();
+                                enc.extend_from_slice(&plain);
+                                sink.cipher.encrypt_sectors(start / 512, &mut enc);
+                                write_at(sink.file, sink.path, &enc, sink.offset_bytes + start)?;
+                            }
+                            Ok((plain, enc))
+                        });
+                    let failed = msg.is_err();
+                    if tx.send(msg).is_err() || failed {
+                        return;
+                    }
+                    c += workers as u64;
+                }
+            });
+        }
+        // In order: hash, and ask for durability marks. Chunk c arrives only after its worker
+        // wrote it, so when it arrives every chunk up to its end is written.
+        let consumed = (|| -> crate::Result<()> {
+            let mut marked = done;
+            let mut last_mark = Instant::now();
+            for c in 0..nchunks {
+                let w = (c % workers as u64) as usize;
+                let msg = outs[w]
+                    .recv()
+                    .map_err(|_| crate::Error::new(crate::ErrorKind::Io, "BUG: a migrate worker stopped early"))?;
+                let (plain, enc) = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        if c * chunk > marked {
+                            let _ = mark_tx.send(c * chunk);
+                        }
+                        return Err(e);
+                    }
+                };
+                hasher.update(&plain);
+                let end = c * chunk + plain.len() as u64;
+                progress.advance(plain.len() as u64);
+                let _ = returns[w].send((plain, enc));
+                if end > marked
+                    && (end - marked >= opts.checkpoint_bytes.max(1) || last_mark.elapsed() >= CHECKPOINT_INTERVAL)
+                {
+                    let _ = mark_tx.send(end);
+                    marked = end;
+                    last_mark = Instant::now();
+                }
+                if interrupt.is_set() {
+                    if end > marked {
+                        let _ = mark_tx.send(end);
+                    }
+                    return Err(crate::Error::interrupted());
+                }
+            }
+            Ok(())
+        })();
+        drop(mark_tx);
+        drop(outs);
+        drop(returns);
+        let flushed = flusher
+            .join()
+            .unwrap_or_else(|_| Err(crate::Error::new(crate::ErrorKind::Io, "BUG: the flusher panicked")));
+        consumed?;
+        flushed
+    });
+    progress.finish();
+    result?;
+    Ok(hasher.finalize().into())
+}
+
+/// Read the source payload once and hash it decrypted by two ciphers (the legacy one and the
+/// one a new header yields): proves a detached header maps exactly the old plaintext.
+/// Returns `(sha_a, sha_b)`.
+///
+/// # Errors
+/// `Io`, `Interrupted`.
+pub fn dual_hash(
+    src: &dyn ByteSource,
+    a: (&dyn SectorCipher, Layout),
+    b: (&dyn SectorCipher, Layout),
+    chunk_bytes: usize,
+    progress: &mut dyn Progress,
+    interrupt: &Interrupt,
+) -> crate::Result<([u8; 32], [u8; 32])> {
+    if a.1 != b.1 {
+        return Err(crate::Error::corrupt(format!("the new header maps {:?}, the source is {:?}", b.1, a.1)));
+    }
+    let layout = a.1;
+    let chunk = (chunk_bytes.max(4096) / 4096 * 4096) as u64;
+    let (mut ha, mut hb) = (sha2::Sha256::new(), sha2::Sha256::new());
+    let (mut pa, mut pb) = (Vec::new(), Vec::new());
+    progress.start("verify", Some(layout.size_bytes));
+    let mut start = 0;
+    while start < layout.size_bytes {
+        interrupt.check()?;
+        let len = chunk.min(layout.size_bytes - start) as usize;
+        crate::verify::fill_and_decrypt(src, a.0, layout, start, len, &mut pa)?;
+        crate::verify::fill_and_decrypt(src, b.0, layout, start, len, &mut pb)?;
+        ha.update(&pa);
+        hb.update(&pb);
+        progress.advance(len as u64);
+        start += len as u64;
+    }
+    progress.finish();
+    Ok((ha.finalize().into(), hb.finalize().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::cbc::{CbcSectors, IvScheme};
+    use crate::crypto::xts::XtsSectors;
+    use crate::progress::NoProgress;
+    use crate::source::MemSource;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("loopkit-apply-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// The pipeline's output equals a single-threaded decrypt/encrypt for any worker count and a
+    /// resume point; the plaintext hash is the same either way.
+    #[test]
+    fn stream_matches_reference_and_resumes() {
+        let d = scratch("stream");
+        let legacy = CbcSectors::new(&[5u8; 32], IvScheme::Plain).unwrap();
+        let plain: Vec<u8> = (0..(3 << 20) + 8192).map(|i: u32| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
+        let mut ct = plain.clone();
+        legacy.encrypt_sectors(0, &mut ct);
+        let layout = Layout::new(ct.len() as u64, 0, None, 0);
+        let xts = XtsSectors::new(&[7u8; 64], 512).unwrap();
+        let mut want = plain.clone();
+        xts.encrypt_sectors(0, &mut want);
+        let want_sha: [u8; 32] = sha2::Sha256::digest(&plain).into();
+        for (workers, done) in [(1usize, 0u64), (3, 0), (2, 1 << 20)] {
+            let p = d.join(format!("out-{workers}-{done}"));
+            let f = create_partial(&p, true).unwrap();
+            let off = 4096;
+            if done > 0 {
+                // Pretend the first `done` bytes were written by an earlier run.
+                write_at(&f, &p, &want[..done as usize], off).unwrap();
+            }
+            let sink = Sink { file: &f, path: &p, offset_bytes: off, cipher: &xts };
+            let mut marks = Vec::new();
+            let opts = StreamOptions { workers, chunk_bytes: 256 << 10, checkpoint_bytes: 1 << 20 };
+            let sha = stream(
+                &MemSource::new(ct.clone()),
+                &legacy,
+                layout,
+                &sink,
+                done,
+                opts,
+                &mut |n| {
+                    marks.push(n);
+                    Ok(())
+                },
+                &mut NoProgress,
+                &Interrupt::new(),
+            )
+            .unwrap();
+            assert_eq!(sha, want_sha);
+            assert!(
+                marks.windows(2).all(|w| w[0] < w[1]) && marks.iter().all(|&m| m > done && m <= layout.size_bytes),
+                "{marks:?}"
+            );
+            let got = std::fs::read(&p).unwrap();
+            assert_eq!(&got[off as usize..], &want[..], "workers {workers} done {done}");
+        }
+        let i = Interrupt::new();
+        i.trigger();
+        let p = d.join("int");
+        let f = create_partial(&p, true).unwrap();
+        let sink = Sink { file: &f, path: &p, offset_bytes: 0, cipher: &xts };
+        let e = stream(
+            &MemSource::new(ct),
+            &legacy,
+            layout,
+            &sink,
+            0,
+            StreamOptions::default(),
+            &mut |_| Ok(()),
+            &mut NoProgress,
+            &i,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Interrupted);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn safe_files() {
+        let d = scratch("files");
+        let p = d.join("k");
+        write_file_atomically(&p, b"one", false).unwrap();
+        assert_eq!(write_file_atomically(&p, b"two", false).unwrap_err().kind(), crate::ErrorKind::Unsafe);
+        write_file_atomically(&p, b"two", true).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        let out = OutputPaths::new(&d.join("x.img"));
+        assert!(refuse_clobbering_inputs(&out, &[&p]).is_ok());
+        let out2 = OutputPaths::new(&d.join(".").join("k"));
+        assert_eq!(refuse_clobbering_inputs(&out2, &[&p]).unwrap_err().kind(), crate::ErrorKind::Unsafe);
+        std::fs::hard_link(&p, d.join("link")).unwrap();
+        assert!(refuse_clobbering_inputs(&OutputPaths::new(&d.join("link")), &[&p]).is_err());
+        let c = Checkpoint {
+            loopkit_checkpoint: 1,
+            source_path: "/x".into(),
+            source_size_bytes: 1,
+            source: crate::migrate::plan::SourceInfo {
+                scheme: "plain".into(),
+                cipher: None,
+                key_bits: None,
+                key_derivation: None,
+                multi_key: None,
+                offset_bytes: 0,
+                iv_offset_sectors: 0,
+                payload_bytes: 512,
+            },
+            target_format: "luks2".into(),
+            target_uuid: "u".into(),
+            target_payload_offset_bytes: 16 << 20,
+            done_bytes: 0,
+            replace_output: false,
+        };
+        c.save(&out.checkpoint).unwrap();
+        assert_eq!(Checkpoint::load(&out.checkpoint).unwrap(), Some(c));
+        assert_eq!(Checkpoint::load(&d.join("none")).unwrap(), None);
+        std::fs::write(&out.partial, b"{").unwrap();
+        assert!(Checkpoint::load(&out.partial).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

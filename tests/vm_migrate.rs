@@ -1,0 +1,264 @@
+//! Issue 5 against the real kernel (dm-crypt in the QEMU guest of `tests/vm.rs`): for each
+//! migrate mode, the result is opened with cryptsetup as a user would — for `--mode plain` the
+//! printed command lines on the original image, for `--mode detached-header` `cryptsetup open
+//! --header HDR IMAGE`, for `--mode reencrypt` `cryptsetup open OUT` (LUKS2 and LUKS1) — then
+//! the mapped device's SHA-256 must equal the fixture generator's plaintext SHA-256, and the file
+//! system mounted read-only must hold exactly the source tree (file manifest). One VM boot.
+
+use crate::ensure;
+use crate::legacy::{encrypt, plains};
+use crate::luks_read::{CHEAP_ARGON2, CHEAP_PBKDF2, NEW_PASS, write_pass};
+use crate::migrate_modes::{migrate, migrate_to};
+use crate::util::{self, Scratch, TestResult, run_ok, sha256_file, trial};
+use crate::vm::{self, Disk, VmJob};
+use libtest_mimic::{Completion, Trial};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// One thing to open in the guest.
+struct Open {
+    name: String,
+    /// The command with host paths replaced by guest paths.
+    command: String,
+    /// What to pipe into it (a typed passphrase) or nothing.
+    stdin: Option<String>,
+    /// Device-mapper name it creates.
+    mapping: String,
+    plaintext_sha256: String,
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![trial("vm_migrate::results_open_and_mount_in_kernel", results_open_and_mount_in_kernel)]
+}
+
+fn results_open_and_mount_in_kernel() -> TestResult {
+    let p = match plains() {
+        Ok(p) => p,
+        Err(e) => return util::skip(e),
+    };
+    for t in ["cryptsetup", "aespipe"] {
+        if !util::have(t) {
+            return util::skip(format!("{t} not installed"));
+        }
+    }
+    let d = Scratch::new("vm-migrate");
+    let pass = p.dir.join("pass");
+    let typed = std::fs::read_to_string(&pass)?.lines().next().unwrap_or("").to_string();
+    let np = d.path("newpass");
+    write_pass(&np, NEW_PASS)?;
+    let tree = p.dir.join("tree");
+    let k65 = d.path("k65");
+    run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args([
+        "keyfile",
+        "--lines",
+        "65",
+        "--out",
+        s(&k65),
+    ]))?;
+
+    let cl = encrypt(
+        &d.0,
+        "cl.img",
+        "ext2",
+        &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "256", "--passphrase-file", s(&pass)],
+    )?;
+    let clo = encrypt(
+        &d.0,
+        "cl-off.img",
+        "ext4",
+        &[
+            "--scheme",
+            "cryptoloop",
+            "--derivation",
+            "rmd160",
+            "--key-bits",
+            "128",
+            "--passphrase-file",
+            s(&pass),
+            "--offset",
+            "4096",
+        ],
+    )?;
+    let la = encrypt(
+        &d.0,
+        "la-v3.img",
+        "ext3",
+        &["--scheme", "loop-aes", "--aespipe-args", "-e AES256", "--keyfile", s(&k65)],
+    )?;
+    let sources = [&cl, &clo, &la];
+    let src_sums: Vec<String> = sources.iter().map(|f| sha256_file(&f.image)).collect::<Result<_, _>>()?;
+
+    // Host side: run every mode.
+    let mut disks: Vec<PathBuf> = Vec::new();
+    let mut files: Vec<(String, Vec<u8>)> = vec![("newpass".into(), NEW_PASS.as_bytes().to_vec())];
+    let mut opens: Vec<Open> = Vec::new();
+    let disk_of = |disks: &mut Vec<PathBuf>, p: &Path| -> String {
+        disks.push(p.to_path_buf());
+        vm::dev(disks.len() - 1)
+    };
+
+    // (a) plain: both printed command lines on the original images.
+    for (name, f, secret) in [
+        ("plain-cl", &cl, vec!["--passphrase-file", s(&pass)]),
+        ("plain-cl-off", &clo, vec!["--passphrase-file", s(&pass)]),
+        ("plain-la-v3", &la, vec!["--key-file", s(&k65)]),
+    ] {
+        let key = d.path(&format!("{name}.key"));
+        let mut args = vec![s(&f.image), "--key-out", s(&key), "--name", "legacy"];
+        args.extend(secret);
+        let (c, v, e) = migrate(&args)?;
+        ensure!(c == 0, "{name}: exit {c}: {e}");
+        let dev = disk_of(&mut disks, &f.image);
+        let guest_key = format!("/run/vm/{name}.key");
+        files.push((format!("{name}.key"), std::fs::read(&key)?));
+        let kc = v["plain"]["key_file_command"].as_str().ok_or("no key-file command")?;
+        opens.push(Open {
+            name: format!("{name}-keyfile"),
+            command: kc.replace(s(&f.image), &dev).replace(s(&key), &guest_key),
+            stdin: None,
+            mapping: "legacy".into(),
+            plaintext_sha256: f.plaintext_sha256.clone(),
+        });
+        if let Some(pc) = v["plain"]["passphrase_command"].as_str() {
+            opens.push(Open {
+                name: format!("{name}-typed"),
+                command: pc.replace(s(&f.image), &dev),
+                stdin: Some(typed.clone()),
+                mapping: "legacy".into(),
+                plaintext_sha256: f.plaintext_sha256.clone(),
+            });
+        }
+    }
+    // (b) detached header over the unchanged image.
+    let hdr = d.path("cl.luks");
+    let (c, _, e) =
+        migrate_to(&cl.image, "detached-header", &hdr, &np, &[&["--passphrase-file", s(&pass)], CHEAP_ARGON2])?;
+    ensure!(c == 0, "detached-header: exit {c}: {e}");
+    // The header goes in as its own disk (like a header kept on a USB stick): cryptsetup reads
+    // headers with O_DIRECT, which the 9p share does not support.
+    let hdr_dev = disk_of(&mut disks, &hdr);
+    let dev = disk_of(&mut disks, &cl.image);
+    opens.push(Open {
+        name: "detached-cl".into(),
+        command: format!("cryptsetup open --readonly --header {hdr_dev} --key-file /run/vm/newpass {dev} migrated"),
+        stdin: None,
+        mapping: "migrated".into(),
+        plaintext_sha256: cl.plaintext_sha256.clone(),
+    });
+    // (c) re-encryption: LUKS2 (argon2id) from cryptoloop and from loop-AES multi-key, LUKS1.
+    for (name, f, extra) in [
+        ("re-cl-luks2", &cl, [&["--passphrase-file", s(&pass)][..], CHEAP_ARGON2].concat()),
+        ("re-la-luks2", &la, [&["--key-file", s(&k65)][..], CHEAP_PBKDF2].concat()),
+        ("re-clo-luks1", &clo, vec!["--passphrase-file", s(&pass), "--luks1", "--pbkdf-force-iterations", "1000"]),
+    ] {
+        let out = d.path(&format!("{name}.img"));
+        let (c, v, e) = migrate_to(&f.image, "reencrypt", &out, &np, &[&extra])?;
+        ensure!(c == 0 && v["sha256_match"] == true, "{name}: exit {c}: {e}\n{v}");
+        let dev = disk_of(&mut disks, &out);
+        opens.push(Open {
+            name: name.into(),
+            command: format!("cryptsetup open --readonly --key-file /run/vm/newpass {dev} migrated"),
+            stdin: None,
+            mapping: "migrated".into(),
+            plaintext_sha256: f.plaintext_sha256.clone(),
+        });
+    }
+
+    // Guest side.
+    let mut script = String::from("set +e\nmkdir -p /tmp/m\n");
+    for o in &opens {
+        let n = &o.name;
+        let stdin = match &o.stdin {
+            Some(t) => format!("printf '%s\\n' {}", vm::sh_quote(t)),
+            None => "true".into(),
+        };
+        script.push_str(&format!(
+            r#"
+echo "== {n}: {cmd}"
+if {stdin} | {cmd} 2>/tmp/err; then
+    echo "open:{n}=ok"
+    echo "status:{n}=$(cryptsetup status {m} | tr -s ' \n' ' ')"
+    echo "sha:{n}=$(sha256sum </dev/mapper/{m} | cut -d' ' -f1)"
+    if mount -o ro /dev/mapper/{m} /tmp/m 2>/tmp/err; then
+        echo "mount:{n}=ok"
+{sums}        umount /tmp/m
+    else
+        echo "mount:{n}=failed $(tr '\n' ' ' </tmp/err)"
+    fi
+    cryptsetup close {m} || echo "close:{n}=failed"
+else
+    echo "open:{n}=failed $(tr '\n' ' ' </tmp/err)"
+fi
+"#,
+            cmd = o.command,
+            m = o.mapping,
+            sums = vm::guest_tree_sums("/tmp/m", &format!("file:{n}:")),
+        ));
+    }
+    let disk_refs: Vec<Disk> = disks.iter().map(|p| Disk::ro(p)).collect();
+    let file_refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let job = VmJob {
+        disks: &disk_refs,
+        script: &script,
+        files: &file_refs,
+        timeout: Duration::from_secs(400),
+        ..Default::default()
+    };
+    let out = match vm::run(&job) {
+        Ok(out) => out,
+        Err(unavailable) => return unavailable.skip(),
+    };
+    out.check()?;
+    let tagged = |tag: &str| -> BTreeMap<String, String> {
+        out.tagged(tag).filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let (opened, shas, mounts, status) = (tagged("open:"), tagged("sha:"), tagged("mount:"), tagged("status:"));
+    let want_files = vm::host_tree_sums(&tree)?;
+    let mut errors = Vec::new();
+    for o in &opens {
+        let n = &o.name;
+        if opened.get(n).map(String::as_str) != Some("ok") {
+            errors.push(format!("{n}: `{}` did not open: {:?}", o.command, opened.get(n)));
+            continue;
+        }
+        if shas.get(n) != Some(&o.plaintext_sha256) {
+            errors.push(format!("{n}: mapped sha256 {:?} != plaintext {}", shas.get(n), o.plaintext_sha256));
+        }
+        if n.starts_with("re-") {
+            let st = status.get(n).cloned().unwrap_or_default();
+            if !(st.contains("aes-xts-plain64") && st.contains("keysize: 512 bits") && st.contains("sector size: 512"))
+            {
+                errors.push(format!("{n}: cryptsetup status: {st}"));
+            }
+        }
+        match mounts.get(n) {
+            Some(m) if m.starts_with("ok") => {
+                let got = out.tree_sums(&format!("file:{n}:"));
+                if got != want_files {
+                    errors.push(format!(
+                        "{n}: files differ from the source tree ({} vs {} files)",
+                        got.len(),
+                        want_files.len()
+                    ));
+                }
+            }
+            other => errors.push(format!("{n}: mount -o ro failed: {other:?}")),
+        }
+    }
+    for (f, before) in sources.iter().zip(&src_sums) {
+        if sha256_file(&f.image)? != *before {
+            errors.push(format!("{} changed", f.image.display()));
+        }
+    }
+    if !errors.is_empty() {
+        return util::fail(format!("{}\n{}", errors.join("\n"), out.transcript()));
+    }
+    eprintln!("vm_migrate: {} mappings opened and mounted in one VM run of {:.1?}", opens.len(), out.elapsed);
+    Ok(Completion::Completed)
+}
