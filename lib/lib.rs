@@ -28,6 +28,7 @@ pub mod fs;
 pub mod image;
 pub mod manifest;
 pub mod migrate;
+pub mod output;
 pub mod progress;
 pub mod report;
 pub mod source;

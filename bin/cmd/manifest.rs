@@ -3,8 +3,6 @@
 use crate::cli::ManifestArgs;
 use loopkit::progress::Interrupt;
 use loopkit::verify::Severity;
-use std::io::Write;
-use std::path::Path;
 
 /// Run it; returns the exit code (0 all read, 1 problems found in the file system).
 pub fn run(a: &ManifestArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
@@ -28,7 +26,7 @@ pub fn run(a: &ManifestArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     match &a.output {
         None => super::print(&json)?,
         Some(out) => {
-            write_replacing(out, json.as_bytes())?;
+            loopkit::output::write_file_atomically(out, json.as_bytes(), a.force, 0o644)?;
             if a.common.output.json {
                 super::print_json(&loopkit::report::ManifestRun {
                     loopkit_json: loopkit::report::JSON_VERSION,
@@ -55,27 +53,4 @@ pub fn run(a: &ManifestArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         super::print_problems(&built.problems);
     }
     Ok(if ok { 0 } else { 1 })
-}
-
-/// Write `bytes` to a temporary name beside `out`, fsync, read back, rename over `out`.
-fn write_replacing(out: &Path, bytes: &[u8]) -> loopkit::Result<()> {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "manifest".into());
-    let tmp = out.with_file_name(format!(".{name}.loopkit-tmp-{}", std::process::id()));
-    let io = |e: std::io::Error| loopkit::Error::io(format!("writing {}", tmp.display()), e);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        if std::fs::read(&tmp).map_err(io)? != bytes {
-            return Err(loopkit::Error::new(
-                loopkit::ErrorKind::Io,
-                format!("{} reads back differently", tmp.display()),
-            ));
-        }
-        std::fs::rename(&tmp, out).map_err(|e| loopkit::Error::io(format!("renaming to {}", out.display()), e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -110,7 +110,7 @@ pub fn run(a: &MigrateArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     if a.mode == MigrateMode::Plain
         && let Some(out) = &a.output
     {
-        migrate::apply::write_file_atomically(out, text.as_bytes(), a.force)?;
+        loopkit::output::write_file_atomically(out, text.as_bytes(), a.force, 0o644)?;
     }
     if a.common.output.json {
         super::print_json(&report)?;

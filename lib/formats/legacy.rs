@@ -235,7 +235,7 @@ impl Params {
             None => {
                 notes.push(format!(
                     "cryptsetup cannot derive this key from the passphrase ({}): give it the raw {key_bytes}-byte key \
-                     in a file (`loopkit migrate --mode plain --key-out KEYFILE` writes one, mode 0600)",
+                     in a file (`loopkit migrate IMAGE --to dmcrypt --mode plain --key-out KEYFILE` writes one, mode 0600)",
                     self.derivation
                 ));
                 format!("{base} --key-file KEYFILE{tail} {quoted} legacy")

@@ -21,7 +21,7 @@ use crate::volume::Layout;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -58,28 +58,6 @@ impl OutputPaths {
     }
 }
 
-/// Absolute, symlink-resolved form of `p` (whose last component may not exist yet).
-fn resolve(p: &Path) -> PathBuf {
-    if let Ok(c) = std::fs::canonicalize(p) {
-        return c;
-    }
-    let parent = p.parent().filter(|x| !x.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    match (std::fs::canonicalize(parent), p.file_name()) {
-        (Ok(d), Some(n)) => d.join(n),
-        _ => p.to_path_buf(),
-    }
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    if resolve(a) == resolve(b) {
-        return true;
-    }
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
-}
-
 /// Refuse outputs that are (or would overwrite) one of the `inputs`.
 ///
 /// # Errors
@@ -89,7 +67,7 @@ pub fn refuse_clobbering_inputs(out: &OutputPaths, inputs: &[&Path]) -> crate::R
         for (what, p) in
             [("output", &out.final_path), ("temporary output", &out.partial), ("checkpoint", &out.checkpoint)]
         {
-            if same_file(p, input) {
+            if crate::output::same_file(p, input) {
                 return Err(crate::Error::new(
                     crate::ErrorKind::Unsafe,
                     format!(
@@ -104,33 +82,21 @@ pub fn refuse_clobbering_inputs(out: &OutputPaths, inputs: &[&Path]) -> crate::R
     Ok(())
 }
 
-/// fsync the directory holding `p`, so a rename or creation in it is durable.
-///
-/// # Errors
-/// `Io`.
-pub fn sync_dir_of(p: &Path) -> crate::Result<()> {
-    let dir = p.parent().filter(|x| !x.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| crate::Error::io(format!("syncing directory {}", dir.display()), e))
-}
+pub use crate::output::sync_dir_of;
 
 /// Create (or, with `truncate`, reset) `p` for writing, mode 0600.
 ///
 /// # Errors
 /// `Io` with a hint for read-only file systems and permission problems.
 pub fn create_partial(p: &Path, truncate: bool) -> crate::Result<File> {
-    std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(truncate).mode(0o600).open(p).map_err(
-        |e| {
-            let hint = match e.raw_os_error() {
-                Some(libc::EROFS) => " (the destination is on a read-only file system; choose another -o)",
-                Some(libc::EACCES) | Some(libc::EPERM) => " (no permission to write there; choose another -o)",
-                Some(libc::ENOSPC) => " (the destination is full)",
-                _ => "",
-            };
-            crate::Error::io(format!("cannot create {}{hint}", p.display()), e)
-        },
-    )
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .mode(0o600)
+        .open(p)
+        .map_err(|e| crate::output::create_error(p, e))
 }
 
 /// `pwrite` all of `buf` at `at`, with an error that says where and what to do about a full
@@ -160,34 +126,6 @@ fn write_error(p: &Path, at: u64, e: std::io::Error) -> crate::Error {
 /// `Io`.
 pub fn sync(f: &File, p: &Path) -> crate::Result<()> {
     f.sync_data().map_err(|e| write_error(p, 0, e)).map_err(|e| e.context("flushing to disk"))
-}
-
-/// Write a small file (a key file, a header, a text) safely: `PATH.partial` (mode 0600), fsync,
-/// rename over `PATH` (only with `force` if `PATH` exists), fsync the directory.
-///
-/// On failure nothing exists under `PATH` that was not there before; a `PATH.partial` may be
-/// left behind if the process dies mid-write, and is replaced by the next attempt.
-///
-/// # Errors
-/// `Unsafe` if `PATH` exists and `force` is false; `Io`.
-pub fn write_file_atomically(path: &Path, bytes: &[u8], force: bool) -> crate::Result<()> {
-    if path.exists() && !force {
-        return Err(crate::Error::new(
-            crate::ErrorKind::Unsafe,
-            format!("{} already exists; give --force to replace it", path.display()),
-        ));
-    }
-    let tmp = OutputPaths::new(path).partial;
-    let f = create_partial(&tmp, true)?;
-    let r = write_at(&f, &tmp, bytes, 0).and_then(|()| sync(&f, &tmp));
-    if let Err(e) = r {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    drop(f);
-    std::fs::rename(&tmp, path)
-        .map_err(|e| crate::Error::io(format!("renaming {} to {}", tmp.display(), path.display()), e))?;
-    sync_dir_of(path)
 }
 
 /// The checkpoint of an interrupted re-encryption (no key material).
@@ -242,7 +180,7 @@ impl Checkpoint {
     /// `Io`.
     pub fn save(&self, p: &Path) -> crate::Result<()> {
         let text = serde_json::to_vec_pretty(self).unwrap_or_default();
-        write_file_atomically(p, &text, true)
+        crate::output::write_file_atomically(p, &text, true, 0o600)
     }
 }
 
@@ -539,11 +477,7 @@ mod tests {
     fn safe_files() {
         let d = scratch("files");
         let p = d.join("k");
-        write_file_atomically(&p, b"one", false).unwrap();
-        assert_eq!(write_file_atomically(&p, b"two", false).unwrap_err().kind(), crate::ErrorKind::Unsafe);
-        write_file_atomically(&p, b"two", true).unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        std::fs::write(&p, b"two").unwrap();
         let out = OutputPaths::new(&d.join("x.img"));
         assert!(refuse_clobbering_inputs(&out, &[&p]).is_ok());
         let out2 = OutputPaths::new(&d.join(".").join("k"));

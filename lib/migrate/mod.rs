@@ -825,7 +825,7 @@ pub fn plain(opened: &Opened, opts: &PlainOptions) -> crate::Result<(Outcome, pl
             })?,
             _ => return Err(crate::Error::invalid("this image has no key to write (--key-out)")),
         };
-        apply::write_file_atomically(k, &bytes, opts.force)?;
+        crate::output::write_file_atomically(k, &bytes, opts.force, 0o600)?;
         notes.push(format!("wrote the key to {} (mode 0600); keep it as safe as the passphrase", k.display()));
     }
     Ok((

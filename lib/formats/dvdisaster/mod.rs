@@ -13,7 +13,6 @@
 //! ```
 
 pub mod layout;
-mod output;
 pub mod repair;
 
 pub mod rs;

@@ -19,9 +19,9 @@
 use super::layout::{
     self, ECC_SECTOR_BYTES, FINGERPRINT_SECTOR, HEADER_BYTES, Rs01Layout, Rs02Layout, Rs03Layout, SECTOR,
 };
-use super::output::{TempFile, check_output};
 use super::rs::{Code, DecodeError, N};
 use super::{Ecc, Layout, Placement};
+use crate::output::{TempFile, check_output};
 use crate::progress::{Interrupt, Progress};
 use md5::{Digest, Md5};
 use std::fs::File;

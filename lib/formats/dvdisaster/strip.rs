@@ -5,9 +5,9 @@
 //! and compared, and only then renamed into place. All-zero chunks become holes.
 
 use super::layout::{self, ECC_SECTOR_BYTES, SECTOR};
-use super::output::{TempFile, check_output};
 use super::verify::{CrcTable, format_ranges, rs02_crc_table, rs03_crc_table};
 use super::{Ecc, Layout};
+use crate::output::{TempFile, check_output};
 use crate::progress::{Interrupt, Progress};
 use crate::source::ByteSource;
 use md5::{Digest, Md5};
