@@ -29,6 +29,7 @@ pub mod image;
 pub mod manifest;
 pub mod migrate;
 pub mod output;
+pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod source;

@@ -16,7 +16,6 @@ use crate::progress::{Interrupt, Progress};
 use crate::source::{ByteSource, SECTOR_BYTES};
 use crate::volume::Layout;
 use sha2::Digest;
-use std::sync::mpsc;
 
 /// Pipeline tuning.
 #[derive(Debug, Clone, Copy)]
@@ -102,57 +101,28 @@ pub fn hash_payload(
 ) -> crate::Result<PayloadDigest> {
     let chunk = (opts.chunk_bytes.max(512) / 512 * 512) as u64;
     let nchunks = layout.size_bytes.div_ceil(chunk);
-    let workers = opts.workers.max(1).min(nchunks.max(1) as usize);
     progress.start("verify", Some(layout.size_bytes));
     let mut hasher = sha2::Sha256::new();
     let mut hole_bytes = 0u64;
 
-    type Msg = crate::Result<(Vec<u8>, u64)>;
-    let result = std::thread::scope(|scope| -> crate::Result<()> {
-        let mut outs: Vec<mpsc::Receiver<Msg>> = Vec::new();
-        let mut returns: Vec<mpsc::SyncSender<Vec<u8>>> = Vec::new();
-        for w in 0..workers {
-            let (tx, rx) = mpsc::sync_channel::<Msg>(2);
-            let (ret_tx, ret_rx) = mpsc::sync_channel::<Vec<u8>>(4);
-            for _ in 0..3 {
-                let _ = ret_tx.send(Vec::with_capacity(chunk as usize));
-            }
-            outs.push(rx);
-            returns.push(ret_tx);
-            let interrupt = interrupt.clone();
-            scope.spawn(move || {
-                let mut c = w as u64;
-                while c < nchunks {
-                    let Ok(mut buf) = ret_rx.recv() else { return };
-                    if interrupt.is_set() {
-                        let _ = tx.send(Err(crate::Error::interrupted()));
-                        return;
-                    }
-                    let start = c * chunk;
-                    let len = chunk.min(layout.size_bytes - start) as usize;
-                    let msg = fill_and_decrypt(src, cipher, layout, start, len, &mut buf).map(|holes| (buf, holes));
-                    let failed = msg.is_err();
-                    if tx.send(msg).is_err() || failed {
-                        return;
-                    }
-                    c += workers as u64;
-                }
-            });
-        }
-        for c in 0..nchunks {
-            let w = (c % workers as u64) as usize;
-            let msg = outs[w]
-                .recv()
-                .map_err(|_| crate::Error::new(crate::ErrorKind::Io, "BUG: a verify worker stopped early"))?;
-            let (buf, holes) = msg?;
-            hasher.update(&buf);
+    let result = crate::pipeline::run_ordered(
+        nchunks,
+        opts.workers,
+        || (Vec::with_capacity(chunk as usize), 0u64),
+        |c, (buf, holes)| {
+            let start = c * chunk;
+            let len = chunk.min(layout.size_bytes - start) as usize;
+            *holes = fill_and_decrypt(src, cipher, layout, start, len, buf)?;
+            Ok(())
+        },
+        |_, (buf, holes)| {
+            hasher.update(buf);
             hole_bytes += holes;
             progress.advance(buf.len() as u64);
-            let _ = returns[w].send(buf);
-            interrupt.check()?;
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+        interrupt,
+    );
     progress.finish();
     result?;
     Ok(PayloadDigest {

@@ -242,12 +242,10 @@ pub fn stream(
 ) -> crate::Result<[u8; 32]> {
     let chunk = (opts.chunk_bytes.max(4096) / 4096 * 4096) as u64;
     let nchunks = layout.size_bytes.div_ceil(chunk);
-    let workers = opts.workers.max(1).min(nchunks.max(1) as usize);
     let done = done_bytes / chunk * chunk;
     progress.start("migrate", Some(layout.size_bytes));
     let mut hasher = sha2::Sha256::new();
 
-    type Msg = crate::Result<(Vec<u8>, Vec<u8>)>;
     let result = std::thread::scope(|scope| -> crate::Result<()> {
         let (mark_tx, mark_rx) = mpsc::channel::<u64>();
         let flusher = scope.spawn(move || -> crate::Result<()> {
@@ -260,68 +258,32 @@ pub fn stream(
             }
             Ok(())
         });
-        let mut outs: Vec<mpsc::Receiver<Msg>> = Vec::new();
-        let mut returns: Vec<mpsc::SyncSender<(Vec<u8>, Vec<u8>)>> = Vec::new();
-        for w in 0..workers {
-            let (tx, rx) = mpsc::sync_channel::<Msg>(2);
-            let (ret_tx, ret_rx) = mpsc::sync_channel::<(Vec<u8>, Vec<u8>)>(4);
-            for _ in 0..3 {
-                let _ = ret_tx.send((Vec::with_capacity(chunk as usize), Vec::with_capacity(chunk as usize)));
-            }
-            outs.push(rx);
-            returns.push(ret_tx);
-            let interrupt = interrupt.clone();
-            scope.spawn(move || {
-                let mut c = w as u64;
-                while c < nchunks {
-                    let Ok((mut plain, mut enc)) = ret_rx.recv() else { return };
-                    if interrupt.is_set() {
-                        let _ = tx.send(Err(crate::Error::interrupted()));
-                        return;
-                    }
-                    let start = c * chunk;
-                    let len = chunk.min(layout.size_bytes - start) as usize;
-                    let msg = crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, &mut plain)
-                        .and_then(|_| {
-                            if start >= done {
-                                enc.clear();
-                                enc.extend_from_slice(&plain);
-                                sink.cipher.encrypt_sectors(start / 512, &mut enc);
-                                write_at(sink.file, sink.path, &enc, sink.offset_bytes + start)?;
-                            }
-                            Ok((plain, enc))
-                        });
-                    let failed = msg.is_err();
-                    if tx.send(msg).is_err() || failed {
-                        return;
-                    }
-                    c += workers as u64;
+        // Chunk c is consumed only after its worker wrote it, and in order, so when it is
+        // consumed every chunk up to its end is written: that end may be marked durable.
+        let mut marked = done;
+        let mut consumed_end = 0u64;
+        let mut last_mark = Instant::now();
+        let streamed = crate::pipeline::run_ordered(
+            nchunks,
+            opts.workers,
+            || (Vec::with_capacity(chunk as usize), Vec::with_capacity(chunk as usize)),
+            |c, (plain, enc)| {
+                let start = c * chunk;
+                let len = chunk.min(layout.size_bytes - start) as usize;
+                crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, plain)?;
+                if start >= done {
+                    enc.clear();
+                    enc.extend_from_slice(plain);
+                    sink.cipher.encrypt_sectors(start / 512, enc);
+                    write_at(sink.file, sink.path, enc, sink.offset_bytes + start)?;
                 }
-            });
-        }
-        // In order: hash, and ask for durability marks. Chunk c arrives only after its worker
-        // wrote it, so when it arrives every chunk up to its end is written.
-        let consumed = (|| -> crate::Result<()> {
-            let mut marked = done;
-            let mut last_mark = Instant::now();
-            for c in 0..nchunks {
-                let w = (c % workers as u64) as usize;
-                let msg = outs[w]
-                    .recv()
-                    .map_err(|_| crate::Error::new(crate::ErrorKind::Io, "BUG: a migrate worker stopped early"))?;
-                let (plain, enc) = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        if c * chunk > marked {
-                            let _ = mark_tx.send(c * chunk);
-                        }
-                        return Err(e);
-                    }
-                };
-                hasher.update(&plain);
+                Ok(())
+            },
+            |c, (plain, _)| {
+                hasher.update(plain);
                 let end = c * chunk + plain.len() as u64;
+                consumed_end = end;
                 progress.advance(plain.len() as u64);
-                let _ = returns[w].send((plain, enc));
                 if end > marked
                     && (end - marked >= opts.checkpoint_bytes.max(1) || last_mark.elapsed() >= CHECKPOINT_INTERVAL)
                 {
@@ -329,22 +291,19 @@ pub fn stream(
                     marked = end;
                     last_mark = Instant::now();
                 }
-                if interrupt.is_set() {
-                    if end > marked {
-                        let _ = mark_tx.send(end);
-                    }
-                    return Err(crate::Error::interrupted());
-                }
-            }
-            Ok(())
-        })();
+                Ok(())
+            },
+            interrupt,
+        );
+        // A failure or an interrupt stops at a chunk boundary: make what was written durable.
+        if streamed.is_err() && consumed_end > marked {
+            let _ = mark_tx.send(consumed_end);
+        }
         drop(mark_tx);
-        drop(outs);
-        drop(returns);
         let flushed = flusher
             .join()
             .unwrap_or_else(|_| Err(crate::Error::new(crate::ErrorKind::Io, "BUG: the flusher panicked")));
-        consumed?;
+        streamed?;
         flushed
     });
     progress.finish();
