@@ -126,6 +126,12 @@ struct KeyCand {
     order: usize,
 }
 
+impl KeyCand {
+    fn single(derivation: Derivation, key_bits: u32, key: crate::crypto::Key, order: usize) -> KeyCand {
+        KeyCand { derivation, key_bits, keys: KeyMaterial::Single(key), multi_key: None, equivalents: vec![], order }
+    }
+}
+
 fn bits_order(d: Derivation) -> [u32; 3] {
     match d {
         Derivation::Hash(HashAlg::Sha256) | Derivation::Unhashed2 => [128, 256, 192],
@@ -197,18 +203,7 @@ fn key_candidates(secrets: &Secrets, c: &Constraints) -> crate::Result<Vec<KeyCa
                         continue;
                     };
                     let f = fp(&[key.bytes()], bits, 0);
-                    push(
-                        KeyCand {
-                            derivation: d,
-                            key_bits: bits,
-                            keys: KeyMaterial::Single(key),
-                            multi_key: None,
-                            equivalents: vec![],
-                            order,
-                        },
-                        f,
-                        &mut out,
-                    );
+                    push(KeyCand::single(d, bits, key, order), f, &mut out);
                 }
             }
         }
@@ -222,18 +217,7 @@ fn key_candidates(secrets: &Secrets, c: &Constraints) -> crate::Result<Vec<KeyCa
                 }
                 if let Some(key) = Derivation::KeyFileRaw.derive(raw, (bits / 8) as usize) {
                     let f = fp(&[key.bytes()], bits, 0);
-                    push(
-                        KeyCand {
-                            derivation: Derivation::KeyFileRaw,
-                            key_bits: bits,
-                            keys: KeyMaterial::Single(key),
-                            multi_key: None,
-                            equivalents: vec![],
-                            order,
-                        },
-                        f,
-                        &mut out,
-                    );
+                    push(KeyCand::single(Derivation::KeyFileRaw, bits, key, order), f, &mut out);
                 }
             }
         }

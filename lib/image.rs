@@ -120,69 +120,54 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
             path.display()
         )));
     }
-    let explicit_crypto = c.scheme.is_some() || c.mode.is_some();
+    let content = classify(&*data, secrets, opts, &mut notes)?;
+    Ok(Opened { path: path.into(), file, data, ecc, ecc_unusable, content, notes })
+}
 
+/// Work out what the data part holds (see [`open`]), adding remarks to `notes`.
+fn classify(
+    data: &dyn ByteSource,
+    secrets: &Secrets,
+    opts: &OpenOptions,
+    notes: &mut Vec<String>,
+) -> crate::Result<Content> {
+    let c = &opts.constraints;
+    let explicit_crypto = c.scheme.is_some() || c.mode.is_some();
     if let Some(hdr_path) = &opts.luks_header {
         let hdr = FileSource::open(hdr_path)?;
         let l = luks::read(&hdr)?.ok_or_else(|| {
             crate::Error::new(crate::ErrorKind::NotRecognized, format!("{} is not a LUKS header", hdr_path.display()))
         })?;
-        let content = open_luks(l, &hdr, &*data, secrets, Some(hdr_path.clone()), 0, &mut notes)?;
-        return Ok(Opened { path: path.into(), file, data, ecc, ecc_unusable, content, notes });
+        return open_luks(l, &hdr, data, secrets, Some(hdr_path.clone()), 0, notes);
     }
     if !explicit_crypto {
         let at = c.offset_bytes.unwrap_or(0);
-        let w = crate::source::Window::new(&*data, at, None);
+        let w = crate::source::Window::new(data, at, None);
         if let Some(l) = luks::read(&w)? {
             if at != 0 {
                 notes.push(format!("the LUKS header starts at byte {at} (losetup --offset {at})"));
             }
-            let content = open_luks(l, &w, &w, secrets, None, at, &mut notes)?;
-            return Ok(Opened { path: path.into(), file, data, ecc, ecc_unusable, content, notes });
+            return open_luks(l, &w, &w, secrets, None, at, notes);
         }
-        if let Some((off, fs)) = detect::detect_plain(&*data, c.offset_bytes, c.size_limit_bytes)? {
+        if let Some((off, fs)) = detect::detect_plain(data, c.offset_bytes, c.size_limit_bytes)? {
             if !secrets.is_empty() {
                 notes.push("the image is not encrypted; the passphrase/key file was not needed".into());
             }
-            return Ok(Opened {
-                path: path.into(),
-                file,
-                data,
-                ecc,
-                ecc_unusable,
-                content: Content::Plain { offset_bytes: off, fs },
-                notes,
-            });
+            return Ok(Content::Plain { offset_bytes: off, fs });
         }
         if opts.unencrypted {
-            return Ok(Opened {
-                path: path.into(),
-                file,
-                data,
-                ecc,
-                ecc_unusable,
-                content: Content::UnknownPlain { offset_bytes: at },
-                notes,
-            });
+            return Ok(Content::UnknownPlain { offset_bytes: at });
         }
     }
     if secrets.is_empty() {
-        let head = crate::source::read_vec(&*data, 0, 1 << 20).map_err(|e| crate::Error::io("reading the image", e))?;
-        return Ok(Opened {
-            path: path.into(),
-            file,
-            data,
-            ecc,
-            ecc_unusable,
-            content: Content::NeedsSecret { looks_random: detect::looks_random(&head) },
-            notes,
-        });
+        let head = crate::source::read_vec(data, 0, 1 << 20).map_err(|e| crate::Error::io("reading the image", e))?;
+        return Ok(Content::NeedsSecret { looks_random: detect::looks_random(&head) });
     }
-    let outcome = detect::detect(&*data, secrets, c)?;
+    let outcome = detect::detect(data, secrets, c)?;
     if outcome.found.is_none() {
         return Err(no_match_error(&outcome, c));
     }
-    Ok(Opened { path: path.into(), file, data, ecc, ecc_unusable, content: Content::Legacy(Box::new(outcome)), notes })
+    Ok(Content::Legacy(Box::new(outcome)))
 }
 
 /// What `inspect` says about dvdisaster ECC found for the image.
