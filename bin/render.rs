@@ -127,7 +127,14 @@ pub fn verify(r: &Verify) -> String {
     let mut o = inspect(&r.inspect);
     if let Some(p) = &r.payload {
         let _ = writeln!(o, "payload      sha256 {}", p.sha256);
-        let holes = if p.hole_bytes > 0 { format!(" ({} were holes)", size(p.hole_bytes)) } else { String::new() };
+        let mut holes = if p.hole_bytes > 0 { format!(" ({} were holes)", size(p.hole_bytes)) } else { String::new() };
+        if p.unreadable_bytes > 0 {
+            holes.push_str(&format!(
+                ", {} UNREADABLE in {} range(s)",
+                size(p.unreadable_bytes),
+                p.unreadable_ranges.len()
+            ));
+        }
         let _ = writeln!(o, "             {} from byte {}{holes}", size(p.size_bytes), p.offset_bytes);
     }
     if let Some(f) = &r.files {

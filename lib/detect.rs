@@ -305,7 +305,9 @@ impl<'a> HeadCache<'a> {
     pub fn new(src: &'a dyn ByteSource, len: u64) -> io::Result<Self> {
         let len = len.min(src.size_bytes()) as usize;
         let mut head = vec![0u8; len];
-        src.read_exact_at(&mut head, 0)?;
+        // Unreadable sectors (a damaged disc) read as zeros here; verify reports them.
+        let mut unreadable = Vec::new();
+        crate::source::read_exact_tolerant(src, &mut head, 0, &mut unreadable)?;
         Ok(HeadCache { src, head })
     }
     /// The cached bytes.

@@ -278,6 +278,20 @@ pub struct Payload {
     pub sha256: String,
     /// Bytes that were holes in the image.
     pub hole_bytes: u64,
+    /// Bytes of the image that could not be read (read errors; taken as zero ciphertext).
+    pub unreadable_bytes: u64,
+    /// Where: file byte ranges `{offset_bytes, size_bytes}`, merged (at most 10 000 listed).
+    pub unreadable_ranges: Vec<ByteRange>,
+}
+
+/// A range of bytes in a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByteRange {
+    /// Start.
+    pub offset_bytes: u64,
+    /// Length.
+    pub size_bytes: u64,
 }
 
 /// `loopkit verify --json`.
@@ -669,6 +683,12 @@ pub fn verify(opened: &Opened, pass_len: Option<usize>, outcome: &VerifyOutcome)
             size_bytes: d.size_bytes,
             sha256: hex(&d.sha256),
             hole_bytes: d.hole_bytes,
+            unreadable_bytes: d.unreadable_bytes,
+            unreadable_ranges: d
+                .unreadable
+                .iter()
+                .map(|r| ByteRange { offset_bytes: r.start, size_bytes: r.end - r.start })
+                .collect(),
         }),
         ok: outcome.ok(),
         problems: outcome.problems.clone(),

@@ -16,6 +16,7 @@ use crate::progress::{Interrupt, Progress};
 use crate::source::{ByteSource, SECTOR_BYTES};
 use crate::volume::Layout;
 use sha2::Digest;
+use std::ops::Range;
 
 /// Pipeline tuning.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +54,15 @@ pub struct PayloadDigest {
     pub sha256: [u8; 32],
     /// Bytes that were holes in the image (not read from disk).
     pub hole_bytes: u64,
+    /// File byte ranges that could not be read (taken as zero ciphertext), merged, at most
+    /// [`MAX_UNREADABLE_RANGES`] of them.
+    pub unreadable: Vec<Range<u64>>,
+    /// Total unreadable bytes (all of them, even beyond the listed ranges).
+    pub unreadable_bytes: u64,
 }
+
+/// Most unreadable ranges kept in a [`PayloadDigest`] (the byte total is always exact).
+pub const MAX_UNREADABLE_RANGES: usize = 10_000;
 
 /// Severity of a [`Problem`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -104,20 +113,32 @@ pub fn hash_payload(
     progress.start("verify", Some(layout.size_bytes));
     let mut hasher = sha2::Sha256::new();
     let mut hole_bytes = 0u64;
+    let mut unreadable: Vec<Range<u64>> = Vec::new();
+    let mut unreadable_bytes = 0u64;
 
     let result = crate::pipeline::run_ordered(
         nchunks,
         opts.workers,
-        || (Vec::with_capacity(chunk as usize), 0u64),
-        |c, (buf, holes)| {
+        || (Vec::with_capacity(chunk as usize), 0u64, Vec::new()),
+        |c, (buf, holes, bad)| {
             let start = c * chunk;
             let len = chunk.min(layout.size_bytes - start) as usize;
-            *holes = fill_and_decrypt(src, cipher, layout, start, len, buf)?;
+            bad.clear();
+            *holes = fill_and_decrypt_recording(src, cipher, layout, start, len, buf, bad)?;
             Ok(())
         },
-        |_, (buf, holes)| {
+        |_, (buf, holes, bad)| {
             hasher.update(buf);
-            hole_bytes += holes;
+            hole_bytes += *holes;
+            for r in bad {
+                unreadable_bytes += r.end - r.start;
+                let full = unreadable.len() >= MAX_UNREADABLE_RANGES;
+                match unreadable.last_mut() {
+                    Some(last) if last.end == r.start => last.end = r.end,
+                    _ if !full => unreadable.push(r.clone()),
+                    _ => {}
+                }
+            }
             progress.advance(buf.len() as u64);
             Ok(())
         },
@@ -130,11 +151,13 @@ pub fn hash_payload(
         size_bytes: layout.size_bytes,
         sha256: hasher.finalize().into(),
         hole_bytes,
+        unreadable,
+        unreadable_bytes,
     })
 }
 
 /// Read `len` payload bytes at payload offset `start` into `buf` (holes become zero ciphertext
-/// without a read) and decrypt them. Returns the number of hole bytes.
+/// without a read) and decrypt them. Returns the number of hole bytes. A read error fails.
 pub(crate) fn fill_and_decrypt(
     src: &dyn ByteSource,
     cipher: &dyn SectorCipher,
@@ -142,6 +165,48 @@ pub(crate) fn fill_and_decrypt(
     start: u64,
     len: usize,
     buf: &mut Vec<u8>,
+) -> crate::Result<u64> {
+    fill_and_decrypt_with(src, cipher, layout, start, len, buf, None)
+}
+
+/// [`fill_and_decrypt`], but a read error is narrowed down to 512-byte sectors: unreadable
+/// sectors become zero ciphertext and their file byte ranges are appended to `unreadable`
+/// (merged with an adjacent last range).
+pub(crate) fn fill_and_decrypt_recording(
+    src: &dyn ByteSource,
+    cipher: &dyn SectorCipher,
+    layout: Layout,
+    start: u64,
+    len: usize,
+    buf: &mut Vec<u8>,
+    unreadable: &mut Vec<Range<u64>>,
+) -> crate::Result<u64> {
+    fill_and_decrypt_with(src, cipher, layout, start, len, buf, Some(unreadable))
+}
+
+/// Read `range` of `src` into `out`; with `unreadable`, read errors are narrowed down to
+/// sectors, zero-filled and recorded ([`crate::source::read_exact_tolerant`]).
+fn read_region(
+    src: &dyn ByteSource,
+    range: Range<u64>,
+    out: &mut [u8],
+    unreadable: Option<&mut Vec<Range<u64>>>,
+) -> crate::Result<()> {
+    let r = match unreadable {
+        Some(bad) => crate::source::read_exact_tolerant(src, out, range.start, bad),
+        None => src.read_exact_at(out, range.start),
+    };
+    r.map_err(|e| crate::Error::io(format!("reading the image at byte {}", range.start), e))
+}
+
+fn fill_and_decrypt_with(
+    src: &dyn ByteSource,
+    cipher: &dyn SectorCipher,
+    layout: Layout,
+    start: u64,
+    len: usize,
+    buf: &mut Vec<u8>,
+    mut unreadable: Option<&mut Vec<Range<u64>>>,
 ) -> crate::Result<u64> {
     buf.clear();
     buf.resize(len, 0);
@@ -153,8 +218,7 @@ pub(crate) fn fill_and_decrypt(
     for r in &regions {
         let a = (r.start - file_start) as usize;
         let b = (r.end - file_start) as usize;
-        src.read_exact_at(&mut buf[a..b], r.start)
-            .map_err(|e| crate::Error::io(format!("reading the image at byte {}", r.start), e))?;
+        read_region(src, r.clone(), &mut buf[a..b], unreadable.as_deref_mut())?;
         data_bytes += r.end - r.start;
     }
     let first_iv = layout.iv_offset_sectors.wrapping_add(start / SECTOR_BYTES);
@@ -325,6 +389,21 @@ fn verify_payload(
         ));
     }
     let digest = hash_payload(&*opened.data, &*cipher, layout, opts, progress, interrupt)?;
+    if digest.unreadable_bytes > 0 {
+        let shown: Vec<String> = digest.unreadable.iter().take(8).map(|r| format!("{}..{}", r.start, r.end)).collect();
+        problems.push(Problem::error(
+            "image.unreadable",
+            format!(
+                "{} bytes in {}{} range(s) of the image could not be read (file bytes {}{}); they were taken as \
+                 zero ciphertext, so the payload SHA-256 does not describe the original data",
+                digest.unreadable_bytes,
+                digest.unreadable.len(),
+                if digest.unreadable.len() >= MAX_UNREADABLE_RANGES { "+" } else { "" },
+                shown.join(", "),
+                if digest.unreadable.len() > 8 { ", …" } else { "" }
+            ),
+        ));
+    }
     match opened.filesystem() {
         Some(fs) => {
             if let Some(fs_size) = fs.size_bytes {
@@ -375,6 +454,64 @@ mod tests {
     use crate::crypto::cbc::{CbcSectors, IvScheme};
     use crate::progress::NoProgress;
     use crate::source::MemSource;
+
+    /// A source whose bytes in `bad` fail with EIO (like a scratched disc).
+    struct Flaky {
+        inner: MemSource,
+        bad: std::ops::Range<u64>,
+    }
+
+    impl ByteSource for Flaky {
+        fn size_bytes(&self) -> u64 {
+            self.inner.size_bytes()
+        }
+        fn read_at(&self, buf: &mut [u8], offset_bytes: u64) -> std::io::Result<usize> {
+            let end = offset_bytes + buf.len() as u64;
+            if offset_bytes < self.bad.end && end > self.bad.start {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
+            self.inner.read_at(buf, offset_bytes)
+        }
+    }
+
+    #[test]
+    fn unreadable_sectors_are_recorded_and_zeroed() {
+        let c = CbcSectors::new(&[9u8; 32], IvScheme::Plain).unwrap();
+        let ct: Vec<u8> = (0..(2 << 20) + 8192).map(|i: u32| (i.wrapping_mul(2246822519) >> 9) as u8).collect();
+        let layout = Layout::new(ct.len() as u64, 8192, None, 16);
+        // Two bad areas: one inside a chunk, one straddling the 1 MiB chunk edge.
+        let (b1, b2) = (8192 + 5000..8192 + 5100, 8192 + (1 << 20) - 700..8192 + (1 << 20) + 300);
+        let flaky = Flaky { inner: MemSource::new(ct.clone()), bad: b1.start..b1.end };
+        let d = hash_payload(
+            &flaky,
+            &c,
+            layout,
+            Options { workers: 2, chunk_bytes: 1 << 20, ..Options::default() },
+            &mut NoProgress,
+            &Interrupt::new(),
+        )
+        .unwrap();
+        assert_eq!(d.unreadable, vec![(8192 + 4608)..(8192 + 5120)]);
+        assert_eq!(d.unreadable_bytes, 512);
+        let mut expect = ct[8192..].to_vec();
+        expect[4608..5120].fill(0);
+        c.decrypt_sectors(16, &mut expect);
+        assert_eq!(d.sha256, <[u8; 32]>::from(sha2::Sha256::digest(&expect)));
+        let flaky = Flaky { inner: MemSource::new(ct.clone()), bad: b2.start..b2.end };
+        let d = hash_payload(
+            &flaky,
+            &c,
+            layout,
+            Options { workers: 1, chunk_bytes: 1 << 20, ..Options::default() },
+            &mut NoProgress,
+            &Interrupt::new(),
+        )
+        .unwrap();
+        assert_eq!(d.unreadable, vec![(8192 + (1 << 20) - 1024)..(8192 + (1 << 20) + 512)], "merged across chunks");
+        // The strict reader (migrate) fails instead.
+        let mut buf = Vec::new();
+        assert!(fill_and_decrypt(&flaky, &c, layout, (1 << 20) - 4096, 8192, &mut buf).is_err());
+    }
 
     #[test]
     fn pipeline_matches_single_pass() {

@@ -98,7 +98,7 @@ pub fn encrypt(dir: &Path, name: &str, fs: &str, args: &[&str]) -> Result<Fixtur
 
 /// The most common fixture: Debian-style cryptoloop (rmd160, AES-256) over `fs`'s plaintext.
 /// `Ok(Err(reason))` when the prerequisites are missing.
-fn rmd160_fixture(dir: &str, name: &str, fs: &str) -> Result<Result<(Scratch, Fixture, PathBuf), String>, Failed> {
+pub fn rmd160_fixture(dir: &str, name: &str, fs: &str) -> Result<Result<(Scratch, Fixture, PathBuf), String>, Failed> {
     if let Some(r) = prerequisites(&[]) {
         return Ok(Err(r));
     }
@@ -666,6 +666,29 @@ fn sparse_image() -> TestResult {
     run_ok(
         Command::new("fallocate").args(["--punch-hole", "--offset", "2097152", "--length", "524288"]).arg(&f.image),
     )?;
+    let want = python_rmd160_payload_sha256(&f.image, &pass)?;
+    let o = run(&mut loopkit(&[
+        "verify",
+        "--json",
+        f.image.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]))?;
+    let v = json(&o)?;
+    ensure!(v["payload"]["sha256"] == want.as_str(), "sparse payload {} != python {want}", v["payload"]["sha256"]);
+    ensure!(v["payload"]["hole_bytes"].as_u64().unwrap_or(0) >= 60 << 20, "holes not skipped: {}", v["payload"]);
+    ensure!(
+        v["problems"].as_array().is_some_and(|a| a.iter().any(|p| p["code"] == "image.trailing-data")),
+        "trailing data not reported: {v}"
+    );
+    ensure!(code(&o) == 0, "a sparse tail is not an error: exit {}", code(&o));
+    Ok(Completion::Completed)
+}
+
+/// SHA-256 of a Debian-style cryptoloop image (rmd160 key from the passphrase file, AES-256-CBC,
+/// IV = LE32(sector)) decrypted whole by Python `cryptography`: an independent oracle for images
+/// that were changed after the generator made them (holes punched, sectors zeroed).
+pub fn python_rmd160_payload_sha256(image: &Path, passfile: &Path) -> Result<String, Failed> {
     let script = r#"
 import sys, hashlib
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -685,24 +708,8 @@ with open(sys.argv[1],'rb') as f:
         h.update(d.update(s)+d.finalize()); k += 1
 print(h.hexdigest())
 "#;
-    let o = run_ok(Command::new("python3").arg("-c").arg(script).arg(&f.image).arg(&pass))?;
-    let want = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    let o = run(&mut loopkit(&[
-        "verify",
-        "--json",
-        f.image.to_str().unwrap(),
-        "--passphrase-file",
-        pass.to_str().unwrap(),
-    ]))?;
-    let v = json(&o)?;
-    ensure!(v["payload"]["sha256"] == want.as_str(), "sparse payload {} != python {want}", v["payload"]["sha256"]);
-    ensure!(v["payload"]["hole_bytes"].as_u64().unwrap_or(0) >= 60 << 20, "holes not skipped: {}", v["payload"]);
-    ensure!(
-        v["problems"].as_array().is_some_and(|a| a.iter().any(|p| p["code"] == "image.trailing-data")),
-        "trailing data not reported: {v}"
-    );
-    ensure!(code(&o) == 0, "a sparse tail is not an error: exit {}", code(&o));
-    Ok(Completion::Completed)
+    let o = run_ok(Command::new("python3").arg("-c").arg(script).arg(image).arg(passfile))?;
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 /// Passphrase from stdin (`-`) and from an inherited file descriptor.

@@ -23,7 +23,79 @@ fn passphrase(file: &Path) -> Result<String, Failed> {
 }
 
 pub fn trials() -> Vec<Trial> {
-    vec![trial("vm_legacy::cryptsetup_line_maps_plaintext_in_kernel", cryptsetup_line_maps_plaintext_in_kernel)]
+    vec![
+        trial("vm_legacy::cryptsetup_line_maps_plaintext_in_kernel", cryptsetup_line_maps_plaintext_in_kernel),
+        trial("vm_legacy::unreadable_sectors_of_a_failing_disk", unreadable_sectors_of_a_failing_disk),
+    ]
+}
+
+/// A disc with a bad spot, emulated by device-mapper's `error` target in the guest: 4 KiB at
+/// byte 1 MiB of a cryptoloop image return EIO. `loopkit verify` on the block device must finish,
+/// exit 1, name exactly that range (the oracle is the dm table), and hash the rest: its digest
+/// must equal an independent Python decryption of the image with those bytes zeroed.
+fn unreadable_sectors_of_a_failing_disk() -> TestResult {
+    let (_d, f, pass) = match crate::legacy::rmd160_fixture("vm-flaky", "c.img", "ext3")? {
+        Ok(x) => x,
+        Err(reason) => return util::skip(reason),
+    };
+    let bin = util::loopkit_bin();
+    let Some(bin_in_guest) = vm::guest_path(&bin) else {
+        return Err(format!("{} is not visible in the guest", bin.display()).into());
+    };
+    let (bad_start, bad_len) = (1u64 << 20, 4096u64);
+    // Expected digest: the image with the bad bytes zeroed, decrypted by Python.
+    let zeroed = _d.path("zeroed.img");
+    let mut bytes = std::fs::read(&f.image)?;
+    bytes[bad_start as usize..(bad_start + bad_len) as usize].fill(0);
+    std::fs::write(&zeroed, &bytes)?;
+    let want = crate::legacy::python_rmd160_payload_sha256(&zeroed, &pass)?;
+    let before = sha256_file(&f.image)?;
+    let pass_bytes = std::fs::read(&pass)?;
+    let script = format!(
+        r#"
+img={dev}
+s=$(blockdev --getsz $img)
+printf '0 {a} linear %s 0\n{a} {n} error\n{b} %s linear %s {b}\n' $img $((s - {b})) $img | dmsetup create flaky
+rc=0
+{bin} verify --json --quiet --passphrase-file /run/vm/pass /dev/mapper/flaky > /run/vm/out.json || rc=$?
+dmsetup remove flaky
+echo "rc:$rc"
+"#,
+        dev = vm::dev(0),
+        a = bad_start / 512,
+        n = bad_len / 512,
+        b = (bad_start + bad_len) / 512,
+        bin = vm::sh_quote(&bin_in_guest),
+    );
+    let job = VmJob {
+        disks: &[Disk::ro(&f.image)],
+        script: &script,
+        files: &[("pass", &pass_bytes)],
+        timeout: Duration::from_secs(300),
+        ..Default::default()
+    };
+    let out = match vm::run(&job) {
+        Ok(o) => o,
+        Err(u) => return u.skip(),
+    };
+    out.check()?;
+    let rc: Vec<&str> = out.tagged("rc:").collect();
+    ensure!(rc == ["1"], "verify on the failing disk: exit {rc:?}, want 1\n{}", out.transcript());
+    let v: serde_json::Value = serde_json::from_slice(&out.file("out.json")?)?;
+    ensure!(v["payload"]["unreadable_bytes"] == bad_len, "unreadable bytes: {}", v["payload"]);
+    ensure!(
+        v["payload"]["unreadable_ranges"] == serde_json::json!([{"offset_bytes": bad_start, "size_bytes": bad_len}]),
+        "unreadable ranges {} differ from the dm error target",
+        v["payload"]["unreadable_ranges"]
+    );
+    ensure!(
+        v["problems"].as_array().is_some_and(|a| a.iter().any(|p| p["code"] == "image.unreadable")),
+        "no image.unreadable problem: {}",
+        v["problems"]
+    );
+    ensure!(v["payload"]["sha256"] == want.as_str(), "digest {} != python {want}", v["payload"]["sha256"]);
+    ensure!(sha256_file(&f.image)? == before, "the image changed");
+    Ok(Completion::Completed)
 }
 
 /// What the guest types at cryptsetup's passphrase prompt, or which raw key file it gets.

@@ -99,6 +99,43 @@ pub fn read_vec(src: &dyn ByteSource, offset_bytes: u64, len: usize) -> io::Resu
     Ok(v)
 }
 
+/// Fill `buf` from `offset_bytes` like [`ByteSource::read_exact_at`], but survive read errors
+/// (a scratched disc): a failing read is retried in file-aligned 512-byte pieces, pieces that
+/// still fail are zero-filled and their byte ranges appended to `unreadable` (merged with an
+/// adjacent last range).
+///
+/// # Errors
+/// `UnexpectedEof` if the source ends first.
+pub fn read_exact_tolerant(
+    src: &dyn ByteSource,
+    buf: &mut [u8],
+    offset_bytes: u64,
+    unreadable: &mut Vec<Range<u64>>,
+) -> io::Result<()> {
+    match src.read_exact_at(buf, offset_bytes) {
+        Err(e) if e.kind() != io::ErrorKind::UnexpectedEof => {}
+        other => return other,
+    }
+    let end = offset_bytes + buf.len() as u64;
+    let mut pos = offset_bytes;
+    while pos < end {
+        let next = ((pos / SECTOR_BYTES + 1) * SECTOR_BYTES).min(end);
+        let piece = &mut buf[(pos - offset_bytes) as usize..(next - offset_bytes) as usize];
+        if let Err(e) = src.read_exact_at(piece, pos) {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                return Err(e);
+            }
+            piece.fill(0);
+            match unreadable.last_mut() {
+                Some(last) if last.end == pos => last.end = next,
+                _ => unreadable.push(pos..next),
+            }
+        }
+        pos = next;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod conformance {
     //! Checks every ByteSource implementation must pass.
