@@ -32,47 +32,59 @@ fn python_ok() -> bool {
     Command::new("python3").args(["-c", "import cryptography"]).status().is_ok_and(|s| s.success())
 }
 
+static PLAINS: OnceLock<Result<Plains, String>> = OnceLock::new();
+
+/// Remove the shared plaintext images (statics are never dropped; tests/tests.rs calls this
+/// once every test has run).
+pub fn cleanup() {
+    if let Some(Ok(p)) = PLAINS.get()
+        && std::env::var_os("LOOPKIT_KEEP_TMP").is_none()
+    {
+        let _ = std::fs::remove_dir_all(&p.dir);
+    }
+}
+
 /// Build (once) the tree and plaintext images: ext2 (1 KiB blocks), ext3, ext4, iso9660, vfat.
 pub fn plains() -> Result<&'static Plains, String> {
-    static P: OnceLock<Result<Plains, String>> = OnceLock::new();
-    P.get_or_init(|| {
-        if let Some(m) = tools_missing(&["mkfs.ext2", "mkfs.ext4", "genisoimage", "mkfs.vfat", "python3"]) {
-            return Err(m);
-        }
-        if !python_ok() {
-            return Err("python3 cannot import cryptography".into());
-        }
-        let s = Scratch::new("plains");
-        let dir = s.0.clone();
-        let tree = dir.join("tree");
-        let g = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("python3").arg(generator()).args(args).output().map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!("legacy.py {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+    PLAINS
+        .get_or_init(|| {
+            if let Some(m) = tools_missing(&["mkfs.ext2", "mkfs.ext4", "genisoimage", "mkfs.vfat", "python3"]) {
+                return Err(m);
             }
-            Ok(())
-        };
-        g(&["tree", tree.to_str().unwrap()])?;
-        for (fs, mib) in [("ext2", "3"), ("ext3", "4"), ("ext4", "4"), ("iso9660", "0"), ("vfat", "3")] {
-            let out = dir.join(format!("{fs}.img"));
-            g(&[
-                "plain",
-                "--fs",
-                fs,
-                "--size-mib",
-                mib,
-                "--tree",
-                tree.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ])?;
-        }
-        std::fs::write(dir.join("pass"), format!("{PASS}\n")).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("longpass"), format!("{LONG_PASS}\n")).map_err(|e| e.to_string())?;
-        Ok(Plains { _dir: s, dir })
-    })
-    .as_ref()
-    .map_err(Clone::clone)
+            if !python_ok() {
+                return Err("python3 cannot import cryptography".into());
+            }
+            let s = Scratch::new("plains");
+            let dir = s.0.clone();
+            let tree = dir.join("tree");
+            let g = |args: &[&str]| -> Result<(), String> {
+                let out = Command::new("python3").arg(generator()).args(args).output().map_err(|e| e.to_string())?;
+                if !out.status.success() {
+                    return Err(format!("legacy.py {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+                }
+                Ok(())
+            };
+            g(&["tree", tree.to_str().unwrap()])?;
+            for (fs, mib) in [("ext2", "3"), ("ext3", "4"), ("ext4", "4"), ("iso9660", "0"), ("vfat", "3")] {
+                let out = dir.join(format!("{fs}.img"));
+                g(&[
+                    "plain",
+                    "--fs",
+                    fs,
+                    "--size-mib",
+                    mib,
+                    "--tree",
+                    tree.to_str().unwrap(),
+                    "--out",
+                    out.to_str().unwrap(),
+                ])?;
+            }
+            std::fs::write(dir.join("pass"), format!("{PASS}\n")).map_err(|e| e.to_string())?;
+            std::fs::write(dir.join("longpass"), format!("{LONG_PASS}\n")).map_err(|e| e.to_string())?;
+            Ok(Plains { _dir: s, dir })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 /// One encrypted fixture.

@@ -39,5 +39,7 @@ fn main() {
     trials.extend(migrate_modes::trials());
     trials.extend(migrate_safety::trials());
     trials.extend(vm_migrate::trials());
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    legacy::cleanup();
+    conclusion.exit();
 }
