@@ -127,6 +127,20 @@ pub struct ImageArgs {
     pub output: OutputArgs,
 }
 
+impl ImageArgs {
+    /// Every input file named on the command line (an output must never replace one).
+    pub fn input_paths(&self) -> Vec<&std::path::Path> {
+        let s = &self.secrets;
+        let p = &self.params;
+        std::iter::once(self.image.as_path())
+            .chain(s.passphrase_file.as_deref())
+            .chain(s.key_file.as_deref())
+            .chain(p.ecc.as_deref())
+            .chain(p.header.as_deref())
+            .collect()
+    }
+}
+
 /// `loopkit inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {

@@ -130,6 +130,24 @@ impl KeyCand {
     fn single(derivation: Derivation, key_bits: u32, key: crate::crypto::Key, order: usize) -> KeyCand {
         KeyCand { derivation, key_bits, keys: KeyMaterial::Single(key), multi_key: None, equivalents: vec![], order }
     }
+
+    /// The parameter set of this key under `mode` at `offset_bytes` / `iv_offset_sectors`.
+    fn params(&self, scheme: Scheme, mode: Mode, offset_bytes: u64, iv_offset_sectors: u64, c: &Constraints) -> Params {
+        // Seed and iterations only ever applied to a single-key passphrase.
+        let from_passphrase = self.multi_key.is_none() && self.derivation != Derivation::KeyFileRaw;
+        Params {
+            scheme,
+            mode,
+            key_bits: self.key_bits,
+            derivation: self.derivation,
+            multi_key: self.multi_key,
+            offset_bytes,
+            iv_offset_sectors,
+            size_limit_bytes: c.size_limit_bytes,
+            pseed: from_passphrase && c.pseed.is_some(),
+            itercountk: c.itercountk.filter(|_| from_passphrase),
+        }
+    }
 }
 
 fn bits_order(d: Derivation) -> [u32; 3] {
@@ -509,24 +527,7 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
                         }
                         for iv in ivs {
                             *tried += 1;
-                            let params = Params {
-                                scheme,
-                                mode,
-                                key_bits: k.key_bits,
-                                derivation: k.derivation,
-                                multi_key: k.multi_key,
-                                offset_bytes: off,
-                                iv_offset_sectors: iv,
-                                size_limit_bytes: c.size_limit_bytes,
-                                pseed: c.pseed.is_some()
-                                    && k.multi_key.is_none()
-                                    && k.derivation != Derivation::KeyFileRaw,
-                                itercountk: if k.multi_key.is_none() && k.derivation != Derivation::KeyFileRaw {
-                                    c.itercountk
-                                } else {
-                                    None
-                                },
-                            };
+                            let params = k.params(scheme, mode, off, iv, c);
                             let cipher: Arc<dyn SectorCipher> = Arc::from(params.cipher(&k.keys)?);
                             let layout = Layout::new(cache.size_bytes(), off, c.size_limit_bytes, iv);
                             if let Some(info) = probe_with(&cache, cipher, layout) {
@@ -587,18 +588,7 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
     {
         let off = c.offset_bytes.unwrap_or(0);
         found = Some(Found {
-            params: Params {
-                scheme,
-                mode,
-                key_bits: k.key_bits,
-                derivation: k.derivation,
-                multi_key: k.multi_key,
-                offset_bytes: off,
-                iv_offset_sectors: c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES),
-                size_limit_bytes: c.size_limit_bytes,
-                pseed: c.pseed.is_some() && k.multi_key.is_none(),
-                itercountk: if k.multi_key.is_none() { c.itercountk } else { None },
-            },
+            params: k.params(scheme, mode, off, c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES), c),
             keys: k.keys.clone(),
             fs: weak.as_ref().map(|w| w.fs.clone()),
             equivalent_derivations: k.equivalents.clone(),

@@ -11,7 +11,10 @@
 //!   the way are replaced, existing directories are reused, never followed if they are links.
 //!
 //! Not restored: owners (needs root; planned as an option), device nodes, fifos and sockets
-//! (listed as skipped), symlink mtimes (setting them needs `lutimes`), extended attributes.
+//! (listed as skipped), symlink mtimes (setting them needs `lutimes`), extended attributes, and
+//! the setuid/setgid bits (without the owners they would hand the extracting user's — often
+//! root's — privileges to a program from the image). A file whose data cannot be read from the
+//! image (a damaged sector, a corrupt block map) is removed and reported, and extraction goes on.
 //! Files are written in place (DEST is new or empty) and not fsynced one by one; holes in the
 //! image stay holes in the output. A failure leaves the files written so far.
 
@@ -24,6 +27,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+/// setuid and setgid: never restored (see the module docs).
+const SET_ID_BITS: u32 = 0o6000;
 
 /// What to extract and how.
 #[derive(Debug, Clone, Default)]
@@ -165,10 +171,7 @@ pub fn extract(
         } else {
             tree::walk(fs, interrupt, |f| found.push(f.clone()))?
         };
-        out.problems.extend(issues.iter().map(|pi| {
-            let msg = format!("/{}: {}", String::from_utf8_lossy(&pi.path), pi.issue.message);
-            if pi.issue.is_error { Problem::error(pi.issue.code, msg) } else { Problem::warning(pi.issue.code, msg) }
-        }));
+        out.problems.extend(issues.iter().map(crate::manifest::problem_of));
         if opts.subpath.is_none() {
             let root = fs.root();
             found.retain(|f| !(f.path == b"lost+found" && fs.is_bookkeeping(root, &f.path, f.id)));
@@ -214,25 +217,22 @@ pub fn extract(
                     continue;
                 }
                 clear(&target, opts.force)?;
-                match write_file(fs, f.id, &target, &mut buf, progress, interrupt) {
-                    Ok(n) => {
+                let file = match write_file(fs, f.id, &target, &mut buf, progress, interrupt)? {
+                    Ok((file, n)) => {
                         out.counts.bytes += n;
                         out.counts.files += 1;
+                        file
                     }
-                    Err(e) if matches!(e.kind(), crate::ErrorKind::Corrupt | crate::ErrorKind::Unsupported) => {
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&target);
                         out.problems.push(Problem::error("extract.unreadable", format!("{shown}: {e}")));
                         out.counts.skipped += 1;
                         continue;
                     }
-                    Err(e) => return Err(e),
-                }
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&target)
-                    .map_err(|e| io(&target, e))?;
+                };
                 if let Some(m) = s.mode {
-                    file.set_permissions(std::fs::Permissions::from_mode(m)).map_err(|e| io(&target, e))?;
+                    file.set_permissions(std::fs::Permissions::from_mode(m & !SET_ID_BITS))
+                        .map_err(|e| io(&target, e))?;
                 }
                 if let Some(t) = s.mtime {
                     file.set_times(std::fs::FileTimes::new().set_modified(time_of(t))).map_err(|e| io(&target, e))?;
@@ -268,7 +268,7 @@ pub fn extract(
     // directory would block writing its children), deepest first.
     for (p, s) in dir_meta.iter().rev() {
         if let Some(m) = s.mode {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).map_err(|e| io(p, e))?;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m & !SET_ID_BITS)).map_err(|e| io(p, e))?;
         }
         if let Some(t) = s.mtime {
             let d = std::fs::File::open(p).map_err(|e| io(p, e))?;
@@ -279,7 +279,9 @@ pub fn extract(
     Ok(out)
 }
 
-/// Write one file's contents, leaving holes where the image has them. Returns its size.
+/// Write one file's contents, leaving holes where the image has them. The outer error is a
+/// failure to write DEST (which stops the extraction); the inner one a failure to read the file
+/// from the image (which skips it). Returns the open file and its size.
 fn write_file(
     fs: &dyn FileSystem,
     id: NodeId,
@@ -287,8 +289,11 @@ fn write_file(
     buf: &mut [u8],
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
-) -> crate::Result<u64> {
-    let reader = fs.open(id)?;
+) -> crate::Result<crate::Result<(std::fs::File, u64)>> {
+    let reader = match fs.open(id) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
     let size = reader.size_bytes();
     #[allow(clippy::single_range_in_vec_init)]
     let ranges = reader.data_ranges().unwrap_or_else(|| vec![0..size]);
@@ -305,10 +310,13 @@ fn write_file(
         while off < r.end {
             interrupt.check()?;
             let want = ((r.end - off) as usize).min(buf.len());
-            let n = reader.read_at(&mut buf[..want], off)?;
-            if n == 0 {
-                return Err(crate::Error::corrupt(format!("the data ends after {off} of {size} bytes")));
-            }
+            let n = match reader.read_at(&mut buf[..want], off) {
+                Ok(0) => {
+                    return Ok(Err(crate::Error::corrupt(format!("the data ends after {off} of {size} bytes"))));
+                }
+                Ok(n) => n,
+                Err(e) => return Ok(Err(e)),
+            };
             // All-zero chunks stay holes.
             if buf[..n].iter().any(|&b| b != 0) {
                 file.write_all_at(&buf[..n], off).map_err(|e| io(target, e))?;
@@ -320,5 +328,5 @@ fn write_file(
     }
     progress.advance(size.saturating_sub(advanced));
     file.set_len(size).map_err(|e| io(target, e))?;
-    Ok(size)
+    Ok(Ok((file, size)))
 }

@@ -299,6 +299,18 @@ impl Opened {
         })
     }
 
+    /// The error for a command that needs the payload when there is none to read (a locked
+    /// LUKS container or an image that needs a secret): says which secret to give.
+    pub fn locked_error(&self) -> crate::Error {
+        let what = match &self.content {
+            Content::Luks(_) => "this is a LUKS container",
+            _ => "the image looks encrypted",
+        };
+        crate::Error::invalid(format!(
+            "{what}: give the passphrase (--passphrase-file, --passphrase-fd, or at the prompt) or a --key-file"
+        ))
+    }
+
     /// The file system found, if any.
     pub fn filesystem(&self) -> Option<&FsInfo> {
         match &self.content {

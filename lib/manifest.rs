@@ -190,7 +190,8 @@ fn display_path(p: &[u8]) -> String {
     if p.is_empty() { "(file system)".into() } else { format!("/{}", escape(p)) }
 }
 
-fn problem_of(pi: &PathIssue) -> Problem {
+/// A walk issue as a problem whose message starts with the path (`(file system)` for the volume).
+pub(crate) fn problem_of(pi: &PathIssue) -> Problem {
     let msg = format!("{}: {}", display_path(&pi.path), pi.issue.message);
     if pi.issue.is_error { Problem::error(pi.issue.code, msg) } else { Problem::warning(pi.issue.code, msg) }
 }

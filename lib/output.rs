@@ -166,9 +166,15 @@ pub fn create_error(p: &Path, e: std::io::Error) -> crate::Error {
 /// On failure nothing exists under `path` that was not there before.
 ///
 /// # Errors
-/// `Unsafe` if `path` exists and `force` is false, or is a source; `Io`.
-pub fn write_file_atomically(path: &Path, bytes: &[u8], force: bool, mode: u32) -> crate::Result<()> {
-    check_output(path, &[], force)?;
+/// `Unsafe` if `path` is one of `sources`, or exists and `force` is false; `Io`.
+pub fn write_file_atomically(
+    path: &Path,
+    bytes: &[u8],
+    force: bool,
+    mode: u32,
+    sources: &[&Path],
+) -> crate::Result<()> {
+    check_output(path, sources, force)?;
     let mut tmp = TempFile::beside_with_mode(path, mode)?;
     let io = |e: std::io::Error, p: &Path| crate::Error::io(format!("writing {}", p.display()), e);
     tmp.file.write_all(bytes).map_err(|e| io(e, &tmp.path))?;
@@ -188,9 +194,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("loopkit-output-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("f");
-        write_file_atomically(&p, b"one", false, 0o600).unwrap();
-        assert_eq!(write_file_atomically(&p, b"two", false, 0o600).unwrap_err().kind(), crate::ErrorKind::Unsafe);
-        write_file_atomically(&p, b"two", true, 0o600).unwrap();
+        write_file_atomically(&p, b"one", false, 0o600, &[]).unwrap();
+        assert_eq!(write_file_atomically(&p, b"two", false, 0o600, &[]).unwrap_err().kind(), crate::ErrorKind::Unsafe);
+        write_file_atomically(&p, b"two", true, 0o600, &[]).unwrap();
+        let src = dir.join("src");
+        std::fs::write(&src, b"original").unwrap();
+        assert!(write_file_atomically(&src, b"x", true, 0o600, &[&src]).is_err());
+        assert_eq!(std::fs::read(&src).unwrap(), b"original");
+        std::fs::remove_file(&src).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);

@@ -124,7 +124,7 @@ pub fn hash_payload(
             let start = c * chunk;
             let len = chunk.min(layout.size_bytes - start) as usize;
             bad.clear();
-            *holes = fill_and_decrypt_recording(src, cipher, layout, start, len, buf, bad)?;
+            *holes = fill_and_decrypt(src, cipher, layout, start, len, buf, Some(bad))?;
             Ok(())
         },
         |_, (buf, holes, bad)| {
@@ -157,49 +157,11 @@ pub fn hash_payload(
 }
 
 /// Read `len` payload bytes at payload offset `start` into `buf` (holes become zero ciphertext
-/// without a read) and decrypt them. Returns the number of hole bytes. A read error fails.
+/// without a read) and decrypt them. Returns the number of hole bytes. Without `unreadable` a
+/// read error fails; with it, read errors are narrowed down to 512-byte sectors, which become
+/// zero ciphertext and whose file byte ranges are appended to `unreadable`
+/// ([`crate::source::read_exact_tolerant`]).
 pub(crate) fn fill_and_decrypt(
-    src: &dyn ByteSource,
-    cipher: &dyn SectorCipher,
-    layout: Layout,
-    start: u64,
-    len: usize,
-    buf: &mut Vec<u8>,
-) -> crate::Result<u64> {
-    fill_and_decrypt_with(src, cipher, layout, start, len, buf, None)
-}
-
-/// [`fill_and_decrypt`], but a read error is narrowed down to 512-byte sectors: unreadable
-/// sectors become zero ciphertext and their file byte ranges are appended to `unreadable`
-/// (merged with an adjacent last range).
-pub(crate) fn fill_and_decrypt_recording(
-    src: &dyn ByteSource,
-    cipher: &dyn SectorCipher,
-    layout: Layout,
-    start: u64,
-    len: usize,
-    buf: &mut Vec<u8>,
-    unreadable: &mut Vec<Range<u64>>,
-) -> crate::Result<u64> {
-    fill_and_decrypt_with(src, cipher, layout, start, len, buf, Some(unreadable))
-}
-
-/// Read `range` of `src` into `out`; with `unreadable`, read errors are narrowed down to
-/// sectors, zero-filled and recorded ([`crate::source::read_exact_tolerant`]).
-fn read_region(
-    src: &dyn ByteSource,
-    range: Range<u64>,
-    out: &mut [u8],
-    unreadable: Option<&mut Vec<Range<u64>>>,
-) -> crate::Result<()> {
-    let r = match unreadable {
-        Some(bad) => crate::source::read_exact_tolerant(src, out, range.start, bad),
-        None => src.read_exact_at(out, range.start),
-    };
-    r.map_err(|e| crate::Error::io(format!("reading the image at byte {}", range.start), e))
-}
-
-fn fill_and_decrypt_with(
     src: &dyn ByteSource,
     cipher: &dyn SectorCipher,
     layout: Layout,
@@ -218,7 +180,12 @@ fn fill_and_decrypt_with(
     for r in &regions {
         let a = (r.start - file_start) as usize;
         let b = (r.end - file_start) as usize;
-        read_region(src, r.clone(), &mut buf[a..b], unreadable.as_deref_mut())?;
+        let out = &mut buf[a..b];
+        match unreadable.as_deref_mut() {
+            Some(bad) => crate::source::read_exact_tolerant(src, out, r.start, bad),
+            None => src.read_exact_at(out, r.start),
+        }
+        .map_err(|e| crate::Error::io(format!("reading the image at byte {}", r.start), e))?;
         data_bytes += r.end - r.start;
     }
     let first_iv = layout.iv_offset_sectors.wrapping_add(start / SECTOR_BYTES);
@@ -363,16 +330,7 @@ fn verify_payload(
         return Ok(Outcome { digest: None, problems, files: None, ecc });
     }
     let Some((layout, cipher)) = opened.payload()? else {
-        return Err(match &opened.content {
-            Content::Luks(_) => crate::Error::invalid(
-                "this is a LUKS container: give its passphrase (--passphrase-file, --passphrase-fd, or at the prompt) \
-                 or a --key-file to verify the payload",
-            ),
-            _ => crate::Error::invalid(
-                "the image looks encrypted: give the passphrase (--passphrase-file, --passphrase-fd, or at the prompt) \
-                 or a --key-file",
-            ),
-        });
+        return Err(opened.locked_error());
     };
     let file_size = opened.data.size_bytes();
     let avail = file_size.saturating_sub(layout.offset_bytes);
@@ -498,7 +456,7 @@ mod tests {
         let flaky = Flaky { inner: MemSource::new(ct.clone()), bad: b2 };
         // The strict reader (migrate) fails instead.
         let mut buf = Vec::new();
-        assert!(fill_and_decrypt(&flaky, &c, layout, (1 << 20) - 4096, 8192, &mut buf).is_err());
+        assert!(fill_and_decrypt(&flaky, &c, layout, (1 << 20) - 4096, 8192, &mut buf, None).is_err());
     }
 
     #[test]

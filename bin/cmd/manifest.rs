@@ -6,14 +6,9 @@ use loopkit::verify::Severity;
 
 /// Run it; returns the exit code (0 all read, 1 problems found in the file system).
 pub fn run(a: &ManifestArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
-    if let Some(out) = &a.output
-        && out.symlink_metadata().is_ok()
-        && !a.force
-    {
-        return Err(loopkit::Error::new(
-            loopkit::ErrorKind::Unsafe,
-            format!("{} already exists (use --force to replace it)", out.display()),
-        ));
+    let inputs = a.common.input_paths();
+    if let Some(out) = &a.output {
+        loopkit::output::check_output(out, &inputs, a.force)?;
     }
     let (opened, _) = super::open_with_prompt(&a.common.image, &a.common.secrets, &a.common.params)?;
     let workers = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(1, 64);
@@ -26,7 +21,7 @@ pub fn run(a: &ManifestArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     match &a.output {
         None => super::print(&json)?,
         Some(out) => {
-            loopkit::output::write_file_atomically(out, json.as_bytes(), a.force, 0o644)?;
+            loopkit::output::write_file_atomically(out, json.as_bytes(), a.force, 0o644, &inputs)?;
             if a.common.output.json {
                 super::print_json(&loopkit::report::ManifestRun {
                     loopkit_json: loopkit::report::JSON_VERSION,

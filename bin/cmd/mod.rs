@@ -67,13 +67,7 @@ pub fn with_filesystem<T>(
     f: impl FnOnce(&dyn loopkit::fs::FileSystem) -> loopkit::Result<T>,
 ) -> loopkit::Result<T> {
     let Some(vol) = opened.volume()? else {
-        return Err(match &opened.content {
-            Content::Luks(_) => loopkit::Error::unsupported("LUKS keyslot unlocking is not implemented yet"),
-            _ => loopkit::Error::invalid(
-                "the image looks encrypted: give the passphrase (--passphrase-file, --passphrase-fd, or at the prompt) \
-                 or a --key-file",
-            ),
-        });
+        return Err(opened.locked_error());
     };
     let fs = loopkit::fs::open(&*vol)?;
     f(&*fs)

@@ -99,6 +99,20 @@ impl Derivation {
     }
 }
 
+impl Derivation {
+    /// loop-AES's `hashFunc(s, keyBuf, 32)`: the 32-byte key buffer its losetup and aespipe fill
+    /// before the kernel takes the first `key_bytes` (and that `-C` iterates and multi-key
+    /// tweaks). `None` when the derivation cannot fill it (a key file shorter than 32 bytes).
+    fn key_buffer(self, s: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
+        let mut b = Zeroizing::new([0u8; 32]);
+        match self {
+            Derivation::Unhashed1 => b.copy_from_slice(&unhashed1(c_str(s)).0[..]),
+            d => b.copy_from_slice(d.derive(s, 32)?.bytes()),
+        }
+        Some(b)
+    }
+}
+
 impl fmt::Display for Derivation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -202,33 +216,16 @@ pub fn loopaes_single(
     if !matches!(key_bytes, 16 | 24 | 32) {
         return Err(crate::Error::invalid(format!("loop-AES key of {key_bytes} bytes")));
     }
-    // The kernel key buffer is 32 bytes; derive all 32, iterate, then truncate.
-    let full_len = match derivation {
-        Derivation::Unhashed1 => unhashed1(&s).1,
-        _ => 32,
-    };
-    let Some(k) = (match derivation {
-        Derivation::Unhashed1 => Some(Key::from_slice(&unhashed1(&s).0[..])),
-        d => d.derive(&s, 32),
-    }) else {
-        return Ok(None);
-    };
-    if derivation == Derivation::Unhashed1 && full_len != key_bytes {
+    // The kernel key buffer is 32 bytes: derive all 32, iterate, then truncate.
+    if derivation == Derivation::Unhashed1 && unhashed1(&s).1 != key_bytes {
         return Ok(None);
     }
-    let mut key = Zeroizing::new([0u8; 32]);
-    key.copy_from_slice(k.bytes());
+    let Some(mut key) = derivation.key_buffer(&s) else { return Ok(None) };
     if let Some(first) = s.first_mut() {
         *first ^= 1;
     }
-    let tk = match derivation {
-        Derivation::Unhashed1 => Key::from_slice(&unhashed1(&s).0[..]),
-        d => match d.derive(&s, 32) {
-            Some(k) => k,
-            None => return Ok(None),
-        },
-    };
-    let e = Aes::new(tk.bytes())?;
+    let Some(tk) = derivation.key_buffer(&s) else { return Ok(None) };
+    let e = Aes::new(&tk[..])?;
     let rounds = u64::from(iter) * 1000;
     let mut blocks = [aes::Block::default(); 2];
     for _ in 0..rounds {
@@ -300,16 +297,9 @@ pub fn loopaes_multi(h: Derivation, lines: &[Zeroizing<Vec<u8>>], key_bytes: usi
     let mut keys = Vec::with_capacity(lines.len());
     for line in lines {
         // Each line goes through the 32-byte key buffer, then the kernel uses key_bytes of it.
-        let full = match h {
-            Derivation::Unhashed1 => Zeroizing::new(unhashed1(c_str(line)).0.to_vec()),
-            d => match d.derive(line, 32) {
-                Some(k) => Zeroizing::new(k.bytes().to_vec()),
-                None => {
-                    return Err(crate::Error::invalid(format!("derivation {h} cannot make multi-key keys")));
-                }
-            },
-        };
-        let mut k = full;
+        let mut k = h
+            .key_buffer(line)
+            .ok_or_else(|| crate::Error::invalid(format!("derivation {h} cannot make multi-key keys")))?;
         k[0] ^= tweak;
         keys.push(k);
     }

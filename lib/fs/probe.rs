@@ -127,6 +127,16 @@ const EXT3_INCOMPAT_SUPP: u32 = 0x0002 | 0x0004 | 0x0010;
 /// Ro-compat features ext2/ext3 support (SPARSE_SUPER | LARGE_FILE | BTREE_DIR).
 const EXT3_RO_COMPAT_SUPP: u32 = 0x0001 | 0x0002 | 0x0004;
 
+/// blkid's name for an ext file system with these feature words: `ext4` when any feature outside
+/// ext3's supported sets is on, `ext3` with a journal, else `ext2`.
+pub fn ext_kind(compat: u32, incompat: u32, ro_compat: u32) -> &'static str {
+    if incompat & !EXT3_INCOMPAT_SUPP == 0 && ro_compat & !EXT3_RO_COMPAT_SUPP == 0 {
+        if compat & EXT3_FEATURE_COMPAT_HAS_JOURNAL != 0 { "ext3" } else { "ext2" }
+    } else {
+        "ext4"
+    }
+}
+
 /// Sanity-check an ext superblock (1024 bytes) and describe it. Public so the scanner can run
 /// the IV-independent part on partially decrypted sectors.
 pub fn ext_superblock(sb: &[u8]) -> Option<FsInfo> {
@@ -182,13 +192,7 @@ pub fn ext_superblock(sb: &[u8]) -> Option<FsInfo> {
         confidence = 50;
         notes.push(format!("inode count {inodes} is not inodes_per_group {inodes_per_group} × {groups} groups"));
     }
-    let kind = if journal_dev {
-        "jbd"
-    } else if incompat & !EXT3_INCOMPAT_SUPP == 0 && ro_compat & !EXT3_RO_COMPAT_SUPP == 0 {
-        if compat & EXT3_FEATURE_COMPAT_HAS_JOURNAL != 0 { "ext3" } else { "ext2" }
-    } else {
-        "ext4"
-    };
+    let kind = if journal_dev { "jbd" } else { ext_kind(compat, incompat, ro_compat) };
     if incompat & EXT3_FEATURE_INCOMPAT_RECOVER != 0 {
         notes.push("the journal needs recovery (the file system was not unmounted cleanly)".into());
     } else if state & 1 == 0 {

@@ -372,3 +372,13 @@ pub fn read_all(reader: &dyn FileReader, limit_bytes: u64) -> crate::Result<Vec<
     }
     Ok(out)
 }
+
+/// A read error from the image while reading `what`: reading past the end means the image is
+/// truncated (`Corrupt`); anything else is `Io`.
+pub(crate) fn read_err(what: String, e: std::io::Error) -> crate::Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        crate::Error::corrupt(format!("{what}: it lies past the end of the image (truncated?)"))
+    } else {
+        crate::Error::io(what, e)
+    }
+}

@@ -179,8 +179,10 @@ impl Checkpoint {
     /// # Errors
     /// `Io`.
     pub fn save(&self, p: &Path) -> crate::Result<()> {
-        let text = serde_json::to_vec_pretty(self).unwrap_or_default();
-        crate::output::write_file_atomically(p, &text, true, 0o600)
+        let text = serde_json::to_vec_pretty(self).map_err(|e| {
+            crate::Error::new(crate::ErrorKind::InvalidInput, format!("BUG: cannot serialise the checkpoint: {e}"))
+        })?;
+        crate::output::write_file_atomically(p, &text, true, 0o600, &[])
     }
 }
 
@@ -270,7 +272,7 @@ pub fn stream(
             |c, (plain, enc)| {
                 let start = c * chunk;
                 let len = chunk.min(layout.size_bytes - start) as usize;
-                crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, plain)?;
+                crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, plain, None)?;
                 if start >= done {
                     enc.clear();
                     enc.extend_from_slice(plain);
@@ -337,8 +339,8 @@ pub fn dual_hash(
     while start < layout.size_bytes {
         interrupt.check()?;
         let len = chunk.min(layout.size_bytes - start) as usize;
-        crate::verify::fill_and_decrypt(src, a.0, layout, start, len, &mut pa)?;
-        crate::verify::fill_and_decrypt(src, b.0, layout, start, len, &mut pb)?;
+        crate::verify::fill_and_decrypt(src, a.0, layout, start, len, &mut pa, None)?;
+        crate::verify::fill_and_decrypt(src, b.0, layout, start, len, &mut pb, None)?;
         ha.update(&pa);
         hb.update(&pb);
         progress.advance(len as u64);

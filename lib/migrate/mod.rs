@@ -814,8 +814,6 @@ pub fn plain(opened: &Opened, opts: &PlainOptions) -> crate::Result<(Outcome, pl
     }
     let mut notes = Vec::new();
     if let Some(k) = &opts.key_out {
-        let out = OutputPaths::new(k);
-        apply::refuse_clobbering_inputs(&out, &[&opened.path])?;
         let bytes: zeroize::Zeroizing<Vec<u8>> = match (mapping.key_file_kind, opened.keys()) {
             (plan::KeyFileKind::RawKey, Some(crate::formats::legacy::KeyMaterial::Single(key))) => {
                 zeroize::Zeroizing::new(key.bytes().to_vec())
@@ -825,7 +823,7 @@ pub fn plain(opened: &Opened, opts: &PlainOptions) -> crate::Result<(Outcome, pl
             })?,
             _ => return Err(crate::Error::invalid("this image has no key to write (--key-out)")),
         };
-        crate::output::write_file_atomically(k, &bytes, opts.force, 0o600)?;
+        crate::output::write_file_atomically(k, &bytes, opts.force, 0o600, &[&opened.path])?;
         notes.push(format!("wrote the key to {} (mode 0600); keep it as safe as the passphrase", k.display()));
     }
     Ok((

@@ -17,6 +17,7 @@ pub mod map;
 pub mod superblock;
 
 use crate::fs::probe::{EXT_SUPERBLOCK_OFFSET, le16, le32};
+use crate::fs::tree::read_err;
 use crate::fs::tree::{FileReader, FileSystem, FileType, Issue, Listing, NodeId, Stat};
 use crate::source::ByteSource;
 use inode::Inode;
@@ -56,14 +57,6 @@ pub struct Ext<'a> {
 impl std::fmt::Debug for Ext<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ext").field("sb", &self.sb).field("groups", &self.groups.len()).finish()
-    }
-}
-
-fn read_err(what: String, e: std::io::Error) -> crate::Error {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        crate::Error::corrupt(format!("{what}: it lies past the end of the image (truncated?)"))
-    } else {
-        crate::Error::io(what, e)
     }
 }
 

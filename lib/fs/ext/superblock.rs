@@ -174,13 +174,24 @@ impl Superblock {
         let inodes_per_group = le32(sb, 0x28);
         let inodes_count = le32(sb, 0x00);
         let bits = u64::from(block_size) * 8;
-        if blocks_per_group == 0 || inodes_per_group == 0 || u64::from(inodes_per_group) > bits {
+        // The kernel's limits (one bitmap block per group), also checked by fs::probe.
+        if blocks_per_group < 8
+            || u64::from(blocks_per_group) > bits
+            || blocks_per_group % 8 != 0
+            || inodes_per_group == 0
+            || u64::from(inodes_per_group) > bits
+        {
             return Err(bad(format!(
-                "{blocks_per_group} blocks and {inodes_per_group} inodes per group (1 to {bits} inodes expected)"
+                "{blocks_per_group} blocks and {inodes_per_group} inodes per group (8 to {bits} blocks, a multiple \
+                 of 8, and 1 to {bits} inodes expected)"
             )));
         }
         if blocks_count <= u64::from(first_data_block) {
             return Err(bad(format!("the block count {blocks_count} leaves no data blocks")));
+        }
+        // Every block address times the block size must stay a byte offset.
+        if blocks_count.checked_mul(u64::from(block_size)).is_none_or(|b| b > i64::MAX as u64) {
+            return Err(bad(format!("{blocks_count} blocks of {block_size} bytes is beyond any device")));
         }
         let groups64 = (blocks_count - u64::from(first_data_block)).div_ceil(u64::from(blocks_per_group));
         let groups = u32::try_from(groups64).map_err(|_| bad(format!("{groups64} block groups is impossible")))?;
@@ -243,16 +254,7 @@ impl Superblock {
 
     /// blkid's name: ext4 when any ext4-only feature is on, ext3 with a journal, else ext2.
     pub fn kind(&self) -> &'static str {
-        // ext3's supported sets, as libblkid defines them.
-        let ext3_incompat = INCOMPAT_FILETYPE | INCOMPAT_RECOVER | INCOMPAT_META_BG;
-        let ext3_ro = 0x0001 | 0x0002 | 0x0004;
-        if self.incompat & !ext3_incompat != 0 || self.ro_compat & !ext3_ro != 0 {
-            "ext4"
-        } else if self.compat & COMPAT_HAS_JOURNAL != 0 {
-            "ext3"
-        } else {
-            "ext2"
-        }
+        crate::fs::probe::ext_kind(self.compat, self.incompat, self.ro_compat)
     }
 
     /// Whether block group `g` holds a superblock backup (and so a descriptor-table copy).

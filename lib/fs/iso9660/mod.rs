@@ -11,6 +11,7 @@
 pub mod susp;
 
 use crate::fs::probe::{ISO_VD_OFFSET, le16, le32};
+use crate::fs::tree::read_err;
 use crate::fs::tree::{DirEntry, FileReader, FileSystem, FileType, Issue, Listing, NodeId, Stat};
 use crate::source::ByteSource;
 use susp::RockRidge;
@@ -54,6 +55,8 @@ struct Record {
     extent: u32,
     data_len: u32,
     flags: u8,
+    /// File unit size and interleave gap (bytes 26, 27): non-zero means an interleaved file.
+    interleave: (u8, u8),
     name: Vec<u8>,
     date: [u8; 7],
     su: Vec<u8>,
@@ -76,14 +79,6 @@ impl std::fmt::Debug for Iso<'_> {
     }
 }
 
-fn read_err(what: String, e: std::io::Error) -> crate::Error {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        crate::Error::corrupt(format!("{what}: it lies past the end of the image (truncated?)"))
-    } else {
-        crate::Error::io(what, e)
-    }
-}
-
 fn parse_record(b: &[u8]) -> Option<Record> {
     let len = usize::from(*b.first()?);
     if len < 34 || len > b.len() {
@@ -101,6 +96,7 @@ fn parse_record(b: &[u8]) -> Option<Record> {
         extent: le32(b, 2),
         data_len: le32(b, 10),
         flags: b[25],
+        interleave: (b[26], b[27]),
         name: b[33..33 + name_len].to_vec(),
         date,
         su: b.get(su_start.min(len)..len).map(<[u8]>::to_vec).unwrap_or_default(),
@@ -313,6 +309,12 @@ impl<'a> Iso<'a> {
         let mut rec = self.record(off)?;
         let first_name = rec.name.clone();
         loop {
+            if rec.interleave != (0, 0) {
+                return Err(crate::Error::unsupported(format!(
+                    "ISO9660: an interleaved file (unit size {}, gap {}) is not supported",
+                    rec.interleave.0, rec.interleave.1
+                )));
+            }
             let start = u64::from(rec.extent) * self.block_size;
             let len = u64::from(rec.data_len);
             if len > 0 && start.checked_add(len).is_none_or(|e| e > self.volume_bytes.max(self.src.size_bytes())) {
