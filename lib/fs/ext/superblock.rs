@@ -177,7 +177,7 @@ impl Superblock {
         // The kernel's limits (one bitmap block per group), also checked by fs::probe.
         if blocks_per_group < 8
             || u64::from(blocks_per_group) > bits
-            || blocks_per_group % 8 != 0
+            || !blocks_per_group.is_multiple_of(8)
             || inodes_per_group == 0
             || u64::from(inodes_per_group) > bits
         {
