@@ -30,15 +30,13 @@ pub fn run(a: &MigrateArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     {
         return Err(loopkit::Error::invalid("the old and the new passphrase cannot both come from standard input"));
     }
-    let (opened, pass_len) = super::open_with_prompt(&a.common.image, &a.common.secrets, &a.common.params)?;
+    let (opened, pass_len, secrets) =
+        super::open_keeping_secrets(&a.common.image, &a.common.secrets, &a.common.params)?;
     let image = a.common.image.display().to_string();
     let mut progress = crate::progress::for_terminal(a.common.output.quiet);
     let (outcome, plain) = match a.mode {
         MigrateMode::Plain => {
-            let loopaes_key_file = match &a.common.secrets.key_file {
-                Some(_) => crate::secrets::collect(&a.common.secrets)?.key_file.map(|k| k.raw.clone()),
-                None => None,
-            };
+            let loopaes_key_file = secrets.key_file.as_ref().map(|k| k.raw.clone());
             let (o, m) = migrate::plain(
                 &opened,
                 &PlainOptions {

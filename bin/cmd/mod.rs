@@ -17,27 +17,35 @@ use std::path::Path;
 /// turns out to need one. Returns the opened image and the passphrase length (for cryptsetup
 /// advice; never the passphrase itself).
 pub fn open_with_prompt(image: &Path, s: &SecretArgs, p: &ParamArgs) -> loopkit::Result<(Opened, Option<usize>)> {
+    open_keeping_secrets(image, s, p).map(|(opened, n, _)| (opened, n))
+}
+
+/// [`open_with_prompt`], also returning the secrets it read (a passphrase from stdin or a pipe
+/// can be read only once).
+pub fn open_keeping_secrets(
+    image: &Path,
+    s: &SecretArgs,
+    p: &ParamArgs,
+) -> loopkit::Result<(Opened, Option<usize>, Secrets)> {
     let opts = crate::secrets::open_options(p)?;
     let mut secrets = crate::secrets::collect(s)?;
-    let pass_len = |sec: &Secrets| {
-        sec.passphrase
-            .as_ref()
-            .filter(|_| !sec.key_file.as_ref().is_some_and(|k| k.from_gpg))
-            .map(|p| p.c_str().len())
-            .or_else(|| sec.key_file.as_ref().and_then(|k| k.lines.first()).map(|l| l.len()))
-    };
     let opened = loopkit::image::open(image, &secrets, &opts)?;
-    if secrets.is_empty()
+    let opened = if secrets.is_empty()
         && matches!(opened.content, Content::NeedsSecret { .. } | Content::Luks(_))
         && let Some(p) = crate::secrets::prompt(s, image)?
     {
         secrets.passphrase = Some(p);
-        let again = loopkit::image::open(image, &secrets, &opts)?;
-        let n = pass_len(&secrets);
-        return Ok((again, n));
-    }
-    let n = pass_len(&secrets);
-    Ok((opened, n))
+        loopkit::image::open(image, &secrets, &opts)?
+    } else {
+        opened
+    };
+    let pass_len = secrets
+        .passphrase
+        .as_ref()
+        .filter(|_| !secrets.key_file.as_ref().is_some_and(|k| k.from_gpg))
+        .map(|p| p.c_str().len())
+        .or_else(|| secrets.key_file.as_ref().and_then(|k| k.lines.first()).map(|l| l.len()));
+    Ok((opened, pass_len, secrets))
 }
 
 /// Write `s` to stdout; a closed pipe is not an error.

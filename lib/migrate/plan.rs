@@ -146,7 +146,13 @@ pub fn detached_segment(opened: &Opened) -> crate::Result<(String, u64, Option<u
             p.offset_bytes
         )));
     }
-    Ok((p.cipher_name(), p.offset_bytes, p.size_limit_bytes))
+    // A fixed segment size is the payload actually mapped (whole sectors, within the file), as
+    // cryptsetup requires a non-zero multiple of the sector size.
+    let fixed = match p.size_limit_bytes {
+        Some(_) => opened.payload()?.map(|(layout, _)| layout.size_bytes),
+        None => None,
+    };
+    Ok((p.cipher_name(), p.offset_bytes, fixed))
 }
 
 /// Text that `--mode plain` prints (and writes with `-o`).

@@ -292,11 +292,17 @@ impl Metadata {
             if !s.offset.is_multiple_of(512) {
                 return Err(crate::Error::corrupt(format!("LUKS2 segment {k} offset {} is not 512-aligned", s.offset)));
             }
-            s.size_bytes()?;
+            let size = s.size_bytes()?;
             if s.kind == "crypt" {
                 let ss = s.sector_size.unwrap_or(0);
                 if !matches!(ss, 512 | 1024 | 2048 | 4096) {
                     return Err(crate::Error::corrupt(format!("LUKS2 segment {k} sector_size {ss} is invalid")));
+                }
+                if size.is_some_and(|z| z == 0 || !z.is_multiple_of(u64::from(ss))) {
+                    return Err(crate::Error::corrupt(format!(
+                        "LUKS2 segment {k} size {} is not a non-zero multiple of its sector size {ss}",
+                        s.size
+                    )));
                 }
                 if s.encryption.is_none() {
                     return Err(crate::Error::corrupt(format!("LUKS2 segment {k} has no encryption")));

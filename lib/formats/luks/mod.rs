@@ -358,6 +358,8 @@ impl Luks {
         let what = format!("LUKS1 keyslot {i}");
         let hash = l.hash().ok_or_else(|| crate::Error::unsupported(format!("{what}: hash {:?}", l.hash_spec)))?;
         let key_len = l.key_bytes as usize;
+        // An unsupported cipher is found before the (expensive) KDF runs.
+        sector_cipher(&self.header.cipher, &vec![0u8; key_len], 512)?;
         let slot_key = Kdf::Pbkdf2 { hash, iterations: s.iterations }.derive(pass.bytes(), &s.salt, key_len)?;
         let cipher = sector_cipher(&self.header.cipher, slot_key.bytes(), 512)?;
         let material = read_material(
@@ -411,12 +413,14 @@ impl Luks {
         }
         // Check what can be checked before the (expensive) KDF runs.
         sector_cipher(area_enc, &vec![0u8; area_key_len], 512)?;
+        // Only a keyslot bound to the data segment's digest holds the volume key (an unbound
+        // keyslot, `luksAddKey --unbound`, holds some other key).
         let digest = l
             .meta
-            .digests
-            .values()
-            .find(|d| d.keyslots.iter().any(|k| k == id))
-            .ok_or_else(|| crate::Error::corrupt(format!("{what} has no digest")))?;
+            .data_segment()
+            .and_then(|(seg, _)| l.meta.digest_for_segment(seg))
+            .filter(|d| d.keyslots.iter().any(|k| k == id))
+            .ok_or_else(|| crate::Error::unsupported(format!("{what} is not bound to the data segment")))?;
         if digest.kind != "pbkdf2" {
             return Err(crate::Error::unsupported(format!("{what}: digest type {:?}", digest.kind)));
         }
