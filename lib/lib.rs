@@ -33,6 +33,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod source;
+pub mod sys;
 pub mod verify;
 pub mod volume;
 
