@@ -22,6 +22,7 @@
 pub mod crypto;
 pub mod detect;
 mod error;
+pub mod extent;
 pub mod extract;
 pub mod formats;
 pub mod fs;
