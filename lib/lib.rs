@@ -38,4 +38,4 @@ pub mod sys;
 pub mod verify;
 pub mod volume;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, io_errno};
