@@ -32,6 +32,7 @@ pub mod migrate;
 pub mod output;
 pub mod pipeline;
 pub mod progress;
+pub mod remap;
 pub mod report;
 pub mod source;
 pub mod sys;
