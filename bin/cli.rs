@@ -36,6 +36,10 @@ pub enum Command {
     /// Migrate an image to dm-crypt: the exact cryptsetup mapping (plain), a detached LUKS2
     /// header over the unchanged data, or a re-encrypted LUKS2/LUKS1 container.
     Migrate(Box<MigrateArgs>),
+    /// List an image file's extents on its disk (FIEMAP), classify them, and say whether the
+    /// file can be remapped (its I/O sent straight to those blocks); --check reads every mapped
+    /// extent through the raw device and through the file system and compares them.
+    Extents(ExtentsArgs),
 }
 
 /// Where secrets come from. Never from an argument value.
@@ -332,4 +336,21 @@ pub struct MigrateArgs {
     /// reencrypt: make progress durable (fsync + checkpoint) every BYTES (default 64 MiB).
     #[arg(long, value_name = "BYTES", hide = true)]
     pub checkpoint_every: Option<String>,
+}
+
+/// `loopkit extents`.
+#[derive(Debug, Args)]
+pub struct ExtentsArgs {
+    /// The image file (opened read-only).
+    pub image: PathBuf,
+    /// Verify the mapping: read every mapped extent through the raw device and through the file
+    /// system and compare them (SHA-256 per extent).
+    #[arg(long)]
+    pub check: bool,
+    /// In the human output, list at most N extents (0 = all; JSON always lists all).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub max_rows: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
 }

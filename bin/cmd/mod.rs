@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod extents;
 pub mod extract;
 pub mod inspect;
 pub mod manifest;

@@ -118,6 +118,7 @@ pub fn survey(path: &Path, check: bool, progress: &mut dyn Progress, interrupt: 
     let mut pf = preflight::check(&file, path);
     let size = meta.len();
     let mut rows = Vec::new();
+    let mut listed = meta.is_file();
     if meta.is_file() && size > 0 {
         match fiemap::query(file.as_fd(), 0..size, true) {
             Ok(ext) => {
@@ -132,6 +133,7 @@ pub fn survey(path: &Path, check: bool, progress: &mut dyn Progress, interrupt: 
             }
             Err(e) if pf.refusals.iter().any(|r| r.code == "remap.no-fiemap" || r.code == "remap.fs-not-allowed") => {
                 pf.notes.push(format!("no extents listed: {e}"));
+                listed = false;
             }
             Err(e) => return Err(crate::Error::io(format!("FIEMAP of {what}"), e)),
         }
@@ -150,7 +152,7 @@ pub fn survey(path: &Path, check: bool, progress: &mut dyn Progress, interrupt: 
             });
         }
     }
-    let summary = summarise(&rows, size);
+    let summary = if listed { summarise(&rows, size) } else { Summary::default() };
     let check = if check && meta.is_file() && pf.backing.device.is_some() {
         Some(verify_extents(&file, &pf, &rows, size, progress, interrupt)?)
     } else {
