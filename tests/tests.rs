@@ -6,6 +6,7 @@
 mod ecc_repair;
 mod ecc_strip;
 mod ecc_verify;
+mod extents;
 mod fs_corrupt;
 mod fs_extract;
 mod fs_fixtures;
@@ -15,6 +16,7 @@ mod legacy;
 mod luks_read;
 mod migrate_modes;
 mod migrate_safety;
+mod mounts;
 mod util;
 mod vm;
 mod vm_legacy;
@@ -39,6 +41,7 @@ fn main() {
     trials.extend(migrate_modes::trials());
     trials.extend(migrate_safety::trials());
     trials.extend(vm_migrate::trials());
+    trials.extend(extents::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
     conclusion.exit();

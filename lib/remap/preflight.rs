@@ -330,10 +330,8 @@ pub fn check(file: &File, path: &Path) -> Preflight {
     if is_active_swap(meta.dev(), meta.ino()) {
         p.refusals.push(refuse("remap.swap-file", format!("{} is an active swap file", path.display())));
     }
-    if allowed {
-        if let Err(e) = sys::fiemap(file.as_fd(), 0, 1, 0, 1) {
-            p.refusals.push(refuse("remap.no-fiemap", format!("FIEMAP failed: {e}")));
-        }
+    if allowed && let Err(e) = sys::fiemap(file.as_fd(), 0, 1, 0, 1) {
+        p.refusals.push(refuse("remap.no-fiemap", format!("FIEMAP failed: {e}")));
     }
     p
 }
