@@ -17,6 +17,7 @@ mod luks_read;
 mod migrate_modes;
 mod migrate_safety;
 mod mounts;
+mod remap_engine;
 mod util;
 mod vm;
 mod vm_legacy;
@@ -42,6 +43,7 @@ fn main() {
     trials.extend(migrate_safety::trials());
     trials.extend(vm_migrate::trials());
     trials.extend(extents::trials());
+    trials.extend(remap_engine::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
     conclusion.exit();
