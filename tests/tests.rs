@@ -3,6 +3,7 @@
 //! Each module contributes `trials()`; oracles are independent tools (mkfs, genisoimage, Python
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
+mod bench_remap;
 mod ecc_repair;
 mod ecc_strip;
 mod ecc_verify;
@@ -44,6 +45,7 @@ fn main() {
     trials.extend(vm_migrate::trials());
     trials.extend(extents::trials());
     trials.extend(remap_engine::trials());
+    trials.extend(bench_remap::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
     conclusion.exit();
