@@ -4,7 +4,7 @@
 //! [`Engine`] is a [`ByteSource`] + [`ByteSink`], and [`Engine::plan_read`] /
 //! [`Engine::plan_write`] cut a request into pieces for an asynchronous front end (ublk).
 //!
-//! Safety rules (docs/remap.md): the file is the engine's only descriptor on the image and holds
+//! Safety rules (docs/formats/remap.md): the file is the engine's only descriptor on the image and holds
 //! a write lease; it is fsynced and its page cache dropped before raw I/O starts; the extent map
 //! is filled lazily with FIEMAP; a write into anything but a plain mapped extent goes through the
 //! file under an interval lock, then exactly the written range is re-mapped (what is still not
