@@ -214,6 +214,9 @@ fn lease_break() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// A thread's stripes: (offset, contents).
+type Stripes = Vec<(u64, Vec<u8>)>;
+
 fn concurrent() -> TestResult {
     let mounts = match file_systems() {
         Ok(m) => m,
@@ -226,14 +229,14 @@ fn concurrent() -> TestResult {
         let initial = make_mixed(&img)?;
         let e = open_engine(&img)?;
         let stripes = 16 * MIB / STRIPE;
-        let results: Vec<Result<Vec<(u64, Vec<u8>)>, String>> = std::thread::scope(|s| {
+        let results: Vec<Result<Stripes, String>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..THREADS)
                 .map(|t| {
                     let e = &e;
                     let initial = &initial;
-                    s.spawn(move || -> Result<Vec<(u64, Vec<u8>)>, String> {
+                    s.spawn(move || -> Result<Stripes, String> {
                         // This thread's stripes and their current contents.
-                        let mut mine: Vec<(u64, Vec<u8>)> = (0..stripes)
+                        let mut mine: Stripes = (0..stripes)
                             .filter(|k| k % THREADS == t)
                             .map(|k| (k * STRIPE, initial[(k * STRIPE) as usize..((k + 1) * STRIPE) as usize].to_vec()))
                             .collect();
@@ -247,7 +250,7 @@ fn concurrent() -> TestResult {
                                 ((lcg(&mut seed) % (STRIPE / 512)) * 512, (1 + lcg(&mut seed) % 16) * 512)
                             };
                             let len = len.min(STRIPE - off) as usize;
-                            if lcg(&mut seed) % 3 == 0 {
+                            if lcg(&mut seed).is_multiple_of(3) {
                                 let mut buf = vec![0u8; len];
                                 e.read_exact_at(&mut buf, base + off).map_err(|err| format!("read: {err}"))?;
                                 if buf[..] != mine[si].1[off as usize..off as usize + len] {
