@@ -115,6 +115,7 @@ struct Shared<B> {
     /// is only reachable through io_uring there): one region per (queue, tag).
     bounce: Option<std::fs::File>,
     wrote: AtomicBool,
+    failures: AtomicUsize,
 }
 
 /// Serve `backend` as a ublk device until `stop` is set or the device is removed. `on_live`
@@ -197,8 +198,16 @@ pub fn serve<B: Backend>(
         Ok(())
     };
 
-    let shared =
-        Arc::new(Shared { backend, slots, zero_copy, buf_bytes, depth, bounce, wrote: AtomicBool::new(false) });
+    let shared = Arc::new(Shared {
+        backend,
+        slots,
+        zero_copy,
+        buf_bytes,
+        depth,
+        bounce,
+        wrote: AtomicBool::new(false),
+        failures: AtomicUsize::new(0),
+    });
     let running = Arc::new(AtomicUsize::new(usize::from(queues)));
     let q_shared = shared.clone();
     let q_running = running.clone();
@@ -301,6 +310,7 @@ async fn io_task<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>) -> Resu
         q.submit_io_prep_cmd(tag, BufDesc::AutoReg(reg), 0, None).await?;
         loop {
             let res = handle(q, tag, s, &mut Buf::Fixed(tag), &mut segs).await;
+            report_failure(q, tag, s, res);
             q.submit_io_commit_cmd(tag, BufDesc::AutoReg(reg), res).await?;
         }
     } else {
@@ -308,9 +318,26 @@ async fn io_task<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>) -> Resu
         q.submit_io_prep_cmd(tag, BufDesc::Slice(buf.as_slice()), 0, Some(&buf)).await?;
         loop {
             let res = handle(q, tag, s, &mut Buf::Mem(buf.as_mut_slice()), &mut segs).await;
+            report_failure(q, tag, s, res);
             q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), res).await?;
         }
     }
+}
+
+/// Say on stderr why a request failed (the first few per device; errors stay visible).
+fn report_failure<B>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, res: i32) {
+    if res >= 0 || s.failures.fetch_add(1, Ordering::Relaxed) >= 20 {
+        return;
+    }
+    let iod = q.get_iod(tag);
+    eprintln!(
+        "loopkit: warning: ublk request failed: op {} flags {:#x} sector {} count {}: {}",
+        iod.op_flags & 0xff,
+        iod.op_flags & !0xff,
+        iod.start_sector,
+        iod.nr_sectors,
+        std::io::Error::from_raw_os_error(-res)
+    );
 }
 
 fn errno(e: &std::io::Error) -> i32 {
@@ -321,12 +348,11 @@ fn errno(e: &std::io::Error) -> i32 {
 async fn handle<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, buf: &mut Buf<'_>, segs: &mut Vec<Seg>) -> i32 {
     let iod = q.get_iod(tag);
     let (op, flags) = (iod.op_flags & 0xff, iod.op_flags);
-    let Some(offset) = iod.start_sector.checked_mul(512) else {
-        return -libc::EINVAL;
-    };
-    let len = match iod.nr_sectors.checked_mul(512) {
-        Some(l) if l <= s.buf_bytes => l,
-        _ => return -libc::EINVAL,
+    // Only reads and writes carry a position (a FLUSH's start_sector is all ones).
+    let (offset, len) = match (iod.start_sector.checked_mul(512), iod.nr_sectors.checked_mul(512)) {
+        (Some(o), Some(l)) if l <= s.buf_bytes => (o, l),
+        _ if op == sys::UBLK_IO_OP_READ || op == sys::UBLK_IO_OP_WRITE => return -libc::EINVAL,
+        _ => (0, 0),
     };
     let b = &*s.backend;
     segs.clear();
