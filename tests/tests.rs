@@ -17,6 +17,7 @@ mod migrate_modes;
 mod migrate_safety;
 mod util;
 mod vm;
+mod vm_attach;
 mod vm_legacy;
 mod vm_migrate;
 mod vm_smoke;
@@ -39,6 +40,7 @@ fn main() {
     trials.extend(migrate_modes::trials());
     trials.extend(migrate_safety::trials());
     trials.extend(vm_migrate::trials());
+    trials.extend(vm_attach::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
     conclusion.exit();
