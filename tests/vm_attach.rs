@@ -100,6 +100,7 @@ fn fio(file: &str, extra: &str) -> String {
 fn script(bin: &str, mode: Mode) -> String {
     let m = mode.args();
     let mut s = format!("LK={}\nM='{m}'\n{HELPERS}", vm::sh_quote(bin));
+    let body_start = s.len();
     s.push_str(
         r#"
 mkdir -p /tmp/h /tmp/m
@@ -157,6 +158,11 @@ mount -o ro "$dev" /tmp/m
     s.push_str(
         r#"umount /tmp/m
 stop c-cl "$dev"
+# --decrypt --read-write: plaintext written through the device is encrypted into the image
+# (checked on the host by decrypting the image with Python)
+dev=$(start c-rw $M --decrypt --read-write --passphrase-file /run/vm/pass /tmp/h/cl.img)
+dd if=/run/vm/rwdata of="$dev" bs=512 seek=RWSECTOR oflag=direct conv=fsync status=none
+stop c-rw "$dev"
 dev=$(start c-la $M --decrypt --passphrase-file /run/vm/pass --scheme loop-aes --key-bits 256 --key-derivation sha512 --itercountk 3 /tmp/h/la.img)
 echo "c-sha:la=$(sha256sum <"$dev" | cut -d' ' -f1)"
 mount -o ro "$dev" /tmp/m
@@ -203,8 +209,13 @@ stop e2 "$dev"
 umount /tmp/h
 "#,
     );
-    s
+    let body = s.split_off(body_start).replace("RWSECTOR", &RW_SECTOR.to_string());
+    s + &body
 }
+
+/// Where (512-byte sector) and how much (bytes) the `--decrypt --read-write` check writes.
+const RW_SECTOR: u64 = 2051;
+const RW_BYTES: usize = 65536;
 
 fn attach_checks(suite: &'static str, mode: Mode, want_path: &str) -> TestResult {
     let p = match plains() {
@@ -243,10 +254,12 @@ fn attach_checks(suite: &'static str, mode: Mode, want_path: &str) -> TestResult
     };
     let script = script(&bin_in_guest, mode);
     let pass_bytes = std::fs::read(&pass)?;
+    let mut rwdata = vec![0u8; RW_BYTES];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut rwdata)?;
     let job = VmJob {
         disks: &[Disk::rw(&outer)],
         script: &script,
-        files: &[("pass", &pass_bytes)],
+        files: &[("pass", &pass_bytes), ("rwdata", &rwdata)],
         timeout: Duration::from_secs(600),
         suite: Some(suite),
         ..Default::default()
@@ -322,6 +335,19 @@ fn attach_checks(suite: &'static str, mode: Mode, want_path: &str) -> TestResult
         );
         check(out.tree_sums(&format!("c-{n}:")) == want_files, format!("(c) {n}: files differ from the tree"));
     }
+    // --read-write: the image, taken out of the ext4 disk by debugfs and decrypted by Python,
+    // is the plaintext with the written range replaced.
+    let rw_img = d.path("cl-after.img");
+    run_ok(Command::new("debugfs").arg("-R").arg(format!("dump /cl.img {}", rw_img.display())).arg(&outer))?;
+    let mut want_plain = std::fs::read(p.dir.join("ext3.img"))?;
+    let at = (RW_SECTOR * 512) as usize;
+    want_plain[at..at + RW_BYTES].copy_from_slice(&rwdata);
+    let want_file = d.path("cl-want.img");
+    std::fs::write(&want_file, &want_plain)?;
+    let want_sha = sha256_file(&want_file)?;
+    let got_sha = crate::legacy::python_rmd160_payload_sha256(&rw_img, &pass)?;
+    check(got_sha == want_sha, format!("(c) --decrypt --read-write: decrypted image {got_sha}, want {want_sha}"));
+    check(one("c-rw-server-rc:") == ["0"], "(c) --read-write server failed".into());
     check(one("c-mapper:") == ["/dev/mapper/lkoc"], format!("(c) --open-crypt printed {:?}", one("c-mapper:")));
     check(one("c-mapper-closed:") == ["yes"], "(c) /dev/mapper/lkoc still there after detach".into());
 
@@ -335,7 +361,6 @@ fn attach_checks(suite: &'static str, mode: Mode, want_path: &str) -> TestResult
     check(one("e-reattach:") == ["ok"], format!("(e) attach after SIGKILL: {:?}", one("e-reattach:")));
     check(one("e2-server-rc:") == ["0"], "(e) the second server failed".into());
 
-    drop(check);
     // The originals built on the host are untouched (the guest wrote only its own disk copy).
     ensure!(sha256_file(&p.dir.join("ext3.img"))? == ext3_sum, "the plain ext3 fixture changed");
     if !errors.is_empty() {

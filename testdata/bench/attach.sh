@@ -1,0 +1,75 @@
+#!/bin/sh
+# Benchmark (issue 9): `loopkit attach` (file path) against the kernel's own block paths, in the
+# QEMU guest of tests/vm/ (TCG: absolute figures are meaningless, ratios from one run are not).
+# Targets, same VM run: the raw virtio disk, `losetup` buffered, `losetup --direct-io=on`, and
+# `loopkit attach` over the same fully written image file on an ext4 virtio disk (`--remap`
+# joins once the remap engine lands). Workloads (fio, libaio, direct, scheduler none):
+# 4 KiB random read QD32, 1 MiB sequential read QD4, 4 KiB random write QD32.
+#
+# Usage: testdata/bench/attach.sh [SUITE] [SECONDS]   (SUITE: trixie (6.12, default) or
+# trixie-backports (7.x); SECONDS per fio run, default 8). Run as root. Prints Markdown.
+set -eu
+suite=${1:-trixie}
+secs=${2:-8}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+lk="$root/target/release/loopkit"
+[ -x "$lk" ] || (cd "$root" && cargo build --release --bins -q)
+command -v fio >/dev/null || { echo "fio is not installed" >&2; exit 2; }
+work=$(mktemp -d /var/tmp/loopkit-bench-attach.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+truncate -s 400M "$work/ext4.img"
+mkfs.ext4 -q -F "$work/ext4.img"
+truncate -s 256M "$work/raw.img"
+# The raw disk gets real blocks too (a sparse host file reads faster than a written one).
+dd if=/dev/zero of="$work/raw.img" bs=1M count=256 conv=notrunc status=none
+case "$lk" in /tmp/*) lk_guest="/run/host-tmp/${lk#/tmp/}" ;; *) lk_guest=$lk ;; esac
+cat >"$work/bench.sh" <<EOF
+LK='$lk_guest'
+SECS=$secs
+EOF
+cat >>"$work/bench.sh" <<'EOF'
+mkdir -p /tmp/h
+mount -t ext4 /dev/vda /tmp/h
+dd if=/dev/zero of=/tmp/h/img bs=1M count=256 oflag=direct status=none
+sync
+run() { # TARGET-NAME DEVICE
+    for w in "randread 4k 32" "read 1M 4" "randwrite 4k 32"; do
+        set -- "$1" "$2" $w
+        echo none >/sys/block/$(basename "$(readlink -f "$2")")/queue/scheduler 2>/dev/null || true
+        fio --name=b --filename="$2" --ioengine=libaio --direct=1 --rw="$3" --bs="$4" --iodepth="$5" \
+            --time_based --runtime="$SECS" --ramp_time=1 --size=256M --randrepeat=1 --norandommap \
+            --output-format=json >/tmp/fio.json
+        python3 -c 'import json,sys; j=json.load(open("/tmp/fio.json"))["jobs"][0]; r=j["read"]["iops"]+j["write"]["iops"]; b=(j["read"]["bw"]+j["write"]["bw"])/1024; print("result:%s:%s %s:%.0f:%.1f" % (sys.argv[1], sys.argv[2], sys.argv[3], r, b))' "$1" "$3" "$4"
+    done
+}
+echo "kernel:$(uname -r)"
+run raw /dev/vdb
+dev=$(losetup -f --show /tmp/h/img); run losetup-buffered "$dev"; losetup -d "$dev"
+dev=$(losetup -f --show --direct-io=on /tmp/h/img); run losetup-dio "$dev"; losetup -d "$dev"
+"$LK" attach /tmp/h/img >/tmp/a.out 2>/tmp/a.err &
+for _ in $(seq 300); do [ -s /tmp/a.out ] && break; sleep 0.1; done
+dev=$(head -n 1 /tmp/a.out)
+path=$(awk '{print}' /tmp/a.err | sed -n 's/.*(read-write, \([a-z-]*\) path.*/\1/p')
+run "loopkit-attach-$path" "$dev"
+"$LK" detach "$dev"
+wait
+umount /tmp/h
+EOF
+LOOPKIT_VM_SUITE=$suite flock /tmp/loopkit-vm.lock sh "$root/tests/vm/run.sh" -w "$work/job" -d "$work/ext4.img" -d "$work/raw.img" -t 1800 -m 1024 -c 2 "$work/bench.sh" >&2 || {
+    tail -n 30 "$work/job/stderr" >&2
+    exit 1
+}
+kernel=$(sed -n 's/^kernel://p' "$work/job/stdout")
+echo "fio in the TCG guest, kernel $kernel, $secs s per run, $(date -u +%Y-%m-%d), host load $(cut -d' ' -f1-3 /proc/loadavg):"
+echo
+echo "| target | 4k randread QD32 IOPS | 1M seqread QD4 MiB/s | 4k randwrite QD32 IOPS |"
+echo "|---|---:|---:|---:|"
+sed -n 's/^result://p' "$work/job/stdout" | awk -F: '
+    { split($2, w, " "); t[$1] = 1; order[$1] = (order[$1] ? order[$1] : ++n)
+      if (w[1] == "randread") rr[$1] = $3; else if (w[1] == "read") sr[$1] = $4; else rw[$1] = $3 }
+    END { for (k in t) name[order[k]] = k
+          for (i = 1; i <= n; i++) { k = name[i]; printf "| %s | %s | %s | %s |\n", k, rr[k], sr[k], rw[k] }
+          for (i = 1; i <= n; i++) { k = name[i]; if (k ~ /^loopkit/) lk = k }
+          if (lk != "" && rr["raw"] > 0 && rr["losetup-dio"] > 0) {
+              printf "\nratios %s: vs raw %.2f / %.2f / %.2f; vs losetup --direct-io %.2f / %.2f / %.2f (randread / seqread / randwrite)\n",
+                  lk, rr[lk]/rr["raw"], sr[lk]/sr["raw"], rw[lk]/rw["raw"], rr[lk]/rr["losetup-dio"], sr[lk]/sr["losetup-dio"], rw[lk]/rw["losetup-dio"] } }'
