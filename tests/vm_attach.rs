@@ -48,9 +48,48 @@ impl Mode {
 
 pub fn trials() -> Vec<Trial> {
     vec![
+        trial("vm_attach::refusals_without_a_kernel", refusals_without_a_kernel),
         trial("vm_attach::file_path_on_trixie_6_12", file_on_trixie),
         trial("vm_attach::file_path_on_backports_7", file_on_backports),
     ]
+}
+
+/// On the host (no ublk needed): what `attach` must refuse before touching the kernel, with
+/// exit 2 and the reason, and an empty `--list`/`detach` of nothing. The image is unchanged.
+fn refusals_without_a_kernel() -> TestResult {
+    let d = Scratch::new("attach-refusals");
+    let odd = d.path("odd.img");
+    std::fs::write(&odd, vec![7u8; 1000])?;
+    let good = d.path("good.img");
+    std::fs::write(&good, vec![0u8; 4096])?;
+    let state = d.path("state");
+    let lk = |args: &[&str]| -> Result<std::process::Output, libtest_mimic::Failed> {
+        util::run(util::loopkit(args).env("LOOPKIT_STATE_DIR", &state))
+    };
+    let out = lk(&["attach", odd.to_str().unwrap()])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        util::code(&out) == 2 && err.contains("1000 bytes") && err.contains("not a multiple of 512"),
+        "odd size: exit {} {err}",
+        util::code(&out)
+    );
+    let out = lk(&["attach", "--remap", good.to_str().unwrap(), "--json"])?;
+    let v = util::json(&out)?;
+    ensure!(
+        util::code(&out) == 2 && v["ok"] == false && v["error"]["kind"] == "unsupported",
+        "--remap: exit {} {v}",
+        util::code(&out)
+    );
+    ensure!(v["error"]["message"].as_str().is_some_and(|m| m.contains("not available yet")), "--remap message: {v}");
+    let out = lk(&["attach", "--list", "--json"])?;
+    let v = util::json(&out)?;
+    ensure!(util::code(&out) == 0 && v["devices"] == serde_json::json!([]), "empty list: {v}");
+    let out = lk(&["detach", "/dev/ublkb99"])?;
+    ensure!(util::code(&out) == 2, "detach of nothing: exit {}", util::code(&out));
+    let out = lk(&["attach", d.path("missing.img").to_str().unwrap()])?;
+    ensure!(util::code(&out) == 2, "missing image: exit {}", util::code(&out));
+    ensure!(std::fs::read(&odd)? == vec![7u8; 1000], "the refused image changed");
+    Ok(Completion::Completed)
 }
 
 fn file_on_trixie() -> TestResult {

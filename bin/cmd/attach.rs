@@ -217,7 +217,7 @@ fn run_cryptsetup(oc: &OpenCrypt, line: &str) -> Result<(), String> {
     if !Path::new("/dev/mapper/control").exists() {
         return Err("device-mapper is not available (/dev/mapper/control missing)".into());
     }
-    let words = shell_words(line).ok_or_else(|| format!("cannot split the command line: {line}"))?;
+    let words = attach::split_command(line).ok_or_else(|| format!("cannot split the command line: {line}"))?;
     let (prog, args) = words.split_first().ok_or("empty command")?;
     let mut child = Command::new(prog)
         .args(args)
@@ -235,47 +235,6 @@ fn run_cryptsetup(oc: &OpenCrypt, line: &str) -> Result<(), String> {
     } else {
         Err(format!("{prog} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
     }
-}
-
-/// Split a line the way `sh` would for plain words and single-quoted strings (what loopkit's
-/// own command lines use). `None` on other shell syntax.
-fn shell_words(line: &str) -> Option<Vec<String>> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' | '\t' => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next()? {
-                        '\'' => break,
-                        c => cur.push(c),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                cur.push(chars.next()?);
-            }
-            '"' | '$' | '`' | ';' | '&' | '|' | '<' | '>' => return None,
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    Some(words)
 }
 
 /// `attach --list`.
@@ -372,19 +331,4 @@ pub fn detach(a: &DetachArgs) -> loopkit::Result<u8> {
         eprintln!("loopkit: {} {how}", e.device);
     }
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_words_handles_single_quotes() {
-        assert_eq!(
-            shell_words("cryptsetup open --key-file 'a b'\\''c' /dev/ublkb0 x").unwrap(),
-            ["cryptsetup", "open", "--key-file", "a b'c", "/dev/ublkb0", "x"]
-        );
-        assert!(shell_words("echo $(id)").is_none());
-        assert!(shell_words("echo 'open").is_none());
-    }
 }
