@@ -51,7 +51,7 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
              attach without --remap serves the image through the file",
         ));
     }
-    let mut notes = Vec::new();
+    let notes = Vec::new();
     let mut open_crypt = None;
     let (backend, img, mode) = if a.decrypt {
         let (opened, _, _) = super::open_keeping_secrets(image, &a.secrets, &a.params)?;
@@ -83,6 +83,20 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         let file = img.file.try_clone().map_err(|e| loopkit::Error::io("cannot duplicate the image fd", e))?;
         (FileBackend::new(file, 0, size, img.writable, None)?, img, "file")
     };
+    serve(backend, &img, mode, a, notes, open_crypt, interrupt)
+}
+
+/// Serve any backend (the file path here; the remap engine plugs in the same way) until
+/// detached, printing the device once live.
+fn serve<B: attach::Backend>(
+    backend: B,
+    img: &attach::ImageFile,
+    mode: &str,
+    a: &AttachArgs,
+    mut notes: Vec<String>,
+    open_crypt: Option<OpenCrypt>,
+    interrupt: &Interrupt,
+) -> loopkit::Result<u8> {
     notes.extend(img.notes.iter().cloned());
     for n in &notes {
         eprintln!("loopkit: note: {n}");
