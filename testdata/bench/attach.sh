@@ -22,7 +22,9 @@ mkfs.ext4 -q -F "$work/ext4.img"
 truncate -s 256M "$work/raw.img"
 # The raw disk gets real blocks too (a sparse host file reads faster than a written one).
 dd if=/dev/zero of="$work/raw.img" bs=1M count=256 conv=notrunc status=none
-case "$lk" in /tmp/*) lk_guest="/run/host-tmp/${lk#/tmp/}" ;; *) lk_guest=$lk ;; esac
+# The guest runs a private copy (a rebuild during the run must not change the binary under it).
+cp "$lk" "$work/loopkit"
+lk_guest="$work/loopkit"
 cat >"$work/bench.sh" <<EOF
 LK='$lk_guest'
 SECS=$secs
