@@ -173,7 +173,7 @@ for n in full sparse falloc; do
     s.push_str(&format!("    {} || rc=$?\n", fio("\"$dev\"", "")));
     s.push_str(
         r#"    echo "b-dev:$n=$rc"
-    stop b-$n "$dev"
+    stop b-$n /tmp/h/$n.img  # detach by image path
 done
 umount /tmp/h
 mount -t ext4 /dev/vda /tmp/h
