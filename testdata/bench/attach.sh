@@ -4,7 +4,9 @@
 # Targets, same VM run: the raw virtio disk, `losetup` buffered, `losetup --direct-io=on`, and
 # `loopkit attach` over the same fully written image file on an ext4 virtio disk (`--remap`
 # joins once the remap engine lands). Workloads (fio, libaio, direct, scheduler none):
-# 4 KiB random read QD32, 1 MiB sequential read QD4, 4 KiB random write QD32.
+# 4 KiB random read QD32, 1 MiB sequential read QD4, 4 KiB random write QD32; and 1 MiB
+# sequential reads of a cryptoloop image through `loopkit attach --decrypt` against `cryptsetup
+# open --type plain` over `losetup --direct-io=on`.
 #
 # Usage: testdata/bench/attach.sh [SUITE] [SECONDS]   (SUITE: trixie (6.12, default) or
 # trixie-backports (7.x); SECONDS per fio run, default 8). Run as root. Prints Markdown.
@@ -55,6 +57,29 @@ path=$(awk '{print}' /tmp/a.err | sed -n 's/.*(read-write, \([a-z-]*\) path.*/\1
 run "loopkit-attach-$path" "$dev"
 "$LK" detach "$dev"
 wait
+# --decrypt against dm-crypt: a cryptoloop-style image (aes-cbc-plain, 256-bit key from the
+# passphrase by ripemd160, as Debian's losetup made them) written by cryptsetup itself, ext4
+# inside so that loopkit's detection confirms the parameters; 1 MiB sequential reads.
+printf 'benchpass\n' >/tmp/pass
+dd if=/dev/zero of=/tmp/h/enc bs=1M count=128 status=none
+dev=$(losetup -f --show --direct-io=on /tmp/h/enc)
+cryptsetup open --type plain --cipher aes-cbc-plain --key-size 256 --hash ripemd160 "$dev" benchenc </tmp/pass
+mkfs.ext4 -q /dev/mapper/benchenc
+sync
+run_one() { # NAME DEVICE
+    fio --name=b --filename="$2" --ioengine=libaio --direct=1 --rw=read --bs=1M --iodepth=4 \
+        --time_based --runtime="$SECS" --ramp_time=1 --output-format=json >/tmp/fio.json
+    python3 -c 'import json,sys; j=json.load(open("/tmp/fio.json"))["jobs"][0]; print("dresult:%s:%.1f" % (sys.argv[1], j["read"]["bw"]/1024))' "$1"
+}
+run_one cryptsetup-plain-over-loop-dio /dev/mapper/benchenc
+cryptsetup close benchenc
+losetup -d "$dev"
+"$LK" attach --decrypt --passphrase-file /tmp/pass /tmp/h/enc >/tmp/d.out 2>/tmp/d.err &
+for _ in $(seq 600); do [ -s /tmp/d.out ] && break; sleep 0.1; done
+dev=$(head -n 1 /tmp/d.out)
+run_one loopkit-attach-decrypt "$dev"
+"$LK" detach "$dev"
+wait
 umount /tmp/h
 EOF
 LOOPKIT_VM_SUITE=$suite flock /tmp/loopkit-vm.lock sh "$root/tests/vm/run.sh" -w "$work/job" -d "$work/ext4.img" -d "$work/raw.img" -t 1800 -m 1024 -c 2 "$work/bench.sh" >&2 || {
@@ -75,3 +100,8 @@ sed -n 's/^result://p' "$work/job/stdout" | awk -F: '
           if (lk != "" && rr["raw"] > 0 && rr["losetup-dio"] > 0) {
               printf "\nratios %s: vs raw %.2f / %.2f / %.2f; vs losetup --direct-io %.2f / %.2f / %.2f (randread / seqread / randwrite)\n",
                   lk, rr[lk]/rr["raw"], sr[lk]/sr["raw"], rw[lk]/rw["raw"], rr[lk]/rr["losetup-dio"], sr[lk]/sr["losetup-dio"], rw[lk]/rw["losetup-dio"] } }'
+echo
+echo "| target (cryptoloop aes-cbc-plain 256) | 1M seqread QD4 MiB/s |"
+echo "|---|---:|"
+sed -n 's/^dresult://p' "$work/job/stdout" | awk -F: '{ printf "| %s | %s |\n", $1, $2; v[$1] = $2 }
+    END { if (v["cryptsetup-plain-over-loop-dio"] > 0) printf "\nratio loopkit-attach-decrypt / cryptsetup plain over loop --direct-io: %.2f\n", v["loopkit-attach-decrypt"] / v["cryptsetup-plain-over-loop-dio"] }'
