@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod attach;
 pub mod crypto;
 pub mod detect;
 mod error;

@@ -263,6 +263,19 @@ impl Drop for AlignedBuf {
     }
 }
 
+/// `unshare(CLONE_NEWNS)`: the calling thread gets its own mount namespace (threads it starts
+/// later inherit it). The ublk server needs it so that an unmount triggered at its exit cannot
+/// wait on I/O only it could serve (libublk README).
+///
+/// # Errors
+/// The OS error (`EPERM` without `CAP_SYS_ADMIN`).
+pub fn unshare_mount_namespace() -> io::Result<()> {
+    // SAFETY: only CLONE_NEWNS is unshared (it implies CLONE_FS): the thread gets its own mount
+    // namespace and root/cwd copy. No memory, file table or signal state changes, so nothing the
+    // rest of the process relies on is invalidated.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.map_err(os)
+}
+
 /// `st_dev`/`st_rdev` split into (major, minor).
 pub fn dev_major_minor(dev: u64) -> (u32, u32) {
     (rustix::fs::major(dev), rustix::fs::minor(dev))

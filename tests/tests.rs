@@ -21,6 +21,7 @@ mod mounts;
 mod remap_engine;
 mod util;
 mod vm;
+mod vm_attach;
 mod vm_legacy;
 mod vm_migrate;
 mod vm_smoke;
@@ -46,6 +47,7 @@ fn main() {
     trials.extend(extents::trials());
     trials.extend(remap_engine::trials());
     trials.extend(bench_remap::trials());
+    trials.extend(vm_attach::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
     conclusion.exit();
