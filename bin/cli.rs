@@ -375,8 +375,10 @@ pub struct AttachArgs {
     /// --decrypt: allow writes (plaintext written through the device is encrypted into the image).
     #[arg(long, requires = "decrypt", conflicts_with = "read_only")]
     pub read_write: bool,
-    /// Serve from the file's extent map on the raw device (needs the remap engine).
-    #[arg(long, conflicts_with_all = ["decrypt", "open_crypt"])]
+    /// Send I/O straight to the disk blocks the image occupies (FIEMAP extent map, exclusive
+    /// lease; see `loopkit extents`). When the file cannot be remapped safely the image is served
+    /// through the file instead and the reason is printed.
+    #[arg(long)]
     pub remap: bool,
     /// Serve the plaintext of an encrypted legacy or LUKS image, decrypting in the server
     /// (read-only unless --read-write).

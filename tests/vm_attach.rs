@@ -9,10 +9,12 @@
 //!     through the file system (every byte landed), and their sizes did not change;
 //! (c) a cryptoloop image with `--decrypt` and one with `--open-crypt`, a loop-AES `-C` image
 //!     with `--decrypt`: device (or mapper) bytes equal the plaintext, files equal the tree;
-//! (d) lease breaking: needs the remap engine (see [`Mode`]);
+//! (d) `--remap` only: a second process opening the image while it is attached gets it only after
+//!     the server stopped remapping and released its lease, and sees every byte written through
+//!     the device; writes after that go through the file and land too;
 //! (e) SIGKILL of the server: I/O on the device fails, the device goes away, the data written
 //!     before stays in the image, `detach` cleans up the record, and a new attach works.
-//! The mode (file path now, `--remap` once the engine lands) is a parameter of every check.
+//! The mode (file path, or `--remap`: the remap engine) is a parameter of every check.
 
 use crate::ensure;
 use crate::legacy::{encrypt, plains};
@@ -28,20 +30,21 @@ use std::time::Duration;
 enum Mode {
     /// Through the image file (io_uring, O_DIRECT).
     File,
-    // REMAP: once `loopkit attach --remap` is wired to the remap engine, add
-    // `Remap` here (its `args()` is "--remap"), register `remap_on_trixie` and
-    // `remap_on_backports` in `trials()`, and fill in the lease check (d) in `script()`.
+    /// Through the remap engine (raw device I/O at the file's extents).
+    Remap,
 }
 
 impl Mode {
     fn args(self) -> &'static str {
         match self {
             Mode::File => "",
+            Mode::Remap => "--remap",
         }
     }
     fn name(self) -> &'static str {
         match self {
             Mode::File => "file",
+            Mode::Remap => "remap",
         }
     }
 }
@@ -51,6 +54,8 @@ pub fn trials() -> Vec<Trial> {
         trial("vm_attach::refusals_without_a_kernel", refusals_without_a_kernel),
         trial("vm_attach::file_path_on_trixie_6_12", file_on_trixie),
         trial("vm_attach::file_path_on_backports_7", file_on_backports),
+        trial("vm_attach::remap_on_trixie_6_12", remap_on_trixie),
+        trial("vm_attach::remap_on_backports_7", remap_on_backports),
     ]
 }
 
@@ -75,12 +80,14 @@ fn refusals_without_a_kernel() -> TestResult {
     );
     let out = lk(&["attach", "--remap", good.to_str().unwrap(), "--json"])?;
     let v = util::json(&out)?;
+    // No ublk on the host: refused before any preflight, lease or I/O.
     ensure!(
         util::code(&out) == 2 && v["ok"] == false && v["error"]["kind"] == "unsupported",
         "--remap: exit {} {v}",
         util::code(&out)
     );
-    ensure!(v["error"]["message"].as_str().is_some_and(|m| m.contains("not available yet")), "--remap message: {v}");
+    let msg = v["error"]["message"].as_str().unwrap_or("");
+    ensure!(msg.contains("ublk is not available"), "--remap message: {v}");
     let out = lk(&["attach", "--list", "--json"])?;
     let v = util::json(&out)?;
     ensure!(util::code(&out) == 0 && v["devices"] == serde_json::json!([]), "empty list: {v}");
@@ -98,6 +105,14 @@ fn file_on_trixie() -> TestResult {
 
 fn file_on_backports() -> TestResult {
     attach_checks(vm::BACKPORTS, Mode::File, "zero-copy")
+}
+
+fn remap_on_trixie() -> TestResult {
+    attach_checks(vm::TRIXIE, Mode::Remap, "copy")
+}
+
+fn remap_on_backports() -> TestResult {
+    attach_checks(vm::BACKPORTS, Mode::Remap, "zero-copy")
 }
 
 /// Guest shell helpers: `start NAME ARGS…` runs `loopkit attach ARGS…` in the background with
@@ -224,7 +239,21 @@ mount -o ro "$mapper" /tmp/m
 stop c-oc "$dev"
 echo "c-mapper-closed:$(test -e /dev/mapper/lkoc && echo no || echo yes)"
 
-# (d) lease breaking: only with --remap (not in this build; see tests/vm_attach.rs, Mode)
+# (d) lease breaking (--remap only)
+if [ "$M" = "--remap" ]; then
+dd if=/dev/zero of=/tmp/h/lease.img bs=1M count=8 conv=fsync status=none
+head -c 1048576 /dev/urandom >/tmp/d1
+head -c 1048576 /dev/urandom >/tmp/d2
+dev=$(start d $M /tmp/h/lease.img)
+"$LK" attach --list --json >/run/vm/list-d.json
+dd if=/tmp/d1 of="$dev" bs=1M seek=2 oflag=direct conv=fsync status=none
+# A second opener: its open waits until the server stopped remapping and gave the lease up.
+echo "d-seen:$(timeout 60 dd if=/tmp/h/lease.img bs=1M skip=2 count=1 status=none | cmp -s - /tmp/d1 && echo ok || echo differs)"
+dd if=/tmp/d2 of="$dev" bs=1M seek=4 oflag=direct conv=fsync status=none
+echo "d-dev:$(dd if="$dev" bs=1M skip=2 count=1 iflag=direct status=none | cmp -s - /tmp/d1 && echo ok || echo differs)"
+stop d "$dev"
+echo "d-after:$(dd if=/tmp/h/lease.img bs=1M skip=4 count=1 status=none | cmp -s - /tmp/d2 && echo ok || echo differs)"
+fi
 
 # (e) SIGKILL of the server
 dd if=/dev/zero of=/tmp/h/kill.img bs=1M count=8 conv=fsync status=none
@@ -324,7 +353,11 @@ fn attach_checks(suite: &'static str, mode: Mode, want_path: &str) -> TestResult
     // (a)
     let a: serde_json::Value = serde_json::from_slice(&out.file("a.json")?).map_err(|e| format!("a.json: {e}"))?;
     check(a["data_path"] == want_path, format!("(a) data path {} on {suite}, want {want_path}", a["data_path"]));
-    check(a["read_only"] == true && a["mode"] == "file", format!("(a) attach --json: {a}"));
+    check(a["read_only"] == true && a["mode"] == mode.name(), format!("(a) attach --json: {a}"));
+    let fell_back = a["notes"]
+        .as_array()
+        .is_some_and(|n| n.iter().any(|x| x.as_str().is_some_and(|s| s.contains("not remapping"))));
+    check(!fell_back, format!("(a) --remap fell back to the file path: {a}"));
     check(a["size_bytes"] == std::fs::metadata(p.dir.join("ext3.img"))?.len(), format!("(a) size: {a}"));
     check(
         out.tree_sums("a:") == want_files,
@@ -337,7 +370,7 @@ fn attach_checks(suite: &'static str, mode: Mode, want_path: &str) -> TestResult
         list["devices"].as_array().map(Vec::len) == Some(1)
             && listed["device"] == a["device"]
             && listed["live"] == true
-            && listed["remap"] == "off"
+            && listed["remap"] == if mode == Mode::Remap { "active" } else { "off" }
             && listed["data_path"] == want_path,
         format!("(a) attach --list --json: {list}"),
     );
@@ -389,6 +422,21 @@ fn attach_checks(suite: &'static str, mode: Mode, want_path: &str) -> TestResult
     check(one("c-rw-server-rc:") == ["0"], "(c) --read-write server failed".into());
     check(one("c-mapper:") == ["/dev/mapper/lkoc"], format!("(c) --open-crypt printed {:?}", one("c-mapper:")));
     check(one("c-mapper-closed:") == ["yes"], "(c) /dev/mapper/lkoc still there after detach".into());
+
+    // (d)
+    if mode == Mode::Remap {
+        let ld: serde_json::Value =
+            serde_json::from_slice(&out.file("list-d.json")?).map_err(|e| format!("list-d.json: {e}"))?;
+        let entry = &ld["devices"][0];
+        check(
+            entry["remap"] == "active" && entry["lease"] == "write lease held",
+            format!("(d) before the break: {ld}"),
+        );
+        check(one("d-seen:") == ["ok"], format!("(d) the second opener saw {:?}", one("d-seen:")));
+        check(one("d-dev:") == ["ok"], format!("(d) the device after the break: {:?}", one("d-dev:")));
+        check(one("d-after:") == ["ok"], format!("(d) writes after the break: {:?}", one("d-after:")));
+        check(one("d-server-rc:") == ["0"], format!("(d) server exit {:?}", one("d-server-rc:")));
+    }
 
     // (e)
     check(one("e-io:") == ["error"], format!("(e) I/O after SIGKILL: {:?}", one("e-io:")));

@@ -2,7 +2,7 @@
 //! `loopkit attach --list` and `loopkit detach DEVICE|IMAGE`.
 
 use crate::cli::{AttachArgs, DetachArgs};
-use loopkit::attach::{self, Crypt, FileBackend, state};
+use loopkit::attach::{self, Backend, Crypt, FileBackend, state};
 use loopkit::image::Content;
 use loopkit::progress::Interrupt;
 use serde::Serialize;
@@ -45,14 +45,16 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     let Some(image) = a.image.as_deref() else {
         return Err(loopkit::Error::invalid("give an IMAGE to attach, or --list"));
     };
-    if a.remap {
-        return Err(loopkit::Error::unsupported(
-            "--remap is not available yet: this build has no remap engine (FIEMAP extent map, preflight, lease); \
-             attach without --remap serves the image through the file",
-        ));
-    }
-    let notes = Vec::new();
+    let mut notes = Vec::new();
     let mut open_crypt = None;
+    if a.remap {
+        match remap_backend(image, a)? {
+            Ok((backend, img, mode, oc)) => return serve(backend, &img, mode, a, notes, oc, interrupt),
+            Err(refused) => {
+                notes.push(format!("not remapping, serving through the file instead: {refused}"));
+            }
+        }
+    }
     let (backend, img, mode) = if a.decrypt {
         let (opened, _, _) = super::open_keeping_secrets(image, &a.secrets, &a.params)?;
         let Some((layout, cipher)) = opened.payload()? else {
@@ -86,8 +88,69 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     serve(backend, &img, mode, a, notes, open_crypt, interrupt)
 }
 
-/// Serve any backend (the file path here; the remap engine plugs in the same way) until
-/// detached, printing the device once live.
+/// `--remap`: the remap engine as the backend (with `--decrypt`: over the payload window,
+/// decrypting; with `--open-crypt`: read-only, cryptsetup on top). `Ok(Err(why))` when preflight
+/// or exclusivity refuses: the caller falls back to the file path and says why.
+#[allow(clippy::type_complexity)]
+fn remap_backend(
+    image: &Path,
+    a: &AttachArgs,
+) -> loopkit::Result<Result<(attach::RemapBackend, attach::ImageFile, &'static str, Option<OpenCrypt>), String>> {
+    // No lease or preflight on a machine that cannot serve the device anyway.
+    attach::server::available()?;
+    let mut open_crypt = None;
+    let (read_only, window, crypt, mode) = if a.decrypt {
+        // The opened image (and its file descriptor) is dropped before the engine takes its
+        // lease, which needs the only open descriptor.
+        let (window, crypt) = {
+            let (opened, _, _) = super::open_keeping_secrets(image, &a.secrets, &a.params)?;
+            let Some((layout, cipher)) = opened.payload()? else {
+                return Err(opened.locked_error());
+            };
+            if a.read_write && opened.ecc.is_some() {
+                return Err(loopkit::Error::new(
+                    loopkit::ErrorKind::Unsafe,
+                    "the image carries dvdisaster error-correction data: writing through the device would make it \
+                     stale (attach without --read-write, or strip the ECC first)",
+                ));
+            }
+            let crypt = match opened.content {
+                Content::Plain { .. } | Content::UnknownPlain { .. } => None,
+                _ => Some(Crypt { cipher, iv_offset_sectors: layout.iv_offset_sectors }),
+            };
+            (Some((layout.offset_bytes, layout.size_bytes)), crypt)
+        };
+        (!a.read_write, window, crypt, "remap+decrypt")
+    } else {
+        if let Some(name) = &a.open_crypt {
+            open_crypt = Some(prepare_open_crypt(image, a, name)?);
+        }
+        (a.read_only || a.open_crypt.is_some(), None, None, "remap")
+    };
+    let (backend, pf) = match attach::RemapBackend::open(image, read_only, window, crypt) {
+        Ok(b) => b,
+        Err(e) if matches!(e.kind(), loopkit::ErrorKind::Unsafe | loopkit::ErrorKind::Unsupported) => {
+            return Ok(Err(e.to_string()));
+        }
+        Err(e) => return Err(e),
+    };
+    let file =
+        backend.image_fd().try_clone_to_owned().map_err(|e| loopkit::Error::io("cannot duplicate the image fd", e))?;
+    let path = std::fs::canonicalize(image).map_err(|e| loopkit::Error::io(format!("{}", image.display()), e))?;
+    let pbs = pf.backing.physical_block.clamp(512, 65536);
+    let img = attach::ImageFile {
+        file: std::fs::File::from(file),
+        path,
+        writable: !read_only,
+        direct_io: true,
+        physical_bs_shift: if pbs.is_power_of_two() { pbs.trailing_zeros() as u8 } else { 9 },
+        notes: pf.notes.clone(),
+    };
+    Ok(Ok((backend, img, mode, open_crypt)))
+}
+
+/// Serve any backend (the file path or the remap engine) until detached, printing the device
+/// once live.
 fn serve<B: attach::Backend>(
     backend: B,
     img: &attach::ImageFile,

@@ -5,10 +5,12 @@
 //! also with a sector cipher for `--decrypt`) or the remap engine.
 
 pub mod backend;
+pub mod remap;
 pub mod server;
 pub mod state;
 
 pub use backend::{Backend, Crypt, FileBackend, Seg, Target};
+pub use remap::RemapBackend;
 pub use server::{DataPath, Finished};
 
 use crate::progress::Interrupt;

@@ -205,12 +205,13 @@ impl Engine {
         dd.read(true).write(!opts.read_only).custom_flags(libc::O_DIRECT | libc::O_CLOEXEC);
         let dev = dd.open(&dev_path).map_err(|e| {
             let hint = match e.raw_os_error() {
-                Some(libc::EBUSY) | Some(libc::EPERM) if !opts.read_only => {
-                    " (the kernel refuses writes to a mounted block device: CONFIG_BLK_DEV_WRITE_MOUNTED=n or bdev_allow_write_mounted=0)"
+                Some(libc::EBUSY) | Some(libc::EPERM) | Some(libc::EACCES) if !opts.read_only => {
+                    " (a kernel built without CONFIG_BLK_DEV_WRITE_MOUNTED, booted with bdev_allow_write_mounted=0, or \
+                     a security policy refuses writes to a mounted block device)"
                 }
                 _ => "",
             };
-            crate::Error::io(format!("cannot open the device {} of {what}{hint}", dev_path.display()), e)
+            unsafe_err(format!("cannot open {} (the device under {what}) for raw I/O{hint}: {e}", dev_path.display()))
         })?;
         let dev_bytes = pf.backing.device_bytes.unwrap_or(u64::MAX);
         let inner = Arc::new(Inner {
