@@ -249,6 +249,8 @@ dev=$(start d $M /tmp/h/lease.img)
 dd if=/tmp/d1 of="$dev" bs=1M seek=2 oflag=direct conv=fsync status=none
 # A second opener: its open waits until the server stopped remapping and gave the lease up.
 echo "d-seen:$(timeout 60 dd if=/tmp/h/lease.img bs=1M skip=2 count=1 status=none | cmp -s - /tmp/d1 && echo ok || echo differs)"
+sleep 1
+"$LK" attach --list --json >/run/vm/list-d2.json
 dd if=/tmp/d2 of="$dev" bs=1M seek=4 oflag=direct conv=fsync status=none
 echo "d-dev:$(dd if="$dev" bs=1M skip=2 count=1 iflag=direct status=none | cmp -s - /tmp/d1 && echo ok || echo differs)"
 stop d "$dev"
@@ -433,6 +435,14 @@ fn attach_checks(suite: &'static str, mode: Mode, want_path: &str) -> TestResult
             format!("(d) before the break: {ld}"),
         );
         check(one("d-seen:") == ["ok"], format!("(d) the second opener saw {:?}", one("d-seen:")));
+        let ld2: serde_json::Value =
+            serde_json::from_slice(&out.file("list-d2.json")?).map_err(|e| format!("list-d2.json: {e}"))?;
+        let after = &ld2["devices"][0];
+        check(
+            after["remap"].as_str().is_some_and(|r| r.starts_with("stopped") && r.contains("lease"))
+                && after["lease"] == "released",
+            format!("(d) after the break --list shows: {ld2}"),
+        );
         check(one("d-dev:") == ["ok"], format!("(d) the device after the break: {:?}", one("d-dev:")));
         check(one("d-after:") == ["ok"], format!("(d) writes after the break: {:?}", one("d-after:")));
         check(one("d-server-rc:") == ["0"], format!("(d) server exit {:?}", one("d-server-rc:")));

@@ -189,7 +189,7 @@ pub fn run<B: Backend>(
         mapper: None,
         kernel: rustix::system::uname().release().to_string_lossy().into_owned(),
     };
-    let recorded = Arc::new(std::sync::Mutex::new(None::<u32>));
+    let recorded = Arc::new(std::sync::Mutex::new(None::<state::Entry>));
     let rec = recorded.clone();
     let on_live = move |live: &server::Live| -> crate::Result<()> {
         let mut e = entry;
@@ -197,16 +197,44 @@ pub fn run<B: Backend>(
         e.device = live.device.clone();
         e.data_path = live.data_path.as_str().to_string();
         state::record(&e)?;
-        *rec.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.dev_id);
+        *rec.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
         if let Some(mapper) = announce(&e)? {
             e.mapper = Some(mapper);
             state::record(&e)?;
+            *rec.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
         }
         Ok(())
     };
+    // Keep the record's remap state and lease current (a lease break switches the remap engine
+    // to the file while the device stays up): `attach --list` shows what is true now.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (backend, recorded, done) = (backend.clone(), recorded.clone(), done.clone());
+        std::thread::Builder::new()
+            .name("loopkit-state".into())
+            .spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    let mut g = recorded.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(e) = g.as_mut() {
+                        let (remap, lease) = (backend.remap_state(), backend.lease());
+                        if e.remap != remap || e.lease != lease {
+                            e.remap = remap;
+                            e.lease = lease;
+                            let _ = state::record(e);
+                        }
+                    }
+                }
+            })
+            .ok()
+    };
     let result = server::serve(backend.clone(), &cfg, stop, on_live, on_stop);
-    if let Some(id) = *recorded.lock().unwrap_or_else(|p| p.into_inner()) {
-        state::forget(id);
+    done.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
+    if let Some(e) = recorded.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        state::forget(e.dev_id);
     }
     let fin = result?;
     release_image(backend.image_fd(), fin.wrote);
