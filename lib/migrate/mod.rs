@@ -289,16 +289,22 @@ pub fn reencrypt(
     let partial_exists = out.partial.exists();
     if opts.resume && final_exists && !partial_exists {
         // A previous run renamed OUT into place; finish (or refuse) by verifying it.
-        let (sha_src, sha_out, uuid) =
-            verify_existing(opened, &*src_cipher, layout, &out.final_path, new_pass, opts.stream, progress, interrupt)?;
-        if sha_src != sha_out {
-            return Err(crate::Error::new(
-                crate::ErrorKind::Unsafe,
-                format!(
-                    "{} exists but its payload differs from the source; use --force to replace it",
-                    out.final_path.display()
-                ),
-            ));
+        let (sha_src, uuid, direct) =
+            verify_existing(opened, &*src_cipher, layout, &out.final_path, new_pass, opts.stream, progress, interrupt)
+                .map_err(|e| match e.kind() {
+                    crate::ErrorKind::Corrupt => crate::Error::new(
+                        crate::ErrorKind::Unsafe,
+                        format!(
+                            "{} exists but its payload differs from the source ({e}); use --force to replace it",
+                            out.final_path.display()
+                        ),
+                    ),
+                    _ => e,
+                })?;
+        // Compared byte for byte: the same plaintext, the same digest.
+        let sha_out = sha_src;
+        if !direct {
+            notes.push(READ_BACK_FALLBACK.into());
         }
         let _ = std::fs::remove_file(&out.checkpoint);
         notes.push("an earlier run had already completed this migration; it was verified again".into());
@@ -395,7 +401,15 @@ pub fn reencrypt(
     };
 
     let dst_cipher = crate::crypto::xts::XtsSectors::new(vk.bytes(), 512)?;
-    let sink = Sink { file: &file, path: &out.partial, offset_bytes: target.payload_offset_bytes, cipher: &dst_cipher };
+    let writer = crate::output::direct::DirectWriter::new(&out.partial, &file)
+        .map_err(|e| crate::Error::io(format!("opening {} for direct writes", out.partial.display()), e))?;
+    let sink = Sink {
+        file: &file,
+        writer: &writer,
+        path: &out.partial,
+        offset_bytes: target.payload_offset_bytes,
+        cipher: &dst_cipher,
+    };
     let base = checkpoint_for(&src_path, src_size, &info, opts.format, &uuid, target, replace);
     let mut on_durable = |n: u64| Checkpoint { done_bytes: n, ..base.clone() }.save(&out.checkpoint);
     let src_sha = apply::stream(
@@ -409,6 +423,12 @@ pub fn reencrypt(
         progress,
         interrupt,
     )?;
+    if !writer.is_direct() {
+        notes.push(format!(
+            "the file system of {} does not take O_DIRECT writes: the output went through the page cache",
+            out.partial.display()
+        ));
+    }
 
     // Provenance (LUKS2): rewrite both header copies with the token, then flush.
     if opts.format == Format::Luks2 {
@@ -431,32 +451,42 @@ pub fn reencrypt(
             "LUKS1 has no place for provenance metadata; the source and its SHA-256 are only in this report".into(),
         );
     }
-    // Make the tail durable and record it, while the verification pass re-reads the output
-    // through the normal LUKS reader with the new passphrase (the rename waits for both).
-    let done_all = Checkpoint { done_bytes: layout.size_bytes, ..base.clone() };
-    let (flushed, verified) = std::thread::scope(|s| {
-        let flush = s.spawn(|| apply::sync(&file, &out.partial).and_then(|()| done_all.save(&out.checkpoint)));
-        let v = verify_output(&out.partial, new_pass, &vk, opts.stream, progress, interrupt);
-        (
-            flush
-                .join()
-                .unwrap_or_else(|_| Err(crate::Error::new(crate::ErrorKind::Io, "BUG: the flush thread panicked"))),
-            v,
-        )
-    });
-    flushed?;
+    // Make everything durable and record it; then read the output back from the device (not
+    // from the page cache) through the normal LUKS reader with the new passphrase, and compare
+    // its plaintext with the source's, byte for byte.
+    apply::sync(&file, &out.partial)?;
+    Checkpoint { done_bytes: layout.size_bytes, ..base.clone() }.save(&out.checkpoint)?;
+    let read_back = verify_output(
+        &out.partial,
+        &file,
+        new_pass,
+        Some(&vk),
+        (&*opened.data, &*src_cipher, layout),
+        false,
+        opts.stream,
+        progress,
+        interrupt,
+    );
     drop(file);
-    let (out_sha, out_uuid) = verified?;
-    if out_uuid != uuid || !bool::from(out_sha.ct_eq(&src_sha)) {
+    let (_, out_uuid, direct) = read_back.map_err(|e| {
+        e.context(format!(
+            "verification failed ({} was kept for inspection and {} was not created)",
+            out.partial.display(),
+            out.final_path.display()
+        ))
+    })?;
+    if out_uuid != uuid {
         return Err(crate::Error::corrupt(format!(
-            "verification failed: the migrated payload's SHA-256 {} differs from the source's {}; {} was kept for \
-             inspection and {} was not created",
-            hex(&out_sha),
-            hex(&src_sha),
+            "verification failed: {} reads back with UUID {out_uuid}, not {uuid}; {} was not created",
             out.partial.display(),
             out.final_path.display()
         )));
     }
+    if !direct {
+        notes.push(READ_BACK_FALLBACK.into());
+    }
+    // Byte-for-byte equal plaintext: the same SHA-256.
+    let out_sha = src_sha;
     if out.final_path.exists() && !replace {
         return Err(crate::Error::new(
             crate::ErrorKind::Unsafe,
@@ -581,19 +611,34 @@ fn open_command(image: &Path, header: Option<&Path>) -> String {
     format!("cryptsetup open --readonly{h} {} migrated", shell_quote(&image.display().to_string()))
 }
 
-/// Open `path` as LUKS with `pass` (a full keyslot unlock), check the volume key is `vk`, and
-/// hash the payload. Returns (sha256, uuid).
+/// The note for file systems without `O_DIRECT` reads.
+const READ_BACK_FALLBACK: &str = "the output's file system does not take O_DIRECT reads: it was read back after \
+     dropping its cached pages (posix_fadvise DONTNEED) instead";
+
+/// Verify the output `path` (its writer `written`, synced) from the device: drop its cached
+/// pages, read the header back, check it reads cleanly, unlock it with `pass` (a full keyslot
+/// unlock; with `vk`, the key must be that one), then read the payload back (`O_DIRECT` where
+/// possible) and compare its plaintext with the source's byte for byte (and, with `hash`, hash
+/// the source plaintext). Returns (source sha256 if hashed, uuid, whether reads were O_DIRECT).
+#[allow(clippy::too_many_arguments)]
 fn verify_output(
     path: &Path,
+    written: &std::fs::File,
     pass: &Passphrase,
-    vk: &Key,
+    vk: Option<&Key>,
+    source: (&dyn ByteSource, &dyn SectorCipher, crate::volume::Layout),
+    hash: bool,
     so: StreamOptions,
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
-) -> crate::Result<([u8; 32], String)> {
+) -> crate::Result<(Option<[u8; 32]>, String, bool)> {
+    let back = crate::output::direct::ReadBack::open(path, written)
+        .map_err(|e| crate::Error::io(format!("opening {} to read it back", path.display()), e))?;
+    // The header through the plain handle: its pages were just dropped, so this reads the disk.
     let src = FileSource::open(path)?;
-    let l = luks::read(&src)?
-        .ok_or_else(|| crate::Error::corrupt(format!("{} has no LUKS header after writing", path.display())))?;
+    let l = luks::read(&src)
+        .map_err(|e| e.context(format!("reading the header of {} back from the disk", path.display())))?
+        .ok_or_else(|| crate::Error::corrupt(format!("{} has no LUKS header when read back", path.display())))?;
     if !l.header.notes.is_empty() {
         return Err(crate::Error::corrupt(format!(
             "{}: the new header reads back with problems: {}",
@@ -601,23 +646,30 @@ fn verify_output(
             l.header.notes.join("; ")
         )));
     }
-    let u = l.unlock(&src, pass).map_err(|e| e.context(format!("verifying {}", path.display())))?;
-    if !bool::from(u.volume_key.bytes().ct_eq(vk.bytes())) {
+    let u = l.unlock(&src, pass).map_err(|e| e.context(format!("unlocking {} read back", path.display())))?;
+    if let Some(vk) = vk
+        && !bool::from(u.volume_key.bytes().ct_eq(vk.bytes()))
+    {
         return Err(crate::Error::corrupt(format!("{}: the keyslot yields another volume key", path.display())));
     }
-    let (layout, cipher) = l.payload(src.size_bytes(), &u.volume_key)?;
-    let d = crate::verify::hash_payload(
-        &src,
-        &*cipher,
-        layout,
-        crate::verify::Options { workers: so.workers, chunk_bytes: so.chunk_bytes, ..Default::default() },
-        progress,
-        interrupt,
-    )?;
-    Ok((d.sha256, l.header.uuid))
+    let (ol, oc) = l.payload(src.size_bytes(), &u.volume_key)?;
+    let (s_data, s_cipher, s_layout) = source;
+    if ol.size_bytes != s_layout.size_bytes || ol.iv_offset_sectors != 0 {
+        return Err(crate::Error::corrupt(format!(
+            "{} maps {} payload bytes (IV offset {}), the source has {}",
+            path.display(),
+            ol.size_bytes,
+            ol.iv_offset_sectors,
+            s_layout.size_bytes
+        )));
+    }
+    let other = apply::Other::Output { back: &back, path, offset_bytes: ol.offset_bytes, cipher: &*oc };
+    let sha = apply::compare_plaintext(s_data, s_cipher, s_layout, other, hash, so, progress, interrupt)?;
+    Ok((sha, l.header.uuid, back.is_direct()))
 }
 
-/// `--resume` found `OUT` complete: hash the source and `OUT` (unlocked with `pass`).
+/// `--resume` found `OUT` complete: compare `OUT` (unlocked with `pass`, read from the device)
+/// with the source, hashing the source plaintext. Returns (sha256, uuid, O_DIRECT reads).
 #[allow(clippy::too_many_arguments)]
 fn verify_existing(
     opened: &Opened,
@@ -628,17 +680,12 @@ fn verify_existing(
     so: StreamOptions,
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
-) -> crate::Result<([u8; 32], [u8; 32], String)> {
-    let vo = crate::verify::Options { workers: so.workers, chunk_bytes: so.chunk_bytes, ..Default::default() };
-    let s = crate::verify::hash_payload(&*opened.data, src_cipher, layout, vo, progress, interrupt)?;
-    let src = FileSource::open(path)?;
-    let l = luks::read(&src)?.ok_or_else(|| {
-        crate::Error::new(crate::ErrorKind::Unsafe, format!("{} exists and is not LUKS", path.display()))
-    })?;
-    let u = l.unlock(&src, pass)?;
-    let (ol, oc) = l.payload(src.size_bytes(), &u.volume_key)?;
-    let o = crate::verify::hash_payload(&src, &*oc, ol, vo, progress, interrupt)?;
-    Ok((s.sha256, o.sha256, l.header.uuid))
+) -> crate::Result<([u8; 32], String, bool)> {
+    let f = std::fs::File::open(path).map_err(|e| crate::Error::io(format!("opening {}", path.display()), e))?;
+    let (sha, uuid, direct) =
+        verify_output(path, &f, pass, None, (&*opened.data, src_cipher, layout), true, so, progress, interrupt)?;
+    let sha = sha.ok_or_else(|| crate::Error::invalid("BUG: no digest"))?;
+    Ok((sha, uuid, direct))
 }
 
 /// Options for [`detached_header`].
@@ -707,7 +754,9 @@ pub fn detached_header(
     apply::write_at(&file, &out.partial, &written.bytes, 0)?;
     apply::sync(&file, &out.partial)?;
 
-    // Verify: unlock the new header with the new passphrase and map the image through it.
+    // Verify: read the header back from the disk (its cached pages dropped), unlock it with the
+    // new passphrase and map the image through it.
+    let _ = crate::output::direct::drop_cached(&file);
     let hdr = FileSource::open(&out.partial)?;
     let l = luks::read(&hdr)?.ok_or_else(|| crate::Error::corrupt("the new header does not read back"))?;
     let u = l.unlock(&hdr, new_pass)?;
@@ -715,22 +764,30 @@ pub fn detached_header(
         return Err(crate::Error::corrupt("the new header's keyslot does not yield the legacy key"));
     }
     let (new_layout, new_cipher) = l.payload(opened.data.size_bytes(), &u.volume_key)?;
-    let (sha_src, sha_new) = apply::dual_hash(
+    if new_layout != layout {
+        return Err(crate::Error::corrupt(format!("the new header maps {new_layout:?}, the source is {layout:?}")));
+    }
+    // One pass over the image: the plaintext through both, compared byte for byte in parallel;
+    // one SHA-256 (of the source plaintext) on its own core.
+    let so = StreamOptions { chunk_bytes: opts.chunk_bytes, ..StreamOptions::default() };
+    let sha_src = apply::compare_plaintext(
         &*opened.data,
-        (&*src_cipher, layout),
-        (&*new_cipher, new_layout),
-        opts.chunk_bytes,
+        &*src_cipher,
+        layout,
+        apply::Other::Cipher(&*new_cipher),
+        true,
+        so,
         progress,
         interrupt,
-    )?;
-    if !bool::from(sha_src.ct_eq(&sha_new)) {
-        return Err(crate::Error::corrupt(format!(
-            "verification failed: through the new header the payload hashes to {}, not {}; {} was not created",
-            hex(&sha_new),
-            hex(&sha_src),
-            out.final_path.display()
-        )));
-    }
+    )
+    .map_err(|e| match e.kind() {
+        crate::ErrorKind::Corrupt => {
+            e.context(format!("verification failed; {} was not created", out.final_path.display()))
+        }
+        _ => e,
+    })?
+    .ok_or_else(|| crate::Error::invalid("BUG: no digest"))?;
+    let sha_new = sha_src;
     // Add provenance, flush, check the header still opens by digest, rename.
     let luks::Parsed::V2(l2) = &l.parsed else {
         return Err(crate::Error::corrupt("BUG: the new header is not LUKS2"));
@@ -740,6 +797,7 @@ pub fn detached_header(
     let bytes = write::luks2_rewrite(l2, &meta, l2.bin.seqid + 1)?;
     apply::write_at(&file, &out.partial, &bytes, 0)?;
     apply::sync(&file, &out.partial)?;
+    let _ = crate::output::direct::drop_cached(&file);
     drop(file);
     let again = luks::read(&FileSource::open(&out.partial)?)?
         .ok_or_else(|| crate::Error::corrupt("the header does not read back"))?;
