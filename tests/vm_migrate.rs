@@ -296,7 +296,7 @@ fresh() {
     mkfs.ext4 -q -F -b 4096 -O ^has_journal -E packed_meta_blocks=1,lazy_itable_init=0,nodiscard $disk || exit 4
     first=$(dumpe2fs $disk 2>/dev/null | awk '/^  Free blocks: [0-9]/{split($3, a, "-"); print a[1]; exit}')
     [ -n "$first" ] || exit 5
-    meta=$((first * 8))
+    meta=$(( ${2:-$first} * 8 ))
     table $1 | dmsetup create out || exit 6
     echo "table:$1=$(dmsetup table out | tr '\n' ';')"
     mount /dev/mapper/out /tmp/out || exit 7
@@ -311,9 +311,31 @@ migrate() {
     echo "partial:$1=$([ -e /tmp/out/out.img.partial ] && echo yes || echo no)"
 }
 
+# Physical blocks of OUT's file: the last one of the header (logical blocks < 4096, the 16 MiB
+# LUKS2 header) and the first one of the payload.
+blocks() {
+    filefrag -v "$1" | awk '$1 ~ /^[0-9]+:$/ {
+        gsub(/\.\./, " "); gsub(/:/, " "); split($0, f, " ");
+        l0 = f[2]; l1 = f[3]; p0 = f[4]; p1 = f[5];
+        if (l0 < 4096) { e = (l1 < 4095) ? p1 : p0 + 4095 - l0; if (e > h) h = e }
+        if (l1 >= 4096) { b = (l0 >= 4096) ? p0 : p0 + 4096 - l0; if (m == "" || b < m) m = b }
+    } END { print h + 0, m + 0 }'
+}
+
 # Control: the same layout, flakey passing everything through: migrate succeeds.
 fresh clean
 migrate clean
+b=$(blocks /tmp/out/out.img)
+pay_start=${b#* }
+echo "blocks:clean=$b"
+finish
+
+# Only the payload's blocks corrupted on read (the boundary where the control run's payload
+# began; the allocation is expected to repeat on a fresh identical file system, and the guest
+# reports where it really went): the payload comparison must catch it.
+fresh corrupt $pay_start
+migrate payload
+echo "blocks:payload=$(blocks /tmp/out/out.img.partial) $pay_start"
 finish
 
 # The data area's reads are corrupted: migrate must fail, OUT must not appear.
@@ -427,7 +449,30 @@ fn reencrypt_verification_reads_the_disk() -> TestResult {
         tag("kept:sha"),
         f.plaintext_sha256
     );
+    // Payload-only corruption: a verification failure as well; when the header really stayed in
+    // the clean part (the guest reports the blocks), it is the byte comparison that caught it.
+    let v = report("payload")?;
+    let pmsg = v["error"]["message"].as_str().unwrap_or("");
+    ensure!(
+        tag("exit:payload") == "2"
+            && pmsg.contains("verification failed")
+            && tag("final:payload") == "no"
+            && tag("partial:payload") == "yes",
+        "payload-only corruption: exit {} {v}\n{ctx}",
+        tag("exit:payload")
+    );
+    let b: Vec<u64> = tag("blocks:payload").split(' ').filter_map(|x| x.parse().ok()).collect();
+    let header_clean = matches!(b[..], [hdr_end, pay_start, boundary] if hdr_end < boundary && boundary <= pay_start);
+    if header_clean {
+        ensure!(
+            pmsg.contains("read back from the disk, differs from the source's plaintext"),
+            "payload-only corruption was not caught by the payload comparison: {pmsg}\n{ctx}"
+        );
+    } else {
+        eprintln!("vm_migrate: the payload-only run allocated differently ({b:?}); only the failure was checked");
+    }
     ensure!(sha256_file(&f.image)? == before, "the source changed");
+    eprintln!("vm_migrate: payload-only corruption: {pmsg}");
     eprintln!("vm_migrate: corrupting-read verification checked in one VM run of {:.1?}: {msg}", out.elapsed);
     Ok(Completion::Completed)
 }
