@@ -119,7 +119,7 @@ pub fn private_mount_namespace() -> crate::Result<()> {
     // nothing the rest of the process relies on is invalidated; threads started later (the
     // queue threads) inherit the new namespace.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
-        .map_err(|e| crate::Error::io("cannot unshare the mount namespace", e.into()))?;
+        .map_err(|e| crate::Error::io("cannot unshare the mount namespace (attach needs root)", e.into()))?;
     rustix::mount::mount_change(
         "/",
         rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
