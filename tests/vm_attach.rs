@@ -181,7 +181,9 @@ truncate -s 16M /tmp/h/sparse.img
 fallocate -l 16M /tmp/h/falloc.img
 sync
 for n in full sparse falloc; do
-    dev=$(start b-$n $M /tmp/h/$n.img)
+    q=""
+    [ $n = sparse ] && q="--queues 2 --depth 32"  # one of them multi-queue (the guest has 2 CPUs)
+    dev=$(start b-$n $M $q /tmp/h/$n.img)
     rc=0
 "#,
     );
@@ -331,6 +333,7 @@ fn attach_checks(suite: &'static str, mode: Mode, want_path: &str) -> TestResult
         script: &script,
         files: &[("pass", &pass_bytes), ("rwdata", &rwdata)],
         timeout: Duration::from_secs(600),
+        cpus: 2,
         suite: Some(suite),
         ..Default::default()
     };

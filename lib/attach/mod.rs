@@ -115,7 +115,8 @@ fn physical_block_shift(meta: &std::fs::Metadata) -> u8 {
 /// # Errors
 /// `Io` when `unshare` or the propagation change fails (not root).
 pub fn private_mount_namespace() -> crate::Result<()> {
-    crate::sys::unshare_mount_namespace().map_err(|e| crate::Error::io("cannot unshare the mount namespace", e))?;
+    crate::sys::unshare_mount_namespace()
+        .map_err(|e| crate::Error::io("cannot unshare the mount namespace (attach needs root)", e))?;
     rustix::mount::mount_change(
         "/",
         rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,

@@ -19,7 +19,7 @@ lk="$root/target/release/loopkit"
 command -v fio >/dev/null || { echo "fio is not installed" >&2; exit 2; }
 work=$(mktemp -d /var/tmp/loopkit-bench-attach.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-truncate -s 400M "$work/ext4.img"
+truncate -s 640M "$work/ext4.img"
 mkfs.ext4 -q -F "$work/ext4.img"
 truncate -s 256M "$work/raw.img"
 # The raw disk gets real blocks too (a sparse host file reads faster than a written one).
