@@ -2,8 +2,8 @@
 # Benchmark (issue 9): `loopkit attach` (file path) against the kernel's own block paths, in the
 # QEMU guest of tests/vm/ (TCG: absolute figures are meaningless, ratios from one run are not).
 # Targets, same VM run: the raw virtio disk, `losetup` buffered, `losetup --direct-io=on`, and
-# `loopkit attach` over the same fully written image file on an ext4 virtio disk (`--remap`
-# joins once the remap engine lands). Workloads (fio, libaio, direct, scheduler none):
+# `loopkit attach` and `loopkit attach --remap` over the same fully written image file on an
+# ext4 virtio disk. Workloads (fio, libaio, direct, scheduler none):
 # 4 KiB random read QD32, 1 MiB sequential read QD4, 4 KiB random write QD32; and 1 MiB
 # sequential reads of a cryptoloop image through `loopkit attach --decrypt` against `cryptsetup
 # open --type plain` over `losetup --direct-io=on`.
@@ -57,6 +57,13 @@ path=$(awk '{print}' /tmp/a.err | sed -n 's/.*(read-write, \([a-z-]*\) path.*/\1
 run "loopkit-attach-$path" "$dev"
 "$LK" detach "$dev"
 wait
+"$LK" attach --remap /tmp/h/img >/tmp/r.out 2>/tmp/r.err &
+for _ in $(seq 300); do [ -s /tmp/r.out ] && break; sleep 0.1; done
+dev=$(head -n 1 /tmp/r.out)
+grep -q "not remapping" /tmp/r.err && { echo "remap refused:" >&2; cat /tmp/r.err >&2; }
+run "loopkit-remap-$path" "$dev"
+"$LK" detach "$dev"
+wait
 # --decrypt against dm-crypt: a cryptoloop-style image (aes-cbc-plain, 256-bit key from the
 # passphrase by ripemd160, as Debian's losetup made them) written by cryptsetup itself, ext4
 # inside so that loopkit's detection confirms the parameters; 1 MiB sequential reads.
@@ -80,6 +87,12 @@ dev=$(head -n 1 /tmp/d.out)
 run_one loopkit-attach-decrypt "$dev"
 "$LK" detach "$dev"
 wait
+"$LK" attach --remap --decrypt --passphrase-file /tmp/pass /tmp/h/enc >/tmp/rd.out 2>/tmp/rd.err &
+for _ in $(seq 600); do [ -s /tmp/rd.out ] && break; sleep 0.1; done
+dev=$(head -n 1 /tmp/rd.out)
+run_one loopkit-remap-decrypt "$dev"
+"$LK" detach "$dev"
+wait
 umount /tmp/h
 EOF
 LOOPKIT_VM_SUITE=$suite flock /tmp/loopkit-vm.lock sh "$root/tests/vm/run.sh" -w "$work/job" -d "$work/ext4.img" -d "$work/raw.img" -t 1800 -m 1024 -c 2 "$work/bench.sh" >&2 || {
@@ -96,12 +109,14 @@ sed -n 's/^result://p' "$work/job/stdout" | awk -F: '
       if (w[1] == "randread") rr[$1] = $3; else if (w[1] == "read") sr[$1] = $4; else rw[$1] = $3 }
     END { for (k in t) name[order[k]] = k
           for (i = 1; i <= n; i++) { k = name[i]; printf "| %s | %s | %s | %s |\n", k, rr[k], sr[k], rw[k] }
-          for (i = 1; i <= n; i++) { k = name[i]; if (k ~ /^loopkit/) lk = k }
-          if (lk != "" && rr["raw"] > 0 && rr["losetup-dio"] > 0) {
-              printf "\nratios %s: vs raw %.2f / %.2f / %.2f; vs losetup --direct-io %.2f / %.2f / %.2f (randread / seqread / randwrite)\n",
-                  lk, rr[lk]/rr["raw"], sr[lk]/sr["raw"], rw[lk]/rw["raw"], rr[lk]/rr["losetup-dio"], sr[lk]/sr["losetup-dio"], rw[lk]/rw["losetup-dio"] } }'
+          for (i = 1; i <= n; i++) { lk = name[i]
+              if (lk ~ /^loopkit/ && rr["raw"] > 0 && rr["losetup-dio"] > 0)
+                  printf "\nratios %s: vs raw %.2f / %.2f / %.2f; vs losetup --direct-io %.2f / %.2f / %.2f (randread / seqread / randwrite)\n",
+                      lk, rr[lk]/rr["raw"], sr[lk]/sr["raw"], rw[lk]/rw["raw"], rr[lk]/rr["losetup-dio"], sr[lk]/sr["losetup-dio"], rw[lk]/rw["losetup-dio"] } }'
 echo
 echo "| target (cryptoloop aes-cbc-plain 256) | 1M seqread QD4 MiB/s |"
 echo "|---|---:|"
 sed -n 's/^dresult://p' "$work/job/stdout" | awk -F: '{ printf "| %s | %s |\n", $1, $2; v[$1] = $2 }
-    END { if (v["cryptsetup-plain-over-loop-dio"] > 0) printf "\nratio loopkit-attach-decrypt / cryptsetup plain over loop --direct-io: %.2f\n", v["loopkit-attach-decrypt"] / v["cryptsetup-plain-over-loop-dio"] }'
+    END { if (v["cryptsetup-plain-over-loop-dio"] > 0) {
+              printf "\nratio loopkit-attach-decrypt / cryptsetup plain over loop --direct-io: %.2f\n", v["loopkit-attach-decrypt"] / v["cryptsetup-plain-over-loop-dio"]
+              printf "ratio loopkit-remap-decrypt / cryptsetup plain over loop --direct-io: %.2f\n", v["loopkit-remap-decrypt"] / v["cryptsetup-plain-over-loop-dio"] } }'
