@@ -46,86 +46,83 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         return Err(loopkit::Error::invalid("give an IMAGE to attach, or --list"));
     };
     let mut notes = Vec::new();
-    let mut open_crypt = None;
+    // Secrets are read once (a passphrase on stdin cannot be read twice), whichever backend
+    // serves in the end.
+    let decrypt = if a.decrypt { Some(decrypt_params(image, a)?) } else { None };
+    let mut open_crypt = match &a.open_crypt {
+        Some(name) if !a.decrypt => Some(prepare_open_crypt(image, a, name)?),
+        _ => None,
+    };
     if a.remap {
-        match remap_backend(image, a)? {
+        match remap_backend(image, a, decrypt.clone(), &mut open_crypt)? {
             Ok((backend, img, mode, oc)) => return serve(backend, &img, mode, a, notes, oc, interrupt),
             Err(refused) => {
                 notes.push(format!("not remapping, serving through the file instead: {refused}"));
             }
         }
     }
-    let (backend, img, mode) = if a.decrypt {
-        let (opened, _, _) = super::open_keeping_secrets(image, &a.secrets, &a.params)?;
-        let Some((layout, cipher)) = opened.payload()? else {
-            return Err(opened.locked_error());
-        };
-        if a.read_write && opened.ecc.is_some() {
-            return Err(loopkit::Error::new(
-                loopkit::ErrorKind::Unsafe,
-                "the image carries dvdisaster error-correction data: writing through the device would make it stale \
-                 (attach without --read-write, or strip the ECC first)",
-            ));
+    let (backend, img, mode) = match decrypt {
+        Some(d) => {
+            let img = attach::open_image(image, a.read_write)?;
+            let file = img.file.try_clone().map_err(|e| loopkit::Error::io("cannot duplicate the image fd", e))?;
+            (FileBackend::new(file, d.base, d.size, img.writable, d.crypt)?, img, "decrypt")
         }
-        let crypt = match opened.content {
-            Content::Plain { .. } | Content::UnknownPlain { .. } => None,
-            _ => Some(Crypt { cipher, iv_offset_sectors: layout.iv_offset_sectors }),
-        };
-        let img = attach::open_image(image, a.read_write)?;
-        let file = img.file.try_clone().map_err(|e| loopkit::Error::io("cannot duplicate the image fd", e))?;
-        let b = FileBackend::new(file, layout.offset_bytes, layout.size_bytes, img.writable, crypt)?;
-        (b, img, "decrypt")
-    } else {
-        if let Some(name) = &a.open_crypt {
-            open_crypt = Some(prepare_open_crypt(image, a, name)?);
+        None => {
+            let want_write = !a.read_only && a.open_crypt.is_none();
+            let img = attach::open_image(image, want_write)?;
+            let size = img.file.metadata().map_err(|e| loopkit::Error::io("cannot stat the image", e))?.len();
+            let file = img.file.try_clone().map_err(|e| loopkit::Error::io("cannot duplicate the image fd", e))?;
+            (FileBackend::new(file, 0, size, img.writable, None)?, img, "file")
         }
-        let want_write = !a.read_only && a.open_crypt.is_none();
-        let img = attach::open_image(image, want_write)?;
-        let size = img.file.metadata().map_err(|e| loopkit::Error::io("cannot stat the image", e))?.len();
-        let file = img.file.try_clone().map_err(|e| loopkit::Error::io("cannot duplicate the image fd", e))?;
-        (FileBackend::new(file, 0, size, img.writable, None)?, img, "file")
     };
     serve(backend, &img, mode, a, notes, open_crypt, interrupt)
 }
 
+/// `--decrypt`: which bytes of the image hold the payload and how to decrypt them.
+#[derive(Clone)]
+struct Decrypt {
+    base: u64,
+    size: u64,
+    crypt: Option<Crypt>,
+}
+
+/// Open the image with its secrets (as inspect does) and keep only the payload window and the
+/// sector cipher; the opened image and its descriptor are dropped on return (the remap engine's
+/// lease needs the only open descriptor).
+fn decrypt_params(image: &Path, a: &AttachArgs) -> loopkit::Result<Decrypt> {
+    let (opened, _, _) = super::open_keeping_secrets(image, &a.secrets, &a.params)?;
+    let Some((layout, cipher)) = opened.payload()? else {
+        return Err(opened.locked_error());
+    };
+    if a.read_write && opened.ecc.is_some() {
+        return Err(loopkit::Error::new(
+            loopkit::ErrorKind::Unsafe,
+            "the image carries dvdisaster error-correction data: writing through the device would make it stale \
+             (attach without --read-write, or strip the ECC first)",
+        ));
+    }
+    let crypt = match opened.content {
+        Content::Plain { .. } | Content::UnknownPlain { .. } => None,
+        _ => Some(Crypt { cipher, iv_offset_sectors: layout.iv_offset_sectors }),
+    };
+    Ok(Decrypt { base: layout.offset_bytes, size: layout.size_bytes, crypt })
+}
+
 /// `--remap`: the remap engine as the backend (with `--decrypt`: over the payload window,
-/// decrypting; with `--open-crypt`: read-only, cryptsetup on top). `Ok(Err(why))` when preflight
-/// or exclusivity refuses: the caller falls back to the file path and says why.
+/// decrypting; with `--open-crypt`: read-only, cryptsetup on top, taking `open_crypt`). `Ok(Err(why))`
+/// when preflight or exclusivity refuses: the caller falls back to the file path and says why.
 #[allow(clippy::type_complexity)]
 fn remap_backend(
     image: &Path,
     a: &AttachArgs,
+    decrypt: Option<Decrypt>,
+    open_crypt: &mut Option<OpenCrypt>,
 ) -> loopkit::Result<Result<(attach::RemapBackend, attach::ImageFile, &'static str, Option<OpenCrypt>), String>> {
     // No lease or preflight on a machine that cannot serve the device anyway.
     attach::server::available()?;
-    let mut open_crypt = None;
-    let (read_only, window, crypt, mode) = if a.decrypt {
-        // The opened image (and its file descriptor) is dropped before the engine takes its
-        // lease, which needs the only open descriptor.
-        let (window, crypt) = {
-            let (opened, _, _) = super::open_keeping_secrets(image, &a.secrets, &a.params)?;
-            let Some((layout, cipher)) = opened.payload()? else {
-                return Err(opened.locked_error());
-            };
-            if a.read_write && opened.ecc.is_some() {
-                return Err(loopkit::Error::new(
-                    loopkit::ErrorKind::Unsafe,
-                    "the image carries dvdisaster error-correction data: writing through the device would make it \
-                     stale (attach without --read-write, or strip the ECC first)",
-                ));
-            }
-            let crypt = match opened.content {
-                Content::Plain { .. } | Content::UnknownPlain { .. } => None,
-                _ => Some(Crypt { cipher, iv_offset_sectors: layout.iv_offset_sectors }),
-            };
-            (Some((layout.offset_bytes, layout.size_bytes)), crypt)
-        };
-        (!a.read_write, window, crypt, "remap+decrypt")
-    } else {
-        if let Some(name) = &a.open_crypt {
-            open_crypt = Some(prepare_open_crypt(image, a, name)?);
-        }
-        (a.read_only || a.open_crypt.is_some(), None, None, "remap")
+    let (read_only, window, crypt, mode) = match decrypt {
+        Some(d) => (!a.read_write, Some((d.base, d.size)), d.crypt, "remap+decrypt"),
+        None => (a.read_only || a.open_crypt.is_some(), None, None, "remap"),
     };
     let (backend, pf) = match attach::RemapBackend::open(image, read_only, window, crypt) {
         Ok(b) => b,
@@ -146,7 +143,7 @@ fn remap_backend(
         physical_bs_shift: if pbs.is_power_of_two() { pbs.trailing_zeros() as u8 } else { 9 },
         notes: pf.notes.clone(),
     };
-    Ok(Ok((backend, img, mode, open_crypt)))
+    Ok(Ok((backend, img, mode, open_crypt.take())))
 }
 
 /// Serve any backend (the file path or the remap engine) until detached, printing the device
