@@ -364,44 +364,19 @@ fn probe_with(src: &dyn ByteSource, cipher: Arc<dyn SectorCipher>, layout: Layou
 /// IV-independent superblock checks on one plaintext sector whose first `unreliable` bytes may be
 /// wrong. Returns the payload offset the signature implies, relative to this sector's start.
 fn sector_signature(p: &[u8], unreliable: usize) -> Option<i64> {
-    let le16 = |o: usize| u16::from_le_bytes([p[o], p[o + 1]]);
-    let le32 = |o: usize| u32::from_le_bytes([p[o], p[o + 1], p[o + 2], p[o + 3]]);
-    let be16 = |o: usize| u16::from_be_bytes([p[o], p[o + 1]]);
-    let be32 = |o: usize| u32::from_be_bytes([p[o], p[o + 1], p[o + 2], p[o + 3]]);
+    use crate::bytes::le16;
+    use crate::fs::Strictness::IvGarbled;
     // ext superblock (payload + 1024).
-    if le16(56) == crate::fs::probe::EXT_SUPER_MAGIC {
-        let log = le32(24);
-        let rev = le32(76);
-        let bpg = u64::from(le32(32));
-        let ipg = u64::from(le32(40));
-        if log <= 6 && rev <= 1 {
-            let bs = 1024u64 << log;
-            let isz = u32::from(le16(88));
-            let fdb = u64::from(le32(20));
-            if (8..=8 * bs).contains(&bpg)
-                && (1..=8 * bs).contains(&ipg)
-                && fdb == u64::from(bs == 1024)
-                && (rev == 0 || (isz.is_power_of_two() && isz >= 128))
-            {
-                return Some(-1024);
-            }
-        }
+    if crate::fs::ext::Superblock::parse_with(p, IvGarbled(unreliable)).is_ok() {
+        return Some(-1024);
     }
     // ISO9660 primary volume descriptor (payload + 32768): both-endian fields.
-    let vss = le32(80);
-    if vss != 0 && vss == be32(84) && le16(128) == 2048 && be16(130) == 2048 {
-        let head_ok = match unreliable {
-            0 => p[0] == 1 && &p[1..7] == b"CD001\x01",
-            1..=4 => &p[4..7] == b"01\x01",
-            _ => true,
-        };
-        if head_ok {
-            return Some(-32768);
-        }
+    if crate::fs::iso9660::vd::primary(p, IvGarbled(unreliable)).is_some() {
+        return Some(-32768);
     }
     // FAT boot sector (payload + 0).
     if p[510] == 0x55 && p[511] == 0xAA && (&p[54..57] == b"FAT" || &p[82..87] == b"FAT32") {
-        let bps = le16(11);
+        let bps = le16(p, 11);
         if unreliable >= 13 || (bps.is_power_of_two() && (512..=4096).contains(&bps)) {
             return Some(0);
         }

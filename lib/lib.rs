@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bytes;
 pub mod crypto;
 pub mod detect;
 mod error;

@@ -233,10 +233,7 @@ impl<'a> Prober<'a> {
 /// The ISO 9660 volume size in sectors, if sector 16 holds a primary volume descriptor.
 fn iso_volume_sectors(src: &dyn ByteSource) -> crate::Result<Option<u64>> {
     let pvd = read_at_most(src, 16 * ECC_SECTOR_BYTES, SECTOR)?;
-    if pvd.len() < 88 || pvd[0] != 1 || &pvd[1..6] != b"CD001" {
-        return Ok(None);
-    }
-    Ok(Some(u64::from(u32::from_le_bytes([pvd[80], pvd[81], pvd[82], pvd[83]]))))
+    Ok(crate::fs::iso9660::vd::primary(&pvd, crate::fs::Strictness::Strict).map(|p| u64::from(p.volume_blocks)))
 }
 
 /// Look for RS02 or RS03 error-correction data appended to the image in `src`.

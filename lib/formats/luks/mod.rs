@@ -159,7 +159,7 @@ pub fn read(src: &dyn ByteSource) -> crate::Result<Option<Luks>> {
     if h[..6] != LUKS_MAGIC {
         return Ok(None);
     }
-    let parsed = match u16::from_be_bytes([h[6], h[7]]) {
+    let parsed = match crate::bytes::be16(&h, 6) {
         1 => {
             let l = Luks1::parse(&h)?;
             let end = u64::from(l.slots.iter().map(|s| s.key_material_sector).max().unwrap_or(0)) + l.slot_sectors();

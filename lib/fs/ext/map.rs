@@ -9,7 +9,7 @@
 use super::Ext;
 use super::csum;
 use super::inode::Inode;
-use crate::fs::probe::{le16, le32};
+use crate::bytes::{le16, le32};
 use crate::fs::tree::Issue;
 use std::collections::HashSet;
 
