@@ -98,6 +98,10 @@ pub struct ParamArgs {
     /// Detached LUKS header file for the image (cryptsetup --header).
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
+    /// Lift the caps on key-derivation work read from a LUKS header (PBKDF2 iterations above 20
+    /// million, Argon2 above 1 GiB or 64 passes) for an image you trust.
+    #[arg(long)]
+    pub allow_expensive_kdf: bool,
 }
 
 /// Output format.

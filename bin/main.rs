@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         }
     };
     let interrupt = Interrupt::new();
+    let _ = secrets::INTERRUPT.set(interrupt.clone());
     {
         let i = interrupt.clone();
         let _ = ctrlc::set_handler(move || {

@@ -5,7 +5,12 @@ use crate::cli::{ParamArgs, SecretArgs};
 use loopkit::crypto::Passphrase;
 use loopkit::detect::{Constraints, Secrets};
 use loopkit::formats::loopaes::KeyFile;
+use loopkit::formats::luks::KdfPolicy;
 use loopkit::image::OpenOptions;
+use loopkit::progress::Interrupt;
+
+/// The process's Ctrl-C flag, for work started while opening an image (key derivations).
+pub static INTERRUPT: std::sync::OnceLock<Interrupt> = std::sync::OnceLock::new();
 use std::io::{IsTerminal, Read};
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -187,5 +192,9 @@ pub fn open_options(p: &ParamArgs) -> loopkit::Result<OpenOptions> {
     if let Some(s) = &p.scan_bytes {
         c.scan_bytes = Some(parse_bytes(s, "--scan-bytes")?.min(64 << 20));
     }
-    Ok(OpenOptions { constraints: c, unencrypted, ecc_file: p.ecc.clone(), luks_header: p.header.clone() })
+    let mut kdf = if p.allow_expensive_kdf { KdfPolicy::unlimited() } else { KdfPolicy::default() };
+    if let Some(i) = INTERRUPT.get() {
+        kdf.interrupt = i.clone();
+    }
+    Ok(OpenOptions { constraints: c, unencrypted, ecc_file: p.ecc.clone(), luks_header: p.header.clone(), kdf })
 }

@@ -43,10 +43,11 @@ impl Error {
         Error { kind, message: message.into(), source: None }
     }
 
-    /// An I/O error with what was being done (`"reading old.img at byte 4096"`).
+    /// An I/O error with what was being done (`"reading old.img at byte 4096"`). Always
+    /// [`ErrorKind::Io`]: an `EINTR` that reaches here is a failed call, not the user's Ctrl-C
+    /// (only [`Error::interrupted`], from the interrupt flag, means that).
     pub fn io(what: impl Into<String>, err: std::io::Error) -> Self {
-        let kind = if err.kind() == std::io::ErrorKind::Interrupted { ErrorKind::Interrupted } else { ErrorKind::Io };
-        Error { kind, message: what.into(), source: Some(Box::new(err)) }
+        Error { kind: ErrorKind::Io, message: what.into(), source: Some(Box::new(err)) }
     }
 
     /// Shorthand for [`ErrorKind::InvalidInput`].
@@ -117,5 +118,14 @@ impl std::error::Error for Error {
 impl From<std::io::Error> for Error {
     fn from(err: std::io::Error) -> Self {
         Error::io("I/O error", err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn eintr_is_an_io_error_not_an_interrupt() {
+        let e = super::Error::io("reading x", std::io::Error::from_raw_os_error(4));
+        assert_eq!(e.kind(), super::ErrorKind::Io);
     }
 }

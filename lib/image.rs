@@ -89,6 +89,8 @@ pub struct OpenOptions {
     pub ecc_file: Option<std::path::PathBuf>,
     /// A detached LUKS header file (`cryptsetup --header`): the image holds only the data.
     pub luks_header: Option<PathBuf>,
+    /// Caps on key-derivation work taken from a LUKS header, and the interrupt that stops it.
+    pub kdf: luks::KdfPolicy,
 }
 
 /// Open `path` read-only and work out what it holds.
@@ -138,7 +140,7 @@ fn classify(
         let l = luks::read(&hdr)?.ok_or_else(|| {
             crate::Error::new(crate::ErrorKind::NotRecognized, format!("{} is not a LUKS header", hdr_path.display()))
         })?;
-        return open_luks(l, &hdr, data, secrets, Some(hdr_path.clone()), 0, notes);
+        return open_luks(l, &hdr, data, secrets, &opts.kdf, Some(hdr_path.clone()), 0, notes);
     }
     if !explicit_crypto {
         let at = c.offset_bytes.unwrap_or(0);
@@ -147,7 +149,7 @@ fn classify(
             if at != 0 {
                 notes.push(format!("the LUKS header starts at byte {at} (losetup --offset {at})"));
             }
-            return open_luks(l, &w, &w, secrets, None, at, notes);
+            return open_luks(l, &w, &w, secrets, &opts.kdf, None, at, notes);
         }
         if let Some((off, fs)) = detect::detect_plain(data, c.offset_bytes, c.size_limit_bytes)? {
             if !secrets.is_empty() {
@@ -186,11 +188,13 @@ fn ecc_notes(e: &crate::formats::dvdisaster::Ecc) -> Vec<String> {
 
 /// Unlock `l` (read from `hdr_src`) with the secrets, if any: the passphrase, else the key
 /// file's whole contents (cryptsetup `--key-file` semantics).
+#[allow(clippy::too_many_arguments)]
 fn open_luks(
     l: luks::Luks,
     hdr_src: &dyn ByteSource,
     data_src: &dyn ByteSource,
     secrets: &Secrets,
+    kdf: &luks::KdfPolicy,
     detached_header: Option<PathBuf>,
     device_offset_bytes: u64,
     notes: &mut Vec<String>,
@@ -201,7 +205,7 @@ fn open_luks(
         (None, Some(k)) => crate::crypto::Passphrase::new(k.raw.to_vec()),
         (None, None) => return Ok(Content::Luks(l.header)),
     };
-    let u = l.unlock(hdr_src, &pass)?;
+    let u = l.unlock_with(hdr_src, &pass, kdf)?;
     let (layout, cipher) = l.payload(data_src.size_bytes(), &u.volume_key)?;
     let vol = crate::volume::Volume::new(data_src, Arc::from(cipher), layout);
     let fs = crate::fs::identify(&vol).map_err(|e| crate::Error::io("reading the LUKS payload", e))?;

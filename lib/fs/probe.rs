@@ -432,8 +432,8 @@ mod tests {
         base[510] = 0x55;
         base[511] = 0xAA;
         base[65536 + 64..65536 + 72].copy_from_slice(b"_BHRfS_M");
-        // Bytes no probe reads: 4096..32768 and 32768 + 32 descriptors ..65536.
-        let dead = [4096usize..32768, 32768 + 32 * 2048..65536];
+        // Bytes no probe reads (ISO descriptors and btrfs/ReiserFS cover 32768 onwards).
+        let dead = 4096usize..32768;
         let mut found = 0;
         for i in 0..3000 {
             let mut img = base.clone();
@@ -457,11 +457,9 @@ mod tests {
             let _ = crate::formats::luks::probe(&src);
             // Differential check: scribbling over unread bytes changes nothing.
             let mut other = img;
-            for r in &dead {
-                for at in r.clone().step_by(97) {
-                    if let Some(b) = other.get_mut(at) {
-                        *b = rnd() as u8;
-                    }
+            for at in dead.clone().step_by(97) {
+                if let Some(b) = other.get_mut(at) {
+                    *b = rnd() as u8;
                 }
             }
             assert_eq!(identify(&MemSource::new(other)).unwrap(), verdict, "iteration {i}");
