@@ -75,6 +75,11 @@ pub fn label(b: &[u8]) -> Option<String> {
     if s.is_empty() { None } else { Some(s) }
 }
 
+/// Lower-case hexadecimal (digests in reports and manifests).
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,10 +24,10 @@
 //! Files are written in place (DEST is new or empty) and not fsynced one by one; holes in the
 //! image stay holes in the output. A failure leaves the files written so far.
 
+use crate::finding::Finding as Problem;
 use crate::fs::tree::{self, FileSystem, FileType, Found, NodeId};
 use crate::output::parent_dir;
 use crate::progress::{Interrupt, Progress};
-use crate::verify::Problem;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use std::collections::{HashMap, HashSet};

@@ -493,9 +493,7 @@ pub fn repair(
 }
 
 /// Lower-case hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub use crate::bytes::hex;
 
 fn encryption_of(p: &crate::formats::legacy::Params, equivalents: &[crate::crypto::kdf::Derivation]) -> Encryption {
     Encryption {

@@ -64,37 +64,8 @@ pub struct PayloadDigest {
 /// Most unreadable ranges kept in a [`PayloadDigest`] (the byte total is always exact).
 pub const MAX_UNREADABLE_RANGES: usize = 10_000;
 
-/// Severity of a [`Problem`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// The data is damaged or incomplete: `verify` exits 1.
-    Error,
-    /// Worth knowing; does not fail verification.
-    Warning,
-}
-
-/// Something wrong (or notable) in the data.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Problem {
-    /// Stable machine-readable code, e.g. `fs.truncated`.
-    pub code: String,
-    /// Error or warning.
-    pub severity: Severity,
-    /// Human explanation.
-    pub message: String,
-}
-
-impl Problem {
-    /// An error-severity problem.
-    pub fn error(code: &str, message: impl Into<String>) -> Self {
-        Problem { code: code.into(), severity: Severity::Error, message: message.into() }
-    }
-    /// A warning.
-    pub fn warning(code: &str, message: impl Into<String>) -> Self {
-        Problem { code: code.into(), severity: Severity::Warning, message: message.into() }
-    }
-}
+/// Findings in the data (the library-wide model, [`crate::finding`]).
+pub use crate::finding::{Finding as Problem, Severity};
 
 /// Stream `layout` of `src` through `cipher` and hash the plaintext.
 ///

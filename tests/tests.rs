@@ -11,6 +11,7 @@ mod fs_extract;
 mod fs_fixtures;
 mod fs_manifest;
 mod fs_verify;
+mod layers;
 mod legacy;
 mod luks_read;
 mod migrate_modes;
@@ -25,6 +26,7 @@ fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = Vec::new();
     trials.extend(util::trials());
+    trials.extend(layers::trials());
     trials.extend(legacy::trials());
     trials.extend(vm_smoke::trials());
     trials.extend(vm_legacy::trials());

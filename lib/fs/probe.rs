@@ -336,11 +336,14 @@ fn probe_swap(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
     }))
 }
 
+/// `"LUKS\xba\xbe"`: the LUKS magic (blkid's `crypto_LUKS`; `formats::luks` uses this one).
+pub const LUKS_MAGIC: [u8; 6] = *b"LUKS\xba\xbe";
+
 fn probe_luks(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
     let Some(b) = read(src, 0, 208)? else {
         return Ok(None);
     };
-    if b[..6] != crate::formats::luks::LUKS_MAGIC || !matches!(be16(&b, 6), 1 | 2) {
+    if b[..6] != LUKS_MAGIC || !matches!(be16(&b, 6), 1 | 2) {
         return Ok(None);
     }
     let u = label(&b[168..208]);
@@ -427,7 +430,7 @@ mod tests {
         let mut base = vec![0u8; 96 << 10];
         base[1024 + 56..1024 + 58].copy_from_slice(&EXT_SUPER_MAGIC.to_le_bytes());
         base[32768..32774].copy_from_slice(b"\x01CD001");
-        base[0..6].copy_from_slice(&crate::formats::luks::LUKS_MAGIC);
+        base[0..6].copy_from_slice(&LUKS_MAGIC);
         base[6..8].copy_from_slice(&2u16.to_be_bytes());
         base[510] = 0x55;
         base[511] = 0xAA;

@@ -17,7 +17,7 @@ use crate::source::ByteSource;
 use sha2::Digest as _;
 
 /// `"LUKS\xba\xbe"`: magic of LUKS1 and of the first LUKS2 header.
-pub const LUKS_MAGIC: [u8; 6] = *b"LUKS\xba\xbe";
+pub const LUKS_MAGIC: [u8; 6] = crate::fs::probe::LUKS_MAGIC;
 /// `"SKUL\xba\xbe"`: magic of the second LUKS2 header.
 pub const LUKS2_MAGIC_2ND: [u8; 6] = *b"SKUL\xba\xbe";
 /// LUKS1 `phdr` length.

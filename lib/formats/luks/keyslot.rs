@@ -262,7 +262,7 @@ fn argon2_interruptible(
 }
 
 /// PBKDF2-HMAC (RFC 8018 §5.2) over the `hmac` crate, checking `interrupt` every
-/// [`PBKDF2_CHUNK`] iterations (the `pbkdf2` crate cannot be stopped midway). The unit tests
+/// 4096 iterations (the `pbkdf2` crate cannot be stopped midway). The unit tests
 /// compare it with the `pbkdf2` crate.
 ///
 /// # Errors
