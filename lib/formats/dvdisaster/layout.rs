@@ -4,7 +4,7 @@
 //! Headers are checked in stages, cheapest first: cookie and method, then `selfCRC`, then the
 //! field ranges, then the layout they imply (all arithmetic checked, so fuzzed fields give a
 //! `Corrupt` error instead of an overflow or a huge allocation). Offsets, formulas and section
-//! numbers refer to `docs/formats/dvdisaster.md`.
+//! numbers refer to `docs/formats/research/dvdisaster.md`.
 
 use std::fmt;
 
