@@ -546,7 +546,7 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
         command: "inspect".into(),
         image: image.clone(),
         size_bytes: crate::source::ByteSource::size_bytes(&*opened.file),
-        allocated_bytes: opened.file.allocated_bytes(),
+        allocated_bytes: opened.allocated_bytes,
         kind: String::new(),
         needs_secret: false,
         encryption: None,

@@ -16,6 +16,7 @@ mod legacy;
 mod luks_read;
 mod migrate_modes;
 mod migrate_safety;
+mod open_source;
 mod util;
 mod vm;
 mod vm_legacy;
@@ -40,6 +41,7 @@ fn main() {
     trials.extend(luks_read::trials());
     trials.extend(migrate_modes::trials());
     trials.extend(migrate_safety::trials());
+    trials.extend(open_source::trials());
     trials.extend(vm_migrate::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
