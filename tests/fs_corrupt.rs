@@ -316,13 +316,9 @@ fn random_mutations() -> TestResult {
                         Err(e) => Err(format!("the manifest failed with an unexpected kind {:?}: {e}", e.kind())),
                     }
                 });
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(format!("{name}: {e} (mutation seed {seed:#x}, iteration {i})")));
-                        return;
-                    }
-                    Err(_) => {}
+                if let Ok(Err(e)) = &r {
+                    let _ = tx.send(Err(format!("{name}: {e} (mutation seed {seed:#x}, iteration {i})")));
+                    return;
                 }
                 if r.is_err() {
                     let _ = tx.send(Err(format!("{name}: panic with mutation seed {seed:#x} (iteration {i})")));
