@@ -2,6 +2,7 @@
 //! the outcome to an exit code (0 ok, 1 problems found in the data, 2 could not do the job,
 //! 130 interrupted). Everything else lives in the library.
 
+mod choices;
 mod cli;
 mod cmd;
 mod progress;

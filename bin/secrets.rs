@@ -144,18 +144,16 @@ pub fn parse_bytes(s: &str, what: &str) -> loopkit::Result<u64> {
 pub fn open_options(p: &ParamArgs) -> loopkit::Result<OpenOptions> {
     let mut c = Constraints::default();
     let mut unencrypted = false;
-    if let Some(s) = &p.scheme {
-        if s.eq_ignore_ascii_case("plain") || s.eq_ignore_ascii_case("none") {
-            unencrypted = true;
-        } else {
-            c.scheme = Some(s.parse()?);
-        }
+    match p.scheme {
+        Some(crate::choices::SchemeArg::Plain) => unencrypted = true,
+        Some(crate::choices::SchemeArg::Encrypted(s)) => c.scheme = Some(s),
+        None => {}
     }
-    if let Some(m) = &p.cipher {
+    if let Some(m) = p.cipher {
         if unencrypted {
             return Err(loopkit::Error::invalid("--scheme plain and --cipher contradict each other"));
         }
-        c.mode = Some(m.parse()?);
+        c.mode = Some(m);
     }
     if let Some(b) = p.key_bits {
         if !matches!(b, 128 | 192 | 256) {
@@ -163,9 +161,7 @@ pub fn open_options(p: &ParamArgs) -> loopkit::Result<OpenOptions> {
         }
         c.key_bits = Some(b);
     }
-    if let Some(d) = &p.key_derivation {
-        c.derivation = Some(d.parse()?);
-    }
+    c.derivation = p.key_derivation;
     if let Some(o) = &p.offset {
         let (at, rest) = match o.strip_prefix('@') {
             Some(r) => (true, r),
