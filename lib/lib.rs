@@ -29,6 +29,8 @@ pub mod extract;
 pub mod finding;
 pub mod formats;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod manifest;
 pub mod migrate;

@@ -11,6 +11,7 @@ use std::path::Path;
 /// Top-level library modules, highest layer first. Modules in one group are one layer and may
 /// not import each other (that would allow a cycle): only strictly lower layers.
 const LAYERS: &[&[&str]] = &[
+    &["fuzzing"],
     &["report"],
     &["migrate"],
     &["verify"],
