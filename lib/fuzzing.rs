@@ -11,8 +11,11 @@ use std::sync::Arc;
 const READ_LIMIT: u64 = 1 << 20;
 const MAX_FILES: usize = 2000;
 
+/// A fuzz target: arbitrary bytes in, nothing out (only panics, hangs and allocations matter).
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets by name (the names of `fuzz/fuzz_targets/*.rs` and `testdata/fuzz/*/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("luks_header", luks_header),
     ("luks2_json", luks2_json),
     ("dvdisaster_headers", dvdisaster_headers),
