@@ -513,7 +513,7 @@ fn encryption_of(p: &crate::formats::legacy::Params, equivalents: &[crate::crypt
 
 fn filesystem_of(fs: &crate::fs::FsInfo) -> Filesystem {
     Filesystem {
-        kind: fs.kind.clone(),
+        kind: fs.kind.to_string(),
         label: fs.label.clone(),
         uuid: fs.uuid.clone(),
         size_bytes: fs.size_bytes,
@@ -532,7 +532,7 @@ fn detection_of(o: &Detection) -> DetectionReport {
         alternatives: o
             .alternatives
             .iter()
-            .map(|a| Alternative { encryption: encryption_of(&a.params, &[]), filesystem_type: a.fs.kind.clone() })
+            .map(|a| Alternative { encryption: encryption_of(&a.params, &[]), filesystem_type: a.fs.kind.to_string() })
             .collect(),
     }
 }

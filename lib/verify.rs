@@ -244,7 +244,7 @@ pub fn verify_files(
     if opts.ecc_only {
         return Ok(outcome);
     }
-    let readable = opened.filesystem().is_some_and(|f| matches!(f.kind.as_str(), "ext2" | "ext3" | "ext4" | "iso9660"));
+    let readable = opened.filesystem().is_some_and(|f| f.kind.is_readable());
     if !readable && reference.is_none() {
         return Ok(outcome);
     }

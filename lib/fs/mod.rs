@@ -9,7 +9,7 @@ pub mod iso9660;
 pub mod probe;
 pub mod tree;
 
-pub use probe::{FsInfo, STRONG_CONFIDENCE, identify};
+pub use probe::{FsInfo, FsKind, STRONG_CONFIDENCE, identify};
 pub use tree::{FileReader, FileSystem, FileType, NodeId, Stat};
 
 use crate::source::ByteSource;
@@ -36,9 +36,9 @@ pub enum Strictness {
 /// systems blkid knows; `Corrupt`/`Io` from the reader.
 pub fn open(src: &dyn ByteSource) -> crate::Result<Box<dyn FileSystem + '_>> {
     let info = identify(src).map_err(|e| crate::Error::io("reading the file-system superblock", e))?;
-    match info.as_ref().map(|i| i.kind.as_str()) {
-        Some("ext2" | "ext3" | "ext4") => Ok(Box::new(ext::Ext::open(src)?)),
-        Some("iso9660") => Ok(Box::new(iso9660::Iso::open(src)?)),
+    match info.as_ref().map(|i| i.kind) {
+        Some(FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4) => Ok(Box::new(ext::Ext::open(src)?)),
+        Some(FsKind::Iso9660) => Ok(Box::new(iso9660::Iso::open(src)?)),
         Some(other) => Err(crate::Error::unsupported(format!(
             "reading files from a {other} file system is not supported (ext2/3/4 and ISO9660 are)"
         ))),

@@ -15,12 +15,77 @@ use std::io;
 /// Confidence at or above which detection accepts a candidate.
 pub const STRONG_CONFIDENCE: u8 = 80;
 
+/// What a signature says is there; [`FsKind::as_str`] is blkid's TYPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FsKind {
+    /// `ext2`.
+    Ext2,
+    /// `ext3`.
+    Ext3,
+    /// `ext4`.
+    Ext4,
+    /// `jbd`: an external ext3/ext4 journal device.
+    Jbd,
+    /// `iso9660`.
+    Iso9660,
+    /// `vfat`.
+    Vfat,
+    /// `ntfs`.
+    Ntfs,
+    /// `xfs`.
+    Xfs,
+    /// `btrfs`.
+    Btrfs,
+    /// `reiserfs`.
+    Reiserfs,
+    /// `jfs`.
+    Jfs,
+    /// `swap`.
+    Swap,
+    /// `crypto_LUKS`.
+    CryptoLuks,
+    /// `dos`: a DOS partition table.
+    Dos,
+}
+
+impl FsKind {
+    /// blkid's TYPE name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsKind::Ext2 => "ext2",
+            FsKind::Ext3 => "ext3",
+            FsKind::Ext4 => "ext4",
+            FsKind::Jbd => "jbd",
+            FsKind::Iso9660 => "iso9660",
+            FsKind::Vfat => "vfat",
+            FsKind::Ntfs => "ntfs",
+            FsKind::Xfs => "xfs",
+            FsKind::Btrfs => "btrfs",
+            FsKind::Reiserfs => "reiserfs",
+            FsKind::Jfs => "jfs",
+            FsKind::Swap => "swap",
+            FsKind::CryptoLuks => "crypto_LUKS",
+            FsKind::Dos => "dos",
+        }
+    }
+
+    /// Whether loopkit reads files from it (ext2/3/4, ISO9660).
+    pub fn is_readable(self) -> bool {
+        matches!(self, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Iso9660)
+    }
+}
+
+impl std::fmt::Display for FsKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A recognised file system (or other signature).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsInfo {
-    /// blkid's TYPE: `ext2`, `ext3`, `ext4`, `jbd`, `iso9660`, `vfat`, `ntfs`, `xfs`, `btrfs`,
-    /// `reiserfs`, `jfs`, `swap`, `crypto_LUKS`, `dos` (partition table).
-    pub kind: String,
+    /// What it is (blkid's TYPE via [`FsKind::as_str`]).
+    pub kind: FsKind,
     /// Volume label, if any.
     pub label: Option<String>,
     /// UUID (or blkid's equivalent, e.g. ISO creation time, FAT serial).
@@ -113,7 +178,7 @@ pub fn ext_superblock(sb: &[u8]) -> Option<FsInfo> {
         notes.push("the file system is marked as having errors".into());
     }
     Some(FsInfo {
-        kind: sbk.kind().into(),
+        kind: sbk.kind(),
         label: sbk.label(),
         uuid: uuid(&sbk.uuid),
         size_bytes: sbk.size_bytes(),
@@ -136,7 +201,7 @@ pub use crate::fs::iso9660::ISO_VD_OFFSET;
 pub fn iso_pvd(pvd: &[u8]) -> Option<FsInfo> {
     let p = vd::primary(pvd, Strictness::Lenient)?;
     Some(FsInfo {
-        kind: "iso9660".into(),
+        kind: FsKind::Iso9660,
         label: p.label(),
         uuid: p.uuid(),
         size_bytes: Some(p.volume_bytes()),
@@ -189,7 +254,7 @@ fn probe_fat_ntfs(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
     if &b[3..11] == b"NTFS    " {
         let total = le64(&b, 40);
         return Ok(Some(FsInfo {
-            kind: "ntfs".into(),
+            kind: FsKind::Ntfs,
             label: None,
             uuid: Some(format!("{:016X}", le64(&b, 72))),
             size_bytes: total.checked_mul(u64::from(bps)),
@@ -212,7 +277,7 @@ fn probe_fat_ntfs(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
     };
     let lab = label(lab).filter(|l| l != "NO NAME");
     Ok(Some(FsInfo {
-        kind: "vfat".into(),
+        kind: FsKind::Vfat,
         label: lab,
         uuid: Some(format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff)),
         size_bytes: total.checked_mul(u64::from(bps)),
@@ -238,7 +303,7 @@ fn probe_xfs(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
         return Ok(None);
     }
     Ok(Some(FsInfo {
-        kind: "xfs".into(),
+        kind: FsKind::Xfs,
         label: label(&b[108..120]),
         uuid: uuid(&b[32..48]),
         size_bytes: be64(&b, 8).checked_mul(u64::from(bs)),
@@ -256,7 +321,7 @@ fn probe_btrfs(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
         return Ok(None);
     }
     Ok(Some(FsInfo {
-        kind: "btrfs".into(),
+        kind: FsKind::Btrfs,
         label: label(&b[0x12b..0x12b + 256]),
         uuid: uuid(&b[32..48]),
         size_bytes: Some(le64(&b, 0x70)),
@@ -276,7 +341,7 @@ fn probe_reiserfs(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
     }
     let bs = u32::from(le16(&b, 44));
     Ok(Some(FsInfo {
-        kind: "reiserfs".into(),
+        kind: FsKind::Reiserfs,
         label: label(&b[100..116]),
         uuid: uuid(&b[84..100]),
         size_bytes: u64::from(le32(&b, 0)).checked_mul(u64::from(bs)),
@@ -298,7 +363,7 @@ fn probe_jfs(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
         return Ok(None);
     }
     Ok(Some(FsInfo {
-        kind: "jfs".into(),
+        kind: FsKind::Jfs,
         label: label(&b[101..117]),
         uuid: uuid(&b[136..152]),
         size_bytes: le64(&b, 8).checked_mul(512),
@@ -326,7 +391,7 @@ fn probe_swap(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
         return Ok(None);
     }
     Ok(Some(FsInfo {
-        kind: "swap".into(),
+        kind: FsKind::Swap,
         label: if v1 { label(&b[1052..1068]) } else { None },
         uuid: if v1 { uuid(&b[1036..1052]) } else { None },
         size_bytes: if v1 { Some((last_page + 1) * 4096) } else { None },
@@ -348,7 +413,7 @@ fn probe_luks(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
     }
     let u = label(&b[168..208]);
     Ok(Some(FsInfo {
-        kind: "crypto_LUKS".into(),
+        kind: FsKind::CryptoLuks,
         label: None,
         uuid: u,
         size_bytes: None,
@@ -385,7 +450,7 @@ fn probe_dos(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
         return Ok(None);
     }
     Ok(Some(FsInfo {
-        kind: "dos".into(),
+        kind: FsKind::Dos,
         label: None,
         uuid: Some(format!("{:08x}", le32(&b, 440))),
         size_bytes: None,
@@ -491,7 +556,7 @@ mod tests {
         let mut sb = ext_sb(0, 0, 5, 0, 0, 0);
         sb[96..100].copy_from_slice(&0x0008u32.to_le_bytes()); // INCOMPAT_JOURNAL_DEV
         let info = ext_superblock(&sb).expect("a journal device is recognised");
-        assert_eq!((info.kind.as_str(), info.size_bytes), ("jbd", Some(0)));
+        assert_eq!((info.kind, info.size_bytes), (FsKind::Jbd, Some(0)));
         // 64-bit: 2^64 − 1 blocks of 64 KiB in groups of 8 blocks with 2^19 inodes each.
         let mut sb = ext_sb(u32::MAX, u32::MAX, 0, 6, 8, 1 << 19);
         sb[96..100].copy_from_slice(&0x0080u32.to_le_bytes()); // INCOMPAT_64BIT
@@ -517,7 +582,7 @@ mod tests {
         sb[40..44].copy_from_slice(&256u32.to_le_bytes());
         sb[58..60].copy_from_slice(&1u16.to_le_bytes());
         let info = ext_superblock(&sb).unwrap();
-        assert_eq!((info.kind.as_str(), info.confidence, info.size_bytes), ("ext2", 95, Some(8 << 20)));
+        assert_eq!((info.kind, info.confidence, info.size_bytes), (FsKind::Ext2, 95, Some(8 << 20)));
         sb[0..4].copy_from_slice(&255u32.to_le_bytes());
         assert!(ext_superblock(&sb).unwrap().confidence < STRONG_CONFIDENCE);
         sb[24..28].copy_from_slice(&9u32.to_le_bytes());

@@ -445,7 +445,7 @@ impl FileReader for ExtFile<'_> {
 
 impl FileSystem for Ext<'_> {
     fn kind(&self) -> &'static str {
-        self.sb.kind()
+        self.sb.kind().as_str()
     }
 
     fn root(&self) -> NodeId {

@@ -5,6 +5,7 @@
 use super::csum;
 use crate::bytes::{self, le16, le32};
 use crate::fs::Strictness;
+use crate::fs::probe::FsKind;
 
 /// ext superblock magic (`EXT2_SUPER_MAGIC`), at superblock offset 56.
 pub const EXT_SUPER_MAGIC: u16 = 0xEF53;
@@ -358,14 +359,14 @@ impl Superblock {
     }
 
     /// blkid's name: ext4 when any ext4-only feature is on, ext3 with a journal, else ext2.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> FsKind {
         if self.is_journal_device() {
-            return "jbd";
+            return FsKind::Jbd;
         }
         if self.incompat & !EXT3_INCOMPAT_SUPP == 0 && self.ro_compat & !EXT3_RO_COMPAT_SUPP == 0 {
-            if self.compat & COMPAT_HAS_JOURNAL != 0 { "ext3" } else { "ext2" }
+            if self.compat & COMPAT_HAS_JOURNAL != 0 { FsKind::Ext3 } else { FsKind::Ext2 }
         } else {
-            "ext4"
+            FsKind::Ext4
         }
     }
 
@@ -436,7 +437,7 @@ mod tests {
     fn parses_and_rejects() {
         let sb = Superblock::parse(&minimal()).unwrap();
         assert_eq!((sb.block_size, sb.groups, sb.inode_size), (1024, 1, 256));
-        assert_eq!(sb.kind(), "ext2");
+        assert_eq!(sb.kind(), FsKind::Ext2);
         assert_eq!(sb.descriptor_blocks(), vec![2]);
 
         let mut b = minimal();
