@@ -36,6 +36,15 @@ pub enum Command {
     /// Migrate an image to dm-crypt: the exact cryptsetup mapping (plain), a detached LUKS2
     /// header over the unchanged data, or a re-encrypted LUKS2/LUKS1 container.
     Migrate(Box<MigrateArgs>),
+    /// List an image file's extents on its disk (FIEMAP), classify them, and say whether the
+    /// file can be remapped (its I/O sent straight to those blocks); --check reads every mapped
+    /// extent through the raw device and through the file system and compares them.
+    Extents(ExtentsArgs),
+    /// Serve an image as a ublk block device (/dev/ublkbN) until `loopkit detach`, SIGINT or
+    /// SIGTERM (root, Linux with ublk_drv). --list shows what is attached.
+    Attach(Box<AttachArgs>),
+    /// Stop serving an attached device (by /dev/ublkbN or by image): flush, remove the device.
+    Detach(DetachArgs),
 }
 
 /// Where secrets come from. Never from an argument value.
@@ -335,4 +344,87 @@ pub struct MigrateArgs {
     /// reencrypt: make progress durable (fsync + checkpoint) every BYTES (default 64 MiB).
     #[arg(long, value_name = "BYTES", hide = true)]
     pub checkpoint_every: Option<String>,
+}
+
+/// `loopkit extents`.
+#[derive(Debug, Args)]
+pub struct ExtentsArgs {
+    /// The image file (opened read-only).
+    pub image: PathBuf,
+    /// Verify the mapping: read every mapped extent through the raw device and through the file
+    /// system and compare them (SHA-256 per extent).
+    #[arg(long)]
+    pub check: bool,
+    /// In the human output, list at most N extents (0 = all; JSON always lists all).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub max_rows: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output: OutputArgs,
+}
+
+/// `loopkit attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The image file (read-write unless --read-only, --decrypt or --open-crypt).
+    #[arg(required_unless_present = "list")]
+    pub image: Option<PathBuf>,
+    /// List the attached devices instead (image, device, mode, remap state, lease, data path).
+    #[arg(long, conflicts_with_all = ["read_only", "read_write", "remap", "decrypt", "open_crypt"])]
+    pub list: bool,
+    /// Show the device read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// --decrypt: allow writes (plaintext written through the device is encrypted into the image).
+    #[arg(long, requires = "decrypt", conflicts_with = "read_only")]
+    pub read_write: bool,
+    /// Send I/O straight to the disk blocks the image occupies (FIEMAP extent map, exclusive
+    /// lease; see `loopkit extents`). When the file cannot be remapped safely the image is served
+    /// through the file instead and the reason is printed.
+    #[arg(long)]
+    pub remap: bool,
+    /// Serve the plaintext of an encrypted legacy or LUKS image, decrypting in the server
+    /// (read-only unless --read-write).
+    #[arg(long, conflicts_with = "open_crypt")]
+    pub decrypt: bool,
+    /// Attach the image read-only and run the `cryptsetup open` line `inspect` prints on the
+    /// device, so /dev/mapper/NAME holds the plaintext (printed instead when cryptsetup or
+    /// dm-crypt is missing).
+    #[arg(long, value_name = "NAME")]
+    pub open_crypt: Option<String>,
+    /// Hardware queues (one server thread each).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub queues: u16,
+    /// Requests in flight per queue.
+    #[arg(long, value_name = "D", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub depth: u16,
+    /// Never use the zero-copy path (for comparisons).
+    #[arg(long)]
+    pub no_zero_copy: bool,
+    /// Stay in the foreground (the default: loopkit never daemonizes; run it under a service
+    /// manager or `&` to detach from the terminal).
+    #[arg(long)]
+    pub foreground: bool,
+    /// Print one JSON object on stdout once the device is live (with --list: the list).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub secrets: SecretArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub params: ParamArgs,
+}
+
+/// `loopkit detach`.
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// The device (/dev/ublkbN or ublkbN) or the image file.
+    pub target: PathBuf,
+    /// Seconds to wait for the server to finish.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub timeout: u64,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
 }

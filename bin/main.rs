@@ -47,6 +47,9 @@ fn main() -> ExitCode {
         cli::Command::StripEcc(a) => (a.output_args.json, "strip-ecc"),
         cli::Command::Repair(a) => (a.output_args.json, "repair"),
         cli::Command::Migrate(a) => (a.common.output.json, "migrate"),
+        cli::Command::Extents(a) => (a.output.json, "extents"),
+        cli::Command::Attach(a) => (a.json, "attach"),
+        cli::Command::Detach(a) => (a.json, "detach"),
     };
     let result = match &cli.command {
         cli::Command::Inspect(a) => cmd::inspect::run(a),
@@ -56,6 +59,9 @@ fn main() -> ExitCode {
         cli::Command::StripEcc(a) => cmd::strip_ecc::run(a, &interrupt),
         cli::Command::Repair(a) => cmd::repair::run(a, &interrupt),
         cli::Command::Migrate(a) => cmd::migrate::run(a, &interrupt),
+        cli::Command::Extents(a) => cmd::extents::run(a, &interrupt),
+        cli::Command::Attach(a) => cmd::attach::run(a, &interrupt),
+        cli::Command::Detach(a) => cmd::attach::detach(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -310,3 +310,89 @@ pub fn migrate(r: &loopkit::report::Migrate) -> String {
     }
     o
 }
+
+/// Render a `loopkit extents` report; at most `max_rows` extents are listed (0 = all).
+pub fn extents(r: &loopkit::report::Extents, max_rows: usize) -> String {
+    let mut o = String::new();
+    let b = &r.backing;
+    let _ = writeln!(o, "image        {}  ({}, {} allocated)", r.image, size(r.size_bytes), size(r.allocated_bytes));
+    let dev = b.device.as_deref().unwrap_or("(no device node)");
+    let _ = writeln!(
+        o,
+        "backing      {} on {dev} ({}), {}-byte logical / {}-byte physical blocks",
+        b.filesystem, b.device_number, b.logical_block_size, b.physical_block_size
+    );
+    if let Some(m) = &b.mount_point {
+        let _ = writeln!(o, "mounted at   {m} ({})", b.mount_options.as_deref().unwrap_or(""));
+    }
+    let s = &r.summary;
+    let _ = writeln!(
+        o,
+        "extents      {} ({} fragment boundaries, largest {}); mapped {}, unwritten {}, via file {}; {} hole(s), {}",
+        s.extents,
+        s.fragments,
+        size(s.largest_extent_bytes),
+        size(s.mapped_bytes),
+        size(s.unwritten_bytes),
+        size(s.via_file_bytes),
+        s.holes,
+        size(s.hole_bytes)
+    );
+    if !r.extents.is_empty() {
+        let _ = writeln!(o, "\n  {:>14} {:>16} {:>14}  {:<9} flags", "logical", "physical", "length", "class");
+        let shown = if max_rows == 0 { r.extents.len() } else { max_rows.min(r.extents.len()) };
+        for e in &r.extents[..shown] {
+            let _ = writeln!(
+                o,
+                "  {:>14} {:>16} {:>14}  {:<9} {}{}",
+                e.logical,
+                e.physical,
+                e.length,
+                e.class,
+                e.flags.join(","),
+                e.reason.as_deref().map(|w| format!("  ({w})")).unwrap_or_default()
+            );
+        }
+        if shown < r.extents.len() {
+            let _ = writeln!(o, "  … {} more (--max-rows 0 or --json lists all)", r.extents.len() - shown);
+        }
+        o.push('\n');
+    }
+    for n in &r.notes {
+        let _ = writeln!(o, "note         {n}");
+    }
+    if let Some(c) = &r.check {
+        if c.ok {
+            let _ = writeln!(
+                o,
+                "check        OK: {} mapped extent(s), {} read identically through the device and the file system",
+                c.extents_checked,
+                size(c.bytes_checked)
+            );
+        } else {
+            let _ =
+                writeln!(o, "check        {} of {} mapped extent(s) DIFFER:", c.mismatches.len(), c.extents_checked);
+            for m in &c.mismatches {
+                let _ = writeln!(
+                    o,
+                    "             logical {} physical {} length {}: first difference at file byte {} (file {}…, device {}…)",
+                    m.logical,
+                    m.physical,
+                    m.length,
+                    m.first_difference,
+                    &m.file_sha256[..16],
+                    &m.device_sha256[..16]
+                );
+            }
+        }
+    }
+    if r.remap_safe {
+        let _ = writeln!(o, "verdict      remap-safe");
+    } else {
+        let _ = writeln!(o, "verdict      not remap-safe:");
+        for f in &r.refusals {
+            let _ = writeln!(o, "             {} ({})", f.message, f.code);
+        }
+    }
+    o
+}

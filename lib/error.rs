@@ -91,6 +91,43 @@ impl Error {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The positive `errno` a block-device front end reports for this error (it completes the
+    /// request with `-errno`): the OS error when there is one, otherwise one per kind.
+    pub fn errno(&self) -> i32 {
+        let os = self.source.as_deref().and_then(|s| s.downcast_ref::<std::io::Error>()).map(io_errno);
+        os.unwrap_or(match self.kind {
+            ErrorKind::Io | ErrorKind::Corrupt | ErrorKind::NotRecognized | ErrorKind::NoMatch => libc::EIO,
+            ErrorKind::WrongKey => libc::EACCES,
+            ErrorKind::Unsupported => libc::EOPNOTSUPP,
+            ErrorKind::InvalidInput => libc::EINVAL,
+            ErrorKind::Unsafe => libc::EPERM,
+            ErrorKind::Interrupted => libc::EINTR,
+        })
+    }
+}
+
+/// The positive `errno` for an I/O error: its OS code, or the closest one for its kind (`EIO`
+/// when there is none).
+pub fn io_errno(e: &std::io::Error) -> i32 {
+    use std::io::ErrorKind as K;
+    if let Some(code) = e.raw_os_error() {
+        return code;
+    }
+    match e.kind() {
+        K::NotFound => libc::ENOENT,
+        K::PermissionDenied => libc::EACCES,
+        K::InvalidInput => libc::EINVAL,
+        K::UnexpectedEof => libc::EIO,
+        K::Unsupported => libc::EOPNOTSUPP,
+        K::OutOfMemory => libc::ENOMEM,
+        K::Interrupted => libc::EINTR,
+        K::WouldBlock => libc::EAGAIN,
+        K::ReadOnlyFilesystem => libc::EROFS,
+        K::StorageFull => libc::ENOSPC,
+        K::TimedOut => libc::ETIMEDOUT,
+        _ => libc::EIO,
+    }
 }
 
 impl fmt::Display for Error {
@@ -123,9 +160,23 @@ impl From<std::io::Error> for Error {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn eintr_is_an_io_error_not_an_interrupt() {
-        let e = super::Error::io("reading x", std::io::Error::from_raw_os_error(4));
-        assert_eq!(e.kind(), super::ErrorKind::Io);
+        let e = Error::io("reading x", std::io::Error::from_raw_os_error(libc::EINTR));
+        assert_eq!(e.kind(), ErrorKind::Io);
+    }
+
+    #[test]
+    fn errno_mapping() {
+        let os = Error::io("reading", std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(os.errno(), libc::ENOSPC);
+        assert_eq!(Error::corrupt("x").errno(), libc::EIO);
+        assert_eq!(Error::invalid("x").errno(), libc::EINVAL);
+        assert_eq!(Error::unsupported("x").errno(), libc::EOPNOTSUPP);
+        let kind_only = std::io::Error::new(std::io::ErrorKind::InvalidInput, "past the end");
+        assert_eq!(io_errno(&kind_only), libc::EINVAL);
+        assert_eq!(io_errno(&std::io::Error::other("?")), libc::EIO);
     }
 }

@@ -21,10 +21,12 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod attach;
 pub mod bytes;
 pub mod crypto;
 pub mod detect;
 mod error;
+pub mod extent;
 pub mod extract;
 pub mod finding;
 pub mod formats;
@@ -37,9 +39,11 @@ pub mod migrate;
 pub mod output;
 pub mod pipeline;
 pub mod progress;
+pub mod remap;
 pub mod report;
 pub mod source;
+pub mod sys;
 pub mod verify;
 pub mod volume;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, io_errno};

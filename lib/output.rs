@@ -3,6 +3,8 @@
 //! target, fsync, read back where cheap, rename, fsync the directory. The temporary file is
 //! removed on every error path; a crash can leave only a hidden `.NAME.loopkit-PID.partial`.
 
+pub mod direct;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};

@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["fuzzing"],
     &["report"],
     &["migrate"],
+    &["attach"],
     &["verify"],
     &["extract"],
     &["manifest"],
@@ -22,10 +23,13 @@ const LAYERS: &[&[&str]] = &[
     &["formats"],
     &["fs"],
     &["volume"],
+    &["remap"],
     &["crypto"],
     &["output", "pipeline"],
     &["source"],
+    &["extent"],
     &["progress"],
+    &["sys"],
     &["bytes", "finding", "error"],
 ];
 

@@ -3,9 +3,11 @@
 //! Each module contributes `trials()`; oracles are independent tools (mkfs, genisoimage, Python
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
+mod bench_remap;
 mod ecc_repair;
 mod ecc_strip;
 mod ecc_verify;
+mod extents;
 mod fs_corrupt;
 mod fs_extract;
 mod fs_fixtures;
@@ -16,9 +18,12 @@ mod legacy;
 mod luks_read;
 mod migrate_modes;
 mod migrate_safety;
+mod mounts;
 mod open_source;
+mod remap_engine;
 mod util;
 mod vm;
+mod vm_attach;
 mod vm_legacy;
 mod vm_migrate;
 mod vm_smoke;
@@ -43,6 +48,10 @@ fn main() {
     trials.extend(migrate_safety::trials());
     trials.extend(open_source::trials());
     trials.extend(vm_migrate::trials());
+    trials.extend(extents::trials());
+    trials.extend(remap_engine::trials());
+    trials.extend(bench_remap::trials());
+    trials.extend(vm_attach::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
     conclusion.exit();

@@ -77,6 +77,19 @@ pub struct VmJob<'a> {
     /// Guest CPUs; zero means 1. (TCG runs them all on one host thread: more CPUs only help
     /// tests of multi-queue behaviour, not speed.)
     pub cpus: u32,
+    /// Debian suite whose kernel boots ([`TRIXIE`], [`BACKPORTS`]); `None` means
+    /// `$LOOPKIT_VM_SUITE` or trixie.
+    pub suite: Option<&'static str>,
+}
+
+/// Debian 13's kernel (6.12: ublk without zero copy).
+pub const TRIXIE: &str = "trixie";
+/// The trixie-backports kernel (7.x: ublk zero copy, `UBLK_F_AUTO_BUF_REG`).
+pub const BACKPORTS: &str = "trixie-backports";
+
+/// The suite used when a job names none.
+pub fn default_suite() -> String {
+    std::env::var("LOOPKIT_VM_SUITE").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| TRIXIE.to_string())
 }
 
 /// Why a VM test could not run: report it as skipped (via [`Unavailable::skip`]).
@@ -205,13 +218,23 @@ pub fn cache_dir() -> PathBuf {
     std::env::var_os("LOOPKIT_VM_CACHE").map(PathBuf::from).unwrap_or_else(|| util::repo_root().join("target/vm-cache"))
 }
 
-/// Prepare the kernel once per test-binary run (later callers get the same result).
+/// Prepare the default suite's kernel once per test-binary run (later callers get the same
+/// result).
 pub fn prepared() -> Result<&'static Prepared, Unavailable> {
-    static PREPARED: OnceLock<Result<Prepared, String>> = OnceLock::new();
-    PREPARED.get_or_init(prepare).as_ref().map_err(|r| Unavailable::new(r.clone()))
+    prepared_suite(&default_suite())
 }
 
-fn prepare() -> Result<Prepared, String> {
+/// Prepare `suite`'s kernel once per test-binary run.
+pub fn prepared_suite(suite: &str) -> Result<&'static Prepared, Unavailable> {
+    type Cache = Mutex<BTreeMap<String, Result<&'static Prepared, String>>>;
+    static PREPARED: OnceLock<Cache> = OnceLock::new();
+    let map = PREPARED.get_or_init(|| Mutex::new(BTreeMap::new()));
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    let r = map.entry(suite.to_string()).or_insert_with(|| prepare(suite).map(|p| &*Box::leak(Box::new(p)))).clone();
+    r.map_err(Unavailable::new)
+}
+
+fn prepare(suite: &str) -> Result<Prepared, String> {
     if env_is_1(SKIP_ENV) {
         return Err(format!("disabled by {SKIP_ENV}=1"));
     }
@@ -224,6 +247,7 @@ fn prepare() -> Result<Prepared, String> {
     let out = Command::new("sh")
         .arg(vm_dir().join("prepare.sh"))
         .arg(cache_dir())
+        .env("LOOPKIT_VM_SUITE", suite)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run tests/vm/prepare.sh: {e}"))?;
@@ -231,7 +255,7 @@ fn prepare() -> Result<Prepared, String> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         let last = stderr.lines().last().unwrap_or("no message");
-        return Err(format!("kernel preparation failed: {last}"));
+        return Err(format!("kernel preparation ({suite}) failed: {last}"));
     }
     let get = |key: &str| -> Result<String, String> {
         stdout
@@ -274,7 +298,10 @@ fn lock_vm() -> VmLock {
 /// (no qemu, no kernel, the guest never reached the script twice in a row); a script that
 /// failed or did not finish is an `Ok` outcome whose [`VmOutcome::check`] fails.
 pub fn run(job: &VmJob) -> Result<VmOutcome, Unavailable> {
-    let prep = prepared()?;
+    let prep = match job.suite {
+        Some(s) => prepared_suite(s)?,
+        None => prepared()?,
+    };
     for d in job.disks {
         // Mistakes in the test itself fail it (panic), they are not reasons to skip.
         assert!(d.path.is_file(), "vm::run: disk image {} is not a file", d.path.display());

@@ -117,22 +117,13 @@ struct Case {
     keyfile: Option<PathBuf>,
 }
 
-/// The key util-linux's cryptoloop losetup used without a hash: the passphrase's first 31 bytes,
-/// zero-padded to 32 (legacy-loop-crypto.md; the same rule as testdata/gen/legacy.py).
-fn util_linux_raw_key(pass: &str) -> Vec<u8> {
-    let mut k = pass.as_bytes()[..pass.len().min(31)].to_vec();
-    k.resize(32, 0);
-    k
-}
-
 /// Host paths the case table refers to: `{P}` passphrase file, `{L}` long passphrase file,
-/// `{K64}`/`{K65}` loop-AES key files, `{RAW}` a raw 32-byte key.
+/// `{K64}`/`{K65}` loop-AES key files.
 struct Paths {
     pass: PathBuf,
     longpass: PathBuf,
     k64: PathBuf,
     k65: PathBuf,
-    raw: PathBuf,
 }
 
 /// The fixtures: (name, plaintext fs, legacy.py encrypt args, loopkit args, what is typed at the
@@ -143,8 +134,8 @@ type CaseRow = (&'static str, &'static str, &'static str, &'static str, Option<&
 const CASES: &[CaseRow] = &[
     // cryptoloop (util-linux / Debian losetup -e aes), encrypted by Python `cryptography`
     ("cl-raw-256", "ext2", "--derivation|util-linux-raw|--key-bits|256|--passphrase-file|{P}", "--passphrase-file|{P}", Some("{pass}"), None),
-    // a passphrase longer than 31 bytes: cryptsetup needs the raw key in a file
-    ("cl-raw-256-longpass", "ext2", "--derivation|util-linux-raw|--key-bits|256|--passphrase-file|{L}", "--passphrase-file|{L}", None, Some("{RAW}")),
+    // a passphrase of 32 bytes or more: cryptsetup derives the key with --hash plain:31
+    ("cl-raw-256-longpass", "ext2", "--derivation|util-linux-raw|--key-bits|256|--passphrase-file|{L}", "--passphrase-file|{L}", Some("{longpass}"), None),
     ("cl-rmd160-256", "ext2", "--derivation|rmd160|--key-bits|256|--passphrase-file|{P}", "--passphrase-file|{P}", Some("{pass}"), None),
     ("cl-rmd160-128", "ext3", "--derivation|rmd160|--key-bits|128|--passphrase-file|{P}", "--passphrase-file|{P}", Some("{pass}"), None),
     ("cl-rmd160-192", "ext4", "--derivation|rmd160|--key-bits|192|--passphrase-file|{P}", "--passphrase-file|{P}", Some("{pass}"), None),
@@ -169,7 +160,6 @@ impl Paths {
             .replace("{L}", self.longpass.to_str().unwrap())
             .replace("{K64}", self.k64.to_str().unwrap())
             .replace("{K65}", self.k65.to_str().unwrap())
-            .replace("{RAW}", self.raw.to_str().unwrap())
     }
 
     fn args(&self, s: &str) -> Vec<String> {
@@ -177,7 +167,7 @@ impl Paths {
     }
 }
 
-fn cases(paths: &Paths, typed_pass: &str) -> Vec<Case> {
+fn cases(paths: &Paths, typed_pass: &str, typed_long: &str) -> Vec<Case> {
     CASES
         .iter()
         .map(|&(name, fs, gen_args, loopkit_args, typed, keyfile)| {
@@ -191,7 +181,7 @@ fn cases(paths: &Paths, typed_pass: &str) -> Vec<Case> {
                 gen_args,
                 loopkit_args: paths.args(loopkit_args),
                 secret: match typed {
-                    Some(t) => Secret::Typed(t.replace("{pass}", typed_pass)),
+                    Some(t) => Secret::Typed(t.replace("{longpass}", typed_long).replace("{pass}", typed_pass)),
                     None => Secret::KeyFile,
                 },
                 keyfile: keyfile.map(|k| PathBuf::from(paths.expand(k))),
@@ -298,24 +288,19 @@ fn cryptsetup_line_maps_plaintext_in_kernel() -> TestResult {
         return util::skip("aespipe not installed");
     }
     let d = Scratch::new("vm-legacy");
-    let paths = Paths {
-        pass: p.dir.join("pass"),
-        longpass: p.dir.join("longpass"),
-        k64: d.path("k64"),
-        k65: d.path("k65"),
-        raw: d.path("rawkey"),
-    };
+    let paths =
+        Paths { pass: p.dir.join("pass"), longpass: p.dir.join("longpass"), k64: d.path("k64"), k65: d.path("k65") };
     let generator = util::repo_root().join("testdata/gen/legacy.py");
     for (n, k) in [("64", &paths.k64), ("65", &paths.k65)] {
         run_ok(Command::new("python3").arg(&generator).args(["keyfile", "--lines", n, "--out", k.to_str().unwrap()]))?;
     }
-    std::fs::write(&paths.raw, util_linux_raw_key(&passphrase(&paths.longpass)?))?;
     let typed_pass = passphrase(&paths.pass)?;
+    let typed_long = passphrase(&paths.longpass)?;
 
     // Host side: build every fixture, ask loopkit for its command and its payload digest.
     let mut prepared = Vec::new();
     let tree = p.dir.join("tree");
-    for (i, case) in cases(&paths, &typed_pass).into_iter().enumerate() {
+    for (i, case) in cases(&paths, &typed_pass, &typed_long).into_iter().enumerate() {
         let gen_args: Vec<&str> = case.gen_args.iter().map(String::as_str).collect();
         let fixture = encrypt(&d.0, &format!("{}.img", case.name), case.fs, &gen_args)?;
         prepared.push(prepare(case, fixture, &tree, i)?);
@@ -389,7 +374,7 @@ fi
     script.push_str("dmesg | grep -iE 'device-mapper|crypt|EXT4-fs|ISOFS' | tail -n 40 >&2\n");
 
     let disks: Vec<Disk> = prepared.iter().map(|pr| Disk::ro(&pr.fixture.image)).collect();
-    let keyfiles: Vec<(String, Vec<u8>)> = [&paths.k64, &paths.k65, &paths.raw]
+    let keyfiles: Vec<(String, Vec<u8>)> = [&paths.k64, &paths.k65]
         .iter()
         .map(|k| Ok((k.file_name().unwrap().to_str().unwrap().to_string(), std::fs::read(k)?)))
         .collect::<Result<_, std::io::Error>>()?;

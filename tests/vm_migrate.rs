@@ -4,6 +4,12 @@
 //! --header HDR IMAGE`, for `--mode reencrypt` `cryptsetup open OUT` (LUKS2 and LUKS1) — then
 //! the mapped device's SHA-256 must equal the fixture generator's plaintext SHA-256, and the file
 //! system mounted read-only must hold exactly the source tree (file manifest). One VM boot.
+//!
+//! Issue 12: `migrate --mode reencrypt` verifies what is on the disk, not what is in the page
+//! cache. The output's file system lives on a device-mapper `flakey` target that corrupts reads
+//! of the data area (`corrupt_bio_byte … r …`) while writes land intact: migrate must fail and
+//! leave no renamed output. A control run on the same layout without the corruption succeeds,
+//! and the guest shows that a page-cache re-read of a file written there would not notice.
 
 use crate::ensure;
 use crate::legacy::{encrypt, plains};
@@ -34,7 +40,10 @@ struct Open {
 }
 
 pub fn trials() -> Vec<Trial> {
-    vec![trial("vm_migrate::results_open_and_mount_in_kernel", results_open_and_mount_in_kernel)]
+    vec![
+        trial("vm_migrate::results_open_and_mount_in_kernel", results_open_and_mount_in_kernel),
+        trial("vm_migrate::reencrypt_verification_reads_the_disk", reencrypt_verification_reads_the_disk),
+    ]
 }
 
 fn results_open_and_mount_in_kernel() -> TestResult {
@@ -260,5 +269,210 @@ fi
         return util::fail(format!("{}\n{}", errors.join("\n"), out.transcript()));
     }
     eprintln!("vm_migrate: {} mappings opened and mounted in one VM run of {:.1?}", opens.len(), out.elapsed);
+    Ok(Completion::Completed)
+}
+
+/// The guest script of [`reencrypt_verification_reads_the_disk`]. `/dev/vda` is the source
+/// (read-only), `/dev/vdb` a blank scratch disk. For each run the scratch disk gets a fresh ext4
+/// whose metadata is packed at its start (`packed_meta_blocks`, no journal) and a device-mapper
+/// table: `linear` over the metadata blocks (up to the first free block), `flakey` over the rest
+/// (where every file's data goes). `clean`: flakey always up, no features — a pass-through.
+/// `corrupt`: always down with `corrupt_bio_byte 1 r 90 0` — every read bio of the data area
+/// gets its first byte replaced by 90, writes are passed through unchanged.
+const FLAKEY_SCRIPT: &str = r#"
+set +e
+modprobe -d "$VM_MODROOT" dm-flakey || { echo "setup:no dm-flakey module"; exit 3; }
+src=/dev/vda; disk=/dev/vdb
+sz=$(blockdev --getsz $disk)
+mkdir -p /tmp/out
+table() {
+    case $1 in
+        clean) feat="3600 0" ;;
+        corrupt) feat="0 3600 5 corrupt_bio_byte 1 r 90 0" ;;
+    esac
+    printf '0 %s linear %s 0\n%s %s flakey %s %s %s\n' $meta $disk $meta $((sz - meta)) $disk $meta "$feat"
+}
+fresh() {
+    mkfs.ext4 -q -F -b 4096 -O ^has_journal -E packed_meta_blocks=1,lazy_itable_init=0,nodiscard $disk || exit 4
+    first=$(dumpe2fs $disk 2>/dev/null | awk '/^  Free blocks: [0-9]/{split($3, a, "-"); print a[1]; exit}')
+    [ -n "$first" ] || exit 5
+    meta=$(( ${2:-$first} * 8 ))
+    table $1 | dmsetup create out || exit 6
+    echo "table:$1=$(dmsetup table out | tr '\n' ';')"
+    mount /dev/mapper/out /tmp/out || exit 7
+}
+finish() { umount /tmp/out; dmsetup remove out; }
+migrate() {
+    $BIN migrate $src --to dmcrypt --mode reencrypt -o /tmp/out/out.img --json --quiet --no-prompt \
+        --passphrase-file /run/vm/pass --new-passphrase-file /run/vm/newpass \
+        --pbkdf pbkdf2 --pbkdf-force-iterations 1000 > /run/vm/$1.json 2> /run/vm/$1.err
+    echo "exit:$1=$?"
+    echo "final:$1=$([ -e /tmp/out/out.img ] && echo yes || echo no)"
+    echo "partial:$1=$([ -e /tmp/out/out.img.partial ] && echo yes || echo no)"
+}
+
+# Physical blocks of OUT's file: the last one of the header (logical blocks < 4096, the 16 MiB
+# LUKS2 header) and the first one of the payload.
+blocks() {
+    filefrag -v "$1" | awk '$1 ~ /^[0-9]+:$/ {
+        gsub(/\.\./, " "); gsub(/:/, " "); split($0, f, " ");
+        l0 = f[2]; l1 = f[3]; p0 = f[4]; p1 = f[5];
+        if (l0 < 4096) { e = (l1 < 4095) ? p1 : p0 + 4095 - l0; if (e > h) h = e }
+        if (l1 >= 4096) { b = (l0 >= 4096) ? p0 : p0 + 4096 - l0; if (m == "" || b < m) m = b }
+    } END { print h + 0, m + 0 }'
+}
+
+# Control: the same layout, flakey passing everything through: migrate succeeds.
+fresh clean
+migrate clean
+b=$(blocks /tmp/out/out.img)
+pay_start=${b#* }
+echo "blocks:clean=$b"
+finish
+
+# Only the payload's blocks corrupted on read (the boundary where the control run's payload
+# began; the allocation is expected to repeat on a fresh identical file system, and the guest
+# reports where it really went): the payload comparison must catch it.
+fresh corrupt $pay_start
+migrate payload
+echo "blocks:payload=$(blocks /tmp/out/out.img.partial) $pay_start"
+finish
+
+# The data area's reads are corrupted: migrate must fail, OUT must not appear.
+fresh corrupt
+migrate corrupt
+# What a page-cache re-read would see: a file written on this device reads back intact from
+# the cache, and corrupted from the device (O_DIRECT).
+head -c 1048576 /dev/urandom > /tmp/r
+cp /tmp/r /tmp/out/r && sync
+cmp -s /tmp/r /tmp/out/r && echo "cached:same" || echo "cached:differs"
+dd if=/tmp/out/r iflag=direct bs=1M 2>/dev/null | cmp -s - /tmp/r && echo "direct:same" || echo "direct:differs"
+# The writes landed intact: with the corruption switched off, the kept partial output opens
+# with cryptsetup and maps the plaintext.
+umount /tmp/out
+table clean | dmsetup reload out && dmsetup resume out
+mount /dev/mapper/out /tmp/out
+if cryptsetup open --readonly --key-file /run/vm/newpass /tmp/out/out.img.partial kept 2>/tmp/err; then
+    echo "kept:sha=$(sha256sum < /dev/mapper/kept | cut -d' ' -f1)"
+    cryptsetup close kept
+else
+    echo "kept:open failed $(tr '\n' ' ' < /tmp/err)"
+fi
+finish
+"#;
+
+fn reencrypt_verification_reads_the_disk() -> TestResult {
+    let (d, f, pass) = match crate::legacy::rmd160_fixture("vm-mig-flakey", "c.img", "ext2")? {
+        Ok(x) => x,
+        Err(reason) => return util::skip(reason),
+    };
+    if !util::have("cryptsetup") {
+        return util::skip("cryptsetup not installed");
+    }
+    let bin = util::loopkit_bin();
+    let Some(bin_in_guest) = vm::guest_path(&bin) else {
+        return Err(format!("{} is not visible in the guest", bin.display()).into());
+    };
+    let before = sha256_file(&f.image)?;
+    let scratch = d.path("scratch.img");
+    std::fs::File::create(&scratch)?.set_len(96 << 20)?;
+    let script = format!("BIN={}\n{FLAKEY_SCRIPT}", vm::sh_quote(&bin_in_guest));
+    let pass_bytes = std::fs::read(&pass)?;
+    let job = VmJob {
+        disks: &[Disk::ro(&f.image), Disk::rw(&scratch)],
+        script: &script,
+        files: &[("pass", &pass_bytes), ("newpass", NEW_PASS.as_bytes())],
+        timeout: Duration::from_secs(300),
+        ..Default::default()
+    };
+    let out = match vm::run(&job) {
+        Ok(o) => o,
+        Err(u) => return u.skip(),
+    };
+    out.check()?;
+    let tags: BTreeMap<String, String> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('=').or_else(|| l.split_once(':').filter(|(k, _)| !k.contains(' '))))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let tag = |k: &str| tags.get(k).map(String::as_str).unwrap_or("");
+    let report = |name: &str| -> Result<serde_json::Value, libtest_mimic::Failed> {
+        serde_json::from_slice(&out.file(&format!("{name}.json"))?)
+            .map_err(|e| format!("{name}.json: {e}\n{}", out.transcript()).into())
+    };
+    let ctx = out.transcript();
+    ensure!(
+        tag("table:corrupt").contains("corrupt_bio_byte 1 r 90"),
+        "the flakey table: {}\n{ctx}",
+        tag("table:corrupt")
+    );
+    // The control run: everything the same but the corruption, and migrate succeeds.
+    let v = report("clean")?;
+    ensure!(
+        tag("exit:clean") == "0"
+            && v["sha256_match"] == true
+            && v["migrated_sha256"] == f.plaintext_sha256.as_str()
+            && tag("final:clean") == "yes"
+            && tag("partial:clean") == "no",
+        "control run without corruption: exit {} {v}\n{ctx}",
+        tag("exit:clean")
+    );
+    // With reads of the data area corrupted: exit 2, a verification error, no OUT.
+    let v = report("corrupt")?;
+    let msg = v["error"]["message"].as_str().unwrap_or("");
+    ensure!(
+        tag("exit:corrupt") == "2"
+            && v["error"]["kind"] == "corrupt"
+            && msg.contains("verification failed")
+            && msg.contains("was not created"),
+        "migrate onto a device that corrupts reads: exit {} {v}\n{ctx}",
+        tag("exit:corrupt")
+    );
+    ensure!(
+        tag("final:corrupt") == "no" && tag("partial:corrupt") == "yes",
+        "after the failed verification: OUT exists {}, OUT.partial exists {}\n{ctx}",
+        tag("final:corrupt"),
+        tag("partial:corrupt")
+    );
+    // A page-cache re-read would not have noticed; the device read does.
+    ensure!(
+        tag("cached") == "same" && tag("direct") == "differs",
+        "page cache vs device on the corrupting target: cached {}, direct {}\n{ctx}",
+        tag("cached"),
+        tag("direct")
+    );
+    // The failure came from reading, not writing: the kept output maps the plaintext.
+    ensure!(
+        tag("kept:sha") == f.plaintext_sha256,
+        "the kept OUT.partial maps {} not {}\n{ctx}",
+        tag("kept:sha"),
+        f.plaintext_sha256
+    );
+    // Payload-only corruption: a verification failure as well; when the header really stayed in
+    // the clean part (the guest reports the blocks), it is the byte comparison that caught it.
+    let v = report("payload")?;
+    let pmsg = v["error"]["message"].as_str().unwrap_or("");
+    ensure!(
+        tag("exit:payload") == "2"
+            && pmsg.contains("verification failed")
+            && tag("final:payload") == "no"
+            && tag("partial:payload") == "yes",
+        "payload-only corruption: exit {} {v}\n{ctx}",
+        tag("exit:payload")
+    );
+    let b: Vec<u64> = tag("blocks:payload").split(' ').filter_map(|x| x.parse().ok()).collect();
+    let header_clean = matches!(b[..], [hdr_end, pay_start, boundary] if hdr_end < boundary && boundary <= pay_start);
+    if header_clean {
+        ensure!(
+            pmsg.contains("read back from the disk, differs from the source's plaintext"),
+            "payload-only corruption was not caught by the payload comparison: {pmsg}\n{ctx}"
+        );
+    } else {
+        eprintln!("vm_migrate: the payload-only run allocated differently ({b:?}); only the failure was checked");
+    }
+    ensure!(sha256_file(&f.image)? == before, "the source changed");
+    eprintln!("vm_migrate: payload-only corruption: {pmsg}");
+    eprintln!("vm_migrate: corrupting-read verification checked in one VM run of {:.1?}: {msg}", out.elapsed);
     Ok(Completion::Completed)
 }

@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod attach;
+pub mod extents;
 pub mod extract;
 pub mod inspect;
 pub mod manifest;

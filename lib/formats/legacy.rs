@@ -215,8 +215,11 @@ impl Params {
             _ if self.itercountk.is_some() => None,
             Derivation::Hash(h) => Some(h.cryptsetup_name().to_string()),
             Derivation::UtilLinuxRaw | Derivation::Unhashed2 => {
-                // key = p[..31] ‖ 0 (first key_bytes); cryptsetup plain takes p[..key_bytes].
-                pass_len.filter(|&n| key_bytes < 32 || n <= 31).map(|_| "plain".to_string())
+                // key = p[..31] ‖ 0 (first key_bytes). cryptsetup `--hash plain` takes p[..key_bytes]
+                // zero-padded: the same key unless a 32-byte key meets a passphrase of 32 bytes or
+                // more; then `--hash plain:31` (the first 31 bytes, zero-padded) is it — cryptsetup
+                // refuses plain:31 for passphrases shorter than 31 bytes, where plain is right.
+                pass_len.map(|n| if key_bytes < 32 || n <= 31 { "plain" } else { "plain:31" }.to_string())
             }
             Derivation::Unhashed => pass_len.filter(|&n| n < key_bytes).map(|_| "plain".to_string()),
             Derivation::Plain => Some("plain".into()),
@@ -299,7 +302,10 @@ mod tests {
         let raw = params(Derivation::UtilLinuxRaw, 256);
         assert!(raw.cryptsetup("x", Some(31)).command.unwrap().contains("--hash plain"));
         let long = raw.cryptsetup("x", Some(32));
-        assert!(long.needs_raw_key_file && long.command.unwrap().contains("--key-file KEYFILE"));
+        assert!(!long.needs_raw_key_file && long.command.unwrap().contains("--hash plain:31 "));
+        let short_key = params(Derivation::UtilLinuxRaw, 128).cryptsetup("x", Some(40));
+        assert!(short_key.command.unwrap().contains("--hash plain "));
+        assert!(raw.cryptsetup("x", None).needs_raw_key_file, "unknown passphrase length");
         assert_eq!(shell_quote("a b'c"), "'a b'\\''c'");
         let mut odd = params(Derivation::UtilLinuxRaw, 256);
         odd.offset_bytes = 100;

@@ -140,6 +140,11 @@ pub trait FileReader: Send {
     fn data_ranges(&self) -> Option<Vec<std::ops::Range<u64>>> {
         None
     }
+    /// Where the content lives in the file system's image (byte extents, FIEMAP's model), when
+    /// the file system maps files to blocks and the content is not stored inline.
+    fn extents(&self) -> Option<Vec<crate::extent::Extent>> {
+        None
+    }
 }
 
 /// A read-only file system.

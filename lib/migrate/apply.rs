@@ -1,11 +1,15 @@
-//! The I/O of `migrate`: safe output files, the checkpoint, and the streaming re-encryption
-//! pipeline. Every write path here states what a failure leaves behind.
+//! The I/O of `migrate`: safe output files, the checkpoint, the streaming re-encryption
+//! pipeline and the verification that reads the output back from the device. Every write path
+//! here states what a failure leaves behind.
 //!
 //! ```text
-//!  worker 0: pread chunk 0,2,4… → decrypt (legacy) → copy → encrypt (XTS) ─┐ bounded channels
-//!  worker 1: pread chunk 1,3,5… → decrypt (legacy) → copy → encrypt (XTS) ─┤
-//!                     writer ◄── in chunk order: SHA-256(plaintext), pwrite(ciphertext),
-//!                                every CHECKPOINT_BYTES: fdatasync, then the checkpoint file
+//!  worker 0: pread chunk 0,2,4… → decrypt (legacy) → copy → encrypt (XTS) → O_DIRECT pwrite ─┐
+//!  worker 1: pread chunk 1,3,5… → decrypt (legacy) → copy → encrypt (XTS) → O_DIRECT pwrite ─┤
+//!                     hasher ◄── in chunk order: SHA-256(plaintext) (its own core),
+//!                                every CHECKPOINT_BYTES: mark → flusher: fdatasync, checkpoint
+//!  then, once durable (compare_with_source):
+//!  workers: O_DIRECT pread output chunk → XTS decrypt ┐ == ? (no second SHA-256)
+//!           pread source chunk → legacy decrypt ──────┘
 //! ```
 //!
 //! Output files are only ever created under a temporary name (`OUT.partial`), mode 0600, and
@@ -15,6 +19,7 @@
 //! material: a resumed run unlocks the partial output's own keyslot with the new passphrase.
 
 use crate::crypto::SectorCipher;
+use crate::output::direct::{AlignedBuf, DirectWriter, ReadBack};
 use crate::progress::{Interrupt, Progress};
 use crate::source::ByteSource;
 use crate::volume::Layout;
@@ -188,8 +193,10 @@ impl Checkpoint {
 
 /// What the streaming pipeline writes to.
 pub struct Sink<'a> {
-    /// The output file.
+    /// The output file (synced by the flusher).
     pub file: &'a File,
+    /// Its writer (`O_DIRECT` for whole aligned chunks where the file system allows it).
+    pub writer: &'a DirectWriter<'a>,
     /// Its path (for messages).
     pub path: &'a Path,
     /// Where payload byte 0 goes.
@@ -256,6 +263,10 @@ pub fn stream(
                     m = m.max(n);
                 }
                 sync(sink.file, sink.path)?;
+                // Written through the page cache (no O_DIRECT here)? Do not let it pile up.
+                if !sink.writer.is_direct() {
+                    let _ = crate::output::direct::drop_cached(sink.file);
+                }
                 on_durable(m)?;
             }
             Ok(())
@@ -268,16 +279,18 @@ pub fn stream(
         let streamed = crate::pipeline::run_ordered(
             nchunks,
             opts.workers,
-            || (Vec::with_capacity(chunk as usize), Vec::with_capacity(chunk as usize)),
+            || (Vec::with_capacity(chunk as usize), AlignedBuf::new(chunk as usize)),
             |c, (plain, enc)| {
                 let start = c * chunk;
                 let len = chunk.min(layout.size_bytes - start) as usize;
                 crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, plain, None)?;
                 if start >= done {
-                    enc.clear();
-                    enc.extend_from_slice(plain);
+                    enc.set_len(len);
+                    let enc = enc.as_mut_slice();
+                    enc.copy_from_slice(plain);
                     sink.cipher.encrypt_sectors(start / 512, enc);
-                    write_at(sink.file, sink.path, enc, sink.offset_bytes + start)?;
+                    let at = sink.offset_bytes + start;
+                    sink.writer.write_all_at(enc, at).map_err(|e| write_error(sink.path, at, e))?;
                 }
                 Ok(())
             },
@@ -313,41 +326,98 @@ pub fn stream(
     Ok(hasher.finalize().into())
 }
 
-/// Read the source payload once and hash it decrypted by two ciphers (the legacy one and the
-/// one a new header yields): proves a detached header maps exactly the old plaintext.
-/// Returns `(sha_a, sha_b)`.
+/// What [`compare_plaintext`] compares the source plaintext with.
+#[derive(Clone, Copy)]
+pub enum Other<'a> {
+    /// The same source bytes decrypted by another cipher (the view a detached header gives).
+    Cipher(&'a dyn SectorCipher),
+    /// An output read back from the device: its payload starts at `offset_bytes` and is
+    /// decrypted by `cipher` (IV sector 0 at payload byte 0).
+    Output {
+        /// The read-back handle (`O_DIRECT`, or after dropping the cached pages).
+        back: &'a ReadBack,
+        /// Its path (for messages).
+        path: &'a Path,
+        /// Where payload byte 0 is.
+        offset_bytes: u64,
+        /// The payload cipher.
+        cipher: &'a dyn SectorCipher,
+    },
+}
+
+/// Decrypt the source payload chunk by chunk and compare each chunk, byte for byte, with the
+/// same plaintext range of `other` — on the workers, in parallel; with `hash`, this thread also
+/// computes the SHA-256 of the source plaintext in order. Equal bytes have equal digests, so a
+/// second single-stream SHA-256 over `other` is not needed.
 ///
 /// # Errors
-/// `Io`, `Interrupted`.
-pub fn dual_hash(
+/// `Corrupt` at the first payload byte that differs (naming it); `Io` (with the offset),
+/// `Interrupted`.
+#[allow(clippy::too_many_arguments)]
+pub fn compare_plaintext(
     src: &dyn ByteSource,
-    a: (&dyn SectorCipher, Layout),
-    b: (&dyn SectorCipher, Layout),
-    chunk_bytes: usize,
+    src_cipher: &dyn SectorCipher,
+    layout: Layout,
+    other: Other<'_>,
+    hash: bool,
+    opts: StreamOptions,
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
-) -> crate::Result<([u8; 32], [u8; 32])> {
-    if a.1 != b.1 {
-        return Err(crate::Error::corrupt(format!("the new header maps {:?}, the source is {:?}", b.1, a.1)));
-    }
-    let layout = a.1;
-    let chunk = (chunk_bytes.max(4096) / 4096 * 4096) as u64;
-    let (mut ha, mut hb) = (sha2::Sha256::new(), sha2::Sha256::new());
-    let (mut pa, mut pb) = (Vec::new(), Vec::new());
-    progress.start("verify", Some(layout.size_bytes));
-    let mut start = 0;
-    while start < layout.size_bytes {
-        interrupt.check()?;
-        let len = chunk.min(layout.size_bytes - start) as usize;
-        crate::verify::fill_and_decrypt(src, a.0, layout, start, len, &mut pa, None)?;
-        crate::verify::fill_and_decrypt(src, b.0, layout, start, len, &mut pb, None)?;
-        ha.update(&pa);
-        hb.update(&pb);
-        progress.advance(len as u64);
-        start += len as u64;
-    }
+) -> crate::Result<Option<[u8; 32]>> {
+    let chunk = (opts.chunk_bytes.max(4096) / 4096 * 4096) as u64;
+    let nchunks = layout.size_bytes.div_ceil(chunk);
+    let mut hasher = hash.then(sha2::Sha256::new);
+    progress.start(if hash { "verifying" } else { "verifying (reading back)" }, Some(layout.size_bytes));
+    let r = crate::pipeline::run_ordered(
+        nchunks,
+        opts.workers,
+        || (Vec::with_capacity(chunk as usize), Vec::new(), AlignedBuf::new(chunk as usize)),
+        |c, (plain, alt, back_buf)| {
+            let start = c * chunk;
+            let len = chunk.min(layout.size_bytes - start) as usize;
+            crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, plain, None)?;
+            let theirs: &[u8] = match other {
+                Other::Cipher(cipher) => {
+                    crate::verify::fill_and_decrypt(src, cipher, layout, start, len, alt, None)?;
+                    alt
+                }
+                Other::Output { back, path, offset_bytes, cipher } => {
+                    let at = offset_bytes + start;
+                    let got = back.read_exact_at(back_buf, at, len).map_err(|e| {
+                        crate::Error::io(format!("reading {} back from the disk at byte {at}", path.display()), e)
+                    })?;
+                    cipher.decrypt_sectors(start / 512, got);
+                    got
+                }
+            };
+            if plain.as_slice() != theirs {
+                let i = plain.iter().zip(theirs).position(|(x, y)| x != y).unwrap_or(0) as u64;
+                return Err(crate::Error::corrupt(match other {
+                    Other::Cipher(_) => format!(
+                        "payload byte {} decrypts differently through the new header than through the source's parameters",
+                        start + i
+                    ),
+                    Other::Output { path, .. } => format!(
+                        "payload byte {} of {}, read back from the disk, differs from the source's plaintext",
+                        start + i,
+                        path.display()
+                    ),
+                }));
+            }
+            Ok(())
+        },
+        |_, (plain, _, _)| {
+            if let Some(h) = hasher.as_mut() {
+                h.update(plain);
+            }
+            progress.advance(plain.len() as u64);
+            Ok(())
+        },
+        interrupt,
+    );
     progress.finish();
-    Ok((ha.finalize().into(), hb.finalize().into()))
+    r?;
+    Ok(hasher.map(|h| h.finalize().into()))
 }
 
 #[cfg(test)]
@@ -387,7 +457,8 @@ mod tests {
                 // Pretend the first `done` bytes were written by an earlier run.
                 write_at(&f, &p, &want[..done as usize], off).unwrap();
             }
-            let sink = Sink { file: &f, path: &p, offset_bytes: off, cipher: &xts };
+            let w = DirectWriter::new(&p, &f).unwrap();
+            let sink = Sink { file: &f, writer: &w, path: &p, offset_bytes: off, cipher: &xts };
             let mut marks = Vec::new();
             let opts = StreamOptions { workers, chunk_bytes: 256 << 10, checkpoint_bytes: 1 << 20 };
             let sha = stream(
@@ -412,12 +483,47 @@ mod tests {
             );
             let got = std::fs::read(&p).unwrap();
             assert_eq!(&got[off as usize..], &want[..], "workers {workers} done {done}");
+            // The read-back comparison accepts it, and finds a changed byte.
+            let src = MemSource::new(ct.clone());
+            f.sync_data().unwrap();
+            let back = ReadBack::open(&p, &f).unwrap();
+            let output = Other::Output { back: &back, path: &p, offset_bytes: off, cipher: &xts };
+            let sha = compare_plaintext(&src, &legacy, layout, output, true, opts, &mut NoProgress, &Interrupt::new());
+            assert_eq!(sha.unwrap(), Some(want_sha));
+            f.write_all_at(&[got[off as usize + 5000] ^ 1], off + 5000).unwrap();
+            f.sync_data().unwrap();
+            let back = ReadBack::open(&p, &f).unwrap();
+            let output = Other::Output { back: &back, path: &p, offset_bytes: off, cipher: &xts };
+            let e = compare_plaintext(&src, &legacy, layout, output, false, opts, &mut NoProgress, &Interrupt::new())
+                .unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Corrupt);
+            assert!(e.to_string().contains("payload byte 4992 "), "{e}");
         }
+        // Two ciphers over the same source: equal, and different.
+        let src = MemSource::new(ct.clone());
+        let same = CbcSectors::new(&[5u8; 32], IvScheme::Plain).unwrap();
+        let o = StreamOptions::default();
+        let sha =
+            compare_plaintext(&src, &legacy, layout, Other::Cipher(&same), true, o, &mut NoProgress, &Interrupt::new());
+        assert_eq!(sha.unwrap(), Some(want_sha));
+        let other = CbcSectors::new(&[5u8; 32], IvScheme::Null).unwrap();
+        let e = compare_plaintext(
+            &src,
+            &legacy,
+            layout,
+            Other::Cipher(&other),
+            true,
+            o,
+            &mut NoProgress,
+            &Interrupt::new(),
+        );
+        assert_eq!(e.unwrap_err().kind(), crate::ErrorKind::Corrupt);
         let i = Interrupt::new();
         i.trigger();
         let p = d.join("int");
         let f = create_partial(&p, true).unwrap();
-        let sink = Sink { file: &f, path: &p, offset_bytes: 0, cipher: &xts };
+        let w = DirectWriter::new(&p, &f).unwrap();
+        let sink = Sink { file: &f, writer: &w, path: &p, offset_bytes: 0, cipher: &xts };
         let e = stream(
             &MemSource::new(ct),
             &legacy,

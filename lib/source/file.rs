@@ -1,13 +1,11 @@
 //! [`FileSource`]: a file or block device opened **read-only**, read with `pread`, with hole
 //! discovery through `lseek(SEEK_DATA/SEEK_HOLE)` so sparse images are not read byte by byte.
-#![allow(unsafe_code)]
 
 use super::ByteSource;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, FileTypeExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// A read-only image file (or block device).
@@ -54,31 +52,21 @@ impl FileSource {
         self.file.metadata().ok().map(|m| m.blocks() * 512)
     }
 
-    fn lseek(&self, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
-        let Ok(off) = libc::off_t::try_from(offset) else {
+    fn lseek(&self, offset: u64, whence: fn(u64) -> rustix::fs::SeekFrom) -> io::Result<Option<u64>> {
+        if i64::try_from(offset).is_err() {
             return Ok(None);
-        };
-        // SAFETY: lseek on a file descriptor we own; it has no memory-safety preconditions.
-        // The shared file position it moves is never used (all reads are positioned).
-        let r = unsafe { libc::lseek(self.file.as_raw_fd(), off, whence) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                return Ok(None);
-            }
-            return Err(e);
         }
-        Ok(Some(r as u64))
+        // The shared file position this moves is never used (all reads are positioned).
+        match rustix::fs::seek(&self.file, whence(offset)) {
+            Ok(pos) => Ok(Some(pos)),
+            Err(rustix::io::Errno::NXIO) => Ok(None),
+            Err(e) => Err(io::Error::from_raw_os_error(e.raw_os_error())),
+        }
     }
 }
 
 fn block_device_size(file: &File) -> io::Result<u64> {
-    // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
-    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-    let mut size: u64 = 0;
-    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at a live u64.
-    let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(size) }
+    crate::sys::block_device_size(std::os::fd::AsFd::as_fd(file))
 }
 
 impl ByteSource for FileSource {
@@ -105,7 +93,7 @@ impl ByteSource for FileSource {
         let mut out = Vec::new();
         let mut pos = range.start;
         while pos < end {
-            let data = match self.lseek(pos, libc::SEEK_DATA) {
+            let data = match self.lseek(pos, rustix::fs::SeekFrom::Data) {
                 Ok(Some(d)) => d,
                 Ok(None) => break,
                 // EINVAL etc.: the file system cannot tell; treat the rest as data.
@@ -117,7 +105,7 @@ impl ByteSource for FileSource {
             if data >= end {
                 break;
             }
-            let hole = match self.lseek(data, libc::SEEK_HOLE) {
+            let hole = match self.lseek(data, rustix::fs::SeekFrom::Hole) {
                 Ok(Some(h)) => h.min(end),
                 _ => end,
             };

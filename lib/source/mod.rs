@@ -10,10 +10,12 @@
 
 mod file;
 mod mem;
+pub mod sink;
 mod window;
 
 pub use file::FileSource;
 pub use mem::MemSource;
+pub use sink::{ByteSink, FileSink, MemSink};
 pub use window::Window;
 
 use std::io;

@@ -4,6 +4,9 @@
 #
 #   tests/vm/prepare.sh [CACHE_DIR]      (default: target/vm-cache, or $LOOPKIT_VM_CACHE)
 #
+# LOOPKIT_VM_SUITE picks the Debian suite whose linux-image-amd64 is used: trixie (default; 6.12,
+# ublk copy path) or trixie-backports (7.x, ublk zero copy); each suite has its own cache entry.
+#
 # Fetches Debian trixie's linux-image-amd64 (6.12: CONFIG_BLK_DEV_UBLK=m, CONFIG_DM_CRYPT=m) with
 # PRIVATE apt state pointed at the machine's own configured Debian mirror (the system's apt
 # configuration and package state are not touched), extracts it, runs depmod, and builds a
@@ -11,7 +14,8 @@
 #
 # Cache layout (keyed by the kernel package's version, so a rerun is fast and works offline):
 #   CACHE/kernel-<pkg>_<version>/{kroot/,.complete,initrd-<stamp>.cpio.gz}
-#   CACHE/current            name of the kernel directory in use
+#   CACHE/current            name of the kernel directory in use (trixie)
+#   CACHE/current-SUITE      the same for another suite (trixie-backports)
 # Once a kernel is cached it is reused without touching the network; LOOPKIT_VM_REFRESH=1 asks
 # the mirror for a newer one (falling back to the cached one if the mirror cannot be reached).
 #
@@ -83,6 +87,7 @@ complete_dir() { [ -n "$1" ] && [ -f "$cache/$1/.complete" ]; }
 # can fail says `|| die` (die ends only the subshell).
 fetch_kernel() {
     apt_dir="$cache/apt"
+    [ "$suite" = trixie ] || apt_dir="$cache/apt-$suite"
     mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
     mirror=$(debian_mirror) || true
     [ -n "$mirror" ] || die "no Debian mirror found in /etc/apt/sources.list{,.d} (set LOOPKIT_VM_DEBIAN_MIRROR)"
@@ -111,11 +116,22 @@ fetch_kernel() {
             tail -n 5 "$cache/dl/download.log" >&2 || true
             die "cannot download $pkg"
         }
+        # Newer kernels (7.x in backports) split the image package: a small linux-image-KVER
+        # that depends on linux-binary-KVER (vmlinuz), linux-modules-KVER and linux-base-KVER.
+        parts=$(apt-cache "$@" depends "$pkg" 2>/dev/null | awk '/Depends: linux-(binary|modules|base)-/{print $2}' | sort -u)
+        for part in $parts; do
+            (cd "$cache/dl" && apt-get "$@" -qq download "$part" >>"$cache/dl/download.log" 2>&1) || {
+                tail -n 5 "$cache/dl/download.log" >&2 || true
+                die "cannot download $part"
+            }
+        done
         log "extracting"
-        dpkg-deb -x "$cache/dl/${pkg}_"*.deb "$dir/kroot" || die "cannot extract $pkg"
+        for deb in "$cache/dl/"*.deb; do
+            dpkg-deb -x "$deb" "$dir/kroot" || die "cannot extract $deb"
+        done
         rm -rf "$cache/dl"
         kver=$(ls "$dir/kroot/usr/lib/modules")
-        [ -f "$dir/kroot/boot/vmlinuz-$kver" ] || die "no vmlinuz-$kver in $pkg"
+        [ -f "$dir/kroot/boot/vmlinuz-$kver" ] || [ -f "$dir/kroot/usr/lib/modules/$kver/vmlinuz" ] || die "no vmlinuz for $kver in $pkg"
         log "depmod $kver"
         depmod -b "$dir/kroot/usr" "$kver" || die "depmod failed"
         echo "$kver" >"$dir/kver" && echo "$pkg $ver" >"$dir/pkg" && touch "$dir/.complete" || die "cannot write to $dir"
@@ -123,8 +139,10 @@ fetch_kernel() {
     echo "$name"
 }
 
+current_file="$cache/current"
+[ "$suite" = trixie ] || current_file="$cache/current-$suite"
 current=""
-[ -f "$cache/current" ] && current=$(cat "$cache/current")
+[ -f "$current_file" ] && current=$(cat "$current_file")
 if complete_dir "$current" && [ "${LOOPKIT_VM_REFRESH:-0}" != 1 ]; then
     want=$current
 elif want=$(fetch_kernel) && complete_dir "$want"; then
@@ -135,10 +153,11 @@ elif complete_dir "$current"; then
 else
     die "cannot fetch a $suite kernel and none is cached"
 fi
-echo "$want" >"$cache/current.tmp" && mv "$cache/current.tmp" "$cache/current"
-# Older kernels are not needed any more (about 120 MB each).
+echo "$want" >"$current_file.tmp" && mv "$current_file.tmp" "$current_file"
+# Kernels no suite uses any more are not needed (about 120 MB each).
 for old in "$cache"/kernel-*; do
-    [ -d "$old" ] && [ "$(basename "$old")" != "$want" ] && rm -rf "$old"
+    [ -d "$old" ] || continue
+    cat "$cache"/current* 2>/dev/null | grep -qx "$(basename "$old")" || rm -rf "$old"
 done
 
 dir="$cache/$want"
@@ -173,7 +192,9 @@ if [ ! -f "$initrd" ]; then
     rm -rf "$t"
 fi
 
-echo "VM_KERNEL=$dir/kroot/boot/vmlinuz-$kver"
+vmlinuz="$dir/kroot/boot/vmlinuz-$kver"
+[ -f "$vmlinuz" ] || vmlinuz="$dir/kroot/usr/lib/modules/$kver/vmlinuz"
+echo "VM_KERNEL=$vmlinuz"
 echo "VM_INITRD=$initrd"
 echo "VM_KVER=$kver"
 echo "VM_MODROOT=$modroot"

@@ -157,7 +157,8 @@ pub fn strip(
     }
 
     // Read the copy back before it takes the final name.
-    let back = read_back_md5(&mut tmp.file, len, progress, interrupt).map_err(|e| e.context(tmp_path.display()))?;
+    let back =
+        read_back_md5(&tmp.path, &tmp.file, len, progress, interrupt).map_err(|e| e.context(tmp_path.display()))?;
     if back != md5 {
         return Err(crate::Error::new(
             crate::ErrorKind::Io,
@@ -183,22 +184,26 @@ pub fn strip(
     })
 }
 
+/// MD5 of the synced copy read back from the device (`O_DIRECT`, or after dropping its cached
+/// pages), so a write that did not reach the disk is caught.
 fn read_back_md5(
-    file: &mut File,
+    path: &Path,
+    file: &File,
     len: u64,
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
 ) -> crate::Result<[u8; 16]> {
-    use std::os::unix::fs::FileExt;
+    use crate::output::direct::{AlignedBuf, ReadBack};
+    let back = ReadBack::open(path, file).map_err(|e| crate::Error::io("opening the copy to read it back", e))?;
     progress.start("reading the copy back", Some(len));
     let mut md5 = Md5::new();
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = AlignedBuf::new(CHUNK);
     let mut off = 0u64;
     while off < len {
         interrupt.check()?;
         let n = (len - off).min(CHUNK as u64) as usize;
-        file.read_exact_at(&mut buf[..n], off).map_err(|e| crate::Error::io("reading the copy back", e))?;
-        md5.update(&buf[..n]);
+        let got = back.read_exact_at(&mut buf, off, n).map_err(|e| crate::Error::io("reading the copy back", e))?;
+        md5.update(&*got);
         off += n as u64;
         progress.advance(n as u64);
     }

@@ -1,6 +1,7 @@
 //! Logical → physical block maps of ext files: extent trees (ext4, `EXTENTS_FL`) and the
 //! classic direct / indirect / double / triple-indirect block map (ext2/ext3). Both become a
-//! sorted list of [`Run`]s; holes are whatever no run covers. Every pointer is checked against
+//! sorted list of [`Extent`]s in bytes (the model FIEMAP uses, so an image's files can be
+//! compared with FIEMAP of the same image loop-mounted); holes are whatever no extent covers. Every pointer is checked against
 //! the file system, extent-tree depths must descend, tree blocks may appear only once (cycles),
 //! and the total mapped is capped at the file system's block count, so corrupted maps end in
 //! [`Issue`]s, never in loops or unbounded memory. Sources: linux `fs/ext4/ext4_extents.h`,
@@ -10,6 +11,7 @@ use super::Ext;
 use super::csum;
 use super::inode::Inode;
 use crate::bytes::{le16, le32};
+use crate::extent::{Extent, ExtentFlags};
 use crate::fs::tree::Issue;
 use std::collections::HashSet;
 
@@ -20,9 +22,9 @@ pub const MAX_EXTENT_DEPTH: u16 = 5;
 /// `ee_len` above this marks an unwritten (preallocated, reads as zeros) extent.
 const EXT_INIT_MAX_LEN: u16 = 32768;
 
-/// A contiguous piece of a file.
+/// A contiguous piece of a file, in blocks (while building).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Run {
+struct Run {
     /// First logical block.
     pub logical: u64,
     /// First physical block.
@@ -102,7 +104,7 @@ impl Builder<'_> {
         true
     }
 
-    fn finish(mut self) -> (Vec<Run>, Vec<Issue>) {
+    fn finish(mut self) -> (Vec<Extent>, Vec<Issue>) {
         self.runs.sort_by_key(|r| r.logical);
         // Overlapping logical ranges mean a corrupted map: keep the first.
         let mut out: Vec<Run> = Vec::with_capacity(self.runs.len());
@@ -117,7 +119,29 @@ impl Builder<'_> {
             let ino = self.ino;
             self.issues.push(Issue::error("ext.map-overlap", format!("inode {ino}: extents overlap")));
         }
-        (out, self.issues)
+        // In range of the file system (checked in `add`), so the byte offsets fit in u64 unless
+        // the block count itself is absurd; such runs are dropped with an issue.
+        let bs = u64::from(self.ext.sb.block_size);
+        let mut extents = Vec::with_capacity(out.len());
+        for r in out {
+            let bytes = |n: u64| n.checked_mul(bs);
+            match (bytes(r.logical), bytes(r.physical), bytes(r.len)) {
+                (Some(logical), Some(physical), Some(length)) => extents.push(Extent {
+                    logical,
+                    physical,
+                    length,
+                    flags: if r.unwritten { ExtentFlags::UNWRITTEN } else { ExtentFlags::default() },
+                }),
+                _ => {
+                    let ino = self.ino;
+                    self.issues.push(Issue::error(
+                        "ext.bad-block-pointer",
+                        format!("inode {ino}: blocks {}.. lie beyond 2^64 bytes; read as zeros", r.physical),
+                    ));
+                }
+            }
+        }
+        (extents, self.issues)
     }
 }
 
@@ -125,7 +149,7 @@ impl Builder<'_> {
 ///
 /// # Errors
 /// `Io` when a map block cannot be read; damage is reported as issues.
-pub fn map(ext: &Ext<'_>, inode: &Inode, file_bytes: u64) -> crate::Result<(Vec<Run>, Vec<Issue>)> {
+pub fn map(ext: &Ext<'_>, inode: &Inode, file_bytes: u64) -> crate::Result<(Vec<Extent>, Vec<Issue>)> {
     let bs = u64::from(ext.sb.block_size);
     let mut b = Builder {
         ext,

@@ -17,11 +17,12 @@ pub mod map;
 pub mod superblock;
 
 use crate::bytes;
+use crate::extent::{Extent, ExtentFlags};
 use crate::fs::tree::read_err;
 use crate::fs::tree::{FileReader, FileSystem, FileType, Issue, Listing, NodeId, Stat};
 use crate::source::ByteSource;
 use inode::Inode;
-use map::Run;
+
 pub use superblock::{EXT_SUPER_MAGIC, EXT_SUPERBLOCK_OFFSET, GroupDesc, Superblock};
 
 /// Inode number of the root directory.
@@ -366,7 +367,8 @@ fn max_file_bytes(sb: &Superblock, extents: bool) -> u64 {
 pub struct ExtFile<'e> {
     ext: &'e Ext<'e>,
     size: u64,
-    runs: Vec<Run>,
+    /// Byte extents relative to the start of the file system.
+    runs: Vec<Extent>,
     inline: Option<Vec<u8>>,
     issues: Vec<Issue>,
 }
@@ -374,8 +376,10 @@ pub struct ExtFile<'e> {
 impl ExtFile<'_> {
     /// Whether logical block `n` is backed by a written block.
     fn is_mapped(&self, n: u64) -> bool {
-        let i = self.runs.partition_point(|r| r.logical + r.len <= n);
-        self.runs.get(i).is_some_and(|r| r.logical <= n && !r.unwritten)
+        let bs = u64::from(self.ext.sb.block_size);
+        let Some(at) = n.checked_mul(bs) else { return false };
+        let i = self.runs.partition_point(|r| r.logical_end() <= at);
+        self.runs.get(i).is_some_and(|r| r.logical <= at && !r.flags.contains(ExtentFlags::UNWRITTEN))
     }
 }
 
@@ -395,17 +399,14 @@ impl FileReader for ExtFile<'_> {
             buf[..n].copy_from_slice(&data[a..a + n]);
             return Ok(n);
         }
-        let bs = u64::from(self.ext.sb.block_size);
-        let lb = offset_bytes / bs;
-        let i = self.runs.partition_point(|r| r.logical + r.len <= lb);
+        let i = self.runs.partition_point(|r| r.logical_end() <= offset_bytes);
         match self.runs.get(i) {
-            Some(r) if r.logical <= lb => {
-                let run_end = (r.logical + r.len) * bs;
-                let n = want.min(run_end - offset_bytes) as usize;
-                if r.unwritten {
+            Some(r) if r.logical <= offset_bytes => {
+                let n = want.min(r.logical_end() - offset_bytes) as usize;
+                if r.flags.contains(ExtentFlags::UNWRITTEN) {
                     buf[..n].fill(0);
                 } else {
-                    let phys = r.physical * bs + (offset_bytes - r.logical * bs);
+                    let phys = r.physical + (offset_bytes - r.logical);
                     self.ext
                         .src
                         .read_exact_at(&mut buf[..n], phys)
@@ -414,7 +415,7 @@ impl FileReader for ExtFile<'_> {
                 Ok(n)
             }
             next => {
-                let hole_end = next.map_or(self.size, |r| (r.logical * bs).min(self.size));
+                let hole_end = next.map_or(self.size, |r| r.logical.min(self.size));
                 let n = want.min(hole_end - offset_bytes) as usize;
                 buf[..n].fill(0);
                 Ok(n)
@@ -431,15 +432,18 @@ impl FileReader for ExtFile<'_> {
             #[allow(clippy::single_range_in_vec_init)]
             return Some(vec![0..self.size]);
         }
-        let bs = u64::from(self.ext.sb.block_size);
         Some(
             self.runs
                 .iter()
-                .filter(|r| !r.unwritten)
-                .map(|r| r.logical * bs..((r.logical + r.len) * bs).min(self.size))
+                .filter(|r| !r.flags.contains(ExtentFlags::UNWRITTEN))
+                .map(|r| r.logical..r.logical_end().min(self.size))
                 .filter(|r| r.start < r.end)
                 .collect(),
         )
+    }
+
+    fn extents(&self) -> Option<Vec<Extent>> {
+        self.inline.is_none().then(|| self.runs.clone())
     }
 }
 

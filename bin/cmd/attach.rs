@@ -1,0 +1,408 @@
+//! `loopkit attach IMAGE` (serve the image as a ublk block device until detached),
+//! `loopkit attach --list` and `loopkit detach DEVICE|IMAGE`.
+
+use crate::cli::{AttachArgs, DetachArgs};
+use loopkit::attach::{self, Backend, Crypt, FileBackend, state};
+use loopkit::image::Content;
+use loopkit::progress::Interrupt;
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// `attach --json` once the device is live.
+#[derive(Serialize)]
+struct Report<'a> {
+    loopkit_json: u32,
+    command: &'static str,
+    ok: bool,
+    #[serde(flatten)]
+    entry: &'a state::Entry,
+    /// The cryptsetup command for the device (--open-crypt), or null.
+    cryptsetup: Option<String>,
+    notes: Vec<String>,
+}
+
+/// What `--open-crypt` runs once the device is live.
+struct OpenCrypt {
+    name: String,
+    /// The `cryptsetup open` line for the image, with the image path still in it.
+    command: String,
+    /// The image path as it appears (quoted) in `command`.
+    quoted_image: String,
+    /// Typed at cryptsetup's prompt (a passphrase line), if the command reads no key file.
+    stdin: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// Run it; returns the exit code.
+pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
+    if a.list {
+        return list(a.json);
+    }
+    let Some(image) = a.image.as_deref() else {
+        return Err(loopkit::Error::invalid("give an IMAGE to attach, or --list"));
+    };
+    let mut notes = Vec::new();
+    // Secrets are read once (a passphrase on stdin cannot be read twice), whichever backend
+    // serves in the end.
+    let decrypt = if a.decrypt { Some(decrypt_params(image, a)?) } else { None };
+    let mut open_crypt = match &a.open_crypt {
+        Some(name) if !a.decrypt => Some(prepare_open_crypt(image, a, name)?),
+        _ => None,
+    };
+    if a.remap {
+        match remap_backend(image, a, decrypt.clone(), &mut open_crypt)? {
+            Ok((backend, img, mode, oc)) => return serve(backend, &img, mode, a, notes, oc, interrupt),
+            Err(refused) => {
+                notes.push(format!("not remapping, serving through the file instead: {refused}"));
+            }
+        }
+    }
+    let (backend, img, mode) = match decrypt {
+        Some(d) => {
+            let img = attach::open_image(image, a.read_write)?;
+            let file = img.file.try_clone().map_err(|e| loopkit::Error::io("cannot duplicate the image fd", e))?;
+            (FileBackend::new(file, d.base, d.size, img.writable, d.crypt)?, img, "decrypt")
+        }
+        None => {
+            let want_write = !a.read_only && a.open_crypt.is_none();
+            let img = attach::open_image(image, want_write)?;
+            let size = img.file.metadata().map_err(|e| loopkit::Error::io("cannot stat the image", e))?.len();
+            let file = img.file.try_clone().map_err(|e| loopkit::Error::io("cannot duplicate the image fd", e))?;
+            (FileBackend::new(file, 0, size, img.writable, None)?, img, "file")
+        }
+    };
+    serve(backend, &img, mode, a, notes, open_crypt, interrupt)
+}
+
+/// `--decrypt`: which bytes of the image hold the payload and how to decrypt them.
+#[derive(Clone)]
+struct Decrypt {
+    base: u64,
+    size: u64,
+    crypt: Option<Crypt>,
+}
+
+/// Open the image with its secrets (as inspect does) and keep only the payload window and the
+/// sector cipher; the opened image and its descriptor are dropped on return (the remap engine's
+/// lease needs the only open descriptor).
+fn decrypt_params(image: &Path, a: &AttachArgs) -> loopkit::Result<Decrypt> {
+    let (opened, _, _) = super::open_keeping_secrets(image, &a.secrets, &a.params)?;
+    let Some((layout, cipher)) = opened.payload()? else {
+        return Err(opened.locked_error());
+    };
+    if a.read_write && opened.ecc.is_some() {
+        return Err(loopkit::Error::new(
+            loopkit::ErrorKind::Unsafe,
+            "the image carries dvdisaster error-correction data: writing through the device would make it stale \
+             (attach without --read-write, or strip the ECC first)",
+        ));
+    }
+    let crypt = match opened.content {
+        Content::Plain { .. } | Content::UnknownPlain { .. } => None,
+        _ => Some(Crypt { cipher, iv_offset_sectors: layout.iv_offset_sectors }),
+    };
+    Ok(Decrypt { base: layout.offset_bytes, size: layout.size_bytes, crypt })
+}
+
+/// `--remap`: the remap engine as the backend (with `--decrypt`: over the payload window,
+/// decrypting; with `--open-crypt`: read-only, cryptsetup on top, taking `open_crypt`). `Ok(Err(why))`
+/// when preflight or exclusivity refuses: the caller falls back to the file path and says why.
+#[allow(clippy::type_complexity)]
+fn remap_backend(
+    image: &Path,
+    a: &AttachArgs,
+    decrypt: Option<Decrypt>,
+    open_crypt: &mut Option<OpenCrypt>,
+) -> loopkit::Result<Result<(attach::RemapBackend, attach::ImageFile, &'static str, Option<OpenCrypt>), String>> {
+    // No lease or preflight on a machine that cannot serve the device anyway.
+    attach::server::available()?;
+    let (read_only, window, crypt, mode) = match decrypt {
+        Some(d) => (!a.read_write, Some((d.base, d.size)), d.crypt, "remap+decrypt"),
+        None => (a.read_only || a.open_crypt.is_some(), None, None, "remap"),
+    };
+    let (backend, pf) = match attach::RemapBackend::open(image, read_only, window, crypt) {
+        Ok(b) => b,
+        Err(e) if matches!(e.kind(), loopkit::ErrorKind::Unsafe | loopkit::ErrorKind::Unsupported) => {
+            return Ok(Err(e.to_string()));
+        }
+        Err(e) => return Err(e),
+    };
+    let file =
+        backend.image_fd().try_clone_to_owned().map_err(|e| loopkit::Error::io("cannot duplicate the image fd", e))?;
+    let path = std::fs::canonicalize(image).map_err(|e| loopkit::Error::io(format!("{}", image.display()), e))?;
+    let pbs = pf.backing.physical_block.clamp(512, 65536);
+    let img = attach::ImageFile {
+        file: std::fs::File::from(file),
+        path,
+        writable: !read_only,
+        direct_io: true,
+        physical_bs_shift: if pbs.is_power_of_two() { pbs.trailing_zeros() as u8 } else { 9 },
+        notes: pf.notes.clone(),
+    };
+    Ok(Ok((backend, img, mode, open_crypt.take())))
+}
+
+/// Serve any backend (the file path or the remap engine) until detached, printing the device
+/// once live.
+fn serve<B: attach::Backend>(
+    backend: B,
+    img: &attach::ImageFile,
+    mode: &str,
+    a: &AttachArgs,
+    mut notes: Vec<String>,
+    open_crypt: Option<OpenCrypt>,
+    interrupt: &Interrupt,
+) -> loopkit::Result<u8> {
+    notes.extend(img.notes.iter().cloned());
+    for n in &notes {
+        eprintln!("loopkit: note: {n}");
+    }
+    let opts = attach::Options {
+        queues: a.queues,
+        depth: a.depth,
+        read_only: a.read_only || !img.writable,
+        allow_zero_copy: !a.no_zero_copy,
+        mode: mode.to_string(),
+        image: img.path.clone(),
+        direct_io: img.direct_io,
+        physical_bs_shift: img.physical_bs_shift,
+    };
+    let json = a.json;
+    let close_name = open_crypt.as_ref().map(|o| o.name.clone());
+    let opened_mapper = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opened_flag = opened_mapper.clone();
+    let announce = move |e: &state::Entry| -> loopkit::Result<Option<String>> {
+        let mut mapper = None;
+        let mut cryptsetup = None;
+        let mut notes = notes;
+        if let Some(oc) = open_crypt {
+            let line = oc.command_for(&e.device);
+            match run_cryptsetup(&oc, &line) {
+                Ok(()) => {
+                    mapper = Some(format!("/dev/mapper/{}", oc.name));
+                    opened_flag.store(true, std::sync::atomic::Ordering::Release);
+                }
+                Err(why) => {
+                    eprintln!("loopkit: note: {why}; run it yourself:\n{line}");
+                    notes.push(format!("{why}; run the cryptsetup line yourself"));
+                }
+            }
+            cryptsetup = Some(line);
+        }
+        let mut e2 = e.clone();
+        e2.mapper = mapper.clone();
+        if json {
+            super::print_json(&Report {
+                loopkit_json: loopkit::report::JSON_VERSION,
+                command: "attach",
+                ok: true,
+                entry: &e2,
+                cryptsetup,
+                notes,
+            })?;
+        } else {
+            let mut s = format!("{}\n", e.device);
+            if let Some(m) = &mapper {
+                s.push_str(&format!("{m}\n"));
+            }
+            super::print(&s)?;
+            eprintln!(
+                "loopkit: serving {} as {} ({}, {} path{}); stop with `loopkit detach {}` or Ctrl-C",
+                e.image,
+                e.device,
+                if e.read_only { "read-only" } else { "read-write" },
+                e.data_path,
+                if e.direct_io { ", O_DIRECT" } else { "" },
+                e.device
+            );
+        }
+        Ok(mapper)
+    };
+    let on_stop = move || {
+        if let Some(name) = close_name
+            && opened_mapper.load(std::sync::atomic::Ordering::Acquire)
+        {
+            let st = Command::new("cryptsetup").args(["close", &name]).stdin(Stdio::null()).status();
+            if !st.is_ok_and(|s| s.success()) {
+                eprintln!("loopkit: warning: `cryptsetup close {name}` failed; the mapping loses its device now");
+            }
+        }
+    };
+    let fin = attach::run(Arc::new(backend), &opts, interrupt, announce, on_stop)?;
+    eprintln!("loopkit: detached {}{}", img.path.display(), if fin.wrote { " (written)" } else { "" });
+    Ok(0)
+}
+
+/// Work out the `cryptsetup open` line for `--open-crypt` (as `inspect` prints it) and what to
+/// type at its prompt.
+fn prepare_open_crypt(image: &Path, a: &AttachArgs, name: &str) -> loopkit::Result<OpenCrypt> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) || name.len() > 127 {
+        return Err(loopkit::Error::invalid(format!("--open-crypt {name:?}: use letters, digits, '-', '_' or '.'")));
+    }
+    let (opened, pass_len, secrets) = super::open_keeping_secrets(image, &a.secrets, &a.params)?;
+    let report = loopkit::report::inspect(&opened, pass_len);
+    let Some(command) = report.cryptsetup else {
+        let mut why = String::from("inspect found no cryptsetup line for this image");
+        for n in report.cryptsetup_notes.iter().chain(&report.notes) {
+            why.push_str("; ");
+            why.push_str(n);
+        }
+        return Err(loopkit::Error::unsupported(why));
+    };
+    if command.contains("KEYFILE") {
+        return Err(loopkit::Error::unsupported(format!(
+            "the cryptsetup line needs a raw key file loopkit does not write here ({command}); use --decrypt, or \
+             `loopkit migrate --to dmcrypt --mode plain --key-out FILE`"
+        )));
+    }
+    let stdin = if command.contains("--key-file") {
+        None
+    } else {
+        let Some(p) = secrets.passphrase.as_ref() else {
+            return Err(loopkit::Error::invalid(
+                "--open-crypt needs the passphrase (--passphrase-file or --passphrase-fd)",
+            ));
+        };
+        let mut v = Zeroizing::new(p.bytes().to_vec());
+        v.push(b'\n');
+        Some(v)
+    };
+    let quoted_image = loopkit::formats::legacy::shell_quote(&opened.path.display().to_string());
+    Ok(OpenCrypt { name: name.to_string(), command, quoted_image, stdin })
+}
+
+impl OpenCrypt {
+    /// The line with the device instead of the image and NAME as the mapping.
+    fn command_for(&self, device: &str) -> String {
+        let line = self.command.replacen(&format!(" {} ", self.quoted_image), &format!(" {device} "), 1);
+        match line.rsplit_once(' ') {
+            Some((head, _)) => format!("{head} {}", self.name),
+            None => line,
+        }
+    }
+}
+
+/// Run `line` (words, single-quoted where needed), typing the passphrase if one is needed.
+fn run_cryptsetup(oc: &OpenCrypt, line: &str) -> Result<(), String> {
+    if !Path::new("/dev/mapper/control").exists() {
+        return Err("device-mapper is not available (/dev/mapper/control missing)".into());
+    }
+    let words = attach::split_command(line).ok_or_else(|| format!("cannot split the command line: {line}"))?;
+    let (prog, args) = words.split_first().ok_or("empty command")?;
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(if oc.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {prog}: {e}"))?;
+    if let (Some(mut w), Some(data)) = (child.stdin.take(), &oc.stdin) {
+        let _ = w.write_all(data);
+    }
+    let out = child.wait_with_output().map_err(|e| format!("{prog} failed: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{prog} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// `attach --list`.
+fn list(json: bool) -> loopkit::Result<u8> {
+    let all = state::list();
+    if json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            loopkit_json: u32,
+            command: &'static str,
+            ok: bool,
+            devices: &'a [state::Listed],
+        }
+        super::print_json(&Doc {
+            loopkit_json: loopkit::report::JSON_VERSION,
+            command: "attach-list",
+            ok: true,
+            devices: &all,
+        })?;
+        return Ok(0);
+    }
+    let mut s = String::new();
+    if all.is_empty() {
+        s.push_str("nothing attached\n");
+    } else {
+        s.push_str("DEVICE        MODE     ACCESS  REMAP  LEASE  DATA-PATH  STATE  IMAGE\n");
+        for l in &all {
+            let e = &l.entry;
+            s.push_str(&format!(
+                "{:<13} {:<8} {:<7} {:<6} {:<6} {:<10} {:<6} {}{}\n",
+                e.device,
+                e.mode,
+                if e.read_only { "ro" } else { "rw" },
+                e.remap,
+                e.lease.as_deref().unwrap_or("-"),
+                e.data_path,
+                if l.live { "live" } else { "stale" },
+                e.image,
+                e.mapper.as_deref().map(|m| format!(" -> {m}")).unwrap_or_default()
+            ));
+        }
+    }
+    super::print(&s)?;
+    Ok(0)
+}
+
+/// `loopkit detach DEVICE|IMAGE`: SIGTERM to the server and wait for it to finish (flush,
+/// device removed, record gone). A stale record (server killed) is cleaned up: the leftover
+/// ublk device is deleted.
+pub fn detach(a: &DetachArgs) -> loopkit::Result<u8> {
+    let Some(found) = state::find(&a.target) else {
+        return Err(loopkit::Error::invalid(format!(
+            "{} is not attached (see `loopkit attach --list`)",
+            a.target.display()
+        )));
+    };
+    let e = &found.entry;
+    let mut how = "stopped";
+    if found.live {
+        let pid = i32::try_from(e.pid).ok().and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+                .map_err(|err| loopkit::Error::io(format!("cannot signal the server (pid {})", e.pid), err.into()))?;
+        }
+        let t0 = Instant::now();
+        while state::process_alive(e.pid) {
+            if t0.elapsed() > Duration::from_secs(a.timeout) {
+                return Err(loopkit::Error::new(
+                    loopkit::ErrorKind::Io,
+                    format!(
+                        "the server (pid {}) did not finish within {} s; it is still flushing or stuck",
+                        e.pid, a.timeout
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    } else {
+        // The server died without cleaning up: remove what is left of the device.
+        how = "cleaned up (its server was gone)";
+        attach::server::delete_device(e.dev_id);
+    }
+    state::forget(e.dev_id);
+    if a.json {
+        super::print_json(&serde_json::json!({
+            "loopkit_json": loopkit::report::JSON_VERSION,
+            "command": "detach",
+            "ok": true,
+            "device": e.device,
+            "image": e.image,
+            "was_live": found.live,
+        }))?;
+    } else {
+        eprintln!("loopkit: {} {how}", e.device);
+    }
+    Ok(0)
+}

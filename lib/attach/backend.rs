@@ -1,0 +1,250 @@
+//! The seam between the ublk server and what serves the bytes: a [`Backend`] says how each
+//! request splits into pieces ([`Seg`]) on the image file or the raw block device; the server
+//! issues the I/O itself through io_uring on the registered file descriptors. [`FileBackend`]
+//! serves everything through the image file (optionally decrypting with a legacy/LUKS sector
+//! cipher); the remap engine (`--remap`) implements the same trait over the extent map.
+
+use crate::crypto::SectorCipher;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+
+/// Which fd a segment's I/O goes to (both registered as io_uring fixed files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The image file (through the file system; `O_DIRECT` where possible).
+    Image,
+    /// The raw block device the image lives on (remap only).
+    Device,
+}
+
+/// One piece of a request, in order; the pieces cover the request exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seg {
+    /// Read or write `len` bytes at byte `offset` of `target`.
+    Io {
+        /// Where the I/O goes.
+        target: Target,
+        /// Byte offset in the target.
+        offset: u64,
+        /// Length in bytes (a multiple of 512).
+        len: u32,
+    },
+    /// Reads: `len` zero bytes, no I/O (a hole or an unwritten extent). Never used for writes.
+    Zero {
+        /// Length in bytes.
+        len: u32,
+    },
+}
+
+/// A sector cipher between the device and the image: the device shows the plaintext, the image
+/// holds the ciphertext. Only served on the copy path (the server transforms its own buffer).
+#[derive(Clone)]
+pub struct Crypt {
+    /// The image's sector cipher (decrypt on read, encrypt on write).
+    pub cipher: Arc<dyn SectorCipher>,
+    /// IV sector (512-byte units) of device byte 0.
+    pub iv_offset_sectors: u64,
+}
+
+impl std::fmt::Debug for Crypt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Crypt")
+            .field("cipher", &self.cipher.dm_name())
+            .field("iv_offset_sectors", &self.iv_offset_sectors)
+            .finish()
+    }
+}
+
+/// What a ublk server needs from the thing that serves the bytes.
+///
+/// The server calls `plan_read`/`plan_write` for every request, issues the returned segments
+/// itself (io_uring, fixed files: [`Backend::image_fd`], [`Backend::device_fd`]), and drops the
+/// guard once all of them completed. FLUSH runs `fdatasync` (io_uring `Fsync` with the
+/// data-sync flag) on every target [`Backend::plan_flush`] lists. FUA writes carry
+/// `RWF_DSYNC` on every segment.
+pub trait Backend: Send + Sync + 'static {
+    /// Keeps the mapping valid until the request's I/O has completed (dropped after it).
+    type Guard;
+
+    /// The device size in bytes (a multiple of 512).
+    fn size_bytes(&self) -> u64;
+    /// The image file (`O_DIRECT` where possible).
+    fn image_fd(&self) -> BorrowedFd<'_>;
+    /// The raw block device (remap only).
+    fn device_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+    /// Whether the backend can write at all (otherwise the device is read-only).
+    fn writable(&self) -> bool;
+    /// The sector cipher, if the device shows a decryption of the image (forces the copy path).
+    fn crypt(&self) -> Option<&Crypt> {
+        None
+    }
+    /// `"off"` for the file path; the remap engine reports its state (e.g. `"active"`).
+    fn remap_state(&self) -> String {
+        "off".into()
+    }
+    /// The lease the backend holds on the image, if any (remap).
+    fn lease(&self) -> Option<String> {
+        None
+    }
+    /// How to read `len` bytes at device byte `offset`: segments appended to `out`.
+    fn plan_read(&self, offset: u64, len: u32, out: &mut Vec<Seg>) -> io::Result<Self::Guard>;
+    /// `Some(guard)` when every byte can be written with plain I/O on the segments put in
+    /// `out`; `None` when this write must go through [`Backend::slow_write`] (holes, unwritten
+    /// extents…).
+    fn plan_write(&self, offset: u64, len: u32, out: &mut Vec<Seg>) -> io::Result<Option<Self::Guard>>;
+    /// Write `buf` at device byte `offset` the slow way (blocking; through the file system).
+    fn slow_write(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Which targets a FLUSH must `fdatasync` (the device's cache, the image's metadata).
+    fn plan_flush(&self, out: &mut Vec<Target>);
+    /// Blocking flush of everything (at shutdown): device flush + `fdatasync` as needed.
+    fn flush(&self) -> io::Result<()>;
+}
+
+/// Serves the device through the image file: every request is one `Io { Image, base + offset }`.
+#[derive(Debug)]
+pub struct FileBackend {
+    file: File,
+    base: u64,
+    size: u64,
+    writable: bool,
+    crypt: Option<Crypt>,
+}
+
+impl FileBackend {
+    /// Serve `size` bytes of `file` starting at byte `base` (the payload window), writable if
+    /// `writable` (the file must then be open for writing), decrypting with `crypt` if given.
+    ///
+    /// # Errors
+    /// `InvalidInput` when `size` is zero or not a multiple of 512 (or of the cipher's sector),
+    /// or `base` is not a multiple of 512.
+    pub fn new(file: File, base: u64, size: u64, writable: bool, crypt: Option<Crypt>) -> crate::Result<FileBackend> {
+        let unit = crypt.as_ref().map_or(512, |c| c.cipher.sector_bytes() as u64).max(512);
+        if size == 0 {
+            return Err(crate::Error::invalid("the image is empty: nothing to attach"));
+        }
+        if !size.is_multiple_of(unit) {
+            return Err(crate::Error::invalid(format!(
+                "the image's size ({size} bytes) is not a multiple of {unit}: a block device cannot show it exactly \
+                 (pad it with truncate, or copy the whole sectors out)"
+            )));
+        }
+        if !base.is_multiple_of(512) {
+            return Err(crate::Error::unsupported(format!(
+                "the payload starts at byte {base}, not a multiple of 512: it cannot be served as a block device"
+            )));
+        }
+        Ok(FileBackend { file, base, size, writable, crypt })
+    }
+}
+
+impl Backend for FileBackend {
+    type Guard = ();
+
+    fn size_bytes(&self) -> u64 {
+        self.size
+    }
+    fn image_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+    fn writable(&self) -> bool {
+        self.writable
+    }
+    fn crypt(&self) -> Option<&Crypt> {
+        self.crypt.as_ref()
+    }
+    fn plan_read(&self, offset: u64, len: u32, out: &mut Vec<Seg>) -> io::Result<()> {
+        check_range(offset, len, self.size)?;
+        out.push(Seg::Io { target: Target::Image, offset: self.base + offset, len });
+        Ok(())
+    }
+    fn plan_write(&self, offset: u64, len: u32, out: &mut Vec<Seg>) -> io::Result<Option<()>> {
+        if !self.writable {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        check_range(offset, len, self.size)?;
+        out.push(Seg::Io { target: Target::Image, offset: self.base + offset, len });
+        Ok(Some(()))
+    }
+    fn slow_write(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        check_range(
+            offset,
+            u32::try_from(buf.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+            self.size,
+        )?;
+        self.file.write_all_at(buf, self.base + offset)
+    }
+    fn plan_flush(&self, out: &mut Vec<Target>) {
+        if self.writable {
+            out.push(Target::Image);
+        }
+    }
+    fn flush(&self) -> io::Result<()> {
+        if self.writable { self.file.sync_data() } else { Ok(()) }
+    }
+}
+
+/// EINVAL unless `offset..offset+len` lies inside `0..size`.
+fn check_range(offset: u64, len: u32, size: u64) -> io::Result<()> {
+    match offset.checked_add(u64::from(len)) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpfile(len: u64) -> File {
+        let f = tempfile_in_target();
+        f.set_len(len).unwrap();
+        f
+    }
+
+    fn tempfile_in_target() -> File {
+        let dir = std::env::temp_dir();
+        let p = dir.join(format!("loopkit-backend-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        f
+    }
+
+    #[test]
+    fn file_backend_maps_one_segment_at_the_window() {
+        let b = FileBackend::new(tmpfile(8192), 1024, 4096, true, None).unwrap();
+        let mut segs = Vec::new();
+        b.plan_read(512, 1024, &mut segs).unwrap();
+        assert_eq!(segs, [Seg::Io { target: Target::Image, offset: 1536, len: 1024 }]);
+        segs.clear();
+        assert!(b.plan_write(0, 4096, &mut segs).unwrap().is_some());
+        assert_eq!(segs, [Seg::Io { target: Target::Image, offset: 1024, len: 4096 }]);
+        assert!(b.plan_read(4096, 512, &mut Vec::new()).is_err(), "past the end");
+        assert!(b.plan_read(u64::MAX - 10, 512, &mut Vec::new()).is_err(), "overflow");
+        let mut t = Vec::new();
+        b.plan_flush(&mut t);
+        assert_eq!(t, [Target::Image]);
+    }
+
+    #[test]
+    fn sizes_that_are_not_whole_sectors_are_refused() {
+        let e = FileBackend::new(tmpfile(1000), 0, 1000, false, None).unwrap_err();
+        assert!(e.to_string().contains("not a multiple of 512"), "{e}");
+        assert!(FileBackend::new(tmpfile(0), 0, 0, false, None).is_err());
+        assert!(FileBackend::new(tmpfile(2048), 100, 1024, false, None).is_err());
+    }
+
+    #[test]
+    fn read_only_backend_refuses_writes() {
+        let b = FileBackend::new(tmpfile(4096), 0, 4096, false, None).unwrap();
+        let e = b.plan_write(0, 512, &mut Vec::new()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+        let mut t = Vec::new();
+        b.plan_flush(&mut t);
+        assert!(t.is_empty());
+    }
+}

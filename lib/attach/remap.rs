@@ -1,0 +1,164 @@
+//! [`RemapBackend`]: the ublk seam over the remap engine (`loopkit attach --remap`). Requests
+//! split into raw-device pieces for mapped extents, zeros for holes and unwritten extents, and
+//! image-file pieces for the rest; writes that need the file system (holes, unwritten, shared,
+//! unaligned) go through the engine's slow path, which re-maps the range afterwards. With a
+//! [`Crypt`], the device shows the decryption of `size` bytes from byte `base` of the image
+//! (`--remap --decrypt`).
+
+use super::backend::{Backend, Crypt, Seg, Target};
+use crate::remap::{Engine, Guard, Options, Piece, Preflight};
+use crate::source::ByteSink;
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+
+/// The remap engine as a ublk backend.
+#[derive(Debug)]
+pub struct RemapBackend {
+    engine: Engine,
+    base: u64,
+    size: u64,
+    writable: bool,
+    crypt: Option<Crypt>,
+}
+
+thread_local! {
+    static PIECES: RefCell<Vec<Piece>> = const { RefCell::new(Vec::new()) };
+}
+
+impl RemapBackend {
+    /// Open `path` with the remap engine (preflight, lease, …) and serve `size` bytes from byte
+    /// `base` (the whole file when `None`).
+    ///
+    /// # Errors
+    /// `Unsafe` with the reasons when preflight refuses (callers fall back to the file path);
+    /// `Unsupported` on a device whose logical blocks are not 512 bytes; `InvalidInput` for a
+    /// window that is not whole sectors.
+    pub fn open(
+        path: &Path,
+        read_only: bool,
+        window: Option<(u64, u64)>,
+        crypt: Option<Crypt>,
+    ) -> crate::Result<(RemapBackend, Preflight)> {
+        let (engine, pf) = Engine::open(path, &Options { read_only, ..Options::default() })?;
+        if engine.alignment() != 512 {
+            return Err(crate::Error::unsupported(format!(
+                "the disk under {} has {}-byte logical blocks; attach --remap serves 512-byte blocks only",
+                path.display(),
+                engine.alignment()
+            )));
+        }
+        let (base, size) = window.unwrap_or((0, engine.size()));
+        let unit = crypt.as_ref().map_or(512, |c| c.cipher.sector_bytes() as u64).max(512);
+        if size == 0
+            || !size.is_multiple_of(unit)
+            || !base.is_multiple_of(512)
+            || base.checked_add(size).is_none_or(|e| e > engine.size())
+        {
+            return Err(crate::Error::invalid(format!(
+                "cannot serve {size} bytes from byte {base} of a {}-byte image in {unit}-byte blocks",
+                engine.size()
+            )));
+        }
+        Ok((RemapBackend { engine, base, size, writable: !read_only, crypt }, pf))
+    }
+
+    /// The engine (state, counters).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn convert(pieces: &[Piece], out: &mut Vec<Seg>) -> io::Result<()> {
+        for p in pieces {
+            let len = |n: u64| u32::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+            out.push(match *p {
+                Piece::Device { offset, len: n } => Seg::Io { target: Target::Device, offset, len: len(n)? },
+                Piece::File { offset, len: n } => Seg::Io { target: Target::Image, offset, len: len(n)? },
+                Piece::Zero { len: n } => Seg::Zero { len: len(n)? },
+            });
+        }
+        Ok(())
+    }
+
+    fn window(&self, offset: u64, len: u32) -> io::Result<u64> {
+        match offset.checked_add(u64::from(len)) {
+            Some(end) if end <= self.size => Ok(self.base + offset),
+            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        }
+    }
+}
+
+impl Backend for RemapBackend {
+    type Guard = Guard;
+
+    fn size_bytes(&self) -> u64 {
+        self.size
+    }
+    fn image_fd(&self) -> BorrowedFd<'_> {
+        self.engine.file_fd()
+    }
+    fn device_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.engine.device_fd())
+    }
+    fn writable(&self) -> bool {
+        self.writable
+    }
+    fn crypt(&self) -> Option<&Crypt> {
+        self.crypt.as_ref()
+    }
+    fn remap_state(&self) -> String {
+        let st = self.engine.state();
+        match (st.remapping, st.stopped_because) {
+            (true, _) => "active".into(),
+            (false, Some(why)) => format!("stopped: {why}"),
+            (false, None) => "stopped".into(),
+        }
+    }
+    fn lease(&self) -> Option<String> {
+        Some(if self.engine.state().lease_held { "write lease held" } else { "released" }.into())
+    }
+    fn plan_read(&self, offset: u64, len: u32, out: &mut Vec<Seg>) -> io::Result<Guard> {
+        let at = self.window(offset, len)?;
+        PIECES.with(|p| {
+            let mut p = p.borrow_mut();
+            p.clear();
+            let g = self.engine.plan_read(at, u64::from(len), &mut p)?;
+            Self::convert(&p, out)?;
+            Ok(g)
+        })
+    }
+    fn plan_write(&self, offset: u64, len: u32, out: &mut Vec<Seg>) -> io::Result<Option<Guard>> {
+        if !self.writable {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        let at = self.window(offset, len)?;
+        PIECES.with(|p| {
+            let mut p = p.borrow_mut();
+            p.clear();
+            match self.engine.plan_write(at, u64::from(len), &mut p)? {
+                Some(g) => {
+                    Self::convert(&p, out)?;
+                    Ok(Some(g))
+                }
+                None => Ok(None),
+            }
+        })
+    }
+    fn slow_write(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let len = u32::try_from(buf.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let at = self.window(offset, len)?;
+        self.engine.write_at(buf, at)
+    }
+    fn plan_flush(&self, out: &mut Vec<Target>) {
+        if self.writable {
+            // The device's cache (raw writes) and the image's metadata (holes filled through
+            // the file system).
+            out.push(Target::Device);
+            out.push(Target::Image);
+        }
+    }
+    fn flush(&self) -> io::Result<()> {
+        ByteSink::flush(&self.engine)
+    }
+}

@@ -1,0 +1,573 @@
+//! The ublk server (libublk 0.4.8): creates `/dev/ublkbN`, runs one thread per hardware queue
+//! with one async task per tag, asks the [`Backend`] how each request splits and issues the
+//! pieces through the queue's io_uring on the registered fixed files. Zero copy
+//! (`UBLK_F_AUTO_BUF_REG`, Linux ≥ 6.16) when the driver has it and the data needs no
+//! transformation; otherwise each tag owns a copy buffer.
+
+use super::backend::{Backend, Seg, Target};
+use crate::progress::Interrupt;
+use io_uring::{opcode, types};
+use libublk::ctrl::{UblkCtrl, UblkCtrlBuilder};
+use libublk::helpers::IoBuf;
+use libublk::io::{BufDesc, UblkDev, UblkQueue};
+use libublk::{UblkError, UblkFlags, sys};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How the request data travels between the kernel and the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPath {
+    /// `UBLK_F_AUTO_BUF_REG`: the request's pages are an io_uring fixed buffer; the image or
+    /// device I/O reads and writes them directly.
+    ZeroCopy,
+    /// The kernel copies request data to and from a buffer per tag in the server.
+    Copy,
+}
+
+impl DataPath {
+    /// `zero-copy` or `copy` (the JSON spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataPath::ZeroCopy => "zero-copy",
+            DataPath::Copy => "copy",
+        }
+    }
+}
+
+/// Device settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Hardware queues (one server thread each).
+    pub queues: u16,
+    /// Tags per queue (requests in flight per queue).
+    pub depth: u16,
+    /// Show the device read-only.
+    pub read_only: bool,
+    /// Use zero copy when the driver has it (off: always copy).
+    pub allow_zero_copy: bool,
+    /// log2 of the logical block size (9 = 512 bytes).
+    pub logical_bs_shift: u8,
+    /// log2 of the physical block size.
+    pub physical_bs_shift: u8,
+}
+
+/// What the device looks like once it serves I/O.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// ublk device number N.
+    pub dev_id: u32,
+    /// `/dev/ublkbN`.
+    pub device: String,
+    /// The data path in use.
+    pub data_path: DataPath,
+    /// The driver's feature bits (`UBLK_F_*`).
+    pub features: u64,
+}
+
+/// How serving ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    /// Whether any write request reached the backend.
+    pub wrote: bool,
+}
+
+/// Is there a ublk driver? `Err` says why not.
+pub fn available() -> crate::Result<u64> {
+    if !std::path::Path::new("/dev/ublk-control").exists() {
+        return Err(crate::Error::unsupported(
+            "ublk is not available: /dev/ublk-control is missing (Linux >= 6.0 with CONFIG_BLK_DEV_UBLK; try \
+             `modprobe ublk_drv`)",
+        ));
+    }
+    // GET_FEATURES exists since 6.5; older drivers have no zero copy either.
+    Ok(UblkCtrl::get_features().unwrap_or(0))
+}
+
+/// Delete ublk device `dev_id` whose server is gone (what `detach` does with a stale record).
+pub fn delete_device(dev_id: u32) {
+    if let Ok(id) = i32::try_from(dev_id)
+        && let Ok(c) = UblkCtrl::new_simple(id)
+    {
+        let _ = c.del_dev();
+    }
+}
+
+/// The fixed-file slots of every queue's ring (slot 0 is `/dev/ublkcN`).
+#[derive(Debug, Clone, Copy)]
+struct Slots {
+    image: u32,
+    zero: u32,
+    bounce: u32,
+    device: Option<u32>,
+}
+
+/// Per-device state shared by the queue threads.
+struct Shared<B> {
+    backend: Arc<B>,
+    slots: Slots,
+    zero_copy: bool,
+    buf_bytes: u32,
+    depth: u16,
+    /// Scratch for writes that must take the backend's slow path on the zero-copy path (the data
+    /// is only reachable through io_uring there): one region per (queue, tag).
+    bounce: Option<std::fs::File>,
+    wrote: AtomicBool,
+    failures: AtomicUsize,
+}
+
+/// Serve `backend` as a ublk device until `stop` is set or the device is removed. `on_live`
+/// runs once the device is live (print its path, record it); an error from it stops the device
+/// and is returned. `on_stop` runs when stopping begins, before the device goes away (close what
+/// was layered on it).
+///
+/// # Errors
+/// `Unsupported` without a ublk driver; `Io` when the driver refuses the device.
+pub fn serve<B: Backend>(
+    backend: Arc<B>,
+    cfg: &Config,
+    stop: &Interrupt,
+    on_live: impl FnOnce(&Live) -> crate::Result<()> + Send + Sync + 'static,
+    on_stop: impl FnOnce() + Send + Sync + 'static,
+) -> crate::Result<Finished> {
+    let features = available()?;
+    let zero_copy =
+        cfg.allow_zero_copy && features & u64::from(sys::UBLK_F_AUTO_BUF_REG) != 0 && backend.crypt().is_none();
+    let depth = cfg.depth.clamp(1, 4096);
+    let queues = cfg.queues.clamp(1, 64);
+    let buf_bytes: u32 = 512 << 10;
+    let mut ctrl_flags = 0u64;
+    if zero_copy {
+        ctrl_flags |= u64::from(sys::UBLK_F_AUTO_BUF_REG);
+    }
+    let ctrl = UblkCtrlBuilder::default()
+        .name("loopkit")
+        .nr_queues(queues)
+        .depth(depth)
+        .io_buf_bytes(buf_bytes)
+        .ctrl_flags(ctrl_flags)
+        .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
+        .build()
+        .map_err(|e| ublk_error("cannot create the ublk device", e))?;
+    let ctrl = Arc::new(ctrl);
+
+    let zero = std::fs::File::open("/dev/zero").map_err(|e| crate::Error::io("cannot open /dev/zero", e))?;
+    let bounce = if zero_copy { Some(bounce_file()?) } else { None };
+    let mut fds = vec![backend.image_fd().as_raw_fd(), zero.as_raw_fd()];
+    let mut slots = Slots { image: 1, zero: 2, bounce: 0, device: None };
+    if let Some(b) = &bounce {
+        slots.bounce = fds.len() as u32 + 1;
+        fds.push(b.as_raw_fd());
+    }
+    if let Some(d) = backend.device_fd() {
+        slots.device = Some(fds.len() as u32 + 1);
+        fds.push(d.as_raw_fd());
+    }
+    let size = backend.size_bytes();
+    let mut attrs = sys::UBLK_ATTR_VOLATILE_CACHE | sys::UBLK_ATTR_FUA;
+    if cfg.read_only || !backend.writable() {
+        attrs |= sys::UBLK_ATTR_READ_ONLY;
+    }
+    let (lbs, pbs) = (cfg.logical_bs_shift.max(9), cfg.physical_bs_shift.max(cfg.logical_bs_shift).max(9));
+    let tgt_init = move |dev: &mut UblkDev| -> Result<(), UblkError> {
+        let tgt = &mut dev.tgt;
+        for (i, fd) in fds.iter().enumerate() {
+            tgt.fds[i + 1] = *fd;
+        }
+        tgt.nr_fds = fds.len() as i32 + 1;
+        // Room for a few segments per tag.
+        tgt.sq_depth = depth.saturating_mul(2);
+        tgt.cq_depth = depth.saturating_mul(2);
+        tgt.dev_size = size;
+        tgt.params = sys::ublk_params {
+            types: sys::UBLK_PARAM_TYPE_BASIC,
+            basic: sys::ublk_param_basic {
+                attrs,
+                logical_bs_shift: lbs,
+                physical_bs_shift: pbs,
+                io_opt_shift: pbs,
+                io_min_shift: lbs,
+                max_sectors: buf_bytes >> 9,
+                dev_sectors: size >> 9,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Ok(())
+    };
+
+    let shared = Arc::new(Shared {
+        backend,
+        slots,
+        zero_copy,
+        buf_bytes,
+        depth,
+        bounce,
+        wrote: AtomicBool::new(false),
+        failures: AtomicUsize::new(0),
+    });
+    let running = Arc::new(AtomicUsize::new(usize::from(queues)));
+    let q_shared = shared.clone();
+    let q_running = running.clone();
+    let q_fn = move |qid: u16, dev: &UblkDev| {
+        let _done = Decrement(q_running.clone());
+        queue(qid, dev, &q_shared);
+    };
+    let failure: Arc<Mutex<Option<crate::Error>>> = Arc::new(Mutex::new(None));
+    let dev_failure = failure.clone();
+    let dev_stop = stop.clone();
+    let data_path = if zero_copy { DataPath::ZeroCopy } else { DataPath::Copy };
+    let device_fn = move |ctrl: &UblkCtrl| {
+        let live = Live { dev_id: ctrl.dev_info().dev_id, device: ctrl.get_bdev_path(), data_path, features };
+        if let Err(e) = on_live(&live) {
+            *dev_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        } else {
+            while !dev_stop.is_set() && running.load(Ordering::Acquire) == usize::from(queues) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        on_stop();
+        let _ = ctrl.kill_dev();
+    };
+    let result = ctrl.run_target(tgt_init, q_fn, device_fn);
+    drop(zero);
+    result.map_err(|e| ublk_error("the ublk device failed", e))?;
+    if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
+    let wrote = shared.wrote.load(Ordering::Acquire);
+    shared.backend.flush().map_err(|e| crate::Error::io("flushing the image at detach", e))?;
+    Ok(Finished { wrote })
+}
+
+fn ublk_error(what: &str, e: UblkError) -> crate::Error {
+    let msg = match e {
+        UblkError::OtherError(n) | UblkError::UringIOError(n) if n < 0 => {
+            format!("{what}: {}", std::io::Error::from_raw_os_error(-n))
+        }
+        e => format!("{what}: {e}"),
+    };
+    crate::Error::new(crate::ErrorKind::Io, msg)
+}
+
+/// A sparse anonymous file (memfd) for the zero-copy slow-write bounce.
+fn bounce_file() -> crate::Result<std::fs::File> {
+    let fd: OwnedFd = rustix::fs::memfd_create("loopkit-bounce", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| crate::Error::io("cannot create a memfd", e.into()))?;
+    Ok(std::fs::File::from(fd))
+}
+
+struct Decrement(Arc<AtomicUsize>);
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn queue<B: Backend>(qid: u16, dev: &UblkDev, shared: &Arc<Shared<B>>) {
+    let q = match UblkQueue::new(qid, dev) {
+        Ok(q) => Rc::new(q),
+        Err(e) => {
+            eprintln!("loopkit: error: ublk queue {qid}: {e}");
+            return;
+        }
+    };
+    let exe = Rc::new(smol::LocalExecutor::new());
+    let mut tasks = Vec::new();
+    for tag in q.tags() {
+        let q = q.clone();
+        let s = shared.clone();
+        tasks.push(exe.spawn(async move {
+            match io_task(&q, tag, &s).await {
+                Err(UblkError::QueueIsDown) | Ok(()) => {}
+                Err(e) => eprintln!("loopkit: error: ublk queue {qid} tag {tag}: {e}"),
+            }
+        }));
+    }
+    let exe2 = exe.clone();
+    smol::block_on(exe.run(async move {
+        let run_ops = || while exe2.try_tick() {};
+        let done = || tasks.iter().all(|t| t.is_finished());
+        if let Err(e) = libublk::wait_and_handle_io_events(&q, Some(20), run_ops, done).await {
+            eprintln!("loopkit: error: ublk queue {qid}: {e}");
+        }
+    }));
+}
+
+/// Where a request's data is: our copy buffer, or the request's pages registered as fixed
+/// buffer `index` (zero copy).
+enum Buf<'a> {
+    Mem(&'a mut [u8]),
+    Fixed(u16),
+}
+
+async fn io_task<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>) -> Result<(), UblkError> {
+    let mut segs = Vec::with_capacity(4);
+    if s.zero_copy {
+        let reg = sys::ublk_auto_buf_reg { index: tag, ..Default::default() };
+        q.submit_io_prep_cmd(tag, BufDesc::AutoReg(reg), 0, None).await?;
+        loop {
+            let res = handle(q, tag, s, &mut Buf::Fixed(tag), &mut segs).await;
+            report_failure(q, tag, s, res);
+            q.submit_io_commit_cmd(tag, BufDesc::AutoReg(reg), res).await?;
+        }
+    } else {
+        let mut buf = IoBuf::<u8>::new(s.buf_bytes as usize);
+        q.submit_io_prep_cmd(tag, BufDesc::Slice(buf.as_slice()), 0, Some(&buf)).await?;
+        loop {
+            let res = handle(q, tag, s, &mut Buf::Mem(buf.as_mut_slice()), &mut segs).await;
+            report_failure(q, tag, s, res);
+            q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), res).await?;
+        }
+    }
+}
+
+/// Say on stderr why a request failed (the first few per device; errors stay visible).
+fn report_failure<B>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, res: i32) {
+    if res >= 0 || s.failures.fetch_add(1, Ordering::Relaxed) >= 20 {
+        return;
+    }
+    let iod = q.get_iod(tag);
+    eprintln!(
+        "loopkit: warning: ublk request failed: op {} flags {:#x} sector {} count {}: {}",
+        iod.op_flags & 0xff,
+        iod.op_flags & !0xff,
+        iod.start_sector,
+        iod.nr_sectors,
+        std::io::Error::from_raw_os_error(-res)
+    );
+}
+
+fn errno(e: &std::io::Error) -> i32 {
+    -e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Serve one request; the result is bytes done or `-errno`.
+async fn handle<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, buf: &mut Buf<'_>, segs: &mut Vec<Seg>) -> i32 {
+    let iod = q.get_iod(tag);
+    let (op, flags) = (iod.op_flags & 0xff, iod.op_flags);
+    // Only reads and writes carry a position (a FLUSH's start_sector is all ones).
+    let (offset, len) = match (iod.start_sector.checked_mul(512), iod.nr_sectors.checked_mul(512)) {
+        (Some(o), Some(l)) if l <= s.buf_bytes => (o, l),
+        _ if op == sys::UBLK_IO_OP_READ || op == sys::UBLK_IO_OP_WRITE => return -libc::EINVAL,
+        _ => (0, 0),
+    };
+    let b = &*s.backend;
+    segs.clear();
+    match op {
+        sys::UBLK_IO_OP_READ => {
+            let guard = match b.plan_read(offset, len, segs) {
+                Ok(g) => g,
+                Err(e) => return errno(&e),
+            };
+            let r = run_segs(q, s, segs, buf, false, 0).await;
+            drop(guard);
+            if r < 0 {
+                return r;
+            }
+            if let (Some(c), Buf::Mem(m)) = (b.crypt(), &mut *buf) {
+                c.cipher.decrypt_sectors(c.iv_offset_sectors + offset / 512, &mut m[..len as usize]);
+            }
+            len as i32
+        }
+        sys::UBLK_IO_OP_WRITE => {
+            s.wrote.store(true, Ordering::Release);
+            if let (Some(c), Buf::Mem(m)) = (b.crypt(), &mut *buf) {
+                // The buffer is ours: the kernel copied the plaintext in; it goes out encrypted.
+                c.cipher.encrypt_sectors(c.iv_offset_sectors + offset / 512, &mut m[..len as usize]);
+            }
+            let fua = if flags & sys::UBLK_IO_F_FUA != 0 { libc::RWF_DSYNC } else { 0 };
+            match b.plan_write(offset, len, segs) {
+                Ok(Some(guard)) => {
+                    let r = run_segs(q, s, segs, buf, true, fua).await;
+                    drop(guard);
+                    if r < 0 { r } else { len as i32 }
+                }
+                Ok(None) => {
+                    let r = slow_write(q, tag, s, buf, offset, len).await;
+                    if r < 0 {
+                        return r;
+                    }
+                    if fua != 0
+                        && let Err(e) = b.flush()
+                    {
+                        return errno(&e);
+                    }
+                    len as i32
+                }
+                Err(e) => errno(&e),
+            }
+        }
+        sys::UBLK_IO_OP_FLUSH => {
+            let mut targets = Vec::with_capacity(2);
+            b.plan_flush(&mut targets);
+            for t in targets {
+                let Some(slot) = slot(s.slots, t) else {
+                    return -libc::EIO;
+                };
+                let sqe = opcode::Fsync::new(types::Fixed(slot)).flags(types::FsyncFlags::DATASYNC).build();
+                let r = q.ublk_submit_sqe(sqe).await;
+                if r < 0 {
+                    return r;
+                }
+            }
+            0
+        }
+        _ => -libc::EOPNOTSUPP,
+    }
+}
+
+fn slot(slots: Slots, t: Target) -> Option<u32> {
+    match t {
+        Target::Image => Some(slots.image),
+        Target::Device => slots.device,
+    }
+}
+
+/// Issue the segments in order into `buf`; 0 or `-errno`.
+async fn run_segs<B: Backend>(
+    q: &UblkQueue<'_>,
+    s: &Shared<B>,
+    segs: &[Seg],
+    buf: &mut Buf<'_>,
+    write: bool,
+    rw_flags: i32,
+) -> i32 {
+    let mut pos: u32 = 0;
+    for seg in segs {
+        match *seg {
+            Seg::Zero { len } => {
+                if write {
+                    return -libc::EIO;
+                }
+                match buf {
+                    Buf::Mem(m) => match m.get_mut(pos as usize..(pos + len) as usize) {
+                        Some(r) => r.fill(0),
+                        None => return -libc::EIO,
+                    },
+                    Buf::Fixed(_) => {
+                        let r = transfer(q, s.slots.zero, 0, buf, pos, len, false, 0).await;
+                        if r < 0 {
+                            return r;
+                        }
+                    }
+                }
+                pos += len;
+            }
+            Seg::Io { target, offset, len } => {
+                let Some(slot) = slot(s.slots, target) else {
+                    return -libc::EIO;
+                };
+                let r = transfer(q, slot, offset, buf, pos, len, write, rw_flags).await;
+                if r < 0 {
+                    return r;
+                }
+                pos += len;
+            }
+        }
+    }
+    0
+}
+
+/// Read or write `len` bytes at `offset` of fixed file `slot` from/into `buf[pos..]`, resuming
+/// short transfers and retrying EAGAIN a few times; 0 or `-errno`.
+#[allow(clippy::too_many_arguments)]
+async fn transfer(
+    q: &UblkQueue<'_>,
+    slot: u32,
+    offset: u64,
+    buf: &mut Buf<'_>,
+    pos: u32,
+    len: u32,
+    write: bool,
+    rw_flags: i32,
+) -> i32 {
+    let mut done: u32 = 0;
+    let mut again = 0;
+    while done < len {
+        let (at, n, off) = (pos + done, len - done, offset + u64::from(done));
+        let fd = types::Fixed(slot);
+        let sqe = match buf {
+            Buf::Mem(m) => {
+                let Some(region) = m.get_mut(at as usize..(at + n) as usize) else {
+                    return -libc::EIO;
+                };
+                let p = region.as_mut_ptr();
+                if write {
+                    opcode::Write::new(fd, p, n).offset(off).rw_flags(rw_flags as _).build()
+                } else {
+                    opcode::Read::new(fd, p, n).offset(off).rw_flags(rw_flags as _).build()
+                }
+            }
+            // A kernel (bvec) fixed buffer is addressed from 0: the "address" is the offset.
+            Buf::Fixed(index) => {
+                let p = std::ptr::without_provenance_mut::<u8>(at as usize);
+                if write {
+                    opcode::WriteFixed::new(fd, p, n, *index).offset(off).rw_flags(rw_flags as _).build()
+                } else {
+                    opcode::ReadFixed::new(fd, p, n, *index).offset(off).rw_flags(rw_flags as _).build()
+                }
+            }
+        };
+        let r = q.ublk_submit_sqe(sqe).await;
+        if r == -libc::EAGAIN && again < 4 {
+            again += 1;
+            continue;
+        }
+        if r < 0 {
+            return r;
+        }
+        if r == 0 {
+            return -libc::EIO;
+        }
+        done += r as u32;
+    }
+    0
+}
+
+/// A write the backend cannot plan: hand the bytes to [`Backend::slow_write`] (blocking). On
+/// the zero-copy path the bytes are reachable only through io_uring, so they go through the
+/// memfd bounce region of this (queue, tag) first.
+async fn slow_write<B: Backend>(
+    q: &UblkQueue<'_>,
+    tag: u16,
+    s: &Shared<B>,
+    buf: &mut Buf<'_>,
+    offset: u64,
+    len: u32,
+) -> i32 {
+    let data: Vec<u8> = match buf {
+        Buf::Mem(m) => match m.get(..len as usize) {
+            Some(d) => d.to_vec(),
+            None => return -libc::EIO,
+        },
+        Buf::Fixed(_) => {
+            let Some(file) = &s.bounce else {
+                return -libc::EIO;
+            };
+            let region = (u64::from(q.get_qid()) * u64::from(s.depth) + u64::from(tag)) * u64::from(s.buf_bytes);
+            let r = transfer(q, s.slots.bounce, region, buf, 0, len, true, 0).await;
+            if r < 0 {
+                return r;
+            }
+            let mut v = vec![0u8; len as usize];
+            if let Err(e) = std::os::unix::fs::FileExt::read_exact_at(file, &mut v, region) {
+                return errno(&e);
+            }
+            // Give the memory back.
+            let _ = rustix::fs::fallocate(
+                file.as_fd(),
+                rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+                region,
+                u64::from(len),
+            );
+            v
+        }
+    };
+    match s.backend.slow_write(&data, offset) {
+        Ok(()) => 0,
+        Err(e) => errno(&e),
+    }
+}

@@ -1,0 +1,816 @@
+//! The remap engine: reads and writes an image file by sending I/O straight to the disk blocks
+//! the file occupies (aligned `O_DIRECT` on the raw device), zeros for holes and unwritten
+//! extents, and the file itself (`O_DIRECT`) for everything else. Independent of any front end:
+//! [`Engine`] is a [`ByteSource`] + [`ByteSink`], and [`Engine::plan_read`] /
+//! [`Engine::plan_write`] cut a request into pieces for an asynchronous front end (ublk).
+//!
+//! Safety rules (docs/formats/remap.md): the file is the engine's only descriptor on the image and holds
+//! a write lease; it is fsynced and its page cache dropped before raw I/O starts; the extent map
+//! is filled lazily with FIEMAP; a write into anything but a plain mapped extent goes through the
+//! file under an interval lock, then exactly the written range is re-mapped (what is still not
+//! plain-mapped becomes via-file, never zero, so written data is never hidden); a lease break
+//! switches every range to the file before the lease is released; flush = device cache flush plus
+//! `fdatasync` of the file when file-path writes happened; mtime is updated at close.
+
+use super::lease::{self, LeaseHolder};
+use super::preflight::{self, Preflight};
+use crate::extent::{Extent, ExtentFlags, ExtentMap, SegKind, fiemap};
+use crate::source::{ByteSink, ByteSource, sink::check_range};
+use crate::sys::AlignedBuf;
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+/// How to open an engine.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Open the image and the device read-only; writes fail with `EROFS`.
+    pub read_only: bool,
+    /// Bytes of extent map filled per FIEMAP pass (lazily, around the first access).
+    pub fill_window: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { read_only: false, fill_window: 64 << 20 }
+    }
+}
+
+/// Where a piece of a planned request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    /// `len` bytes at byte `offset` of the raw device ([`Engine::device_fd`]).
+    Device {
+        /// Device byte offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// `len` bytes at byte `offset` of the image file ([`Engine::file_fd`], `O_DIRECT`).
+    File {
+        /// File byte offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// `len` bytes of zeros (reads only).
+    Zero {
+        /// Length.
+        len: u64,
+    },
+}
+
+impl Piece {
+    /// The piece's length.
+    pub fn len(&self) -> u64 {
+        match *self {
+            Piece::Device { len, .. } | Piece::File { len, .. } | Piece::Zero { len } => len,
+        }
+    }
+
+    /// Whether the piece is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Keeps a plan's device offsets valid until the I/O completes (a lease break waits for every
+/// guard to drop before the lease is released).
+pub struct Guard {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.inner.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counters (monotonic; for `--list`, tests and benchmarks).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Bytes read from the raw device.
+    pub device_read: AtomicU64,
+    /// Bytes written to the raw device.
+    pub device_written: AtomicU64,
+    /// Bytes read through the file.
+    pub file_read: AtomicU64,
+    /// Bytes written through the file.
+    pub file_written: AtomicU64,
+    /// Bytes of zeros served for holes and unwritten extents.
+    pub zero_read: AtomicU64,
+    /// FIEMAP passes (lazy fills and re-maps).
+    pub fiemap_passes: AtomicU64,
+    /// Writes that went through the file and re-mapped their range.
+    pub remaps: AtomicU64,
+}
+
+/// A snapshot of the engine's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// Whether raw-device I/O is in use (false after a lease break).
+    pub remapping: bool,
+    /// Why remapping stopped, if it did.
+    pub stopped_because: Option<String>,
+    /// Whether the write lease is held.
+    pub lease_held: bool,
+    /// Extents in the map now.
+    pub extents: usize,
+    /// Bytes of the file whose extents are known.
+    pub mapped_bytes_known: u64,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// The only descriptor on the image (`O_DIRECT`); the lease lives on it.
+    file: File,
+    /// The raw device (`O_DIRECT`).
+    dev: File,
+    dev_bytes: u64,
+    size: u64,
+    align: usize,
+    read_only: bool,
+    window: u64,
+    map: RwLock<ExtentMap>,
+    remap_on: AtomicBool,
+    stopped_because: Mutex<Option<String>>,
+    inflight: AtomicUsize,
+    /// Ranges being written through the file (interval lock).
+    busy: Mutex<Vec<Range<u64>>>,
+    busy_cv: Condvar,
+    busy_count: AtomicUsize,
+    dirty_dev: AtomicBool,
+    dirty_file: AtomicBool,
+    wrote: AtomicBool,
+    lease_held: AtomicBool,
+    closed: AtomicBool,
+    stats: Stats,
+}
+
+/// A remapped image. Cheap to share (`Arc` inside); closing happens on [`Engine::close`] or when
+/// the last clone drops.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("path", &self.inner.path).field("size", &self.inner.size).finish()
+    }
+}
+
+fn unsafe_err(msg: String) -> crate::Error {
+    crate::Error::new(crate::ErrorKind::Unsafe, msg)
+}
+
+fn errno(e: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+impl Engine {
+    /// Open `path` for remapping: preflight, exclusive lease, fsync and page-cache drop, raw
+    /// device opened `O_DIRECT`. Returns the engine and the preflight facts.
+    ///
+    /// # Errors
+    /// `Unsafe` with every reason when preflight refuses or someone else has the file open;
+    /// `InvalidInput` when the size is not a multiple of the device's logical block; `Io` when
+    /// the file or device cannot be opened.
+    pub fn open(path: &Path, opts: &Options) -> crate::Result<(Engine, Preflight)> {
+        let what = path.display().to_string();
+        let mut oo = std::fs::OpenOptions::new();
+        oo.read(true).write(!opts.read_only).custom_flags(libc::O_DIRECT | libc::O_CLOEXEC);
+        let file = oo.open(path).map_err(|e| crate::Error::io(format!("cannot open {what}"), e))?;
+        let pf = preflight::check(&file, path);
+        if !pf.is_safe() {
+            let reasons: Vec<String> = pf.refusals.iter().map(|r| format!("{} ({})", r.message, r.code)).collect();
+            return Err(unsafe_err(format!("{what} cannot be remapped: {}", reasons.join("; "))));
+        }
+        let size = file.metadata().map_err(|e| crate::Error::io(format!("cannot examine {what}"), e))?.len();
+        let align = pf.backing.logical_block.max(512) as usize;
+        if !size.is_multiple_of(align as u64) {
+            return Err(crate::Error::invalid(format!(
+                "{what} is {size} bytes, not a multiple of the device's {align}-byte logical block"
+            )));
+        }
+        let Some(dev_path) = pf.backing.device.clone() else {
+            return Err(unsafe_err(format!("{what}: no device node for its file system")));
+        };
+        let mut dd = std::fs::OpenOptions::new();
+        dd.read(true).write(!opts.read_only).custom_flags(libc::O_DIRECT | libc::O_CLOEXEC);
+        let dev = dd.open(&dev_path).map_err(|e| {
+            let hint = match e.raw_os_error() {
+                Some(libc::EBUSY) | Some(libc::EPERM) | Some(libc::EACCES) if !opts.read_only => {
+                    " (a kernel built without CONFIG_BLK_DEV_WRITE_MOUNTED, booted with bdev_allow_write_mounted=0, or \
+                     a security policy refuses writes to a mounted block device)"
+                }
+                _ => "",
+            };
+            unsafe_err(format!("cannot open {} (the device under {what}) for raw I/O{hint}: {e}", dev_path.display()))
+        })?;
+        let dev_bytes = pf.backing.device_bytes.unwrap_or(u64::MAX);
+        let inner = Arc::new(Inner {
+            path: path.to_path_buf(),
+            file,
+            dev,
+            dev_bytes,
+            size,
+            align,
+            read_only: opts.read_only,
+            window: opts.fill_window.max(1 << 20),
+            map: RwLock::new(ExtentMap::new(size, align as u64)),
+            remap_on: AtomicBool::new(true),
+            stopped_because: Mutex::new(None),
+            inflight: AtomicUsize::new(0),
+            busy: Mutex::new(Vec::new()),
+            busy_cv: Condvar::new(),
+            busy_count: AtomicUsize::new(0),
+            dirty_dev: AtomicBool::new(false),
+            dirty_file: AtomicBool::new(false),
+            wrote: AtomicBool::new(false),
+            lease_held: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            stats: Stats::default(),
+        });
+        let holder: std::sync::Weak<dyn LeaseHolder> = Arc::downgrade(&inner) as _;
+        lease::acquire(inner.file.as_fd(), holder, &what)?;
+        inner.lease_held.store(true, Ordering::SeqCst);
+        // Everything the file system has cached goes to disk and out of the cache, so raw reads
+        // see the latest data and file-system readers after us do not see stale pages.
+        inner.file.sync_all().map_err(|e| crate::Error::io(format!("fsync {what}"), e))?;
+        let _ = rustix::fs::fadvise(&inner.file, 0, None, rustix::fs::Advice::DontNeed);
+        Ok((Engine { inner }, pf))
+    }
+
+    /// The image's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.inner.size
+    }
+
+    /// The raw-I/O alignment (the device's logical block size).
+    pub fn alignment(&self) -> usize {
+        self.inner.align
+    }
+
+    /// The image file's descriptor (`O_DIRECT`), for [`Piece::File`].
+    pub fn file_fd(&self) -> BorrowedFd<'_> {
+        self.inner.file.as_fd()
+    }
+
+    /// The raw device's descriptor (`O_DIRECT`), for [`Piece::Device`].
+    pub fn device_fd(&self) -> BorrowedFd<'_> {
+        self.inner.dev.as_fd()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        let (extents, known) = match self.inner.map.read() {
+            Ok(m) => (m.len(), m.covered().iter().map(|r| r.end - r.start).sum()),
+            Err(_) => (0, 0),
+        };
+        State {
+            remapping: self.inner.remap_on.load(Ordering::SeqCst),
+            stopped_because: self.inner.stopped_because.lock().ok().and_then(|g| g.clone()),
+            lease_held: self.inner.lease_held.load(Ordering::SeqCst),
+            extents,
+            mapped_bytes_known: known,
+        }
+    }
+
+    /// Stop remapping: every range goes through the file from now on (also what a lease break
+    /// does). Waits for raw I/O in flight.
+    pub fn stop_remapping(&self, why: &str) {
+        self.inner.stop_remapping(why);
+    }
+
+    /// Plan a read of `len` bytes at `offset` into pieces (appended to `out`). Hold the guard
+    /// until the I/O of every piece has completed.
+    ///
+    /// # Errors
+    /// `InvalidInput` past the end; a FIEMAP error while filling the map.
+    pub fn plan_read(&self, offset: u64, len: u64, out: &mut Vec<Piece>) -> io::Result<Guard> {
+        check_range(self.inner.size, offset, len)?;
+        let guard = self.inner.enter();
+        if !self.inner.remap_on.load(Ordering::SeqCst) {
+            out.push(Piece::File { offset, len });
+            return Ok(guard);
+        }
+        self.inner.wait_not_busy(offset..offset + len);
+        self.inner.pieces(offset..offset + len, out, false)?;
+        Ok(guard)
+    }
+
+    /// Plan a write: `Some(guard)` with pieces in `out` when every byte can be written with
+    /// plain I/O on the device or file as listed; `None` when the write must go through
+    /// [`ByteSink::write_at`] (holes, unwritten or shared extents, unaligned ranges).
+    ///
+    /// # Errors
+    /// `InvalidInput` past the end; `EROFS` on a read-only engine; a FIEMAP error.
+    pub fn plan_write(&self, offset: u64, len: u64, out: &mut Vec<Piece>) -> io::Result<Option<Guard>> {
+        self.inner.check_writable()?;
+        check_range(self.inner.size, offset, len)?;
+        if !self.inner.aligned(offset, len) {
+            return Ok(None);
+        }
+        let guard = self.inner.enter();
+        self.inner.wrote.store(true, Ordering::Relaxed);
+        if !self.inner.remap_on.load(Ordering::SeqCst) {
+            self.inner.dirty_file.store(true, Ordering::SeqCst);
+            out.push(Piece::File { offset, len });
+            return Ok(Some(guard));
+        }
+        self.inner.wait_not_busy(offset..offset + len);
+        let start = out.len();
+        if !self.inner.pieces(offset..offset + len, out, true)? {
+            out.truncate(start);
+            return Ok(None);
+        }
+        self.inner.dirty_dev.store(true, Ordering::SeqCst);
+        Ok(Some(guard))
+    }
+
+    /// A write with FUA semantics (durable when it returns).
+    ///
+    /// # Errors
+    /// As [`ByteSink::write_at`].
+    pub fn write_at_fua(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write(buf, offset, true)
+    }
+
+    /// Flush, drop the file's cached pages, update mtime if anything was written, release the
+    /// lease. Idempotent.
+    ///
+    /// # Errors
+    /// The first error of those steps (all are attempted).
+    pub fn close(&self) -> io::Result<()> {
+        self.inner.close()
+    }
+}
+
+impl Inner {
+    fn enter(self: &Arc<Self>) -> Guard {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        Guard { inner: Arc::clone(self) }
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.read_only { Err(io::Error::from_raw_os_error(libc::EROFS)) } else { Ok(()) }
+    }
+
+    fn aligned(&self, offset: u64, len: u64) -> bool {
+        let a = self.align as u64;
+        offset.is_multiple_of(a) && len.is_multiple_of(a)
+    }
+
+    fn stop_remapping(&self, why: &str) {
+        if self.remap_on.swap(false, Ordering::SeqCst)
+            && let Ok(mut g) = self.stopped_because.lock()
+        {
+            *g = Some(why.to_string());
+        }
+        // Raw I/O planned before the switch must finish before anyone else may touch the file.
+        while self.inflight.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        let _ = self.dev.sync_all();
+        let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed);
+    }
+
+    /// Wait until no file-path write overlaps `r` (readers never see a half-filled hole).
+    fn wait_not_busy(&self, r: Range<u64>) {
+        if self.busy_count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let Ok(mut g) = self.busy.lock() else { return };
+        while g.iter().any(|b| b.start < r.end && r.start < b.end) {
+            g = match self.busy_cv.wait(g) {
+                Ok(g) => g,
+                Err(_) => return,
+            };
+        }
+    }
+
+    /// Take the interval lock on `r`.
+    fn lock_range(&self, r: Range<u64>) -> io::Result<BusyGuard<'_>> {
+        let mut g = self.busy.lock().map_err(|_| io::Error::other("engine lock poisoned"))?;
+        while g.iter().any(|b| b.start < r.end && r.start < b.end) {
+            g = self.busy_cv.wait(g).map_err(|_| io::Error::other("engine lock poisoned"))?;
+        }
+        g.push(r.clone());
+        self.busy_count.fetch_add(1, Ordering::SeqCst);
+        Ok(BusyGuard { inner: self, range: r })
+    }
+
+    /// Make sure the extents of `r` are known (lazy FIEMAP fill, a window at a time).
+    fn ensure_known(&self, r: Range<u64>) -> io::Result<()> {
+        if self.map.read().map_err(|_| io::Error::other("map lock poisoned"))?.is_covered(r.clone()) {
+            return Ok(());
+        }
+        let mut map = self.map.write().map_err(|_| io::Error::other("map lock poisoned"))?;
+        for gap in map.uncovered(r) {
+            let w = self.window;
+            let start = gap.start / w * w;
+            let end = gap.end.div_ceil(w).saturating_mul(w).min(self.size);
+            for piece in map.uncovered(start..end) {
+                let ext = self.query(piece.clone(), false)?;
+                map.fill(piece, &ext);
+            }
+        }
+        Ok(())
+    }
+
+    /// FIEMAP of `r`, with extents the device cannot hold marked unknown (via file).
+    fn query(&self, r: Range<u64>, sync: bool) -> io::Result<Vec<Extent>> {
+        self.stats.fiemap_passes.fetch_add(1, Ordering::Relaxed);
+        let mut ext = fiemap::query(self.file.as_fd(), r, sync)?;
+        for e in &mut ext {
+            if e.physical.checked_add(e.length).is_none_or(|end| end > self.dev_bytes) {
+                e.flags = e.flags.union(ExtentFlags::UNKNOWN);
+            }
+        }
+        Ok(ext)
+    }
+
+    /// Cut `r` into pieces. For writes, returns false (and leaves partial pieces) when any part
+    /// is not plainly mapped.
+    fn pieces(&self, r: Range<u64>, out: &mut Vec<Piece>, for_write: bool) -> io::Result<bool> {
+        self.ensure_known(r.clone())?;
+        let map = self.map.read().map_err(|_| io::Error::other("map lock poisoned"))?;
+        let mut pos = r.start;
+        while pos < r.end {
+            let Some(s) = map.lookup(pos) else { break };
+            let len = s.length.min(r.end - pos);
+            let piece = match s.kind {
+                SegKind::Mapped { physical } => Piece::Device { offset: physical, len },
+                SegKind::Zero if !for_write => Piece::Zero { len },
+                SegKind::ViaFile if !for_write => Piece::File { offset: pos, len },
+                // A range that went unknown again (forgotten concurrently): the file is safe.
+                SegKind::Unknown if !for_write => Piece::File { offset: pos, len },
+                _ => return Ok(false),
+            };
+            // Merge with a contiguous previous piece of the same kind.
+            match (out.last_mut(), piece) {
+                (Some(Piece::Device { offset, len: l }), Piece::Device { offset: o, len: n }) if *offset + *l == o => {
+                    *l += n
+                }
+                (Some(Piece::File { offset, len: l }), Piece::File { offset: o, len: n }) if *offset + *l == o => {
+                    *l += n
+                }
+                (Some(Piece::Zero { len: l }), Piece::Zero { len: n }) => *l += n,
+                _ => out.push(piece),
+            }
+            pos += len;
+        }
+        Ok(true)
+    }
+
+    fn read(self: &Arc<Self>, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let mut pieces = Vec::new();
+        let _g = Engine { inner: Arc::clone(self) }.plan_read(offset, buf.len() as u64, &mut pieces)?;
+        let mut at = 0usize;
+        for p in pieces {
+            let n = p.len() as usize;
+            let dst = &mut buf[at..at + n];
+            match p {
+                Piece::Device { offset, .. } => {
+                    direct_read(&self.dev, dst, offset, self.align)?;
+                    self.stats.device_read.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Piece::File { offset, .. } => {
+                    direct_read(&self.file, dst, offset, self.align)?;
+                    self.stats.file_read.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Piece::Zero { .. } => {
+                    dst.fill(0);
+                    self.stats.zero_read.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn write(self: &Arc<Self>, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        let mut pieces = Vec::new();
+        let engine = Engine { inner: Arc::clone(self) };
+        if let Some(_g) = engine.plan_write(offset, buf.len() as u64, &mut pieces)? {
+            let mut at = 0usize;
+            for p in pieces {
+                let n = p.len() as usize;
+                let src = &buf[at..at + n];
+                match p {
+                    Piece::Device { offset, .. } => {
+                        direct_write(&self.dev, src, offset, self.align, fua)?;
+                        self.stats.device_written.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Piece::File { offset, .. } => {
+                        direct_write(&self.file, src, offset, self.align, fua)?;
+                        self.stats.file_written.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Piece::Zero { .. } => return Err(io::Error::other("internal: a write planned as zeros")),
+                }
+                at += n;
+            }
+            return Ok(());
+        }
+        self.slow_write(buf, offset, fua)
+    }
+
+    /// A write through the file system (holes, unwritten, shared, unaligned), then the written
+    /// range is re-mapped.
+    fn slow_write(self: &Arc<Self>, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        let _g = self.enter();
+        let a = self.align as u64;
+        let start = offset / a * a;
+        let end = (offset + buf.len() as u64).div_ceil(a) * a;
+        let _busy = self.lock_range(start..end)?;
+        self.wrote.store(true, Ordering::Relaxed);
+        self.dirty_file.store(true, Ordering::SeqCst);
+        if start == offset && end == offset + buf.len() as u64 {
+            direct_write(&self.file, buf, offset, self.align, fua)?;
+        } else {
+            // Read-modify-write of the aligned blocks (under the interval lock).
+            let mut tmp = vec![0u8; (end - start) as usize];
+            direct_read(&self.file, &mut tmp, start, self.align)?;
+            let at = (offset - start) as usize;
+            tmp[at..at + buf.len()].copy_from_slice(buf);
+            direct_write(&self.file, &tmp, start, self.align, fua)?;
+        }
+        self.stats.file_written.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        if self.remap_on.load(Ordering::SeqCst) {
+            self.remap_written(start..end)?;
+        }
+        Ok(())
+    }
+
+    /// Re-map exactly `r` after a file write: what is plainly mapped now becomes raw I/O, the
+    /// rest via the file — never zero, which would hide the data just written.
+    fn remap_written(&self, r: Range<u64>) -> io::Result<()> {
+        // SYNC: if the file system fell back to buffered I/O, its dirty pages go to disk first.
+        let ext = self.query(r.clone(), true)?;
+        let mut fixed: Vec<Extent> = Vec::with_capacity(ext.len() + 2);
+        let mut pos = r.start;
+        let hidden = ExtentFlags::UNKNOWN;
+        for mut e in ext {
+            let (s, t) = (e.logical.max(r.start), e.logical_end().min(r.end));
+            if s >= t {
+                continue;
+            }
+            if s > pos {
+                fixed.push(Extent { logical: pos, physical: 0, length: s - pos, flags: hidden });
+            }
+            if e.flags.contains(ExtentFlags::UNWRITTEN) {
+                e.flags = e.flags.union(hidden);
+            }
+            fixed.push(e);
+            pos = t;
+        }
+        if pos < r.end {
+            fixed.push(Extent { logical: pos, physical: 0, length: r.end - pos, flags: hidden });
+        }
+        self.map.write().map_err(|_| io::Error::other("map lock poisoned"))?.fill(r.clone(), &fixed);
+        let _ = rustix::fs::fadvise(
+            &self.file,
+            r.start,
+            std::num::NonZeroU64::new(r.end - r.start),
+            rustix::fs::Advice::DontNeed,
+        );
+        self.stats.remaps.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn discard(self: &Arc<Self>, range: Range<u64>) -> io::Result<()> {
+        self.check_writable()?;
+        check_range(self.size, range.start, range.end.saturating_sub(range.start))?;
+        if range.is_empty() {
+            return Ok(());
+        }
+        let _g = self.enter();
+        let a = self.align as u64;
+        // Whole blocks are punched; partial blocks at the ends are written with zeros.
+        let (s, t) = (range.start.div_ceil(a) * a, range.end / a * a);
+        let _busy = self.lock_range(range.start / a * a..range.end.div_ceil(a) * a)?;
+        self.wrote.store(true, Ordering::Relaxed);
+        self.dirty_file.store(true, Ordering::SeqCst);
+        if s < t {
+            use rustix::fs::FallocateFlags as F;
+            rustix::fs::fallocate(&self.file, F::PUNCH_HOLE | F::KEEP_SIZE, s, t - s).map_err(errno)?;
+        }
+        drop(_busy);
+        for r in [range.start..s.min(range.end), t.max(range.start).max(s)..range.end] {
+            if r.start < r.end {
+                self.slow_write(&vec![0u8; (r.end - r.start) as usize], r.start, false)?;
+            }
+        }
+        if s < t && self.remap_on.load(Ordering::SeqCst) {
+            let ext = self.query(s..t, false)?;
+            self.map.write().map_err(|_| io::Error::other("map lock poisoned"))?.fill(s..t, &ext);
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        if self.dirty_dev.swap(false, Ordering::SeqCst) {
+            // fsync of a block device: its page cache (unused) plus a cache flush to the disk.
+            self.dev.sync_all()?;
+        }
+        if self.dirty_file.swap(false, Ordering::SeqCst) {
+            // File-path writes: data and the allocation metadata (filled holes) become durable.
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn close(&self) -> io::Result<()> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut first: Option<io::Error> = None;
+        let mut keep = |r: io::Result<()>| {
+            if let Err(e) = r
+                && first.is_none()
+            {
+                first = Some(e);
+            }
+        };
+        keep(self.flush());
+        if self.wrote.load(Ordering::SeqCst) && !self.read_only {
+            // Raw writes bypass the file system: tell backup tools the file changed.
+            let now = rustix::time::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
+            let ts = rustix::fs::Timestamps {
+                last_access: rustix::time::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
+                last_modification: now,
+            };
+            keep(rustix::fs::futimens(&self.file, &ts).map_err(errno));
+            keep(self.file.sync_all());
+        }
+        keep(rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed).map_err(errno));
+        if self.lease_held.swap(false, Ordering::SeqCst) {
+            keep(lease::release(self.file.as_fd()));
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+struct BusyGuard<'a> {
+    inner: &'a Inner,
+    range: Range<u64>,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.inner.busy.lock()
+            && let Some(i) = g.iter().position(|r| *r == self.range)
+        {
+            g.swap_remove(i);
+        }
+        self.inner.busy_count.fetch_sub(1, Ordering::SeqCst);
+        self.inner.busy_cv.notify_all();
+    }
+}
+
+impl LeaseHolder for Inner {
+    fn lease_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    fn lease_broken(&self) {
+        if !self.lease_held.load(Ordering::SeqCst) {
+            return;
+        }
+        self.stop_remapping("another process opened the image (lease broken)");
+        if self.lease_held.swap(false, Ordering::SeqCst) {
+            let _ = lease::release(self.file.as_fd());
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+fn is_aligned(ptr: *const u8, offset: u64, len: usize, align: usize) -> bool {
+    (ptr as usize).is_multiple_of(align) && offset.is_multiple_of(align as u64) && len.is_multiple_of(align)
+}
+
+/// Fill `buf` from `f` (`O_DIRECT`) at `offset`, through an aligned bounce buffer when `buf` or
+/// the range is not aligned. Bytes past the end of `f` read as zeros.
+fn direct_read(f: &File, buf: &mut [u8], offset: u64, align: usize) -> io::Result<()> {
+    if is_aligned(buf.as_ptr(), offset, buf.len(), align) {
+        return read_full(f, buf, offset);
+    }
+    let a = align as u64;
+    let start = offset / a * a;
+    let end = (offset + buf.len() as u64).div_ceil(a) * a;
+    let mut tmp = AlignedBuf::new((end - start) as usize, align)?;
+    let span = &mut tmp.as_mut_slice()[..(end - start) as usize];
+    read_full(f, span, start)?;
+    let at = (offset - start) as usize;
+    buf.copy_from_slice(&span[at..at + buf.len()]);
+    Ok(())
+}
+
+fn read_full(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => {
+                buf[done..].fill(0);
+                return Ok(());
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Write all of `buf` to `f` (`O_DIRECT`) at `offset` (aligned range; an unaligned buffer is
+/// copied to an aligned one). With `fua`, `RWF_DSYNC`.
+fn direct_write(f: &File, buf: &[u8], offset: u64, align: usize, fua: bool) -> io::Result<()> {
+    if !offset.is_multiple_of(align as u64) || !buf.len().is_multiple_of(align) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "internal: unaligned direct write"));
+    }
+    let bounce;
+    let data: &[u8] = if (buf.as_ptr() as usize).is_multiple_of(align) {
+        buf
+    } else {
+        let mut b = AlignedBuf::new(buf.len(), align)?;
+        b.as_mut_slice()[..buf.len()].copy_from_slice(buf);
+        bounce = b;
+        &bounce.as_slice()[..buf.len()]
+    };
+    let flags = if fua { rustix::io::ReadWriteFlags::DSYNC } else { rustix::io::ReadWriteFlags::empty() };
+    let mut done = 0usize;
+    while done < data.len() {
+        let iov = [io::IoSlice::new(&data[done..])];
+        match rustix::io::pwritev2(f, &iov, offset + done as u64, flags) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(errno(e)),
+        }
+    }
+    Ok(())
+}
+
+impl ByteSource for Engine {
+    fn size_bytes(&self) -> u64 {
+        self.inner.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset_bytes: u64) -> io::Result<usize> {
+        if offset_bytes >= self.inner.size {
+            return Ok(0);
+        }
+        let n = (buf.len() as u64).min(self.inner.size - offset_bytes) as usize;
+        self.inner.read(&mut buf[..n], offset_bytes)?;
+        Ok(n)
+    }
+
+    fn data_regions(&self, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
+        let end = range.end.min(self.inner.size);
+        if range.start >= end {
+            return Ok(Vec::new());
+        }
+        self.inner.ensure_known(range.start..end)?;
+        let map = self.inner.map.read().map_err(|_| io::Error::other("map lock poisoned"))?;
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for s in map.segments(range.start..end) {
+            if s.kind != SegKind::Zero {
+                match out.last_mut() {
+                    Some(l) if l.end == s.logical => l.end += s.length,
+                    _ => out.push(s.logical..s.logical + s.length),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl ByteSink for Engine {
+    fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
+        self.inner.write(buf, offset_bytes, false)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.inner.flush()
+    }
+
+    fn discard(&self, range: Range<u64>) -> io::Result<()> {
+        self.inner.discard(range)
+    }
+}

@@ -1,0 +1,362 @@
+//! Preflight: may this image file be remapped (its I/O sent to the disk blocks FIEMAP reports)?
+//! Checks the kernel's swapfile rules adapted to a file that must stay readable through its file
+//! system: the file-system allow-list (ext2/3/4, XFS), a real backing block device (`st_dev`,
+//! never translated further down the stack), no XFS realtime file, no ext4 `data=journal` or
+//! per-file data journaling, no fscrypt / compressed / verity / DAX file, not an active swap
+//! file, FIEMAP available. Each refusal has a stable code and a precise message.
+
+use crate::sys;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Why an image cannot be remapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Stable code (`remap.fs-not-allowed`, …; docs/JSON.md).
+    pub code: &'static str,
+    /// What and why, for people.
+    pub message: String,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal { code, message: message.into() }
+}
+
+/// The file system and device an image file lives on.
+#[derive(Debug, Clone, Default)]
+pub struct Backing {
+    /// `statfs` magic.
+    pub fs_magic: u64,
+    /// File-system name (from the mount table, else from the magic).
+    pub fs_name: String,
+    /// `st_dev` of the file: the device FIEMAP offsets refer to.
+    pub dev: (u32, u32),
+    /// That device's node, when found (`/dev/loop0`, `/dev/sda2`, `/dev/dm-1`).
+    pub device: Option<PathBuf>,
+    /// Its size in bytes.
+    pub device_bytes: Option<u64>,
+    /// Its logical block size (raw I/O alignment).
+    pub logical_block: u32,
+    /// Its physical block size.
+    pub physical_block: u32,
+    /// Where the file system is mounted (first mount of the device in this namespace).
+    pub mount_point: Option<String>,
+    /// The file system's mount options (super options).
+    pub mount_options: Option<String>,
+    /// File-system block size (`statfs` f_bsize).
+    pub fs_block: u64,
+}
+
+/// The outcome of the checks.
+#[derive(Debug, Clone, Default)]
+pub struct Preflight {
+    /// What backs the file.
+    pub backing: Backing,
+    /// Why remapping is not safe (empty: safe).
+    pub refusals: Vec<Refusal>,
+    /// Facts worth knowing that do not prevent remapping.
+    pub notes: Vec<String>,
+    /// The inode flags (`FS_IOC_GETFLAGS`), when readable.
+    pub inode_flags: Option<u32>,
+}
+
+impl Preflight {
+    /// Whether every check passed.
+    pub fn is_safe(&self) -> bool {
+        self.refusals.is_empty()
+    }
+}
+
+/// `statfs` magics by name (`include/uapi/linux/magic.h`); the first two are allowed.
+const FS_MAGICS: &[(u64, &str)] = &[
+    (0xEF53, "ext2/ext3/ext4"),
+    (0x5846_5342, "xfs"),
+    (0x9123_683E, "btrfs"),
+    (0x0102_1994, "tmpfs"),
+    (0x858_458F6, "ramfs"),
+    (0x794C_7630, "overlayfs"),
+    (0x6969, "nfs"),
+    (0x6573_5546, "fuse"),
+    (0xF2F5_2010, "f2fs"),
+    (0x2FC1_2FC1, "zfs"),
+    (0xCA45_1A4E, "bcachefs"),
+    (0xFF53_4D42, "cifs"),
+    (0xFE53_4D42, "smb2"),
+    (0x00C3_6400, "ceph"),
+    (0x0102_1997, "9p"),
+    (0x7371_7368, "squashfs"),
+    (0xE0F5_E1E2, "erofs"),
+    (0x9660, "iso9660"),
+    (0x4D44, "vfat"),
+    (0x2011_BAB0, "exfat"),
+    (0x7366_746E, "ntfs3"),
+    (0x1501_3346, "udf"),
+    (0x5265_4973, "reiserfs"),
+    (0x3153_464A, "jfs"),
+    (0x3434, "nilfs2"),
+    (0x0116_1970, "gfs2"),
+    (0x7461_636F, "ocfs2"),
+    (0x6265_6572, "sysfs"),
+    (0x9FA0, "proc"),
+    (0x5346_4F43, "afs"),
+];
+
+const EXT_MAGIC: u64 = 0xEF53;
+const XFS_MAGIC: u64 = 0x5846_5342;
+
+/// The name of a `statfs` magic.
+pub fn fs_name_of_magic(magic: u64) -> String {
+    FS_MAGICS
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map_or_else(|| format!("unknown ({magic:#x})"), |(_, n)| (*n).to_string())
+}
+
+/// A mount-table line for a device (`/proc/self/mountinfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountLine {
+    /// Mount point.
+    pub mount_point: String,
+    /// File-system type.
+    pub fs_type: String,
+    /// Super-block options.
+    pub super_options: String,
+}
+
+/// The first mount of device `dev` in a mountinfo text (`proc(5)`: fields 3 = major:minor,
+/// 5 = mount point, then after ` - `: type, source, super options). Octal escapes in the mount
+/// point are decoded.
+pub fn find_mount(mountinfo: &str, dev: (u32, u32)) -> Option<MountLine> {
+    let want = format!("{}:{}", dev.0, dev.1);
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let f: Vec<&str> = left.split(' ').collect();
+        if f.get(2) != Some(&want.as_str()) {
+            return None;
+        }
+        let r: Vec<&str> = right.split(' ').collect();
+        Some(MountLine {
+            mount_point: unescape_octal(f.get(4)?),
+            fs_type: (*r.first()?).to_string(),
+            super_options: r.get(2).copied().unwrap_or("").to_string(),
+        })
+    })
+}
+
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The device node for `dev`: `/sys/dev/block/M:m/uevent`'s `DEVNAME`, checked to be a block
+/// device with that number.
+pub fn device_node(dev: (u32, u32)) -> Option<PathBuf> {
+    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{}:{}/uevent", dev.0, dev.1)).ok()?;
+    let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+    if name.contains("..") {
+        return None;
+    }
+    let path = Path::new("/dev").join(name);
+    let meta = std::fs::metadata(&path).ok()?;
+    (meta.file_type().is_block_device() && sys::dev_major_minor(meta.rdev()) == dev).then_some(path)
+}
+
+/// Whether the file (by device and inode) is an active swap file (`/proc/swaps`).
+fn is_active_swap(dev: u64, ino: u64) -> bool {
+    let Ok(swaps) = std::fs::read_to_string("/proc/swaps") else { return false };
+    swaps
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .any(|name| std::fs::metadata(unescape_octal(name)).is_ok_and(|m| m.dev() == dev && m.ino() == ino))
+}
+
+/// Run every check on an open image file. Never fails: what cannot be determined is a refusal.
+pub fn check(file: &File, path: &Path) -> Preflight {
+    let mut p = Preflight::default();
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            p.refusals.push(refuse("remap.unreadable", format!("cannot examine {}: {e}", path.display())));
+            return p;
+        }
+    };
+    if !meta.is_file() {
+        p.refusals.push(refuse(
+            "remap.not-a-file",
+            format!("{} is not a regular file (a block device needs no remapping)", path.display()),
+        ));
+        return p;
+    }
+    let dev = sys::dev_major_minor(meta.dev());
+    p.backing.dev = dev;
+    match rustix::fs::fstatfs(file) {
+        Ok(st) => {
+            p.backing.fs_magic = st.f_type as u64;
+            p.backing.fs_block = st.f_bsize as u64;
+        }
+        Err(e) => p.refusals.push(refuse("remap.statfs", format!("statfs failed: {e}"))),
+    }
+    let mount = std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|m| find_mount(&m, dev));
+    p.backing.fs_name = match &mount {
+        Some(m) if p.backing.fs_magic == EXT_MAGIC || p.backing.fs_magic == XFS_MAGIC => m.fs_type.clone(),
+        _ => fs_name_of_magic(p.backing.fs_magic),
+    };
+    if let Some(m) = &mount {
+        p.backing.mount_point = Some(m.mount_point.clone());
+        p.backing.mount_options = Some(m.super_options.clone());
+    }
+    let fs = p.backing.fs_name.clone();
+    let allowed = matches!(p.backing.fs_magic, EXT_MAGIC | XFS_MAGIC);
+    if !allowed {
+        let why = match fs.as_str() {
+            "btrfs" => {
+                "FIEMAP reports btrfs logical addresses, not device offsets, and balance/COW move data at any time"
+            }
+            "tmpfs" | "ramfs" => "the file lives in memory; there is no disk to remap to",
+            "overlayfs" => "the file belongs to an overlay (anonymous device; a copy-up replaces it)",
+            "nfs" | "cifs" | "smb2" | "ceph" | "9p" | "afs" | "fuse" => "the file system has no local block device",
+            "f2fs" | "bcachefs" | "zfs" | "nilfs2" => {
+                "the file system moves data in the background (garbage collection, copy-on-write)"
+            }
+            _ => "only ext2/ext3/ext4 and XFS are known to keep a file's blocks in place",
+        };
+        p.refusals.push(refuse("remap.fs-not-allowed", format!("{} is on {fs}: {why}", path.display())));
+    }
+    if dev.0 == 0 {
+        p.refusals.push(refuse(
+            "remap.anonymous-device",
+            format!("{} is on an anonymous device {}:{} (no block device behind it)", path.display(), dev.0, dev.1),
+        ));
+    } else {
+        match device_node(dev) {
+            Some(node) => {
+                if let Ok(f) = File::open(&node) {
+                    p.backing.device_bytes = sys::block_device_size(f.as_fd()).ok();
+                    p.backing.logical_block = rustix::fs::ioctl_blksszget(&f).unwrap_or(512);
+                    p.backing.physical_block = rustix::fs::ioctl_blkpbszget(&f).unwrap_or(p.backing.logical_block);
+                }
+                p.backing.device = Some(node);
+            }
+            None if allowed => p.refusals.push(refuse(
+                "remap.no-device-node",
+                format!("no device node found for {}:{} (looked up /sys/dev/block)", dev.0, dev.1),
+            )),
+            None => {}
+        }
+    }
+    if p.backing.logical_block == 0 {
+        p.backing.logical_block = 512;
+    }
+    if p.backing.physical_block == 0 {
+        p.backing.physical_block = p.backing.logical_block;
+    }
+    match rustix::fs::ioctl_getflags(file) {
+        Ok(flags) => {
+            let bits = flags.bits();
+            p.inode_flags = Some(bits);
+            use linux_raw_sys::general as g;
+            let bad: [(u32, &str, &str); 5] = [
+                (g::FS_ENCRYPT_FL, "remap.encrypted-file", "is encrypted by the file system (fscrypt)"),
+                (g::FS_COMPR_FL, "remap.compressed-file", "is compressed by the file system"),
+                (g::FS_VERITY_FL, "remap.verity-file", "has fs-verity enabled"),
+                (
+                    g::FS_JOURNAL_DATA_FL,
+                    "remap.data-journaled-file",
+                    "has per-file data journaling (chattr +j): the journal may later overwrite raw writes",
+                ),
+                (g::FS_DAX_FL, "remap.dax-file", "uses DAX"),
+            ];
+            for (bit, code, why) in bad {
+                if bits & bit != 0 {
+                    p.refusals.push(refuse(code, format!("{} {why}", path.display())));
+                }
+            }
+            if bits & g::FS_IMMUTABLE_FL != 0 {
+                p.notes
+                    .push("the file is immutable (chattr +i): writes into holes or unwritten extents will fail".into());
+            }
+        }
+        Err(e) if allowed => p.notes.push(format!("inode flags unreadable: {e}")),
+        Err(_) => {}
+    }
+    if p.backing.fs_magic == XFS_MAGIC {
+        match sys::fs_get_xattr(file.as_fd()) {
+            Ok(x) if x.xflags & sys::FS_XFLAG_REALTIME != 0 => p.refusals.push(refuse(
+                "remap.xfs-realtime",
+                format!(
+                    "{} is an XFS realtime file: its blocks are on the realtime device, not {}:{}",
+                    path.display(),
+                    dev.0,
+                    dev.1
+                ),
+            )),
+            Ok(x) if x.xflags & sys::FS_XFLAG_DAX != 0 => {
+                p.refusals.push(refuse("remap.dax-file", format!("{} uses DAX", path.display())))
+            }
+            Ok(_) => {}
+            Err(e) => p.refusals.push(refuse("remap.xfs-flags", format!("cannot read the XFS inode flags: {e}"))),
+        }
+    }
+    if p.backing.fs_magic == EXT_MAGIC {
+        match &mount {
+            Some(m) if m.super_options.split(',').any(|o| o == "data=journal") => p.refusals.push(refuse(
+                "remap.data-journal",
+                format!("{} is mounted with data=journal: the journal may later overwrite raw writes", m.mount_point),
+            )),
+            Some(_) => {}
+            None => p.refusals.push(refuse(
+                "remap.mount-unknown",
+                format!(
+                    "the mount of {}:{} is not in /proc/self/mountinfo (cannot rule out data=journal)",
+                    dev.0, dev.1
+                ),
+            )),
+        }
+    }
+    if is_active_swap(meta.dev(), meta.ino()) {
+        p.refusals.push(refuse("remap.swap-file", format!("{} is an active swap file", path.display())));
+    }
+    if allowed && let Err(e) = sys::fiemap(file.as_fd(), 0, 1, 0, 1) {
+        p.refusals.push(refuse("remap.no-fiemap", format!("FIEMAP failed: {e}")));
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines() {
+        let text = "22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw,errors=remount-ro\n\
+                    98 22 7:0 / /mnt/with\\040space rw,relatime shared:40 - ext3 /dev/loop0 rw,data=journal\n\
+                    99 22 0:40 / /mnt/b rw - btrfs /dev/loop1 rw,space_cache=v2\n";
+        let m = find_mount(text, (7, 0)).unwrap();
+        assert_eq!(m.mount_point, "/mnt/with space");
+        assert_eq!(m.fs_type, "ext3");
+        assert!(m.super_options.contains("data=journal"));
+        assert_eq!(find_mount(text, (0, 40)).unwrap().fs_type, "btrfs");
+        assert!(find_mount(text, (7, 1)).is_none());
+        assert!(find_mount("garbage\n\n - \n1 2 3", (7, 0)).is_none());
+    }
+
+    #[test]
+    fn magic_names() {
+        assert_eq!(fs_name_of_magic(0x9123_683E), "btrfs");
+        assert_eq!(fs_name_of_magic(1), "unknown (0x1)");
+    }
+}

@@ -1,0 +1,336 @@
+//! The one place with `unsafe` for system calls: the ioctls and `fcntl`s that neither `rustix`
+//! nor `std` wrap (FIEMAP, `BLKGETSIZE64`, `FS_IOC_FSGETXATTR`, `F_SETLEASE`/`F_GETLEASE`) and
+//! page-aligned buffers for `O_DIRECT`. Everything else (fstatfs, fadvise, futimens, fallocate,
+//! `FS_IOC_GETFLAGS`, `BLKSSZGET`, `SEEK_DATA`) goes through `rustix`'s safe API at the call site.
+//!
+//! Every ioctl number is computed from the kernel's `_IOR`/`_IOWR` definition and the size of the
+//! `#[repr(C)]` UAPI struct below (`rustix::ioctl::opcode`), so it is right on every target, not
+//! a constant copied from one architecture.
+#![allow(unsafe_code)]
+
+use rustix::ioctl::{Getter, Ioctl, IoctlOutput, Opcode, opcode};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+fn os(e: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// `BLKGETSIZE64`: the size of a block device in bytes (`_IOR(0x12, 114, size_t)`).
+///
+/// # Errors
+/// `ENOTTY` when `fd` is not a block device, or another OS error.
+pub fn block_device_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    const BLKGETSIZE64: Opcode = opcode::read::<usize>(0x12, 114);
+    // SAFETY: the kernel writes one u64 through the pointer Getter passes, which points at a
+    // u64 it owns (on 32-bit targets the number encodes sizeof(size_t) = 4, but the kernel still
+    // writes 8 bytes, hence the u64 buffer).
+    unsafe { rustix::ioctl::ioctl(fd, Getter::<BLKGETSIZE64, u64>::new()) }.map_err(os)
+}
+
+/// `struct fsxattr` (`include/uapi/linux/fs.h`).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FsXattr {
+    /// `FS_XFLAG_*` bits.
+    pub xflags: u32,
+    /// Extent size hint.
+    pub extsize: u32,
+    /// Number of extents.
+    pub nextents: u32,
+    /// Project id.
+    pub projid: u32,
+    /// CoW extent size hint.
+    pub cowextsize: u32,
+    pad: [u8; 8],
+}
+
+/// `FS_XFLAG_REALTIME`: the file's data lives on the XFS realtime device.
+pub const FS_XFLAG_REALTIME: u32 = 0x1;
+/// `FS_XFLAG_DAX`: the file uses DAX.
+pub const FS_XFLAG_DAX: u32 = 0x8000;
+
+/// `FS_IOC_FSGETXATTR` (`_IOR('X', 31, struct fsxattr)`).
+///
+/// # Errors
+/// `ENOTTY`/`EOPNOTSUPP` on file systems without it, or another OS error.
+pub fn fs_get_xattr(fd: BorrowedFd<'_>) -> io::Result<FsXattr> {
+    const FS_IOC_FSGETXATTR: Opcode = opcode::read::<FsXattr>(b'X', 31);
+    // SAFETY: the ioctl fills one `struct fsxattr`, whose layout FsXattr reproduces (28 bytes).
+    unsafe { rustix::ioctl::ioctl(fd, Getter::<FS_IOC_FSGETXATTR, FsXattr>::new()) }.map_err(os)
+}
+
+/// `struct fiemap` header (`include/uapi/linux/fiemap.h`), followed in memory by
+/// `fm_extent_count` [`RawFiemapExtent`]s.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct FiemapHeader {
+    fm_start: u64,
+    fm_length: u64,
+    fm_flags: u32,
+    fm_mapped_extents: u32,
+    fm_extent_count: u32,
+    fm_reserved: u32,
+}
+
+/// `struct fiemap_extent`: one extent as the kernel reports it (bytes).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RawFiemapExtent {
+    /// Logical offset in the file.
+    pub fe_logical: u64,
+    /// Physical offset on the file system's device.
+    pub fe_physical: u64,
+    /// Length.
+    pub fe_length: u64,
+    reserved64: [u64; 2],
+    /// `FIEMAP_EXTENT_*` flags.
+    pub fe_flags: u32,
+    reserved: [u32; 3],
+}
+
+/// `FIEMAP_FLAG_SYNC`: write back dirty data before mapping.
+pub const FIEMAP_FLAG_SYNC: u32 = 0x1;
+
+/// One FIEMAP call in a buffer of `u64`s (8-byte aligned for both structs).
+struct FiemapCall<'a> {
+    buf: &'a mut [u64],
+}
+
+const HEADER_WORDS: usize = size_of::<FiemapHeader>() / 8;
+const EXTENT_WORDS: usize = size_of::<RawFiemapExtent>() / 8;
+
+// SAFETY: FS_IOC_FIEMAP reads the header at the pointer and writes the header and up to
+// `fm_extent_count` extents after it; the buffer holds exactly the header plus that many extents
+// (allocated in `fiemap` below) and lives as long as the call.
+unsafe impl Ioctl for FiemapCall<'_> {
+    type Output = ();
+    const IS_MUTATING: bool = true;
+
+    fn opcode(&self) -> Opcode {
+        opcode::read_write::<FiemapHeader>(b'f', 11)
+    }
+
+    fn as_ptr(&mut self) -> *mut core::ffi::c_void {
+        self.buf.as_mut_ptr().cast()
+    }
+
+    unsafe fn output_from_ptr(_: IoctlOutput, _: *mut core::ffi::c_void) -> rustix::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One `FS_IOC_FIEMAP` call: the extents intersecting `[start, start+length)`, at most
+/// `max_extents` of them (the last one carries `FIEMAP_EXTENT_LAST` only if the file has no
+/// more). Returns the extents the kernel filled in.
+///
+/// # Errors
+/// `EOPNOTSUPP`/`ENOTTY` when the file system has no FIEMAP, `EBADR` for unknown flags, or
+/// another OS error.
+pub fn fiemap(
+    fd: BorrowedFd<'_>,
+    start: u64,
+    length: u64,
+    flags: u32,
+    max_extents: u32,
+) -> io::Result<Vec<RawFiemapExtent>> {
+    let count = max_extents.clamp(1, 4096);
+    let mut buf = vec![0u64; HEADER_WORDS + EXTENT_WORDS * count as usize];
+    let header = FiemapHeader {
+        fm_start: start,
+        fm_length: length,
+        fm_flags: flags,
+        fm_mapped_extents: 0,
+        fm_extent_count: count,
+        fm_reserved: 0,
+    };
+    write_words(&mut buf[..HEADER_WORDS], &header);
+    // SAFETY: see the `Ioctl` impl: the buffer is sized for `count` extents.
+    unsafe { rustix::ioctl::ioctl(fd, FiemapCall { buf: &mut buf }) }.map_err(os)?;
+    let header: FiemapHeader = read_words(&buf[..HEADER_WORDS]);
+    let mapped = header.fm_mapped_extents.min(count) as usize;
+    Ok((0..mapped)
+        .map(|i| {
+            let at = HEADER_WORDS + i * EXTENT_WORDS;
+            read_words(&buf[at..at + EXTENT_WORDS])
+        })
+        .collect())
+}
+
+// SAFETY (both helpers): `T` is one of the plain-old-data `#[repr(C)]` structs above (integers
+// only, no padding that matters, every bit pattern valid), and `words` holds exactly
+// `size_of::<T>()` bytes at 8-byte alignment (asserted).
+fn write_words<T: Copy>(words: &mut [u64], value: &T) {
+    assert_eq!(words.len() * 8, size_of::<T>());
+    unsafe { std::ptr::write_unaligned(words.as_mut_ptr().cast::<T>(), *value) }
+}
+
+fn read_words<T: Copy>(words: &[u64]) -> T {
+    assert_eq!(words.len() * 8, size_of::<T>());
+    unsafe { std::ptr::read_unaligned(words.as_ptr().cast::<T>()) }
+}
+
+/// A lease on an open file (`F_SETLEASE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// `F_RDLCK`.
+    Read,
+    /// `F_WRLCK`: nobody else may have the file open.
+    Write,
+    /// `F_UNLCK`: none.
+    None,
+}
+
+impl Lease {
+    fn raw(self) -> libc::c_int {
+        match self {
+            Lease::Read => libc::F_RDLCK,
+            Lease::Write => libc::F_WRLCK,
+            Lease::None => libc::F_UNLCK,
+        }
+    }
+}
+
+/// `fcntl(fd, F_SETLEASE, kind)`.
+///
+/// # Errors
+/// `EAGAIN` when another open file description conflicts (someone else has the file open),
+/// `EACCES` when the caller does not own the file and lacks `CAP_LEASE`, or another OS error.
+pub fn set_lease(fd: BorrowedFd<'_>, kind: Lease) -> io::Result<()> {
+    // SAFETY: F_SETLEASE takes an integer argument and touches no user memory.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, kind.raw()) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// `fcntl(fd, F_GETLEASE)`: the lease held now. A write lease that is being broken reads as
+/// [`Lease::Read`] (downgrade pending) or [`Lease::None`].
+///
+/// # Errors
+/// An OS error.
+pub fn get_lease(fd: BorrowedFd<'_>) -> io::Result<Lease> {
+    // SAFETY: F_GETLEASE takes no argument and touches no user memory.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETLEASE) };
+    match r {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        r if r == libc::F_WRLCK => Ok(Lease::Write),
+        r if r == libc::F_RDLCK => Ok(Lease::Read),
+        _ => Ok(Lease::None),
+    }
+}
+
+/// A zero-initialised heap buffer aligned for `O_DIRECT` (to `align`, a power of two ≥ 512).
+pub struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: AlignedBuf owns its allocation exclusively, like a Vec<u8>.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared references only give out `&[u8]`.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// `len` zero bytes aligned to `align` (`len` 0 allocates one aligned block).
+    ///
+    /// # Errors
+    /// `InvalidInput` for a bad alignment or size, `OutOfMemory` when the allocation fails.
+    pub fn new(len: usize, align: usize) -> io::Result<AlignedBuf> {
+        let layout = std::alloc::Layout::from_size_align(len.max(align), align.max(512))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = std::ptr::NonNull::new(raw).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        Ok(AlignedBuf { ptr, layout })
+    }
+
+    /// The whole buffer.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is valid for layout.size() initialised bytes for the life of self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    }
+
+    /// The whole buffer, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with exactly this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+/// `unshare(CLONE_NEWNS)`: the calling thread gets its own mount namespace (threads it starts
+/// later inherit it). The ublk server needs it so that an unmount triggered at its exit cannot
+/// wait on I/O only it could serve (libublk README).
+///
+/// # Errors
+/// The OS error (`EPERM` without `CAP_SYS_ADMIN`).
+pub fn unshare_mount_namespace() -> io::Result<()> {
+    // SAFETY: only CLONE_NEWNS is unshared (it implies CLONE_FS): the thread gets its own mount
+    // namespace and root/cwd copy. No memory, file table or signal state changes, so nothing the
+    // rest of the process relies on is invalidated.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.map_err(os)
+}
+
+/// `st_dev`/`st_rdev` split into (major, minor).
+pub fn dev_major_minor(dev: u64) -> (u32, u32) {
+    (rustix::fs::major(dev), rustix::fs::minor(dev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn uapi_struct_sizes_match_the_kernel() {
+        // include/uapi/linux/fiemap.h and fs.h
+        assert_eq!(size_of::<FiemapHeader>(), 32);
+        assert_eq!(size_of::<RawFiemapExtent>(), 56);
+        assert_eq!(size_of::<FsXattr>(), 28);
+    }
+
+    #[test]
+    fn opcodes_match_linux_raw_sys_on_this_target() {
+        use linux_raw_sys::ioctl as k;
+        assert_eq!(opcode::read::<usize>(0x12, 114) as u64, u64::from(k::BLKGETSIZE64));
+        assert_eq!(opcode::read_write::<FiemapHeader>(b'f', 11) as u64, u64::from(k::FS_IOC_FIEMAP));
+        assert_eq!(opcode::read::<FsXattr>(b'X', 31) as u64, u64::from(k::FS_IOC_FSGETXATTR));
+    }
+
+    #[test]
+    fn aligned_buffers_are_aligned_and_zeroed() {
+        for align in [512usize, 4096] {
+            let mut b = AlignedBuf::new(10_000, align).unwrap();
+            assert_eq!(b.as_slice().as_ptr() as usize % align, 0);
+            assert!(b.as_slice().iter().all(|&x| x == 0));
+            b.as_mut_slice()[9_999] = 7;
+            assert_eq!(b.as_slice()[9_999], 7);
+        }
+    }
+
+    #[test]
+    fn leases_and_fiemap_on_a_temp_file() {
+        let dir = std::env::temp_dir().join(format!("loopkit-sys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        std::fs::write(&p, vec![1u8; 65536]).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        // FIEMAP may be unsupported on the temp dir's file system (tmpfs): both answers are fine,
+        // but a supported one must describe the data.
+        if let Ok(ext) = fiemap(f.as_fd(), 0, u64::MAX, FIEMAP_FLAG_SYNC, 64) {
+            let total: u64 = ext.iter().map(|e| e.fe_length).sum();
+            assert!(total >= 65536, "{ext:?}");
+        }
+        if set_lease(f.as_fd(), Lease::Write).is_ok() {
+            assert_eq!(get_lease(f.as_fd()).unwrap(), Lease::Write);
+            set_lease(f.as_fd(), Lease::None).unwrap();
+            assert_eq!(get_lease(f.as_fd()).unwrap(), Lease::None);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

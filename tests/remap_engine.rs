@@ -1,0 +1,284 @@
+//! The remap engine on real ext4 and XFS mounts (loop devices): reads equal what the file
+//! system returns, writes into holes / unwritten extents / mapped extents are visible through
+//! the file system after close and after a remount, a second opener breaks the lease without
+//! losing anything, and many threads leave the file equal to a model. The oracle is the kernel's
+//! file system (reads through the mount, `sha256sum`, remount), never the engine itself.
+
+use crate::ensure;
+use crate::extents::pattern;
+use crate::mounts::{self, Mounted};
+use crate::util::{TestResult, run_ok, skip, trial};
+use libtest_mimic::{Completion, Failed, Trial};
+use loopkit::remap::{Engine, Options};
+use loopkit::source::{ByteSink, ByteSource};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("remap_engine::reads_equal_file_reads", reads_equal_file_reads),
+        trial("remap_engine::writes_into_holes_and_unwritten_extents_persist", writes_persist),
+        trial("remap_engine::lease_break_switches_to_the_file", lease_break),
+        trial("remap_engine::concurrent_readers_and_writers_match_a_model", concurrent),
+    ]
+}
+
+const MIB: u64 = 1 << 20;
+
+/// The two allowed file systems, mounted (or why not).
+fn file_systems() -> Result<Vec<Mounted>, String> {
+    let mut v = Vec::new();
+    for (fs, size, args) in [("ext4", 96u64, vec!["-q", "-F"]), ("xfs", 320, vec!["-q", "-f"])] {
+        if let Some(why) = mounts::unavailable(&format!("mkfs.{fs}")) {
+            return Err(why);
+        }
+        v.push(Mounted::new(fs, size, &args, "").map_err(|e| format!("{e:?}"))?);
+    }
+    Ok(v)
+}
+
+/// A 16 MiB image: data 0..6M, hole 6..8M, unwritten 8..12M, one data block at 13M, hole after.
+fn make_mixed(path: &Path) -> Result<Vec<u8>, Failed> {
+    let f = std::fs::File::create(path).map_err(|e| format!("create: {e}"))?;
+    f.set_len(16 * MIB).map_err(|e| format!("truncate: {e}"))?;
+    f.write_all_at(&pattern(11, (6 * MIB) as usize), 0).map_err(|e| format!("write: {e}"))?;
+    f.write_all_at(&pattern(12, 4096), 13 * MIB).map_err(|e| format!("write: {e}"))?;
+    f.sync_all().map_err(|e| format!("sync: {e}"))?;
+    drop(f);
+    run_ok(Command::new("fallocate").args(["-o", "8M", "-l", "4M"]).arg(path))?;
+    std::fs::read(path).map_err(|e| format!("read back: {e}").into())
+}
+
+fn open_engine(path: &Path) -> Result<Engine, Failed> {
+    let (e, _) =
+        Engine::open(path, &Options::default()).map_err(|e| format!("Engine::open {}: {e}", path.display()))?;
+    Ok(e)
+}
+
+fn lcg(seed: &mut u64) -> u64 {
+    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed >> 17
+}
+
+fn reads_equal_file_reads() -> TestResult {
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    for m in &mounts {
+        let img = m.path("mixed.img");
+        let want = make_mixed(&img)?;
+        let before = crate::util::sha256_file(&img)?;
+        let e = open_engine(&img)?;
+        let mut seed = 42u64;
+        for i in 0..400 {
+            let aligned = i % 3 != 0;
+            let (off, len) = if aligned {
+                let len = (1 + lcg(&mut seed) % 512) * 512;
+                ((lcg(&mut seed) % (16 * MIB / 512)) * 512, len)
+            } else {
+                (lcg(&mut seed) % (16 * MIB), 1 + lcg(&mut seed) % 70_000)
+            };
+            let len = len.min(16 * MIB - off) as usize;
+            let mut buf = vec![0u8; len];
+            e.read_exact_at(&mut buf, off).map_err(|err| format!("{}: read {len} at {off}: {err}", m.fs))?;
+            ensure!(buf[..] == want[off as usize..off as usize + len], "{}: read {len} at {off} differs", m.fs);
+        }
+        let mut all = vec![0u8; (16 * MIB) as usize];
+        for (k, chunk) in all.chunks_mut(MIB as usize).enumerate() {
+            e.read_exact_at(chunk, k as u64 * MIB).map_err(|err| format!("read: {err}"))?;
+        }
+        ensure!(all == want, "{}: sequential read differs", m.fs);
+        let s = e.stats();
+        let dev = s.device_read.load(std::sync::atomic::Ordering::Relaxed);
+        let zero = s.zero_read.load(std::sync::atomic::Ordering::Relaxed);
+        ensure!(dev >= 6 * MIB && zero >= 6 * MIB, "{}: raw path not used (device {dev}, zero {zero})", m.fs);
+        ensure!(e.state().remapping && e.state().lease_held, "{}: state {:?}", m.fs, e.state());
+        e.close().map_err(|err| format!("close: {err}"))?;
+        drop(e);
+        ensure!(crate::util::sha256_file(&img)? == before, "{}: reading changed the image", m.fs);
+    }
+    Ok(Completion::Completed)
+}
+
+/// Writes covering holes, unwritten extents, mapped extents and their boundaries, aligned and
+/// not.
+fn write_set() -> Vec<(u64, usize)> {
+    vec![
+        (6 * MIB + 4096, 4096),    // hole, aligned
+        (6 * MIB + 512 * 33, 512), // hole, sector
+        (7 * MIB + 1000, 3000),    // hole, unaligned
+        (6 * MIB - 8192, 16384),   // mapped → hole
+        (8 * MIB + 65536, 131072), // unwritten
+        (12 * MIB - 4096, 8192),   // unwritten → hole
+        (MIB, 65536),              // mapped (raw path)
+        (3 * MIB + 7, 100),        // mapped, unaligned
+        (13 * MIB, 4096),          // the lone data block
+        (16 * MIB - 512, 512),     // last sector (hole)
+    ]
+}
+
+fn writes_persist() -> TestResult {
+    let mut mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    for m in &mut mounts {
+        let img = m.path("writes.img");
+        let mut model = make_mixed(&img)?;
+        let e = open_engine(&img)?;
+        for (i, (off, len)) in write_set().into_iter().enumerate() {
+            let data = pattern(100 + i as u64, len);
+            e.write_at(&data, off).map_err(|err| format!("{}: write {len} at {off}: {err}", m.fs))?;
+            model[off as usize..off as usize + len].copy_from_slice(&data);
+        }
+        let mut view = vec![0u8; model.len()];
+        e.read_exact_at(&mut view, 0).map_err(|err| format!("read: {err}"))?;
+        ensure!(view == model, "{}: the engine's own view differs from the model", m.fs);
+        let s = e.stats();
+        let remaps = s.remaps.load(std::sync::atomic::Ordering::Relaxed);
+        let raw = s.device_written.load(std::sync::atomic::Ordering::Relaxed);
+        ensure!(remaps >= 5 && raw >= 65536, "{}: remaps {remaps}, raw bytes written {raw}", m.fs);
+        e.flush().map_err(|err| format!("flush: {err}"))?;
+        e.close().map_err(|err| format!("close: {err}"))?;
+        drop(e);
+        let through_fs = std::fs::read(&img).map_err(|err| format!("read: {err}"))?;
+        ensure!(through_fs == model, "{}: the file read through the file system differs from the model", m.fs);
+        m.umount()?;
+        m.mount("")?;
+        let after = std::fs::read(&img).map_err(|err| format!("read: {err}"))?;
+        ensure!(after == model, "{}: after a remount the file differs from the model", m.fs);
+        // No written range is still unwritten for the file system.
+        for f in mounts::filefrag(&img)? {
+            for (off, len) in write_set() {
+                let overlaps = f.logical < off + len as u64 && off < f.logical + f.length;
+                ensure!(
+                    !(overlaps && f.flags.iter().any(|x| x == "unwritten")),
+                    "{}: written range {off}+{len} still unwritten: {f:?}",
+                    m.fs
+                );
+            }
+        }
+    }
+    Ok(Completion::Completed)
+}
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn lease_break() -> TestResult {
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    for m in &mounts {
+        let img = m.path("lease.img");
+        let mut model = make_mixed(&img)?;
+        let e = open_engine(&img)?;
+        for (i, (off, len)) in write_set().into_iter().enumerate() {
+            let data = pattern(300 + i as u64, len);
+            e.write_at(&data, off).map_err(|err| format!("write: {err}"))?;
+            model[off as usize..off as usize + len].copy_from_slice(&data);
+        }
+        ensure!(e.state().remapping, "not remapping before the break");
+        // Another process opens the image: its open waits until the engine has switched to the
+        // file and released the lease; what it reads must be everything written so far.
+        let out = run_ok(Command::new("timeout").arg("60").arg("sha256sum").arg(&img))?;
+        let theirs = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string();
+        ensure!(theirs == sha256(&model), "{}: a second opener saw different bytes after the lease break", m.fs);
+        let st = e.state();
+        ensure!(!st.remapping && !st.lease_held, "{}: after the break: {st:?}", m.fs);
+        ensure!(st.stopped_because.as_deref().is_some_and(|w| w.contains("lease")), "{}: reason {st:?}", m.fs);
+        // Writes go on through the file while others read.
+        let reader = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("for i in 1 2 3 4 5 6 7 8; do cat '{}' >/dev/null; done", img.display()))
+            .spawn()
+            .map_err(|err| format!("spawn: {err}"))?;
+        for i in 0..40u64 {
+            let off = (i * 397 * 4096) % (16 * MIB - 8192);
+            let data = pattern(500 + i, 8192);
+            e.write_at(&data, off).map_err(|err| format!("write after break: {err}"))?;
+            model[off as usize..off as usize + 8192].copy_from_slice(&data);
+        }
+        let _ = reader.wait_with_output();
+        e.close().map_err(|err| format!("close: {err}"))?;
+        drop(e);
+        let out = run_ok(Command::new("sha256sum").arg(&img))?;
+        let fin = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string();
+        ensure!(fin == sha256(&model), "{}: final contents differ from the model", m.fs);
+    }
+    Ok(Completion::Completed)
+}
+
+/// A thread's stripes: (offset, contents).
+type Stripes = Vec<(u64, Vec<u8>)>;
+
+fn concurrent() -> TestResult {
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    const THREADS: u64 = 8;
+    const STRIPE: u64 = 64 << 10;
+    for m in &mounts {
+        let img = m.path("threads.img");
+        let initial = make_mixed(&img)?;
+        let e = open_engine(&img)?;
+        let stripes = 16 * MIB / STRIPE;
+        let results: Vec<Result<Stripes, String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let e = &e;
+                    let initial = &initial;
+                    s.spawn(move || -> Result<Stripes, String> {
+                        // This thread's stripes and their current contents.
+                        let mut mine: Stripes = (0..stripes)
+                            .filter(|k| k % THREADS == t)
+                            .map(|k| (k * STRIPE, initial[(k * STRIPE) as usize..((k + 1) * STRIPE) as usize].to_vec()))
+                            .collect();
+                        let mut seed = 7 + t;
+                        for op in 0..250u64 {
+                            let si = (lcg(&mut seed) % mine.len() as u64) as usize;
+                            let base = mine[si].0;
+                            let (off, len) = if op % 4 == 0 {
+                                (lcg(&mut seed) % STRIPE, 1 + lcg(&mut seed) % 9000)
+                            } else {
+                                ((lcg(&mut seed) % (STRIPE / 512)) * 512, (1 + lcg(&mut seed) % 16) * 512)
+                            };
+                            let len = len.min(STRIPE - off) as usize;
+                            if lcg(&mut seed).is_multiple_of(3) {
+                                let mut buf = vec![0u8; len];
+                                e.read_exact_at(&mut buf, base + off).map_err(|err| format!("read: {err}"))?;
+                                if buf[..] != mine[si].1[off as usize..off as usize + len] {
+                                    return Err(format!("thread {t}: read {len} at {} differs", base + off));
+                                }
+                            } else {
+                                let data = pattern(t * 100_000 + op, len);
+                                e.write_at(&data, base + off).map_err(|err| format!("write: {err}"))?;
+                                mine[si].1[off as usize..off as usize + len].copy_from_slice(&data);
+                            }
+                        }
+                        Ok(mine)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into()))).collect()
+        });
+        let mut model = initial.clone();
+        for r in results {
+            for (base, bytes) in r.map_err(|err| format!("{}: {err}", m.fs))? {
+                model[base as usize..base as usize + bytes.len()].copy_from_slice(&bytes);
+            }
+        }
+        e.flush().map_err(|err| format!("flush: {err}"))?;
+        e.close().map_err(|err| format!("close: {err}"))?;
+        drop(e);
+        let through_fs = std::fs::read(&img).map_err(|err| format!("read: {err}"))?;
+        ensure!(through_fs == model, "{}: the file differs from the model after concurrent I/O", m.fs);
+    }
+    Ok(Completion::Completed)
+}
