@@ -68,19 +68,18 @@ pub struct SecretArgs {
 /// Parameters that override auto-detection.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ParamArgs {
-    /// Encryption scheme: cryptoloop, loop-aes, or plain (not encrypted).
-    #[arg(long, value_name = "SCHEME")]
-    pub scheme: Option<String>,
-    /// Cipher in dm-crypt spelling: aes-cbc-plain, aes-cbc-plain64, aes-cbc-null, aes-ecb, aes-cbc-lmk.
-    #[arg(long, value_name = "CIPHER")]
-    pub cipher: Option<String>,
+    /// Encryption scheme (plain: not encrypted).
+    #[arg(long, value_name = "SCHEME", value_parser = crate::choices::scheme())]
+    pub scheme: Option<crate::choices::SchemeArg>,
+    /// Cipher in dm-crypt spelling.
+    #[arg(long, value_name = "CIPHER", value_parser = crate::choices::cipher())]
+    pub cipher: Option<loopkit::formats::legacy::Mode>,
     /// Key size in bits: 128, 192 or 256.
     #[arg(long, value_name = "BITS")]
     pub key_bits: Option<u32>,
-    /// Key derivation: util-linux-raw, rmd160, unhashed, sha256, sha384, sha512, sha1, unhashed1,
-    /// unhashed2, plain, keyfile-raw.
-    #[arg(long, value_name = "NAME")]
-    pub key_derivation: Option<String>,
+    /// Key derivation.
+    #[arg(long, value_name = "NAME", value_parser = crate::choices::derivation())]
+    pub key_derivation: Option<loopkit::crypto::kdf::Derivation>,
     /// Payload offset in bytes (losetup -o; K/M/G suffixes, 0x hex). loop-AES `@N` means the
     /// offset is not counted in the IV (same as --iv-offset 0).
     #[arg(long, value_name = "BYTES", allow_hyphen_values = false)]
@@ -107,6 +106,10 @@ pub struct ParamArgs {
     /// Detached LUKS header file for the image (cryptsetup --header).
     #[arg(long, value_name = "FILE")]
     pub header: Option<PathBuf>,
+    /// Lift the caps on key-derivation work read from a LUKS header (PBKDF2 iterations above 20
+    /// million, Argon2 above 1 GiB or 64 passes) for an image you trust.
+    #[arg(long)]
+    pub allow_expensive_kdf: bool,
 }
 
 /// Output format.
@@ -305,9 +308,9 @@ pub struct MigrateArgs {
     /// reencrypt: write LUKS1 instead of LUKS2 (for pre-2018 systems).
     #[arg(long)]
     pub luks1: bool,
-    /// Keyslot KDF: argon2id (default), argon2i, pbkdf2 (LUKS1: pbkdf2 only).
-    #[arg(long, value_name = "KDF")]
-    pub pbkdf: Option<String>,
+    /// Keyslot KDF (default argon2id; LUKS1: pbkdf2 only).
+    #[arg(long, value_name = "KDF", value_parser = crate::choices::pbkdf())]
+    pub pbkdf: Option<loopkit::migrate::Pbkdf>,
     /// Calibrate the KDF to take about MS milliseconds here (default 2000).
     #[arg(long, value_name = "MS")]
     pub iter_time: Option<u32>,

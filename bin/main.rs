@@ -2,6 +2,7 @@
 //! the outcome to an exit code (0 ok, 1 problems found in the data, 2 could not do the job,
 //! 130 interrupted). Everything else lives in the library.
 
+mod choices;
 mod cli;
 mod cmd;
 mod progress;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         }
     };
     let interrupt = Interrupt::new();
+    let _ = secrets::INTERRUPT.set(interrupt.clone());
     {
         let i = interrupt.clone();
         let _ = ctrlc::set_handler(move || {

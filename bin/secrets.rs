@@ -5,7 +5,12 @@ use crate::cli::{ParamArgs, SecretArgs};
 use loopkit::crypto::Passphrase;
 use loopkit::detect::{Constraints, Secrets};
 use loopkit::formats::loopaes::KeyFile;
+use loopkit::formats::luks::KdfPolicy;
 use loopkit::image::OpenOptions;
+use loopkit::progress::Interrupt;
+
+/// The process's Ctrl-C flag, for work started while opening an image (key derivations).
+pub static INTERRUPT: std::sync::OnceLock<Interrupt> = std::sync::OnceLock::new();
 use std::io::{IsTerminal, Read};
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -139,18 +144,16 @@ pub fn parse_bytes(s: &str, what: &str) -> loopkit::Result<u64> {
 pub fn open_options(p: &ParamArgs) -> loopkit::Result<OpenOptions> {
     let mut c = Constraints::default();
     let mut unencrypted = false;
-    if let Some(s) = &p.scheme {
-        if s.eq_ignore_ascii_case("plain") || s.eq_ignore_ascii_case("none") {
-            unencrypted = true;
-        } else {
-            c.scheme = Some(s.parse()?);
-        }
+    match p.scheme {
+        Some(crate::choices::SchemeArg::Plain) => unencrypted = true,
+        Some(crate::choices::SchemeArg::Encrypted(s)) => c.scheme = Some(s),
+        None => {}
     }
-    if let Some(m) = &p.cipher {
+    if let Some(m) = p.cipher {
         if unencrypted {
             return Err(loopkit::Error::invalid("--scheme plain and --cipher contradict each other"));
         }
-        c.mode = Some(m.parse()?);
+        c.mode = Some(m);
     }
     if let Some(b) = p.key_bits {
         if !matches!(b, 128 | 192 | 256) {
@@ -158,9 +161,7 @@ pub fn open_options(p: &ParamArgs) -> loopkit::Result<OpenOptions> {
         }
         c.key_bits = Some(b);
     }
-    if let Some(d) = &p.key_derivation {
-        c.derivation = Some(d.parse()?);
-    }
+    c.derivation = p.key_derivation;
     if let Some(o) = &p.offset {
         let (at, rest) = match o.strip_prefix('@') {
             Some(r) => (true, r),
@@ -187,5 +188,9 @@ pub fn open_options(p: &ParamArgs) -> loopkit::Result<OpenOptions> {
     if let Some(s) = &p.scan_bytes {
         c.scan_bytes = Some(parse_bytes(s, "--scan-bytes")?.min(64 << 20));
     }
-    Ok(OpenOptions { constraints: c, unencrypted, ecc_file: p.ecc.clone(), luks_header: p.header.clone() })
+    let mut kdf = if p.allow_expensive_kdf { KdfPolicy::unlimited() } else { KdfPolicy::default() };
+    if let Some(i) = INTERRUPT.get() {
+        kdf.interrupt = i.clone();
+    }
+    Ok(OpenOptions { constraints: c, unencrypted, ecc_file: p.ecc.clone(), luks_header: p.header.clone(), kdf })
 }

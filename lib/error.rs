@@ -43,10 +43,11 @@ impl Error {
         Error { kind, message: message.into(), source: None }
     }
 
-    /// An I/O error with what was being done (`"reading old.img at byte 4096"`).
+    /// An I/O error with what was being done (`"reading old.img at byte 4096"`). Always
+    /// [`ErrorKind::Io`]: an `EINTR` that reaches here is a failed call, not the user's Ctrl-C
+    /// (only [`Error::interrupted`], from the interrupt flag, means that).
     pub fn io(what: impl Into<String>, err: std::io::Error) -> Self {
-        let kind = if err.kind() == std::io::ErrorKind::Interrupted { ErrorKind::Interrupted } else { ErrorKind::Io };
-        Error { kind, message: what.into(), source: Some(Box::new(err)) }
+        Error { kind: ErrorKind::Io, message: what.into(), source: Some(Box::new(err)) }
     }
 
     /// Shorthand for [`ErrorKind::InvalidInput`].
@@ -160,6 +161,12 @@ impl From<std::io::Error> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eintr_is_an_io_error_not_an_interrupt() {
+        let e = Error::io("reading x", std::io::Error::from_raw_os_error(libc::EINTR));
+        assert_eq!(e.kind(), ErrorKind::Io);
+    }
 
     #[test]
     fn errno_mapping() {

@@ -7,6 +7,12 @@
 //! - a file is only ever created inside a directory this run created (or, with `force`, found
 //!   to be a real directory, not a symlink), with `O_CREAT|O_EXCL|O_NOFOLLOW`, so no symlink —
 //!   from the image or already in DEST — is ever followed;
+//! - every operation works on directory descriptors, not paths: an entry's directory is opened
+//!   from DEST's descriptor with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (per-component
+//!   `O_NOFOLLOW` opens on kernels without `openat2`), and the entry is created, replaced,
+//!   linked, chmod-ed and timestamped relative to that descriptor (`mkdirat`, `openat`,
+//!   `unlinkat`, `linkat`, `symlinkat`, `fchmod`, `futimens`), so a directory swapped for a
+//!   symlink while extracting cannot redirect a write outside DEST;
 //! - a non-empty DEST is refused unless `force`; with `force`, existing files and symlinks in
 //!   the way are replaced, existing directories are reused, never followed if they are links.
 //!
@@ -18,14 +24,18 @@
 //! Files are written in place (DEST is new or empty) and not fsynced one by one; holes in the
 //! image stay holes in the output. A failure leaves the files written so far.
 
+use crate::finding::Finding as Problem;
 use crate::fs::tree::{self, FileSystem, FileType, Found, NodeId};
+use crate::output::parent_dir;
 use crate::progress::{Interrupt, Progress};
-use crate::verify::Problem;
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// setuid and setgid: never restored (see the module docs).
@@ -107,8 +117,9 @@ fn resolve(fs: &dyn FileSystem, subpath: &[u8]) -> crate::Result<(NodeId, Vec<u8
     Ok((node, name, stat))
 }
 
-/// Prepare DEST: create it, or check it is an empty (or, with `force`, any) directory.
-fn prepare(dest: &Path, force: bool) -> crate::Result<()> {
+/// Prepare DEST: create it, or check it is an empty (or, with `force`, any) directory. Returns
+/// it opened as a directory.
+fn prepare(dest: &Path, force: bool) -> crate::Result<OwnedFd> {
     match std::fs::symlink_metadata(dest) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir(dest).map_err(|e| io(dest, e))?;
@@ -128,19 +139,53 @@ fn prepare(dest: &Path, force: bool) -> crate::Result<()> {
             }
         }
     }
-    Ok(())
+    // DEST itself is the user's choice (it may be a symlink to a directory); nothing below it is.
+    rfs::openat(rfs::CWD, dest, DIR_FLAGS & !OFlags::NOFOLLOW, Mode::empty()).map_err(|e| io(dest, e.into()))
 }
 
-/// Clear the way for a new entry at `p` (with `force`): remove a file or symlink there. A real
-/// directory is reported as `true` (reuse it when a directory is wanted).
-fn clear(p: &Path, force: bool) -> crate::Result<bool> {
-    match std::fs::symlink_metadata(p) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io(p, e)),
+/// Flags of every directory open: a directory, never through a symlink.
+const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+
+/// Open directory `rel` (`/`-separated, relative to DEST; empty for DEST) from DEST's descriptor,
+/// never through a symlink and never outside DEST.
+fn open_dir(root: BorrowedFd<'_>, rel: &[u8]) -> std::io::Result<OwnedFd> {
+    let path = if rel.is_empty() { &b"."[..] } else { rel };
+    let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    for _ in 0..8 {
+        match rfs::openat2(root, OsStr::from_bytes(path), DIR_FLAGS, Mode::empty(), how) {
+            // A concurrent rename somewhere on the system makes the kernel ask for a retry.
+            Err(Errno::AGAIN) => continue,
+            Err(Errno::NOSYS) => break,
+            r => return r.map_err(Into::into),
+        }
+    }
+    // No openat2 (Linux < 5.6): one O_NOFOLLOW open per component ("." and ".." never occur:
+    // tree::walk refuses such names).
+    let mut fd = rfs::openat(root, ".", DIR_FLAGS, Mode::empty())?;
+    for comp in rel.split(|&c| c == b'/').filter(|c| !c.is_empty()) {
+        fd = rfs::openat(&fd, OsStr::from_bytes(comp), DIR_FLAGS, Mode::empty())?;
+    }
+    Ok(fd)
+}
+
+/// `rel` split into its directory and its last component.
+fn split_rel(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|&c| c == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&[], rel),
+    }
+}
+
+/// Clear the way for a new entry `name` in `dir` (with `force`): remove a file or symlink there.
+/// A real directory is reported as `true` (reuse it when a directory is wanted).
+fn clear(dir: BorrowedFd<'_>, name: &OsStr, p: &Path, force: bool) -> crate::Result<bool> {
+    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(io(p, e.into())),
         Ok(_) if !force => Err(crate::Error::new(crate::ErrorKind::Unsafe, format!("{} already exists", p.display()))),
-        Ok(md) if md.is_dir() => Ok(true),
+        Ok(st) if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory => Ok(true),
         Ok(_) => {
-            std::fs::remove_file(p).map_err(|e| io(p, e))?;
+            rfs::unlinkat(dir, name, AtFlags::empty()).map_err(|e| io(p, e.into()))?;
             Ok(false)
         }
     }
@@ -162,7 +207,7 @@ pub fn extract(
         Some(p) => resolve(fs, p)?,
         None => (fs.root(), Vec::new(), fs.stat(fs.root())?),
     };
-    prepare(dest, opts.force)?;
+    let root = prepare(dest, opts.force)?;
     let mut out = Outcome::default();
     let mut found: Vec<Found> = Vec::new();
     if start_stat.file_type == FileType::Dir {
@@ -182,54 +227,68 @@ pub fn extract(
 
     let total: u64 = found.iter().filter(|f| f.stat.file_type == FileType::File).map(|f| f.stat.size_bytes).sum();
     progress.start("extracting", Some(total));
-    // Directories this run created or verified as real directories (writes go only into these).
-    let mut safe_dirs: HashSet<PathBuf> = HashSet::from([dest.to_path_buf()]);
-    let mut dir_meta: Vec<(PathBuf, tree::Stat)> = Vec::new();
-    let mut links: HashMap<u64, PathBuf> = HashMap::new();
+    // Directories (relative to DEST) this run created or verified as real directories: writes
+    // go only into these.
+    let mut safe_dirs: HashSet<Vec<u8>> = HashSet::from([Vec::new()]);
+    let mut dir_meta: Vec<(Vec<u8>, tree::Stat)> = Vec::new();
+    let mut links: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut buf = vec![0u8; 1 << 20];
+    // The directory of the previous entry, kept open (entries come grouped by directory).
+    let mut cur: Option<(Vec<u8>, OwnedFd)> = None;
     for f in &found {
         interrupt.check()?;
         let target = dest.join(OsStr::from_bytes(&f.path));
         let shown = format!("/{}", String::from_utf8_lossy(&f.path));
-        let parent_ok = target.parent().is_some_and(|p| safe_dirs.contains(p));
-        if !parent_ok || !target.starts_with(dest) {
+        let (parent, name) = split_rel(&f.path);
+        let name = OsStr::from_bytes(name);
+        if !safe_dirs.contains(parent) || name.is_empty() {
             out.counts.skipped += 1;
             out.problems
                 .push(Problem::error("extract.skipped", format!("{shown}: its directory was not created; skipped")));
             continue;
         }
+        if cur.as_ref().is_none_or(|(p, _)| p != parent) {
+            let fd = open_dir(root.as_fd(), parent).map_err(|e| io(parent_dir(&target), e))?;
+            cur = Some((parent.to_vec(), fd));
+        }
+        let Some((_, dir)) = &cur else { continue };
+        let dir = dir.as_fd();
         let s = &f.stat;
         match s.file_type {
             FileType::Dir => {
-                if !clear(&target, opts.force)? {
-                    std::fs::create_dir(&target).map_err(|e| io(&target, e))?;
+                if !clear(dir, name, &target, opts.force)? {
+                    rfs::mkdirat(dir, name, Mode::from_bits_truncate(0o777)).map_err(|e| io(&target, e.into()))?;
                 }
-                safe_dirs.insert(target.clone());
-                dir_meta.push((target, s.clone()));
+                safe_dirs.insert(f.path.clone());
+                dir_meta.push((f.path.clone(), s.clone()));
                 out.counts.dirs += 1;
             }
             FileType::File => {
                 let first = if s.nlink > 1 { s.link_key.and_then(|k| links.get(&k)) } else { None };
                 if let Some(first) = first {
-                    clear(&target, opts.force)?;
-                    std::fs::hard_link(first, &target).map_err(|e| io(&target, e))?;
+                    clear(dir, name, &target, opts.force)?;
+                    let (fp, fname) = split_rel(first);
+                    let fdir = open_dir(root.as_fd(), fp).map_err(|e| io(&target, e))?;
+                    rfs::linkat(&fdir, OsStr::from_bytes(fname), dir, name, AtFlags::empty())
+                        .map_err(|e| io(&target, e.into()))?;
                     out.counts.hardlinks += 1;
                     continue;
                 }
-                clear(&target, opts.force)?;
-                let file = match write_file(fs, f.id, &target, &mut buf, progress, interrupt)? {
+                clear(dir, name, &target, opts.force)?;
+                let file = match write_file(fs, f.id, dir, name, &target, &mut buf, progress, interrupt)? {
                     Ok((file, n)) => {
                         out.counts.bytes += n;
                         out.counts.files += 1;
                         file
                     }
                     Err(e) => {
-                        let _ = std::fs::remove_file(&target);
+                        let _ = rfs::unlinkat(dir, name, AtFlags::empty());
                         out.problems.push(Problem::error("extract.unreadable", format!("{shown}: {e}")));
                         out.counts.skipped += 1;
                         continue;
                     }
                 };
+                // fchmod / futimens on the descriptor just created: no path is looked up again.
                 if let Some(m) = s.mode {
                     file.set_permissions(std::fs::Permissions::from_mode(m & !SET_ID_BITS))
                         .map_err(|e| io(&target, e))?;
@@ -238,13 +297,13 @@ pub fn extract(
                     file.set_times(std::fs::FileTimes::new().set_modified(time_of(t))).map_err(|e| io(&target, e))?;
                 }
                 if let Some(k) = s.link_key.filter(|_| s.nlink > 1) {
-                    links.insert(k, target.clone());
+                    links.insert(k, f.path.clone());
                 }
             }
             FileType::Symlink => match fs.readlink(f.id) {
                 Ok(t) => {
-                    clear(&target, opts.force)?;
-                    std::os::unix::fs::symlink(OsStr::from_bytes(&t), &target).map_err(|e| io(&target, e))?;
+                    clear(dir, name, &target, opts.force)?;
+                    rfs::symlinkat(OsStr::from_bytes(&t), dir, name).map_err(|e| io(&target, e.into()))?;
                     out.counts.symlinks += 1;
                 }
                 Err(e) => {
@@ -264,15 +323,20 @@ pub fn extract(
             }
         }
     }
+    drop(cur);
     // Directory modes and times last (children change a directory's mtime; a read-only
-    // directory would block writing its children), deepest first.
-    for (p, s) in dir_meta.iter().rev() {
+    // directory would block writing its children), deepest first, each on its own descriptor.
+    for (rel, s) in dir_meta.iter().rev() {
+        let p = dest.join(OsStr::from_bytes(rel));
+        let d = open_dir(root.as_fd(), rel).map_err(|e| io(&p, e))?;
         if let Some(m) = s.mode {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m & !SET_ID_BITS)).map_err(|e| io(p, e))?;
+            rfs::fchmod(&d, Mode::from_bits_truncate(m & !SET_ID_BITS & 0o7777)).map_err(|e| io(&p, e.into()))?;
         }
         if let Some(t) = s.mtime {
-            let d = std::fs::File::open(p).map_err(|e| io(p, e))?;
-            d.set_times(std::fs::FileTimes::new().set_modified(time_of(t))).map_err(|e| io(p, e))?;
+            let omit = rfs::Timespec { tv_sec: 0, tv_nsec: rfs::UTIME_OMIT };
+            let when = rfs::Timespec { tv_sec: t, tv_nsec: 0 };
+            rfs::futimens(&d, &rfs::Timestamps { last_access: omit, last_modification: when })
+                .map_err(|e| io(&p, e.into()))?;
         }
     }
     progress.finish();
@@ -282,9 +346,12 @@ pub fn extract(
 /// Write one file's contents, leaving holes where the image has them. The outer error is a
 /// failure to write DEST (which stops the extraction); the inner one a failure to read the file
 /// from the image (which skips it). Returns the open file and its size.
+#[allow(clippy::too_many_arguments)]
 fn write_file(
     fs: &dyn FileSystem,
     id: NodeId,
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
     target: &Path,
     buf: &mut [u8],
     progress: &mut dyn Progress,
@@ -297,13 +364,10 @@ fn write_file(
     let size = reader.size_bytes();
     #[allow(clippy::single_range_in_vec_init)]
     let ranges = reader.data_ranges().unwrap_or_else(|| vec![0..size]);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(target)
-        .map_err(|e| io(target, e))?;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let file = std::fs::File::from(
+        rfs::openat(dir, name, flags, Mode::from_bits_truncate(0o600)).map_err(|e| io(target, e.into()))?,
+    );
     let mut advanced = 0u64;
     for r in ranges {
         let mut off = r.start;
@@ -329,4 +393,37 @@ fn write_file(
     progress.advance(size.saturating_sub(advanced));
     file.set_len(size).map_err(|e| io(target, e))?;
     Ok(Ok((file, size)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Directory descriptors are opened only below DEST and never through a symlink, whatever
+    /// the path says; `clear` removes a symlink in the way, never what it points to.
+    #[test]
+    fn descriptors_never_follow_symlinks_or_leave_dest() {
+        let base = std::env::temp_dir().join(format!("loopkit-extract-fd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (dest, outside) = (base.join("dest"), base.join("outside"));
+        std::fs::create_dir_all(dest.join("real/sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("victim"), b"keep").unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("link")).unwrap();
+        std::os::unix::fs::symlink("../outside", dest.join("real/up")).unwrap();
+        let root = prepare(&dest, true).unwrap();
+        assert!(open_dir(root.as_fd(), b"real/sub").is_ok());
+        assert!(open_dir(root.as_fd(), b"").is_ok());
+        for bad in [&b"link"[..], b"real/up", b"../outside", b"real/../../outside", b"/tmp"] {
+            assert!(open_dir(root.as_fd(), bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let real = open_dir(root.as_fd(), b"real").unwrap();
+        assert!(clear(real.as_fd(), OsStr::new("up"), Path::new("up"), true).is_ok());
+        assert!(std::fs::symlink_metadata(dest.join("real/up")).is_err(), "the symlink is removed");
+        assert!(clear(root.as_fd(), OsStr::new("link"), Path::new("link"), false).is_err(), "exists, no force");
+        assert!(clear(root.as_fd(), OsStr::new("link"), Path::new("link"), true).is_ok());
+        assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"keep");
+        assert!(outside.is_dir());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

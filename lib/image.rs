@@ -62,8 +62,10 @@ pub struct LuksUnlocked {
 pub struct Opened {
     /// The path as given.
     pub path: PathBuf,
-    /// The file, read-only.
-    pub file: Arc<FileSource>,
+    /// The image's bytes, read-only (a file for [`open`]; anything for [`open_source`]).
+    pub file: Arc<dyn ByteSource>,
+    /// Allocated (non-hole) bytes of the image, when the source knows.
+    pub allocated_bytes: Option<u64>,
     /// The part of the file that holds data: the whole file, or, when dvdisaster ECC is
     /// appended (RS02/RS03), a window over the original image bytes before it.
     pub data: Arc<dyn ByteSource>,
@@ -89,22 +91,62 @@ pub struct OpenOptions {
     pub ecc_file: Option<std::path::PathBuf>,
     /// A detached LUKS header file (`cryptsetup --header`): the image holds only the data.
     pub luks_header: Option<PathBuf>,
+    /// Caps on key-derivation work taken from a LUKS header, and the interrupt that stops it.
+    pub kdf: luks::KdfPolicy,
 }
 
-/// Open `path` read-only and work out what it holds.
+/// What a path tells [`open_source`] that the bytes alone do not.
+#[derive(Debug, Clone, Default)]
+pub struct SourceHints {
+    /// The name used in messages and reports (the path, for a file).
+    pub name: PathBuf,
+    /// Look for a dvdisaster `NAME.ecc` beside `name` (only for a real path).
+    pub ecc_beside: bool,
+    /// Allocated (non-hole) bytes, when the source knows.
+    pub allocated_bytes: Option<u64>,
+}
+
+/// Open `path` read-only and work out what it holds: [`open_source`] over the file.
 ///
 /// # Errors
 /// `Io`/`InvalidInput` when the file cannot be used (missing, a directory, empty, offset past the
 /// end); `NoMatch` when secrets were given but no parameter set opens the image.
 pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result<Opened> {
-    let file = Arc::new(FileSource::open(path)?);
+    let file = FileSource::open(path)?;
+    let hints = SourceHints { name: path.into(), ecc_beside: true, allocated_bytes: file.allocated_bytes() };
+    open_source(Arc::new(file), secrets, opts, &hints)
+}
+
+/// Work out what the image in `src` holds — from a file, memory (fuzzing, tests), an open
+/// descriptor or a block-device request path alike. `opts.ecc_file` / `opts.luks_header` are
+/// still paths.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_source(
+    src: Arc<dyn ByteSource>,
+    secrets: &Secrets,
+    opts: &OpenOptions,
+    hints: &SourceHints,
+) -> crate::Result<Opened> {
+    let path = hints.name.as_path();
+    let file = src;
     let size = file.size_bytes();
     if size == 0 {
         return Err(crate::Error::invalid(format!("{} is empty (0 bytes): there is no image to read", path.display())));
     }
     // dvdisaster ECC appended to the image: everything below sees only the original bytes.
-    let crate::formats::dvdisaster::Scan { ecc, unusable: ecc_unusable } =
-        crate::formats::dvdisaster::find_for_image(path, &*file, opts.ecc_file.as_deref())?;
+    let crate::formats::dvdisaster::Scan { ecc, unusable: ecc_unusable } = if hints.ecc_beside {
+        crate::formats::dvdisaster::find_for_image(path, &*file, opts.ecc_file.as_deref())?
+    } else {
+        match opts.ecc_file.as_deref() {
+            Some(p) => crate::formats::dvdisaster::Scan {
+                ecc: Some(crate::formats::dvdisaster::open_ecc_file(p)?),
+                unusable: Vec::new(),
+            },
+            None => crate::formats::dvdisaster::scan_image(&*file)?,
+        }
+    };
     let data: Arc<dyn ByteSource> = match &ecc {
         Some(e) if e.is_augmented() => Arc::new(crate::source::Window::new(file.clone(), 0, Some(e.data_bytes()))),
         _ => file.clone(),
@@ -121,7 +163,16 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
         )));
     }
     let content = classify(&*data, secrets, opts, &mut notes)?;
-    Ok(Opened { path: path.into(), file, data, ecc, ecc_unusable, content, notes })
+    Ok(Opened {
+        path: path.into(),
+        file,
+        allocated_bytes: hints.allocated_bytes,
+        data,
+        ecc,
+        ecc_unusable,
+        content,
+        notes,
+    })
 }
 
 /// Work out what the data part holds (see [`open`]), adding remarks to `notes`.
@@ -138,7 +189,7 @@ fn classify(
         let l = luks::read(&hdr)?.ok_or_else(|| {
             crate::Error::new(crate::ErrorKind::NotRecognized, format!("{} is not a LUKS header", hdr_path.display()))
         })?;
-        return open_luks(l, &hdr, data, secrets, Some(hdr_path.clone()), 0, notes);
+        return open_luks(l, &hdr, data, secrets, &opts.kdf, Some(hdr_path.clone()), 0, notes);
     }
     if !explicit_crypto {
         let at = c.offset_bytes.unwrap_or(0);
@@ -147,7 +198,7 @@ fn classify(
             if at != 0 {
                 notes.push(format!("the LUKS header starts at byte {at} (losetup --offset {at})"));
             }
-            return open_luks(l, &w, &w, secrets, None, at, notes);
+            return open_luks(l, &w, &w, secrets, &opts.kdf, None, at, notes);
         }
         if let Some((off, fs)) = detect::detect_plain(data, c.offset_bytes, c.size_limit_bytes)? {
             if !secrets.is_empty() {
@@ -186,11 +237,13 @@ fn ecc_notes(e: &crate::formats::dvdisaster::Ecc) -> Vec<String> {
 
 /// Unlock `l` (read from `hdr_src`) with the secrets, if any: the passphrase, else the key
 /// file's whole contents (cryptsetup `--key-file` semantics).
+#[allow(clippy::too_many_arguments)]
 fn open_luks(
     l: luks::Luks,
     hdr_src: &dyn ByteSource,
     data_src: &dyn ByteSource,
     secrets: &Secrets,
+    kdf: &luks::KdfPolicy,
     detached_header: Option<PathBuf>,
     device_offset_bytes: u64,
     notes: &mut Vec<String>,
@@ -201,7 +254,7 @@ fn open_luks(
         (None, Some(k)) => crate::crypto::Passphrase::new(k.raw.to_vec()),
         (None, None) => return Ok(Content::Luks(l.header)),
     };
-    let u = l.unlock(hdr_src, &pass)?;
+    let u = l.unlock_with(hdr_src, &pass, kdf)?;
     let (layout, cipher) = l.payload(data_src.size_bytes(), &u.volume_key)?;
     let vol = crate::volume::Volume::new(data_src, Arc::from(cipher), layout);
     let fs = crate::fs::identify(&vol).map_err(|e| crate::Error::io("reading the LUKS payload", e))?;

@@ -2,10 +2,12 @@
 //! and plain loop images offline and without root, works out their parameters from the
 //! passphrase, verifies them, and tells you the `cryptsetup` command that maps them today.
 //!
-//! Layers point downward only:
-//! [`source`] (bytes at offsets) ← [`crypto`] (sector ciphers, key derivations) ←
-//! [`formats`] / [`fs`] (on-disk formats) ← [`detect`], [`image`], [`volume`] ←
-//! [`verify`] / [`report`] ← the `loopkit` binary. The library never prints.
+//! Layers point downward only (checked by `tests/layers.rs` against `docs/ARCHITECTURE.md`):
+//! [`error`](Error), [`finding`], [`bytes`] ← [`progress`] ← [`source`] (bytes at offsets) ←
+//! [`output`], [`pipeline`] ← [`crypto`] (sector ciphers, key derivations) ← [`volume`] ←
+//! [`fs`] ← [`formats`] (on-disk formats) ← [`detect`] ← [`image`] ← [`manifest`] ←
+//! [`extract`] ← [`verify`] ← [`migrate`] ← [`report`] ← the `loopkit` binary. The library never
+//! prints.
 //!
 //! ```no_run
 //! use loopkit::{detect::Secrets, image, crypto::Passphrase};
@@ -20,13 +22,17 @@
 #![deny(missing_docs)]
 
 pub mod attach;
+pub mod bytes;
 pub mod crypto;
 pub mod detect;
 mod error;
 pub mod extent;
 pub mod extract;
+pub mod finding;
 pub mod formats;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod manifest;
 pub mod migrate;

@@ -9,9 +9,9 @@
 //!   directory on disk ──> from_dir ┴─> Manifest ──compare──> Diff
 //! ```
 
+use crate::finding::{Finding as Problem, Severity};
 use crate::fs::tree::{self, FileSystem, FileType, Found, PathIssue};
 use crate::progress::{Interrupt, Progress};
-use crate::verify::{Problem, Severity};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
@@ -193,7 +193,7 @@ fn display_path(p: &[u8]) -> String {
 /// A walk issue as a problem whose message starts with the path (`(file system)` for the volume).
 pub(crate) fn problem_of(pi: &PathIssue) -> Problem {
     let msg = format!("{}: {}", display_path(&pi.path), pi.issue.message);
-    if pi.issue.is_error { Problem::error(pi.issue.code, msg) } else { Problem::warning(pi.issue.code, msg) }
+    Problem { message: msg, ..pi.issue.clone() }
 }
 
 /// A node to hash: index into the entries, and how to read it.
@@ -293,7 +293,7 @@ fn build(
     for (job, res) in jobs.iter().zip(results) {
         match res {
             Ok((digest, issues)) => {
-                entries[job.entry].sha256 = digest.map(|d| crate::report::hex(&d));
+                entries[job.entry].sha256 = digest.map(|d| crate::bytes::hex(&d));
                 problems
                     .extend(issues.iter().map(|i| problem_of(&PathIssue { path: job.path.clone(), issue: i.clone() })));
             }
@@ -467,7 +467,7 @@ pub fn from_dir(root: &Path, progress: &mut dyn Progress, interrupt: &Interrupt)
                     first_name.insert(k, path.clone());
                 }
                 match hash_file(&p, progress, interrupt) {
-                    Ok(d) => e.sha256 = Some(crate::report::hex(&d)),
+                    Ok(d) => e.sha256 = Some(crate::bytes::hex(&d)),
                     Err(err) if err.kind() == crate::ErrorKind::Interrupted => return Err(err),
                     Err(err) => problems.push(Problem::error("dir.unreadable", format!("/{path}: {err}"))),
                 }

@@ -54,14 +54,14 @@ impl TempFile {
     /// `Unsafe` if `target` appeared; `Io`. The temporary file is removed on error.
     pub fn persist(mut self, target: &Path, force: bool) -> crate::Result<()> {
         self.file.sync_all().map_err(|e| crate::Error::io(format!("syncing {}", self.path.display()), e))?;
-        if !force && std::fs::symlink_metadata(target).is_ok() {
-            return Err(unsafe_error(format!(
-                "{} appeared while writing; give --force to replace it",
-                target.display()
-            )));
-        }
-        std::fs::rename(&self.path, target)
-            .map_err(|e| crate::Error::io(format!("renaming {} to {}", self.path.display(), target.display()), e))?;
+        let renamed = if force { std::fs::rename(&self.path, target) } else { no_replace_rename(&self.path, target) };
+        renamed.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                unsafe_error(format!("{} appeared while writing; give --force to replace it", target.display()))
+            } else {
+                crate::Error::io(format!("renaming {} to {}", self.path.display(), target.display()), e)
+            }
+        })?;
         self.armed = false;
         if let Ok(d) = File::open(parent_dir(target)) {
             let _ = d.sync_all();
@@ -75,6 +75,22 @@ impl Drop for TempFile {
         if self.armed {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// Rename `from` to `to` unless `to` exists, atomically (`renameat2(RENAME_NOREPLACE)`; there is
+/// no window between a check and the rename). A file system without it (`EINVAL`) gets the
+/// check-then-rename fallback.
+fn no_replace_rename(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            if std::fs::symlink_metadata(to).is_ok() {
+                return Err(std::io::ErrorKind::AlreadyExists.into());
+            }
+            std::fs::rename(from, to)
+        }
+        r => r.map_err(Into::into),
     }
 }
 
@@ -213,6 +229,22 @@ mod tests {
         assert!(check_output(&dir.join("./f"), &[&p], true).is_err());
         assert!(check_output(&dir, &[], true).is_err());
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "no temporary files left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A target that appears between the check and the rename is never replaced (the rename
+    /// itself refuses: RENAME_NOREPLACE), and the temporary file goes away.
+    #[test]
+    fn persist_never_replaces_a_late_target() {
+        let dir = std::env::temp_dir().join(format!("loopkit-output-late-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("late");
+        let mut t = TempFile::beside(&p).unwrap();
+        t.file.write_all(b"new").unwrap();
+        std::fs::write(&p, b"someone else's").unwrap();
+        assert_eq!(t.persist(&p, false).unwrap_err().kind(), crate::ErrorKind::Unsafe);
+        assert_eq!(std::fs::read(&p).unwrap(), b"someone else's");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary files left");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

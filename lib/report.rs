@@ -493,9 +493,7 @@ pub fn repair(
 }
 
 /// Lower-case hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub use crate::bytes::hex;
 
 fn encryption_of(p: &crate::formats::legacy::Params, equivalents: &[crate::crypto::kdf::Derivation]) -> Encryption {
     Encryption {
@@ -515,7 +513,7 @@ fn encryption_of(p: &crate::formats::legacy::Params, equivalents: &[crate::crypt
 
 fn filesystem_of(fs: &crate::fs::FsInfo) -> Filesystem {
     Filesystem {
-        kind: fs.kind.clone(),
+        kind: fs.kind.to_string(),
         label: fs.label.clone(),
         uuid: fs.uuid.clone(),
         size_bytes: fs.size_bytes,
@@ -534,7 +532,7 @@ fn detection_of(o: &Detection) -> DetectionReport {
         alternatives: o
             .alternatives
             .iter()
-            .map(|a| Alternative { encryption: encryption_of(&a.params, &[]), filesystem_type: a.fs.kind.clone() })
+            .map(|a| Alternative { encryption: encryption_of(&a.params, &[]), filesystem_type: a.fs.kind.to_string() })
             .collect(),
     }
 }
@@ -548,7 +546,7 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
         command: "inspect".into(),
         image: image.clone(),
         size_bytes: crate::source::ByteSource::size_bytes(&*opened.file),
-        allocated_bytes: opened.file.allocated_bytes(),
+        allocated_bytes: opened.allocated_bytes,
         kind: String::new(),
         needs_secret: false,
         encryption: None,

@@ -64,37 +64,8 @@ pub struct PayloadDigest {
 /// Most unreadable ranges kept in a [`PayloadDigest`] (the byte total is always exact).
 pub const MAX_UNREADABLE_RANGES: usize = 10_000;
 
-/// Severity of a [`Problem`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// The data is damaged or incomplete: `verify` exits 1.
-    Error,
-    /// Worth knowing; does not fail verification.
-    Warning,
-}
-
-/// Something wrong (or notable) in the data.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Problem {
-    /// Stable machine-readable code, e.g. `fs.truncated`.
-    pub code: String,
-    /// Error or warning.
-    pub severity: Severity,
-    /// Human explanation.
-    pub message: String,
-}
-
-impl Problem {
-    /// An error-severity problem.
-    pub fn error(code: &str, message: impl Into<String>) -> Self {
-        Problem { code: code.into(), severity: Severity::Error, message: message.into() }
-    }
-    /// A warning.
-    pub fn warning(code: &str, message: impl Into<String>) -> Self {
-        Problem { code: code.into(), severity: Severity::Warning, message: message.into() }
-    }
-}
+/// Findings in the data (the library-wide model, [`crate::finding`]).
+pub use crate::finding::{Finding as Problem, Severity};
 
 /// Stream `layout` of `src` through `cipher` and hash the plaintext.
 ///
@@ -273,7 +244,7 @@ pub fn verify_files(
     if opts.ecc_only {
         return Ok(outcome);
     }
-    let readable = opened.filesystem().is_some_and(|f| matches!(f.kind.as_str(), "ext2" | "ext3" | "ext4" | "iso9660"));
+    let readable = opened.filesystem().is_some_and(|f| f.kind.is_readable());
     if !readable && reference.is_none() {
         return Ok(outcome);
     }

@@ -825,6 +825,9 @@ fn bad_input() -> TestResult {
         (vec!["verify", img, "--passphrase-file", ps, "--key-bits", "100"], 2, "128, 192 or 256"),
         (vec!["verify", img, "--passphrase-file", ps, "--cipher", "twofish-cbc-plain"], 2, "not supported"),
         (vec!["verify", img, "--passphrase-file", ps, "--key-derivation", "md4"], 2, "unknown key derivation"),
+        // Typed flags fail while the arguments are parsed, before any file is opened.
+        (vec!["verify", "/nonexistent/x.img", "--cipher", "aes-cbc-plian"], 2, "not supported"),
+        (vec!["inspect", "/nonexistent/x.img", "--scheme", "cryptolop"], 2, "unknown scheme"),
         (vec!["verify", img, "--passphrase-file", nopass.to_str().unwrap()], 2, "cannot open passphrase file"),
         (vec!["verify", img, "--key-file", nokey.to_str().unwrap()], 2, "cannot read key file"),
         (vec!["verify", img, "--passphrase-file", ps, "--offset", "12x"], 2, "unknown unit"),

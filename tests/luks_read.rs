@@ -482,8 +482,54 @@ fn damaged_headers() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// Issue 11: key-derivation costs read from a header are capped (a LUKS1 keyslot patched to
+/// ~4 billion PBKDF2 iterations is refused at once, naming the flag), and with the cap lifted
+/// the derivation stops on Ctrl-C (exit 130) instead of running for hours.
+fn hostile_kdf_costs() -> TestResult {
+    if let Some(r) = missing() {
+        return util::skip(r);
+    }
+    let p = plains().map_err(Failed::from)?;
+    let d = Scratch::new("luks-kdf-cap");
+    let pass = d.path("pass");
+    write_pass(&pass, NEW_PASS)?;
+    let ps = pass.to_str().unwrap();
+    let flags = ["--type", "luks1", "--pbkdf-force-iterations", "1000"];
+    let (img, _) = make_container(&d.0, "base.img", &p.dir.join("ext2.img"), &pass, &flags, 32)?;
+    let mut b = std::fs::read(&img).map_err(|e| e.to_string())?;
+    // LUKS1 phdr: keyslot 0 at byte 208 = active (u32 BE), iterations (u32 BE); no checksum.
+    ensure!(b[208..212] == [0x00, 0xAC, 0x71, 0xF3], "keyslot 0 of the cryptsetup header is not active");
+    b[212..216].copy_from_slice(&0xFFFF_FFF0u32.to_be_bytes());
+    let hostile = d.path("hostile.img");
+    std::fs::write(&hostile, &b).map_err(|e| e.to_string())?;
+    let before = sha256_file(&hostile)?;
+    let t = std::time::Instant::now();
+    let (o, v) = verify_json(&hostile, &["--passphrase-file", ps])?;
+    ensure!(code(&o) == 2 && v["error"]["kind"] == "unsupported", "capped KDF: exit {} {v}", code(&o));
+    ensure!(v["error"]["message"].to_string().contains("--allow-expensive-kdf"), "the flag is not named: {v}");
+    ensure!(t.elapsed() < std::time::Duration::from_secs(30), "refusing took {:?}", t.elapsed());
+    // Lifted cap: the derivation runs, and Ctrl-C stops it promptly.
+    let child = Command::new(util::loopkit_bin())
+        .args(["verify", "--json", "--no-prompt", "--allow-expensive-kdf", "--passphrase-file", ps])
+        .arg(&hostile)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]))?;
+    let t = std::time::Instant::now();
+    let o = child.wait_with_output().map_err(|e| e.to_string())?;
+    ensure!(code(&o) == 130, "after Ctrl-C: exit {} {}", code(&o), String::from_utf8_lossy(&o.stderr));
+    ensure!(t.elapsed() < std::time::Duration::from_secs(10), "stopping took {:?}", t.elapsed());
+    ensure!(sha256_file(&hostile)? == before, "the image was modified");
+    Ok(Completion::Completed)
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
+        trial("luks_read::hostile_kdf_costs", hostile_kdf_costs),
         trial("luks_read::cryptsetup_made_containers", cryptsetup_made_containers),
         trial("luks_read::keyslots_and_detached", keyslots_and_detached),
         trial("luks_read::damaged_headers", damaged_headers),

@@ -45,14 +45,8 @@ pub fn loopkit_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("LOOPKIT_BIN") {
         return PathBuf::from(p);
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for profile in ["release", "debug"] {
-        let p = root.join("target").join(profile).join("loopkit");
-        if p.exists() {
-            return p;
-        }
-    }
-    root.join("target/release/loopkit")
+    // Cargo builds the binary for integration tests and says where (never a guessed path).
+    PathBuf::from(env!("CARGO_BIN_EXE_loopkit"))
 }
 
 /// The repository root.

@@ -7,7 +7,7 @@ use loopkit::progress::Interrupt;
 
 fn kdf_options(a: &MigrateArgs) -> loopkit::Result<KdfOptions> {
     Ok(KdfOptions {
-        pbkdf: a.pbkdf.as_deref().map(str::parse).transpose()?,
+        pbkdf: a.pbkdf,
         iter_time_ms: a.iter_time,
         memory_kib: a.pbkdf_memory,
         parallel: a.pbkdf_parallel,

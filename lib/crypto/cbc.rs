@@ -181,7 +181,7 @@ mod tests {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    /// legacy-loop-crypto.md §5.4 plaintext: byte i of sector t = (31t + i) & 0xff.
+    /// docs/formats/research/legacy-loop-crypto.md §5.4 plaintext: byte i of sector t = (31t + i) & 0xff.
     fn plaintext(sectors: usize) -> Vec<u8> {
         (0..sectors * 512).map(|j| ((31 * (j / 512) + j % 512) & 0xff) as u8).collect()
     }

@@ -128,7 +128,7 @@ mod tests {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    /// cryptsetup tests/password-hash-test rows (legacy-loop-crypto.md §5.1).
+    /// cryptsetup tests/password-hash-test rows (docs/formats/research/legacy-loop-crypto.md §5.1).
     #[test]
     fn cryptsetup_password_hash_vectors() {
         let rows: &[(&str, usize, usize, &[u8], &str)] = &[

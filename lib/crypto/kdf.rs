@@ -1,4 +1,4 @@
-//! Passphrase → key, every way legacy Linux tools did it (see `docs/formats/legacy-loop-crypto.md`):
+//! Passphrase → key, every way legacy Linux tools did it (see `docs/formats/research/legacy-loop-crypto.md`):
 //! util-linux 2.12–2.22 raw passphrase, Debian's rmd160/`-N` patch, loop-AES losetup/aespipe
 //! (hash by key length, `-S` seed, `-C` iteration, `-H rmd160|unhashed1|unhashed2`), loop-AES
 //! multi-key (64/65 hashed lines), cryptsetup plain `--hash plain` and raw key files.
@@ -34,7 +34,7 @@ pub enum Derivation {
 
 impl Derivation {
     /// Every derivation detection may try from a passphrase, most common first
-    /// (`legacy-loop-crypto.md` §2.7 and §6.4).
+    /// (`docs/formats/research/legacy-loop-crypto.md` §2.7 and §6.4).
     pub const PASSPHRASE_ORDER: [Derivation; 11] = [
         Derivation::Hash(HashAlg::Ripemd160),
         Derivation::UtilLinuxRaw,
@@ -324,7 +324,7 @@ mod tests {
         Passphrase::new(s.as_bytes().to_vec())
     }
 
-    /// Keys from legacy-loop-crypto.md §5.3 (aespipe `make tests`, re-derived in the notes) and
+    /// Keys from docs/formats/research/legacy-loop-crypto.md §5.3 (aespipe `make tests`, re-derived in the notes) and
     /// §5.4 (derived vectors). The ciphertext-level oracle is aespipe itself in tests/.
     #[test]
     fn loopaes_single_key_vectors() {
@@ -395,7 +395,7 @@ mod tests {
     #[test]
     fn multikey_vectors() {
         use sha2::Digest;
-        // legacy-loop-crypto.md §5.4: line_i = base64(SHA-512("line%d" % i)[0..45]).
+        // docs/formats/research/legacy-loop-crypto.md §5.4: line_i = base64(SHA-512("line%d" % i)[0..45]).
         let lines: Vec<Zeroizing<Vec<u8>>> = (0..65)
             .map(|i| {
                 let d = sha2::Sha512::digest(format!("line{i}").as_bytes());

@@ -143,7 +143,7 @@ mod tests {
         (0..sectors * 512).map(|j| ((31 * (j / 512) + j % 512) & 0xff) as u8).collect()
     }
 
-    /// legacy-loop-crypto.md §5.4 multi-key vectors (IV and ciphertext prefix).
+    /// docs/formats/research/legacy-loop-crypto.md §5.4 multi-key vectors (IV and ciphertext prefix).
     #[test]
     fn v2_v3_vectors() {
         let l = lines();

@@ -9,10 +9,25 @@ pub mod iso9660;
 pub mod probe;
 pub mod tree;
 
-pub use probe::{FsInfo, STRONG_CONFIDENCE, identify};
+pub use probe::{FsInfo, FsKind, STRONG_CONFIDENCE, identify};
 pub use tree::{FileReader, FileSystem, FileType, NodeId, Stat};
 
 use crate::source::ByteSource;
+
+/// How much of an on-disk structure a parser insists on. One parser per structure serves the
+/// reader (strict), identification (lenient) and detection's head scan (IV-garbled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strictness {
+    /// The reader: everything it will rely on must be usable; features it does not implement are
+    /// refused.
+    Strict,
+    /// Identification (`probe`): plausibility only — features are not judged, redundant fields
+    /// must agree, counts must be consistent; some mismatches only lower confidence.
+    Lenient,
+    /// A head scan over a sector whose first `n` bytes a wrong IV may have garbled: only fields
+    /// past those bytes are judged (ext: the counts in bytes 0..16 read as 0).
+    IvGarbled(usize),
+}
 
 /// Open the file system at the start of `src` with the reader for its type.
 ///
@@ -21,9 +36,9 @@ use crate::source::ByteSource;
 /// systems blkid knows; `Corrupt`/`Io` from the reader.
 pub fn open(src: &dyn ByteSource) -> crate::Result<Box<dyn FileSystem + '_>> {
     let info = identify(src).map_err(|e| crate::Error::io("reading the file-system superblock", e))?;
-    match info.as_ref().map(|i| i.kind.as_str()) {
-        Some("ext2" | "ext3" | "ext4") => Ok(Box::new(ext::Ext::open(src)?)),
-        Some("iso9660") => Ok(Box::new(iso9660::Iso::open(src)?)),
+    match info.as_ref().map(|i| i.kind) {
+        Some(FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4) => Ok(Box::new(ext::Ext::open(src)?)),
+        Some(FsKind::Iso9660) => Ok(Box::new(iso9660::Iso::open(src)?)),
         Some(other) => Err(crate::Error::unsupported(format!(
             "reading files from a {other} file system is not supported (ext2/3/4 and ISO9660 are)"
         ))),

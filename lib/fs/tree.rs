@@ -97,27 +97,9 @@ pub struct DirEntry {
     pub id: NodeId,
 }
 
-/// Something wrong found while reading a structure that did not stop the read as a whole.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
-    /// Stable code (`ext.dir-entry`, `ext.checksum`, `iso9660.record`…).
-    pub code: &'static str,
-    /// Explanation (without the path; the walker adds it).
-    pub message: String,
-    /// Whether the data is damaged (true) or this is only worth knowing (false).
-    pub is_error: bool,
-}
-
-impl Issue {
-    /// An error-severity issue.
-    pub fn error(code: &'static str, message: impl Into<String>) -> Issue {
-        Issue { code, message: message.into(), is_error: true }
-    }
-    /// A warning.
-    pub fn warning(code: &'static str, message: impl Into<String>) -> Issue {
-        Issue { code, message: message.into(), is_error: false }
-    }
-}
+/// Something wrong found while reading a structure that did not stop the read as a whole (the
+/// library-wide [`crate::finding::Finding`]; the walker prefixes the path).
+pub type Issue = crate::finding::Finding;
 
 /// Issues kept per directory listing; a directory full of garbage would otherwise give one per
 /// block or sector.
@@ -127,7 +109,7 @@ pub const MAX_ISSUES: usize = 64;
 pub fn cap_issues(issues: &mut Vec<Issue>) {
     if issues.len() > MAX_ISSUES {
         let more = issues.len() - MAX_ISSUES;
-        let code = issues[MAX_ISSUES].code;
+        let code = issues[MAX_ISSUES].code.clone();
         issues.truncate(MAX_ISSUES);
         issues.push(Issue::error(code, format!("… and {more} more problems in this directory")));
     }

@@ -4,7 +4,7 @@
 //! Headers are checked in stages, cheapest first: cookie and method, then `selfCRC`, then the
 //! field ranges, then the layout they imply (all arithmetic checked, so fuzzed fields give a
 //! `Corrupt` error instead of an overflow or a huge allocation). Offsets, formulas and section
-//! numbers refer to `docs/formats/dvdisaster.md`.
+//! numbers refer to `docs/formats/research/dvdisaster.md`.
 
 use std::fmt;
 
@@ -117,21 +117,7 @@ pub fn self_crc(buf: &[u8], at: usize) -> u32 {
     !h.finalize()
 }
 
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
-fn md5_field(b: &[u8], at: usize) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&b[at..at + 16]);
-    a
-}
+use crate::bytes::{array as md5_field, le32, le64};
 
 /// The three codecs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -499,9 +485,7 @@ pub fn dead_sector(buf: &[u8], sector: u64, fp: Option<&[u8; 16]>) -> Option<Dea
 }
 
 fn cstr_at(buf: &[u8], at: usize) -> &[u8] {
-    let tail = &buf[at..(at + 32).min(buf.len())];
-    let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-    &tail[..end]
+    crate::bytes::until_nul(buf.get(at..(at + 32).min(buf.len())).unwrap_or(&[]))
 }
 
 fn field_is(buf: &[u8], at: usize, text: &[u8]) -> bool {

@@ -46,7 +46,7 @@ pub enum Layout {
 }
 
 /// Where the error-correction data is.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Placement {
     /// Appended to the image (RS02, RS03).
     Augmented,
@@ -54,9 +54,18 @@ pub enum Placement {
     EccFile {
         /// Its path.
         path: PathBuf,
-        /// The file, read-only.
-        file: Arc<FileSource>,
+        /// The file (or any other source of its bytes), read-only.
+        file: Arc<dyn ByteSource>,
     },
+}
+
+impl std::fmt::Debug for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Placement::Augmented => f.write_str("Augmented"),
+            Placement::EccFile { path, .. } => f.debug_struct("EccFile").field("path", path).finish_non_exhaustive(),
+        }
+    }
 }
 
 /// Error-correction data found for an image.
@@ -233,10 +242,7 @@ impl<'a> Prober<'a> {
 /// The ISO 9660 volume size in sectors, if sector 16 holds a primary volume descriptor.
 fn iso_volume_sectors(src: &dyn ByteSource) -> crate::Result<Option<u64>> {
     let pvd = read_at_most(src, 16 * ECC_SECTOR_BYTES, SECTOR)?;
-    if pvd.len() < 88 || pvd[0] != 1 || &pvd[1..6] != b"CD001" {
-        return Ok(None);
-    }
-    Ok(Some(u64::from(u32::from_le_bytes([pvd[80], pvd[81], pvd[82], pvd[83]]))))
+    Ok(crate::fs::iso9660::vd::primary(&pvd, crate::fs::Strictness::Strict).map(|p| u64::from(p.volume_blocks)))
 }
 
 /// Look for RS02 or RS03 error-correction data appended to the image in `src`.
@@ -540,7 +546,15 @@ fn rs03_from_crc_block(src: &dyn ByteSource, pr: &mut Prober<'_>, cb: &CrcBlock,
 /// when possible); `InvalidInput` when it is an augmented image's header (give the image
 /// itself instead).
 pub fn open_ecc_file(path: &Path) -> crate::Result<Ecc> {
-    let file = Arc::new(FileSource::open(path)?);
+    open_ecc_source(Arc::new(FileSource::open(path)?), path)
+}
+
+/// [`open_ecc_file`] over any source of the `.ecc` file's bytes (in memory, an open descriptor);
+/// `path` names it in messages and in the report.
+///
+/// # Errors
+/// As [`open_ecc_file`].
+pub fn open_ecc_source(file: Arc<dyn ByteSource>, path: &Path) -> crate::Result<Ecc> {
     let src: &dyn ByteSource = &*file;
     let buf = read_at_most(src, 0, HEADER_BYTES)?;
     let name = path.display();

@@ -5,7 +5,7 @@
 //! `verity_fec.c`.
 //!
 //! Codeword order: `c[0]` is the coefficient of `x^254`, data first, parity last; syndromes are
-//! `S_i = c(α^{11·(112+i)})`. Written from the parameters in `docs/formats/dvdisaster.md` §8 and
+//! `S_i = c(α^{11·(112+i)})`. Written from the parameters in `docs/formats/research/dvdisaster.md` §8 and
 //! checked against the blue manual's test vectors and against dvdisaster-made images.
 
 use std::fmt;
@@ -434,7 +434,7 @@ mod tests {
 
     #[test]
     fn generator_and_parity_vectors() {
-        // docs/formats/dvdisaster.md §8 (blue manual test vectors).
+        // docs/formats/research/dvdisaster.md §8 (blue manual test vectors).
         let code = Code::new(32).unwrap();
         assert_eq!(
             code.generator(),

@@ -17,9 +17,9 @@ use super::layout::{
 };
 use super::rs::{self, MulTable};
 use super::{Ecc, Layout, Placement};
+use crate::finding::Finding as Problem;
 use crate::progress::{Interrupt, Progress};
 use crate::source::ByteSource;
-use crate::verify::Problem;
 use md5::{Digest, Md5};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -136,7 +136,7 @@ pub struct Report {
 impl Report {
     /// No error-severity problems.
     pub fn ok(&self) -> bool {
-        !self.problems.iter().any(|p| p.severity == crate::verify::Severity::Error)
+        !self.problems.iter().any(|p| p.severity == crate::finding::Severity::Error)
     }
 }
 
@@ -1090,8 +1090,8 @@ fn problems(ecc: &Ecc, r: &mut Report) {
             "ecc.md5-mismatch",
             format!(
                 "the image MD5 {} differs from the one recorded at creation ({})",
-                crate::report::hex(&r.md5),
-                crate::report::hex(&h.medium_sum)
+                crate::bytes::hex(&r.md5),
+                crate::bytes::hex(&h.medium_sum)
             ),
         ));
     }

@@ -17,7 +17,7 @@ use crate::source::ByteSource;
 use sha2::Digest as _;
 
 /// `"LUKS\xba\xbe"`: magic of LUKS1 and of the first LUKS2 header.
-pub const LUKS_MAGIC: [u8; 6] = *b"LUKS\xba\xbe";
+pub const LUKS_MAGIC: [u8; 6] = crate::fs::probe::LUKS_MAGIC;
 /// `"SKUL\xba\xbe"`: magic of the second LUKS2 header.
 pub const LUKS2_MAGIC_2ND: [u8; 6] = *b"SKUL\xba\xbe";
 /// LUKS1 `phdr` length.
@@ -35,22 +35,8 @@ pub const LUKS2_HDR_SIZES: [u64; 9] = [16384, 32768, 65536, 131072, 262144, 5242
 /// Offset of `csum` in the LUKS2 binary header.
 pub const LUKS2_CSUM_AT: usize = 448;
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn be64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
-}
-/// A NUL-terminated string field.
-pub fn cstr(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
-}
+pub use crate::bytes::cstr;
+use crate::bytes::{be16, be32, be64};
 
 /// One LUKS1 keyslot descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! The LUKS2 JSON metadata model (LUKS2 spec 1.1.4 §3; rules as cryptsetup 2.6.1 enforces them,
-//! `docs/formats/luks.md` §2.2): serde types for reading and writing, and the semantic checks
+//! `docs/formats/research/luks.md` §2.2): serde types for reading and writing, and the semantic checks
 //! that run after the checksum (`validate`).
 //!
 //! 64-bit numbers (offsets, sizes, `iv_tweak`, `json_size`, `keyslots_size`) are JSON strings;

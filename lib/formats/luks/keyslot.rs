@@ -5,7 +5,8 @@
 //! The area is encrypted like a tiny payload: 512-byte sectors, IV sector 0 at the start of the
 //! area, with the area's own cipher (LUKS1: the payload cipher; LUKS2: `area.encryption`).
 //! Argon2 comes from the `argon2` crate (v0x13, no secret, no associated data), PBKDF2 from
-//! `pbkdf2` + `hmac`. Digest comparisons are constant-time (`subtle`).
+//! `pbkdf2` (loopkit's own parameters) or `hmac` in interruptible chunks (parameters from a
+//! header, capped by [`KdfPolicy`]). Digest comparisons are constant-time (`subtle`).
 
 use super::af;
 use crate::crypto::{HashAlg, Key, SectorCipher};
@@ -21,6 +22,73 @@ pub const ARGON2_MIN_MEMORY_KIB: u32 = 32;
 pub const ARGON2_MAX_CPUS: u32 = 4;
 /// Smallest PBKDF2 iteration count cryptsetup accepts when creating a keyslot or digest.
 pub const PBKDF2_MIN_ITERATIONS: u32 = 1000;
+/// Default cap on PBKDF2 iterations taken from a header (keyslot or digest): about 10–30 s of
+/// work here; cryptsetup's 2-second benchmark gives 1–4 million on current CPUs.
+pub const DEFAULT_MAX_PBKDF2_ITERATIONS: u32 = 20_000_000;
+/// Default cap on Argon2 memory taken from a header, in KiB (cryptsetup's default maximum, 1 GiB).
+pub const DEFAULT_MAX_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
+/// Default cap on Argon2 passes taken from a header (cryptsetup benchmarks to 4–20 passes).
+pub const DEFAULT_MAX_ARGON2_TIME: u32 = 64;
+/// PBKDF2 iterations between two checks of the interrupt flag.
+const PBKDF2_CHUNK: u32 = 4096;
+
+/// How much work a key derivation whose parameters come from a header may cost, and the flag
+/// that stops it. Hostile or damaged metadata cannot make loopkit spend hours or gigabytes.
+#[derive(Debug, Clone)]
+pub struct KdfPolicy {
+    /// Most PBKDF2 iterations (keyslots and volume-key digests).
+    pub max_pbkdf2_iterations: u32,
+    /// Most Argon2 memory, KiB.
+    pub max_argon2_memory_kib: u32,
+    /// Most Argon2 passes.
+    pub max_argon2_time: u32,
+    /// Checked between chunks of PBKDF2 iterations and while Argon2 runs.
+    pub interrupt: crate::progress::Interrupt,
+}
+
+impl Default for KdfPolicy {
+    fn default() -> Self {
+        KdfPolicy {
+            max_pbkdf2_iterations: DEFAULT_MAX_PBKDF2_ITERATIONS,
+            max_argon2_memory_kib: DEFAULT_MAX_ARGON2_MEMORY_KIB,
+            max_argon2_time: DEFAULT_MAX_ARGON2_TIME,
+            interrupt: crate::progress::Interrupt::new(),
+        }
+    }
+}
+
+impl KdfPolicy {
+    /// No caps beyond the formats' own limits (`--allow-expensive-kdf`, for an image you trust).
+    pub fn unlimited() -> Self {
+        KdfPolicy {
+            max_pbkdf2_iterations: u32::MAX,
+            max_argon2_memory_kib: ARGON2_MAX_MEMORY_KIB,
+            max_argon2_time: u32::MAX,
+            ..KdfPolicy::default()
+        }
+    }
+
+    /// Refuse PBKDF2 `iterations` above the cap (`what` names the keyslot or digest).
+    ///
+    /// # Errors
+    /// `Unsupported` (another keyslot may still open) naming the flag that raises the cap.
+    pub fn check_pbkdf2(&self, iterations: u32, what: &str) -> crate::Result<()> {
+        if iterations > self.max_pbkdf2_iterations {
+            return Err(over_cap(format!(
+                "{what}: {iterations} PBKDF2 iterations exceed the limit of {}",
+                self.max_pbkdf2_iterations
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn over_cap(msg: String) -> crate::Error {
+    crate::Error::unsupported(format!(
+        "{msg} (a damaged or hostile header could make this take hours; --allow-expensive-kdf lifts the \
+         limit for an image you trust)"
+    ))
+}
 
 /// Argon2 flavour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,29 +174,147 @@ impl Kdf {
         }
     }
 
-    /// Derive `out_len` bytes from `pass` and `salt`.
+    /// Derive `out_len` bytes from `pass` and `salt` (parameters chosen by loopkit itself: no
+    /// caps, no interruption).
     ///
     /// # Errors
     /// `Corrupt` for parameters that fail [`Kdf::check`]; `Io` if Argon2 cannot allocate.
     pub fn derive(&self, pass: &[u8], salt: &[u8], out_len: usize) -> crate::Result<Key> {
+        self.derive_with(pass, salt, out_len, &KdfPolicy::unlimited())
+    }
+
+    /// Derive with parameters taken from a header: refused above `policy`'s caps, and stopped
+    /// when its interrupt fires (PBKDF2 between chunks of iterations; Argon2, which cannot stop
+    /// mid-pass, runs on a helper thread that is abandoned to finish on its own).
+    ///
+    /// # Errors
+    /// As [`Kdf::derive`]; `Unsupported` above a cap; `Interrupted`.
+    pub fn derive_with(&self, pass: &[u8], salt: &[u8], out_len: usize, policy: &KdfPolicy) -> crate::Result<Key> {
         self.check()?;
         let mut out = Zeroizing::new(vec![0u8; out_len]);
         match *self {
-            Kdf::Pbkdf2 { hash, iterations } => pbkdf2(hash, pass, salt, iterations, &mut out),
+            Kdf::Pbkdf2 { hash, iterations } => {
+                policy.check_pbkdf2(iterations, "the key derivation")?;
+                pbkdf2_interruptible(hash, pass, salt, iterations, &mut out, &policy.interrupt)?;
+            }
             Kdf::Argon2 { variant, time, memory_kib, cpus } => {
+                if memory_kib > policy.max_argon2_memory_kib || time > policy.max_argon2_time {
+                    return Err(over_cap(format!(
+                        "the key derivation: argon2 memory {memory_kib} KiB × {time} passes exceed the limit of {} KiB × {} passes",
+                        policy.max_argon2_memory_kib, policy.max_argon2_time
+                    )));
+                }
                 let alg = match variant {
                     Argon2Variant::I => argon2::Algorithm::Argon2i,
                     Argon2Variant::Id => argon2::Algorithm::Argon2id,
                 };
                 let params = argon2::Params::new(memory_kib, time, cpus, Some(out_len))
                     .map_err(|e| crate::Error::corrupt(format!("argon2 parameters rejected: {e}")))?;
-                argon2::Argon2::new(alg, argon2::Version::V0x13, params)
-                    .hash_password_into(pass, salt, &mut out)
-                    .map_err(|e| crate::Error::new(crate::ErrorKind::Io, format!("argon2 failed: {e}")))?;
+                argon2_interruptible(alg, params, pass, salt, &mut out, &policy.interrupt)?;
             }
         }
         Ok(Key::new(std::mem::take(&mut *out)))
     }
+}
+
+/// Argon2 on a helper thread while this one polls `interrupt`; on interrupt the helper is left to
+/// finish (its buffers are zeroized when it does) and `Interrupted` returns at once.
+fn argon2_interruptible(
+    alg: argon2::Algorithm,
+    params: argon2::Params,
+    pass: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+    interrupt: &crate::progress::Interrupt,
+) -> crate::Result<()> {
+    let run = move |pass: &[u8], salt: &[u8], out: &mut [u8]| {
+        argon2::Argon2::new(alg, argon2::Version::V0x13, params)
+            .hash_password_into(pass, salt, out)
+            .map_err(|e| crate::Error::new(crate::ErrorKind::Io, format!("argon2 failed: {e}")))
+    };
+    interrupt.check()?;
+    let (p, s) = (Zeroizing::new(pass.to_vec()), salt.to_vec());
+    let len = out.len();
+    let (tx, rx) = std::sync::mpsc::channel::<crate::Result<Zeroizing<Vec<u8>>>>();
+    let run_bg = run.clone();
+    let spawned = std::thread::Builder::new().name("argon2".into()).spawn(move || {
+        let mut o = Zeroizing::new(vec![0u8; len]);
+        let _ = tx.send(run_bg(&p, &s, &mut o).map(|()| o));
+    });
+    if spawned.is_err() {
+        return run(pass, salt, out);
+    }
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(r) => {
+                out.copy_from_slice(&r?);
+                return Ok(());
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => interrupt.check()?,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(crate::Error::new(
+                    crate::ErrorKind::Io,
+                    "argon2 failed: its thread ended without a result",
+                ));
+            }
+        }
+    }
+}
+
+/// PBKDF2-HMAC (RFC 8018 §5.2) over the `hmac` crate, checking `interrupt` every
+/// 4096 iterations (the `pbkdf2` crate cannot be stopped midway). The unit tests
+/// compare it with the `pbkdf2` crate.
+///
+/// # Errors
+/// `Interrupted`.
+pub fn pbkdf2_interruptible(
+    hash: HashAlg,
+    pass: &[u8],
+    salt: &[u8],
+    iterations: u32,
+    out: &mut [u8],
+    interrupt: &crate::progress::Interrupt,
+) -> crate::Result<()> {
+    use hmac::Hmac;
+    match hash {
+        HashAlg::Ripemd160 => pbkdf2_chunked::<Hmac<ripemd::Ripemd160>>(pass, salt, iterations, out, interrupt),
+        HashAlg::Sha1 => pbkdf2_chunked::<Hmac<sha1::Sha1>>(pass, salt, iterations, out, interrupt),
+        HashAlg::Sha256 => pbkdf2_chunked::<Hmac<sha2::Sha256>>(pass, salt, iterations, out, interrupt),
+        HashAlg::Sha384 => pbkdf2_chunked::<Hmac<sha2::Sha384>>(pass, salt, iterations, out, interrupt),
+        HashAlg::Sha512 => pbkdf2_chunked::<Hmac<sha2::Sha512>>(pass, salt, iterations, out, interrupt),
+    }
+}
+
+fn pbkdf2_chunked<M: hmac::Mac + hmac::KeyInit + Clone>(
+    pass: &[u8],
+    salt: &[u8],
+    iterations: u32,
+    out: &mut [u8],
+    interrupt: &crate::progress::Interrupt,
+) -> crate::Result<()> {
+    use zeroize::Zeroize;
+    let prf = <M as hmac::KeyInit>::new_from_slice(pass)
+        .map_err(|_| crate::Error::invalid("HMAC refused the passphrase length"))?;
+    let n = <M as hmac::digest::OutputSizeUser>::output_size();
+    for (i, block) in out.chunks_mut(n).enumerate() {
+        let mut m = prf.clone();
+        m.update(salt);
+        m.update(&(i as u32 + 1).to_be_bytes());
+        let mut u = m.finalize().into_bytes();
+        let mut t = Zeroizing::new(u.to_vec());
+        for k in 1..iterations {
+            if k % PBKDF2_CHUNK == 0 {
+                interrupt.check()?;
+            }
+            let mut m = prf.clone();
+            m.update(&u);
+            u = m.finalize().into_bytes();
+            t.iter_mut().zip(u.iter()).for_each(|(a, b)| *a ^= b);
+        }
+        u.as_mut_slice().zeroize();
+        block.copy_from_slice(&t[..block.len()]);
+    }
+    Ok(())
 }
 
 /// PBKDF2-HMAC with a runtime-chosen hash.
@@ -179,12 +365,28 @@ pub fn seal_material(vk: &Key, area_cipher: &dyn SectorCipher, af_hash: HashAlg)
 
 /// Constant-time check of a PBKDF2 volume-key digest (LUKS1 `mk-digest`, LUKS2 `digests.N`).
 pub fn digest_matches(vk: &Key, hash: HashAlg, salt: &[u8], iterations: u32, expected: &[u8]) -> bool {
+    digest_matches_with(vk, hash, salt, iterations, expected, &KdfPolicy::unlimited()).unwrap_or(false)
+}
+
+/// [`digest_matches`] for a digest read from a header: capped and interruptible.
+///
+/// # Errors
+/// `Unsupported` above the PBKDF2 cap; `Interrupted`.
+pub fn digest_matches_with(
+    vk: &Key,
+    hash: HashAlg,
+    salt: &[u8],
+    iterations: u32,
+    expected: &[u8],
+    policy: &KdfPolicy,
+) -> crate::Result<bool> {
     if iterations == 0 || expected.is_empty() || expected.len() > 64 {
-        return false;
+        return Ok(false);
     }
+    policy.check_pbkdf2(iterations, "volume-key digest")?;
     let mut got = Zeroizing::new(vec![0u8; expected.len()]);
-    pbkdf2(hash, vk.bytes(), salt, iterations, &mut got);
-    bool::from(got.ct_eq(expected))
+    pbkdf2_interruptible(hash, vk.bytes(), salt, iterations, &mut got, &policy.interrupt)?;
+    Ok(bool::from(got.ct_eq(expected)))
 }
 
 #[cfg(test)]
@@ -217,6 +419,48 @@ mod tests {
         assert_eq!(huge.derive(b"pw", &[0; 32], 32).unwrap_err().kind(), crate::ErrorKind::Corrupt);
         let zero = Kdf::Pbkdf2 { hash: HashAlg::Sha256, iterations: 0 };
         assert!(zero.derive(b"pw", &[0; 32], 32).is_err());
+    }
+
+    /// The interruptible PBKDF2 equals the `pbkdf2` crate (every hash, multi-block outputs),
+    /// stops when interrupted, and the caps refuse hostile header values.
+    #[test]
+    fn pbkdf2_chunked_matches_crate_and_caps() {
+        let never = crate::progress::Interrupt::new();
+        for hash in [HashAlg::Ripemd160, HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512] {
+            for (iters, len) in [(1u32, 16usize), (2, 20), (4097, 64), (1000, 100), (9000, 33)] {
+                let (mut a, mut b) = (vec![0u8; len], vec![0u8; len]);
+                pbkdf2(hash, b"pass word", b"NaCl salt", iters, &mut a);
+                pbkdf2_interruptible(hash, b"pass word", b"NaCl salt", iters, &mut b, &never).unwrap();
+                assert_eq!(a, b, "{hash:?} {iters} {len}");
+            }
+        }
+        let fired = crate::progress::Interrupt::new();
+        fired.trigger();
+        let mut o = [0u8; 32];
+        let e = pbkdf2_interruptible(HashAlg::Sha256, b"p", b"s", u32::MAX, &mut o, &fired).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Interrupted);
+        let policy = KdfPolicy::default();
+        let hostile = Kdf::Pbkdf2 { hash: HashAlg::Sha256, iterations: u32::MAX };
+        assert_eq!(hostile.derive_with(b"p", b"s", 32, &policy).unwrap_err().kind(), crate::ErrorKind::Unsupported);
+        let big = Kdf::Argon2 { variant: Argon2Variant::Id, time: 4, memory_kib: 4 << 20, cpus: 4 };
+        assert_eq!(big.derive_with(b"p", b"s", 32, &policy).unwrap_err().kind(), crate::ErrorKind::Unsupported);
+        let slow = Kdf::Argon2 { variant: Argon2Variant::Id, time: 1000, memory_kib: 64, cpus: 1 };
+        assert_eq!(slow.derive_with(b"p", b"s", 32, &policy).unwrap_err().kind(), crate::ErrorKind::Unsupported);
+        let vk = Key::new(vec![1; 32]);
+        let r = digest_matches_with(&vk, HashAlg::Sha256, b"s", u32::MAX, &[0; 32], &policy);
+        assert_eq!(r.unwrap_err().kind(), crate::ErrorKind::Unsupported);
+        // Argon2 returns Interrupted promptly while it runs (16 MiB × 1000 passes would take minutes).
+        let long = Kdf::Argon2 { variant: Argon2Variant::Id, time: 1000, memory_kib: 16 << 10, cpus: 1 };
+        let p = KdfPolicy { interrupt: crate::progress::Interrupt::new(), ..KdfPolicy::unlimited() };
+        let i = p.interrupt.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            i.trigger();
+        });
+        let t0 = std::time::Instant::now();
+        let e = long.derive_with(b"p", &[7; 32], 32, &p).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Interrupted, "{e:?}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub use header::{LUKS_MAGIC, LUKS2_MAGIC_2ND};
 use crate::crypto::{Key, Passphrase, SectorCipher};
 use crate::source::ByteSource;
 use header::{Luks1, Luks2};
+pub use keyslot::KdfPolicy;
 use keyslot::{Argon2Variant, Kdf};
 
 /// A keyslot as the report shows it.
@@ -159,7 +160,7 @@ pub fn read(src: &dyn ByteSource) -> crate::Result<Option<Luks>> {
     if h[..6] != LUKS_MAGIC {
         return Ok(None);
     }
-    let parsed = match u16::from_be_bytes([h[6], h[7]]) {
+    let parsed = match crate::bytes::be16(&h, 6) {
         1 => {
             let l = Luks1::parse(&h)?;
             let end = u64::from(l.slots.iter().map(|s| s.key_material_sector).max().unwrap_or(0)) + l.slot_sectors();
@@ -298,6 +299,16 @@ impl Luks {
     /// `WrongKey` when no keyslot opens; `Unsupported` when no keyslot uses a KDF/cipher loopkit
     /// has; `Corrupt` for inconsistent keyslots; `Io`.
     pub fn unlock(&self, src: &dyn ByteSource, pass: &Passphrase) -> crate::Result<Unlocked> {
+        self.unlock_with(src, pass, &KdfPolicy::unlimited())
+    }
+
+    /// [`Luks::unlock`] for a header that is not loopkit's own: keyslot KDFs and digests above
+    /// `policy`'s caps are skipped (reported as `Unsupported` when no keyslot opens), and the
+    /// KDFs stop when its interrupt fires.
+    ///
+    /// # Errors
+    /// As [`Luks::unlock`]; `Interrupted`.
+    pub fn unlock_with(&self, src: &dyn ByteSource, pass: &Passphrase, policy: &KdfPolicy) -> crate::Result<Unlocked> {
         let mut tried = 0usize;
         let mut unsupported: Option<crate::Error> = None;
         let mut attempt = |r: crate::Result<Option<Unlocked>>| -> crate::Result<Option<Unlocked>> {
@@ -317,7 +328,7 @@ impl Luks {
         match &self.parsed {
             Parsed::V1(l) => {
                 for (i, s) in l.slots.iter().enumerate().filter(|(_, s)| s.active) {
-                    if let Some(u) = attempt(self.try_luks1(src, l, i, s, pass))? {
+                    if let Some(u) = attempt(self.try_luks1(src, l, i, s, pass, policy))? {
                         return Ok(u);
                     }
                 }
@@ -329,7 +340,7 @@ impl Luks {
                     (std::cmp::Reverse(k.priority.unwrap_or(1)), id.parse::<u32>().unwrap_or(u32::MAX))
                 });
                 for (id, ks) in order {
-                    if let Some(u) = attempt(self.try_luks2(src, l, id, ks, pass))? {
+                    if let Some(u) = attempt(self.try_luks2(src, l, id, ks, pass, policy))? {
                         return Ok(u);
                     }
                 }
@@ -354,13 +365,17 @@ impl Luks {
         i: usize,
         s: &header::Slot1,
         pass: &Passphrase,
+        policy: &KdfPolicy,
     ) -> crate::Result<Option<Unlocked>> {
         let what = format!("LUKS1 keyslot {i}");
         let hash = l.hash().ok_or_else(|| crate::Error::unsupported(format!("{what}: hash {:?}", l.hash_spec)))?;
         let key_len = l.key_bytes as usize;
         // An unsupported cipher is found before the (expensive) KDF runs.
         sector_cipher(&self.header.cipher, &vec![0u8; key_len], 512)?;
-        let slot_key = Kdf::Pbkdf2 { hash, iterations: s.iterations }.derive(pass.bytes(), &s.salt, key_len)?;
+        policy.check_pbkdf2(l.mk_digest_iter, &format!("{what} (volume-key digest)"))?;
+        policy.check_pbkdf2(s.iterations, &what)?;
+        let slot_key =
+            Kdf::Pbkdf2 { hash, iterations: s.iterations }.derive_with(pass.bytes(), &s.salt, key_len, policy)?;
         let cipher = sector_cipher(&self.header.cipher, slot_key.bytes(), 512)?;
         let material = read_material(
             src,
@@ -369,7 +384,7 @@ impl Luks {
             &what,
         )?;
         let vk = keyslot::open_material(material, &*cipher, key_len, af::STRIPES, hash)?;
-        Ok(keyslot::digest_matches(&vk, hash, &l.mk_digest_salt, l.mk_digest_iter, &l.mk_digest)
+        Ok(keyslot::digest_matches_with(&vk, hash, &l.mk_digest_salt, l.mk_digest_iter, &l.mk_digest, policy)?
             .then_some(Unlocked { volume_key: vk, keyslot: i as u32 }))
     }
 
@@ -380,6 +395,7 @@ impl Luks {
         id: &str,
         ks: &json::Keyslot,
         pass: &Passphrase,
+        policy: &KdfPolicy,
     ) -> crate::Result<Option<Unlocked>> {
         let what = format!("LUKS2 keyslot {id}");
         let kdf_json = ks.kdf.as_ref().ok_or_else(|| crate::Error::corrupt(format!("{what} has no kdf")))?;
@@ -429,11 +445,12 @@ impl Luks {
         let d_value = json::b64_decode(digest.digest.as_deref().unwrap_or(""), "digest value")?;
         let d_iter = digest.iterations.ok_or_else(|| crate::Error::corrupt("LUKS2 digest has no iterations"))?;
 
-        let slot_key = kdf.derive(pass.bytes(), &salt, area_key_len)?;
+        policy.check_pbkdf2(d_iter, &format!("{what} (volume-key digest)"))?;
+        let slot_key = kdf.derive_with(pass.bytes(), &salt, area_key_len, policy).map_err(|e| e.context(&what))?;
         let cipher = sector_cipher(area_enc, slot_key.bytes(), 512)?;
         let material = read_material(src, ks.area.offset, need, &what)?;
         let vk = keyslot::open_material(material, &*cipher, key_len, af::STRIPES, af_hash)?;
-        Ok(keyslot::digest_matches(&vk, d_hash, &d_salt, d_iter, &d_value)
+        Ok(keyslot::digest_matches_with(&vk, d_hash, &d_salt, d_iter, &d_value, policy)?
             .then_some(Unlocked { volume_key: vk, keyslot: id.parse().unwrap_or(u32::MAX) }))
     }
 

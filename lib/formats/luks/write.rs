@@ -2,7 +2,7 @@
 //! up to the data segment, with one keyslot for a new passphrase and a volume key the caller
 //! chooses (a fresh random one for re-encryption, the legacy key for a detached header).
 //!
-//! Layouts copy cryptsetup 2.6's defaults (`docs/formats/luks.md` §0.3, §1.2, §2.4):
+//! Layouts copy cryptsetup 2.6's defaults (`docs/formats/research/luks.md` §0.3, §1.2, §2.4):
 //! - LUKS2: `hdr_size` 16384 (JSON area 12288, the only size cryptsetup 2.0.0–2.0.5 read), two
 //!   copies with their own salts, keyslot 0's area at 32768, `keyslots_size` 16744448 (the rest
 //!   of the keyslots area filled with random bytes, as cryptsetup does), data at 16 MiB, a

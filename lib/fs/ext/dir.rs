@@ -6,7 +6,7 @@
 //! Sources: linux `fs/ext4/namei.c` (`dx_root`, `dx_node`, `dx_tail`), `fs/ext4/ext4.h`.
 
 use super::csum;
-use crate::fs::probe::{le16, le32};
+use crate::bytes::{le16, le32};
 use crate::fs::tree::{DirEntry, Issue};
 
 /// The `file_type` byte that marks a checksum tail (`EXT4_FT_DIR_CSUM`).

@@ -4,7 +4,7 @@
 //! `struct ext2_inode_large`.
 
 use super::csum;
-use crate::fs::probe::{le16, le32};
+use crate::bytes::{le16, le32};
 
 /// `i_flags`: the directory has an htree index.
 pub const INDEX_FL: u32 = 0x0000_1000;

@@ -10,8 +10,8 @@
 use super::Ext;
 use super::csum;
 use super::inode::Inode;
+use crate::bytes::{le16, le32};
 use crate::extent::{Extent, ExtentFlags};
-use crate::fs::probe::{le16, le32};
 use crate::fs::tree::Issue;
 use std::collections::HashSet;
 

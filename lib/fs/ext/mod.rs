@@ -16,13 +16,14 @@ pub mod inode;
 pub mod map;
 pub mod superblock;
 
+use crate::bytes;
 use crate::extent::{Extent, ExtentFlags};
-use crate::fs::probe::{EXT_SUPERBLOCK_OFFSET, le16, le32};
 use crate::fs::tree::read_err;
 use crate::fs::tree::{FileReader, FileSystem, FileType, Issue, Listing, NodeId, Stat};
 use crate::source::ByteSource;
 use inode::Inode;
-pub use superblock::Superblock;
+
+pub use superblock::{EXT_SUPER_MAGIC, EXT_SUPERBLOCK_OFFSET, GroupDesc, Superblock};
 
 /// Inode number of the root directory.
 pub const ROOT_INO: u32 = 2;
@@ -131,24 +132,9 @@ impl<'a> Ext<'a> {
                 if g >= sb.groups {
                     break;
                 }
-                let d = &data[j * ds..(j + 1) * ds];
-                let mut inode_table = u64::from(le32(d, 0x08));
-                let mut itable_unused = u32::from(le16(d, 0x1C));
-                if ds >= 64 {
-                    inode_table |= u64::from(le32(d, 0x28)) << 32;
-                    itable_unused |= u32::from(le16(d, 0x32)) << 16;
-                }
-                let stored = le16(d, 0x1E);
-                let gnum = g.to_le_bytes();
-                let computed = if sb.metadata_csum() {
-                    Some((csum::crc32c(sb.csum_seed, &[&gnum, &d[..0x1E], &[0, 0], &d[0x20..]]) & 0xFFFF) as u16)
-                } else if sb.gdt_csum() {
-                    let rest: &[u8] = if ds > 0x20 { &d[0x20..] } else { &[] };
-                    Some(csum::crc16(0xFFFF, &[&sb.uuid, &gnum, &d[..0x1E], rest]))
-                } else {
-                    None
-                };
-                if computed.is_some_and(|c| c != stored) {
+                let d = bytes::slice(&data, j * ds, ds);
+                let GroupDesc { inode_table, flags, itable_unused, checksum_ok } = sb.group_desc(g, d);
+                if checksum_ok == Some(false) {
                     bad_csum += 1;
                 }
                 let usable = inode_table >= u64::from(sb.first_data_block)
@@ -156,7 +142,7 @@ impl<'a> Ext<'a> {
                 if !usable {
                     bad_table.push(g);
                 }
-                groups.push(Group { inode_table, flags: le16(d, 0x12), itable_unused, usable });
+                groups.push(Group { inode_table, flags, itable_unused, usable });
             }
         }
         if bad_csum > 0 {
@@ -463,7 +449,7 @@ impl FileReader for ExtFile<'_> {
 
 impl FileSystem for Ext<'_> {
     fn kind(&self) -> &'static str {
-        self.sb.kind()
+        self.sb.kind().as_str()
     }
 
     fn root(&self) -> NodeId {

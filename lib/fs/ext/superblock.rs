@@ -3,7 +3,18 @@
 //! e2fsprogs `lib/ext2fs/ext2_fs.h` (`struct ext2_super_block`).
 
 use super::csum;
-use crate::fs::probe::{EXT_SUPER_MAGIC, le16, le32};
+use crate::bytes::{self, le16, le32};
+use crate::fs::Strictness;
+use crate::fs::probe::FsKind;
+
+/// ext superblock magic (`EXT2_SUPER_MAGIC`), at superblock offset 56.
+pub const EXT_SUPER_MAGIC: u16 = 0xEF53;
+/// Byte offset of the primary ext superblock.
+pub const EXT_SUPERBLOCK_OFFSET: u64 = 1024;
+/// Incompat features ext3 supports (FILETYPE | RECOVER | META_BG), per libblkid.
+const EXT3_INCOMPAT_SUPP: u32 = 0x0002 | 0x0004 | 0x0010;
+/// Ro-compat features ext2/ext3 support (SPARSE_SUPER | LARGE_FILE | BTREE_DIR).
+const EXT3_RO_COMPAT_SUPP: u32 = 0x0001 | 0x0002 | 0x0004;
 
 /// `s_feature_compat`: the file system has a journal (ext3/ext4).
 pub const COMPAT_HAS_JOURNAL: u32 = 0x0004;
@@ -82,6 +93,10 @@ pub struct Superblock {
     pub inodes_count: u32,
     /// `s_blocks_count` (64-bit with `64bit`).
     pub blocks_count: u64,
+    /// `s_free_blocks_count` (low 32 bits).
+    pub free_blocks_count: u64,
+    /// `s_free_inodes_count`.
+    pub free_inodes_count: u32,
     /// `s_first_data_block` (1 for 1 KiB blocks, else 0).
     pub first_data_block: u32,
     /// Block size in bytes (1 KiB – 64 KiB).
@@ -104,6 +119,8 @@ pub struct Superblock {
     pub ro_compat: u32,
     /// `s_uuid`.
     pub uuid: [u8; 16],
+    /// `s_volume_name` (NUL-padded).
+    pub label: [u8; 16],
     /// Group descriptor size in bytes.
     pub desc_size: u32,
     /// `s_first_meta_bg`.
@@ -118,19 +135,44 @@ pub struct Superblock {
     pub checksum_ok: Option<bool>,
 }
 
+/// The fields of one block-group descriptor the reader uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupDesc {
+    /// `bg_inode_table` (64-bit with `64bit` and 64-byte descriptors).
+    pub inode_table: u64,
+    /// `bg_flags`.
+    pub flags: u16,
+    /// `bg_itable_unused`.
+    pub itable_unused: u32,
+    /// Whether the stored checksum matches (`None`: the file system has no descriptor checksums).
+    pub checksum_ok: Option<bool>,
+}
+
 impl Superblock {
-    /// Parse and check a superblock.
+    /// Parse and check a superblock (strictly: what the reader needs).
     ///
     /// # Errors
     /// `NotRecognized` without the magic; `Corrupt` for impossible geometry; `Unsupported` for
     /// incompatible features this reader does not know.
     pub fn parse(sb: &[u8]) -> crate::Result<Superblock> {
-        if sb.len() < 1024 || le16(sb, 0x38) != EXT_SUPER_MAGIC {
+        Self::parse_with(sb, Strictness::Strict)
+    }
+
+    /// Parse a superblock with the checks `strictness` asks for. All arithmetic is checked.
+    ///
+    /// # Errors
+    /// As [`Superblock::parse`], with fewer checks for the lenient levels.
+    pub fn parse_with(sb: &[u8], strictness: Strictness) -> crate::Result<Superblock> {
+        // Under a garbling IV the counts in bytes 0..16 (inodes, blocks, free counts) mean nothing;
+        // a head scan sees one 512-byte sector (the fields past it then read as zero).
+        let trusted = !matches!(strictness, Strictness::IvGarbled(_));
+        if sb.len() < if trusted { 1024 } else { 512 } || le16(sb, 0x38) != EXT_SUPER_MAGIC {
             return Err(crate::Error::new(
                 crate::ErrorKind::NotRecognized,
                 "no ext2/3/4 superblock magic at byte 1080",
             ));
         }
+        let strict = strictness == Strictness::Strict;
         let bad = |what: String| crate::Error::corrupt(format!("ext superblock: {what}"));
         let log_bs = le32(sb, 0x18);
         if log_bs > 6 {
@@ -144,11 +186,12 @@ impl Superblock {
         let incompat = le32(sb, 0x60);
         let ro_compat = le32(sb, 0x64);
         let compat = le32(sb, 0x5C);
-        if incompat & INCOMPAT_JOURNAL_DEV != 0 {
+        let journal_dev = incompat & INCOMPAT_JOURNAL_DEV != 0;
+        if journal_dev && strict {
             return Err(crate::Error::unsupported("this is an external ext3/ext4 journal device, not a file system"));
         }
         let unknown = incompat & !INCOMPAT_KNOWN;
-        if unknown != 0 {
+        if unknown != 0 && strict {
             return Err(crate::Error::unsupported(format!(
                 "ext incompatible feature flags {unknown:#x} are not supported by this reader"
             )));
@@ -157,24 +200,56 @@ impl Superblock {
         if !inode_size.is_power_of_two() || inode_size < 128 || inode_size > block_size {
             return Err(bad(format!("inode size {inode_size} (a power of two from 128 to the block size expected)")));
         }
-        let mut blocks_count = u64::from(le32(sb, 0x04));
+        let mut blocks_count = if trusted { u64::from(le32(sb, 0x04)) } else { 0 };
         let mut desc_size = u32::from(DESC_SIZE_32);
         if incompat & INCOMPAT_64BIT != 0 {
-            blocks_count |= u64::from(le32(sb, 0x150)) << 32;
+            if trusted {
+                blocks_count |= u64::from(le32(sb, 0x150)) << 32;
+            }
             desc_size = u32::from(le16(sb, 0xFE));
             if desc_size < u32::from(MIN_DESC_SIZE_64BIT) || desc_size > 1024 || !desc_size.is_power_of_two() {
-                return Err(bad(format!("group descriptor size {desc_size} (64 to 1024, a power of two, expected)")));
+                if strict {
+                    return Err(bad(format!(
+                        "group descriptor size {desc_size} (64 to 1024, a power of two, expected)"
+                    )));
+                }
+                desc_size = u32::from(MIN_DESC_SIZE_64BIT);
             }
         }
-        let first_data_block = le32(sb, 0x14);
+        let mut sbk = Superblock {
+            inodes_count: if trusted { le32(sb, 0x00) } else { 0 },
+            blocks_count,
+            free_blocks_count: if trusted { u64::from(le32(sb, 0x0C)) } else { 0 },
+            free_inodes_count: if trusted { le32(sb, 0x10) } else { 0 },
+            first_data_block: le32(sb, 0x14),
+            block_size,
+            blocks_per_group: le32(sb, 0x20),
+            inodes_per_group: le32(sb, 0x28),
+            state: le16(sb, 0x3A),
+            rev_level,
+            inode_size,
+            compat,
+            incompat,
+            ro_compat,
+            uuid: bytes::array(sb, 0x68),
+            label: bytes::array(sb, 0x78),
+            desc_size,
+            first_meta_bg: le32(sb, 0x104),
+            backup_bgs: [le32(sb, 0x24C), le32(sb, 0x250)],
+            csum_seed: 0,
+            groups: 0,
+            checksum_ok: None,
+        };
+        if journal_dev {
+            // Lenient only: a journal device has no block groups to check.
+            return Ok(sbk);
+        }
+        let Superblock { first_data_block, blocks_per_group, inodes_per_group, inodes_count, .. } = sbk;
         if first_data_block != u32::from(block_size == 1024) {
             return Err(bad(format!("s_first_data_block is {first_data_block} with {block_size}-byte blocks")));
         }
-        let blocks_per_group = le32(sb, 0x20);
-        let inodes_per_group = le32(sb, 0x28);
-        let inodes_count = le32(sb, 0x00);
         let bits = u64::from(block_size) * 8;
-        // The kernel's limits (one bitmap block per group), also checked by fs::probe.
+        // The kernel's limits (one bitmap block per group).
         if blocks_per_group < 8
             || u64::from(blocks_per_group) > bits
             || !blocks_per_group.is_multiple_of(8)
@@ -186,55 +261,86 @@ impl Superblock {
                  of 8, and 1 to {bits} inodes expected)"
             )));
         }
-        if blocks_count <= u64::from(first_data_block) {
-            return Err(bad(format!("the block count {blocks_count} leaves no data blocks")));
+        if !trusted {
+            return Ok(sbk);
         }
+        let Some(data_blocks) = blocks_count.checked_sub(u64::from(first_data_block)).filter(|&n| n > 0) else {
+            return Err(bad(format!("the block count {blocks_count} leaves no data blocks")));
+        };
         // Every block address times the block size must stay a byte offset.
         if blocks_count.checked_mul(u64::from(block_size)).is_none_or(|b| b > i64::MAX as u64) {
             return Err(bad(format!("{blocks_count} blocks of {block_size} bytes is beyond any device")));
         }
-        let groups64 = (blocks_count - u64::from(first_data_block)).div_ceil(u64::from(blocks_per_group));
-        let groups = u32::try_from(groups64).map_err(|_| bad(format!("{groups64} block groups is impossible")))?;
-        if u64::from(inodes_count) > u64::from(groups) * u64::from(inodes_per_group) {
+        let groups64 = data_blocks.div_ceil(u64::from(blocks_per_group));
+        sbk.groups = u32::try_from(groups64).map_err(|_| bad(format!("{groups64} block groups is impossible")))?;
+        if strict && u64::from(inodes_count) > sbk.inode_capacity() {
             return Err(bad(format!(
-                "{inodes_count} inodes do not fit in {groups} groups of {inodes_per_group} inodes"
+                "{inodes_count} inodes do not fit in {} groups of {inodes_per_group} inodes",
+                sbk.groups
             )));
         }
-        let mut uuid = [0u8; 16];
-        uuid.copy_from_slice(&sb[0x68..0x78]);
-        let metadata_csum = ro_compat & RO_COMPAT_METADATA_CSUM != 0;
-        let mut checksum_ok = None;
-        let mut csum_seed = 0;
-        if metadata_csum {
+        if !strict && (sbk.free_blocks_count > blocks_count || sbk.free_inodes_count > inodes_count || sbk.state > 7) {
+            return Err(bad(format!(
+                "{} free of {blocks_count} blocks, {} free of {inodes_count} inodes, state {:#x}",
+                sbk.free_blocks_count, sbk.free_inodes_count, sbk.state
+            )));
+        }
+        if sbk.metadata_csum() {
             let ty = sb[0x175];
-            if ty != CHECKSUM_TYPE_CRC32C {
+            if ty == CHECKSUM_TYPE_CRC32C {
+                let stored = le32(sb, SB_CHECKSUM_OFFSET);
+                sbk.checksum_ok = Some(csum::crc32c(!0, &[&sb[..SB_CHECKSUM_OFFSET]]) == stored);
+                sbk.csum_seed =
+                    if incompat & INCOMPAT_CSUM_SEED != 0 { le32(sb, 0x270) } else { csum::crc32c(!0, &[&sbk.uuid]) };
+            } else if strict {
                 return Err(bad(format!("checksum type {ty} is unknown (1 = CRC-32C expected)")));
             }
-            let stored = le32(sb, SB_CHECKSUM_OFFSET);
-            checksum_ok = Some(csum::crc32c(!0, &[&sb[..SB_CHECKSUM_OFFSET]]) == stored);
-            csum_seed = if incompat & INCOMPAT_CSUM_SEED != 0 { le32(sb, 0x270) } else { csum::crc32c(!0, &[&uuid]) };
         }
-        Ok(Superblock {
-            inodes_count,
-            blocks_count,
-            first_data_block,
-            block_size,
-            blocks_per_group,
-            inodes_per_group,
-            state: le16(sb, 0x3A),
-            rev_level,
-            inode_size,
-            compat,
-            incompat,
-            ro_compat,
-            uuid,
-            desc_size,
-            first_meta_bg: le32(sb, 0x104),
-            backup_bgs: [le32(sb, 0x24C), le32(sb, 0x250)],
-            csum_seed,
-            groups,
-            checksum_ok,
-        })
+        Ok(sbk)
+    }
+
+    /// Whether this is an external journal device (refused by [`Strictness::Strict`]; the
+    /// lenient levels accept it after the block-size checks only).
+    pub fn is_journal_device(&self) -> bool {
+        self.incompat & INCOMPAT_JOURNAL_DEV != 0
+    }
+
+    /// `groups × inodes_per_group`: the inode count a consistent superblock states.
+    pub fn inode_capacity(&self) -> u64 {
+        u64::from(self.groups) * u64::from(self.inodes_per_group)
+    }
+
+    /// The volume label (`s_volume_name`), `None` when empty.
+    pub fn label(&self) -> Option<String> {
+        bytes::label(&self.label)
+    }
+
+    /// The size the file system claims, in bytes (`None` on overflow).
+    pub fn size_bytes(&self) -> Option<u64> {
+        self.blocks_count.checked_mul(u64::from(self.block_size))
+    }
+
+    /// Parse group `g`'s descriptor `d` (`desc_size` bytes) and check its checksum.
+    pub fn group_desc(&self, g: u32, d: &[u8]) -> GroupDesc {
+        let ds = self.desc_size as usize;
+        let mut inode_table = u64::from(le32(d, 0x08));
+        let mut itable_unused = u32::from(le16(d, 0x1C));
+        if ds >= 64 {
+            inode_table |= u64::from(le32(d, 0x28)) << 32;
+            itable_unused |= u32::from(le16(d, 0x32)) << 16;
+        }
+        let stored = le16(d, 0x1E);
+        let gnum = g.to_le_bytes();
+        let head = bytes::slice(d, 0, 0x1E);
+        let rest = d.get(0x20..ds.min(d.len())).unwrap_or(&[]);
+        let computed = if self.metadata_csum() {
+            Some((csum::crc32c(self.csum_seed, &[&gnum, head, &[0, 0], rest]) & 0xFFFF) as u16)
+        } else if self.gdt_csum() {
+            Some(csum::crc16(0xFFFF, &[&self.uuid, &gnum, head, rest]))
+        } else {
+            None
+        };
+        GroupDesc { inode_table, flags: le16(d, 0x12), itable_unused, checksum_ok: computed.map(|c| c == stored) }
     }
 
     /// Whether metadata carries CRC-32C checksums.
@@ -253,8 +359,15 @@ impl Superblock {
     }
 
     /// blkid's name: ext4 when any ext4-only feature is on, ext3 with a journal, else ext2.
-    pub fn kind(&self) -> &'static str {
-        crate::fs::probe::ext_kind(self.compat, self.incompat, self.ro_compat)
+    pub fn kind(&self) -> FsKind {
+        if self.is_journal_device() {
+            return FsKind::Jbd;
+        }
+        if self.incompat & !EXT3_INCOMPAT_SUPP == 0 && self.ro_compat & !EXT3_RO_COMPAT_SUPP == 0 {
+            if self.compat & COMPAT_HAS_JOURNAL != 0 { FsKind::Ext3 } else { FsKind::Ext2 }
+        } else {
+            FsKind::Ext4
+        }
     }
 
     /// Whether block group `g` holds a superblock backup (and so a descriptor-table copy).
@@ -324,7 +437,7 @@ mod tests {
     fn parses_and_rejects() {
         let sb = Superblock::parse(&minimal()).unwrap();
         assert_eq!((sb.block_size, sb.groups, sb.inode_size), (1024, 1, 256));
-        assert_eq!(sb.kind(), "ext2");
+        assert_eq!(sb.kind(), FsKind::Ext2);
         assert_eq!(sb.descriptor_blocks(), vec![2]);
 
         let mut b = minimal();

@@ -9,19 +9,19 @@
 //! ```
 
 pub mod susp;
+pub mod vd;
 
-use crate::fs::probe::{ISO_VD_OFFSET, le16, le32};
+use crate::bytes::le32;
+use crate::fs::Strictness;
 use crate::fs::tree::read_err;
 use crate::fs::tree::{DirEntry, FileReader, FileSystem, FileType, Issue, Listing, NodeId, Stat};
 use crate::source::ByteSource;
 use susp::RockRidge;
+pub use vd::ISO_VD_OFFSET;
+use vd::{VD_PRIMARY, VD_TERMINATOR};
 
 /// ISO9660 sectors are 2048 bytes; directory records never cross one.
 pub const SECTOR_BYTES: u64 = 2048;
-/// Volume descriptor types.
-const VD_PRIMARY: u8 = 1;
-const VD_SUPPLEMENTARY: u8 = 2;
-const VD_TERMINATOR: u8 = 255;
 /// Offset of the root directory record in a volume descriptor.
 const VD_ROOT_RECORD: u64 = 156;
 /// Record flags.
@@ -115,18 +115,18 @@ impl<'a> Iso<'a> {
         let mut vd = vec![0u8; 2048];
         for i in 0..MAX_DESCRIPTORS {
             let off = ISO_VD_OFFSET + i * SECTOR_BYTES;
-            if src.read_exact_at(&mut vd, off).is_err() || &vd[1..6] != b"CD001" {
+            if src.read_exact_at(&mut vd, off).is_err() || !vd::is_descriptor(&vd) {
                 break;
             }
             match vd[0] {
                 VD_PRIMARY if pvd.is_none() => {
-                    let bs = u64::from(le16(&vd, 128));
-                    if !bs.is_power_of_two() || !(512..=2048).contains(&bs) {
+                    let Some(p) = vd::primary(&vd, Strictness::Strict) else {
+                        let bs = crate::bytes::le16(&vd, 128);
                         return Err(crate::Error::corrupt(format!("ISO9660: logical block size {bs} is invalid")));
-                    }
-                    pvd = Some((off, bs, u64::from(le32(&vd, 80)) * bs));
+                    };
+                    pvd = Some((off, u64::from(p.block_size), p.volume_bytes()));
                 }
-                VD_SUPPLEMENTARY if vd[88] == 0x25 && vd[89] == 0x2F && matches!(vd[90], 0x40 | 0x43 | 0x45) => {
+                _ if vd::is_joliet(&vd) => {
                     joliet.get_or_insert(off);
                 }
                 VD_TERMINATOR => break,

@@ -4,7 +4,7 @@
 //! `CL`/`PL`/`RE` (relocated deep directories), `ST` (end). Parsing is pure (no I/O); the
 //! caller fetches `CE` areas and feeds them back.
 
-use crate::fs::probe::le32;
+use crate::bytes::le32;
 use crate::fs::tree::Issue;
 
 /// What the Rock Ridge entries of one directory record say.

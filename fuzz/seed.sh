@@ -1,0 +1,68 @@
+#!/bin/sh
+# Seed corpora for the fuzz targets from the same generators and tools the tests use as oracles:
+# mkfs.ext2/ext4 -d, genisoimage -R -J, cryptsetup luksFormat (LUKS1/LUKS2 headers),
+# testdata/gen/ecc.py (dvdisaster RS01/RS02/RS03), testdata/gen/tree.py (the file tree).
+# Usage: fuzz/seed.sh [CORPUS_DIR]   (default fuzz/corpus). Small files only (≤ 1 MiB each).
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$root/fuzz/corpus}
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+for t in luks_header luks2_json dvdisaster_headers ext iso9660 loopaes_keyfile fs_probe open_verify; do
+    mkdir -p "$out/$t"
+done
+# A tiny tree: files (empty, small, with a hole), a symlink, a hard link, a 120-entry directory
+# (htree on ext4), a deep path.
+mkdir -p "$tmp/tree/big" "$tmp/tree/a/b/c/d"
+printf 'hello\n' > "$tmp/tree/small.txt"; : > "$tmp/tree/empty"
+dd if=/dev/urandom of="$tmp/tree/a/b/c/d/data.bin" bs=1k count=40 2>/dev/null
+truncate -s 300k "$tmp/tree/sparse"; printf 'x' | dd of="$tmp/tree/sparse" bs=1 seek=200000 conv=notrunc 2>/dev/null
+ln -s small.txt "$tmp/tree/link"; ln "$tmp/tree/small.txt" "$tmp/tree/hard"
+i=0; while [ $i -lt 120 ]; do : > "$tmp/tree/big/entry-$i-with-a-longish-name"; i=$((i + 1)); done
+# ext2 (1 KiB blocks, block maps), ext4 (extents, htree, metadata_csum), ext4 with inline data;
+# no journals (the seeds stay small).
+mk() { truncate -s 2M "$tmp/$1.img"; shift 0; }
+mk ext2 && mkfs.ext2 -q -F -b 1024 -N 256 -d "$tmp/tree" "$tmp/ext2.img"
+mk ext4 && mkfs.ext4 -q -F -O ^has_journal -N 256 -d "$tmp/tree" "$tmp/ext4.img"
+mk ext4i && mkfs.ext4 -q -F -O ^has_journal,inline_data -N 256 -d "$tmp/tree" "$tmp/ext4i.img"
+for fs in ext2 ext4 ext4i; do
+    cp "$tmp/$fs.img" "$out/ext/$fs.img"
+    head -c 4096 "$tmp/$fs.img" > "$out/fs_probe/$fs.head"
+done
+cp "$tmp/ext2.img" "$out/open_verify/ext2.img"
+genisoimage -quiet -R -J -o "$tmp/rr.iso" "$tmp/tree" 2>/dev/null || genisoimage -quiet -R -o "$tmp/rr.iso" "$tmp/tree"
+head -c 1048576 "$tmp/rr.iso" > "$out/iso9660/rr-joliet.iso"
+head -c 40960 "$tmp/rr.iso" > "$out/fs_probe/iso.head"
+printf 'loopkit fuzz seed' > "$tmp/pass"
+for v in luks1 luks2; do
+    truncate -s 20M "$tmp/$v.img"
+    cryptsetup luksFormat --batch-mode --type "$v" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+        --key-file "$tmp/pass" "$tmp/$v.img" >/dev/null 2>&1 || continue
+    head -c 65536 "$tmp/$v.img" > "$out/luks_header/$v.hdr"
+    cp "$out/luks_header/$v.hdr" "$out/open_verify/$v.hdr"
+done
+if [ -f "$tmp/luks2.img" ]; then
+    dd if="$tmp/luks2.img" bs=1 skip=4096 count=12288 2>/dev/null | tr -d '\000' > "$out/luks2_json/luks2.json"
+fi
+python3 - "$out/loopaes_keyfile" <<'PY'
+import base64, hashlib, os, sys
+d = sys.argv[1]
+for n in (1, 64, 65):
+    lines = [base64.b64encode(hashlib.sha512(b"line%d" % i).digest()[:45]).decode()[:60] for i in range(n)]
+    open(os.path.join(d, "keys%d" % n), "w").write("\n".join(lines) + "\n")
+PY
+if command -v dvdisaster >/dev/null; then
+    ecc() { timeout 120 python3 "$root/testdata/gen/ecc.py" "$@" >/dev/null 2>&1; }
+    ulimit -f 131072
+    if ecc iso --kib 2048 --out "$tmp/e.iso"; then
+        for m in RS01 RS03; do
+            ecc eccfile --image "$tmp/e.iso" --method $m --roots 32 --out "$tmp/e-$m.ecc" &&
+                head -c 65536 "$tmp/e-$m.ecc" > "$out/dvdisaster_headers/$m.ecc" || true
+        done
+        for m in RS02 RS03; do
+            cp "$tmp/e.iso" "$tmp/a-$m.iso"
+            ecc augment --image "$tmp/a-$m.iso" --method $m --roots 32 &&
+                tail -c 262144 "$tmp/a-$m.iso" > "$out/dvdisaster_headers/$m.tail" || true
+        done
+    fi
+fi
+ls -R "$out" | head -60

@@ -1,0 +1,208 @@
+//! Candidate keys for detection: every key the secrets allow (derivation × key size, loop-AES
+//! multi-key sets), deduplicated, most likely first, and the cipher modes to try with each.
+
+use super::{Constraints, Secrets};
+use crate::crypto::cbc::IvScheme;
+use crate::crypto::kdf::{Derivation, MultiKey, loopaes_multi, loopaes_single};
+use crate::crypto::{HashAlg, Passphrase};
+use crate::formats::legacy::{KeyMaterial, Mode, Params, Scheme};
+
+/// One derived key (set) to try.
+pub(super) struct KeyCand {
+    pub(super) derivation: Derivation,
+    pub(super) key_bits: u32,
+    pub(super) keys: KeyMaterial,
+    pub(super) multi_key: Option<MultiKey>,
+    pub(super) equivalents: Vec<Derivation>,
+    pub(super) order: usize,
+}
+
+impl KeyCand {
+    fn single(derivation: Derivation, key_bits: u32, key: crate::crypto::Key, order: usize) -> KeyCand {
+        KeyCand { derivation, key_bits, keys: KeyMaterial::Single(key), multi_key: None, equivalents: vec![], order }
+    }
+
+    /// The parameter set of this key under `mode` at `offset_bytes` / `iv_offset_sectors`.
+    pub(super) fn params(
+        &self,
+        scheme: Scheme,
+        mode: Mode,
+        offset_bytes: u64,
+        iv_offset_sectors: u64,
+        c: &Constraints,
+    ) -> Params {
+        // Seed and iterations only ever applied to a single-key passphrase.
+        let from_passphrase = self.multi_key.is_none() && self.derivation != Derivation::KeyFileRaw;
+        Params {
+            scheme,
+            mode,
+            key_bits: self.key_bits,
+            derivation: self.derivation,
+            multi_key: self.multi_key,
+            offset_bytes,
+            iv_offset_sectors,
+            size_limit_bytes: c.size_limit_bytes,
+            pseed: from_passphrase && c.pseed.is_some(),
+            itercountk: c.itercountk.filter(|_| from_passphrase),
+        }
+    }
+}
+
+fn bits_order(d: Derivation) -> [u32; 3] {
+    match d {
+        Derivation::Hash(HashAlg::Sha256) | Derivation::Unhashed2 => [128, 256, 192],
+        Derivation::Hash(HashAlg::Sha384) => [192, 128, 256],
+        _ => [256, 128, 192],
+    }
+}
+
+/// Derive every candidate key the secrets allow, most likely first, deduplicated.
+pub(super) fn key_candidates(secrets: &Secrets, c: &Constraints) -> crate::Result<Vec<KeyCand>> {
+    use sha2::Digest;
+    let mut out: Vec<KeyCand> = Vec::new();
+    let mut seen: Vec<[u8; 32]> = Vec::new();
+    let bits_ok = |b: u32| c.key_bits.is_none_or(|k| k == b);
+    let deriv_ok = |d: Derivation| c.derivation.is_none_or(|x| x == d);
+    let mut push = |cand: KeyCand, fingerprint: [u8; 32], out: &mut Vec<KeyCand>| {
+        if let Some(i) = seen.iter().position(|f| *f == fingerprint) {
+            let d = cand.derivation;
+            if !out[i].equivalents.contains(&d) && out[i].derivation != d {
+                out[i].equivalents.push(d);
+            }
+        } else {
+            seen.push(fingerprint);
+            out.push(cand);
+        }
+    };
+    let fp = |parts: &[&[u8]], bits: u32, tag: u8| -> [u8; 32] {
+        let mut h = sha2::Sha256::new();
+        h.update([tag]);
+        h.update(bits.to_le_bytes());
+        for p in parts {
+            h.update(p);
+        }
+        h.finalize().into()
+    };
+
+    // Passphrases: the typed one and a single-line key file's line 0.
+    let mut passes: Vec<Passphrase> = Vec::new();
+    if let Some(p) = &secrets.passphrase {
+        // With a gpg key file the passphrase only unlocks the key file.
+        if !secrets.key_file.as_ref().is_some_and(|k| k.from_gpg) {
+            passes.push(p.clone());
+        }
+    }
+    let mut raw_key_file: Option<&[u8]> = None;
+    if let Some(kf) = &secrets.key_file
+        && kf.multi_key.is_none()
+    {
+        if let Some(l) = kf.lines.first() {
+            passes.push(Passphrase::new(l.to_vec()));
+        }
+        raw_key_file = Some(&kf.raw[..]);
+    }
+    let allow_single = !matches!(c.mode, Some(Mode::Lmk));
+    let mut order = 0usize;
+    if allow_single {
+        for pass in &passes {
+            for d in Derivation::PASSPHRASE_ORDER {
+                if d == Derivation::KeyFileRaw || !deriv_ok(d) {
+                    continue;
+                }
+                for bits in bits_order(d) {
+                    order += 1;
+                    if !bits_ok(bits) {
+                        continue;
+                    }
+                    let seed = c.pseed.as_deref();
+                    let Some(key) = loopaes_single(d, pass, seed, c.itercountk, (bits / 8) as usize)? else {
+                        continue;
+                    };
+                    let f = fp(&[key.bytes()], bits, 0);
+                    push(KeyCand::single(d, bits, key, order), f, &mut out);
+                }
+            }
+        }
+        if let Some(raw) = raw_key_file
+            && deriv_ok(Derivation::KeyFileRaw)
+        {
+            for bits in [256, 128, 192] {
+                order += 1;
+                if !bits_ok(bits) {
+                    continue;
+                }
+                if let Some(key) = Derivation::KeyFileRaw.derive(raw, (bits / 8) as usize) {
+                    let f = fp(&[key.bytes()], bits, 0);
+                    push(KeyCand::single(Derivation::KeyFileRaw, bits, key, order), f, &mut out);
+                }
+            }
+        }
+    }
+    if let Some(kf) = &secrets.key_file
+        && let Some(mk) = kf.multi_key
+        && c.mode.is_none_or(|m| m == Mode::Lmk)
+        && c.scheme.is_none_or(|s| s == Scheme::LoopAes)
+    {
+        for bits in [128u32, 256, 192] {
+            if !bits_ok(bits) {
+                continue;
+            }
+            let default = HashAlg::loopaes_default((bits / 8) as usize);
+            let mut hashes = vec![default];
+            for h in [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512, HashAlg::Ripemd160] {
+                if !hashes.contains(&h) {
+                    hashes.push(h);
+                }
+            }
+            for h in hashes {
+                order += 1;
+                let d = Derivation::Hash(h);
+                if !deriv_ok(d) {
+                    continue;
+                }
+                let keys = loopaes_multi(d, &kf.lines, (bits / 8) as usize)?;
+                let mut parts: Vec<&[u8]> = keys.keys.iter().map(|k| k.bytes()).collect();
+                let seed = keys.seed;
+                if let Some(s) = &seed {
+                    parts.push(s);
+                }
+                let f = fp(&parts, bits, 1);
+                push(
+                    KeyCand {
+                        derivation: d,
+                        key_bits: bits,
+                        keys: KeyMaterial::Multi(keys),
+                        multi_key: Some(mk),
+                        equivalents: vec![],
+                        order,
+                    },
+                    f,
+                    &mut out,
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Modes to try for a key candidate, with the scheme each implies.
+pub(super) fn modes_for(k: &KeyCand, c: &Constraints) -> Vec<(Scheme, Mode)> {
+    if k.multi_key.is_some() {
+        return vec![(Scheme::LoopAes, Mode::Lmk)];
+    }
+    let family = if k.derivation.is_loopaes_family() { Scheme::LoopAes } else { Scheme::Cryptoloop };
+    let default_iv = |s: Scheme| {
+        if s == Scheme::LoopAes { IvScheme::Plain64 } else { IvScheme::Plain }
+    };
+    match (c.scheme, c.mode) {
+        (_, Some(Mode::Lmk)) => vec![],
+        (Some(s), Some(m)) => vec![(s, m)],
+        (None, Some(m @ Mode::Cbc(IvScheme::Plain64))) => vec![(Scheme::LoopAes, m)],
+        (None, Some(m)) => vec![(if m == Mode::Ecb { Scheme::Cryptoloop } else { family }, m)],
+        (Some(Scheme::LoopAes), None) => vec![(Scheme::LoopAes, Mode::Cbc(IvScheme::Plain64))],
+        (Some(Scheme::Cryptoloop), None) => {
+            vec![(Scheme::Cryptoloop, Mode::Cbc(IvScheme::Plain)), (Scheme::Cryptoloop, Mode::Ecb)]
+        }
+        (None, None) => vec![(family, Mode::Cbc(default_iv(family))), (Scheme::Cryptoloop, Mode::Ecb)],
+    }
+}

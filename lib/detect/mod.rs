@@ -1,0 +1,300 @@
+//! Parameter auto-detection for headerless images. Given a passphrase and/or key file, try every
+//! plausible combination — key derivation × key size × cipher mode × payload offset × IV offset —
+//! and accept one only when the decrypted data holds a strongly plausible file system
+//! ([`crate::fs::STRONG_CONFIDENCE`]). Offsets other than 0 come from a signature scan of the
+//! first few MiB: with CBC and a plain/plain64 IV only bytes 0..8 of a sector depend on the IV, so
+//! each candidate key decrypts the head once (batched ECB, then one XOR) and every sector is
+//! checked for IV-independent superblock fields (ext, ISO9660, FAT, btrfs).
+//!
+//! Identical keys from different derivations are tried once and reported as equivalent.
+//! cryptoloop (`plain` IV) and loop-AES single-key (`plain64`) are identical below 2 TiB; the
+//! scheme reported follows the key derivation's family.
+
+use crate::crypto::kdf::Derivation;
+use crate::crypto::{Passphrase, SectorCipher};
+use crate::formats::legacy::{KeyMaterial, Mode, Params, Scheme};
+use crate::formats::loopaes::KeyFile;
+use crate::fs::{self, FsInfo, STRONG_CONFIDENCE};
+use crate::source::{ByteSource, SECTOR_BYTES};
+use crate::volume::{Layout, Volume};
+mod keys;
+mod scan;
+
+use keys::{KeyCand, key_candidates, modes_for};
+use scan::scan_key;
+pub use scan::{HeadCache, looks_random, scan_plain};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Default length of the image head scanned for file-system signatures.
+pub const DEFAULT_SCAN_BYTES: u64 = 4 << 20;
+
+/// The secrets a user supplied.
+#[derive(Debug, Default, Clone)]
+pub struct Secrets {
+    /// The passphrase (also the gpg passphrase of an encrypted key file).
+    pub passphrase: Option<Passphrase>,
+    /// A loop-AES key file (or a raw key file).
+    pub key_file: Option<KeyFile>,
+}
+
+impl Secrets {
+    /// True when nothing was supplied.
+    pub fn is_empty(&self) -> bool {
+        self.passphrase.is_none() && self.key_file.is_none()
+    }
+}
+
+/// What the user pinned down; `None` fields are searched.
+#[derive(Debug, Clone, Default)]
+pub struct Constraints {
+    /// `--scheme`.
+    pub scheme: Option<Scheme>,
+    /// `--cipher`.
+    pub mode: Option<Mode>,
+    /// `--key-bits`.
+    pub key_bits: Option<u32>,
+    /// `--key-derivation`.
+    pub derivation: Option<Derivation>,
+    /// `--offset` (bytes).
+    pub offset_bytes: Option<u64>,
+    /// `--iv-offset` (sectors).
+    pub iv_offset_sectors: Option<u64>,
+    /// `--sizelimit` (bytes).
+    pub size_limit_bytes: Option<u64>,
+    /// loop-AES `--pseed` (appended to the passphrase).
+    pub pseed: Option<Vec<u8>>,
+    /// loop-AES `--itercountk`.
+    pub itercountk: Option<u32>,
+    /// How much of the head to scan for signatures (default [`DEFAULT_SCAN_BYTES`]).
+    pub scan_bytes: Option<u64>,
+}
+
+/// The accepted parameter set.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The parameters.
+    pub params: Params,
+    /// The key(s).
+    pub keys: KeyMaterial,
+    /// What the decrypted payload holds (`None` only for a fully pinned parameter set whose
+    /// payload holds no recognisable file system).
+    pub fs: Option<FsInfo>,
+    /// Other derivations that produce the same key (e.g. `unhashed2` = `util-linux-raw`).
+    pub equivalent_derivations: Vec<Derivation>,
+    /// The multi-key key file used (path, gpg-encrypted?), for the cryptsetup advice.
+    pub key_file: Option<(std::path::PathBuf, bool)>,
+}
+
+/// Another match, kept for the report when the choice was not unique.
+#[derive(Debug, Clone)]
+pub struct Alternative {
+    /// Its parameters.
+    pub params: Params,
+    /// Its file system.
+    pub fs: FsInfo,
+}
+
+/// What detection did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The best strong match.
+    pub found: Option<Found>,
+    /// Other strong matches (ranked lower).
+    pub alternatives: Vec<Alternative>,
+    /// The best weak match when nothing was strong (diagnosis: right key, wrong IV offset…).
+    pub weak: Option<Alternative>,
+    /// Parameter combinations decrypted and checked.
+    pub combinations_tried: usize,
+    /// Distinct keys (or key sets) derived.
+    pub keys_tried: usize,
+    /// Payload offsets considered.
+    pub offsets_tried: Vec<u64>,
+    /// Bytes scanned for signatures.
+    pub scanned_bytes: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+/// Decrypt with `cipher` at `layout` and identify what is there.
+fn probe_with(src: &dyn ByteSource, cipher: Arc<dyn SectorCipher>, layout: Layout) -> Option<FsInfo> {
+    if layout.size_bytes < 4096 {
+        return None;
+    }
+    let vol = Volume::new(src, cipher, layout);
+    fs::identify(&vol).ok().flatten()
+}
+
+#[derive(Clone)]
+struct Hit {
+    params: Params,
+    fs: FsInfo,
+    cand: usize,
+    order: usize,
+}
+
+fn rank(a: &Hit, b: &Hit) -> std::cmp::Ordering {
+    b.fs.confidence
+        .cmp(&a.fs.confidence)
+        .then(a.params.offset_bytes.cmp(&b.params.offset_bytes))
+        .then(a.order.cmp(&b.order))
+}
+
+/// Find the parameters of a legacy encrypted image.
+///
+/// # Errors
+/// `InvalidInput` when no secret was given or the constraints contradict each other; `Io` on
+/// read errors. "Nothing matched" is not an error: see [`Outcome::found`].
+pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate::Result<Outcome> {
+    let t0 = Instant::now();
+    if secrets.is_empty() {
+        return Err(crate::Error::invalid("a passphrase or key file is needed to detect encryption parameters"));
+    }
+    let cands = key_candidates(secrets, c)?;
+    let scan_len = c.scan_bytes.unwrap_or(DEFAULT_SCAN_BYTES);
+    let head_len = c.offset_bytes.map_or(scan_len, |o| o.saturating_add(256 << 10).max(scan_len)).min(64 << 20);
+    let cache =
+        HeadCache::new(src, head_len + (128 << 10)).map_err(|e| crate::Error::io("reading the image head", e))?;
+
+    let mut tried = 0usize;
+    let mut hits: Vec<Hit> = Vec::new();
+    let mut weak: Option<Hit> = None;
+    let mut offsets_tried: Vec<u64> = Vec::new();
+
+    let evaluate =
+        |offsets: &[u64], hits: &mut Vec<Hit>, weak: &mut Option<Hit>, tried: &mut usize| -> crate::Result<()> {
+            for (ci, k) in cands.iter().enumerate() {
+                for (scheme, mode) in modes_for(k, c) {
+                    for &off in offsets {
+                        let mut ivs = vec![c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES)];
+                        if c.iv_offset_sectors.is_none() && off >= SECTOR_BYTES && mode != Mode::Ecb {
+                            ivs.push(0);
+                        }
+                        for iv in ivs {
+                            *tried += 1;
+                            let params = k.params(scheme, mode, off, iv, c);
+                            let cipher: Arc<dyn SectorCipher> = Arc::from(params.cipher(&k.keys)?);
+                            let layout = Layout::new(cache.size_bytes(), off, c.size_limit_bytes, iv);
+                            if let Some(info) = probe_with(&cache, cipher, layout) {
+                                let hit = Hit { params, fs: info, cand: ci, order: k.order };
+                                if hit.fs.confidence >= STRONG_CONFIDENCE {
+                                    hits.push(hit);
+                                } else if weak.as_ref().is_none_or(|w| rank(&hit, w).is_lt()) {
+                                    *weak = Some(hit);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+
+    let first: Vec<u64> = vec![c.offset_bytes.unwrap_or(0)];
+    evaluate(&first, &mut hits, &mut weak, &mut tried)?;
+    offsets_tried.extend(&first);
+    let mut scanned = 0u64;
+    if hits.is_empty() && c.offset_bytes.is_none() {
+        let head = &cache.head()[..(scan_len.min(cache.head().len() as u64)) as usize];
+        scanned = head.len() as u64;
+        let mut found_offsets: Vec<u64> = Vec::new();
+        for k in &cands {
+            let modes = modes_for(k, c);
+            if !modes.is_empty() {
+                scan_key(head, k, &modes, &mut found_offsets)?;
+            }
+        }
+        found_offsets.retain(|o| !offsets_tried.contains(o));
+        found_offsets.sort_unstable();
+        if !found_offsets.is_empty() {
+            evaluate(&found_offsets, &mut hits, &mut weak, &mut tried)?;
+            offsets_tried.extend(&found_offsets);
+        }
+    }
+
+    hits.sort_by(rank);
+    let mut seen_params: HashSet<(usize, u64, u64, String)> = HashSet::new();
+    hits.retain(|h| {
+        seen_params.insert((h.cand, h.params.offset_bytes, h.params.iv_offset_sectors, h.params.cipher_name()))
+    });
+    let mut found = hits.first().map(|h| Found {
+        params: h.params.clone(),
+        keys: cands[h.cand].keys.clone(),
+        fs: Some(h.fs.clone()),
+        equivalent_derivations: cands[h.cand].equivalents.clone(),
+        key_file: key_file_hint(secrets, &cands[h.cand]),
+    });
+    // Explicit flags override the search: a fully pinned parameter set (one key, one mode, one
+    // offset, one IV offset) is used even when no file system shows (verify then reports it).
+    if found.is_none()
+        && tried == 1
+        && let Some(k) = cands.first()
+        && let Some(&(scheme, mode)) = modes_for(k, c).first()
+    {
+        let off = c.offset_bytes.unwrap_or(0);
+        found = Some(Found {
+            params: k.params(scheme, mode, off, c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES), c),
+            keys: k.keys.clone(),
+            fs: weak.as_ref().map(|w| w.fs.clone()),
+            equivalent_derivations: k.equivalents.clone(),
+            key_file: key_file_hint(secrets, k),
+        });
+    }
+    let alternatives =
+        hits.iter().skip(1).take(8).map(|h| Alternative { params: h.params.clone(), fs: h.fs.clone() }).collect();
+    Ok(Outcome {
+        found,
+        alternatives,
+        weak: weak.map(|w| Alternative { params: w.params, fs: w.fs }),
+        combinations_tried: tried,
+        keys_tried: cands.len(),
+        offsets_tried,
+        scanned_bytes: scanned,
+        elapsed: t0.elapsed(),
+    })
+}
+
+fn key_file_hint(secrets: &Secrets, k: &KeyCand) -> Option<(std::path::PathBuf, bool)> {
+    let kf = secrets.key_file.as_ref()?;
+    k.multi_key?;
+    kf.path.clone().map(|p| (p, kf.from_gpg))
+}
+
+/// Identify an unencrypted payload at `offset` (or, without one, at 0 and then at offsets found
+/// by scanning the head). Returns the offset and what was found.
+///
+/// # Errors
+/// Read errors.
+pub fn detect_plain(
+    src: &dyn ByteSource,
+    offset_bytes: Option<u64>,
+    size_limit_bytes: Option<u64>,
+) -> crate::Result<Option<(u64, FsInfo)>> {
+    let cache = HeadCache::new(src, DEFAULT_SCAN_BYTES + (128 << 10))
+        .map_err(|e| crate::Error::io("reading the image head", e))?;
+    let probe_at = |off: u64| -> crate::Result<Option<FsInfo>> {
+        let w = crate::source::Window::new(&cache, off, size_limit_bytes);
+        fs::identify(&w).map_err(|e| crate::Error::io("reading the image", e))
+    };
+    let first = offset_bytes.unwrap_or(0);
+    if let Some(info) = probe_at(first)?
+        && (info.confidence >= STRONG_CONFIDENCE || offset_bytes.is_some())
+    {
+        return Ok(Some((first, info)));
+    }
+    if offset_bytes.is_some() {
+        return Ok(None);
+    }
+    let head = &cache.head()[..cache.head().len().min(DEFAULT_SCAN_BYTES as usize)];
+    for off in scan_plain(head) {
+        if off == 0 {
+            continue;
+        }
+        if let Some(info) = probe_at(off)?
+            && info.confidence >= STRONG_CONFIDENCE
+        {
+            return Ok(Some((off, info)));
+        }
+    }
+    Ok(None)
+}
