@@ -85,7 +85,10 @@ fn abuf(len: usize) -> Result<loopkit::sys::AlignedBuf, String> {
     loopkit::sys::AlignedBuf::new(len, 4096).map_err(|e| e.to_string())
 }
 
+/// Write back, then drop, every cache (dirty pages of the loop device's backing file would
+/// otherwise survive and serve the first round from memory).
 fn drop_caches() {
+    let _ = Command::new("sync").status();
     let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
 }
 

@@ -8,4 +8,4 @@ cd "$(dirname "$0")/../.."
 echo "machine: $(nproc) cores, $(grep MemTotal /proc/meminfo | tr -s ' '), kernel $(uname -r); load: $(cat /proc/loadavg)"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
 cargo build --release --bins --quiet
-LOOPKIT_BIN="$PWD/target/release/loopkit" cargo test --release --quiet --test tests -- --ignored bench_remap:: 2>&1 | grep -v '^$'
+LOOPKIT_BIN="$PWD/target/release/loopkit" cargo test --release --quiet --test tests -- --ignored --test-threads 1 bench_remap:: 2>&1 | grep -v '^$'
