@@ -33,7 +33,7 @@ metapkg=linux-image-amd64
 # Modules loaded at boot, in this order (each with its dependencies, from modules.dep).
 # Anything else can be loaded in the guest with: modprobe -d "$VM_MODROOT" NAME
 BOOT_MODULES="virtio_blk virtio-rng 9pnet_virtio 9p crc32c_generic crc32c-intel ext4 loop dm-mod dm-crypt
-xts essiv aesni-intel ublk_drv isofs udf vfat nls_utf8 nls_cp437 nls_iso8859-1"
+dm-flakey xts essiv aesni-intel ublk_drv isofs udf vfat nls_utf8 nls_cp437 nls_iso8859-1"
 
 log() { echo "vm-prepare: $*" >&2; }
 die() { echo "vm-prepare: $*" >&2; exit 1; }
