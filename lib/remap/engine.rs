@@ -288,7 +288,8 @@ impl Engine {
     }
 
     /// Stop remapping: every range goes through the file from now on (also what a lease break
-    /// does). Waits for raw I/O in flight.
+    /// does). Waits for raw I/O in flight, so it must not be called by a thread that holds a
+    /// [`Guard`] (it would wait for itself).
     pub fn stop_remapping(&self, why: &str) {
         self.inner.stop_remapping(why);
     }
