@@ -328,6 +328,37 @@ pub fn read_luks2(src: &dyn ByteSource) -> crate::Result<Luks2> {
     }
 }
 
+/// When byte 0 holds no LUKS magic at all (the primary header wiped or overwritten), look for a
+/// valid secondary LUKS2 copy at each offset `hdr_size` may have. `Ok(None)` when there is none
+/// (then this is not LUKS).
+///
+/// # Errors
+/// `Io` only: a damaged candidate is simply not a secondary header.
+pub fn read_secondary_only(src: &dyn ByteSource) -> crate::Result<Option<Luks2>> {
+    for at in LUKS2_HDR_SIZES {
+        if at.saturating_add(LUKS2_BIN_BYTES as u64) > src.size_bytes() {
+            break;
+        }
+        let mut magic = [0u8; 6];
+        src.read_exact_at(&mut magic, at).map_err(|e| crate::Error::io(format!("reading byte {at}"), e))?;
+        if magic != LUKS2_MAGIC_2ND {
+            continue;
+        }
+        match read_copy(src, at, LUKS2_MAGIC_2ND) {
+            Ok(mut s) => {
+                s.notes.push(format!(
+                    "the primary LUKS2 header is missing (no LUKS magic at byte 0: wiped or overwritten); the \
+                     secondary copy at byte {at} was used (cryptsetup would rewrite the primary from it)"
+                ));
+                return Ok(Some(s));
+            }
+            Err(e) if e.kind() == crate::ErrorKind::Io => return Err(e),
+            Err(_) => continue,
+        }
+    }
+    Ok(None)
+}
+
 /// Encode a LUKS2 binary header copy (csum filled in over `json_area`).
 #[allow(clippy::too_many_arguments)]
 pub fn luks2_bin(

@@ -27,6 +27,20 @@ mod u64_str {
     }
 }
 
+/// Optional `u64` carried as a decimal JSON string (absent when `None`).
+mod u64_str_opt {
+    use serde::{Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => super::u64_str::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        super::u64_str::deserialize(d).map(Some)
+    }
+}
+
 /// The whole JSON area.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
@@ -140,9 +154,10 @@ pub struct Segment {
     pub offset: u64,
     /// `dynamic` or a byte count.
     pub size: String,
-    /// IV of the first sector (used by cryptsetup only while re-encrypting).
-    #[serde(with = "u64_str")]
-    pub iv_tweak: u64,
+    /// IV of the first sector (used by cryptsetup only while re-encrypting). Required for
+    /// `crypt` segments; `linear` and unknown segment types have none.
+    #[serde(default, with = "u64_str_opt", skip_serializing_if = "Option::is_none")]
+    pub iv_tweak: Option<u64>,
     /// Cipher, e.g. `aes-xts-plain64`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption: Option<String>,
@@ -307,6 +322,9 @@ impl Metadata {
                 if s.encryption.is_none() {
                     return Err(crate::Error::corrupt(format!("LUKS2 segment {k} has no encryption")));
                 }
+                if s.iv_tweak.is_none() {
+                    return Err(crate::Error::corrupt(format!("LUKS2 crypt segment {k} has no iv_tweak")));
+                }
             }
         }
         let min_offset = self.segments.values().map(|s| s.offset).min().unwrap_or(0);
@@ -353,6 +371,19 @@ impl Metadata {
             }
         }
         Ok(())
+    }
+
+    /// The mandatory requirements in `config.requirements.mandatory` (e.g.
+    /// `online-reencrypt-v2`): cryptsetup refuses to open a device whose requirements it does not
+    /// know, and a re-encryption requirement means the data is split between two keys.
+    pub fn requirements(&self) -> Vec<String> {
+        self.config
+            .extra
+            .get("requirements")
+            .and_then(|r| r.get("mandatory"))
+            .and_then(|m| m.as_array())
+            .map(|a| a.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), String::from)).collect())
+            .unwrap_or_default()
     }
 
     /// The segment that holds the data (`segments."0"`, or the lowest-numbered crypt segment).
@@ -405,5 +436,45 @@ mod tests {
         bad(r#""sector_size":512"#, r#""sector_size":768"#);
         bad(r#""segments":{"0""#, r#""segments":{"x""#);
         assert!(Metadata::parse(format!(" {s}").as_bytes()).is_err());
+    }
+
+    /// A `linear` segment (cryptsetup writes one while decrypting: `reencrypt --decrypt`) and an
+    /// unknown segment type carry no `iv_tweak`, `encryption` or `sector_size`: they parse, are
+    /// kept verbatim, and are never taken for the data segment.
+    #[test]
+    fn non_crypt_segments_parse() {
+        let s = sample();
+        for extra in [
+            r#""1":{"type":"linear","offset":"0","size":"dynamic","flags":["backup-final"]}"#,
+            r#""1":{"type":"future-kind","offset":"0","size":"4096","whatever":[1,2]}"#,
+        ] {
+            let t = s.replacen(r#""segments":{"#, &format!(r#""segments":{{{extra},"#), 1);
+            let m = Metadata::parse(t.as_bytes()).unwrap();
+            m.validate(16384).unwrap();
+            assert_eq!(m.segments["1"].iv_tweak, None);
+            assert_eq!(m.data_segment().map(|(k, _)| k.as_str()), Some("0"));
+            // Written back without inventing an iv_tweak (key order aside, nothing changes).
+            let again = Metadata::parse(m.to_json().as_bytes()).unwrap();
+            assert_eq!(again, m);
+            assert!(!serde_json::to_string(&m.segments["1"]).unwrap().contains("iv_tweak"));
+        }
+        // A crypt segment still needs its iv_tweak (cryptsetup: json_segment_crypt).
+        let no_tweak = s.replacen(r#""iv_tweak":"0","#, "", 1);
+        let e = Metadata::parse(no_tweak.as_bytes()).unwrap().validate(16384).unwrap_err();
+        assert!(e.to_string().contains("iv_tweak"), "{e}");
+    }
+
+    #[test]
+    fn mandatory_requirements_are_read() {
+        let s = sample();
+        assert!(Metadata::parse(s.as_bytes()).unwrap().requirements().is_empty());
+        let t = s.replacen(
+            r#""keyslots_size":"16744448""#,
+            r#""keyslots_size":"16744448","requirements":{"mandatory":["online-reencrypt-v2"]}"#,
+            1,
+        );
+        let m = Metadata::parse(t.as_bytes()).unwrap();
+        assert_eq!(m.requirements(), vec!["online-reencrypt-v2".to_string()]);
+        assert_eq!(m.to_json(), t, "requirements survive a round trip");
     }
 }
