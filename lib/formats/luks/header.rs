@@ -333,8 +333,10 @@ pub fn read_luks2(src: &dyn ByteSource) -> crate::Result<Luks2> {
 /// (then this is not LUKS).
 ///
 /// # Errors
-/// `Io` only: a damaged candidate is simply not a secondary header.
+/// `Io`; `Corrupt` when a secondary magic is there but no copy is valid (cryptsetup: a LUKS
+/// device whose metadata is damaged beyond repair).
 pub fn read_secondary_only(src: &dyn ByteSource) -> crate::Result<Option<Luks2>> {
+    let mut damaged: Option<crate::Error> = None;
     for at in LUKS2_HDR_SIZES {
         if at.saturating_add(LUKS2_BIN_BYTES as u64) > src.size_bytes() {
             break;
@@ -353,10 +355,17 @@ pub fn read_secondary_only(src: &dyn ByteSource) -> crate::Result<Option<Luks2>>
                 return Ok(Some(s));
             }
             Err(e) if e.kind() == crate::ErrorKind::Io => return Err(e),
-            Err(_) => continue,
+            Err(e) => {
+                damaged.get_or_insert(e);
+            }
         }
     }
-    Ok(None)
+    match damaged {
+        Some(e) => Err(crate::Error::corrupt(format!(
+            "no LUKS magic at byte 0 (the primary LUKS2 header is missing) and the secondary copy is damaged: {e}"
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// Encode a LUKS2 binary header copy (csum filled in over `json_area`).

@@ -170,6 +170,14 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// Whether it is a backup segment (a `backup-*` flag: kept while re-encrypting, not data).
+    pub fn is_backup(&self) -> bool {
+        self.extra
+            .get("flags")
+            .and_then(|f| f.as_array())
+            .is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|s| s.starts_with("backup-"))))
+    }
+
     /// The fixed size in bytes, `None` for `dynamic`.
     ///
     /// # Errors
@@ -293,8 +301,20 @@ impl Metadata {
         for k in self.keyslots.keys() {
             numbered("keyslot", k)?;
         }
-        for k in self.tokens.keys() {
+        for (k, t) in &self.tokens {
             numbered("token", k)?;
+            // cryptsetup `hdr_validate_tokens`: an object with a string `type` and a `keyslots`
+            // array naming existing keyslots.
+            let ok_type = t.get("type").is_some_and(|v| v.is_string());
+            let Some(slots) = t.get("keyslots").and_then(|v| v.as_array()).filter(|_| ok_type) else {
+                return Err(crate::Error::corrupt(format!("LUKS2 token {k} lacks a string type or a keyslots array")));
+            };
+            for ks in slots {
+                match ks.as_str() {
+                    Some(id) if self.keyslots.contains_key(id) => {}
+                    _ => return Err(crate::Error::corrupt(format!("LUKS2 token {k} names missing keyslot {ks}"))),
+                }
+            }
         }
         for k in self.digests.keys() {
             numbered("digest", k)?;
@@ -308,6 +328,11 @@ impl Metadata {
                 return Err(crate::Error::corrupt(format!("LUKS2 segment {k} offset {} is not 512-aligned", s.offset)));
             }
             let size = s.size_bytes()?;
+            if let Some(f) = s.extra.get("flags")
+                && !f.as_array().is_some_and(|a| a.iter().all(|x| x.is_string()))
+            {
+                return Err(crate::Error::corrupt(format!("LUKS2 segment {k} flags are not an array of strings")));
+            }
             if s.kind == "crypt" {
                 let ss = s.sector_size.unwrap_or(0);
                 if !matches!(ss, 512 | 1024 | 2048 | 4096) {
@@ -319,7 +344,7 @@ impl Metadata {
                         s.size
                     )));
                 }
-                if s.encryption.is_none() {
+                if s.encryption.as_deref().is_none_or(str::is_empty) {
                     return Err(crate::Error::corrupt(format!("LUKS2 segment {k} has no encryption")));
                 }
                 if s.iv_tweak.is_none() {
@@ -327,7 +352,20 @@ impl Metadata {
                 }
             }
         }
-        let min_offset = self.segments.values().map(|s| s.offset).min().unwrap_or(0);
+        // cryptsetup `hdr_validate_segments`: keys 0..n-1 without a gap, backup segments (a
+        // `backup-*` flag, kept while re-encrypting) numbered after every segment in use.
+        let mut first_backup = self.segments.len();
+        for i in 0..self.segments.len() {
+            let Some(s) = self.segments.get(&i.to_string()) else {
+                return Err(crate::Error::corrupt(format!("LUKS2 segments: gap at key {i}")));
+            };
+            if s.is_backup() {
+                first_backup = first_backup.min(i);
+            } else if i > first_backup {
+                return Err(crate::Error::corrupt(format!("LUKS2 segment {i} follows a backup segment")));
+            }
+        }
+        let min_offset = self.segments.values().filter(|s| !s.is_backup()).map(|s| s.offset).min().unwrap_or(0);
         if min_offset != 0 && (min_offset < c.keyslots_size || min_offset - c.keyslots_size < 2 * hdr_size) {
             return Err(crate::Error::corrupt(format!(
                 "LUKS2 keyslots_size {} does not fit between the two headers and the data at {min_offset}",

@@ -246,13 +246,21 @@ fn summarize(p: &Parsed) -> crate::Result<Header> {
         }
         Parsed::V2(l) => {
             let m = &l.meta;
-            let (seg_id, seg) =
-                m.data_segment().ok_or_else(|| crate::Error::corrupt("LUKS2 metadata has no crypt segment"))?;
+            let mut notes = l.notes.clone();
+            // Metadata without a crypt segment is valid LUKS2 (cryptsetup loads it); there is just
+            // nothing loopkit can decrypt, which `sector_cipher` then says.
+            let (seg_id, seg) = match m.data_segment() {
+                Some(x) => x,
+                None => {
+                    let (k, s) = m.segments.iter().next().ok_or_else(|| crate::Error::corrupt("LUKS2 metadata has no segment"))?;
+                    notes.push(format!("LUKS2 segment {k} is of type {:?}, not crypt: there is no encrypted payload", s.kind));
+                    (k, s)
+                }
+            };
             let key_bytes = m
                 .digest_for_segment(seg_id)
                 .and_then(|d| d.keyslots.iter().find_map(|k| m.keyslots.get(k)))
                 .map_or(0, |k| k.key_size);
-            let mut notes = l.notes.clone();
             if let Some(t) = seg.iv_tweak.filter(|&t| t != 0) {
                 notes.push(format!(
                     "segment iv_tweak is {}; cryptsetup ignores it outside re-encryption (IVs count from 0), and so \
@@ -281,7 +289,7 @@ fn summarize(p: &Parsed) -> crate::Result<Header> {
                 .collect::<Vec<_>>();
             Header {
                 version: 2,
-                cipher: seg.encryption.clone().unwrap_or_default(),
+                cipher: seg.encryption.clone().unwrap_or_else(|| format!("(segment type {})", seg.kind)),
                 key_bits: key_bytes * 8,
                 payload_offset_bytes: seg.offset,
                 sector_size: seg.sector_size.unwrap_or(512),
