@@ -16,6 +16,7 @@ mod fs_verify;
 mod layers;
 mod legacy;
 mod luks_read;
+mod luks_semantics;
 mod migrate_modes;
 mod migrate_safety;
 mod mounts;
@@ -44,6 +45,7 @@ fn main() {
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
     trials.extend(luks_read::trials());
+    trials.extend(luks_semantics::trials());
     trials.extend(migrate_modes::trials());
     trials.extend(migrate_safety::trials());
     trials.extend(open_source::trials());
