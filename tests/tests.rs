@@ -21,6 +21,7 @@ mod migrate_modes;
 mod migrate_safety;
 mod mounts;
 mod open_source;
+mod payload_kinds;
 mod remap_engine;
 mod util;
 mod vm;
@@ -49,6 +50,7 @@ fn main() {
     trials.extend(migrate_modes::trials());
     trials.extend(migrate_safety::trials());
     trials.extend(open_source::trials());
+    trials.extend(payload_kinds::trials());
     trials.extend(vm_migrate::trials());
     trials.extend(extents::trials());
     trials.extend(remap_engine::trials());

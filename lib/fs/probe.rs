@@ -217,7 +217,23 @@ pub fn ext_superblock(sb: &[u8]) -> Option<FsInfo> {
 }
 
 fn probe_ext(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
-    Ok(read(src, EXT_SUPERBLOCK_OFFSET, 1024)?.and_then(|sb| ext_superblock(&sb)))
+    let Some(raw) = read(src, EXT_SUPERBLOCK_OFFSET, 1024)? else { return Ok(None) };
+    if let Some(info) = ext_superblock(&raw) {
+        return Ok(Some(info));
+    }
+    // A damaged or wiped primary: the file system is still there if group 1's backup is
+    // (`e2fsck -b`); the reader then uses it and reports `ext.superblock-backup`.
+    if !crate::fs::ext::backup::primary_looks_damaged(&raw) {
+        return Ok(None);
+    }
+    Ok(crate::fs::ext::backup::find(src)?.and_then(|b| {
+        let mut info = ext_superblock(&b.raw)?;
+        info.notes.push(format!(
+            "the primary superblock is damaged; the backup superblock at block {} (group 1) is intact",
+            b.block
+        ));
+        Some(info)
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,6 +476,7 @@ fn probe_dos(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
     }
     let sectors = src.size_bytes() / 512;
     let mut used = 0;
+    let mut inside = true;
     for i in 0..4 {
         let e = &b[446 + 16 * i..462 + 16 * i];
         if e[0] != 0 && e[0] != 0x80 {
@@ -471,6 +488,7 @@ fn probe_dos(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
             if start == 0 || len == 0 || start + len > sectors.max(1) * 2 {
                 return Ok(None);
             }
+            inside &= start + len <= sectors;
             used += 1;
         }
     }
@@ -483,7 +501,9 @@ fn probe_dos(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
         uuid: Some(format!("{:08x}", le32(&b, 440))),
         size_bytes: None,
         block_size: None,
-        confidence: 60,
+        // Signature, four boot flags of 0 or 0x80 and partitions that all lie inside the image:
+        // random data (a wrong key) practically never looks like that.
+        confidence: if inside { 85 } else { 60 },
         notes: vec!["a DOS partition table (the file systems are inside the partitions)".into()],
     }))
 }

@@ -10,6 +10,7 @@
 //!                                             └─> dir (linear | htree | inline) ─> names
 //! ```
 
+pub mod backup;
 pub mod csum;
 pub mod dir;
 pub mod inode;
@@ -53,6 +54,8 @@ pub struct Ext<'a> {
     pub sb: Superblock,
     groups: Vec<Group>,
     issues: Vec<Issue>,
+    /// The block of the superblock in use (the primary's, or a backup's).
+    sb_block: u64,
 }
 
 impl std::fmt::Debug for Ext<'_> {
@@ -71,8 +74,30 @@ impl<'a> Ext<'a> {
         let mut raw = vec![0u8; 1024];
         src.read_exact_at(&mut raw, EXT_SUPERBLOCK_OFFSET)
             .map_err(|e| read_err("reading the ext superblock".into(), e))?;
-        let sb = Superblock::parse(&raw)?;
         let mut issues = Vec::new();
+        let (sb, sb_block) = match Superblock::parse(&raw) {
+            Ok(sb) => {
+                let b = sb.superblock_block(0);
+                (sb, b)
+            }
+            Err(e) if e.kind() != crate::ErrorKind::Unsupported && backup::primary_looks_damaged(&raw) => {
+                match backup::find(src).map_err(|io| read_err("reading a backup ext superblock".into(), io))? {
+                    Some(b) => {
+                        issues.push(Issue::error(
+                            "ext.superblock-backup",
+                            format!(
+                                "the primary superblock is unusable ({e}); the backup superblock at block {} (group 1) \
+                                 and its group descriptors were used, as `e2fsck -b {}` would",
+                                b.block, b.block
+                            ),
+                        ));
+                        (b.sb, b.block)
+                    }
+                    None => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         if sb.checksum_ok == Some(false) {
             issues.push(Issue::error("ext.checksum", "superblock checksum mismatch"));
         }
@@ -106,7 +131,7 @@ impl<'a> Ext<'a> {
                 sb.groups
             )));
         }
-        let mut ext = Ext { src, sb, groups: Vec::new(), issues };
+        let mut ext = Ext { src, sb, groups: Vec::new(), issues, sb_block };
         ext.read_groups()?;
         Ok(ext)
     }
@@ -120,7 +145,7 @@ impl<'a> Ext<'a> {
         let mut groups = Vec::with_capacity(sb.groups as usize);
         let mut bad_csum = 0u32;
         let mut bad_table = Vec::new();
-        for (i, blk) in sb.descriptor_blocks().into_iter().enumerate() {
+        for (i, blk) in sb.descriptor_blocks_after(self.sb_block).into_iter().enumerate() {
             if blk >= sb.blocks_count {
                 return Err(crate::Error::corrupt(format!(
                     "group descriptor block {blk} lies outside the file system"
