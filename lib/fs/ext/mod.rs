@@ -56,6 +56,9 @@ pub struct Ext<'a> {
     issues: Vec<Issue>,
     /// The block of the superblock in use (the primary's, or a backup's).
     sb_block: u64,
+    /// Groups whose `bg_itable_unused` / `INODE_UNINIT` hint hides inodes a directory uses
+    /// (found while reading; reported by `issues()`).
+    stale_hints: std::sync::Mutex<std::collections::BTreeMap<u32, u32>>,
 }
 
 impl std::fmt::Debug for Ext<'_> {
@@ -131,7 +134,7 @@ impl<'a> Ext<'a> {
                 sb.groups
             )));
         }
-        let mut ext = Ext { src, sb, groups: Vec::new(), issues, sb_block };
+        let mut ext = Ext { src, sb, groups: Vec::new(), issues, sb_block, stale_hints: Default::default() };
         ext.read_groups()?;
         Ok(ext)
     }
@@ -219,21 +222,38 @@ impl<'a> Ext<'a> {
         if !group.usable {
             return Err(crate::Error::corrupt(format!("inode {ino}: the inode table of group {g} is invalid")));
         }
-        if (sb.metadata_csum() || sb.gdt_csum())
-            && (group.flags & BG_INODE_UNINIT != 0 || index >= sb.inodes_per_group.saturating_sub(group.itable_unused))
-        {
-            return Err(crate::Error::corrupt(format!(
-                "inode {ino} is in the unused part of group {g}'s inode table (a stale directory entry?)"
-            )));
-        }
+        // The kernel and e2fsck do not trust these hints over a directory entry: the inode is
+        // read, and the hint reported as stale when the inode is really in use.
+        let hinted_unused = (sb.metadata_csum() || sb.gdt_csum())
+            && (group.flags & BG_INODE_UNINIT != 0 || index >= sb.inodes_per_group.saturating_sub(group.itable_unused));
+        let unused_err = || {
+            crate::Error::corrupt(format!(
+                "inode {ino} is in the unused part of group {g}'s inode table and holds no inode (a stale directory \
+                 entry?)"
+            ))
+        };
         let isz = u64::from(sb.inode_size);
         let off = group.inode_table * u64::from(sb.block_size) + u64::from(index) * isz;
         let mut raw = vec![0u8; isz as usize];
         self.src.read_exact_at(&mut raw, off).map_err(|e| read_err(format!("reading inode {ino}"), e))?;
         let huge = sb.ro_compat & superblock::RO_COMPAT_HUGE_FILE != 0;
-        let inode = Inode::parse(ino, raw, huge, sb.block_size)?;
+        let inode = match Inode::parse(ino, raw, huge, sb.block_size) {
+            Err(_) if hinted_unused => return Err(unused_err()),
+            r => r?,
+        };
         if sb.metadata_csum() && !inode.checksum_ok(sb.csum_seed) {
+            if hinted_unused {
+                return Err(unused_err());
+            }
             return Err(crate::Error::corrupt(format!("inode {ino}: checksum mismatch")));
+        }
+        if hinted_unused {
+            if inode.mode == 0 || inode.links == 0 {
+                return Err(unused_err());
+            }
+            if let Ok(mut m) = self.stale_hints.lock() {
+                m.entry(g).or_insert(ino);
+            }
         }
         Ok(inode)
     }
@@ -540,7 +560,19 @@ impl FileSystem for Ext<'_> {
     }
 
     fn issues(&self) -> Vec<Issue> {
-        self.issues.clone()
+        let mut v = self.issues.clone();
+        if let Ok(m) = self.stale_hints.lock() {
+            for (g, ino) in m.iter() {
+                v.push(Issue::error(
+                    "ext.itable-unused",
+                    format!(
+                        "group {g}'s descriptor marks inodes as never used (bg_itable_unused / INODE_UNINIT) that \
+                         directories use (first: inode {ino}); they were read anyway (e2fsck would fix the hint)"
+                    ),
+                ));
+            }
+        }
+        v
     }
 
     fn is_bookkeeping(&self, parent: NodeId, name: &[u8], id: NodeId) -> bool {
