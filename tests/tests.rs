@@ -8,6 +8,7 @@ mod ecc_repair;
 mod ecc_strip;
 mod ecc_verify;
 mod extents;
+mod ext_damage;
 mod fs_corrupt;
 mod fs_extract;
 mod fs_fixtures;
@@ -42,6 +43,7 @@ fn main() {
     trials.extend(fs_verify::trials());
     trials.extend(fs_extract::trials());
     trials.extend(fs_corrupt::trials());
+    trials.extend(ext_damage::trials());
     trials.extend(ecc_verify::trials());
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
