@@ -18,6 +18,7 @@ pub fn trials() -> Vec<Trial> {
         trial("ext_damage::bigalloc_is_read", bigalloc_is_read),
         trial("ext_damage::damaged_superblocks_and_hints", damaged_superblocks_and_hints),
         trial("ext_damage::extract_unreadable_and_unrestorable", extract_unreadable_and_unrestorable),
+        trial("ext_damage::blocks_claimed_twice", blocks_claimed_twice),
     ]
 }
 
@@ -241,5 +242,60 @@ fn extract_unreadable_and_unrestorable() -> TestResult {
     let orig = std::fs::read(t.join("sub/f2")).map_err(|e| e.to_string())?;
     ensure!(ours[..2048] == orig[..2048] && ours[3072..] == orig[3072..], "readable parts differ");
     ensure!(ours[2048..3072].iter().all(|&b| b == 0), "the unreadable block is not zeros");
+    Ok(Completion::Completed)
+}
+
+/// A data block claimed by two files (`sif` points /sub/f2's first block at /sub/f1's: e2fsck
+/// pass 1B "multiply-claimed blocks") and an htree leaf referenced by two index entries (the
+/// root's second entry patched to the first's block: e2fsck "block #1 referenced twice"): both
+/// reported, the same exit code everywhere, and every name still listed.
+fn blocks_claimed_twice() -> TestResult {
+    if let Some(r) = missing() {
+        return util::skip(r);
+    }
+    let d = Scratch::new("ext-twice");
+    let t = tree(&d)?;
+    let want = hashes(&t)?;
+    let img = d.path("shared.img");
+    mkfs(&img, &t, &["-t", "ext2", "-b", "1024"], "8M")?;
+    let blocks = String::from_utf8_lossy(&run_ok(Command::new("debugfs").args(["-R", "blocks /sub/f1", s(&img)]))?.stdout).to_string();
+    let first = blocks.split_whitespace().next().ok_or("debugfs blocks printed nothing")?.to_string();
+    run_ok(Command::new("debugfs").args(["-w", "-R", &format!("sif /sub/f2 block[0] {first}"), s(&img)]))?;
+    let fsck = String::from_utf8_lossy(&run(Command::new("e2fsck").args(["-fn", s(&img)]))?.stdout).to_string();
+    ensure!(fsck.contains("Multiply-claimed"), "e2fsck does not see the shared block:\n{fsck}");
+    let (codes, got) = all_commands(&d, &img, 1, &[])?;
+    ensure!(codes.iter().any(|c| c == "ext.shared-blocks"), "shared block not reported: {codes:?}");
+    // One of the two files is not written without --allow-damaged; the rest is the source.
+    let mut rest = want.clone();
+    let dropped: Vec<&str> = ["sub/f1", "sub/f2"].into_iter().filter(|p| !got.contains_key(*p)).collect();
+    ensure!(dropped.len() == 1, "expected exactly one of the two files to be held back: {dropped:?}");
+    rest.remove(dropped[0]);
+    ensure!(got == rest, "shared block: extracted tree\n{got:?}\n{rest:?}");
+
+    // htree: 300 names, indexed by e2fsck -D, then the root's second entry pointed at the first leaf.
+    let ht = d.path("ht");
+    std::fs::create_dir_all(ht.join("many")).map_err(|e| e.to_string())?;
+    for i in 0..300 {
+        std::fs::write(ht.join(format!("many/a-rather-long-file-name-number-{i:04}")), format!("{i}\n")).map_err(|e| e.to_string())?;
+    }
+    let want = hashes(&ht)?;
+    let img = d.path("htree.img");
+    mkfs(&img, &ht, &["-t", "ext3", "-b", "1024"], "8M")?;
+    run(Command::new("e2fsck").args(["-fyD", s(&img)]))?;
+    let stat = String::from_utf8_lossy(&run_ok(Command::new("debugfs").args(["-R", "stat /many", s(&img)]))?.stdout).to_string();
+    ensure!(stat.contains("Flags: 0x1000"), "/many is not an htree directory:\n{stat}");
+    ensure!(fsck_code(&img)? == 0, "the indexed image is not clean");
+    let blocks = String::from_utf8_lossy(&run_ok(Command::new("debugfs").args(["-R", "blocks /many", s(&img)]))?.stdout).to_string();
+    let root: u64 = blocks.split_whitespace().next().and_then(|b| b.parse().ok()).ok_or("no /many block")?;
+    let mut b = std::fs::read(&img).map_err(|e| e.to_string())?;
+    let at = (root * 1024) as usize;
+    let first_leaf = [b[at + 0x24], b[at + 0x25], b[at + 0x26], b[at + 0x27]];
+    b[at + 0x2C..at + 0x30].copy_from_slice(&first_leaf);
+    std::fs::write(&img, b).map_err(|e| e.to_string())?;
+    let fsck = String::from_utf8_lossy(&run(Command::new("e2fsck").args(["-fn", s(&img)]))?.stdout).to_string();
+    ensure!(fsck.contains("referenced twice"), "e2fsck does not see the doubled htree reference:\n{fsck}");
+    let (codes, got) = all_commands(&d, &img, 1, &[])?;
+    ensure!(codes.iter().any(|c| c == "ext.htree"), "htree reference not reported: {codes:?}");
+    ensure!(got == want, "htree: names lost or changed");
     Ok(Completion::Completed)
 }

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod backup;
+pub mod claims;
 pub mod csum;
 pub mod dir;
 pub mod inode;
@@ -59,6 +60,8 @@ pub struct Ext<'a> {
     /// Groups whose `bg_itable_unused` / `INODE_UNINIT` hint hides inodes a directory uses
     /// (found while reading; reported by `issues()`).
     stale_hints: std::sync::Mutex<std::collections::BTreeMap<u32, u32>>,
+    /// Blocks the maps read so far claim (multiply-claimed blocks are reported).
+    claims: claims::Claims,
 }
 
 impl std::fmt::Debug for Ext<'_> {
@@ -134,7 +137,7 @@ impl<'a> Ext<'a> {
                 sb.groups
             )));
         }
-        let mut ext = Ext { src, sb, groups: Vec::new(), issues, sb_block, stale_hints: Default::default() };
+        let mut ext = Ext { src, sb, groups: Vec::new(), issues, sb_block, stale_hints: Default::default(), claims: Default::default() };
         ext.read_groups()?;
         Ok(ext)
     }
@@ -304,7 +307,8 @@ impl<'a> Ext<'a> {
                 inode.ino
             )));
         }
-        let (runs, issues) = map::map(self, inode, size)?;
+        let (runs, mut issues) = map::map(self, inode, size)?;
+        issues.extend(self.claims.claim(inode.ino, &runs, u64::from(self.sb.block_size)));
         Ok(ExtFile { ext: self, size, runs, inline: None, issues })
     }
 
