@@ -271,7 +271,9 @@ pub fn extract(
                         Err(e) if unrestorable(e) => {
                             out.problems.push(Problem::error(
                                 "extract.skipped",
-                                format!("{shown}: the directory cannot be created here ({e}); skipped with its contents"),
+                                format!(
+                                    "{shown}: the directory cannot be created here ({e}); skipped with its contents"
+                                ),
                             ));
                             out.counts.skipped += 1;
                             continue;
@@ -417,6 +419,9 @@ struct Writing<'a> {
     allow_damaged: bool,
 }
 
+/// A written file: it (still open), its size, and what was missing (`allow_damaged`).
+type Written = (std::fs::File, u64, Option<String>);
+
 /// Unit in which `allow_damaged` retries a chunk that failed to read.
 const RETRY_BYTES: usize = 4096;
 
@@ -430,7 +435,7 @@ fn write_file(
     buf: &mut [u8],
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
-) -> crate::Result<Result<(std::fs::File, u64, Option<String>), Skip>> {
+) -> crate::Result<Result<Written, Skip>> {
     let reader = match fs.open(id) {
         Ok(r) => r,
         Err(e) => return Ok(Err(Skip::Unreadable(e))),

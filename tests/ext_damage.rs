@@ -36,7 +36,9 @@ fn tree(d: &Scratch) -> Result<PathBuf, Failed> {
     let t = d.path("tree");
     std::fs::create_dir_all(t.join("sub/deeper")).map_err(|e| e.to_string())?;
     let mut x: u32 = 12345;
-    for (name, len) in [("a.txt", 13usize), ("sub/f1", 70_000), ("sub/f2", 140_001), ("sub/deeper/f3", 33_333), ("z", 5000)] {
+    for (name, len) in
+        [("a.txt", 13usize), ("sub/f1", 70_000), ("sub/f2", 140_001), ("sub/deeper/f3", 33_333), ("z", 5000)]
+    {
         let b: Vec<u8> = (0..len)
             .map(|_| {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
@@ -51,7 +53,12 @@ fn tree(d: &Scratch) -> Result<PathBuf, Failed> {
 
 fn mkfs(img: &Path, tree: &Path, args: &[&str], size: &str) -> Result<(), Failed> {
     let mut c = Command::new("mke2fs");
-    c.env("E2FSPROGS_FAKE_TIME", "1700000000").args(["-q", "-F", "-E", "hash_seed=11111111-2222-3333-4444-555555555555"]);
+    c.env("E2FSPROGS_FAKE_TIME", "1700000000").args([
+        "-q",
+        "-F",
+        "-E",
+        "hash_seed=11111111-2222-3333-4444-555555555555",
+    ]);
     c.args(args).args(["-U", "11111111-2222-3333-4444-555555555555", "-d", s(tree), s(img), size]);
     run_ok(&mut c)?;
     Ok(())
@@ -60,6 +67,9 @@ fn mkfs(img: &Path, tree: &Path, args: &[&str], size: &str) -> Result<(), Failed
 fn fsck_code(img: &Path) -> Result<i32, Failed> {
     Ok(code(&run(Command::new("e2fsck").args(["-fn", s(img)]))?))
 }
+
+/// A tree as [`hashes`] describes it.
+type Tree = BTreeMap<String, (String, String)>;
 
 /// Files below `dir`: path → ("file", sha256) / ("symlink", target) / ("dir", "").
 fn hashes(dir: &Path) -> Result<BTreeMap<String, (String, String)>, Failed> {
@@ -75,7 +85,10 @@ fn hashes(dir: &Path) -> Result<BTreeMap<String, (String, String)>, Failed> {
             }
             let md = std::fs::symlink_metadata(&path).map_err(|e| e.to_string())?;
             let v = if md.file_type().is_symlink() {
-                ("symlink".to_string(), std::fs::read_link(&path).map_err(|e| e.to_string())?.to_string_lossy().to_string())
+                (
+                    "symlink".to_string(),
+                    std::fs::read_link(&path).map_err(|e| e.to_string())?.to_string_lossy().to_string(),
+                )
             } else if md.is_dir() {
                 stack.push(path.clone());
                 ("dir".to_string(), String::new())
@@ -103,31 +116,36 @@ fn rdump(img: &Path, out: &Path, backup: Option<(u64, u64)>) -> Result<BTreeMap<
 
 /// The four commands on one image: inspect 0, and verify/manifest/extract all `want`; returns
 /// (verify's problem codes, the extracted tree).
-fn all_commands(
-    d: &Scratch,
-    img: &Path,
-    want: i32,
-    extra: &[&str],
-) -> Result<(Vec<String>, BTreeMap<String, (String, String)>), Failed> {
+fn all_commands(d: &Scratch, img: &Path, want: i32, extra: &[&str]) -> Result<(Vec<String>, Tree), Failed> {
     let before = sha256_file(img)?;
     let o = run(&mut loopkit(&["inspect", "--json", s(img)]))?;
     ensure!(code(&o) == 0, "{}: inspect exit {}", s(img), code(&o));
     let o = run(&mut loopkit(&["verify", "--json", s(img)]))?;
     let v = json(&o)?;
     ensure!(code(&o) == want, "{}: verify exit {} (want {want}) {v}", s(img), code(&o));
-    let codes: Vec<String> =
-        v["problems"].as_array().map(|a| a.iter().filter_map(|p| p["code"].as_str().map(String::from)).collect()).unwrap_or_default();
+    let codes: Vec<String> = v["problems"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["code"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
     let o = run(&mut loopkit(&["manifest", s(img)]))?;
     ensure!(code(&o) == want, "{}: manifest exit {} (want {want})", s(img), code(&o));
     let dest = d.path(&format!("x-{}-{}", img.file_name().unwrap_or_default().to_string_lossy(), extra.len()));
     let mut a = vec!["extract", "--json", s(img), s(&dest)];
     a.extend(extra);
     let o = run(&mut loopkit(&a))?;
-    ensure!(code(&o) == want, "{}: extract {extra:?} exit {} (want {want}) {}", s(img), code(&o), String::from_utf8_lossy(&o.stdout));
+    ensure!(
+        code(&o) == want,
+        "{}: extract {extra:?} exit {} (want {want}) {}",
+        s(img),
+        code(&o),
+        String::from_utf8_lossy(&o.stdout)
+    );
     ensure!(sha256_file(img)? == before, "{}: the image changed", s(img));
     let mut codes = codes;
     if let Ok(x) = json(&o) {
-        codes.extend(x["problems"].as_array().into_iter().flatten().filter_map(|p| p["code"].as_str().map(String::from)));
+        codes.extend(
+            x["problems"].as_array().into_iter().flatten().filter_map(|p| p["code"].as_str().map(String::from)),
+        );
     }
     Ok((codes, hashes(&dest)?))
 }
@@ -178,12 +196,24 @@ fn damaged_superblocks_and_hints() -> TestResult {
     };
     // The primary superblock wiped with dd, and one whose geometry was made impossible.
     let wiped = copy("wiped.img")?;
-    run_ok(Command::new("dd").args(["if=/dev/zero", &format!("of={}", s(&wiped)), "bs=1024", "seek=1", "count=1", "conv=notrunc", "status=none"]))?;
+    run_ok(Command::new("dd").args([
+        "if=/dev/zero",
+        &format!("of={}", s(&wiped)),
+        "bs=1024",
+        "seek=1",
+        "count=1",
+        "conv=notrunc",
+        "status=none",
+    ]))?;
     let bad_geometry = copy("geometry.img")?;
     run_ok(Command::new("debugfs").args(["-w", "-R", "ssv blocks_per_group 12", s(&bad_geometry)]))?;
     for img in [&wiped, &bad_geometry] {
         ensure!(fsck_code(img)? != 0, "e2fsck -fn calls {} clean", s(img));
-        let oracle = rdump(img, &d.path(&format!("rd-{}", img.file_name().unwrap_or_default().to_string_lossy())), Some((8193, 1024)))?;
+        let oracle = rdump(
+            img,
+            &d.path(&format!("rd-{}", img.file_name().unwrap_or_default().to_string_lossy())),
+            Some((8193, 1024)),
+        )?;
         ensure!(oracle == want, "debugfs -c -s 8193 does not read {} (oracle)", s(img));
         let (codes, got) = all_commands(&d, img, 1, &[])?;
         ensure!(codes.iter().any(|c| c == "ext.superblock-backup"), "{}: {codes:?}", s(img));
@@ -258,7 +288,9 @@ fn blocks_claimed_twice() -> TestResult {
     let want = hashes(&t)?;
     let img = d.path("shared.img");
     mkfs(&img, &t, &["-t", "ext2", "-b", "1024"], "8M")?;
-    let blocks = String::from_utf8_lossy(&run_ok(Command::new("debugfs").args(["-R", "blocks /sub/f1", s(&img)]))?.stdout).to_string();
+    let blocks =
+        String::from_utf8_lossy(&run_ok(Command::new("debugfs").args(["-R", "blocks /sub/f1", s(&img)]))?.stdout)
+            .to_string();
     let first = blocks.split_whitespace().next().ok_or("debugfs blocks printed nothing")?.to_string();
     run_ok(Command::new("debugfs").args(["-w", "-R", &format!("sif /sub/f2 block[0] {first}"), s(&img)]))?;
     let fsck = String::from_utf8_lossy(&run(Command::new("e2fsck").args(["-fn", s(&img)]))?.stdout).to_string();
@@ -276,16 +308,20 @@ fn blocks_claimed_twice() -> TestResult {
     let ht = d.path("ht");
     std::fs::create_dir_all(ht.join("many")).map_err(|e| e.to_string())?;
     for i in 0..300 {
-        std::fs::write(ht.join(format!("many/a-rather-long-file-name-number-{i:04}")), format!("{i}\n")).map_err(|e| e.to_string())?;
+        std::fs::write(ht.join(format!("many/a-rather-long-file-name-number-{i:04}")), format!("{i}\n"))
+            .map_err(|e| e.to_string())?;
     }
     let want = hashes(&ht)?;
     let img = d.path("htree.img");
     mkfs(&img, &ht, &["-t", "ext3", "-b", "1024"], "8M")?;
     run(Command::new("e2fsck").args(["-fyD", s(&img)]))?;
-    let stat = String::from_utf8_lossy(&run_ok(Command::new("debugfs").args(["-R", "stat /many", s(&img)]))?.stdout).to_string();
+    let stat = String::from_utf8_lossy(&run_ok(Command::new("debugfs").args(["-R", "stat /many", s(&img)]))?.stdout)
+        .to_string();
     ensure!(stat.contains("Flags: 0x1000"), "/many is not an htree directory:\n{stat}");
     ensure!(fsck_code(&img)? == 0, "the indexed image is not clean");
-    let blocks = String::from_utf8_lossy(&run_ok(Command::new("debugfs").args(["-R", "blocks /many", s(&img)]))?.stdout).to_string();
+    let blocks =
+        String::from_utf8_lossy(&run_ok(Command::new("debugfs").args(["-R", "blocks /many", s(&img)]))?.stdout)
+            .to_string();
     let root: u64 = blocks.split_whitespace().next().and_then(|b| b.parse().ok()).ok_or("no /many block")?;
     let mut b = std::fs::read(&img).map_err(|e| e.to_string())?;
     let at = (root * 1024) as usize;

@@ -32,7 +32,9 @@ fn problems(v: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|p| (p["code"].as_str().unwrap_or("").to_string(), p["severity"].as_str().unwrap_or("").to_string()))
+                .map(|p| {
+                    (p["code"].as_str().unwrap_or("").to_string(), p["severity"].as_str().unwrap_or("").to_string())
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -89,7 +91,11 @@ fn cryptsetup_validation_suite() -> TestResult {
         if (must_load && !loaded) || (!must_load && !rejected) {
             wrong.push(format!("{name} ({verdict}): exit {} {v}", code(&o)));
         }
-        if must_load { loads += 1 } else { rejects += 1 }
+        if must_load {
+            loads += 1
+        } else {
+            rejects += 1
+        }
         checked += 1;
     }
     ensure!(checked >= 80, "only {checked} verdicts in cryptsetup's list");
@@ -182,14 +188,18 @@ fn reencryption_in_progress() -> TestResult {
     ensure!(o.status.success(), "reencrypt --decrypt --init-only: {}", String::from_utf8_lossy(&o.stderr));
     let meta = cryptsetup(&["luksDump", "--dump-json-metadata", s(&hdr)])?;
     let m: serde_json::Value = serde_json::from_slice(&meta.stdout).map_err(|e| e.to_string())?;
-    let linear = m["segments"].as_object().is_some_and(|o| {
-        o.values().any(|sg| sg["type"] == "linear" && sg.get("iv_tweak").is_none())
-    });
+    let linear = m["segments"]
+        .as_object()
+        .is_some_and(|o| o.values().any(|sg| sg["type"] == "linear" && sg.get("iv_tweak").is_none()));
     ensure!(linear, "cryptsetup wrote no linear segment without iv_tweak: {m}");
     let o = run(&mut loopkit(&["inspect", "--json", "--header", s(&hdr), s(&img2)]))?;
     ensure!(code(&o) == 0, "a header with a linear segment: exit {} {}", code(&o), String::from_utf8_lossy(&o.stdout));
     let (o, v) = verify_json(&img2, &["--header", s(&hdr), "--passphrase-file", s(&pass)])?;
-    ensure!(code(&o) == 1 && problems(&v).iter().any(|(c, _)| c == "luks.reencryption"), "decrypt: exit {} {v}", code(&o));
+    ensure!(
+        code(&o) == 1 && problems(&v).iter().any(|(c, _)| c == "luks.reencryption"),
+        "decrypt: exit {} {v}",
+        code(&o)
+    );
     Ok(Completion::Completed)
 }
 
@@ -226,7 +236,11 @@ fn wiped_primary_header() -> TestResult {
     let copy = d.path("copy.img");
     std::fs::copy(&img, &copy).map_err(|e| e.to_string())?;
     let t = cryptsetup(&["open", "--test-passphrase", "--key-file", s(&pass), s(&copy)])?;
-    ensure!(t.status.success(), "cryptsetup cannot open the wiped-primary copy: {}", String::from_utf8_lossy(&t.stderr));
+    ensure!(
+        t.status.success(),
+        "cryptsetup cannot open the wiped-primary copy: {}",
+        String::from_utf8_lossy(&t.stderr)
+    );
     std::fs::copy(&img, &copy).map_err(|e| e.to_string())?;
     let cs_uuid = String::from_utf8_lossy(&cryptsetup(&["luksUUID", s(&copy)])?.stdout).trim().to_string();
     ensure!(cs_uuid == uuid, "cryptsetup sees UUID {cs_uuid:?}, was {uuid:?}");

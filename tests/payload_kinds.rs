@@ -38,7 +38,11 @@ fn blkid(p: &Path) -> Result<Option<(String, String)>, Failed> {
 
 fn sfdisk(p: &Path, script: &str) -> Result<(), Failed> {
     use std::io::Write;
-    let mut c = Command::new("sfdisk").args(["-q", s(p)]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn()
+    let mut c = Command::new("sfdisk")
+        .args(["-q", s(p)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
         .map_err(|e| format!("sfdisk: {e}"))?;
     c.stdin.take().ok_or("no stdin")?.write_all(script.as_bytes()).map_err(|e| e.to_string())?;
     ensure!(c.wait().map_err(|e| e.to_string())?.success(), "sfdisk {script:?} failed");
@@ -108,7 +112,8 @@ fn not_a_file_system_is_not_a_failure() -> TestResult {
         let (img, want) = make_container(&d.0, &format!("{name}.luks"), plain, &pass, &flags, 64)?;
         ensure!(want == sha256_file(plain)?, "{name}: generator plaintext hash");
         let before = sha256_file(&img)?;
-        let mut cases: Vec<(PathBuf, Vec<&str>, &str)> = vec![(img.clone(), vec!["--passphrase-file", s(&pass)], "luks")];
+        let mut cases: Vec<(PathBuf, Vec<&str>, &str)> =
+            vec![(img.clone(), vec!["--passphrase-file", s(&pass)], "luks")];
         if *name != "raw" {
             // Unencrypted, the same payload is recognised by its signature alone.
             cases.push((plain.clone(), vec![], "plain"));
@@ -116,10 +121,18 @@ fn not_a_file_system_is_not_a_failure() -> TestResult {
         for (file, args, how) in &cases {
             let (o, v) = verify_json(file, args)?;
             ensure!(code(&o) == 0 && v["ok"] == true, "{name} ({how}): exit {} {v}", code(&o));
-            ensure!(v["payload"]["sha256"] == want.as_str(), "{name} ({how}): payload {} != {want}", v["payload"]["sha256"]);
+            ensure!(
+                v["payload"]["sha256"] == want.as_str(),
+                "{name} ({how}): payload {} != {want}",
+                v["payload"]["sha256"]
+            );
             match &id {
                 Some((t, u)) => {
-                    ensure!(v["filesystem"]["type"] == t.as_str(), "{name} ({how}): type {} != blkid {t}", v["filesystem"]["type"]);
+                    ensure!(
+                        v["filesystem"]["type"] == t.as_str(),
+                        "{name} ({how}): type {} != blkid {t}",
+                        v["filesystem"]["type"]
+                    );
                     ensure!(
                         v["filesystem"]["uuid"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(u)),
                         "{name} ({how}): uuid {} != blkid {u}",
@@ -137,8 +150,15 @@ fn not_a_file_system_is_not_a_failure() -> TestResult {
                 let mut a = args.clone();
                 a.extend(check);
                 let (o, v) = verify_json(file, &a)?;
-                let codes: Vec<&str> = v["problems"].as_array().map(|a| a.iter().filter_map(|p| p["code"].as_str()).collect()).unwrap_or_default();
-                ensure!(code(&o) == 1 && codes.contains(&"fs.unrecognized"), "{name} ({how}) {check:?}: exit {} {v}", code(&o));
+                let codes: Vec<&str> = v["problems"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|p| p["code"].as_str()).collect())
+                    .unwrap_or_default();
+                ensure!(
+                    code(&o) == 1 && codes.contains(&"fs.unrecognized"),
+                    "{name} ({how}) {check:?}: exit {} {v}",
+                    code(&o)
+                );
             }
         }
         ensure!(sha256_file(&img)? == before, "{name}: the image changed");

@@ -252,8 +252,15 @@ fn summarize(p: &Parsed) -> crate::Result<Header> {
             let (seg_id, seg) = match m.data_segment() {
                 Some(x) => x,
                 None => {
-                    let (k, s) = m.segments.iter().next().ok_or_else(|| crate::Error::corrupt("LUKS2 metadata has no segment"))?;
-                    notes.push(format!("LUKS2 segment {k} is of type {:?}, not crypt: there is no encrypted payload", s.kind));
+                    let (k, s) = m
+                        .segments
+                        .iter()
+                        .next()
+                        .ok_or_else(|| crate::Error::corrupt("LUKS2 metadata has no segment"))?;
+                    notes.push(format!(
+                        "LUKS2 segment {k} is of type {:?}, not crypt: there is no encrypted payload",
+                        s.kind
+                    ));
                     (k, s)
                 }
             };

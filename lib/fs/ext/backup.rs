@@ -42,7 +42,8 @@ pub fn find(src: &dyn ByteSource) -> std::io::Result<Option<Backup>> {
         let mut raw = vec![0u8; 1024];
         src.read_exact_at(&mut raw, at)?;
         let Ok(sb) = Superblock::parse(&raw) else { continue };
-        if u64::from(sb.block_size) == bs && sb.block_group_nr == 1 && sb.groups > 1 && sb.superblock_block(1) == block {
+        if u64::from(sb.block_size) == bs && sb.block_group_nr == 1 && sb.groups > 1 && sb.superblock_block(1) == block
+        {
             return Ok(Some(Backup { sb, raw, block }));
         }
     }

@@ -137,7 +137,15 @@ impl<'a> Ext<'a> {
                 sb.groups
             )));
         }
-        let mut ext = Ext { src, sb, groups: Vec::new(), issues, sb_block, stale_hints: Default::default(), claims: Default::default() };
+        let mut ext = Ext {
+            src,
+            sb,
+            groups: Vec::new(),
+            issues,
+            sb_block,
+            stale_hints: Default::default(),
+            claims: Default::default(),
+        };
         ext.read_groups()?;
         Ok(ext)
     }
