@@ -332,9 +332,12 @@ pub fn read_luks2(src: &dyn ByteSource) -> crate::Result<Luks2> {
 /// valid secondary LUKS2 copy at each offset `hdr_size` may have. `Ok(None)` when there is none
 /// (then this is not LUKS).
 ///
+/// A candidate that cannot be read (a bad sector of a failing disk) is skipped: the image is
+/// then simply not taken for LUKS, and whatever reads it next reports the damage.
+///
 /// # Errors
-/// `Io`; `Corrupt` when a secondary magic is there but no copy is valid (cryptsetup: a LUKS
-/// device whose metadata is damaged beyond repair).
+/// `Corrupt` when a secondary magic is there but no copy is valid (cryptsetup: a LUKS device
+/// whose metadata is damaged beyond repair).
 pub fn read_secondary_only(src: &dyn ByteSource) -> crate::Result<Option<Luks2>> {
     let mut damaged: Option<crate::Error> = None;
     for at in LUKS2_HDR_SIZES {
@@ -342,8 +345,7 @@ pub fn read_secondary_only(src: &dyn ByteSource) -> crate::Result<Option<Luks2>>
             break;
         }
         let mut magic = [0u8; 6];
-        src.read_exact_at(&mut magic, at).map_err(|e| crate::Error::io(format!("reading byte {at}"), e))?;
-        if magic != LUKS2_MAGIC_2ND {
+        if src.read_exact_at(&mut magic, at).is_err() || magic != LUKS2_MAGIC_2ND {
             continue;
         }
         match read_copy(src, at, LUKS2_MAGIC_2ND) {
@@ -354,7 +356,7 @@ pub fn read_secondary_only(src: &dyn ByteSource) -> crate::Result<Option<Luks2>>
                 ));
                 return Ok(Some(s));
             }
-            Err(e) if e.kind() == crate::ErrorKind::Io => return Err(e),
+            Err(e) if e.kind() == crate::ErrorKind::Io => continue,
             Err(e) => {
                 damaged.get_or_insert(e);
             }

@@ -30,7 +30,8 @@ pub fn primary_looks_damaged(raw: &[u8]) -> bool {
 /// Look for group 1's superblock at the default places.
 ///
 /// # Errors
-/// I/O errors from `src` (a source too short for a candidate just skips it).
+/// None in practice: a candidate past the end or in an unreadable sector (a failing disk) is
+/// skipped; the `Result` keeps the probe signature.
 pub fn find(src: &dyn ByteSource) -> std::io::Result<Option<Backup>> {
     for log in 0..=6u32 {
         let bs = 1024u64 << log;
@@ -40,7 +41,9 @@ pub fn find(src: &dyn ByteSource) -> std::io::Result<Option<Backup>> {
             continue;
         }
         let mut raw = vec![0u8; 1024];
-        src.read_exact_at(&mut raw, at)?;
+        if src.read_exact_at(&mut raw, at).is_err() {
+            continue;
+        }
         let Ok(sb) = Superblock::parse(&raw) else { continue };
         if u64::from(sb.block_size) == bs && sb.block_group_nr == 1 && sb.groups > 1 && sb.superblock_block(1) == block
         {
