@@ -18,13 +18,11 @@ use super::layout::{
 use super::rs::{self, MulTable};
 use super::{Ecc, Layout, Placement};
 use crate::finding::Finding as Problem;
+use crate::pipeline::{Tick, run_all};
 use crate::progress::{Interrupt, Progress};
 use crate::source::ByteSource;
 use md5::{Digest, Md5};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
 
 /// Sectors per read (1 MiB).
 const CHUNK_SECTORS: u64 = 512;
@@ -171,108 +169,6 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// Shared state of a running verification: progress counter and cancellation.
-struct Ctx<'a> {
-    done: &'a AtomicU64,
-    stop: &'a AtomicBool,
-    interrupt: &'a Interrupt,
-}
-
-impl Ctx<'_> {
-    /// Count `bytes` as processed; `Err` once the run should stop.
-    fn tick(&self, bytes: u64) -> crate::Result<()> {
-        self.done.fetch_add(bytes, Ordering::Relaxed);
-        if self.interrupt.is_set() || self.stop.load(Ordering::Relaxed) {
-            return Err(crate::Error::interrupted());
-        }
-        Ok(())
-    }
-}
-
-/// Run `jobs` on `workers` threads (each pulls the next job), reporting progress from this
-/// thread. Results come back in job order; the first error stops the rest.
-fn run_jobs<J, R, F>(
-    jobs: &[J],
-    workers: usize,
-    total_bytes: u64,
-    label: &str,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-    f: F,
-) -> crate::Result<Vec<R>>
-where
-    J: Sync,
-    R: Send,
-    F: Fn(&J, &Ctx<'_>) -> crate::Result<R> + Sync,
-{
-    let next = AtomicUsize::new(0);
-    let done = AtomicU64::new(0);
-    let stop = AtomicBool::new(false);
-    progress.start(label, Some(total_bytes));
-    let mut results: Vec<Option<R>> = (0..jobs.len()).map(|_| None).collect();
-    let mut first_err: Option<crate::Error> = None;
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<(usize, crate::Result<R>)>();
-        for _ in 0..workers.max(1).min(jobs.len().max(1)) {
-            let tx = tx.clone();
-            let (next, done, stop, f) = (&next, &done, &stop, &f);
-            scope.spawn(move || {
-                let ctx = Ctx { done, stop, interrupt };
-                loop {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= jobs.len() {
-                        return;
-                    }
-                    let r = f(&jobs[i], &ctx);
-                    if r.is_err() {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    if tx.send((i, r)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut reported = 0u64;
-        loop {
-            let msg = rx.recv_timeout(Duration::from_millis(100));
-            let d = done.load(Ordering::Relaxed);
-            if d > reported {
-                progress.advance(d - reported);
-                reported = d;
-            }
-            match msg {
-                Ok((i, Ok(r))) => results[i] = Some(r),
-                Ok((_, Err(e))) => {
-                    // Keep the root cause, not the "interrupted" of the jobs it stopped.
-                    if first_err.as_ref().is_none_or(|f| f.kind() == crate::ErrorKind::Interrupted) {
-                        first_err = Some(e);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if interrupt.is_set() {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-    });
-    progress.finish();
-    if let Some(e) = first_err {
-        return Err(e);
-    }
-    interrupt.check()?;
-    results
-        .into_iter()
-        .map(|r| r.ok_or_else(|| crate::Error::new(crate::ErrorKind::Io, "BUG: a verify job produced no result")))
-        .collect()
-}
-
 /// Read sectors `[first, first + n)` of `src` into `buf` (`n·2048` bytes); what lies past the
 /// end reads as zeros. Returns how many sectors exist (a partial last one counts).
 fn read_sectors(src: &dyn ByteSource, first: u64, buf: &mut [u8]) -> crate::Result<u64> {
@@ -284,7 +180,7 @@ fn read_sectors(src: &dyn ByteSource, first: u64, buf: &mut [u8]) -> crate::Resu
 }
 
 /// MD5 of `src[0..len)`, streamed.
-fn md5_stream(src: &dyn ByteSource, start: u64, len: u64, ctx: &Ctx<'_>) -> crate::Result<[u8; 16]> {
+fn md5_stream(src: &dyn ByteSource, start: u64, len: u64, ctx: &Tick<'_>) -> crate::Result<[u8; 16]> {
     let mut h = Md5::new();
     let mut buf = vec![0u8; (CHUNK_SECTORS * ECC_SECTOR_BYTES) as usize];
     let end = start.saturating_add(len).min(src.size_bytes());
@@ -334,7 +230,7 @@ fn check_data_sectors(
     count: u64,
     fp: &[u8; 16],
     crc: &(dyn Fn(u64) -> Option<u32> + Sync),
-    ctx: &Ctx<'_>,
+    ctx: &Tick<'_>,
 ) -> crate::Result<Found> {
     let mut f = Found::default();
     let mut buf = vec![0u8; (CHUNK_SECTORS * ECC_SECTOR_BYTES) as usize];
@@ -625,16 +521,27 @@ fn verify_rs02(
     jobs.extend((0..l.nroots).map(Job::Layer));
     let total = r.data_bytes + data_end * ECC_SECTOR_BYTES + l.nroots as u64 * l.spl * ECC_SECTOR_BYTES;
     let crc_of = |s: u64| if crc_valid[s as usize] { Some(crcs[s as usize]) } else { None };
-    let results = run_jobs(&jobs, opts.workers, total, "checking ECC (RS02)", progress, interrupt, |job, ctx| {
-        Ok(match job {
-            Job::DataMd5 => (Found { md5: Some(md5_stream(image, 0, r.data_bytes, ctx)?), ..Found::default() }, None),
-            Job::DataCrc(a, n) => (check_data_sectors(image, *a, *n, &fp, &crc_of, ctx)?, None),
-            Job::Layer(k) => {
-                let (f, md5) = rs02_layer(image, l, *k, nsec, &fp, ctx)?;
-                (f, Some(md5))
-            }
-        })
-    })?;
+    let results = run_all(
+        &jobs,
+        opts.workers,
+        "checking ECC (RS02)",
+        Some(total),
+        progress,
+        interrupt,
+        || Ok(()),
+        |job, _, ctx| {
+            Ok(match job {
+                Job::DataMd5 => {
+                    (Found { md5: Some(md5_stream(image, 0, r.data_bytes, ctx)?), ..Found::default() }, None)
+                }
+                Job::DataCrc(a, n) => (check_data_sectors(image, *a, *n, &fp, &crc_of, ctx)?, None),
+                Job::Layer(k) => {
+                    let (f, md5) = rs02_layer(image, l, *k, nsec, &fp, ctx)?;
+                    (f, Some(md5))
+                }
+            })
+        },
+    )?;
     let mut found = Found::default();
     let mut meta = Md5::new();
     let mut ecc_missing = false;
@@ -673,7 +580,7 @@ fn rs02_layer(
     k: usize,
     nsec: u64,
     fp: &[u8; 16],
-    ctx: &Ctx<'_>,
+    ctx: &Tick<'_>,
 ) -> crate::Result<(Found, [u8; 16])> {
     let mut f = Found::default();
     let mut md5 = Md5::new();
@@ -738,13 +645,24 @@ fn verify_rs01(
     jobs.extend(crc_jobs(data_end).map(|(a, n)| Job::DataCrc(a, n)));
     let ecc_tail = ecc_size.saturating_sub(HEADER_BYTES as u64);
     let total = r.data_bytes + ecc_tail + data_end * ECC_SECTOR_BYTES;
-    let results = run_jobs(&jobs, opts.workers, total, "checking ECC (RS01)", progress, interrupt, |job, ctx| {
-        Ok(match job {
-            Job::DataMd5 => (Found { md5: Some(md5_stream(image, 0, r.data_bytes, ctx)?), ..Found::default() }, None),
-            Job::EccMd5 => (Found::default(), Some(md5_stream(ecc_file, HEADER_BYTES as u64, ecc_tail, ctx)?)),
-            Job::DataCrc(a, n) => (check_data_sectors(image, *a, *n, &fp, &crc_of, ctx)?, None),
-        })
-    })?;
+    let results = run_all(
+        &jobs,
+        opts.workers,
+        "checking ECC (RS01)",
+        Some(total),
+        progress,
+        interrupt,
+        || Ok(()),
+        |job, _, ctx| {
+            Ok(match job {
+                Job::DataMd5 => {
+                    (Found { md5: Some(md5_stream(image, 0, r.data_bytes, ctx)?), ..Found::default() }, None)
+                }
+                Job::EccMd5 => (Found::default(), Some(md5_stream(ecc_file, HEADER_BYTES as u64, ecc_tail, ctx)?)),
+                Job::DataCrc(a, n) => (check_data_sectors(image, *a, *n, &fp, &crc_of, ctx)?, None),
+            })
+        },
+    )?;
     let mut found = Found::default();
     for (f, ecc_md5) in results {
         if let Some(m) = f.md5 {
@@ -812,7 +730,7 @@ impl Rs03Group<'_> {
         Ok(())
     }
 
-    fn run(&self, i0: u64, i1: u64, syndromes: SyndromeCheck, ctx: &Ctx<'_>) -> crate::Result<Found> {
+    fn run(&self, i0: u64, i1: u64, syndromes: SyndromeCheck, ctx: &Tick<'_>) -> crate::Result<Found> {
         let l = self.l;
         let n = i1 - i0;
         let nb = (n * ECC_SECTOR_BYTES) as usize;
@@ -971,11 +889,19 @@ fn verify_rs03(
         (0..l.spl.div_ceil(RS03_GROUP)).map(|g| Job::Blocks(g * RS03_GROUP, ((g + 1) * RS03_GROUP).min(l.spl))),
     );
     let total = r.data_bytes + 255 * l.spl * ECC_SECTOR_BYTES;
-    let results =
-        run_jobs(&jobs, opts.workers, total, "checking ECC (RS03)", progress, interrupt, |job, ctx| match job {
+    let results = run_all(
+        &jobs,
+        opts.workers,
+        "checking ECC (RS03)",
+        Some(total),
+        progress,
+        interrupt,
+        || Ok(()),
+        |job, _, ctx| match job {
             Job::DataMd5 => Ok(Found { md5: Some(md5_stream(image, 0, r.data_bytes, ctx)?), ..Found::default() }),
             Job::Blocks(a, b) => group.run(*a, *b, opts.syndromes, ctx),
-        })?;
+        },
+    )?;
     let mut found = Found::default();
     for f in results {
         if let Some(m) = f.md5 {
