@@ -286,16 +286,9 @@ fn build(
 
     let total: u64 = if hash { jobs.iter().map(|j| entries[j.entry].size).sum() } else { 0 };
     let label = if hash { "hashing files" } else { "checking files" };
-    let results = crate::pipeline::run_each(
-        &jobs,
-        workers.clamp(1, 16),
-        label,
-        Some(total),
-        progress,
-        interrupt,
-        || Ok(vec![0u8; CHUNK_BYTES]),
-        |job, buf, tick| hash_one(fs, job.id, hash, buf, tick),
-    )?;
+    let results = crate::pipeline::Pool::new(workers.clamp(1, 16), progress, interrupt)
+        .phase(label, Some(total))
+        .run_each(&jobs, || Ok(vec![0u8; CHUNK_BYTES]), |job, buf, tick| hash_one(fs, job.id, hash, buf, tick))?;
     for (job, res) in jobs.iter().zip(results) {
         match res {
             Ok((digest, issues)) => {

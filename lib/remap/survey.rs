@@ -228,20 +228,16 @@ fn verify_extents(
         .collect();
     let total: u64 = work.iter().map(|e| e.length).sum();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
-    let found = crate::pipeline::run_all(
-        &work,
-        threads,
-        "checking extents",
-        Some(total),
-        progress,
-        interrupt,
-        || {
-            let a = AlignedBuf::new(CHUNK, align).map_err(|e| crate::Error::io("allocating buffers", e))?;
-            let b = AlignedBuf::new(CHUNK, align).map_err(|e| crate::Error::io("allocating buffers", e))?;
-            Ok((a, b))
-        },
-        |e, bufs, tick| compare_extent(file, &dev, e, align, bufs, tick),
-    )?;
+    let found =
+        crate::pipeline::Pool::new(threads, progress, interrupt).phase("checking extents", Some(total)).run_all(
+            &work,
+            || {
+                let a = AlignedBuf::new(CHUNK, align).map_err(|e| crate::Error::io("allocating buffers", e))?;
+                let b = AlignedBuf::new(CHUNK, align).map_err(|e| crate::Error::io("allocating buffers", e))?;
+                Ok((a, b))
+            },
+            |e, bufs, tick| compare_extent(file, &dev, e, align, bufs, tick),
+        )?;
     let mut check = Check::default();
     for (e, m) in work.iter().zip(found) {
         check.extents_checked += 1;

@@ -11,7 +11,7 @@
 //! ```
 //! The single MD5 stream over the data is what cannot be split; everything else is cut into
 //! independent jobs that the other cores (and worker 0 after the MD5) pull from one queue
-//! (`pipeline::run_all`). This file holds what the methods share (options, report, CRC table,
+//! (`pipeline::Pool`). This file holds what the methods share (options, report, CRC table,
 //! sector reads); `rs01.rs`, `rs02.rs`, `rs03.rs` hold each method, `problems.rs` the findings.
 
 use super::layout::{
@@ -20,7 +20,7 @@ use super::layout::{
 use super::rs::{self, MulTable};
 use super::{Ecc, Layout, Placement};
 use crate::finding::Finding as Problem;
-use crate::pipeline::{Tick, run_all};
+use crate::pipeline::{Pool, Tick};
 use crate::progress::{Interrupt, Progress};
 use crate::source::ByteSource;
 use md5::{Digest, Md5};

@@ -39,13 +39,8 @@ pub(super) fn verify_rs01(
     jobs.extend(crc_jobs(data_end).map(|(a, n)| Job::DataCrc(a, n)));
     let ecc_tail = ecc_size.saturating_sub(HEADER_BYTES as u64);
     let total = r.data_bytes + ecc_tail + data_end * ECC_SECTOR_BYTES;
-    let results = run_all(
+    let results = Pool::new(opts.workers, progress, interrupt).phase("checking ECC (RS01)", Some(total)).run_all(
         &jobs,
-        opts.workers,
-        "checking ECC (RS01)",
-        Some(total),
-        progress,
-        interrupt,
         || Ok(()),
         |job, _, ctx| {
             Ok(match job {

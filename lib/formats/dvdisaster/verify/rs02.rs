@@ -94,13 +94,8 @@ pub(super) fn verify_rs02(
     jobs.extend((0..l.nroots).map(Job::Layer));
     let total = r.data_bytes + data_end * ECC_SECTOR_BYTES + l.nroots as u64 * l.spl * ECC_SECTOR_BYTES;
     let crc_of = |s: u64| if crc_valid[s as usize] { Some(crcs[s as usize]) } else { None };
-    let results = run_all(
+    let results = Pool::new(opts.workers, progress, interrupt).phase("checking ECC (RS02)", Some(total)).run_all(
         &jobs,
-        opts.workers,
-        "checking ECC (RS02)",
-        Some(total),
-        progress,
-        interrupt,
         || Ok(()),
         |job, _, ctx| {
             Ok(match job {

@@ -253,13 +253,8 @@ pub(super) fn verify_rs03(
         (0..l.spl.div_ceil(RS03_GROUP)).map(|g| Job::Blocks(g * RS03_GROUP, ((g + 1) * RS03_GROUP).min(l.spl))),
     );
     let total = r.data_bytes + 255 * l.spl * ECC_SECTOR_BYTES;
-    let results = run_all(
+    let results = Pool::new(opts.workers, progress, interrupt).phase("checking ECC (RS03)", Some(total)).run_all(
         &jobs,
-        opts.workers,
-        "checking ECC (RS03)",
-        Some(total),
-        progress,
-        interrupt,
         || Ok(()),
         |job, _, ctx| match job {
             Job::DataMd5 => Ok(Found { md5: Some(md5_stream(image, 0, r.data_bytes, ctx)?), ..Found::default() }),
