@@ -204,8 +204,18 @@ pub fn reencrypt(
     // reads back from the disk (with the key in memory: the keyslot is unlocked at the end).
     let back = crate::output::direct::ReadBack::open(&out.partial, &file)
         .map_err(|e| crate::Error::io(format!("opening {} to read it back", out.partial.display()), e))?;
+    let verification_failed = |e: crate::Error| {
+        e.context(format!(
+            "verification failed ({} was kept for inspection and {} was not created)",
+            out.partial.display(),
+            out.final_path.display()
+        ))
+    };
     let disk_cipher = if writer.is_direct() && back.is_direct() {
-        Some(payload_cipher_from_disk(&out.partial, &vk, layout.size_bytes, target.payload_offset_bytes)?)
+        Some(
+            payload_cipher_from_disk(&out.partial, &vk, layout.size_bytes, target.payload_offset_bytes)
+                .map_err(verification_failed)?,
+        )
     } else {
         None
     };
@@ -229,7 +239,8 @@ pub fn reencrypt(
         &mut on_durable,
         progress,
         interrupt,
-    )?;
+    )
+    .map_err(|e| if e.kind() == crate::ErrorKind::Corrupt { verification_failed(e) } else { e })?;
     if !writer.is_direct() {
         notes.push(format!(
             "the file system of {} does not take O_DIRECT writes: the output went through the page cache",
@@ -279,13 +290,7 @@ pub fn reencrypt(
         interrupt,
     );
     drop(file);
-    let (_, out_uuid, direct) = read_back.map_err(|e| {
-        e.context(format!(
-            "verification failed ({} was kept for inspection and {} was not created)",
-            out.partial.display(),
-            out.final_path.display()
-        ))
-    })?;
+    let (_, out_uuid, direct) = read_back.map_err(verification_failed)?;
     if out_uuid != uuid {
         return Err(crate::Error::corrupt(format!(
             "verification failed: {} reads back with UUID {out_uuid}, not {uuid}; {} was not created",
