@@ -6,6 +6,8 @@ use crate::image::{Content, Opened};
 use crate::verify::{Outcome as VerifyOutcome, Problem};
 use serde::{Deserialize, Serialize};
 
+pub mod batch;
+
 /// Version of the JSON format.
 pub const JSON_VERSION: u32 = 1;
 

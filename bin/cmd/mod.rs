@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod attach;
+pub mod batch;
 pub mod extents;
 pub mod extract;
 pub mod inspect;

@@ -5,6 +5,9 @@ use loopkit::progress::Interrupt;
 
 /// Run it; returns the exit code (0 verified, 1 problems found).
 pub fn run(a: &VerifyArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
+    if super::batch::wanted(a) {
+        return super::batch::run(a, interrupt);
+    }
     let mut secrets = a.common.secrets.clone();
     // --ecc-only needs no passphrase: never ask for one.
     secrets.no_prompt |= a.ecc_only;
