@@ -57,6 +57,70 @@ pub enum Command {
     Attach(Box<AttachArgs>),
     /// Stop serving an attached device (by /dev/ublkbN or by image): flush, remove the device.
     Detach(DetachArgs),
+    /// Summarise a fixity catalog written by `verify --catalog` (counts, oldest check, changed
+    /// and failing images); --import merges other catalogs into it (idempotent, locked).
+    Catalog(CatalogArgs),
+    /// Write a self-contained HTML report (summary, sortable table, sector maps) from
+    /// `verify --json-lines` output or a catalog.
+    Report(ReportArgs),
+    /// Print a shell completion script for bash, zsh or fish on stdout.
+    Completions(CompletionsArgs),
+    /// Write man pages (loopkit.1, loopkit-verify.1, ...) into a directory.
+    Man(ManArgs),
+}
+
+/// `loopkit catalog`.
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// The catalog file (JSON lines).
+    pub catalog: PathBuf,
+    /// Merge the records of these catalogs (e.g. one per GNU parallel or Slurm task) into
+    /// CATALOG first; records already present are not added again.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub import: Vec<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `loopkit report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// `verify --json-lines` output, or a catalog.
+    pub input: PathBuf,
+    /// Where to write the HTML (default: stdout).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Shells for `completions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    /// GNU bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
+}
+
+/// `loopkit completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// `loopkit man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// Where secrets come from. Never from an argument value.

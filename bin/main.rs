@@ -50,6 +50,10 @@ fn main() -> ExitCode {
         cli::Command::Extents(a) => (a.output.json, "extents"),
         cli::Command::Attach(a) => (a.json, "attach"),
         cli::Command::Detach(a) => (a.json, "detach"),
+        cli::Command::Catalog(a) => (a.json, "catalog"),
+        cli::Command::Report(_) => (false, "report"),
+        cli::Command::Completions(_) => (false, "completions"),
+        cli::Command::Man(_) => (false, "man"),
     };
     let result = match &cli.command {
         cli::Command::Inspect(a) => cmd::inspect::run(a),
@@ -62,6 +66,10 @@ fn main() -> ExitCode {
         cli::Command::Extents(a) => cmd::extents::run(a, &interrupt),
         cli::Command::Attach(a) => cmd::attach::run(a, &interrupt),
         cli::Command::Detach(a) => cmd::attach::detach(a),
+        cli::Command::Catalog(a) => cmd::catalog::run(a),
+        cli::Command::Report(a) => cmd::report::run(a),
+        cli::Command::Completions(a) => cmd::docs::completions(a),
+        cli::Command::Man(a) => cmd::docs::man(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -7,6 +7,7 @@ use crate::verify::{Outcome as VerifyOutcome, Problem};
 use serde::{Deserialize, Serialize};
 
 pub mod batch;
+pub mod html;
 
 /// Version of the JSON format.
 pub const JSON_VERSION: u32 = 1;

@@ -523,7 +523,7 @@ impl Job {
             ));
             doc.ok = false;
         }
-        let row = row_of(path, &doc, ms(t0.elapsed()));
+        let row = crate::report::batch::row_of(&path.display().to_string(), &doc, ms(t0.elapsed()));
         let record = self.record(&row, Some(&doc));
         JobResult { index: self.index, row, doc: Some(Doc::Verify(Box::new(doc))), record }
     }
@@ -564,33 +564,6 @@ impl Job {
             run: self.run.clone(),
             elapsed_ms: row.elapsed_ms,
         })
-    }
-}
-
-/// The table row of a verify document.
-pub fn row_of(path: &Path, doc: &Verify, elapsed_ms: u64) -> Row {
-    let i = &doc.inspect;
-    let scheme = match (&i.encryption, i.kind.as_str()) {
-        (Some(e), _) => Some(e.scheme.clone()),
-        (None, "plain") => Some("plain".into()),
-        _ => None,
-    };
-    let bad_sectors = i.ecc.as_ref().and_then(|e| {
-        let bad = e.bad_sectors.as_ref()?.len() as u64;
-        Some(bad + e.missing_sectors.as_ref().map_or(0, |m| m.len() as u64))
-    });
-    Row {
-        image: path.display().to_string(),
-        verdict: if doc.ok { Verdict::Verified } else { Verdict::Problems },
-        scheme,
-        filesystem: i.filesystem.as_ref().map(|f| f.kind.clone()),
-        bad_sectors,
-        unreadable_bytes: doc.payload.as_ref().map_or(0, |p| p.unreadable_bytes),
-        files_changed: doc.files.as_ref().map(|f| (f.missing.len() + f.extra.len() + f.changed.len()) as u64),
-        problems: doc.problems.iter().filter(|p| p.is_error()).map(|p| p.code.to_string()).collect(),
-        message: None,
-        payload_sha256: doc.payload.as_ref().map(|p| p.sha256.clone()),
-        elapsed_ms,
     }
 }
 

@@ -280,6 +280,33 @@ pub struct CatalogOldest {
     pub verified_at_utc: String,
 }
 
+/// The table row of a verify document.
+pub fn row_of(image: &str, doc: &super::Verify, elapsed_ms: u64) -> Row {
+    let i = &doc.inspect;
+    let scheme = match (&i.encryption, i.kind.as_str()) {
+        (Some(e), _) => Some(e.scheme.clone()),
+        (None, "plain") => Some("plain".into()),
+        _ => None,
+    };
+    let bad_sectors = i.ecc.as_ref().and_then(|e| {
+        let bad = e.bad_sectors.as_ref()?.len() as u64;
+        Some(bad + e.missing_sectors.as_ref().map_or(0, |m| m.len() as u64))
+    });
+    Row {
+        image: image.to_string(),
+        verdict: if doc.ok { Verdict::Verified } else { Verdict::Problems },
+        scheme,
+        filesystem: i.filesystem.as_ref().map(|f| f.kind.clone()),
+        bad_sectors,
+        unreadable_bytes: doc.payload.as_ref().map_or(0, |p| p.unreadable_bytes),
+        files_changed: doc.files.as_ref().map(|f| (f.missing.len() + f.extra.len() + f.changed.len()) as u64),
+        problems: doc.problems.iter().filter(|p| p.is_error()).map(|p| p.code.to_string()).collect(),
+        message: None,
+        payload_sha256: doc.payload.as_ref().map(|p| p.sha256.clone()),
+        elapsed_ms,
+    }
+}
+
 /// Seconds since the epoch as RFC 3339 UTC (`2026-12-06T05:30:00Z`), without a date library
 /// (civil-from-days, Howard Hinnant's algorithm).
 pub fn rfc3339(secs: u64) -> String {
