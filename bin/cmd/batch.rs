@@ -63,7 +63,11 @@ pub fn run(a: &VerifyArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     let cfg = loopkit::batch::Config {
         jobs,
         readers_per_device: usize::from(b.readers_per_device),
-        time_budget: b.time_budget.as_deref().map(|t| loopkit::batch::parse_duration(t, "--time-budget")).transpose()?,
+        time_budget: b
+            .time_budget
+            .as_deref()
+            .map(|t| loopkit::batch::parse_duration(t, "--time-budget"))
+            .transpose()?,
         open: crate::secrets::open_options(&a.common.params)?,
         verify,
         secrets: crate::secrets::collect(&secret_args)?,
@@ -157,7 +161,11 @@ impl Observer for Ui {
 
 fn short_name(p: &Path) -> String {
     let s = p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
-    if s.chars().count() > 24 { format!("…{}", s.chars().rev().take(23).collect::<Vec<_>>().into_iter().rev().collect::<String>()) } else { s }
+    if s.chars().count() > 24 {
+        format!("…{}", s.chars().rev().take(23).collect::<Vec<_>>().into_iter().rev().collect::<String>())
+    } else {
+        s
+    }
 }
 
 /// One job's bar (bytes, rate, ETA, the image's name).

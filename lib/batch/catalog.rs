@@ -118,9 +118,8 @@ pub struct Writer {
 }
 
 fn lock(file: &File, path: &Path) -> crate::Result<()> {
-    rustix::fs::flock(file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-        crate::Error::io(format!("cannot lock catalog {}", path.display()), std::io::Error::from(e))
-    })
+    rustix::fs::flock(file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| crate::Error::io(format!("cannot lock catalog {}", path.display()), std::io::Error::from(e)))
 }
 
 fn unlock(file: &File) {
@@ -187,8 +186,7 @@ impl Writer {
                 .read_to_string(&mut text)
                 .map_err(|e| crate::Error::io(format!("cannot read catalog {}", self.path.display()), e))?;
         }
-        let mut seen: HashSet<String> =
-            parse(&text).records().filter_map(|r| serde_json::to_string(r).ok()).collect();
+        let mut seen: HashSet<String> = parse(&text).records().filter_map(|r| serde_json::to_string(r).ok()).collect();
         let mut out = String::new();
         let mut added = 0;
         for r in incoming {
@@ -231,7 +229,8 @@ impl Identity {
     /// # Errors
     /// `Io`.
     pub fn of(p: &Path) -> crate::Result<Identity> {
-        let abs = std::fs::canonicalize(p).map_err(|e| crate::Error::io(format!("cannot resolve {}", p.display()), e))?;
+        let abs =
+            std::fs::canonicalize(p).map_err(|e| crate::Error::io(format!("cannot resolve {}", p.display()), e))?;
         let m = std::fs::metadata(&abs).map_err(|e| crate::Error::io(format!("cannot examine {}", p.display()), e))?;
         Ok(Identity {
             path: abs.to_string_lossy().into_owned(),
@@ -243,7 +242,10 @@ impl Identity {
     }
     /// Whether `r` was taken of this very file, unchanged (size, mtime, device, inode).
     pub fn unchanged_since(&self, r: &CatalogRecord) -> bool {
-        r.size_bytes == self.size_bytes && r.mtime_ns == self.mtime_ns && r.device == self.device && r.inode == self.inode
+        r.size_bytes == self.size_bytes
+            && r.mtime_ns == self.mtime_ns
+            && r.device == self.device
+            && r.inode == self.inode
     }
 }
 

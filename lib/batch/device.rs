@@ -49,9 +49,8 @@ fn whole_disks(dir: &Path, depth: u32, out: &mut Vec<String>) {
 
 /// Whether the disk behind `key` rotates (sysfs `queue/rotational`); false when unknown.
 pub fn rotational(key: &str) -> bool {
-    key.split('+').any(|d| {
-        std::fs::read_to_string(format!("/sys/block/{d}/queue/rotational")).is_ok_and(|s| s.trim() == "1")
-    })
+    key.split('+')
+        .any(|d| std::fs::read_to_string(format!("/sys/block/{d}/queue/rotational")).is_ok_and(|s| s.trim() == "1"))
 }
 
 #[cfg(test)]

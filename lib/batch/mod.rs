@@ -207,7 +207,13 @@ pub fn run(found: &Found, cfg: &Config, observer: &mut dyn Observer, interrupt: 
             });
             if let Err(e) = spawned {
                 let row = failed_row(&p.path, "io", format!("cannot start a thread: {e}"), 0);
-                finish(&mut rows, &mut counts, observer, None, JobResult { index: p.index, row, doc: None, record: None })?;
+                finish(
+                    &mut rows,
+                    &mut counts,
+                    observer,
+                    None,
+                    JobResult { index: p.index, row, doc: None, record: None },
+                )?;
                 if let Some(b) = busy.get_mut(&p.device) {
                     *b = b.saturating_sub(1);
                 }
@@ -381,11 +387,7 @@ fn skipped_row(path: &Path, why: String) -> Row {
 }
 
 fn failed_row(path: &Path, kind: &str, message: String, elapsed_ms: u64) -> Row {
-    Row {
-        problems: vec![kind.to_string()],
-        message: Some(message),
-        ..blank_row(path, Verdict::Failed, elapsed_ms)
-    }
+    Row { problems: vec![kind.to_string()], message: Some(message), ..blank_row(path, Verdict::Failed, elapsed_ms) }
 }
 
 fn over_budget(j: &Running, budget: Option<Duration>) -> JobResult {
@@ -496,11 +498,10 @@ impl Job {
         } else {
             first
         };
-        let outcome =
-            match crate::verify::verify_files(&opened, self.cfg.verify, None, progress, &self.interrupt) {
-                Ok(o) => o,
-                Err(e) => return fail(e),
-            };
+        let outcome = match crate::verify::verify_files(&opened, self.cfg.verify, None, progress, &self.interrupt) {
+            Ok(o) => o,
+            Err(e) => return fail(e),
+        };
         let mut doc = crate::report::verify(&opened, secrets::advice_len(&secrets), &outcome);
         if let (Some(prev), Some(now)) = (&self.previous, &doc.payload)
             && let Some(before) = &prev.payload_sha256
@@ -541,9 +542,10 @@ impl Job {
             device: id.device,
             inode: id.inode,
             payload_sha256: row.payload_sha256.clone(),
-            ecc: doc.and_then(|d| d.inspect.ecc.as_ref()).and_then(|e| e.ok).map(|ok| {
-                if ok { "ok".to_string() } else { "damaged".to_string() }
-            }),
+            ecc: doc
+                .and_then(|d| d.inspect.ecc.as_ref())
+                .and_then(|e| e.ok)
+                .map(|ok| if ok { "ok".to_string() } else { "damaged".to_string() }),
             manifest_digest: doc.and_then(|d| d.files.as_ref()).map(|f| {
                 use sha2::Digest;
                 let mut paths: Vec<&String> = f.missing.iter().chain(&f.extra).chain(&f.changed).collect();
@@ -586,7 +588,9 @@ pub fn parse_duration(s: &str, what: &str) -> crate::Result<Duration> {
         Some((i, 'h')) => (&t[..i], 3600.0),
         _ => (t, 1.0),
     };
-    let v: f64 = num.parse().map_err(|_| crate::Error::invalid(format!("{what}: {s:?} is not a duration (e.g. 90s, 10m, 1h)")))?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| crate::Error::invalid(format!("{what}: {s:?} is not a duration (e.g. 90s, 10m, 1h)")))?;
     let secs = v * mult;
     if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
         return Err(crate::Error::invalid(format!("{what}: {s:?} is out of range")));

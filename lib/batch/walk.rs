@@ -28,7 +28,11 @@ pub fn patterns(globs: &[String]) -> crate::Result<Vec<glob::Pattern>> {
 
 /// Whether `p` (a path, or its file name when the pattern has no `/`) matches `pat`.
 pub fn matches(pat: &glob::Pattern, p: &Path) -> bool {
-    let opts = glob::MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: false };
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
     if pat.as_str().contains('/') {
         pat.matches_path_with(p, opts)
     } else {
@@ -64,7 +68,8 @@ pub fn walk(paths: &[PathBuf], opts: &WalkOptions) -> crate::Result<Found> {
     let mut found = Found::default();
     let excluded = |p: &Path| opts.exclude.iter().any(|g| matches(g, p));
     for arg in paths {
-        let meta = std::fs::metadata(arg).map_err(|e| crate::Error::io(format!("cannot examine {}", arg.display()), e))?;
+        let meta =
+            std::fs::metadata(arg).map_err(|e| crate::Error::io(format!("cannot examine {}", arg.display()), e))?;
         if !meta.is_dir() {
             if !excluded(arg) {
                 classify(arg.clone(), &meta, &mut found);

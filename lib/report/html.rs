@@ -259,8 +259,10 @@ tr.failed td.v{background:#f99}tr.skipped td.v,tr.interrupted td.v{background:#e
         counts.skipped,
         counts.interrupted
     ));
-    o.push_str("<table id=\"images\">\n<thead><tr><th>image</th><th>verdict</th><th>scheme</th><th>file system</th>\
-<th>bad sectors</th><th>files changed</th><th>time (s)</th><th>problems</th></tr></thead>\n<tbody>\n");
+    o.push_str(
+        "<table id=\"images\">\n<thead><tr><th>image</th><th>verdict</th><th>scheme</th><th>file system</th>\
+<th>bad sectors</th><th>files changed</th><th>time (s)</th><th>problems</th></tr></thead>\n<tbody>\n",
+    );
     let dash = || "-".to_string();
     for r in &input.rows {
         let problems = match &r.message {
