@@ -33,7 +33,7 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Stream the whole image, decrypt it, hash the payload and check the file system.
     /// dvdisaster error-correction data (appended, --ecc, or NAME.ecc) is checked first.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
     /// List every entry of the file system inside the image (ext2/3/4, ISO9660) as JSON:
     /// path, type, size, mode, owner, mtime, target, SHA-256.
     Manifest(ManifestArgs),
