@@ -436,7 +436,7 @@ fn catalog_interrupt_resume_bitrot() -> TestResult {
     ensure!(rows["cl-rmd160-ext3-slow-luks.img"]["verdict"] == "interrupted", "{summary}");
     ensure!(rows["plain-ext2.img"]["verdict"] == "interrupted", "not started ones: {summary}");
     // Resume: the finished image is not checked again; the rest are.
-    let out = run(&mut Command::new(util::loopkit_bin()).args(args(&["--resume"])))?;
+    let out = run(Command::new(util::loopkit_bin()).args(args(&["--resume"])))?;
     ensure!(code(&out) == 0, "resume exit {}: {}", code(&out), String::from_utf8_lossy(&out.stderr));
     let l = lines(&out)?;
     let rows = rows_by_name(&l.summary);
@@ -463,7 +463,7 @@ fn catalog_interrupt_resume_bitrot() -> TestResult {
         f.write_all_at(&b, 70_000).map_err(|e| e.to_string())?;
         f.set_modified(mtime).map_err(|e| e.to_string())?;
     }
-    let out = run(&mut Command::new(util::loopkit_bin()).args(args(&[])))?;
+    let out = run(Command::new(util::loopkit_bin()).args(args(&[])))?;
     let l = lines(&out)?;
     let rows = rows_by_name(&l.summary);
     let r = &rows["cl-rmd160-ext4.img"];
@@ -481,7 +481,7 @@ fn catalog_interrupt_resume_bitrot() -> TestResult {
         "catalog summary: {s}"
     );
     ensure!(s["images"] == 5 && s["records"] == 10, "catalog summary counts: {s}");
-    let out = run(&mut Command::new(util::loopkit_bin()).args(args(&["--changed-only"])))?;
+    let out = run(Command::new(util::loopkit_bin()).args(args(&["--changed-only"])))?;
     let l = lines(&out)?;
     let rows = rows_by_name(&l.summary);
     ensure!(
@@ -489,7 +489,7 @@ fn catalog_interrupt_resume_bitrot() -> TestResult {
         "--changed-only: {}",
         l.summary
     );
-    let out = run(&mut Command::new(util::loopkit_bin()).args(args(&["--since-days", "1"])))?;
+    let out = run(Command::new(util::loopkit_bin()).args(args(&["--since-days", "1"])))?;
     let l = lines(&out)?;
     ensure!(l.docs.is_empty(), "--since-days 1 re-verified {} images verified minutes ago", l.docs.len());
     Ok(Completion::Completed)
@@ -779,6 +779,81 @@ fn time_budget() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// A batch over two discs in the real kernel (one VM boot): a cryptoloop image behind
+/// device-mapper's `error` target (4 KiB at byte 1 MiB return EIO, the table is the oracle) and a
+/// healthy copy on a second disk. The batch must finish, report the failing disc `problems` with
+/// `image.unreadable` over exactly that range, the healthy one `verified` with the generator's
+/// digest, and exit 1.
+fn failing_disk_in_a_batch() -> TestResult {
+    let (d, f, pass) = match crate::legacy::rmd160_fixture("batch-vm", "c.img", "ext2")? {
+        Ok(x) => x,
+        Err(reason) => return util::skip(reason),
+    };
+    let bin = util::loopkit_bin();
+    let Some(bin_in_guest) = crate::vm::guest_path(&bin) else {
+        return Err(format!("{} is not visible in the guest", bin.display()).into());
+    };
+    let healthy = d.path("healthy.img");
+    std::fs::copy(&f.image, &healthy).map_err(|e| e.to_string())?;
+    let (bad_start, bad_len) = (1u64 << 20, 4096u64);
+    let pass_bytes = std::fs::read(&pass).map_err(|e| e.to_string())?;
+    let script = format!(
+        r#"
+img={dev}
+s=$(blockdev --getsz $img)
+printf '0 {a} linear %s 0\n{a} {n} error\n{b} %s linear %s {b}\n' $img $((s - {b})) $img | dmsetup create flaky
+rc=0
+{bin} verify /dev/mapper/flaky {dev2} --json-lines --passphrase-file /run/vm/pass > /run/vm/out.jsonl || rc=$?
+dmsetup remove flaky
+echo "rc:$rc"
+"#,
+        dev = crate::vm::dev(0),
+        dev2 = crate::vm::dev(1),
+        a = bad_start / 512,
+        n = bad_len / 512,
+        b = (bad_start + bad_len) / 512,
+        bin = crate::vm::sh_quote(&bin_in_guest),
+    );
+    let job = crate::vm::VmJob {
+        disks: &[crate::vm::Disk::ro(&f.image), crate::vm::Disk::ro(&healthy)],
+        script: &script,
+        files: &[("pass", &pass_bytes)],
+        timeout: std::time::Duration::from_secs(300),
+        ..Default::default()
+    };
+    let out = match crate::vm::run(&job) {
+        Ok(o) => o,
+        Err(u) => return u.skip(),
+    };
+    out.check()?;
+    let rc: Vec<&str> = out.tagged("rc:").collect();
+    ensure!(rc == ["1"], "batch with a failing disc: exit {rc:?}, want 1\n{}", out.transcript());
+    let text = String::from_utf8_lossy(&out.file("out.jsonl")?).into_owned();
+    let docs: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let summary = docs.last().ok_or("no output")?;
+    let rows = summary["rows"].as_array().ok_or("no rows")?;
+    ensure!(rows.len() == 2, "rows: {summary}");
+    let flaky = docs.iter().find(|d| d["image"] == "/dev/mapper/flaky").ok_or("no document for the failing disc")?;
+    ensure!(
+        flaky["payload"]["unreadable_ranges"]
+            == serde_json::json!([{"offset_bytes": bad_start, "size_bytes": bad_len}]),
+        "unreadable ranges {} differ from the dm error target",
+        flaky["payload"]["unreadable_ranges"]
+    );
+    ensure!(
+        rows[0]["verdict"] == "problems"
+            && rows[0]["problems"].as_array().is_some_and(|a| a.iter().any(|c| c == "image.unreadable")),
+        "failing disc row: {}",
+        rows[0]
+    );
+    ensure!(
+        rows[1]["verdict"] == "verified" && rows[1]["payload_sha256"] == f.plaintext_sha256.as_str(),
+        "healthy disc row: {}",
+        rows[1]
+    );
+    Ok(Completion::Completed)
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("batch::expected_verdicts", expected_verdicts),
@@ -789,5 +864,6 @@ pub fn trials() -> Vec<Trial> {
         trial("batch::completions_and_man_pages", completions_and_man_pages),
         trial("batch::gnu_parallel_recipe", gnu_parallel_recipe),
         trial("batch::time_budget", time_budget),
+        trial("batch::failing_disk_in_a_batch", failing_disk_in_a_batch),
     ]
 }

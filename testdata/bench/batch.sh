@@ -19,7 +19,7 @@ printf 'benchmark passphrase\n' > "$pass"
 one="$work/one.img"
 echo "building one ${size_mib} MiB cryptoloop image (ext4 + random file, Python cryptography), $count copies..." >&2
 mkdir -p "$work/tree"
-head -c $(( (size_mib - 8) * 1024 * 1024 )) /dev/urandom > "$work/tree/data.bin"
+head -c $(( (size_mib - 16) * 1024 * 1024 )) /dev/urandom > "$work/tree/data.bin"
 truncate -s "${size_mib}M" "$work/plain.img"
 mkfs.ext4 -q -F -d "$work/tree" "$work/plain.img"
 python3 - "$work/plain.img" "$one" "$pass" <<'PY'
