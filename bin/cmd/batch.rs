@@ -39,6 +39,9 @@ pub fn run(a: &VerifyArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         max_depth: b.max_depth,
         exclude: loopkit::batch::walk::patterns(&b.exclude)?,
     };
+    for p in paths.iter().filter(|p| p.is_dir()) {
+        eprintln!("loopkit: note: {} is a directory: verifying the images found in it", p.display());
+    }
     let mut found = loopkit::batch::walk::walk(&paths, &walk)?;
     // The batch's own files (catalog, secrets map) are never images of the batch.
     let own: Vec<PathBuf> = [b.catalog.as_deref(), b.secrets.as_deref(), a.common.secrets.passphrase_file.as_deref()]
