@@ -6,11 +6,23 @@ use std::path::PathBuf;
 /// Keep old Linux loop-device images readable: inspect, verify and migrate cryptoloop, loop-AES
 /// and plain loop images offline, without root.
 #[derive(Debug, Parser)]
-#[command(name = "loopkit", version, about, long_about = None, max_term_width = 100)]
+#[command(name = "loopkit", version = version(), about, long_about = None, max_term_width = 100)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `0.1.0 (git 1a2b3c4d5e6f)`: the crate version and the git revision it was built from (just
+/// the version when built outside a git checkout; see build.rs).
+pub fn version() -> &'static str {
+    match option_env!("LOOPKIT_GIT_REV") {
+        Some(rev) if !rev.is_empty() => {
+            static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            V.get_or_init(|| format!("{} (git {rev})", env!("CARGO_PKG_VERSION")))
+        }
+        _ => env!("CARGO_PKG_VERSION"),
+    }
 }
 
 /// Subcommands.
@@ -21,7 +33,7 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Stream the whole image, decrypt it, hash the payload and check the file system.
     /// dvdisaster error-correction data (appended, --ecc, or NAME.ecc) is checked first.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
     /// List every entry of the file system inside the image (ext2/3/4, ISO9660) as JSON:
     /// path, type, size, mode, owner, mtime, target, SHA-256.
     Manifest(ManifestArgs),
@@ -45,6 +57,70 @@ pub enum Command {
     Attach(Box<AttachArgs>),
     /// Stop serving an attached device (by /dev/ublkbN or by image): flush, remove the device.
     Detach(DetachArgs),
+    /// Summarise a fixity catalog written by `verify --catalog` (counts, oldest check, changed
+    /// and failing images); --import merges other catalogs into it (idempotent, locked).
+    Catalog(CatalogArgs),
+    /// Write a self-contained HTML report (summary, sortable table, sector maps) from
+    /// `verify --json-lines` output or a catalog.
+    Report(ReportArgs),
+    /// Print a shell completion script for bash, zsh or fish on stdout.
+    Completions(CompletionsArgs),
+    /// Write man pages (loopkit.1, loopkit-verify.1, ...) into a directory.
+    Man(ManArgs),
+}
+
+/// `loopkit catalog`.
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// The catalog file (JSON lines).
+    pub catalog: PathBuf,
+    /// Merge the records of these catalogs (e.g. one per GNU parallel or Slurm task) into
+    /// CATALOG first; records already present are not added again.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub import: Vec<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `loopkit report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// `verify --json-lines` output, or a catalog.
+    pub input: PathBuf,
+    /// Where to write the HTML (default: stdout).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Shells for `completions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    /// GNU bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
+}
+
+/// `loopkit completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// `loopkit man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// Where secrets come from. Never from an argument value.
@@ -184,6 +260,75 @@ pub struct VerifyArgs {
     /// (which catch every codeword with up to 8 wrong bytes).
     #[arg(long)]
     pub full_syndromes: bool,
+    /// Write a dvdisaster-style sector map of the image (SVG) to FILE (images with dvdisaster
+    /// error correction data).
+    #[arg(long, value_name = "FILE.svg")]
+    pub map: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub batch: BatchArgs,
+}
+
+/// Batch verification: `verify PATH...` (several paths, a directory, or any of these flags).
+#[derive(Debug, Args, Clone, Default)]
+pub struct BatchArgs {
+    /// More images or directories (batch mode: directories are walked, images recognised by
+    /// content, `.ecc` files paired with their images).
+    #[arg(value_name = "PATH")]
+    pub more: Vec<PathBuf>,
+    /// Batch: images checked at once (default: one per physical disk, at most the cores; never
+    /// two readers on one disk).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: Option<u16>,
+    /// Batch: images read at once from one physical disk.
+    #[arg(long, value_name = "N", default_value_t = 1, hide = true, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub readers_per_device: u16,
+    /// Batch: leave out files and directories whose name (or, with a `/`, path) matches GLOB.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Batch: descend at most N directory levels below a PATH.
+    #[arg(long, value_name = "N")]
+    pub max_depth: Option<usize>,
+    /// Batch: FILE maps image paths or glob patterns to passphrase or key files (lines
+    /// `PATTERN passphrase-file|key-file FILE`); never secrets inline.
+    #[arg(long, value_name = "FILE")]
+    pub secrets: Option<PathBuf>,
+    /// Batch: print one verify document per image as each finishes, then one summary object
+    /// (JSON lines on stdout).
+    #[arg(long)]
+    pub json_lines: bool,
+    /// Batch: stop an image after DURATION (e.g. 90s, 10m, 1h): it is reported as failed with a
+    /// `batch.time-budget` finding and the batch moves on.
+    #[arg(long, value_name = "DURATION")]
+    pub time_budget: Option<String>,
+    /// Batch: append one record per image to this fixity catalog (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+    /// With --catalog: skip images verified within N days and unchanged since.
+    #[arg(long, value_name = "N", requires = "catalog")]
+    pub since_days: Option<u64>,
+    /// With --catalog: skip images whose last record says verified and that are unchanged
+    /// (size, mtime, device, inode) since.
+    #[arg(long, requires = "catalog")]
+    pub changed_only: bool,
+    /// With --catalog: continue the catalog's last, interrupted run (images it checked are
+    /// not checked again).
+    #[arg(long, requires = "catalog")]
+    pub resume: bool,
+}
+
+impl BatchArgs {
+    /// Whether any batch-only flag was given.
+    pub fn any(&self) -> bool {
+        !self.more.is_empty()
+            || self.jobs.is_some()
+            || !self.exclude.is_empty()
+            || self.max_depth.is_some()
+            || self.secrets.is_some()
+            || self.json_lines
+            || self.time_budget.is_some()
+            || self.catalog.is_some()
+    }
 }
 
 /// `loopkit manifest`.

@@ -50,6 +50,10 @@ fn main() -> ExitCode {
         cli::Command::Extents(a) => (a.output.json, "extents"),
         cli::Command::Attach(a) => (a.json, "attach"),
         cli::Command::Detach(a) => (a.json, "detach"),
+        cli::Command::Catalog(a) => (a.json, "catalog"),
+        cli::Command::Report(_) => (false, "report"),
+        cli::Command::Completions(_) => (false, "completions"),
+        cli::Command::Man(_) => (false, "man"),
     };
     let result = match &cli.command {
         cli::Command::Inspect(a) => cmd::inspect::run(a),
@@ -62,6 +66,10 @@ fn main() -> ExitCode {
         cli::Command::Extents(a) => cmd::extents::run(a, &interrupt),
         cli::Command::Attach(a) => cmd::attach::run(a, &interrupt),
         cli::Command::Detach(a) => cmd::attach::detach(a),
+        cli::Command::Catalog(a) => cmd::catalog::run(a),
+        cli::Command::Report(a) => cmd::report::run(a),
+        cli::Command::Completions(a) => cmd::docs::completions(a),
+        cli::Command::Man(a) => cmd::docs::man(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -79,33 +87,13 @@ fn main() -> ExitCode {
 /// Print the error and its cause chain once on stderr (and, with --json, as one JSON object
 /// on stdout so scripts always get a document).
 fn report_error(e: &loopkit::Error, json: bool, command: &str) {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
+    let msg = loopkit::report::batch::error_chain(e);
     eprintln!("loopkit: error: {msg}");
     if json {
-        let kind = match e.kind() {
-            ErrorKind::Io => "io",
-            ErrorKind::NotRecognized => "not-recognized",
-            ErrorKind::Corrupt => "corrupt",
-            ErrorKind::WrongKey => "wrong-key",
-            ErrorKind::NoMatch => "no-match",
-            ErrorKind::Unsupported => "unsupported",
-            ErrorKind::InvalidInput => "invalid-input",
-            ErrorKind::Unsafe => "unsafe",
-            ErrorKind::Interrupted => "interrupted",
-            _ => "other",
-        };
-        let doc = serde_json::json!({
-            "loopkit_json": loopkit::report::JSON_VERSION,
-            "command": command,
-            "ok": false,
-            "error": {"kind": kind, "message": msg},
-        });
-        println!("{doc}");
+        let kind = loopkit::report::batch::error_kind_name(e.kind());
+        let doc = loopkit::report::batch::ErrorDoc::new(command, None, kind, msg);
+        if let Ok(s) = serde_json::to_string(&doc) {
+            println!("{s}");
+        }
     }
 }

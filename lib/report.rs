@@ -1,11 +1,14 @@
 //! The JSON documents loopkit prints (`--json`): one place that defines the wire format, built
 //! from library results, one file per document (`inspect`, `verify`, `manifest`, `extract`,
 //! `strip-ecc`/`repair`, `migrate`, `extents`); this root holds the parts several documents
-//! share. Every document carries `"loopkit_json": 1`. See `docs/JSON.md`.
+//! share; `batch` (batch verification and the fixity catalog) and `html` (the HTML report) are
+//! public submodules. Every document carries `"loopkit_json": 1`. See `docs/JSON.md`.
 
+pub mod batch;
 mod ecc;
 mod extents;
 mod extract;
+pub mod html;
 mod inspect;
 mod manifest;
 mod migrate;

@@ -12,6 +12,7 @@ use std::path::Path;
 /// not import each other (that would allow a cycle): only strictly lower layers.
 const LAYERS: &[&[&str]] = &[
     &["fuzzing"],
+    &["batch"],
     &["report"],
     &["migrate"],
     &["attach"],

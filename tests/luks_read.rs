@@ -175,7 +175,7 @@ pub fn cryptsetup_view(dir: &Path, meta: &Path, passfile: &Path) -> Result<CsVie
 }
 
 /// A cryptsetup-made container holding `plain` (payload written by Python with a known key).
-pub(crate) fn make_container(
+pub fn make_container(
     d: &Path,
     name: &str,
     plain: &Path,

@@ -3,6 +3,7 @@
 //! Each module contributes `trials()`; oracles are independent tools (mkfs, genisoimage, Python
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
+mod batch;
 mod bench_remap;
 mod ecc_repair;
 mod ecc_strip;
@@ -58,6 +59,7 @@ fn main() {
     trials.extend(remap_engine::trials());
     trials.extend(bench_remap::trials());
     trials.extend(vm_attach::trials());
+    trials.extend(batch::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
     conclusion.exit();

@@ -1,12 +1,16 @@
 //! One module per subcommand.
 
 pub mod attach;
+pub mod batch;
+pub mod catalog;
+pub mod docs;
 pub mod extents;
 pub mod extract;
 pub mod inspect;
 pub mod manifest;
 pub mod migrate;
 pub mod repair;
+pub mod report;
 pub mod strip_ecc;
 pub mod verify;
 

@@ -5,6 +5,9 @@ use loopkit::progress::Interrupt;
 
 /// Run it; returns the exit code (0 verified, 1 problems found).
 pub fn run(a: &VerifyArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
+    if super::batch::wanted(a) {
+        return super::batch::run(a, interrupt);
+    }
     let mut secrets = a.common.secrets.clone();
     // --ecc-only needs no passphrase: never ask for one.
     secrets.no_prompt |= a.ecc_only;
@@ -30,6 +33,16 @@ pub fn run(a: &VerifyArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     };
     let outcome = loopkit::verify::verify_files(&opened, opts, reference.as_ref(), &mut *progress, interrupt)?;
     let report = loopkit::report::verify(&opened, pass_len, &outcome);
+    if let Some(out) = &a.map {
+        let Some(m) = loopkit::report::html::SectorMap::of(&report) else {
+            return Err(loopkit::Error::invalid(format!(
+                "--map: {} has no dvdisaster error correction data to draw",
+                a.common.image.display()
+            )));
+        };
+        let svg = loopkit::report::html::svg(&m, true);
+        loopkit::output::write_file_atomically(out, svg.as_bytes(), true, 0o644, &a.common.input_paths())?;
+    }
     if a.common.output.json {
         super::print_json(&report)?;
     } else {

@@ -1,0 +1,599 @@
+//! Batch verification of collections (`loopkit verify PATH...`): find the images
+//! ([`walk`]), check several at once — at most `jobs`, and never more than
+//! `readers_per_device` (default 1) on one physical disk ([`device`]) — each exactly as the
+//! single-image `verify` does, with per-image secrets ([`secrets`]), a per-image time budget that
+//! turns a runaway image into a finding, and the fixity catalog ([`catalog`]): skip images
+//! checked recently and unchanged, report payload digests that changed since (bit rot), resume
+//! an interrupted run. The CLI only parses flags and draws; results reach it through
+//! [`Observer`] as each image finishes.
+
+pub mod catalog;
+pub mod device;
+pub mod secrets;
+pub mod walk;
+
+use crate::detect::Secrets;
+use crate::finding::Finding;
+use crate::image::{Content, OpenOptions};
+use crate::progress::{Interrupt, Progress};
+use crate::report::Verify;
+use crate::report::batch::{CatalogRecord, CatalogRun, Counts, ErrorDoc, Row, Summary, Verdict};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a job may run on after its time budget was spent and it was told to stop, before
+/// it is abandoned (its thread left to finish on its own) and the batch moves on.
+const ABANDON_GRACE: Duration = Duration::from_secs(5);
+
+/// Which images the catalog lets the batch skip.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SkipPolicy {
+    /// Skip images verified (verdict `verified`) within this many days and unchanged since.
+    pub since_days: Option<u64>,
+    /// Skip images unchanged (size, mtime, device, inode) since their last record, when that
+    /// record says `verified`, whatever its age.
+    pub changed_only: bool,
+    /// Skip images already recorded by the catalog's last, unfinished run.
+    pub resume: bool,
+}
+
+/// Everything a batch needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Images checked at once.
+    pub jobs: usize,
+    /// Images read at once from one physical disk.
+    pub readers_per_device: usize,
+    /// Per-image wall-time limit.
+    pub time_budget: Option<Duration>,
+    /// Parameters for opening every image (constraints, KDF caps).
+    pub open: OpenOptions,
+    /// Verification options (workers per image).
+    pub verify: crate::verify::Options,
+    /// Secrets for images no `secret_map` rule matches.
+    pub secrets: Secrets,
+    /// `--secrets FILE`.
+    pub secret_map: Option<secrets::SecretMap>,
+    /// `--catalog FILE`.
+    pub catalog: Option<PathBuf>,
+    /// What the catalog lets us skip.
+    pub skip: SkipPolicy,
+    /// The version (and git revision) recorded in the catalog.
+    pub version: String,
+}
+
+/// One image's result.
+#[derive(Debug, Clone)]
+pub enum Doc {
+    /// The document single-image `verify --json` prints.
+    Verify(Box<Verify>),
+    /// The error document (could not check it).
+    Error(ErrorDoc),
+}
+
+/// What became of one file.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Position in the order found.
+    pub index: usize,
+    /// The table row.
+    pub row: Row,
+    /// The document (none for skipped and interrupted files).
+    pub doc: Option<Doc>,
+}
+
+/// Receives what the batch does (the CLI draws progress and prints JSON lines with it).
+pub trait Observer {
+    /// A progress sink for a job about to check `image` (moved to the job's thread).
+    fn progress(&mut self, image: &Path) -> Box<dyn Progress>;
+    /// An image finished (called in the order they finish).
+    fn finished(&mut self, f: &Finished);
+    /// A remark (catalog resumed, a job abandoned...).
+    fn note(&mut self, _msg: &str) {}
+}
+
+/// What the batch found, before it ran: the files, the `.ecc` files set aside, and the files
+/// left out.
+pub use walk::Found;
+
+struct Pending {
+    index: usize,
+    path: PathBuf,
+    device: String,
+    previous: Option<CatalogRecord>,
+}
+
+struct Running {
+    index: usize,
+    path: PathBuf,
+    device: String,
+    started: Instant,
+    interrupt: Interrupt,
+    told_to_stop: Option<Instant>,
+    timed_out: bool,
+}
+
+struct JobResult {
+    index: usize,
+    row: Row,
+    doc: Option<Doc>,
+    record: Option<CatalogRecord>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Run the batch over `found.files`; returns the summary (rows in the order found).
+///
+/// # Errors
+/// Only when the catalog cannot be read or written; every per-image failure is a row.
+pub fn run(found: &Found, cfg: &Config, observer: &mut dyn Observer, interrupt: &Interrupt) -> crate::Result<Summary> {
+    let t0 = Instant::now();
+    let n = found.files.len();
+    let mut rows: Vec<Option<Row>> = vec![None; n];
+    let (writer, contents) = match &cfg.catalog {
+        Some(p) => (Some(catalog::Writer::open(p)?), catalog::read(p)?),
+        None => (None, catalog::Contents::default()),
+    };
+    let latest = contents.latest();
+    let resume_run = if cfg.skip.resume { contents.unfinished_run() } else { None };
+    let resumed: std::collections::HashSet<String> = match &resume_run {
+        Some(r) => contents.records().filter(|x| &x.run == r).map(|x| x.path.clone()).collect(),
+        None => Default::default(),
+    };
+    if cfg.skip.resume {
+        match &resume_run {
+            Some(r) => observer.note(&format!("resuming run {r}: {} image(s) already checked", resumed.len())),
+            None => observer.note("--resume: the catalog has no unfinished run; checking everything"),
+        }
+    }
+    let run_id = resume_run.clone().unwrap_or_else(|| format!("{}-{}", now_secs(), std::process::id()));
+    if let Some(w) = &writer
+        && resume_run.is_none()
+    {
+        w.append(&CatalogRun { loopkit_catalog_run: 1, run: run_id.clone(), event: "start".into(), at: now_secs() })?;
+    }
+
+    // Decide what to check; the catalog may skip some.
+    let mut queue: std::collections::VecDeque<Pending> = Default::default();
+    for (index, path) in found.files.iter().enumerate() {
+        let ident = catalog::Identity::of(path).ok();
+        let previous = ident.as_ref().and_then(|i| latest.get(&i.path)).cloned();
+        let skip_reason = match (&ident, &previous) {
+            (Some(i), Some(prev)) => skip_reason(cfg.skip, i, prev, &resumed),
+            _ => None,
+        };
+        if let Some(why) = skip_reason {
+            let row = skipped_row(path, why);
+            let f = Finished { index, row: row.clone(), doc: None };
+            observer.finished(&f);
+            rows[index] = Some(row);
+            continue;
+        }
+        queue.push_back(Pending { index, path: path.clone(), device: device::key_for(path), previous });
+    }
+
+    let jobs = cfg.jobs.max(1);
+    let per_device = cfg.readers_per_device.max(1);
+    let (tx, rx) = mpsc::channel::<JobResult>();
+    let mut running: Vec<Running> = Vec::new();
+    let mut busy: HashMap<String, usize> = HashMap::new();
+    let mut counts = Counts::default();
+    loop {
+        // Start what may start.
+        while !interrupt.is_set() && running.len() < jobs {
+            let Some(pos) = queue.iter().position(|p| busy.get(&p.device).copied().unwrap_or(0) < per_device) else {
+                break;
+            };
+            let Some(p) = queue.remove(pos) else { break };
+            *busy.entry(p.device.clone()).or_default() += 1;
+            let job_interrupt = Interrupt::new();
+            let progress = observer.progress(&p.path);
+            let job = Job {
+                index: p.index,
+                path: p.path.clone(),
+                previous: p.previous,
+                cfg: cfg.clone(),
+                interrupt: job_interrupt.clone(),
+                run: run_id.clone(),
+            };
+            let tx = tx.clone();
+            let spawned = std::thread::Builder::new().name(format!("verify-{}", p.index)).spawn(move || {
+                let r = job.run(progress);
+                let _ = tx.send(r);
+            });
+            if let Err(e) = spawned {
+                let row = failed_row(&p.path, "io", format!("cannot start a thread: {e}"), 0);
+                finish(
+                    &mut rows,
+                    &mut counts,
+                    observer,
+                    None,
+                    JobResult { index: p.index, row, doc: None, record: None },
+                )?;
+                if let Some(b) = busy.get_mut(&p.device) {
+                    *b = b.saturating_sub(1);
+                }
+                continue;
+            }
+            running.push(Running {
+                index: p.index,
+                path: p.path,
+                device: p.device,
+                started: Instant::now(),
+                interrupt: job_interrupt,
+                told_to_stop: None,
+                timed_out: false,
+            });
+        }
+        if running.is_empty() && (queue.is_empty() || interrupt.is_set()) {
+            break;
+        }
+        // Wait for a result, watching budgets and Ctrl-C.
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(mut r) => {
+                if let Some(pos) = running.iter().position(|j| j.index == r.index) {
+                    let j = running.swap_remove(pos);
+                    if let Some(b) = busy.get_mut(&j.device) {
+                        *b = b.saturating_sub(1);
+                    }
+                    if j.timed_out {
+                        r = over_budget(&j, cfg.time_budget);
+                    } else if r.row.verdict == Verdict::Interrupted {
+                        r.record = None;
+                    }
+                    finish(&mut rows, &mut counts, observer, writer.as_ref(), r)?;
+                }
+                // A result of an abandoned job: already reported.
+            }
+            Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+        let now = Instant::now();
+        let mut abandoned = Vec::new();
+        for (k, j) in running.iter_mut().enumerate() {
+            if interrupt.is_set() && j.told_to_stop.is_none() {
+                j.interrupt.trigger();
+                j.told_to_stop = Some(now);
+            }
+            if let Some(b) = cfg.time_budget
+                && !j.timed_out
+                && now.duration_since(j.started) > b
+            {
+                j.timed_out = true;
+                j.interrupt.trigger();
+                j.told_to_stop = Some(now);
+            }
+            if j.told_to_stop.is_some_and(|t| now.duration_since(t) > ABANDON_GRACE) {
+                abandoned.push(k);
+            }
+        }
+        for k in abandoned.into_iter().rev() {
+            let j = running.swap_remove(k);
+            if let Some(b) = busy.get_mut(&j.device) {
+                *b = b.saturating_sub(1);
+            }
+            observer.note(&format!(
+                "{}: did not stop within {} s of being asked; abandoned (its thread finishes on its own)",
+                j.path.display(),
+                ABANDON_GRACE.as_secs()
+            ));
+            let r = if j.timed_out {
+                over_budget(&j, cfg.time_budget)
+            } else {
+                let row = Row {
+                    verdict: Verdict::Interrupted,
+                    message: Some("interrupted".into()),
+                    ..failed_row(&j.path, "interrupted", String::new(), ms(j.started.elapsed()))
+                };
+                JobResult { index: j.index, row, doc: None, record: None }
+            };
+            finish(&mut rows, &mut counts, observer, writer.as_ref(), r)?;
+        }
+    }
+    // Files never started (interrupted) are reported as such.
+    for p in queue {
+        let row = Row {
+            verdict: Verdict::Interrupted,
+            message: Some("not started: the batch was interrupted".into()),
+            ..failed_row(&p.path, "interrupted", String::new(), 0)
+        };
+        counts.add(Verdict::Interrupted);
+        rows[p.index] = Some(row);
+    }
+    let interrupted = interrupt.is_set();
+    if let Some(w) = &writer
+        && !interrupted
+    {
+        w.append(&CatalogRun { loopkit_catalog_run: 1, run: run_id, event: "end".into(), at: now_secs() })?;
+    }
+    let rows: Vec<Row> = rows.into_iter().flatten().collect();
+    let mut total = Counts::default();
+    for r in &rows {
+        total.add(r.verdict);
+    }
+    Ok(Summary {
+        loopkit_json: crate::report::JSON_VERSION,
+        command: "verify-batch".into(),
+        ok: !interrupted && total.problems == 0 && total.failed == 0,
+        interrupted,
+        total: rows.len() as u64,
+        counts: total,
+        jobs,
+        elapsed_ms: ms(t0.elapsed()),
+        rows,
+    })
+}
+
+/// The exit code for a summary: 130 interrupted, 2 any image could not be checked, 1 any
+/// problem, 0 all verified.
+pub fn exit_code(s: &Summary) -> u8 {
+    if s.interrupted {
+        130
+    } else if s.counts.failed > 0 {
+        2
+    } else if s.counts.problems > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+fn skip_reason(
+    p: SkipPolicy,
+    i: &catalog::Identity,
+    prev: &CatalogRecord,
+    resumed: &std::collections::HashSet<String>,
+) -> Option<String> {
+    if p.resume && resumed.contains(&i.path) {
+        return Some(format!("already checked by the interrupted run {} ({})", prev.run, prev.verdict.as_str()));
+    }
+    let unchanged_ok = i.unchanged_since(prev) && prev.verdict == Verdict::Verified;
+    if let Some(days) = p.since_days {
+        let age = now_secs().saturating_sub(prev.verified_at);
+        if unchanged_ok && age < days.saturating_mul(86_400) {
+            return Some(format!("verified {} and unchanged since (--since-days {days})", prev.verified_at_utc));
+        }
+    } else if p.changed_only && unchanged_ok {
+        return Some(format!("unchanged since it was verified {} (--changed-only)", prev.verified_at_utc));
+    }
+    None
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn blank_row(path: &Path, verdict: Verdict, elapsed_ms: u64) -> Row {
+    Row {
+        image: path.display().to_string(),
+        verdict,
+        scheme: None,
+        filesystem: None,
+        bad_sectors: None,
+        unreadable_bytes: 0,
+        files_changed: None,
+        problems: Vec::new(),
+        message: None,
+        payload_sha256: None,
+        elapsed_ms,
+    }
+}
+
+fn skipped_row(path: &Path, why: String) -> Row {
+    Row { message: Some(why), ..blank_row(path, Verdict::Skipped, 0) }
+}
+
+fn failed_row(path: &Path, kind: &str, message: String, elapsed_ms: u64) -> Row {
+    Row { problems: vec![kind.to_string()], message: Some(message), ..blank_row(path, Verdict::Failed, elapsed_ms) }
+}
+
+fn over_budget(j: &Running, budget: Option<Duration>) -> JobResult {
+    let secs = budget.map_or(0.0, |b| b.as_secs_f64());
+    let msg = format!(
+        "time budget of {secs} s spent: stopped after {:.1} s (a runaway image; check it alone, without \
+         --time-budget)",
+        j.started.elapsed().as_secs_f64()
+    );
+    let image = j.path.display().to_string();
+    let doc = ErrorDoc::new("verify", Some(image), "time-budget", msg.clone());
+    let row = failed_row(&j.path, "batch.time-budget", msg, ms(j.started.elapsed()));
+    JobResult { index: j.index, row, doc: Some(Doc::Error(doc)), record: None }
+}
+
+fn finish(
+    rows: &mut [Option<Row>],
+    counts: &mut Counts,
+    observer: &mut dyn Observer,
+    writer: Option<&catalog::Writer>,
+    r: JobResult,
+) -> crate::Result<()> {
+    if let (Some(w), Some(rec)) = (writer, &r.record) {
+        w.append(rec)?;
+    }
+    counts.add(r.row.verdict);
+    let f = Finished { index: r.index, row: r.row, doc: r.doc };
+    observer.finished(&f);
+    if let Some(slot) = rows.get_mut(f.index) {
+        *slot = Some(f.row);
+    }
+    Ok(())
+}
+
+/// One image, on its own thread.
+struct Job {
+    index: usize,
+    path: PathBuf,
+    previous: Option<CatalogRecord>,
+    cfg: Config,
+    interrupt: Interrupt,
+    run: String,
+}
+
+impl Job {
+    fn run(self, mut progress: Box<dyn Progress>) -> JobResult {
+        let t0 = Instant::now();
+        let r = self.check(&mut *progress, t0);
+        progress.finish();
+        r
+    }
+
+    fn check(&self, progress: &mut dyn Progress, t0: Instant) -> JobResult {
+        let path = &self.path;
+        let fail = |e: crate::Error| {
+            let kind = crate::report::batch::error_kind_name(e.kind());
+            let msg = crate::report::batch::error_chain(&e);
+            let elapsed = ms(t0.elapsed());
+            if e.kind() == crate::ErrorKind::Interrupted || self.interrupt.is_set() {
+                let row = Row {
+                    verdict: Verdict::Interrupted,
+                    message: Some("interrupted".into()),
+                    ..blank_row(path, Verdict::Interrupted, elapsed)
+                };
+                return JobResult { index: self.index, row, doc: None, record: None };
+            }
+            let doc = ErrorDoc::new("verify", Some(path.display().to_string()), kind, msg.clone());
+            let row = failed_row(path, kind, msg, elapsed);
+            let record = self.record(&row, None);
+            JobResult { index: self.index, row, doc: Some(Doc::Error(doc)), record }
+        };
+        let mut opts = self.cfg.open.clone();
+        opts.kdf.interrupt = self.interrupt.clone();
+        // Recognise by content first, without secrets (a plain image needs none).
+        let first = match crate::image::open(path, &Secrets::default(), &opts) {
+            Ok(o) => o,
+            Err(e) => return fail(e),
+        };
+        let needs_secret = match &first.content {
+            Content::NeedsSecret { looks_random } => {
+                if *looks_random != Some(true) && first.ecc.is_none() {
+                    let row = skipped_row(
+                        path,
+                        "not an image: no file system, LUKS header, dvdisaster data or ciphertext recognised".into(),
+                    );
+                    return JobResult { index: self.index, row, doc: None, record: None };
+                }
+                true
+            }
+            Content::Luks(_) => true,
+            _ => false,
+        };
+        let mut secrets = Secrets::default();
+        let opened = if needs_secret {
+            secrets = match self.cfg.secret_map.as_ref().map(|m| m.secrets_for(path)).transpose() {
+                Ok(Some(Some(s))) => s,
+                Ok(_) => self.cfg.secrets.clone(),
+                Err(e) => return fail(e),
+            };
+            if secrets.is_empty() {
+                first
+            } else {
+                match crate::image::open(path, &secrets, &opts) {
+                    Ok(o) => o,
+                    Err(e) => return fail(e),
+                }
+            }
+        } else {
+            first
+        };
+        let outcome = match crate::verify::verify_files(&opened, self.cfg.verify, None, progress, &self.interrupt) {
+            Ok(o) => o,
+            Err(e) => return fail(e),
+        };
+        let mut doc = crate::report::verify(&opened, secrets::advice_len(&secrets), &outcome);
+        if let (Some(prev), Some(now)) = (&self.previous, &doc.payload)
+            && let Some(before) = &prev.payload_sha256
+            && *before != now.sha256
+        {
+            let modified = catalog::Identity::of(path).is_ok_and(|i| !i.unchanged_since(prev));
+            doc.problems.push(Finding::error(
+                "catalog.payload-changed",
+                format!(
+                    "the payload SHA-256 changed since it was checked {} ({} then, {} now){}",
+                    prev.verified_at_utc,
+                    before,
+                    now.sha256,
+                    if modified {
+                        "; the file was modified since (size, mtime or inode differ)"
+                    } else {
+                        "; the file's size and mtime did not change: bit rot or an unrecorded write"
+                    }
+                ),
+            ));
+            doc.ok = false;
+        }
+        let row = crate::report::batch::row_of(&path.display().to_string(), &doc, ms(t0.elapsed()));
+        let record = self.record(&row, Some(&doc));
+        JobResult { index: self.index, row, doc: Some(Doc::Verify(Box::new(doc))), record }
+    }
+
+    /// The catalog record for a finished check (None without a catalog).
+    fn record(&self, row: &Row, doc: Option<&Verify>) -> Option<CatalogRecord> {
+        self.cfg.catalog.as_ref()?;
+        let id = catalog::Identity::of(&self.path).ok()?;
+        let at = now_secs();
+        Some(CatalogRecord {
+            loopkit_catalog: 1,
+            path: id.path,
+            size_bytes: id.size_bytes,
+            mtime_ns: id.mtime_ns,
+            device: id.device,
+            inode: id.inode,
+            payload_sha256: row.payload_sha256.clone(),
+            ecc: doc
+                .and_then(|d| d.inspect.ecc.as_ref())
+                .and_then(|e| e.ok)
+                .map(|ok| if ok { "ok".to_string() } else { "damaged".to_string() }),
+            manifest_digest: doc.and_then(|d| d.files.as_ref()).map(|f| {
+                use sha2::Digest;
+                let mut paths: Vec<&String> = f.missing.iter().chain(&f.extra).chain(&f.changed).collect();
+                paths.sort();
+                let mut h = sha2::Sha256::new();
+                h.update(format!("{} {} {}\n", f.count, f.bytes, f.problems).as_bytes());
+                for p in paths {
+                    h.update(p.as_bytes());
+                    h.update(b"\n");
+                }
+                crate::bytes::hex(&h.finalize())
+            }),
+            verdict: row.verdict,
+            problems: row.problems.clone(),
+            loopkit_version: self.cfg.version.clone(),
+            verified_at: at,
+            verified_at_utc: crate::report::batch::rfc3339(at),
+            run: self.run.clone(),
+            elapsed_ms: row.elapsed_ms,
+        })
+    }
+}
+
+/// The default number of jobs: one per physical disk holding the files, at most the cores.
+pub fn default_jobs(files: &[PathBuf]) -> usize {
+    let disks: std::collections::HashSet<String> = files.iter().map(|p| device::key_for(p)).collect();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    disks.len().clamp(1, cores)
+}
+
+/// Parse a duration: `90`, `90s`, `10m`, `1h`, `1.5h`.
+///
+/// # Errors
+/// `InvalidInput` naming `what`.
+pub fn parse_duration(s: &str, what: &str) -> crate::Result<Duration> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1.0),
+        Some((i, 'm')) => (&t[..i], 60.0),
+        Some((i, 'h')) => (&t[..i], 3600.0),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| crate::Error::invalid(format!("{what}: {s:?} is not a duration (e.g. 90s, 10m, 1h)")))?;
+    let secs = v * mult;
+    if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
+        return Err(crate::Error::invalid(format!("{what}: {s:?} is out of range")));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}

@@ -1,0 +1,326 @@
+//! `loopkit report`: one self-contained HTML page (no network, readable without scripts; a
+//! small optional script sorts the table) from `verify --json-lines` output or a fixity
+//! catalog — the batch summary, one table row per image, and for each image with dvdisaster
+//! error-correction data a sector map (SVG, dvdisaster's colours: good, CRC error, unreadable).
+//! Also the sector map alone for `verify --map FILE.svg`.
+
+use super::Verify;
+use super::batch::{CatalogRecord, Counts, ErrorDoc, Row, Summary, Verdict};
+
+/// The sectors of one image for its map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectorMap {
+    /// The image.
+    pub image: String,
+    /// Sectors covered (augmented images: data and ECC).
+    pub sectors: u64,
+    /// Sectors failing their CRC (`dvdisaster -t`'s CRC errors).
+    pub crc_errors: Vec<u64>,
+    /// Sectors missing or unreadable.
+    pub unreadable: Vec<u64>,
+    /// The ECC verdict as a word: whether `loopkit repair` can restore the image is decided
+    /// per image, not per sector.
+    pub note: String,
+}
+
+impl SectorMap {
+    /// The map of a verify document, if it checked dvdisaster ECC data.
+    pub fn of(doc: &Verify) -> Option<SectorMap> {
+        let e = doc.inspect.ecc.as_ref()?;
+        let crc_errors = e.bad_sectors.clone()?;
+        let unreadable = e.missing_sectors.clone().unwrap_or_default();
+        let sectors = e.expected_sectors.unwrap_or(e.data_sectors).max(1);
+        let note = format!(
+            "{} {}, {} roots: {} CRC error(s), {} unreadable",
+            e.method,
+            e.placement,
+            e.roots,
+            crc_errors.len(),
+            unreadable.len()
+        );
+        Some(SectorMap { image: doc.inspect.image.clone(), sectors, crc_errors, unreadable, note })
+    }
+}
+
+/// Escape text for HTML/XML content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            _ => o.push(c),
+        }
+    }
+    o
+}
+
+/// Cells per row of a map, and the largest number of cells drawn (bigger images: a cell covers
+/// several sectors and takes the colour of its worst one).
+const COLUMNS: u64 = 64;
+const MAX_CELLS: u64 = 64 * 64;
+const CELL: u64 = 8;
+
+/// The SVG sector map (standalone document when `standalone`, else inline in HTML). Every
+/// damaged cell is one `<rect class="crc|unreadable" data-first="N" data-last="M">`
+/// (`data-sector="N"` when the cell is one sector); good cells are the background.
+pub fn svg(m: &SectorMap, standalone: bool) -> String {
+    let per_cell = m.sectors.div_ceil(MAX_CELLS).max(1);
+    let cells = m.sectors.div_ceil(per_cell);
+    let rows = cells.div_ceil(COLUMNS).max(1);
+    let (w, h) = (COLUMNS * CELL, rows * CELL);
+    let mut worst: std::collections::BTreeMap<u64, &str> = std::collections::BTreeMap::new();
+    for &s in &m.crc_errors {
+        worst.entry(s / per_cell).or_insert("crc");
+    }
+    for &s in &m.unreadable {
+        worst.insert(s / per_cell, "unreadable");
+    }
+    let mut o = String::new();
+    if standalone {
+        o.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    }
+    o.push_str(&format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"sector-map\" width=\"{w}\" height=\"{}\" viewBox=\"0 0 {w} {}\" \
+         data-sectors=\"{}\" data-sectors-per-cell=\"{per_cell}\" role=\"img\">\n",
+        h + 16,
+        h + 16,
+        m.sectors
+    ));
+    o.push_str(&format!("<title>{}: {}</title>\n", esc(&m.image), esc(&m.note)));
+    o.push_str("<style>.good{fill:#3a3}.crc{fill:#fb0}.unreadable{fill:#d22}.pad{fill:#ddd}text{font:10px sans-serif}</style>\n");
+    // Good background over the used cells, grey padding after the last one.
+    let full_rows = cells / COLUMNS;
+    if full_rows > 0 {
+        o.push_str(&format!("<rect class=\"good\" x=\"0\" y=\"0\" width=\"{w}\" height=\"{}\"/>\n", full_rows * CELL));
+    }
+    let rest = cells % COLUMNS;
+    if rest > 0 {
+        o.push_str(&format!(
+            "<rect class=\"good\" x=\"0\" y=\"{}\" width=\"{}\" height=\"{CELL}\"/>\n<rect class=\"pad\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{CELL}\"/>\n",
+            full_rows * CELL,
+            rest * CELL,
+            rest * CELL,
+            full_rows * CELL,
+            (COLUMNS - rest) * CELL
+        ));
+    }
+    for (cell, class) in &worst {
+        let first = cell * per_cell;
+        let last = (first + per_cell - 1).min(m.sectors.saturating_sub(1));
+        let (x, y) = ((cell % COLUMNS) * CELL, (cell / COLUMNS) * CELL);
+        let attr = if per_cell == 1 {
+            format!("data-sector=\"{first}\"")
+        } else {
+            format!("data-first=\"{first}\" data-last=\"{last}\"")
+        };
+        o.push_str(&format!(
+            "<rect class=\"{class}\" x=\"{x}\" y=\"{y}\" width=\"{CELL}\" height=\"{CELL}\" {attr}><title>sector {first}{}: {}</title></rect>\n",
+            if last > first { format!("-{last}") } else { String::new() },
+            if *class == "crc" { "CRC error" } else { "unreadable" }
+        ));
+    }
+    o.push_str(&format!(
+        "<text x=\"0\" y=\"{}\">{} sectors of 2048 bytes, {} per cell: green good, yellow CRC error, red unreadable</text>\n",
+        h + 12,
+        m.sectors,
+        per_cell
+    ));
+    o.push_str("</svg>\n");
+    o
+}
+
+/// What a report is made of.
+#[derive(Debug, Default)]
+pub struct Input {
+    /// One row per image.
+    pub rows: Vec<Row>,
+    /// Sector maps.
+    pub maps: Vec<SectorMap>,
+    /// Lines that were not understood.
+    pub unreadable_lines: u64,
+    /// `results` or `catalog`.
+    pub source: String,
+}
+
+/// Read `verify --json-lines` output (verify documents, error documents, summaries; several
+/// files concatenated are fine) or a catalog (its latest record per image).
+pub fn parse(text: &str) -> Input {
+    let mut input = Input { source: "results".into(), ..Input::default() };
+    let mut summary_rows: Vec<Row> = Vec::new();
+    let mut doc_rows: Vec<Row> = Vec::new();
+    let mut records: std::collections::BTreeMap<String, CatalogRecord> = Default::default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            input.unreadable_lines += 1;
+            continue;
+        };
+        if v.get("loopkit_catalog").is_some() {
+            match serde_json::from_value::<CatalogRecord>(v) {
+                Ok(r) => {
+                    if records.get(&r.path).is_none_or(|o| o.verified_at <= r.verified_at) {
+                        records.insert(r.path.clone(), r);
+                    }
+                }
+                Err(_) => input.unreadable_lines += 1,
+            }
+            continue;
+        }
+        if v.get("loopkit_catalog_run").is_some() {
+            continue;
+        }
+        match v.get("command").and_then(|c| c.as_str()) {
+            Some("verify-batch") => match serde_json::from_value::<Summary>(v) {
+                Ok(s) => summary_rows.extend(s.rows),
+                Err(_) => input.unreadable_lines += 1,
+            },
+            Some("verify") if v.get("error").is_some() => match serde_json::from_value::<ErrorDoc>(v) {
+                Ok(e) => doc_rows.push(Row {
+                    image: e.image.unwrap_or_default(),
+                    verdict: Verdict::Failed,
+                    scheme: None,
+                    filesystem: None,
+                    bad_sectors: None,
+                    unreadable_bytes: 0,
+                    files_changed: None,
+                    problems: vec![e.error.kind],
+                    message: Some(e.error.message),
+                    payload_sha256: None,
+                    elapsed_ms: 0,
+                }),
+                Err(_) => input.unreadable_lines += 1,
+            },
+            Some("verify") => match serde_json::from_value::<Verify>(v) {
+                Ok(d) => {
+                    doc_rows.push(super::batch::row_of(&d.inspect.image, &d, 0));
+                    input.maps.extend(SectorMap::of(&d));
+                }
+                Err(_) => input.unreadable_lines += 1,
+            },
+            _ => input.unreadable_lines += 1,
+        }
+    }
+    if !records.is_empty() {
+        input.source = "catalog".into();
+        input.rows.extend(records.into_values().map(|r| Row {
+            image: r.path,
+            verdict: r.verdict,
+            scheme: None,
+            filesystem: None,
+            bad_sectors: None,
+            unreadable_bytes: 0,
+            files_changed: None,
+            problems: r.problems,
+            message: Some(format!("checked {}", r.verified_at_utc)),
+            payload_sha256: r.payload_sha256,
+            elapsed_ms: r.elapsed_ms,
+        }));
+    }
+    // Summary rows carry times and skipped files; documents fill in images no summary lists.
+    let listed: std::collections::HashSet<String> = summary_rows.iter().map(|r| r.image.clone()).collect();
+    input.rows.extend(summary_rows);
+    input.rows.extend(doc_rows.into_iter().filter(|r| !listed.contains(&r.image)));
+    input
+}
+
+const SORT_SCRIPT: &str = "document.querySelectorAll('th').forEach(function(th,i){th.style.cursor='pointer';\
+th.addEventListener('click',function(){var tb=th.closest('table').tBodies[0];var rs=Array.from(tb.rows);\
+var asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';rs.sort(function(a,b){var x=a.cells[i].dataset.v||a.cells[i].textContent,\
+y=b.cells[i].dataset.v||b.cells[i].textContent,nx=parseFloat(x),ny=parseFloat(y);var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);\
+return asc?c:-c;});rs.forEach(function(r){tb.appendChild(r);});});});";
+
+/// The whole page.
+pub fn html(title: &str, input: &Input) -> String {
+    let mut counts = Counts::default();
+    for r in &input.rows {
+        counts.add(r.verdict);
+    }
+    let mut o = String::new();
+    o.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    o.push_str(&format!("<title>{}</title>\n", esc(title)));
+    o.push_str(
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}th,td{border:1px solid #bbb;\
+padding:.2em .5em;text-align:left}td.n{text-align:right}tr.verified td.v{background:#cfc}tr.problems td.v{background:#fdb}\
+tr.failed td.v{background:#f99}tr.skipped td.v,tr.interrupted td.v{background:#eee}figure{display:inline-block;margin:.5em}\
+.sector-map .good{fill:#3a3}.sector-map .crc{fill:#fb0}.sector-map .unreadable{fill:#d22}</style>\n</head>\n<body>\n",
+    );
+    o.push_str(&format!("<h1>{}</h1>\n", esc(title)));
+    o.push_str(&format!(
+        "<section id=\"summary\"><p>{} image(s) from {}: <b>{}</b> verified, <b>{}</b> with problems, <b>{}</b> could not be \
+         checked, {} skipped, {} interrupted.</p></section>\n",
+        input.rows.len(),
+        esc(&input.source),
+        counts.verified,
+        counts.problems,
+        counts.failed,
+        counts.skipped,
+        counts.interrupted
+    ));
+    o.push_str(
+        "<table id=\"images\">\n<thead><tr><th>image</th><th>verdict</th><th>scheme</th><th>file system</th>\
+<th>bad sectors</th><th>files changed</th><th>time (s)</th><th>problems</th></tr></thead>\n<tbody>\n",
+    );
+    let dash = || "-".to_string();
+    for r in &input.rows {
+        let problems = match &r.message {
+            Some(m) if r.problems.is_empty() => m.clone(),
+            Some(m) => format!("{}: {m}", r.problems.join(", ")),
+            None => r.problems.join(", "),
+        };
+        o.push_str(&format!(
+            "<tr class=\"{v}\"><td>{}</td><td class=\"v\">{v}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
+<td class=\"n\">{}</td><td class=\"n\">{:.2}</td><td>{}</td></tr>\n",
+            esc(&r.image),
+            esc(r.scheme.as_deref().unwrap_or("-")),
+            esc(r.filesystem.as_deref().unwrap_or("-")),
+            r.bad_sectors.map_or_else(dash, |n| n.to_string()),
+            r.files_changed.map_or_else(dash, |n| n.to_string()),
+            r.elapsed_ms as f64 / 1000.0,
+            esc(&problems),
+            v = r.verdict.as_str(),
+        ));
+    }
+    o.push_str("</tbody>\n</table>\n");
+    if !input.maps.is_empty() {
+        o.push_str("<section id=\"maps\">\n<h2>Sector maps (dvdisaster error correction data)</h2>\n");
+        for m in &input.maps {
+            o.push_str(&format!(
+                "<figure data-image=\"{}\">\n<figcaption>{}<br>{}</figcaption>\n",
+                esc(&m.image),
+                esc(&m.image),
+                esc(&m.note)
+            ));
+            o.push_str(&svg(m, false));
+            o.push_str("</figure>\n");
+        }
+        o.push_str("</section>\n");
+    }
+    if input.unreadable_lines > 0 {
+        o.push_str(&format!("<p>{} input line(s) were not understood and left out.</p>\n", input.unreadable_lines));
+    }
+    o.push_str(&format!("<script>{SORT_SCRIPT}</script>\n</body>\n</html>\n"));
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn svg_marks_each_damaged_sector_once() {
+        let m = SectorMap {
+            image: "a<b".into(),
+            sectors: 100,
+            crc_errors: vec![3, 50],
+            unreadable: vec![50, 99],
+            note: String::new(),
+        };
+        let s = svg(&m, true);
+        assert!(s.contains("data-sector=\"3\"") && s.contains("data-sector=\"99\""));
+        assert_eq!(s.matches("data-sector=\"50\"").count(), 1);
+        assert!(s.contains("a&lt;b"));
+    }
+}
