@@ -11,6 +11,7 @@
 //! scheme reported follows the key derivation's family.
 
 use crate::crypto::kdf::Derivation;
+use crate::crypto::cbc::IvScheme;
 use crate::crypto::{Passphrase, SectorCipher};
 use crate::formats::legacy::{KeyMaterial, Mode, Params, Scheme};
 use crate::formats::loopaes::KeyFile;
@@ -20,7 +21,7 @@ use crate::volume::{Layout, Volume};
 mod keys;
 mod scan;
 
-use keys::{KeyCand, key_candidates, modes_for};
+use keys::{KeyCand, TIERS, key_candidates, modes_for, tier};
 use scan::scan_key;
 pub use scan::{HeadCache, looks_random, scan_plain};
 use std::collections::HashSet;
@@ -51,8 +52,10 @@ impl Secrets {
 pub struct Constraints {
     /// `--scheme`.
     pub scheme: Option<Scheme>,
-    /// `--cipher`.
+    /// `--cipher`: the mode part.
     pub mode: Option<Mode>,
+    /// `--cipher`: the block cipher part.
+    pub cipher: Option<crate::crypto::block::CipherKind>,
     /// `--key-bits`.
     pub key_bits: Option<u32>,
     /// `--key-derivation`.
@@ -161,18 +164,25 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
     let mut weak: Option<Hit> = None;
     let mut offsets_tried: Vec<u64> = Vec::new();
 
-    let evaluate =
-        |offsets: &[u64], hits: &mut Vec<Hit>, weak: &mut Option<Hit>, tried: &mut usize| -> crate::Result<()> {
+    let evaluate = |t: usize,
+                    offsets: &[u64],
+                    hits: &mut Vec<Hit>,
+                    weak: &mut Option<Hit>,
+                    tried: &mut usize|
+     -> crate::Result<()> {
             for (ci, k) in cands.iter().enumerate() {
-                for (scheme, mode) in modes_for(k, c) {
+                for trial in modes_for(k, c).into_iter().filter(|x| tier(x.cipher) == t) {
                     for &off in offsets {
                         let mut ivs = vec![c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES)];
-                        if c.iv_offset_sectors.is_none() && off >= SECTOR_BYTES && mode != Mode::Ecb {
+                        if c.iv_offset_sectors.is_none()
+                            && off >= SECTOR_BYTES
+                            && matches!(trial.mode, Mode::Cbc(IvScheme::Plain | IvScheme::Plain64) | Mode::Lmk)
+                        {
                             ivs.push(0);
                         }
                         for iv in ivs {
                             *tried += 1;
-                            let params = k.params(scheme, mode, off, iv, c);
+                            let params = k.params(trial, off, iv, c);
                             let cipher: Arc<dyn SectorCipher> = Arc::from(params.cipher(&k.keys)?);
                             let layout = Layout::new(cache.size_bytes(), off, c.size_limit_bytes, iv);
                             if let Some(info) = probe_with(&cache, cipher, layout) {
@@ -190,25 +200,41 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
             Ok(())
         };
 
+    // Ciphers in likelihood tiers (AES, Twofish, the rest): each tier is tried at the given
+    // offset (default 0), then — without --offset — at offsets a head scan proposes; the search
+    // stops at the first tier with a strong match.
     let first: Vec<u64> = vec![c.offset_bytes.unwrap_or(0)];
-    evaluate(&first, &mut hits, &mut weak, &mut tried)?;
     offsets_tried.extend(&first);
     let mut scanned = 0u64;
-    if hits.is_empty() && c.offset_bytes.is_none() {
+    for t in 0..TIERS {
+        evaluate(t, &first, &mut hits, &mut weak, &mut tried)?;
+        if !hits.is_empty() {
+            break;
+        }
+        if c.offset_bytes.is_some() {
+            continue;
+        }
         let head = &cache.head()[..(scan_len.min(cache.head().len() as u64)) as usize];
-        scanned = head.len() as u64;
+        scanned = scanned.max(head.len() as u64);
         let mut found_offsets: Vec<u64> = Vec::new();
         for k in &cands {
-            let modes = modes_for(k, c);
+            let modes: Vec<_> = modes_for(k, c).into_iter().filter(|x| tier(x.cipher) == t).collect();
             if !modes.is_empty() {
                 scan_key(head, k, &modes, &mut found_offsets)?;
             }
         }
-        found_offsets.retain(|o| !offsets_tried.contains(o));
+        found_offsets.retain(|o| !first.contains(o));
         found_offsets.sort_unstable();
         if !found_offsets.is_empty() {
-            evaluate(&found_offsets, &mut hits, &mut weak, &mut tried)?;
-            offsets_tried.extend(&found_offsets);
+            evaluate(t, &found_offsets, &mut hits, &mut weak, &mut tried)?;
+            for o in found_offsets {
+                if !offsets_tried.contains(&o) {
+                    offsets_tried.push(o);
+                }
+            }
+        }
+        if !hits.is_empty() {
+            break;
         }
     }
 
@@ -229,11 +255,11 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
     if found.is_none()
         && tried == 1
         && let Some(k) = cands.first()
-        && let Some(&(scheme, mode)) = modes_for(k, c).first()
+        && let Some(&trial) = modes_for(k, c).first()
     {
         let off = c.offset_bytes.unwrap_or(0);
         found = Some(Found {
-            params: k.params(scheme, mode, off, c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES), c),
+            params: k.params(trial, off, c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES), c),
             keys: k.keys.clone(),
             fs: weak.as_ref().map(|w| w.fs.clone()),
             equivalent_derivations: k.equivalents.clone(),

@@ -3,9 +3,10 @@
 //! sector is checked for IV-independent superblock fields (ext, ISO9660, FAT, btrfs) that propose
 //! payload offsets. Also [`HeadCache`] (the head read once) and [`looks_random`].
 
-use super::keys::KeyCand;
+use super::keys::{KeyCand, Trial};
 use crate::crypto::Aes;
-use crate::formats::legacy::{KeyMaterial, Mode, Scheme};
+use crate::crypto::block::BlockCipher;
+use crate::formats::legacy::{KeyMaterial, Mode};
 use crate::source::{ByteSource, SECTOR_BYTES};
 use std::io;
 use std::ops::Range;
@@ -91,7 +92,7 @@ fn push_offset(out: &mut Vec<u64>, sector_index: usize, rel: i64) {
 }
 
 /// Scan `head` (ciphertext) for sectors that decrypt to a superblock under `k`.
-pub(super) fn scan_key(head: &[u8], k: &KeyCand, modes: &[(Scheme, Mode)], out: &mut Vec<u64>) -> crate::Result<()> {
+pub(super) fn scan_key(head: &[u8], k: &KeyCand, modes: &[Trial], out: &mut Vec<u64>) -> crate::Result<()> {
     let n = head.len() / 512 * 512;
     if n == 0 {
         return Ok(());
@@ -99,23 +100,30 @@ pub(super) fn scan_key(head: &[u8], k: &KeyCand, modes: &[(Scheme, Mode)], out: 
     let mut d = head[..n].to_vec();
     match &k.keys {
         KeyMaterial::Single(key) => {
-            let aes = Aes::new(key.bytes())?;
-            aes.decrypt_blocks(crate::crypto::as_blocks(&mut d));
-            let cbc = modes.iter().any(|(_, m)| matches!(m, Mode::Cbc(_)));
-            let ecb = modes.iter().any(|(_, m)| *m == Mode::Ecb);
-            let mut p = [0u8; 512];
-            for (j, (ds, cs)) in d.chunks_exact(512).zip(head.chunks_exact(512)).enumerate() {
-                if ecb && let Some(rel) = sector_signature(ds, 0) {
-                    push_offset(out, j, rel);
-                }
-                if cbc {
-                    p.copy_from_slice(ds);
-                    for i in 16..512 {
-                        p[i] ^= cs[i - 16];
-                    }
-                    // plain and plain64 IVs of sectors below 2^32 only touch bytes 0..4.
-                    if let Some(rel) = sector_signature(&p, 4) {
+            let mut ciphers: Vec<_> = modes.iter().map(|t| t.cipher).collect();
+            ciphers.dedup();
+            for kind in ciphers {
+                let cipher = BlockCipher::new(kind, key.bytes())?;
+                let bs = cipher.block_bytes();
+                d.copy_from_slice(&head[..n]);
+                cipher.decrypt_blocks(&mut d);
+                let cbc = modes.iter().any(|t| t.cipher == kind && matches!(t.mode, Mode::Cbc(_)));
+                let ecb = modes.iter().any(|t| t.cipher == kind && t.mode == Mode::Ecb);
+                let mut p = [0u8; 512];
+                for (j, (ds, cs)) in d.chunks_exact(512).zip(head.chunks_exact(512)).enumerate() {
+                    if ecb && let Some(rel) = sector_signature(ds, 0) {
                         push_offset(out, j, rel);
+                    }
+                    if cbc {
+                        p.copy_from_slice(ds);
+                        for i in bs..512 {
+                            p[i] ^= cs[i - bs];
+                        }
+                        // plain and plain64 IVs of sectors below 2^32 only touch bytes 0..4
+                        // (null IVs none).
+                        if let Some(rel) = sector_signature(&p, 4) {
+                            push_offset(out, j, rel);
+                        }
                     }
                 }
             }
