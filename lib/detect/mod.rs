@@ -31,6 +31,11 @@ use std::time::{Duration, Instant};
 /// Default length of the image head scanned for file-system signatures.
 pub const DEFAULT_SCAN_BYTES: u64 = 4 << 20;
 
+/// Head scanned for ciphers other than AES when `--cipher` does not pin one (their software
+/// implementations are 10–1000× slower than AES-NI; give `--cipher` or `--offset` for a payload
+/// deeper than this).
+pub const SLOW_CIPHER_SCAN_BYTES: u64 = 256 << 10;
+
 /// The secrets a user supplied.
 #[derive(Debug, Default, Clone)]
 pub struct Secrets {
@@ -200,9 +205,11 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
             Ok(())
         };
 
-    // Ciphers in likelihood tiers (AES, Twofish, the rest): each tier is tried at the given
-    // offset (default 0), then — without --offset — at offsets a head scan proposes; the search
-    // stops at the first tier with a strong match.
+    // Ciphers in likelihood tiers (AES, Twofish, the rest). First every tier at the given offset
+    // (default 0, where nearly every image starts), stopping at the first tier with a strong
+    // match; then — without --offset — per tier at the offsets a head scan proposes. Tiers
+    // past AES scan a shorter head unless the cipher was pinned: their crates are much slower
+    // than AES-NI (docs/PERFORMANCE.md, detection).
     let first: Vec<u64> = vec![c.offset_bytes.unwrap_or(0)];
     offsets_tried.extend(&first);
     let mut scanned = 0u64;
@@ -211,30 +218,32 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
         if !hits.is_empty() {
             break;
         }
-        if c.offset_bytes.is_some() {
-            continue;
-        }
-        let head = &cache.head()[..(scan_len.min(cache.head().len() as u64)) as usize];
-        scanned = scanned.max(head.len() as u64);
-        let mut found_offsets: Vec<u64> = Vec::new();
-        for k in &cands {
-            let modes: Vec<_> = modes_for(k, c).into_iter().filter(|x| tier(x.cipher) == t).collect();
-            if !modes.is_empty() {
-                scan_key(head, k, &modes, &mut found_offsets)?;
-            }
-        }
-        found_offsets.retain(|o| !first.contains(o));
-        found_offsets.sort_unstable();
-        if !found_offsets.is_empty() {
-            evaluate(t, &found_offsets, &mut hits, &mut weak, &mut tried)?;
-            for o in found_offsets {
-                if !offsets_tried.contains(&o) {
-                    offsets_tried.push(o);
+    }
+    if hits.is_empty() && c.offset_bytes.is_none() {
+        for t in 0..TIERS {
+            let len = if t == 0 || c.cipher.is_some() { scan_len } else { scan_len.min(SLOW_CIPHER_SCAN_BYTES) };
+            let head = &cache.head()[..(len.min(cache.head().len() as u64)) as usize];
+            scanned = scanned.max(head.len() as u64);
+            let mut found_offsets: Vec<u64> = Vec::new();
+            for k in &cands {
+                let modes: Vec<_> = modes_for(k, c).into_iter().filter(|x| tier(x.cipher) == t).collect();
+                if !modes.is_empty() {
+                    scan_key(head, k, &modes, &mut found_offsets)?;
                 }
             }
-        }
-        if !hits.is_empty() {
-            break;
+            found_offsets.retain(|o| !first.contains(o));
+            found_offsets.sort_unstable();
+            if !found_offsets.is_empty() {
+                evaluate(t, &found_offsets, &mut hits, &mut weak, &mut tried)?;
+                for o in found_offsets {
+                    if !offsets_tried.contains(&o) {
+                        offsets_tried.push(o);
+                    }
+                }
+            }
+            if !hits.is_empty() {
+                break;
+            }
         }
     }
 
