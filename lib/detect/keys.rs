@@ -263,16 +263,9 @@ pub(super) fn modes_for(k: &KeyCand, c: &Constraints) -> Vec<Trial> {
         for &(scheme, mode) in &modes {
             out.push(Trial { scheme, cipher, mode });
         }
-        // SUSE 9.1/9.2 `twofish256` through loop_fish2 (constant IV) with an RMD160 key:
-        // the hash is unverified, so it is tried next to cryptoloop's block-number IV.
-        if cipher == CipherKind::Twofish
-            && c.mode.is_none()
-            && c.scheme.is_none_or(|s| s == Scheme::LoopFish2)
-            && k.derivation == Derivation::Hash(HashAlg::Ripemd160)
-            && k.key_bits == 256
-        {
-            out.push(Trial { scheme: Scheme::LoopFish2, cipher, mode: Mode::Cbc(IvScheme::Null) });
-        }
+        // SUSE 9.1/9.2 `twofish256` through loop_fish2 (constant IV, hash unverified) is not
+        // searched: a null-IV decryption of a block-number-IV image differs only in bytes 0..4
+        // of each sector, so both would match. `--cipher twofish-cbc-null` selects it.
     }
     out
 }
