@@ -29,15 +29,50 @@ fn s(p: &Path) -> &str {
 type Row = (&'static str, &'static str, &'static [&'static str], &'static str, u64, &'static str);
 const ROWS: &[Row] = &[
     // Debian losetup -e blowfish (rmd160, 256-bit key as -k defaulted).
-    ("bf-rmd160-256", "ext2", &["--cipher", "blowfish", "--derivation", "rmd160", "--key-bits", "256"], "blowfish-cbc-plain", 256, "rmd160"),
+    (
+        "bf-rmd160-256",
+        "ext2",
+        &["--cipher", "blowfish", "--derivation", "rmd160", "--key-bits", "256"],
+        "blowfish-cbc-plain",
+        256,
+        "rmd160",
+    ),
     // cast5 takes at most 16 bytes: losetup -e cast5 -k 128.
-    ("cast5-rmd160-128", "ext3", &["--cipher", "cast5", "--derivation", "rmd160", "--key-bits", "128"], "cast5-cbc-plain", 128, "rmd160"),
+    (
+        "cast5-rmd160-128",
+        "ext3",
+        &["--cipher", "cast5", "--derivation", "rmd160", "--key-bits", "128"],
+        "cast5-cbc-plain",
+        128,
+        "rmd160",
+    ),
     // des3_ede takes exactly 24 bytes: -k 192; with a payload offset (IV counts it).
-    ("des3-rmd160-192-off", "ext2", &["--cipher", "des3_ede", "--derivation", "rmd160", "--key-bits", "192", "--offset", "8192"], "des3_ede-cbc-plain", 192, "rmd160"),
+    (
+        "des3-rmd160-192-off",
+        "ext2",
+        &["--cipher", "des3_ede", "--derivation", "rmd160", "--key-bits", "192", "--offset", "8192"],
+        "des3_ede-cbc-plain",
+        192,
+        "rmd160",
+    ),
     // util-linux 2.12 raw passphrase (key_size 32) with blowfish.
-    ("bf-raw-256", "ext2", &["--cipher", "blowfish", "--derivation", "util-linux-raw", "--key-bits", "256"], "blowfish-cbc-plain", 256, "util-linux-raw"),
+    (
+        "bf-raw-256",
+        "ext2",
+        &["--cipher", "blowfish", "--derivation", "util-linux-raw", "--key-bits", "256"],
+        "blowfish-cbc-plain",
+        256,
+        "util-linux-raw",
+    ),
     // blowfish in ECB (losetup -e blowfish-ecb).
-    ("bf-ecb", "ext2", &["--cipher", "blowfish", "--derivation", "rmd160", "--key-bits", "256", "--ecb"], "blowfish-ecb", 256, "rmd160"),
+    (
+        "bf-ecb",
+        "ext2",
+        &["--cipher", "blowfish", "--derivation", "rmd160", "--key-bits", "256", "--ecb"],
+        "blowfish-ecb",
+        256,
+        "rmd160",
+    ),
 ];
 
 /// Every fixture is found without hints (cipher, key size, derivation and offset all searched),
@@ -58,20 +93,46 @@ fn cryptoloop_blowfish_cast5_des3() -> TestResult {
         let o = run(&mut loopkit(&["verify", "--json", "--no-prompt", "--passphrase-file", s(&pass), s(&f.image)]))?;
         let v = json(&o)?;
         ensure!(code(&o) == 0, "{name}: verify exit {}\n{v}", code(&o));
-        ensure!(v["payload"]["sha256"] == f.plaintext_sha256.as_str(), "{name}: payload {} != {}", v["payload"]["sha256"], f.plaintext_sha256);
-        let e = &v["encryption"];
         ensure!(
-            e["cipher"] == cipher && e["key_bits"] == bits && e["key_derivation"] == deriv,
-            "{name}: detected {e}"
+            v["payload"]["sha256"] == f.plaintext_sha256.as_str(),
+            "{name}: payload {} != {}",
+            v["payload"]["sha256"],
+            f.plaintext_sha256
         );
+        let e = &v["encryption"];
+        ensure!(e["cipher"] == cipher && e["key_bits"] == bits && e["key_derivation"] == deriv, "{name}: detected {e}");
         let o = run(&mut loopkit(&["inspect", "--json", "--no-prompt", "--passphrase-file", s(&pass), s(&f.image)]))?;
         let i = json(&o)?;
         let line = i["cryptsetup"].as_str().unwrap_or("");
-        ensure!(line.contains(&format!("--cipher {cipher} ")) && line.contains(&format!("--key-size {bits} ")), "{name}: {line}");
+        ensure!(
+            line.contains(&format!("--cipher {cipher} ")) && line.contains(&format!("--key-size {bits} ")),
+            "{name}: {line}"
+        );
         // Pinned cipher: found; a wrong cipher: exit 2, not garbage.
-        let o = run(&mut loopkit(&["verify", "--json", "--no-prompt", "--cipher", cipher, "--passphrase-file", s(&pass), s(&f.image)]))?;
-        ensure!(code(&o) == 0 && json(&o)?["payload"]["sha256"] == f.plaintext_sha256.as_str(), "{name}: pinned --cipher {cipher}");
-        let o = run(&mut loopkit(&["verify", "--json", "--no-prompt", "--cipher", "serpent-cbc-plain", "--passphrase-file", s(&pass), s(&f.image)]))?;
+        let o = run(&mut loopkit(&[
+            "verify",
+            "--json",
+            "--no-prompt",
+            "--cipher",
+            cipher,
+            "--passphrase-file",
+            s(&pass),
+            s(&f.image),
+        ]))?;
+        ensure!(
+            code(&o) == 0 && json(&o)?["payload"]["sha256"] == f.plaintext_sha256.as_str(),
+            "{name}: pinned --cipher {cipher}"
+        );
+        let o = run(&mut loopkit(&[
+            "verify",
+            "--json",
+            "--no-prompt",
+            "--cipher",
+            "serpent-cbc-plain",
+            "--passphrase-file",
+            s(&pass),
+            s(&f.image),
+        ]))?;
         ensure!(code(&o) == 2, "{name}: wrong --cipher gave exit {}", code(&o));
         ensure!(sha256_file(&f.image)? == before, "{name}: the image changed");
     }
@@ -83,7 +144,14 @@ fn cryptoloop_blowfish_cast5_des3() -> TestResult {
 
 /// `luksFormat` a LUKS1 container with `flags`, the volume key from the generator, and write
 /// `plain` into its payload with Python; returns (image, payload offset).
-fn luks1(d: &Path, name: &str, plain: &Path, pass: &Path, spec: &str, key_bits: usize) -> Result<(PathBuf, u64), Failed> {
+fn luks1(
+    d: &Path,
+    name: &str,
+    plain: &Path,
+    pass: &Path,
+    spec: &str,
+    key_bits: usize,
+) -> Result<(PathBuf, u64), Failed> {
     let img = d.join(name);
     let vk = d.join(format!("{name}.vk"));
     let key: Vec<u8> = (0..key_bits / 8).map(|i| (i as u8).wrapping_mul(31).wrapping_add(7)).collect();
@@ -93,8 +161,21 @@ fn luks1(d: &Path, name: &str, plain: &Path, pass: &Path, spec: &str, key_bits: 
     drop(f);
     let ks = key_bits.to_string();
     let o = cryptsetup(&[
-        "luksFormat", "--batch-mode", "--type", "luks1", "--cipher", spec, "--key-size", &ks, "--volume-key-file", s(&vk),
-        "--key-file", s(pass), "--pbkdf-force-iterations", "1000", s(&img),
+        "luksFormat",
+        "--batch-mode",
+        "--type",
+        "luks1",
+        "--cipher",
+        spec,
+        "--key-size",
+        &ks,
+        "--volume-key-file",
+        s(&vk),
+        "--key-file",
+        s(pass),
+        "--pbkdf-force-iterations",
+        "1000",
+        s(&img),
     ])?;
     ensure!(o.status.success(), "luksFormat {spec}: {}", String::from_utf8_lossy(&o.stderr));
     let dump = String::from_utf8_lossy(&cryptsetup(&["luksDump", s(&img)])?.stdout).to_string();
@@ -106,8 +187,32 @@ fn luks1(d: &Path, name: &str, plain: &Path, pass: &Path, spec: &str, key_bits: 
     let mode = spec.strip_prefix("aes-").ok_or("not an AES spec")?;
     let off = (sectors * 512).to_string();
     let r = match mode.strip_prefix("xts-") {
-        Some(iv) => oracle(&["xts-encrypt", "--plain", s(plain), "--key-file", s(&vk), "--image", s(&img), "--offset", &off, "--iv", iv])?,
-        None => oracle(&["cbc-encrypt", "--plain", s(plain), "--key-file", s(&vk), "--image", s(&img), "--offset", &off, "--iv", mode.trim_start_matches("cbc-")])?,
+        Some(iv) => oracle(&[
+            "xts-encrypt",
+            "--plain",
+            s(plain),
+            "--key-file",
+            s(&vk),
+            "--image",
+            s(&img),
+            "--offset",
+            &off,
+            "--iv",
+            iv,
+        ])?,
+        None => oracle(&[
+            "cbc-encrypt",
+            "--plain",
+            s(plain),
+            "--key-file",
+            s(&vk),
+            "--image",
+            s(&img),
+            "--offset",
+            &off,
+            "--iv",
+            mode.trim_start_matches("cbc-"),
+        ])?,
     };
     ensure!(r["plaintext_sha256"].is_string(), "oracle: {r}");
     Ok((img, sectors * 512))

@@ -48,13 +48,14 @@ const KERNEL_PLAIN: &[KRow] = &[
     ("tf-fish2-160", "--cipher twofish-cbc-null --key-size 192 --hash ripemd160:20", ("twofish-cbc-null", 192, "rmd160:20", "loop-fish2")),
 ];
 
-/// Kernel-made LUKS volumes: (name, luksFormat options, key bits, cipher spec).
+/// Kernel-made LUKS volumes: (name, luksFormat options, key bits, cipher spec, header bytes
+/// before the payload — the disk is that plus the plaintext, so the payload is the plaintext).
 #[rustfmt::skip]
-const KERNEL_LUKS: &[(&str, &str, usize, &str)] = &[
-    ("l1-twofish-essiv", "--type luks1 --cipher twofish-cbc-essiv:sha256", 256, "twofish-cbc-essiv:sha256"),
-    ("l1-serpent-xts", "--type luks1 --cipher serpent-xts-plain64", 512, "serpent-xts-plain64"),
-    ("l2-twofish-xts", "--type luks2 --cipher twofish-xts-plain64 --pbkdf pbkdf2 --sector-size 512", 512, "twofish-xts-plain64"),
-    ("l2-serpent-essiv", "--type luks2 --cipher serpent-cbc-essiv:sha256 --pbkdf pbkdf2 --sector-size 512", 256, "serpent-cbc-essiv:sha256"),
+const KERNEL_LUKS: &[(&str, &str, usize, &str, u64)] = &[
+    ("l1-twofish-essiv", "--type luks1 --cipher twofish-cbc-essiv:sha256 --align-payload 4096", 256, "twofish-cbc-essiv:sha256", 2 << 20),
+    ("l1-serpent-xts", "--type luks1 --cipher serpent-xts-plain64 --align-payload 4096", 512, "serpent-xts-plain64", 2 << 20),
+    ("l2-twofish-xts", "--type luks2 --cipher twofish-xts-plain64 --pbkdf pbkdf2 --sector-size 512 --offset 32768", 512, "twofish-xts-plain64", 16 << 20),
+    ("l2-serpent-essiv", "--type luks2 --cipher serpent-cbc-essiv:sha256 --pbkdf pbkdf2 --sector-size 512 --offset 32768", 256, "serpent-cbc-essiv:sha256", 16 << 20),
 ];
 
 /// Python-made images whose cryptsetup line the kernel must accept (legacy.py args).
@@ -94,9 +95,9 @@ fn kernel_made_and_cryptsetup_lines() -> TestResult {
         std::fs::File::create(&f)?.set_len(plen)?;
         disks.push((name.to_string(), f, false));
     }
-    for (name, ..) in KERNEL_LUKS {
+    for (name, .., header) in KERNEL_LUKS {
         let f = d.path(&format!("{name}.img"));
-        std::fs::File::create(&f)?.set_len((16 << 20) + plen)?;
+        std::fs::File::create(&f)?.set_len(header + plen)?;
         disks.push((name.to_string(), f, false));
     }
     let mut python_want = BTreeMap::new();
@@ -110,7 +111,14 @@ fn kernel_made_and_cryptsetup_lines() -> TestResult {
     let dev_of = |name: &str| -> String { vm::dev(disks.iter().position(|(n, ..)| n == name).unwrap()) };
 
     let q = vm::sh_quote;
-    let mut script = String::from("set +e\nmodprobe -a twofish serpent blowfish cast5 des3_ede 2>/dev/null\n");
+    // The cipher modules are outside the harness's boot set: load them from the module tree
+    // (and AF_ALG, which cryptsetup needs to write LUKS2 keyslots).
+    let mut script = String::from(
+        "set +e\nfor m in twofish serpent blowfish cast5 des3_ede; do modprobe -d \"$VM_MODROOT\" crypto-$m 2>/dev/null || \
+modprobe -d \"$VM_MODROOT\" ${m}_generic 2>/dev/null || modprobe -d \"$VM_MODROOT\" $m || echo \"modprobe:$m=failed\"; done\n\
+modprobe -d \"$VM_MODROOT\" -a algif_skcipher algif_hash || echo \"modprobe:af_alg=failed\"\n\
+grep -E '^name +: (twofish|serpent|blowfish|cast5|des3_ede)$' /proc/crypto | sort -u >&2\n",
+    );
     // 1. The kernel writes the fixtures.
     for (name, opts, _) in KERNEL_PLAIN {
         script.push_str(&format!(
@@ -120,17 +128,17 @@ fn kernel_made_and_cryptsetup_lines() -> TestResult {
             src = vm::dev(0),
         ));
     }
-    for (name, opts, bits, _) in KERNEL_LUKS {
+    for (name, opts, bits, ..) in KERNEL_LUKS {
         script.push_str(&format!(
-            "cryptsetup luksFormat --batch-mode {opts} --key-size {bits} --key-file /run/vm/np --pbkdf-force-iterations 1000 {dev} && \
-cryptsetup open --key-file /run/vm/np {dev} mk && dd if={src} of=/dev/mapper/mk bs=64k conv=fsync status=none && echo \"made:{name}=ok\"\ncryptsetup close mk\n",
+            "if cryptsetup luksFormat --batch-mode {opts} --key-size {bits} --key-file /run/vm/np --pbkdf-force-iterations 1000 {dev} 2>/tmp/err && \
+cryptsetup open --key-file /run/vm/np {dev} mk 2>>/tmp/err && dd if={src} of=/dev/mapper/mk bs=64k conv=fsync status=none; then echo \"made:{name}=ok\"; \
+else echo \"made:{name}=failed $(tr '\\n' ' ' </tmp/err)\"; fi\ncryptsetup close mk\n",
             dev = dev_of(name),
             src = vm::dev(0),
         ));
     }
     // 2. loopkit (in the guest) prints each headerless image's cryptsetup line; run it verbatim.
-    let headerless: Vec<&str> =
-        KERNEL_PLAIN.iter().map(|r| r.0).chain(PYTHON.iter().map(|r| r.0)).collect();
+    let headerless: Vec<&str> = KERNEL_PLAIN.iter().map(|r| r.0).chain(PYTHON.iter().map(|r| r.0)).collect();
     for name in &headerless {
         let dev = dev_of(name);
         script.push_str(&format!(
@@ -150,11 +158,16 @@ fi
     }
     script.push_str("dmesg | grep -iE 'device-mapper|crypt' | tail -n 20 >&2\n");
 
-    let disk_refs: Vec<Disk> =
-        disks.iter().map(|(_, p, ro)| if *ro { Disk::ro(p) } else { Disk::rw(p) }).collect();
+    let disk_refs: Vec<Disk> = disks.iter().map(|(_, p, ro)| if *ro { Disk::ro(p) } else { Disk::rw(p) }).collect();
     let np_bytes = std::fs::read(&np)?;
     let files: Vec<(&str, &[u8])> = vec![("pass", &pass_bytes), ("np", &np_bytes)];
-    let job = VmJob { disks: &disk_refs, script: &script, files: &files, timeout: Duration::from_secs(600), ..Default::default() };
+    let job = VmJob {
+        disks: &disk_refs,
+        script: &script,
+        files: &files,
+        timeout: Duration::from_secs(600),
+        ..Default::default()
+    };
     let out = match vm::run(&job) {
         Ok(o) => o,
         Err(u) => return u.skip(),
@@ -179,21 +192,34 @@ fi
         let v = json(&o)?;
         let e = &v["encryption"];
         if code(&o) != 0 || v["payload"]["sha256"] != want.as_str() {
-            errors.push(format!("{name}: loopkit verify exit {} payload {} (want {want})\n{v}", code(&o), v["payload"]["sha256"]));
-        } else if e["cipher"] != *cipher || e["key_bits"] != *bits || e["key_derivation"] != *deriv || e["scheme"] != *scheme {
+            errors.push(format!(
+                "{name}: loopkit verify exit {} payload {} (want {want})\n{v}",
+                code(&o),
+                v["payload"]["sha256"]
+            ));
+        } else if e["cipher"] != *cipher
+            || e["key_bits"] != *bits
+            || e["key_derivation"] != *deriv
+            || e["scheme"] != *scheme
+        {
             errors.push(format!("{name}: detected {e}, want {cipher} {bits} {deriv} {scheme}"));
         }
     }
-    for (name, _, _, spec) in KERNEL_LUKS {
+    for (name, _, _, spec, _) in KERNEL_LUKS {
         if made.get(*name).map(String::as_str) != Some("ok") {
-            errors.push(format!("{name}: the kernel did not write the LUKS fixture"));
+            errors.push(format!("{name}: the kernel did not write the LUKS fixture: {:?}", made.get(*name)));
             continue;
         }
         let img = d.path(&format!("{name}.img"));
         let o = run(&mut loopkit(&["verify", "--json", "--no-prompt", "--passphrase-file", s(&np), s(&img)]))?;
         let v = json(&o)?;
         if code(&o) != 0 || v["payload"]["sha256"] != want.as_str() || v["encryption"]["cipher"] != *spec {
-            errors.push(format!("{name}: loopkit verify exit {} payload {} cipher {} (want {want}, {spec})", code(&o), v["payload"]["sha256"], v["encryption"]["cipher"]));
+            errors.push(format!(
+                "{name}: loopkit verify exit {} payload {} cipher {} (want {want}, {spec})",
+                code(&o),
+                v["payload"]["sha256"],
+                v["encryption"]["cipher"]
+            ));
         }
     }
     // migrate --mode reencrypt of a kernel-made twofish LUKS1 volume into LUKS2 aes-xts-plain64.
@@ -202,7 +228,13 @@ fi
         let outimg = d.path("l1-twofish-to-l2.img");
         let np2 = d.path("np2");
         crate::luks_read::write_pass(&np2, "yet another passphrase")?;
-        let (c, v, e) = crate::migrate_modes::migrate_to(&src, "reencrypt", &outimg, &np2, &[&["--passphrase-file", s(&np)], crate::luks_read::CHEAP_PBKDF2])?;
+        let (c, v, e) = crate::migrate_modes::migrate_to(
+            &src,
+            "reencrypt",
+            &outimg,
+            &np2,
+            &[&["--passphrase-file", s(&np)], crate::luks_read::CHEAP_PBKDF2],
+        )?;
         if c != 0 || v["sha256_match"] != true {
             errors.push(format!("reencrypt of l1-twofish-essiv: exit {c}: {e}\n{v}"));
         } else if let Err(f) = crate::migrate_modes::check_container(&d.0, &outimg, &np2, &want, 16 << 20) {
@@ -215,7 +247,9 @@ fi
         let expect = python_want.get(*name).map_or(want.as_str(), |(w, _)| w.as_str());
         match shas.get(*name) {
             Some(sha) if sha == expect => {}
-            other => errors.push(format!("{name}: `{line}` mapped {other:?} (want {expect}); open: {:?}", opens.get(*name))),
+            other => {
+                errors.push(format!("{name}: `{line}` mapped {other:?} (want {expect}); open: {:?}", opens.get(*name)))
+            }
         }
         if !line.contains("--readonly") {
             errors.push(format!("{name}: the line does not map read-only: {line}"));

@@ -231,7 +231,12 @@ mod tests {
                 "8ea2b7ca516745bfeafc49904b496089",
             ),
             // Twofish paper / ecb_tbl.txt, KEYSIZE=128 I=1 (all-zero key and plaintext).
-            (CipherKind::Twofish, "00000000000000000000000000000000", "00000000000000000000000000000000", "9f589f5cf6122c32b6bfec2f2ae8c35a"),
+            (
+                CipherKind::Twofish,
+                "00000000000000000000000000000000",
+                "00000000000000000000000000000000",
+                "9f589f5cf6122c32b6bfec2f2ae8c35a",
+            ),
             // Twofish ecb_tbl.txt KEYSIZE=256 I=1.
             (
                 CipherKind::Twofish,
@@ -240,7 +245,12 @@ mod tests {
                 "57ff739d4dc92c1bd7fc01700cc8216f",
             ),
             // Serpent, NESSIE set 1 vector 0 (128-bit key 80 00.., plaintext zero).
-            (CipherKind::Serpent, "80000000000000000000000000000000", "00000000000000000000000000000000", "264e5481eff42a4606abda06c0bfda3d"),
+            (
+                CipherKind::Serpent,
+                "80000000000000000000000000000000",
+                "00000000000000000000000000000000",
+                "264e5481eff42a4606abda06c0bfda3d",
+            ),
             // Blowfish, Eric Young's vectors (key 0000000000000000, plaintext 0000000000000000).
             (CipherKind::Blowfish, "0000000000000000", "0000000000000000", "4ef997456198dd78"),
             // Blowfish, Eric Young's vectors (key FEDCBA9876543210, plaintext 0123456789ABCDEF).

@@ -150,7 +150,8 @@ impl FromStr for Derivation {
             "plain" => Derivation::Plain,
             "keyfile-raw" => Derivation::KeyFileRaw,
             other if other.contains(':') => {
-                let bad = || crate::Error::invalid(format!("unknown key derivation {other:?} (HASH:BYTES, e.g. rmd160:20)"));
+                let bad =
+                    || crate::Error::invalid(format!("unknown key derivation {other:?} (HASH:BYTES, e.g. rmd160:20)"));
                 let (h, n) = other.split_once(':').ok_or_else(bad)?;
                 let n: u8 = n.parse().map_err(|_| bad())?;
                 Derivation::HashPrefix(h.parse().map_err(|_| bad())?, n)

@@ -158,7 +158,16 @@ mod tests {
         }
         let e: CipherSpec = "AES-CBC-ESSIV:SHA256".parse().unwrap();
         assert_eq!(e.iv, Some(IvScheme::Essiv(HashAlg::Sha256)));
-        for bad in ["aes-cbc-benbi", "camellia-xts-plain64", "blowfish-xts-plain64", "aes-xts-essiv:sha256", "aes", "aes:64-cbc-lmk", "aes-gcm-random", "aes-cbc"] {
+        for bad in [
+            "aes-cbc-benbi",
+            "camellia-xts-plain64",
+            "blowfish-xts-plain64",
+            "aes-xts-essiv:sha256",
+            "aes",
+            "aes:64-cbc-lmk",
+            "aes-gcm-random",
+            "aes-cbc",
+        ] {
             let err = bad.parse::<CipherSpec>().unwrap_err();
             assert!(err.to_string().contains(bad), "{bad}: {err}");
         }

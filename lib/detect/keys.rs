@@ -24,13 +24,7 @@ impl KeyCand {
     }
 
     /// The parameter set of this key under `mode` at `offset_bytes` / `iv_offset_sectors`.
-    pub(super) fn params(
-        &self,
-        t: Trial,
-        offset_bytes: u64,
-        iv_offset_sectors: u64,
-        c: &Constraints,
-    ) -> Params {
+    pub(super) fn params(&self, t: Trial, offset_bytes: u64, iv_offset_sectors: u64, c: &Constraints) -> Params {
         let Trial { scheme, cipher, mode } = t;
         // Seed and iterations only ever applied to a single-key passphrase.
         let from_passphrase = self.multi_key.is_none() && self.derivation != Derivation::KeyFileRaw;

@@ -10,8 +10,8 @@
 //! cryptoloop (`plain` IV) and loop-AES single-key (`plain64`) are identical below 2 TiB; the
 //! scheme reported follows the key derivation's family.
 
-use crate::crypto::kdf::Derivation;
 use crate::crypto::cbc::IvScheme;
+use crate::crypto::kdf::Derivation;
 use crate::crypto::{Passphrase, SectorCipher};
 use crate::formats::legacy::{KeyMaterial, Mode, Params, Scheme};
 use crate::formats::loopaes::KeyFile;
@@ -175,35 +175,35 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
                     weak: &mut Option<Hit>,
                     tried: &mut usize|
      -> crate::Result<()> {
-            for (ci, k) in cands.iter().enumerate() {
-                for trial in modes_for(k, c).into_iter().filter(|x| tier(x.cipher) == t) {
-                    for &off in offsets {
-                        let mut ivs = vec![c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES)];
-                        if c.iv_offset_sectors.is_none()
-                            && off >= SECTOR_BYTES
-                            && matches!(trial.mode, Mode::Cbc(IvScheme::Plain | IvScheme::Plain64) | Mode::Lmk)
-                        {
-                            ivs.push(0);
-                        }
-                        for iv in ivs {
-                            *tried += 1;
-                            let params = k.params(trial, off, iv, c);
-                            let cipher: Arc<dyn SectorCipher> = Arc::from(params.cipher(&k.keys)?);
-                            let layout = Layout::new(cache.size_bytes(), off, c.size_limit_bytes, iv);
-                            if let Some(info) = probe_with(&cache, cipher, layout) {
-                                let hit = Hit { params, fs: info, cand: ci, order: k.order };
-                                if hit.fs.confidence >= STRONG_CONFIDENCE {
-                                    hits.push(hit);
-                                } else if weak.as_ref().is_none_or(|w| rank(&hit, w).is_lt()) {
-                                    *weak = Some(hit);
-                                }
+        for (ci, k) in cands.iter().enumerate() {
+            for trial in modes_for(k, c).into_iter().filter(|x| tier(x.cipher) == t) {
+                for &off in offsets {
+                    let mut ivs = vec![c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES)];
+                    if c.iv_offset_sectors.is_none()
+                        && off >= SECTOR_BYTES
+                        && matches!(trial.mode, Mode::Cbc(IvScheme::Plain | IvScheme::Plain64) | Mode::Lmk)
+                    {
+                        ivs.push(0);
+                    }
+                    for iv in ivs {
+                        *tried += 1;
+                        let params = k.params(trial, off, iv, c);
+                        let cipher: Arc<dyn SectorCipher> = Arc::from(params.cipher(&k.keys)?);
+                        let layout = Layout::new(cache.size_bytes(), off, c.size_limit_bytes, iv);
+                        if let Some(info) = probe_with(&cache, cipher, layout) {
+                            let hit = Hit { params, fs: info, cand: ci, order: k.order };
+                            if hit.fs.confidence >= STRONG_CONFIDENCE {
+                                hits.push(hit);
+                            } else if weak.as_ref().is_none_or(|w| rank(&hit, w).is_lt()) {
+                                *weak = Some(hit);
                             }
                         }
                     }
                 }
             }
-            Ok(())
-        };
+        }
+        Ok(())
+    };
 
     // Ciphers in likelihood tiers (AES, Twofish, the rest). First every tier at the given offset
     // (default 0, where nearly every image starts), stopping at the first tier with a strong

@@ -123,9 +123,7 @@ fn prefilter(cipher: &BlockCipher, head: &[u8], cbc: bool, ecb: bool) -> Vec<usi
         let iso = u16::from_le_bytes([fields[2][0], fields[2][1]]);
         (fields[0][..2] == [0x53, 0xEF])
             || &fields[1] == b"_BHRfS_M"
-            || (iso.is_power_of_two()
-                && (512..=2048).contains(&iso)
-                && fields[2][2..4] == iso.to_be_bytes())
+            || (iso.is_power_of_two() && (512..=2048).contains(&iso) && fields[2][2..4] == iso.to_be_bytes())
             || fields[3][..2] == [0x55, 0xAA]
     };
     let mut out = Vec::new();

@@ -210,7 +210,11 @@ impl Params {
             (Mode::Ecb, KeyMaterial::Single(k)) => Box::new(EcbSectors::with_cipher(self.cipher, k.bytes())?),
             (Mode::Lmk, KeyMaterial::Multi(mk)) if self.cipher == CipherKind::Aes => Box::new(LmkSectors::new(mk)?),
             (Mode::Lmk, _) if self.cipher != CipherKind::Aes => {
-                return Err(crate::Error::unsupported(format!("{}: multi-key with {}", self.cipher_name(), self.cipher)));
+                return Err(crate::Error::unsupported(format!(
+                    "{}: multi-key with {}",
+                    self.cipher_name(),
+                    self.cipher
+                )));
             }
             _ => {
                 return Err(crate::Error::invalid("BUG: key material does not match the cipher mode"));
