@@ -113,6 +113,7 @@ impl FromStr for CipherKind {
 /// A keyed block cipher of any [`CipherKind`]. Key schedules are wiped on drop (the crates'
 /// `zeroize` feature).
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant, reason = "AES, the hot path, stays inline; the rarer ciphers are boxed")]
 pub enum BlockCipher {
     /// AES (fast path, shared with the AES-only code).
     Aes(Aes),
