@@ -16,8 +16,6 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Version of the manifest format (`loopkit_manifest`).
 pub const MANIFEST_VERSION: u32 = 1;
@@ -287,9 +285,10 @@ fn build(
     }
 
     let total: u64 = if hash { jobs.iter().map(|j| entries[j.entry].size).sum() } else { 0 };
-    progress.start(if hash { "hashing files" } else { "checking files" }, Some(total));
-    let results = hash_jobs(fs, &jobs, hash, workers, progress, interrupt);
-    progress.finish();
+    let label = if hash { "hashing files" } else { "checking files" };
+    let results = crate::pipeline::Pool::new(workers.clamp(1, 16), progress, interrupt)
+        .phase(label, Some(total))
+        .run_each(&jobs, || Ok(vec![0u8; CHUNK_BYTES]), |job, buf, tick| hash_one(fs, job.id, hash, buf, tick))?;
     for (job, res) in jobs.iter().zip(results) {
         match res {
             Ok((digest, issues)) => {
@@ -315,50 +314,12 @@ fn build(
 
 type HashResult = crate::Result<(Option<[u8; 32]>, Vec<tree::Issue>)>;
 
-fn hash_jobs(
-    fs: &dyn FileSystem,
-    jobs: &[Job],
-    hash: bool,
-    workers: usize,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> Vec<HashResult> {
-    let next = AtomicUsize::new(0);
-    let progress = Mutex::new(progress);
-    let results: Vec<Mutex<Option<HashResult>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..workers.clamp(1, 16) {
-            s.spawn(|| {
-                let mut buf = vec![0u8; CHUNK_BYTES];
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(job) = jobs.get(i) else { break };
-                    let r = hash_one(fs, job.id, hash, &mut buf, &progress, interrupt);
-                    if let Ok(mut slot) = results[i].lock() {
-                        *slot = Some(r);
-                    }
-                }
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|m| {
-            m.into_inner()
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| Err(crate::Error::new(crate::ErrorKind::Io, "BUG: a hashing worker stopped early")))
-        })
-        .collect()
-}
-
 fn hash_one(
     fs: &dyn FileSystem,
     id: tree::NodeId,
     hash: bool,
     buf: &mut [u8],
-    progress: &Mutex<&mut dyn Progress>,
-    interrupt: &Interrupt,
+    tick: &crate::pipeline::Tick<'_>,
 ) -> HashResult {
     let f = fs.open(id)?;
     if !hash {
@@ -368,16 +329,14 @@ fn hash_one(
     let size = f.size_bytes();
     let mut off = 0u64;
     while off < size {
-        interrupt.check()?;
+        tick.check()?;
         let n = f.read_at(buf, off)?;
         if n == 0 {
             return Err(crate::Error::corrupt(format!("the data ends after {off} of {size} bytes")));
         }
         h.update(&buf[..n]);
         off += n as u64;
-        if let Ok(mut p) = progress.lock() {
-            p.advance(n as u64);
-        }
+        tick.tick(n as u64)?;
     }
     Ok((Some(h.finalize().into()), f.issues().to_vec()))
 }

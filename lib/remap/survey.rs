@@ -16,8 +16,6 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// One extent with its classification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,54 +227,24 @@ fn verify_extents(
         })
         .collect();
     let total: u64 = work.iter().map(|e| e.length).sum();
-    progress.start("checking extents", Some(total));
-    let next = AtomicUsize::new(0);
-    let shared = Mutex::new((progress, Check::default(), None::<crate::Error>));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                let mut bufs = match (AlignedBuf::new(CHUNK, align), AlignedBuf::new(CHUNK, align)) {
-                    (Ok(a), Ok(b)) => (a, b),
-                    (Err(e), _) | (_, Err(e)) => {
-                        if let Ok(mut g) = shared.lock() {
-                            g.2.get_or_insert(crate::Error::io("allocating buffers", e));
-                        }
-                        return;
-                    }
-                };
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(e) = work.get(i) else { break };
-                    let r = compare_extent(file, &dev, e, align, &mut bufs, interrupt, |n| {
-                        if let Ok(mut g) = shared.lock() {
-                            g.0.advance(n);
-                        }
-                    });
-                    let Ok(mut g) = shared.lock() else { break };
-                    match r {
-                        Ok(m) => {
-                            g.1.extents_checked += 1;
-                            g.1.bytes_checked += e.length;
-                            if let Some(m) = m {
-                                g.1.mismatches.push(m);
-                            }
-                        }
-                        Err(err) => {
-                            g.2.get_or_insert(err);
-                            next.store(work.len(), Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                }
-            });
+    let found =
+        crate::pipeline::Pool::new(threads, progress, interrupt).phase("checking extents", Some(total)).run_all(
+            &work,
+            || {
+                let a = AlignedBuf::new(CHUNK, align).map_err(|e| crate::Error::io("allocating buffers", e))?;
+                let b = AlignedBuf::new(CHUNK, align).map_err(|e| crate::Error::io("allocating buffers", e))?;
+                Ok((a, b))
+            },
+            |e, bufs, tick| compare_extent(file, &dev, e, align, bufs, tick),
+        )?;
+    let mut check = Check::default();
+    for (e, m) in work.iter().zip(found) {
+        check.extents_checked += 1;
+        check.bytes_checked += e.length;
+        if let Some(m) = m {
+            check.mismatches.push(m);
         }
-    });
-    let (progress, mut check, err) =
-        shared.into_inner().map_err(|_| crate::Error::invalid("extent check worker panicked"))?;
-    progress.finish();
-    if let Some(e) = err {
-        return Err(e);
     }
     check.mismatches.sort_by_key(|m| m.extent.logical);
     Ok(check)
@@ -288,14 +256,13 @@ fn compare_extent(
     e: &Extent,
     align: usize,
     bufs: &mut (AlignedBuf, AlignedBuf),
-    interrupt: &Interrupt,
-    mut advance: impl FnMut(u64),
+    tick: &crate::pipeline::Tick<'_>,
 ) -> crate::Result<Option<Mismatch>> {
     let (mut hf, mut hd) = (Sha256::new(), Sha256::new());
     let mut first: Option<u64> = None;
     let mut done = 0u64;
     while done < e.length {
-        interrupt.check()?;
+        tick.check()?;
         let n = (e.length - done).min(CHUNK as u64) as usize;
         // The device read is done in whole logical blocks.
         let n_dev = n.div_ceil(align) * align;
@@ -313,7 +280,7 @@ fn compare_extent(
             first = Some(at + k as u64);
         }
         done += n as u64;
-        advance(n as u64);
+        tick.tick(n as u64)?;
     }
     Ok(first.map(|first_difference| Mismatch {
         extent: *e,
