@@ -67,9 +67,10 @@ pub fn scheme() -> Choices<SchemeArg> {
     Choices::new(&["cryptoloop", "loop-aes", "loop-fish2", "plain"])
 }
 
-/// `--cipher` (dm-crypt spelling, CIPHER one of aes, twofish, serpent, blowfish, cast5,
-/// des3_ede; a bare cipher name, `CIPHER-cbc`, `cbc(CIPHER)`, `ecb(CIPHER)`, `aes:64-cbc-lmk`
-/// are accepted too).
+/// `--cipher` (dm-crypt spelling `CIPHER-cbc-plain|plain64|null` or `CIPHER-ecb`, CIPHER one of
+/// aes, twofish, serpent, blowfish, cast5, des3_ede — every combination parses, the list shows
+/// the common ones; a bare cipher name, `CIPHER-cbc`, `cbc(CIPHER)`, `ecb(CIPHER)`,
+/// `aes:64-cbc-lmk` are accepted too).
 pub fn cipher() -> Choices<LegacyCipher> {
     Choices::new(&[
         "aes-cbc-plain",
@@ -86,7 +87,7 @@ pub fn cipher() -> Choices<LegacyCipher> {
         "blowfish-cbc-plain64",
         "cast5-cbc-plain",
         "des3_ede-cbc-plain",
-        "CIPHER-ecb",
+        "twofish-ecb",
     ])
 }
 

@@ -10,6 +10,7 @@
 //! cryptoloop (`plain` IV) and loop-AES single-key (`plain64`) are identical below 2 TiB; the
 //! scheme reported follows the key derivation's family.
 
+use crate::crypto::block::CipherKind;
 use crate::crypto::cbc::IvScheme;
 use crate::crypto::kdf::Derivation;
 use crate::crypto::{Passphrase, SectorCipher};
@@ -169,11 +170,14 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
     let mut weak: Option<Hit> = None;
     let mut offsets_tried: Vec<u64> = Vec::new();
 
-    let evaluate = |t: usize,
-                    offsets: &[u64],
-                    hits: &mut Vec<Hit>,
-                    weak: &mut Option<Hit>,
-                    tried: &mut usize|
+    // "The" cipher for the pinned-parameters rule below: the pinned one, else AES.
+    let primary = |x: CipherKind| c.cipher.map_or(x == CipherKind::Aes, |p| p == x);
+    let mut tried_primary = 0usize;
+    let mut evaluate = |t: usize,
+                        offsets: &[u64],
+                        hits: &mut Vec<Hit>,
+                        weak: &mut Option<Hit>,
+                        tried: &mut usize|
      -> crate::Result<()> {
         for (ci, k) in cands.iter().enumerate() {
             for trial in modes_for(k, c).into_iter().filter(|x| tier(x.cipher) == t) {
@@ -187,6 +191,9 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
                     }
                     for iv in ivs {
                         *tried += 1;
+                        if primary(trial.cipher) {
+                            tried_primary += 1;
+                        }
                         let params = k.params(trial, off, iv, c);
                         let cipher: Arc<dyn SectorCipher> = Arc::from(params.cipher(&k.keys)?);
                         let layout = Layout::new(cache.size_bytes(), off, c.size_limit_bytes, iv);
@@ -260,11 +267,13 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
         key_file: key_file_hint(secrets, &cands[h.cand]),
     });
     // Explicit flags override the search: a fully pinned parameter set (one key, one mode, one
-    // offset, one IV offset) is used even when no file system shows (verify then reports it).
+    // offset, one IV offset, with the pinned cipher or else AES) is used even when no file system
+    // shows (verify then reports it).
     if found.is_none()
-        && tried == 1
+        && tried_primary == 1
+        && cands.len() == 1
         && let Some(k) = cands.first()
-        && let Some(&trial) = modes_for(k, c).first()
+        && let Some(trial) = modes_for(k, c).into_iter().find(|t| primary(t.cipher))
     {
         let off = c.offset_bytes.unwrap_or(0);
         found = Some(Found {
