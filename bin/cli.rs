@@ -217,6 +217,10 @@ pub struct ExtractArgs {
     /// Extract into a non-empty DEST, replacing files and symlinks in the way.
     #[arg(long)]
     pub force: bool,
+    /// Also write files whose data could not all be read or mapped (zeros where it is missing;
+    /// each is reported as extract.damaged and the exit code stays 1).
+    #[arg(long)]
+    pub allow_damaged: bool,
 }
 
 /// `loopkit strip-ecc`.

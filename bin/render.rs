@@ -136,6 +136,9 @@ pub fn verify(r: &Verify) -> String {
             ));
         }
         let _ = writeln!(o, "             {} from byte {}{holes}", size(p.size_bytes), p.offset_bytes);
+        if r.inspect.filesystem.is_none() {
+            let _ = writeln!(o, "content      data (no file system or other known structure recognised)");
+        }
     }
     if let Some(f) = &r.files {
         let _ = writeln!(

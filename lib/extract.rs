@@ -20,7 +20,12 @@
 //! (listed as skipped), symlink mtimes (setting them needs `lutimes`), extended attributes, and
 //! the setuid/setgid bits (without the owners they would hand the extracting user's — often
 //! root's — privileges to a program from the image). A file whose data cannot be read from the
-//! image (a damaged sector, a corrupt block map) is removed and reported, and extraction goes on.
+//! image (a damaged sector, a corrupt block map, blocks mapped outside the file system) is
+//! removed and reported (`extract.unreadable`) — never left as silent zeros — unless
+//! `allow_damaged`, which keeps what could be read and reports each such file
+//! (`extract.damaged`). An entry that cannot exist on Linux (a symlink target with a NUL byte, an
+//! empty target, a name the destination file system refuses) is skipped and reported
+//! (`extract.skipped`); extraction goes on with the rest of the tree.
 //! Files are written in place (DEST is new or empty) and not fsynced one by one; holes in the
 //! image stay holes in the output. A failure leaves the files written so far.
 
@@ -49,6 +54,10 @@ pub struct Options {
     pub subpath: Option<Vec<u8>>,
     /// Allow a non-empty destination (replacing files in the way).
     pub force: bool,
+    /// Write files whose data could not all be read or mapped, with zeros where the data is
+    /// missing, each reported as `extract.damaged` (without it such files are not written and are
+    /// reported as `extract.unreadable`).
+    pub allow_damaged: bool,
 }
 
 /// What `extract` wrote.
@@ -257,7 +266,20 @@ pub fn extract(
         match s.file_type {
             FileType::Dir => {
                 if !clear(dir, name, &target, opts.force)? {
-                    rfs::mkdirat(dir, name, Mode::from_bits_truncate(0o777)).map_err(|e| io(&target, e.into()))?;
+                    match rfs::mkdirat(dir, name, Mode::from_bits_truncate(0o777)) {
+                        Ok(()) => {}
+                        Err(e) if unrestorable(e) => {
+                            out.problems.push(Problem::error(
+                                "extract.skipped",
+                                format!(
+                                    "{shown}: the directory cannot be created here ({e}); skipped with its contents"
+                                ),
+                            ));
+                            out.counts.skipped += 1;
+                            continue;
+                        }
+                        Err(e) => return Err(io(&target, e.into())),
+                    }
                 }
                 safe_dirs.insert(f.path.clone());
                 dir_meta.push((f.path.clone(), s.clone()));
@@ -275,15 +297,30 @@ pub fn extract(
                     continue;
                 }
                 clear(dir, name, &target, opts.force)?;
-                let file = match write_file(fs, f.id, dir, name, &target, &mut buf, progress, interrupt)? {
-                    Ok((file, n)) => {
+                let w = Writing { dir, name, target: &target, allow_damaged: opts.allow_damaged };
+                let file = match write_file(fs, f.id, &w, &mut buf, progress, interrupt)? {
+                    Ok((file, n, damage)) => {
                         out.counts.bytes += n;
                         out.counts.files += 1;
+                        if let Some(d) = damage {
+                            out.problems.push(Problem::error(
+                                "extract.damaged",
+                                format!("{shown}: written with --allow-damaged, but {d}"),
+                            ));
+                        }
                         file
                     }
-                    Err(e) => {
+                    Err(Skip::Unreadable(e)) => {
                         let _ = rfs::unlinkat(dir, name, AtFlags::empty());
-                        out.problems.push(Problem::error("extract.unreadable", format!("{shown}: {e}")));
+                        out.problems.push(Problem::error(
+                            "extract.unreadable",
+                            format!("{shown}: not written: {e} (--allow-damaged writes what can be read)"),
+                        ));
+                        out.counts.skipped += 1;
+                        continue;
+                    }
+                    Err(Skip::Unrestorable(why)) => {
+                        out.problems.push(Problem::error("extract.skipped", format!("{shown}: {why}; skipped")));
                         out.counts.skipped += 1;
                         continue;
                     }
@@ -301,10 +338,27 @@ pub fn extract(
                 }
             }
             FileType::Symlink => match fs.readlink(f.id) {
+                Ok(t) if t.is_empty() || t.contains(&0) => {
+                    let why = if t.is_empty() { "the target is empty" } else { "the target contains a NUL byte" };
+                    out.problems.push(Problem::error(
+                        "extract.skipped",
+                        format!("{shown}: {why}, which no Linux symlink can hold; skipped"),
+                    ));
+                    out.counts.skipped += 1;
+                }
                 Ok(t) => {
                     clear(dir, name, &target, opts.force)?;
-                    rfs::symlinkat(OsStr::from_bytes(&t), dir, name).map_err(|e| io(&target, e.into()))?;
-                    out.counts.symlinks += 1;
+                    match rfs::symlinkat(OsStr::from_bytes(&t), dir, name) {
+                        Ok(()) => out.counts.symlinks += 1,
+                        Err(e) if unrestorable(e) => {
+                            out.problems.push(Problem::error(
+                                "extract.skipped",
+                                format!("{shown}: the symlink cannot be created here ({e}); skipped"),
+                            ));
+                            out.counts.skipped += 1;
+                        }
+                        Err(e) => return Err(io(&target, e.into())),
+                    }
                 }
                 Err(e) => {
                     out.problems.push(Problem::error("extract.unreadable", format!("{shown}: {e}")));
@@ -343,32 +397,73 @@ pub fn extract(
     Ok(out)
 }
 
+/// Whether creating an entry failed because of the entry itself (a name or target the
+/// destination cannot hold), not because DEST is unusable: such an entry is skipped.
+fn unrestorable(e: Errno) -> bool {
+    matches!(e, Errno::NAMETOOLONG | Errno::INVAL | Errno::ILSEQ | Errno::NOENT)
+}
+
+/// Why a file was not written.
+enum Skip {
+    /// Its data could not be read or mapped from the image (without `allow_damaged`).
+    Unreadable(crate::Error),
+    /// It cannot be created in DEST (its name).
+    Unrestorable(String),
+}
+
+/// Where one file goes.
+struct Writing<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a OsStr,
+    target: &'a Path,
+    allow_damaged: bool,
+}
+
+/// A written file: it (still open), its size, and what was missing (`allow_damaged`).
+type Written = (std::fs::File, u64, Option<String>);
+
+/// Unit in which `allow_damaged` retries a chunk that failed to read.
+const RETRY_BYTES: usize = 4096;
+
 /// Write one file's contents, leaving holes where the image has them. The outer error is a
-/// failure to write DEST (which stops the extraction); the inner one a failure to read the file
-/// from the image (which skips it). Returns the open file and its size.
-#[allow(clippy::too_many_arguments)]
+/// failure to write DEST (which stops the extraction); the inner one a reason to skip the file.
+/// Returns the open file, its size, and (with `allow_damaged`) what was missing.
 fn write_file(
     fs: &dyn FileSystem,
     id: NodeId,
-    dir: BorrowedFd<'_>,
-    name: &OsStr,
-    target: &Path,
+    w: &Writing<'_>,
     buf: &mut [u8],
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
-) -> crate::Result<crate::Result<(std::fs::File, u64)>> {
+) -> crate::Result<Result<Written, Skip>> {
     let reader = match fs.open(id) {
         Ok(r) => r,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Err(Skip::Unreadable(e))),
     };
+    // A block map with pointers outside the file system reads as zeros there: that is damage,
+    // not content.
+    let map_damage: Vec<String> =
+        reader.issues().iter().filter(|i| i.is_error()).map(|i| format!("{}: {}", i.code, i.message)).collect();
+    if !map_damage.is_empty() && !w.allow_damaged {
+        return Ok(Err(Skip::Unreadable(crate::Error::corrupt(format!(
+            "its block map is damaged ({})",
+            map_damage.join("; ")
+        )))));
+    }
     let size = reader.size_bytes();
     #[allow(clippy::single_range_in_vec_init)]
     let ranges = reader.data_ranges().unwrap_or_else(|| vec![0..size]);
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let file = std::fs::File::from(
-        rfs::openat(dir, name, flags, Mode::from_bits_truncate(0o600)).map_err(|e| io(target, e.into()))?,
-    );
+    let file = match rfs::openat(w.dir, w.name, flags, Mode::from_bits_truncate(0o600)) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) if unrestorable(e) => {
+            return Ok(Err(Skip::Unrestorable(format!("the file cannot be created here ({e})"))));
+        }
+        Err(e) => return Err(io(w.target, e.into())),
+    };
     let mut advanced = 0u64;
+    let mut lost = 0u64;
+    let mut first_error: Option<String> = None;
     for r in ranges {
         let mut off = r.start;
         while off < r.end {
@@ -376,14 +471,38 @@ fn write_file(
             let want = ((r.end - off) as usize).min(buf.len());
             let n = match reader.read_at(&mut buf[..want], off) {
                 Ok(0) => {
-                    return Ok(Err(crate::Error::corrupt(format!("the data ends after {off} of {size} bytes"))));
+                    let e = crate::Error::corrupt(format!("the data ends after {off} of {size} bytes"));
+                    if !w.allow_damaged {
+                        return Ok(Err(Skip::Unreadable(e)));
+                    }
+                    first_error.get_or_insert_with(|| e.to_string());
+                    lost += r.end - off;
+                    advanced += r.end - off;
+                    break;
                 }
                 Ok(n) => n,
-                Err(e) => return Ok(Err(e)),
+                Err(e) if !w.allow_damaged => return Ok(Err(Skip::Unreadable(e))),
+                Err(e) => {
+                    // Keep what can be read: retry the chunk in small pieces, zeros where not.
+                    first_error.get_or_insert_with(|| e.to_string());
+                    let mut p = 0usize;
+                    while p < want {
+                        let k = (want - p).min(RETRY_BYTES);
+                        match reader.read_at(&mut buf[p..p + k], off + p as u64) {
+                            Ok(got) if got == k => {}
+                            _ => {
+                                buf[p..p + k].fill(0);
+                                lost += k as u64;
+                            }
+                        }
+                        p += k;
+                    }
+                    want
+                }
             };
             // All-zero chunks stay holes.
             if buf[..n].iter().any(|&b| b != 0) {
-                file.write_all_at(&buf[..n], off).map_err(|e| io(target, e))?;
+                file.write_all_at(&buf[..n], off).map_err(|e| io(w.target, e))?;
             }
             off += n as u64;
             advanced += n as u64;
@@ -391,8 +510,15 @@ fn write_file(
         }
     }
     progress.advance(size.saturating_sub(advanced));
-    file.set_len(size).map_err(|e| io(target, e))?;
-    Ok(Ok((file, size)))
+    file.set_len(size).map_err(|e| io(w.target, e))?;
+    let mut damage = Vec::new();
+    if !map_damage.is_empty() {
+        damage.push(format!("parts its damaged block map does not locate are zeros ({})", map_damage.join("; ")));
+    }
+    if let Some(e) = first_error {
+        damage.push(format!("{lost} bytes could not be read and are zeros (first error: {e})"));
+    }
+    Ok(Ok((file, size, (!damage.is_empty()).then(|| damage.join("; ")))))
 }
 
 #[cfg(test)]

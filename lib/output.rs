@@ -47,13 +47,16 @@ impl TempFile {
         Ok(TempFile { file, path, armed: true })
     }
 
-    /// fsync the file, rename it to `target` (refusing if `target` appeared meanwhile and
-    /// `force` is off), fsync the directory.
+    /// fsync the file, drop its cached pages (later reads come from the device), rename it to
+    /// `target` (refusing if `target` appeared meanwhile and `force` is off), fsync the directory.
     ///
     /// # Errors
     /// `Unsafe` if `target` appeared; `Io`. The temporary file is removed on error.
     pub fn persist(mut self, target: &Path, force: bool) -> crate::Result<()> {
         self.file.sync_all().map_err(|e| crate::Error::io(format!("syncing {}", self.path.display()), e))?;
+        // Synced: drop its clean cached pages, so whatever reads it next (the checks of `repair`,
+        // `strip-ecc`, `migrate`) reads what the device holds, not what memory holds.
+        let _ = crate::output::direct::drop_cached(&self.file);
         let renamed = if force { std::fs::rename(&self.path, target) } else { no_replace_rename(&self.path, target) };
         renamed.map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {

@@ -248,6 +248,21 @@ pub fn verify_files(
     if !readable && reference.is_none() {
         return Ok(outcome);
     }
+    if !readable {
+        // File-level checks were asked for, but the payload holds no file system loopkit reads
+        // (swap, an LVM physical volume, a partition table, raw data).
+        if !outcome.problems.iter().any(|p| p.code == "fs.unrecognized") {
+            let what = opened.filesystem().map_or_else(|| "unrecognised data".to_string(), |f| f.kind.describe());
+            outcome.problems.push(Problem::error(
+                "fs.unrecognized",
+                format!(
+                    "--manifest/--against ask for file-level checks, but the payload holds {what}, not a file system \
+                     loopkit reads (ext2/3/4, ISO 9660)"
+                ),
+            ));
+        }
+        return Ok(outcome);
+    }
     let Some(vol) = opened.volume()? else { return Ok(outcome) };
     let fs = match crate::fs::open(&*vol) {
         Ok(fs) => fs,
@@ -299,6 +314,9 @@ fn verify_payload(
     }
     if opts.ecc_only {
         return Ok(Outcome { digest: None, problems, files: None, ecc });
+    }
+    if let Content::LuksUnlocked(u) = &opened.content {
+        problems.extend(u.luks.header.findings.iter().cloned());
     }
     let Some((layout, cipher)) = opened.payload()? else {
         return Err(opened.locked_error());
@@ -358,7 +376,7 @@ fn verify_payload(
                     ));
                 }
             }
-            if fs.confidence < crate::fs::STRONG_CONFIDENCE {
+            if fs.confidence < crate::fs::STRONG_CONFIDENCE && !fs.kind.is_container() {
                 problems.push(Problem::error(
                     "fs.implausible",
                     format!("the {} superblock fails consistency checks: {}", fs.kind, fs.notes.join("; ")),
@@ -369,10 +387,16 @@ fn verify_payload(
                 }
             }
         }
-        None => problems.push(Problem::error(
+        // Only a legacy image opened with fully pinned parameters can get here without anything
+        // confirming the key: there, no structure in the payload is the only sign of a wrong
+        // passphrase. A LUKS digest (or no encryption at all) confirms the key, so content that
+        // is not a file system (raw data, a database) is just what the payload holds.
+        None if matches!(opened.content, Content::Legacy(_)) => problems.push(Problem::error(
             "fs.unrecognized",
-            "no file system (or other known structure) was recognised in the payload",
+            "no file system (or other known structure) was recognised in the payload, and nothing else confirms \
+             the key (fully pinned parameters: a wrong passphrase looks exactly like this)",
         )),
+        None => {}
     }
     Ok(Outcome { digest: Some(digest), problems, files: None, ecc })
 }

@@ -175,7 +175,7 @@ pub fn cryptsetup_view(dir: &Path, meta: &Path, passfile: &Path) -> Result<CsVie
 }
 
 /// A cryptsetup-made container holding `plain` (payload written by Python with a known key).
-fn make_container(
+pub(crate) fn make_container(
     d: &Path,
     name: &str,
     plain: &Path,
@@ -237,7 +237,7 @@ fn payload_geometry(dump: &str) -> Result<(u64, u64), Failed> {
     }
 }
 
-fn verify_json(img: &Path, extra: &[&str]) -> Result<(std::process::Output, serde_json::Value), Failed> {
+pub(crate) fn verify_json(img: &Path, extra: &[&str]) -> Result<(std::process::Output, serde_json::Value), Failed> {
     let mut c = loopkit(&["verify", "--json", "--no-prompt", img.to_str().unwrap()]);
     c.args(extra);
     let o = run(&mut c)?;

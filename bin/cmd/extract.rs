@@ -1,4 +1,4 @@
-//! `loopkit extract IMAGE DEST [--path SUBPATH] [--force]`: restore files from the image.
+//! `loopkit extract IMAGE DEST [--path SUBPATH] [--force] [--allow-damaged]`: restore files from the image.
 
 use crate::cli::ExtractArgs;
 use loopkit::progress::Interrupt;
@@ -7,7 +7,11 @@ use loopkit::verify::Severity;
 /// Run it; returns the exit code (0 everything restored, 1 problems found in the data).
 pub fn run(a: &ExtractArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     let (opened, _) = super::open_with_prompt(&a.common.image, &a.common.secrets, &a.common.params)?;
-    let opts = loopkit::extract::Options { subpath: a.subpath.as_ref().map(|s| s.as_bytes().to_vec()), force: a.force };
+    let opts = loopkit::extract::Options {
+        subpath: a.subpath.as_ref().map(|s| s.as_bytes().to_vec()),
+        force: a.force,
+        allow_damaged: a.allow_damaged,
+    };
     let mut progress = crate::progress::for_terminal(a.common.output.quiet);
     let out =
         super::with_filesystem(&opened, |fs| loopkit::extract::extract(fs, &a.dest, &opts, &mut *progress, interrupt))?;

@@ -46,6 +46,10 @@ pub enum FsKind {
     CryptoLuks,
     /// `dos`: a DOS partition table.
     Dos,
+    /// `gpt`: a GUID partition table.
+    Gpt,
+    /// `LVM2_member`: an LVM2 physical volume.
+    Lvm2,
 }
 
 impl FsKind {
@@ -66,7 +70,29 @@ impl FsKind {
             FsKind::Swap => "swap",
             FsKind::CryptoLuks => "crypto_LUKS",
             FsKind::Dos => "dos",
+            FsKind::Gpt => "gpt",
+            FsKind::Lvm2 => "LVM2_member",
         }
+    }
+
+    /// What it is in words, with blkid's TYPE (`swap space (swap)`).
+    pub fn describe(self) -> String {
+        let what = match self {
+            FsKind::Swap => "swap space",
+            FsKind::Dos => "a DOS partition table",
+            FsKind::Gpt => "a GUID partition table",
+            FsKind::Lvm2 => "an LVM2 physical volume",
+            FsKind::Jbd => "an external ext3/ext4 journal",
+            FsKind::CryptoLuks => "a LUKS container",
+            _ => return format!("a {} file system", self.as_str()),
+        };
+        format!("{what} ({})", self.as_str())
+    }
+
+    /// Whether it holds other volumes rather than files (partition tables, LVM): a weak
+    /// signature there is not an implausible file system.
+    pub fn is_container(self) -> bool {
+        matches!(self, FsKind::Dos | FsKind::Gpt | FsKind::Lvm2)
     }
 
     /// Whether loopkit reads files from it (ext2/3/4, ISO9660).
@@ -113,6 +139,8 @@ const PROBES: &[Probe] = &[
     probe_reiserfs,
     probe_jfs,
     probe_dos,
+    probe_gpt,
+    probe_lvm2,
 ];
 
 /// Run every probe and return the most confident result.
@@ -189,7 +217,23 @@ pub fn ext_superblock(sb: &[u8]) -> Option<FsInfo> {
 }
 
 fn probe_ext(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
-    Ok(read(src, EXT_SUPERBLOCK_OFFSET, 1024)?.and_then(|sb| ext_superblock(&sb)))
+    let Some(raw) = read(src, EXT_SUPERBLOCK_OFFSET, 1024)? else { return Ok(None) };
+    if let Some(info) = ext_superblock(&raw) {
+        return Ok(Some(info));
+    }
+    // A damaged or wiped primary: the file system is still there if group 1's backup is
+    // (`e2fsck -b`); the reader then uses it and reports `ext.superblock-backup`.
+    if !crate::fs::ext::backup::primary_looks_damaged(&raw) {
+        return Ok(None);
+    }
+    Ok(crate::fs::ext::backup::find(src)?.and_then(|b| {
+        let mut info = ext_superblock(&b.raw)?;
+        info.notes.push(format!(
+            "the primary superblock is damaged; the backup superblock at block {} (group 1) is intact",
+            b.block
+        ));
+        Some(info)
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -432,6 +476,7 @@ fn probe_dos(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
     }
     let sectors = src.size_bytes() / 512;
     let mut used = 0;
+    let mut inside = true;
     for i in 0..4 {
         let e = &b[446 + 16 * i..462 + 16 * i];
         if e[0] != 0 && e[0] != 0x80 {
@@ -443,6 +488,7 @@ fn probe_dos(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
             if start == 0 || len == 0 || start + len > sectors.max(1) * 2 {
                 return Ok(None);
             }
+            inside &= start + len <= sectors;
             used += 1;
         }
     }
@@ -455,9 +501,93 @@ fn probe_dos(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
         uuid: Some(format!("{:08x}", le32(&b, 440))),
         size_bytes: None,
         block_size: None,
-        confidence: 60,
+        // Signature, four boot flags of 0 or 0x80 and partitions that all lie inside the image:
+        // random data (a wrong key) practically never looks like that.
+        confidence: if inside { 85 } else { 60 },
         notes: vec!["a DOS partition table (the file systems are inside the partitions)".into()],
     }))
+}
+
+/// GPT (UEFI spec §5.3): the header at LBA 1 (512-byte sectors), signature `EFI PART`, revision
+/// 1.0, header size 92..=512, CRC32 of the header (with its CRC field zeroed) as the spec says.
+fn probe_gpt(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
+    let Some(b) = read(src, 512, 512)? else {
+        return Ok(None);
+    };
+    if &b[..8] != b"EFI PART" || le32(&b, 8) != 0x0001_0000 {
+        return Ok(None);
+    }
+    let hs = le32(&b, 12) as usize;
+    if !(92..=512).contains(&hs) {
+        return Ok(None);
+    }
+    let mut h = b[..hs].to_vec();
+    h[16..20].fill(0);
+    if crc32fast::hash(&h) != le32(&b, 16) {
+        return Ok(None);
+    }
+    let g = &b[56..72];
+    // The disk GUID, mixed-endian as blkid prints it.
+    let guid = format!(
+        "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{}",
+        le32(g, 0),
+        le16(g, 4),
+        le16(g, 6),
+        g[8],
+        g[9],
+        g[10..].iter().map(|x| format!("{x:02x}")).collect::<String>()
+    );
+    Ok(Some(FsInfo {
+        kind: FsKind::Gpt,
+        label: None,
+        uuid: Some(guid),
+        size_bytes: None,
+        block_size: None,
+        confidence: 95,
+        notes: vec!["a GUID partition table (the file systems are inside the partitions)".into()],
+    }))
+}
+
+/// LVM2 physical volume (lvm2 `lib/label/label.h`, `lib/format_text/layout.h`): a label sector
+/// among the first four with `LABELONE`, its own sector number, and type `LVM2 001`; the PV
+/// header it points to holds the 32-character PV UUID and the device size.
+fn probe_lvm2(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
+    let Some(b) = read(src, 0, 2048)? else {
+        return Ok(None);
+    };
+    for sector in 0..4usize {
+        let l = &b[sector * 512..(sector + 1) * 512];
+        if &l[..8] != b"LABELONE" || le64(l, 8) != sector as u64 || &l[24..32] != b"LVM2 001" {
+            continue;
+        }
+        let at = le32(l, 20) as usize;
+        if !(32..=512 - 40).contains(&at) {
+            continue;
+        }
+        let id = &l[at..at + 32];
+        if !id.iter().all(|c| c.is_ascii_alphanumeric()) {
+            continue;
+        }
+        // blkid's spelling: 6-4-4-4-4-4-6.
+        let mut uuid = String::new();
+        for (i, c) in id.iter().enumerate() {
+            if matches!(i, 6 | 10 | 14 | 18 | 22 | 26) {
+                uuid.push('-');
+            }
+            uuid.push(*c as char);
+        }
+        let size = le64(l, at + 32);
+        return Ok(Some(FsInfo {
+            kind: FsKind::Lvm2,
+            label: None,
+            uuid: Some(uuid),
+            size_bytes: (size != 0).then_some(size),
+            block_size: None,
+            confidence: 90,
+            notes: vec!["an LVM2 physical volume (the file systems are inside its logical volumes)".into()],
+        }));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -218,9 +218,12 @@ pub fn walk(
     interrupt: &crate::progress::Interrupt,
     visit: impl FnMut(&Found),
 ) -> crate::Result<Vec<PathIssue>> {
+    let below = walk_from(fs, fs.root(), interrupt, visit)?;
+    // Asked after the walk: readers find some whole-file-system problems only while reading
+    // (ext: stale bg_itable_unused hints).
     let mut issues: Vec<PathIssue> =
         fs.issues().into_iter().map(|issue| PathIssue { path: Vec::new(), issue }).collect();
-    issues.extend(walk_from(fs, fs.root(), interrupt, visit)?);
+    issues.extend(below);
     Ok(issues)
 }
 

@@ -203,6 +203,23 @@ pub struct Sink<'a> {
     pub offset_bytes: u64,
     /// The new payload cipher (IV sector 0 at payload byte 0).
     pub cipher: &'a dyn SectorCipher,
+    /// Read every chunk back from the device right after writing it, and compare.
+    pub check: Option<ReadCheck<'a>>,
+}
+
+/// The in-stream verification of [`stream`]: right after a worker writes a chunk it reads the
+/// same range back with `O_DIRECT` (from the device, not from memory: the writes bypassed the
+/// page cache, and a direct read writes back any cached page of its range first), decrypts it
+/// with `cipher` — the payload cipher built from the header *as read back from the disk* — and
+/// compares it byte for byte with the plaintext it still holds. This replaces a second pass over
+/// the whole payload after the final `fdatasync` (which had to decrypt the source again) by work
+/// that overlaps the stream; the header itself is still read back and unlocked at the end.
+#[derive(Clone, Copy)]
+pub struct ReadCheck<'a> {
+    /// The read-back handle (only worth it when [`ReadBack::is_direct`]).
+    pub back: &'a ReadBack,
+    /// The payload cipher from the header read back (IV sector 0 at payload byte 0).
+    pub cipher: &'a dyn SectorCipher,
 }
 
 /// Tuning for [`stream`].
@@ -286,11 +303,28 @@ pub fn stream(
                 crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, plain, None)?;
                 if start >= done {
                     enc.set_len(len);
-                    let enc = enc.as_mut_slice();
-                    enc.copy_from_slice(plain);
-                    sink.cipher.encrypt_sectors(start / 512, enc);
+                    let out = enc.as_mut_slice();
+                    out.copy_from_slice(plain);
+                    sink.cipher.encrypt_sectors(start / 512, out);
                     let at = sink.offset_bytes + start;
-                    sink.writer.write_all_at(enc, at).map_err(|e| write_error(sink.path, at, e))?;
+                    sink.writer.write_all_at(out, at).map_err(|e| write_error(sink.path, at, e))?;
+                    if let Some(check) = sink.check {
+                        let got = check.back.read_exact_at(enc, at, len).map_err(|e| {
+                            crate::Error::io(
+                                format!("reading {} back from the disk at byte {at}", sink.path.display()),
+                                e,
+                            )
+                        })?;
+                        check.cipher.decrypt_sectors(start / 512, got);
+                        if got != plain.as_slice() {
+                            let i = plain.iter().zip(got.iter()).position(|(x, y)| x != y).unwrap_or(0) as u64;
+                            return Err(crate::Error::corrupt(format!(
+                                "payload byte {} of {}, read back from the disk, differs from the source's plaintext",
+                                start + i,
+                                sink.path.display()
+                            )));
+                        }
+                    }
                 }
                 Ok(())
             },
@@ -458,7 +492,7 @@ mod tests {
                 write_at(&f, &p, &want[..done as usize], off).unwrap();
             }
             let w = DirectWriter::new(&p, &f).unwrap();
-            let sink = Sink { file: &f, writer: &w, path: &p, offset_bytes: off, cipher: &xts };
+            let sink = Sink { file: &f, writer: &w, path: &p, offset_bytes: off, cipher: &xts, check: None };
             let mut marks = Vec::new();
             let opts = StreamOptions { workers, chunk_bytes: 256 << 10, checkpoint_bytes: 1 << 20 };
             let sha = stream(
@@ -523,7 +557,7 @@ mod tests {
         let p = d.join("int");
         let f = create_partial(&p, true).unwrap();
         let w = DirectWriter::new(&p, &f).unwrap();
-        let sink = Sink { file: &f, writer: &w, path: &p, offset_bytes: 0, cipher: &xts };
+        let sink = Sink { file: &f, writer: &w, path: &p, offset_bytes: 0, cipher: &xts, check: None };
         let e = stream(
             &MemSource::new(ct),
             &legacy,
@@ -537,6 +571,43 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Interrupted);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// With a read check, every chunk is read back and compared as it is written: the right
+    /// cipher passes, another one fails on the first chunk with the byte it differs at.
+    #[test]
+    fn stream_reads_each_chunk_back() {
+        let d = scratch("check");
+        let legacy = CbcSectors::new(&[5u8; 32], IvScheme::Plain).unwrap();
+        let plain: Vec<u8> = (0..(2 << 20) + 4608).map(|i: u32| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+        let mut ct = plain.clone();
+        legacy.encrypt_sectors(0, &mut ct);
+        let layout = Layout::new(ct.len() as u64, 0, None, 0);
+        let xts = XtsSectors::new(&[7u8; 64], 512).unwrap();
+        let other = XtsSectors::new(&[8u8; 64], 512).unwrap();
+        let want_sha: [u8; 32] = sha2::Sha256::digest(&plain).into();
+        for (name, reader) in [("same", &xts), ("other", &other)] {
+            let p = d.join(name);
+            let f = create_partial(&p, true).unwrap();
+            let w = DirectWriter::new(&p, &f).unwrap();
+            let back = ReadBack::open(&p, &f).unwrap();
+            let check = Some(ReadCheck { back: &back, cipher: reader });
+            let sink = Sink { file: &f, writer: &w, path: &p, offset_bytes: 8192, cipher: &xts, check };
+            let opts = StreamOptions { workers: 2, chunk_bytes: 256 << 10, checkpoint_bytes: 1 << 20 };
+            let src = MemSource::new(ct.clone());
+            let r = stream(&src, &legacy, layout, &sink, 0, opts, &mut |_| Ok(()), &mut NoProgress, &Interrupt::new());
+            if name == "same" {
+                assert_eq!(r.unwrap(), want_sha);
+                let mut want = plain.clone();
+                xts.encrypt_sectors(0, &mut want);
+                assert_eq!(&std::fs::read(&p).unwrap()[8192..], &want[..]);
+            } else {
+                let e = r.unwrap_err();
+                assert_eq!(e.kind(), crate::ErrorKind::Corrupt, "{e}");
+                assert!(e.to_string().contains("read back from the disk"), "{e}");
+            }
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 

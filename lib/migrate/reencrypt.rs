@@ -199,12 +199,33 @@ pub fn reencrypt(
     let dst_cipher = crate::crypto::xts::XtsSectors::new(vk.bytes(), 512)?;
     let writer = crate::output::direct::DirectWriter::new(&out.partial, &file)
         .map_err(|e| crate::Error::io(format!("opening {} for direct writes", out.partial.display()), e))?;
+    // Read each chunk back from the device as it is written (apply::ReadCheck) when both
+    // directions bypass the page cache; the payload cipher for that comes from the header as it
+    // reads back from the disk (with the key in memory: the keyslot is unlocked at the end).
+    let back = crate::output::direct::ReadBack::open(&out.partial, &file)
+        .map_err(|e| crate::Error::io(format!("opening {} to read it back", out.partial.display()), e))?;
+    let verification_failed = |e: crate::Error| {
+        e.context(format!(
+            "verification failed ({} was kept for inspection and {} was not created)",
+            out.partial.display(),
+            out.final_path.display()
+        ))
+    };
+    let disk_cipher = if writer.is_direct() && back.is_direct() {
+        Some(
+            payload_cipher_from_disk(&out.partial, &vk, layout.size_bytes, target.payload_offset_bytes)
+                .map_err(verification_failed)?,
+        )
+    } else {
+        None
+    };
     let sink = Sink {
         file: &file,
         writer: &writer,
         path: &out.partial,
         offset_bytes: target.payload_offset_bytes,
         cipher: &dst_cipher,
+        check: disk_cipher.as_deref().map(|cipher| apply::ReadCheck { back: &back, cipher }),
     };
     let base = checkpoint_for(&src_path, src_size, &info, opts.format, &uuid, target, replace);
     let mut on_durable = |n: u64| Checkpoint { done_bytes: n, ..base.clone() }.save(&out.checkpoint);
@@ -218,7 +239,8 @@ pub fn reencrypt(
         &mut on_durable,
         progress,
         interrupt,
-    )?;
+    )
+    .map_err(|e| if e.kind() == crate::ErrorKind::Corrupt { verification_failed(e) } else { e })?;
     if !writer.is_direct() {
         notes.push(format!(
             "the file system of {} does not take O_DIRECT writes: the output went through the page cache",
@@ -252,25 +274,23 @@ pub fn reencrypt(
     // its plaintext with the source's, byte for byte.
     apply::sync(&file, &out.partial)?;
     Checkpoint { done_bytes: layout.size_bytes, ..base.clone() }.save(&out.checkpoint)?;
+    // Every chunk this run wrote was read back from the device and compared (unless O_DIRECT
+    // reads were refused on the way); a resumed run's earlier chunks were not.
+    let payload_checked = sink.check.is_some() && back.is_direct() && done == 0;
+    drop(back);
     let read_back = verify_output(
         &out.partial,
         &file,
         new_pass,
         Some(&vk),
         (&*opened.data, &*src_cipher, layout),
-        false,
+        if payload_checked { PayloadCheck::Done } else { PayloadCheck::Compare { hash: false } },
         opts.stream,
         progress,
         interrupt,
     );
     drop(file);
-    let (_, out_uuid, direct) = read_back.map_err(|e| {
-        e.context(format!(
-            "verification failed ({} was kept for inspection and {} was not created)",
-            out.partial.display(),
-            out.final_path.display()
-        ))
-    })?;
+    let (_, out_uuid, direct) = read_back.map_err(verification_failed)?;
     if out_uuid != uuid {
         return Err(crate::Error::corrupt(format!(
             "verification failed: {} reads back with UUID {out_uuid}, not {uuid}; {} was not created",
@@ -405,11 +425,45 @@ fn checkpoint_for(
 const READ_BACK_FALLBACK: &str = "the output's file system does not take O_DIRECT reads: it was read back after \
      dropping its cached pages (posix_fadvise DONTNEED) instead";
 
+/// What [`verify_output`] does with the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PayloadCheck {
+    /// Every byte was already read back from the device and compared while streaming.
+    Done,
+    /// Read it back and compare it with the source plaintext (with `hash`: hash that too).
+    Compare {
+        /// Also compute the source plaintext's SHA-256.
+        hash: bool,
+    },
+}
+
+/// The payload cipher of the LUKS header in `path` as it reads back from the disk (its cached
+/// pages dropped by the caller), with the volume key `vk`; checks the payload it describes is
+/// `size` bytes at `offset`, IV sector 0 first.
+fn payload_cipher_from_disk(path: &Path, vk: &Key, size: u64, offset: u64) -> crate::Result<Box<dyn SectorCipher>> {
+    let src = FileSource::open(path)?;
+    let l = luks::read(&src)
+        .map_err(|e| e.context(format!("reading the header of {} back from the disk", path.display())))?
+        .ok_or_else(|| crate::Error::corrupt(format!("{} has no LUKS header when read back", path.display())))?;
+    let (ol, oc) = l.payload(src.size_bytes(), vk)?;
+    if ol.size_bytes != size || ol.iv_offset_sectors != 0 || ol.offset_bytes != offset {
+        return Err(crate::Error::corrupt(format!(
+            "{} maps {} payload bytes at byte {} (IV offset {}), not {size} at {offset}",
+            path.display(),
+            ol.size_bytes,
+            ol.offset_bytes,
+            ol.iv_offset_sectors
+        )));
+    }
+    Ok(oc)
+}
+
 /// Verify the output `path` (its writer `written`, synced) from the device: drop its cached
 /// pages, read the header back, check it reads cleanly, unlock it with `pass` (a full keyslot
-/// unlock; with `vk`, the key must be that one), then read the payload back (`O_DIRECT` where
-/// possible) and compare its plaintext with the source's byte for byte (and, with `hash`, hash
-/// the source plaintext). Returns (source sha256 if hashed, uuid, whether reads were O_DIRECT).
+/// unlock; with `vk`, the key must be that one), then — unless `payload` says it was done while
+/// streaming — read the payload back (`O_DIRECT` where possible) and compare its plaintext with
+/// the source's byte for byte (and, with `hash`, hash the source plaintext). Returns (source
+/// sha256 if hashed, uuid, whether reads were O_DIRECT).
 #[allow(clippy::too_many_arguments)]
 fn verify_output(
     path: &Path,
@@ -417,7 +471,7 @@ fn verify_output(
     pass: &Passphrase,
     vk: Option<&Key>,
     source: (&dyn ByteSource, &dyn SectorCipher, crate::volume::Layout),
-    hash: bool,
+    payload: PayloadCheck,
     so: StreamOptions,
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
@@ -453,6 +507,9 @@ fn verify_output(
             s_layout.size_bytes
         )));
     }
+    let PayloadCheck::Compare { hash } = payload else {
+        return Ok((None, l.header.uuid, true));
+    };
     let other = apply::Other::Output { back: &back, path, offset_bytes: ol.offset_bytes, cipher: &*oc };
     let sha = apply::compare_plaintext(s_data, s_cipher, s_layout, other, hash, so, progress, interrupt)?;
     Ok((sha, l.header.uuid, back.is_direct()))
@@ -472,8 +529,17 @@ fn verify_existing(
     interrupt: &Interrupt,
 ) -> crate::Result<([u8; 32], String, bool)> {
     let f = std::fs::File::open(path).map_err(|e| crate::Error::io(format!("opening {}", path.display()), e))?;
-    let (sha, uuid, direct) =
-        verify_output(path, &f, pass, None, (&*opened.data, src_cipher, layout), true, so, progress, interrupt)?;
+    let (sha, uuid, direct) = verify_output(
+        path,
+        &f,
+        pass,
+        None,
+        (&*opened.data, src_cipher, layout),
+        PayloadCheck::Compare { hash: true },
+        so,
+        progress,
+        interrupt,
+    )?;
     let sha = sha.ok_or_else(|| crate::Error::invalid("BUG: no digest"))?;
     Ok((sha, uuid, direct))
 }

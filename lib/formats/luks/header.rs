@@ -328,6 +328,48 @@ pub fn read_luks2(src: &dyn ByteSource) -> crate::Result<Luks2> {
     }
 }
 
+/// When byte 0 holds no LUKS magic at all (the primary header wiped or overwritten), look for a
+/// valid secondary LUKS2 copy at each offset `hdr_size` may have. `Ok(None)` when there is none
+/// (then this is not LUKS).
+///
+/// A candidate that cannot be read (a bad sector of a failing disk) is skipped: the image is
+/// then simply not taken for LUKS, and whatever reads it next reports the damage.
+///
+/// # Errors
+/// `Corrupt` when a secondary magic is there but no copy is valid (cryptsetup: a LUKS device
+/// whose metadata is damaged beyond repair).
+pub fn read_secondary_only(src: &dyn ByteSource) -> crate::Result<Option<Luks2>> {
+    let mut damaged: Option<crate::Error> = None;
+    for at in LUKS2_HDR_SIZES {
+        if at.saturating_add(LUKS2_BIN_BYTES as u64) > src.size_bytes() {
+            break;
+        }
+        let mut magic = [0u8; 6];
+        if src.read_exact_at(&mut magic, at).is_err() || magic != LUKS2_MAGIC_2ND {
+            continue;
+        }
+        match read_copy(src, at, LUKS2_MAGIC_2ND) {
+            Ok(mut s) => {
+                s.notes.push(format!(
+                    "the primary LUKS2 header is missing (no LUKS magic at byte 0: wiped or overwritten); the \
+                     secondary copy at byte {at} was used (cryptsetup would rewrite the primary from it)"
+                ));
+                return Ok(Some(s));
+            }
+            Err(e) if e.kind() == crate::ErrorKind::Io => continue,
+            Err(e) => {
+                damaged.get_or_insert(e);
+            }
+        }
+    }
+    match damaged {
+        Some(e) => Err(crate::Error::corrupt(format!(
+            "no LUKS magic at byte 0 (the primary LUKS2 header is missing) and the secondary copy is damaged: {e}"
+        ))),
+        None => Ok(None),
+    }
+}
+
 /// Encode a LUKS2 binary header copy (csum filled in over `json_area`).
 #[allow(clippy::too_many_arguments)]
 pub fn luks2_bin(

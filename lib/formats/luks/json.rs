@@ -27,6 +27,20 @@ mod u64_str {
     }
 }
 
+/// Optional `u64` carried as a decimal JSON string (absent when `None`).
+mod u64_str_opt {
+    use serde::{Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => super::u64_str::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        super::u64_str::deserialize(d).map(Some)
+    }
+}
+
 /// The whole JSON area.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
@@ -140,9 +154,10 @@ pub struct Segment {
     pub offset: u64,
     /// `dynamic` or a byte count.
     pub size: String,
-    /// IV of the first sector (used by cryptsetup only while re-encrypting).
-    #[serde(with = "u64_str")]
-    pub iv_tweak: u64,
+    /// IV of the first sector (used by cryptsetup only while re-encrypting). Required for
+    /// `crypt` segments; `linear` and unknown segment types have none.
+    #[serde(default, with = "u64_str_opt", skip_serializing_if = "Option::is_none")]
+    pub iv_tweak: Option<u64>,
     /// Cipher, e.g. `aes-xts-plain64`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption: Option<String>,
@@ -155,6 +170,14 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// Whether it is a backup segment (a `backup-*` flag: kept while re-encrypting, not data).
+    pub fn is_backup(&self) -> bool {
+        self.extra
+            .get("flags")
+            .and_then(|f| f.as_array())
+            .is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|s| s.starts_with("backup-"))))
+    }
+
     /// The fixed size in bytes, `None` for `dynamic`.
     ///
     /// # Errors
@@ -278,8 +301,20 @@ impl Metadata {
         for k in self.keyslots.keys() {
             numbered("keyslot", k)?;
         }
-        for k in self.tokens.keys() {
+        for (k, t) in &self.tokens {
             numbered("token", k)?;
+            // cryptsetup `hdr_validate_tokens`: an object with a string `type` and a `keyslots`
+            // array naming existing keyslots.
+            let ok_type = t.get("type").is_some_and(|v| v.is_string());
+            let Some(slots) = t.get("keyslots").and_then(|v| v.as_array()).filter(|_| ok_type) else {
+                return Err(crate::Error::corrupt(format!("LUKS2 token {k} lacks a string type or a keyslots array")));
+            };
+            for ks in slots {
+                match ks.as_str() {
+                    Some(id) if self.keyslots.contains_key(id) => {}
+                    _ => return Err(crate::Error::corrupt(format!("LUKS2 token {k} names missing keyslot {ks}"))),
+                }
+            }
         }
         for k in self.digests.keys() {
             numbered("digest", k)?;
@@ -293,6 +328,11 @@ impl Metadata {
                 return Err(crate::Error::corrupt(format!("LUKS2 segment {k} offset {} is not 512-aligned", s.offset)));
             }
             let size = s.size_bytes()?;
+            if let Some(f) = s.extra.get("flags")
+                && !f.as_array().is_some_and(|a| a.iter().all(|x| x.is_string()))
+            {
+                return Err(crate::Error::corrupt(format!("LUKS2 segment {k} flags are not an array of strings")));
+            }
             if s.kind == "crypt" {
                 let ss = s.sector_size.unwrap_or(0);
                 if !matches!(ss, 512 | 1024 | 2048 | 4096) {
@@ -304,12 +344,28 @@ impl Metadata {
                         s.size
                     )));
                 }
-                if s.encryption.is_none() {
+                if s.encryption.as_deref().is_none_or(str::is_empty) {
                     return Err(crate::Error::corrupt(format!("LUKS2 segment {k} has no encryption")));
+                }
+                if s.iv_tweak.is_none() {
+                    return Err(crate::Error::corrupt(format!("LUKS2 crypt segment {k} has no iv_tweak")));
                 }
             }
         }
-        let min_offset = self.segments.values().map(|s| s.offset).min().unwrap_or(0);
+        // cryptsetup `hdr_validate_segments`: keys 0..n-1 without a gap, backup segments (a
+        // `backup-*` flag, kept while re-encrypting) numbered after every segment in use.
+        let mut first_backup = self.segments.len();
+        for i in 0..self.segments.len() {
+            let Some(s) = self.segments.get(&i.to_string()) else {
+                return Err(crate::Error::corrupt(format!("LUKS2 segments: gap at key {i}")));
+            };
+            if s.is_backup() {
+                first_backup = first_backup.min(i);
+            } else if i > first_backup {
+                return Err(crate::Error::corrupt(format!("LUKS2 segment {i} follows a backup segment")));
+            }
+        }
+        let min_offset = self.segments.values().filter(|s| !s.is_backup()).map(|s| s.offset).min().unwrap_or(0);
         if min_offset != 0 && (min_offset < c.keyslots_size || min_offset - c.keyslots_size < 2 * hdr_size) {
             return Err(crate::Error::corrupt(format!(
                 "LUKS2 keyslots_size {} does not fit between the two headers and the data at {min_offset}",
@@ -353,6 +409,19 @@ impl Metadata {
             }
         }
         Ok(())
+    }
+
+    /// The mandatory requirements in `config.requirements.mandatory` (e.g.
+    /// `online-reencrypt-v2`): cryptsetup refuses to open a device whose requirements it does not
+    /// know, and a re-encryption requirement means the data is split between two keys.
+    pub fn requirements(&self) -> Vec<String> {
+        self.config
+            .extra
+            .get("requirements")
+            .and_then(|r| r.get("mandatory"))
+            .and_then(|m| m.as_array())
+            .map(|a| a.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), String::from)).collect())
+            .unwrap_or_default()
     }
 
     /// The segment that holds the data (`segments."0"`, or the lowest-numbered crypt segment).
@@ -405,5 +474,45 @@ mod tests {
         bad(r#""sector_size":512"#, r#""sector_size":768"#);
         bad(r#""segments":{"0""#, r#""segments":{"x""#);
         assert!(Metadata::parse(format!(" {s}").as_bytes()).is_err());
+    }
+
+    /// A `linear` segment (cryptsetup writes one while decrypting: `reencrypt --decrypt`) and an
+    /// unknown segment type carry no `iv_tweak`, `encryption` or `sector_size`: they parse, are
+    /// kept verbatim, and are never taken for the data segment.
+    #[test]
+    fn non_crypt_segments_parse() {
+        let s = sample();
+        for extra in [
+            r#""1":{"type":"linear","offset":"0","size":"dynamic","flags":["backup-final"]}"#,
+            r#""1":{"type":"future-kind","offset":"0","size":"4096","whatever":[1,2]}"#,
+        ] {
+            let t = s.replacen(r#""segments":{"#, &format!(r#""segments":{{{extra},"#), 1);
+            let m = Metadata::parse(t.as_bytes()).unwrap();
+            m.validate(16384).unwrap();
+            assert_eq!(m.segments["1"].iv_tweak, None);
+            assert_eq!(m.data_segment().map(|(k, _)| k.as_str()), Some("0"));
+            // Written back without inventing an iv_tweak (key order aside, nothing changes).
+            let again = Metadata::parse(m.to_json().as_bytes()).unwrap();
+            assert_eq!(again, m);
+            assert!(!serde_json::to_string(&m.segments["1"]).unwrap().contains("iv_tweak"));
+        }
+        // A crypt segment still needs its iv_tweak (cryptsetup: json_segment_crypt).
+        let no_tweak = s.replacen(r#""iv_tweak":"0","#, "", 1);
+        let e = Metadata::parse(no_tweak.as_bytes()).unwrap().validate(16384).unwrap_err();
+        assert!(e.to_string().contains("iv_tweak"), "{e}");
+    }
+
+    #[test]
+    fn mandatory_requirements_are_read() {
+        let s = sample();
+        assert!(Metadata::parse(s.as_bytes()).unwrap().requirements().is_empty());
+        let t = s.replacen(
+            r#""keyslots_size":"16744448""#,
+            r#""keyslots_size":"16744448","requirements":{"mandatory":["online-reencrypt-v2"]}"#,
+            1,
+        );
+        let m = Metadata::parse(t.as_bytes()).unwrap();
+        assert_eq!(m.requirements(), vec!["online-reencrypt-v2".to_string()]);
+        assert_eq!(m.to_json(), t, "requirements survive a round trip");
     }
 }

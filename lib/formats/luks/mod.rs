@@ -16,6 +16,7 @@
 //! described but reported as unsupported for unlocking. Headers are never repaired.
 
 pub mod af;
+pub mod findings;
 pub mod header;
 pub mod json;
 pub mod keyslot;
@@ -72,6 +73,10 @@ pub struct Header {
     pub token_types: Vec<String>,
     /// Damage or oddities found while reading (never repaired).
     pub notes: Vec<String>,
+    /// LUKS2 `config.requirements.mandatory` (e.g. `online-reencrypt-v2`).
+    pub requirements: Vec<String>,
+    /// What `verify` reports about the header itself (`luks.*` codes, `docs/JSON.md`).
+    pub findings: Vec<crate::finding::Finding>,
 }
 
 /// A parsed header.
@@ -142,7 +147,16 @@ pub fn read(src: &dyn ByteSource) -> crate::Result<Option<Luks>> {
     let mut h = vec![0u8; header::LUKS1_PHDR_BYTES];
     src.read_exact_at(&mut h, 0).map_err(|e| crate::Error::io("reading LUKS header", e))?;
     if h[..6] != LUKS_MAGIC {
-        return Ok(None);
+        // A wiped or overwritten primary LUKS2 header: cryptsetup still finds the secondary copy
+        // at one of the fixed offsets (and would rewrite the primary from it).
+        return match header::read_secondary_only(src)? {
+            Some(l) => {
+                let parsed = Parsed::V2(l);
+                let header = summarize(&parsed)?;
+                Ok(Some(Luks { parsed, header }))
+            }
+            None => Ok(None),
+        };
     }
     let parsed = match crate::bytes::be16(&h, 6) {
         1 => {
@@ -210,22 +224,39 @@ fn summarize(p: &Parsed) -> crate::Result<Header> {
                 keyslot_details: details,
                 token_types: Vec::new(),
                 notes: Vec::new(),
+                requirements: Vec::new(),
+                findings: Vec::new(),
             }
         }
         Parsed::V2(l) => {
             let m = &l.meta;
-            let (seg_id, seg) =
-                m.data_segment().ok_or_else(|| crate::Error::corrupt("LUKS2 metadata has no crypt segment"))?;
+            let mut notes = l.notes.clone();
+            // Metadata without a crypt segment is valid LUKS2 (cryptsetup loads it); there is just
+            // nothing loopkit can decrypt, which `sector_cipher` then says.
+            let (seg_id, seg) = match m.data_segment() {
+                Some(x) => x,
+                None => {
+                    let (k, s) = m
+                        .segments
+                        .iter()
+                        .next()
+                        .ok_or_else(|| crate::Error::corrupt("LUKS2 metadata has no segment"))?;
+                    notes.push(format!(
+                        "LUKS2 segment {k} is of type {:?}, not crypt: there is no encrypted payload",
+                        s.kind
+                    ));
+                    (k, s)
+                }
+            };
             let key_bytes = m
                 .digest_for_segment(seg_id)
                 .and_then(|d| d.keyslots.iter().find_map(|k| m.keyslots.get(k)))
                 .map_or(0, |k| k.key_size);
-            let mut notes = l.notes.clone();
-            if seg.iv_tweak != 0 {
+            if let Some(t) = seg.iv_tweak.filter(|&t| t != 0) {
                 notes.push(format!(
                     "segment iv_tweak is {}; cryptsetup ignores it outside re-encryption (IVs count from 0), and so \
                      does loopkit",
-                    seg.iv_tweak
+                    t
                 ));
             }
             if m.segments.len() > 1 {
@@ -249,7 +280,7 @@ fn summarize(p: &Parsed) -> crate::Result<Header> {
                 .collect::<Vec<_>>();
             Header {
                 version: 2,
-                cipher: seg.encryption.clone().unwrap_or_default(),
+                cipher: seg.encryption.clone().unwrap_or_else(|| format!("(segment type {})", seg.kind)),
                 key_bits: key_bytes * 8,
                 payload_offset_bytes: seg.offset,
                 sector_size: seg.sector_size.unwrap_or(512),
@@ -261,6 +292,8 @@ fn summarize(p: &Parsed) -> crate::Result<Header> {
                 keyslot_details: details,
                 token_types: m.tokens.values().filter_map(|t| t.get("type")?.as_str().map(String::from)).collect(),
                 notes,
+                findings: findings::of_luks2(l),
+                requirements: m.requirements(),
             }
         }
     })
@@ -294,6 +327,7 @@ impl Luks {
     /// As [`Luks::unlock`]; `Interrupted`.
     pub fn unlock_with(&self, src: &dyn ByteSource, pass: &Passphrase, policy: &KdfPolicy) -> crate::Result<Unlocked> {
         let mut tried = 0usize;
+        let mut unbound: Vec<&str> = Vec::new();
         let mut unsupported: Option<crate::Error> = None;
         let mut attempt = |r: crate::Result<Option<Unlocked>>| -> crate::Result<Option<Unlocked>> {
             match r {
@@ -318,8 +352,23 @@ impl Luks {
                 }
             }
             Parsed::V2(l) => {
-                let mut order: Vec<(&String, &json::Keyslot)> =
-                    l.meta.keyslots.iter().filter(|(_, k)| k.kind == "luks2" && k.priority != Some(0)).collect();
+                // Only keyslots bound to the data segment's digest hold the volume key; an unbound
+                // keyslot (`luksAddKey --unbound`) never unlocks the data (cryptsetup: "No usable
+                // keyslot is available").
+                let bound: Vec<&String> = l
+                    .meta
+                    .data_segment()
+                    .and_then(|(seg, _)| l.meta.digest_for_segment(seg))
+                    .map(|d| d.keyslots.iter().collect())
+                    .unwrap_or_default();
+                let mut order: Vec<(&String, &json::Keyslot)> = Vec::new();
+                for (id, k) in l.meta.keyslots.iter().filter(|(_, k)| k.kind == "luks2" && k.priority != Some(0)) {
+                    if bound.contains(&id) {
+                        order.push((id, k));
+                    } else {
+                        unbound.push(id);
+                    }
+                }
                 order.sort_by_key(|(id, k)| {
                     (std::cmp::Reverse(k.priority.unwrap_or(1)), id.parse::<u32>().unwrap_or(u32::MAX))
                 });
@@ -330,15 +379,27 @@ impl Luks {
                 }
             }
         }
+        let unbound_note = if unbound.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; keyslot(s) {} are unbound (not bound to the data segment: they hold no key to the data) and were \
+                 not tried",
+                unbound.join(", ")
+            )
+        };
         if tried == 0 {
             if let Some(e) = unsupported {
                 return Err(e);
             }
-            return Err(crate::Error::new(crate::ErrorKind::WrongKey, "the LUKS header has no usable keyslot"));
+            return Err(crate::Error::new(
+                crate::ErrorKind::WrongKey,
+                format!("the LUKS header has no usable keyslot{unbound_note}"),
+            ));
         }
         Err(crate::Error::new(
             crate::ErrorKind::WrongKey,
-            format!("no LUKS keyslot opens with this passphrase ({tried} keyslot(s) tried)"),
+            format!("no LUKS keyslot opens with this passphrase ({tried} keyslot(s) tried{unbound_note})"),
         ))
     }
 

@@ -174,7 +174,7 @@ pub fn luks2(vk: &Key, pass: &Passphrase, spec: &Luks2Spec) -> crate::Result<Wri
                 kind: "crypt".into(),
                 offset: spec.data_offset_bytes,
                 size: spec.data_size_bytes.map_or_else(|| "dynamic".to_string(), |s| s.to_string()),
-                iv_tweak: 0,
+                iv_tweak: Some(0),
                 encryption: Some(spec.cipher.clone()),
                 sector_size: Some(spec.sector_bytes),
                 extra: Default::default(),

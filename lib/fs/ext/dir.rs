@@ -170,6 +170,14 @@ pub fn parse_index(
                 ));
                 continue;
             }
+            if below == 0 {
+                // A leaf named by two index entries: the leaves are read linearly anyway (no
+                // name is lost or listed twice), but the index is damaged (e2fsck pass 2).
+                if !seen.insert(blk) {
+                    issues.push(Issue::error("ext.htree", format!("htree leaf block {blk} is referenced twice")));
+                }
+                continue;
+            }
             if below > 0 {
                 if !seen.insert(blk) {
                     issues.push(Issue::error("ext.htree", format!("htree index block {blk} is referenced twice")));

@@ -10,6 +10,8 @@
 //!                                             └─> dir (linear | htree | inline) ─> names
 //! ```
 
+pub mod backup;
+pub mod claims;
 pub mod csum;
 pub mod dir;
 pub mod inode;
@@ -53,6 +55,13 @@ pub struct Ext<'a> {
     pub sb: Superblock,
     groups: Vec<Group>,
     issues: Vec<Issue>,
+    /// The block of the superblock in use (the primary's, or a backup's).
+    sb_block: u64,
+    /// Groups whose `bg_itable_unused` / `INODE_UNINIT` hint hides inodes a directory uses
+    /// (found while reading; reported by `issues()`).
+    stale_hints: std::sync::Mutex<std::collections::BTreeMap<u32, u32>>,
+    /// Blocks the maps read so far claim (multiply-claimed blocks are reported).
+    claims: claims::Claims,
 }
 
 impl std::fmt::Debug for Ext<'_> {
@@ -71,8 +80,30 @@ impl<'a> Ext<'a> {
         let mut raw = vec![0u8; 1024];
         src.read_exact_at(&mut raw, EXT_SUPERBLOCK_OFFSET)
             .map_err(|e| read_err("reading the ext superblock".into(), e))?;
-        let sb = Superblock::parse(&raw)?;
         let mut issues = Vec::new();
+        let (sb, sb_block) = match Superblock::parse(&raw) {
+            Ok(sb) => {
+                let b = sb.superblock_block(0);
+                (sb, b)
+            }
+            Err(e) if e.kind() != crate::ErrorKind::Unsupported && backup::primary_looks_damaged(&raw) => {
+                match backup::find(src).map_err(|io| read_err("reading a backup ext superblock".into(), io))? {
+                    Some(b) => {
+                        issues.push(Issue::error(
+                            "ext.superblock-backup",
+                            format!(
+                                "the primary superblock is unusable ({e}); the backup superblock at block {} (group 1) \
+                                 and its group descriptors were used, as `e2fsck -b {}` would",
+                                b.block, b.block
+                            ),
+                        ));
+                        (b.sb, b.block)
+                    }
+                    None => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         if sb.checksum_ok == Some(false) {
             issues.push(Issue::error("ext.checksum", "superblock checksum mismatch"));
         }
@@ -106,7 +137,15 @@ impl<'a> Ext<'a> {
                 sb.groups
             )));
         }
-        let mut ext = Ext { src, sb, groups: Vec::new(), issues };
+        let mut ext = Ext {
+            src,
+            sb,
+            groups: Vec::new(),
+            issues,
+            sb_block,
+            stale_hints: Default::default(),
+            claims: Default::default(),
+        };
         ext.read_groups()?;
         Ok(ext)
     }
@@ -120,7 +159,7 @@ impl<'a> Ext<'a> {
         let mut groups = Vec::with_capacity(sb.groups as usize);
         let mut bad_csum = 0u32;
         let mut bad_table = Vec::new();
-        for (i, blk) in sb.descriptor_blocks().into_iter().enumerate() {
+        for (i, blk) in sb.descriptor_blocks_after(self.sb_block).into_iter().enumerate() {
             if blk >= sb.blocks_count {
                 return Err(crate::Error::corrupt(format!(
                     "group descriptor block {blk} lies outside the file system"
@@ -194,21 +233,38 @@ impl<'a> Ext<'a> {
         if !group.usable {
             return Err(crate::Error::corrupt(format!("inode {ino}: the inode table of group {g} is invalid")));
         }
-        if (sb.metadata_csum() || sb.gdt_csum())
-            && (group.flags & BG_INODE_UNINIT != 0 || index >= sb.inodes_per_group.saturating_sub(group.itable_unused))
-        {
-            return Err(crate::Error::corrupt(format!(
-                "inode {ino} is in the unused part of group {g}'s inode table (a stale directory entry?)"
-            )));
-        }
+        // The kernel and e2fsck do not trust these hints over a directory entry: the inode is
+        // read, and the hint reported as stale when the inode is really in use.
+        let hinted_unused = (sb.metadata_csum() || sb.gdt_csum())
+            && (group.flags & BG_INODE_UNINIT != 0 || index >= sb.inodes_per_group.saturating_sub(group.itable_unused));
+        let unused_err = || {
+            crate::Error::corrupt(format!(
+                "inode {ino} is in the unused part of group {g}'s inode table and holds no inode (a stale directory \
+                 entry?)"
+            ))
+        };
         let isz = u64::from(sb.inode_size);
         let off = group.inode_table * u64::from(sb.block_size) + u64::from(index) * isz;
         let mut raw = vec![0u8; isz as usize];
         self.src.read_exact_at(&mut raw, off).map_err(|e| read_err(format!("reading inode {ino}"), e))?;
         let huge = sb.ro_compat & superblock::RO_COMPAT_HUGE_FILE != 0;
-        let inode = Inode::parse(ino, raw, huge, sb.block_size)?;
+        let inode = match Inode::parse(ino, raw, huge, sb.block_size) {
+            Err(_) if hinted_unused => return Err(unused_err()),
+            r => r?,
+        };
         if sb.metadata_csum() && !inode.checksum_ok(sb.csum_seed) {
+            if hinted_unused {
+                return Err(unused_err());
+            }
             return Err(crate::Error::corrupt(format!("inode {ino}: checksum mismatch")));
+        }
+        if hinted_unused {
+            if inode.mode == 0 || inode.links == 0 {
+                return Err(unused_err());
+            }
+            if let Ok(mut m) = self.stale_hints.lock() {
+                m.entry(g).or_insert(ino);
+            }
         }
         Ok(inode)
     }
@@ -259,7 +315,8 @@ impl<'a> Ext<'a> {
                 inode.ino
             )));
         }
-        let (runs, issues) = map::map(self, inode, size)?;
+        let (runs, mut issues) = map::map(self, inode, size)?;
+        issues.extend(self.claims.claim(inode.ino, &runs, u64::from(self.sb.block_size)));
         Ok(ExtFile { ext: self, size, runs, inline: None, issues })
     }
 
@@ -515,7 +572,19 @@ impl FileSystem for Ext<'_> {
     }
 
     fn issues(&self) -> Vec<Issue> {
-        self.issues.clone()
+        let mut v = self.issues.clone();
+        if let Ok(m) = self.stale_hints.lock() {
+            for (g, ino) in m.iter() {
+                v.push(Issue::error(
+                    "ext.itable-unused",
+                    format!(
+                        "group {g}'s descriptor marks inodes as never used (bg_itable_unused / INODE_UNINIT) that \
+                         directories use (first: inode {ino}); they were read anyway (e2fsck would fix the hint)"
+                    ),
+                ));
+            }
+        }
+        v
     }
 
     fn is_bookkeeping(&self, parent: NodeId, name: &[u8], id: NodeId) -> bool {

@@ -74,6 +74,12 @@ pub const RO_COMPAT_SPARSE_SUPER: u32 = 0x0001;
 pub const RO_COMPAT_HUGE_FILE: u32 = 0x0008;
 /// Group descriptors carry a CRC-16 (`uninit_bg`).
 pub const RO_COMPAT_GDT_CSUM: u32 = 0x0010;
+/// Allocation in clusters of 2^n blocks (`bigalloc`): `s_clusters_per_group`, and
+/// `s_first_data_block` 0 even with 1 KiB blocks. Block maps still count blocks.
+pub const RO_COMPAT_BIGALLOC: u32 = 0x0200;
+/// Largest `s_log_cluster_size − s_log_block_size` the kernel mounts
+/// (`EXT4_MAX_CLUSTER_LOG_SIZE − EXT4_MIN_BLOCK_LOG_SIZE`).
+pub const MAX_CLUSTER_BITS: u32 = 20;
 /// All metadata carries CRC-32C checksums.
 pub const RO_COMPAT_METADATA_CSUM: u32 = 0x0400;
 
@@ -103,6 +109,10 @@ pub struct Superblock {
     pub block_size: u32,
     /// `s_blocks_per_group`.
     pub blocks_per_group: u32,
+    /// Blocks per allocation cluster (`bigalloc`; 1 otherwise).
+    pub cluster_blocks: u32,
+    /// `s_block_group_nr`: the group this copy of the superblock lives in (0 = primary).
+    pub block_group_nr: u16,
     /// `s_inodes_per_group`.
     pub inodes_per_group: u32,
     /// `s_state` (1 = clean, 2 = errors).
@@ -224,6 +234,8 @@ impl Superblock {
             first_data_block: le32(sb, 0x14),
             block_size,
             blocks_per_group: le32(sb, 0x20),
+            cluster_blocks: 1,
+            block_group_nr: le16(sb, 0x5A),
             inodes_per_group: le32(sb, 0x28),
             state: le16(sb, 0x3A),
             rev_level,
@@ -245,14 +257,37 @@ impl Superblock {
             return Ok(sbk);
         }
         let Superblock { first_data_block, blocks_per_group, inodes_per_group, inodes_count, .. } = sbk;
-        if first_data_block != u32::from(block_size == 1024) {
-            return Err(bad(format!("s_first_data_block is {first_data_block} with {block_size}-byte blocks")));
+        let bigalloc = ro_compat & RO_COMPAT_BIGALLOC != 0;
+        // bigalloc: the first cluster starts at block 0 whatever the block size.
+        if first_data_block != u32::from(block_size == 1024 && !bigalloc) {
+            return Err(bad(format!(
+                "s_first_data_block is {first_data_block} with {block_size}-byte blocks{}",
+                if bigalloc { " and bigalloc" } else { "" }
+            )));
         }
         let bits = u64::from(block_size) * 8;
-        // The kernel's limits (one bitmap block per group).
-        if blocks_per_group < 8
-            || u64::from(blocks_per_group) > bits
-            || !blocks_per_group.is_multiple_of(8)
+        // The bitmaps count clusters: one bitmap block per group.
+        let mut per_group_units = blocks_per_group;
+        if bigalloc {
+            let log_cluster = le32(sb, 0x1C);
+            let Some(cbits) = log_cluster.checked_sub(log_bs).filter(|&c| c <= MAX_CLUSTER_BITS) else {
+                return Err(bad(format!(
+                    "s_log_cluster_size {log_cluster} with s_log_block_size {log_bs} (a cluster is 1 to 2^{MAX_CLUSTER_BITS} \
+                     blocks)"
+                )));
+            };
+            sbk.cluster_blocks = 1 << cbits;
+            per_group_units = le32(sb, 0x24);
+            if u64::from(per_group_units) << cbits != u64::from(blocks_per_group) {
+                return Err(bad(format!(
+                    "{blocks_per_group} blocks per group is not {per_group_units} clusters of {} blocks",
+                    sbk.cluster_blocks
+                )));
+            }
+        }
+        if per_group_units < 8
+            || u64::from(per_group_units) > bits
+            || !per_group_units.is_multiple_of(8)
             || inodes_per_group == 0
             || u64::from(inodes_per_group) > bits
         {
@@ -397,9 +432,26 @@ impl Superblock {
 
     /// Block numbers of the group-descriptor table, in order.
     pub fn descriptor_blocks(&self) -> Vec<u64> {
+        self.descriptor_blocks_after(self.superblock_block(0))
+    }
+
+    /// The block holding group `g`'s copy of the superblock: the group's first block, except
+    /// group 0 with 1 KiB blocks, where it is block 1 (byte 1024; with bigalloc the group itself
+    /// starts at block 0).
+    pub fn superblock_block(&self, g: u32) -> u64 {
+        if g == 0 {
+            return u64::from(self.block_size == 1024);
+        }
+        self.group_first_block(g)
+    }
+
+    /// Block numbers of the group-descriptor table that follows the superblock copy at block
+    /// `sb_block` (group 0's for the primary; a backup's for `e2fsck -b`). With `meta_bg` the
+    /// descriptors past `s_first_meta_bg` live in their meta groups whatever the copy.
+    pub fn descriptor_blocks_after(&self, sb_block: u64) -> Vec<u64> {
         let per_block = self.block_size / self.desc_size;
         let n = self.groups.div_ceil(per_block);
-        let first = u64::from(self.first_data_block) + 1;
+        let first = sb_block + 1;
         if self.incompat & INCOMPAT_META_BG == 0 {
             return (0..u64::from(n)).map(|i| first + i).collect();
         }

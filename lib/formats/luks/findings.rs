@@ -1,0 +1,38 @@
+//! What a LUKS2 header says about itself as findings (`docs/JSON.md`): a damaged or missing
+//! header copy (`luks.header-copy`), a re-encryption left in progress (`luks.reencryption`), and
+//! mandatory requirements loopkit does not know (`luks.requirements`).
+
+use super::header::Luks2;
+use crate::finding::Finding;
+
+/// Requirement names (without a `-vN` suffix) that mark an unfinished re-encryption.
+const REENCRYPT: &str = "online-reencrypt";
+
+/// The findings of a LUKS2 header read by [`super::header::read_luks2`].
+pub fn of_luks2(l: &Luks2) -> Vec<Finding> {
+    let mut out: Vec<Finding> = l.notes.iter().map(|n| Finding::warning("luks.header-copy", n.clone())).collect();
+    for r in l.meta.requirements() {
+        if r == REENCRYPT || r.strip_prefix(REENCRYPT).is_some_and(|v| v.starts_with("-v")) {
+            let segs = l.meta.segments.len();
+            out.push(Finding::error(
+                "luks.reencryption",
+                format!(
+                    "a LUKS2 re-encryption is in progress (mandatory requirement {r:?}, {segs} segments): part of the \
+                     data may already be under the new key, and loopkit reads the whole payload with the key of \
+                     segment 0, so the payload hash and files may not be the data (finish it with cryptsetup \
+                     reencrypt --resume-only, on a copy)"
+                ),
+            ));
+        } else {
+            out.push(Finding::error(
+                "luks.requirements",
+                format!(
+                    "the LUKS2 header has the mandatory requirement {r:?}, which loopkit does not know; cryptsetup \
+                     refuses to open such a device unless it knows the requirement, so what loopkit reads may not \
+                     be the data"
+                ),
+            ));
+        }
+    }
+    out
+}
