@@ -5,7 +5,7 @@
 
 use clap::builder::{PossibleValue, TypedValueParser};
 use loopkit::crypto::kdf::Derivation;
-use loopkit::formats::legacy::{Mode, Scheme};
+use loopkit::formats::legacy::{LegacyCipher, Scheme};
 use loopkit::migrate::Pbkdf;
 use std::ffi::OsStr;
 use std::marker::PhantomData;
@@ -64,13 +64,31 @@ impl FromStr for SchemeArg {
 
 /// `--scheme`.
 pub fn scheme() -> Choices<SchemeArg> {
-    Choices::new(&["cryptoloop", "loop-aes", "plain"])
+    Choices::new(&["cryptoloop", "loop-aes", "loop-fish2", "plain"])
 }
 
-/// `--cipher` (dm-crypt spelling; `aes`, `aes-cbc`, `cbc(aes)`, `ecb(aes)`, `aes:64-cbc-lmk`
-/// are accepted too).
-pub fn cipher() -> Choices<Mode> {
-    Choices::new(&["aes-cbc-plain", "aes-cbc-plain64", "aes-cbc-null", "aes-ecb", "aes-cbc-lmk"])
+/// `--cipher` (dm-crypt spelling `CIPHER-cbc-plain|plain64|null` or `CIPHER-ecb`, CIPHER one of
+/// aes, twofish, serpent, blowfish, cast5, des3_ede — every combination parses, the list shows
+/// the common ones; a bare cipher name, `CIPHER-cbc`, `cbc(CIPHER)`, `ecb(CIPHER)`,
+/// `aes:64-cbc-lmk` are accepted too).
+pub fn cipher() -> Choices<LegacyCipher> {
+    Choices::new(&[
+        "aes-cbc-plain",
+        "aes-cbc-plain64",
+        "aes-cbc-null",
+        "aes-ecb",
+        "aes-cbc-lmk",
+        "twofish-cbc-plain",
+        "twofish-cbc-plain64",
+        "twofish-cbc-null",
+        "serpent-cbc-plain",
+        "serpent-cbc-plain64",
+        "blowfish-cbc-plain",
+        "blowfish-cbc-plain64",
+        "cast5-cbc-plain",
+        "des3_ede-cbc-plain",
+        "twofish-ecb",
+    ])
 }
 
 /// `--key-derivation` (also `raw`, `nohashpass`, `ripemd160`, `sha-256`…).
@@ -83,6 +101,7 @@ pub fn derivation() -> Choices<Derivation> {
         "sha384",
         "sha512",
         "sha1",
+        "rmd160:20",
         "unhashed1",
         "unhashed2",
         "plain",

@@ -147,10 +147,10 @@ pub struct ParamArgs {
     /// Encryption scheme (plain: not encrypted).
     #[arg(long, value_name = "SCHEME", value_parser = crate::choices::scheme())]
     pub scheme: Option<crate::choices::SchemeArg>,
-    /// Cipher in dm-crypt spelling.
+    /// Cipher in dm-crypt spelling (aes, twofish, serpent, blowfish, cast5, des3_ede).
     #[arg(long, value_name = "CIPHER", value_parser = crate::choices::cipher())]
-    pub cipher: Option<loopkit::formats::legacy::Mode>,
-    /// Key size in bits: 128, 192 or 256.
+    pub cipher: Option<loopkit::formats::legacy::LegacyCipher>,
+    /// Key size in bits: 128, 192 or 256 (blowfish 32..448, cast5 40..128, des3_ede 192).
     #[arg(long, value_name = "BITS")]
     pub key_bits: Option<u32>,
     /// Key derivation.

@@ -153,11 +153,15 @@ pub fn open_options(p: &ParamArgs) -> loopkit::Result<OpenOptions> {
         if unencrypted {
             return Err(loopkit::Error::invalid("--scheme plain and --cipher contradict each other"));
         }
-        c.mode = Some(m);
+        c.mode = Some(m.mode);
+        c.cipher = Some(m.cipher);
     }
     if let Some(b) = p.key_bits {
-        if !matches!(b, 128 | 192 | 256) {
-            return Err(loopkit::Error::invalid(format!("--key-bits {b}: AES keys are 128, 192 or 256 bits")));
+        let cipher = p.cipher.map_or(loopkit::crypto::block::CipherKind::Aes, |m| m.cipher);
+        if b % 8 != 0 || !cipher.key_len_ok((b / 8) as usize) {
+            return Err(loopkit::Error::invalid(format!(
+                "--key-bits {b}: {cipher} does not take a {b}-bit key (AES: 128, 192 or 256 bits)"
+            )));
         }
         c.key_bits = Some(b);
     }

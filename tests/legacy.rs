@@ -823,7 +823,7 @@ fn bad_input() -> TestResult {
         (vec!["verify", rs, "--no-prompt"], 2, "passphrase"),
         (vec!["verify", img, "--passphrase-file", ps, "--offset", "99999999999"], 2, "past the end"),
         (vec!["verify", img, "--passphrase-file", ps, "--key-bits", "100"], 2, "128, 192 or 256"),
-        (vec!["verify", img, "--passphrase-file", ps, "--cipher", "twofish-cbc-plain"], 2, "not supported"),
+        (vec!["verify", img, "--passphrase-file", ps, "--cipher", "idea-cbc-plain"], 2, "not supported"),
         (vec!["verify", img, "--passphrase-file", ps, "--key-derivation", "md4"], 2, "unknown key derivation"),
         // Typed flags fail while the arguments are parsed, before any file is opened.
         (vec!["verify", "/nonexistent/x.img", "--cipher", "aes-cbc-plian"], 2, "not supported"),

@@ -17,6 +17,7 @@ mod fs_manifest;
 mod fs_verify;
 mod layers;
 mod legacy;
+mod legacy_ciphers;
 mod luks_read;
 mod luks_semantics;
 mod migrate_modes;
@@ -29,6 +30,7 @@ mod util;
 mod vm;
 mod vm_attach;
 mod vm_legacy;
+mod vm_legacy_ciphers;
 mod vm_migrate;
 mod vm_smoke;
 
@@ -38,8 +40,10 @@ fn main() {
     trials.extend(util::trials());
     trials.extend(layers::trials());
     trials.extend(legacy::trials());
+    trials.extend(legacy_ciphers::trials());
     trials.extend(vm_smoke::trials());
     trials.extend(vm_legacy::trials());
+    trials.extend(vm_legacy_ciphers::trials());
     trials.extend(fs_manifest::trials());
     trials.extend(fs_verify::trials());
     trials.extend(fs_extract::trials());

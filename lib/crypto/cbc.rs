@@ -1,67 +1,141 @@
-//! AES per-sector modes of cryptoloop and loop-AES single-key: CBC with a fresh IV per
-//! 512-byte sector (`plain` = LE32 sector, `plain64` = LE64 sector, `null` = zero IV) and
-//! ECB (`aes-ecb`, IV ignored).
+//! Per-sector modes of cryptoloop, loop-AES single-key, loop_fish2 and LUKS1 CBC specs, over
+//! any [`BlockCipher`]: CBC with a fresh IV per 512-byte sector (`plain` = LE32 sector,
+//! `plain64` = LE64 sector, `null` = zero IV, `essiv:HASH` = the LE64 sector encrypted with
+//! `HASH(key)`) and ECB (`aes-ecb`, IV ignored). For 8-byte-block ciphers (blowfish, cast5,
+//! des3_ede) the IV is the first 8 bytes of the 16-byte IV, as dm-crypt and cryptoloop form it.
 //!
-//! Decryption is batched: many sectors' blocks go through `aes` in one call (the crate
-//! pipelines AES-NI/VAES rounds across blocks), then each block is XORed with the previous
-//! ciphertext block or the sector IV. Encryption uses the `cbc` crate sector by sector.
+//! Decryption is batched: many sectors' blocks go through the cipher in one call (the `aes`
+//! crate pipelines AES-NI/VAES rounds across blocks), then each block is XORed with the
+//! previous ciphertext block or the sector IV. Encryption chains block by block.
 
-use super::{Aes, SectorCipher, as_blocks};
+use super::block::{BlockCipher, CipherKind};
+use super::{HashAlg, SectorCipher};
 use std::fmt;
 
-/// How the 16-byte IV of a sector is formed from its IV sector number (dm-crypt names).
+/// How the IV of a sector is formed from its IV sector number (dm-crypt names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IvScheme {
     /// `LE32(sector mod 2^32) ‖ 0×12`: kernel cryptoloop, dm-crypt `plain`.
     Plain,
     /// `LE64(sector) ‖ 0×8`: loop-AES single-key, dm-crypt `plain64`.
     Plain64,
-    /// All-zero IV: dm-crypt `null`.
+    /// All-zero IV: dm-crypt `null` (SUSE `loop_fish2`).
     Null,
+    /// dm-crypt `essiv:HASH`: `E_{HASH(key)}(LE64(sector) ‖ 0…)` with the same block cipher
+    /// (cryptsetup's LUKS1 default `aes-cbc-essiv:sha256`).
+    Essiv(HashAlg),
 }
 
 impl IvScheme {
-    /// The IV for `sector`.
+    /// The IV for `sector` for the key-independent schemes (`essiv` needs [`IvGen`]; here it
+    /// yields the unencrypted `plain64` block).
     pub fn iv(self, sector: u64) -> [u8; 16] {
         let mut iv = [0u8; 16];
         match self {
             IvScheme::Plain => iv[..4].copy_from_slice(&(sector as u32).to_le_bytes()),
-            IvScheme::Plain64 => iv[..8].copy_from_slice(&sector.to_le_bytes()),
+            IvScheme::Plain64 | IvScheme::Essiv(_) => iv[..8].copy_from_slice(&sector.to_le_bytes()),
             IvScheme::Null => {}
         }
         iv
     }
     /// dm-crypt's name.
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            IvScheme::Plain => "plain",
-            IvScheme::Plain64 => "plain64",
-            IvScheme::Null => "null",
+            IvScheme::Plain => "plain".into(),
+            IvScheme::Plain64 => "plain64".into(),
+            IvScheme::Null => "null".into(),
+            IvScheme::Essiv(h) => format!("essiv:{}", h.cryptsetup_name()),
         }
     }
 }
 
 impl fmt::Display for IvScheme {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.name())
     }
 }
 
-/// Sectors decrypted per batched AES call (32 KiB).
+impl std::str::FromStr for IvScheme {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        let l = s.to_ascii_lowercase();
+        Ok(match l.as_str() {
+            "plain" => IvScheme::Plain,
+            "plain64" => IvScheme::Plain64,
+            "null" => IvScheme::Null,
+            _ => match l.strip_prefix("essiv:") {
+                Some(h) => IvScheme::Essiv(
+                    h.parse().map_err(|_| crate::Error::unsupported(format!("IV scheme {s:?}: unknown hash")))?,
+                ),
+                None => {
+                    return Err(crate::Error::unsupported(format!(
+                        "IV scheme {s:?} is not supported (plain, plain64, null, essiv:HASH)"
+                    )));
+                }
+            },
+        })
+    }
+}
+
+/// A keyed IV generator: the scheme plus, for `essiv`, the salt cipher.
+#[derive(Clone, Debug)]
+pub struct IvGen {
+    scheme: IvScheme,
+    essiv: Option<BlockCipher>,
+}
+
+impl IvGen {
+    /// The generator for `scheme` under the data cipher `kind` keyed with `key`.
+    ///
+    /// # Errors
+    /// `InvalidInput` when the ESSIV salt (the hash of the key) is not a valid key for the cipher
+    /// (dm-crypt refuses the same spec).
+    pub fn new(scheme: IvScheme, kind: CipherKind, key: &[u8]) -> crate::Result<Self> {
+        let essiv = match scheme {
+            IvScheme::Essiv(h) => {
+                let salt = h.digest(&[key]);
+                Some(BlockCipher::new(kind, &salt).map_err(|_| {
+                    crate::Error::invalid(format!(
+                        "{kind} with essiv:{}: the {}-byte hash of the key is not a {kind} key",
+                        h.cryptsetup_name(),
+                        salt.len()
+                    ))
+                })?)
+            }
+            _ => None,
+        };
+        Ok(IvGen { scheme, essiv })
+    }
+    /// The scheme.
+    pub fn scheme(&self) -> IvScheme {
+        self.scheme
+    }
+    /// The IV of `sector` (the first block-size bytes are used).
+    pub fn iv(&self, sector: u64) -> [u8; 16] {
+        let mut iv = self.scheme.iv(sector);
+        if let Some(e) = &self.essiv {
+            let bs = e.block_bytes();
+            e.encrypt_blocks(&mut iv[..bs]);
+        }
+        iv
+    }
+}
+
+/// Sectors decrypted per batched cipher call (32 KiB).
 const BATCH_SECTORS: usize = 64;
 
-/// AES-CBC with a per-sector IV.
+/// CBC with a per-sector IV over any block cipher.
 #[derive(Clone)]
 pub struct CbcSectors {
-    aes: Aes,
-    iv: IvScheme,
-    /// D_K(0^16): lets a hole (all-zero ciphertext) decrypt without AES work.
+    cipher: BlockCipher,
+    iv: IvGen,
+    /// D_K(0^bs): lets a hole (all-zero ciphertext) decrypt without cipher work.
     d_zero: [u8; 16],
 }
 
 impl fmt::Debug for CbcSectors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CbcSectors({:?}, {})", self.aes, self.iv)
+        write!(f, "CbcSectors({:?}, {})", self.cipher, self.iv.scheme)
     }
 }
 
@@ -77,31 +151,44 @@ impl CbcSectors {
     /// # Errors
     /// `InvalidInput` for a bad key length.
     pub fn new(key: &[u8], iv: IvScheme) -> crate::Result<Self> {
-        let aes = Aes::new(key)?;
-        let mut z = [aes::Block::default()];
-        aes.decrypt_blocks(&mut z);
+        Self::with_cipher(CipherKind::Aes, key, iv)
+    }
+
+    /// CBC of cipher `kind` with `key` and the given IV scheme.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a key length the cipher does not take.
+    pub fn with_cipher(kind: CipherKind, key: &[u8], iv: IvScheme) -> crate::Result<Self> {
+        let cipher = BlockCipher::new(kind, key)?;
+        let bs = cipher.block_bytes();
         let mut d_zero = [0u8; 16];
-        d_zero.copy_from_slice(&z[0]);
-        zeroize::Zeroize::zeroize(&mut z[0][..]);
-        Ok(CbcSectors { aes, iv, d_zero })
+        cipher.decrypt_blocks(&mut d_zero[..bs]);
+        Ok(CbcSectors { iv: IvGen::new(iv, kind, key)?, cipher, d_zero })
     }
 }
 
 impl SectorCipher for CbcSectors {
     fn decrypt_sectors(&self, iv_sector: u64, data: &mut [u8]) {
+        let bs = self.cipher.block_bytes();
         let mut ct = [0u8; BATCH_SECTORS * 512];
         let mut sector = iv_sector;
         for batch in data.chunks_mut(BATCH_SECTORS * 512) {
             let n = batch.len() - batch.len() % 512;
             let batch = &mut batch[..n];
             ct[..n].copy_from_slice(batch);
-            self.aes.decrypt_blocks(as_blocks(batch));
+            self.cipher.decrypt_blocks(batch);
             for (pt, c) in batch.chunks_exact_mut(512).zip(ct[..n].chunks_exact(512)) {
                 let iv = self.iv.iv(sector);
-                xor16(&mut pt[..16], &iv);
-                for i in (16..512).step_by(16) {
-                    let (p, prev) = (&mut pt[i..i + 16], &c[i - 16..i]);
-                    xor16(p, prev);
+                xor16(&mut pt[..bs], &iv[..bs]);
+                if bs == 16 {
+                    for i in (16..512).step_by(16) {
+                        let (p, prev) = (&mut pt[i..i + 16], &c[i - 16..i]);
+                        xor16(p, prev);
+                    }
+                } else {
+                    for i in (bs..512).step_by(bs) {
+                        xor16(&mut pt[i..i + bs], &c[i - bs..i]);
+                    }
                 }
                 sector = sector.wrapping_add(1);
             }
@@ -109,14 +196,14 @@ impl SectorCipher for CbcSectors {
     }
 
     fn encrypt_sectors(&self, iv_sector: u64, data: &mut [u8]) {
+        let bs = self.cipher.block_bytes();
         let mut sector = iv_sector;
         for s in data.chunks_exact_mut(512) {
             let mut prev = self.iv.iv(sector);
-            for blk in s.chunks_exact_mut(16) {
-                xor16(blk, &prev);
-                let b = &mut as_blocks(blk)[0];
-                self.aes.encrypt_block(b);
-                prev.copy_from_slice(blk);
+            for blk in s.chunks_exact_mut(bs) {
+                xor16(blk, &prev[..bs]);
+                self.cipher.encrypt_blocks(blk);
+                prev[..bs].copy_from_slice(blk);
             }
             sector = sector.wrapping_add(1);
         }
@@ -124,21 +211,23 @@ impl SectorCipher for CbcSectors {
 
     fn decrypt_zero_sector(&self, iv_sector: u64, out: &mut [u8; 512]) {
         // CBC: P_0 = D(0) ^ IV, P_i = D(0) ^ C_{i-1} = D(0).
-        for blk in out.chunks_exact_mut(16) {
-            blk.copy_from_slice(&self.d_zero);
+        let bs = self.cipher.block_bytes();
+        for blk in out.chunks_exact_mut(bs) {
+            blk.copy_from_slice(&self.d_zero[..bs]);
         }
-        xor16(&mut out[..16], &self.iv.iv(iv_sector));
+        let iv = self.iv.iv(iv_sector);
+        xor16(&mut out[..bs], &iv[..bs]);
     }
 
     fn dm_name(&self) -> String {
-        format!("aes-cbc-{}", self.iv)
+        format!("{}-cbc-{}", self.cipher.kind(), self.iv.scheme)
     }
 }
 
-/// AES-ECB per 16-byte block (cryptoloop `aes-ecb`; the IV sector is ignored).
+/// ECB per block (cryptoloop `aes-ecb`, `twofish-ecb`…; the IV sector is ignored).
 #[derive(Clone, Debug)]
 pub struct EcbSectors {
-    aes: Aes,
+    cipher: BlockCipher,
 }
 
 impl EcbSectors {
@@ -147,21 +236,26 @@ impl EcbSectors {
     /// # Errors
     /// `InvalidInput` for a bad key length.
     pub fn new(key: &[u8]) -> crate::Result<Self> {
-        Ok(EcbSectors { aes: Aes::new(key)? })
+        Self::with_cipher(CipherKind::Aes, key)
+    }
+    /// ECB of cipher `kind`.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a key length the cipher does not take.
+    pub fn with_cipher(kind: CipherKind, key: &[u8]) -> crate::Result<Self> {
+        Ok(EcbSectors { cipher: BlockCipher::new(kind, key)? })
     }
 }
 
 impl SectorCipher for EcbSectors {
     fn decrypt_sectors(&self, _iv_sector: u64, data: &mut [u8]) {
-        let n = data.len() - data.len() % 16;
-        self.aes.decrypt_blocks(as_blocks(&mut data[..n]));
+        self.cipher.decrypt_blocks(data);
     }
     fn encrypt_sectors(&self, _iv_sector: u64, data: &mut [u8]) {
-        let n = data.len() - data.len() % 16;
-        self.aes.encrypt_blocks(as_blocks(&mut data[..n]));
+        self.cipher.encrypt_blocks(data);
     }
     fn dm_name(&self) -> String {
-        "aes-ecb".into()
+        format!("{}-ecb", self.cipher.kind())
     }
 }
 
@@ -175,7 +269,8 @@ pub(crate) fn xor16(a: &mut [u8], b: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cbc::cipher::{BlockModeDecrypt, KeyIvInit};
+    use crate::crypto::as_blocks;
+    use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
@@ -186,8 +281,9 @@ mod tests {
         (0..sectors * 512).map(|j| ((31 * (j / 512) + j % 512) & 0xff) as u8).collect()
     }
 
+    use sha2::Digest;
+
     fn sha256_hex(b: &[u8]) -> String {
-        use sha2::Digest;
         hex(&sha2::Sha256::digest(b))
     }
 
@@ -232,6 +328,76 @@ mod tests {
             c.decrypt_sectors(base + 3, &mut full);
             assert_eq!(z, full);
         }
+    }
+
+    /// Every cipher's per-sector CBC (plain, plain64, essiv:sha256) equals the `cbc` crate
+    /// chaining the same RustCrypto cipher with the dm-crypt IV, in both directions.
+    #[test]
+    fn all_ciphers_match_cbc_crate() {
+        fn reference<C>(key: &[u8], ivs: &[Vec<u8>], pt: &[u8]) -> Vec<u8>
+        where
+            C: aes::cipher::BlockCipherEncrypt + aes::cipher::KeyInit,
+        {
+            let mut out = pt.to_vec();
+            for (s, iv) in out.chunks_exact_mut(512).zip(ivs) {
+                let mut e = cbc::Encryptor::<C>::new_from_slices(key, iv).unwrap();
+                let (blocks, _) = aes::cipher::Block::<C>::slice_as_chunks_mut(s);
+                e.encrypt_blocks(blocks);
+            }
+            out
+        }
+        let pt = plaintext(70);
+        let base = 0xffff_ffe0u64;
+        for kind in CipherKind::ALL {
+            let klen = match kind {
+                CipherKind::Cast5 => 16,
+                CipherKind::Des3Ede => 24,
+                _ => 32,
+            };
+            let key: Vec<u8> = (0..klen as u8).map(|i| i.wrapping_mul(7) ^ 0x5a).collect();
+            for scheme in [IvScheme::Plain, IvScheme::Plain64, IvScheme::Null, IvScheme::Essiv(HashAlg::Sha256)] {
+                if matches!(kind, CipherKind::Cast5 | CipherKind::Des3Ede) && matches!(scheme, IvScheme::Essiv(_)) {
+                    continue; // a 32-byte salt is no cast5/des3_ede key (dm-crypt refuses it too)
+                }
+                let c = CbcSectors::with_cipher(kind, &key, scheme).unwrap();
+                let bs = kind.block_bytes();
+                let g = IvGen::new(scheme, kind, &key).unwrap();
+                let ivs: Vec<Vec<u8>> = (0..70).map(|k| g.iv(base + k)[..bs].to_vec()).collect();
+                let want = match kind {
+                    CipherKind::Aes => reference::<aes::Aes256>(&key, &ivs, &pt),
+                    CipherKind::Twofish => reference::<twofish::Twofish>(&key, &ivs, &pt),
+                    CipherKind::Serpent => reference::<serpent::Serpent>(&key, &ivs, &pt),
+                    CipherKind::Blowfish => reference::<blowfish::Blowfish>(&key, &ivs, &pt),
+                    CipherKind::Cast5 => reference::<cast5::Cast5>(&key, &ivs, &pt),
+                    CipherKind::Des3Ede => reference::<des::TdesEde3>(&key, &ivs, &pt),
+                };
+                let mut ct = pt.clone();
+                c.encrypt_sectors(base, &mut ct);
+                assert_eq!(ct, want, "{kind} {scheme} encrypt");
+                c.decrypt_sectors(base, &mut ct);
+                assert_eq!(ct, pt, "{kind} {scheme} decrypt");
+                let mut z = [0u8; 512];
+                c.decrypt_zero_sector(base + 3, &mut z);
+                let mut full = [0u8; 512];
+                c.decrypt_sectors(base + 3, &mut full);
+                assert_eq!(z, full, "{kind} {scheme} zero sector");
+            }
+        }
+    }
+
+    /// ESSIV: the IV is the LE64 sector encrypted with the hash of the key (dm-crypt).
+    #[test]
+    fn essiv_iv_is_hashed_key_encryption() {
+        use aes::cipher::{BlockCipherEncrypt, KeyInit};
+        let key = [0x11u8; 32];
+        let g = IvGen::new(IvScheme::Essiv(HashAlg::Sha256), CipherKind::Aes, &key).unwrap();
+        let salt = sha2::Sha256::digest(key);
+        let e = aes::Aes256::new_from_slice(&salt).unwrap();
+        let mut b = aes::Block::default();
+        b[..8].copy_from_slice(&77u64.to_le_bytes());
+        e.encrypt_block(&mut b);
+        assert_eq!(g.iv(77)[..], b[..]);
+        assert!(IvGen::new(IvScheme::Essiv(HashAlg::Sha1), CipherKind::Aes, &key).is_err(), "20-byte salt");
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub enum Derivation {
     /// (cryptsetup `crypt_plain_hash`; Debian `rmd160`; loop-AES sha256/sha384/sha512/rmd160).
     /// JSON: the hash's name (`rmd160`, `sha1`, `sha256`, `sha384`, `sha512`).
     Hash(HashAlg),
+    /// The first `n` bytes of the hash chain, zero-padded to the key length: cryptsetup's
+    /// `--hash HASH:n`. SUSE `loop_fish2` (`twofish160`): `RMD160(p)`, 20 bytes, padded to a
+    /// 192-bit Twofish key (cryptsetup FAQ 7.4 `-s 192 -h ripemd160:20`). JSON `rmd160:20`.
+    HashPrefix(HashAlg, u8),
     /// loop-AES `-H unhashed1` (historic 6-bit packing; key length from passphrase length).
     Unhashed1,
     /// loop-AES `-H unhashed2`: `strncpy(key, p, 31)`, 32-byte buffer, first `key_bytes` used.
@@ -35,9 +39,10 @@ pub enum Derivation {
 impl Derivation {
     /// Every derivation detection may try from a passphrase, most common first
     /// (`docs/formats/research/legacy-loop-crypto.md` §2.7 and §6.4).
-    pub const PASSPHRASE_ORDER: [Derivation; 11] = [
+    pub const PASSPHRASE_ORDER: [Derivation; 12] = [
         Derivation::Hash(HashAlg::Ripemd160),
         Derivation::UtilLinuxRaw,
+        Derivation::HashPrefix(HashAlg::Ripemd160, 20),
         Derivation::Hash(HashAlg::Sha256),
         Derivation::Hash(HashAlg::Sha512),
         Derivation::Hash(HashAlg::Sha384),
@@ -73,6 +78,12 @@ impl Derivation {
             }
             Derivation::Unhashed => nul_padded(&c[..c.len().min(key_bytes.saturating_sub(1))], key_bytes),
             Derivation::Hash(h) => plain_hash(h, c, key_bytes, key_bytes),
+            Derivation::HashPrefix(h, n) => {
+                if usize::from(n) > key_bytes {
+                    return None;
+                }
+                plain_hash(h, c, key_bytes, usize::from(n))
+            }
             Derivation::Unhashed1 => {
                 let (buf, len) = unhashed1(c);
                 if len != key_bytes {
@@ -119,6 +130,7 @@ impl fmt::Display for Derivation {
             Derivation::UtilLinuxRaw => "util-linux-raw",
             Derivation::Unhashed => "unhashed",
             Derivation::Hash(h) => h.loopaes_name(),
+            Derivation::HashPrefix(h, n) => return write!(f, "{}:{n}", h.loopaes_name()),
             Derivation::Unhashed1 => "unhashed1",
             Derivation::Unhashed2 => "unhashed2",
             Derivation::Plain => "plain",
@@ -137,6 +149,13 @@ impl FromStr for Derivation {
             "unhashed2" => Derivation::Unhashed2,
             "plain" => Derivation::Plain,
             "keyfile-raw" => Derivation::KeyFileRaw,
+            other if other.contains(':') => {
+                let bad =
+                    || crate::Error::invalid(format!("unknown key derivation {other:?} (HASH:BYTES, e.g. rmd160:20)"));
+                let (h, n) = other.split_once(':').ok_or_else(bad)?;
+                let n: u8 = n.parse().map_err(|_| bad())?;
+                Derivation::HashPrefix(h.parse().map_err(|_| bad())?, n)
+            }
             other => Derivation::Hash(other.parse().map_err(|_| {
                 crate::Error::invalid(format!(
                     "unknown key derivation {other:?} (try util-linux-raw, rmd160, unhashed, sha256, sha384, \

@@ -1,15 +1,19 @@
 //! Shared crypto with no format knowledge: secret containers that wipe themselves, the
-//! [`SectorCipher`] trait (decrypt/encrypt whole 512-byte sectors given the IV sector), AES
-//! sector modes over RustCrypto `aes`, the legacy key derivations and the hash family.
+//! [`SectorCipher`] trait (decrypt/encrypt whole 512-byte sectors given the IV sector), sector
+//! modes (CBC/ECB/XTS) over the block ciphers of [`block`], typed dm-crypt cipher specs
+//! ([`spec`]), the legacy key derivations and the hash family.
 //!
-//! Nothing here hand-writes a primitive: AES comes from `aes`, hashes from `sha1`/`sha2`/
-//! `ripemd`/`md-5`. Only the chaining (CBC per sector, loop-AES's MD5 IV) is composed here, on
-//! top of the crates' batched block calls, because that is where the speed is.
+//! Nothing here hand-writes a primitive: AES comes from `aes`, Twofish/Serpent/Blowfish/CAST5/
+//! 3DES from their RustCrypto crates, hashes from `sha1`/`sha2`/`ripemd`/`md-5`. Only the
+//! chaining (CBC per sector, ESSIV, XTS tweaks, loop-AES's MD5 IV) is composed here, on top of
+//! the crates' batched block calls, because that is where the speed is.
 
+pub mod block;
 pub mod cbc;
 pub mod hash;
 pub mod kdf;
 pub mod lmk;
+pub mod spec;
 pub mod xts;
 
 use std::fmt;

@@ -1,5 +1,7 @@
-//! AES-XTS with dm-crypt's `plain64` IV (IEEE 1619 XTS; the tweak of a sector is
-//! `E_K2(LE64(iv_sector) ‖ 0⁸)`), as LUKS uses it for payloads and keyslot areas.
+//! XTS with dm-crypt's `plain64` (or 32-bit `plain`) IV over any 128-bit block cipher (AES,
+//! Twofish, Serpent; IEEE 1619 XTS; the tweak of a sector is `E_K2(LE64(iv_sector) ‖ 0⁸)`), as
+//! LUKS uses it for payloads and keyslot areas (`aes-xts-plain64`, `twofish-xts-plain64`,
+//! `serpent-xts-plain`…).
 //!
 //! Fast path: the `xts-mode` crate encrypts one 16-byte block per AES call (~0.35 GiB/s). Here a
 //! batch of up to [`BATCH_BYTES`] is handled with three whole-buffer passes: all sector tweaks
@@ -14,23 +16,28 @@
 //!
 //! No ciphertext stealing: every sector is a whole number of 16-byte blocks.
 
-use super::{Aes, SectorCipher, as_blocks};
+use super::SectorCipher;
+use super::block::{BlockCipher, CipherKind};
+use super::cbc::IvScheme;
 use std::fmt;
 
 /// Bytes handled per batched pass (64 × 512-byte sectors).
 pub const BATCH_BYTES: usize = 32 * 1024;
 
-/// AES-XTS-plain64 over sectors of `sector_bytes`.
+/// XTS over sectors of `sector_bytes` (AES unless built with [`XtsSectors::with_cipher`]).
 #[derive(Clone)]
 pub struct XtsSectors {
-    data: Aes,
-    tweak: Aes,
+    data: BlockCipher,
+    tweak: BlockCipher,
     sector_bytes: usize,
+    /// `plain64` (LE64 sector) or `plain` (LE32, wraps at 2³² sectors).
+    iv: IvScheme,
+    key_bits: u32,
 }
 
 impl fmt::Debug for XtsSectors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "XtsSectors(aes-{}-xts, sector {})", self.data.key_bits(), self.sector_bytes)
+        write!(f, "XtsSectors({}-{}-xts-{}, sector {})", self.data.kind(), self.key_bits, self.iv, self.sector_bytes)
     }
 }
 
@@ -41,6 +48,21 @@ impl XtsSectors {
     /// # Errors
     /// `InvalidInput` for another key length or a sector size that is not 512·2ⁿ up to 4096.
     pub fn new(key: &[u8], sector_bytes: usize) -> crate::Result<Self> {
+        Self::with_cipher(CipherKind::Aes, IvScheme::Plain64, key, sector_bytes)
+    }
+
+    /// XTS of a 128-bit block cipher `kind` with IV scheme `plain64` or `plain`.
+    ///
+    /// # Errors
+    /// `InvalidInput` for an 8-byte-block cipher, another IV scheme, a bad key length or sector
+    /// size.
+    pub fn with_cipher(kind: CipherKind, iv: IvScheme, key: &[u8], sector_bytes: usize) -> crate::Result<Self> {
+        if kind.block_bytes() != 16 {
+            return Err(crate::Error::invalid(format!("XTS needs a 128-bit block cipher, not {kind}")));
+        }
+        if !matches!(iv, IvScheme::Plain | IvScheme::Plain64) {
+            return Err(crate::Error::unsupported(format!("{kind}-xts-{iv} (XTS runs with plain or plain64 IVs)")));
+        }
         if !matches!(key.len(), 32 | 48 | 64) {
             return Err(crate::Error::invalid(format!("XTS key of {} bytes (need 32, 48 or 64)", key.len())));
         }
@@ -50,19 +72,25 @@ impl XtsSectors {
             )));
         }
         let (k1, k2) = key.split_at(key.len() / 2);
-        Ok(XtsSectors { data: Aes::new(k1)?, tweak: Aes::new(k2)?, sector_bytes })
+        Ok(XtsSectors {
+            data: BlockCipher::new(kind, k1)?,
+            tweak: BlockCipher::new(kind, k2)?,
+            sector_bytes,
+            iv,
+            key_bits: (k1.len() * 8) as u32,
+        })
     }
 
     /// Data key size in bits (the XTS key is twice as long).
     pub fn key_bits(&self) -> u32 {
-        self.data.key_bits()
+        self.key_bits
     }
 
     fn run(&self, iv_sector: u64, data: &mut [u8], encrypt: bool) {
         let ss = self.sector_bytes;
         let per_batch = (BATCH_BYTES / ss).max(1);
         let mut tweaks = [0u8; BATCH_BYTES];
-        let mut first = [aes::Block::default(); BATCH_BYTES / 512];
+        let mut first = [[0u8; 16]; BATCH_BYTES / 512];
         let iv_step = (ss / 512) as u64;
         let mut iv = iv_sector;
         let whole = data.len() - data.len() % ss;
@@ -70,17 +98,16 @@ impl XtsSectors {
             let n = batch.len() / ss;
             // 1. The first tweak of every sector, in one AES call.
             for (k, t) in first[..n].iter_mut().enumerate() {
-                t.fill(0);
-                t[..8].copy_from_slice(&iv.wrapping_add(k as u64 * iv_step).to_le_bytes());
+                *t = self.iv.iv(iv.wrapping_add(k as u64 * iv_step));
             }
-            self.tweak.encrypt_blocks(&mut first[..n]);
+            self.tweak.encrypt_blocks(first[..n].as_flattened_mut());
             // 2. Expand T·α^j for every block of every sector, XORing it into the data on the
             //    way (one pass), and keep it for the XOR after the cipher. The tweaks of a
             //    sector are one serial chain of multiplications by α; four interleaved chains
             //    (blocks j, j+1, j+2, j+3, each stepping by α⁴) keep the core busy instead.
             let tw = &mut tweaks[..batch.len()];
             for ((sector, sector_tw), t0) in batch.chunks_exact_mut(ss).zip(tw.chunks_exact_mut(ss)).zip(&first[..n]) {
-                let t0 = u128::from_le_bytes((*t0).into());
+                let t0 = u128::from_le_bytes(*t0);
                 let t1 = mul_alpha(t0);
                 let t2 = mul_alpha(t1);
                 let mut t = [t0, t1, t2, mul_alpha(t2)];
@@ -96,17 +123,15 @@ impl XtsSectors {
             }
             // 3. Whole-buffer AES, then XOR the tweaks again.
             if encrypt {
-                self.data.encrypt_blocks(as_blocks(batch));
+                self.data.encrypt_blocks(batch);
             } else {
-                self.data.decrypt_blocks(as_blocks(batch));
+                self.data.decrypt_blocks(batch);
             }
             xor_in_place(batch, tw);
             iv = iv.wrapping_add(n as u64 * iv_step);
         }
         zeroize::Zeroize::zeroize(&mut tweaks[..]);
-        for b in &mut first {
-            zeroize::Zeroize::zeroize(&mut b[..]);
-        }
+        zeroize::Zeroize::zeroize(first.as_flattened_mut());
     }
 }
 
@@ -156,7 +181,7 @@ impl SectorCipher for XtsSectors {
         self.run(iv_sector, data, true);
     }
     fn dm_name(&self) -> String {
-        "aes-xts-plain64".into()
+        format!("{}-xts-{}", self.data.kind(), self.iv)
     }
     fn sector_bytes(&self) -> usize {
         self.sector_bytes

@@ -2,6 +2,7 @@
 //! multi-key sets), deduplicated, most likely first, and the cipher modes to try with each.
 
 use super::{Constraints, Secrets};
+use crate::crypto::block::CipherKind;
 use crate::crypto::cbc::IvScheme;
 use crate::crypto::kdf::{Derivation, MultiKey, loopaes_multi, loopaes_single};
 use crate::crypto::{HashAlg, Passphrase};
@@ -23,18 +24,13 @@ impl KeyCand {
     }
 
     /// The parameter set of this key under `mode` at `offset_bytes` / `iv_offset_sectors`.
-    pub(super) fn params(
-        &self,
-        scheme: Scheme,
-        mode: Mode,
-        offset_bytes: u64,
-        iv_offset_sectors: u64,
-        c: &Constraints,
-    ) -> Params {
+    pub(super) fn params(&self, t: Trial, offset_bytes: u64, iv_offset_sectors: u64, c: &Constraints) -> Params {
+        let Trial { scheme, cipher, mode } = t;
         // Seed and iterations only ever applied to a single-key passphrase.
         let from_passphrase = self.multi_key.is_none() && self.derivation != Derivation::KeyFileRaw;
         Params {
             scheme,
+            cipher,
             mode,
             key_bits: self.key_bits,
             derivation: self.derivation,
@@ -52,6 +48,8 @@ fn bits_order(d: Derivation) -> [u32; 3] {
     match d {
         Derivation::Hash(HashAlg::Sha256) | Derivation::Unhashed2 => [128, 256, 192],
         Derivation::Hash(HashAlg::Sha384) => [192, 128, 256],
+        // SUSE loop_fish2 (twofish160): a 160-bit RMD160 key zero-padded to Twofish-192.
+        Derivation::HashPrefix(..) => [192, 0, 0],
         _ => [256, 128, 192],
     }
 }
@@ -102,6 +100,8 @@ pub(super) fn key_candidates(secrets: &Secrets, c: &Constraints) -> crate::Resul
         raw_key_file = Some(&kf.raw[..]);
     }
     let allow_single = !matches!(c.mode, Some(Mode::Lmk));
+    // The SUSE loop_fish2 derivation (rmd160:20) is only tried where Twofish may be.
+    let fish2_ok = c.cipher.is_none_or(|x| x == CipherKind::Twofish);
     let mut order = 0usize;
     if allow_single {
         for pass in &passes {
@@ -109,9 +109,12 @@ pub(super) fn key_candidates(secrets: &Secrets, c: &Constraints) -> crate::Resul
                 if d == Derivation::KeyFileRaw || !deriv_ok(d) {
                     continue;
                 }
+                if matches!(d, Derivation::HashPrefix(..)) && !fish2_ok {
+                    continue;
+                }
                 for bits in bits_order(d) {
                     order += 1;
-                    if !bits_ok(bits) {
+                    if bits == 0 || !bits_ok(bits) {
                         continue;
                     }
                     let seed = c.pseed.as_deref();
@@ -185,24 +188,78 @@ pub(super) fn key_candidates(secrets: &Secrets, c: &Constraints) -> crate::Resul
     Ok(out)
 }
 
-/// Modes to try for a key candidate, with the scheme each implies.
-pub(super) fn modes_for(k: &KeyCand, c: &Constraints) -> Vec<(Scheme, Mode)> {
+/// One cipher configuration to try with a key: scheme, block cipher, mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Trial {
+    pub(super) scheme: Scheme,
+    pub(super) cipher: CipherKind,
+    pub(super) mode: Mode,
+}
+
+/// Likelihood tier of a cipher: detection tries every key with AES first, then Twofish (the
+/// SUSE default), then the rest, and stops at the first tier that yields a strong match.
+pub(super) fn tier(cipher: CipherKind) -> usize {
+    match cipher {
+        CipherKind::Aes => 0,
+        CipherKind::Twofish => 1,
+        _ => 2,
+    }
+}
+
+/// Number of tiers of [`tier`].
+pub(super) const TIERS: usize = 3;
+
+/// The configurations to try for a key candidate, each with the scheme it implies, most likely
+/// first. Ciphers that cannot take the key's length are left out.
+pub(super) fn modes_for(k: &KeyCand, c: &Constraints) -> Vec<Trial> {
+    let key_bytes = (k.key_bits / 8) as usize;
     if k.multi_key.is_some() {
-        return vec![(Scheme::LoopAes, Mode::Lmk)];
+        return if c.cipher.is_none_or(|x| x == CipherKind::Aes) {
+            vec![Trial { scheme: Scheme::LoopAes, cipher: CipherKind::Aes, mode: Mode::Lmk }]
+        } else {
+            vec![]
+        };
+    }
+    // SUSE loop_fish2: only ever Twofish with a constant (null) IV.
+    if matches!(k.derivation, Derivation::HashPrefix(..)) {
+        let t = Trial { scheme: Scheme::LoopFish2, cipher: CipherKind::Twofish, mode: Mode::Cbc(IvScheme::Null) };
+        let ok = c.scheme.is_none_or(|s| s == t.scheme)
+            && c.cipher.is_none_or(|x| x == t.cipher)
+            && c.mode.is_none_or(|m| m == t.mode);
+        return if ok { vec![t] } else { vec![] };
     }
     let family = if k.derivation.is_loopaes_family() { Scheme::LoopAes } else { Scheme::Cryptoloop };
     let default_iv = |s: Scheme| {
         if s == Scheme::LoopAes { IvScheme::Plain64 } else { IvScheme::Plain }
     };
-    match (c.scheme, c.mode) {
+    let modes: Vec<(Scheme, Mode)> = match (c.scheme, c.mode) {
         (_, Some(Mode::Lmk)) => vec![],
         (Some(s), Some(m)) => vec![(s, m)],
         (None, Some(m @ Mode::Cbc(IvScheme::Plain64))) => vec![(Scheme::LoopAes, m)],
+        (None, Some(m @ Mode::Cbc(IvScheme::Null))) => vec![(Scheme::LoopFish2, m)],
         (None, Some(m)) => vec![(if m == Mode::Ecb { Scheme::Cryptoloop } else { family }, m)],
         (Some(Scheme::LoopAes), None) => vec![(Scheme::LoopAes, Mode::Cbc(IvScheme::Plain64))],
+        (Some(Scheme::LoopFish2), None) => vec![(Scheme::LoopFish2, Mode::Cbc(IvScheme::Null))],
         (Some(Scheme::Cryptoloop), None) => {
             vec![(Scheme::Cryptoloop, Mode::Cbc(IvScheme::Plain)), (Scheme::Cryptoloop, Mode::Ecb)]
         }
         (None, None) => vec![(family, Mode::Cbc(default_iv(family))), (Scheme::Cryptoloop, Mode::Ecb)],
+    };
+    let mut out = Vec::new();
+    for cipher in CipherKind::ALL {
+        if c.cipher.is_some_and(|x| x != cipher) || !cipher.key_len_ok(key_bytes) {
+            continue;
+        }
+        // Without an explicit key size, only the sizes the tools of the time used per cipher.
+        if c.key_bits.is_none() && !cipher.detect_key_bits().contains(&k.key_bits) {
+            continue;
+        }
+        for &(scheme, mode) in &modes {
+            out.push(Trial { scheme, cipher, mode });
+        }
+        // SUSE 9.1/9.2 `twofish256` through loop_fish2 (constant IV, hash unverified) is not
+        // searched: a null-IV decryption of a block-number-IV image differs only in bytes 0..4
+        // of each sector, so both would match. `--cipher twofish-cbc-null` selects it.
     }
+    out
 }

@@ -10,6 +10,8 @@
 //! cryptoloop (`plain` IV) and loop-AES single-key (`plain64`) are identical below 2 TiB; the
 //! scheme reported follows the key derivation's family.
 
+use crate::crypto::block::CipherKind;
+use crate::crypto::cbc::IvScheme;
 use crate::crypto::kdf::Derivation;
 use crate::crypto::{Passphrase, SectorCipher};
 use crate::formats::legacy::{KeyMaterial, Mode, Params, Scheme};
@@ -20,7 +22,7 @@ use crate::volume::{Layout, Volume};
 mod keys;
 mod scan;
 
-use keys::{KeyCand, key_candidates, modes_for};
+use keys::{KeyCand, TIERS, key_candidates, modes_for, tier};
 use scan::scan_key;
 pub use scan::{HeadCache, looks_random, scan_plain};
 use std::collections::HashSet;
@@ -29,6 +31,11 @@ use std::time::{Duration, Instant};
 
 /// Default length of the image head scanned for file-system signatures.
 pub const DEFAULT_SCAN_BYTES: u64 = 4 << 20;
+
+/// Head scanned for ciphers other than AES when `--cipher` does not pin one (their software
+/// implementations are 10–1000× slower than AES-NI; give `--cipher` or `--offset` for a payload
+/// deeper than this).
+pub const SLOW_CIPHER_SCAN_BYTES: u64 = 256 << 10;
 
 /// The secrets a user supplied.
 #[derive(Debug, Default, Clone)]
@@ -51,8 +58,10 @@ impl Secrets {
 pub struct Constraints {
     /// `--scheme`.
     pub scheme: Option<Scheme>,
-    /// `--cipher`.
+    /// `--cipher`: the mode part.
     pub mode: Option<Mode>,
+    /// `--cipher`: the block cipher part.
+    pub cipher: Option<crate::crypto::block::CipherKind>,
     /// `--key-bits`.
     pub key_bits: Option<u32>,
     /// `--key-derivation`.
@@ -161,54 +170,87 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
     let mut weak: Option<Hit> = None;
     let mut offsets_tried: Vec<u64> = Vec::new();
 
-    let evaluate =
-        |offsets: &[u64], hits: &mut Vec<Hit>, weak: &mut Option<Hit>, tried: &mut usize| -> crate::Result<()> {
-            for (ci, k) in cands.iter().enumerate() {
-                for (scheme, mode) in modes_for(k, c) {
-                    for &off in offsets {
-                        let mut ivs = vec![c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES)];
-                        if c.iv_offset_sectors.is_none() && off >= SECTOR_BYTES && mode != Mode::Ecb {
-                            ivs.push(0);
+    // "The" cipher for the pinned-parameters rule below: the pinned one, else AES.
+    let primary = |x: CipherKind| c.cipher.map_or(x == CipherKind::Aes, |p| p == x);
+    let mut tried_primary = 0usize;
+    let mut evaluate = |t: usize,
+                        offsets: &[u64],
+                        hits: &mut Vec<Hit>,
+                        weak: &mut Option<Hit>,
+                        tried: &mut usize|
+     -> crate::Result<()> {
+        for (ci, k) in cands.iter().enumerate() {
+            for trial in modes_for(k, c).into_iter().filter(|x| tier(x.cipher) == t) {
+                for &off in offsets {
+                    let mut ivs = vec![c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES)];
+                    if c.iv_offset_sectors.is_none()
+                        && off >= SECTOR_BYTES
+                        && matches!(trial.mode, Mode::Cbc(IvScheme::Plain | IvScheme::Plain64) | Mode::Lmk)
+                    {
+                        ivs.push(0);
+                    }
+                    for iv in ivs {
+                        *tried += 1;
+                        if primary(trial.cipher) {
+                            tried_primary += 1;
                         }
-                        for iv in ivs {
-                            *tried += 1;
-                            let params = k.params(scheme, mode, off, iv, c);
-                            let cipher: Arc<dyn SectorCipher> = Arc::from(params.cipher(&k.keys)?);
-                            let layout = Layout::new(cache.size_bytes(), off, c.size_limit_bytes, iv);
-                            if let Some(info) = probe_with(&cache, cipher, layout) {
-                                let hit = Hit { params, fs: info, cand: ci, order: k.order };
-                                if hit.fs.confidence >= STRONG_CONFIDENCE {
-                                    hits.push(hit);
-                                } else if weak.as_ref().is_none_or(|w| rank(&hit, w).is_lt()) {
-                                    *weak = Some(hit);
-                                }
+                        let params = k.params(trial, off, iv, c);
+                        let cipher: Arc<dyn SectorCipher> = Arc::from(params.cipher(&k.keys)?);
+                        let layout = Layout::new(cache.size_bytes(), off, c.size_limit_bytes, iv);
+                        if let Some(info) = probe_with(&cache, cipher, layout) {
+                            let hit = Hit { params, fs: info, cand: ci, order: k.order };
+                            if hit.fs.confidence >= STRONG_CONFIDENCE {
+                                hits.push(hit);
+                            } else if weak.as_ref().is_none_or(|w| rank(&hit, w).is_lt()) {
+                                *weak = Some(hit);
                             }
                         }
                     }
                 }
             }
-            Ok(())
-        };
+        }
+        Ok(())
+    };
 
+    // Ciphers in likelihood tiers (AES, Twofish, the rest). First every tier at the given offset
+    // (default 0, where nearly every image starts), stopping at the first tier with a strong
+    // match; then — without --offset — per tier at the offsets a head scan proposes. Tiers
+    // past AES scan a shorter head unless the cipher was pinned: their crates are much slower
+    // than AES-NI (docs/PERFORMANCE.md, detection).
     let first: Vec<u64> = vec![c.offset_bytes.unwrap_or(0)];
-    evaluate(&first, &mut hits, &mut weak, &mut tried)?;
     offsets_tried.extend(&first);
     let mut scanned = 0u64;
-    if hits.is_empty() && c.offset_bytes.is_none() {
-        let head = &cache.head()[..(scan_len.min(cache.head().len() as u64)) as usize];
-        scanned = head.len() as u64;
-        let mut found_offsets: Vec<u64> = Vec::new();
-        for k in &cands {
-            let modes = modes_for(k, c);
-            if !modes.is_empty() {
-                scan_key(head, k, &modes, &mut found_offsets)?;
-            }
+    for t in 0..TIERS {
+        evaluate(t, &first, &mut hits, &mut weak, &mut tried)?;
+        if !hits.is_empty() {
+            break;
         }
-        found_offsets.retain(|o| !offsets_tried.contains(o));
-        found_offsets.sort_unstable();
-        if !found_offsets.is_empty() {
-            evaluate(&found_offsets, &mut hits, &mut weak, &mut tried)?;
-            offsets_tried.extend(&found_offsets);
+    }
+    if hits.is_empty() && c.offset_bytes.is_none() {
+        for t in 0..TIERS {
+            let len = if t == 0 || c.cipher.is_some() { scan_len } else { scan_len.min(SLOW_CIPHER_SCAN_BYTES) };
+            let head = &cache.head()[..(len.min(cache.head().len() as u64)) as usize];
+            scanned = scanned.max(head.len() as u64);
+            let mut found_offsets: Vec<u64> = Vec::new();
+            for k in &cands {
+                let modes: Vec<_> = modes_for(k, c).into_iter().filter(|x| tier(x.cipher) == t).collect();
+                if !modes.is_empty() {
+                    scan_key(head, k, &modes, &mut found_offsets)?;
+                }
+            }
+            found_offsets.retain(|o| !first.contains(o));
+            found_offsets.sort_unstable();
+            if !found_offsets.is_empty() {
+                evaluate(t, &found_offsets, &mut hits, &mut weak, &mut tried)?;
+                for o in found_offsets {
+                    if !offsets_tried.contains(&o) {
+                        offsets_tried.push(o);
+                    }
+                }
+            }
+            if !hits.is_empty() {
+                break;
+            }
         }
     }
 
@@ -225,15 +267,17 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
         key_file: key_file_hint(secrets, &cands[h.cand]),
     });
     // Explicit flags override the search: a fully pinned parameter set (one key, one mode, one
-    // offset, one IV offset) is used even when no file system shows (verify then reports it).
+    // offset, one IV offset, with the pinned cipher or else AES) is used even when no file system
+    // shows (verify then reports it).
     if found.is_none()
-        && tried == 1
+        && tried_primary == 1
+        && cands.len() == 1
         && let Some(k) = cands.first()
-        && let Some(&(scheme, mode)) = modes_for(k, c).first()
+        && let Some(trial) = modes_for(k, c).into_iter().find(|t| primary(t.cipher))
     {
         let off = c.offset_bytes.unwrap_or(0);
         found = Some(Found {
-            params: k.params(scheme, mode, off, c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES), c),
+            params: k.params(trial, off, c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES), c),
             keys: k.keys.clone(),
             fs: weak.as_ref().map(|w| w.fs.clone()),
             equivalent_derivations: k.equivalents.clone(),

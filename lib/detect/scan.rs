@@ -3,9 +3,10 @@
 //! sector is checked for IV-independent superblock fields (ext, ISO9660, FAT, btrfs) that propose
 //! payload offsets. Also [`HeadCache`] (the head read once) and [`looks_random`].
 
-use super::keys::KeyCand;
+use super::keys::{KeyCand, Trial};
 use crate::crypto::Aes;
-use crate::formats::legacy::{KeyMaterial, Mode, Scheme};
+use crate::crypto::block::BlockCipher;
+use crate::formats::legacy::{KeyMaterial, Mode};
 use crate::source::{ByteSource, SECTOR_BYTES};
 use std::io;
 use std::ops::Range;
@@ -90,37 +91,102 @@ fn push_offset(out: &mut Vec<u64>, sector_index: usize, rel: i64) {
     }
 }
 
+/// Byte offsets (within a sector) of the magic fields [`sector_signature`] insists on: ext
+/// `s_magic` (56), btrfs magic (64), ISO9660 both-endian logical block size (128), FAT `55 AA`
+/// (510). None lies in the first 8 bytes, so none depends on a plain/plain64/null IV.
+const MAGIC_AT: [usize; 4] = [56, 64, 128, 510];
+
+/// Cheap early rejection for the head scan: decrypt only the cipher blocks that hold the magic
+/// fields of every sector (4 blocks of 32, or of 64 for 8-byte-block ciphers, in one batched
+/// call) and return the sectors where one of them matches — under CBC (plaintext block =
+/// D(C_i) ⊕ C_{i-1}, IV-independent past block 0) or ECB. Only those get a full decryption.
+/// Needed because some crates are slow (the `twofish` crate runs at a few MB/s).
+fn prefilter(cipher: &BlockCipher, head: &[u8], cbc: bool, ecb: bool) -> Vec<usize> {
+    let bs = cipher.block_bytes();
+    let idx: Vec<usize> = MAGIC_AT.iter().map(|&m| m / bs).collect();
+    let sectors = head.len() / 512;
+    let mut buf = Vec::with_capacity(sectors * idx.len() * bs);
+    for s in head.chunks_exact(512) {
+        for &i in &idx {
+            buf.extend_from_slice(&s[i * bs..(i + 1) * bs]);
+        }
+    }
+    cipher.decrypt_blocks(&mut buf);
+    let field = |plain: &[u8], at: usize| -> [u8; 8] {
+        let mut f = [0u8; 8];
+        let o = at % bs;
+        let n = (bs - o).min(8);
+        f[..n].copy_from_slice(&plain[o..o + n]);
+        f
+    };
+    let matches = |fields: &[[u8; 8]]| -> bool {
+        let iso = u16::from_le_bytes([fields[2][0], fields[2][1]]);
+        (fields[0][..2] == [0x53, 0xEF])
+            || &fields[1] == b"_BHRfS_M"
+            || (iso.is_power_of_two() && (512..=2048).contains(&iso) && fields[2][2..4] == iso.to_be_bytes())
+            || fields[3][..2] == [0x55, 0xAA]
+    };
+    let mut out = Vec::new();
+    for (j, (d, s)) in buf.chunks_exact(idx.len() * bs).zip(head.chunks_exact(512)).enumerate() {
+        let mut ecb_f = [[0u8; 8]; 4];
+        let mut cbc_f = [[0u8; 8]; 4];
+        for (k, (&i, &at)) in idx.iter().zip(&MAGIC_AT).enumerate() {
+            let blk = &d[k * bs..(k + 1) * bs];
+            ecb_f[k] = field(blk, at);
+            let mut x = [0u8; 16];
+            x[..bs].copy_from_slice(blk);
+            if i > 0 {
+                for (a, b) in x[..bs].iter_mut().zip(&s[(i - 1) * bs..i * bs]) {
+                    *a ^= b;
+                }
+            }
+            cbc_f[k] = field(&x[..bs], at);
+        }
+        if (ecb && matches(&ecb_f)) || (cbc && matches(&cbc_f)) {
+            out.push(j);
+        }
+    }
+    out
+}
+
 /// Scan `head` (ciphertext) for sectors that decrypt to a superblock under `k`.
-pub(super) fn scan_key(head: &[u8], k: &KeyCand, modes: &[(Scheme, Mode)], out: &mut Vec<u64>) -> crate::Result<()> {
+pub(super) fn scan_key(head: &[u8], k: &KeyCand, modes: &[Trial], out: &mut Vec<u64>) -> crate::Result<()> {
     let n = head.len() / 512 * 512;
     if n == 0 {
         return Ok(());
     }
-    let mut d = head[..n].to_vec();
     match &k.keys {
         KeyMaterial::Single(key) => {
-            let aes = Aes::new(key.bytes())?;
-            aes.decrypt_blocks(crate::crypto::as_blocks(&mut d));
-            let cbc = modes.iter().any(|(_, m)| matches!(m, Mode::Cbc(_)));
-            let ecb = modes.iter().any(|(_, m)| *m == Mode::Ecb);
-            let mut p = [0u8; 512];
-            for (j, (ds, cs)) in d.chunks_exact(512).zip(head.chunks_exact(512)).enumerate() {
-                if ecb && let Some(rel) = sector_signature(ds, 0) {
-                    push_offset(out, j, rel);
-                }
-                if cbc {
-                    p.copy_from_slice(ds);
-                    for i in 16..512 {
-                        p[i] ^= cs[i - 16];
-                    }
-                    // plain and plain64 IVs of sectors below 2^32 only touch bytes 0..4.
-                    if let Some(rel) = sector_signature(&p, 4) {
+            let mut ciphers: Vec<_> = modes.iter().map(|t| t.cipher).collect();
+            ciphers.dedup();
+            for kind in ciphers {
+                let cipher = BlockCipher::new(kind, key.bytes())?;
+                let cbc = modes.iter().any(|t| t.cipher == kind && matches!(t.mode, Mode::Cbc(_)));
+                let ecb = modes.iter().any(|t| t.cipher == kind && t.mode == Mode::Ecb);
+                let mut p = [0u8; 512];
+                for j in prefilter(&cipher, &head[..n], cbc, ecb) {
+                    let cs = &head[j * 512..(j + 1) * 512];
+                    p.copy_from_slice(cs);
+                    cipher.decrypt_blocks(&mut p);
+                    if ecb && let Some(rel) = sector_signature(&p, 0) {
                         push_offset(out, j, rel);
+                    }
+                    if cbc {
+                        let bs = cipher.block_bytes();
+                        for i in bs..512 {
+                            p[i] ^= cs[i - bs];
+                        }
+                        // plain and plain64 IVs of sectors below 2^32 only touch bytes 0..4
+                        // (null IVs none).
+                        if let Some(rel) = sector_signature(&p, 4) {
+                            push_offset(out, j, rel);
+                        }
                     }
                 }
             }
         }
         KeyMaterial::Multi(mk) => {
+            let mut d = head[..n].to_vec();
             let aes: Vec<Aes> = mk.keys.iter().map(|k| Aes::new(k.bytes())).collect::<crate::Result<_>>()?;
             let mut p = [0u8; 512];
             for (j, (ds, cs)) in d.chunks_exact_mut(512).zip(head.chunks_exact(512)).enumerate() {

@@ -5,6 +5,7 @@
 //! Sector `k` of the payload is stored at file byte `offset_bytes + 512·k` and decrypted with IV
 //! sector `iv_offset_sectors + k` (cryptsetup `--offset`/`--skip` semantics).
 
+use crate::crypto::block::CipherKind;
 use crate::crypto::cbc::{CbcSectors, EcbSectors, IvScheme};
 use crate::crypto::kdf::{Derivation, MultiKey, MultiKeys};
 use crate::crypto::lmk::LmkSectors;
@@ -20,6 +21,9 @@ pub enum Scheme {
     Cryptoloop,
     /// Jari Ruusu's loop-AES kernel module (or aespipe). JSON `loop-aes`.
     LoopAes,
+    /// SUSE's `loop_fish2` module (SuSE Linux before 9.3, `twofish160`): Twofish-CBC with a
+    /// constant (all-zero) IV per 512-byte sector. JSON `loop-fish2`.
+    LoopFish2,
 }
 
 impl Scheme {
@@ -28,6 +32,7 @@ impl Scheme {
         match self {
             Scheme::Cryptoloop => "cryptoloop",
             Scheme::LoopAes => "loop-aes",
+            Scheme::LoopFish2 => "loop-fish2",
         }
     }
 }
@@ -44,51 +49,107 @@ impl FromStr for Scheme {
         match s.to_ascii_lowercase().as_str() {
             "cryptoloop" => Ok(Scheme::Cryptoloop),
             "loop-aes" | "loopaes" => Ok(Scheme::LoopAes),
-            _ => Err(crate::Error::invalid(format!("unknown scheme {s:?} (cryptoloop, loop-aes, plain)"))),
+            "loop-fish2" | "loop_fish2" | "fish2" => Ok(Scheme::LoopFish2),
+            _ => Err(crate::Error::invalid(format!("unknown scheme {s:?} (cryptoloop, loop-aes, loop-fish2, plain)"))),
         }
     }
 }
 
-/// The per-sector cipher mode (the cipher itself is AES).
+/// The per-sector cipher mode (the block cipher is [`Params::cipher`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// CBC, fresh IV per 512-byte sector.
     Cbc(IvScheme),
-    /// ECB (cryptoloop `aes-ecb`).
+    /// ECB (cryptoloop `aes-ecb`, `twofish-ecb`…).
     Ecb,
     /// loop-AES multi-key (64 keys, MD5 IV).
     Lmk,
 }
 
 impl Mode {
-    /// dm-crypt spelling (`aes-cbc-plain`, `aes-cbc-plain64`, `aes-ecb`, `aes-cbc-lmk`).
-    pub fn dm_name(self) -> String {
+    /// dm-crypt spelling with `cipher` (`aes-cbc-plain`, `twofish-cbc-null`, `aes-ecb`,
+    /// `aes-cbc-lmk`).
+    pub fn dm_name(self, cipher: CipherKind) -> String {
         match self {
-            Mode::Cbc(iv) => format!("aes-cbc-{}", iv.name()),
-            Mode::Ecb => "aes-ecb".into(),
-            Mode::Lmk => "aes-cbc-lmk".into(),
+            Mode::Cbc(iv) => format!("{cipher}-cbc-{iv}"),
+            Mode::Ecb => format!("{cipher}-ecb"),
+            Mode::Lmk => format!("{cipher}-cbc-lmk"),
         }
+    }
+}
+
+/// A legacy image's cipher as the user names it (`--cipher`): the block cipher and the mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LegacyCipher {
+    /// The block cipher.
+    pub cipher: CipherKind,
+    /// Mode and IV scheme.
+    pub mode: Mode,
+}
+
+impl fmt::Display for LegacyCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.mode.dm_name(self.cipher))
+    }
+}
+
+impl FromStr for LegacyCipher {
+    type Err = crate::Error;
+    /// Accepts dm-crypt spellings and cryptoloop names: a bare cipher (`aes`, `twofish`) and
+    /// `CIPHER-cbc` mean CBC with the `plain` IV (the kernel's default); `CIPHER-cbc-plain64`,
+    /// `CIPHER-cbc-null`, `CIPHER-ecb`, `cbc(CIPHER)`, `ecb(CIPHER)`; `aes-cbc-lmk` (also
+    /// `aes:64-cbc-lmk`) for loop-AES multi-key.
+    fn from_str(s: &str) -> crate::Result<Self> {
+        let l = s.to_ascii_lowercase();
+        let bad = || {
+            crate::Error::unsupported(format!(
+                "cipher {s:?} is not supported (CIPHER-cbc-plain, CIPHER-cbc-plain64, CIPHER-cbc-null, CIPHER-ecb with \
+                 CIPHER one of aes, twofish, serpent, blowfish, cast5, des3_ede; aes-cbc-lmk)"
+            ))
+        };
+        // Kernel template spelling: cbc(aes), ecb(twofish).
+        if let Some(inner) = l.strip_suffix(')') {
+            let (m, c) = inner.split_once('(').ok_or_else(bad)?;
+            let cipher: CipherKind = c.parse().map_err(|_| bad())?;
+            return match m {
+                "cbc" => Ok(LegacyCipher { cipher, mode: Mode::Cbc(IvScheme::Plain) }),
+                "ecb" => Ok(LegacyCipher { cipher, mode: Mode::Ecb }),
+                _ => Err(bad()),
+            };
+        }
+        let mut parts = l.splitn(3, '-');
+        let head = parts.next().unwrap_or("");
+        let (cname, multi) = match head.split_once(':') {
+            Some((c, "64")) => (c, true),
+            Some(_) => return Err(bad()),
+            None => (head, false),
+        };
+        let cipher: CipherKind = cname.parse().map_err(|_| bad())?;
+        let mode = match (parts.next(), parts.next()) {
+            (None | Some(""), None) if !multi => Mode::Cbc(IvScheme::Plain),
+            (Some("cbc"), None) if !multi => Mode::Cbc(IvScheme::Plain),
+            (Some("ecb"), None) if !multi => Mode::Ecb,
+            (Some("cbc"), Some("lmk")) => Mode::Lmk,
+            (Some("cbc"), Some(iv)) if !multi => match iv.parse::<IvScheme>() {
+                Ok(iv @ (IvScheme::Plain | IvScheme::Plain64 | IvScheme::Null)) => Mode::Cbc(iv),
+                _ => return Err(bad()),
+            },
+            _ => return Err(bad()),
+        };
+        if mode == Mode::Lmk && cipher != CipherKind::Aes {
+            return Err(crate::Error::unsupported(format!(
+                "cipher {s:?}: loopkit reads loop-AES multi-key (lmk) images with AES only"
+            )));
+        }
+        Ok(LegacyCipher { cipher, mode })
     }
 }
 
 impl FromStr for Mode {
     type Err = crate::Error;
-    /// Accepts dm-crypt spellings and cryptoloop names: `aes` and `aes-cbc` mean CBC with the
-    /// `plain` IV (the kernel's default); `aes-cbc-plain64`, `aes-cbc-null`, `aes-ecb`,
-    /// `aes-cbc-lmk` (also `aes:64-cbc-lmk`).
+    /// The mode of a [`LegacyCipher`] spelling (the cipher name is checked, then dropped).
     fn from_str(s: &str) -> crate::Result<Self> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "aes" | "aes-cbc" | "aes-cbc-plain" | "cbc(aes)" => Mode::Cbc(IvScheme::Plain),
-            "aes-cbc-plain64" => Mode::Cbc(IvScheme::Plain64),
-            "aes-cbc-null" => Mode::Cbc(IvScheme::Null),
-            "aes-ecb" | "ecb(aes)" => Mode::Ecb,
-            "aes-cbc-lmk" | "aes:64-cbc-lmk" => Mode::Lmk,
-            _ => {
-                return Err(crate::Error::unsupported(format!(
-                    "cipher {s:?} is not supported (aes-cbc-plain, aes-cbc-plain64, aes-cbc-null, aes-ecb, aes-cbc-lmk)"
-                )));
-            }
-        })
+        s.parse::<LegacyCipher>().map(|c| c.mode)
     }
 }
 
@@ -97,9 +158,11 @@ impl FromStr for Mode {
 pub struct Params {
     /// cryptoloop or loop-AES.
     pub scheme: Scheme,
+    /// The block cipher (`aes`, `twofish`…).
+    pub cipher: CipherKind,
     /// Cipher mode and IV scheme.
     pub mode: Mode,
-    /// 128, 192 or 256.
+    /// Key size in bits (128, 192 or 256; blowfish up to 448, cast5 128, des3_ede 192).
     pub key_bits: u32,
     /// How the key came from the passphrase or key file.
     pub derivation: Derivation,
@@ -129,7 +192,12 @@ pub enum KeyMaterial {
 impl Params {
     /// dm-crypt spelling of the cipher.
     pub fn cipher_name(&self) -> String {
-        self.mode.dm_name()
+        self.mode.dm_name(self.cipher)
+    }
+
+    /// The typed cipher (block cipher and mode).
+    pub fn legacy_cipher(&self) -> LegacyCipher {
+        LegacyCipher { cipher: self.cipher, mode: self.mode }
     }
 
     /// Build the sector cipher.
@@ -138,9 +206,16 @@ impl Params {
     /// `InvalidInput` if the key material does not fit the mode.
     pub fn cipher(&self, keys: &KeyMaterial) -> crate::Result<Box<dyn SectorCipher>> {
         Ok(match (self.mode, keys) {
-            (Mode::Cbc(iv), KeyMaterial::Single(k)) => Box::new(CbcSectors::new(k.bytes(), iv)?),
-            (Mode::Ecb, KeyMaterial::Single(k)) => Box::new(EcbSectors::new(k.bytes())?),
-            (Mode::Lmk, KeyMaterial::Multi(mk)) => Box::new(LmkSectors::new(mk)?),
+            (Mode::Cbc(iv), KeyMaterial::Single(k)) => Box::new(CbcSectors::with_cipher(self.cipher, k.bytes(), iv)?),
+            (Mode::Ecb, KeyMaterial::Single(k)) => Box::new(EcbSectors::with_cipher(self.cipher, k.bytes())?),
+            (Mode::Lmk, KeyMaterial::Multi(mk)) if self.cipher == CipherKind::Aes => Box::new(LmkSectors::new(mk)?),
+            (Mode::Lmk, _) if self.cipher != CipherKind::Aes => {
+                return Err(crate::Error::unsupported(format!(
+                    "{}: multi-key with {}",
+                    self.cipher_name(),
+                    self.cipher
+                )));
+            }
             _ => {
                 return Err(crate::Error::invalid("BUG: key material does not match the cipher mode"));
             }
@@ -214,6 +289,7 @@ impl Params {
         let hash = match self.derivation {
             _ if self.itercountk.is_some() => None,
             Derivation::Hash(h) => Some(h.cryptsetup_name().to_string()),
+            Derivation::HashPrefix(h, n) => Some(format!("{}:{n}", h.cryptsetup_name())),
             Derivation::UtilLinuxRaw | Derivation::Unhashed2 => {
                 // key = p[..31] ‖ 0 (first key_bytes). cryptsetup `--hash plain` takes p[..key_bytes]
                 // zero-padded: the same key unless a 32-byte key meets a passphrase of 32 bytes or
@@ -278,6 +354,7 @@ mod tests {
     fn params(derivation: Derivation, key_bits: u32) -> Params {
         Params {
             scheme: Scheme::Cryptoloop,
+            cipher: CipherKind::Aes,
             mode: Mode::Cbc(IvScheme::Plain),
             key_bits,
             derivation,
@@ -314,9 +391,43 @@ mod tests {
 
     #[test]
     fn mode_names() {
-        for s in ["aes-cbc-plain", "aes-cbc-plain64", "aes-cbc-null", "aes-ecb", "aes-cbc-lmk"] {
-            assert_eq!(s.parse::<Mode>().unwrap().dm_name(), s);
+        for s in [
+            "aes-cbc-plain",
+            "aes-cbc-plain64",
+            "aes-cbc-null",
+            "aes-ecb",
+            "aes-cbc-lmk",
+            "twofish-cbc-plain",
+            "twofish-cbc-null",
+            "serpent-cbc-plain64",
+            "blowfish-ecb",
+            "cast5-cbc-plain",
+            "des3_ede-cbc-plain",
+        ] {
+            assert_eq!(s.parse::<LegacyCipher>().unwrap().to_string(), s);
         }
-        assert!("twofish-cbc-plain".parse::<Mode>().is_err());
+        let tf: LegacyCipher = "twofish".parse().unwrap();
+        assert_eq!(tf, LegacyCipher { cipher: CipherKind::Twofish, mode: Mode::Cbc(IvScheme::Plain) });
+        assert_eq!("ecb(serpent)".parse::<LegacyCipher>().unwrap().to_string(), "serpent-ecb");
+        assert_eq!("aes:64-cbc-lmk".parse::<Mode>().unwrap(), Mode::Lmk);
+        for bad in ["idea-cbc-plain", "twofish-cbc-lmk", "aes-cbc-essiv:sha256", "aes-xts-plain64", "aes-ctr"] {
+            assert!(bad.parse::<LegacyCipher>().is_err(), "{bad}");
+        }
+    }
+
+    /// SUSE loop_fish2 (cryptsetup FAQ 7.4) and cryptoloop twofish lines.
+    #[test]
+    fn cryptsetup_lines_other_ciphers() {
+        let mut p = params(Derivation::HashPrefix(HashAlg::Ripemd160, 20), 192);
+        p.cipher = CipherKind::Twofish;
+        p.mode = Mode::Cbc(IvScheme::Null);
+        p.offset_bytes = 0;
+        p.iv_offset_sectors = 0;
+        assert_eq!(
+            p.cryptsetup("home.img", Some(12)).command.as_deref(),
+            Some(
+                "cryptsetup open --type plain --readonly --cipher twofish-cbc-null --key-size 192 --hash ripemd160:20 home.img legacy"
+            )
+        );
     }
 }

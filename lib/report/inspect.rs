@@ -164,14 +164,15 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
                 if f.fs.is_none() {
                     r.notes.push("the parameters were given explicitly and no file system confirms them".into());
                 }
-                if f.params.mode != crate::formats::legacy::Mode::Lmk
-                    && f.params.mode != crate::formats::legacy::Mode::Ecb
+                if let crate::formats::legacy::Mode::Cbc(
+                    crate::crypto::cbc::IvScheme::Plain | crate::crypto::cbc::IvScheme::Plain64,
+                ) = f.params.mode
                 {
-                    r.notes.push(
-                        "cryptoloop (aes-cbc-plain) and loop-AES single-key (aes-cbc-plain64) give identical bytes \
+                    let c = f.params.cipher;
+                    r.notes.push(format!(
+                        "cryptoloop ({c}-cbc-plain) and loop-AES single-key ({c}-cbc-plain64) give identical bytes \
                          below 2 TiB; the scheme shown is the one whose tools used this key derivation"
-                            .into(),
-                    );
+                    ));
                 }
                 if !o.alternatives.is_empty() {
                     r.notes.push(format!(

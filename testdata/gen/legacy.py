@@ -15,7 +15,8 @@ Usage:
   legacy.py tree DIR                         # write the deterministic sample tree
   legacy.py plain --fs ext2 --size-mib 4 --tree DIR --out PLAIN.img
   legacy.py encrypt --plain PLAIN.img --scheme cryptoloop --derivation rmd160 --key-bits 256
-            --passphrase-file P [--offset BYTES] [--iv-offset SECTORS] [--ecb] [--sparse] --out IMG
+            --passphrase-file P [--cipher aes|blowfish|cast5|des3_ede] [--null-iv]
+            [--offset BYTES] [--iv-offset SECTORS] [--ecb] [--sparse] --out IMG
   legacy.py encrypt --plain PLAIN.img --scheme loop-aes --aespipe-args "-e AES128 -H sha256"
             --passphrase-file P | --keyfile K  [--offset BYTES] [--iv-exclude-offset] --out IMG
   legacy.py keyfile --lines 64|65 --out K    # deterministic multi-key key file
@@ -29,6 +30,20 @@ import subprocess
 import sys
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+try:  # Blowfish, CAST5, TripleDES live in the "decrepit" module since cryptography 43.
+    from cryptography.hazmat.decrepit.ciphers import algorithms as decrepit
+except ImportError:  # pragma: no cover - older cryptography
+    decrepit = algorithms
+
+# Kernel cipher name -> (cryptography algorithm, block size). twofish and serpent are not in
+# `cryptography`: those fixtures are written by the kernel's dm-crypt in the VM tests.
+CIPHERS = {
+    "aes": (algorithms.AES, 16),
+    "blowfish": (decrepit.Blowfish, 8),
+    "cast5": (decrepit.CAST5, 8),
+    "des3_ede": (decrepit.TripleDES, 8),
+}
 
 FAKE_TIME = "1199145600"  # 2008-01-01, when such archives were made
 UUID = "4c6f6f70-6b69-7400-8000-000000000001"
@@ -70,6 +85,9 @@ def derive(derivation: str, p: bytes, key_bits: int) -> bytes:
         return p[:n].ljust(n, b"\0")
     if derivation in ("rmd160", "sha1", "sha256", "sha384", "sha512"):
         return plain_hash(hash_fn(derivation), p, n)
+    if ":" in derivation:  # cryptsetup HASH:LEN (SUSE loop_fish2: rmd160:20), zero-padded
+        h, m = derivation.split(":")
+        return plain_hash(hash_fn(h), p, int(m)).ljust(n, b"\0")
     raise SystemExit(f"unknown derivation {derivation}")
 
 
@@ -143,29 +161,31 @@ def make_plain(fs: str, size_mib: int, tree: str, out: str, label: str) -> None:
         raise SystemExit(f"unknown fs {fs}")
 
 
-def encrypt_cryptoloop(plain: bytes, key: bytes, iv_base: int, ecb: bool) -> bytes:
+def sector_cipher(cipher: str, key: bytes, sector: int, iv_base: int, ecb: bool, null_iv: bool):
+    """The Cipher for one 512-byte sector: cryptoloop's LE32 IV (first block-size bytes of
+    LE32(sector) || 0*12), a null IV (loop_fish2 style), or ECB."""
+    alg, bs = CIPHERS[cipher]
+    if ecb:
+        return Cipher(alg(key), modes.ECB())
+    iv = bytes(bs) if null_iv else (((iv_base + sector) & 0xFFFFFFFF).to_bytes(4, "little") + bytes(12))[:bs]
+    return Cipher(alg(key), modes.CBC(iv))
+
+
+def encrypt_cryptoloop(plain: bytes, key: bytes, iv_base: int, ecb: bool, cipher: str = "aes",
+                       null_iv: bool = False) -> bytes:
     out = bytearray()
     for k in range(len(plain) // 512):
-        sec = plain[512 * k: 512 * (k + 1)]
-        if ecb:
-            enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-        else:
-            iv = ((iv_base + k) & 0xFFFFFFFF).to_bytes(4, "little") + bytes(12)
-            enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-        out += enc.update(sec) + enc.finalize()
+        enc = sector_cipher(cipher, key, k, iv_base, ecb, null_iv).encryptor()
+        out += enc.update(plain[512 * k: 512 * (k + 1)]) + enc.finalize()
     return bytes(out)
 
 
-def decrypt_cryptoloop(ct: bytes, key: bytes, iv_base: int, ecb: bool) -> bytes:
+def decrypt_cryptoloop(ct: bytes, key: bytes, iv_base: int, ecb: bool, cipher: str = "aes",
+                       null_iv: bool = False) -> bytes:
     out = bytearray()
     for k in range(len(ct) // 512):
-        sec = ct[512 * k: 512 * (k + 1)]
-        if ecb:
-            d = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
-        else:
-            iv = ((iv_base + k) & 0xFFFFFFFF).to_bytes(4, "little") + bytes(12)
-            d = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-        out += d.update(sec) + d.finalize()
+        d = sector_cipher(cipher, key, k, iv_base, ecb, null_iv).decryptor()
+        out += d.update(ct[512 * k: 512 * (k + 1)]) + d.finalize()
     return bytes(out)
 
 
@@ -236,6 +256,8 @@ def main() -> None:
     e.add_argument("--derivation", default="rmd160")
     e.add_argument("--key-bits", type=int, default=256)
     e.add_argument("--ecb", action="store_true")
+    e.add_argument("--cipher", default="aes", choices=sorted(CIPHERS), help="cryptoloop block cipher")
+    e.add_argument("--null-iv", action="store_true", help="all-zero IV per sector (loop_fish2 style)")
     e.add_argument("--aespipe-args", default="-e AES128")
     e.add_argument("--passphrase-file")
     e.add_argument("--keyfile")
@@ -272,7 +294,7 @@ def main() -> None:
     iv_base = a.iv_offset if a.iv_offset is not None else (0 if a.iv_exclude_offset else a.offset // 512)
     if a.scheme == "cryptoloop":
         key = derive(a.derivation, read_passphrase(a.passphrase_file), a.key_bits)
-        ct = encrypt_cryptoloop(plain, key, iv_base, a.ecb)
+        ct = encrypt_cryptoloop(plain, key, iv_base, a.ecb, a.cipher, a.null_iv)
     else:
         ct = encrypt_aespipe(plain, a.aespipe_args.split(), a.passphrase_file, a.keyfile, iv_base)
     holes = data_sectors(a.plain) if a.holes else None
@@ -295,7 +317,7 @@ def main() -> None:
     if holes is not None and a.scheme == "cryptoloop":
         # What the kernel would show: holes are zero ciphertext, decrypted like any other sector.
         data = open(a.out, "rb").read()[a.offset:]
-        payload_sha = hashlib.sha256(decrypt_cryptoloop(data, key, iv_base, a.ecb)).hexdigest()
+        payload_sha = hashlib.sha256(decrypt_cryptoloop(data, key, iv_base, a.ecb, a.cipher, a.null_iv)).hexdigest()
     print(json.dumps({
         "image": a.out,
         "plaintext": a.plain,

@@ -4,10 +4,15 @@
 Description: encrypts a plaintext image into the payload area of a LUKS container made by
 cryptsetup (which cannot write payloads without device-mapper), and decrypts payloads to print
 their SHA-256, for aes-xts-plain64 (IV = LE64(byte offset / 512), any sector size) and the
-legacy aes-cbc-plain / aes-cbc-plain64 modes (per 512-byte sector).
+legacy aes-cbc-plain / aes-cbc-plain64 / aes-cbc-essiv:HASH modes (per 512-byte sector; ESSIV IV =
+AES_{HASH(key)}(LE64(sector) || 0*8), as dm-crypt computes it) and LUKS1's aes-xts-plain (32-bit
+sector IV).
 
 Usage:
   luks_oracle.py xts-encrypt --plain P --key-file VK --image IMG --offset BYTES [--sector 512]
+                             [--iv plain64|plain]
+  luks_oracle.py cbc-encrypt --plain P --key-file VK --image IMG --offset BYTES
+                             [--iv plain|plain64|essiv:sha256]
   luks_oracle.py xts-sha256  --image IMG --key-file VK --offset BYTES [--sector 512] [--length N]
   luks_oracle.py cbc-sha256  --image IMG --key-file K --offset BYTES [--iv plain|plain64]
                              [--iv-offset SECTORS] [--length N]
@@ -22,23 +27,35 @@ import os
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 
-def xts(key: bytes, data: bytes, first_byte: int, sector: int, encrypt: bool) -> bytes:
+def xts(key: bytes, data: bytes, first_byte: int, sector: int, encrypt: bool, iv32: bool = False) -> bytes:
     out = bytearray()
     for i in range(0, len(data), sector):
-        iv = ((first_byte + i) // 512).to_bytes(8, "little") + bytes(8)
+        s = (first_byte + i) // 512
+        iv = ((s & 0xFFFFFFFF).to_bytes(4, "little") + bytes(12)) if iv32 else (s.to_bytes(8, "little") + bytes(8))
         c = Cipher(algorithms.AES(key), modes.XTS(iv))
         op = c.encryptor() if encrypt else c.decryptor()
         out += op.update(data[i:i + sector]) + op.finalize()
     return bytes(out)
 
 
-def cbc_decrypt(key: bytes, data: bytes, first_iv: int, iv64: bool) -> bytes:
+def sector_iv(key: bytes, s: int, scheme: str) -> bytes:
+    if scheme == "plain":
+        return (s & 0xFFFFFFFF).to_bytes(4, "little") + bytes(12)
+    if scheme == "plain64":
+        return s.to_bytes(8, "little") + bytes(8)
+    if scheme.startswith("essiv:"):
+        salt = hashlib.new(scheme.split(":", 1)[1], key).digest()
+        e = Cipher(algorithms.AES(salt), modes.ECB()).encryptor()
+        return e.update(s.to_bytes(8, "little") + bytes(8)) + e.finalize()
+    raise SystemExit(f"unknown IV scheme {scheme}")
+
+
+def cbc(key: bytes, data: bytes, first_iv: int, scheme: str, encrypt: bool) -> bytes:
     out = bytearray()
     for k in range(len(data) // 512):
-        s = first_iv + k
-        iv = (s.to_bytes(8, "little") if iv64 else (s & 0xFFFFFFFF).to_bytes(4, "little")).ljust(16, b"\0")
-        d = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-        out += d.update(data[k * 512:(k + 1) * 512]) + d.finalize()
+        c = Cipher(algorithms.AES(key), modes.CBC(sector_iv(key, first_iv + k, scheme)))
+        op = c.encryptor() if encrypt else c.decryptor()
+        out += op.update(data[k * 512:(k + 1) * 512]) + op.finalize()
     return bytes(out)
 
 
@@ -51,20 +68,23 @@ def read_payload(path: str, offset: int, length: int, unit: int) -> bytes:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("op", choices=["xts-encrypt", "xts-sha256", "cbc-sha256"])
+    ap.add_argument("op", choices=["xts-encrypt", "xts-sha256", "cbc-sha256", "cbc-encrypt"])
     ap.add_argument("--plain")
     ap.add_argument("--image", required=True)
     ap.add_argument("--key-file", required=True)
     ap.add_argument("--offset", type=int, required=True)
     ap.add_argument("--sector", type=int, default=512)
     ap.add_argument("--length", type=int, default=-1)
-    ap.add_argument("--iv", choices=["plain", "plain64"], default="plain")
+    ap.add_argument("--iv", default=None, help="plain|plain64|essiv:HASH (cbc), plain64|plain (xts)")
     ap.add_argument("--iv-offset", type=int, default=0)
     a = ap.parse_args()
     key = open(a.key_file, "rb").read()
-    if a.op == "xts-encrypt":
+    if a.op in ("xts-encrypt", "cbc-encrypt"):
         plain = open(a.plain, "rb").read()
-        ct = xts(key, plain, 0, a.sector, True)
+        if a.op == "xts-encrypt":
+            ct = xts(key, plain, 0, a.sector, True, a.iv == "plain")
+        else:
+            ct = cbc(key, plain, 0, a.iv or "plain", True)
         with open(a.image, "r+b") as f:
             f.seek(a.offset)
             f.write(ct)
@@ -72,10 +92,11 @@ def main() -> None:
         print(json.dumps({"plaintext_sha256": hashlib.sha256(plain).hexdigest(), "bytes": len(ct)}))
     elif a.op == "xts-sha256":
         data = read_payload(a.image, a.offset, a.length, a.sector)
-        print(json.dumps({"sha256": hashlib.sha256(xts(key, data, 0, a.sector, False)).hexdigest(), "bytes": len(data)}))
+        pt = xts(key, data, 0, a.sector, False, a.iv == "plain")
+        print(json.dumps({"sha256": hashlib.sha256(pt).hexdigest(), "bytes": len(data)}))
     else:
         data = read_payload(a.image, a.offset, a.length, 512)
-        pt = cbc_decrypt(key, data, a.iv_offset, a.iv == "plain64")
+        pt = cbc(key, data, a.iv_offset, a.iv or "plain", False)
         print(json.dumps({"sha256": hashlib.sha256(pt).hexdigest(), "bytes": len(data)}))
 
 

@@ -116,31 +116,15 @@ pub fn random_bytes<const N: usize>() -> crate::Result<[u8; N]> {
     Ok(b)
 }
 
-/// The sector cipher for a LUKS cipher spec (`aes-xts-plain64`, `aes-cbc-plain`…).
+/// The sector cipher for a LUKS cipher spec (`aes-xts-plain64`, `aes-cbc-essiv:sha256`,
+/// `twofish-xts-plain64`…; [`crate::crypto::spec::CipherSpec`]).
 ///
 /// # Errors
-/// `Unsupported` for ciphers loopkit cannot run; `InvalidInput` for a key length that does
-/// not fit.
+/// `Unsupported` naming the spec for ciphers loopkit cannot run; `InvalidInput` for a key
+/// length that does not fit.
 pub fn sector_cipher(spec: &str, key: &[u8], sector_bytes: usize) -> crate::Result<Box<dyn SectorCipher>> {
-    use crate::crypto::cbc::{CbcSectors, EcbSectors, IvScheme};
-    let s = spec.to_ascii_lowercase();
-    let small = |c: Box<dyn SectorCipher>| -> crate::Result<Box<dyn SectorCipher>> {
-        if sector_bytes == 512 {
-            Ok(c)
-        } else {
-            Err(crate::Error::unsupported(format!("{spec} with {sector_bytes}-byte sectors")))
-        }
-    };
-    match s.as_str() {
-        "aes-xts-plain64" => Ok(Box::new(crate::crypto::xts::XtsSectors::new(key, sector_bytes)?)),
-        "aes-cbc-plain" => small(Box::new(CbcSectors::new(key, IvScheme::Plain)?)),
-        "aes-cbc-plain64" => small(Box::new(CbcSectors::new(key, IvScheme::Plain64)?)),
-        "aes-cbc-null" => small(Box::new(CbcSectors::new(key, IvScheme::Null)?)),
-        "aes-ecb" => small(Box::new(EcbSectors::new(key)?)),
-        _ => Err(crate::Error::unsupported(format!(
-            "cipher {spec} (loopkit decrypts aes-xts-plain64, aes-cbc-plain, aes-cbc-plain64, aes-cbc-null, aes-ecb)"
-        ))),
-    }
+    let parsed: crate::crypto::spec::CipherSpec = spec.parse()?;
+    parsed.build(key, sector_bytes)
 }
 
 /// Look for a LUKS header at byte 0 of `src`. `Ok(None)` = not LUKS.
@@ -694,6 +678,8 @@ mod tests {
         let l = read(&MemSource::new(w.bytes.clone())).unwrap().unwrap();
         assert_eq!(l.header.payload_offset_bytes, 1 << 20);
         spec.cipher = "twofish-cbc-plain".into();
+        assert!(write::luks2(&vk, &pass, &spec).is_ok(), "twofish is supported since issue 10");
+        spec.cipher = "camellia-cbc-plain".into();
         assert_eq!(write::luks2(&vk, &pass, &spec).unwrap_err().kind(), crate::ErrorKind::Unsupported);
     }
 }
