@@ -381,7 +381,7 @@ fn catalog_interrupt_resume_bitrot() -> TestResult {
     let c = collection!();
     let d = Scratch::new("batch-catalog");
     let dir = subset(c, &d, &["cl-rmd160-ext2.img", "cl-rmd160-ext4.img", "la-aes128-ext2.img", "plain-ext2.img"])?;
-    // A slow image sorted second: LUKS1 with 3 million PBKDF2 iterations (seconds to unlock).
+    // A slow image sorted second: LUKS1 with 15 million PBKDF2 iterations (seconds to unlock).
     let slow_pass = d.path("slow-pass");
     write_pass(&slow_pass, luks_read::NEW_PASS)?;
     let pl = plains().map_err(Failed::from)?;
@@ -390,7 +390,7 @@ fn catalog_interrupt_resume_bitrot() -> TestResult {
         "cl-rmd160-ext3-slow-luks.img",
         &pl.dir.join("ext2.img"),
         &slow_pass,
-        &["--type", "luks1", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "3000000"],
+        &["--type", "luks1", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "15000000"],
         32,
     )?;
     let map = d.path("map");
@@ -419,7 +419,8 @@ fn catalog_interrupt_resume_bitrot() -> TestResult {
     let mut first = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut first).map_err(|e| e.to_string())?;
     ensure!(first.contains("cl-rmd160-ext2.img"), "first line: {first}");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The slow image's unlock takes over a second (15 M PBKDF2 iterations); interrupt well inside it.
+    std::thread::sleep(std::time::Duration::from_millis(100));
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(child.id() as i32).ok_or("pid")?,
         rustix::process::Signal::INT,
@@ -753,7 +754,7 @@ fn time_budget() -> TestResult {
         "runaway.img",
         &pl.dir.join("ext2.img"),
         &slow_pass,
-        &["--type", "luks1", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "3000000"],
+        &["--type", "luks1", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "15000000"],
         32,
     )?;
     let t = std::time::Instant::now();
