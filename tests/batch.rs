@@ -377,22 +377,23 @@ fn subset(c: &Collection, d: &Scratch, names: &[&str]) -> Result<PathBuf, Failed
     Ok(dir)
 }
 
+/// A LUKS1 image `name` in `dir` whose keyslot takes 15 million PBKDF2 iterations (over a second
+/// to unlock on this machine); returns its passphrase file.
+fn slow_luks(d: &Scratch, dir: &Path, name: &str) -> Result<PathBuf, Failed> {
+    let slow_pass = d.path("slow-pass");
+    write_pass(&slow_pass, luks_read::NEW_PASS)?;
+    let pl = plains().map_err(Failed::from)?;
+    let opts = ["--type", "luks1", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "15000000"];
+    luks(dir, name, &pl.dir.join("ext2.img"), &slow_pass, &opts, 32)?;
+    Ok(slow_pass)
+}
+
 fn catalog_interrupt_resume_bitrot() -> TestResult {
     let c = collection!();
     let d = Scratch::new("batch-catalog");
     let dir = subset(c, &d, &["cl-rmd160-ext2.img", "cl-rmd160-ext4.img", "la-aes128-ext2.img", "plain-ext2.img"])?;
     // A slow image sorted second: LUKS1 with 15 million PBKDF2 iterations (seconds to unlock).
-    let slow_pass = d.path("slow-pass");
-    write_pass(&slow_pass, luks_read::NEW_PASS)?;
-    let pl = plains().map_err(Failed::from)?;
-    luks(
-        &dir,
-        "cl-rmd160-ext3-slow-luks.img",
-        &pl.dir.join("ext2.img"),
-        &slow_pass,
-        &["--type", "luks1", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "15000000"],
-        32,
-    )?;
+    let slow_pass = slow_luks(&d, &dir, "cl-rmd160-ext3-slow-luks.img")?;
     let map = d.path("map");
     std::fs::write(&map, format!("*slow-luks.img passphrase-file {}\n", slow_pass.display()))
         .map_err(|e| e.to_string())?;
@@ -746,17 +747,7 @@ fn time_budget() -> TestResult {
     let c = collection!();
     let d = Scratch::new("batch-budget");
     let dir = subset(c, &d, &["plain-ext2.img"])?;
-    let slow_pass = d.path("slow-pass");
-    write_pass(&slow_pass, luks_read::NEW_PASS)?;
-    let pl = plains().map_err(Failed::from)?;
-    luks(
-        &dir,
-        "runaway.img",
-        &pl.dir.join("ext2.img"),
-        &slow_pass,
-        &["--type", "luks1", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "15000000"],
-        32,
-    )?;
+    let slow_pass = slow_luks(&d, &dir, "runaway.img")?;
     let t = std::time::Instant::now();
     let out = run(&mut loopkit(&[
         "verify",
