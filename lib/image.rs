@@ -26,7 +26,12 @@ pub enum Content {
     /// A cryptoloop / loop-AES payload, parameters found (or confirmed) by detection.
     Legacy(Box<Outcome>),
     /// A LUKS container, locked (no passphrase given).
-    Luks(luks::Header),
+    Luks {
+        /// Its header.
+        header: luks::Header,
+        /// The detached header file it came from (`--header`), if not from the image.
+        detached_header: Option<PathBuf>,
+    },
     /// A LUKS container unlocked with the given passphrase or key file.
     LuksUnlocked(Box<LuksUnlocked>),
     /// Nothing recognisable and no secret given: probably encrypted.
@@ -252,7 +257,7 @@ fn open_luks(
     let pass = match (&secrets.passphrase, &secrets.key_file) {
         (Some(p), _) => p.clone(),
         (None, Some(k)) => crate::crypto::Passphrase::new(k.raw.to_vec()),
-        (None, None) => return Ok(Content::Luks(l.header)),
+        (None, None) => return Ok(Content::Luks { header: l.header, detached_header }),
     };
     let u = l.unlock_with(hdr_src, &pass, kdf)?;
     let (layout, cipher) = l.payload(data_src.size_bytes(), &u.volume_key)?;
@@ -331,7 +336,7 @@ impl Opened {
                 layout.offset_bytes += at;
                 Some((layout, Arc::from(cipher)))
             }
-            Content::Luks(_) | Content::NeedsSecret { .. } => None,
+            Content::Luks { .. } | Content::NeedsSecret { .. } => None,
         })
     }
 
@@ -356,7 +361,7 @@ impl Opened {
     /// LUKS container or an image that needs a secret): says which secret to give.
     pub fn locked_error(&self) -> crate::Error {
         let what = match &self.content {
-            Content::Luks(_) => "this is a LUKS container",
+            Content::Luks { .. } => "this is a LUKS container",
             _ => "the image looks encrypted",
         };
         crate::Error::invalid(format!(

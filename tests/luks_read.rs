@@ -405,6 +405,19 @@ fn keyslots_and_detached() -> TestResult {
         r["plaintext_sha256"]
     );
     ensure!(v["cryptsetup"].as_str().is_some_and(|c| c.contains("--header")), "{v}");
+    // Locked (no passphrase): the printed line must name the header too. cryptsetup runs it
+    // (as `--test-passphrase`, which needs no device-mapper) and accepts the passphrase.
+    let o = run(&mut loopkit(&["inspect", "--json", "--header", hdr.to_str().unwrap(), data.to_str().unwrap()]))?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).map_err(|e| e.to_string())?;
+    let line = v["cryptsetup"].as_str().unwrap_or("").to_string();
+    ensure!(line.starts_with("cryptsetup open --readonly ") && line.contains("--header"), "locked inspect: {v}");
+    let test = line.replacen(
+        "cryptsetup open --readonly ",
+        &format!("cryptsetup open --test-passphrase --key-file {} ", pass.display()),
+        1,
+    );
+    let o = run(Command::new("sh").arg("-c").arg(&test))?;
+    ensure!(o.status.success(), "{test}: {}", String::from_utf8_lossy(&o.stderr));
     Ok(Completion::Completed)
 }
 

@@ -37,7 +37,7 @@ pub fn open_keeping_secrets(
     let mut secrets = crate::secrets::collect(s)?;
     let opened = loopkit::image::open(image, &secrets, &opts)?;
     let opened = if secrets.is_empty()
-        && matches!(opened.content, Content::NeedsSecret { .. } | Content::Luks(_))
+        && matches!(opened.content, Content::NeedsSecret { .. } | Content::Luks { .. })
         && let Some(p) = crate::secrets::prompt(s, image)?
     {
         secrets.passphrase = Some(p);

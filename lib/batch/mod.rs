@@ -477,7 +477,7 @@ impl Job {
                 }
                 true
             }
-            Content::Luks(_) => true,
+            Content::Luks { .. } => true,
             _ => false,
         };
         let mut secrets = Secrets::default();

@@ -68,7 +68,7 @@ pub fn source_info(opened: &Opened, layout: Layout) -> crate::Result<SourceInfo>
                 ..base(&format!("luks{}", h.version))
             }
         }
-        Content::Luks(_) | Content::NeedsSecret { .. } => {
+        Content::Luks { .. } | Content::NeedsSecret { .. } => {
             return Err(crate::Error::invalid(
                 "the source is encrypted and locked: give its passphrase (--passphrase-file/--passphrase-fd) or --key-file",
             ));
@@ -115,7 +115,7 @@ pub fn detached_segment(opened: &Opened) -> crate::Result<(String, u64, Option<u
                  into a new LUKS2 container",
             ));
         }
-        Content::LuksUnlocked(_) | Content::Luks(_) => {
+        Content::LuksUnlocked(_) | Content::Luks { .. } => {
             return Err(crate::Error::unsupported(
                 "the source already has a LUKS header; use --mode reencrypt to rewrite it as a new container",
             ));
@@ -276,7 +276,7 @@ pub fn plain_mapping(
                 notes,
             })
         }
-        Content::LuksUnlocked(_) | Content::Luks(_) => Ok(PlainMapping {
+        Content::LuksUnlocked(_) | Content::Luks { .. } => Ok(PlainMapping {
             passphrase_command: Some(format!("cryptsetup open --readonly {q} {name}")),
             key_file_command: None,
             crypttab: Some(format!("{name} {} none luks,readonly", crypttab_field(abs_image))),

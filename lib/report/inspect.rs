@@ -183,8 +183,9 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
             }
             r.detection = Some(detection_of(o));
         }
-        Content::Luks(h) => {
-            luks_report(&mut r, h, &image, None, None);
+        Content::Luks { header, detached_header } => {
+            let hdr = detached_header.as_ref().map(|p| p.display().to_string());
+            luks_report(&mut r, header, &image, None, hdr);
             r.needs_secret = true;
         }
         Content::LuksUnlocked(u) => {
