@@ -11,21 +11,9 @@ use loopkit::progress::Interrupt;
 
 /// The process's Ctrl-C flag, for work started while opening an image (key derivations).
 pub static INTERRUPT: std::sync::OnceLock<Interrupt> = std::sync::OnceLock::new();
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::Path;
 use zeroize::Zeroizing;
-
-/// Largest passphrase source read (only its first line is used).
-const PASSPHRASE_MAX_BYTES: u64 = 64 * 1024;
-
-fn read_bounded(mut r: impl Read, what: &str) -> loopkit::Result<Passphrase> {
-    let mut buf = Zeroizing::new(Vec::new());
-    (&mut r)
-        .take(PASSPHRASE_MAX_BYTES)
-        .read_to_end(&mut buf)
-        .map_err(|e| loopkit::Error::io(format!("cannot read the passphrase from {what}"), e))?;
-    Ok(Passphrase::from_file_contents(buf.to_vec()))
-}
 
 /// The passphrase from `--passphrase-file` / `--passphrase-fd`, if given.
 pub fn passphrase(args: &SecretArgs) -> loopkit::Result<Option<Passphrase>> {
@@ -34,17 +22,17 @@ pub fn passphrase(args: &SecretArgs) -> loopkit::Result<Option<Passphrase>> {
     }
     if let Some(p) = &args.passphrase_file {
         if p == Path::new("-") {
-            return read_bounded(std::io::stdin().lock(), "standard input").map(Some);
+            return Passphrase::read_bounded(std::io::stdin().lock(), "standard input").map(Some);
         }
         let f = std::fs::File::open(p)
             .map_err(|e| loopkit::Error::io(format!("cannot open passphrase file {}", p.display()), e))?;
-        return read_bounded(f, &p.display().to_string()).map(Some);
+        return Passphrase::read_bounded(f, &p.display().to_string()).map(Some);
     }
     if let Some(fd) = args.passphrase_fd {
         let path = format!("/proc/self/fd/{fd}");
         let f = std::fs::File::open(&path)
             .map_err(|e| loopkit::Error::io(format!("cannot read passphrase from file descriptor {fd}"), e))?;
-        return read_bounded(f, &format!("file descriptor {fd}")).map(Some);
+        return Passphrase::read_bounded(f, &format!("file descriptor {fd}")).map(Some);
     }
     Ok(None)
 }
@@ -66,17 +54,17 @@ pub fn new_passphrase(file: Option<&Path>, fd: Option<u32>, no_prompt: bool) -> 
         (Some(_), Some(_)) => {
             return Err(loopkit::Error::invalid("give either --new-passphrase-file or --new-passphrase-fd, not both"));
         }
-        (Some(p), None) if p == Path::new("-") => read_bounded(std::io::stdin().lock(), "standard input")?,
+        (Some(p), None) if p == Path::new("-") => Passphrase::read_bounded(std::io::stdin().lock(), "standard input")?,
         (Some(p), None) => {
             let f = std::fs::File::open(p)
                 .map_err(|e| loopkit::Error::io(format!("cannot open new passphrase file {}", p.display()), e))?;
-            read_bounded(f, &p.display().to_string())?
+            Passphrase::read_bounded(f, &p.display().to_string())?
         }
         (None, Some(fd)) => {
             let f = std::fs::File::open(format!("/proc/self/fd/{fd}")).map_err(|e| {
                 loopkit::Error::io(format!("cannot read the new passphrase from file descriptor {fd}"), e)
             })?;
-            read_bounded(f, &format!("file descriptor {fd}"))?
+            Passphrase::read_bounded(f, &format!("file descriptor {fd}"))?
         }
         (None, None) => {
             if no_prompt || !std::io::stderr().is_terminal() || !std::io::stdin().is_terminal() {

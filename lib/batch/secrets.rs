@@ -16,11 +16,7 @@
 use crate::crypto::Passphrase;
 use crate::detect::Secrets;
 use crate::formats::loopaes::KeyFile;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-
-/// Largest passphrase file read (only its first line is used).
-const PASSPHRASE_MAX_BYTES: u64 = 64 * 1024;
 
 /// One line of a secrets file.
 #[derive(Debug, Clone)]
@@ -109,11 +105,7 @@ impl SecretMap {
 pub fn read_passphrase_file(path: &Path) -> crate::Result<Passphrase> {
     let f = std::fs::File::open(path)
         .map_err(|e| crate::Error::io(format!("cannot open passphrase file {}", path.display()), e))?;
-    let mut buf = zeroize::Zeroizing::new(Vec::new());
-    f.take(PASSPHRASE_MAX_BYTES)
-        .read_to_end(&mut buf)
-        .map_err(|e| crate::Error::io(format!("cannot read the passphrase from {}", path.display()), e))?;
-    Ok(Passphrase::from_file_contents(buf.to_vec()))
+    Passphrase::read_bounded(f, &path.display().to_string())
 }
 
 /// The length cryptsetup advice needs (never the secret itself): the passphrase's, unless it

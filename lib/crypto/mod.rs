@@ -80,7 +80,23 @@ impl Passphrase {
         }
         Passphrase::new(contents)
     }
+    /// Read a passphrase source (file, fd, stdin): at most [`PASSPHRASE_SOURCE_MAX_BYTES`],
+    /// of which the first line is the passphrase. `what` names the source in errors.
+    ///
+    /// # Errors
+    /// `Io` naming `what`.
+    pub fn read_bounded(r: impl std::io::Read, what: &str) -> crate::Result<Self> {
+        use std::io::Read;
+        let mut buf = Zeroizing::new(Vec::new());
+        r.take(PASSPHRASE_SOURCE_MAX_BYTES)
+            .read_to_end(&mut buf)
+            .map_err(|e| crate::Error::io(format!("cannot read the passphrase from {what}"), e))?;
+        Ok(Passphrase::from_file_contents(std::mem::take(&mut *buf)))
+    }
 }
+
+/// Largest passphrase source read (only its first line is used).
+pub const PASSPHRASE_SOURCE_MAX_BYTES: u64 = 64 * 1024;
 
 impl fmt::Debug for Passphrase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
