@@ -10,28 +10,34 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 for t in luks_header luks2_json dvdisaster_headers ext iso9660 loopaes_keyfile fs_probe open_verify; do
     mkdir -p "$out/$t"
 done
-# A tiny tree: files (empty, small, with a hole), a symlink, a hard link, a 120-entry directory
-# (htree on ext4), a deep path.
+# A tiny tree: files (empty, small, with a hole), a symlink, a hard link, a 120-entry directory,
+# a deep path. Kept small so the images are 128-512 KiB: the smaller the input, the more
+# executions per second (and libFuzzer's mutations land in metadata, not in file data).
 mkdir -p "$tmp/tree/big" "$tmp/tree/a/b/c/d"
 printf 'hello\n' > "$tmp/tree/small.txt"; : > "$tmp/tree/empty"
-dd if=/dev/urandom of="$tmp/tree/a/b/c/d/data.bin" bs=1k count=40 2>/dev/null
-truncate -s 300k "$tmp/tree/sparse"; printf 'x' | dd of="$tmp/tree/sparse" bs=1 seek=200000 conv=notrunc 2>/dev/null
+dd if=/dev/urandom of="$tmp/tree/a/b/c/d/data.bin" bs=1k count=12 2>/dev/null
+truncate -s 40k "$tmp/tree/sparse"; printf 'x' | dd of="$tmp/tree/sparse" bs=1 seek=30000 conv=notrunc 2>/dev/null
 ln -s small.txt "$tmp/tree/link"; ln "$tmp/tree/small.txt" "$tmp/tree/hard"
 i=0; while [ $i -lt 120 ]; do : > "$tmp/tree/big/entry-$i-with-a-longish-name"; i=$((i + 1)); done
-# ext2 (1 KiB blocks, block maps), ext4 (extents, htree, metadata_csum), ext4 with inline data;
+# ext2 (1 KiB blocks, block maps), ext4 (extents, metadata_csum), ext4 with inline data;
 # no journals (the seeds stay small).
-mk() { truncate -s 2M "$tmp/$1.img"; shift 0; }
-mk ext2 && mkfs.ext2 -q -F -b 1024 -N 256 -d "$tmp/tree" "$tmp/ext2.img"
-mk ext4 && mkfs.ext4 -q -F -O ^has_journal -N 256 -d "$tmp/tree" "$tmp/ext4.img"
-mk ext4i && mkfs.ext4 -q -F -O ^has_journal,inline_data -N 256 -d "$tmp/tree" "$tmp/ext4i.img"
+mk() { truncate -s "$2" "$tmp/$1.img"; }
+mk ext2 128k && mkfs.ext2 -q -F -b 1024 -N 160 -d "$tmp/tree" "$tmp/ext2.img"
+mk ext4 512k && mkfs.ext4 -q -F -O ^has_journal -b 1024 -N 192 -d "$tmp/tree" "$tmp/ext4.img"
+mk ext4i 512k && mkfs.ext4 -q -F -O ^has_journal,inline_data -b 1024 -N 192 -d "$tmp/tree" "$tmp/ext4i.img"
 for fs in ext2 ext4 ext4i; do
     cp "$tmp/$fs.img" "$out/ext/$fs.img"
     head -c 4096 "$tmp/$fs.img" > "$out/fs_probe/$fs.head"
 done
 cp "$tmp/ext2.img" "$out/open_verify/ext2.img"
-genisoimage -quiet -R -J -o "$tmp/rr.iso" "$tmp/tree" 2>/dev/null || genisoimage -quiet -R -o "$tmp/rr.iso" "$tmp/tree"
-head -c 1048576 "$tmp/rr.iso" > "$out/iso9660/rr-joliet.iso"
+genisoimage -quiet -no-pad -R -J -o "$tmp/rr.iso" "$tmp/tree" 2>/dev/null || genisoimage -quiet -no-pad -R -o "$tmp/rr.iso" "$tmp/tree"
+cp "$tmp/rr.iso" "$out/iso9660/rr-joliet.iso"
 head -c 40960 "$tmp/rr.iso" > "$out/fs_probe/iso.head"
+# open_verify runs with the passphrase "fuzz": a cryptoloop (util-linux SHA-256, AES-128) ext2
+# so the key search finds a key and the encrypted path reaches the file-system checks.
+printf 'fuzz' > "$tmp/fuzzpass"
+python3 "$root/testdata/gen/legacy.py" encrypt --plain "$tmp/ext2.img" --scheme cryptoloop \
+    --derivation sha256 --key-bits 128 --passphrase-file "$tmp/fuzzpass" --out "$out/open_verify/cryptoloop-ext2.img" >/dev/null
 printf 'loopkit fuzz seed' > "$tmp/pass"
 for v in luks1 luks2; do
     truncate -s 20M "$tmp/$v.img"

@@ -381,11 +381,11 @@ impl<'a> Ext<'a> {
             if index_blocks.contains(&n) {
                 continue;
             }
-            let where_ = format!("directory inode {} block {n}", inode.ino);
             if !file.is_mapped(n) {
                 holes += 1;
                 continue;
             }
+            let where_ = format!("directory inode {} block {n}", inode.ino);
             let block = match read(n) {
                 Ok(b) => b,
                 Err(e) => {
