@@ -162,6 +162,7 @@ pub fn verify(r: &Verify) -> String {
         let sev = match p.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Info => "info",
         };
         let _ = writeln!(o, "  {sev:<8} {}: {}", p.code, p.message);
     }
@@ -246,6 +247,7 @@ pub fn repair(r: &Repair) -> String {
         let sev = match p.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Info => "info",
         };
         let _ = writeln!(o, "  {sev:<8} {}: {}", p.code, p.message);
     }

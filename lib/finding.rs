@@ -14,6 +14,9 @@ pub enum Severity {
     Error,
     /// Worth knowing; does not fail verification.
     Warning,
+    /// A remark about how the data was read (where a header was found, which copy was used):
+    /// what `inspect` lists as `notes`, never a problem.
+    Info,
 }
 
 /// Something wrong (or notable) in the data.
@@ -42,9 +45,17 @@ impl Finding {
     pub fn warning(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Finding { severity: Severity::Warning, ..Finding::error(code, message) }
     }
+    /// A remark (see [`Severity::Info`]).
+    pub fn info(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Finding { severity: Severity::Info, ..Finding::error(code, message) }
+    }
     /// Whether the data is damaged (an error, not a warning).
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
+    }
+    /// The messages of `findings`, in order: the `notes` arrays of the JSON documents.
+    pub fn messages(findings: &[Finding]) -> Vec<String> {
+        findings.iter().map(|f| f.message.clone()).collect()
     }
     /// The same finding located at byte `offset`.
     pub fn at(mut self, offset: u64) -> Self {

@@ -5,6 +5,7 @@
 
 use crate::crypto::{NullCipher, SectorCipher};
 use crate::detect::{self, Constraints, Outcome, Secrets};
+use crate::finding::Finding;
 use crate::formats::legacy::KeyMaterial;
 use crate::formats::luks;
 use crate::fs::FsInfo;
@@ -80,8 +81,8 @@ pub struct Opened {
     pub ecc_unusable: Vec<String>,
     /// What is in it.
     pub content: Content,
-    /// Remarks for the user.
-    pub notes: Vec<String>,
+    /// Remarks for the user (info findings from the headers and the search; `inspect`'s notes).
+    pub notes: Vec<Finding>,
 }
 
 /// Options for [`open`].
@@ -157,7 +158,7 @@ pub fn open_source(
         _ => file.clone(),
     };
     let size = data.size_bytes();
-    let mut notes: Vec<String> = ecc.iter().flat_map(ecc_notes).collect();
+    let mut notes: Vec<Finding> = ecc.iter().flat_map(ecc_notes).collect();
     let c = &opts.constraints;
     if let Some(off) = c.offset_bytes
         && off >= size
@@ -185,7 +186,7 @@ fn classify(
     data: &dyn ByteSource,
     secrets: &Secrets,
     opts: &OpenOptions,
-    notes: &mut Vec<String>,
+    notes: &mut Vec<Finding>,
 ) -> crate::Result<Content> {
     let c = &opts.constraints;
     let explicit_crypto = c.scheme.is_some() || c.mode.is_some();
@@ -201,13 +202,19 @@ fn classify(
         let w = crate::source::Window::new(data, at, None);
         if let Some(l) = luks::read(&w)? {
             if at != 0 {
-                notes.push(format!("the LUKS header starts at byte {at} (losetup --offset {at})"));
+                notes.push(Finding::info(
+                    "luks.offset",
+                    format!("the LUKS header starts at byte {at} (losetup --offset {at})"),
+                ));
             }
             return open_luks(l, &w, &w, secrets, &opts.kdf, None, at, notes);
         }
         if let Some((off, fs)) = detect::detect_plain(data, c.offset_bytes, c.size_limit_bytes)? {
             if !secrets.is_empty() {
-                notes.push("the image is not encrypted; the passphrase/key file was not needed".into());
+                notes.push(Finding::info(
+                    "image.not-encrypted",
+                    "the image is not encrypted; the passphrase/key file was not needed",
+                ));
             }
             return Ok(Content::Plain { offset_bytes: off, fs });
         }
@@ -227,13 +234,16 @@ fn classify(
 }
 
 /// What `inspect` says about dvdisaster ECC found for the image.
-fn ecc_notes(e: &crate::formats::dvdisaster::Ecc) -> Vec<String> {
-    let mut v = vec![format!("dvdisaster error correction data: {}", e.describe())];
+fn ecc_notes(e: &crate::formats::dvdisaster::Ecc) -> Vec<Finding> {
+    let mut v = vec![Finding::info("ecc.found", format!("dvdisaster error correction data: {}", e.describe()))];
     if e.is_augmented() {
-        v.push(format!(
-            "the original image is the first {} bytes ({} sectors of 2048); the error correction data follows",
-            e.data_bytes(),
-            e.data_sectors()
+        v.push(Finding::info(
+            "ecc.augmented",
+            format!(
+                "the original image is the first {} bytes ({} sectors of 2048); the error correction data follows",
+                e.data_bytes(),
+                e.data_sectors()
+            ),
         ));
     }
     v.extend(e.notes.iter().cloned());
@@ -251,7 +261,7 @@ fn open_luks(
     kdf: &luks::KdfPolicy,
     detached_header: Option<PathBuf>,
     device_offset_bytes: u64,
-    notes: &mut Vec<String>,
+    notes: &mut Vec<Finding>,
 ) -> crate::Result<Content> {
     notes.extend(l.header.notes.iter().cloned());
     let pass = match (&secrets.passphrase, &secrets.key_file) {

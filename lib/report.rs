@@ -241,6 +241,6 @@ pub(crate) fn filesystem_of(fs: &crate::fs::FsInfo) -> Filesystem {
         uuid: fs.uuid.clone(),
         size_bytes: fs.size_bytes,
         block_size: fs.block_size,
-        notes: fs.notes.clone(),
+        notes: crate::finding::Finding::messages(&fs.notes),
     }
 }

@@ -379,12 +379,14 @@ fn verify_payload(
             if fs.confidence < crate::fs::STRONG_CONFIDENCE && !fs.kind.is_container() {
                 problems.push(Problem::error(
                     "fs.implausible",
-                    format!("the {} superblock fails consistency checks: {}", fs.kind, fs.notes.join("; ")),
+                    format!(
+                        "the {} superblock fails consistency checks: {}",
+                        fs.kind,
+                        Problem::messages(&fs.notes).join("; ")
+                    ),
                 ));
             } else {
-                for n in &fs.notes {
-                    problems.push(Problem::warning("fs.note", n.clone()));
-                }
+                problems.extend(fs.notes.iter().cloned());
             }
         }
         // Only a legacy image opened with fully pinned parameters can get here without anything

@@ -122,8 +122,8 @@ pub struct FsInfo {
     pub block_size: Option<u32>,
     /// 0–100; see [`STRONG_CONFIDENCE`].
     pub confidence: u8,
-    /// Remarks (dirty, needs journal recovery, …).
-    pub notes: Vec<String>,
+    /// Remarks (dirty, needs journal recovery, …): `fs.note` warnings, which `verify` reports.
+    pub notes: Vec<crate::finding::Finding>,
 }
 
 type Probe = fn(&dyn ByteSource) -> io::Result<Option<FsInfo>>;
@@ -183,6 +183,11 @@ fn uuid(b: &[u8]) -> Option<String> {
 
 pub use crate::fs::ext::{EXT_SUPER_MAGIC, EXT_SUPERBLOCK_OFFSET};
 
+/// A remark about a file system (`fs.note`).
+fn note(message: impl Into<String>) -> crate::finding::Finding {
+    crate::finding::Finding::warning("fs.note", message)
+}
+
 /// Identify an ext superblock (1024 bytes) leniently ([`Strictness::Lenient`]) and describe it.
 pub fn ext_superblock(sb: &[u8]) -> Option<FsInfo> {
     let sbk = Superblock::parse_with(sb, Strictness::Lenient).ok()?;
@@ -192,18 +197,18 @@ pub fn ext_superblock(sb: &[u8]) -> Option<FsInfo> {
         // The one field that depends on the first 4 bytes of the sector (the CBC IV with
         // cryptoloop): a mismatch here means right key, wrong IV offset.
         confidence = 50;
-        notes.push(format!(
+        notes.push(note(format!(
             "inode count {} is not inodes_per_group {} × {} groups",
             sbk.inodes_count, sbk.inodes_per_group, sbk.groups
-        ));
+        )));
     }
     if sbk.incompat & crate::fs::ext::superblock::INCOMPAT_RECOVER != 0 {
-        notes.push("the journal needs recovery (the file system was not unmounted cleanly)".into());
+        notes.push(note("the journal needs recovery (the file system was not unmounted cleanly)"));
     } else if sbk.state & 1 == 0 {
-        notes.push("the file system is marked not clean".into());
+        notes.push(note("the file system is marked not clean"));
     }
     if sbk.state & 2 != 0 {
-        notes.push("the file system is marked as having errors".into());
+        notes.push(note("the file system is marked as having errors"));
     }
     Some(FsInfo {
         kind: sbk.kind(),
@@ -228,10 +233,10 @@ fn probe_ext(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
     }
     Ok(crate::fs::ext::backup::find(src)?.and_then(|b| {
         let mut info = ext_superblock(&b.raw)?;
-        info.notes.push(format!(
+        info.notes.push(note(format!(
             "the primary superblock is damaged; the backup superblock at block {} (group 1) is intact",
             b.block
-        ));
+        )));
         Some(info)
     }))
 }
@@ -504,7 +509,7 @@ fn probe_dos(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
         // Signature, four boot flags of 0 or 0x80 and partitions that all lie inside the image:
         // random data (a wrong key) practically never looks like that.
         confidence: if inside { 85 } else { 60 },
-        notes: vec!["a DOS partition table (the file systems are inside the partitions)".into()],
+        notes: vec![note("a DOS partition table (the file systems are inside the partitions)")],
     }))
 }
 
@@ -544,7 +549,7 @@ fn probe_gpt(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
         size_bytes: None,
         block_size: None,
         confidence: 95,
-        notes: vec!["a GUID partition table (the file systems are inside the partitions)".into()],
+        notes: vec![note("a GUID partition table (the file systems are inside the partitions)")],
     }))
 }
 
@@ -584,7 +589,7 @@ fn probe_lvm2(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
             size_bytes: (size != 0).then_some(size),
             block_size: None,
             confidence: 90,
-            notes: vec!["an LVM2 physical volume (the file systems are inside its logical volumes)".into()],
+            notes: vec![note("an LVM2 physical volume (the file systems are inside its logical volumes)")],
         }));
     }
     Ok(None)

@@ -487,7 +487,7 @@ fn verify_output(
         return Err(crate::Error::corrupt(format!(
             "{}: the new header reads back with problems: {}",
             path.display(),
-            l.header.notes.join("; ")
+            crate::finding::Finding::messages(&l.header.notes).join("; ")
         )));
     }
     let u = l.unlock(&src, pass).map_err(|e| e.context(format!("unlocking {} read back", path.display())))?;

@@ -63,7 +63,19 @@ fn registry() -> io::Result<&'static Registry> {
 /// no `CAP_LEASE` for a file we do not own…).
 pub fn acquire(fd: BorrowedFd<'_>, holder: Weak<dyn LeaseHolder>, what: &str) -> crate::Result<()> {
     let reg = registry().map_err(|e| crate::Error::io("lease watcher", e))?;
-    match sys::set_lease(fd, Lease::Write) {
+    // EAGAIN can be transient: a process that forked while it had the file open (even our own
+    // caller's, from another thread) keeps that open file until it execs, and a `cp` or
+    // `sha256sum` that just finished may still be closing it. A few short retries (0.75 s in
+    // all) tell those apart from a real holder, which is refused as before.
+    let mut result = sys::set_lease(fd, Lease::Write);
+    for pause_ms in [10, 40, 100, 200, 400] {
+        if !matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EAGAIN)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+        result = sys::set_lease(fd, Lease::Write);
+    }
+    match result {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
             return Err(crate::Error::new(

@@ -139,7 +139,7 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
         detection: None,
         ecc: opened.ecc.as_ref().map(ecc_of),
         luks: None,
-        notes: opened.notes.clone(),
+        notes: crate::finding::Finding::messages(&opened.notes),
     };
     match &opened.content {
         Content::Plain { offset_bytes, .. } => {

@@ -19,6 +19,7 @@ pub mod rs;
 pub mod strip;
 pub mod verify;
 
+use crate::finding::Finding;
 use crate::source::{ByteSource, FileSource};
 use layout::{
     COOKIE, CrcBlock, ECC_SECTOR_BYTES, EccHeader, HEADER_BYTES, HeaderFault, MFLAG_ECC_FILE, Method, Rs01Layout,
@@ -81,8 +82,8 @@ pub struct Ecc {
     pub header_sector: u64,
     /// The header was damaged and rebuilt from the RS03 CrcBlock at this sector.
     pub rebuilt_from: Option<u64>,
-    /// Remarks about how the header was found.
-    pub notes: Vec<String>,
+    /// Remarks about how the header was found (`ecc.*` info findings).
+    pub notes: Vec<crate::finding::Finding>,
 }
 
 impl Ecc {
@@ -337,10 +338,13 @@ fn find_with(src: &dyn ByteSource, pr: &mut Prober<'_>) -> crate::Result<Option<
         && let Ok(Some(mut ecc)) = accept_augmented(src, *h, p)
         && expected_sectors(&ecc.layout).is_some_and(|t| t + 2 >= pr.nsec)
     {
-        ecc.notes.push(format!(
-            "the header's medium fingerprint does not match sector {} of the image (damaged sector, or a \
-                     stale header)",
-            ecc.header.fp_sector
+        ecc.notes.push(Finding::info(
+            "ecc.fingerprint",
+            format!(
+                "the header's medium fingerprint does not match sector {} of the image (damaged sector, or a \
+                 stale header)",
+                ecc.header.fp_sector
+            ),
         ));
         return Ok(Some(ecc));
     }
@@ -417,18 +421,27 @@ fn accept_augmented(src: &dyn ByteSource, h: EccHeader, p: u64) -> crate::Result
             };
             let mut notes = Vec::new();
             if l.modulo != cands[0].modulo {
-                notes.push(format!(
-                    "RS02 header modulo {} (layout variant of dvdisaster's recomputed {})",
-                    l.modulo, cands[0].modulo
+                notes.push(Finding::info(
+                    "ecc.rs02-layout",
+                    format!(
+                        "RS02 header modulo {} (layout variant of dvdisaster's recomputed {})",
+                        l.modulo, cands[0].modulo
+                    ),
                 ));
             }
             if h.sectors_added_by_ecc == 0 {
-                notes.push("pre-0.79.5 RS02 header (no recorded ECC size); layout taken from the header copies".into());
+                notes.push(Finding::info(
+                    "ecc.rs02-layout",
+                    "pre-0.79.5 RS02 header (no recorded ECC size); layout taken from the header copies",
+                ));
             } else if l.ecc_sectors != h.sectors_added_by_ecc {
-                notes.push(format!(
-                    "the header records {} ECC sectors, which matches no RS02 layout; layout taken from the header \
-                     copies instead",
-                    h.sectors_added_by_ecc
+                notes.push(Finding::info(
+                    "ecc.rs02-layout",
+                    format!(
+                        "the header records {} ECC sectors, which matches no RS02 layout; layout taken from the \
+                         header copies instead",
+                        h.sectors_added_by_ecc
+                    ),
                 ));
             }
             // Prefer the primary header at ds when it is intact and identical.
@@ -437,8 +450,10 @@ fn accept_augmented(src: &dyn ByteSource, h: EccHeader, p: u64) -> crate::Result
                 let primary = read_at_most(src, l.ds * ECC_SECTOR_BYTES, HEADER_BYTES)?;
                 match EccHeader::parse(&primary) {
                     Ok(ph) if ph.raw == h.raw => p = l.ds,
-                    _ => notes
-                        .push(format!("the first header (sector {}) is damaged; using the copy at sector {p}", l.ds)),
+                    _ => notes.push(Finding::info(
+                        "ecc.header-copy",
+                        format!("the first header (sector {}) is damaged; using the copy at sector {p}", l.ds),
+                    )),
                 }
             }
             Ok(Some(Ecc {
@@ -532,8 +547,11 @@ fn rs03_from_crc_block(src: &dyn ByteSource, pr: &mut Prober<'_>, cb: &CrcBlock,
         placement: Placement::Augmented,
         header_sector: ds,
         rebuilt_from: Some(at),
-        notes: vec![format!(
-            "the RS03 header at sector {ds} is damaged or missing; layout rebuilt from the CRC block at sector {at}"
+        notes: vec![Finding::info(
+            "ecc.header-rebuilt",
+            format!(
+                "the RS03 header at sector {ds} is damaged or missing; layout rebuilt from the CRC block at sector {at}"
+            ),
         )],
     })
 }
@@ -572,14 +590,19 @@ pub fn open_ecc_source(file: Arc<dyn ByteSource>, path: &Path) -> crate::Result<
             Err(f) => {
                 let (cb, at) = find_crc_block_in_ecc_file(src)?
                     .ok_or_else(|| header_error(&format!("{name}: RS03 header"), &f))?;
-                let note =
-                    format!("the header of {name} is damaged ({f}); rebuilt from the CRC block at file sector {at}");
+                let note = Finding::info(
+                    "ecc.header-rebuilt",
+                    format!("the header of {name} is damaged ({f}); rebuilt from the CRC block at file sector {at}"),
+                );
                 (cb.to_header(), Some(at), vec![note])
             }
         },
         Err(HeaderFault::NoCookie) => match find_crc_block_in_ecc_file(src)? {
             Some((cb, at)) => {
-                let note = format!("{name} has no readable header; rebuilt from the CRC block at file sector {at}");
+                let note = Finding::info(
+                    "ecc.header-rebuilt",
+                    format!("{name} has no readable header; rebuilt from the CRC block at file sector {at}"),
+                );
                 (cb.to_header(), Some(at), vec![note])
             }
             None => {
@@ -619,7 +642,7 @@ pub fn open_ecc_source(file: Arc<dyn ByteSource>, path: &Path) -> crate::Result<
         )));
     }
     if header.method == Method::Rs01 && header.creator_version < 6600 && header.in_last != SECTOR as u32 {
-        notes.push("RS01 file from before 0.66 with a partial last sector".into());
+        notes.push(Finding::info("ecc.rs01-legacy", "RS01 file from before 0.66 with a partial last sector"));
     }
     Ok(Ecc {
         header,

@@ -10,7 +10,7 @@ const REENCRYPT: &str = "online-reencrypt";
 
 /// The findings of a LUKS2 header read by [`super::header::read_luks2`].
 pub fn of_luks2(l: &Luks2) -> Vec<Finding> {
-    let mut out: Vec<Finding> = l.notes.iter().map(|n| Finding::warning("luks.header-copy", n.clone())).collect();
+    let mut out: Vec<Finding> = l.notes.clone();
     for r in l.meta.requirements() {
         if r == REENCRYPT || r.strip_prefix(REENCRYPT).is_some_and(|v| v.starts_with("-v")) {
             let segs = l.meta.segments.len();

@@ -196,8 +196,8 @@ pub struct Luks2 {
     pub bin: Luks2Bin,
     /// The JSON metadata.
     pub meta: Metadata,
-    /// Damage or disagreement between the copies (never repaired).
-    pub notes: Vec<String>,
+    /// Damage or disagreement between the copies (never repaired): `luks.header-copy` warnings.
+    pub notes: Vec<crate::finding::Finding>,
 }
 
 /// SHA-256 of a binary header (with `csum` zeroed) and its JSON area.
@@ -302,26 +302,33 @@ pub fn read_luks2(src: &dyn ByteSource) -> crate::Result<Luks2> {
         (Ok(mut p), Ok(s)) => {
             if s.bin.seqid > p.bin.seqid {
                 let mut s = s;
-                s.notes.push(format!(
+                s.notes.push(crate::finding::Finding::warning("luks.header-copy", format!(
                     "the secondary LUKS2 header (seqid {}) is newer than the primary ({}); cryptsetup would use it and \
                      rewrite the primary",
                     s.bin.seqid, p.bin.seqid
-                ));
+                )));
                 return Ok(s);
             }
             if s.meta != p.meta {
-                p.notes.push("the two LUKS2 header copies carry different metadata with the same seqid".into());
+                p.notes.push(crate::finding::Finding::warning(
+                    "luks.header-copy",
+                    "the two LUKS2 header copies carry different metadata with the same seqid",
+                ));
             }
             Ok(p)
         }
         (Ok(mut p), Err(e)) => {
-            p.notes.push(format!(
-                "the secondary LUKS2 header is damaged ({e}); cryptsetup would rewrite it from the primary"
+            p.notes.push(crate::finding::Finding::warning(
+                "luks.header-copy",
+                format!("the secondary LUKS2 header is damaged ({e}); cryptsetup would rewrite it from the primary"),
             ));
             Ok(p)
         }
         (Err(e), Ok(mut s)) => {
-            s.notes.push(format!("the primary LUKS2 header is damaged ({e}); the secondary copy was used"));
+            s.notes.push(crate::finding::Finding::warning(
+                "luks.header-copy",
+                format!("the primary LUKS2 header is damaged ({e}); the secondary copy was used"),
+            ));
             Ok(s)
         }
         (Err(e), Err(_)) => Err(e),
@@ -350,9 +357,12 @@ pub fn read_secondary_only(src: &dyn ByteSource) -> crate::Result<Option<Luks2>>
         }
         match read_copy(src, at, LUKS2_MAGIC_2ND) {
             Ok(mut s) => {
-                s.notes.push(format!(
-                    "the primary LUKS2 header is missing (no LUKS magic at byte 0: wiped or overwritten); the \
+                s.notes.push(crate::finding::Finding::warning(
+                    "luks.header-copy",
+                    format!(
+                        "the primary LUKS2 header is missing (no LUKS magic at byte 0: wiped or overwritten); the \
                      secondary copy at byte {at} was used (cryptsetup would rewrite the primary from it)"
+                    ),
                 ));
                 return Ok(Some(s));
             }

@@ -25,6 +25,7 @@ pub mod write;
 pub use header::{LUKS_MAGIC, LUKS2_MAGIC_2ND};
 
 use crate::crypto::{Key, Passphrase, SectorCipher};
+use crate::finding::Finding;
 use crate::source::ByteSource;
 use header::{Luks1, Luks2};
 pub use keyslot::KdfPolicy;
@@ -71,8 +72,9 @@ pub struct Header {
     pub keyslot_details: Vec<KeyslotInfo>,
     /// LUKS2 token types (e.g. `loopkit-migration`).
     pub token_types: Vec<String>,
-    /// Damage or oddities found while reading (never repaired).
-    pub notes: Vec<String>,
+    /// Damage or oddities found while reading (never repaired), and remarks on how the header
+    /// is read: what `inspect` lists as notes.
+    pub notes: Vec<crate::finding::Finding>,
     /// LUKS2 `config.requirements.mandatory` (e.g. `online-reencrypt-v2`).
     pub requirements: Vec<String>,
     /// What `verify` reports about the header itself (`luks.*` codes, `docs/JSON.md`).
@@ -241,9 +243,9 @@ fn summarize(p: &Parsed) -> crate::Result<Header> {
                         .iter()
                         .next()
                         .ok_or_else(|| crate::Error::corrupt("LUKS2 metadata has no segment"))?;
-                    notes.push(format!(
-                        "LUKS2 segment {k} is of type {:?}, not crypt: there is no encrypted payload",
-                        s.kind
+                    notes.push(Finding::info(
+                        "luks.no-crypt-segment",
+                        format!("LUKS2 segment {k} is of type {:?}, not crypt: there is no encrypted payload", s.kind),
                     ));
                     (k, s)
                 }
@@ -253,16 +255,21 @@ fn summarize(p: &Parsed) -> crate::Result<Header> {
                 .and_then(|d| d.keyslots.iter().find_map(|k| m.keyslots.get(k)))
                 .map_or(0, |k| k.key_size);
             if let Some(t) = seg.iv_tweak.filter(|&t| t != 0) {
-                notes.push(format!(
-                    "segment iv_tweak is {}; cryptsetup ignores it outside re-encryption (IVs count from 0), and so \
-                     does loopkit",
-                    t
+                notes.push(Finding::info(
+                    "luks.iv-tweak",
+                    format!(
+                        "segment iv_tweak is {t}; cryptsetup ignores it outside re-encryption (IVs count from 0), and \
+                         so does loopkit"
+                    ),
                 ));
             }
             if m.segments.len() > 1 {
-                notes.push(format!(
-                    "{} segments (an interrupted re-encryption?); only segment {seg_id} is read",
-                    m.segments.len()
+                notes.push(Finding::info(
+                    "luks.segments",
+                    format!(
+                        "{} segments (an interrupted re-encryption?); only segment {seg_id} is read",
+                        m.segments.len()
+                    ),
                 ));
             }
             let details = m
@@ -617,7 +624,11 @@ mod tests {
         let mut bad = img.clone();
         bad[5000] ^= 1;
         let l2 = read(&MemSource::new(bad)).unwrap().unwrap();
-        assert!(l2.header.notes.iter().any(|n| n.contains("primary")), "{:?}", l2.header.notes);
+        assert!(
+            l2.header.notes.iter().any(|n| n.message.contains("primary") && n.code == "luks.header-copy"),
+            "{:?}",
+            l2.header.notes
+        );
         // Damage both: a Corrupt error, not a panic.
         let mut worse = img.clone();
         worse[5000] ^= 1;
