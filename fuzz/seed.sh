@@ -1,7 +1,12 @@
 #!/bin/sh
 # Seed corpora for the fuzz targets from the same generators and tools the tests use as oracles:
 # mkfs.ext2/ext4 -d, genisoimage -R -J, cryptsetup luksFormat (LUKS1/LUKS2 headers),
-# testdata/gen/ecc.py (dvdisaster RS01/RS02/RS03), testdata/gen/tree.py (the file tree).
+# testdata/gen/ecc.py (dvdisaster RS01/RS02/RS03), testdata/gen/tree.py (the file tree); and
+# public test data fetched at seed time (never committed): e2fsprogs' test images (tests/*/
+# image.gz, the damaged file systems e2fsck's regression suite repairs) and cryptsetup's LUKS2
+# header validation suite (testdata/gen/cryptsetup-validation.sh), both from the installed
+# packages' Debian sources (testdata/gen/apt-source.sh; skipped with a message where apt
+# cannot reach a mirror).
 # Usage: fuzz/seed.sh [CORPUS_DIR]   (default fuzz/corpus). Small files only (≤ 1 MiB each).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,5 +75,44 @@ if command -v dvdisaster >/dev/null; then
                 tail -c 262144 "$tmp/a-$m.iso" > "$out/dvdisaster_headers/$m.tail" || true
         done
     fi
+fi
+# Public test data. The cache is shared with the test suite's (target/cryptsetup-tests).
+cache=${LOOPKIT_CRYPTSETUP_CACHE:-$root/target/cryptsetup-tests}
+if e2src=$(sh "$root/testdata/gen/apt-source.sh" e2fsprogs "$cache" tests); then
+    # e2fsprogs' images up to 512 KiB: ext (whole), fs_probe (superblock area), open_verify
+    # (the 40 smallest).
+    n=0
+    for gz in "$e2src"/tests/*/image.gz; do
+        name=e2fsprogs-$(basename "$(dirname "$gz")")
+        gzip -dc "$gz" > "$tmp/e2.img" 2>/dev/null || continue
+        [ "$(stat -c %s "$tmp/e2.img")" -le 524288 ] || continue
+        cp "$tmp/e2.img" "$out/ext/$name"
+        head -c 4096 "$tmp/e2.img" > "$out/fs_probe/$name"
+        n=$((n + 1))
+    done
+    ls -S -r "$out/ext" | grep '^e2fsprogs-' | head -n 40 | while read -r f; do cp "$out/ext/$f" "$out/open_verify/$f"; done
+    echo "seed: $n e2fsprogs test images ($(cat "$e2src/SOURCE"))" >&2
+else
+    echo "seed: no e2fsprogs test images (apt-source.sh could not fetch them)" >&2
+fi
+if sh "$root/testdata/gen/cryptsetup-validation.sh" "$cache" "$tmp/cs" >/dev/null; then
+    # cryptsetup's 83 headers: the first 64 KiB for luks_header (and open_verify for a few),
+    # the JSON area (bytes 4096..hdr_size, NULs dropped) for luks2_json.
+    for img in "$tmp/cs/images"/*; do
+        name=cryptsetup-$(basename "$img")
+        head -c 65536 "$img" > "$out/luks_header/$name"
+        python3 - "$img" "$out/luks2_json/$name.json" <<'PY'
+import struct, sys
+b = open(sys.argv[1], "rb").read(4 << 20)
+if len(b) >= 16 and b[:6] == b"LUKS\xba\xbe":
+    hdr = struct.unpack(">Q", b[8:16])[0]
+    if 4096 < hdr <= len(b):
+        open(sys.argv[2], "wb").write(b[4096:hdr].replace(b"\0", b""))
+PY
+    done
+    ls "$tmp/cs/images" | head -n 8 | while read -r f; do head -c 65536 "$tmp/cs/images/$f" > "$out/open_verify/cryptsetup-$f"; done
+    echo "seed: $(ls "$tmp/cs/images" | wc -l) cryptsetup validation headers" >&2
+else
+    echo "seed: no cryptsetup validation headers (see the message above)" >&2
 fi
 ls -R "$out" | head -60

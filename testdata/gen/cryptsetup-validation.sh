@@ -5,10 +5,9 @@
 #   sh testdata/gen/cryptsetup-validation.sh CACHE OUTDIR
 #
 # 1. The source of the INSTALLED cryptsetup (Debian source package of cryptsetup-bin, same
-#    version) is fetched once with `apt-get source --download-only` into CACHE, with private apt
-#    state (its own sources.list of deb-src lines for the machine's configured Debian suites, its
-#    own lists and cache; the system's apt state is not touched). LOOPKIT_CRYPTSETUP_SRC=DIR uses
-#    an unpacked cryptsetup source tree instead (DIR/tests/generators…).
+#    version) is fetched once into CACHE by apt-source.sh (private apt state; the system's is
+#    not touched). LOOPKIT_CRYPTSETUP_SRC=DIR uses an unpacked cryptsetup source tree instead
+#    (DIR/tests/generators…).
 # 2. Its header generators (tests/generators/generate-*.sh, cryptsetup's own scripts, run
 #    unchanged with bash, jq, xxd and dd) turn its valid test header (tests/luks2_valid_hdr.img.xz)
 #    into the damaged/unusual headers, in OUTDIR.
@@ -35,41 +34,11 @@ out=$(cd "$out" && pwd)
 if [ -n "${LOOPKIT_CRYPTSETUP_SRC:-}" ]; then
     src=$LOOPKIT_CRYPTSETUP_SRC
 else
-    command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1 || unavailable "no apt-get/dpkg-query"
-    ver=$(dpkg-query -W -f '${source:Version}' cryptsetup-bin 2>/dev/null) || unavailable "cryptsetup-bin is not installed as a Debian package"
-    [ -n "$ver" ] || unavailable "cannot tell the cryptsetup-bin source version"
-    src="$cache/cryptsetup-$ver"
-    if [ ! -f "$src/.complete" ]; then
-        exec 9>"$cache/.lock"
-        flock 9 2>/dev/null || true
-    fi
-    if [ ! -f "$src/.complete" ]; then
-        apt_dir="$cache/apt"
-        rm -rf "$apt_dir" "$src"
-        mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/dl" "$src"
-        keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-        [ -f "$keyring" ] || unavailable "missing $keyring (debian-archive-keyring)"
-        # The Debian suites apt already uses (not security, whose sources live elsewhere).
-        apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null | sort -u |
-            awk -v k="$keyring" '$1 ~ /debian/ && $1 !~ /security/ && $2 !~ /security/ { print "deb-src [signed-by=" k "] " $1 " " $2 " main" }' \
-                >"$apt_dir/sources.list"
-        [ -s "$apt_dir/sources.list" ] || unavailable "no Debian mirror configured for apt"
-        set -- -o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null \
-            -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" \
-            -o Acquire::Languages=none -o APT::Sandbox::User=root
-        apt-get "$@" -q update >"$apt_dir/update.log" 2>&1 && ! grep -q -e '^E: ' -e 'Failed to fetch' "$apt_dir/update.log" ||
-            unavailable "cannot fetch the source lists: $(tail -n 2 "$apt_dir/update.log" | tr '\n' ' ')"
-        (cd "$apt_dir/dl" && apt-get "$@" -q --download-only source "cryptsetup=$ver" >"$apt_dir/source.log" 2>&1) ||
-            unavailable "cannot download the cryptsetup $ver source: $(tail -n 2 "$apt_dir/source.log" | tr '\n' ' ')"
-        orig=$(ls "$apt_dir/dl/"cryptsetup_*.orig.tar.* 2>/dev/null | head -n 1)
-        [ -n "$orig" ] || die "no orig tarball in the cryptsetup $ver source package"
-        top=$(tar -tf "$orig" | head -n 1 | cut -d/ -f1)
-        tar -xf "$orig" -C "$src" --strip-components=1 "$top/COPYING" "$top/tests/generators" \
-            "$top/tests/luks2-validation-test" "$top/tests/luks2_valid_hdr.img.xz" || die "cannot unpack $orig"
-        echo "$ver $(basename "$orig") $(sha256sum "$orig" | cut -c1-64)" >"$src/SOURCE"
-        rm -rf "$apt_dir"
-        touch "$src/.complete"
-    fi
+    here=$(cd "$(dirname "$0")" && pwd)
+    rc=0
+    src=$(sh "$here/apt-source.sh" cryptsetup-bin "$cache" COPYING tests/generators tests/luks2-validation-test \
+        tests/luks2_valid_hdr.img.xz) || rc=$?
+    [ "$rc" -eq 0 ] || exit "$rc"
 fi
 [ -d "$src/tests/generators" ] && [ -f "$src/tests/luks2-validation-test" ] && [ -f "$src/tests/luks2_valid_hdr.img.xz" ] ||
     die "$src has no tests/generators, tests/luks2-validation-test or tests/luks2_valid_hdr.img.xz"
