@@ -7,6 +7,13 @@
 //! in code that has already rejected the input. [`get`] is the `Option`-returning form for
 //! variable-length data.
 
+/// The sum of sizes read from a file system or header, saturating at `u64::MAX` (hostile
+/// metadata can claim sizes whose total overflows; what saturates is then reported as the
+/// absurd size it is, and nothing panics).
+pub fn sum_saturating(sizes: impl IntoIterator<Item = u64>) -> u64 {
+    sizes.into_iter().fold(0, u64::saturating_add)
+}
+
 /// `N` bytes at `at`, or `None` when they are not all inside `b`.
 pub fn get<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
     b.get(at..at.checked_add(N)?)?.try_into().ok()

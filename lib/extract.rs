@@ -234,7 +234,9 @@ pub fn extract(
         found.push(Found { path: start_name, id: start, stat: start_stat });
     }
 
-    let total: u64 = found.iter().filter(|f| f.stat.file_type == FileType::File).map(|f| f.stat.size_bytes).sum();
+    let total = crate::bytes::sum_saturating(
+        found.iter().filter(|f| f.stat.file_type == FileType::File).map(|f| f.stat.size_bytes),
+    );
     progress.start("extracting", Some(total));
     // Directories (relative to DEST) this run created or verified as real directories: writes
     // go only into these.

@@ -122,7 +122,7 @@ impl Manifest {
 
     /// Total content bytes of regular files (hard links counted once).
     pub fn file_bytes(&self) -> u64 {
-        self.entries.iter().filter(|e| e.kind == EntryType::File).map(|e| e.size).sum()
+        crate::bytes::sum_saturating(self.entries.iter().filter(|e| e.kind == EntryType::File).map(|e| e.size))
     }
 }
 
@@ -284,7 +284,7 @@ fn build(
         entries.push(e);
     }
 
-    let total: u64 = if hash { jobs.iter().map(|j| entries[j.entry].size).sum() } else { 0 };
+    let total = if hash { crate::bytes::sum_saturating(jobs.iter().map(|j| entries[j.entry].size)) } else { 0 };
     let label = if hash { "hashing files" } else { "checking files" };
     let results = crate::pipeline::Pool::new(workers.clamp(1, 16), progress, interrupt)
         .phase(label, Some(total))
@@ -411,7 +411,7 @@ pub fn from_dir(root: &Path, progress: &mut dyn Progress, interrupt: &Interrupt)
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     // Hard links: the first name in path order is the file, the others point to it.
-    let total: u64 = rows.iter().filter(|r| r.2.is_some()).map(|r| r.1.size).sum();
+    let total = crate::bytes::sum_saturating(rows.iter().filter(|r| r.2.is_some()).map(|r| r.1.size));
     progress.start("hashing files", Some(total));
     let mut entries = Vec::with_capacity(rows.len());
     let mut digests: BTreeMap<String, Option<String>> = BTreeMap::new();

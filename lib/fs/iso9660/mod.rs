@@ -401,7 +401,7 @@ impl FileSystem for Iso<'_> {
             FileType::File
         };
         let size_bytes = match file_type {
-            FileType::File => self.extents(id)?.iter().map(|e| e.1).sum(),
+            FileType::File => crate::bytes::sum_saturating(self.extents(id)?.iter().map(|e| e.1)),
             FileType::Symlink => rr.symlink.as_ref().map_or(0, |s| s.len() as u64),
             _ => 0,
         };
@@ -482,7 +482,7 @@ impl FileSystem for Iso<'_> {
 
     fn open(&self, id: NodeId) -> crate::Result<Box<dyn FileReader + '_>> {
         let extents = self.extents(id)?;
-        let size = extents.iter().map(|e| e.1).sum();
+        let size = crate::bytes::sum_saturating(extents.iter().map(|e| e.1));
         Ok(Box::new(IsoFile { src: self.src, extents, size }))
     }
 
