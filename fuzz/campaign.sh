@@ -36,6 +36,7 @@ for t in $targets; do
     units=$(ls "corpus/$t" | wc -l)
     el=$((end - start)); [ "$el" -gt 0 ] || el=1
     result=ok; [ "$rc" -eq 0 ] || result="FAILED rc=$rc (see artifacts/$t)"
+    grep -q 'libFuzzer: run interrupted' "$log" && result="interrupted (SIGINT)"
     ls "artifacts/$t" | grep -q . && result="$result; artifacts: $(ls "artifacts/$t" | tr '\n' ' ')"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$t" "${execs:-?}" "$el" \
         "$(( ${execs:-0} / el ))" "$units" "${rss:-?}" "$result" "$san" "$rev" | tee -a campaigns.tsv
