@@ -19,6 +19,7 @@ pub fn trials() -> Vec<Trial> {
         trial("ext_damage::damaged_superblocks_and_hints", damaged_superblocks_and_hints),
         trial("ext_damage::extract_unreadable_and_unrestorable", extract_unreadable_and_unrestorable),
         trial("ext_damage::blocks_claimed_twice", blocks_claimed_twice),
+        trial("ext_damage::directory_size_past_its_blocks", directory_size_past_its_blocks),
     ]
 }
 
@@ -333,5 +334,46 @@ fn blocks_claimed_twice() -> TestResult {
     let (codes, got) = all_commands(&d, &img, 1, &[])?;
     ensure!(codes.iter().any(|c| c == "ext.htree"), "htree reference not reported: {codes:?}");
     ensure!(got == want, "htree: names lost or changed");
+    Ok(Completion::Completed)
+}
+
+/// A directory whose i_size claims far more blocks than it maps (`debugfs sif DIR size`): every
+/// block past the mapped ones is a hole, and `verify` must count exactly the holes `debugfs
+/// blocks` implies (size / block size minus the blocks listed) while still listing the files;
+/// e2fsck must call the image damaged. Both block maps (ext2) and extents (ext4), and a size of
+/// 1 GiB (a million holes: walked per mapped block, not per block).
+fn directory_size_past_its_blocks() -> TestResult {
+    if let Some(r) = missing() {
+        return util::skip(r);
+    }
+    let d = Scratch::new("ext-dir-holes");
+    let t = tree(&d)?;
+    for (fs, size) in [("ext2", 4u64 << 20), ("ext4", 1 << 30)] {
+        let img = d.path(&format!("{fs}.img"));
+        mkfs(&img, &t, &["-t", fs, "-b", "1024"], "8M")?;
+        let listed =
+            String::from_utf8_lossy(&run_ok(Command::new("debugfs").args(["-R", "blocks sub", s(&img)]))?.stdout)
+                .split_whitespace()
+                .filter(|w| w.parse::<u64>().is_ok())
+                .count() as u64;
+        ensure!(listed > 0, "{fs}: debugfs lists no blocks for sub");
+        run_ok(Command::new("debugfs").args(["-w", "-R", &format!("sif sub size {size}"), s(&img)]))?;
+        ensure!(fsck_code(&img)? != 0, "{fs}: e2fsck -fn calls the image clean");
+        let holes = size / 1024 - listed;
+        let o = run(&mut loopkit(&["verify", "--json", s(&img)]))?;
+        let v = json(&o)?;
+        ensure!(code(&o) == 1, "{fs}: verify exit {} {v}", code(&o));
+        let msgs: Vec<&str> = v["problems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["code"] == "ext.dir-hole")
+            .filter_map(|p| p["message"].as_str())
+            .collect();
+        let want = format!("{holes} of its {} blocks are holes", size / 1024);
+        ensure!(msgs.iter().any(|m| m.contains(&want)), "{fs}: want \"{want}\" (debugfs lists {listed}), got {msgs:?}");
+        let files = v["files"]["files"].as_u64().or_else(|| v["files"]["count"].as_u64());
+        ensure!(files.is_some_and(|n| n >= 5), "{fs}: files {}", v["files"]);
+    }
     Ok(Completion::Completed)
 }
