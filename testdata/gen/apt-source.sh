@@ -8,13 +8,15 @@
 # Prints the unpacked source directory (CACHE/SOURCE-VERSION, with a SOURCE file naming the
 # tarball and its sha256). The download uses private apt state (its own sources.list of deb-src
 # lines for the machine's configured Debian suites, its own lists and cache; the system's apt
-# state is not touched) and is done once per version (CACHE/…/.complete), under a lock.
+# state is not touched) and is done once per version (CACHE/…/.complete), under a lock; the
+# members unpacked are those of the first call for that version.
 # Exit 0 done; 3 cannot run here (no apt, no mirror, package not installed: the reason on
 # stderr); anything else a failure.
 set -eu
 pkg=${1:?usage: apt-source.sh BINARY-PACKAGE CACHE MEMBER...}
 cache=${2:?usage: apt-source.sh BINARY-PACKAGE CACHE MEMBER...}
 shift 2
+members="$*" # tarball paths chosen by the callers: no spaces
 unavailable() { echo "apt-source: $*" >&2; exit 3; }
 die() { echo "apt-source: $*" >&2; exit 1; }
 
@@ -40,23 +42,20 @@ if [ ! -f "$src/.complete" ]; then
         awk -v k="$keyring" '$1 ~ /debian/ && $1 !~ /security/ && $2 !~ /security/ { print "deb-src [signed-by=" k "] " $1 " " $2 " main" }' \
             >"$apt_dir/sources.list"
     [ -s "$apt_dir/sources.list" ] || unavailable "no Debian mirror configured for apt"
-    set -- "$@" --
-    opts="-o Dir::Etc::SourceList=$apt_dir/sources.list -o Dir::Etc::SourceParts=/dev/null \
-        -o Dir::State::Lists=$apt_dir/lists -o Dir::Cache=$apt_dir/cache \
-        -o Acquire::Languages=none -o APT::Sandbox::User=root"
-    # shellcheck disable=SC2086
-    apt-get $opts -q update >"$apt_dir/update.log" 2>&1 && ! grep -q -e '^E: ' -e 'Failed to fetch' "$apt_dir/update.log" ||
+    set -- -o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+        -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" \
+        -o Acquire::Languages=none -o APT::Sandbox::User=root
+    apt-get "$@" -q update >"$apt_dir/update.log" 2>&1 && ! grep -q -e '^E: ' -e 'Failed to fetch' "$apt_dir/update.log" ||
         unavailable "cannot fetch the source lists: $(tail -n 2 "$apt_dir/update.log" | tr '\n' ' ')"
-    # shellcheck disable=SC2086
-    (cd "$apt_dir/dl" && apt-get $opts -q --download-only source "$name=$ver" >"$apt_dir/source.log" 2>&1) ||
+    (cd "$apt_dir/dl" && apt-get "$@" -q --download-only source "$name=$ver" >"$apt_dir/source.log" 2>&1) ||
         unavailable "cannot download the $name $ver source: $(tail -n 2 "$apt_dir/source.log" | tr '\n' ' ')"
     orig=$(ls "$apt_dir/dl/${name}_"*.orig.tar.* 2>/dev/null | head -n 1)
     [ -n "$orig" ] || die "no orig tarball in the $name $ver source package"
     top=$(tar -tf "$orig" | head -n 1 | cut -d/ -f1)
-    members=""
-    while [ "$1" != "--" ]; do members="$members $top/$1"; shift; done
+    paths=""
+    for m in $members; do paths="$paths $top/$m"; done
     # shellcheck disable=SC2086
-    tar -xf "$orig" -C "$src" --strip-components=1 $members || die "cannot unpack$members from $orig"
+    tar -xf "$orig" -C "$src" --strip-components=1 $paths || die "cannot unpack$paths from $orig"
     echo "$ver $(basename "$orig") $(sha256sum "$orig" | cut -c1-64)" >"$src/SOURCE"
     rm -rf "$apt_dir"
     touch "$src/.complete"
