@@ -19,13 +19,23 @@ fn main() {
         println!("cargo:rustc-env=LOOPKIT_GIT_REV={rev}");
         return;
     }
-    // Rebuild when HEAD moves: HEAD itself, the branch it points to, packed refs.
-    for p in [Some("HEAD".to_string()), git(&["symbolic-ref", "-q", "HEAD"]), Some("packed-refs".to_string())]
-        .into_iter()
-        .flatten()
+    // Rebuild when HEAD moves: HEAD itself, its reflog (appended on every commit and checkout),
+    // the branch it points to, packed refs. Only files that exist: cargo treats a missing
+    // rerun-if-changed file as always changed (a repository without packed-refs rebuilt loopkit
+    // on every `cargo build`).
+    for p in [
+        Some("HEAD".to_string()),
+        Some("logs/HEAD".to_string()),
+        git(&["symbolic-ref", "-q", "HEAD"]),
+        Some("packed-refs".to_string()),
+    ]
+    .into_iter()
+    .flatten()
     {
         if let Some(path) = git(&["rev-parse", "--git-path", &p]) {
-            println!("cargo:rerun-if-changed={path}");
+            if std::path::Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
         }
     }
     let rev = git(&["rev-parse", "--short=12", "HEAD"]);
