@@ -10,6 +10,7 @@ mod ecc_strip;
 mod ecc_verify;
 mod ext_damage;
 mod extents;
+mod fresh_machine;
 mod fs_corrupt;
 mod fs_extract;
 mod fs_fixtures;
@@ -64,6 +65,7 @@ fn main() {
     trials.extend(bench_remap::trials());
     trials.extend(vm_attach::trials());
     trials.extend(batch::trials());
+    trials.extend(fresh_machine::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
     conclusion.exit();

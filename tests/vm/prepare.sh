@@ -50,31 +50,14 @@ cache=$(cd "$cache" && pwd)
 exec 9>"$cache/.lock"
 flock 9 # one preparation at a time per cache (parallel test binaries)
 
-# The machine's own Debian mirror: the first non-security deb source in apt's configuration.
+# The machine's own Debian mirror: the first non-security deb source in apt's configuration
+# (tests/debian-mirror.sh; LOOPKIT_VM_DEBIAN_MIRROR overrides it here).
 debian_mirror() {
     if [ -n "${LOOPKIT_VM_DEBIAN_MIRROR:-}" ]; then
         echo "$LOOPKIT_VM_DEBIAN_MIRROR"
         return
     fi
-    {
-        for f in /etc/apt/sources.list.d/*.sources; do
-            [ -f "$f" ] || continue
-            # deb822 stanzas: print the first URI of each enabled deb stanza with a non-security suite
-            awk 'function flush() { if (types ~ /(^| )deb( |$)/ && en != "no" && uris != "" && suites !~ /-security/ && uris !~ /security/) print uris; types=""; uris=""; suites=""; en="" }
-                 /^[ \t]*$/ { flush(); next }
-                 /^Types:/ { sub(/^Types:[ \t]*/, ""); types=$0 }
-                 /^URIs:/ { uris=$2 }
-                 /^Suites:/ { sub(/^Suites:[ \t]*/, ""); suites=$0 }
-                 /^Enabled:/ { en=$2 }
-                 END { flush() }' "$f"
-        done
-        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-            [ -f "$f" ] || continue
-            # one-line format: deb [opts] URI SUITE COMPONENTS
-            awk '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-                               if ($(i+1) !~ /-security/ && $i !~ /security/) print $i }' "$f"
-        done
-    } | grep -i debian | head -n 1
+    sh "$here/../debian-mirror.sh"
 }
 
 # Initramfs contents stamp: rebuilt when the init script, this script or busybox change.
