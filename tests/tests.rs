@@ -26,6 +26,7 @@ mod mounts;
 mod open_source;
 mod payload_kinds;
 mod remap_engine;
+mod ublk_abi;
 mod util;
 mod vm;
 mod vm_attach;
@@ -64,6 +65,7 @@ fn main() {
     trials.extend(bench_remap::trials());
     trials.extend(vm_attach::trials());
     trials.extend(batch::trials());
+    trials.extend(ublk_abi::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
     conclusion.exit();
