@@ -26,6 +26,7 @@ mod mounts;
 mod open_source;
 mod payload_kinds;
 mod remap_engine;
+mod setup_script;
 mod ublk_abi;
 mod util;
 mod vm;
@@ -39,6 +40,7 @@ fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = Vec::new();
     trials.extend(util::trials());
+    trials.extend(setup_script::trials());
     trials.extend(layers::trials());
     trials.extend(legacy::trials());
     trials.extend(legacy_ciphers::trials());
