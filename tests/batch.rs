@@ -84,7 +84,7 @@ fn build() -> Result<Collection, Failed> {
     let luks_pass = sec.join("luks-pass");
     write_pass(&luks_pass, luks_read::NEW_PASS)?;
     let k65 = sec.join("k65");
-    run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args([
+    run_ok(Command::new(util::python()).arg(util::repo_root().join("testdata/gen/legacy.py")).args([
         "keyfile",
         "--lines",
         "65",
@@ -559,8 +559,8 @@ print(json.dumps({'rows': rows, 'maps': maps}))
 
 fn html_report_and_maps() -> TestResult {
     let c = collection!();
-    if Command::new("python3").args(["-c", "import html5lib"]).status().map_or(true, |s| !s.success()) {
-        return util::skip("python3 cannot import html5lib (apt python3-html5lib)");
+    if let Some(why) = util::python_module_missing("html5lib") {
+        return util::skip(why);
     }
     let d = Scratch::new("batch-report");
     let out = run(&mut loopkit(&[
@@ -577,7 +577,7 @@ fn html_report_and_maps() -> TestResult {
     let html = d.path("report.html");
     run_ok(&mut loopkit(&["report", p(&results), "-o", p(&html)]))?;
     let parsed: Value =
-        serde_json::from_slice(&run_ok(Command::new("python3").args(["-c", HTML_PARSER, p(&html)]))?.stdout)
+        serde_json::from_slice(&run_ok(Command::new(util::python()).args(["-c", HTML_PARSER, p(&html)]))?.stdout)
             .map_err(|e| e.to_string())?;
     let rows = parsed["rows"].as_array().ok_or("no rows")?;
     ensure!(rows.len() == c.expect.len(), "{} table rows for {} files", rows.len(), c.expect.len());
@@ -611,8 +611,9 @@ import sys, xml.etree.ElementTree as ET
 r = ET.parse(sys.argv[1]).getroot()
 print(sorted(int(e.get('data-sector')) for e in r.iter('{http://www.w3.org/2000/svg}rect') if e.get('class') in ('crc','unreadable')))
 "#;
-    let got =
-        String::from_utf8_lossy(&run_ok(Command::new("python3").args(["-c", xml, p(&svg)]))?.stdout).trim().to_string();
+    let got = String::from_utf8_lossy(&run_ok(Command::new(util::python()).args(["-c", xml, p(&svg)]))?.stdout)
+        .trim()
+        .to_string();
     ensure!(got == format!("{bad:?}"), "--map marks {got}, dvdisaster {bad:?}");
     // A catalog makes a report too.
     let cat = d.path("cat.jsonl");
@@ -630,7 +631,7 @@ print(sorted(int(e.get('data-sector')) for e in r.iter('{http://www.w3.org/2000/
     let h2 = d.path("cat.html");
     run_ok(&mut loopkit(&["report", p(&cat), "-o", p(&h2)]))?;
     let parsed: Value =
-        serde_json::from_slice(&run_ok(Command::new("python3").args(["-c", HTML_PARSER, p(&h2)]))?.stdout)
+        serde_json::from_slice(&run_ok(Command::new(util::python()).args(["-c", HTML_PARSER, p(&h2)]))?.stdout)
             .map_err(|e| e.to_string())?;
     let checked = c.expect.values().filter(|(v, _)| *v != "skipped").count();
     ensure!(parsed["rows"].as_array().map_or(0, Vec::len) == checked, "catalog report rows: {}", parsed["rows"]);

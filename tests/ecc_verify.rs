@@ -19,14 +19,13 @@ pub const RS03_CAPACITY: u64 = 2550;
 
 /// Why the ECC tests cannot run here, if they cannot.
 pub fn prerequisites() -> Option<String> {
-    let missing: Vec<&str> =
-        ["dvdisaster", "python3", "md5sum", "genisoimage"].into_iter().filter(|t| !util::have(t)).collect();
-    if missing.is_empty() { None } else { Some(format!("missing tools: {}", missing.join(", "))) }
+    let missing: Vec<&str> = ["dvdisaster", "md5sum", "genisoimage"].into_iter().filter(|t| !util::have(t)).collect();
+    if missing.is_empty() { util::python_missing() } else { Some(format!("missing tools: {}", missing.join(", "))) }
 }
 
 /// Run `testdata/gen/ecc.py ARGS` and parse its JSON.
 pub fn ecc_py(args: &[&str]) -> Result<Value, Failed> {
-    let out = run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/ecc.py")).args(args))?;
+    let out = run_ok(Command::new(util::python()).arg(util::repo_root().join("testdata/gen/ecc.py")).args(args))?;
     serde_json::from_slice(&out.stdout).map_err(|e| format!("ecc.py {args:?}: bad JSON ({e})").into())
 }
 

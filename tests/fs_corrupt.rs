@@ -219,12 +219,15 @@ impl Rng {
 }
 
 fn random_mutations() -> TestResult {
-    if !have("mkfs.ext4") || !have("genisoimage") || !have("python3") {
-        return skip("mkfs.ext4, genisoimage or python3 missing");
+    if !have("mkfs.ext4") || !have("genisoimage") {
+        return skip("mkfs.ext4 or genisoimage missing");
+    }
+    if let Some(why) = crate::util::python_missing() {
+        return skip(why);
     }
     let s = Scratch::new("mutate");
     run_ok(
-        Command::new("python3")
+        Command::new(crate::util::python())
             .arg(repo_root().join("testdata/gen/tree.py"))
             .arg(s.path("t"))
             .args(["--profile", "small"]),

@@ -13,7 +13,7 @@ use std::process::Command;
 /// Manifest of a directory by the oracle, without what extract deliberately does not restore
 /// (owners, special files, symlink mtimes).
 fn normalised(dir: &Path) -> Result<Vec<serde_json::Value>, Failed> {
-    let out = run_ok(Command::new("python3").arg(repo_root().join("testdata/gen/manifest.py")).arg(dir))?;
+    let out = run_ok(Command::new(crate::util::python()).arg(repo_root().join("testdata/gen/manifest.py")).arg(dir))?;
     Ok(normalise(fx::entries(&out.stdout)?))
 }
 

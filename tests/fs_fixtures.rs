@@ -52,18 +52,15 @@ pub const CASES: &[Case] = &[
     Case { image: "loopaes-ext2.img", want: "want.json", tree: "tree", encrypted: true },
 ];
 
-/// Tools the fixtures need.
-pub const TOOLS: &[&str] = &["mkfs.ext4", "e2fsck", "debugfs", "genisoimage", "xorriso", "aespipe", "python3"];
+/// Tools the fixtures need (and the tests' Python, [`util::python`], with `cryptography`).
+pub const TOOLS: &[&str] = &["mkfs.ext4", "e2fsck", "debugfs", "genisoimage", "xorriso", "aespipe"];
 
 fn missing() -> Option<String> {
     let gone: Vec<&str> = TOOLS.iter().copied().filter(|t| !have(t)).collect();
     if !gone.is_empty() {
         return Some(format!("missing tools: {}", gone.join(", ")));
     }
-    if !Command::new("python3").args(["-c", "import cryptography"]).status().is_ok_and(|s| s.success()) {
-        return Some("python3 cannot import cryptography".into());
-    }
-    None
+    util::python_module_missing("cryptography")
 }
 
 /// Build (or reuse) the fixtures; `Err(reason)` to skip when tools are missing.

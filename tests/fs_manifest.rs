@@ -87,7 +87,7 @@ fn debugfs_rdump_crosscheck() -> TestResult {
     // rdump writes the root's children directly into OUT; remove what mkfs created.
     let _ = std::fs::remove_dir(s.path("out/lost+found"));
     let gendir = crate::util::repo_root().join("testdata/gen/manifest.py");
-    let dump = run_ok(Command::new("python3").arg(&gendir).arg("--exclude-special").arg(s.path("out")))?;
+    let dump = run_ok(Command::new(crate::util::python()).arg(&gendir).arg("--exclude-special").arg(s.path("out")))?;
     let mine = run_ok(loopkit(&["manifest", "--quiet"]).arg(f.path("ext4.img")))?;
     let pick = |v: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
         v.into_iter()
@@ -210,7 +210,9 @@ fn ext2_triple_indirect() -> TestResult {
     let st = run_ok(Command::new("debugfs").args(["-R", "stat /far.bin"]).arg(&img))?;
     ensure!(String::from_utf8_lossy(&st.stdout).contains("(TIND)"), "no triple-indirect block in the fixture");
     let want = run_ok(
-        Command::new("python3").arg(crate::util::repo_root().join("testdata/gen/manifest.py")).arg(s.path("t")),
+        Command::new(crate::util::python())
+            .arg(crate::util::repo_root().join("testdata/gen/manifest.py"))
+            .arg(s.path("t")),
     )?;
     let got = run(loopkit(&["manifest", "--quiet"]).arg(&img))?;
     ensure!(code(&got) == 0, "exit {}", code(&got));

@@ -66,7 +66,10 @@ fn walk(dir: &Path, files: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> 
     for e in std::fs::read_dir(dir)? {
         let p = e?.path();
         if p.is_dir() {
-            walk(&p, files)?;
+            // A directory with its own Cargo.toml is a separate crate (lib/ublk-sys), not a module.
+            if !p.join("Cargo.toml").exists() {
+                walk(&p, files)?;
+            }
         } else if p.extension().is_some_and(|x| x == "rs") {
             files.push(p);
         }

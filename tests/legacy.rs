@@ -28,10 +28,6 @@ fn tools_missing(tools: &[&str]) -> Option<String> {
     if missing.is_empty() { None } else { Some(format!("missing tools: {}", missing.join(", "))) }
 }
 
-fn python_ok() -> bool {
-    Command::new("python3").args(["-c", "import cryptography"]).status().is_ok_and(|s| s.success())
-}
-
 static PLAINS: OnceLock<Result<Plains, String>> = OnceLock::new();
 
 /// Remove the shared plaintext images (statics are never dropped; tests/tests.rs calls this
@@ -48,17 +44,18 @@ pub fn cleanup() {
 pub fn plains() -> Result<&'static Plains, String> {
     PLAINS
         .get_or_init(|| {
-            if let Some(m) = tools_missing(&["mkfs.ext2", "mkfs.ext4", "genisoimage", "mkfs.vfat", "python3"]) {
+            if let Some(m) = tools_missing(&["mkfs.ext2", "mkfs.ext4", "genisoimage", "mkfs.vfat"]) {
                 return Err(m);
             }
-            if !python_ok() {
-                return Err("python3 cannot import cryptography".into());
+            if let Some(why) = util::python_module_missing("cryptography") {
+                return Err(why);
             }
             let s = Scratch::new("plains");
             let dir = s.0.clone();
             let tree = dir.join("tree");
             let g = |args: &[&str]| -> Result<(), String> {
-                let out = Command::new("python3").arg(generator()).args(args).output().map_err(|e| e.to_string())?;
+                let out =
+                    Command::new(util::python()).arg(generator()).args(args).output().map_err(|e| e.to_string())?;
                 if !out.status.success() {
                     return Err(format!("legacy.py {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
                 }
@@ -99,7 +96,7 @@ pub fn encrypt(dir: &Path, name: &str, fs: &str, args: &[&str]) -> Result<Fixtur
     let image = dir.join(name);
     let plain = p.dir.join(format!("{fs}.img"));
     let out = run_ok(
-        Command::new("python3")
+        Command::new(util::python())
             .arg(generator())
             .args(["encrypt", "--plain", plain.to_str().unwrap(), "--out", image.to_str().unwrap()])
             .args(args),
@@ -320,7 +317,13 @@ fn loopaes_matrix() -> TestResult {
     let k64 = d.path("k64");
     let k65 = d.path("k65");
     for (n, k) in [("64", &k64), ("65", &k65)] {
-        run_ok(Command::new("python3").arg(generator()).args(["keyfile", "--lines", n, "--out", k.to_str().unwrap()]))?;
+        run_ok(Command::new(util::python()).arg(generator()).args([
+            "keyfile",
+            "--lines",
+            n,
+            "--out",
+            k.to_str().unwrap(),
+        ]))?;
     }
     let (k64s, k65s) = (k64.to_str().unwrap(), k65.to_str().unwrap());
     let cases: Vec<Case> = vec![
@@ -458,7 +461,7 @@ fn gpg_keyfile() -> TestResult {
     }
     let d = Scratch::new("gpgkey");
     let k65 = d.path("k65");
-    run_ok(Command::new("python3").arg(generator()).args([
+    run_ok(Command::new(util::python()).arg(generator()).args([
         "keyfile",
         "--lines",
         "65",
@@ -720,7 +723,7 @@ with open(sys.argv[1],'rb') as f:
         h.update(d.update(s)+d.finalize()); k += 1
 print(h.hexdigest())
 "#;
-    let o = run_ok(Command::new("python3").arg("-c").arg(script).arg(image).arg(passfile))?;
+    let o = run_ok(Command::new(util::python()).arg("-c").arg(script).arg(image).arg(passfile))?;
     Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 

@@ -27,8 +27,11 @@ pub fn missing() -> Option<String> {
     if let Err(e) = plains() {
         return Some(e);
     }
-    let m: Vec<&str> = ["cryptsetup", "python3"].into_iter().filter(|t| !util::have(t)).collect();
-    if m.is_empty() { None } else { Some(format!("missing tools: {}", m.join(", "))) }
+    if !util::have("cryptsetup") {
+        return Some("missing tools: cryptsetup".into());
+    }
+    // luks_oracle.py imports cryptography (plains() has checked it already).
+    util::python_module_missing("cryptography")
 }
 
 /// What every LUKS/migrate test starts from: a scratch directory, the legacy fixtures' passphrase
@@ -79,7 +82,7 @@ impl Env {
     /// A deterministic loop-AES multi-key key file of 64 or 65 lines.
     pub fn keyfile(&self, lines: &str) -> Result<PathBuf, Failed> {
         let k = self.d.path(&format!("k{lines}"));
-        run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args([
+        run_ok(Command::new(util::python()).arg(util::repo_root().join("testdata/gen/legacy.py")).args([
             "keyfile",
             "--lines",
             lines,
@@ -103,7 +106,8 @@ macro_rules! luks_env {
 
 /// `testdata/gen/luks_oracle.py ARGS` → its JSON.
 pub fn oracle(args: &[&str]) -> Result<serde_json::Value, Failed> {
-    let out = run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/luks_oracle.py")).args(args))?;
+    let out =
+        run_ok(Command::new(util::python()).arg(util::repo_root().join("testdata/gen/luks_oracle.py")).args(args))?;
     serde_json::from_slice(&out.stdout).map_err(|e| format!("luks_oracle.py output: {e}").into())
 }
 

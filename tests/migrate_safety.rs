@@ -25,7 +25,7 @@ fn big_source(d: &Path) -> Result<(PathBuf, String, PathBuf), Failed> {
     let p = plains().map_err(Failed::from)?;
     let generator = util::repo_root().join("testdata/gen/legacy.py");
     let plain = d.join("big-plain.img");
-    run_ok(Command::new("python3").arg(&generator).args([
+    run_ok(Command::new(util::python()).arg(&generator).args([
         "plain",
         "--fs",
         "ext2",
@@ -38,7 +38,7 @@ fn big_source(d: &Path) -> Result<(PathBuf, String, PathBuf), Failed> {
     ]))?;
     let pass = p.dir.join("pass");
     let img = d.join("big.img");
-    let out = run_ok(Command::new("python3").arg(&generator).args([
+    let out = run_ok(Command::new(util::python()).arg(&generator).args([
         "encrypt",
         "--plain",
         s(&plain),

@@ -70,7 +70,7 @@ fn not_a_file_system_is_not_a_failure() -> TestResult {
     run_ok(Command::new("mkswap").args(["-U", "0badc0de-1234-4321-8765-0123456789ab", "-L", "oldswap", s(&swap)]))?;
     payloads.push(("swap", swap));
     let lvm = blank("lvm.bin")?;
-    run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/lvm2_label.py")).args([
+    run_ok(Command::new(util::python()).arg(util::repo_root().join("testdata/gen/lvm2_label.py")).args([
         s(&lvm),
         "--uuid",
         "Xy12ZwAbCdEf0123456789GhIjKlMnOp",

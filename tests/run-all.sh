@@ -5,5 +5,5 @@ set -eu
 cd "$(dirname "$0")/.."
 sh tests/setup.sh
 cargo build --release --locked --bins
-cargo test --release --locked --lib
+cargo test --release --locked --workspace --lib
 LOOPKIT_BIN="$PWD/target/release/loopkit" cargo test --release --locked --test tests -- "$@"

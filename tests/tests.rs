@@ -27,6 +27,8 @@ mod mounts;
 mod open_source;
 mod payload_kinds;
 mod remap_engine;
+mod setup_script;
+mod ublk_abi;
 mod util;
 mod vm;
 mod vm_attach;
@@ -39,6 +41,7 @@ fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let mut trials = Vec::new();
     trials.extend(util::trials());
+    trials.extend(setup_script::trials());
     trials.extend(layers::trials());
     trials.extend(legacy::trials());
     trials.extend(legacy_ciphers::trials());
@@ -65,6 +68,7 @@ fn main() {
     trials.extend(bench_remap::trials());
     trials.extend(vm_attach::trials());
     trials.extend(batch::trials());
+    trials.extend(ublk_abi::trials());
     trials.extend(fresh_machine::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();

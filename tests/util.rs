@@ -59,6 +59,56 @@ pub fn have(tool: &str) -> bool {
     Command::new("sh").arg("-c").arg(format!("command -v {tool} >/dev/null 2>&1")).status().is_ok_and(|s| s.success())
 }
 
+/// The environment variable naming the Python interpreter the tests run (default: the first
+/// `python3` on PATH). `tests/setup.sh` honours it too, so it installs the modules for this one.
+pub const PYTHON_ENV: &str = "LOOPKIT_PYTHON";
+
+/// The Python interpreter the oracles run: `$LOOPKIT_PYTHON`, else `python3`, resolved on PATH
+/// the way `tests/setup.sh` resolves it (`command -v`), so both name the same file. Unresolved
+/// (not found) it is returned as given, and running it fails with that name.
+pub fn python() -> PathBuf {
+    let name = std::env::var_os(PYTHON_ENV).filter(|v| !v.is_empty()).unwrap_or_else(|| "python3".into());
+    let given = PathBuf::from(&name);
+    if given.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return given;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(&name))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .unwrap_or(given)
+}
+
+/// `Some(reason)` when the tests' interpreter ([`python()`]) cannot import `module`; the reason
+/// names the interpreter and how to install what is missing.
+pub fn python_module_missing(module: &str) -> Option<String> {
+    python_fails(&format!("import {module}"), &format!("cannot import {module}"))
+}
+
+/// `Some(reason)` when the tests' interpreter ([`python()`]) cannot run at all.
+pub fn python_missing() -> Option<String> {
+    python_fails("pass", "cannot run")
+}
+
+fn python_fails(code: &str, what: &str) -> Option<String> {
+    let py = python();
+    let out =
+        Command::new(&py).args(["-c", code]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output();
+    let why = match out {
+        Ok(o) if o.status.success() => return None,
+        Ok(o) => String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("").trim().to_string(),
+        Err(e) => e.to_string(),
+    };
+    Some(format!(
+        "python3 = {} {what} ({why}); run `sh tests/setup.sh` as root (`sh tests/setup.sh --check` \
+         lists what is missing; ${PYTHON_ENV} picks another interpreter)",
+        py.display()
+    ))
+}
+
 /// A fresh scratch directory, removed on drop.
 pub struct Scratch(pub PathBuf);
 

@@ -292,7 +292,13 @@ fn cryptsetup_line_maps_plaintext_in_kernel() -> TestResult {
         Paths { pass: p.dir.join("pass"), longpass: p.dir.join("longpass"), k64: d.path("k64"), k65: d.path("k65") };
     let generator = util::repo_root().join("testdata/gen/legacy.py");
     for (n, k) in [("64", &paths.k64), ("65", &paths.k65)] {
-        run_ok(Command::new("python3").arg(&generator).args(["keyfile", "--lines", n, "--out", k.to_str().unwrap()]))?;
+        run_ok(Command::new(util::python()).arg(&generator).args([
+            "keyfile",
+            "--lines",
+            n,
+            "--out",
+            k.to_str().unwrap(),
+        ]))?;
     }
     let typed_pass = passphrase(&paths.pass)?;
     let typed_long = passphrase(&paths.longpass)?;
@@ -309,7 +315,7 @@ fn cryptsetup_line_maps_plaintext_in_kernel() -> TestResult {
     // too): its digest was recorded by the generator, its tree is `legacy.py tree --small`.
     let sample = util::repo_root().join("testdata/sample");
     let small_tree = d.path("small-tree");
-    run_ok(Command::new("python3").arg(&generator).args(["tree", "--small", small_tree.to_str().unwrap()]))?;
+    run_ok(Command::new(util::python()).arg(&generator).args(["tree", "--small", small_tree.to_str().unwrap()]))?;
     let recorded = std::fs::read_to_string(sample.join("plaintext.sha256"))?;
     let case = Case {
         name: "readme-sample",

@@ -63,7 +63,7 @@ fn results_open_and_mount_in_kernel() -> TestResult {
     write_pass(&np, NEW_PASS)?;
     let tree = p.dir.join("tree");
     let k65 = d.path("k65");
-    run_ok(Command::new("python3").arg(util::repo_root().join("testdata/gen/legacy.py")).args([
+    run_ok(Command::new(util::python()).arg(util::repo_root().join("testdata/gen/legacy.py")).args([
         "keyfile",
         "--lines",
         "65",

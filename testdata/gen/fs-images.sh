@@ -23,20 +23,22 @@ mkdir -p "$out"
 cd "$out"
 export E2FSPROGS_FAKE_TIME=1199145600 SOURCE_DATE_EPOCH=1199145600
 uuid=4c6f6f70-6b69-7400-8000-000000000003
+# The tests' Python (tests/util.rs python(), tests/setup.sh): $LOOPKIT_PYTHON or python3.
+py=${LOOPKIT_PYTHON:-python3}
 
 rm -rf tree tree-utf8 tree-joliet tree-inline
-python3 "$here/tree.py" tree >/dev/null
-python3 "$here/tree.py" tree-joliet --profile joliet >/dev/null
+"$py" "$here/tree.py" tree >/dev/null
+"$py" "$here/tree.py" tree-joliet --profile joliet >/dev/null
 cp -a tree tree-utf8
 rm -f tree-utf8/latin1-*
 # mke2fs 1.47.0 -d with inline_data truncates sparse files after their last data block; that
 # image is built without the sparse file (debugfs agrees with loopkit on the truncated size).
 cp -a tree tree-inline
 rm -f tree-inline/sparse.bin
-python3 "$here/manifest.py" tree >want.json
-python3 "$here/manifest.py" tree-utf8 >want-utf8.json
-python3 "$here/manifest.py" tree-inline >want-inline.json
-python3 "$here/manifest.py" --no-meta tree-joliet >want-joliet.json
+"$py" "$here/manifest.py" tree >want.json
+"$py" "$here/manifest.py" tree-utf8 >want-utf8.json
+"$py" "$here/manifest.py" tree-inline >want-inline.json
+"$py" "$here/manifest.py" --no-meta tree-joliet >want-joliet.json
 
 mkext() { # name size tree mkfs-args...
     local name=$1 size=$2 src=$3
@@ -63,8 +65,8 @@ genisoimage -quiet -input-charset utf-8 -R -J -joliet-long -o iso-rrj.iso tree-u
 genisoimage -quiet -input-charset utf-8 -J -o iso-joliet.iso tree-joliet
 
 printf 'fixture passphrase for issue 3\n' >pass
-python3 "$here/legacy.py" encrypt --plain ext4.img --scheme cryptoloop --derivation util-linux-raw \
+"$py" "$here/legacy.py" encrypt --plain ext4.img --scheme cryptoloop --derivation util-linux-raw \
     --key-bits 256 --passphrase-file pass --out cryptoloop-ext4.img >/dev/null
-python3 "$here/legacy.py" encrypt --plain ext2-1k.img --scheme loop-aes --aespipe-args "-e AES128" \
+"$py" "$here/legacy.py" encrypt --plain ext2-1k.img --scheme loop-aes --aespipe-args "-e AES128" \
     --passphrase-file pass --out loopaes-ext2.img >/dev/null
 touch done
