@@ -346,7 +346,7 @@ fn readme_setup_and_deb() -> TestResult {
                  /usr/share/doc/loopkit/docs/CLI.md; do\n\
                  [ -s \"$f\" ] || {{ echo \"missing $f\" >&2; exit 1; }}\n\
              done\n\
-             dpkg-query -W -f='recommended ${{Package}} ${{Status}}\\n' cryptsetup gpg\n\
+             dpkg-query -W -f='recommended ${{Package}} ${{Status}}\\n' cryptsetup gpg gpg-agent\n\
              cd {clone}\n\
              loopkit verify testdata/sample/archive-2008.img --passphrase-file testdata/sample/passphrase.txt\n"
         ),
@@ -366,7 +366,7 @@ fn readme_setup_and_deb() -> TestResult {
         "loopkit --version from the package printed {version:?}"
     );
     ensure!(field("man").as_deref() == Some("/usr/share/man/man1/loopkit.1.gz"), "man -w loopkit: {:?}", field("man"));
-    for pkg in ["cryptsetup", "gpg"] {
+    for pkg in ["cryptsetup", "gpg", "gpg-agent"] {
         ensure!(
             o.lines().any(|l| l == format!("recommended {pkg} install ok installed")),
             "apt did not install the recommended {pkg}:\n{o}"
