@@ -32,10 +32,10 @@ fn main() {
     .into_iter()
     .flatten()
     {
-        if let Some(path) = git(&["rev-parse", "--git-path", &p]) {
-            if std::path::Path::new(&path).exists() {
-                println!("cargo:rerun-if-changed={path}");
-            }
+        if let Some(path) = git(&["rev-parse", "--git-path", &p])
+            && std::path::Path::new(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={path}");
         }
     }
     let rev = git(&["rev-parse", "--short=12", "HEAD"]);
