@@ -89,10 +89,11 @@ fn require_ok(what: &str, out: &Output) -> Result<(), Failed> {
 /// `loopkit verify` on the sample, human output: `result OK` and the payload SHA-256 recorded
 /// in testdata/sample/plaintext.sha256.
 fn require_verified(what: &str, stdout: &str, expected_sha256: &str) -> Result<(), Failed> {
+    // A field starts its line ("payload      sha256 …"); continuation lines are indented.
     let field = |name: &str| {
         stdout.lines().find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(name)).then(|| w.collect::<Vec<_>>().join(" "))
+            let rest = l.strip_prefix(name)?;
+            rest.starts_with(' ').then(|| rest.split_whitespace().collect::<Vec<_>>().join(" "))
         })
     };
     ensure!(field("result").as_deref() == Some("OK"), "{what}: no `result OK` line in its output:\n{stdout}");
