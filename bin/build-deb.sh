@@ -8,6 +8,11 @@
 # then runs `cargo deb --no-build`; Cargo.toml's [package.metadata.deb] says where each file goes.
 # The package lands in target/debian/ (or --output) and its path is printed on stdout.
 # Needs cargo-deb (its version is in tests/cargo-tools.txt; tests/setup.sh installs it).
+#
+# LOOPKIT_DEB_PREBUILT=FILE skips the build and packages the release binary as it is; FILE must
+# be that binary (TARGET_DIR/release/loopkit). The fresh-machine test uses it to package the
+# binary under test: a `cargo build` during `cargo test` would rebuild and replace it (the test
+# build unifies dev-dependency features) while other tests run it.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -15,11 +20,15 @@ die() { echo "build-deb: $*" >&2; exit 1; }
 command -v cargo-deb >/dev/null 2>&1 \
     || die "cargo-deb is not installed: cargo install --locked cargo-deb --version VERSION (tests/cargo-tools.txt)"
 
-cargo build --release --locked --bins >&2
 # The release binary, wherever the target directory is (CARGO_TARGET_DIR, .cargo/config.toml).
 target_dir=$(cargo metadata --format-version 1 --no-deps --locked | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 [ -n "$target_dir" ] || die "cannot find cargo's target directory"
 loopkit="$target_dir/release/loopkit"
+if [ -n "${LOOPKIT_DEB_PREBUILT:-}" ]; then
+    [ "$LOOPKIT_DEB_PREBUILT" -ef "$loopkit" ] || die "LOOPKIT_DEB_PREBUILT=$LOOPKIT_DEB_PREBUILT is not $loopkit"
+else
+    cargo build --release --locked --bins >&2
+fi
 [ -x "$loopkit" ] || die "no release binary at $loopkit"
 
 # Generated assets: always under ./target (the paths Cargo.toml names), rebuilt every time.

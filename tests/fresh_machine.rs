@@ -313,7 +313,13 @@ fn readme_setup_and_deb() -> TestResult {
     // 3. The .deb, built here, installed there with apt.
     let t = Instant::now();
     let debs = util::Scratch::new("fresh-deb");
-    let out = run(Command::new("sh").arg(repo.join("bin/build-deb.sh")).arg("--output").arg(&debs.0))?;
+    // The binary under test, packaged as it is (a `cargo build` now would replace it under the
+    // tests running in parallel: see bin/build-deb.sh).
+    let out = run(Command::new("sh")
+        .arg(repo.join("bin/build-deb.sh"))
+        .arg("--output")
+        .arg(&debs.0)
+        .env("LOOPKIT_DEB_PREBUILT", util::loopkit_bin()))?;
     require_ok("sh bin/build-deb.sh", &out)?;
     let deb = std::fs::read_dir(&debs.0)
         .map_err(|e| format!("read {}: {e}", debs.0.display()))?
