@@ -5,6 +5,7 @@
 
 mod batch;
 mod bench_remap;
+mod cryptsetup_lines;
 mod ecc_repair;
 mod ecc_strip;
 mod ecc_verify;
@@ -67,6 +68,7 @@ fn main() {
     trials.extend(bench_remap::trials());
     trials.extend(vm_attach::trials());
     trials.extend(batch::trials());
+    trials.extend(cryptsetup_lines::trials());
     trials.extend(ublk_abi::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
