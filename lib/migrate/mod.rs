@@ -55,11 +55,33 @@ impl Format {
     }
 }
 
+/// Which migration ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationMode {
+    /// Nothing written into the image: the cryptsetup commands (and a key file).
+    Plain,
+    /// A LUKS2 header file over the unchanged image.
+    DetachedHeader,
+    /// A new LUKS container with the data re-encrypted.
+    Reencrypt,
+}
+
+impl MigrationMode {
+    /// `plain` / `detached-header` / `reencrypt` (the JSON and CLI spelling).
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationMode::Plain => "plain",
+            MigrationMode::DetachedHeader => "detached-header",
+            MigrationMode::Reencrypt => "reencrypt",
+        }
+    }
+}
+
 /// What a migration produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// `plain`, `detached-header`, `reencrypt`.
-    pub mode: &'static str,
+    /// Which migration ran.
+    pub mode: MigrationMode,
     /// The file written (header or image); None for `plain` without outputs.
     pub output: Option<PathBuf>,
     /// `luks2`/`luks1` (None for plain).

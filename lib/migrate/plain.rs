@@ -63,7 +63,7 @@ pub fn plain(opened: &Opened, opts: &PlainOptions) -> crate::Result<(Outcome, pl
     }
     Ok((
         Outcome {
-            mode: "plain",
+            mode: super::MigrationMode::Plain,
             output: opts.key_out.clone(),
             format: None,
             uuid: None,

@@ -79,7 +79,7 @@ pub fn migrate(
     Migrate {
         loopkit_json: JSON_VERSION,
         command: "migrate".into(),
-        mode: o.mode.into(),
+        mode: o.mode.name().into(),
         image: image.into(),
         output: o.output.as_ref().map(|p| p.display().to_string()),
         format: o.format.map(|f| f.name().to_string()),
@@ -106,7 +106,11 @@ pub fn migrate(
                 KeyFileKind::LoopAesKeyFile => Some("loop-aes-key-file".into()),
                 KeyFileKind::None => None,
             },
-            key_file: if o.mode == "plain" { o.output.as_ref().map(|p| p.display().to_string()) } else { None },
+            key_file: if o.mode == crate::migrate::MigrationMode::Plain {
+                o.output.as_ref().map(|p| p.display().to_string())
+            } else {
+                None
+            },
         }),
         notes,
     }
