@@ -150,7 +150,13 @@ impl Backend for RemapBackend {
         let at = self.window(offset, len)?;
         self.engine.write_at(buf, at)
     }
+    fn watch(&self) {
+        self.engine.check_lease(true);
+    }
     fn plan_flush(&self, out: &mut Vec<Target>) {
+        // A lost lease stops raw I/O before this FLUSH completes (no draining here: this queue
+        // thread may hold guards of its own; the state thread drains).
+        self.engine.check_lease(false);
         if self.writable {
             // The device's cache (raw writes) and the image's metadata (holes filled through
             // the file system).
