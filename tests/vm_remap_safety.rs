@@ -37,11 +37,11 @@ fn on_backports() -> TestResult {
 /// 1 MiB of zeros from `twin` over bytes 4..5 MiB of the image through that descriptor.
 const HOLDER: &str = r#"
 import fcntl, os, struct, sys, time
-fd3 = os.open("/x/img", 3)
+fd3 = os.open("/tmp/x/img", 3)
 open("/tmp/ready", "w").close()
 while not os.path.exists("/tmp/attached"):
     time.sleep(0.05)
-src = os.open("/x/twin", os.O_RDONLY)
+src = os.open("/tmp/x/twin", os.O_RDONLY)
 arg = bytearray(struct.pack("QQHHI", 0, 1 << 20, 1, 0, 0) + struct.pack("qQQiI", fd3, 4 << 20, 0, 0, 0))
 fcntl.ioctl(src, 0xC0189436, arg)  # FIDEDUPERANGE
 _, _, done, status, _ = struct.unpack_from("qQQiI", arg, 24)
@@ -58,21 +58,21 @@ fn script(bin: &str) -> String {
 echo "kernel:$(uname -r)"
 modprobe -d "$VM_MODROOT" xfs
 mkfs.xfs -q -f -m reflink=1 /dev/vda
-mkdir -p /x
-mount -t xfs /dev/vda /x
-echo "reflink:$(xfs_info /x | grep -o 'reflink=[01]' | head -n 1)"
+mkdir -p /tmp/x
+mount -t xfs /dev/vda /tmp/x
+echo "reflink:$(xfs_info /tmp/x | grep -o 'reflink=[01]' | head -n 1)"
 head -c 1048576 /dev/urandom >/tmp/pattern
 dev_of() { sed -n 's/^ *"device": "\(.*\)",$/\1/p' "$1"; }
 
 # (h1)
-dd if=/dev/zero of=/x/img bs=1M count=16 conv=fsync status=none
-dd if=/dev/zero of=/x/twin bs=1M count=16 conv=fsync status=none
-chown 1000:1000 /x/img
+dd if=/dev/zero of=/tmp/x/img bs=1M count=16 conv=fsync status=none
+dd if=/dev/zero of=/tmp/x/twin bs=1M count=16 conv=fsync status=none
+chown 1000:1000 /tmp/x/img
 setpriv --reuid=1000 --regid=1000 --clear-groups python3 -c "$(cat /run/vm/holder.py)" &
 holder=$!
 for _ in $(seq 300); do [ -e /tmp/ready ] && break; sleep 0.1; done
 echo "h1-ready:$(test -e /tmp/ready && echo yes || echo no)"
-start h1 --remap --json /x/img >/dev/null
+start h1 --remap --json /tmp/x/img >/dev/null
 cp /tmp/h1.out /run/vm/h1.json
 dev=$(dev_of /tmp/h1.out)
 "$LK" attach --list --json >/run/vm/h1-list.json
@@ -83,31 +83,31 @@ dd if=/tmp/pattern of="$dev" bs=1M seek=4 count=1 oflag=direct conv=fsync status
 stop h1 "$dev"
 kill "$holder" 2>/dev/null || true
 wait "$holder" 2>/dev/null || true
-echo "h1-found:$(dd if=/x/img bs=1M skip=4 count=1 status=none | cmp -s - /tmp/pattern && echo ok || echo differs)"
+echo "h1-found:$(dd if=/tmp/x/img bs=1M skip=4 count=1 status=none | cmp -s - /tmp/pattern && echo ok || echo differs)"
 
 # (lb)
-dd if=/dev/zero of=/x/ok.img bs=1M count=8 conv=fsync status=none
+dd if=/dev/zero of=/tmp/x/ok.img bs=1M count=8 conv=fsync status=none
 lbt=$(cat /proc/sys/fs/lease-break-time)
 echo 5 >/proc/sys/fs/lease-break-time
-start lb --remap --json /x/ok.img >/dev/null
+start lb --remap --json /tmp/x/ok.img >/dev/null
 echo "$lbt" >/proc/sys/fs/lease-break-time
 cp /tmp/lb.out /run/vm/lb.json
 stop lb "$(dev_of /tmp/lb.out)"
 
 # (m)
-touch -m -d '2001-01-01 00:00:00' /x/ok.img
-echo "m-before:$(stat -c %Y /x/ok.img)"
-dev=$(start m --remap /x/ok.img)
+touch -m -d '2001-01-01 00:00:00' /tmp/x/ok.img
+echo "m-before:$(stat -c %Y /tmp/x/ok.img)"
+dev=$(start m --remap /tmp/x/ok.img)
 "$LK" attach --list --json >/run/vm/m-list.json
 dd if=/tmp/pattern of="$dev" bs=1M seek=2 oflag=direct conv=fsync status=none
-echo "m-attached:$(stat -c %Y /x/ok.img)"
+echo "m-attached:$(stat -c %Y /tmp/x/ok.img)"
 kill -9 "$(cat /tmp/m.pid)"
 for _ in $(seq 100); do [ -s /tmp/m.rc ] && break; sleep 0.1; done
 for _ in $(seq 100); do [ -e "$dev" ] || break; sleep 0.1; done
-echo "m-killed:$(stat -c %Y /x/ok.img)"
+echo "m-killed:$(stat -c %Y /tmp/x/ok.img)"
 "$LK" detach "$dev" >/dev/null 2>&1 || true
-echo "m-data:$(dd if=/x/ok.img bs=1M skip=2 count=1 status=none | cmp -s - /tmp/pattern && echo ok || echo differs)"
-umount /x
+echo "m-data:$(dd if=/tmp/x/ok.img bs=1M skip=2 count=1 status=none | cmp -s - /tmp/pattern && echo ok || echo differs)"
+umount /tmp/x
 "#,
     );
     s
