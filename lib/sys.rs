@@ -64,7 +64,7 @@ pub fn fs_get_xattr(fd: BorrowedFd<'_>) -> io::Result<FsXattr> {
 /// `struct xfs_fsop_geom` (`fs/xfs/libxfs/xfs_fs.h`, the v5 layout: 256 bytes); only `flags`
 /// is read.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct XfsFsopGeom {
     head: [u32; 8],
     counts: [u64; 4],
@@ -76,22 +76,6 @@ pub struct XfsFsopGeom {
     pub flags: u32,
     tail: [u32; 6],
     reserved: [u64; 17],
-}
-
-impl Default for XfsFsopGeom {
-    fn default() -> Self {
-        XfsFsopGeom {
-            head: [0; 8],
-            counts: [0; 4],
-            uuid: [0; 16],
-            sunit: 0,
-            swidth: 0,
-            version: 0,
-            flags: 0,
-            tail: [0; 6],
-            reserved: [0; 17],
-        }
-    }
 }
 
 /// `XFS_FSOP_GEOM_FLAGS_REFLINK`: files on this XFS can share blocks (reflink, dedupe).

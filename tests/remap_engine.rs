@@ -24,6 +24,7 @@ pub fn trials() -> Vec<Trial> {
         trial("remap_engine::reflink_xfs_remaps_only_root_only_images", reflink_ownership),
         trial("remap_engine::a_mode_3_descriptor_elsewhere_refuses_remap", mode3_holder),
         trial("remap_engine::a_raw_write_bumps_mtime_before_close", mtime_bump),
+        trial("remap_engine::a_lost_lease_stops_raw_io_at_the_next_flush", lost_lease),
     ]
 }
 
@@ -344,7 +345,13 @@ fn reflink_ownership() -> TestResult {
             match (&got, want_ok) {
                 (None, true) => {}
                 (Some(why), false) if why.contains("remap.shareable-not-root-only") => {}
-                _ => return Err(format!("xfs {opt}, image {what}: expected remap {}, got {got:?}", if want_ok { "allowed" } else { "refused" }).into()),
+                _ => {
+                    return Err(format!(
+                        "xfs {opt}, image {what}: expected remap {}, got {got:?}",
+                        if want_ok { "allowed" } else { "refused" }
+                    )
+                    .into());
+                }
             }
         }
     }
@@ -430,6 +437,58 @@ fn mtime_bump() -> TestResult {
         ensure!(e.state().lease_held, "{}: stat broke the lease", m.fs);
         ensure!(m1 > m0 && c1 > c0, "{}: before close, mtime {m0} -> {m1}, ctime {c0} -> {c1}", m.fs);
         e.close().map_err(|err| format!("close: {err}"))?;
+    }
+    Ok(Completion::Completed)
+}
+
+/// Whether /proc/locks lists a lease on inode `ino` (the kernel's view, not the engine's).
+fn lease_listed(ino: u64) -> Result<bool, Failed> {
+    let locks = std::fs::read_to_string("/proc/locks").map_err(|e| format!("/proc/locks: {e}"))?;
+    // "1: LEASE  ACTIVE    WRITE 1234 07:00:12 0 EOF": field 6 is MAJOR:MINOR:INODE.
+    Ok(locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&"LEASE") && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(ino.to_string().as_str())
+    }))
+}
+
+/// M1: a lease the engine lost without a break reaching it (simulated by dropping it behind the
+/// engine's back) stops raw I/O at the next flush (`remap.lease-lost`); later writes go through
+/// the file and land.
+fn lost_lease() -> TestResult {
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::Ordering::Relaxed;
+    for m in &mounts {
+        let img = m.path("lost.img");
+        let mut model = make_mixed(&img)?;
+        let ino = std::fs::metadata(&img).map_err(|e| format!("stat: {e}"))?.ino();
+        let e = open_engine(&img)?;
+        ensure!(lease_listed(ino)?, "{}: /proc/locks shows no lease after open", m.fs);
+        let data = pattern(901, 65536);
+        e.write_at(&data, MIB).map_err(|err| format!("write: {err}"))?;
+        model[MIB as usize..MIB as usize + 65536].copy_from_slice(&data);
+        loopkit::sys::set_lease(e.file_fd(), loopkit::sys::Lease::None).map_err(|err| format!("unlease: {err}"))?;
+        ensure!(!lease_listed(ino)?, "{}: the lease is still listed", m.fs);
+        e.flush().map_err(|err| format!("flush: {err}"))?;
+        let st = e.state();
+        ensure!(
+            !st.remapping && st.stopped_because.as_deref().is_some_and(|w| w.contains("remap.lease-lost")),
+            "{}: after a flush without the lease: {st:?}",
+            m.fs
+        );
+        let raw_before = e.stats().device_written.load(Relaxed);
+        let data = pattern(902, 65536);
+        e.write_at(&data, 2 * MIB).map_err(|err| format!("write: {err}"))?;
+        model[2 * MIB as usize..2 * MIB as usize + 65536].copy_from_slice(&data);
+        ensure!(e.stats().device_written.load(Relaxed) == raw_before, "{}: a raw write after the lease was lost", m.fs);
+        ensure!(!e.check_lease(true), "{}: check_lease says remapping", m.fs);
+        e.close().map_err(|err| format!("close: {err}"))?;
+        drop(e);
+        let through_fs = std::fs::read(&img).map_err(|err| format!("read: {err}"))?;
+        ensure!(through_fs == model, "{}: the file differs from the model", m.fs);
     }
     Ok(Completion::Completed)
 }

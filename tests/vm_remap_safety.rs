@@ -118,7 +118,10 @@ fn json(out: &vm::VmOutcome, name: &str) -> Result<serde_json::Value, libtest_mi
 }
 
 fn notes(v: &serde_json::Value) -> String {
-    v["notes"].as_array().map(|n| n.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" | ")).unwrap_or_default()
+    v["notes"]
+        .as_array()
+        .map(|n| n.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" | "))
+        .unwrap_or_default()
 }
 
 fn checks(suite: &'static str) -> TestResult {
@@ -170,9 +173,7 @@ fn checks(suite: &'static str) -> TestResult {
     let h1 = json(&out, "h1.json")?;
     let n = notes(&h1);
     check(
-        n.contains("not remapping")
-            && n.contains("remap.shareable-not-root-only")
-            && h1["mode"] == "file",
+        n.contains("not remapping") && n.contains("remap.shareable-not-root-only") && h1["mode"] == "file",
         format!("(h1) attach --remap did not fall back to the file with the dedupe rule: {h1}"),
     );
     let list = json(&out, "h1-list.json")?;

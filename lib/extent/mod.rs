@@ -200,7 +200,11 @@ pub fn classify(e: &Extent, align: u64) -> (Class, &'static str) {
 /// (sorted, not overlapping, as [`fiemap::query`] returns them) for which `has_data(gap)` is
 /// true becomes an [`ExtentFlags::UNKNOWN`] extent (via file) instead of a hole. `has_data` is
 /// the second opinion (`SEEK_DATA` for a live file); it should answer true when unsure.
-pub fn close_gaps(range: Range<u64>, extents: Vec<Extent>, mut has_data: impl FnMut(Range<u64>) -> bool) -> Vec<Extent> {
+pub fn close_gaps(
+    range: Range<u64>,
+    extents: Vec<Extent>,
+    mut has_data: impl FnMut(Range<u64>) -> bool,
+) -> Vec<Extent> {
     let mut out = Vec::with_capacity(extents.len() + 1);
     let mut pos = range.start;
     let mut check = |a: u64, b: u64, out: &mut Vec<Extent>| {

@@ -293,7 +293,8 @@ impl Engine {
         let again = preflight::check(&inner.file, path);
         let size_now = inner.file.metadata().map(|m| m.len()).ok();
         if !again.is_safe() || size_now != Some(size) {
-            let mut reasons: Vec<String> = again.refusals.iter().map(|r| format!("{} ({})", r.message, r.code)).collect();
+            let mut reasons: Vec<String> =
+                again.refusals.iter().map(|r| format!("{} ({})", r.message, r.code)).collect();
             if size_now != Some(size) {
                 reasons.push("its size changed while the lease was being taken (remap.changed-before-lease)".into());
             }

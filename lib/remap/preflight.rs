@@ -209,9 +209,8 @@ pub fn other_holders(file: &File) -> (Vec<String>, usize) {
     let Ok(procs) = std::fs::read_dir("/proc") else { return (vec!["/proc cannot be read".into()], 0) };
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let comm = || {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim().to_string()).unwrap_or_default()
-        };
+        let comm =
+            || std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim().to_string()).unwrap_or_default();
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             // Gone meanwhile (ENOENT) is fine; anything else is a blind spot.
             if Path::new(&format!("/proc/{pid}")).exists() {
