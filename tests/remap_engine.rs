@@ -25,6 +25,7 @@ pub fn trials() -> Vec<Trial> {
         trial("remap_engine::a_mode_3_descriptor_elsewhere_refuses_remap", mode3_holder),
         trial("remap_engine::a_raw_write_bumps_mtime_before_close", mtime_bump),
         trial("remap_engine::a_lost_lease_stops_raw_io_at_the_next_flush", lost_lease),
+        trial("remap_engine::dedupe_through_an_scm_rights_descriptor_is_caught_by_revalidation", scm_rights_dedupe),
     ]
 }
 
@@ -491,4 +492,89 @@ fn lost_lease() -> TestResult {
         ensure!(through_fs == model, "{}: the file differs from the model", m.fs);
     }
     Ok(Completion::Completed)
+}
+
+/// The blind spot the descriptor scan documents, and what bounds it: root parks a mode-3
+/// descriptor of a root-only image in an `SCM_RIGHTS` message (no process's fd table holds it),
+/// so the engine opens and remaps; then takes it out and dedupes a zero-filled twin over 1 MiB
+/// of the image. `revalidate_map` must stop remapping (`remap.map-changed`), and a write there
+/// afterwards must land in the image (read through XFS).
+fn scm_rights_dedupe() -> TestResult {
+    if let Some(why) = mounts::unavailable("mkfs.xfs") {
+        return skip(why);
+    }
+    if let Some(why) = python_missing() {
+        return skip(why);
+    }
+    let m = Mounted::new("xfs", 320, &["-q", "-f", "-m", "reflink=1"], "")?;
+    let img = m.path("img");
+    let twin = m.path("twin");
+    for p in [&img, &twin] {
+        std::fs::write(p, vec![0u8; (16 * MIB) as usize]).map_err(|e| format!("write: {e}"))?;
+        run_ok(Command::new("sync").arg(p))?;
+    }
+    const HOLDER: &str = r#"
+import fcntl, os, socket, struct, sys
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+fd3 = os.open(sys.argv[1], 3)
+socket.send_fds(a, [b"x"], [fd3])
+os.close(fd3)
+print("parked", flush=True)
+sys.stdin.readline()
+_, fds, _, _ = socket.recv_fds(b, 1, 1)
+src = os.open(sys.argv[2], os.O_RDONLY)
+arg = bytearray(struct.pack("QQHHI", 0, 1 << 20, 1, 0, 0) + struct.pack("qQQiI", fds[0], 4 << 20, 0, 0, 0))
+fcntl.ioctl(src, 0xC0189436, arg)
+_, _, done, status, _ = struct.unpack_from("qQQiI", arg, 24)
+print("dedupe %d/%d" % (status, done), flush=True)
+sys.stdin.readline()
+"#;
+    let mut child = Command::new(python())
+        .arg("-c")
+        .arg(HOLDER)
+        .arg(&img)
+        .arg(&twin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn python: {e}"))?;
+    let (Some(mut to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("no pipes to the holder".into());
+    };
+    use std::io::{BufRead, Write};
+    let mut from = std::io::BufReader::new(from);
+    let mut line = String::new();
+    let result = (|| -> TestResult {
+        from.read_line(&mut line).map_err(|e| format!("holder: {e}"))?;
+        ensure!(line.trim() == "parked", "holder said {line:?}");
+        let e = open_engine(&img)?;
+        let mut buf = vec![0u8; MIB as usize];
+        e.read_exact_at(&mut buf, 4 * MIB).map_err(|err| format!("read: {err}"))?;
+        ensure!(e.revalidate_map() && e.state().remapping, "revalidation before the dedupe: {:?}", e.state());
+        to.write_all(b"go\n").map_err(|err| format!("to holder: {err}"))?;
+        line.clear();
+        from.read_line(&mut line).map_err(|err| format!("holder: {err}"))?;
+        ensure!(line.trim() == "dedupe 0/1048576", "the kernel's dedupe answer: {line:?}");
+        // The kernel's view: twin's first MiB is now shared (filefrag of twin: opening img would
+        // break the lease and hide what this test is about).
+        let shared = mounts::filefrag(&twin)?.iter().any(|f| f.logical == 0 && f.flags.iter().any(|x| x == "shared"));
+        ensure!(shared, "filefrag does not show twin's first MiB shared after the dedupe");
+        ensure!(!e.revalidate_map(), "revalidation did not notice the dedupe");
+        let st = e.state();
+        ensure!(
+            !st.remapping && st.stopped_because.as_deref().is_some_and(|w| w.contains("remap.map-changed")),
+            "after the dedupe: {st:?}"
+        );
+        let data = pattern(4242, MIB as usize);
+        e.write_at(&data, 4 * MIB).map_err(|err| format!("write: {err}"))?;
+        e.close().map_err(|err| format!("close: {err}"))?;
+        drop(e);
+        let got = std::fs::read(&img).map_err(|err| format!("read: {err}"))?;
+        ensure!(got[(4 * MIB) as usize..(5 * MIB) as usize] == data[..], "the write after the dedupe is not in img");
+        Ok(Completion::Completed)
+    })();
+    drop(to);
+    let _ = child.kill();
+    let _ = child.wait();
+    result
 }

@@ -118,6 +118,9 @@ pub struct Stats {
     pub mtime_bumps: AtomicU64,
 }
 
+/// How often `attach` re-validates the extent map ([`Engine::revalidate_map`]), in seconds.
+pub const REVALIDATE_SECS: u64 = 1;
+
 /// Raw writes bump the image's mtime/ctime (`futimens(UTIME_NOW)`) before the first raw write
 /// and then at most once per this many seconds of writing.
 pub const MTIME_PERIOD_SECS: u64 = 5;
@@ -321,6 +324,16 @@ impl Engine {
         self.inner.check_lease(drain)
     }
 
+    /// Re-validate the extent map against FIEMAP: every range the map holds as plainly mapped
+    /// must still be plainly mapped at the same device offset. Anything else (blocks moved by a
+    /// dedupe or reflink through a descriptor nobody saw, a relocation) stops raw I/O, waiting
+    /// for raw I/O in flight (`remap.map-changed`), so the damage is bounded by how often this
+    /// runs (`attach` calls it every [`REVALIDATE_SECS`]). Must not be called by a thread that
+    /// holds a [`Guard`]. Returns whether remapping is still on.
+    pub fn revalidate_map(&self) -> bool {
+        self.inner.revalidate_map()
+    }
+
     /// The image's size in bytes.
     pub fn size(&self) -> u64 {
         self.inner.size
@@ -455,6 +468,44 @@ impl Inner {
         if rustix::fs::futimens(&self.file, &ts).is_ok() {
             self.stats.mtime_bumps.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn revalidate_map(&self) -> bool {
+        if !self.remap_on.load(Ordering::SeqCst) {
+            return false;
+        }
+        let changed = match self.map_differs() {
+            Ok(None) => return true,
+            Ok(Some(at)) => format!("the image's extents changed under the engine at byte {at} (remap.map-changed)"),
+            Err(e) => format!("the image's extents could not be re-checked: {e} (remap.map-changed)"),
+        };
+        self.stop_remapping(&changed);
+        false
+    }
+
+    /// The first byte whose mapping FIEMAP no longer confirms, if any. The map's read lock is
+    /// held throughout, so the engine's own re-maps (which take it for writing) cannot interleave.
+    fn map_differs(&self) -> io::Result<Option<u64>> {
+        let map = self.map.read().map_err(|_| io::Error::other("map lock poisoned"))?;
+        for r in map.covered().to_vec() {
+            let old = map.segments(r.clone());
+            if !old.iter().any(|s| matches!(s.kind, SegKind::Mapped { .. })) {
+                continue;
+            }
+            let ext = self.query(r.clone(), false)?;
+            let mut fresh = ExtentMap::new(self.size, self.align as u64);
+            fresh.fill(r.clone(), &ext);
+            for s in old {
+                let SegKind::Mapped { physical } = s.kind else { continue };
+                for n in fresh.segments(s.logical..s.logical + s.length) {
+                    let want = physical + (n.logical - s.logical);
+                    if n.kind != (SegKind::Mapped { physical: want }) {
+                        return Ok(Some(n.logical));
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn check_lease(&self, drain: bool) -> bool {
