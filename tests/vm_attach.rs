@@ -120,7 +120,7 @@ fn remap_on_backports() -> TestResult {
 /// Guest shell helpers: `start NAME ARGS…` runs `loopkit attach ARGS…` in the background with
 /// its stdout/stderr in /tmp/NAME.{out,err}, waits until it printed the device (or died) and
 /// prints the first line; `stop NAME DEV` detaches and prints the server's exit status.
-const HELPERS: &str = r#"
+pub(crate) const HELPERS: &str = r#"
 start() {
     local n=$1; shift
     rm -f /tmp/$n.rc /tmp/$n.pid

@@ -216,6 +216,7 @@ pub fn run<B: Backend>(
             .spawn(move || {
                 while !done.load(std::sync::atomic::Ordering::Acquire) {
                     std::thread::sleep(std::time::Duration::from_millis(200));
+                    backend.watch();
                     let mut g = recorded.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(e) = g.as_mut() {
                         let (remap, lease) = (backend.remap_state(), backend.lease());
