@@ -9,6 +9,7 @@ mod cryptsetup_lines;
 mod ecc_repair;
 mod ecc_strip;
 mod ecc_verify;
+mod ext_compat;
 mod ext_damage;
 mod extents;
 mod fs_corrupt;
@@ -54,6 +55,7 @@ fn main() {
     trials.extend(fs_extract::trials());
     trials.extend(fs_corrupt::trials());
     trials.extend(ext_damage::trials());
+    trials.extend(ext_compat::trials());
     trials.extend(ecc_verify::trials());
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
