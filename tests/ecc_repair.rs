@@ -184,7 +184,9 @@ fn rs01_repair() -> TestResult {
 
 /// L9: an RS01 `.ecc` whose header claims 2^40 sectors (and a zero fingerprint, which skips the
 /// pairing check) must not make `repair` allocate 4 TiB of CRCs: under `ulimit -v` 1 GiB it exits
-/// 2 with a message naming the size mismatch, not an abort, and writes no output.
+/// 2 with a message naming the claimed size, not an abort, and writes no output. (Opening the
+/// `.ecc` file already compares its size with the header; `repair` checks again before it
+/// allocates, for callers that build the `Ecc` another way, e.g. the `repair` fuzz target.)
 fn rs01_absurd_sector_count() -> TestResult {
     if let Some(r) = prerequisites() {
         return util::skip(r);
@@ -205,14 +207,14 @@ fn rs01_absurd_sector_count() -> TestResult {
     let o = run(Command::new("sh").arg("-c").arg(cmd).arg(util::loopkit_bin()).arg(&orig).arg(&ecc).arg(&out))?;
     let v = json(&o).unwrap_or_default();
     ensure!(
-        code(&o) == 2 && v["error"]["kind"] == "invalid-input",
+        code(&o) == 2 && (v["error"]["kind"] == "corrupt" || v["error"]["kind"] == "invalid-input"),
         "exit {} (2 expected), stdout {}, stderr {}",
         code(&o),
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
     let msg = v["error"]["message"].as_str().unwrap_or("");
-    ensure!(msg.contains("1099511627776 sectors"), "the message does not name the claimed size: {msg}");
+    ensure!(msg.contains("1099511627776"), "the message does not name the claimed size: {msg}");
     ensure!(!out.exists(), "an output was left behind");
     Ok(Completion::Completed)
 }
