@@ -15,6 +15,7 @@ mod fs_extract;
 mod fs_fixtures;
 mod fs_manifest;
 mod fs_verify;
+mod hostile_names;
 mod layers;
 mod legacy;
 mod legacy_ciphers;
@@ -68,6 +69,7 @@ fn main() {
     trials.extend(vm_attach::trials());
     trials.extend(batch::trials());
     trials.extend(ublk_abi::trials());
+    trials.extend(hostile_names::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
     conclusion.exit();
