@@ -3,6 +3,7 @@
 //! Each module contributes `trials()`; oracles are independent tools (mkfs, genisoimage, Python
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
+mod attach_state;
 mod batch;
 mod bench_remap;
 mod ecc_repair;
@@ -70,6 +71,7 @@ fn main() {
     trials.extend(batch::trials());
     trials.extend(ublk_abi::trials());
     trials.extend(hostile_names::trials());
+    trials.extend(attach_state::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
     conclusion.exit();
