@@ -267,7 +267,9 @@ fn prepare_open_crypt(image: &Path, a: &AttachArgs, name: &str) -> loopkit::Resu
                 "--open-crypt needs the passphrase (--passphrase-file or --passphrase-fd)",
             ));
         };
-        let mut v = Zeroizing::new(p.bytes().to_vec());
+        // Sized once: growing it would free a copy of the passphrase without zeroizing it.
+        let mut v = Zeroizing::new(Vec::with_capacity(p.bytes().len() + 1));
+        v.extend_from_slice(p.bytes());
         v.push(b'\n');
         Some(v)
     };
