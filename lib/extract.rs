@@ -198,8 +198,8 @@ fn check_existing(fd: &OwnedFd, dest: &Path, force: bool) -> crate::Result<()> {
     if force {
         return Ok(());
     }
-    let mut dir = rfs::Dir::read_from(fd).map_err(|e| io(dest, e.into()))?;
-    while let Some(entry) = dir.next() {
+    let dir = rfs::Dir::read_from(fd).map_err(|e| io(dest, e.into()))?;
+    for entry in dir {
         let entry = entry.map_err(|e| io(dest, e.into()))?;
         if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
             return Err(crate::Error::new(

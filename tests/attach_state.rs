@@ -65,7 +65,8 @@ fn detach_refuses_records_it_cannot_verify() -> TestResult {
         c
     };
     // The record names the sleep's pid and even its true start time: not loopkit, refused.
-    for (what, t) in [("true start time", Some(ticks)), ("no start time", None), ("wrong start time", Some(ticks + 1))] {
+    for (what, t) in [("true start time", Some(ticks)), ("no start time", None), ("wrong start time", Some(ticks + 1))]
+    {
         write_record(&dir, pid, t)?;
         let out = run(&mut detach())?;
         let err = String::from_utf8_lossy(&out.stderr);

@@ -903,7 +903,12 @@ fn torn_catalog_line_is_skipped_and_reported() -> TestResult {
     let other = d.path("other.jsonl");
     std::fs::write(&other, &bytes)?;
     let imp = run(&mut loopkit(&["catalog", p(&cat), "--import", p(&other), "--json"]))?;
-    ensure!(code(&imp) <= 1, "--import into a torn catalog: exit {}: {}", code(&imp), String::from_utf8_lossy(&imp.stderr));
+    ensure!(
+        code(&imp) <= 1,
+        "--import into a torn catalog: exit {}: {}",
+        code(&imp),
+        String::from_utf8_lossy(&imp.stderr)
+    );
     let out = run_ok(&mut verify())?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(

@@ -201,9 +201,7 @@ fn rs01_absurd_sector_count() -> TestResult {
                  b[68:76]=struct.pack('<Q',1<<40)\nb[20:36]=bytes(16)\nopen(sys.argv[1],'wb').write(b)\n";
     run_ok(Command::new(util::python()).arg("-c").arg(patch).arg(&ecc))?;
     let out = d.path("out.img");
-    let cmd = format!(
-        "ulimit -v 1048576 && exec \"$0\" repair --json \"$1\" --ecc \"$2\" -o \"$3\"",
-    );
+    let cmd = "ulimit -v 1048576 && exec \"$0\" repair --json \"$1\" --ecc \"$2\" -o \"$3\"";
     let o = run(Command::new("sh").arg("-c").arg(cmd).arg(util::loopkit_bin()).arg(&orig).arg(&ecc).arg(&out))?;
     let v = json(&o).unwrap_or_default();
     ensure!(

@@ -28,7 +28,12 @@ const FIFO: &str = "fifo\u{1b}[2J";
 fn clean_human(what: &str, out: &Output, want_shown: Option<&str>) -> Result<(), Failed> {
     for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
         if let Some(i) = bytes.iter().position(|&b| (b < 0x20 && b != b'\n') || b == 0x7f) {
-            return Err(format!("{what}: raw control byte {:#04x} at {i} of {stream}: {:?}", bytes[i], String::from_utf8_lossy(bytes)).into());
+            return Err(format!(
+                "{what}: raw control byte {:#04x} at {i} of {stream}: {:?}",
+                bytes[i],
+                String::from_utf8_lossy(bytes)
+            )
+            .into());
         }
         let text = String::from_utf8_lossy(bytes);
         ensure!(
@@ -78,7 +83,9 @@ fn names_escaped_in_human_output_exact_in_json() -> TestResult {
     clean_human("verify --against", &out, Some(EVIL_SHOWN))?;
     let out = run(against().arg("--json"))?;
     let v = json_of(&out)?;
-    let exact = v["problems"].as_array().is_some_and(|a| a.iter().any(|p| p["message"].as_str().is_some_and(|m| m.contains(EVIL))));
+    let exact = v["problems"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|p| p["message"].as_str().is_some_and(|m| m.contains(EVIL))));
     ensure!(exact, "verify --against --json: no problem names {EVIL:?} exactly: {v}");
 
     let dest = s.path("dest");
@@ -89,13 +96,16 @@ fn names_escaped_in_human_output_exact_in_json() -> TestResult {
     let dest2 = s.path("dest2");
     let out = run(loopkit(&["extract", "--quiet", "--json"]).arg(&img).arg(&dest2))?;
     let v = json_of(&out)?;
-    let exact = v["problems"].as_array().is_some_and(|a| a.iter().any(|p| p["message"].as_str().is_some_and(|m| m.contains(FIFO))));
+    let exact = v["problems"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|p| p["message"].as_str().is_some_and(|m| m.contains(FIFO))));
     ensure!(exact, "extract --json: no problem names {FIFO:?} exactly: {v}");
 
     // manifest: stdout is the manifest (JSON, exact); with -o the human line and problems are clean.
     let out = run_ok(loopkit(&["manifest"]).arg(&img))?;
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("manifest JSON: {e}"))?;
-    let paths: Vec<&str> = m["entries"].as_array().map(|a| a.iter().filter_map(|e| e["path"].as_str()).collect()).unwrap_or_default();
+    let paths: Vec<&str> =
+        m["entries"].as_array().map(|a| a.iter().filter_map(|e| e["path"].as_str()).collect()).unwrap_or_default();
     ensure!(paths.contains(&EVIL) && paths.contains(&FIFO), "manifest: names not exact: {paths:?}");
     let mo = s.path("m.json");
     let out = run_ok(loopkit(&["manifest"]).arg(&img).arg("-o").arg(&mo))?;
@@ -161,7 +171,10 @@ open(sys.argv[2], "w").write("\n".join(lines) + "\n")
 
 pub fn trials() -> Vec<Trial> {
     vec![
-        trial("hostile_names::names_escaped_in_human_output_exact_in_json", names_escaped_in_human_output_exact_in_json),
+        trial(
+            "hostile_names::names_escaped_in_human_output_exact_in_json",
+            names_escaped_in_human_output_exact_in_json,
+        ),
         trial("hostile_names::report_survives_absurd_numbers", report_survives_absurd_numbers),
     ]
 }

@@ -520,7 +520,10 @@ fn gpg_gets_no_symkey_cache() -> TestResult {
     let bin = d.path("bin");
     std::fs::create_dir(&bin).map_err(|e| e.to_string())?;
     let args = d.path("args");
-    let script = format!("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > '{}'\ncat >/dev/null\nexit 2\n", args.display());
+    let script = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > '{}'\ncat >/dev/null\nexit 2\n",
+        args.display()
+    );
     let gpg = bin.join("gpg");
     std::fs::write(&gpg, script).map_err(|e| e.to_string())?;
     use std::os::unix::fs::PermissionsExt;
@@ -537,7 +540,12 @@ fn gpg_gets_no_symkey_cache() -> TestResult {
     let out = run(loopkit(&["inspect", img.to_str().unwrap_or(""), "--key-file", asc.to_str().unwrap_or("")])
         .args(["--passphrase-file", pass.to_str().unwrap_or("")])
         .env("PATH", path))?;
-    ensure!(code(&out) == 2, "fake gpg fails: exit {} (2 expected): {}", code(&out), String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        code(&out) == 2,
+        "fake gpg fails: exit {} (2 expected): {}",
+        code(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = std::fs::read_to_string(&args).map_err(|e| format!("the fake gpg was not run: {e}"))?;
     let got: Vec<&str> = got.lines().collect();
     ensure!(got.contains(&"--no-symkey-cache"), "gpg arguments lack --no-symkey-cache: {got:?}");

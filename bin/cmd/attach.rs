@@ -415,7 +415,8 @@ pub fn detach(a: &DetachArgs) -> loopkit::Result<u8> {
             .ok()
             .and_then(|id| libublk::ctrl::UblkCtrl::new_simple(id).ok())
             .map(|c| c.dev_info().ublksrv_pid);
-        let recorded_gone = !state::process_alive(e.pid) || state::verify_server(e.pid, found.server_start_ticks).is_ok();
+        let recorded_gone =
+            !state::process_alive(e.pid) || state::verify_server(e.pid, found.server_start_ticks).is_ok();
         match server {
             Some(p) if i64::from(p) == i64::from(e.pid) && recorded_gone => {
                 how = "cleaned up (its server was gone)";

@@ -95,7 +95,11 @@ pub fn open_dir(create: bool) -> crate::Result<OwnedFd> {
                 d.display(),
                 st.st_uid,
                 st.st_mode & 0o7777,
-                if std::env::var_os(STATE_DIR_ENV).is_some() { format!(" (set by ${STATE_DIR_ENV})") } else { String::new() }
+                if std::env::var_os(STATE_DIR_ENV).is_some() {
+                    format!(" (set by ${STATE_DIR_ENV})")
+                } else {
+                    String::new()
+                }
             ),
         ));
     }
@@ -228,7 +232,8 @@ pub fn verify_server(pid: u32, recorded_start: Option<u64>) -> Result<(), String
                     from a reused one"
             .into());
     };
-    let exe = std::fs::metadata(format!("/proc/{pid}/exe")).map_err(|e| format!("cannot examine its executable ({e})"))?;
+    let exe =
+        std::fs::metadata(format!("/proc/{pid}/exe")).map_err(|e| format!("cannot examine its executable ({e})"))?;
     let me = std::fs::metadata("/proc/self/exe").map_err(|e| format!("cannot examine loopkit's executable ({e})"))?;
     use std::os::unix::fs::MetadataExt;
     if (exe.dev(), exe.ino()) != (me.dev(), me.ino()) {
