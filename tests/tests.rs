@@ -3,6 +3,7 @@
 //! Each module contributes `trials()`; oracles are independent tools (mkfs, genisoimage, Python
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
+mod attach_state;
 mod batch;
 mod bench_remap;
 mod cryptsetup_lines;
@@ -17,6 +18,7 @@ mod fs_extract;
 mod fs_fixtures;
 mod fs_manifest;
 mod fs_verify;
+mod hostile_names;
 mod layers;
 mod legacy;
 mod legacy_ciphers;
@@ -74,6 +76,8 @@ fn main() {
     trials.extend(batch::trials());
     trials.extend(cryptsetup_lines::trials());
     trials.extend(ublk_abi::trials());
+    trials.extend(hostile_names::trials());
+    trials.extend(attach_state::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();
     conclusion.exit();

@@ -271,7 +271,9 @@ fn prepare_open_crypt(image: &Path, a: &AttachArgs, name: &str) -> loopkit::Resu
                 "--open-crypt needs the passphrase (--passphrase-file or --passphrase-fd)",
             ));
         };
-        let mut v = Zeroizing::new(p.bytes().to_vec());
+        // Sized once: growing it would free a copy of the passphrase without zeroizing it.
+        let mut v = Zeroizing::new(Vec::with_capacity(p.bytes().len() + 1));
+        v.extend_from_slice(p.bytes());
         v.push(b'\n');
         Some(v)
     } else {
@@ -381,10 +383,12 @@ fn list(json: bool) -> loopkit::Result<u8> {
 }
 
 /// `loopkit detach DEVICE|IMAGE`: SIGTERM to the server and wait for it to finish (flush,
-/// device removed, record gone). A stale record (server killed) is cleaned up: the leftover
-/// ublk device is deleted.
+/// device removed, record gone). The record is not taken on trust: the pid is signalled (through
+/// a pidfd) only if it runs this loopkit executable and started when the record says, so a
+/// reused pid is never hit. A stale record (server gone) is cleaned up; the leftover ublk device
+/// is deleted only if the driver names the recorded, dead pid as its server.
 pub fn detach(a: &DetachArgs) -> loopkit::Result<u8> {
-    let Some(found) = state::find(&a.target) else {
+    let Some(found) = state::find(&a.target)? else {
         return Err(loopkit::Error::invalid(format!(
             "{} is not attached (see `loopkit attach --list`)",
             a.target.display()
@@ -392,14 +396,32 @@ pub fn detach(a: &DetachArgs) -> loopkit::Result<u8> {
     };
     let e = &found.entry;
     let mut how = "stopped";
+    let pid = i32::try_from(e.pid).ok().and_then(rustix::process::Pid::from_raw);
     if found.live {
-        let pid = i32::try_from(e.pid).ok().and_then(rustix::process::Pid::from_raw);
-        if let Some(pid) = pid {
-            rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-                .map_err(|err| loopkit::Error::io(format!("cannot signal the server (pid {})", e.pid), err.into()))?;
-        }
+        let Some(pid) = pid else {
+            return Err(loopkit::Error::invalid(format!("the record of {} has no valid pid", e.device)));
+        };
+        let refuse = |why: String| {
+            loopkit::Error::new(
+                loopkit::ErrorKind::Unsafe,
+                format!(
+                    "pid {} is not the loopkit server of {}: {why}; refusing to signal it (if {} is gone, remove \
+                     its record from {})",
+                    e.pid,
+                    e.device,
+                    e.device,
+                    state::dir().display()
+                ),
+            )
+        };
+        // The pidfd pins the process: checked, then signalled, with no pid reuse in between.
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+            .map_err(|err| refuse(format!("cannot open it ({err})")))?;
+        state::verify_server(e.pid, found.server_start_ticks).map_err(refuse)?;
+        rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::TERM)
+            .map_err(|err| loopkit::Error::io(format!("cannot signal the server (pid {})", e.pid), err.into()))?;
         let t0 = Instant::now();
-        while state::process_alive(e.pid) {
+        while state::process_alive(e.pid) && state::process_start_ticks(e.pid) == found.server_start_ticks {
             if t0.elapsed() > Duration::from_secs(a.timeout) {
                 return Err(loopkit::Error::new(
                     loopkit::ErrorKind::Io,
@@ -412,9 +434,24 @@ pub fn detach(a: &DetachArgs) -> loopkit::Result<u8> {
             std::thread::sleep(Duration::from_millis(50));
         }
     } else {
-        // The server died without cleaning up: remove what is left of the device.
-        how = "cleaned up (its server was gone)";
-        attach::server::delete_device(e.dev_id);
+        // The server died without cleaning up: remove what is left of the device, if the driver
+        // says it is the one the recorded (dead) server made.
+        let server = i32::try_from(e.dev_id)
+            .ok()
+            .and_then(|id| libublk::ctrl::UblkCtrl::new_simple(id).ok())
+            .map(|c| c.dev_info().ublksrv_pid);
+        let recorded_gone =
+            !state::process_alive(e.pid) || state::verify_server(e.pid, found.server_start_ticks).is_ok();
+        match server {
+            Some(p) if i64::from(p) == i64::from(e.pid) && recorded_gone => {
+                how = "cleaned up (its server was gone)";
+                attach::server::delete_device(e.dev_id);
+            }
+            Some(_) => {
+                how = "forgotten (stale record; the ublk device with that number now belongs to another server, left alone)";
+            }
+            None => how = "forgotten (stale record; its device is gone)",
+        }
     }
     state::forget(e.dev_id);
     if a.json {
