@@ -88,7 +88,7 @@ fn main() -> ExitCode {
 /// on stdout so scripts always get a document).
 fn report_error(e: &loopkit::Error, json: bool, command: &str) {
     let msg = loopkit::report::batch::error_chain(e);
-    eprintln!("loopkit: error: {msg}");
+    eprintln!("loopkit: error: {}", render::line(&msg));
     if json {
         let kind = loopkit::report::batch::error_kind_name(e.kind());
         let doc = loopkit::report::batch::ErrorDoc::new(command, None, kind, msg);

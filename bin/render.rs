@@ -4,6 +4,52 @@ use loopkit::report::{Ecc, Inspect, Repair, StripEcc, Verify};
 use loopkit::verify::Severity;
 use std::fmt::Write as _;
 
+/// Whether `c` must not reach a terminal as it is: C0 controls (ESC starts terminal escape
+/// sequences), DEL, C1 controls, and the bidirectional overrides and isolates that reorder how
+/// a line reads.
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn escape_into(o: &mut String, c: char) {
+    let _ = match c {
+        '\n' => write!(o, "\\n"),
+        '\t' => write!(o, "\\t"),
+        '\r' => write!(o, "\\r"),
+        c if (c as u32) < 0x80 => write!(o, "\\x{:02x}", c as u32),
+        c => write!(o, "\\u{{{:x}}}", c as u32),
+    };
+}
+
+fn escaped(s: &str, keep: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| is_unsafe_char(c) && !keep(c)) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut o = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if is_unsafe_char(c) && !keep(c) {
+            escape_into(&mut o, c);
+        } else {
+            o.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(o)
+}
+
+/// One line or field of human output (a message naming files from an image, a path): every
+/// control character, newlines and tabs included, is shown escaped (`\x1b`, `\n`, `\u{202e}`),
+/// so a hostile name can neither send terminal escape sequences nor fake a line of output.
+pub fn line(s: &str) -> std::borrow::Cow<'_, str> {
+    escaped(s, |_| false)
+}
+
+/// A whole block of human output: as [`line`], but newlines and tabs are kept (the last line of
+/// defence; fields that may hold names go through [`line`] first). Never for JSON, which stays
+/// exact.
+pub fn terminal(s: &str) -> std::borrow::Cow<'_, str> {
+    escaped(s, |c| c == '\n' || c == '\t')
+}
+
 /// `1.5 MiB`-style sizes.
 pub fn size(n: u64) -> String {
     const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -164,7 +210,7 @@ pub fn verify(r: &Verify) -> String {
             Severity::Warning => "warning",
             Severity::Info => "info",
         };
-        let _ = writeln!(o, "  {sev:<8} {}: {}", p.code, p.message);
+        let _ = writeln!(o, "  {sev:<8} {}: {}", line(&p.code), line(&p.message));
     }
     o
 }
@@ -249,7 +295,7 @@ pub fn repair(r: &Repair) -> String {
             Severity::Warning => "warning",
             Severity::Info => "info",
         };
-        let _ = writeln!(o, "  {sev:<8} {}: {}", p.code, p.message);
+        let _ = writeln!(o, "  {sev:<8} {}: {}", line(&p.code), line(&p.message));
     }
     o
 }
@@ -400,4 +446,16 @@ pub fn extents(r: &loopkit::report::Extents, max_rows: usize) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(line("a\u{1b}[31mred\nline\t\u{202e}x\u{85}"), "a\\x1b[31mred\\nline\\t\\u{202e}x\\u{85}");
+        assert_eq!(terminal("ok\n\u{1b}]0;t\u{7}\tend\n"), "ok\n\\x1b]0;t\\x07\tend\n");
+        assert!(matches!(line("plain café"), std::borrow::Cow::Borrowed(_)));
+    }
 }

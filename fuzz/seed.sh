@@ -12,7 +12,7 @@ set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/fuzz/corpus}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-for t in luks_header luks2_json dvdisaster_headers ext iso9660 loopaes_keyfile fs_probe open_verify; do
+for t in luks_header luks2_json dvdisaster_headers ext iso9660 loopaes_keyfile fs_probe open_verify repair; do
     mkdir -p "$out/$t"
 done
 # A tiny tree: files (empty, small, with a hole), a symlink, a hard link, a 120-entry directory,
@@ -69,6 +69,12 @@ if command -v dvdisaster >/dev/null; then
             ecc eccfile --image "$tmp/e.iso" --method $m --roots 32 --out "$tmp/e-$m.ecc" &&
                 head -c 65536 "$tmp/e-$m.ecc" > "$out/dvdisaster_headers/$m.ecc" || true
         done
+        # repair: a whole small .ecc file (its image is the input after the 4 KiB header).
+        if ecc data --bytes 200000 --seed repair --out "$tmp/r.bin"; then
+            for m in RS01 RS03; do
+                ecc eccfile --image "$tmp/r.bin" --method $m --roots 32 --out "$out/repair/$m.ecc" || true
+            done
+        fi
         for m in RS02 RS03; do
             cp "$tmp/e.iso" "$tmp/a-$m.iso"
             ecc augment --image "$tmp/a-$m.iso" --method $m --roots 32 &&

@@ -13,6 +13,12 @@
 //!   linked, chmod-ed and timestamped relative to that descriptor (`mkdirat`, `openat`,
 //!   `unlinkat`, `linkat`, `symlinkat`, `fchmod`, `futimens`), so a directory swapped for a
 //!   symlink while extracting cannot redirect a write outside DEST;
+//! - DEST itself is held by descriptor from the start: created with `mkdirat` or opened with
+//!   `O_DIRECTORY|O_NOFOLLOW` relative to its parent's descriptor, and checked (emptiness,
+//!   owner) on that descriptor, so swapping DEST's path for a symlink cannot redirect anything.
+//!   A DEST that is a symlink is refused, even with `force` (name the directory it points to);
+//!   symlinks in DEST's parent path are followed (the user named them). As root, an existing
+//!   DEST owned by another user is refused;
 //! - a non-empty DEST is refused unless `force`; with `force`, existing files and symlinks in
 //!   the way are replaced, existing directories are reused, never followed if they are links.
 //!
@@ -126,30 +132,83 @@ fn resolve(fs: &dyn FileSystem, subpath: &[u8]) -> crate::Result<(NodeId, Vec<u8
     Ok((node, name, stat))
 }
 
-/// Prepare DEST: create it, or check it is an empty (or, with `force`, any) directory. Returns
-/// it opened as a directory.
+/// Prepare DEST and return it opened as a directory; everything after works on that descriptor.
+///
+/// DEST's parent is opened by path as the user named it (symlinks in it are the user's choice);
+/// DEST itself is created there with `mkdirat`, or, if it exists, opened with
+/// `O_DIRECTORY|O_NOFOLLOW` relative to the parent's descriptor. A DEST that is a symlink is
+/// refused, even with `force` (give the directory it points to), so swapping DEST for a symlink
+/// cannot redirect the extraction. Emptiness is checked on the opened descriptor, not by path.
+/// As root, an existing DEST owned by another user is refused: that user could read or rearrange
+/// the files as they are written.
 fn prepare(dest: &Path, force: bool) -> crate::Result<OwnedFd> {
-    match std::fs::symlink_metadata(dest) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir(dest).map_err(|e| io(dest, e))?;
-        }
-        Err(e) => return Err(io(dest, e)),
-        Ok(_) => {
-            let md = std::fs::metadata(dest).map_err(|e| io(dest, e))?;
-            if !md.is_dir() {
-                return Err(crate::Error::invalid(format!("{} exists and is not a directory", dest.display())));
-            }
-            let mut rd = std::fs::read_dir(dest).map_err(|e| io(dest, e))?;
-            if rd.next().is_some() && !force {
-                return Err(crate::Error::new(
+    let Some(name) = dest.file_name() else {
+        // `.`, `..` or `/`: no last component that could be swapped; open it as it is.
+        let fd = rfs::openat(rfs::CWD, dest, DIR_FLAGS & !OFlags::NOFOLLOW, Mode::empty())
+            .map_err(|e| io(dest, e.into()))?;
+        check_existing(&fd, dest, force)?;
+        return Ok(fd);
+    };
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let pfd = rfs::openat(rfs::CWD, parent, DIR_FLAGS & !OFlags::NOFOLLOW, Mode::empty())
+        .map_err(|e| io(parent, e.into()))?;
+    let created = match rfs::mkdirat(&pfd, name, Mode::from_bits_truncate(0o777)) {
+        Ok(()) => true,
+        Err(Errno::EXIST) => false,
+        Err(e) => return Err(io(dest, e.into())),
+    };
+    let fd = match rfs::openat(&pfd, name, DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
+            return Err(match rfs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Symlink => crate::Error::new(
                     crate::ErrorKind::Unsafe,
-                    format!("{} is not empty; refusing to extract into it (use --force to allow)", dest.display()),
-                ));
-            }
+                    format!("{} is a symlink; refusing to follow it (give the directory it points to)", dest.display()),
+                ),
+                Ok(_) => crate::Error::invalid(format!("{} exists and is not a directory", dest.display())),
+                Err(_) => io(dest, e.into()),
+            });
+        }
+        Err(e) => return Err(io(dest, e.into())),
+    };
+    if !created {
+        check_existing(&fd, dest, force)?;
+    }
+    Ok(fd)
+}
+
+/// Checks on an existing DEST, made on its descriptor: empty unless `force`; as root, owned by
+/// root.
+fn check_existing(fd: &OwnedFd, dest: &Path, force: bool) -> crate::Result<()> {
+    let st = rfs::fstat(fd).map_err(|e| io(dest, e.into()))?;
+    if rustix::process::geteuid().is_root() && st.st_uid != 0 {
+        return Err(crate::Error::new(
+            crate::ErrorKind::Unsafe,
+            format!(
+                "{} is owned by uid {}; as root, extract only into a new directory or one root owns \
+                 (another user could read or rearrange the files as they are written)",
+                dest.display(),
+                st.st_uid
+            ),
+        ));
+    }
+    if force {
+        return Ok(());
+    }
+    let dir = rfs::Dir::read_from(fd).map_err(|e| io(dest, e.into()))?;
+    for entry in dir {
+        let entry = entry.map_err(|e| io(dest, e.into()))?;
+        if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
+            return Err(crate::Error::new(
+                crate::ErrorKind::Unsafe,
+                format!("{} is not empty; refusing to extract into it (use --force to allow)", dest.display()),
+            ));
         }
     }
-    // DEST itself is the user's choice (it may be a symlink to a directory); nothing below it is.
-    rfs::openat(rfs::CWD, dest, DIR_FLAGS & !OFlags::NOFOLLOW, Mode::empty()).map_err(|e| io(dest, e.into()))
+    Ok(())
 }
 
 /// Flags of every directory open: a directory, never through a symlink.
@@ -552,6 +611,43 @@ mod tests {
         assert!(clear(root.as_fd(), OsStr::new("link"), Path::new("link"), true).is_ok());
         assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"keep");
         assert!(outside.is_dir());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// M5: a DEST that is a symlink is refused (with and without `force`), and once DEST is
+    /// open, swapping its path for a symlink redirects nothing: writes go through the descriptor.
+    #[test]
+    fn dest_is_held_by_descriptor() {
+        let base = std::env::temp_dir().join(format!("loopkit-extract-dest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (dest, outside) = (base.join("dest"), base.join("outside"));
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, &dest).unwrap();
+        for force in [false, true] {
+            let e = prepare(&dest, force).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Unsafe, "{e}");
+            assert!(e.to_string().contains("symlink"), "{e}");
+        }
+        std::fs::write(base.join("file"), b"x").unwrap();
+        let e = prepare(&base.join("file"), true).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{e}");
+        std::fs::remove_file(&dest).unwrap();
+        // Created here, then swapped for a symlink to `outside` while "extracting".
+        let root = prepare(&dest, false).unwrap();
+        std::fs::rename(&dest, base.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, &dest).unwrap();
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        drop(rfs::openat(&root, "new", flags, Mode::from_bits_truncate(0o600)).unwrap());
+        assert!(open_dir(root.as_fd(), b"").is_ok());
+        assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "written through the swapped symlink");
+        assert!(base.join("moved/new").is_file());
+        // An existing, empty directory is accepted; a non-empty one only with force.
+        let d2 = base.join("d2");
+        std::fs::create_dir(&d2).unwrap();
+        assert!(prepare(&d2, false).is_ok());
+        std::fs::write(d2.join("x"), b"").unwrap();
+        assert_eq!(prepare(&d2, false).unwrap_err().kind(), crate::ErrorKind::Unsafe);
+        assert!(prepare(&d2, true).is_ok());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

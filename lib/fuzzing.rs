@@ -24,6 +24,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("loopaes_keyfile", loopaes_keyfile),
     ("fs_probe", fs_probe),
     ("open_verify", open_verify),
+    ("repair", repair),
 ];
 
 /// LUKS1/LUKS2 headers (both LUKS2 copies, JSON, keyslots): read, then unlock with a
@@ -149,6 +150,36 @@ pub fn open_verify(data: &[u8]) {
         let _ =
             crate::verify::verify(&opened, vo, &mut crate::progress::NoProgress, &crate::progress::Interrupt::new());
     }
+}
+
+/// `repair` with an `.ecc` file (RS01, or RS03 in a separate file): the input is the `.ecc`
+/// file, and the image is the input without its first 4 KiB (the header), so the CRC table and
+/// the image share bytes and a few inputs reach the decoder. Both are written to a per-process
+/// scratch directory (repair works on files); the repaired copy is removed after each input.
+pub fn repair(data: &[u8]) {
+    use crate::formats::dvdisaster;
+    let dir = std::env::temp_dir().join(format!("loopkit-fuzz-repair-{}", std::process::id()));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let (ecc_path, img_path, out) = (dir.join("fuzz.ecc"), dir.join("fuzz.img"), dir.join("out.img"));
+    let image = data.get(dvdisaster::layout::HEADER_BYTES..).unwrap_or(&[]);
+    if std::fs::write(&ecc_path, data).is_err() || std::fs::write(&img_path, image).is_err() {
+        return;
+    }
+    let _ = std::fs::remove_file(&out);
+    if let Ok(ecc) = dvdisaster::open_ecc_file(&ecc_path) {
+        let opts = dvdisaster::repair::Options { force: true, truncate: true, ecc_out: None };
+        let _ = dvdisaster::repair::repair(
+            &ecc,
+            &img_path,
+            &out,
+            &opts,
+            &mut crate::progress::NoProgress,
+            &crate::progress::Interrupt::new(),
+        );
+    }
+    let _ = std::fs::remove_file(&out);
 }
 
 #[cfg(test)]

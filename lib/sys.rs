@@ -1,5 +1,6 @@
 //! The one place with `unsafe` for system calls: the ioctls and `fcntl`s that neither `rustix`
-//! nor `std` wrap (FIEMAP, `BLKGETSIZE64`, `FS_IOC_FSGETXATTR`, `F_SETLEASE`/`F_GETLEASE`) and
+//! nor `std` wrap (FIEMAP, `BLKGETSIZE64`, `FS_IOC_FSGETXATTR`, `XFS_IOC_FSGEOMETRY`,
+//! `F_SETLEASE`/`F_GETLEASE`) and
 //! page-aligned buffers for `O_DIRECT`. Everything else (fstatfs, fadvise, futimens, fallocate,
 //! `FS_IOC_GETFLAGS`, `BLKSSZGET`, `SEEK_DATA`) goes through `rustix`'s safe API at the call site.
 //!
@@ -58,6 +59,38 @@ pub fn fs_get_xattr(fd: BorrowedFd<'_>) -> io::Result<FsXattr> {
     const FS_IOC_FSGETXATTR: Opcode = opcode::read::<FsXattr>(b'X', 31);
     // SAFETY: the ioctl fills one `struct fsxattr`, whose layout FsXattr reproduces (28 bytes).
     unsafe { rustix::ioctl::ioctl(fd, Getter::<FS_IOC_FSGETXATTR, FsXattr>::new()) }.map_err(os)
+}
+
+/// `struct xfs_fsop_geom` (`fs/xfs/libxfs/xfs_fs.h`, the v5 layout: 256 bytes); only `flags`
+/// is read.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct XfsFsopGeom {
+    head: [u32; 8],
+    counts: [u64; 4],
+    uuid: [u8; 16],
+    sunit: u32,
+    swidth: u32,
+    version: i32,
+    /// `XFS_FSOP_GEOM_FLAGS_*` bits.
+    pub flags: u32,
+    tail: [u32; 6],
+    reserved: [u64; 17],
+}
+
+/// `XFS_FSOP_GEOM_FLAGS_REFLINK`: files on this XFS can share blocks (reflink, dedupe).
+pub const XFS_FSOP_GEOM_FLAGS_REFLINK: u32 = 1 << 20;
+
+/// `XFS_IOC_FSGEOMETRY` (`_IOR('X', 126, struct xfs_fsop_geom)`, Linux 5.1+) on any file of
+/// an XFS file system. Needs no privilege.
+///
+/// # Errors
+/// `ENOTTY` on other file systems or older kernels, or another OS error.
+pub fn xfs_geometry(fd: BorrowedFd<'_>) -> io::Result<XfsFsopGeom> {
+    const XFS_IOC_FSGEOMETRY: Opcode = opcode::read::<XfsFsopGeom>(b'X', 126);
+    // SAFETY: the ioctl fills one `struct xfs_fsop_geom` (256 bytes), whose layout XfsFsopGeom
+    // reproduces (size checked in the tests); Getter passes a pointer to one it owns.
+    unsafe { rustix::ioctl::ioctl(fd, Getter::<XFS_IOC_FSGEOMETRY, XfsFsopGeom>::new()) }.map_err(os)
 }
 
 /// `struct fiemap` header (`include/uapi/linux/fiemap.h`), followed in memory by
@@ -292,6 +325,8 @@ mod tests {
         assert_eq!(size_of::<FiemapHeader>(), 32);
         assert_eq!(size_of::<RawFiemapExtent>(), 56);
         assert_eq!(size_of::<FsXattr>(), 28);
+        assert_eq!(size_of::<XfsFsopGeom>(), 256);
+        assert_eq!(std::mem::offset_of!(XfsFsopGeom, flags), 92);
     }
 
     #[test]

@@ -5,10 +5,11 @@
 
 use crate::ecc_verify::{RAW_BYTES, RS03_CAPACITY, augment, ecc_py, iso_input, p, prerequisites, raw_input};
 use crate::ensure;
-use crate::util::{self, Scratch, TestResult, code, json, loopkit, run, sha256_file, trial};
+use crate::util::{self, Scratch, TestResult, code, json, loopkit, run, run_ok, sha256_file, trial};
 use libtest_mimic::{Completion, Failed, Trial};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// A damaged image (and .ecc file), repaired by dvdisaster in a copy and by loopkit into a new
 /// file; the results must be identical. Returns loopkit's JSON.
@@ -181,10 +182,46 @@ fn rs01_repair() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// L9: an RS01 `.ecc` whose header claims 2^40 sectors (and a zero fingerprint, which skips the
+/// pairing check) must not make `repair` allocate 4 TiB of CRCs: under `ulimit -v` 1 GiB it exits
+/// 2 with a message naming the claimed size, not an abort, and writes no output. (Opening the
+/// `.ecc` file already compares its size with the header; `repair` checks again before it
+/// allocates, for callers that build the `Ecc` another way, e.g. the `repair` fuzz target.)
+fn rs01_absurd_sector_count() -> TestResult {
+    if let Some(r) = prerequisites() {
+        return util::skip(r);
+    }
+    let d = Scratch::new("repair-rs01-absurd");
+    let orig = raw_input(&d, "raw.bin", RAW_BYTES)?;
+    let ecc = d.path("raw.ecc");
+    ecc_py(&["eccfile", "--image", p(&orig), "--method", "RS01", "--roots", "32", "--out", p(&ecc)])?;
+    // Patch the header with Python (an independent writer): sectors (offset 68, le64) and the
+    // medium fingerprint (offset 20, 16 bytes).
+    let patch = "import struct,sys\nb=bytearray(open(sys.argv[1],'rb').read())\nassert b[:16]==b'*dvdisaster*RS01'\n\
+                 b[68:76]=struct.pack('<Q',1<<40)\nb[20:36]=bytes(16)\nopen(sys.argv[1],'wb').write(b)\n";
+    run_ok(Command::new(util::python()).arg("-c").arg(patch).arg(&ecc))?;
+    let out = d.path("out.img");
+    let cmd = "ulimit -v 1048576 && exec \"$0\" repair --json \"$1\" --ecc \"$2\" -o \"$3\"";
+    let o = run(Command::new("sh").arg("-c").arg(cmd).arg(util::loopkit_bin()).arg(&orig).arg(&ecc).arg(&out))?;
+    let v = json(&o).unwrap_or_default();
+    ensure!(
+        code(&o) == 2 && (v["error"]["kind"] == "corrupt" || v["error"]["kind"] == "invalid-input"),
+        "exit {} (2 expected), stdout {}, stderr {}",
+        code(&o),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let msg = v["error"]["message"].as_str().unwrap_or("");
+    ensure!(msg.contains("1099511627776"), "the message does not name the claimed size: {msg}");
+    ensure!(!out.exists(), "an output was left behind");
+    Ok(Completion::Completed)
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("ecc::repair_rs02_same_as_dvdisaster", rs02_repair),
         trial("ecc::repair_rs03_same_as_dvdisaster", rs03_repair),
         trial("ecc::repair_rs01_same_as_dvdisaster", rs01_repair),
+        trial("ecc::repair_rs01_absurd_sector_count", rs01_absurd_sector_count),
     ]
 }

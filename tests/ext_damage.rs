@@ -23,17 +23,17 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
 
-fn missing() -> Option<String> {
+pub(crate) fn missing() -> Option<String> {
     let m: Vec<&str> = ["mke2fs", "debugfs", "e2fsck", "blkid"].into_iter().filter(|t| !util::have(t)).collect();
     if m.is_empty() { None } else { Some(format!("missing tools: {}", m.join(", "))) }
 }
 
 /// A small tree: a few files of odd sizes across several blocks, a directory, a symlink.
-fn tree(d: &Scratch) -> Result<PathBuf, Failed> {
+pub(crate) fn tree(d: &Scratch) -> Result<PathBuf, Failed> {
     let t = d.path("tree");
     std::fs::create_dir_all(t.join("sub/deeper")).map_err(|e| e.to_string())?;
     let mut x: u32 = 12345;
@@ -52,7 +52,7 @@ fn tree(d: &Scratch) -> Result<PathBuf, Failed> {
     Ok(t)
 }
 
-fn mkfs(img: &Path, tree: &Path, args: &[&str], size: &str) -> Result<(), Failed> {
+pub(crate) fn mkfs(img: &Path, tree: &Path, args: &[&str], size: &str) -> Result<(), Failed> {
     let mut c = Command::new("mke2fs");
     c.env("E2FSPROGS_FAKE_TIME", "1700000000").args([
         "-q",
@@ -65,15 +65,15 @@ fn mkfs(img: &Path, tree: &Path, args: &[&str], size: &str) -> Result<(), Failed
     Ok(())
 }
 
-fn fsck_code(img: &Path) -> Result<i32, Failed> {
+pub(crate) fn fsck_code(img: &Path) -> Result<i32, Failed> {
     Ok(code(&run(Command::new("e2fsck").args(["-fn", s(img)]))?))
 }
 
 /// A tree as [`hashes`] describes it.
-type Tree = BTreeMap<String, (String, String)>;
+pub(crate) type Tree = BTreeMap<String, (String, String)>;
 
 /// Files below `dir`: path → ("file", sha256) / ("symlink", target) / ("dir", "").
-fn hashes(dir: &Path) -> Result<BTreeMap<String, (String, String)>, Failed> {
+pub(crate) fn hashes(dir: &Path) -> Result<BTreeMap<String, (String, String)>, Failed> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(p) = stack.pop() {
@@ -105,7 +105,11 @@ fn hashes(dir: &Path) -> Result<BTreeMap<String, (String, String)>, Failed> {
 /// `debugfs [-c -s SB -b BS] -R "rdump / OUT"`: the second extractor (catastrophic mode with a
 /// backup superblock: the backup descriptors' bitmap checksums are stale, and rdump needs no
 /// bitmaps).
-fn rdump(img: &Path, out: &Path, backup: Option<(u64, u64)>) -> Result<BTreeMap<String, (String, String)>, Failed> {
+pub(crate) fn rdump(
+    img: &Path,
+    out: &Path,
+    backup: Option<(u64, u64)>,
+) -> Result<BTreeMap<String, (String, String)>, Failed> {
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
     let mut c = Command::new("debugfs");
     if let Some((sb, bs)) = backup {
@@ -117,7 +121,7 @@ fn rdump(img: &Path, out: &Path, backup: Option<(u64, u64)>) -> Result<BTreeMap<
 
 /// The four commands on one image: inspect 0, and verify/manifest/extract all `want`; returns
 /// (verify's problem codes, the extracted tree).
-fn all_commands(d: &Scratch, img: &Path, want: i32, extra: &[&str]) -> Result<(Vec<String>, Tree), Failed> {
+pub(crate) fn all_commands(d: &Scratch, img: &Path, want: i32, extra: &[&str]) -> Result<(Vec<String>, Tree), Failed> {
     let before = sha256_file(img)?;
     let o = run(&mut loopkit(&["inspect", "--json", s(img)]))?;
     ensure!(code(&o) == 0, "{}: inspect exit {}", s(img), code(&o));

@@ -172,10 +172,82 @@ fn crafted_names_cannot_escape() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// M5: DEST in a parent directory another user controls. A DEST that is a symlink (the swap the
+/// review describes, made before the run so the race is deterministic) is refused with and
+/// without `--force`, and nothing appears where it points; as root, an empty DEST owned by
+/// another user is refused too. The oracle is the file system state, read by the test.
+fn symlinked_or_foreign_dest_is_refused() -> TestResult {
+    if !have("mkfs.ext2") {
+        return skip("mkfs.ext2 missing");
+    }
+    let s = Scratch::new("extract-m5");
+    let t = s.path("t");
+    std::fs::create_dir_all(t.join("cron"))?;
+    std::fs::write(t.join("cron/job"), b"* * * * * root id\n")?;
+    let img = s.path("m5.img");
+    std::fs::File::create(&img)?.set_len(4 << 20)?;
+    run_ok(Command::new("mkfs.ext2").args(["-q", "-F", "-d"]).arg(&t).arg(&img))?;
+    let parent = s.path("attacker");
+    let target = s.path("etc-cron.d");
+    std::fs::create_dir(&parent)?;
+    std::fs::create_dir(&target)?;
+    let dest = parent.join("case42");
+    std::os::unix::fs::symlink(&target, &dest)?;
+    let root = rustix::process::geteuid().is_root();
+    if root {
+        // The attacker (nobody) owns the parent, as `/tmp/x` would be.
+        std::os::unix::fs::chown(&parent, Some(65534), Some(65534))?;
+        std::os::unix::fs::lchown(&dest, Some(65534), Some(65534))?;
+    }
+    for force in [false, true] {
+        let mut c = loopkit(&["extract", "--quiet"]);
+        if force {
+            c.arg("--force");
+        }
+        let out = run(c.arg(&img).arg(&dest))?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(code(&out) == 2, "symlink DEST (force={force}): exit {} (2 expected): {err}", code(&out));
+        ensure!(err.contains("symlink"), "the refusal does not say why: {err}");
+        ensure!(std::fs::read_dir(&target)?.next().is_none(), "force={force}: written through the symlink");
+        ensure!(std::fs::symlink_metadata(&dest)?.file_type().is_symlink(), "DEST symlink was replaced");
+    }
+    // The directory the symlink points to, named directly, is the user's choice and works.
+    let out = run(loopkit(&["extract", "--quiet"]).arg(&img).arg(&target))?;
+    ensure!(code(&out) == 0, "real DEST: exit {}: {}", code(&out), String::from_utf8_lossy(&out.stderr));
+    ensure!(std::fs::read(target.join("cron/job"))? == b"* * * * * root id\n", "extracted content differs");
+    if !root {
+        return Ok(Completion::Completed);
+    }
+    // As root: an empty DEST that another user owns is refused, and stays empty.
+    let theirs = parent.join("theirs");
+    std::fs::create_dir(&theirs)?;
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534))?;
+    for force in [false, true] {
+        let mut c = loopkit(&["extract", "--quiet"]);
+        if force {
+            c.arg("--force");
+        }
+        let out = run(c.arg(&img).arg(&theirs))?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(code(&out) == 2, "foreign DEST (force={force}): exit {} (2 expected): {err}", code(&out));
+        ensure!(err.contains("owned by uid 65534"), "the refusal does not say why: {err}");
+        ensure!(std::fs::read_dir(&theirs)?.next().is_none(), "force={force}: written into the foreign DEST");
+    }
+    // A new DEST inside the attacker's parent is created by root and used.
+    let fresh = parent.join("fresh");
+    let out = run(loopkit(&["extract", "--quiet"]).arg(&img).arg(&fresh))?;
+    ensure!(code(&out) == 0, "new DEST: exit {}: {}", code(&out), String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::MetadataExt;
+    ensure!(std::fs::symlink_metadata(&fresh)?.uid() == 0, "the new DEST is not root's");
+    ensure!(fresh.join("cron/job").is_file(), "new DEST: not extracted");
+    Ok(Completion::Completed)
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("fs_extract::every_fixture_reproduces_its_tree", every_fixture_reproduces_its_tree),
         trial("fs_extract::refuses_non_empty_dest_and_extracts_subpaths", refuses_non_empty_dest_and_extracts_subpaths),
         trial("fs_extract::crafted_names_cannot_escape", crafted_names_cannot_escape),
+        trial("fs_extract::symlinked_or_foreign_dest_is_refused", symlinked_or_foreign_dest_is_refused),
     ]
 }

@@ -512,6 +512,48 @@ fn gpg_keyfile() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// L6: gpg is run with `--no-symkey-cache` (the agent must not keep the key file's passphrase)
+/// and gets the passphrase on a pipe, never on its command line. A fake `gpg` first on PATH
+/// records its arguments (the oracle) and fails.
+fn gpg_gets_no_symkey_cache() -> TestResult {
+    let d = Scratch::new("fake-gpg");
+    let bin = d.path("bin");
+    std::fs::create_dir(&bin).map_err(|e| e.to_string())?;
+    let args = d.path("args");
+    let script = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > '{}'\ncat >/dev/null\nexit 2\n",
+        args.display()
+    );
+    let gpg = bin.join("gpg");
+    std::fs::write(&gpg, script).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&gpg, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    let asc = d.path("k.asc");
+    std::fs::write(&asc, "-----BEGIN PGP MESSAGE-----\n\njA0ECQMC\n=abcd\n-----END PGP MESSAGE-----\n")
+        .map_err(|e| e.to_string())?;
+    let pass = d.path("pass");
+    let secret = "secret passphrase 123";
+    std::fs::write(&pass, format!("{secret}\n")).map_err(|e| e.to_string())?;
+    let img = d.path("img");
+    std::fs::File::create(&img).and_then(|f| f.set_len(1 << 20)).map_err(|e| e.to_string())?;
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = run(loopkit(&["inspect", img.to_str().unwrap_or(""), "--key-file", asc.to_str().unwrap_or("")])
+        .args(["--passphrase-file", pass.to_str().unwrap_or("")])
+        .env("PATH", path))?;
+    ensure!(
+        code(&out) == 2,
+        "fake gpg fails: exit {} (2 expected): {}",
+        code(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = std::fs::read_to_string(&args).map_err(|e| format!("the fake gpg was not run: {e}"))?;
+    let got: Vec<&str> = got.lines().collect();
+    ensure!(got.contains(&"--no-symkey-cache"), "gpg arguments lack --no-symkey-cache: {got:?}");
+    ensure!(got.contains(&"--passphrase-fd") && got.contains(&"--batch"), "gpg arguments: {got:?}");
+    ensure!(!got.iter().any(|a| a.contains(secret)), "the passphrase is on gpg's command line: {got:?}");
+    Ok(Completion::Completed)
+}
+
 /// Jari Ruusu's aespipe `make tests` vectors (legacy-loop-crypto.md §5.3): aespipe must reproduce
 /// the published MD5s (that validates the oracle), and loopkit must decrypt each output back to
 /// test-file3 with the parameters given explicitly.
@@ -974,6 +1016,7 @@ pub fn trials() -> Vec<Trial> {
         trial("legacy::cryptoloop_matrix", cryptoloop_matrix),
         trial("legacy::loopaes_matrix", loopaes_matrix),
         trial("legacy::gpg_keyfile", gpg_keyfile),
+        trial("legacy::gpg_gets_no_symkey_cache", gpg_gets_no_symkey_cache),
         trial("legacy::aespipe_published_vectors", aespipe_published_vectors),
         trial("legacy::plain_images", plain_images),
         trial("legacy::sparse_image", sparse_image),

@@ -7,7 +7,7 @@
 use crate::ensure;
 use crate::extents::pattern;
 use crate::mounts::{self, Mounted};
-use crate::util::{TestResult, run_ok, skip, trial};
+use crate::util::{TestResult, python, python_missing, run_ok, skip, trial};
 use libtest_mimic::{Completion, Failed, Trial};
 use loopkit::remap::{Engine, Options};
 use loopkit::source::{ByteSink, ByteSource};
@@ -21,6 +21,11 @@ pub fn trials() -> Vec<Trial> {
         trial("remap_engine::writes_into_holes_and_unwritten_extents_persist", writes_persist),
         trial("remap_engine::lease_break_switches_to_the_file", lease_break),
         trial("remap_engine::concurrent_readers_and_writers_match_a_model", concurrent),
+        trial("remap_engine::reflink_xfs_remaps_only_root_only_images", reflink_ownership),
+        trial("remap_engine::a_mode_3_descriptor_elsewhere_refuses_remap", mode3_holder),
+        trial("remap_engine::a_raw_write_bumps_mtime_before_close", mtime_bump),
+        trial("remap_engine::a_lost_lease_stops_raw_io_at_the_next_flush", lost_lease),
+        trial("remap_engine::dedupe_through_an_scm_rights_descriptor_is_caught_by_revalidation", scm_rights_dedupe),
     ]
 }
 
@@ -281,4 +286,295 @@ fn concurrent() -> TestResult {
         ensure!(through_fs == model, "{}: the file differs from the model after concurrent I/O", m.fs);
     }
     Ok(Completion::Completed)
+}
+
+/// The error text of a refused `Engine::open` (None: it opened).
+fn refusal(path: &Path) -> Option<String> {
+    match Engine::open(path, &Options::default()) {
+        Ok((e, _)) => {
+            let _ = e.close();
+            None
+        }
+        Err(err) => Some(err.to_string()),
+    }
+}
+
+/// `xfs_info`'s `reflink=` value for a mount (the independent oracle for what the engine reads
+/// with XFS_IOC_FSGEOMETRY).
+fn xfs_reflink(mnt: &Path) -> Result<bool, Failed> {
+    let out = run_ok(Command::new("xfs_info").arg(mnt))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match (text.contains("reflink=1"), text.contains("reflink=0")) {
+        (true, false) => Ok(true),
+        (false, true) => Ok(false),
+        _ => Err(format!("xfs_info says neither reflink=0 nor reflink=1: {text}").into()),
+    }
+}
+
+/// H1's guard: on XFS with reflink, only an image owned by root and writable by root alone is
+/// remapped (anyone else who may write it may dedupe into it through a descriptor the lease
+/// cannot see). Without reflink, ownership does not matter.
+fn reflink_ownership() -> TestResult {
+    if let Some(why) = mounts::unavailable("mkfs.xfs") {
+        return skip(why);
+    }
+    if !crate::util::have("xfs_info") {
+        return skip("missing tool: xfs_info");
+    }
+    for reflink in [true, false] {
+        let opt = format!("reflink={}", u8::from(reflink));
+        let m = Mounted::new("xfs", 320, &["-q", "-f", "-m", &opt], "")?;
+        ensure!(xfs_reflink(&m.mnt)? == reflink, "mkfs -m {opt} made something else");
+        let img = m.path("owned.img");
+        make_mixed(&img)?;
+        // (A POSIX ACL that lets a named user write needs a mask with write, which the kernel
+        // mirrors in the group bits: the group-writable case covers it; the ACL parser has a unit
+        // test.)
+        let cases: [(&str, &[&str], bool); 4] = [
+            ("root 0644", &["chown 0:0 IMG", "chmod 0644 IMG"], true),
+            ("uid 1000", &["chown 1000:0 IMG", "chmod 0600 IMG"], false),
+            ("group-writable", &["chown 0:0 IMG", "chmod 0664 IMG"], false),
+            ("others-writable", &["chmod 0646 IMG"], false),
+        ];
+        for (what, cmds, allowed_on_reflink) in cases {
+            for c in cmds {
+                let line = c.replace("IMG", &format!("'{}'", img.display()));
+                run_ok(Command::new("sh").arg("-c").arg(&line))?;
+            }
+            let got = refusal(&img);
+            let want_ok = allowed_on_reflink || !reflink;
+            match (&got, want_ok) {
+                (None, true) => {}
+                (Some(why), false) if why.contains("remap.shareable-not-root-only") => {}
+                _ => {
+                    return Err(format!(
+                        "xfs {opt}, image {what}: expected remap {}, got {got:?}",
+                        if want_ok { "allowed" } else { "refused" }
+                    )
+                    .into());
+                }
+            }
+        }
+    }
+    Ok(Completion::Completed)
+}
+
+/// H1's second guard: a descriptor opened with access mode 3 before the lease is invisible to
+/// the lease; the engine must find it in /proc and refuse, and remap again once it is closed.
+fn mode3_holder() -> TestResult {
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    if let Some(why) = python_missing() {
+        return skip(why);
+    }
+    for m in &mounts {
+        let img = m.path("held.img");
+        make_mixed(&img)?;
+        let mut child = Command::new(python())
+            .arg("-c")
+            .arg("import os,sys\nfd=os.open(sys.argv[1],3)\nprint('ready',flush=True)\nsys.stdin.read()")
+            .arg(&img)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn python: {e}"))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.as_mut() {
+            use std::io::BufRead;
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        let pid = child.id();
+        // The kernel's view: the child holds a descriptor of the image (readlink of its fd).
+        let held = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map_err(|e| format!("/proc/{pid}/fd: {e}"))?
+            .flatten()
+            .any(|d| std::fs::read_link(d.path()).is_ok_and(|t| t == img));
+        let got = refusal(&img);
+        drop(child.stdin.take());
+        let _ = child.wait();
+        ensure!(line.trim() == "ready" && held, "{}: the holder did not start ({line:?}, holds: {held})", m.fs);
+        ensure!(
+            got.as_deref().is_some_and(|w| w.contains("remap.open-elsewhere") && w.contains(&format!("pid {pid}"))),
+            "{}: with a mode-3 descriptor held by pid {pid}: {got:?}",
+            m.fs
+        );
+        let after = refusal(&img);
+        ensure!(after.is_none(), "{}: still refused once the holder exited: {after:?}", m.fs);
+    }
+    Ok(Completion::Completed)
+}
+
+/// M2: a raw write moves mtime and ctime forward before the engine is closed (as after a
+/// SIGKILL), so mtime-keyed backups and inotify see it. Oracle: `stat` (which does not open the
+/// file, so the lease stays).
+fn mtime_bump() -> TestResult {
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    let stat = |p: &Path| -> Result<(i64, i64), Failed> {
+        let out = run_ok(Command::new("stat").args(["-c", "%Y %Z"]).arg(p))?;
+        let t = String::from_utf8_lossy(&out.stdout);
+        let v: Vec<i64> = t.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        match v[..] {
+            [m, c] => Ok((m, c)),
+            _ => Err(format!("stat said {t:?}").into()),
+        }
+    };
+    for m in &mounts {
+        let img = m.path("mtime.img");
+        make_mixed(&img)?;
+        run_ok(Command::new("touch").args(["-m", "-d", "2001-01-01 00:00:00"]).arg(&img))?;
+        let (m0, _) = stat(&img)?;
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let (_, c0) = stat(&img)?;
+        let e = open_engine(&img)?;
+        e.write_at(&pattern(77, 65536), MIB).map_err(|err| format!("{}: write: {err}", m.fs))?;
+        let raw = e.stats().device_written.load(std::sync::atomic::Ordering::Relaxed);
+        ensure!(raw >= 65536, "{}: the write did not take the raw path ({raw} bytes)", m.fs);
+        let (m1, c1) = stat(&img)?;
+        ensure!(e.state().lease_held, "{}: stat broke the lease", m.fs);
+        ensure!(m1 > m0 && c1 > c0, "{}: before close, mtime {m0} -> {m1}, ctime {c0} -> {c1}", m.fs);
+        e.close().map_err(|err| format!("close: {err}"))?;
+    }
+    Ok(Completion::Completed)
+}
+
+/// Whether /proc/locks lists a lease on inode `ino` (the kernel's view, not the engine's).
+fn lease_listed(ino: u64) -> Result<bool, Failed> {
+    let locks = std::fs::read_to_string("/proc/locks").map_err(|e| format!("/proc/locks: {e}"))?;
+    // "1: LEASE  ACTIVE    WRITE 1234 07:00:12 0 EOF": field 6 is MAJOR:MINOR:INODE.
+    Ok(locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&"LEASE") && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(ino.to_string().as_str())
+    }))
+}
+
+/// M1: a lease the engine lost without a break reaching it (simulated by dropping it behind the
+/// engine's back) stops raw I/O at the next flush (`remap.lease-lost`); later writes go through
+/// the file and land.
+fn lost_lease() -> TestResult {
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::Ordering::Relaxed;
+    for m in &mounts {
+        let img = m.path("lost.img");
+        let mut model = make_mixed(&img)?;
+        let ino = std::fs::metadata(&img).map_err(|e| format!("stat: {e}"))?.ino();
+        let e = open_engine(&img)?;
+        ensure!(lease_listed(ino)?, "{}: /proc/locks shows no lease after open", m.fs);
+        let data = pattern(901, 65536);
+        e.write_at(&data, MIB).map_err(|err| format!("write: {err}"))?;
+        model[MIB as usize..MIB as usize + 65536].copy_from_slice(&data);
+        loopkit::sys::set_lease(e.file_fd(), loopkit::sys::Lease::None).map_err(|err| format!("unlease: {err}"))?;
+        ensure!(!lease_listed(ino)?, "{}: the lease is still listed", m.fs);
+        e.flush().map_err(|err| format!("flush: {err}"))?;
+        let st = e.state();
+        ensure!(
+            !st.remapping && st.stopped_because.as_deref().is_some_and(|w| w.contains("remap.lease-lost")),
+            "{}: after a flush without the lease: {st:?}",
+            m.fs
+        );
+        let raw_before = e.stats().device_written.load(Relaxed);
+        let data = pattern(902, 65536);
+        e.write_at(&data, 2 * MIB).map_err(|err| format!("write: {err}"))?;
+        model[2 * MIB as usize..2 * MIB as usize + 65536].copy_from_slice(&data);
+        ensure!(e.stats().device_written.load(Relaxed) == raw_before, "{}: a raw write after the lease was lost", m.fs);
+        ensure!(!e.check_lease(true), "{}: check_lease says remapping", m.fs);
+        e.close().map_err(|err| format!("close: {err}"))?;
+        drop(e);
+        let through_fs = std::fs::read(&img).map_err(|err| format!("read: {err}"))?;
+        ensure!(through_fs == model, "{}: the file differs from the model", m.fs);
+    }
+    Ok(Completion::Completed)
+}
+
+/// The blind spot the descriptor scan documents, and what bounds it: root parks a mode-3
+/// descriptor of a root-only image in an `SCM_RIGHTS` message (no process's fd table holds it),
+/// so the engine opens and remaps; then takes it out and dedupes a zero-filled twin over 1 MiB
+/// of the image. `revalidate_map` must stop remapping (`remap.map-changed`), and a write there
+/// afterwards must land in the image (read through XFS).
+fn scm_rights_dedupe() -> TestResult {
+    if let Some(why) = mounts::unavailable("mkfs.xfs") {
+        return skip(why);
+    }
+    if let Some(why) = python_missing() {
+        return skip(why);
+    }
+    let m = Mounted::new("xfs", 320, &["-q", "-f", "-m", "reflink=1"], "")?;
+    let img = m.path("img");
+    let twin = m.path("twin");
+    for p in [&img, &twin] {
+        std::fs::write(p, vec![0u8; (16 * MIB) as usize]).map_err(|e| format!("write: {e}"))?;
+        run_ok(Command::new("sync").arg(p))?;
+    }
+    const HOLDER: &str = r#"
+import fcntl, os, socket, struct, sys
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+fd3 = os.open(sys.argv[1], 3)
+socket.send_fds(a, [b"x"], [fd3])
+os.close(fd3)
+print("parked", flush=True)
+sys.stdin.readline()
+_, fds, _, _ = socket.recv_fds(b, 1, 1)
+src = os.open(sys.argv[2], os.O_RDONLY)
+arg = bytearray(struct.pack("QQHHI", 0, 1 << 20, 1, 0, 0) + struct.pack("qQQiI", fds[0], 4 << 20, 0, 0, 0))
+fcntl.ioctl(src, 0xC0189436, arg)
+_, _, done, status, _ = struct.unpack_from("qQQiI", arg, 24)
+print("dedupe %d/%d" % (status, done), flush=True)
+sys.stdin.readline()
+"#;
+    let mut child = Command::new(python())
+        .arg("-c")
+        .arg(HOLDER)
+        .arg(&img)
+        .arg(&twin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn python: {e}"))?;
+    let (Some(mut to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("no pipes to the holder".into());
+    };
+    use std::io::{BufRead, Write};
+    let mut from = std::io::BufReader::new(from);
+    let mut line = String::new();
+    let result = (|| -> TestResult {
+        from.read_line(&mut line).map_err(|e| format!("holder: {e}"))?;
+        ensure!(line.trim() == "parked", "holder said {line:?}");
+        let e = open_engine(&img)?;
+        let mut buf = vec![0u8; MIB as usize];
+        e.read_exact_at(&mut buf, 4 * MIB).map_err(|err| format!("read: {err}"))?;
+        ensure!(e.revalidate_map() && e.state().remapping, "revalidation before the dedupe: {:?}", e.state());
+        to.write_all(b"go\n").map_err(|err| format!("to holder: {err}"))?;
+        line.clear();
+        from.read_line(&mut line).map_err(|err| format!("holder: {err}"))?;
+        ensure!(line.trim() == "dedupe 0/1048576", "the kernel's dedupe answer: {line:?}");
+        // The kernel's view: twin's first MiB is now shared (filefrag of twin: opening img would
+        // break the lease and hide what this test is about).
+        let shared = mounts::filefrag(&twin)?.iter().any(|f| f.logical == 0 && f.flags.iter().any(|x| x == "shared"));
+        ensure!(shared, "filefrag does not show twin's first MiB shared after the dedupe");
+        ensure!(!e.revalidate_map(), "revalidation did not notice the dedupe");
+        let st = e.state();
+        ensure!(
+            !st.remapping && st.stopped_because.as_deref().is_some_and(|w| w.contains("remap.map-changed")),
+            "after the dedupe: {st:?}"
+        );
+        let data = pattern(4242, MIB as usize);
+        e.write_at(&data, 4 * MIB).map_err(|err| format!("write: {err}"))?;
+        e.close().map_err(|err| format!("close: {err}"))?;
+        drop(e);
+        let got = std::fs::read(&img).map_err(|err| format!("read: {err}"))?;
+        ensure!(got[(4 * MIB) as usize..(5 * MIB) as usize] == data[..], "the write after the dedupe is not in img");
+        Ok(Completion::Completed)
+    })();
+    drop(to);
+    let _ = child.kill();
+    let _ = child.wait();
+    result
 }

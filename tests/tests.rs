@@ -3,11 +3,14 @@
 //! Each module contributes `trials()`; oracles are independent tools (mkfs, genisoimage, Python
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
+mod attach_state;
 mod batch;
 mod bench_remap;
+mod cryptsetup_lines;
 mod ecc_repair;
 mod ecc_strip;
 mod ecc_verify;
+mod ext_compat;
 mod ext_damage;
 mod extents;
 mod fresh_machine;
@@ -16,6 +19,7 @@ mod fs_extract;
 mod fs_fixtures;
 mod fs_manifest;
 mod fs_verify;
+mod hostile_names;
 mod layers;
 mod legacy;
 mod legacy_ciphers;
@@ -35,6 +39,7 @@ mod vm_attach;
 mod vm_legacy;
 mod vm_legacy_ciphers;
 mod vm_migrate;
+mod vm_remap_safety;
 mod vm_smoke;
 
 fn main() {
@@ -53,6 +58,7 @@ fn main() {
     trials.extend(fs_extract::trials());
     trials.extend(fs_corrupt::trials());
     trials.extend(ext_damage::trials());
+    trials.extend(ext_compat::trials());
     trials.extend(ecc_verify::trials());
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
@@ -67,8 +73,12 @@ fn main() {
     trials.extend(remap_engine::trials());
     trials.extend(bench_remap::trials());
     trials.extend(vm_attach::trials());
+    trials.extend(vm_remap_safety::trials());
     trials.extend(batch::trials());
+    trials.extend(cryptsetup_lines::trials());
     trials.extend(ublk_abi::trials());
+    trials.extend(hostile_names::trials());
+    trials.extend(attach_state::trials());
     trials.extend(fresh_machine::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     legacy::cleanup();

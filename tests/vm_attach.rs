@@ -7,8 +7,10 @@
 //! (b) fio writes and verifies through the device on a fully allocated, a sparse and a
 //!     fallocated image; after detach and a remount of the ext4 disk fio verifies the files
 //!     through the file system (every byte landed), and their sizes did not change;
-//! (c) a cryptoloop image with `--decrypt` and one with `--open-crypt`, a loop-AES `-C` image
-//!     with `--decrypt`: device (or mapper) bytes equal the plaintext, files equal the tree;
+//! (c) a cryptoloop image with `--decrypt` and one with `--open-crypt` (also under the names
+//!     `256`, `plain`, `legacy` and one with a space and quotes, which are words of the cryptsetup
+//!     line or need quoting), a loop-AES `-C` image with `--decrypt`: device (or mapper) bytes
+//!     equal the plaintext, files equal the tree;
 //! (d) `--remap` only: a second process opening the image while it is attached gets it only after
 //!     the server stopped remapping and released its lease, and sees every byte written through
 //!     the device; writes after that go through the file and land too;
@@ -118,7 +120,7 @@ fn remap_on_backports() -> TestResult {
 /// Guest shell helpers: `start NAME ARGS…` runs `loopkit attach ARGS…` in the background with
 /// its stdout/stderr in /tmp/NAME.{out,err}, waits until it printed the device (or died) and
 /// prints the first line; `stop NAME DEV` detaches and prints the server's exit status.
-const HELPERS: &str = r#"
+pub(crate) const HELPERS: &str = r#"
 start() {
     local n=$1; shift
     rm -f /tmp/$n.rc /tmp/$n.pid
@@ -240,6 +242,20 @@ mount -o ro "$mapper" /tmp/m
         r#"umount /tmp/m
 stop c-oc "$dev"
 echo "c-mapper-closed:$(test -e /dev/mapper/lkoc && echo no || echo yes)"
+# --open-crypt on images whose names are also words of the cryptsetup line (a key size, a
+# --type value, the default mapping name) or need quoting: the device replaces the image, never
+# an option (file mode only: the command is the same whatever serves the device).
+if [ -z "$M" ]; then
+i=0
+for name in 256 plain legacy "a b'c\"d.img"; do
+    i=$((i + 1))
+    cp /tmp/h/oc.img "/tmp/h/$name"
+    dev=$(start c-nm$i --open-crypt lknm$i --passphrase-file /run/vm/pass "/tmp/h/$name")
+    echo "c-names:$i=$(sha256sum </dev/mapper/lknm$i | cut -d' ' -f1)"
+    stop c-nm$i "$dev"
+    rm -f "/tmp/h/$name"
+done
+fi
 
 # (d) lease breaking (--remap only)
 if [ "$M" = "--remap" ]; then
@@ -427,6 +443,15 @@ fn attach_checks(suite: &'static str, mode: Mode, want_path: &str) -> TestResult
     check(one("c-rw-server-rc:") == ["0"], "(c) --read-write server failed".into());
     check(one("c-mapper:") == ["/dev/mapper/lkoc"], format!("(c) --open-crypt printed {:?}", one("c-mapper:")));
     check(one("c-mapper-closed:") == ["yes"], "(c) /dev/mapper/lkoc still there after detach".into());
+    if mode == Mode::File {
+        let names = tagged("c-names:");
+        for i in ["1", "2", "3", "4"] {
+            check(
+                names.get(i) == Some(&oc.plaintext_sha256),
+                format!("(c) --open-crypt on image name #{i} (256, plain, legacy, a b'c\"d.img): {:?}", names.get(i)),
+            );
+        }
+    }
 
     // (d)
     if mode == Mode::Remap {

@@ -3,6 +3,7 @@
 
 use crate::cli::{AttachArgs, DetachArgs};
 use loopkit::attach::{self, Backend, Crypt, FileBackend, state};
+use loopkit::formats::cryptsetup::OpenCommand;
 use loopkit::image::Content;
 use loopkit::progress::Interrupt;
 use serde::Serialize;
@@ -23,16 +24,16 @@ struct Report<'a> {
     entry: &'a state::Entry,
     /// The cryptsetup command for the device (--open-crypt), or null.
     cryptsetup: Option<String>,
+    /// The same command as an argument vector (program first), or null.
+    cryptsetup_argv: Option<Vec<String>>,
     notes: Vec<String>,
 }
 
 /// What `--open-crypt` runs once the device is live.
 struct OpenCrypt {
     name: String,
-    /// The `cryptsetup open` line for the image, with the image path still in it.
-    command: String,
-    /// The image path as it appears (quoted) in `command`.
-    quoted_image: String,
+    /// The `cryptsetup open` command for the image (as `inspect` gives it).
+    command: OpenCommand,
     /// Typed at cryptsetup's prompt (a passphrase line), if the command reads no key file.
     stdin: Option<Zeroizing<Vec<u8>>>,
 }
@@ -178,10 +179,12 @@ fn serve<B: attach::Backend>(
     let announce = move |e: &state::Entry| -> loopkit::Result<Option<String>> {
         let mut mapper = None;
         let mut cryptsetup = None;
+        let mut cryptsetup_argv = None;
         let mut notes = notes;
         if let Some(oc) = open_crypt {
-            let line = oc.command_for(&e.device);
-            match run_cryptsetup(&oc, &line) {
+            let cmd = oc.command.with_device(&e.device).with_name(&oc.name);
+            let line = cmd.shell_line();
+            match run_cryptsetup(&oc, &cmd) {
                 Ok(()) => {
                     mapper = Some(format!("/dev/mapper/{}", oc.name));
                     opened_flag.store(true, std::sync::atomic::Ordering::Release);
@@ -192,6 +195,7 @@ fn serve<B: attach::Backend>(
                 }
             }
             cryptsetup = Some(line);
+            cryptsetup_argv = Some(cmd.argv());
         }
         let mut e2 = e.clone();
         e2.mapper = mapper.clone();
@@ -202,6 +206,7 @@ fn serve<B: attach::Backend>(
                 ok: true,
                 entry: &e2,
                 cryptsetup,
+                cryptsetup_argv,
                 notes,
             })?;
         } else {
@@ -245,7 +250,7 @@ fn prepare_open_crypt(image: &Path, a: &AttachArgs, name: &str) -> loopkit::Resu
     }
     let (opened, pass_len, secrets) = super::open_keeping_secrets(image, &a.secrets, &a.params)?;
     let report = loopkit::report::inspect(&opened, pass_len);
-    let Some(command) = report.cryptsetup else {
+    let Some(command) = report.cryptsetup_command else {
         let mut why = String::from("inspect found no cryptsetup line for this image");
         for n in report.cryptsetup_notes.iter().chain(&report.notes) {
             why.push_str("; ");
@@ -253,49 +258,61 @@ fn prepare_open_crypt(image: &Path, a: &AttachArgs, name: &str) -> loopkit::Resu
         }
         return Err(loopkit::Error::unsupported(why));
     };
-    if command.contains("KEYFILE") {
+    if command.needs_key_file() {
         return Err(loopkit::Error::unsupported(format!(
-            "the cryptsetup line needs a raw key file loopkit does not write here ({command}); use --decrypt, or \
-             `loopkit migrate --to dmcrypt --mode plain --key-out FILE`"
+            "the cryptsetup line needs a raw key file loopkit does not write here ({}); use --decrypt, or \
+             `loopkit migrate --to dmcrypt --mode plain --key-out FILE`",
+            command.shell_line()
         )));
     }
-    let stdin = if command.contains("--key-file") {
-        None
-    } else {
+    let stdin = if command.reads_passphrase() {
         let Some(p) = secrets.passphrase.as_ref() else {
             return Err(loopkit::Error::invalid(
                 "--open-crypt needs the passphrase (--passphrase-file or --passphrase-fd)",
             ));
         };
-        let mut v = Zeroizing::new(p.bytes().to_vec());
+        // Sized once: growing it would free a copy of the passphrase without zeroizing it.
+        let mut v = Zeroizing::new(Vec::with_capacity(p.bytes().len() + 1));
+        v.extend_from_slice(p.bytes());
         v.push(b'\n');
         Some(v)
+    } else {
+        None
     };
-    let quoted_image = loopkit::formats::legacy::shell_quote(&opened.path.display().to_string());
-    Ok(OpenCrypt { name: name.to_string(), command, quoted_image, stdin })
+    Ok(OpenCrypt { name: name.to_string(), command, stdin })
 }
 
-impl OpenCrypt {
-    /// The line with the device instead of the image and NAME as the mapping.
-    fn command_for(&self, device: &str) -> String {
-        let line = self.command.replacen(&format!(" {} ", self.quoted_image), &format!(" {device} "), 1);
-        match line.rsplit_once(' ') {
-            Some((head, _)) => format!("{head} {}", self.name),
-            None => line,
-        }
-    }
-}
-
-/// Run `line` (words, single-quoted where needed), typing the passphrase if one is needed.
-fn run_cryptsetup(oc: &OpenCrypt, line: &str) -> Result<(), String> {
+/// Run `cmd` (its argument vector, no shell), typing the passphrase if one is needed, or piping
+/// in the output of the program that produces the key (`gpg --decrypt FILE`).
+fn run_cryptsetup(oc: &OpenCrypt, cmd: &OpenCommand) -> Result<(), String> {
     if !Path::new("/dev/mapper/control").exists() {
         return Err("device-mapper is not available (/dev/mapper/control missing)".into());
     }
-    let words = attach::split_command(line).ok_or_else(|| format!("cannot split the command line: {line}"))?;
-    let (prog, args) = words.split_first().ok_or("empty command")?;
+    let argv = cmd.argv();
+    let (prog, args) = argv.split_first().ok_or("empty command")?;
+    let mut producer = match cmd.stdin_from() {
+        Some(src) => {
+            let (p, a) = src.split_first().ok_or("empty key command")?;
+            Some(
+                Command::new(p)
+                    .args(a)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("cannot run {p}: {e}"))?,
+            )
+        }
+        None => None,
+    };
+    let stdin = match (producer.as_mut().and_then(|c| c.stdout.take()), &oc.stdin) {
+        (Some(out), _) => Stdio::from(out),
+        (None, Some(_)) => Stdio::piped(),
+        (None, None) => Stdio::null(),
+    };
     let mut child = Command::new(prog)
         .args(args)
-        .stdin(if oc.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(stdin)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -304,6 +321,16 @@ fn run_cryptsetup(oc: &OpenCrypt, line: &str) -> Result<(), String> {
         let _ = w.write_all(data);
     }
     let out = child.wait_with_output().map_err(|e| format!("{prog} failed: {e}"))?;
+    if let Some(p) = producer {
+        let po = p.wait_with_output().map_err(|e| format!("the key command failed: {e}"))?;
+        if !po.status.success() {
+            return Err(format!(
+                "the key command failed ({}): {}",
+                po.status,
+                String::from_utf8_lossy(&po.stderr).trim()
+            ));
+        }
+    }
     if out.status.success() {
         Ok(())
     } else {
@@ -356,10 +383,12 @@ fn list(json: bool) -> loopkit::Result<u8> {
 }
 
 /// `loopkit detach DEVICE|IMAGE`: SIGTERM to the server and wait for it to finish (flush,
-/// device removed, record gone). A stale record (server killed) is cleaned up: the leftover
-/// ublk device is deleted.
+/// device removed, record gone). The record is not taken on trust: the pid is signalled (through
+/// a pidfd) only if it runs this loopkit executable and started when the record says, so a
+/// reused pid is never hit. A stale record (server gone) is cleaned up; the leftover ublk device
+/// is deleted only if the driver names the recorded, dead pid as its server.
 pub fn detach(a: &DetachArgs) -> loopkit::Result<u8> {
-    let Some(found) = state::find(&a.target) else {
+    let Some(found) = state::find(&a.target)? else {
         return Err(loopkit::Error::invalid(format!(
             "{} is not attached (see `loopkit attach --list`)",
             a.target.display()
@@ -367,14 +396,32 @@ pub fn detach(a: &DetachArgs) -> loopkit::Result<u8> {
     };
     let e = &found.entry;
     let mut how = "stopped";
+    let pid = i32::try_from(e.pid).ok().and_then(rustix::process::Pid::from_raw);
     if found.live {
-        let pid = i32::try_from(e.pid).ok().and_then(rustix::process::Pid::from_raw);
-        if let Some(pid) = pid {
-            rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-                .map_err(|err| loopkit::Error::io(format!("cannot signal the server (pid {})", e.pid), err.into()))?;
-        }
+        let Some(pid) = pid else {
+            return Err(loopkit::Error::invalid(format!("the record of {} has no valid pid", e.device)));
+        };
+        let refuse = |why: String| {
+            loopkit::Error::new(
+                loopkit::ErrorKind::Unsafe,
+                format!(
+                    "pid {} is not the loopkit server of {}: {why}; refusing to signal it (if {} is gone, remove \
+                     its record from {})",
+                    e.pid,
+                    e.device,
+                    e.device,
+                    state::dir().display()
+                ),
+            )
+        };
+        // The pidfd pins the process: checked, then signalled, with no pid reuse in between.
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+            .map_err(|err| refuse(format!("cannot open it ({err})")))?;
+        state::verify_server(e.pid, found.server_start_ticks).map_err(refuse)?;
+        rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::TERM)
+            .map_err(|err| loopkit::Error::io(format!("cannot signal the server (pid {})", e.pid), err.into()))?;
         let t0 = Instant::now();
-        while state::process_alive(e.pid) {
+        while state::process_alive(e.pid) && state::process_start_ticks(e.pid) == found.server_start_ticks {
             if t0.elapsed() > Duration::from_secs(a.timeout) {
                 return Err(loopkit::Error::new(
                     loopkit::ErrorKind::Io,
@@ -387,9 +434,24 @@ pub fn detach(a: &DetachArgs) -> loopkit::Result<u8> {
             std::thread::sleep(Duration::from_millis(50));
         }
     } else {
-        // The server died without cleaning up: remove what is left of the device.
-        how = "cleaned up (its server was gone)";
-        attach::server::delete_device(e.dev_id);
+        // The server died without cleaning up: remove what is left of the device, if the driver
+        // says it is the one the recorded (dead) server made.
+        let server = i32::try_from(e.dev_id)
+            .ok()
+            .and_then(|id| libublk::ctrl::UblkCtrl::new_simple(id).ok())
+            .map(|c| c.dev_info().ublksrv_pid);
+        let recorded_gone =
+            !state::process_alive(e.pid) || state::verify_server(e.pid, found.server_start_ticks).is_ok();
+        match server {
+            Some(p) if i64::from(p) == i64::from(e.pid) && recorded_gone => {
+                how = "cleaned up (its server was gone)";
+                attach::server::delete_device(e.dev_id);
+            }
+            Some(_) => {
+                how = "forgotten (stale record; the ublk device with that number now belongs to another server, left alone)";
+            }
+            None => how = "forgotten (stale record; its device is gone)",
+        }
     }
     state::forget(e.dev_id);
     if a.json {

@@ -80,14 +80,14 @@ pub fn run(a: &VerifyArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         version: crate::cli::version().to_string(),
     };
     for (p, why) in &found.left_out {
-        eprintln!("loopkit: note: {}: left out ({why})", p.display());
+        eprintln!("loopkit: note: {}: left out ({why})", crate::render::line(&p.display().to_string()));
     }
     let show = !a.common.output.quiet && std::io::stderr().is_terminal();
     let mut ui = Ui::new(show, found.files.len() as u64, b.json_lines);
     let summary = loopkit::batch::run(&found, &cfg, &mut ui, interrupt)?;
     ui.done();
     if b.json_lines {
-        super::print(&(json_line(&summary)? + "\n"))?;
+        super::print_exact(&(json_line(&summary)? + "\n"))?;
     } else {
         super::print(&table(&summary))?;
     }
@@ -148,16 +148,16 @@ impl Observer for Ui {
                 Doc::Error(e) => json_line(e),
             };
             if let Ok(l) = line {
-                let _ = super::print(&(l + "\n"));
+                let _ = super::print_exact(&(l + "\n"));
             }
         }
     }
     fn note(&mut self, msg: &str) {
         match &self.multi {
             Some(m) => {
-                let _ = m.println(format!("loopkit: note: {msg}"));
+                let _ = m.println(format!("loopkit: note: {}", crate::render::line(msg)));
             }
-            None => eprintln!("loopkit: note: {msg}"),
+            None => eprintln!("loopkit: note: {}", crate::render::line(msg)),
         }
     }
 }
@@ -217,7 +217,7 @@ pub fn table(s: &Summary) -> String {
         .iter()
         .map(|r: &Row| {
             [
-                r.image.clone(),
+                crate::render::line(&r.image).into_owned(),
                 r.verdict.as_str().to_string(),
                 r.scheme.clone().unwrap_or_else(|| "-".into()),
                 r.filesystem.clone().unwrap_or_else(|| "-".into()),

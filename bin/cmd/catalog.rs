@@ -41,7 +41,13 @@ pub fn run(a: &CatalogArgs) -> loopkit::Result<u8> {
             out.push_str(&format!("failing      {p}\n"));
         }
         if s.unreadable_lines > 0 {
-            out.push_str(&format!("unreadable   {} line(s) are not catalog records\n", s.unreadable_lines));
+            let at: Vec<String> = s.unreadable_line_numbers.iter().map(u64::to_string).collect();
+            let more = if (at.len() as u64) < s.unreadable_lines { ", …" } else { "" };
+            out.push_str(&format!(
+                "unreadable   {} line(s) are not catalog records (torn, invalid UTF-8 or foreign; line {}{more}); skipped\n",
+                s.unreadable_lines,
+                at.join(", ")
+            ));
         }
         super::print(&out)?;
     }

@@ -13,7 +13,7 @@ pub fn completions(a: &CompletionsArgs) -> loopkit::Result<u8> {
         Shell::Zsh => clap_complete::generate(clap_complete::shells::Zsh, &mut cmd, "loopkit", &mut buf),
         Shell::Fish => clap_complete::generate(clap_complete::shells::Fish, &mut cmd, "loopkit", &mut buf),
     }
-    super::print(&String::from_utf8_lossy(&buf))?;
+    super::print_exact(&String::from_utf8_lossy(&buf))?;
     Ok(0)
 }
 

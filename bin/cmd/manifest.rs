@@ -19,7 +19,7 @@ pub fn run(a: &ManifestArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     let ok = !built.problems.iter().any(|p| p.severity == Severity::Error);
     let json = built.manifest.to_json();
     match &a.output {
-        None => super::print(&json)?,
+        None => super::print_exact(&json)?,
         Some(out) => {
             loopkit::output::write_file_atomically(out, json.as_bytes(), a.force, 0o644, &inputs)?;
             if a.common.output.json {

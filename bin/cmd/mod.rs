@@ -54,8 +54,14 @@ pub fn open_keeping_secrets(
     Ok((opened, pass_len, secrets))
 }
 
-/// Write `s` to stdout; a closed pipe is not an error.
+/// Write human output to stdout, control characters escaped ([`crate::render::terminal`]); a
+/// closed pipe is not an error.
 pub fn print(s: &str) -> loopkit::Result<()> {
+    print_exact(&crate::render::terminal(s))
+}
+
+/// Write `s` to stdout exactly as it is (JSON, HTML, manifests); a closed pipe is not an error.
+pub fn print_exact(s: &str) -> loopkit::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
@@ -69,7 +75,7 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> loopkit::Result<()> {
     let s = serde_json::to_string_pretty(v).map_err(|e| {
         loopkit::Error::new(loopkit::ErrorKind::InvalidInput, format!("BUG: cannot serialise report: {e}"))
     })?;
-    print(&(s + "\n"))
+    print_exact(&(s + "\n"))
 }
 
 /// Open the file system inside an opened image and run `f` on it.
@@ -91,6 +97,6 @@ pub fn with_filesystem<T>(
 pub fn print_problems(problems: &[loopkit::verify::Problem]) {
     for p in problems {
         let sev = if p.severity == loopkit::verify::Severity::Error { "error" } else { "warning" };
-        eprintln!("loopkit: {sev}: {}: {}", p.code, p.message);
+        eprintln!("loopkit: {sev}: {}: {}", crate::render::line(&p.code), crate::render::line(&p.message));
     }
 }

@@ -16,7 +16,7 @@ pub fn run(a: &ReportArgs) -> loopkit::Result<u8> {
     let title = format!("loopkit report: {}", a.input.display());
     let page = loopkit::report::html::html(&title, &input);
     match &a.output {
-        None => super::print(&page)?,
+        None => super::print_exact(&page)?,
         Some(out) => {
             loopkit::output::write_file_atomically(out, page.as_bytes(), a.force, 0o644, &[a.input.as_path()])?
         }

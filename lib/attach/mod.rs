@@ -216,6 +216,7 @@ pub fn run<B: Backend>(
             .spawn(move || {
                 while !done.load(std::sync::atomic::Ordering::Acquire) {
                     std::thread::sleep(std::time::Duration::from_millis(200));
+                    backend.watch();
                     let mut g = recorded.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(e) = g.as_mut() {
                         let (remap, lease) = (backend.remap_state(), backend.lease());
@@ -250,62 +251,5 @@ fn release_image(fd: std::os::fd::BorrowedFd<'_>, wrote: bool) {
         let now = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
         let keep = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT };
         let _ = rustix::fs::futimens(fd, &rustix::fs::Timestamps { last_access: keep, last_modification: now });
-    }
-}
-
-/// Split a line the way `sh` would for plain words and single-quoted strings (what loopkit's
-/// own command lines use). `None` on other shell syntax.
-pub fn split_command(line: &str) -> Option<Vec<String>> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' | '\t' => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next()? {
-                        '\'' => break,
-                        c => cur.push(c),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                cur.push(chars.next()?);
-            }
-            '"' | '$' | '`' | ';' | '&' | '|' | '<' | '>' => return None,
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    Some(words)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_command_handles_single_quotes_and_refuses_other_syntax() {
-        assert_eq!(
-            split_command("cryptsetup open --key-file 'a b'\\''c' /dev/ublkb0 x").unwrap(),
-            ["cryptsetup", "open", "--key-file", "a b'c", "/dev/ublkb0", "x"]
-        );
-        assert!(split_command("echo $(id)").is_none());
-        assert!(split_command("echo 'open").is_none());
-        assert_eq!(split_command("  a  b ").unwrap(), ["a", "b"]);
     }
 }

@@ -21,6 +21,7 @@ pub struct RemapBackend {
     size: u64,
     writable: bool,
     crypt: Option<Crypt>,
+    last_revalidation: std::sync::Mutex<std::time::Instant>,
 }
 
 thread_local! {
@@ -61,7 +62,17 @@ impl RemapBackend {
                 engine.size()
             )));
         }
-        Ok((RemapBackend { engine, base, size, writable: !read_only, crypt }, pf))
+        Ok((
+            RemapBackend {
+                engine,
+                base,
+                size,
+                writable: !read_only,
+                crypt,
+                last_revalidation: std::sync::Mutex::new(std::time::Instant::now()),
+            },
+            pf,
+        ))
     }
 
     /// The engine (state, counters).
@@ -150,7 +161,24 @@ impl Backend for RemapBackend {
         let at = self.window(offset, len)?;
         self.engine.write_at(buf, at)
     }
+    fn watch(&self) {
+        if self.engine.check_lease(true) {
+            let due = self.last_revalidation.lock().map(|mut at| {
+                let due = at.elapsed().as_secs() >= crate::remap::engine::REVALIDATE_SECS;
+                if due {
+                    *at = std::time::Instant::now();
+                }
+                due
+            });
+            if due.unwrap_or(true) {
+                self.engine.revalidate_map();
+            }
+        }
+    }
     fn plan_flush(&self, out: &mut Vec<Target>) {
+        // A lost lease stops raw I/O before this FLUSH completes (no draining here: this queue
+        // thread may hold guards of its own; the state thread drains).
+        self.engine.check_lease(false);
         if self.writable {
             // The device's cache (raw writes) and the image's metadata (holes filled through
             // the file system).

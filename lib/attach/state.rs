@@ -1,8 +1,14 @@
 //! The registry of attached devices: one JSON file per ublk device in a state directory
 //! (`/run/loopkit/attach`, or `$LOOPKIT_STATE_DIR`), written by the serving process once the
-//! device is live and removed at detach; `attach --list` and `detach` read it.
+//! device is live and removed at detach; `attach --list` and `detach` read it. The directory is
+//! created 0700 and trusted only when owned by the user (or root) and writable by nobody else;
+//! records are written with `O_EXCL|O_NOFOLLOW` and renamed in place relative to its descriptor,
+//! and carry the server's start time so `detach` can tell it from a process that reused its pid.
 
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// Environment variable overriding the state directory.
@@ -47,33 +53,107 @@ pub struct Entry {
     pub kernel: String,
 }
 
-/// The state directory.
+/// The state directory: `$LOOPKIT_STATE_DIR`, else `/run/loopkit/attach`. Either is trusted only
+/// if it passes [`open_dir`]'s checks, so as root an override pointing somewhere another user
+/// can write is refused, never followed.
 pub fn dir() -> PathBuf {
     std::env::var_os(STATE_DIR_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/run/loopkit/attach"))
 }
 
-fn entry_path(dir: &Path, dev_id: u32) -> PathBuf {
-    dir.join(format!("ublkb{dev_id}.json"))
-}
+/// Largest record read.
+const MAX_RECORD_BYTES: u64 = 64 << 10;
 
-/// Record `e` (temporary file, then rename).
+/// Open the state directory (creating it, and missing parents, with mode 0700 when `create`),
+/// never through a symlink as its last component, and check it: a directory owned by the
+/// effective user (or root), writable by nobody else. Anyone else able to write there could plant
+/// records (an arbitrary pid to signal, a device to delete) or symlinks.
 ///
 /// # Errors
-/// `Io` when the state directory cannot be written.
+/// `Io` when it cannot be created or opened (`NotFound` when missing and not `create`);
+/// `Unsafe` when it fails the checks.
+pub fn open_dir(create: bool) -> crate::Result<OwnedFd> {
+    let d = dir();
+    if create {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&d)
+            .map_err(|err| crate::Error::io(format!("cannot create {}", d.display()), err))?;
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rfs::openat(rfs::CWD, &d, flags, Mode::empty())
+        .map_err(|err| crate::Error::io(format!("cannot open the state directory {}", d.display()), err.into()))?;
+    let st = rfs::fstat(&fd).map_err(|err| crate::Error::io(format!("cannot examine {}", d.display()), err.into()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if (st.st_uid != me && st.st_uid != 0) || st.st_mode & 0o022 != 0 {
+        return Err(crate::Error::new(
+            crate::ErrorKind::Unsafe,
+            format!(
+                "the state directory {} is owned by uid {} with mode {:o}: it must belong to uid {me} (or root) and be \
+                 writable by nobody else; its records are not trusted{}",
+                d.display(),
+                st.st_uid,
+                st.st_mode & 0o7777,
+                if std::env::var_os(STATE_DIR_ENV).is_some() {
+                    format!(" (set by ${STATE_DIR_ENV})")
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    Ok(fd)
+}
+
+fn entry_name(dev_id: u32) -> String {
+    format!("ublkb{dev_id}.json")
+}
+
+/// A record as stored: the entry and the server's start time (`/proc/PID/stat` field 22, clock
+/// ticks since boot), so a reused pid is recognised. Records of older versions have none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    entry: Entry,
+    #[serde(default)]
+    server_start_ticks: Option<u64>,
+}
+
+/// Record `e`: a new temporary file (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0644) in the checked
+/// state directory, then renamed over the record, both relative to the directory's descriptor.
+/// When `e.pid` is this process, its start time is recorded too.
+///
+/// # Errors
+/// `Io` when the state directory cannot be written; `Unsafe` when it fails [`open_dir`]'s checks.
 pub fn record(e: &Entry) -> crate::Result<PathBuf> {
     let d = dir();
-    std::fs::create_dir_all(&d).map_err(|err| crate::Error::io(format!("cannot create {}", d.display()), err))?;
-    let path = entry_path(&d, e.dev_id);
-    let tmp = d.join(format!(".ublkb{}.json.{}", e.dev_id, std::process::id()));
-    let text = serde_json::to_vec_pretty(e).map_err(|err| crate::Error::invalid(format!("BUG: {err}")))?;
-    std::fs::write(&tmp, text).map_err(|err| crate::Error::io(format!("cannot write {}", tmp.display()), err))?;
-    std::fs::rename(&tmp, &path).map_err(|err| crate::Error::io(format!("cannot write {}", path.display()), err))?;
+    let dfd = open_dir(true)?;
+    let path = d.join(entry_name(e.dev_id));
+    let tmp = format!(".ublkb{}.json.{}", e.dev_id, std::process::id());
+    let start = if e.pid == std::process::id() { process_start_ticks(e.pid) } else { None };
+    let stored = Stored { entry: e.clone(), server_start_ticks: start };
+    let text = serde_json::to_vec_pretty(&stored).map_err(|err| crate::Error::invalid(format!("BUG: {err}")))?;
+    let werr = |err: std::io::Error| crate::Error::io(format!("cannot write {}", d.join(&tmp).display()), err);
+    // A leftover of ours (same pid) or anything planted under the name: removed, never followed.
+    let _ = rfs::unlinkat(&dfd, tmp.as_str(), AtFlags::empty());
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rfs::openat(&dfd, tmp.as_str(), flags, Mode::from_bits_truncate(0o644)).map_err(|err| werr(err.into()))?;
+    let mut f = std::fs::File::from(fd);
+    if let Err(err) = f.write_all(&text).and_then(|()| f.sync_data()) {
+        let _ = rfs::unlinkat(&dfd, tmp.as_str(), AtFlags::empty());
+        return Err(werr(err));
+    }
+    rfs::renameat(&dfd, tmp.as_str(), &dfd, entry_name(e.dev_id).as_str())
+        .map_err(|err| crate::Error::io(format!("cannot write {}", path.display()), err.into()))?;
     Ok(path)
 }
 
 /// Forget device `dev_id` (missing is fine).
 pub fn forget(dev_id: u32) {
-    let _ = std::fs::remove_file(entry_path(&dir(), dev_id));
+    if let Ok(dfd) = open_dir(false) {
+        let _ = rfs::unlinkat(&dfd, entry_name(dev_id).as_str(), AtFlags::empty());
+    }
 }
 
 /// A recorded device and whether its server still runs.
@@ -84,27 +164,87 @@ pub struct Listed {
     pub entry: Entry,
     /// The serving process is alive and the device node exists.
     pub live: bool,
+    /// The server's recorded start time (see [`process_start_ticks`]); `None` in records of
+    /// older versions.
+    #[serde(skip)]
+    pub server_start_ticks: Option<u64>,
 }
 
-/// Every recorded device, sorted by device number. Unreadable entries are skipped.
+/// Every recorded device, sorted by device number; nothing when the state directory is missing
+/// or untrusted. Unreadable entries are skipped.
 pub fn list() -> Vec<Listed> {
+    list_checked().unwrap_or_default()
+}
+
+/// [`list`], with an error when the state directory exists but fails [`open_dir`]'s checks.
+///
+/// # Errors
+/// `Unsafe`/`Io` from [`open_dir`] (a missing directory is an empty list).
+pub fn list_checked() -> crate::Result<Vec<Listed>> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir()) else {
-        return out;
+    let dfd = match open_dir(false) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == crate::ErrorKind::Io && !dir().exists() => return Ok(out),
+        Err(e) => return Err(e),
     };
-    for ent in rd.flatten() {
-        let name = ent.file_name();
-        let name = name.to_string_lossy();
-        if !(name.starts_with("ublkb") && name.ends_with(".json")) {
+    let Ok(mut rd) = rfs::Dir::read_from(&dfd) else {
+        return Ok(out);
+    };
+    while let Some(Ok(ent)) = rd.next() {
+        let name = ent.file_name().to_bytes();
+        if !(name.starts_with(b"ublkb") && name.ends_with(b".json")) {
             continue;
         }
-        let Ok(bytes) = std::fs::read(ent.path()) else { continue };
-        let Ok(entry) = serde_json::from_slice::<Entry>(&bytes) else { continue };
-        let live = process_alive(entry.pid) && Path::new(&entry.device).exists();
-        out.push(Listed { entry, live });
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let Ok(fd) = rfs::openat(&dfd, ent.file_name(), flags, Mode::empty()) else { continue };
+        if !rfs::fstat(&fd).is_ok_and(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile) {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        if std::fs::File::from(fd).take(MAX_RECORD_BYTES).read_to_end(&mut bytes).is_err() {
+            continue;
+        }
+        let Ok(stored) = serde_json::from_slice::<Stored>(&bytes) else { continue };
+        let live = process_alive(stored.entry.pid) && Path::new(&stored.entry.device).exists();
+        out.push(Listed { entry: stored.entry, live, server_start_ticks: stored.server_start_ticks });
     }
     out.sort_by_key(|l| l.entry.dev_id);
-    out
+    Ok(out)
+}
+
+/// Start time of process `pid` (`/proc/PID/stat` field 22, clock ticks since boot), which
+/// together with the pid names one process for the machine's uptime.
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces and parentheses): field 3 first.
+    let (_, rest) = s.rsplit_once(") ")?;
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// Whether `pid` is the loopkit server a record describes: it runs the same executable as
+/// this process (same device and inode behind `/proc/PID/exe`) and started when recorded.
+///
+/// # Errors
+/// Why not, in words.
+pub fn verify_server(pid: u32, recorded_start: Option<u64>) -> Result<(), String> {
+    let Some(want) = recorded_start else {
+        return Err("the record carries no start time (written by an older loopkit), so the pid cannot be told \
+                    from a reused one"
+            .into());
+    };
+    let exe =
+        std::fs::metadata(format!("/proc/{pid}/exe")).map_err(|e| format!("cannot examine its executable ({e})"))?;
+    let me = std::fs::metadata("/proc/self/exe").map_err(|e| format!("cannot examine loopkit's executable ({e})"))?;
+    use std::os::unix::fs::MetadataExt;
+    if (exe.dev(), exe.ino()) != (me.dev(), me.ino()) {
+        let name = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
+        return Err(format!("it runs {name:?}, not this loopkit executable"));
+    }
+    match process_start_ticks(pid) {
+        Some(t) if t == want => Ok(()),
+        Some(t) => Err(format!("it started at tick {t}, the recorded server at tick {want}: the pid was reused")),
+        None => Err("it is gone".into()),
+    }
 }
 
 /// Whether process `pid` exists.
@@ -124,14 +264,17 @@ pub fn process_alive(pid: u32) -> bool {
 
 /// The recorded device named by `what`: its device path (`/dev/ublkbN`), its name (`ublkbN`) or
 /// the image path.
-pub fn find(what: &Path) -> Option<Listed> {
+///
+/// # Errors
+/// From [`list_checked`] (an untrusted state directory).
+pub fn find(what: &Path) -> crate::Result<Option<Listed>> {
     let canon = std::fs::canonicalize(what).ok();
-    list().into_iter().find(|l| {
+    Ok(list_checked()?.into_iter().find(|l| {
         let e = &l.entry;
         Path::new(&e.device) == what
             || what.to_str().is_some_and(|w| e.device.strip_prefix("/dev/") == Some(w))
             || canon.as_deref().is_some_and(|c| Path::new(&e.image) == c)
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -143,5 +286,15 @@ mod tests {
         assert!(process_alive(std::process::id()));
         assert!(!process_alive(0));
         assert!(!process_alive(u32::MAX));
+    }
+
+    #[test]
+    fn start_ticks_tell_this_process_apart() {
+        let me = std::process::id();
+        let t = process_start_ticks(me).unwrap();
+        assert!(verify_server(me, Some(t)).is_ok());
+        assert!(verify_server(me, Some(t + 1)).unwrap_err().contains("reused"));
+        assert!(verify_server(me, None).is_err());
+        assert!(process_start_ticks(u32::MAX).is_none());
     }
 }

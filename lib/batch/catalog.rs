@@ -10,12 +10,9 @@
 use crate::report::batch::{CatalogOldest, CatalogRecord, CatalogRun, CatalogSummary, Counts, Verdict};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-/// Largest catalog read (a record is ~600 bytes: this is millions of checks).
-const MAX_CATALOG_BYTES: u64 = 4 << 30;
 
 /// One line of a catalog file.
 #[derive(Debug, Clone)]
@@ -31,8 +28,10 @@ pub enum Line {
 pub struct Contents {
     /// Every readable line, in file order.
     pub lines: Vec<Line>,
-    /// Lines that were not catalog lines.
+    /// Lines that were not catalog lines (torn, invalid UTF-8, too long, foreign).
     pub unreadable: u64,
+    /// The numbers (from 1) of the first 100 of them.
+    pub unreadable_line_numbers: Vec<u64>,
 }
 
 impl Contents {
@@ -73,29 +72,86 @@ impl Contents {
     }
 }
 
-fn parse(text: &str) -> Contents {
-    let mut c = Contents::default();
-    for line in text.lines() {
-        if line.trim().is_empty() {
-            continue;
+/// Longest catalog line read (a record is ~600 bytes, plus its path); a longer line is skipped
+/// and counted as unreadable without being held in memory.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Line numbers of unreadable lines kept for the report (the count covers all of them).
+const MAX_UNREADABLE_NUMBERS: usize = 100;
+
+/// One line from [`for_each_line`]: its number (from 1) and its bytes without the `\n`, or
+/// `None` when it was longer than [`MAX_LINE_BYTES`].
+struct RawLine<'a> {
+    number: u64,
+    bytes: Option<&'a [u8]>,
+}
+
+/// Read `r` line by line, at most [`MAX_LINE_BYTES`] held at a time.
+fn for_each_line(r: &mut dyn std::io::BufRead, mut f: impl FnMut(RawLine<'_>)) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut number = 0u64;
+    loop {
+        buf.clear();
+        let n = (&mut *r).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            return Ok(());
         }
+        number += 1;
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            f(RawLine { number, bytes: Some(&buf) });
+        } else if buf.len() <= MAX_LINE_BYTES {
+            // The last line, without its newline.
+            f(RawLine { number, bytes: Some(&buf) });
+            return Ok(());
+        } else {
+            // Too long: skip to the end of the line without keeping it.
+            loop {
+                buf.clear();
+                let k = (&mut *r).take(MAX_LINE_BYTES as u64).read_until(b'\n', &mut buf)?;
+                if k == 0 || buf.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            f(RawLine { number, bytes: None });
+        }
+    }
+}
+
+impl Contents {
+    fn add_unreadable(&mut self, number: u64) {
+        self.unreadable += 1;
+        if self.unreadable_line_numbers.len() < MAX_UNREADABLE_NUMBERS {
+            self.unreadable_line_numbers.push(number);
+        }
+    }
+}
+
+/// Parse a catalog stream. Lines that are not catalog lines (torn by an interrupted writer,
+/// invalid UTF-8, too long, foreign) are skipped and counted, never an error.
+fn parse(r: &mut dyn std::io::BufRead) -> std::io::Result<Contents> {
+    let mut c = Contents::default();
+    for_each_line(r, |l| {
+        let Some(bytes) = l.bytes else {
+            c.add_unreadable(l.number);
+            return;
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let Ok(line) = std::str::from_utf8(bytes) else {
+            c.add_unreadable(l.number);
+            return;
+        };
         if let Ok(r) = serde_json::from_str::<CatalogRecord>(line) {
             c.lines.push(Line::Record(Box::new(r)));
         } else if let Ok(r) = serde_json::from_str::<CatalogRun>(line) {
             c.lines.push(Line::Run(r));
         } else {
-            c.unreadable += 1;
+            c.add_unreadable(l.number);
         }
-    }
-    c
-}
-
-fn read_all(f: &mut File, path: &Path) -> crate::Result<String> {
-    let mut buf = Vec::new();
-    f.take(MAX_CATALOG_BYTES)
-        .read_to_end(&mut buf)
-        .map_err(|e| crate::Error::io(format!("cannot read catalog {}", path.display()), e))?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    })?;
+    Ok(c)
 }
 
 /// Read a catalog (a missing file is an empty catalog).
@@ -104,10 +160,24 @@ fn read_all(f: &mut File, path: &Path) -> crate::Result<String> {
 /// `Io` when it exists but cannot be read.
 pub fn read(path: &Path) -> crate::Result<Contents> {
     match File::open(path) {
-        Ok(mut f) => Ok(parse(&read_all(&mut f, path)?)),
+        Ok(f) => parse(&mut std::io::BufReader::new(f))
+            .map_err(|e| crate::Error::io(format!("cannot read catalog {}", path.display()), e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Contents::default()),
         Err(e) => Err(crate::Error::io(format!("cannot open catalog {}", path.display()), e)),
     }
+}
+
+/// Whether `file` is non-empty and does not end in `\n` (an interrupted writer's torn line):
+/// the next line written must then start with one.
+fn needs_newline(file: &File) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut last = [0u8; 1];
+    let n = file.read_at(&mut last, len - 1)?;
+    Ok(n == 1 && last[0] != b'\n')
 }
 
 /// An open catalog for appending.
@@ -141,16 +211,24 @@ impl Writer {
         Ok(Writer { path: path.into(), file })
     }
 
-    /// Append one line under the lock (one `write` of the whole line, then `fdatasync`).
+    /// Append one line under the lock (one `write` of the whole line, then `fdatasync`). When
+    /// the file ends in a torn line (no `\n`), a `\n` goes first, so the new line stays whole.
     ///
     /// # Errors
     /// `Io`.
     pub fn append<T: serde::Serialize>(&self, line: &T) -> crate::Result<()> {
-        let mut s = serde_json::to_string(line)
+        let s = serde_json::to_string(line)
             .map_err(|e| crate::Error::invalid(format!("BUG: cannot serialise a catalog line: {e}")))?;
-        s.push('\n');
+        let mut out = String::with_capacity(s.len() + 2);
         lock(&self.file, &self.path)?;
-        let r = (&self.file).write_all(s.as_bytes()).and_then(|()| self.file.sync_data());
+        let r = needs_newline(&self.file).and_then(|torn| {
+            if torn {
+                out.push('\n');
+            }
+            out.push_str(&s);
+            out.push('\n');
+            (&self.file).write_all(out.as_bytes()).and_then(|()| self.file.sync_data())
+        });
         unlock(&self.file);
         r.map_err(|e| crate::Error::io(format!("cannot append to catalog {}", self.path.display()), e))
     }
@@ -176,17 +254,15 @@ impl Writer {
     }
 
     fn import_locked(&self, incoming: &[CatalogRecord]) -> crate::Result<u64> {
+        let rd = |e| crate::Error::io(format!("cannot read catalog {}", self.path.display()), e);
         let mut f = &self.file;
-        let mut text = String::new();
         {
             use std::io::Seek;
-            f.seek(std::io::SeekFrom::Start(0))
-                .map_err(|e| crate::Error::io(format!("cannot read catalog {}", self.path.display()), e))?;
-            f.take(MAX_CATALOG_BYTES)
-                .read_to_string(&mut text)
-                .map_err(|e| crate::Error::io(format!("cannot read catalog {}", self.path.display()), e))?;
+            f.seek(std::io::SeekFrom::Start(0)).map_err(rd)?;
         }
-        let mut seen: HashSet<String> = parse(&text).records().filter_map(|r| serde_json::to_string(r).ok()).collect();
+        let present = parse(&mut std::io::BufReader::new(f)).map_err(rd)?;
+        let mut seen: HashSet<String> = present.records().filter_map(|r| serde_json::to_string(r).ok()).collect();
+        drop(present);
         let mut out = String::new();
         let mut added = 0;
         for r in incoming {
@@ -197,7 +273,7 @@ impl Writer {
                 added += 1;
             }
         }
-        if !text.is_empty() && !text.ends_with('\n') && !out.is_empty() {
+        if !out.is_empty() && needs_newline(&self.file).map_err(rd)? {
             // A partial last line from an interrupted writer: keep ours on lines of their own.
             out.insert(0, '\n');
         }
@@ -285,5 +361,62 @@ pub fn summarize(path: &Path, c: &Contents, imported: Option<u64>) -> CatalogSum
         failing,
         imported,
         unreadable_lines: c.unreadable,
+        unreadable_line_numbers: c.unreadable_line_numbers.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_line(run: &str) -> CatalogRun {
+        CatalogRun { loopkit_catalog_run: 1, run: run.into(), event: "start".into(), at: 1 }
+    }
+
+    /// L7: an append after a torn last line (cut mid-record, mid-UTF-8 character) starts a
+    /// line of its own; the torn line is skipped and counted, never an error.
+    #[test]
+    fn append_after_torn_line_keeps_the_record() {
+        let dir = std::env::temp_dir().join(format!("loopkit-catalog-torn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for torn in [&b"{\"loopkit_catalog\":1,\"pa"[..], b"{\"loopkit_catalog\":1,\"path\":\"/caf\xc3"] {
+            let p = dir.join("c.jsonl");
+            std::fs::write(&p, torn).unwrap();
+            let w = Writer::open(&p).unwrap();
+            w.append(&run_line("r1")).unwrap();
+            w.append(&run_line("r2")).unwrap();
+            let c = read(&p).unwrap();
+            let runs: Vec<&str> = c
+                .lines
+                .iter()
+                .filter_map(|l| match l {
+                    Line::Run(r) => Some(r.run.as_str()),
+                    Line::Record(_) => None,
+                })
+                .collect();
+            assert_eq!(runs, ["r1", "r2"]);
+            assert_eq!((c.unreadable, c.unreadable_line_numbers.clone()), (1, vec![1]));
+            let text = std::fs::read(&p).unwrap();
+            assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 3, "torn line ended, two whole lines");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Overlong lines are skipped without being held whole; the lines after them are read.
+    #[test]
+    fn overlong_lines_are_skipped() {
+        let mut text = vec![b'x'; MAX_LINE_BYTES * 2 + 5];
+        text.push(b'\n');
+        text.extend_from_slice(serde_json::to_string(&run_line("after")).unwrap().as_bytes());
+        text.extend_from_slice(b"\n\xff\xfe\n\n");
+        let mut long_at_end = text.clone();
+        long_at_end.extend(std::iter::repeat_n(b'y', MAX_LINE_BYTES + 1));
+        for t in [text, long_at_end] {
+            let c = parse(&mut std::io::Cursor::new(t)).unwrap();
+            assert_eq!(c.lines.len(), 1);
+            assert!(c.unreadable >= 2, "{}", c.unreadable);
+            assert_eq!(&c.unreadable_line_numbers[..2], [1, 3]);
+        }
     }
 }

@@ -138,6 +138,18 @@ pub fn run(found: &Found, cfg: &Config, observer: &mut dyn Observer, interrupt: 
         Some(p) => (Some(catalog::Writer::open(p)?), catalog::read(p)?),
         None => (None, catalog::Contents::default()),
     };
+    if contents.unreadable > 0
+        && let Some(p) = &cfg.catalog
+    {
+        let at: Vec<String> = contents.unreadable_line_numbers.iter().map(u64::to_string).collect();
+        observer.note(&format!(
+            "catalog {}: {} line(s) are not catalog records (torn by an interrupted writer, invalid UTF-8 or \
+             foreign; line {}); skipped",
+            p.display(),
+            contents.unreadable,
+            at.join(", ")
+        ));
+    }
     let latest = contents.latest();
     let resume_run = if cfg.skip.resume { contents.unfinished_run() } else { None };
     let resumed: std::collections::HashSet<String> = match &resume_run {

@@ -87,7 +87,8 @@ impl Passphrase {
     /// `Io` naming `what`.
     pub fn read_bounded(r: impl std::io::Read, what: &str) -> crate::Result<Self> {
         use std::io::Read;
-        let mut buf = Zeroizing::new(Vec::new());
+        // Sized once for the most read: a growing Vec frees copies without zeroizing them.
+        let mut buf = Zeroizing::new(Vec::with_capacity(PASSPHRASE_SOURCE_MAX_BYTES as usize));
         r.take(PASSPHRASE_SOURCE_MAX_BYTES)
             .read_to_end(&mut buf)
             .map_err(|e| crate::Error::io(format!("cannot read the passphrase from {what}"), e))?;

@@ -160,10 +160,17 @@ impl Class {
     }
 }
 
+/// Every FIEMAP flag bit this code knows the meaning of.
+pub const KNOWN_FLAGS: u32 = 0x1 | 0x2 | 0x4 | 0x8 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x1000 | 0x2000;
+
 /// Classify an extent by its flags and alignment: the class and, unless mapped, why.
-/// `align` is the device's logical block size (raw I/O needs it).
+/// `align` is the device's logical block size (raw I/O needs it). A flag bit this code does not
+/// know (a future kernel's) makes the extent via-file: it might mean "not plain blocks".
 pub fn classify(e: &Extent, align: u64) -> (Class, &'static str) {
     let f = e.flags;
+    if f.bits() & !KNOWN_FLAGS != 0 {
+        return (Class::ViaFile, "a FIEMAP flag this version does not know");
+    }
     let checks: [(ExtentFlags, &str); 8] = [
         (ExtentFlags::DELALLOC, "delayed allocation (not on disk yet)"),
         (ExtentFlags::UNKNOWN, "location unknown"),
@@ -187,6 +194,31 @@ pub fn classify(e: &Extent, align: u64) -> (Class, &'static str) {
         return (Class::ViaFile, "not aligned to the device's logical block size");
     }
     (Class::Mapped, "")
+}
+
+/// Fail closed on what FIEMAP leaves out: every gap of `range` between (or around) `extents`
+/// (sorted, not overlapping, as [`fiemap::query`] returns them) for which `has_data(gap)` is
+/// true becomes an [`ExtentFlags::UNKNOWN`] extent (via file) instead of a hole. `has_data` is
+/// the second opinion (`SEEK_DATA` for a live file); it should answer true when unsure.
+pub fn close_gaps(
+    range: Range<u64>,
+    extents: Vec<Extent>,
+    mut has_data: impl FnMut(Range<u64>) -> bool,
+) -> Vec<Extent> {
+    let mut out = Vec::with_capacity(extents.len() + 1);
+    let mut pos = range.start;
+    let mut check = |a: u64, b: u64, out: &mut Vec<Extent>| {
+        if a < b && has_data(a..b) {
+            out.push(Extent { logical: a, physical: 0, length: b - a, flags: ExtentFlags::UNKNOWN });
+        }
+    };
+    for e in extents {
+        check(pos, e.logical.min(range.end), &mut out);
+        pos = pos.max(e.logical_end());
+        out.push(e);
+    }
+    check(pos, range.end, &mut out);
+    out
 }
 
 /// What a piece of a requested range is.

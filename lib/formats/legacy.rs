@@ -5,6 +5,7 @@
 //! Sector `k` of the payload is stored at file byte `offset_bytes + 512·k` and decrypted with IV
 //! sector `iv_offset_sectors + k` (cryptsetup `--offset`/`--skip` semantics).
 
+use super::cryptsetup::{DeviceType, KeySource, OpenCommand};
 use crate::crypto::block::CipherKind;
 use crate::crypto::cbc::{CbcSectors, EcbSectors, IvScheme};
 use crate::crypto::kdf::{Derivation, MultiKey, MultiKeys};
@@ -238,7 +239,6 @@ impl Params {
         key_file: Option<(&str, bool)>,
     ) -> Cryptsetup {
         let mut notes = Vec::new();
-        let quoted = shell_quote(image);
         let key_bytes = (self.key_bits / 8) as usize;
         if !self.offset_bytes.is_multiple_of(512) {
             notes.push(format!(
@@ -249,42 +249,40 @@ impl Params {
             return Cryptsetup { command: None, needs_raw_key_file: false, notes };
         }
         let off = self.offset_bytes / 512;
-        let mut tail = String::new();
-        if off != 0 || self.iv_offset_sectors != 0 {
-            tail.push_str(&format!(" --offset {off} --skip {}", self.iv_offset_sectors));
-        }
-        if let Some(limit) = self.size_limit_bytes {
-            tail.push_str(&format!(" --size {}", limit / 512));
-        }
+        let offset_skip = (off != 0 || self.iv_offset_sectors != 0).then_some((off, self.iv_offset_sectors));
         if self.mode == Mode::Lmk {
-            let mut cmd = format!("cryptsetup open --type loopaes --readonly --key-size {}", self.key_bits);
+            let mut cmd = OpenCommand {
+                key_bits: Some(self.key_bits),
+                // loopaes defaults --skip to --offset; say both explicitly (an @offset image needs --skip 0).
+                offset_skip,
+                ..OpenCommand::new(DeviceType::LoopAes, image, "legacy")
+            };
             if let Derivation::Hash(h) = self.derivation
                 && h != HashAlg::loopaes_default(key_bytes)
             {
-                cmd.push_str(&format!(" --hash {}", h.cryptsetup_name()));
+                cmd.hash = Some(h.cryptsetup_name().to_string());
             }
-            // loopaes defaults --skip to --offset; say both explicitly (an @offset image needs --skip 0).
-            if off != 0 || self.iv_offset_sectors != 0 {
-                cmd.push_str(&format!(" --offset {off} --skip {}", self.iv_offset_sectors));
-            }
-            match key_file {
-                Some((path, false)) => cmd.push_str(&format!(" --key-file {} {quoted} legacy", shell_quote(path))),
-                Some((path, true)) => {
-                    cmd = format!("gpg --decrypt {} | {cmd} --key-file=- {quoted} legacy", shell_quote(path));
-                }
+            cmd.key = match key_file {
+                Some((path, false)) => KeySource::File(path.to_string()),
+                Some((path, true)) => KeySource::GpgFile(path.to_string()),
                 None => {
-                    cmd.push_str(&format!(" --key-file KEYFILE {quoted} legacy"));
                     notes.push(
                         "KEYFILE is the decrypted loop-AES key file (64 or 65 lines); for a gpg-encrypted one use \
                          `gpg --decrypt keyfile.gpg | cryptsetup open … --key-file=- …`"
                             .into(),
                     );
+                    KeySource::Placeholder
                 }
-            }
+            };
             return Cryptsetup { command: Some(cmd), needs_raw_key_file: false, notes };
         }
-        let cipher = self.cipher_name();
-        let base = format!("cryptsetup open --type plain --readonly --cipher {cipher} --key-size {}", self.key_bits);
+        let mut cmd = OpenCommand {
+            cipher: Some(self.cipher_name()),
+            key_bits: Some(self.key_bits),
+            offset_skip,
+            size_sectors: self.size_limit_bytes.map(|l| l / 512),
+            ..OpenCommand::new(DeviceType::Plain, image, "legacy")
+        };
         // Which cryptsetup --hash reproduces the key from the same passphrase (typed at the prompt)?
         let hash = match self.derivation {
             _ if self.itercountk.is_some() => None,
@@ -302,14 +300,14 @@ impl Params {
             Derivation::Unhashed1 | Derivation::KeyFileRaw => None,
         };
         let needs_raw_key_file = hash.is_none();
-        let cmd = match hash {
+        match hash {
             Some(h) => {
                 if self.pseed {
                     notes.push(
                         "at the prompt, type the passphrase immediately followed by the loop-AES seed (-S)".into(),
                     );
                 }
-                format!("{base} --hash {h}{tail} {quoted} legacy")
+                cmd.hash = Some(h);
             }
             None => {
                 notes.push(format!(
@@ -317,9 +315,9 @@ impl Params {
                      in a file (`loopkit migrate IMAGE --to dmcrypt --mode plain --key-out KEYFILE` writes one, mode 0600)",
                     self.derivation
                 ));
-                format!("{base} --key-file KEYFILE{tail} {quoted} legacy")
+                cmd.key = KeySource::Placeholder;
             }
-        };
+        }
         if self.scheme == Scheme::LoopAes && self.mode == Mode::Cbc(IvScheme::Plain64) {
             notes.push("identical to aes-cbc-plain for images under 2 TiB".into());
         }
@@ -331,21 +329,14 @@ impl Params {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cryptsetup {
     /// The command, or `None` if cryptsetup cannot express the mapping.
-    pub command: Option<String>,
+    pub command: Option<OpenCommand>,
     /// The command reads the raw key from a file instead of hashing a passphrase.
     pub needs_raw_key_file: bool,
     /// Caveats for the user.
     pub notes: Vec<String>,
 }
 
-/// Quote for a POSIX shell when needed.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+:,@%=".contains(&b)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
+pub use super::cryptsetup::shell_quote;
 
 #[cfg(test)]
 mod tests {
@@ -371,17 +362,17 @@ mod tests {
     fn cryptsetup_lines() {
         let c = params(Derivation::Hash(HashAlg::Ripemd160), 256).cryptsetup("old.img", Some(12));
         assert_eq!(
-            c.command.as_deref(),
+            c.command.map(|c| c.shell_line()).as_deref(),
             Some(
                 "cryptsetup open --type plain --readonly --cipher aes-cbc-plain --key-size 256 --hash ripemd160 --offset 8 --skip 8 old.img legacy"
             )
         );
         let raw = params(Derivation::UtilLinuxRaw, 256);
-        assert!(raw.cryptsetup("x", Some(31)).command.unwrap().contains("--hash plain"));
+        assert!(raw.cryptsetup("x", Some(31)).command.unwrap().hash.as_deref() == Some("plain"));
         let long = raw.cryptsetup("x", Some(32));
-        assert!(!long.needs_raw_key_file && long.command.unwrap().contains("--hash plain:31 "));
+        assert!(!long.needs_raw_key_file && long.command.unwrap().hash.as_deref() == Some("plain:31"));
         let short_key = params(Derivation::UtilLinuxRaw, 128).cryptsetup("x", Some(40));
-        assert!(short_key.command.unwrap().contains("--hash plain "));
+        assert!(short_key.command.unwrap().hash.as_deref() == Some("plain"));
         assert!(raw.cryptsetup("x", None).needs_raw_key_file, "unknown passphrase length");
         assert_eq!(shell_quote("a b'c"), "'a b'\\''c'");
         let mut odd = params(Derivation::UtilLinuxRaw, 256);
@@ -424,7 +415,7 @@ mod tests {
         p.offset_bytes = 0;
         p.iv_offset_sectors = 0;
         assert_eq!(
-            p.cryptsetup("home.img", Some(12)).command.as_deref(),
+            p.cryptsetup("home.img", Some(12)).command.map(|c| c.shell_line()).as_deref(),
             Some(
                 "cryptsetup open --type plain --readonly --cipher twofish-cbc-null --key-size 192 --hash ripemd160:20 home.img legacy"
             )

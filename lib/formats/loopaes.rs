@@ -76,7 +76,9 @@ impl KeyFile {
     pub fn read(path: &Path, passphrase: Option<&Passphrase>) -> crate::Result<KeyFile> {
         let what = || format!("cannot read key file {}", path.display());
         let f = std::fs::File::open(path).map_err(|e| crate::Error::io(what(), e))?;
-        let mut raw = Zeroizing::new(Vec::new());
+        // Sized once (from the file's size, within the bound): no reallocation leaves key copies.
+        let cap = f.metadata().map_or(0, |m| m.len()).min(KEYFILE_MAX_BYTES + 1) as usize + 1;
+        let mut raw = Zeroizing::new(Vec::with_capacity(cap));
         f.take(KEYFILE_MAX_BYTES + 1).read_to_end(&mut raw).map_err(|e| crate::Error::io(what(), e))?;
         if raw.len() as u64 > KEYFILE_MAX_BYTES {
             return Err(crate::Error::invalid(format!(
@@ -131,6 +133,8 @@ fn gpg_decrypt(path: &Path, pass: &Passphrase) -> crate::Result<Zeroizing<Vec<u8
             "--quiet",
             "--no-tty",
             "--no-options",
+            // The agent must not keep the symmetric passphrase after this one decryption.
+            "--no-symkey-cache",
             "--pinentry-mode",
             "loopback",
             "--passphrase-fd",
@@ -153,11 +157,14 @@ fn gpg_decrypt(path: &Path, pass: &Passphrase) -> crate::Result<Zeroizing<Vec<u8
             }
         })?;
     if let Some(mut stdin) = child.stdin.take() {
-        let mut line = Zeroizing::new(pass.bytes().to_vec());
+        // Sized once: a growing Vec would free a copy of the passphrase without zeroizing it.
+        let mut line = Zeroizing::new(Vec::with_capacity(pass.bytes().len() + 1));
+        line.extend_from_slice(pass.bytes());
         line.push(b'\n');
         let _ = stdin.write_all(&line);
     }
-    let mut out = Zeroizing::new(Vec::new());
+    // Sized once for the largest key file read, so no reallocation leaves key copies behind.
+    let mut out = Zeroizing::new(Vec::with_capacity(KEYFILE_MAX_BYTES as usize + 1));
     if let Some(stdout) = child.stdout.take() {
         stdout
             .take(KEYFILE_MAX_BYTES + 1)

@@ -2,6 +2,7 @@
 //! [`legacy::Params`]; their parameters are found by [`crate::detect`]. Formats with a header
 //! (LUKS) offer `probe`.
 
+pub mod cryptsetup;
 pub mod dvdisaster;
 pub mod legacy;
 pub mod loopaes;

@@ -226,16 +226,16 @@ fn probe_ext(src: &dyn ByteSource) -> io::Result<Option<FsInfo>> {
     if let Some(info) = ext_superblock(&raw) {
         return Ok(Some(info));
     }
-    // A damaged or wiped primary: the file system is still there if group 1's backup is
-    // (`e2fsck -b`); the reader then uses it and reports `ext.superblock-backup`.
+    // A damaged or wiped primary: the file system is still there if a backup is (`e2fsck -b`;
+    // group 1's, or a later one); the reader then uses it and reports `ext.superblock-backup`.
     if !crate::fs::ext::backup::primary_looks_damaged(&raw) {
         return Ok(None);
     }
     Ok(crate::fs::ext::backup::find(src)?.and_then(|b| {
         let mut info = ext_superblock(&b.raw)?;
         info.notes.push(note(format!(
-            "the primary superblock is damaged; the backup superblock at block {} (group 1) is intact",
-            b.block
+            "the primary superblock is damaged; the backup superblock at block {} (group {}) is intact",
+            b.block, b.group
         )));
         Some(info)
     }))

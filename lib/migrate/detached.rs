@@ -140,7 +140,7 @@ pub fn detached_header(
         out.final_path.display()
     )];
     Ok(Outcome {
-        mode: "detached-header",
+        mode: super::MigrationMode::DetachedHeader,
         output: Some(out.final_path.clone()),
         format: Some(Format::Luks2),
         uuid: Some(written.uuid),

@@ -55,11 +55,33 @@ impl Format {
     }
 }
 
+/// Which migration ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationMode {
+    /// Nothing written into the image: the cryptsetup commands (and a key file).
+    Plain,
+    /// A LUKS2 header file over the unchanged image.
+    DetachedHeader,
+    /// A new LUKS container with the data re-encrypted.
+    Reencrypt,
+}
+
+impl MigrationMode {
+    /// `plain` / `detached-header` / `reencrypt` (the JSON and CLI spelling).
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationMode::Plain => "plain",
+            MigrationMode::DetachedHeader => "detached-header",
+            MigrationMode::Reencrypt => "reencrypt",
+        }
+    }
+}
+
 /// What a migration produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// `plain`, `detached-header`, `reencrypt`.
-    pub mode: &'static str,
+    /// Which migration ran.
+    pub mode: MigrationMode,
     /// The file written (header or image); None for `plain` without outputs.
     pub output: Option<PathBuf>,
     /// `luks2`/`luks1` (None for plain).
@@ -77,7 +99,7 @@ pub struct Outcome {
     /// Where a resumed run started (payload bytes already done), if resumed.
     pub resumed_from_bytes: Option<u64>,
     /// The command that opens the result.
-    pub cryptsetup: Option<String>,
+    pub cryptsetup: Option<crate::formats::cryptsetup::OpenCommand>,
     /// Remarks.
     pub notes: Vec<String>,
 }
@@ -95,8 +117,10 @@ fn source_path(opened: &Opened) -> String {
     std::fs::canonicalize(&opened.path).unwrap_or_else(|_| opened.path.clone()).display().to_string()
 }
 
-fn open_command(image: &Path, header: Option<&Path>) -> String {
-    use crate::formats::legacy::shell_quote;
-    let h = header.map(|h| format!(" --header {}", shell_quote(&h.display().to_string()))).unwrap_or_default();
-    format!("cryptsetup open --readonly{h} {} migrated", shell_quote(&image.display().to_string()))
+fn open_command(image: &Path, header: Option<&Path>) -> crate::formats::cryptsetup::OpenCommand {
+    use crate::formats::cryptsetup::{DeviceType, OpenCommand};
+    OpenCommand {
+        header: header.map(|h| h.display().to_string()),
+        ..OpenCommand::new(DeviceType::Luks, &image.display().to_string(), "migrated")
+    }
 }

@@ -45,10 +45,8 @@ pub fn plain(opened: &Opened, opts: &PlainOptions) -> crate::Result<(Outcome, pl
         r.display().to_string()
     });
     let key_arg = opts.key_out.as_ref().map(|k| k.display().to_string());
-    let mut mapping = plan::plain_mapping(opened, &image, &abs_image, key_arg.as_deref(), &opts.name, opts.pass_len)?;
-    if let (Some(ct), Some(abs), Some(arg)) = (&mapping.crypttab, &key_abs, &key_arg) {
-        mapping.crypttab = Some(ct.replacen(&arg.replace(' ', "\\040"), &abs.replace(' ', "\\040"), 1));
-    }
+    let key_file = key_arg.as_deref().zip(key_abs.as_deref());
+    let mapping = plan::plain_mapping(opened, &image, &abs_image, key_file, &opts.name, opts.pass_len)?;
     let mut notes = Vec::new();
     if let Some(k) = &opts.key_out {
         let bytes: zeroize::Zeroizing<Vec<u8>> = match (mapping.key_file_kind, opened.keys()) {
@@ -65,7 +63,7 @@ pub fn plain(opened: &Opened, opts: &PlainOptions) -> crate::Result<(Outcome, pl
     }
     Ok((
         Outcome {
-            mode: "plain",
+            mode: super::MigrationMode::Plain,
             output: opts.key_out.clone(),
             format: None,
             uuid: None,

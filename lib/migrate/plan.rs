@@ -3,6 +3,7 @@
 //! and the provenance token. Everything here is a function of its arguments, so it is unit
 //! tested without files.
 
+use crate::formats::cryptsetup::{DeviceType, KEY_FILE_PLACEHOLDER, KeySource, OpenCommand};
 use crate::formats::legacy::{Mode, Params, shell_quote};
 use crate::formats::luks::write::{LUKS1_PAYLOAD_SECTOR, LUKS2_DATA_OFFSET, LUKS2_HDR_SIZE};
 use crate::image::{Content, Opened};
@@ -155,13 +156,13 @@ pub fn detached_segment(opened: &Opened) -> crate::Result<(String, u64, Option<u
     Ok((p.cipher_name(), p.offset_bytes, fixed))
 }
 
-/// Text that `--mode plain` prints (and writes with `-o`).
+/// What `--mode plain` prints (and writes with `-o`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlainMapping {
     /// The command that asks for the passphrase (None if cryptsetup cannot derive the key).
-    pub passphrase_command: Option<String>,
-    /// The command that reads the raw key (or loop-AES key file) from `key_file`.
-    pub key_file_command: Option<String>,
+    pub passphrase_command: Option<OpenCommand>,
+    /// The command that reads the raw key (or loop-AES key file) from the key file.
+    pub key_file_command: Option<OpenCommand>,
     /// An `/etc/crypttab` line using the key file (None where no crypttab type fits).
     pub crypttab: Option<String>,
     /// What the key file must hold: the raw key, or the loop-AES key file.
@@ -181,17 +182,19 @@ pub enum KeyFileKind {
     None,
 }
 
-/// Build the `--mode plain` text for `image` (as the user named it; `abs_image` and
-/// `key_file` are used in the crypttab line, which needs absolute paths).
+/// Build the `--mode plain` commands for `image` (as the user named it) mapped as `name`.
+/// `key_file` is the key file as the user named it and as an absolute path; the crypttab line
+/// uses `abs_image` and the absolute key file (crypttab needs absolute paths).
 pub fn plain_mapping(
     opened: &Opened,
     image: &str,
     abs_image: &str,
-    key_file: Option<&str>,
+    key_file: Option<(&str, &str)>,
     name: &str,
     pass_len: Option<usize>,
 ) -> crate::Result<PlainMapping> {
-    let kf = key_file.unwrap_or("KEYFILE");
+    let key = key_file.map_or(KeySource::Placeholder, |(k, _)| KeySource::File(k.to_string()));
+    let abs_key = key_file.map_or(KEY_FILE_PLACEHOLDER, |(_, a)| a);
     let q = shell_quote(image);
     match &opened.content {
         Content::Plain { offset_bytes, .. } | Content::UnknownPlain { offset_bytes } => {
@@ -212,7 +215,7 @@ pub fn plain_mapping(
             let p = &f.params;
             let cs = p.cryptsetup(image, pass_len);
             let mut notes = cs.notes.clone();
-            let Some(cmd) = cs.command.clone() else {
+            let Some(cmd) = cs.command.map(|c| c.with_name(name)) else {
                 return Ok(PlainMapping {
                     passphrase_command: None,
                     key_file_command: None,
@@ -221,9 +224,7 @@ pub fn plain_mapping(
                     notes,
                 });
             };
-            let off = p.offset_bytes / 512;
             if p.mode == Mode::Lmk {
-                let with_file = cmd.replace("--key-file KEYFILE", &format!("--key-file {}", shell_quote(kf)));
                 notes.push(
                     "systemd-cryptsetup has no loop-AES mode, so no crypttab line is given; use --mode reencrypt for a \
                      container that boots from crypttab"
@@ -231,38 +232,20 @@ pub fn plain_mapping(
                 );
                 return Ok(PlainMapping {
                     passphrase_command: None,
-                    key_file_command: Some(with_file),
+                    key_file_command: Some(cmd.with_key(key)),
                     crypttab: None,
                     key_file_kind: KeyFileKind::LoopAesKeyFile,
                     notes,
                 });
             }
-            let mut tail = String::new();
-            if off != 0 || p.iv_offset_sectors != 0 {
-                tail.push_str(&format!(" --offset {off} --skip {}", p.iv_offset_sectors));
-            }
-            if let Some(l) = p.size_limit_bytes {
-                tail.push_str(&format!(" --size {}", l / 512));
-            }
-            let key_cmd = format!(
-                "cryptsetup open --type plain --readonly --cipher {} --key-size {} --key-file {}{tail} {q} {name}",
-                p.cipher_name(),
-                p.key_bits,
-                shell_quote(kf)
-            );
-            let mut opts = format!("plain,cipher={},size={},hash=plain", p.cipher_name(), p.key_bits);
-            if off != 0 || p.iv_offset_sectors != 0 {
-                opts.push_str(&format!(",offset={off},skip={}", p.iv_offset_sectors));
-            }
-            opts.push_str(",readonly");
-            let crypttab = if p.size_limit_bytes.is_some() {
+            // With --key-file cryptsetup plain mode takes the file's first --key-size bits: no --hash.
+            let key_cmd = OpenCommand { hash: None, key, ..cmd.clone() };
+            let crypttab = key_cmd.crypttab(abs_image, Some(abs_key));
+            if p.size_limit_bytes.is_some() {
                 notes.push(
                     "crypttab has no option for a size limit (losetup --sizelimit); use the cryptsetup command".into(),
                 );
-                None
-            } else {
-                Some(format!("{name} {} {} {opts}", crypttab_field(abs_image), crypttab_field(kf)))
-            };
+            }
             notes.push(
                 "with --key-file cryptsetup plain mode reads the first --key-size bits of the file and does no hashing: \
                  the raw key file removes every passphrase-hashing ambiguity"
@@ -276,22 +259,20 @@ pub fn plain_mapping(
                 notes,
             })
         }
-        Content::LuksUnlocked(_) | Content::Luks { .. } => Ok(PlainMapping {
-            passphrase_command: Some(format!("cryptsetup open --readonly {q} {name}")),
-            key_file_command: None,
-            crypttab: Some(format!("{name} {} none luks,readonly", crypttab_field(abs_image))),
-            key_file_kind: KeyFileKind::None,
-            notes: vec!["the image is already LUKS: it needs no migration to be mapped".into()],
-        }),
+        Content::LuksUnlocked(_) | Content::Luks { .. } => {
+            let cmd = OpenCommand::new(DeviceType::Luks, image, name);
+            Ok(PlainMapping {
+                crypttab: cmd.crypttab(abs_image, None),
+                passphrase_command: Some(cmd),
+                key_file_command: None,
+                key_file_kind: KeyFileKind::None,
+                notes: vec!["the image is already LUKS: it needs no migration to be mapped".into()],
+            })
+        }
         Content::NeedsSecret { .. } => Err(crate::Error::invalid(
             "the image looks encrypted: give its passphrase or key file so the parameters can be found",
         )),
     }
-}
-
-/// crypttab fields are whitespace-separated; spaces and tabs must be escaped as `\040`/`\011`.
-fn crypttab_field(s: &str) -> String {
-    s.replace('\\', "\\134").replace(' ', "\\040").replace('\t', "\\011")
 }
 
 /// The LUKS2 provenance token (`type` `loopkit-migration`).
@@ -343,6 +324,6 @@ mod tests {
         assert_eq!((t.payload_offset_bytes, t.total_bytes()), (16 << 20, 17 << 20));
         let t = TargetLayout::new(false, 512);
         assert_eq!(t.payload_offset_bytes, 2 << 20);
-        assert_eq!(crypttab_field("a b"), "a\\040b");
+        assert_eq!(crate::formats::cryptsetup::crypttab_field("a b"), "a\\040b");
     }
 }

@@ -105,7 +105,7 @@ pub fn reencrypt(
         let _ = std::fs::remove_file(&out.checkpoint);
         notes.push("an earlier run had already completed this migration; it was verified again".into());
         return Ok(Outcome {
-            mode: "reencrypt",
+            mode: super::MigrationMode::Reencrypt,
             output: Some(out.final_path.clone()),
             format: Some(opts.format),
             uuid: Some(uuid),
@@ -316,7 +316,7 @@ pub fn reencrypt(
     let _ = std::fs::remove_file(&out.checkpoint);
     apply::sync_dir_of(&out.checkpoint)?;
     Ok(Outcome {
-        mode: "reencrypt",
+        mode: super::MigrationMode::Reencrypt,
         output: Some(out.final_path.clone()),
         format: Some(opts.format),
         uuid: Some(uuid),

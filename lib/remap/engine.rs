@@ -10,7 +10,13 @@
 //! file under an interval lock, then exactly the written range is re-mapped (what is still not
 //! plain-mapped becomes via-file, never zero, so written data is never hidden); a lease break
 //! switches every range to the file before the lease is released; flush = device cache flush plus
-//! `fdatasync` of the file when file-path writes happened; mtime is updated at close.
+//! `fdatasync` of the file when file-path writes happened; mtime is updated at close and, so
+//! that backups and inotify see raw writes even after a crash, before the first raw write of
+//! every [`MTIME_PERIOD_SECS`]. After the lease is granted the engine looks for descriptors the
+//! lease cannot see ([`preflight::other_holders`]) and re-runs preflight. The lease is re-checked
+//! (`F_GETLEASE`) at every flush and by [`Engine::check_lease`] (the attach server calls it on a
+//! timer): a lost lease stops raw I/O at once (`remap.lease-lost`). FIEMAP answers fail closed:
+//! overlaps and gaps that `SEEK_DATA` does not confirm as holes go through the file.
 
 use super::lease::{self, LeaseHolder};
 use super::preflight::{self, Preflight};
@@ -108,7 +114,16 @@ pub struct Stats {
     pub fiemap_passes: AtomicU64,
     /// Writes that went through the file and re-mapped their range.
     pub remaps: AtomicU64,
+    /// mtime/ctime updates made before raw writes.
+    pub mtime_bumps: AtomicU64,
 }
+
+/// How often `attach` re-validates the extent map ([`Engine::revalidate_map`]), in seconds.
+pub const REVALIDATE_SECS: u64 = 1;
+
+/// Raw writes bump the image's mtime/ctime (`futimens(UTIME_NOW)`) before the first raw write
+/// and then at most once per this many seconds of writing.
+pub const MTIME_PERIOD_SECS: u64 = 5;
 
 /// A snapshot of the engine's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +165,9 @@ struct Inner {
     lease_held: AtomicBool,
     closed: AtomicBool,
     stats: Stats,
+    opened: std::time::Instant,
+    /// Milliseconds after `opened` of the last mtime bump plus one (0: never).
+    last_bump: AtomicU64,
 }
 
 /// A remapped image. Cheap to share (`Arc` inside); closing happens on [`Engine::close`] or when
@@ -233,18 +251,87 @@ impl Engine {
             dirty_dev: AtomicBool::new(false),
             dirty_file: AtomicBool::new(false),
             wrote: AtomicBool::new(false),
-            lease_held: AtomicBool::new(false),
+            // Set before the lease is taken: a break during acquisition must be acted on.
+            lease_held: AtomicBool::new(true),
             closed: AtomicBool::new(false),
             stats: Stats::default(),
+            opened: std::time::Instant::now(),
+            last_bump: AtomicU64::new(0),
         });
         let holder: std::sync::Weak<dyn LeaseHolder> = Arc::downgrade(&inner) as _;
-        lease::acquire(inner.file.as_fd(), holder, &what)?;
-        inner.lease_held.store(true, Ordering::SeqCst);
+        if let Err(e) = lease::acquire(inner.file.as_fd(), holder, &what) {
+            // Not ours: close() must not release someone else's view of it (it has none).
+            inner.lease_held.store(false, Ordering::SeqCst);
+            let _ = lease::release(inner.file.as_fd());
+            return Err(e);
+        }
+        // New opens now break the lease; descriptors it does not count (access mode 3, rings)
+        // are looked for once. A process forked by another thread of ours holds our own
+        // descriptor until it execs: a few short retries tell that apart from a real holder.
+        let mut holders = preflight::other_holders(&inner.file);
+        for pause_ms in [10, 40, 100, 200, 400] {
+            if holders.0.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+            holders = preflight::other_holders(&inner.file);
+        }
+        if !holders.0.is_empty() {
+            return Err(unsafe_err(format!(
+                "{what} is open in another process through a descriptor the lease does not see ({}); remapping \
+                 needs exclusive access (remap.open-elsewhere)",
+                holders.0.join(", ")
+            )));
+        }
+        let mut pf = pf;
+        if holders.1 > 0 {
+            pf.notes.push(format!(
+                "{} processes could not be checked for descriptors of the image (their /proc entries are not \
+                 readable)",
+                holders.1
+            ));
+        }
+        // What preflight saw before the lease could have changed in between (L3): again, now that
+        // nobody else can open the file unnoticed.
+        let again = preflight::check(&inner.file, path);
+        let size_now = inner.file.metadata().map(|m| m.len()).ok();
+        if !again.is_safe() || size_now != Some(size) {
+            let mut reasons: Vec<String> =
+                again.refusals.iter().map(|r| format!("{} ({})", r.message, r.code)).collect();
+            if size_now != Some(size) {
+                reasons.push("its size changed while the lease was being taken (remap.changed-before-lease)".into());
+            }
+            return Err(unsafe_err(format!("{what} cannot be remapped: {}", reasons.join("; "))));
+        }
         // Everything the file system has cached goes to disk and out of the cache, so raw reads
         // see the latest data and file-system readers after us do not see stale pages.
         inner.file.sync_all().map_err(|e| crate::Error::io(format!("fsync {what}"), e))?;
         let _ = rustix::fs::fadvise(&inner.file, 0, None, rustix::fs::Advice::DontNeed);
+        if !inner.remap_on.load(Ordering::SeqCst) || !lease::still_held(inner.file.as_fd()) {
+            return Err(unsafe_err(format!(
+                "{what} was opened by another process while remapping was being set up (remap.lease-lost)"
+            )));
+        }
         Ok((Engine { inner }, pf))
+    }
+
+    /// Check that the write lease is still held (`F_GETLEASE`). If it is not (taken away after
+    /// `lease-break-time`, a break whose signal was missed, …), raw I/O stops at once
+    /// (`remap.lease-lost`); with `drain`, raw I/O in flight is also waited for and the lease
+    /// released, as on a lease break (never with `drain` from a thread that holds a [`Guard`]).
+    /// Returns whether remapping is still on.
+    pub fn check_lease(&self, drain: bool) -> bool {
+        self.inner.check_lease(drain)
+    }
+
+    /// Re-validate the extent map against FIEMAP: every range the map holds as plainly mapped
+    /// must still be plainly mapped at the same device offset. Anything else (blocks moved by a
+    /// dedupe or reflink through a descriptor nobody saw, a relocation) stops raw I/O, waiting
+    /// for raw I/O in flight (`remap.map-changed`), so the damage is bounded by how often this
+    /// runs (`attach` calls it every [`REVALIDATE_SECS`]). Must not be called by a thread that
+    /// holds a [`Guard`]. Returns whether remapping is still on.
+    pub fn revalidate_map(&self) -> bool {
+        self.inner.revalidate_map()
     }
 
     /// The image's size in bytes.
@@ -337,6 +424,9 @@ impl Engine {
             return Ok(None);
         }
         self.inner.dirty_dev.store(true, Ordering::SeqCst);
+        if out[start..].iter().any(|p| matches!(p, Piece::Device { .. })) {
+            self.inner.bump_mtime_if_due();
+        }
         Ok(Some(guard))
     }
 
@@ -359,6 +449,81 @@ impl Engine {
 }
 
 impl Inner {
+    /// M2: raw writes bypass the file system, so nothing else updates mtime/ctime. Bumped before
+    /// the first raw write of each period (the write is planned but not yet issued), so backups
+    /// keyed on mtime and inotify see the change even if the process is killed afterwards.
+    fn bump_mtime_if_due(&self) {
+        let now = self.opened.elapsed().as_millis() as u64 + 1;
+        let last = self.last_bump.load(Ordering::SeqCst);
+        if last != 0 && now.saturating_sub(last) < MTIME_PERIOD_SECS * 1000 {
+            return;
+        }
+        if self.last_bump.compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return;
+        }
+        let ts = rustix::fs::Timestamps {
+            last_access: rustix::time::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
+            last_modification: rustix::time::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
+        };
+        if rustix::fs::futimens(&self.file, &ts).is_ok() {
+            self.stats.mtime_bumps.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn revalidate_map(&self) -> bool {
+        if !self.remap_on.load(Ordering::SeqCst) {
+            return false;
+        }
+        let changed = match self.map_differs() {
+            Ok(None) => return true,
+            Ok(Some(at)) => format!("the image's extents changed under the engine at byte {at} (remap.map-changed)"),
+            Err(e) => format!("the image's extents could not be re-checked: {e} (remap.map-changed)"),
+        };
+        self.stop_remapping(&changed);
+        false
+    }
+
+    /// The first byte whose mapping FIEMAP no longer confirms, if any. The map's read lock is
+    /// held throughout, so the engine's own re-maps (which take it for writing) cannot interleave.
+    fn map_differs(&self) -> io::Result<Option<u64>> {
+        let map = self.map.read().map_err(|_| io::Error::other("map lock poisoned"))?;
+        for r in map.covered().to_vec() {
+            let old = map.segments(r.clone());
+            if !old.iter().any(|s| matches!(s.kind, SegKind::Mapped { .. })) {
+                continue;
+            }
+            let ext = self.query(r.clone(), false)?;
+            let mut fresh = ExtentMap::new(self.size, self.align as u64);
+            fresh.fill(r.clone(), &ext);
+            for s in old {
+                let SegKind::Mapped { physical } = s.kind else { continue };
+                for n in fresh.segments(s.logical..s.logical + s.length) {
+                    let want = physical + (n.logical - s.logical);
+                    if n.kind != (SegKind::Mapped { physical: want }) {
+                        return Ok(Some(n.logical));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn check_lease(&self, drain: bool) -> bool {
+        if self.lease_held.load(Ordering::SeqCst) && !lease::still_held(self.file.as_fd()) {
+            if drain {
+                self.stop_remapping("the write lease was lost (remap.lease-lost)");
+                if self.lease_held.swap(false, Ordering::SeqCst) {
+                    let _ = lease::release(self.file.as_fd());
+                }
+            } else if self.remap_on.swap(false, Ordering::SeqCst)
+                && let Ok(mut g) = self.stopped_because.lock()
+            {
+                *g = Some("the write lease was lost (remap.lease-lost)".into());
+            }
+        }
+        self.remap_on.load(Ordering::SeqCst)
+    }
+
     fn enter(self: &Arc<Self>) -> Guard {
         self.inflight.fetch_add(1, Ordering::SeqCst);
         Guard { inner: Arc::clone(self) }
@@ -433,7 +598,17 @@ impl Inner {
     /// FIEMAP of `r`, with extents the device cannot hold marked unknown (via file).
     fn query(&self, r: Range<u64>, sync: bool) -> io::Result<Vec<Extent>> {
         self.stats.fiemap_passes.fetch_add(1, Ordering::Relaxed);
-        let mut ext = fiemap::query(self.file.as_fd(), r, sync)?;
+        let ext = fiemap::query(self.file.as_fd(), r.clone(), sync)?;
+        // A gap FIEMAP leaves is a hole only if SEEK_DATA agrees; otherwise it goes through the
+        // file (M7: never serve zeros the file system did not promise).
+        let end = r.end.min(self.size);
+        let mut ext = crate::extent::close_gaps(r.start..end, ext, |gap| {
+            match rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Data(gap.start)) {
+                Ok(at) => at < gap.end,
+                Err(rustix::io::Errno::NXIO) => false,
+                Err(_) => true,
+            }
+        });
         for e in &mut ext {
             if e.physical.checked_add(e.length).is_none_or(|end| end > self.dev_bytes) {
                 e.flags = e.flags.union(ExtentFlags::UNKNOWN);
@@ -621,6 +796,8 @@ impl Inner {
     }
 
     fn flush(&self) -> io::Result<()> {
+        // Never drains here: the caller may be a queue thread with raw I/O of its own in flight.
+        self.check_lease(false);
         if self.dirty_dev.swap(false, Ordering::SeqCst) {
             // fsync of a block device: its page cache (unused) plus a cache flush to the disk.
             self.dev.sync_all()?;
@@ -689,7 +866,7 @@ impl LeaseHolder for Inner {
         if !self.lease_held.load(Ordering::SeqCst) {
             return;
         }
-        self.stop_remapping("another process opened the image (lease broken)");
+        self.stop_remapping("another process opened the image (lease broken; remap.lease-broken)");
         if self.lease_held.swap(false, Ordering::SeqCst) {
             let _ = lease::release(self.file.as_fd());
         }

@@ -6,8 +6,15 @@
 //! What a lease cannot stop: relocation inside the kernel that does not open the file (btrfs
 //! balance, f2fs garbage collection, bcachefs rebalance) — which is why preflight allows only
 //! ext2/3/4 and XFS, whose data blocks move only through calls that open the file (e4defrag,
-//! xfs_fsr, reflink) — and I/O through descriptors that existed before the lease (there can be
-//! none: the lease is refused while any exist).
+//! xfs_fsr, reflink) — and I/O through descriptors the lease does not count: the kernel refuses
+//! a write lease only while the file's write or read count is raised by someone else
+//! (`lease_open_conflict` in `fs/locks.c`), and a descriptor opened with access mode 3 (neither
+//! read nor write) raises neither, yet can be the destination of `FIDEDUPERANGE`. Preflight's
+//! dedupe rule and [`crate::remap::preflight::other_holders`] cover that (docs/formats/remap.md).
+//!
+//! The holder is registered before the lease is set, so a break that arrives while the lease
+//! is being taken reaches it; [`acquire`] then checks `F_GETLEASE` once more and fails with
+//! `remap.lease-lost` if the lease is already being broken.
 
 use crate::sys::{self, Lease};
 use std::io;
@@ -63,6 +70,9 @@ fn registry() -> io::Result<&'static Registry> {
 /// no `CAP_LEASE` for a file we do not own…).
 pub fn acquire(fd: BorrowedFd<'_>, holder: Weak<dyn LeaseHolder>, what: &str) -> crate::Result<()> {
     let reg = registry().map_err(|e| crate::Error::io("lease watcher", e))?;
+    // Registered first: a SIGIO that arrives between F_SETLEASE and the end of this function
+    // must find the holder (a dropped holder is pruned by the watcher).
+    reg.lock().map_err(|_| crate::Error::invalid("lease registry poisoned"))?.push(holder);
     // EAGAIN can be transient: a process that forked while it had the file open (even our own
     // caller's, from another thread) keeps that open file until it execs, and a `cp` or
     // `sha256sum` that just finished may still be closing it. A few short retries (0.75 s in
@@ -85,8 +95,35 @@ pub fn acquire(fd: BorrowedFd<'_>, holder: Weak<dyn LeaseHolder>, what: &str) ->
         }
         Err(e) => return Err(crate::Error::io(format!("cannot take a write lease on {what}"), e)),
     }
-    reg.lock().map_err(|_| crate::Error::invalid("lease registry poisoned"))?.push(holder);
-    Ok(())
+    #[cfg(test)]
+    test_pause();
+    // A break that arrived while the lease was being taken: the watcher may or may not have
+    // seen it; either way the lease is not ours to rely on.
+    match sys::get_lease(fd) {
+        Ok(Lease::Write) => Ok(()),
+        Ok(_) => Err(crate::Error::new(
+            crate::ErrorKind::Unsafe,
+            format!("{what} was opened by another process while the lease was being taken (remap.lease-lost)"),
+        )),
+        Err(e) => Err(crate::Error::io(format!("cannot read the lease on {what}"), e)),
+    }
+}
+
+/// Whether the lease on `fd` is still an unbroken write lease (`F_GETLEASE`).
+pub fn still_held(fd: BorrowedFd<'_>) -> bool {
+    matches!(sys::get_lease(fd), Ok(Lease::Write))
+}
+
+#[cfg(test)]
+static TEST_PAUSE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Tests widen the window between `F_SETLEASE` and the final check.
+#[cfg(test)]
+fn test_pause() {
+    let ms = TEST_PAUSE_MS.load(std::sync::atomic::Ordering::SeqCst);
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 /// Give the lease up.
@@ -95,4 +132,65 @@ pub fn acquire(fd: BorrowedFd<'_>, holder: Weak<dyn LeaseHolder>, what: &str) ->
 /// The OS error.
 pub fn release(fd: BorrowedFd<'_>) -> io::Result<()> {
     sys::set_lease(fd, Lease::None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Probe {
+        file: std::fs::File,
+        broken: AtomicUsize,
+    }
+
+    impl LeaseHolder for Probe {
+        fn lease_fd(&self) -> BorrowedFd<'_> {
+            self.file.as_fd()
+        }
+        fn lease_broken(&self) {
+            self.broken.fetch_add(1, Ordering::SeqCst);
+            let _ = release(self.file.as_fd());
+        }
+    }
+
+    /// M1: an open that arrives between F_SETLEASE and the end of `acquire` (widened by the test
+    /// pause) must make `acquire` fail and must reach the holder, whose release lets the opener
+    /// through well before lease-break-time.
+    #[test]
+    fn a_break_during_acquisition_is_not_lost() {
+        let dir = std::env::temp_dir().join(format!("loopkit-lease-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("img");
+        std::fs::write(&p, vec![0u8; 4096]).unwrap();
+        let file = std::fs::File::open(&p).unwrap();
+        if sys::set_lease(file.as_fd(), Lease::Write).is_err() {
+            // Leases disabled here (fs.leases-enable = 0, or a file system without them).
+            std::fs::remove_dir_all(&dir).unwrap();
+            return;
+        }
+        sys::set_lease(file.as_fd(), Lease::None).unwrap();
+        let probe = Arc::new(Probe { file, broken: AtomicUsize::new(0) });
+        TEST_PAUSE_MS.store(600, Ordering::SeqCst);
+        let opener_path = p.clone();
+        let opener = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            let t = std::time::Instant::now();
+            let f = std::fs::OpenOptions::new().write(true).open(&opener_path);
+            (f.is_ok(), t.elapsed())
+        });
+        let weak: std::sync::Weak<dyn LeaseHolder> = Arc::downgrade(&probe) as _;
+        let r = acquire(probe.file.as_fd(), weak, "img");
+        TEST_PAUSE_MS.store(0, Ordering::SeqCst);
+        let (opened, waited) = opener.join().unwrap();
+        assert!(opened);
+        let err = r.expect_err("acquire must notice the break");
+        assert!(err.to_string().contains("remap.lease-lost"), "{err}");
+        assert!(probe.broken.load(Ordering::SeqCst) >= 1, "the watcher never told the holder");
+        assert!(waited < std::time::Duration::from_secs(5), "the opener waited {waited:?}");
+        assert!(!still_held(probe.file.as_fd()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -3,7 +3,10 @@
 //! system: the file-system allow-list (ext2/3/4, XFS), a real backing block device (`st_dev`,
 //! never translated further down the stack), no XFS realtime file, no ext4 `data=journal` or
 //! per-file data journaling, no fscrypt / compressed / verity / DAX file, not an active swap
-//! file, FIEMAP available. Each refusal has a stable code and a precise message.
+//! file, FIEMAP available; on a file system that can share blocks (XFS with reflink), an image
+//! only root can write (the dedupe rule, [`sharing_refusal`]); a lease-break time the engine can
+//! meet ([`lease_break_refusal`]). After the lease, [`other_holders`] looks for descriptors the
+//! lease cannot see. Each refusal has a stable code and a precise message.
 
 use crate::sys;
 use std::fs::File;
@@ -105,6 +108,167 @@ const FS_MAGICS: &[(u64, &str)] = &[
 
 const EXT_MAGIC: u64 = 0xEF53;
 const XFS_MAGIC: u64 = 0x5846_5342;
+/// File systems with `remap_file_range` (reflink/dedupe) besides XFS: btrfs, bcachefs, ocfs2.
+const SHARING_MAGICS: &[u64] = &[0x9123_683E, 0xCA45_1A4E, 0x7461_636F];
+
+/// The lowest `/proc/sys/fs/lease-break-time` (seconds) remapping accepts. When a lease break
+/// is not answered within that time the kernel takes the lease away and lets the opener go
+/// ahead, while raw writes may still be queued; the engine's answer (drain raw I/O in flight,
+/// flush the device cache, drop cached pages) must fit well inside it. 10 s leaves room for a
+/// device cache flush on a slow disk; the kernel's default is 45 s.
+pub const LEASE_BREAK_FLOOR_SECS: u64 = 10;
+
+/// The refusal, if any, for a `/proc/sys/fs/lease-break-time` text (`None`: unreadable, which
+/// is refused too: the bound cannot be known).
+pub fn lease_break_refusal(text: Option<&str>) -> Option<Refusal> {
+    let value = text.and_then(|t| t.trim().parse::<u64>().ok());
+    match value {
+        Some(v) if v >= LEASE_BREAK_FLOOR_SECS => None,
+        Some(v) => Some(refuse(
+            "remap.lease-break-time",
+            format!(
+                "/proc/sys/fs/lease-break-time is {v} s, below the {LEASE_BREAK_FLOOR_SECS} s remapping needs: the \
+                 kernel could take the lease away while raw writes are still queued"
+            ),
+        )),
+        None => Some(refuse("remap.lease-break-time", "cannot read /proc/sys/fs/lease-break-time")),
+    }
+}
+
+/// Whether files on the file system of `file` (magic `fs_magic`) can have their blocks
+/// remapped by another file's reflink or dedupe: XFS when `XFS_IOC_FSGEOMETRY` reports
+/// `XFS_FSOP_GEOM_FLAGS_REFLINK` (or cannot be read), btrfs, bcachefs, ocfs2. ext2/3/4 have no
+/// `remap_file_range`.
+pub fn can_share_blocks(file: &File, fs_magic: u64) -> bool {
+    if fs_magic == XFS_MAGIC {
+        return sys::xfs_geometry(file.as_fd()).map_or(true, |g| g.flags & sys::XFS_FSOP_GEOM_FLAGS_REFLINK != 0);
+    }
+    SHARING_MAGICS.contains(&fs_magic)
+}
+
+/// Whether a POSIX access ACL (`system.posix_acl_access`, the kernel's xattr format: a 4-byte
+/// version, then 8-byte entries `{tag u16, perm u16, id u32}`) grants write to anyone but the
+/// owner. An ACL that cannot be parsed counts as granting it.
+pub fn acl_grants_write(acl: &[u8]) -> bool {
+    const ACL_USER_OBJ: u16 = 0x01;
+    const ACL_MASK: u16 = 0x10;
+    const ACL_WRITE: u16 = 0x02;
+    if acl.len() < 4 || !(acl.len() - 4).is_multiple_of(8) {
+        return true;
+    }
+    acl[4..].chunks_exact(8).any(|e| {
+        let tag = u16::from_le_bytes([e[0], e[1]]);
+        let perm = u16::from_le_bytes([e[2], e[3]]);
+        tag != ACL_USER_OBJ && tag != ACL_MASK && perm & ACL_WRITE != 0
+    })
+}
+
+/// The dedupe rule. Through a descriptor opened with access mode 3 (which no lease sees) the
+/// file's owner, or anyone allowed to write it, may `FIDEDUPERANGE` into the image
+/// (`may_dedupe_file` in `fs/remap_range.c`), which moves its blocks without breaking the lease.
+/// On a file system that can share blocks, remap only an image that root owns and nobody else
+/// may write: mode bits (`uid`, `mode`) and the access ACL (`acl`, when present).
+pub fn sharing_refusal(path: &Path, fs: &str, uid: u32, mode: u32, acl: Option<&[u8]>) -> Option<Refusal> {
+    let why = if uid != 0 {
+        format!("is owned by uid {uid}")
+    } else if mode & 0o022 != 0 {
+        format!("is writable by {} (mode {:o})", if mode & 0o020 != 0 { "its group" } else { "others" }, mode & 0o7777)
+    } else if acl.is_some_and(acl_grants_write) {
+        "has an access ACL that lets others write it".to_string()
+    } else {
+        return None;
+    };
+    Some(refuse(
+        "remap.shareable-not-root-only",
+        format!(
+            "{} {why} on {fs}, a file system with reflink/dedupe: its owner or a writer could dedupe into it \
+             through a descriptor the lease cannot see (opened with access mode 3) and move its blocks under \
+             the raw I/O; remap only images owned by root and writable by root alone (chown root, chmod go-w, \
+             no ACL granting write)",
+            path.display()
+        ),
+    ))
+}
+
+/// Descriptors of the file behind `file` held anywhere but in `file` itself: every process's
+/// `/proc/PID/fd` (a `stat` through the link: nothing is opened, so no lease breaks) and the
+/// files registered in io_uring rings (`/proc/PID/fdinfo` of a ring, matched by path). Best
+/// effort: a descriptor inside an `SCM_RIGHTS` message in flight, a ring's file matched only by
+/// a path that was renamed, and processes whose `/proc` entries we may not read (counted in
+/// `.1`) are invisible. Returns the holders found (`pid N (comm) fd M`) and the number of
+/// processes that could not be examined.
+pub fn other_holders(file: &File) -> (Vec<String>, usize) {
+    use std::os::fd::AsRawFd;
+    let mut found = Vec::new();
+    let mut unreadable = 0usize;
+    let Ok(me) = file.metadata() else { return (vec!["the image itself cannot be examined".into()], 0) };
+    let (dev, ino) = (me.dev(), me.ino());
+    let own_pid = std::process::id();
+    let own_fd = file.as_raw_fd();
+    let own_path = std::fs::read_link(format!("/proc/self/fd/{own_fd}")).ok();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return (vec!["/proc cannot be read".into()], 0) };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let comm =
+            || std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim().to_string()).unwrap_or_default();
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            // Gone meanwhile (ENOENT) is fine; anything else is a blind spot.
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                unreadable += 1;
+            }
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Some(n) = fd.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            if pid == own_pid && n == own_fd {
+                continue;
+            }
+            let link = fd.path();
+            if let Ok(m) = std::fs::metadata(&link)
+                && m.dev() == dev
+                && m.ino() == ino
+            {
+                found.push(format!("pid {pid} ({}) fd {n}", comm()));
+                continue;
+            }
+            let is_ring = std::fs::read_link(&link).is_ok_and(|t| t.as_os_str() == "anon_inode:[io_uring]");
+            if is_ring
+                && let Some(own) = &own_path
+                && let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{n}"))
+                && ring_user_files(&info).iter().any(|f| Path::new(f) == own)
+            {
+                found.push(format!("pid {pid} ({}) io_uring fd {n} (registered file)", comm()));
+            }
+        }
+    }
+    (found, unreadable)
+}
+
+/// The paths listed under `UserFiles:` in an io_uring's fdinfo (`io_uring/fdinfo.c`: lines
+/// `%5u: path`).
+pub fn ring_user_files(fdinfo: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in fdinfo.lines() {
+        if line.starts_with("UserFiles:") {
+            inside = true;
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        let t = line.trim_start();
+        match t.split_once(": ") {
+            Some((idx, path)) if !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()) => {
+                if path != "<none>" {
+                    out.push(path.to_string());
+                }
+            }
+            _ => break,
+        }
+    }
+    out
+}
 
 /// The name of a `statfs` magic.
 pub fn fs_name_of_magic(magic: u64) -> String {
@@ -327,6 +491,23 @@ pub fn check(file: &File, path: &Path) -> Preflight {
             )),
         }
     }
+    if allowed && can_share_blocks(file, p.backing.fs_magic) {
+        let mut acl = vec![0u8; 4 + 8 * 64];
+        let acl = match rustix::fs::fgetxattr(file, "system.posix_acl_access", &mut acl[..]) {
+            Ok(n) => Some(acl[..n.min(acl.len())].to_vec()),
+            Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::OPNOTSUPP) => None,
+            // Too large to read here, or unreadable: treat as granting write.
+            Err(_) => Some(Vec::new()),
+        };
+        if let Some(r) = sharing_refusal(path, &fs, meta.uid(), meta.mode(), acl.as_deref()) {
+            p.refusals.push(r);
+        }
+    }
+    if allowed
+        && let Some(r) = lease_break_refusal(std::fs::read_to_string("/proc/sys/fs/lease-break-time").ok().as_deref())
+    {
+        p.refusals.push(r);
+    }
     if is_active_swap(meta.dev(), meta.ino()) {
         p.refusals.push(refuse("remap.swap-file", format!("{} is an active swap file", path.display())));
     }
@@ -352,6 +533,55 @@ mod tests {
         assert_eq!(find_mount(text, (0, 40)).unwrap().fs_type, "btrfs");
         assert!(find_mount(text, (7, 1)).is_none());
         assert!(find_mount("garbage\n\n - \n1 2 3", (7, 0)).is_none());
+    }
+
+    #[test]
+    fn lease_break_floor() {
+        assert_eq!(lease_break_refusal(Some("45\n")), None);
+        assert_eq!(lease_break_refusal(Some(&LEASE_BREAK_FLOOR_SECS.to_string())), None);
+        for bad in [Some("1\n"), Some("0"), Some("9"), Some("x"), None] {
+            assert_eq!(lease_break_refusal(bad).map(|r| r.code), Some("remap.lease-break-time"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sharing_rule() {
+        let p = Path::new("/x/img");
+        assert_eq!(sharing_refusal(p, "xfs", 0, 0o100644, None), None);
+        assert_eq!(sharing_refusal(p, "xfs", 0, 0o100600, None), None);
+        for (uid, mode) in [(1000, 0o100600), (0, 0o100664), (0, 0o100646), (0, 0o100666)] {
+            let r = sharing_refusal(p, "xfs", uid, mode, None).map(|r| r.code);
+            assert_eq!(r, Some("remap.shareable-not-root-only"), "uid {uid} mode {mode:o}");
+        }
+        // An ACL: version 2, user::rw-, user:1000:rw-, group::r--, mask::rw-, other::r--.
+        let entry = |tag: u16, perm: u16, id: u32| {
+            let mut v = tag.to_le_bytes().to_vec();
+            v.extend(perm.to_le_bytes());
+            v.extend(id.to_le_bytes());
+            v
+        };
+        let mut acl = 2u32.to_le_bytes().to_vec();
+        for e in [entry(1, 6, u32::MAX), entry(2, 6, 1000), entry(4, 4, u32::MAX), entry(0x10, 6, u32::MAX)] {
+            acl.extend(e);
+        }
+        acl.extend(entry(0x20, 4, u32::MAX));
+        assert!(acl_grants_write(&acl));
+        assert!(sharing_refusal(p, "xfs", 0, 0o100644, Some(&acl)).is_some());
+        let mut ro = 2u32.to_le_bytes().to_vec();
+        for e in [entry(1, 6, u32::MAX), entry(2, 4, 1000), entry(4, 4, u32::MAX), entry(0x10, 4, u32::MAX)] {
+            ro.extend(e);
+        }
+        ro.extend(entry(0x20, 4, u32::MAX));
+        assert!(!acl_grants_write(&ro));
+        assert!(acl_grants_write(&[2, 0, 0]), "unparsable counts as writable");
+    }
+
+    #[test]
+    fn io_uring_fdinfo_user_files() {
+        let info = "SqMask:\t0x7\nUserFiles:\t3\n    0: /srv/u/vm.img\n    1: <none>\n   12: /a b\nUserBufs:\t0\n";
+        assert_eq!(ring_user_files(info), vec!["/srv/u/vm.img".to_string(), "/a b".to_string()]);
+        assert!(ring_user_files("UserFiles:\t0\nUserBufs:\t0\n").is_empty());
+        assert!(ring_user_files("nothing").is_empty());
     }
 
     #[test]

@@ -266,6 +266,9 @@ pub struct CatalogSummary {
     pub imported: Option<u64>,
     /// Lines that are not catalog records (damaged by an interrupted writer, foreign).
     pub unreadable_lines: u64,
+    /// The line numbers (from 1) of the first 100 of them.
+    #[serde(default)]
+    pub unreadable_line_numbers: Vec<u64>,
 }
 
 /// The oldest latest check.

@@ -73,11 +73,21 @@ pub fn svg(m: &SectorMap, standalone: bool) -> String {
     let rows = cells.div_ceil(COLUMNS).max(1);
     let (w, h) = (COLUMNS * CELL, rows * CELL);
     let mut worst: std::collections::BTreeMap<u64, &str> = std::collections::BTreeMap::new();
+    // Sectors past the image (a hostile or broken results file) have no cell: left out, counted.
+    let mut outside = 0u64;
     for &s in &m.crc_errors {
-        worst.entry(s / per_cell).or_insert("crc");
+        if s < m.sectors {
+            worst.entry(s / per_cell).or_insert("crc");
+        } else {
+            outside = outside.saturating_add(1);
+        }
     }
     for &s in &m.unreadable {
-        worst.insert(s / per_cell, "unreadable");
+        if s < m.sectors {
+            worst.insert(s / per_cell, "unreadable");
+        } else {
+            outside = outside.saturating_add(1);
+        }
     }
     let mut o = String::new();
     if standalone {
@@ -110,7 +120,7 @@ pub fn svg(m: &SectorMap, standalone: bool) -> String {
     }
     for (cell, class) in &worst {
         let first = cell * per_cell;
-        let last = (first + per_cell - 1).min(m.sectors.saturating_sub(1));
+        let last = first.saturating_add(per_cell - 1).min(m.sectors.saturating_sub(1));
         let (x, y) = ((cell % COLUMNS) * CELL, (cell / COLUMNS) * CELL);
         let attr = if per_cell == 1 {
             format!("data-sector=\"{first}\"")
@@ -129,6 +139,13 @@ pub fn svg(m: &SectorMap, standalone: bool) -> String {
         m.sectors,
         per_cell
     ));
+    if outside > 0 {
+        o.push_str(&format!(
+            "<text x=\"0\" y=\"{}\">{outside} damaged sector number(s) beyond the image's {} sectors left out</text>\n",
+            h.saturating_add(24),
+            m.sectors
+        ));
+    }
     o.push_str("</svg>\n");
     o
 }
@@ -322,5 +339,23 @@ mod tests {
         assert!(s.contains("data-sector=\"3\"") && s.contains("data-sector=\"99\""));
         assert_eq!(s.matches("data-sector=\"50\"").count(), 1);
         assert!(s.contains("a&lt;b"));
+    }
+
+    /// L8: absurd sector numbers and counts from a hostile results file: no overflow (a panic
+    /// with overflow-checks), out-of-range sectors left out and counted.
+    #[test]
+    fn svg_survives_absurd_numbers() {
+        for sectors in [8193, u64::MAX, 1] {
+            let m = SectorMap {
+                image: "x".into(),
+                sectors,
+                crc_errors: vec![u64::MAX, u64::MAX - 1, 0],
+                unreadable: vec![u64::MAX, sectors.saturating_sub(1)],
+                note: String::new(),
+            };
+            let s = svg(&m, true);
+            assert!(s.contains("beyond the image"), "{s}");
+            assert!(!s.contains(&format!("data-first=\"{}\"", u64::MAX)));
+        }
     }
 }

@@ -57,6 +57,14 @@ pub struct Inspect {
     pub filesystem: Option<Filesystem>,
     /// The `cryptsetup open` command that maps the same data, or null.
     pub cryptsetup: Option<String>,
+    /// The same command as an argument vector (program first), to run without a shell, or null.
+    pub cryptsetup_argv: Option<Vec<String>>,
+    /// For a key piped into cryptsetup (`--key-file=-`): the argument vector of the program whose
+    /// output is its standard input (`gpg --decrypt FILE`), else null.
+    pub cryptsetup_stdin_from: Option<Vec<String>>,
+    /// The typed command behind the three fields above (not part of the JSON).
+    #[serde(skip)]
+    pub cryptsetup_command: Option<crate::formats::cryptsetup::OpenCommand>,
     /// Caveats for that command.
     pub cryptsetup_notes: Vec<String>,
     /// Detection statistics (legacy images).
@@ -135,6 +143,9 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
         encryption: None,
         filesystem: opened.filesystem().map(filesystem_of),
         cryptsetup: None,
+        cryptsetup_argv: None,
+        cryptsetup_stdin_from: None,
+        cryptsetup_command: None,
         cryptsetup_notes: Vec::new(),
         detection: None,
         ecc: opened.ecc.as_ref().map(ecc_of),
@@ -159,7 +170,7 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
                 r.encryption = Some(encryption_of(&f.params, &f.equivalent_derivations));
                 let kf = f.key_file.as_ref().map(|(p, gpg)| (p.to_str().unwrap_or("KEYFILE"), *gpg));
                 let cs = f.params.cryptsetup_with_key_file(&image, pass_len, kf);
-                r.cryptsetup = cs.command;
+                set_command(&mut r, cs.command);
                 r.cryptsetup_notes = cs.notes;
                 if f.fs.is_none() {
                     r.notes.push("the parameters were given explicitly and no file system confirms them".into());
@@ -207,6 +218,14 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
     r
 }
 
+/// The command and its renderings (line, argument vectors).
+fn set_command(r: &mut Inspect, c: Option<crate::formats::cryptsetup::OpenCommand>) {
+    r.cryptsetup = c.as_ref().map(|c| c.shell_line());
+    r.cryptsetup_argv = c.as_ref().map(|c| c.argv());
+    r.cryptsetup_stdin_from = c.as_ref().and_then(|c| c.stdin_from());
+    r.cryptsetup_command = c;
+}
+
 fn luks_report(
     r: &mut Inspect,
     h: &crate::formats::luks::Header,
@@ -214,7 +233,7 @@ fn luks_report(
     opened: Option<u32>,
     detached_header: Option<String>,
 ) {
-    use crate::formats::legacy::shell_quote;
+    use crate::formats::cryptsetup::{DeviceType, OpenCommand};
     r.kind = "luks".into();
     r.encryption = Some(Encryption {
         scheme: format!("luks{}", h.version),
@@ -229,8 +248,10 @@ fn luks_report(
         itercountk: None,
         size_limit_bytes: h.payload_size_bytes,
     });
-    let header = detached_header.as_deref().map(|p| format!(" --header {}", shell_quote(p))).unwrap_or_default();
-    r.cryptsetup = Some(format!("cryptsetup open --readonly{header} {} luks", shell_quote(image)));
+    set_command(
+        r,
+        Some(OpenCommand { header: detached_header.clone(), ..OpenCommand::new(DeviceType::Luks, image, "luks") }),
+    );
     r.notes.push(format!("LUKS{} UUID {}, {} keyslot(s)", h.version, h.uuid, h.keyslots));
     if let Some(k) = opened {
         r.notes.push(format!("keyslot {k} opened with the passphrase"));

@@ -10,8 +10,12 @@ pub struct PlainMapping {
     /// `cryptsetup open` reading the passphrase at the prompt (null when cryptsetup's hashing
     /// cannot reproduce the key).
     pub passphrase_command: Option<String>,
+    /// The same command as an argument vector (program first), to run without a shell.
+    pub passphrase_argv: Option<Vec<String>>,
     /// `cryptsetup open` reading the key file.
     pub key_file_command: Option<String>,
+    /// The same command as an argument vector (program first).
+    pub key_file_argv: Option<Vec<String>>,
     /// An `/etc/crypttab` line (null where no crypttab type fits).
     pub crypttab: Option<String>,
     /// `raw-key`, `loop-aes-key-file` or null.
@@ -52,6 +56,8 @@ pub struct Migrate {
     pub resumed_from_bytes: Option<u64>,
     /// The command that opens the result.
     pub cryptsetup: Option<String>,
+    /// The same command as an argument vector (program first), to run without a shell.
+    pub cryptsetup_argv: Option<Vec<String>>,
     /// Plain-mode mapping (null for the other modes).
     pub plain: Option<PlainMapping>,
     /// Remarks.
@@ -64,6 +70,7 @@ pub fn migrate(
     o: &crate::migrate::Outcome,
     plain: Option<&crate::migrate::plan::PlainMapping>,
 ) -> Migrate {
+    use crate::formats::cryptsetup::OpenCommand;
     use crate::migrate::plan::KeyFileKind;
     let mut notes = o.notes.clone();
     if let Some(p) = plain {
@@ -72,7 +79,7 @@ pub fn migrate(
     Migrate {
         loopkit_json: JSON_VERSION,
         command: "migrate".into(),
-        mode: o.mode.into(),
+        mode: o.mode.name().into(),
         image: image.into(),
         output: o.output.as_ref().map(|p| p.display().to_string()),
         format: o.format.map(|f| f.name().to_string()),
@@ -86,17 +93,24 @@ pub fn migrate(
         },
         kdf: o.kdf.clone(),
         resumed_from_bytes: o.resumed_from_bytes,
-        cryptsetup: o.cryptsetup.clone(),
+        cryptsetup: o.cryptsetup.as_ref().map(OpenCommand::shell_line),
+        cryptsetup_argv: o.cryptsetup.as_ref().map(OpenCommand::argv),
         plain: plain.map(|p| PlainMapping {
-            passphrase_command: p.passphrase_command.clone(),
-            key_file_command: p.key_file_command.clone(),
+            passphrase_command: p.passphrase_command.as_ref().map(OpenCommand::shell_line),
+            passphrase_argv: p.passphrase_command.as_ref().map(OpenCommand::argv),
+            key_file_command: p.key_file_command.as_ref().map(OpenCommand::shell_line),
+            key_file_argv: p.key_file_command.as_ref().map(OpenCommand::argv),
             crypttab: p.crypttab.clone(),
             key_file_kind: match p.key_file_kind {
                 KeyFileKind::RawKey => Some("raw-key".into()),
                 KeyFileKind::LoopAesKeyFile => Some("loop-aes-key-file".into()),
                 KeyFileKind::None => None,
             },
-            key_file: if o.mode == "plain" { o.output.as_ref().map(|p| p.display().to_string()) } else { None },
+            key_file: if o.mode == crate::migrate::MigrationMode::Plain {
+                o.output.as_ref().map(|p| p.display().to_string())
+            } else {
+                None
+            },
         }),
         notes,
     }

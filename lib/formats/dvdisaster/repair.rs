@@ -265,6 +265,7 @@ pub fn repair(
             };
             let ecc_file =
                 File::open(src).map_err(|e| crate::Error::io(format!("cannot open {}", src.display()), e))?;
+            check_rs01_size(l, &ecc_file, src)?;
             rs01(ecc, l, &mut img, &ecc_file, opts, &mut outcome, interrupt)?;
         }
     }
@@ -597,6 +598,28 @@ fn rs03(
     Ok(())
 }
 
+/// An RS01 `.ecc` file must be as long as its header says (header, one CRC per image sector,
+/// parity): the header's sector count then cannot make repair allocate more than the file holds
+/// (a crafted header claiming 2^40 sectors would otherwise ask for 4 TiB of CRCs).
+fn check_rs01_size(l: &Rs01Layout, ecc_file: &File, src: &Path) -> crate::Result<()> {
+    let have = ecc_file.metadata().map_err(|e| crate::Error::io(format!("cannot examine {}", src.display()), e))?.len();
+    let want = (l.nroots as u64)
+        .checked_mul(l.spl)
+        .and_then(|n| n.checked_mul(ECC_SECTOR_BYTES))
+        .and_then(|n| l.sectors.checked_mul(4).and_then(|c| c.checked_add(n)))
+        .and_then(|n| n.checked_add(l.crc_offset()));
+    match want {
+        Some(want) if have >= want => Ok(()),
+        _ => Err(crate::Error::invalid(format!(
+            "{} is {have} bytes, but its RS01 header describes an image of {} sectors, which needs {}: the .ecc \
+             file is truncated, damaged or not what its header says",
+            src.display(),
+            l.sectors,
+            want.map_or_else(|| "more bytes than a file can hold".to_string(), |w| format!("{w} bytes")),
+        ))),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn rs01(
     ecc: &Ecc,
@@ -640,7 +663,21 @@ fn rs01(
     }
     let code = Code::new(l.nroots)?;
     let ndata = l.ndata;
-    let mut crcs = vec![0u8; (4 * l.sectors) as usize];
+    // Bounded by the .ecc file's size (check_rs01_size); a failed allocation is an error, not an
+    // abort.
+    let crc_bytes = l
+        .sectors
+        .checked_mul(4)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| crate::Error::invalid(format!("{} sectors: too many CRCs for this machine", l.sectors)))?;
+    let mut crcs = Vec::new();
+    crcs.try_reserve_exact(crc_bytes).map_err(|_| {
+        crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!("cannot allocate {crc_bytes} bytes for the CRCs of {} sectors", l.sectors),
+        )
+    })?;
+    crcs.resize(crc_bytes, 0);
     let have = ecc_file.read_at(&mut crcs, l.crc_offset()).map_err(|e| crate::Error::io("reading the .ecc file", e))?;
     crcs[have..].fill(0);
     let crcs = le_words(&crcs);

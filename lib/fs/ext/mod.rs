@@ -92,9 +92,9 @@ impl<'a> Ext<'a> {
                         issues.push(Issue::error(
                             "ext.superblock-backup",
                             format!(
-                                "the primary superblock is unusable ({e}); the backup superblock at block {} (group 1) \
+                                "the primary superblock is unusable ({e}); the backup superblock at block {} (group {}) \
                                  and its group descriptors were used, as `e2fsck -b {}` would",
-                                b.block, b.block
+                                b.block, b.group, b.block
                             ),
                         ));
                         (b.sb, b.block)
@@ -269,6 +269,16 @@ impl<'a> Ext<'a> {
         Ok(inode)
     }
 
+    /// The 512-byte sectors `i_blocks` counts for the inode's extended-attribute block: one
+    /// cluster (the kernel's `ext4_inode_is_fast_symlink`: with bigalloc the block takes a whole
+    /// cluster, `EXT4_CLUSTER_SIZE >> 9`), none without one.
+    fn xattr_block_sectors(&self, inode: &Inode) -> u64 {
+        if inode.file_acl == 0 {
+            return 0;
+        }
+        u64::from(self.sb.block_size) * u64::from(self.sb.cluster_blocks) / 512
+    }
+
     fn ino(id: NodeId) -> crate::Result<u32> {
         u32::try_from(id).map_err(|_| crate::Error::invalid(format!("{id} is not an ext inode number")))
     }
@@ -316,7 +326,10 @@ impl<'a> Ext<'a> {
             )));
         }
         let (runs, mut issues) = map::map(self, inode, size)?;
-        issues.extend(self.claims.claim(inode.ino, &runs, u64::from(self.sb.block_size)));
+        // `shared_blocks` (deduplicated read-only images): files may share blocks, e2fsck accepts it.
+        if self.sb.ro_compat & superblock::RO_COMPAT_SHARED_BLOCKS == 0 {
+            issues.extend(self.claims.claim(inode.ino, &runs, u64::from(self.sb.block_size)));
+        }
         Ok(ExtFile { ext: self, size, runs, inline: None, issues })
     }
 
@@ -567,10 +580,9 @@ impl FileSystem for Ext<'_> {
         if size == 0 || size > MAX_SYMLINK_BYTES {
             return Err(crate::Error::corrupt(format!("symlink inode {id}: target length {size} is implausible")));
         }
-        let acl_sectors = if inode.file_acl != 0 { u64::from(self.sb.block_size / 512) } else { 0 };
         let fast = inode.flags & (inode::EXTENTS_FL | inode::INLINE_DATA_FL) == 0
             && size < inode::I_BLOCK_BYTES as u64
-            && inode.sectors.saturating_sub(acl_sectors) == 0;
+            && inode.sectors.saturating_sub(self.xattr_block_sectors(&inode)) == 0;
         if fast {
             return Ok(inode.i_block()[..size as usize].to_vec());
         }

@@ -82,6 +82,9 @@ pub const RO_COMPAT_BIGALLOC: u32 = 0x0200;
 pub const MAX_CLUSTER_BITS: u32 = 20;
 /// All metadata carries CRC-32C checksums.
 pub const RO_COMPAT_METADATA_CSUM: u32 = 0x0400;
+/// Blocks may be shared between files (deduplicated read-only images; e2fsck accepts
+/// multiply-claimed blocks).
+pub const RO_COMPAT_SHARED_BLOCKS: u32 = 0x4000;
 
 /// `s_checksum_type` for CRC-32C.
 pub const CHECKSUM_TYPE_CRC32C: u8 = 1;

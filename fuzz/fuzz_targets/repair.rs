@@ -1,0 +1,3 @@
+//! Fuzz target `repair`: see `loopkit::fuzzing::repair`.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| loopkit::fuzzing::repair(data));
