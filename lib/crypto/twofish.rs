@@ -511,7 +511,7 @@ mod tests {
             for sector in small.chunks_exact_mut(512) {
                 let mut prev = Block::<reference::Twofish>::default();
                 for blk in Block::<reference::Twofish>::slice_as_chunks_mut(sector).0 {
-                    let ct = blk.clone();
+                    let ct = *blk;
                     theirs.decrypt_block(blk);
                     blk.iter_mut().zip(prev.iter()).for_each(|(x, p)| *x ^= p);
                     prev = ct;
