@@ -1,4 +1,4 @@
-//! Issue 13, collections: batch verification of a generated collection of ~30 small images
+//! Collections: batch verification of a generated collection of ~30 small images
 //! (cryptoloop, loop-AES single- and multi-key, plain ext/ISO, LUKS1/LUKS2 by cryptsetup,
 //! RS01/RS02/RS03 by dvdisaster with and without damage, a truncated image, a wrong passphrase,
 //! a non-image file). Expected verdicts and payload digests come from the generators

@@ -1,4 +1,4 @@
-//! Issue 4 (stretch): `loopkit repair` must write the same bytes `dvdisaster -f` leaves after
+//! Repair: `loopkit repair` must write the same bytes `dvdisaster -f` leaves after
 //! repairing a copy of the same damaged files in place. The oracle is dvdisaster 0.79.5 itself
 //! (through `testdata/gen/ecc.py fix`); the check is `sha256sum` equality, and that loopkit never
 //! touched its inputs.

@@ -1,4 +1,4 @@
-//! Issue 4: `loopkit strip-ecc` writes back exactly the file dvdisaster augmented. The oracle is
+//! `loopkit strip-ecc` writes back exactly the file dvdisaster augmented. The oracle is
 //! `sha256sum` of that original file, kept aside before dvdisaster touched its copy.
 
 use crate::ecc_verify::{RAW_BYTES, RS03_CAPACITY, augment, ecc_py, iso_input, p, prerequisites, raw_input};

@@ -1,4 +1,4 @@
-//! Issue 4: dvdisaster error-correction data — detection and verification. Fixtures are made,
+//! Dvdisaster error-correction data — detection and verification. Fixtures are made,
 //! damaged and checked by the real dvdisaster 0.79.5 through `testdata/gen/ecc.py` (under
 //! `ulimit -f` and a timeout, never fewer than 32 roots); the expected damage lists are what
 //! `dvdisaster -t` prints, the expected MD5s/SHA-256s come from `md5sum`/`sha256sum` of the

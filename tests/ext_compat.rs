@@ -1,4 +1,4 @@
-//! Issue 24 item 7: ext images e2fsck calls clean that loopkit misread. Oracles: `mke2fs -d`
+//! Ext images e2fsck calls clean that loopkit misread. Oracles: `mke2fs -d`
 //! (the source tree is the first oracle), `debugfs` to make the cases (`feature shared_blocks`,
 //! `sif`, `freeb`, `ea_set`) and to read them (`rdump`, with `-c -s N -b 1024` from a backup
 //! superblock; `stat`), `dumpe2fs` for where the backup superblocks are, and `e2fsck -fn` as the

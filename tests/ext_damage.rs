@@ -1,4 +1,4 @@
-//! Issue 10 items 4 and 5: ext as it exists and an extract that never claims what it did not do.
+//! Ext as it exists and an extract that never claims what it did not do.
 //! Oracles: `mke2fs -d` (bigalloc with 1 KiB and 4 KiB blocks, `-C 16384`), `debugfs` to make
 //! the damage (`set_bg`, `sif`), `dd` to wipe the primary superblock, `e2fsck -fn` as the judge of
 //! clean (exit 0) vs damaged (exit 4), and `debugfs rdump` (with `-s 8193 -b 1024` for the backup

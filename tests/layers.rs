@@ -1,4 +1,4 @@
-//! The layer check (issue 11): every `crate::MODULE` reference in `lib/` must point to the same
+//! The layer check: every `crate::MODULE` reference in `lib/` must point to the same
 //! module or a lower layer of `docs/ARCHITECTURE.md`'s diagram, so the library has no import
 //! cycles between modules. Test modules (`#[cfg(test)]` onwards) and comments are not checked.
 //! The ranks below are the diagram, top to bottom; the test also checks that the diagram lists

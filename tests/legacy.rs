@@ -1,4 +1,4 @@
-//! Issue 2: reading legacy cryptoloop / loop-AES / plain images. Images are made by
+//! Reading legacy cryptoloop / loop-AES / plain images. Images are made by
 //! `testdata/gen/legacy.py` (mkfs/genisoimage + Python `cryptography` or `aespipe`); the truth is
 //! the plaintext image's SHA-256 computed by that script, never loopkit's own output.
 
@@ -862,7 +862,7 @@ fn bad_input() -> TestResult {
         (vec!["verify", tis, "--passphrase-file", ps], 2, "no parameter set"),
         (vec!["verify", es, "--passphrase-file", ps], 2, "empty"),
         (vec!["inspect", es], 2, "empty"),
-        // A directory is verified as a batch (issue 13); this one holds images that cannot be
+        // A directory is verified as a batch; this one holds images that cannot be
         // checked (empty, tiny, wrong passphrase), so the batch exits 2 and says it walked a directory.
         (vec!["verify", &dir, "--passphrase-file", ps], 2, "directory"),
         (vec!["verify", ms, "--passphrase-file", ps], 2, "cannot open"),

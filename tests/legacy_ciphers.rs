@@ -1,4 +1,4 @@
-//! Issue 10 items 1–2 on the host: legacy images with ciphers besides AES and LUKS1 volumes with
+//! Legacy ciphers on the host: legacy images with ciphers besides AES and LUKS1 volumes with
 //! the era's cipher specs. Oracles: Python `cryptography` (Blowfish, CAST5, 3DES in its
 //! "decrepit" module) encrypts the cryptoloop fixtures (`testdata/gen/legacy.py --cipher`);
 //! `cryptsetup luksFormat` makes the LUKS1 headers and keyslots (aes-cbc-essiv:sha256 …, keyslot

@@ -1,4 +1,4 @@
-//! Issue 5, reading LUKS: containers made by `cryptsetup luksFormat` (LUKS1/LUKS2, pbkdf2,
+//! Reading LUKS: containers made by `cryptsetup luksFormat` (LUKS1/LUKS2, pbkdf2,
 //! argon2i/argon2id, 512/4096-byte sectors, detached headers, second keyslots) with payloads
 //! written by Python `cryptography` (`testdata/gen/luks_oracle.py`) from known volume keys; loopkit
 //! must unlock them and hash the payload to the plaintext's SHA-256. Also damaged and truncated
@@ -499,7 +499,7 @@ fn damaged_headers() -> TestResult {
     Ok(Completion::Completed)
 }
 
-/// Issue 11: key-derivation costs read from a header are capped (a LUKS1 keyslot patched to
+/// Key-derivation costs read from a header are capped (a LUKS1 keyslot patched to
 /// ~4 billion PBKDF2 iterations is refused at once, naming the flag), and with the cap lifted
 /// the derivation stops on Ctrl-C (exit 130) instead of running for hours.
 fn hostile_kdf_costs() -> TestResult {

@@ -1,4 +1,4 @@
-//! Issue 10 item 3, LUKS2 as cryptsetup means it. Oracles: cryptsetup's own header validation
+//! LUKS2 as cryptsetup means it. Oracles: cryptsetup's own header validation
 //! suite (its generators and must-load / must-reject verdicts, generated at test time by
 //! `testdata/gen/cryptsetup-validation.sh` from the installed cryptsetup's source package, and
 //! the installed `cryptsetup luksDump` on each header), `cryptsetup luksAddKey --unbound` /

@@ -1,4 +1,4 @@
-//! Issue 5, `loopkit migrate --to dmcrypt` in its three modes, checked only with independent
+//! `loopkit migrate --to dmcrypt` in its three modes, checked only with independent
 //! oracles: the fixture generator's plaintext SHA-256 (`testdata/gen/legacy.py`), cryptsetup
 //! 2.x on the output files (luksDump without repairs, --test-passphrase 0/2, --dump-volume-key,
 //! JSON metadata; the files hashed before/after), and Python `cryptography` decrypting the

@@ -1,4 +1,4 @@
-//! Issue 5, crash safety and bad destinations for `migrate --mode reencrypt`:
+//! Crash safety and bad destinations for `migrate --mode reencrypt`:
 //! - SIGKILL at pseudo-random points (two dozen runs): no final OUT exists unless it verifies,
 //!   `--resume` always completes to a container whose payload decrypts (Python, with the key
 //!   cryptsetup dumps) to the plaintext, and the source's SHA-256 never changes;

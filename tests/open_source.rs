@@ -1,4 +1,4 @@
-//! Issue 11, open from any source: `image::open_source` over the image's bytes in memory gives
+//! Open from any source: `image::open_source` over the image's bytes in memory gives
 //! the same verdict as `image::open` over the file, and its decrypted payload hashes to the
 //! plaintext SHA-256 the fixture generator computed (`testdata/gen/legacy.py`, Python
 //! `cryptography`) — the whole open → detect → verify path runs without a file.

@@ -1,4 +1,4 @@
-//! Issue 10 item 6: payloads that are not file systems (swap, an LVM2 physical volume, DOS and GPT
+//! Payloads that are not file systems (swap, an LVM2 physical volume, DOS and GPT
 //! partition tables, raw data), plain and inside cryptsetup-made LUKS2 containers. `verify`
 //! reports the payload hash and what the content is (exit 0), and flags `fs.unrecognized` only
 //! when file-level checks are asked for (`--manifest`, `--against`). Oracles: `mkswap`, `sfdisk`,

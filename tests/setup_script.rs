@@ -1,4 +1,4 @@
-//! `tests/setup.sh --check` (issue 18 item 2): on the machine the suite runs on it reports
+//! `tests/setup.sh --check`: on the machine the suite runs on it reports
 //! complete (tests/run-all.sh runs `tests/setup.sh` first), and with lists naming things that are
 //! not there it exits 1 and names exactly those, the Python one with the interpreter the tests
 //! run ([`util::python`], also through `LOOPKIT_PYTHON`).

@@ -1,4 +1,4 @@
-//! Issue 9 against the real kernel: `loopkit attach` serves images as ublk block devices in the
+//! Attach against the real kernel: `loopkit attach` serves images as ublk block devices in the
 //! QEMU guest of `tests/vm.rs`, on Debian 13's 6.12 kernel (copy path) and on the
 //! trixie-backports 7.x kernel (zero copy, `UBLK_F_AUTO_BUF_REG`). One boot per kernel and mode
 //! runs every check; the oracles are the kernel (mount, dm-crypt via cryptsetup), `sha256sum` of

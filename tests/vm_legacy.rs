@@ -1,4 +1,4 @@
-//! Issue 2 against the real kernel: for legacy images built by `testdata/gen/legacy.py` (Python
+//! Legacy images against the real kernel: for images built by `testdata/gen/legacy.py` (Python
 //! `cryptography` for cryptoloop, `aespipe` for loop-AES), the `cryptsetup` command line that
 //! `loopkit inspect --json` prints is run verbatim in the test VM (only the image path, the key
 //! file and the passphrase typed at the prompt are supplied). The device it maps must hold the

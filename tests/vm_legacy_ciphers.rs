@@ -1,4 +1,4 @@
-//! Issue 10 items 1–2 against the real kernel, in one VM boot:
+//! Legacy ciphers against the real kernel, in one VM boot:
 //! 1. **The kernel writes the fixtures** Python cannot (Twofish, Serpent): `cryptsetup open --type
 //!    plain` with the cipher, key size and hash each legacy tool used (cryptoloop `-e twofish`,
 //!    SUSE 9.3+ `twofish256`, loop-AES `loop_twofish`/`loop_serpent`/`loop_blowfish` as

@@ -1,15 +1,16 @@
-//! Issue 5 against the real kernel (dm-crypt in the QEMU guest of `tests/vm.rs`): for each
+//! Migrate against the real kernel (dm-crypt in the QEMU guest of `tests/vm.rs`): for each
 //! migrate mode, the result is opened with cryptsetup as a user would — for `--mode plain` the
 //! printed command lines on the original image, for `--mode detached-header` `cryptsetup open
 //! --header HDR IMAGE`, for `--mode reencrypt` `cryptsetup open OUT` (LUKS2 and LUKS1) — then
 //! the mapped device's SHA-256 must equal the fixture generator's plaintext SHA-256, and the file
 //! system mounted read-only must hold exactly the source tree (file manifest). One VM boot.
 //!
-//! Issue 12: `migrate --mode reencrypt` verifies what is on the disk, not what is in the page
-//! cache. The output's file system lives on a device-mapper `flakey` target that corrupts reads
-//! of the data area (`corrupt_bio_byte … r …`) while writes land intact: migrate must fail and
-//! leave no renamed output. A control run on the same layout without the corruption succeeds,
-//! and the guest shows that a page-cache re-read of a file written there would not notice.
+//! Verification from the disk: `migrate --mode reencrypt` verifies what is on the disk, not what is
+//! in the page cache. The output's file system lives on a device-mapper `flakey` target that
+//! corrupts reads of the data area (`corrupt_bio_byte … r …`) while writes land intact: migrate
+//! must fail and leave no renamed output. A control run on the same layout without the corruption
+//! succeeds, and the guest shows that a page-cache re-read of a file written there would not
+//! notice.
 
 use crate::ensure;
 use crate::legacy::{encrypt, plains};

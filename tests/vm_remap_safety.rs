@@ -1,4 +1,4 @@
-//! Issue 19 (remap safety, engine side) against the real kernel, one small boot per kernel
+//! Remap safety (engine side) against the real kernel, one small boot per kernel
 //! (Debian 6.12 and trixie-backports 7.x), on an XFS file system with reflink made in the guest:
 //! (h1) the review's H1 scenario: uid 1000 owns the image and holds a descriptor opened with
 //!      access mode 3 (invisible to the write lease) before `attach --remap`; after attach it

@@ -1,8 +1,9 @@
 //! The block ciphers legacy images and old LUKS volumes used, as one run-time-dispatched type:
 //! [`CipherKind`] (the typed name: `aes`, `twofish`, `serpent`, `blowfish`, `cast5`,
-//! `des3_ede`) and [`BlockCipher`] (a keyed instance). Every primitive comes from a RustCrypto
-//! crate of the same generation as `aes` 0.9 (cipher 0.5): `twofish` 0.8, `serpent` 0.6,
-//! `blowfish` 0.10, `cast5` 0.12, `des` 0.9. Nothing here hand-writes a cipher.
+//! `des3_ede`) and [`BlockCipher`] (a keyed instance). Twofish is our table-driven
+//! [`super::twofish::Twofish`] (the `twofish` crate, ~100× slower, is its reference in tests);
+//! every other primitive comes from a RustCrypto crate of the same generation as `aes` 0.9
+//! (cipher 0.5): `serpent` 0.6, `blowfish` 0.10, `cast5` 0.12, `des` 0.9.
 //!
 //! Key lengths follow the Linux kernel's crypto modules (what dm-crypt and cryptoloop accept),
 //! narrowed to what the crates implement: aes and twofish 16/24/32 bytes; serpent 16..=32
@@ -111,14 +112,14 @@ impl FromStr for CipherKind {
 }
 
 /// A keyed block cipher of any [`CipherKind`]. Key schedules are wiped on drop (the crates'
-/// `zeroize` feature).
+/// `zeroize` feature; our Twofish's own `Drop`).
 #[derive(Clone)]
 #[allow(clippy::large_enum_variant, reason = "AES, the hot path, stays inline; the rarer ciphers are boxed")]
 pub enum BlockCipher {
     /// AES (fast path, shared with the AES-only code).
     Aes(Aes),
     /// Twofish.
-    Twofish(Box<twofish::Twofish>),
+    Twofish(Box<super::twofish::Twofish>),
     /// Serpent.
     Serpent(Box<serpent::Serpent>),
     /// Blowfish (big-endian, the standard and the kernel's).
@@ -153,7 +154,7 @@ impl BlockCipher {
         let bad = |_| crate::Error::invalid(format!("{kind} does not take a key of {} bytes", key.len()));
         Ok(match kind {
             CipherKind::Aes => BlockCipher::Aes(Aes::new(key)?),
-            CipherKind::Twofish => BlockCipher::Twofish(Box::new(twofish::Twofish::new_from_slice(key).map_err(bad)?)),
+            CipherKind::Twofish => BlockCipher::Twofish(Box::new(super::twofish::Twofish::new(key)?)),
             CipherKind::Serpent => BlockCipher::Serpent(Box::new(serpent::Serpent::new_from_slice(key).map_err(bad)?)),
             CipherKind::Blowfish => {
                 BlockCipher::Blowfish(Box::new(blowfish::Blowfish::new_from_slice(key).map_err(bad)?))
@@ -187,7 +188,7 @@ impl BlockCipher {
         let data = &mut data[..n];
         match self {
             BlockCipher::Aes(c) => c.decrypt_blocks(super::as_blocks(data)),
-            BlockCipher::Twofish(c) => c.decrypt_blocks(chunks::<twofish::Twofish>(data)),
+            BlockCipher::Twofish(c) => c.decrypt_blocks(data),
             BlockCipher::Serpent(c) => c.decrypt_blocks(chunks::<serpent::Serpent>(data)),
             BlockCipher::Blowfish(c) => c.decrypt_blocks(chunks::<blowfish::Blowfish>(data)),
             BlockCipher::Cast5(c) => c.decrypt_blocks(chunks::<cast5::Cast5>(data)),
@@ -202,7 +203,7 @@ impl BlockCipher {
         let data = &mut data[..n];
         match self {
             BlockCipher::Aes(c) => c.encrypt_blocks(super::as_blocks(data)),
-            BlockCipher::Twofish(c) => c.encrypt_blocks(chunks::<twofish::Twofish>(data)),
+            BlockCipher::Twofish(c) => c.encrypt_blocks(data),
             BlockCipher::Serpent(c) => c.encrypt_blocks(chunks::<serpent::Serpent>(data)),
             BlockCipher::Blowfish(c) => c.encrypt_blocks(chunks::<blowfish::Blowfish>(data)),
             BlockCipher::Cast5(c) => c.encrypt_blocks(chunks::<cast5::Cast5>(data)),

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Benchmark (issue 9): `loopkit attach` (file path) against the kernel's own block paths, in the
+# Benchmark: `loopkit attach` (file path) against the kernel's own block paths, in the
 # QEMU guest of tests/vm/ (TCG: absolute figures are meaningless, ratios from one run are not).
 # Targets, same VM run: the raw virtio disk, `losetup` buffered, `losetup --direct-io=on`, and
 # `loopkit attach` and `loopkit attach --remap` over the same fully written image file on an

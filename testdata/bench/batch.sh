@@ -1,5 +1,5 @@
 #!/bin/sh
-# Benchmark (issue 13): batch verification of 20 cryptoloop images x 64 MiB, page cache warm:
+# Benchmark: batch verification of 20 cryptoloop images x 64 MiB, page cache warm:
 # the batch's wall time versus the sum of single-image `loopkit verify` times (same run, same
 # images) divided by the cores, and the per-image overhead (process, detection, catalog write)
 # measured on 20 copies of the 1 MiB shipped sample.

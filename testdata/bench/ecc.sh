@@ -1,5 +1,5 @@
 #!/bin/sh
-# Benchmark (issue 4): `loopkit verify --ecc-only` on an RS02-augmented image of >= 512 MiB versus,
+# Benchmark: `loopkit verify --ecc-only` on an RS02-augmented image of >= 512 MiB versus,
 # in the same run and over the same file, `dvdisaster -t` (the tool it replaces), and the
 # single-stream MD5 bounds `openssl dgst -md5` and `md5sum` (RS02 verification must MD5 every
 # byte: the data against mediumSum, the CRC area against crcSum, each ECC layer for eccSum).

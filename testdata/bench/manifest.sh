@@ -1,5 +1,5 @@
 #!/bin/sh
-# Benchmark (issue 3): `loopkit manifest` of an ext3 image with >= 10 000 files versus, in the
+# Benchmark: `loopkit manifest` of an ext3 image with >= 10 000 files versus, in the
 # same run and on the same image, the debugfs baseline: `debugfs -R "rdump / OUT"` followed by
 # `sha256sum` over every dumped file. Warm page cache for both; best of 3 wall-clock runs.
 # Usage: testdata/bench/manifest.sh [FILES] [WORKDIR]     (default 10000 files, /var/tmp)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Benchmark (issues 5 and 12): `loopkit migrate --mode reencrypt` (cryptoloop -> LUKS2
+# Benchmark: `loopkit migrate --mode reencrypt` (cryptoloop -> LUKS2
 # aes-xts-plain64, including the verification that reads the output back from the disk) on a
 # >= 1 GiB cryptoloop image, versus a durable copy of the same file to the same file system in the
 # same run: `cp IMAGE DEST` followed by `sync DEST` (an fsync of the copy only, so other users'

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Benchmark of the extent map and the remap engine (issue "extents/remap engine"): prints figures
+# Benchmark of the extent map and the remap engine: prints figures
 # and ratios measured in one run. Needs root (loop devices, mount). Not a test.
 #   LOOPKIT_BENCH_MIB   size of the data file (default 512)
 #   LOOPKIT_BENCH_READS random 4 KiB reads per thread, 32 threads (default 4000)

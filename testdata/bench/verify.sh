@@ -1,5 +1,5 @@
 #!/bin/sh
-# Benchmark (issue 2): `loopkit verify` on a >= 1 GiB cryptoloop image versus, over the same bytes
+# Benchmark: `loopkit verify` on a >= 1 GiB cryptoloop image versus, over the same bytes
 # and in the same run, `openssl dgst -sha256` (the single-stream SHA-256 bound) and
 # `openssl enc -d -aes-256-cbc -nopad` (AES-CBC decryption speed). Warm page cache for all.
 # Usage: testdata/bench/verify.sh [SIZE_MIB] [WORKDIR]     (default 1024 MiB, /var/tmp)

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Description: the file-system fixtures of issue 3, built by independent tools from the
+# Description: the file-system fixtures, built by independent tools from the
 # deterministic tree of tree.py:
 #   ext2-1k.img        mkfs.ext2 -b 1024 (128-byte inodes, block maps with double indirection)
 #   ext3.img           mkfs.ext3 -b 4096 (journal, block maps)

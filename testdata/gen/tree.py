@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Description: deterministic source tree for the file-system fixtures (issue 3).
+"""Description: deterministic source tree for the file-system fixtures.
 
 generate: tree.py DEST [--profile full|joliet|bench] [--files N]
   full   nested dirs (10 levels, deep enough for ISO9660 relocation), unicode / space / non-UTF-8

@@ -689,7 +689,7 @@ mod tests {
         let l = read(&MemSource::new(w.bytes.clone())).unwrap().unwrap();
         assert_eq!(l.header.payload_offset_bytes, 1 << 20);
         spec.cipher = "twofish-cbc-plain".into();
-        assert!(write::luks2(&vk, &pass, &spec).is_ok(), "twofish is supported since issue 10");
+        assert!(write::luks2(&vk, &pass, &spec).is_ok(), "twofish is a supported LUKS2 cipher");
         spec.cipher = "camellia-cbc-plain".into();
         assert_eq!(write::luks2(&vk, &pass, &spec).unwrap_err().kind(), crate::ErrorKind::Unsupported);
     }
