@@ -1,4 +1,4 @@
-//! The fresh-machine test (issue 18): a brand-new Debian machine builds, runs and tests loopkit
+//! The fresh-machine test: a brand-new Debian machine builds, runs and tests loopkit
 //! with the README's two commands, and installs it like a package.
 //!
 //! A minimal Debian root of this machine's own suite, from its own configured mirror
