@@ -42,6 +42,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod remap;
 pub mod report;
+pub mod rescue;
 pub mod source;
 pub mod sys;
 pub mod verify;
