@@ -45,6 +45,11 @@ pub enum Command {
     /// Repair a damaged image with its dvdisaster error correction data (Reed-Solomon
     /// erasure/error decoding) into a new file: the same bytes `dvdisaster -f` produces in place.
     Repair(RepairArgs),
+    /// Rescue-read a failing disc, device or file into an image: the good zones first, then
+    /// the failing ones, bisected, trimmed and scraped sector by sector; a GNU ddrescue map
+    /// records progress (--resume continues it, or a ddrescue run). With error-correction data
+    /// it stops as soon as the rest can be repaired, and repairs.
+    Rescue(RescueArgs),
     /// Migrate an image to dm-crypt: the exact cryptsetup mapping (plain), a detached LUKS2
     /// header over the unchanged data, or a re-encrypted LUKS2/LUKS1 container.
     Migrate(Box<MigrateArgs>),
@@ -409,6 +414,50 @@ pub struct RepairArgs {
     /// Remove more than 2 surplus sectors from the end of the image (dvdisaster --truncate).
     #[arg(long)]
     pub truncate: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output_args: OutputArgs,
+}
+
+/// `loopkit rescue`.
+#[derive(Debug, Args)]
+pub struct RescueArgs {
+    /// The drive, block device or file to read (opened read-only, O_DIRECT where possible).
+    pub source: PathBuf,
+    /// The image to write; kept as MAP.partial until every byte is read or repaired.
+    #[arg(long, short, value_name = "IMAGE")]
+    pub output: PathBuf,
+    /// The GNU ddrescue map file. Default: IMAGE.map.
+    #[arg(long, value_name = "MAPFILE")]
+    pub map: Option<PathBuf>,
+    /// Continue the rescue recorded in the map (loopkit's or ddrescue's; for ddrescue, IMAGE
+    /// is its output and is replaced by the finished image).
+    #[arg(long)]
+    pub resume: bool,
+    /// dvdisaster error correction file (RS01/RS03 .ecc) for the source; without it, RS02/RS03
+    /// data appended to the source is used once its header has been read.
+    #[arg(long, value_name = "FILE")]
+    pub ecc: Option<PathBuf>,
+    /// Do not stop early or repair with error-correction data: read everything readable.
+    #[arg(long)]
+    pub no_ecc: bool,
+    /// Passes over the bad sectors after scraping.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub passes: u32,
+    /// Minimum read rate in bytes per second: a slower read in the first pass counts as a
+    /// failing zone, which is skipped and read last.
+    #[arg(long, value_name = "BYTES_PER_S", value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_progress: Option<u64>,
+    /// Sector size in bytes (default: the device's logical block; 2048 for a file).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(512..=1048576))]
+    pub sector_size: Option<u64>,
+    /// Replace IMAGE if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// For testing, as GNU ddrescue's --test-mode: reads fail wherever this ddrescue map is not
+    /// finished.
+    #[arg(long, value_name = "MAPFILE", hide = true)]
+    pub test_mode: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output_args: OutputArgs,

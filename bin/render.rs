@@ -459,3 +459,65 @@ mod tests {
         assert!(matches!(line("plain café"), std::borrow::Cow::Borrowed(_)));
     }
 }
+
+/// `loopkit rescue`.
+pub fn rescue(r: &loopkit::report::Rescue) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "source       {} ({}, {}-byte sectors{})",
+        line(&r.source),
+        size(r.size),
+        r.sector_size,
+        if r.direct_io { ", O_DIRECT" } else { "" }
+    );
+    let _ = writeln!(o, "map          {}", line(&r.map));
+    let b = &r.bytes;
+    let _ = writeln!(
+        o,
+        "read         {} of {} ({} reads this run, {} failed, {} slow; phases: {})",
+        size(b.finished),
+        size(r.size),
+        r.reads,
+        r.failed_reads,
+        r.slow_reads,
+        if r.phases.is_empty() { "none".to_string() } else { r.phases.join(", ") }
+    );
+    if b.finished < r.size {
+        let _ = writeln!(
+            o,
+            "missing      {} bad, {} not tried, {} not trimmed, {} not scraped ({} ranges)",
+            size(b.bad),
+            size(b.non_tried),
+            size(b.non_trimmed),
+            size(b.non_scraped),
+            r.missing.len()
+        );
+    }
+    if let Some(rep) = &r.repair {
+        let _ = writeln!(
+            o,
+            "repair       {} {} roots: {} sectors restored, {} could not be",
+            rep.ecc.method,
+            rep.ecc.roots,
+            rep.repaired_sectors.len(),
+            rep.unrepaired_sectors.len() + rep.unrepaired_ecc_file_sectors.len()
+        );
+    }
+    let verdict = match (r.ok, r.stopped.as_str()) {
+        (true, "complete") => format!("OK: every byte read, written to {}", line(&r.output)),
+        (true, _) => format!(
+            "OK: the unread sectors were restored from the error-correction data; {} verifies clean",
+            line(&r.output)
+        ),
+        (false, "interrupted") => {
+            format!("INTERRUPTED: the map is saved; continue with --resume (data so far in {})", line(&r.data_path))
+        }
+        (false, _) => format!(
+            "INCOMPLETE: data so far in {} (unread sectors carry dvdisaster dead-sector markers); retry with --resume --passes N, or another drive",
+            line(&r.data_path)
+        ),
+    };
+    let _ = writeln!(o, "result       {verdict}");
+    o
+}

@@ -1,6 +1,6 @@
 //! The JSON documents loopkit prints (`--json`): one place that defines the wire format, built
 //! from library results, one file per document (`inspect`, `verify`, `manifest`, `extract`,
-//! `strip-ecc`/`repair`, `migrate`, `extents`); this root holds the parts several documents
+//! `strip-ecc`/`repair`, `migrate`, `extents`, `rescue`); this root holds the parts several documents
 //! share; `batch` (batch verification and the fixity catalog) and `html` (the HTML report) are
 //! public submodules. Every document carries `"loopkit_json": 1`. See `docs/JSON.md`.
 
@@ -12,6 +12,7 @@ pub mod html;
 mod inspect;
 mod manifest;
 mod migrate;
+mod rescue;
 mod verify;
 
 pub use ecc::{Repair, StripEcc, repair, strip_ecc};
@@ -20,6 +21,7 @@ pub use extract::Extract;
 pub use inspect::{Alternative, DetectionReport, Inspect, LuksDetails, LuksKeyslot, inspect};
 pub use manifest::ManifestRun;
 pub use migrate::{Migrate, PlainMapping, migrate};
+pub use rescue::{Rescue, RescueBytes, rescue};
 pub use verify::{Files, Verify, verify};
 
 use serde::{Deserialize, Serialize};

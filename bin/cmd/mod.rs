@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod migrate;
 pub mod repair;
 pub mod report;
+pub mod rescue;
 pub mod strip_ecc;
 pub mod verify;
 

@@ -77,7 +77,8 @@ impl Status {
     }
 
     /// All states, in ddrescue's order.
-    pub const ALL: [Status; 5] = [Status::NonTried, Status::NonTrimmed, Status::NonScraped, Status::Bad, Status::Finished];
+    pub const ALL: [Status; 5] =
+        [Status::NonTried, Status::NonTrimmed, Status::NonScraped, Status::Bad, Status::Finished];
 }
 
 /// The phase recorded in the status line.

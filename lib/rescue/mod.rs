@@ -19,6 +19,8 @@
 //!  retry     the bad sectors, `retries` more times
 //! ```
 
+pub mod ecc;
+pub mod job;
 pub mod mapfile;
 
 use crate::progress::{Interrupt, Progress};
@@ -89,6 +91,8 @@ pub struct Stats {
     pub slow_reads: u64,
     /// Bytes newly finished by this run.
     pub bytes_rescued: u64,
+    /// Bytes asked of the source (all reads, good or not).
+    pub bytes_requested: u64,
     /// Bytes skipped ahead in the copy phase.
     pub bytes_skipped: u64,
     /// The phases this run went through, in order (`copy`, `bisect`, `trim`, `scrape`, `retry`).
@@ -195,6 +199,7 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
         let n = usize::try_from(len).map_err(|_| crate::Error::invalid("read too large"))?;
         self.buf.set_len(n);
         self.stats.reads += 1;
+        self.stats.bytes_requested += len;
         let t = Instant::now();
         let got = match self.src.read_at(self.buf.as_mut_slice(), pos) {
             Ok(g) => g.min(n),
@@ -234,7 +239,12 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
     ///
     /// # Errors
     /// Writing the output or saving the map failed.
-    pub fn run(&mut self, hooks: &mut dyn Hooks, progress: &mut dyn Progress, interrupt: &Interrupt) -> crate::Result<Stop> {
+    pub fn run(
+        &mut self,
+        hooks: &mut dyn Hooks,
+        progress: &mut dyn Progress,
+        interrupt: &Interrupt,
+    ) -> crate::Result<Stop> {
         progress.start("rescue", Some(self.map.size()));
         progress.advance(self.map.bytes_in(Status::Finished));
         let stop = self.run_phases(hooks, progress, interrupt);
@@ -246,7 +256,12 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
         stop
     }
 
-    fn run_phases(&mut self, hooks: &mut dyn Hooks, progress: &mut dyn Progress, interrupt: &Interrupt) -> crate::Result<Stop> {
+    fn run_phases(
+        &mut self,
+        hooks: &mut dyn Hooks,
+        progress: &mut dyn Progress,
+        interrupt: &Interrupt,
+    ) -> crate::Result<Stop> {
         type PhaseFn<'a, S> =
             fn(&mut Rescue<'a, S>, &mut dyn Hooks, &mut dyn Progress, &Interrupt) -> crate::Result<Option<Stop>>;
         let phases: [(&'static str, Status, PhaseFn<'a, S>); 4] = [
@@ -305,7 +320,12 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
         }
     }
 
-    fn copy(&mut self, hooks: &mut dyn Hooks, progress: &mut dyn Progress, interrupt: &Interrupt) -> crate::Result<Option<Stop>> {
+    fn copy(
+        &mut self,
+        hooks: &mut dyn Hooks,
+        progress: &mut dyn Progress,
+        interrupt: &Interrupt,
+    ) -> crate::Result<Option<Stop>> {
         self.map.phase = Phase::Copying;
         self.map.pass = 1;
         let mut pos = self.map.current_pos.min(self.map.size()) / self.opts.sector * self.opts.sector;
@@ -344,14 +364,20 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
         Ok(None)
     }
 
-    fn bisect(&mut self, hooks: &mut dyn Hooks, progress: &mut dyn Progress, interrupt: &Interrupt) -> crate::Result<Option<Stop>> {
+    fn bisect(
+        &mut self,
+        hooks: &mut dyn Hooks,
+        progress: &mut dyn Progress,
+        interrupt: &Interrupt,
+    ) -> crate::Result<Option<Stop>> {
         self.map.phase = Phase::Copying;
         self.map.pass = self.map.pass.max(2);
         loop {
             if self.checkpoint(hooks, interrupt)? {
                 return Ok(Some(Stop::Interrupted));
             }
-            let Some(b) = self.map.blocks_in(Status::NonTried).into_iter().max_by_key(|b| (b.size, std::cmp::Reverse(b.pos)))
+            let Some(b) =
+                self.map.blocks_in(Status::NonTried).into_iter().max_by_key(|b| (b.size, std::cmp::Reverse(b.pos)))
             else {
                 return Ok(None);
             };
@@ -378,7 +404,12 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
         }
     }
 
-    fn trim(&mut self, hooks: &mut dyn Hooks, progress: &mut dyn Progress, interrupt: &Interrupt) -> crate::Result<Option<Stop>> {
+    fn trim(
+        &mut self,
+        hooks: &mut dyn Hooks,
+        progress: &mut dyn Progress,
+        interrupt: &Interrupt,
+    ) -> crate::Result<Option<Stop>> {
         self.map.phase = Phase::Trimming;
         self.map.pass = 1;
         let s = self.opts.sector;
@@ -420,7 +451,12 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
         Ok(None)
     }
 
-    fn scrape(&mut self, hooks: &mut dyn Hooks, progress: &mut dyn Progress, interrupt: &Interrupt) -> crate::Result<Option<Stop>> {
+    fn scrape(
+        &mut self,
+        hooks: &mut dyn Hooks,
+        progress: &mut dyn Progress,
+        interrupt: &Interrupt,
+    ) -> crate::Result<Option<Stop>> {
         self.map.phase = Phase::Scraping;
         self.map.pass = 1;
         for b in self.map.blocks_in(Status::NonScraped) {

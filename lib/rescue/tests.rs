@@ -83,7 +83,8 @@ impl RescueSource for Faulty {
 }
 
 fn out_file(len: u64) -> File {
-    let p = std::env::temp_dir().join(format!("loopkit-rescue-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let p =
+        std::env::temp_dir().join(format!("loopkit-rescue-{}-{:?}", std::process::id(), std::thread::current().id()));
     let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).expect("temp file");
     std::fs::remove_file(&p).expect("unlink");
     f.set_len(len).expect("size");
@@ -100,8 +101,9 @@ struct Recorder {
 
 impl Hooks for Recorder {
     fn enough(&mut self, map: &RescueMap) -> bool {
-        self.enough_when_missing_at_most
-            .is_some_and(|limit| map.size() - map.bytes_in(Status::Finished) <= limit && map.bytes_in(Status::NonTried) == 0)
+        self.enough_when_missing_at_most.is_some_and(|limit| {
+            map.size() - map.bytes_in(Status::Finished) <= limit && map.bytes_in(Status::NonTried) == 0
+        })
     }
     fn save(&mut self, map: &RescueMap) -> crate::Result<()> {
         self.saves += 1;
@@ -129,7 +131,13 @@ fn check_output(out: &File, map: &RescueMap) -> u64 {
     map.bytes_in(Status::Finished)
 }
 
-fn run(src: &mut Faulty, map: RescueMap, o: Options, hooks: &mut Recorder, interrupt: &Interrupt) -> (Stop, RescueMap, Stats, File) {
+fn run(
+    src: &mut Faulty,
+    map: RescueMap,
+    o: Options,
+    hooks: &mut Recorder,
+    interrupt: &Interrupt,
+) -> (Stop, RescueMap, Stats, File) {
     let out = out_file(src.size());
     let (stop, map, stats) = {
         let mut r = Rescue::new(src, &out, map, o).expect("rescue");
@@ -142,7 +150,8 @@ fn run(src: &mut Faulty, map: RescueMap, o: Options, hooks: &mut Recorder, inter
 #[test]
 fn a_clean_source_is_read_once_in_clusters() {
     let mut src = Faulty::new(1000);
-    let (stop, map, stats, out) = run(&mut src, RescueMap::new(1000 * SECTOR), opts(1000), &mut Recorder::default(), &Interrupt::new());
+    let (stop, map, stats, out) =
+        run(&mut src, RescueMap::new(1000 * SECTOR), opts(1000), &mut Recorder::default(), &Interrupt::new());
     assert_eq!(stop, Stop::Complete);
     assert!(map.is_complete());
     assert_eq!(map.phase, Phase::Finished);
@@ -155,7 +164,8 @@ fn a_clean_source_is_read_once_in_clusters() {
 fn a_bad_zone_ends_as_exactly_its_sectors() {
     let mut src = Faulty::new(4000);
     src.bad = vec![1000..1300, 2500..2501];
-    let (stop, map, stats, out) = run(&mut src, RescueMap::new(4000 * SECTOR), opts(4000), &mut Recorder::default(), &Interrupt::new());
+    let (stop, map, stats, out) =
+        run(&mut src, RescueMap::new(4000 * SECTOR), opts(4000), &mut Recorder::default(), &Interrupt::new());
     assert_eq!(stop, Stop::Exhausted);
     let bad: Vec<(u64, u64)> = map.blocks_in(Status::Bad).iter().map(|b| (b.pos / SECTOR, b.size / SECTOR)).collect();
     assert_eq!(bad, [(1000, 300), (2500, 1)]);
@@ -185,7 +195,8 @@ fn retries_recover_intermittent_sectors() {
     src.flaky = HashMap::from([(10, 3), (200, 1), (201, 2)]);
     let mut o = opts(500);
     o.retries = 1;
-    let (stop, map, _, _) = run(&mut src, RescueMap::new(500 * SECTOR), o.clone(), &mut Recorder::default(), &Interrupt::new());
+    let (stop, map, _, _) =
+        run(&mut src, RescueMap::new(500 * SECTOR), o.clone(), &mut Recorder::default(), &Interrupt::new());
     // Sector 10 fails at its cluster read, its trim and retry 1; sector 201 is first read in
     // the trim (the cluster read stopped at 200) and fails there and at retry 1.
     assert_eq!(stop, Stop::Exhausted);
@@ -195,7 +206,8 @@ fn retries_recover_intermittent_sectors() {
     let mut src = Faulty::new(500);
     src.flaky = HashMap::from([(10, 3), (200, 1), (201, 2)]);
     o.retries = 3;
-    let (stop, map, stats, out) = run(&mut src, RescueMap::new(500 * SECTOR), o, &mut Recorder::default(), &Interrupt::new());
+    let (stop, map, stats, out) =
+        run(&mut src, RescueMap::new(500 * SECTOR), o, &mut Recorder::default(), &Interrupt::new());
     assert_eq!(stop, Stop::Complete);
     assert_eq!(check_output(&out, &map), 500 * SECTOR);
     assert!(stats.phases.contains(&"retry"));
@@ -207,7 +219,8 @@ fn slow_zones_are_skipped_in_the_copy_pass_but_read_in_the_end() {
     src.slow = vec![300..340];
     let mut o = opts(2000);
     o.slow_read = Some(Duration::from_millis(10));
-    let (stop, map, stats, out) = run(&mut src, RescueMap::new(2000 * SECTOR), o, &mut Recorder::default(), &Interrupt::new());
+    let (stop, map, stats, out) =
+        run(&mut src, RescueMap::new(2000 * SECTOR), o, &mut Recorder::default(), &Interrupt::new());
     assert_eq!(stop, Stop::Complete);
     assert_eq!(check_output(&out, &map), 2000 * SECTOR);
     assert!(stats.slow_reads >= 1);
@@ -226,11 +239,13 @@ fn stops_as_soon_as_the_hook_says_enough() {
     let full = {
         let mut s2 = Faulty::new(sectors);
         s2.bad = src.bad.clone();
-        let (_, _, stats, _) = run(&mut s2, RescueMap::new(sectors * SECTOR), opts(sectors), &mut Recorder::default(), &Interrupt::new());
+        let (_, _, stats, _) =
+            run(&mut s2, RescueMap::new(sectors * SECTOR), opts(sectors), &mut Recorder::default(), &Interrupt::new());
         stats.reads
     };
     let mut hooks = Recorder { enough_when_missing_at_most: Some(700 * SECTOR), ..Default::default() };
-    let (stop, map, stats, out) = run(&mut src, RescueMap::new(sectors * SECTOR), opts(sectors), &mut hooks, &Interrupt::new());
+    let (stop, map, stats, out) =
+        run(&mut src, RescueMap::new(sectors * SECTOR), opts(sectors), &mut hooks, &Interrupt::new());
     assert_eq!(stop, Stop::Enough);
     assert!(map.size() - map.bytes_in(Status::Finished) <= 700 * SECTOR);
     check_output(&out, &map);
@@ -262,7 +277,10 @@ fn an_interrupted_rescue_resumes_from_its_saved_map_without_rereading() {
     let mut hooks2 = Recorder::default();
     let stats = {
         let mut r = Rescue::new(&mut src2, &out1, reloaded, opts(sectors)).expect("rescue");
-        assert_eq!(r.run(&mut hooks2, &mut crate::progress::NoProgress, &Interrupt::new()).expect("run"), Stop::Exhausted);
+        assert_eq!(
+            r.run(&mut hooks2, &mut crate::progress::NoProgress, &Interrupt::new()).expect("run"),
+            Stop::Exhausted
+        );
         let map = r.map.clone();
         assert_eq!(check_output(&out1, &map), (sectors - 210) * SECTOR);
         r.stats.clone()
@@ -305,6 +323,9 @@ fn a_size_not_a_multiple_of_the_sector_is_read_to_its_last_byte() {
     let mut src = Odd(size);
     let out = out_file(size);
     let mut r = Rescue::new(&mut src, &out, RescueMap::new(size), Options::for_device(SECTOR, size)).expect("rescue");
-    assert_eq!(r.run(&mut Recorder::default(), &mut crate::progress::NoProgress, &Interrupt::new()).expect("run"), Stop::Complete);
+    assert_eq!(
+        r.run(&mut Recorder::default(), &mut crate::progress::NoProgress, &Interrupt::new()).expect("run"),
+        Stop::Complete
+    );
     assert_eq!(check_output(&out, &r.map), size);
 }
