@@ -31,6 +31,7 @@ mod mounts;
 mod open_source;
 mod payload_kinds;
 mod remap_engine;
+mod rescue;
 mod setup_script;
 mod ublk_abi;
 mod util;
@@ -62,6 +63,7 @@ fn main() {
     trials.extend(ecc_verify::trials());
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
+    trials.extend(rescue::trials());
     trials.extend(luks_read::trials());
     trials.extend(luks_semantics::trials());
     trials.extend(migrate_modes::trials());

@@ -16,8 +16,8 @@ enum EccSource {
     Off,
     /// A `.ecc` file, known from the start.
     File(Box<Ecc>),
-    /// Appended to the source: looked for in the partial image as it fills.
-    Appended { found: Option<Box<Ecc>>, tries: u32 },
+    /// Appended to the source: looked for in the partial image at the end of each phase.
+    Appended { found: Option<Box<Ecc>> },
 }
 
 /// Run it; returns the exit code (0 complete or repaired and verified, 1 data missing).
@@ -41,24 +41,23 @@ pub fn run(a: &RescueArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     let mut ecc = match (&a.ecc, a.no_ecc) {
         (_, true) => EccSource::Off,
         (Some(p), false) => EccSource::File(Box::new(dvdisaster::open_ecc_file(p)?)),
-        (None, false) => EccSource::Appended { found: None, tries: 0 },
+        (None, false) => EccSource::Appended { found: None },
     };
     let partial = job.partial_path();
-    // Asked after failing reads; rate-limited, since it walks the whole map (the final map is
-    // checked once more, without the limit, after the run).
-    let mut last_check: Option<Instant> = None;
-    let mut enough = |m: &loopkit::rescue::mapfile::RescueMap| -> bool {
-        if last_check.is_some_and(|t| t.elapsed().as_millis() < 200) {
+    // Asked after failing reads, after each bisected interval and at the end of each phase.
+    // The full check walks every missing sector, so between phase ends it runs only when the
+    // missing bytes fit the code's total capacity, and no more than 5 % of the time (not again
+    // before 20 times the last check's duration has passed); at phase ends it always runs.
+    let mut last_check: Option<(Instant, std::time::Duration)> = None;
+    let mut enough = |m: &loopkit::rescue::mapfile::RescueMap, at_phase_end: bool| -> bool {
+        if !at_phase_end && last_check.is_some_and(|(t, took)| t.elapsed() < took * 20) {
             return false;
         }
-        last_check = Some(Instant::now());
-        if let EccSource::Appended { found: found @ None, tries } = &mut ecc {
-            // Look for the header in what has been read so far (a bounded number of times:
-            // each look reads a few sectors of the partial image).
-            if *tries >= 64 {
+        if let EccSource::Appended { found: found @ None } = &mut ecc {
+            // Look for the header in what has been read so far, once per phase.
+            if !at_phase_end {
                 return false;
             }
-            *tries += 1;
             let Ok(src) = FileSource::open(&partial) else { return false };
             match dvdisaster::find_in_image(&src) {
                 Ok(Some(e)) if e.is_augmented() => *found = Some(Box::new(e)),
@@ -67,7 +66,13 @@ pub fn run(a: &RescueArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         }
         match &ecc {
             EccSource::File(e) | EccSource::Appended { found: Some(e), .. } => {
-                recc::correctable(e, &recc::missing_sectors(m))
+                if m.missing_bytes() > recc::capacity_bytes(e) {
+                    return false;
+                }
+                let t = Instant::now();
+                let ok = recc::correctable(e, &recc::missing_sectors(m));
+                last_check = Some((t, t.elapsed()));
+                ok
             }
             _ => false,
         }

@@ -58,6 +58,17 @@ fn rs02_codeword(l: &Rs02Layout, s: u64) -> Option<u64> {
     (idx < l.rs_sectors).then(|| idx % l.spl)
 }
 
+/// The most missing bytes the code could possibly restore (roots × codewords sectors): a
+/// cheap necessary condition before [`correctable`].
+pub fn capacity_bytes(ecc: &Ecc) -> u64 {
+    let spl = match &ecc.layout {
+        Layout::Rs01(l) => l.spl,
+        Layout::Rs02(l) => l.spl,
+        Layout::Rs03(l) => l.spl,
+    };
+    (ecc.nroots() as u64).saturating_mul(spl).saturating_mul(ECC_SECTOR_BYTES)
+}
+
 /// Whether every codeword has at most `nroots` missing sectors. Sectors of the image outside
 /// every codeword (RS02 header copies) do not count; for `.ecc` files only image sectors can
 /// be missing (the `.ecc` file itself is assumed readable; the repair checks it).

@@ -186,12 +186,12 @@ pub struct Outcome {
 struct FileHooks<'a, 'b> {
     job: &'a Job,
     header: Vec<String>,
-    enough: Option<&'b mut dyn FnMut(&RescueMap) -> bool>,
+    enough: Option<&'b mut dyn FnMut(&RescueMap, bool) -> bool>,
 }
 
 impl Hooks for FileHooks<'_, '_> {
-    fn enough(&mut self, map: &RescueMap) -> bool {
-        self.enough.as_mut().is_some_and(|f| f(map))
+    fn enough(&mut self, map: &RescueMap, at_phase_end: bool) -> bool {
+        self.enough.as_mut().is_some_and(|f| f(map, at_phase_end))
     }
     fn save(&mut self, map: &RescueMap) -> crate::Result<()> {
         let text = map.render(&self.header);
@@ -203,13 +203,22 @@ fn unsafe_err(msg: String) -> crate::Error {
     crate::Error::new(crate::ErrorKind::Unsafe, msg)
 }
 
-fn read_map(path: &Path, size: u64) -> crate::Result<RescueMap> {
+/// The map comment that says the output being continued is a ddrescue output (so finishing may
+/// replace it).
+const CONTINUES_DDRESCUE: &str = "Continues the ddrescue output:";
+
+fn read_map_text(path: &Path) -> crate::Result<String> {
     let f = File::open(path).map_err(|e| crate::Error::io(format!("opening {}", path.display()), e))?;
     let mut text = String::new();
     use std::io::Read as _;
     f.take(super::mapfile::MAX_MAP_BYTES + 1)
         .read_to_string(&mut text)
         .map_err(|e| crate::Error::io(format!("reading {}", path.display()), e))?;
+    Ok(text)
+}
+
+fn read_map(path: &Path, size: u64) -> crate::Result<RescueMap> {
+    let text = read_map_text(path)?;
     RescueMap::parse(&text, size).map_err(|e| crate::Error::corrupt(format!("{}: {e}", path.display())))
 }
 
@@ -277,15 +286,15 @@ fn open_partial(job: &Job, map: &RescueMap, size: u64) -> crate::Result<(File, P
 }
 
 /// Run a rescue. `enough`, when given, is asked whether the bytes read so far suffice (the
-/// error-correction data can restore the rest); the rescue then stops early and the partial
-/// output stays for the caller to repair.
+/// error-correction data can restore the rest; see [`Hooks::enough`] for its second argument);
+/// the rescue then stops early and the partial output stays for the caller to repair.
 ///
 /// # Errors
 /// `Unsafe` (an existing map without `resume`, an existing output without `force`, an output
 /// that is the source), `Corrupt` (a map that does not parse), `Io`.
 pub fn run(
     job: &Job,
-    enough: Option<&mut dyn FnMut(&RescueMap) -> bool>,
+    enough: Option<&mut dyn FnMut(&RescueMap, bool) -> bool>,
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
 ) -> crate::Result<Outcome> {
@@ -294,7 +303,15 @@ pub fn run(
             return Err(unsafe_err(format!("{} is the source itself; refusing to write over it", p.display())));
         }
     }
-    let resuming_ddrescue_output = job.resume && !std::fs::symlink_metadata(job.partial_path()).is_ok();
+    // Continuing a ddrescue run: its output is the image being completed, so finishing replaces
+    // it. Known from the missing partial file (first loopkit run on that map) or from the
+    // comment loopkit then writes into the map.
+    let partial_exists = std::fs::symlink_metadata(job.partial_path()).is_ok();
+    let resuming_ddrescue_output = job.resume
+        && std::fs::metadata(&job.output).is_ok_and(|m| m.is_file())
+        && (!partial_exists
+            || read_map_text(&job.map)
+                .is_ok_and(|t| t.lines().any(|l| l.starts_with(&format!("# {CONTINUES_DDRESCUE}")))));
     if !resuming_ddrescue_output {
         crate::output::check_output(&job.output, &[&job.source], job.force)?;
     }
@@ -319,10 +336,13 @@ pub fn run(
     if let Some(rate) = job.min_rate.filter(|r| *r > 0) {
         opts.slow_read = Some(std::time::Duration::from_secs_f64(opts.cluster as f64 / rate as f64));
     }
-    let header = vec![
+    let mut header = vec![
         format!("Mapfile. Created by loopkit {} (GNU ddrescue format)", env!("CARGO_PKG_VERSION")),
         format!("Source: {}", job.source.display()),
     ];
+    if resuming_ddrescue_output {
+        header.push(format!("{CONTINUES_DDRESCUE} {}", job.output.display()));
+    }
     let mut hooks = FileHooks { job, header, enough };
     let (stop, map, stats) = match faults {
         Some(faults) => drive(&mut Simulated { inner: dev, faults }, &out, map, opts, &mut hooks, progress, interrupt)?,

@@ -159,6 +159,8 @@ pub struct RescueMap {
     pub phase: Phase,
     /// The pass within the phase (status line; 1 when absent).
     pub pass: u32,
+    /// Bytes finished (kept up to date by [`RescueMap::set`], so progress checks are O(1)).
+    finished: u64,
 }
 
 /// Why a map file was refused.
@@ -198,7 +200,7 @@ impl RescueMap {
         if size > 0 {
             blocks.insert(0, (size, Status::NonTried));
         }
-        RescueMap { size, blocks, current_pos: 0, phase: Phase::Copying, pass: 1 }
+        RescueMap { size, blocks, current_pos: 0, phase: Phase::Copying, pass: 1, finished: 0 }
     }
 
     /// The domain's length in bytes.
@@ -280,7 +282,7 @@ impl RescueMap {
         }
         let (current_pos, phase, pass) =
             status_line.ok_or(ParseError { line: 0, what: "no status line (not a ddrescue map file)".into() })?;
-        let mut map = RescueMap { size: source_size, blocks, current_pos, phase, pass };
+        let mut map = RescueMap { size: source_size, blocks, current_pos, phase, pass, finished: 0 };
         if next < source_size {
             map.blocks.insert(next, (source_size - next, Status::NonTried));
         }
@@ -305,6 +307,7 @@ impl RescueMap {
         if let Some((lp, ls, lst)) = last {
             self.blocks.insert(lp, (ls, lst));
         }
+        self.finished = self.blocks.values().filter(|(_, st)| *st == Status::Finished).map(|(sz, _)| sz).sum();
     }
 
     /// Render in ddrescue's format, with `header` lines as comments first.
@@ -335,9 +338,17 @@ impl RescueMap {
         self.blocks().filter(|b| b.status == state).collect()
     }
 
-    /// Total bytes in `state`.
+    /// Total bytes in `state` (O(1) for [`Status::Finished`], else a walk over the blocks).
     pub fn bytes_in(&self, state: Status) -> u64 {
+        if state == Status::Finished {
+            return self.finished;
+        }
         self.blocks().filter(|b| b.status == state).map(|b| b.size).sum()
+    }
+
+    /// Bytes not finished.
+    pub fn missing_bytes(&self) -> u64 {
+        self.size - self.finished
     }
 
     /// Whether every byte is finished.
@@ -367,9 +378,14 @@ impl RescueMap {
         self.split_at(end);
         let inside: Vec<u64> = self.blocks.range(pos..end).map(|(&p, _)| p).collect();
         for p in inside {
-            self.blocks.remove(&p);
+            if let Some((sz, Status::Finished)) = self.blocks.remove(&p) {
+                self.finished -= sz;
+            }
         }
         self.blocks.insert(pos, (end - pos, status));
+        if status == Status::Finished {
+            self.finished += end - pos;
+        }
         // Merge with neighbours of the same state.
         self.merge_around(pos);
     }
@@ -480,6 +496,8 @@ mod tests {
         for (i, st) in model.iter().enumerate() {
             assert_eq!(m.status_at(i as u64), Some(*st), "byte {i}");
         }
+        let walked: u64 = m.blocks().filter(|b| b.status == Status::Finished).map(|b| b.size).sum();
+        assert_eq!(m.bytes_in(Status::Finished), walked);
         let text = m.render(&["test".into()]);
         let back = RescueMap::parse(&text, 4096).expect("own output parses");
         assert_eq!(back, m);

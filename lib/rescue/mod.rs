@@ -128,9 +128,9 @@ impl Stop {
 /// Hooks the caller plugs in.
 pub trait Hooks {
     /// Whether the bytes finished so far suffice (e.g. every missing sector is correctable).
-    /// Called after each failing read's consequences are recorded and between phases; it may be
-    /// costly, so the driver calls it only when something changed.
-    fn enough(&mut self, _map: &RescueMap) -> bool {
+    /// Called after failing reads (`at_phase_end` false: an implementation may answer `false`
+    /// to save time) and at the end of every phase (`at_phase_end` true: answer exactly).
+    fn enough(&mut self, _map: &RescueMap, _at_phase_end: bool) -> bool {
         false
     }
     /// Persist the map (atomically).
@@ -313,7 +313,7 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
             Some(Stop::Complete)
         } else if interrupt.is_set() {
             Some(Stop::Interrupted)
-        } else if hooks.enough(&self.map) {
+        } else if hooks.enough(&self.map, true) {
             Some(Stop::Enough)
         } else {
             None
@@ -350,7 +350,7 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
                 self.stats.bytes_skipped += jump;
                 pos += jump;
                 skip = (skip * 2).min(self.opts.skip_max.max(self.opts.skip_min));
-                if failed && hooks.enough(&self.map) {
+                if failed && hooks.enough(&self.map, false) {
                     return Ok(Some(Stop::Enough));
                 }
             } else {
@@ -392,14 +392,15 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
                 progress.advance(good);
                 pos += len;
                 if failed {
-                    if hooks.enough(&self.map) {
-                        return Ok(Some(Stop::Enough));
-                    }
                     break;
                 }
                 if self.checkpoint(hooks, interrupt)? {
                     return Ok(Some(Stop::Interrupted));
                 }
+            }
+            // Every interval read may be the one that makes the rest correctable.
+            if hooks.enough(&self.map, false) {
+                return Ok(Some(Stop::Enough));
             }
         }
     }
@@ -444,7 +445,7 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
             if hi > lo {
                 self.map.set(lo, hi - lo, Status::NonScraped);
             }
-            if hooks.enough(&self.map) {
+            if hooks.enough(&self.map, false) {
                 return Ok(Some(Stop::Enough));
             }
         }
@@ -488,7 +489,7 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
             let (good, failed, _) = self.read_once(at, n, fail_as)?;
             progress.advance(good);
             at += n;
-            if failed && hooks.enough(&self.map) {
+            if failed && hooks.enough(&self.map, false) {
                 return Ok(Some(Stop::Enough));
             }
         }

@@ -100,7 +100,7 @@ struct Recorder {
 }
 
 impl Hooks for Recorder {
-    fn enough(&mut self, map: &RescueMap) -> bool {
+    fn enough(&mut self, map: &RescueMap, _at_phase_end: bool) -> bool {
         self.enough_when_missing_at_most.is_some_and(|limit| {
             map.size() - map.bytes_in(Status::Finished) <= limit && map.bytes_in(Status::NonTried) == 0
         })
