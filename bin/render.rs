@@ -448,18 +448,6 @@ pub fn extents(r: &loopkit::report::Extents, max_rows: usize) -> String {
     o
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(line("a\u{1b}[31mred\nline\t\u{202e}x\u{85}"), "a\\x1b[31mred\\nline\\t\\u{202e}x\\u{85}");
-        assert_eq!(terminal("ok\n\u{1b}]0;t\u{7}\tend\n"), "ok\n\\x1b]0;t\\x07\tend\n");
-        assert!(matches!(line("plain café"), std::borrow::Cow::Borrowed(_)));
-    }
-}
-
 /// `loopkit rescue`.
 pub fn rescue(r: &loopkit::report::Rescue) -> String {
     let mut o = String::new();
@@ -520,4 +508,16 @@ pub fn rescue(r: &loopkit::report::Rescue) -> String {
     };
     let _ = writeln!(o, "result       {verdict}");
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(line("a\u{1b}[31mred\nline\t\u{202e}x\u{85}"), "a\\x1b[31mred\\nline\\t\\u{202e}x\\u{85}");
+        assert_eq!(terminal("ok\n\u{1b}]0;t\u{7}\tend\n"), "ok\n\\x1b]0;t\\x07\tend\n");
+        assert!(matches!(line("plain café"), std::borrow::Cow::Borrowed(_)));
+    }
 }

@@ -6,7 +6,7 @@
 //! [`error`](Error), [`finding`], [`bytes`] ← [`progress`] ← [`source`] (bytes at offsets) ←
 //! [`output`], [`pipeline`] ← [`crypto`] (sector ciphers, key derivations) ← [`volume`] ←
 //! [`fs`] ← [`formats`] (on-disk formats) ← [`detect`] ← [`image`] ← [`manifest`] ←
-//! [`extract`] ← [`verify`] ← [`migrate`] ← [`report`] ← the `loopkit` binary. The library never
+//! [`extract`] ← [`verify`] ← [`rescue`], [`attach`], [`migrate`] ← [`report`] ← the `loopkit` binary. The library never
 //! prints.
 //!
 //! ```no_run

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["report"],
     &["migrate"],
     &["attach"],
+    &["rescue"],
     &["verify"],
     &["extract"],
     &["manifest"],

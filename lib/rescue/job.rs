@@ -101,6 +101,9 @@ fn read_some(f: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
     Ok(done)
 }
 
+/// The caller's "is this enough?" check (see [`Hooks::enough`]).
+pub type EnoughFn<'a> = &'a mut dyn FnMut(&RescueMap, bool) -> bool;
+
 /// What to rescue where.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -186,7 +189,7 @@ pub struct Outcome {
 struct FileHooks<'a, 'b> {
     job: &'a Job,
     header: Vec<String>,
-    enough: Option<&'b mut dyn FnMut(&RescueMap, bool) -> bool>,
+    enough: Option<EnoughFn<'b>>,
 }
 
 impl Hooks for FileHooks<'_, '_> {
@@ -294,7 +297,7 @@ fn open_partial(job: &Job, map: &RescueMap, size: u64) -> crate::Result<(File, P
 /// that is the source), `Corrupt` (a map that does not parse), `Io`.
 pub fn run(
     job: &Job,
-    enough: Option<&mut dyn FnMut(&RescueMap, bool) -> bool>,
+    enough: Option<EnoughFn<'_>>,
     progress: &mut dyn Progress,
     interrupt: &Interrupt,
 ) -> crate::Result<Outcome> {

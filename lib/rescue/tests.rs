@@ -3,7 +3,6 @@
 
 use super::*;
 use std::collections::HashMap;
-use std::os::unix::fs::FileExt as _;
 
 const SECTOR: u64 = 2048;
 
@@ -181,7 +180,7 @@ fn a_bad_zone_ends_as_exactly_its_sectors() {
 #[test]
 fn good_zones_are_read_before_the_failing_one_is_scraped() {
     let mut src = Faulty::new(4000);
-    src.bad = vec![100..400];
+    src.bad.push(100..400);
     let _ = run(&mut src, RescueMap::new(4000 * SECTOR), opts(4000), &mut Recorder::default(), &Interrupt::new());
     // The last sector of the source is read before any single-sector read inside the bad zone.
     let last_read = src.log.iter().position(|(f, c, _)| f + c >= 4000).expect("end read");
@@ -216,7 +215,7 @@ fn retries_recover_intermittent_sectors() {
 #[test]
 fn slow_zones_are_skipped_in_the_copy_pass_but_read_in_the_end() {
     let mut src = Faulty::new(2000);
-    src.slow = vec![300..340];
+    src.slow.push(300..340);
     let mut o = opts(2000);
     o.slow_read = Some(Duration::from_millis(10));
     let (stop, map, stats, out) =
@@ -235,7 +234,7 @@ fn slow_zones_are_skipped_in_the_copy_pass_but_read_in_the_end() {
 fn stops_as_soon_as_the_hook_says_enough() {
     let sectors = 8000;
     let mut src = Faulty::new(sectors);
-    src.bad = vec![3000..3600];
+    src.bad.push(3000..3600);
     let full = {
         let mut s2 = Faulty::new(sectors);
         s2.bad = src.bad.clone();
