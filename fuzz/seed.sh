@@ -12,7 +12,7 @@ set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/fuzz/corpus}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-for t in luks_header luks2_json dvdisaster_headers ext iso9660 loopaes_keyfile fs_probe open_verify repair; do
+for t in luks_header luks2_json dvdisaster_headers ext iso9660 loopaes_keyfile fs_probe open_verify repair rescue_map; do
     mkdir -p "$out/$t"
 done
 # A tiny tree: files (empty, small, with a hole), a symlink, a hard link, a 120-entry directory,
@@ -120,5 +120,16 @@ PY
     echo "seed: $(ls "$tmp/cs/images" | wc -l) cryptsetup validation headers" >&2
 else
     echo "seed: no cryptsetup validation headers (see the message above)" >&2
+fi
+# rescue_map: ddrescue map files made by ddrescuelog (8 bytes of source size << 16, little
+# endian, then the map text; see loopkit::fuzzing::rescue_map).
+if command -v ddrescuelog >/dev/null; then
+    n=0
+    for list in "1 2 3 100" "0" "5 6 7 8 9 10 11 12 4000"; do
+        n=$((n + 1))
+        printf '%s\n' $list | ddrescuelog -f -b 2048 -s 10000000 -c-+ "$tmp/m$n.map"
+        python3 -c 'import struct,sys; sys.stdout.buffer.write(struct.pack("<Q", 10000000 << 16) + open(sys.argv[1], "rb").read())' \
+            "$tmp/m$n.map" > "$out/rescue_map/ddrescuelog-$n"
+    done
 fi
 ls -R "$out" | head -60

@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("fs_probe", fs_probe),
     ("open_verify", open_verify),
     ("repair", repair),
+    ("rescue_map", rescue_map),
 ];
 
 /// LUKS1/LUKS2 headers (both LUKS2 copies, JSON, keyslots): read, then unlock with a
@@ -180,6 +181,33 @@ pub fn repair(data: &[u8]) {
         );
     }
     let _ = std::fs::remove_file(&out);
+}
+
+/// A GNU ddrescue map file (`loopkit rescue --resume`): parse against a source size taken from
+/// the first 8 bytes; whatever parses must render and parse back to the same map, and setting
+/// block states (driven by the input's bytes) keeps the map contiguous and merged.
+pub fn rescue_map(data: &[u8]) {
+    use crate::rescue::mapfile::{RescueMap, Status};
+    let (size, text) = match data.split_first_chunk::<8>() {
+        Some((s, rest)) => (u64::from_le_bytes(*s) >> 16, rest),
+        None => return,
+    };
+    let text = String::from_utf8_lossy(text);
+    let Ok(mut map) = RescueMap::parse(&text, size) else { return };
+    let again = RescueMap::parse(&map.render(&[]), size).expect("a parsed map renders to a parsable map");
+    assert_eq!(again, map, "render/parse round trip");
+    for w in data.chunks_exact(9).take(64) {
+        let pos = u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+        let len = u64::from(u32::from_le_bytes([w[4], w[5], w[6], w[7]]));
+        map.set(pos, len, Status::ALL[usize::from(w[8]) % Status::ALL.len()]);
+    }
+    let mut next = 0;
+    for b in map.blocks() {
+        assert!(b.pos == next && b.size > 0, "contiguous");
+        next = b.end();
+    }
+    assert_eq!(next, size, "covers the source");
+    assert_eq!(map.bytes_in(Status::Finished) + map.missing_bytes(), size);
 }
 
 #[cfg(test)]
