@@ -12,7 +12,7 @@
 
 use crate::crypto::SectorCipher;
 use crate::image::{Content, Opened};
-use crate::progress::{Interrupt, Progress};
+use crate::progress::Run;
 use crate::source::{ByteSource, SECTOR_BYTES};
 use crate::volume::Layout;
 use sha2::Digest;
@@ -76,12 +76,11 @@ pub fn hash_payload(
     cipher: &dyn SectorCipher,
     layout: Layout,
     opts: Options,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<PayloadDigest> {
     let chunk = (opts.chunk_bytes.max(512) / 512 * 512) as u64;
     let nchunks = layout.size_bytes.div_ceil(chunk);
-    progress.start("verify", Some(layout.size_bytes));
+    run.progress.start("verify", Some(layout.size_bytes));
     let mut hasher = sha2::Sha256::new();
     let mut hole_bytes = 0u64;
     let mut unreadable: Vec<Range<u64>> = Vec::new();
@@ -110,12 +109,12 @@ pub fn hash_payload(
                     _ => {}
                 }
             }
-            progress.advance(buf.len() as u64);
+            run.progress.advance(buf.len() as u64);
             Ok(())
         },
-        interrupt,
+        run.interrupt,
     );
-    progress.finish();
+    run.progress.finish();
     result?;
     Ok(PayloadDigest {
         offset_bytes: layout.offset_bytes,
@@ -218,13 +217,8 @@ impl Outcome {
 ///
 /// # Errors
 /// `InvalidInput` when the image needs a secret that was not given; `Io`; `Interrupted`.
-pub fn verify(
-    opened: &Opened,
-    opts: Options,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> crate::Result<Outcome> {
-    verify_files(opened, opts, None, progress, interrupt)
+pub fn verify(opened: &Opened, opts: Options, run: &mut Run<'_>) -> crate::Result<Outcome> {
+    verify_files(opened, opts, None, run)
 }
 
 /// [`verify`], then walk the files of an ext2/3/4 or ISO9660 file system (directories, inodes,
@@ -237,10 +231,9 @@ pub fn verify_files(
     opened: &Opened,
     opts: Options,
     reference: Option<&crate::manifest::Reference>,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<Outcome> {
-    let mut outcome = verify_payload(opened, opts, progress, interrupt)?;
+    let mut outcome = verify_payload(opened, opts, run)?;
     if opts.ecc_only {
         return Ok(outcome);
     }
@@ -272,18 +265,13 @@ pub fn verify_files(
             return Ok(outcome);
         }
     };
-    let (files, problems) = crate::manifest::check(&*fs, reference, opts.workers, progress, interrupt)?;
+    let (files, problems) = crate::manifest::check(&*fs, reference, opts.workers, run)?;
     outcome.problems.extend(problems);
     outcome.files = Some(files);
     Ok(outcome)
 }
 
-fn verify_payload(
-    opened: &Opened,
-    opts: Options,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> crate::Result<Outcome> {
+fn verify_payload(opened: &Opened, opts: Options, run: &mut Run<'_>) -> crate::Result<Outcome> {
     let mut problems = Vec::new();
     let ecc = match &opened.ecc {
         Some(e) => {
@@ -291,7 +279,7 @@ fn verify_payload(
                 workers: (opts.workers + 1).clamp(1, 8),
                 syndromes: opts.ecc_syndromes,
             };
-            let r = crate::formats::dvdisaster::verify::verify(e, &*opened.file, &eo, progress, interrupt)?;
+            let r = crate::formats::dvdisaster::verify::verify(e, &*opened.file, &eo, run)?;
             problems.extend(r.problems.iter().cloned());
             Some(r)
         }
@@ -335,7 +323,7 @@ fn verify_payload(
             ),
         ));
     }
-    let digest = hash_payload(&*opened.data, &*cipher, layout, opts, progress, interrupt)?;
+    let digest = hash_payload(&*opened.data, &*cipher, layout, opts, run)?;
     if digest.unreadable_bytes > 0 {
         let shown: Vec<String> = digest.unreadable.iter().take(8).map(|r| format!("{}..{}", r.start, r.end)).collect();
         problems.push(Problem::error(
@@ -407,7 +395,7 @@ fn verify_payload(
 mod tests {
     use super::*;
     use crate::crypto::cbc::{CbcSectors, IvScheme};
-    use crate::progress::NoProgress;
+    use crate::progress::{Interrupt, NoProgress};
     use crate::source::MemSource;
 
     /// A source whose bytes in `bad` fail with EIO (like a scratched disc).
@@ -439,7 +427,7 @@ mod tests {
         let digest = |bad: std::ops::Range<u64>, workers: usize| {
             let flaky = Flaky { inner: MemSource::new(ct.clone()), bad };
             let opts = Options { workers, chunk_bytes: 1 << 20, ..Options::default() };
-            hash_payload(&flaky, &c, layout, opts, &mut NoProgress, &Interrupt::new()).unwrap()
+            hash_payload(&flaky, &c, layout, opts, &mut Run::new(&mut NoProgress, &Interrupt::new())).unwrap()
         };
         let d = digest(b1, 2);
         assert_eq!(d.unreadable, vec![(8192 + 4608)..(8192 + 5120)]);
@@ -466,13 +454,20 @@ mod tests {
         let want: [u8; 32] = sha2::Sha256::digest(&expect).into();
         for workers in [1, 2, 3] {
             let opts = Options { workers, chunk_bytes: 256 << 10, ..Options::default() };
-            let d = hash_payload(&MemSource::new(data.clone()), &c, layout, opts, &mut NoProgress, &Interrupt::new())
-                .unwrap();
+            let d = hash_payload(
+                &MemSource::new(data.clone()),
+                &c,
+                layout,
+                opts,
+                &mut Run::new(&mut NoProgress, &Interrupt::new()),
+            )
+            .unwrap();
             assert_eq!(d.sha256, want, "workers {workers}");
         }
         let i = Interrupt::new();
         i.trigger();
-        let e = hash_payload(&MemSource::new(data), &c, layout, Options::default(), &mut NoProgress, &i).unwrap_err();
+        let e = hash_payload(&MemSource::new(data), &c, layout, Options::default(), &mut Run::new(&mut NoProgress, &i))
+            .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Interrupted);
     }
 }
