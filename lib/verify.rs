@@ -273,6 +273,33 @@ pub fn verify_files(
 
 fn verify_payload(opened: &Opened, opts: Options, run: &mut Run<'_>) -> crate::Result<Outcome> {
     let mut problems = Vec::new();
+    let ecc = check_ecc(opened, opts, run, &mut problems)?;
+    if opts.ecc_only {
+        return Ok(Outcome { digest: None, problems, files: None, ecc });
+    }
+    if let Content::LuksUnlocked(u) = &opened.content {
+        problems.extend(u.luks.header.findings.iter().cloned());
+    }
+    let Some((layout, cipher)) = opened.payload()? else {
+        return Err(opened.locked_error());
+    };
+    partial_sector(opened, layout, &mut problems);
+    let digest = hash_payload(&*opened.data, &*cipher, layout, opts, run)?;
+    if digest.unreadable_bytes > 0 {
+        problems.push(unreadable(&digest));
+    }
+    filesystem_findings(opened, layout, &mut problems);
+    Ok(Outcome { digest: Some(digest), problems, files: None, ecc })
+}
+
+/// The dvdisaster check first (when the image carries ECC data), and a warning for each ECC
+/// header passed over.
+fn check_ecc(
+    opened: &Opened,
+    opts: Options,
+    run: &mut Run<'_>,
+    problems: &mut Vec<Problem>,
+) -> crate::Result<Option<crate::formats::dvdisaster::verify::Report>> {
     let ecc = match &opened.ecc {
         Some(e) => {
             let eo = crate::formats::dvdisaster::verify::Options {
@@ -300,15 +327,11 @@ fn verify_payload(opened: &Opened, opts: Options, run: &mut Run<'_>) -> crate::R
             format!("a dvdisaster header was found but is not usable, so the whole file was treated as data: {u}"),
         ));
     }
-    if opts.ecc_only {
-        return Ok(Outcome { digest: None, problems, files: None, ecc });
-    }
-    if let Content::LuksUnlocked(u) = &opened.content {
-        problems.extend(u.luks.header.findings.iter().cloned());
-    }
-    let Some((layout, cipher)) = opened.payload()? else {
-        return Err(opened.locked_error());
-    };
+    Ok(ecc)
+}
+
+/// `image.partial-sector`: the image ends inside a sector (unless the payload size is pinned).
+fn partial_sector(opened: &Opened, layout: Layout, problems: &mut Vec<Problem>) {
     let file_size = opened.data.size_bytes();
     let avail = file_size.saturating_sub(layout.offset_bytes);
     let tail = avail % SECTOR_BYTES;
@@ -323,22 +346,28 @@ fn verify_payload(opened: &Opened, opts: Options, run: &mut Run<'_>) -> crate::R
             ),
         ));
     }
-    let digest = hash_payload(&*opened.data, &*cipher, layout, opts, run)?;
-    if digest.unreadable_bytes > 0 {
-        let shown: Vec<String> = digest.unreadable.iter().take(8).map(|r| format!("{}..{}", r.start, r.end)).collect();
-        problems.push(Problem::error(
-            "image.unreadable",
-            format!(
-                "{} bytes in {}{} range(s) of the image could not be read (file bytes {}{}); they were taken as \
-                 zero ciphertext, so the payload SHA-256 does not describe the original data",
-                digest.unreadable_bytes,
-                digest.unreadable.len(),
-                if digest.unreadable.len() >= MAX_UNREADABLE_RANGES { "+" } else { "" },
-                shown.join(", "),
-                if digest.unreadable.len() > 8 { ", …" } else { "" }
-            ),
-        ));
-    }
+}
+
+/// `image.unreadable`: the ranges that could not be read.
+fn unreadable(digest: &PayloadDigest) -> Problem {
+    let shown: Vec<String> = digest.unreadable.iter().take(8).map(|r| format!("{}..{}", r.start, r.end)).collect();
+    Problem::error(
+        "image.unreadable",
+        format!(
+            "{} bytes in {}{} range(s) of the image could not be read (file bytes {}{}); they were taken as \
+             zero ciphertext, so the payload SHA-256 does not describe the original data",
+            digest.unreadable_bytes,
+            digest.unreadable.len(),
+            if digest.unreadable.len() >= MAX_UNREADABLE_RANGES { "+" } else { "" },
+            shown.join(", "),
+            if digest.unreadable.len() > 8 { ", …" } else { "" }
+        ),
+    )
+}
+
+/// The file system found against the payload: truncated, trailing data, implausible, its own
+/// notes; or no file system where nothing else confirms the key.
+fn filesystem_findings(opened: &Opened, layout: Layout, problems: &mut Vec<Problem>) {
     match opened.filesystem() {
         Some(fs) => {
             if let Some(fs_size) = fs.size_bytes {
@@ -388,7 +417,6 @@ fn verify_payload(opened: &Opened, opts: Options, run: &mut Run<'_>) -> crate::R
         )),
         None => {}
     }
-    Ok(Outcome { digest: Some(digest), problems, files: None, ecc })
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn verify_rs01(
     ecc: &Ecc,
     l: &layout::Rs01Layout,

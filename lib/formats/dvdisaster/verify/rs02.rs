@@ -31,7 +31,6 @@ pub(crate) fn rs02_crc_table(l: &Rs02Layout, image: &dyn ByteSource, fp: &[u8; 1
     Ok(CrcTable { crc, valid, area_md5, missing })
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn verify_rs02(
     ecc: &Ecc,
     l: &Rs02Layout,

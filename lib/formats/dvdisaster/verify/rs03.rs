@@ -210,7 +210,6 @@ impl Rs03Group<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn verify_rs03(
     ecc: &Ecc,
     l: &Rs03Layout,
