@@ -89,11 +89,11 @@ fn main() -> ExitCode {
 /// Print the error and its cause chain once on stderr (and, with --json, as one JSON object
 /// on stdout so scripts always get a document).
 fn report_error(e: &loopkit::Error, json: bool, command: &str) {
-    let msg = loopkit::report::batch::error_chain(e);
+    let msg = loopkit::report::error_chain(e);
     eprintln!("loopkit: error: {}", render::line(&msg));
     if json {
-        let kind = loopkit::report::batch::error_kind_name(e.kind());
-        let doc = loopkit::report::batch::ErrorDoc::new(command, None, kind, msg);
+        let kind = loopkit::report::error_kind_name(e.kind());
+        let doc = loopkit::report::ErrorDoc::new(command, None, kind, msg);
         if let Ok(s) = serde_json::to_string(&doc) {
             println!("{s}");
         }

@@ -82,14 +82,40 @@ pub fn label(b: &[u8]) -> Option<String> {
     if s.is_empty() { None } else { Some(s) }
 }
 
-/// Lower-case hexadecimal (digests in reports and manifests).
+/// Lower-case hexadecimal (digests in reports and manifests): the crate's one hex encoder.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Seconds since the epoch as RFC 3339 / ISO 8601 UTC (`2026-12-06T05:30:00Z`): the crate's one
+/// date formatter (civil-from-days, Howard Hinnant's algorithm; no date library).
+pub fn rfc3339(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_199_145_600), "2008-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_199_145_600 + 3661), "2008-01-01T01:01:01Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_535_000), "2026-12-06T05:30:00Z");
+    }
 
     #[test]
     fn in_and_out_of_bounds() {

@@ -38,7 +38,7 @@
 use crate::finding::Finding as Problem;
 use crate::fs::tree::{self, FileSystem, FileType, Found, NodeId};
 use crate::output::parent_dir;
-use crate::progress::{Interrupt, Progress};
+use crate::progress::Run;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use std::collections::{HashMap, HashSet};
@@ -264,198 +264,250 @@ fn clear(dir: BorrowedFd<'_>, name: &OsStr, p: &Path, force: bool) -> crate::Res
 /// # Errors
 /// `Unsafe` for a non-empty DEST without `force`; `InvalidInput` for a bad `subpath`; `Io` when
 /// writing fails (what was written so far stays); `Interrupted`.
-pub fn extract(
-    fs: &dyn FileSystem,
-    dest: &Path,
-    opts: &Options,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> crate::Result<Outcome> {
+pub fn extract(fs: &dyn FileSystem, dest: &Path, opts: &Options, run: &mut Run<'_>) -> crate::Result<Outcome> {
     let (start, start_name, start_stat) = match &opts.subpath {
         Some(p) => resolve(fs, p)?,
         None => (fs.root(), Vec::new(), fs.stat(fs.root())?),
     };
     let root = prepare(dest, opts.force)?;
-    let mut out = Outcome::default();
-    let mut found: Vec<Found> = Vec::new();
-    if start_stat.file_type == FileType::Dir {
-        let issues = if opts.subpath.is_some() {
-            tree::walk_from(fs, start, interrupt, |f| found.push(f.clone()))?
-        } else {
-            tree::walk(fs, interrupt, |f| found.push(f.clone()))?
-        };
-        out.problems.extend(issues.iter().map(crate::manifest::problem_of));
-        if opts.subpath.is_none() {
-            let root = fs.root();
-            found.retain(|f| !(f.path == b"lost+found" && fs.is_bookkeeping(root, &f.path, f.id)));
-        }
-    } else {
-        found.push(Found { path: start_name, id: start, stat: start_stat });
-    }
-
+    let mut x = Extraction {
+        fs,
+        dest,
+        opts,
+        root,
+        out: Outcome::default(),
+        safe_dirs: HashSet::from([Vec::new()]),
+        dir_meta: Vec::new(),
+        links: HashMap::new(),
+        buf: vec![0u8; 1 << 20],
+    };
+    let found = x.list(start, start_name, start_stat, run)?;
     let total = crate::bytes::sum_saturating(
         found.iter().filter(|f| f.stat.file_type == FileType::File).map(|f| f.stat.size_bytes),
     );
-    progress.start("extracting", Some(total));
-    // Directories (relative to DEST) this run created or verified as real directories: writes
-    // go only into these.
-    let mut safe_dirs: HashSet<Vec<u8>> = HashSet::from([Vec::new()]);
-    let mut dir_meta: Vec<(Vec<u8>, tree::Stat)> = Vec::new();
-    let mut links: HashMap<u64, Vec<u8>> = HashMap::new();
-    let mut buf = vec![0u8; 1 << 20];
+    run.progress.start("extracting", Some(total));
     // The directory of the previous entry, kept open (entries come grouped by directory).
     let mut cur: Option<(Vec<u8>, OwnedFd)> = None;
     for f in &found {
-        interrupt.check()?;
-        let target = dest.join(OsStr::from_bytes(&f.path));
+        run.check()?;
+        x.entry(f, &mut cur, run)?;
+    }
+    drop(cur);
+    x.directory_metadata()?;
+    run.progress.finish();
+    Ok(x.out)
+}
+
+/// One extraction in progress.
+struct Extraction<'a> {
+    fs: &'a dyn FileSystem,
+    dest: &'a Path,
+    opts: &'a Options,
+    /// DEST, opened.
+    root: OwnedFd,
+    out: Outcome,
+    /// Directories (relative to DEST) this run created or verified as real directories: writes
+    /// go only into these.
+    safe_dirs: HashSet<Vec<u8>>,
+    /// Directories whose mode and times are set at the end.
+    dir_meta: Vec<(Vec<u8>, tree::Stat)>,
+    /// Hard-link key → the first path written with it.
+    links: HashMap<u64, Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Extraction<'_> {
+    /// Everything to extract, in walk order (entries grouped by directory).
+    fn list(
+        &mut self,
+        start: NodeId,
+        start_name: Vec<u8>,
+        start_stat: tree::Stat,
+        run: &mut Run<'_>,
+    ) -> crate::Result<Vec<Found>> {
+        let fs = self.fs;
+        let mut found: Vec<Found> = Vec::new();
+        if start_stat.file_type != FileType::Dir {
+            found.push(Found { path: start_name, id: start, stat: start_stat });
+            return Ok(found);
+        }
+        let issues = if self.opts.subpath.is_some() {
+            tree::walk_from(fs, start, run.interrupt, |f| found.push(f.clone()))?
+        } else {
+            tree::walk(fs, run.interrupt, |f| found.push(f.clone()))?
+        };
+        self.out.problems.extend(issues.iter().map(crate::manifest::problem_of));
+        if self.opts.subpath.is_none() {
+            let root = fs.root();
+            found.retain(|f| !(f.path == b"lost+found" && fs.is_bookkeeping(root, &f.path, f.id)));
+        }
+        Ok(found)
+    }
+
+    /// Count an entry as skipped, with its finding.
+    fn skip(&mut self, p: Problem) {
+        self.out.problems.push(p);
+        self.out.counts.skipped += 1;
+    }
+
+    /// Create one entry in its (already created) directory, `cur` holding that directory open.
+    fn entry(&mut self, f: &Found, cur: &mut Option<(Vec<u8>, OwnedFd)>, run: &mut Run<'_>) -> crate::Result<()> {
+        let target = self.dest.join(OsStr::from_bytes(&f.path));
         let shown = format!("/{}", String::from_utf8_lossy(&f.path));
         let (parent, name) = split_rel(&f.path);
         let name = OsStr::from_bytes(name);
-        if !safe_dirs.contains(parent) || name.is_empty() {
-            out.counts.skipped += 1;
-            out.problems
-                .push(Problem::error("extract.skipped", format!("{shown}: its directory was not created; skipped")));
-            continue;
+        if !self.safe_dirs.contains(parent) || name.is_empty() {
+            self.skip(Problem::error("extract.skipped", format!("{shown}: its directory was not created; skipped")));
+            return Ok(());
         }
         if cur.as_ref().is_none_or(|(p, _)| p != parent) {
-            let fd = open_dir(root.as_fd(), parent).map_err(|e| io(parent_dir(&target), e))?;
-            cur = Some((parent.to_vec(), fd));
+            let fd = open_dir(self.root.as_fd(), parent).map_err(|e| io(parent_dir(&target), e))?;
+            *cur = Some((parent.to_vec(), fd));
         }
-        let Some((_, dir)) = &cur else { continue };
-        let dir = dir.as_fd();
-        let s = &f.stat;
-        match s.file_type {
-            FileType::Dir => {
-                if !clear(dir, name, &target, opts.force)? {
-                    match rfs::mkdirat(dir, name, Mode::from_bits_truncate(0o777)) {
-                        Ok(()) => {}
-                        Err(e) if unrestorable(e) => {
-                            out.problems.push(Problem::error(
-                                "extract.skipped",
-                                format!(
-                                    "{shown}: the directory cannot be created here ({e}); skipped with its contents"
-                                ),
-                            ));
-                            out.counts.skipped += 1;
-                            continue;
-                        }
-                        Err(e) => return Err(io(&target, e.into())),
-                    }
-                }
-                safe_dirs.insert(f.path.clone());
-                dir_meta.push((f.path.clone(), s.clone()));
-                out.counts.dirs += 1;
-            }
-            FileType::File => {
-                let first = if s.nlink > 1 { s.link_key.and_then(|k| links.get(&k)) } else { None };
-                if let Some(first) = first {
-                    clear(dir, name, &target, opts.force)?;
-                    let (fp, fname) = split_rel(first);
-                    let fdir = open_dir(root.as_fd(), fp).map_err(|e| io(&target, e))?;
-                    rfs::linkat(&fdir, OsStr::from_bytes(fname), dir, name, AtFlags::empty())
-                        .map_err(|e| io(&target, e.into()))?;
-                    out.counts.hardlinks += 1;
-                    continue;
-                }
-                clear(dir, name, &target, opts.force)?;
-                let w = Writing { dir, name, target: &target, allow_damaged: opts.allow_damaged };
-                let file = match write_file(fs, f.id, &w, &mut buf, progress, interrupt)? {
-                    Ok((file, n, damage)) => {
-                        out.counts.bytes += n;
-                        out.counts.files += 1;
-                        if let Some(d) = damage {
-                            out.problems.push(Problem::error(
-                                "extract.damaged",
-                                format!("{shown}: written with --allow-damaged, but {d}"),
-                            ));
-                        }
-                        file
-                    }
-                    Err(Skip::Unreadable(e)) => {
-                        let _ = rfs::unlinkat(dir, name, AtFlags::empty());
-                        out.problems.push(Problem::error(
-                            "extract.unreadable",
-                            format!("{shown}: not written: {e} (--allow-damaged writes what can be read)"),
-                        ));
-                        out.counts.skipped += 1;
-                        continue;
-                    }
-                    Err(Skip::Unrestorable(why)) => {
-                        out.problems.push(Problem::error("extract.skipped", format!("{shown}: {why}; skipped")));
-                        out.counts.skipped += 1;
-                        continue;
-                    }
-                };
-                // fchmod / futimens on the descriptor just created: no path is looked up again.
-                if let Some(m) = s.mode {
-                    file.set_permissions(std::fs::Permissions::from_mode(m & !SET_ID_BITS))
-                        .map_err(|e| io(&target, e))?;
-                }
-                if let Some(t) = s.mtime {
-                    file.set_times(std::fs::FileTimes::new().set_modified(time_of(t))).map_err(|e| io(&target, e))?;
-                }
-                if let Some(k) = s.link_key.filter(|_| s.nlink > 1) {
-                    links.insert(k, f.path.clone());
-                }
-            }
-            FileType::Symlink => match fs.readlink(f.id) {
-                Ok(t) if t.is_empty() || t.contains(&0) => {
-                    let why = if t.is_empty() { "the target is empty" } else { "the target contains a NUL byte" };
-                    out.problems.push(Problem::error(
-                        "extract.skipped",
-                        format!("{shown}: {why}, which no Linux symlink can hold; skipped"),
-                    ));
-                    out.counts.skipped += 1;
-                }
-                Ok(t) => {
-                    clear(dir, name, &target, opts.force)?;
-                    match rfs::symlinkat(OsStr::from_bytes(&t), dir, name) {
-                        Ok(()) => out.counts.symlinks += 1,
-                        Err(e) if unrestorable(e) => {
-                            out.problems.push(Problem::error(
-                                "extract.skipped",
-                                format!("{shown}: the symlink cannot be created here ({e}); skipped"),
-                            ));
-                            out.counts.skipped += 1;
-                        }
-                        Err(e) => return Err(io(&target, e.into())),
-                    }
-                }
-                Err(e) => {
-                    out.problems.push(Problem::error("extract.unreadable", format!("{shown}: {e}")));
-                    out.counts.skipped += 1;
-                }
-            },
+        let Some((_, dir)) = cur else { return Ok(()) };
+        let at = At { dir: dir.as_fd(), name, target: &target, shown: &shown };
+        match f.stat.file_type {
+            FileType::Dir => self.directory(f, &at),
+            FileType::File => self.file(f, &at, run),
+            FileType::Symlink => self.symlink(f, &at),
             other => {
-                out.problems.push(Problem::warning(
+                self.skip(Problem::warning(
                     "extract.skipped",
                     format!(
                         "{shown}: a {} is not created (extract restores files, directories and links); skipped",
                         other.name()
                     ),
                 ));
-                out.counts.skipped += 1;
+                Ok(())
             }
         }
     }
-    drop(cur);
-    // Directory modes and times last (children change a directory's mtime; a read-only
-    // directory would block writing its children), deepest first, each on its own descriptor.
-    for (rel, s) in dir_meta.iter().rev() {
-        let p = dest.join(OsStr::from_bytes(rel));
-        let d = open_dir(root.as_fd(), rel).map_err(|e| io(&p, e))?;
+
+    fn directory(&mut self, f: &Found, at: &At<'_>) -> crate::Result<()> {
+        if !clear(at.dir, at.name, at.target, self.opts.force)? {
+            match rfs::mkdirat(at.dir, at.name, Mode::from_bits_truncate(0o777)) {
+                Ok(()) => {}
+                Err(e) if unrestorable(e) => {
+                    self.skip(Problem::error(
+                        "extract.skipped",
+                        format!("{}: the directory cannot be created here ({e}); skipped with its contents", at.shown),
+                    ));
+                    return Ok(());
+                }
+                Err(e) => return Err(io(at.target, e.into())),
+            }
+        }
+        self.safe_dirs.insert(f.path.clone());
+        self.dir_meta.push((f.path.clone(), f.stat.clone()));
+        self.out.counts.dirs += 1;
+        Ok(())
+    }
+
+    fn file(&mut self, f: &Found, at: &At<'_>, run: &mut Run<'_>) -> crate::Result<()> {
+        let (s, shown, target) = (&f.stat, at.shown, at.target);
+        let first = if s.nlink > 1 { s.link_key.and_then(|k| self.links.get(&k)) } else { None };
+        if let Some(first) = first {
+            clear(at.dir, at.name, target, self.opts.force)?;
+            let (fp, fname) = split_rel(first);
+            let fdir = open_dir(self.root.as_fd(), fp).map_err(|e| io(target, e))?;
+            rfs::linkat(&fdir, OsStr::from_bytes(fname), at.dir, at.name, AtFlags::empty())
+                .map_err(|e| io(target, e.into()))?;
+            self.out.counts.hardlinks += 1;
+            return Ok(());
+        }
+        clear(at.dir, at.name, target, self.opts.force)?;
+        let w = Writing { dir: at.dir, name: at.name, target, allow_damaged: self.opts.allow_damaged };
+        let file = match write_file(self.fs, f.id, &w, &mut self.buf, run)? {
+            Ok((file, n, damage)) => {
+                self.out.counts.bytes += n;
+                self.out.counts.files += 1;
+                if let Some(d) = damage {
+                    self.out.problems.push(Problem::error(
+                        "extract.damaged",
+                        format!("{shown}: written with --allow-damaged, but {d}"),
+                    ));
+                }
+                file
+            }
+            Err(Skip::Unreadable(e)) => {
+                let _ = rfs::unlinkat(at.dir, at.name, AtFlags::empty());
+                self.skip(Problem::error(
+                    "extract.unreadable",
+                    format!("{shown}: not written: {e} (--allow-damaged writes what can be read)"),
+                ));
+                return Ok(());
+            }
+            Err(Skip::Unrestorable(why)) => {
+                self.skip(Problem::error("extract.skipped", format!("{shown}: {why}; skipped")));
+                return Ok(());
+            }
+        };
+        // fchmod / futimens on the descriptor just created: no path is looked up again.
         if let Some(m) = s.mode {
-            rfs::fchmod(&d, Mode::from_bits_truncate(m & !SET_ID_BITS & 0o7777)).map_err(|e| io(&p, e.into()))?;
+            file.set_permissions(std::fs::Permissions::from_mode(m & !SET_ID_BITS)).map_err(|e| io(target, e))?;
         }
         if let Some(t) = s.mtime {
-            let omit = rfs::Timespec { tv_sec: 0, tv_nsec: rfs::UTIME_OMIT };
-            let when = rfs::Timespec { tv_sec: t, tv_nsec: 0 };
-            rfs::futimens(&d, &rfs::Timestamps { last_access: omit, last_modification: when })
-                .map_err(|e| io(&p, e.into()))?;
+            file.set_times(std::fs::FileTimes::new().set_modified(time_of(t))).map_err(|e| io(target, e))?;
         }
+        if let Some(k) = s.link_key.filter(|_| s.nlink > 1) {
+            self.links.insert(k, f.path.clone());
+        }
+        Ok(())
     }
-    progress.finish();
-    Ok(out)
+
+    fn symlink(&mut self, f: &Found, at: &At<'_>) -> crate::Result<()> {
+        let shown = at.shown;
+        match self.fs.readlink(f.id) {
+            Ok(t) if t.is_empty() || t.contains(&0) => {
+                let why = if t.is_empty() { "the target is empty" } else { "the target contains a NUL byte" };
+                self.skip(Problem::error(
+                    "extract.skipped",
+                    format!("{shown}: {why}, which no Linux symlink can hold; skipped"),
+                ));
+            }
+            Ok(t) => {
+                clear(at.dir, at.name, at.target, self.opts.force)?;
+                match rfs::symlinkat(OsStr::from_bytes(&t), at.dir, at.name) {
+                    Ok(()) => self.out.counts.symlinks += 1,
+                    Err(e) if unrestorable(e) => self.skip(Problem::error(
+                        "extract.skipped",
+                        format!("{shown}: the symlink cannot be created here ({e}); skipped"),
+                    )),
+                    Err(e) => return Err(io(at.target, e.into())),
+                }
+            }
+            Err(e) => self.skip(Problem::error("extract.unreadable", format!("{shown}: {e}"))),
+        }
+        Ok(())
+    }
+
+    /// Directory modes and times last (children change a directory's mtime; a read-only
+    /// directory would block writing its children), deepest first, each on its own descriptor.
+    fn directory_metadata(&self) -> crate::Result<()> {
+        for (rel, s) in self.dir_meta.iter().rev() {
+            let p = self.dest.join(OsStr::from_bytes(rel));
+            let d = open_dir(self.root.as_fd(), rel).map_err(|e| io(&p, e))?;
+            if let Some(m) = s.mode {
+                rfs::fchmod(&d, Mode::from_bits_truncate(m & !SET_ID_BITS & 0o7777)).map_err(|e| io(&p, e.into()))?;
+            }
+            if let Some(t) = s.mtime {
+                let omit = rfs::Timespec { tv_sec: 0, tv_nsec: rfs::UTIME_OMIT };
+                let when = rfs::Timespec { tv_sec: t, tv_nsec: 0 };
+                rfs::futimens(&d, &rfs::Timestamps { last_access: omit, last_modification: when })
+                    .map_err(|e| io(&p, e.into()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where one entry goes: its directory (open), its name there, its path for messages.
+struct At<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a OsStr,
+    target: &'a Path,
+    /// `/path` inside the file system.
+    shown: &'a str,
 }
 
 /// Whether creating an entry failed because of the entry itself (a name or target the
@@ -494,8 +546,7 @@ fn write_file(
     id: NodeId,
     w: &Writing<'_>,
     buf: &mut [u8],
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<Result<Written, Skip>> {
     let reader = match fs.open(id) {
         Ok(r) => r,
@@ -528,7 +579,7 @@ fn write_file(
     for r in ranges {
         let mut off = r.start;
         while off < r.end {
-            interrupt.check()?;
+            run.interrupt.check()?;
             let want = ((r.end - off) as usize).min(buf.len());
             let n = match reader.read_at(&mut buf[..want], off) {
                 Ok(0) => {
@@ -567,10 +618,10 @@ fn write_file(
             }
             off += n as u64;
             advanced += n as u64;
-            progress.advance(n as u64);
+            run.progress.advance(n as u64);
         }
     }
-    progress.advance(size.saturating_sub(advanced));
+    run.progress.advance(size.saturating_sub(advanced));
     file.set_len(size).map_err(|e| io(w.target, e))?;
     let mut damage = Vec::new();
     if !map_damage.is_empty() {

@@ -148,8 +148,11 @@ pub fn open_verify(data: &[u8]) {
     let hints = crate::image::SourceHints { name: "fuzz.img".into(), ..Default::default() };
     if let Ok(opened) = crate::image::open_source(src, &secrets, &opts, &hints) {
         let vo = crate::verify::Options { workers: 1, ..Default::default() };
-        let _ =
-            crate::verify::verify(&opened, vo, &mut crate::progress::NoProgress, &crate::progress::Interrupt::new());
+        let _ = crate::verify::verify(
+            &opened,
+            vo,
+            &mut crate::progress::Run::new(&mut crate::progress::NoProgress, &crate::progress::Interrupt::new()),
+        );
     }
 }
 
@@ -176,8 +179,7 @@ pub fn repair(data: &[u8]) {
             &img_path,
             &out,
             &opts,
-            &mut crate::progress::NoProgress,
-            &crate::progress::Interrupt::new(),
+            &mut crate::progress::Run::new(&mut crate::progress::NoProgress, &crate::progress::Interrupt::new()),
         );
     }
     let _ = std::fs::remove_file(&out);

@@ -11,7 +11,7 @@
 
 use crate::finding::{Finding as Problem, Severity};
 use crate::fs::tree::{self, FileSystem, FileType, Found, PathIssue};
-use crate::progress::{Interrupt, Progress};
+use crate::progress::Run;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
@@ -207,29 +207,18 @@ struct Job {
 /// # Errors
 /// `Interrupted`; `Corrupt`/`Io` only when the root directory is unusable (everything else is a
 /// problem in [`Built::problems`]).
-pub fn from_fs(
-    fs: &dyn FileSystem,
-    workers: usize,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> crate::Result<Built> {
-    build(fs, true, workers, progress, interrupt)
+pub fn from_fs(fs: &dyn FileSystem, workers: usize, run: &mut Run<'_>) -> crate::Result<Built> {
+    build(fs, true, workers, run)
 }
 
 /// [`from_fs`]; with `hash == false` every file's map is still resolved and checked, but its
 /// contents are not read (`sha256` stays null): the structural walk of a plain `verify`, whose
 /// payload pass has already read every byte.
-fn build(
-    fs: &dyn FileSystem,
-    hash: bool,
-    workers: usize,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> crate::Result<Built> {
+fn build(fs: &dyn FileSystem, hash: bool, workers: usize, run: &mut Run<'_>) -> crate::Result<Built> {
     let mut found: Vec<Found> = Vec::new();
-    progress.start("reading directories", None);
-    let issues = tree::walk(fs, interrupt, |f| found.push(f.clone()))?;
-    progress.finish();
+    run.progress.start("reading directories", None);
+    let issues = tree::walk(fs, run.interrupt, |f| found.push(f.clone()))?;
+    run.progress.finish();
     let mut problems: Vec<Problem> = issues.iter().map(problem_of).collect();
     let root = fs.root();
     // Leave out mkfs's empty lost+found (and what it contains: nothing).
@@ -286,7 +275,7 @@ fn build(
 
     let total = if hash { crate::bytes::sum_saturating(jobs.iter().map(|j| entries[j.entry].size)) } else { 0 };
     let label = if hash { "hashing files" } else { "checking files" };
-    let results = crate::pipeline::Pool::new(workers.clamp(1, 16), progress, interrupt)
+    let results = crate::pipeline::Pool::new(workers.clamp(1, 16), &mut *run.progress, run.interrupt)
         .phase(label, Some(total))
         .run_each(&jobs, || Ok(vec![0u8; CHUNK_BYTES]), |job, buf, tick| hash_one(fs, job.id, hash, buf, tick))?;
     for (job, res) in jobs.iter().zip(results) {
@@ -346,7 +335,7 @@ fn hash_one(
 ///
 /// # Errors
 /// `Io` when `root` cannot be read; `Interrupted`.
-pub fn from_dir(root: &Path, progress: &mut dyn Progress, interrupt: &Interrupt) -> crate::Result<Built> {
+pub fn from_dir(root: &Path, run: &mut Run<'_>) -> crate::Result<Built> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(root).map_err(|e| crate::Error::io(format!("cannot read {}", root.display()), e))?;
@@ -358,16 +347,16 @@ pub fn from_dir(root: &Path, progress: &mut dyn Progress, interrupt: &Interrupt)
     type Row = (String, Entry, Option<std::path::PathBuf>, Option<(u64, u64)>);
     let mut rows: Vec<Row> = Vec::new();
     let mut first_name: HashMap<(u64, u64), String> = HashMap::new();
-    progress.start("reading the directory tree", None);
+    run.progress.start("reading the directory tree", None);
     let mut walker: Vec<walkdir::DirEntry> = Vec::new();
     for item in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
-        interrupt.check()?;
+        run.interrupt.check()?;
         match item {
             Ok(d) => walker.push(d),
             Err(e) => problems.push(Problem::error("dir.unreadable", e.to_string())),
         }
     }
-    progress.finish();
+    run.progress.finish();
     for d in walker {
         let rel = d.path().strip_prefix(root).unwrap_or(d.path());
         let path = escape(rel.as_os_str().as_bytes());
@@ -412,7 +401,7 @@ pub fn from_dir(root: &Path, progress: &mut dyn Progress, interrupt: &Interrupt)
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     // Hard links: the first name in path order is the file, the others point to it.
     let total = crate::bytes::sum_saturating(rows.iter().filter(|r| r.2.is_some()).map(|r| r.1.size));
-    progress.start("hashing files", Some(total));
+    run.progress.start("hashing files", Some(total));
     let mut entries = Vec::with_capacity(rows.len());
     let mut digests: BTreeMap<String, Option<String>> = BTreeMap::new();
     for (path, mut e, hp, key) in rows {
@@ -425,7 +414,7 @@ pub fn from_dir(root: &Path, progress: &mut dyn Progress, interrupt: &Interrupt)
                 if let Some(k) = key {
                     first_name.insert(k, path.clone());
                 }
-                match hash_file(&p, progress, interrupt) {
+                match hash_file(&p, run) {
                     Ok(d) => e.sha256 = Some(crate::bytes::hex(&d)),
                     Err(err) if err.kind() == crate::ErrorKind::Interrupted => return Err(err),
                     Err(err) => problems.push(Problem::error("dir.unreadable", format!("/{path}: {err}"))),
@@ -435,23 +424,23 @@ pub fn from_dir(root: &Path, progress: &mut dyn Progress, interrupt: &Interrupt)
         }
         entries.push(e);
     }
-    progress.finish();
+    run.progress.finish();
     Ok(Built { manifest: Manifest { loopkit_manifest: MANIFEST_VERSION, entries }, problems })
 }
 
-fn hash_file(p: &Path, progress: &mut dyn Progress, interrupt: &Interrupt) -> crate::Result<[u8; 32]> {
+fn hash_file(p: &Path, run: &mut Run<'_>) -> crate::Result<[u8; 32]> {
     use std::io::Read;
     let mut f = std::fs::File::open(p).map_err(|e| crate::Error::io(format!("cannot open {}", p.display()), e))?;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; CHUNK_BYTES];
     loop {
-        interrupt.check()?;
+        run.interrupt.check()?;
         let n = f.read(&mut buf).map_err(|e| crate::Error::io(format!("reading {}", p.display()), e))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
-        progress.advance(n as u64);
+        run.progress.advance(n as u64);
     }
     Ok(h.finalize().into())
 }
@@ -582,10 +571,9 @@ pub fn check(
     fs: &dyn FileSystem,
     reference: Option<&Reference>,
     workers: usize,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<(FilesCheck, Vec<Problem>)> {
-    let built = build(fs, reference.is_some(), workers, progress, interrupt)?;
+    let built = build(fs, reference.is_some(), workers, run)?;
     let mut problems = built.problems;
     let m = &built.manifest;
     let walk_problems = problems.iter().filter(|p| p.severity == Severity::Error).count() as u64;
@@ -595,7 +583,7 @@ pub fn check(
             let reference = match r {
                 Reference::Manifest(m) => m.clone(),
                 Reference::Dir(p) => {
-                    let b = from_dir(p, progress, interrupt)?;
+                    let b = from_dir(p, run)?;
                     problems.extend(b.problems);
                     b.manifest
                 }

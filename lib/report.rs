@@ -1,11 +1,13 @@
 //! The JSON documents loopkit prints (`--json`): one place that defines the wire format, built
 //! from library results, one file per document (`inspect`, `verify`, `manifest`, `extract`,
-//! `strip-ecc`/`repair`, `migrate`, `extents`, `rescue`); this root holds the parts several documents
+//! `strip-ecc`/`repair`, `migrate`, `extents`, `rescue`, and the generic error document); this root
+//! holds the parts several documents
 //! share; `batch` (batch verification and the fixity catalog) and `html` (the HTML report) are
 //! public submodules. Every document carries `"loopkit_json": 1`. See `docs/JSON.md`.
 
 pub mod batch;
 mod ecc;
+mod error;
 mod extents;
 mod extract;
 pub mod html;
@@ -16,6 +18,7 @@ mod rescue;
 mod verify;
 
 pub use ecc::{Repair, StripEcc, repair, strip_ecc};
+pub use error::{ErrorBody, ErrorDoc, error_chain, error_kind_name};
 pub use extents::{Backing, ExtentCheck, ExtentMismatch, ExtentRow, ExtentSummary, Extents, Finding, extents};
 pub use extract::Extract;
 pub use inspect::{Alternative, DetectionReport, Inspect, LuksDetails, LuksKeyslot, inspect};

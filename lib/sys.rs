@@ -1,7 +1,7 @@
 //! The one place with `unsafe` for system calls: the ioctls and `fcntl`s that neither `rustix`
 //! nor `std` wrap (FIEMAP, `BLKGETSIZE64`, `FS_IOC_FSGETXATTR`, `XFS_IOC_FSGEOMETRY`,
-//! `F_SETLEASE`/`F_GETLEASE`) and
-//! page-aligned buffers for `O_DIRECT`. Everything else (fstatfs, fadvise, futimens, fallocate,
+//! `F_SETLEASE`/`F_GETLEASE`, `unshare`). Aligned `O_DIRECT` buffers need no `unsafe`
+//! (`output::direct::AlignedBuf`). Everything else (fstatfs, fadvise, futimens, fallocate,
 //! `FS_IOC_GETFLAGS`, `BLKSSZGET`, `SEEK_DATA`) goes through `rustix`'s safe API at the call site.
 //!
 //! Every ioctl number is computed from the kernel's `_IOR`/`_IOWR` definition and the size of the
@@ -190,16 +190,34 @@ pub fn fiemap(
         .collect())
 }
 
-// SAFETY (both helpers): `T` is one of the plain-old-data `#[repr(C)]` structs above (integers
-// only, no padding that matters, every bit pattern valid), and `words` holds exactly
-// `size_of::<T>()` bytes at 8-byte alignment (asserted).
-fn write_words<T: Copy>(words: &mut [u64], value: &T) {
+/// Plain old data: a `#[repr(C)]` struct of integers whose size is a multiple of 8, with no
+/// padding, for which every bit pattern is a valid value — what [`read_words`] and
+/// [`write_words`] may copy from and to raw `u64` words (the bytemuck `Pod` contract).
+///
+/// # Safety
+/// Implement it only for types that satisfy all of the above.
+unsafe trait Plain: Copy {}
+
+// SAFETY: `#[repr(C)]`, u64/u32 fields only (2 × u64 + 4 × u32 = 32 bytes, no padding), every
+// bit pattern valid.
+unsafe impl Plain for FiemapHeader {}
+// SAFETY: `#[repr(C)]`, u64/u32 fields only (5 × u64 + 4 × u32 = 56 bytes, no padding), every
+// bit pattern valid.
+unsafe impl Plain for RawFiemapExtent {}
+
+/// Copy `value`'s bytes into `words` (exactly `size_of::<T>()` bytes; panics otherwise).
+fn write_words<T: Plain>(words: &mut [u64], value: &T) {
     assert_eq!(words.len() * 8, size_of::<T>());
+    // SAFETY: `words` has exactly `size_of::<T>()` writable bytes (asserted); the write is
+    // unaligned-tolerant; `T: Plain` has no padding, so no uninitialised bytes reach `words`.
     unsafe { std::ptr::write_unaligned(words.as_mut_ptr().cast::<T>(), *value) }
 }
 
-fn read_words<T: Copy>(words: &[u64]) -> T {
+/// A `T` from `words` (exactly `size_of::<T>()` bytes; panics otherwise).
+fn read_words<T: Plain>(words: &[u64]) -> T {
     assert_eq!(words.len() * 8, size_of::<T>());
+    // SAFETY: `words` has exactly `size_of::<T>()` initialised bytes (asserted); the read is
+    // unaligned-tolerant; every bit pattern is a valid `T: Plain`.
     unsafe { std::ptr::read_unaligned(words.as_ptr().cast::<T>()) }
 }
 
@@ -251,48 +269,44 @@ pub fn get_lease(fd: BorrowedFd<'_>) -> io::Result<Lease> {
     }
 }
 
-/// A zero-initialised heap buffer aligned for `O_DIRECT` (to `align`, a power of two ≥ 512).
+/// A zero-initialised heap buffer aligned for `O_DIRECT` (to `align`, a power of two ≥ 512):
+/// kept, with no `unsafe`, only for the remap engine and `loopkit extents --check` until they
+/// move to [`crate::output::direct::AlignedBuf::zeroed`], the crate's one aligned buffer (which
+/// gives exactly `len` bytes where this gives at least one aligned block).
+#[derive(Debug)]
 pub struct AlignedBuf {
-    ptr: std::ptr::NonNull<u8>,
-    layout: std::alloc::Layout,
+    v: Vec<u8>,
+    start: usize,
+    size: usize,
 }
 
-// SAFETY: AlignedBuf owns its allocation exclusively, like a Vec<u8>.
-unsafe impl Send for AlignedBuf {}
-// SAFETY: shared references only give out `&[u8]`.
-unsafe impl Sync for AlignedBuf {}
-
 impl AlignedBuf {
-    /// `len` zero bytes aligned to `align` (`len` 0 allocates one aligned block).
+    /// `len` zero bytes (at least one block) aligned to `align` (raised to 512).
     ///
     /// # Errors
-    /// `InvalidInput` for a bad alignment or size, `OutOfMemory` when the allocation fails.
+    /// `InvalidInput` when `align` is not a power of two.
     pub fn new(len: usize, align: usize) -> io::Result<AlignedBuf> {
-        let layout = std::alloc::Layout::from_size_align(len.max(align), align.max(512))
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = std::ptr::NonNull::new(raw).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        Ok(AlignedBuf { ptr, layout })
+        let align = align.max(512);
+        if !align.is_power_of_two() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("alignment {align} is not a power of two"),
+            ));
+        }
+        let size = len.max(align);
+        let v = vec![0u8; size + align];
+        let start = (align - (v.as_ptr() as usize) % align) % align;
+        Ok(AlignedBuf { v, start, size })
     }
 
     /// The whole buffer.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr is valid for layout.size() initialised bytes for the life of self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+        &self.v[self.start..self.start + self.size]
     }
 
     /// The whole buffer, mutably.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and &mut self guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with exactly this layout.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        &mut self.v[self.start..self.start + self.size]
     }
 }
 
@@ -324,6 +338,9 @@ mod tests {
         // include/uapi/linux/fiemap.h and fs.h
         assert_eq!(size_of::<FiemapHeader>(), 32);
         assert_eq!(size_of::<RawFiemapExtent>(), 56);
+        // The `Plain` types: no padding (the sum of the fields' sizes).
+        assert_eq!(size_of::<FiemapHeader>(), 2 * 8 + 4 * 4);
+        assert_eq!(size_of::<RawFiemapExtent>(), 3 * 8 + 2 * 8 + 4 + 3 * 4);
         assert_eq!(size_of::<FsXattr>(), 28);
         assert_eq!(size_of::<XfsFsopGeom>(), 256);
         assert_eq!(std::mem::offset_of!(XfsFsopGeom, flags), 92);
@@ -339,12 +356,13 @@ mod tests {
 
     #[test]
     fn aligned_buffers_are_aligned_and_zeroed() {
-        for align in [512usize, 4096] {
-            let mut b = AlignedBuf::new(10_000, align).unwrap();
-            assert_eq!(b.as_slice().as_ptr() as usize % align, 0);
+        for (len, align) in [(10_000, 512usize), (10_000, 4096), (0, 0), (0, 4096)] {
+            let mut b = AlignedBuf::new(len, align).unwrap();
+            assert!(b.as_slice().len() >= len.max(512));
+            assert_eq!(b.as_slice().as_ptr() as usize % align.max(512), 0);
             assert!(b.as_slice().iter().all(|&x| x == 0));
-            b.as_mut_slice()[9_999] = 7;
-            assert_eq!(b.as_slice()[9_999], 7);
+            b.as_mut_slice()[len.max(1) - 1] = 7;
+            assert_eq!(b.as_slice()[len.max(1) - 1], 7);
         }
     }
 

@@ -12,7 +12,7 @@
 
 use crate::crypto::SectorCipher;
 use crate::image::{Content, Opened};
-use crate::progress::{Interrupt, Progress};
+use crate::progress::Run;
 use crate::source::{ByteSource, SECTOR_BYTES};
 use crate::volume::Layout;
 use sha2::Digest;
@@ -76,12 +76,11 @@ pub fn hash_payload(
     cipher: &dyn SectorCipher,
     layout: Layout,
     opts: Options,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<PayloadDigest> {
     let chunk = (opts.chunk_bytes.max(512) / 512 * 512) as u64;
     let nchunks = layout.size_bytes.div_ceil(chunk);
-    progress.start("verify", Some(layout.size_bytes));
+    run.progress.start("verify", Some(layout.size_bytes));
     let mut hasher = sha2::Sha256::new();
     let mut hole_bytes = 0u64;
     let mut unreadable: Vec<Range<u64>> = Vec::new();
@@ -110,12 +109,12 @@ pub fn hash_payload(
                     _ => {}
                 }
             }
-            progress.advance(buf.len() as u64);
+            run.progress.advance(buf.len() as u64);
             Ok(())
         },
-        interrupt,
+        run.interrupt,
     );
-    progress.finish();
+    run.progress.finish();
     result?;
     Ok(PayloadDigest {
         offset_bytes: layout.offset_bytes,
@@ -218,13 +217,8 @@ impl Outcome {
 ///
 /// # Errors
 /// `InvalidInput` when the image needs a secret that was not given; `Io`; `Interrupted`.
-pub fn verify(
-    opened: &Opened,
-    opts: Options,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> crate::Result<Outcome> {
-    verify_files(opened, opts, None, progress, interrupt)
+pub fn verify(opened: &Opened, opts: Options, run: &mut Run<'_>) -> crate::Result<Outcome> {
+    verify_files(opened, opts, None, run)
 }
 
 /// [`verify`], then walk the files of an ext2/3/4 or ISO9660 file system (directories, inodes,
@@ -237,10 +231,9 @@ pub fn verify_files(
     opened: &Opened,
     opts: Options,
     reference: Option<&crate::manifest::Reference>,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<Outcome> {
-    let mut outcome = verify_payload(opened, opts, progress, interrupt)?;
+    let mut outcome = verify_payload(opened, opts, run)?;
     if opts.ecc_only {
         return Ok(outcome);
     }
@@ -272,26 +265,48 @@ pub fn verify_files(
             return Ok(outcome);
         }
     };
-    let (files, problems) = crate::manifest::check(&*fs, reference, opts.workers, progress, interrupt)?;
+    let (files, problems) = crate::manifest::check(&*fs, reference, opts.workers, run)?;
     outcome.problems.extend(problems);
     outcome.files = Some(files);
     Ok(outcome)
 }
 
-fn verify_payload(
+fn verify_payload(opened: &Opened, opts: Options, run: &mut Run<'_>) -> crate::Result<Outcome> {
+    let mut problems = Vec::new();
+    let ecc = check_ecc(opened, opts, run, &mut problems)?;
+    if opts.ecc_only {
+        return Ok(Outcome { digest: None, problems, files: None, ecc });
+    }
+    if let Content::LuksUnlocked(u) = &opened.content {
+        problems.extend(u.luks.header.findings.iter().cloned());
+    }
+    let Some((layout, cipher)) = opened.payload()? else {
+        return Err(opened.locked_error());
+    };
+    partial_sector(opened, layout, &mut problems);
+    let digest = hash_payload(&*opened.data, &*cipher, layout, opts, run)?;
+    if digest.unreadable_bytes > 0 {
+        problems.push(unreadable(&digest));
+    }
+    filesystem_findings(opened, layout, &mut problems);
+    Ok(Outcome { digest: Some(digest), problems, files: None, ecc })
+}
+
+/// The dvdisaster check first (when the image carries ECC data), and a warning for each ECC
+/// header passed over.
+fn check_ecc(
     opened: &Opened,
     opts: Options,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> crate::Result<Outcome> {
-    let mut problems = Vec::new();
+    run: &mut Run<'_>,
+    problems: &mut Vec<Problem>,
+) -> crate::Result<Option<crate::formats::dvdisaster::verify::Report>> {
     let ecc = match &opened.ecc {
         Some(e) => {
             let eo = crate::formats::dvdisaster::verify::Options {
                 workers: (opts.workers + 1).clamp(1, 8),
                 syndromes: opts.ecc_syndromes,
             };
-            let r = crate::formats::dvdisaster::verify::verify(e, &*opened.file, &eo, progress, interrupt)?;
+            let r = crate::formats::dvdisaster::verify::verify(e, &*opened.file, &eo, run)?;
             problems.extend(r.problems.iter().cloned());
             Some(r)
         }
@@ -312,15 +327,11 @@ fn verify_payload(
             format!("a dvdisaster header was found but is not usable, so the whole file was treated as data: {u}"),
         ));
     }
-    if opts.ecc_only {
-        return Ok(Outcome { digest: None, problems, files: None, ecc });
-    }
-    if let Content::LuksUnlocked(u) = &opened.content {
-        problems.extend(u.luks.header.findings.iter().cloned());
-    }
-    let Some((layout, cipher)) = opened.payload()? else {
-        return Err(opened.locked_error());
-    };
+    Ok(ecc)
+}
+
+/// `image.partial-sector`: the image ends inside a sector (unless the payload size is pinned).
+fn partial_sector(opened: &Opened, layout: Layout, problems: &mut Vec<Problem>) {
     let file_size = opened.data.size_bytes();
     let avail = file_size.saturating_sub(layout.offset_bytes);
     let tail = avail % SECTOR_BYTES;
@@ -335,22 +346,28 @@ fn verify_payload(
             ),
         ));
     }
-    let digest = hash_payload(&*opened.data, &*cipher, layout, opts, progress, interrupt)?;
-    if digest.unreadable_bytes > 0 {
-        let shown: Vec<String> = digest.unreadable.iter().take(8).map(|r| format!("{}..{}", r.start, r.end)).collect();
-        problems.push(Problem::error(
-            "image.unreadable",
-            format!(
-                "{} bytes in {}{} range(s) of the image could not be read (file bytes {}{}); they were taken as \
-                 zero ciphertext, so the payload SHA-256 does not describe the original data",
-                digest.unreadable_bytes,
-                digest.unreadable.len(),
-                if digest.unreadable.len() >= MAX_UNREADABLE_RANGES { "+" } else { "" },
-                shown.join(", "),
-                if digest.unreadable.len() > 8 { ", …" } else { "" }
-            ),
-        ));
-    }
+}
+
+/// `image.unreadable`: the ranges that could not be read.
+fn unreadable(digest: &PayloadDigest) -> Problem {
+    let shown: Vec<String> = digest.unreadable.iter().take(8).map(|r| format!("{}..{}", r.start, r.end)).collect();
+    Problem::error(
+        "image.unreadable",
+        format!(
+            "{} bytes in {}{} range(s) of the image could not be read (file bytes {}{}); they were taken as \
+             zero ciphertext, so the payload SHA-256 does not describe the original data",
+            digest.unreadable_bytes,
+            digest.unreadable.len(),
+            if digest.unreadable.len() >= MAX_UNREADABLE_RANGES { "+" } else { "" },
+            shown.join(", "),
+            if digest.unreadable.len() > 8 { ", …" } else { "" }
+        ),
+    )
+}
+
+/// The file system found against the payload: truncated, trailing data, implausible, its own
+/// notes; or no file system where nothing else confirms the key.
+fn filesystem_findings(opened: &Opened, layout: Layout, problems: &mut Vec<Problem>) {
     match opened.filesystem() {
         Some(fs) => {
             if let Some(fs_size) = fs.size_bytes {
@@ -400,14 +417,13 @@ fn verify_payload(
         )),
         None => {}
     }
-    Ok(Outcome { digest: Some(digest), problems, files: None, ecc })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crypto::cbc::{CbcSectors, IvScheme};
-    use crate::progress::NoProgress;
+    use crate::progress::{Interrupt, NoProgress};
     use crate::source::MemSource;
 
     /// A source whose bytes in `bad` fail with EIO (like a scratched disc).
@@ -439,7 +455,7 @@ mod tests {
         let digest = |bad: std::ops::Range<u64>, workers: usize| {
             let flaky = Flaky { inner: MemSource::new(ct.clone()), bad };
             let opts = Options { workers, chunk_bytes: 1 << 20, ..Options::default() };
-            hash_payload(&flaky, &c, layout, opts, &mut NoProgress, &Interrupt::new()).unwrap()
+            hash_payload(&flaky, &c, layout, opts, &mut Run::new(&mut NoProgress, &Interrupt::new())).unwrap()
         };
         let d = digest(b1, 2);
         assert_eq!(d.unreadable, vec![(8192 + 4608)..(8192 + 5120)]);
@@ -466,13 +482,20 @@ mod tests {
         let want: [u8; 32] = sha2::Sha256::digest(&expect).into();
         for workers in [1, 2, 3] {
             let opts = Options { workers, chunk_bytes: 256 << 10, ..Options::default() };
-            let d = hash_payload(&MemSource::new(data.clone()), &c, layout, opts, &mut NoProgress, &Interrupt::new())
-                .unwrap();
+            let d = hash_payload(
+                &MemSource::new(data.clone()),
+                &c,
+                layout,
+                opts,
+                &mut Run::new(&mut NoProgress, &Interrupt::new()),
+            )
+            .unwrap();
             assert_eq!(d.sha256, want, "workers {workers}");
         }
         let i = Interrupt::new();
         i.trigger();
-        let e = hash_payload(&MemSource::new(data), &c, layout, Options::default(), &mut NoProgress, &i).unwrap_err();
+        let e = hash_payload(&MemSource::new(data), &c, layout, Options::default(), &mut Run::new(&mut NoProgress, &i))
+            .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Interrupted);
     }
 }

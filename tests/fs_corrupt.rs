@@ -306,7 +306,8 @@ fn random_mutations() -> TestResult {
                     // (parsing itself never checks the flag, so a parser loop still hangs).
                     let interrupt = loopkit::progress::Interrupt::new();
                     let mut budget = Budget { left: 64 << 20, interrupt: interrupt.clone() };
-                    match loopkit::manifest::from_fs(&*fs, 1, &mut budget, &interrupt) {
+                    match loopkit::manifest::from_fs(&*fs, 1, &mut loopkit::progress::Run::new(&mut budget, &interrupt))
+                    {
                         Ok(_) => Ok(()),
                         Err(e)
                             if matches!(

@@ -22,7 +22,11 @@ fn from_memory_equals_from_file() -> TestResult {
     let opts = OpenOptions::default();
     let interrupt = loopkit::progress::Interrupt::new();
     let digest = |o: &image::Opened| -> Result<String, loopkit::Error> {
-        let v = loopkit::verify::verify(o, Default::default(), &mut loopkit::progress::NoProgress, &interrupt)?;
+        let v = loopkit::verify::verify(
+            o,
+            Default::default(),
+            &mut loopkit::progress::Run::new(&mut loopkit::progress::NoProgress, &interrupt),
+        )?;
         Ok(v.digest.map(|p| loopkit::bytes::hex(&p.sha256)).unwrap_or_default())
     };
     let from_file = image::open(&f.image, &secrets, &opts)?;

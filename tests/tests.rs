@@ -41,6 +41,7 @@ mod vm_legacy;
 mod vm_legacy_ciphers;
 mod vm_migrate;
 mod vm_remap_safety;
+mod vm_rescue;
 mod vm_smoke;
 
 fn main() {
@@ -64,6 +65,7 @@ fn main() {
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
     trials.extend(rescue::trials());
+    trials.extend(vm_rescue::trials());
     trials.extend(luks_read::trials());
     trials.extend(luks_semantics::trials());
     trials.extend(migrate_modes::trials());

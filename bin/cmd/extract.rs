@@ -1,7 +1,7 @@
 //! `loopkit extract IMAGE DEST [--path SUBPATH] [--force] [--allow-damaged]`: restore files from the image.
 
 use crate::cli::ExtractArgs;
-use loopkit::progress::Interrupt;
+use loopkit::progress::{Interrupt, Run};
 use loopkit::verify::Severity;
 
 /// Run it; returns the exit code (0 everything restored, 1 problems found in the data).
@@ -13,8 +13,9 @@ pub fn run(a: &ExtractArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         allow_damaged: a.allow_damaged,
     };
     let mut progress = crate::progress::for_terminal(a.common.output.quiet);
-    let out =
-        super::with_filesystem(&opened, |fs| loopkit::extract::extract(fs, &a.dest, &opts, &mut *progress, interrupt))?;
+    let out = super::with_filesystem(&opened, |fs| {
+        loopkit::extract::extract(fs, &a.dest, &opts, &mut Run::new(&mut *progress, interrupt))
+    })?;
     let ok = !out.problems.iter().any(|p| p.severity == Severity::Error);
     if a.common.output.json {
         super::print_json(&loopkit::report::Extract {

@@ -1,7 +1,7 @@
 //! `loopkit manifest IMAGE [-o FILE]`: every entry of the file system inside the image as JSON.
 
 use crate::cli::ManifestArgs;
-use loopkit::progress::Interrupt;
+use loopkit::progress::{Interrupt, Run};
 use loopkit::verify::Severity;
 
 /// Run it; returns the exit code (0 all read, 1 problems found in the file system).
@@ -14,7 +14,7 @@ pub fn run(a: &ManifestArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     let workers = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(1, 64);
     let mut progress = crate::progress::for_terminal(a.common.output.quiet);
     let (kind, built) = super::with_filesystem(&opened, |fs| {
-        Ok((fs.kind(), loopkit::manifest::from_fs(fs, workers, &mut *progress, interrupt)?))
+        Ok((fs.kind(), loopkit::manifest::from_fs(fs, workers, &mut Run::new(&mut *progress, interrupt))?))
     })?;
     let ok = !built.problems.iter().any(|p| p.severity == Severity::Error);
     let json = built.manifest.to_json();

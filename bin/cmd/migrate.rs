@@ -3,7 +3,7 @@
 
 use crate::cli::{MigrateArgs, MigrateMode};
 use loopkit::migrate::{self, DetachedOptions, Format, KdfOptions, PlainOptions, ReencryptOptions};
-use loopkit::progress::Interrupt;
+use loopkit::progress::{Interrupt, Run};
 
 fn kdf_options(a: &MigrateArgs) -> loopkit::Result<KdfOptions> {
     Ok(KdfOptions {
@@ -66,8 +66,7 @@ pub fn run(a: &MigrateArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
                     label: a.label.clone(),
                     chunk_bytes: 1 << 20,
                 },
-                &mut *progress,
-                interrupt,
+                &mut Run::new(&mut *progress, interrupt),
             )?;
             (o, None)
         }
@@ -97,8 +96,7 @@ pub fn run(a: &MigrateArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
                     label: a.label.clone(),
                     stream,
                 },
-                &mut *progress,
-                interrupt,
+                &mut Run::new(&mut *progress, interrupt),
             )?;
             (o, None)
         }

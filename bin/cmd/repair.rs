@@ -3,7 +3,7 @@
 
 use crate::cli::RepairArgs;
 use loopkit::formats::dvdisaster;
-use loopkit::progress::Interrupt;
+use loopkit::progress::{Interrupt, Run};
 use loopkit::source::FileSource;
 
 /// Run it; returns the exit code (0 the repaired image verifies clean, 1 damage remains).
@@ -22,7 +22,8 @@ pub fn run(a: &RepairArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     })?;
     let opts = dvdisaster::repair::Options { force: a.force, truncate: a.truncate, ecc_out: a.ecc_output.clone() };
     let mut progress = crate::progress::for_terminal(a.output_args.quiet);
-    let outcome = dvdisaster::repair::repair(&ecc, &a.image, &a.output, &opts, &mut *progress, interrupt)?;
+    let outcome =
+        dvdisaster::repair::repair(&ecc, &a.image, &a.output, &opts, &mut Run::new(&mut *progress, interrupt))?;
     // Check the result with the (repaired, if written) error-correction data.
     let repaired = FileSource::open(&a.output)?;
     let ecc_after = match (&outcome.ecc_path, &ecc.placement) {
@@ -34,8 +35,7 @@ pub fn run(a: &RepairArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         &ecc_after,
         &repaired,
         &dvdisaster::verify::Options::default(),
-        &mut *progress,
-        interrupt,
+        &mut Run::new(&mut *progress, interrupt),
     )?;
     let report = loopkit::report::repair(&a.image, &ecc, &outcome, &after);
     if a.output_args.json {

@@ -3,7 +3,7 @@
 
 use crate::cli::RescueArgs;
 use loopkit::formats::dvdisaster::{self, Ecc};
-use loopkit::progress::Interrupt;
+use loopkit::progress::{Interrupt, Run};
 use loopkit::rescue::job::{Job, Outcome};
 use loopkit::rescue::{Stop, ecc as recc};
 use loopkit::source::FileSource;
@@ -79,7 +79,8 @@ pub fn run(a: &RescueArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     };
     let started = Instant::now();
     let mut progress = crate::progress::for_terminal(a.output_args.quiet);
-    let outcome = loopkit::rescue::job::run(&job, Some(&mut enough), &mut *progress, interrupt)?;
+    let mut run = Run::new(&mut *progress, interrupt);
+    let outcome = loopkit::rescue::job::run(&job, Some(&mut enough), &mut run)?;
     let mut ecc_found = match ecc {
         EccSource::File(e) | EccSource::Appended { found: Some(e), .. } => Some(*e),
         _ => None,
@@ -95,7 +96,7 @@ pub fn run(a: &RescueArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         && ecc_found.as_ref().is_some_and(|e| recc::correctable(e, &recc::missing_sectors(&outcome.map)));
     let (repair, ok) = match (outcome.stop, ecc_found) {
         (Stop::Complete, _) => (None, true),
-        (_, Some(e)) if repairable => repair_partial(&job, &outcome, &e, interrupt, &mut *progress)?,
+        (_, Some(e)) if repairable => repair_partial(&job, &outcome, &e, &mut run)?,
         _ => {
             mark(&outcome)?;
             (None, false)
@@ -134,19 +135,17 @@ fn repair_partial(
     job: &Job,
     outcome: &Outcome,
     ecc: &Ecc,
-    interrupt: &Interrupt,
-    progress: &mut dyn loopkit::progress::Progress,
+    run: &mut Run<'_>,
 ) -> loopkit::Result<(Option<loopkit::report::Repair>, bool)> {
     mark(outcome)?;
     let opts = dvdisaster::repair::Options { force: job.force, truncate: false, ecc_out: None };
-    let repaired = dvdisaster::repair::repair(ecc, &outcome.data_path, &job.output, &opts, progress, interrupt)?;
+    let repaired = dvdisaster::repair::repair(ecc, &outcome.data_path, &job.output, &opts, run)?;
     let out = FileSource::open(&job.output)?;
     let ecc_after = match &ecc.placement {
         dvdisaster::Placement::EccFile { path, .. } => dvdisaster::open_ecc_file(path)?,
         dvdisaster::Placement::Augmented => dvdisaster::find_in_image(&out)?.unwrap_or(ecc.clone()),
     };
-    let after =
-        dvdisaster::verify::verify(&ecc_after, &out, &dvdisaster::verify::Options::default(), progress, interrupt)?;
+    let after = dvdisaster::verify::verify(&ecc_after, &out, &dvdisaster::verify::Options::default(), run)?;
     let report = loopkit::report::repair(&outcome.data_path, ecc, &repaired, &after);
     let ok = report.ok;
     Ok((Some(report), ok))

@@ -2,7 +2,7 @@
 
 use crate::cli::StripEccArgs;
 use loopkit::formats::dvdisaster;
-use loopkit::progress::Interrupt;
+use loopkit::progress::{Interrupt, Run};
 use loopkit::source::FileSource;
 
 /// Run it; returns the exit code (0 written and confirmed, 1 written with --allow-damaged but
@@ -20,7 +20,8 @@ pub fn run(a: &StripEccArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     })?;
     let opts = dvdisaster::strip::Options { force: a.force, allow_damaged: a.allow_damaged };
     let mut progress = crate::progress::for_terminal(a.output_args.quiet);
-    let outcome = dvdisaster::strip::strip(&ecc, &file, &a.image, &a.output, &opts, &mut *progress, interrupt)?;
+    let outcome =
+        dvdisaster::strip::strip(&ecc, &file, &a.image, &a.output, &opts, &mut Run::new(&mut *progress, interrupt))?;
     let report = loopkit::report::strip_ecc(&a.image, &ecc, &outcome);
     if a.output_args.json {
         super::print_json(&report)?;

@@ -1,7 +1,7 @@
 //! `loopkit verify IMAGE`: stream, decrypt and hash the payload, check the file system.
 
 use crate::cli::VerifyArgs;
-use loopkit::progress::Interrupt;
+use loopkit::progress::{Interrupt, Run};
 
 /// Run it; returns the exit code (0 verified, 1 problems found).
 pub fn run(a: &VerifyArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
@@ -31,7 +31,8 @@ pub fn run(a: &VerifyArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         (None, Some(d)) => Some(loopkit::manifest::Reference::Dir(d.clone())),
         (None, None) => None,
     };
-    let outcome = loopkit::verify::verify_files(&opened, opts, reference.as_ref(), &mut *progress, interrupt)?;
+    let outcome =
+        loopkit::verify::verify_files(&opened, opts, reference.as_ref(), &mut Run::new(&mut *progress, interrupt))?;
     let report = loopkit::report::verify(&opened, pass_len, &outcome);
     if let Some(out) = &a.map {
         let Some(m) = loopkit::report::html::SectorMap::of(&report) else {

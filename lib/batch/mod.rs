@@ -15,9 +15,10 @@ pub mod walk;
 use crate::detect::Secrets;
 use crate::finding::Finding;
 use crate::image::{Content, OpenOptions};
-use crate::progress::{Interrupt, Progress};
+use crate::progress::{Interrupt, Progress, Run};
+use crate::report::ErrorDoc;
 use crate::report::Verify;
-use crate::report::batch::{CatalogRecord, CatalogRun, Counts, ErrorDoc, Row, Summary, Verdict};
+use crate::report::batch::{CatalogRecord, CatalogRun, Counts, Row, Summary, Verdict};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -132,87 +133,148 @@ fn now_secs() -> u64 {
 /// Only when the catalog cannot be read or written; every per-image failure is a row.
 pub fn run(found: &Found, cfg: &Config, observer: &mut dyn Observer, interrupt: &Interrupt) -> crate::Result<Summary> {
     let t0 = Instant::now();
-    let n = found.files.len();
-    let mut rows: Vec<Option<Row>> = vec![None; n];
-    let (writer, contents) = match &cfg.catalog {
-        Some(p) => (Some(catalog::Writer::open(p)?), catalog::read(p)?),
-        None => (None, catalog::Contents::default()),
-    };
-    if contents.unreadable > 0
-        && let Some(p) = &cfg.catalog
-    {
-        let at: Vec<String> = contents.unreadable_line_numbers.iter().map(u64::to_string).collect();
-        observer.note(&format!(
-            "catalog {}: {} line(s) are not catalog records (torn by an interrupted writer, invalid UTF-8 or \
-             foreign; line {}); skipped",
-            p.display(),
-            contents.unreadable,
-            at.join(", ")
-        ));
-    }
-    let latest = contents.latest();
-    let resume_run = if cfg.skip.resume { contents.unfinished_run() } else { None };
-    let resumed: std::collections::HashSet<String> = match &resume_run {
-        Some(r) => contents.records().filter(|x| &x.run == r).map(|x| x.path.clone()).collect(),
-        None => Default::default(),
-    };
-    if cfg.skip.resume {
-        match &resume_run {
-            Some(r) => observer.note(&format!("resuming run {r}: {} image(s) already checked", resumed.len())),
-            None => observer.note("--resume: the catalog has no unfinished run; checking everything"),
-        }
-    }
-    let run_id = resume_run.clone().unwrap_or_else(|| format!("{}-{}", now_secs(), std::process::id()));
-    if let Some(w) = &writer
-        && resume_run.is_none()
-    {
-        w.append(&CatalogRun { loopkit_catalog_run: 1, run: run_id.clone(), event: "start".into(), at: now_secs() })?;
-    }
-
-    // Decide what to check; the catalog may skip some.
-    let mut queue: std::collections::VecDeque<Pending> = Default::default();
-    for (index, path) in found.files.iter().enumerate() {
-        let ident = catalog::Identity::of(path).ok();
-        let previous = ident.as_ref().and_then(|i| latest.get(&i.path)).cloned();
-        let skip_reason = match (&ident, &previous) {
-            (Some(i), Some(prev)) => skip_reason(cfg.skip, i, prev, &resumed),
-            _ => None,
-        };
-        if let Some(why) = skip_reason {
-            let row = skipped_row(path, why);
-            let f = Finished { index, row: row.clone(), doc: None };
-            observer.finished(&f);
-            rows[index] = Some(row);
-            continue;
-        }
-        queue.push_back(Pending { index, path: path.clone(), device: device::key_for(path), previous });
-    }
-
-    let jobs = cfg.jobs.max(1);
-    let per_device = cfg.readers_per_device.max(1);
     let (tx, rx) = mpsc::channel::<JobResult>();
-    let mut running: Vec<Running> = Vec::new();
-    let mut busy: HashMap<String, usize> = HashMap::new();
-    let mut counts = Counts::default();
+    let mut b = Batch {
+        cfg,
+        observer,
+        interrupt,
+        writer: None,
+        rows: vec![None; found.files.len()],
+        counts: Counts::default(),
+        queue: Default::default(),
+        running: Vec::new(),
+        busy: HashMap::new(),
+        run_id: String::new(),
+        tx,
+    };
+    b.open_catalog(found)?;
     loop {
-        // Start what may start.
-        while !interrupt.is_set() && running.len() < jobs {
-            let Some(pos) = queue.iter().position(|p| busy.get(&p.device).copied().unwrap_or(0) < per_device) else {
+        b.start_jobs()?;
+        if b.running.is_empty() && (b.queue.is_empty() || interrupt.is_set()) {
+            break;
+        }
+        // Wait for a result, watching budgets and Ctrl-C.
+        if let Ok(r) = rx.recv_timeout(Duration::from_millis(50)) {
+            b.collect(r)?;
+        }
+        b.watch()?;
+    }
+    b.summary(t0)
+}
+
+/// One batch run: the scheduler's state.
+struct Batch<'a> {
+    cfg: &'a Config,
+    observer: &'a mut dyn Observer,
+    interrupt: &'a Interrupt,
+    writer: Option<catalog::Writer>,
+    /// One slot per file found, filled as images finish.
+    rows: Vec<Option<Row>>,
+    counts: Counts,
+    queue: std::collections::VecDeque<Pending>,
+    running: Vec<Running>,
+    /// Jobs running per physical disk.
+    busy: HashMap<String, usize>,
+    run_id: String,
+    tx: mpsc::Sender<JobResult>,
+}
+
+impl Batch<'_> {
+    /// Read the catalog (if any), start or resume its run, and queue every file it does not
+    /// let us skip (the skipped ones are reported at once).
+    fn open_catalog(&mut self, found: &Found) -> crate::Result<()> {
+        let cfg = self.cfg;
+        let contents = match &cfg.catalog {
+            Some(p) => {
+                self.writer = Some(catalog::Writer::open(p)?);
+                catalog::read(p)?
+            }
+            None => catalog::Contents::default(),
+        };
+        if contents.unreadable > 0
+            && let Some(p) = &cfg.catalog
+        {
+            let at: Vec<String> = contents.unreadable_line_numbers.iter().map(u64::to_string).collect();
+            self.observer.note(&format!(
+                "catalog {}: {} line(s) are not catalog records (torn by an interrupted writer, invalid UTF-8 or \
+                 foreign; line {}); skipped",
+                p.display(),
+                contents.unreadable,
+                at.join(", ")
+            ));
+        }
+        let latest = contents.latest();
+        let resume_run = if cfg.skip.resume { contents.unfinished_run() } else { None };
+        let resumed: std::collections::HashSet<String> = match &resume_run {
+            Some(r) => contents.records().filter(|x| &x.run == r).map(|x| x.path.clone()).collect(),
+            None => Default::default(),
+        };
+        if cfg.skip.resume {
+            match &resume_run {
+                Some(r) => self.observer.note(&format!("resuming run {r}: {} image(s) already checked", resumed.len())),
+                None => self.observer.note("--resume: the catalog has no unfinished run; checking everything"),
+            }
+        }
+        self.run_id = resume_run.clone().unwrap_or_else(|| format!("{}-{}", now_secs(), std::process::id()));
+        if let Some(w) = &self.writer
+            && resume_run.is_none()
+        {
+            let start =
+                CatalogRun { loopkit_catalog_run: 1, run: self.run_id.clone(), event: "start".into(), at: now_secs() };
+            w.append(&start)?;
+        }
+        // Decide what to check; the catalog may skip some.
+        for (index, path) in found.files.iter().enumerate() {
+            let ident = catalog::Identity::of(path).ok();
+            let previous = ident.as_ref().and_then(|i| latest.get(&i.path)).cloned();
+            let skip_reason = match (&ident, &previous) {
+                (Some(i), Some(prev)) => skip_reason(cfg.skip, i, prev, &resumed),
+                _ => None,
+            };
+            if let Some(why) = skip_reason {
+                let row = skipped_row(path, why);
+                self.observer.finished(&Finished { index, row: row.clone(), doc: None });
+                self.rows[index] = Some(row);
+                continue;
+            }
+            self.queue.push_back(Pending { index, path: path.clone(), device: device::key_for(path), previous });
+        }
+        Ok(())
+    }
+
+    /// Report `r` and record it in the catalog.
+    fn finish(&mut self, r: JobResult) -> crate::Result<()> {
+        finish(&mut self.rows, &mut self.counts, self.observer, self.writer.as_ref(), r)
+    }
+
+    fn release(&mut self, device: &str) {
+        if let Some(b) = self.busy.get_mut(device) {
+            *b = b.saturating_sub(1);
+        }
+    }
+
+    /// Start what may start: at most `jobs` at once, `readers_per_device` per disk.
+    fn start_jobs(&mut self) -> crate::Result<()> {
+        let (jobs, per_device) = (self.cfg.jobs.max(1), self.cfg.readers_per_device.max(1));
+        while !self.interrupt.is_set() && self.running.len() < jobs {
+            let busy = &self.busy;
+            let Some(pos) = self.queue.iter().position(|p| busy.get(&p.device).copied().unwrap_or(0) < per_device)
+            else {
                 break;
             };
-            let Some(p) = queue.remove(pos) else { break };
-            *busy.entry(p.device.clone()).or_default() += 1;
+            let Some(p) = self.queue.remove(pos) else { break };
+            *self.busy.entry(p.device.clone()).or_default() += 1;
             let job_interrupt = Interrupt::new();
-            let progress = observer.progress(&p.path);
+            let progress = self.observer.progress(&p.path);
             let job = Job {
                 index: p.index,
                 path: p.path.clone(),
                 previous: p.previous,
-                cfg: cfg.clone(),
+                cfg: self.cfg.clone(),
                 interrupt: job_interrupt.clone(),
-                run: run_id.clone(),
+                run: self.run_id.clone(),
             };
-            let tx = tx.clone();
+            let tx = self.tx.clone();
             let spawned = std::thread::Builder::new().name(format!("verify-{}", p.index)).spawn(move || {
                 let r = job.run(progress);
                 let _ = tx.send(r);
@@ -220,18 +282,16 @@ pub fn run(found: &Found, cfg: &Config, observer: &mut dyn Observer, interrupt: 
             if let Err(e) = spawned {
                 let row = failed_row(&p.path, "io", format!("cannot start a thread: {e}"), 0);
                 finish(
-                    &mut rows,
-                    &mut counts,
-                    observer,
+                    &mut self.rows,
+                    &mut self.counts,
+                    self.observer,
                     None,
                     JobResult { index: p.index, row, doc: None, record: None },
                 )?;
-                if let Some(b) = busy.get_mut(&p.device) {
-                    *b = b.saturating_sub(1);
-                }
+                self.release(&p.device);
                 continue;
             }
-            running.push(Running {
+            self.running.push(Running {
                 index: p.index,
                 path: p.path,
                 device: p.device,
@@ -241,36 +301,33 @@ pub fn run(found: &Found, cfg: &Config, observer: &mut dyn Observer, interrupt: 
                 timed_out: false,
             });
         }
-        if running.is_empty() && (queue.is_empty() || interrupt.is_set()) {
-            break;
+        Ok(())
+    }
+
+    /// A job's result (one of an abandoned job was already reported: ignored).
+    fn collect(&mut self, mut r: JobResult) -> crate::Result<()> {
+        let Some(pos) = self.running.iter().position(|j| j.index == r.index) else { return Ok(()) };
+        let j = self.running.swap_remove(pos);
+        self.release(&j.device);
+        if j.timed_out {
+            r = over_budget(&j, self.cfg.time_budget);
+        } else if r.row.verdict == Verdict::Interrupted {
+            r.record = None;
         }
-        // Wait for a result, watching budgets and Ctrl-C.
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(mut r) => {
-                if let Some(pos) = running.iter().position(|j| j.index == r.index) {
-                    let j = running.swap_remove(pos);
-                    if let Some(b) = busy.get_mut(&j.device) {
-                        *b = b.saturating_sub(1);
-                    }
-                    if j.timed_out {
-                        r = over_budget(&j, cfg.time_budget);
-                    } else if r.row.verdict == Verdict::Interrupted {
-                        r.record = None;
-                    }
-                    finish(&mut rows, &mut counts, observer, writer.as_ref(), r)?;
-                }
-                // A result of an abandoned job: already reported.
-            }
-            Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {}
-        }
+        self.finish(r)
+    }
+
+    /// Pass Ctrl-C on to the jobs, stop those over their time budget, and abandon those that
+    /// did not stop within [`ABANDON_GRACE`] of being asked.
+    fn watch(&mut self) -> crate::Result<()> {
         let now = Instant::now();
         let mut abandoned = Vec::new();
-        for (k, j) in running.iter_mut().enumerate() {
-            if interrupt.is_set() && j.told_to_stop.is_none() {
+        for (k, j) in self.running.iter_mut().enumerate() {
+            if self.interrupt.is_set() && j.told_to_stop.is_none() {
                 j.interrupt.trigger();
                 j.told_to_stop = Some(now);
             }
-            if let Some(b) = cfg.time_budget
+            if let Some(b) = self.cfg.time_budget
                 && !j.timed_out
                 && now.duration_since(j.started) > b
             {
@@ -283,17 +340,15 @@ pub fn run(found: &Found, cfg: &Config, observer: &mut dyn Observer, interrupt: 
             }
         }
         for k in abandoned.into_iter().rev() {
-            let j = running.swap_remove(k);
-            if let Some(b) = busy.get_mut(&j.device) {
-                *b = b.saturating_sub(1);
-            }
-            observer.note(&format!(
+            let j = self.running.swap_remove(k);
+            self.release(&j.device);
+            self.observer.note(&format!(
                 "{}: did not stop within {} s of being asked; abandoned (its thread finishes on its own)",
                 j.path.display(),
                 ABANDON_GRACE.as_secs()
             ));
             let r = if j.timed_out {
-                over_budget(&j, cfg.time_budget)
+                over_budget(&j, self.cfg.time_budget)
             } else {
                 let row = Row {
                     verdict: Verdict::Interrupted,
@@ -302,41 +357,45 @@ pub fn run(found: &Found, cfg: &Config, observer: &mut dyn Observer, interrupt: 
                 };
                 JobResult { index: j.index, row, doc: None, record: None }
             };
-            finish(&mut rows, &mut counts, observer, writer.as_ref(), r)?;
+            self.finish(r)?;
         }
+        Ok(())
     }
-    // Files never started (interrupted) are reported as such.
-    for p in queue {
-        let row = Row {
-            verdict: Verdict::Interrupted,
-            message: Some("not started: the batch was interrupted".into()),
-            ..failed_row(&p.path, "interrupted", String::new(), 0)
-        };
-        counts.add(Verdict::Interrupted);
-        rows[p.index] = Some(row);
+
+    /// Files never started (interrupted) as such, the catalog run closed, the summary.
+    fn summary(mut self, t0: Instant) -> crate::Result<Summary> {
+        for p in std::mem::take(&mut self.queue) {
+            let row = Row {
+                verdict: Verdict::Interrupted,
+                message: Some("not started: the batch was interrupted".into()),
+                ..failed_row(&p.path, "interrupted", String::new(), 0)
+            };
+            self.counts.add(Verdict::Interrupted);
+            self.rows[p.index] = Some(row);
+        }
+        let interrupted = self.interrupt.is_set();
+        if let Some(w) = &self.writer
+            && !interrupted
+        {
+            w.append(&CatalogRun { loopkit_catalog_run: 1, run: self.run_id, event: "end".into(), at: now_secs() })?;
+        }
+        let rows: Vec<Row> = self.rows.into_iter().flatten().collect();
+        let mut total = Counts::default();
+        for r in &rows {
+            total.add(r.verdict);
+        }
+        Ok(Summary {
+            loopkit_json: crate::report::JSON_VERSION,
+            command: "verify-batch".into(),
+            ok: !interrupted && total.problems == 0 && total.failed == 0,
+            interrupted,
+            total: rows.len() as u64,
+            counts: total,
+            jobs: self.cfg.jobs.max(1),
+            elapsed_ms: ms(t0.elapsed()),
+            rows,
+        })
     }
-    let interrupted = interrupt.is_set();
-    if let Some(w) = &writer
-        && !interrupted
-    {
-        w.append(&CatalogRun { loopkit_catalog_run: 1, run: run_id, event: "end".into(), at: now_secs() })?;
-    }
-    let rows: Vec<Row> = rows.into_iter().flatten().collect();
-    let mut total = Counts::default();
-    for r in &rows {
-        total.add(r.verdict);
-    }
-    Ok(Summary {
-        loopkit_json: crate::report::JSON_VERSION,
-        command: "verify-batch".into(),
-        ok: !interrupted && total.problems == 0 && total.failed == 0,
-        interrupted,
-        total: rows.len() as u64,
-        counts: total,
-        jobs,
-        elapsed_ms: ms(t0.elapsed()),
-        rows,
-    })
 }
 
 /// The exit code for a summary: 130 interrupted, 2 any image could not be checked, 1 any
@@ -455,8 +514,8 @@ impl Job {
     fn check(&self, progress: &mut dyn Progress, t0: Instant) -> JobResult {
         let path = &self.path;
         let fail = |e: crate::Error| {
-            let kind = crate::report::batch::error_kind_name(e.kind());
-            let msg = crate::report::batch::error_chain(&e);
+            let kind = crate::report::error_kind_name(e.kind());
+            let msg = crate::report::error_chain(&e);
             let elapsed = ms(t0.elapsed());
             if e.kind() == crate::ErrorKind::Interrupted || self.interrupt.is_set() {
                 let row = Row {
@@ -510,10 +569,12 @@ impl Job {
         } else {
             first
         };
-        let outcome = match crate::verify::verify_files(&opened, self.cfg.verify, None, progress, &self.interrupt) {
-            Ok(o) => o,
-            Err(e) => return fail(e),
-        };
+        let outcome =
+            match crate::verify::verify_files(&opened, self.cfg.verify, None, &mut Run::new(progress, &self.interrupt))
+            {
+                Ok(o) => o,
+                Err(e) => return fail(e),
+            };
         let mut doc = crate::report::verify(&opened, secrets::advice_len(&secrets), &outcome);
         if let (Some(prev), Some(now)) = (&self.previous, &doc.payload)
             && let Some(before) = &prev.payload_sha256
@@ -574,7 +635,7 @@ impl Job {
             problems: row.problems.clone(),
             loopkit_version: self.cfg.version.clone(),
             verified_at: at,
-            verified_at_utc: crate::report::batch::rfc3339(at),
+            verified_at_utc: crate::bytes::rfc3339(at),
             run: self.run.clone(),
             elapsed_ms: row.elapsed_ms,
         })

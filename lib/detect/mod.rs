@@ -164,22 +164,53 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
     let head_len = c.offset_bytes.map_or(scan_len, |o| o.saturating_add(256 << 10).max(scan_len)).min(64 << 20);
     let cache =
         HeadCache::new(src, head_len + (128 << 10)).map_err(|e| crate::Error::io("reading the image head", e))?;
+    let mut search = Search {
+        c,
+        cands,
+        cache,
+        tried: 0,
+        tried_primary: 0,
+        hits: Vec::new(),
+        weak: None,
+        offsets_tried: Vec::new(),
+        scanned: 0,
+    };
+    // Ciphers in likelihood tiers (AES, Twofish, the rest). First every tier at the given offset
+    // (default 0, where nearly every image starts), stopping at the first tier with a strong
+    // match; then — without --offset — per tier at the offsets a head scan proposes.
+    search.at_given_offset()?;
+    if search.hits.is_empty() && c.offset_bytes.is_none() {
+        search.at_scanned_offsets(scan_len)?;
+    }
+    Ok(search.conclude(secrets, t0.elapsed()))
+}
 
-    let mut tried = 0usize;
-    let mut hits: Vec<Hit> = Vec::new();
-    let mut weak: Option<Hit> = None;
-    let mut offsets_tried: Vec<u64> = Vec::new();
+/// One parameter search: the candidates and what trying them found.
+struct Search<'a> {
+    c: &'a Constraints,
+    cands: Vec<KeyCand>,
+    cache: HeadCache<'a>,
+    /// Combinations tried, and how many of them with "the" cipher (the pinned one, else AES).
+    tried: usize,
+    tried_primary: usize,
+    /// Strong matches, and the best weak one.
+    hits: Vec<Hit>,
+    weak: Option<Hit>,
+    offsets_tried: Vec<u64>,
+    scanned: u64,
+}
 
-    // "The" cipher for the pinned-parameters rule below: the pinned one, else AES.
-    let primary = |x: CipherKind| c.cipher.map_or(x == CipherKind::Aes, |p| p == x);
-    let mut tried_primary = 0usize;
-    let mut evaluate = |t: usize,
-                        offsets: &[u64],
-                        hits: &mut Vec<Hit>,
-                        weak: &mut Option<Hit>,
-                        tried: &mut usize|
-     -> crate::Result<()> {
-        for (ci, k) in cands.iter().enumerate() {
+impl Search<'_> {
+    /// "The" cipher for the pinned-parameters rule: the pinned one, else AES.
+    fn primary(&self, x: CipherKind) -> bool {
+        self.c.cipher.map_or(x == CipherKind::Aes, |p| p == x)
+    }
+
+    /// Try every key × mode of cipher tier `t` at `offsets` (and their IV offsets).
+    fn evaluate(&mut self, t: usize, offsets: &[u64]) -> crate::Result<()> {
+        let c = self.c;
+        for ci in 0..self.cands.len() {
+            let k = &self.cands[ci];
             for trial in modes_for(k, c).into_iter().filter(|x| tier(x.cipher) == t) {
                 for &off in offsets {
                     let mut ivs = vec![c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES)];
@@ -190,19 +221,19 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
                         ivs.push(0);
                     }
                     for iv in ivs {
-                        *tried += 1;
-                        if primary(trial.cipher) {
-                            tried_primary += 1;
+                        self.tried += 1;
+                        if self.primary(trial.cipher) {
+                            self.tried_primary += 1;
                         }
                         let params = k.params(trial, off, iv, c);
                         let cipher: Arc<dyn SectorCipher> = Arc::from(params.cipher(&k.keys)?);
-                        let layout = Layout::new(cache.size_bytes(), off, c.size_limit_bytes, iv);
-                        if let Some(info) = probe_with(&cache, cipher, layout) {
+                        let layout = Layout::new(self.cache.size_bytes(), off, c.size_limit_bytes, iv);
+                        if let Some(info) = probe_with(&self.cache, cipher, layout) {
                             let hit = Hit { params, fs: info, cand: ci, order: k.order };
                             if hit.fs.confidence >= STRONG_CONFIDENCE {
-                                hits.push(hit);
-                            } else if weak.as_ref().is_none_or(|w| rank(&hit, w).is_lt()) {
-                                *weak = Some(hit);
+                                self.hits.push(hit);
+                            } else if self.weak.as_ref().is_none_or(|w| rank(&hit, w).is_lt()) {
+                                self.weak = Some(hit);
                             }
                         }
                     }
@@ -210,92 +241,106 @@ pub fn detect(src: &dyn ByteSource, secrets: &Secrets, c: &Constraints) -> crate
             }
         }
         Ok(())
-    };
-
-    // Ciphers in likelihood tiers (AES, Twofish, the rest). First every tier at the given offset
-    // (default 0, where nearly every image starts), stopping at the first tier with a strong
-    // match; then — without --offset — per tier at the offsets a head scan proposes. Tiers
-    // past AES scan a shorter head unless the cipher was pinned: their crates are much slower
-    // than AES-NI (docs/PERFORMANCE.md, detection).
-    let first: Vec<u64> = vec![c.offset_bytes.unwrap_or(0)];
-    offsets_tried.extend(&first);
-    let mut scanned = 0u64;
-    for t in 0..TIERS {
-        evaluate(t, &first, &mut hits, &mut weak, &mut tried)?;
-        if !hits.is_empty() {
-            break;
-        }
     }
-    if hits.is_empty() && c.offset_bytes.is_none() {
+
+    /// Every tier at `--offset` (default 0), stopping at the first with a strong match.
+    fn at_given_offset(&mut self) -> crate::Result<()> {
+        let first = [self.c.offset_bytes.unwrap_or(0)];
+        self.offsets_tried.extend(first);
+        for t in 0..TIERS {
+            self.evaluate(t, &first)?;
+            if !self.hits.is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Per tier, the offsets a head scan of `scan_len` bytes proposes. Tiers past AES scan a
+    /// shorter head unless the cipher was pinned: their crates are much slower than AES-NI
+    /// (docs/PERFORMANCE.md, detection).
+    fn at_scanned_offsets(&mut self, scan_len: u64) -> crate::Result<()> {
+        let c = self.c;
+        let first = c.offset_bytes.unwrap_or(0);
         for t in 0..TIERS {
             let len = if t == 0 || c.cipher.is_some() { scan_len } else { scan_len.min(SLOW_CIPHER_SCAN_BYTES) };
-            let head = &cache.head()[..(len.min(cache.head().len() as u64)) as usize];
-            scanned = scanned.max(head.len() as u64);
+            let head = &self.cache.head()[..(len.min(self.cache.head().len() as u64)) as usize];
+            self.scanned = self.scanned.max(head.len() as u64);
             let mut found_offsets: Vec<u64> = Vec::new();
-            for k in &cands {
+            for k in &self.cands {
                 let modes: Vec<_> = modes_for(k, c).into_iter().filter(|x| tier(x.cipher) == t).collect();
                 if !modes.is_empty() {
                     scan_key(head, k, &modes, &mut found_offsets)?;
                 }
             }
-            found_offsets.retain(|o| !first.contains(o));
+            found_offsets.retain(|o| *o != first);
             found_offsets.sort_unstable();
             if !found_offsets.is_empty() {
-                evaluate(t, &found_offsets, &mut hits, &mut weak, &mut tried)?;
+                self.evaluate(t, &found_offsets)?;
                 for o in found_offsets {
-                    if !offsets_tried.contains(&o) {
-                        offsets_tried.push(o);
+                    if !self.offsets_tried.contains(&o) {
+                        self.offsets_tried.push(o);
                     }
                 }
             }
-            if !hits.is_empty() {
+            if !self.hits.is_empty() {
                 break;
             }
         }
+        Ok(())
     }
 
-    hits.sort_by(rank);
-    let mut seen_params: HashSet<(usize, u64, u64, String)> = HashSet::new();
-    hits.retain(|h| {
-        seen_params.insert((h.cand, h.params.offset_bytes, h.params.iv_offset_sectors, h.params.cipher_name()))
-    });
-    let mut found = hits.first().map(|h| Found {
-        params: h.params.clone(),
-        keys: cands[h.cand].keys.clone(),
-        fs: Some(h.fs.clone()),
-        equivalent_derivations: cands[h.cand].equivalents.clone(),
-        key_file: key_file_hint(secrets, &cands[h.cand]),
-    });
-    // Explicit flags override the search: a fully pinned parameter set (one key, one mode, one
-    // offset, one IV offset, with the pinned cipher or else AES) is used even when no file system
-    // shows (verify then reports it).
-    if found.is_none()
-        && tried_primary == 1
-        && cands.len() == 1
-        && let Some(k) = cands.first()
-        && let Some(trial) = modes_for(k, c).into_iter().find(|t| primary(t.cipher))
-    {
-        let off = c.offset_bytes.unwrap_or(0);
-        found = Some(Found {
-            params: k.params(trial, off, c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES), c),
-            keys: k.keys.clone(),
-            fs: weak.as_ref().map(|w| w.fs.clone()),
-            equivalent_derivations: k.equivalents.clone(),
-            key_file: key_file_hint(secrets, k),
+    /// Rank the hits into the outcome (the best, up to 8 alternatives, the best weak one).
+    fn conclude(mut self, secrets: &Secrets, elapsed: Duration) -> Outcome {
+        let (c, cands) = (self.c, &self.cands);
+        self.hits.sort_by(rank);
+        let mut seen_params: HashSet<(usize, u64, u64, String)> = HashSet::new();
+        self.hits.retain(|h| {
+            seen_params.insert((h.cand, h.params.offset_bytes, h.params.iv_offset_sectors, h.params.cipher_name()))
         });
+        let mut found = self.hits.first().map(|h| Found {
+            params: h.params.clone(),
+            keys: cands[h.cand].keys.clone(),
+            fs: Some(h.fs.clone()),
+            equivalent_derivations: cands[h.cand].equivalents.clone(),
+            key_file: key_file_hint(secrets, &cands[h.cand]),
+        });
+        // Explicit flags override the search: a fully pinned parameter set (one key, one mode,
+        // one offset, one IV offset, with the pinned cipher or else AES) is used even when no
+        // file system shows (verify then reports it).
+        if found.is_none()
+            && self.tried_primary == 1
+            && cands.len() == 1
+            && let Some(k) = cands.first()
+            && let Some(trial) = modes_for(k, c).into_iter().find(|t| self.primary(t.cipher))
+        {
+            let off = c.offset_bytes.unwrap_or(0);
+            found = Some(Found {
+                params: k.params(trial, off, c.iv_offset_sectors.unwrap_or(off / SECTOR_BYTES), c),
+                keys: k.keys.clone(),
+                fs: self.weak.as_ref().map(|w| w.fs.clone()),
+                equivalent_derivations: k.equivalents.clone(),
+                key_file: key_file_hint(secrets, k),
+            });
+        }
+        let alternatives = self
+            .hits
+            .iter()
+            .skip(1)
+            .take(8)
+            .map(|h| Alternative { params: h.params.clone(), fs: h.fs.clone() })
+            .collect();
+        Outcome {
+            found,
+            alternatives,
+            weak: self.weak.map(|w| Alternative { params: w.params, fs: w.fs }),
+            combinations_tried: self.tried,
+            keys_tried: cands.len(),
+            offsets_tried: self.offsets_tried,
+            scanned_bytes: self.scanned,
+            elapsed,
+        }
     }
-    let alternatives =
-        hits.iter().skip(1).take(8).map(|h| Alternative { params: h.params.clone(), fs: h.fs.clone() }).collect();
-    Ok(Outcome {
-        found,
-        alternatives,
-        weak: weak.map(|w| Alternative { params: w.params, fs: w.fs }),
-        combinations_tried: tried,
-        keys_tried: cands.len(),
-        offsets_tried,
-        scanned_bytes: scanned,
-        elapsed: t0.elapsed(),
-    })
 }
 
 fn key_file_hint(secrets: &Secrets, k: &KeyCand) -> Option<(std::path::PathBuf, bool)> {

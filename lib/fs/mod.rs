@@ -6,28 +6,15 @@
 
 pub mod ext;
 pub mod iso9660;
+pub mod kind;
 pub mod probe;
 pub mod tree;
 
-pub use probe::{FsInfo, FsKind, STRONG_CONFIDENCE, identify};
+pub use kind::{FsKind, Strictness};
+pub use probe::{FsInfo, STRONG_CONFIDENCE, identify};
 pub use tree::{FileReader, FileSystem, FileType, NodeId, Stat};
 
 use crate::source::ByteSource;
-
-/// How much of an on-disk structure a parser insists on. One parser per structure serves the
-/// reader (strict), identification (lenient) and detection's head scan (IV-garbled).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strictness {
-    /// The reader: everything it will rely on must be usable; features it does not implement are
-    /// refused.
-    Strict,
-    /// Identification (`probe`): plausibility only — features are not judged, redundant fields
-    /// must agree, counts must be consistent; some mismatches only lower confidence.
-    Lenient,
-    /// A head scan over a sector whose first `n` bytes a wrong IV may have garbled: only fields
-    /// past those bytes are judged (ext: the counts in bytes 0..16 read as 0).
-    IvGarbled(usize),
-}
 
 /// Open the file system at the start of `src` with the reader for its type.
 ///

@@ -20,7 +20,7 @@
 
 use crate::crypto::SectorCipher;
 use crate::output::direct::{AlignedBuf, DirectWriter, ReadBack};
-use crate::progress::{Interrupt, Progress};
+use crate::progress::Run;
 use crate::source::ByteSource;
 use crate::volume::Layout;
 use serde::{Deserialize, Serialize};
@@ -263,13 +263,12 @@ pub fn stream(
     done_bytes: u64,
     opts: StreamOptions,
     on_durable: &mut (dyn FnMut(u64) -> crate::Result<()> + Send),
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<[u8; 32]> {
     let chunk = (opts.chunk_bytes.max(4096) / 4096 * 4096) as u64;
     let nchunks = layout.size_bytes.div_ceil(chunk);
     let done = done_bytes / chunk * chunk;
-    progress.start("migrate", Some(layout.size_bytes));
+    run.progress.start("migrate", Some(layout.size_bytes));
     let mut hasher = sha2::Sha256::new();
 
     let result = std::thread::scope(|scope| -> crate::Result<()> {
@@ -332,7 +331,7 @@ pub fn stream(
                 hasher.update(plain);
                 let end = c * chunk + plain.len() as u64;
                 consumed_end = end;
-                progress.advance(plain.len() as u64);
+                run.progress.advance(plain.len() as u64);
                 if end > marked
                     && (end - marked >= opts.checkpoint_bytes.max(1) || last_mark.elapsed() >= CHECKPOINT_INTERVAL)
                 {
@@ -342,7 +341,7 @@ pub fn stream(
                 }
                 Ok(())
             },
-            interrupt,
+            run.interrupt,
         );
         // A failure or an interrupt stops at a chunk boundary: make what was written durable.
         if streamed.is_err() && consumed_end > marked {
@@ -355,7 +354,7 @@ pub fn stream(
         streamed?;
         flushed
     });
-    progress.finish();
+    run.progress.finish();
     result?;
     Ok(hasher.finalize().into())
 }
@@ -387,7 +386,6 @@ pub enum Other<'a> {
 /// # Errors
 /// `Corrupt` at the first payload byte that differs (naming it); `Io` (with the offset),
 /// `Interrupted`.
-#[allow(clippy::too_many_arguments)]
 pub fn compare_plaintext(
     src: &dyn ByteSource,
     src_cipher: &dyn SectorCipher,
@@ -395,13 +393,12 @@ pub fn compare_plaintext(
     other: Other<'_>,
     hash: bool,
     opts: StreamOptions,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<Option<[u8; 32]>> {
     let chunk = (opts.chunk_bytes.max(4096) / 4096 * 4096) as u64;
     let nchunks = layout.size_bytes.div_ceil(chunk);
     let mut hasher = hash.then(sha2::Sha256::new);
-    progress.start(if hash { "verifying" } else { "verifying (reading back)" }, Some(layout.size_bytes));
+    run.progress.start(if hash { "verifying" } else { "verifying (reading back)" }, Some(layout.size_bytes));
     let r = crate::pipeline::run_ordered(
         nchunks,
         opts.workers,
@@ -444,12 +441,12 @@ pub fn compare_plaintext(
             if let Some(h) = hasher.as_mut() {
                 h.update(plain);
             }
-            progress.advance(plain.len() as u64);
+            run.progress.advance(plain.len() as u64);
             Ok(())
         },
-        interrupt,
+        run.interrupt,
     );
-    progress.finish();
+    run.progress.finish();
     r?;
     Ok(hasher.map(|h| h.finalize().into()))
 }
@@ -459,7 +456,7 @@ mod tests {
     use super::*;
     use crate::crypto::cbc::{CbcSectors, IvScheme};
     use crate::crypto::xts::XtsSectors;
-    use crate::progress::NoProgress;
+    use crate::progress::{Interrupt, NoProgress};
     use crate::source::MemSource;
 
     fn scratch(name: &str) -> PathBuf {
@@ -506,8 +503,7 @@ mod tests {
                     marks.push(n);
                     Ok(())
                 },
-                &mut NoProgress,
-                &Interrupt::new(),
+                &mut Run::new(&mut NoProgress, &Interrupt::new()),
             )
             .unwrap();
             assert_eq!(sha, want_sha);
@@ -522,14 +518,30 @@ mod tests {
             f.sync_data().unwrap();
             let back = ReadBack::open(&p, &f).unwrap();
             let output = Other::Output { back: &back, path: &p, offset_bytes: off, cipher: &xts };
-            let sha = compare_plaintext(&src, &legacy, layout, output, true, opts, &mut NoProgress, &Interrupt::new());
+            let sha = compare_plaintext(
+                &src,
+                &legacy,
+                layout,
+                output,
+                true,
+                opts,
+                &mut Run::new(&mut NoProgress, &Interrupt::new()),
+            );
             assert_eq!(sha.unwrap(), Some(want_sha));
             f.write_all_at(&[got[off as usize + 5000] ^ 1], off + 5000).unwrap();
             f.sync_data().unwrap();
             let back = ReadBack::open(&p, &f).unwrap();
             let output = Other::Output { back: &back, path: &p, offset_bytes: off, cipher: &xts };
-            let e = compare_plaintext(&src, &legacy, layout, output, false, opts, &mut NoProgress, &Interrupt::new())
-                .unwrap_err();
+            let e = compare_plaintext(
+                &src,
+                &legacy,
+                layout,
+                output,
+                false,
+                opts,
+                &mut Run::new(&mut NoProgress, &Interrupt::new()),
+            )
+            .unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::Corrupt);
             assert!(e.to_string().contains("payload byte 4992 "), "{e}");
         }
@@ -537,8 +549,15 @@ mod tests {
         let src = MemSource::new(ct.clone());
         let same = CbcSectors::new(&[5u8; 32], IvScheme::Plain).unwrap();
         let o = StreamOptions::default();
-        let sha =
-            compare_plaintext(&src, &legacy, layout, Other::Cipher(&same), true, o, &mut NoProgress, &Interrupt::new());
+        let sha = compare_plaintext(
+            &src,
+            &legacy,
+            layout,
+            Other::Cipher(&same),
+            true,
+            o,
+            &mut Run::new(&mut NoProgress, &Interrupt::new()),
+        );
         assert_eq!(sha.unwrap(), Some(want_sha));
         let other = CbcSectors::new(&[5u8; 32], IvScheme::Null).unwrap();
         let e = compare_plaintext(
@@ -548,8 +567,7 @@ mod tests {
             Other::Cipher(&other),
             true,
             o,
-            &mut NoProgress,
-            &Interrupt::new(),
+            &mut Run::new(&mut NoProgress, &Interrupt::new()),
         );
         assert_eq!(e.unwrap_err().kind(), crate::ErrorKind::Corrupt);
         let i = Interrupt::new();
@@ -566,8 +584,7 @@ mod tests {
             0,
             StreamOptions::default(),
             &mut |_| Ok(()),
-            &mut NoProgress,
-            &i,
+            &mut Run::new(&mut NoProgress, &i),
         )
         .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Interrupted);
@@ -596,7 +613,16 @@ mod tests {
             let sink = Sink { file: &f, writer: &w, path: &p, offset_bytes: 8192, cipher: &xts, check };
             let opts = StreamOptions { workers: 2, chunk_bytes: 256 << 10, checkpoint_bytes: 1 << 20 };
             let src = MemSource::new(ct.clone());
-            let r = stream(&src, &legacy, layout, &sink, 0, opts, &mut |_| Ok(()), &mut NoProgress, &Interrupt::new());
+            let r = stream(
+                &src,
+                &legacy,
+                layout,
+                &sink,
+                0,
+                opts,
+                &mut |_| Ok(()),
+                &mut Run::new(&mut NoProgress, &Interrupt::new()),
+            );
             if name == "same" {
                 assert_eq!(r.unwrap(), want_sha);
                 let mut want = plain.clone();

@@ -5,11 +5,12 @@
 use super::apply::{self, OutputPaths, StreamOptions};
 use super::kdf::choose_kdf;
 use super::plan;
-use super::{Format, KdfOptions, Outcome, hex, now_iso, open_command, source_path};
+use super::{Format, KdfOptions, Outcome, now_iso, open_command, source_path};
+use crate::bytes::hex;
 use crate::crypto::Passphrase;
 use crate::formats::luks::{self, write};
 use crate::image::Opened;
-use crate::progress::{Interrupt, Progress};
+use crate::progress::Run;
 use crate::source::{ByteSource, FileSource};
 use std::path::PathBuf;
 use subtle::ConstantTimeEq;
@@ -47,8 +48,7 @@ pub fn detached_header(
     opened: &Opened,
     new_pass: &Passphrase,
     opts: &DetachedOptions,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<Outcome> {
     let (cipher, offset, size) = plan::detached_segment(opened)?;
     let key = match opened.keys() {
@@ -104,8 +104,7 @@ pub fn detached_header(
         apply::Other::Cipher(&*new_cipher),
         true,
         so,
-        progress,
-        interrupt,
+        run,
     )
     .map_err(|e| match e.kind() {
         crate::ErrorKind::Corrupt => {

@@ -106,11 +106,7 @@ pub struct Outcome {
 
 fn now_iso() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    plan::iso8601(secs)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::bytes::rfc3339(secs)
 }
 
 fn source_path(opened: &Opened) -> String {

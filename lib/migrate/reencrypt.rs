@@ -6,11 +6,12 @@
 use super::apply::{self, Checkpoint, OutputPaths, Sink, StreamOptions};
 use super::kdf::choose_kdf;
 use super::plan::{self, SourceInfo, TargetLayout};
-use super::{Format, KdfOptions, Outcome, hex, now_iso, open_command, source_path};
+use super::{Format, KdfOptions, Outcome, now_iso, open_command, source_path};
+use crate::bytes::hex;
 use crate::crypto::{Key, Passphrase, SectorCipher};
 use crate::formats::luks::{self, keyslot::Kdf, write};
 use crate::image::Opened;
-use crate::progress::{Interrupt, Progress};
+use crate::progress::Run;
 use crate::source::{ByteSource, FileSource};
 use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
@@ -58,198 +59,280 @@ pub fn reencrypt(
     opened: &Opened,
     new_pass: &Passphrase,
     opts: &ReencryptOptions,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<Outcome> {
-    let (layout, src_cipher) = opened
-        .payload()?
-        .ok_or_else(|| crate::Error::invalid("the source is locked: give its passphrase or key file"))?;
-    if layout.size_bytes == 0 {
-        return Err(crate::Error::invalid("the source payload is empty: nothing to migrate"));
-    }
-    let info = plan::source_info(opened, layout)?;
-    let out = OutputPaths::new(&opts.output);
-    apply::refuse_clobbering_inputs(&out, &[&opened.path])?;
-    if let crate::image::Content::LuksUnlocked(u) = &opened.content
-        && let Some(h) = &u.detached_header
-    {
-        apply::refuse_clobbering_inputs(&out, &[h])?;
-    }
-    let target = TargetLayout::new(opts.format == Format::Luks2, layout.size_bytes);
-    let src_path = source_path(opened);
-    let src_size = opened.file.size_bytes();
+    let job = Job::new(opened, new_pass, opts)?;
     let mut notes = Vec::new();
+    let resume_from = match job.decide()? {
+        Decision::AlreadyDone => return job.verify_completed(notes, run),
+        Decision::Start => None,
+        Decision::Resume(c) => Some(*c),
+    };
+    let target = job.open_target(resume_from.as_ref(), &mut notes)?;
+    let streamed = job.stream(&target, run, &mut notes)?;
+    job.stamp_provenance(&target, &streamed.src_sha, &mut notes)?;
+    job.verify_and_commit(target, streamed, resume_from, notes, run)
+}
 
-    let existing = Checkpoint::load(&out.checkpoint)?;
-    let final_exists = out.final_path.exists();
-    let partial_exists = out.partial.exists();
-    if opts.resume && final_exists && !partial_exists {
-        // A previous run renamed OUT into place; finish (or refuse) by verifying it.
-        let (sha_src, uuid, direct) =
-            verify_existing(opened, &*src_cipher, layout, &out.final_path, new_pass, opts.stream, progress, interrupt)
-                .map_err(|e| match e.kind() {
-                    crate::ErrorKind::Corrupt => crate::Error::new(
-                        crate::ErrorKind::Unsafe,
-                        format!(
-                            "{} exists but its payload differs from the source ({e}); use --force to replace it",
-                            out.final_path.display()
-                        ),
-                    ),
-                    _ => e,
-                })?;
-        // Compared byte for byte: the same plaintext, the same digest.
-        let sha_out = sha_src;
+/// What one `reencrypt` call works with, fixed before anything is written.
+struct Job<'a> {
+    opened: &'a Opened,
+    new_pass: &'a Passphrase,
+    opts: &'a ReencryptOptions,
+    layout: crate::volume::Layout,
+    src_cipher: std::sync::Arc<dyn SectorCipher>,
+    info: SourceInfo,
+    out: OutputPaths,
+    target: TargetLayout,
+    src_path: String,
+    src_size: u64,
+    /// The checkpoint an earlier run left, if any.
+    existing: Option<Checkpoint>,
+    /// Whether this run (or the run it continues) may replace `OUT`.
+    replace: bool,
+}
+
+/// How [`reencrypt`] goes on after looking at what an earlier run left.
+enum Decision {
+    /// An earlier run renamed `OUT` into place: verify it again and finish.
+    AlreadyDone,
+    /// A fresh start (new header, payload from byte 0).
+    Start,
+    /// Continue the interrupted run of this checkpoint.
+    Resume(Box<Checkpoint>),
+}
+
+/// The partial output being written: its handle, volume key and header identity.
+struct Target {
+    file: std::fs::File,
+    vk: Key,
+    uuid: String,
+    kdf_desc: Option<String>,
+    /// Payload bytes already durable (from the checkpoint of a resumed run).
+    done: u64,
+}
+
+/// What streaming the payload produced.
+struct Streamed {
+    src_sha: [u8; 32],
+    /// Every payload byte was read back from the device and compared while streaming.
+    payload_checked: bool,
+}
+
+impl<'a> Job<'a> {
+    /// The source payload, the output paths and the refusals that need no I/O on the output.
+    fn new(opened: &'a Opened, new_pass: &'a Passphrase, opts: &'a ReencryptOptions) -> crate::Result<Self> {
+        let (layout, src_cipher) = opened
+            .payload()?
+            .ok_or_else(|| crate::Error::invalid("the source is locked: give its passphrase or key file"))?;
+        if layout.size_bytes == 0 {
+            return Err(crate::Error::invalid("the source payload is empty: nothing to migrate"));
+        }
+        let info = plan::source_info(opened, layout)?;
+        let out = OutputPaths::new(&opts.output);
+        apply::refuse_clobbering_inputs(&out, &[&opened.path])?;
+        if let crate::image::Content::LuksUnlocked(u) = &opened.content
+            && let Some(h) = &u.detached_header
+        {
+            apply::refuse_clobbering_inputs(&out, &[h])?;
+        }
+        let existing = Checkpoint::load(&out.checkpoint)?;
+        // A resumed run may replace OUT if the run it continues was allowed to.
+        let replace = opts.force || (opts.resume && existing.as_ref().is_some_and(|c| c.replace_output));
+        Ok(Job {
+            opened,
+            new_pass,
+            opts,
+            layout,
+            src_cipher,
+            info,
+            target: TargetLayout::new(opts.format == Format::Luks2, layout.size_bytes),
+            src_path: source_path(opened),
+            src_size: opened.file.size_bytes(),
+            out,
+            existing,
+            replace,
+        })
+    }
+
+    /// Start, resume or finish an earlier run — or refuse (an output or a leftover in the way).
+    fn decide(&self) -> crate::Result<Decision> {
+        let (opts, out) = (self.opts, &self.out);
+        let final_exists = out.final_path.exists();
+        let partial_exists = out.partial.exists();
+        if opts.resume && final_exists && !partial_exists {
+            return Ok(Decision::AlreadyDone);
+        }
+        if final_exists && !self.replace {
+            return Err(crate::Error::new(
+                crate::ErrorKind::Unsafe,
+                format!("{} already exists; give --force to replace it", out.final_path.display()),
+            ));
+        }
+        if (partial_exists || self.existing.is_some()) && !opts.resume && !opts.force {
+            return Err(crate::Error::new(
+                crate::ErrorKind::Unsafe,
+                format!(
+                    "{} is left from an interrupted migration; rerun with --resume to continue it, or --force to start over",
+                    out.partial.display()
+                ),
+            ));
+        }
+        let Some(c) = self.existing.as_ref().filter(|_| opts.resume && !opts.force && partial_exists) else {
+            return Ok(Decision::Start);
+        };
+        let want = Checkpoint {
+            done_bytes: c.done_bytes,
+            replace_output: c.replace_output,
+            ..self.checkpoint(&c.target_uuid)
+        };
+        if *c != want {
+            return Err(crate::Error::new(
+                crate::ErrorKind::Unsafe,
+                format!(
+                    "the checkpoint {} was made for another source, parameters or format; use --force to start over",
+                    out.checkpoint.display()
+                ),
+            ));
+        }
+        Ok(Decision::Resume(Box::new(c.clone())))
+    }
+
+    /// The checkpoint of this run for the header `uuid`, nothing durable yet.
+    fn checkpoint(&self, uuid: &str) -> Checkpoint {
+        checkpoint_for(&self.src_path, self.src_size, &self.info, self.opts.format, uuid, self.target, self.replace)
+    }
+
+    /// `--resume` found `OUT` complete: verify it against the source and finish.
+    fn verify_completed(&self, mut notes: Vec<String>, run: &mut Run<'_>) -> crate::Result<Outcome> {
+        let out = &self.out;
+        let (sha_src, uuid, direct) = self.verify_existing(run).map_err(|e| match e.kind() {
+            crate::ErrorKind::Corrupt => crate::Error::new(
+                crate::ErrorKind::Unsafe,
+                format!(
+                    "{} exists but its payload differs from the source ({e}); use --force to replace it",
+                    out.final_path.display()
+                ),
+            ),
+            _ => e,
+        })?;
         if !direct {
             notes.push(READ_BACK_FALLBACK.into());
         }
         let _ = std::fs::remove_file(&out.checkpoint);
         notes.push("an earlier run had already completed this migration; it was verified again".into());
-        return Ok(Outcome {
-            mode: super::MigrationMode::Reencrypt,
-            output: Some(out.final_path.clone()),
-            format: Some(opts.format),
-            uuid: Some(uuid),
-            source: info,
-            source_sha256: Some(sha_src),
-            migrated_sha256: Some(sha_out),
-            kdf: None,
-            resumed_from_bytes: Some(layout.size_bytes),
-            cryptsetup: Some(open_command(&out.final_path, None)),
-            notes,
-        });
-    }
-    // A resumed run may replace OUT if the run it continues was allowed to.
-    let may_replace = opts.force || (opts.resume && existing.as_ref().is_some_and(|c| c.replace_output));
-    if final_exists && !may_replace {
-        return Err(crate::Error::new(
-            crate::ErrorKind::Unsafe,
-            format!("{} already exists; give --force to replace it", out.final_path.display()),
-        ));
-    }
-    if (partial_exists || existing.is_some()) && !opts.resume && !opts.force {
-        return Err(crate::Error::new(
-            crate::ErrorKind::Unsafe,
-            format!(
-                "{} is left from an interrupted migration; rerun with --resume to continue it, or --force to start over",
-                out.partial.display()
-            ),
-        ));
+        // Compared byte for byte: the same plaintext, the same digest.
+        Ok(self.outcome(uuid, sha_src, None, Some(self.layout.size_bytes), notes))
     }
 
-    // Resume or start.
-    let resume_from = match (&existing, opts.resume && !opts.force && partial_exists) {
-        (Some(c), true) => {
-            let want = Checkpoint {
-                done_bytes: c.done_bytes,
-                replace_output: c.replace_output,
-                ..checkpoint_for(&src_path, src_size, &info, opts.format, &c.target_uuid, target, false)
-            };
-            if *c != want {
-                return Err(crate::Error::new(
-                    crate::ErrorKind::Unsafe,
-                    format!(
-                        "the checkpoint {} was made for another source, parameters or format; use --force to start over",
-                        out.checkpoint.display()
-                    ),
-                ));
-            }
-            Some(c.clone())
-        }
-        _ => None,
-    };
-    // The replace permission of the run being continued (or of this one).
-    let replace = may_replace;
-    let fresh = |notes: &mut Vec<String>| -> crate::Result<(std::fs::File, Key, String, Option<String>, u64)> {
-        let _ = notes;
-        let (kdf, digest_iterations) = choose_kdf(&opts.kdf, opts.format)?;
-        let vk = Key::new(luks::random_bytes::<64>()?.to_vec());
-        let written = new_header(&vk, new_pass, opts, &kdf, digest_iterations, target)?;
-        // The checkpoint first: a crash from here on leaves a checkpoint with done = 0, which a
-        // resumed run turns into a fresh start (keeping the --force permission).
-        checkpoint_for(&src_path, src_size, &info, opts.format, &written.uuid, target, replace)
-            .save(&out.checkpoint)?;
-        let file = apply::create_partial(&out.partial, true)?;
-        file.set_len(target.total_bytes())
-            .map_err(|e| crate::Error::io(format!("sizing {}", out.partial.display()), e))?;
-        apply::write_at(&file, &out.partial, &written.bytes, 0)?;
-        apply::sync(&file, &out.partial)?;
-        apply::sync_dir_of(&out.partial)?;
-        Ok((file, vk, written.uuid, Some(kdf.describe()), 0))
-    };
-    let (file, vk, uuid, kdf_desc, done) = match &resume_from {
-        Some(c) => match reopen_partial(&out, c, new_pass) {
-            Ok((file, vk, kdf)) => {
-                notes.push(format!(
-                    "resumed after {} of {} payload bytes",
-                    c.done_bytes.min(layout.size_bytes),
-                    layout.size_bytes
-                ));
-                (file, vk, c.target_uuid.clone(), kdf, c.done_bytes.min(layout.size_bytes))
+    /// The partial output: reopened from the checkpoint `resume_from`, or created with a fresh
+    /// header (also when the interrupted run had made no payload durable).
+    fn open_target(&self, resume_from: Option<&Checkpoint>, notes: &mut Vec<String>) -> crate::Result<Target> {
+        let size = self.layout.size_bytes;
+        let Some(c) = resume_from else { return self.fresh_target() };
+        match reopen_partial(&self.out, c, self.new_pass) {
+            Ok((file, vk, kdf_desc)) => {
+                notes.push(format!("resumed after {} of {size} payload bytes", c.done_bytes.min(size)));
+                Ok(Target { file, vk, uuid: c.target_uuid.clone(), kdf_desc, done: c.done_bytes.min(size) })
             }
             // Interrupted before any payload was durable (even mid-header): nothing to keep.
             Err(e) if c.done_bytes == 0 && e.kind() != crate::ErrorKind::WrongKey => {
                 notes.push("the interrupted run had written no payload yet; started over".into());
-                fresh(&mut notes)?
+                self.fresh_target()
             }
-            Err(e) => return Err(e),
-        },
-        None => fresh(&mut notes)?,
-    };
-
-    let dst_cipher = crate::crypto::xts::XtsSectors::new(vk.bytes(), 512)?;
-    let writer = crate::output::direct::DirectWriter::new(&out.partial, &file)
-        .map_err(|e| crate::Error::io(format!("opening {} for direct writes", out.partial.display()), e))?;
-    // Read each chunk back from the device as it is written (apply::ReadCheck) when both
-    // directions bypass the page cache; the payload cipher for that comes from the header as it
-    // reads back from the disk (with the key in memory: the keyslot is unlocked at the end).
-    let back = crate::output::direct::ReadBack::open(&out.partial, &file)
-        .map_err(|e| crate::Error::io(format!("opening {} to read it back", out.partial.display()), e))?;
-    let verification_failed = |e: crate::Error| {
-        e.context(format!(
-            "verification failed ({} was kept for inspection and {} was not created)",
-            out.partial.display(),
-            out.final_path.display()
-        ))
-    };
-    let disk_cipher = if writer.is_direct() && back.is_direct() {
-        Some(
-            payload_cipher_from_disk(&out.partial, &vk, layout.size_bytes, target.payload_offset_bytes)
-                .map_err(verification_failed)?,
-        )
-    } else {
-        None
-    };
-    let sink = Sink {
-        file: &file,
-        writer: &writer,
-        path: &out.partial,
-        offset_bytes: target.payload_offset_bytes,
-        cipher: &dst_cipher,
-        check: disk_cipher.as_deref().map(|cipher| apply::ReadCheck { back: &back, cipher }),
-    };
-    let base = checkpoint_for(&src_path, src_size, &info, opts.format, &uuid, target, replace);
-    let mut on_durable = |n: u64| Checkpoint { done_bytes: n, ..base.clone() }.save(&out.checkpoint);
-    let src_sha = apply::stream(
-        &*opened.data,
-        &*src_cipher,
-        layout,
-        &sink,
-        done,
-        opts.stream,
-        &mut on_durable,
-        progress,
-        interrupt,
-    )
-    .map_err(|e| if e.kind() == crate::ErrorKind::Corrupt { verification_failed(e) } else { e })?;
-    if !writer.is_direct() {
-        notes.push(format!(
-            "the file system of {} does not take O_DIRECT writes: the output went through the page cache",
-            out.partial.display()
-        ));
+            Err(e) => Err(e),
+        }
     }
 
-    // Provenance (LUKS2): rewrite both header copies with the token, then flush.
-    if opts.format == Format::Luks2 {
+    /// A new volume key and header in `OUT.partial`, made durable after its checkpoint.
+    fn fresh_target(&self) -> crate::Result<Target> {
+        let (opts, out) = (self.opts, &self.out);
+        let (kdf, digest_iterations) = choose_kdf(&opts.kdf, opts.format)?;
+        let vk = Key::new(luks::random_bytes::<64>()?.to_vec());
+        let written = new_header(&vk, self.new_pass, opts, &kdf, digest_iterations, self.target)?;
+        // The checkpoint first: a crash from here on leaves a checkpoint with done = 0, which a
+        // resumed run turns into a fresh start (keeping the --force permission).
+        self.checkpoint(&written.uuid).save(&out.checkpoint)?;
+        let file = apply::create_partial(&out.partial, true)?;
+        file.set_len(self.target.total_bytes())
+            .map_err(|e| crate::Error::io(format!("sizing {}", out.partial.display()), e))?;
+        apply::write_at(&file, &out.partial, &written.bytes, 0)?;
+        apply::sync(&file, &out.partial)?;
+        apply::sync_dir_of(&out.partial)?;
+        Ok(Target { file, vk, uuid: written.uuid, kdf_desc: Some(kdf.describe()), done: 0 })
+    }
+
+    /// Wrap a verification error with what was left behind.
+    fn verification_failed(&self, e: crate::Error) -> crate::Error {
+        e.context(format!(
+            "verification failed ({} was kept for inspection and {} was not created)",
+            self.out.partial.display(),
+            self.out.final_path.display()
+        ))
+    }
+
+    /// Stream the payload from `t.done` on: decrypt → encrypt aes-xts-plain64 → `O_DIRECT`
+    /// writes, each chunk read back from the device and compared where both directions bypass
+    /// the page cache, with checkpoints as the output becomes durable.
+    fn stream(&self, t: &Target, run: &mut Run<'_>, notes: &mut Vec<String>) -> crate::Result<Streamed> {
+        let out = &self.out;
+        let dst_cipher = crate::crypto::xts::XtsSectors::new(t.vk.bytes(), 512)?;
+        let writer = crate::output::direct::DirectWriter::new(&out.partial, &t.file)
+            .map_err(|e| crate::Error::io(format!("opening {} for direct writes", out.partial.display()), e))?;
+        // Read each chunk back from the device as it is written (apply::ReadCheck) when both
+        // directions bypass the page cache; the payload cipher for that comes from the header as
+        // it reads back from the disk (with the key in memory: the keyslot is unlocked at the end).
+        let back = crate::output::direct::ReadBack::open(&out.partial, &t.file)
+            .map_err(|e| crate::Error::io(format!("opening {} to read it back", out.partial.display()), e))?;
+        let disk_cipher = if writer.is_direct() && back.is_direct() {
+            Some(
+                payload_cipher_from_disk(&out.partial, &t.vk, self.layout.size_bytes, self.target.payload_offset_bytes)
+                    .map_err(|e| self.verification_failed(e))?,
+            )
+        } else {
+            None
+        };
+        let sink = Sink {
+            file: &t.file,
+            writer: &writer,
+            path: &out.partial,
+            offset_bytes: self.target.payload_offset_bytes,
+            cipher: &dst_cipher,
+            check: disk_cipher.as_deref().map(|cipher| apply::ReadCheck { back: &back, cipher }),
+        };
+        let base = self.checkpoint(&t.uuid);
+        let mut on_durable = |n: u64| Checkpoint { done_bytes: n, ..base.clone() }.save(&out.checkpoint);
+        let src_sha = apply::stream(
+            &*self.opened.data,
+            &*self.src_cipher,
+            self.layout,
+            &sink,
+            t.done,
+            self.opts.stream,
+            &mut on_durable,
+            run,
+        )
+        .map_err(|e| if e.kind() == crate::ErrorKind::Corrupt { self.verification_failed(e) } else { e })?;
+        if !writer.is_direct() {
+            notes.push(format!(
+                "the file system of {} does not take O_DIRECT writes: the output went through the page cache",
+                out.partial.display()
+            ));
+        }
+        // Every chunk this run wrote was read back from the device and compared (unless O_DIRECT
+        // reads were refused on the way); a resumed run's earlier chunks were not.
+        Ok(Streamed { src_sha, payload_checked: sink.check.is_some() && back.is_direct() && t.done == 0 })
+    }
+
+    /// Provenance (LUKS2): rewrite both header copies with the token (flushed by the caller).
+    fn stamp_provenance(&self, t: &Target, src_sha: &[u8; 32], notes: &mut Vec<String>) -> crate::Result<()> {
+        let out = &self.out;
+        if self.opts.format != Format::Luks2 {
+            notes.push(
+                "LUKS1 has no place for provenance metadata; the source and its SHA-256 are only in this report".into(),
+            );
+            return Ok(());
+        }
         let hdr = FileSource::open(&out.partial)?;
         let Some(luks::Luks { parsed: luks::Parsed::V2(l2), .. }) = luks::read(&hdr)? else {
             return Err(crate::Error::corrupt(format!(
@@ -261,73 +344,78 @@ pub fn reencrypt(
         meta.tokens.retain(|_, t| t.get("type").and_then(|v| v.as_str()) != Some("loopkit-migration"));
         let id =
             (0..32u32).map(|i| i.to_string()).find(|k| !meta.tokens.contains_key(k)).unwrap_or_else(|| "31".into());
-        meta.tokens.insert(id, plan::provenance_token(&info, &src_path, &hex(&src_sha), &now_iso()));
+        meta.tokens.insert(id, plan::provenance_token(&self.info, &self.src_path, &hex(src_sha), &now_iso()));
         let bytes = write::luks2_rewrite(&l2, &meta, l2.bin.seqid + 1)?;
-        apply::write_at(&file, &out.partial, &bytes, 0)?;
-    } else {
-        notes.push(
-            "LUKS1 has no place for provenance metadata; the source and its SHA-256 are only in this report".into(),
-        );
+        apply::write_at(&t.file, &out.partial, &bytes, 0)
     }
-    // Make everything durable and record it; then read the output back from the device (not
-    // from the page cache) through the normal LUKS reader with the new passphrase, and compare
-    // its plaintext with the source's, byte for byte.
-    apply::sync(&file, &out.partial)?;
-    Checkpoint { done_bytes: layout.size_bytes, ..base.clone() }.save(&out.checkpoint)?;
-    // Every chunk this run wrote was read back from the device and compared (unless O_DIRECT
-    // reads were refused on the way); a resumed run's earlier chunks were not.
-    let payload_checked = sink.check.is_some() && back.is_direct() && done == 0;
-    drop(back);
-    let read_back = verify_output(
-        &out.partial,
-        &file,
-        new_pass,
-        Some(&vk),
-        (&*opened.data, &*src_cipher, layout),
-        if payload_checked { PayloadCheck::Done } else { PayloadCheck::Compare { hash: false } },
-        opts.stream,
-        progress,
-        interrupt,
-    );
-    drop(file);
-    let (_, out_uuid, direct) = read_back.map_err(verification_failed)?;
-    if out_uuid != uuid {
-        return Err(crate::Error::corrupt(format!(
-            "verification failed: {} reads back with UUID {out_uuid}, not {uuid}; {} was not created",
-            out.partial.display(),
-            out.final_path.display()
-        )));
+
+    /// Make everything durable and record it; read the output back from the device (not from
+    /// the page cache) through the normal LUKS reader with the new passphrase and compare its
+    /// plaintext with the source's, byte for byte; then rename it into place.
+    fn verify_and_commit(
+        &self,
+        t: Target,
+        streamed: Streamed,
+        resume_from: Option<Checkpoint>,
+        mut notes: Vec<String>,
+        run: &mut Run<'_>,
+    ) -> crate::Result<Outcome> {
+        let (out, layout) = (&self.out, self.layout);
+        apply::sync(&t.file, &out.partial)?;
+        Checkpoint { done_bytes: layout.size_bytes, ..self.checkpoint(&t.uuid) }.save(&out.checkpoint)?;
+        let payload = if streamed.payload_checked { PayloadCheck::Done } else { PayloadCheck::Compare { hash: false } };
+        let read_back = self.verify_output(&out.partial, &t.file, Some(&t.vk), payload, run);
+        let Target { file, uuid, kdf_desc, .. } = t;
+        drop(file);
+        let (_, out_uuid, direct) = read_back.map_err(|e| self.verification_failed(e))?;
+        if out_uuid != uuid {
+            return Err(crate::Error::corrupt(format!(
+                "verification failed: {} reads back with UUID {out_uuid}, not {uuid}; {} was not created",
+                out.partial.display(),
+                out.final_path.display()
+            )));
+        }
+        if !direct {
+            notes.push(READ_BACK_FALLBACK.into());
+        }
+        if out.final_path.exists() && !self.replace {
+            return Err(crate::Error::new(
+                crate::ErrorKind::Unsafe,
+                format!("{} appeared while migrating; give --force to replace it", out.final_path.display()),
+            ));
+        }
+        std::fs::rename(&out.partial, &out.final_path).map_err(|e| {
+            crate::Error::io(format!("renaming {} to {}", out.partial.display(), out.final_path.display()), e)
+        })?;
+        apply::sync_dir_of(&out.final_path)?;
+        let _ = std::fs::remove_file(&out.checkpoint);
+        apply::sync_dir_of(&out.checkpoint)?;
+        // Byte-for-byte equal plaintext: the same SHA-256.
+        Ok(self.outcome(uuid, streamed.src_sha, kdf_desc, resume_from.map(|c| c.done_bytes), notes))
     }
-    if !direct {
-        notes.push(READ_BACK_FALLBACK.into());
+
+    fn outcome(
+        &self,
+        uuid: String,
+        sha: [u8; 32],
+        kdf: Option<String>,
+        resumed_from_bytes: Option<u64>,
+        notes: Vec<String>,
+    ) -> Outcome {
+        Outcome {
+            mode: super::MigrationMode::Reencrypt,
+            output: Some(self.out.final_path.clone()),
+            format: Some(self.opts.format),
+            uuid: Some(uuid),
+            source: self.info.clone(),
+            source_sha256: Some(sha),
+            migrated_sha256: Some(sha),
+            kdf,
+            resumed_from_bytes,
+            cryptsetup: Some(open_command(&self.out.final_path, None)),
+            notes,
+        }
     }
-    // Byte-for-byte equal plaintext: the same SHA-256.
-    let out_sha = src_sha;
-    if out.final_path.exists() && !replace {
-        return Err(crate::Error::new(
-            crate::ErrorKind::Unsafe,
-            format!("{} appeared while migrating; give --force to replace it", out.final_path.display()),
-        ));
-    }
-    std::fs::rename(&out.partial, &out.final_path).map_err(|e| {
-        crate::Error::io(format!("renaming {} to {}", out.partial.display(), out.final_path.display()), e)
-    })?;
-    apply::sync_dir_of(&out.final_path)?;
-    let _ = std::fs::remove_file(&out.checkpoint);
-    apply::sync_dir_of(&out.checkpoint)?;
-    Ok(Outcome {
-        mode: super::MigrationMode::Reencrypt,
-        output: Some(out.final_path.clone()),
-        format: Some(opts.format),
-        uuid: Some(uuid),
-        source: info,
-        source_sha256: Some(src_sha),
-        migrated_sha256: Some(out_sha),
-        kdf: kdf_desc,
-        resumed_from_bytes: resume_from.map(|c| c.done_bytes),
-        cryptsetup: Some(open_command(&out.final_path, None)),
-        notes,
-    })
 }
 
 /// A new header for `vk` in the chosen format.
@@ -458,88 +546,69 @@ fn payload_cipher_from_disk(path: &Path, vk: &Key, size: u64, offset: u64) -> cr
     Ok(oc)
 }
 
-/// Verify the output `path` (its writer `written`, synced) from the device: drop its cached
-/// pages, read the header back, check it reads cleanly, unlock it with `pass` (a full keyslot
-/// unlock; with `vk`, the key must be that one), then — unless `payload` says it was done while
-/// streaming — read the payload back (`O_DIRECT` where possible) and compare its plaintext with
-/// the source's byte for byte (and, with `hash`, hash the source plaintext). Returns (source
-/// sha256 if hashed, uuid, whether reads were O_DIRECT).
-#[allow(clippy::too_many_arguments)]
-fn verify_output(
-    path: &Path,
-    written: &std::fs::File,
-    pass: &Passphrase,
-    vk: Option<&Key>,
-    source: (&dyn ByteSource, &dyn SectorCipher, crate::volume::Layout),
-    payload: PayloadCheck,
-    so: StreamOptions,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> crate::Result<(Option<[u8; 32]>, String, bool)> {
-    let back = crate::output::direct::ReadBack::open(path, written)
-        .map_err(|e| crate::Error::io(format!("opening {} to read it back", path.display()), e))?;
-    // The header through the plain handle: its pages were just dropped, so this reads the disk.
-    let src = FileSource::open(path)?;
-    let l = luks::read(&src)
-        .map_err(|e| e.context(format!("reading the header of {} back from the disk", path.display())))?
-        .ok_or_else(|| crate::Error::corrupt(format!("{} has no LUKS header when read back", path.display())))?;
-    if !l.header.notes.is_empty() {
-        return Err(crate::Error::corrupt(format!(
-            "{}: the new header reads back with problems: {}",
-            path.display(),
-            crate::finding::Finding::messages(&l.header.notes).join("; ")
-        )));
+impl Job<'_> {
+    /// Verify the output `path` (its writer `written`, synced) from the device: drop its cached
+    /// pages, read the header back, check it reads cleanly, unlock it with the new passphrase
+    /// (a full keyslot unlock; with `vk`, the key must be that one), then — unless `payload` says
+    /// it was done while streaming — read the payload back (`O_DIRECT` where possible) and
+    /// compare its plaintext with the source's byte for byte (and, with `hash`, hash the source
+    /// plaintext). Returns (source sha256 if hashed, uuid, whether reads were O_DIRECT).
+    fn verify_output(
+        &self,
+        path: &Path,
+        written: &std::fs::File,
+        vk: Option<&Key>,
+        payload: PayloadCheck,
+        run: &mut Run<'_>,
+    ) -> crate::Result<(Option<[u8; 32]>, String, bool)> {
+        let back = crate::output::direct::ReadBack::open(path, written)
+            .map_err(|e| crate::Error::io(format!("opening {} to read it back", path.display()), e))?;
+        // The header through the plain handle: its pages were just dropped, so this reads the disk.
+        let src = FileSource::open(path)?;
+        let l = luks::read(&src)
+            .map_err(|e| e.context(format!("reading the header of {} back from the disk", path.display())))?
+            .ok_or_else(|| crate::Error::corrupt(format!("{} has no LUKS header when read back", path.display())))?;
+        if !l.header.notes.is_empty() {
+            return Err(crate::Error::corrupt(format!(
+                "{}: the new header reads back with problems: {}",
+                path.display(),
+                crate::finding::Finding::messages(&l.header.notes).join("; ")
+            )));
+        }
+        let u =
+            l.unlock(&src, self.new_pass).map_err(|e| e.context(format!("unlocking {} read back", path.display())))?;
+        if let Some(vk) = vk
+            && !bool::from(u.volume_key.bytes().ct_eq(vk.bytes()))
+        {
+            return Err(crate::Error::corrupt(format!("{}: the keyslot yields another volume key", path.display())));
+        }
+        let (ol, oc) = l.payload(src.size_bytes(), &u.volume_key)?;
+        if ol.size_bytes != self.layout.size_bytes || ol.iv_offset_sectors != 0 {
+            return Err(crate::Error::corrupt(format!(
+                "{} maps {} payload bytes (IV offset {}), the source has {}",
+                path.display(),
+                ol.size_bytes,
+                ol.iv_offset_sectors,
+                self.layout.size_bytes
+            )));
+        }
+        let PayloadCheck::Compare { hash } = payload else {
+            return Ok((None, l.header.uuid, true));
+        };
+        let other = apply::Other::Output { back: &back, path, offset_bytes: ol.offset_bytes, cipher: &*oc };
+        let (data, cipher) = (&*self.opened.data, &*self.src_cipher);
+        let sha = apply::compare_plaintext(data, cipher, self.layout, other, hash, self.opts.stream, run)?;
+        Ok((sha, l.header.uuid, back.is_direct()))
     }
-    let u = l.unlock(&src, pass).map_err(|e| e.context(format!("unlocking {} read back", path.display())))?;
-    if let Some(vk) = vk
-        && !bool::from(u.volume_key.bytes().ct_eq(vk.bytes()))
-    {
-        return Err(crate::Error::corrupt(format!("{}: the keyslot yields another volume key", path.display())));
-    }
-    let (ol, oc) = l.payload(src.size_bytes(), &u.volume_key)?;
-    let (s_data, s_cipher, s_layout) = source;
-    if ol.size_bytes != s_layout.size_bytes || ol.iv_offset_sectors != 0 {
-        return Err(crate::Error::corrupt(format!(
-            "{} maps {} payload bytes (IV offset {}), the source has {}",
-            path.display(),
-            ol.size_bytes,
-            ol.iv_offset_sectors,
-            s_layout.size_bytes
-        )));
-    }
-    let PayloadCheck::Compare { hash } = payload else {
-        return Ok((None, l.header.uuid, true));
-    };
-    let other = apply::Other::Output { back: &back, path, offset_bytes: ol.offset_bytes, cipher: &*oc };
-    let sha = apply::compare_plaintext(s_data, s_cipher, s_layout, other, hash, so, progress, interrupt)?;
-    Ok((sha, l.header.uuid, back.is_direct()))
-}
 
-/// `--resume` found `OUT` complete: compare `OUT` (unlocked with `pass`, read from the device)
-/// with the source, hashing the source plaintext. Returns (sha256, uuid, O_DIRECT reads).
-#[allow(clippy::too_many_arguments)]
-fn verify_existing(
-    opened: &Opened,
-    src_cipher: &dyn SectorCipher,
-    layout: crate::volume::Layout,
-    path: &Path,
-    pass: &Passphrase,
-    so: StreamOptions,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> crate::Result<([u8; 32], String, bool)> {
-    let f = std::fs::File::open(path).map_err(|e| crate::Error::io(format!("opening {}", path.display()), e))?;
-    let (sha, uuid, direct) = verify_output(
-        path,
-        &f,
-        pass,
-        None,
-        (&*opened.data, src_cipher, layout),
-        PayloadCheck::Compare { hash: true },
-        so,
-        progress,
-        interrupt,
-    )?;
-    let sha = sha.ok_or_else(|| crate::Error::invalid("BUG: no digest"))?;
-    Ok((sha, uuid, direct))
+    /// `--resume` found `OUT` complete: compare `OUT` (unlocked with the new passphrase, read
+    /// from the device) with the source, hashing the source plaintext. Returns (sha256, uuid,
+    /// O_DIRECT reads).
+    fn verify_existing(&self, run: &mut Run<'_>) -> crate::Result<([u8; 32], String, bool)> {
+        let path = &self.out.final_path;
+        let f = std::fs::File::open(path).map_err(|e| crate::Error::io(format!("opening {}", path.display()), e))?;
+        let (sha, uuid, direct) = self.verify_output(path, &f, None, PayloadCheck::Compare { hash: true }, run)?;
+        let sha = sha.ok_or_else(|| crate::Error::invalid("BUG: no digest"))?;
+        Ok((sha, uuid, direct))
+    }
 }

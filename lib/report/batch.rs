@@ -1,8 +1,7 @@
 //! The JSON documents of batch verification and the fixity catalog (`verify PATH... --json-lines`,
-//! `--catalog FILE`, `loopkit catalog FILE`): the per-image error document, the batch summary and
-//! its table rows, one catalog record, and the catalog summary. See `docs/JSON.md`.
+//! `--catalog FILE`, `loopkit catalog FILE`): the batch summary and its table rows, one catalog record, and the
+//! catalog summary (a per-image error is the generic [`super::ErrorDoc`]). See `docs/JSON.md`.
 
-use crate::ErrorKind;
 use serde::{Deserialize, Serialize};
 
 /// What became of one image in a batch.
@@ -33,75 +32,6 @@ impl Verdict {
             Verdict::Interrupted => "interrupted",
         }
     }
-}
-
-/// The stable name of an error kind in JSON (`"error": {"kind": ...}`).
-pub fn error_kind_name(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Io => "io",
-        ErrorKind::NotRecognized => "not-recognized",
-        ErrorKind::Corrupt => "corrupt",
-        ErrorKind::WrongKey => "wrong-key",
-        ErrorKind::NoMatch => "no-match",
-        ErrorKind::Unsupported => "unsupported",
-        ErrorKind::InvalidInput => "invalid-input",
-        ErrorKind::Unsafe => "unsafe",
-        ErrorKind::Interrupted => "interrupted",
-    }
-}
-
-/// The error part of [`ErrorDoc`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorBody {
-    /// `io`, `not-recognized`, `corrupt`, `wrong-key`, `no-match`, `unsupported`,
-    /// `invalid-input`, `unsafe`, `interrupted`, `time-budget`, `other`.
-    pub kind: String,
-    /// The message with its cause chain.
-    pub message: String,
-}
-
-/// The document a command prints with `--json` when it could not do the job; in a batch, one per
-/// image that could not be checked (then with `image`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorDoc {
-    /// Always [`super::JSON_VERSION`].
-    pub loopkit_json: u32,
-    /// The command (`verify`, ...).
-    pub command: String,
-    /// The image (batch only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    /// Always false.
-    pub ok: bool,
-    /// What went wrong.
-    pub error: ErrorBody,
-}
-
-impl ErrorDoc {
-    /// The document for `e` (message with its cause chain).
-    pub fn new(command: &str, image: Option<String>, kind: &str, message: String) -> Self {
-        ErrorDoc {
-            loopkit_json: super::JSON_VERSION,
-            command: command.into(),
-            image,
-            ok: false,
-            error: ErrorBody { kind: kind.into(), message },
-        }
-    }
-}
-
-/// An error's message followed by its cause chain (`a: b: c`).
-pub fn error_chain(e: &crate::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
 
 /// One line of the batch table.
@@ -307,35 +237,5 @@ pub fn row_of(image: &str, doc: &super::Verify, elapsed_ms: u64) -> Row {
         message: None,
         payload_sha256: doc.payload.as_ref().map(|p| p.sha256.clone()),
         elapsed_ms,
-    }
-}
-
-/// Seconds since the epoch as RFC 3339 UTC (`2026-12-06T05:30:00Z`), without a date library
-/// (civil-from-days, Howard Hinnant's algorithm).
-pub fn rfc3339(secs: u64) -> String {
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_known_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_199_145_600), "2008-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_796_535_000), "2026-12-06T05:30:00Z");
     }
 }

@@ -4,8 +4,9 @@
 //! error-correction data a sector map (SVG, dvdisaster's colours: good, CRC error, unreadable).
 //! Also the sector map alone for `verify --map FILE.svg`.
 
+use super::ErrorDoc;
 use super::Verify;
-use super::batch::{CatalogRecord, Counts, ErrorDoc, Row, Summary, Verdict};
+use super::batch::{CatalogRecord, Counts, Row, Summary, Verdict};
 
 /// The sectors of one image for its map.
 #[derive(Debug, Clone, PartialEq, Eq)]

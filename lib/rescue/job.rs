@@ -5,7 +5,7 @@
 
 use super::mapfile::{RescueMap, Status};
 use super::{Hooks, Options, Rescue, RescueSource, Stats, Stop};
-use crate::progress::{Interrupt, Progress};
+use crate::progress::Run;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsFd as _;
@@ -295,12 +295,7 @@ fn open_partial(job: &Job, map: &RescueMap, size: u64) -> crate::Result<(File, P
 /// # Errors
 /// `Unsafe` (an existing map without `resume`, an existing output without `force`, an output
 /// that is the source), `Corrupt` (a map that does not parse), `Io`.
-pub fn run(
-    job: &Job,
-    enough: Option<EnoughFn<'_>>,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> crate::Result<Outcome> {
+pub fn run(job: &Job, enough: Option<EnoughFn<'_>>, run: &mut Run<'_>) -> crate::Result<Outcome> {
     for p in [&job.output, &job.map] {
         if crate::output::same_file(p, &job.source) {
             return Err(unsafe_err(format!("{} is the source itself; refusing to write over it", p.display())));
@@ -348,8 +343,8 @@ pub fn run(
     }
     let mut hooks = FileHooks { job, header, enough };
     let (stop, map, stats) = match faults {
-        Some(faults) => drive(&mut Simulated { inner: dev, faults }, &out, map, opts, &mut hooks, progress, interrupt)?,
-        None => drive(&mut { dev }, &out, map, opts, &mut hooks, progress, interrupt)?,
+        Some(faults) => drive(&mut Simulated { inner: dev, faults }, &out, map, opts, &mut hooks, run)?,
+        None => drive(&mut { dev }, &out, map, opts, &mut hooks, run)?,
     };
     out.sync_all().map_err(|e| crate::Error::io(format!("syncing {}", partial.display()), e))?;
     let mut outcome = Outcome { stop, map, stats, sector, direct, data_path: partial.clone(), completed: false };
@@ -367,11 +362,10 @@ fn drive<S: RescueSource>(
     map: RescueMap,
     opts: Options,
     hooks: &mut dyn Hooks,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<(Stop, RescueMap, Stats)> {
     let mut r = Rescue::new(src, out, map, opts)?;
-    let stop = r.run(hooks, progress, interrupt)?;
+    let stop = r.run(hooks, run)?;
     Ok((stop, r.map, r.stats))
 }
 

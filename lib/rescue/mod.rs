@@ -23,7 +23,7 @@ pub mod ecc;
 pub mod job;
 pub mod mapfile;
 
-use crate::progress::{Interrupt, Progress};
+use crate::progress::Run;
 use mapfile::{Phase, RescueMap, Status};
 use std::fs::File;
 use std::io;
@@ -226,12 +226,12 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
         Ok((good, failed, slow))
     }
 
-    fn checkpoint(&mut self, hooks: &mut dyn Hooks, interrupt: &Interrupt) -> crate::Result<bool> {
+    fn checkpoint(&mut self, hooks: &mut dyn Hooks, run: &Run<'_>) -> crate::Result<bool> {
         if self.last_save.elapsed() >= self.opts.save_every {
             hooks.save(&self.map)?;
             self.last_save = Instant::now();
         }
-        Ok(interrupt.is_set())
+        Ok(run.interrupt.is_set())
     }
 
     /// Run every phase (skipping those with nothing to do) until complete, enough, exhausted
@@ -239,16 +239,11 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
     ///
     /// # Errors
     /// Writing the output or saving the map failed.
-    pub fn run(
-        &mut self,
-        hooks: &mut dyn Hooks,
-        progress: &mut dyn Progress,
-        interrupt: &Interrupt,
-    ) -> crate::Result<Stop> {
-        progress.start("rescue", Some(self.map.size()));
-        progress.advance(self.map.bytes_in(Status::Finished));
-        let stop = self.run_phases(hooks, progress, interrupt);
-        progress.finish();
+    pub fn run(&mut self, hooks: &mut dyn Hooks, run: &mut Run<'_>) -> crate::Result<Stop> {
+        run.progress.start("rescue", Some(self.map.size()));
+        run.progress.advance(self.map.bytes_in(Status::Finished));
+        let stop = self.run_phases(hooks, run);
+        run.progress.finish();
         if matches!(stop, Ok(Stop::Complete)) {
             self.map.phase = Phase::Finished;
         }
@@ -256,21 +251,15 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
         stop
     }
 
-    fn run_phases(
-        &mut self,
-        hooks: &mut dyn Hooks,
-        progress: &mut dyn Progress,
-        interrupt: &Interrupt,
-    ) -> crate::Result<Stop> {
-        type PhaseFn<'a, S> =
-            fn(&mut Rescue<'a, S>, &mut dyn Hooks, &mut dyn Progress, &Interrupt) -> crate::Result<Option<Stop>>;
+    fn run_phases(&mut self, hooks: &mut dyn Hooks, run: &mut Run<'_>) -> crate::Result<Stop> {
+        type PhaseFn<'a, S> = fn(&mut Rescue<'a, S>, &mut dyn Hooks, &mut Run<'_>) -> crate::Result<Option<Stop>>;
         let phases: [(&'static str, Status, PhaseFn<'a, S>); 4] = [
             ("copy", Status::NonTried, Self::copy),
             ("bisect", Status::NonTried, Self::bisect),
             ("trim", Status::NonTrimmed, Self::trim),
             ("scrape", Status::NonScraped, Self::scrape),
         ];
-        if let Some(s) = self.verdict(hooks, interrupt) {
+        if let Some(s) = self.verdict(hooks, run) {
             return Ok(s);
         }
         for (name, needs, f) in phases {
@@ -283,11 +272,11 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
                 continue;
             }
             self.stats.phases.push(name);
-            progress.note(&format!("rescue: {name}"));
-            if let Some(s) = f(self, hooks, progress, interrupt)? {
+            run.progress.note(&format!("rescue: {name}"));
+            if let Some(s) = f(self, hooks, run)? {
                 return Ok(s);
             }
-            if let Some(s) = self.verdict(hooks, interrupt) {
+            if let Some(s) = self.verdict(hooks, run) {
                 return Ok(s);
             }
         }
@@ -298,20 +287,20 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
             self.map.phase = Phase::Retrying;
             self.map.pass = pass;
             self.stats.phases.push("retry");
-            progress.note(&format!("rescue: retry {pass} of {}", self.opts.retries));
+            run.progress.note(&format!("rescue: retry {pass} of {}", self.opts.retries));
             for b in self.map.blocks_in(Status::Bad) {
-                if let Some(s) = self.sectors(b.pos, b.size, Status::Bad, hooks, progress, interrupt)? {
+                if let Some(s) = self.sectors(b.pos, b.size, Status::Bad, hooks, run)? {
                     return Ok(s);
                 }
             }
         }
-        Ok(self.verdict(hooks, interrupt).unwrap_or(Stop::Exhausted))
+        Ok(self.verdict(hooks, run).unwrap_or(Stop::Exhausted))
     }
 
-    fn verdict(&self, hooks: &mut dyn Hooks, interrupt: &Interrupt) -> Option<Stop> {
+    fn verdict(&self, hooks: &mut dyn Hooks, run: &Run<'_>) -> Option<Stop> {
         if self.map.is_complete() {
             Some(Stop::Complete)
-        } else if interrupt.is_set() {
+        } else if run.interrupt.is_set() {
             Some(Stop::Interrupted)
         } else if hooks.enough(&self.map, true) {
             Some(Stop::Enough)
@@ -320,19 +309,14 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
         }
     }
 
-    fn copy(
-        &mut self,
-        hooks: &mut dyn Hooks,
-        progress: &mut dyn Progress,
-        interrupt: &Interrupt,
-    ) -> crate::Result<Option<Stop>> {
+    fn copy(&mut self, hooks: &mut dyn Hooks, run: &mut Run<'_>) -> crate::Result<Option<Stop>> {
         self.map.phase = Phase::Copying;
         self.map.pass = 1;
         let mut pos = self.map.current_pos.min(self.map.size()) / self.opts.sector * self.opts.sector;
         let mut skip = self.opts.skip_min;
         // Start at the first non-tried byte at or after the saved position.
         while pos < self.map.size() {
-            if self.checkpoint(hooks, interrupt)? {
+            if self.checkpoint(hooks, run)? {
                 return Ok(Some(Stop::Interrupted));
             }
             let Some(b) = self.map.block_at(pos) else { break };
@@ -342,7 +326,7 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
             }
             let len = self.opts.cluster.min(b.end() - pos);
             let (good, failed, slow) = self.read_once(pos, len, Status::NonTrimmed)?;
-            progress.advance(good);
+            run.progress.advance(good);
             pos += len;
             if failed || slow {
                 // Leave the next `skip` bytes for later: a failing zone is read last.
@@ -364,16 +348,11 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
         Ok(None)
     }
 
-    fn bisect(
-        &mut self,
-        hooks: &mut dyn Hooks,
-        progress: &mut dyn Progress,
-        interrupt: &Interrupt,
-    ) -> crate::Result<Option<Stop>> {
+    fn bisect(&mut self, hooks: &mut dyn Hooks, run: &mut Run<'_>) -> crate::Result<Option<Stop>> {
         self.map.phase = Phase::Copying;
         self.map.pass = self.map.pass.max(2);
         loop {
-            if self.checkpoint(hooks, interrupt)? {
+            if self.checkpoint(hooks, run)? {
                 return Ok(Some(Stop::Interrupted));
             }
             let Some(b) =
@@ -389,12 +368,12 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
             while pos < b.end() {
                 let len = self.opts.cluster.min(b.end() - pos);
                 let (good, failed, _) = self.read_once(pos, len, Status::NonTrimmed)?;
-                progress.advance(good);
+                run.progress.advance(good);
                 pos += len;
                 if failed {
                     break;
                 }
-                if self.checkpoint(hooks, interrupt)? {
+                if self.checkpoint(hooks, run)? {
                     return Ok(Some(Stop::Interrupted));
                 }
             }
@@ -405,12 +384,7 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
         }
     }
 
-    fn trim(
-        &mut self,
-        hooks: &mut dyn Hooks,
-        progress: &mut dyn Progress,
-        interrupt: &Interrupt,
-    ) -> crate::Result<Option<Stop>> {
+    fn trim(&mut self, hooks: &mut dyn Hooks, run: &mut Run<'_>) -> crate::Result<Option<Stop>> {
         self.map.phase = Phase::Trimming;
         self.map.pass = 1;
         let s = self.opts.sector;
@@ -418,11 +392,11 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
             // Forward from the start until a sector fails.
             let mut lo = b.pos;
             while lo < b.end() {
-                if self.checkpoint(hooks, interrupt)? {
+                if self.checkpoint(hooks, run)? {
                     return Ok(Some(Stop::Interrupted));
                 }
                 let (good, failed, _) = self.read_once(lo, s.min(b.end() - lo), Status::Bad)?;
-                progress.advance(good);
+                run.progress.advance(good);
                 lo += s.min(b.end() - lo);
                 if failed {
                     break;
@@ -431,12 +405,12 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
             // Backward from the end until a sector fails.
             let mut hi = b.end();
             while hi > lo {
-                if self.checkpoint(hooks, interrupt)? {
+                if self.checkpoint(hooks, run)? {
                     return Ok(Some(Stop::Interrupted));
                 }
                 let start = if hi.is_multiple_of(s) { hi - s } else { hi / s * s }.max(lo);
                 let (good, failed, _) = self.read_once(start, hi - start, Status::Bad)?;
-                progress.advance(good);
+                run.progress.advance(good);
                 hi = start;
                 if failed {
                     break;
@@ -452,16 +426,11 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
         Ok(None)
     }
 
-    fn scrape(
-        &mut self,
-        hooks: &mut dyn Hooks,
-        progress: &mut dyn Progress,
-        interrupt: &Interrupt,
-    ) -> crate::Result<Option<Stop>> {
+    fn scrape(&mut self, hooks: &mut dyn Hooks, run: &mut Run<'_>) -> crate::Result<Option<Stop>> {
         self.map.phase = Phase::Scraping;
         self.map.pass = 1;
         for b in self.map.blocks_in(Status::NonScraped) {
-            if let Some(stop) = self.sectors(b.pos, b.size, Status::Bad, hooks, progress, interrupt)? {
+            if let Some(stop) = self.sectors(b.pos, b.size, Status::Bad, hooks, run)? {
                 return Ok(Some(stop));
             }
         }
@@ -475,19 +444,18 @@ impl<'a, S: RescueSource> Rescue<'a, S> {
         len: u64,
         fail_as: Status,
         hooks: &mut dyn Hooks,
-        progress: &mut dyn Progress,
-        interrupt: &Interrupt,
+        run: &mut Run<'_>,
     ) -> crate::Result<Option<Stop>> {
         let s = self.opts.sector;
         let end = pos + len;
         let mut at = pos;
         while at < end {
-            if self.checkpoint(hooks, interrupt)? {
+            if self.checkpoint(hooks, run)? {
                 return Ok(Some(Stop::Interrupted));
             }
             let n = s.min(end - at);
             let (good, failed, _) = self.read_once(at, n, fail_as)?;
-            progress.advance(good);
+            run.progress.advance(good);
             at += n;
             if failed && hooks.enough(&self.map, false) {
                 return Ok(Some(Stop::Enough));

@@ -2,6 +2,7 @@
 //! sectors, interruptions and resumes, early stop.
 
 use super::*;
+use crate::progress::Interrupt;
 use std::collections::HashMap;
 
 const SECTOR: u64 = 2048;
@@ -140,7 +141,8 @@ fn run(
     let out = out_file(src.size());
     let (stop, map, stats) = {
         let mut r = Rescue::new(src, &out, map, o).expect("rescue");
-        let stop = r.run(hooks, &mut crate::progress::NoProgress, interrupt).expect("run");
+        let stop =
+            r.run(hooks, &mut crate::progress::Run::new(&mut crate::progress::NoProgress, interrupt)).expect("run");
         (stop, r.map.clone(), r.stats.clone())
     };
     (stop, map, stats, out)
@@ -277,7 +279,8 @@ fn an_interrupted_rescue_resumes_from_its_saved_map_without_rereading() {
     let stats = {
         let mut r = Rescue::new(&mut src2, &out1, reloaded, opts(sectors)).expect("rescue");
         assert_eq!(
-            r.run(&mut hooks2, &mut crate::progress::NoProgress, &Interrupt::new()).expect("run"),
+            r.run(&mut hooks2, &mut crate::progress::Run::new(&mut crate::progress::NoProgress, &Interrupt::new()))
+                .expect("run"),
             Stop::Exhausted
         );
         let map = r.map.clone();
@@ -323,7 +326,11 @@ fn a_size_not_a_multiple_of_the_sector_is_read_to_its_last_byte() {
     let out = out_file(size);
     let mut r = Rescue::new(&mut src, &out, RescueMap::new(size), Options::for_device(SECTOR, size)).expect("rescue");
     assert_eq!(
-        r.run(&mut Recorder::default(), &mut crate::progress::NoProgress, &Interrupt::new()).expect("run"),
+        r.run(
+            &mut Recorder::default(),
+            &mut crate::progress::Run::new(&mut crate::progress::NoProgress, &Interrupt::new())
+        )
+        .expect("run"),
         Stop::Complete
     );
     assert_eq!(check_output(&out, &r.map), size);

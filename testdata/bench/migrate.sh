@@ -5,6 +5,10 @@
 # same run: `cp IMAGE DEST` followed by `sync DEST` (an fsync of the copy only, so other users'
 # dirty data on this shared machine is not counted against cp). Warm page cache for the source.
 # The KDF is PBKDF2 with 1000 iterations so the figure is the data path, not the key slot.
+# The same-traffic bound: migrate reads the source, writes the output and reads it back from
+# the device, so each round also runs `dd` doing that traffic with no crypto — `dd if=IMAGE
+# of=DEST bs=4M oflag=direct conv=fsync` then `dd if=DEST of=/dev/null bs=4M iflag=direct` — and
+# the script prints loopkit's throughput as a fraction of it ("same-traffic ratio").
 #
 # RUNS (default 5) interleaved rounds; each round runs cp+sync, loopkit and, with
 # LOOPKIT_BASELINE=/path/to/another/loopkit (e.g. main's build), that binary too, alternating the
@@ -57,6 +61,7 @@ migrate() {
 round() {
     case $1 in
         cp) run cp+sync sh -c "$(command -v cp) '$img' '$dest/copy.img' && sync '$dest/copy.img'"; rm -f "$dest/copy.img" ;;
+        dd) run dd-wr+rd sh -c "dd if='$img' of='$dest/dd.img' bs=4M oflag=direct conv=fsync status=none && dd if='$dest/dd.img' of=/dev/null bs=4M iflag=direct status=none"; rm -f "$dest/dd.img" ;;
         new) migrate loopkit "$lk" ;;
         base) migrate baseline "$LOOPKIT_BASELINE" ;;
     esac
@@ -64,7 +69,7 @@ round() {
 }
 i=1
 while [ "$i" -le "$runs" ]; do
-    if [ $((i % 2)) = 1 ]; then order="cp new base"; else order="base new cp"; fi
+    if [ $((i % 2)) = 1 ]; then order="cp dd new base"; else order="base new dd cp"; fi
     for w in $order; do
         [ "$w" = base ] && [ -z "${LOOPKIT_BASELINE:-}" ] && continue
         round "$w"
@@ -78,12 +83,13 @@ gib=$(echo "$bytes / 1073741824" | bc -l)
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r); date: $(date -u '+%Y-%m-%d %H:%M UTC'); image: $bytes bytes; $runs interleaved runs; load average during the runs: $(cut -d' ' -f4 "$dest"/*.runs | sort -n | sed -n '1p;$p' | tr '\n' ' ')(min, max)"
 echo "| what (median of $runs) | wall s | MB/s | CPU s (user+sys) | CPU s / GiB | peak RSS MiB |"
 echo "|---|---:|---:|---:|---:|---:|"
-for n in cp+sync loopkit baseline; do
+for n in cp+sync dd-wr+rd loopkit baseline; do
     f="$dest/$n.runs"
     [ -f "$f" ] || continue
     w=$(median 1 "$f"); c=$(median 2 "$f"); r=$(median 3 "$f")
     case $n in
         cp+sync) what="cp + sync (fsync of the copy)" ;;
+        dd-wr+rd) what="dd write (O_DIRECT, fsync) + dd read-back (O_DIRECT): the same traffic" ;;
         loopkit) what="loopkit migrate --mode reencrypt (this build)" ;;
         baseline) what="loopkit migrate --mode reencrypt ($LOOPKIT_BASELINE)" ;;
     esac
@@ -92,6 +98,8 @@ for n in cp+sync loopkit baseline; do
 done
 t_cps=$(median 1 "$dest/cp+sync.runs"); t_lk=$(median 1 "$dest/loopkit.runs")
 echo "ratio loopkit / (cp + sync) throughput: $(echo "scale=2; $t_cps / $t_lk" | bc -l)"
+t_dd=$(median 1 "$dest/dd-wr+rd.runs")
+echo "same-traffic ratio loopkit / (dd write + read-back) throughput: $(echo "scale=2; $t_dd / $t_lk" | bc -l)"
 if [ -f "$dest/baseline.runs" ]; then
     t_b=$(median 1 "$dest/baseline.runs")
     echo "ratio baseline / (cp + sync) throughput: $(echo "scale=2; $t_cps / $t_b" | bc -l)"

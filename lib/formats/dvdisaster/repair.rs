@@ -22,7 +22,7 @@ use super::layout::{
 use super::rs::{Code, DecodeError, N};
 use super::{Ecc, Layout, Placement};
 use crate::output::{TempFile, check_output};
-use crate::progress::{Interrupt, Progress};
+use crate::progress::{Interrupt, Run};
 use md5::{Digest, Md5};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -73,15 +73,15 @@ struct Work {
 
 impl Work {
     /// Copy `src` (all of it) into a temporary file beside `target`.
-    fn copy_of(src: &Path, target: &Path, progress: &mut dyn Progress, interrupt: &Interrupt) -> crate::Result<Work> {
+    fn copy_of(src: &Path, target: &Path, run: &mut Run<'_>) -> crate::Result<Work> {
         let tmp = TempFile::beside(target)?;
         let mut input = File::open(src).map_err(|e| crate::Error::io(format!("cannot open {}", src.display()), e))?;
         let size = input.metadata().map_err(|e| crate::Error::io(format!("reading {}", src.display()), e))?.len();
-        progress.start("copying", Some(size));
+        run.progress.start("copying", Some(size));
         let mut buf = vec![0u8; 1 << 20];
         let mut off = 0u64;
         loop {
-            interrupt.check()?;
+            run.interrupt.check()?;
             let n = std::io::Read::read(&mut input, &mut buf)
                 .map_err(|e| crate::Error::io(format!("reading {}", src.display()), e))?;
             if n == 0 {
@@ -94,10 +94,10 @@ impl Work {
                     .map_err(|e| crate::Error::io(format!("writing {}", tmp.path.display()), e))?;
             }
             off += n as u64;
-            progress.advance(n as u64);
+            run.progress.advance(n as u64);
         }
         tmp.file.set_len(off).map_err(|e| crate::Error::io(format!("writing {}", tmp.path.display()), e))?;
-        progress.finish();
+        run.progress.finish();
         Ok(Work { tmp, size: off })
     }
 
@@ -216,14 +216,7 @@ fn le_words(buf: &[u8]) -> Vec<u32> {
 /// image is longer than recorded by more than 2 sectors (without `truncate`) or, for RS01, when
 /// the fingerprints say image and `.ecc` file do not belong together; `Io`; `Interrupted`.
 /// Damage that cannot be repaired is reported in the [`Outcome`], not as an error.
-pub fn repair(
-    ecc: &Ecc,
-    image_path: &Path,
-    out: &Path,
-    opts: &Options,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> crate::Result<Outcome> {
+pub fn repair(ecc: &Ecc, image_path: &Path, out: &Path, opts: &Options, run: &mut Run<'_>) -> crate::Result<Outcome> {
     let ecc_src = match &ecc.placement {
         Placement::EccFile { path, .. } => Some(path.clone()),
         Placement::Augmented => None,
@@ -239,12 +232,13 @@ pub fn repair(
             return Err(crate::Error::invalid("the repaired image and the repaired .ecc file cannot be the same file"));
         }
     }
-    let mut img = Work::copy_of(image_path, out, progress, interrupt)?;
+    let mut img = Work::copy_of(image_path, out, run)?;
     let mut outcome = Outcome { path: out.to_path_buf(), ..Outcome::default() };
-    progress.start("repairing", None);
+    run.progress.start("repairing", None);
     let mut ecc_work = None;
+    let fix = Fix { ecc, opts, o: &mut outcome, interrupt: run.interrupt };
     match &ecc.layout {
-        Layout::Rs02(l) => rs02(ecc, l, &mut img, opts, &mut outcome, interrupt)?,
+        Layout::Rs02(l) => rs02(fix, l, &mut img)?,
         Layout::Rs03(l) => {
             if l.ecc_file {
                 let (src, target) = match (&ecc_src, &opts.ecc_out) {
@@ -252,11 +246,11 @@ pub fn repair(
                     (Some(s), None) => (s.clone(), out.with_extension("ecc.discarded")),
                     (None, _) => return Err(crate::Error::invalid("BUG: RS03 .ecc layout without an .ecc file")),
                 };
-                let mut w = Work::copy_of(&src, &target, progress, interrupt)?;
-                rs03(ecc, l, &mut img, Some(&mut w), opts, &mut outcome, interrupt)?;
+                let mut w = Work::copy_of(&src, &target, run)?;
+                rs03(fix, l, &mut img, Some(&mut w))?;
                 ecc_work = Some(w);
             } else {
-                rs03(ecc, l, &mut img, None, opts, &mut outcome, interrupt)?;
+                rs03(fix, l, &mut img, None)?;
             }
         }
         Layout::Rs01(l) => {
@@ -266,10 +260,10 @@ pub fn repair(
             let ecc_file =
                 File::open(src).map_err(|e| crate::Error::io(format!("cannot open {}", src.display()), e))?;
             check_rs01_size(l, &ecc_file, src)?;
-            rs01(ecc, l, &mut img, &ecc_file, opts, &mut outcome, interrupt)?;
+            rs01(fix, l, &mut img, &ecc_file)?;
         }
     }
-    progress.finish();
+    run.progress.finish();
     img.tmp.persist(out, opts.force)?;
     if let (Some(w), Some(target)) = (ecc_work, &opts.ecc_out) {
         w.tmp.persist(target, opts.force)?;
@@ -311,14 +305,16 @@ fn cut_surplus(
     img.truncate(keep_bytes)
 }
 
-fn rs02(
-    ecc: &Ecc,
-    l: &Rs02Layout,
-    img: &mut Work,
-    opts: &Options,
-    o: &mut Outcome,
-    interrupt: &Interrupt,
-) -> crate::Result<()> {
+/// What every layout's repair works with besides the layout and the files.
+struct Fix<'a> {
+    ecc: &'a Ecc,
+    opts: &'a Options,
+    o: &'a mut Outcome,
+    interrupt: &'a Interrupt,
+}
+
+fn rs02(fix: Fix<'_>, l: &Rs02Layout, img: &mut Work) -> crate::Result<()> {
+    let Fix { ecc, opts, o, interrupt } = fix;
     let h = &ecc.header;
     let fp = h.medium_fp;
     let expected = l.total;
@@ -427,16 +423,8 @@ fn image_fingerprint(img: &Work) -> crate::Result<[u8; 16]> {
     Ok(Md5::digest(buf).into())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn rs03(
-    ecc: &Ecc,
-    l: &Rs03Layout,
-    img: &mut Work,
-    mut ecc_file: Option<&mut Work>,
-    opts: &Options,
-    o: &mut Outcome,
-    interrupt: &Interrupt,
-) -> crate::Result<()> {
+fn rs03(fix: Fix<'_>, l: &Rs03Layout, img: &mut Work, mut ecc_file: Option<&mut Work>) -> crate::Result<()> {
+    let Fix { ecc, opts, o, interrupt } = fix;
     let h = &ecc.header;
     let in_last = u64::from(h.in_last);
     let expected = if l.ecc_file { l.ds } else { l.total_sectors() };
@@ -620,16 +608,8 @@ fn check_rs01_size(l: &Rs01Layout, ecc_file: &File, src: &Path) -> crate::Result
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn rs01(
-    ecc: &Ecc,
-    l: &Rs01Layout,
-    img: &mut Work,
-    ecc_file: &File,
-    opts: &Options,
-    o: &mut Outcome,
-    interrupt: &Interrupt,
-) -> crate::Result<()> {
+fn rs01(fix: Fix<'_>, l: &Rs01Layout, img: &mut Work, ecc_file: &File) -> crate::Result<()> {
+    let Fix { ecc, opts, o, interrupt } = fix;
     let h = &ecc.header;
     let in_last = u64::from(h.in_last);
     let expected_bytes = (l.sectors - 1) * ECC_SECTOR_BYTES + in_last;

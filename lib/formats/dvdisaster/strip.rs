@@ -8,7 +8,7 @@ use super::layout::{self, ECC_SECTOR_BYTES, SECTOR};
 use super::verify::{CrcTable, format_ranges, rs02_crc_table, rs03_crc_table};
 use super::{Ecc, Layout};
 use crate::output::{TempFile, check_output};
-use crate::progress::{Interrupt, Progress};
+use crate::progress::Run;
 use crate::source::ByteSource;
 use md5::{Digest, Md5};
 use std::fs::File;
@@ -68,8 +68,7 @@ pub fn strip(
     image_path: &Path,
     out: &Path,
     opts: &Options,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<Outcome> {
     if !ecc.is_augmented() {
         return Err(crate::Error::invalid(format!(
@@ -98,14 +97,14 @@ pub fn strip(
     let mut tmp = TempFile::beside(out)?;
     let tmp_path = tmp.path.clone();
     // Copy, checking every sector as it passes.
-    progress.start("stripping ECC", Some(len));
+    run.progress.start("stripping ECC", Some(len));
     let mut md5 = Md5::new();
     let mut buf = vec![0u8; CHUNK];
     let (mut missing, mut bad, mut unchecked) = (Vec::new(), Vec::new(), 0u64);
     let mut off = 0u64;
     let wr = |e| crate::Error::io(format!("writing {}", tmp_path.display()), e);
     while off < len {
-        interrupt.check()?;
+        run.interrupt.check()?;
         let n = (len - off).min(CHUNK as u64) as usize;
         image.read_exact_at(&mut buf[..n], off).map_err(|e| crate::Error::io(format!("reading byte {off}"), e))?;
         md5.update(&buf[..n]);
@@ -129,11 +128,11 @@ pub fn strip(
             tmp.file.write_all(&buf[..n]).map_err(wr)?;
         }
         off += n as u64;
-        progress.advance(n as u64);
+        run.progress.advance(n as u64);
     }
     tmp.file.set_len(len).map_err(wr)?;
     tmp.file.sync_all().map_err(wr)?;
-    progress.finish();
+    run.progress.finish();
     let md5: [u8; 16] = md5.finalize().into();
 
     let damaged = !missing.is_empty() || !bad.is_empty() || (h.medium_sum_valid() && md5 != h.medium_sum);
@@ -157,8 +156,7 @@ pub fn strip(
     }
 
     // Read the copy back before it takes the final name.
-    let back =
-        read_back_md5(&tmp.path, &tmp.file, len, progress, interrupt).map_err(|e| e.context(tmp_path.display()))?;
+    let back = read_back_md5(&tmp.path, &tmp.file, len, run).map_err(|e| e.context(tmp_path.display()))?;
     if back != md5 {
         return Err(crate::Error::new(
             crate::ErrorKind::Io,
@@ -186,27 +184,21 @@ pub fn strip(
 
 /// MD5 of the synced copy read back from the device (`O_DIRECT`, or after dropping its cached
 /// pages), so a write that did not reach the disk is caught.
-fn read_back_md5(
-    path: &Path,
-    file: &File,
-    len: u64,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> crate::Result<[u8; 16]> {
+fn read_back_md5(path: &Path, file: &File, len: u64, run: &mut Run<'_>) -> crate::Result<[u8; 16]> {
     use crate::output::direct::{AlignedBuf, ReadBack};
     let back = ReadBack::open(path, file).map_err(|e| crate::Error::io("opening the copy to read it back", e))?;
-    progress.start("reading the copy back", Some(len));
+    run.progress.start("reading the copy back", Some(len));
     let mut md5 = Md5::new();
     let mut buf = AlignedBuf::new(CHUNK);
     let mut off = 0u64;
     while off < len {
-        interrupt.check()?;
+        run.interrupt.check()?;
         let n = (len - off).min(CHUNK as u64) as usize;
         let got = back.read_exact_at(&mut buf, off, n).map_err(|e| crate::Error::io("reading the copy back", e))?;
         md5.update(&*got);
         off += n as u64;
-        progress.advance(n as u64);
+        run.progress.advance(n as u64);
     }
-    progress.finish();
+    run.progress.finish();
     Ok(md5.finalize().into())
 }

@@ -21,7 +21,7 @@ use super::rs::{self, MulTable};
 use super::{Ecc, Layout, Placement};
 use crate::finding::Finding as Problem;
 use crate::pipeline::{Pool, Tick};
-use crate::progress::{Interrupt, Progress};
+use crate::progress::Run;
 use crate::source::ByteSource;
 use md5::{Digest, Md5};
 use std::path::PathBuf;
@@ -281,13 +281,7 @@ fn crc_jobs(n: u64) -> impl Iterator<Item = (u64, u64)> {
 ///
 /// # Errors
 /// `Io` on read errors, `Interrupted`. Damage is reported in the [`Report`], not as an error.
-pub fn verify(
-    ecc: &Ecc,
-    image: &dyn ByteSource,
-    opts: &Options,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
-) -> crate::Result<Report> {
+pub fn verify(ecc: &Ecc, image: &dyn ByteSource, opts: &Options, run: &mut Run<'_>) -> crate::Result<Report> {
     let h = &ecc.header;
     let image_sectors = image.size_bytes().div_ceil(ECC_SECTOR_BYTES);
     let mut r = Report {
@@ -330,17 +324,15 @@ pub fn verify(
         r.header_copies_damaged.push(ecc.header_sector);
     }
     match (&ecc.layout, &ecc.placement) {
-        (Layout::Rs02(l), _) => verify_rs02(ecc, l, image, opts, &mut r, progress, interrupt)?,
+        (Layout::Rs02(l), _) => verify_rs02(ecc, l, image, opts, &mut r, run)?,
         (Layout::Rs03(l), placement) => {
             let ecc_src: Option<&dyn ByteSource> = match placement {
                 Placement::EccFile { file, .. } => Some(&**file),
                 Placement::Augmented => None,
             };
-            verify_rs03(ecc, l, image, ecc_src, opts, &mut r, progress, interrupt)?
+            verify_rs03(ecc, l, image, ecc_src, opts, &mut r, run)?
         }
-        (Layout::Rs01(l), Placement::EccFile { file, .. }) => {
-            verify_rs01(ecc, l, image, &**file, opts, &mut r, progress, interrupt)?
-        }
+        (Layout::Rs01(l), Placement::EccFile { file, .. }) => verify_rs01(ecc, l, image, &**file, opts, &mut r, run)?,
         (Layout::Rs01(_), Placement::Augmented) => {
             return Err(crate::Error::invalid("BUG: RS01 data is never appended to an image"));
         }

@@ -4,8 +4,8 @@
 
 use super::csum;
 use crate::bytes::{self, le16, le32};
-use crate::fs::Strictness;
-use crate::fs::probe::FsKind;
+use crate::fs::kind::FsKind;
+use crate::fs::kind::Strictness;
 
 /// ext superblock magic (`EXT2_SUPER_MAGIC`), at superblock offset 56.
 pub const EXT_SUPER_MAGIC: u16 = 0xEF53;

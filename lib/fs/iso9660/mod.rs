@@ -12,7 +12,7 @@ pub mod susp;
 pub mod vd;
 
 use crate::bytes::le32;
-use crate::fs::Strictness;
+use crate::fs::kind::Strictness;
 use crate::fs::tree::read_err;
 use crate::fs::tree::{DirEntry, FileReader, FileSystem, FileType, Issue, Listing, NodeId, Stat};
 use crate::source::ByteSource;

@@ -3,7 +3,7 @@
 //! lookup) and the Joliet test for supplementary descriptors.
 
 use crate::bytes::{self, both16, both32, le16, le32};
-use crate::fs::Strictness;
+use crate::fs::kind::Strictness;
 
 /// Byte offset of the first volume descriptor (sector 16 of 2048 bytes).
 pub const ISO_VD_OFFSET: u64 = 32768;

@@ -3,7 +3,6 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn verify_rs01(
     ecc: &Ecc,
     l: &layout::Rs01Layout,
@@ -11,8 +10,7 @@ pub(super) fn verify_rs01(
     ecc_file: &dyn ByteSource,
     opts: &Options,
     r: &mut Report,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<()> {
     let h = &ecc.header;
     let fp = h.medium_fp;
@@ -39,19 +37,20 @@ pub(super) fn verify_rs01(
     jobs.extend(crc_jobs(data_end).map(|(a, n)| Job::DataCrc(a, n)));
     let ecc_tail = ecc_size.saturating_sub(HEADER_BYTES as u64);
     let total = r.data_bytes + ecc_tail + data_end * ECC_SECTOR_BYTES;
-    let results = Pool::new(opts.workers, progress, interrupt).phase("checking ECC (RS01)", Some(total)).run_all(
-        &jobs,
-        || Ok(()),
-        |job, _, ctx| {
-            Ok(match job {
-                Job::DataMd5 => {
-                    (Found { md5: Some(md5_stream(image, 0, r.data_bytes, ctx)?), ..Found::default() }, None)
-                }
-                Job::EccMd5 => (Found::default(), Some(md5_stream(ecc_file, HEADER_BYTES as u64, ecc_tail, ctx)?)),
-                Job::DataCrc(a, n) => (check_data_sectors(image, *a, *n, &fp, &crc_of, ctx)?, None),
-            })
-        },
-    )?;
+    let results =
+        Pool::new(opts.workers, &mut *run.progress, run.interrupt).phase("checking ECC (RS01)", Some(total)).run_all(
+            &jobs,
+            || Ok(()),
+            |job, _, ctx| {
+                Ok(match job {
+                    Job::DataMd5 => {
+                        (Found { md5: Some(md5_stream(image, 0, r.data_bytes, ctx)?), ..Found::default() }, None)
+                    }
+                    Job::EccMd5 => (Found::default(), Some(md5_stream(ecc_file, HEADER_BYTES as u64, ecc_tail, ctx)?)),
+                    Job::DataCrc(a, n) => (check_data_sectors(image, *a, *n, &fp, &crc_of, ctx)?, None),
+                })
+            },
+        )?;
     let mut found = Found::default();
     for (f, ecc_md5) in results {
         if let Some(m) = f.md5 {

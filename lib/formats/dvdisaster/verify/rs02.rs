@@ -31,15 +31,13 @@ pub(crate) fn rs02_crc_table(l: &Rs02Layout, image: &dyn ByteSource, fp: &[u8; 1
     Ok(CrcTable { crc, valid, area_md5, missing })
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn verify_rs02(
     ecc: &Ecc,
     l: &Rs02Layout,
     image: &dyn ByteSource,
     opts: &Options,
     r: &mut Report,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<()> {
     let h = &ecc.header;
     let fp = h.medium_fp;
@@ -94,22 +92,23 @@ pub(super) fn verify_rs02(
     jobs.extend((0..l.nroots).map(Job::Layer));
     let total = r.data_bytes + data_end * ECC_SECTOR_BYTES + l.nroots as u64 * l.spl * ECC_SECTOR_BYTES;
     let crc_of = |s: u64| if crc_valid[s as usize] { Some(crcs[s as usize]) } else { None };
-    let results = Pool::new(opts.workers, progress, interrupt).phase("checking ECC (RS02)", Some(total)).run_all(
-        &jobs,
-        || Ok(()),
-        |job, _, ctx| {
-            Ok(match job {
-                Job::DataMd5 => {
-                    (Found { md5: Some(md5_stream(image, 0, r.data_bytes, ctx)?), ..Found::default() }, None)
-                }
-                Job::DataCrc(a, n) => (check_data_sectors(image, *a, *n, &fp, &crc_of, ctx)?, None),
-                Job::Layer(k) => {
-                    let (f, md5) = rs02_layer(image, l, *k, nsec, &fp, ctx)?;
-                    (f, Some(md5))
-                }
-            })
-        },
-    )?;
+    let results =
+        Pool::new(opts.workers, &mut *run.progress, run.interrupt).phase("checking ECC (RS02)", Some(total)).run_all(
+            &jobs,
+            || Ok(()),
+            |job, _, ctx| {
+                Ok(match job {
+                    Job::DataMd5 => {
+                        (Found { md5: Some(md5_stream(image, 0, r.data_bytes, ctx)?), ..Found::default() }, None)
+                    }
+                    Job::DataCrc(a, n) => (check_data_sectors(image, *a, *n, &fp, &crc_of, ctx)?, None),
+                    Job::Layer(k) => {
+                        let (f, md5) = rs02_layer(image, l, *k, nsec, &fp, ctx)?;
+                        (f, Some(md5))
+                    }
+                })
+            },
+        )?;
     let mut found = Found::default();
     let mut meta = Md5::new();
     let mut ecc_missing = false;

@@ -210,7 +210,6 @@ impl Rs03Group<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn verify_rs03(
     ecc: &Ecc,
     l: &Rs03Layout,
@@ -218,8 +217,7 @@ pub(super) fn verify_rs03(
     ecc_src: Option<&dyn ByteSource>,
     opts: &Options,
     r: &mut Report,
-    progress: &mut dyn Progress,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> crate::Result<()> {
     let h = &ecc.header;
     let nsec = r.image_sectors;
@@ -253,14 +251,15 @@ pub(super) fn verify_rs03(
         (0..l.spl.div_ceil(RS03_GROUP)).map(|g| Job::Blocks(g * RS03_GROUP, ((g + 1) * RS03_GROUP).min(l.spl))),
     );
     let total = r.data_bytes + 255 * l.spl * ECC_SECTOR_BYTES;
-    let results = Pool::new(opts.workers, progress, interrupt).phase("checking ECC (RS03)", Some(total)).run_all(
-        &jobs,
-        || Ok(()),
-        |job, _, ctx| match job {
-            Job::DataMd5 => Ok(Found { md5: Some(md5_stream(image, 0, r.data_bytes, ctx)?), ..Found::default() }),
-            Job::Blocks(a, b) => group.run(*a, *b, opts.syndromes, ctx),
-        },
-    )?;
+    let results =
+        Pool::new(opts.workers, &mut *run.progress, run.interrupt).phase("checking ECC (RS03)", Some(total)).run_all(
+            &jobs,
+            || Ok(()),
+            |job, _, ctx| match job {
+                Job::DataMd5 => Ok(Found { md5: Some(md5_stream(image, 0, r.data_bytes, ctx)?), ..Found::default() }),
+                Job::Blocks(a, b) => group.run(*a, *b, opts.syndromes, ctx),
+            },
+        )?;
     let mut found = Found::default();
     for f in results {
         if let Some(m) = f.md5 {
