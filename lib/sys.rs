@@ -1,7 +1,8 @@
 //! The one place with `unsafe` for system calls: the ioctls and `fcntl`s that neither `rustix`
 //! nor `std` wrap (FIEMAP, `BLKGETSIZE64`, `FS_IOC_FSGETXATTR`, `XFS_IOC_FSGEOMETRY`,
-//! `F_SETLEASE`/`F_GETLEASE`) and
-//! page-aligned buffers for `O_DIRECT`. Everything else (fstatfs, fadvise, futimens, fallocate,
+//! `F_SETLEASE`/`F_GETLEASE`),
+//! page-aligned buffers for `O_DIRECT` and the io_uring submission of the remap engine's freeze
+//! probe ([`FreezeProbe`]). Everything else (fstatfs, fadvise, futimens, fallocate,
 //! `FS_IOC_GETFLAGS`, `BLKSSZGET`, `SEEK_DATA`) goes through `rustix`'s safe API at the call site.
 //!
 //! Every ioctl number is computed from the kernel's `_IOR`/`_IOWR` definition and the size of the

@@ -93,7 +93,7 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
     /// Called about every 200 ms by a thread that holds no guard: the remap engine re-checks
-    /// its lease there (and may wait for raw I/O in flight).
+    /// its lease and the file system's state there (and may wait for raw I/O in flight).
     fn watch(&self) {}
     /// How to read `len` bytes at device byte `offset`: segments appended to `out`.
     fn plan_read(&self, offset: u64, len: u32, out: &mut Vec<Seg>) -> io::Result<Self::Guard>;

@@ -10,12 +10,18 @@
 //! file under an interval lock, then exactly the written range is re-mapped (what is still not
 //! plain-mapped becomes via-file, never zero, so written data is never hidden); a lease break
 //! switches every range to the file before the lease is released; flush = device cache flush plus
-//! `fdatasync` of the file when file-path writes happened; mtime is updated at close and, so
+//! `fdatasync` of the file, each when writes to it completed since its last sync (generation
+//! counters, so several queues cannot skip each other's sync); a raw FUA write first `fdatasync`s
+//! the image if file-path writes (hole fills) completed since its last sync, a FUA write through
+//! the file carries `RWF_DSYNC`; mtime is updated at close and, so
 //! that backups and inotify see raw writes even after a crash, before the first raw write of
 //! every [`MTIME_PERIOD_SECS`]. After the lease is granted the engine looks for descriptors the
 //! lease cannot see ([`preflight::other_holders`]) and re-runs preflight. The lease is re-checked
 //! (`F_GETLEASE`) at every flush and by [`Engine::check_lease`] (the attach server calls it on a
-//! timer): a lost lease stops raw I/O at once (`remap.lease-lost`). FIEMAP answers fail closed:
+//! timer): a lost lease stops raw I/O at once (`remap.lease-lost`). The file system's state is
+//! checked the same way and before raw writes ([`Engine::check_fs`]): read-only or failed stops
+//! raw I/O (`remap.fs-read-only`, `remap.fs-error`); a write that a frozen file system would
+//! hold goes through the file instead ([`crate::sys::FreezeProbe`]). FIEMAP answers fail closed:
 //! overlaps and gaps that `SEEK_DATA` does not confirm as holes go through the file.
 
 use super::lease::{self, LeaseHolder};
@@ -691,8 +697,16 @@ impl Inner {
                 _ => None,
             },
         };
-        if let Some(why) = why {
-            self.stop_now(&why, drain);
+        match why {
+            Some(why) => self.stop_now(&why, drain),
+            // ext4 may refuse writes (EIO, EROFS) without showing read-only in statfs: ask a
+            // write (which stops remapping itself when refused; a freeze is not a stop).
+            None => {
+                let _ = self.write_would_wait();
+                if drain && !self.remap_on.load(Ordering::SeqCst) && self.needs_drain.swap(false, Ordering::SeqCst) {
+                    self.stop_remapping("");
+                }
+            }
         }
         self.remap_on.load(Ordering::SeqCst)
     }
@@ -1315,5 +1329,83 @@ impl ByteSink for Engine {
 
     fn discard(&self, range: Range<u64>) -> io::Result<()> {
         self.inner.discard(range)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// The FUA/FLUSH protocol on several threads: each writes (the write completes, then the
+    /// generation advances), then asks for durability as a FUA does (`dirty` → sync → `covered`);
+    /// a sync makes durable exactly the writes that completed before it started. When the FUA
+    /// returns, every write that had completed before it began, on any thread, must be durable.
+    #[test]
+    fn a_fua_never_completes_before_a_sync_covering_earlier_writes() {
+        let gens = Arc::new(Generations::default());
+        let completed = Arc::new(Mutex::new(HashSet::<u64>::new()));
+        let durable = Arc::new(Mutex::new(HashSet::<u64>::new()));
+        let syncs = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let (gens, completed, durable, syncs) =
+                    (Arc::clone(&gens), Arc::clone(&completed), Arc::clone(&durable), Arc::clone(&syncs));
+                std::thread::spawn(move || {
+                    for i in 0..2000u64 {
+                        let id = t << 32 | i;
+                        completed.lock().unwrap().insert(id);
+                        gens.completed();
+                        if i % 3 != 0 {
+                            continue; // a plain write: no FUA
+                        }
+                        let before: HashSet<u64> = completed.lock().unwrap().clone();
+                        if let Some(ticket) = gens.dirty() {
+                            // The sync starts after the ticket: it covers what completed so far.
+                            let snapshot: HashSet<u64> = completed.lock().unwrap().clone();
+                            if i % 7 == 0 {
+                                std::thread::yield_now();
+                            }
+                            durable.lock().unwrap().extend(snapshot);
+                            syncs.fetch_add(1, Ordering::Relaxed);
+                            gens.covered(ticket);
+                        }
+                        let d = durable.lock().unwrap();
+                        let lost: Vec<_> = before.iter().filter(|w| !d.contains(w)).collect();
+                        assert!(lost.is_empty(), "thread {t}: FUA {i} completed before writes {lost:?} were synced");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Not every FUA needed its own sync (others covered it), but some syncs ran.
+        let n = syncs.load(Ordering::Relaxed);
+        assert!(n > 0 && n <= 4 * 667, "{n} syncs");
+    }
+
+    #[test]
+    fn a_clean_target_needs_no_sync_and_a_sync_covers_only_its_ticket() {
+        let g = Generations::default();
+        assert_eq!(g.dirty(), None);
+        g.completed();
+        let t = g.dirty().unwrap();
+        g.completed(); // completed while the sync ran: not covered by it
+        g.covered(t);
+        assert!(g.dirty().is_some());
+        let t2 = g.dirty().unwrap();
+        g.covered(t2);
+        g.covered(t); // a slower, older sync finishing late does not go backwards
+        assert_eq!(g.dirty(), None);
+    }
+
+    #[test]
+    fn fadvise_ranges_are_rounded_out_to_whole_pages() {
+        let page = rustix::param::page_size() as u64;
+        assert_eq!(page_span(512..1024), 0..page);
+        assert_eq!(page_span(page - 512..page + 512), 0..2 * page);
+        assert_eq!(page_span(page..2 * page), page..2 * page);
+        assert_eq!(page_span(3 * page + 1..3 * page + 2), 3 * page..4 * page);
     }
 }
