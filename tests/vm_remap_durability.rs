@@ -3,7 +3,7 @@
 //! (a) FUA after a hole fill (dm-flakey crash, xfstests style): ext4 on `flakey` over vda, a
 //!     sparse image attached with `--remap`; a plain write fills block 0 through the file (the
 //!     allocation sits in the running jbd2 transaction: `commit=120`), then the same block is
-//!     written with `RWF_DSYNC` (`xfs_io pwrite -V 1 -D`, which ublk receives as FUA) and goes raw.
+//!     written with `RWF_DSYNC` (Python `os.pwritev`, which ublk receives as FUA) and goes raw.
 //!     The table then drops every write, the server stops and the file system unmounts; after
 //!     the table passes writes again and the file system is mounted (journal replay), block 0
 //!     of the image must hold the FUA data. Without an image sync before the raw FUA write the
@@ -37,6 +37,33 @@ fn on_backports() -> TestResult {
     checks(vm::BACKPORTS)
 }
 
+/// (a)'s writes, on one descriptor of the ublk device that stays open until writes are dropped
+/// (closing it could make the kernel send a FLUSH, which would commit the allocation anyway):
+/// 0x01 into the hole, then 0x02 with `RWF_DSYNC` (FUA), then the flakey table drops writes.
+/// jbd2's commit count is printed after each step.
+const FUA: &str = r#"
+import glob, mmap, os, subprocess, sys
+dev, sz = sys.argv[1], sys.argv[2]
+def commits(tag):
+    n = [open(f).readline().split()[0] for f in glob.glob("/proc/fs/jbd2/dm-*/info")]
+    print("a-jbd2-%s:%s" % (tag, ",".join(n)), flush=True)
+fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)
+commits("start")
+buf.write(b"\x01" * 4096)
+os.pwritev(fd, [buf], 0)
+commits("filled")
+buf.seek(0)
+buf.write(b"\x02" * 4096)
+os.pwritev(fd, [buf], 0, os.RWF_DSYNC)
+commits("fua")
+for cmd in (["dmsetup", "suspend", "--nolockfs", "--noflush", "fl"],
+            ["dmsetup", "load", "fl", "--table", "0 %s flakey /dev/vda 0 0 600 1 drop_writes" % sz],
+            ["dmsetup", "resume", "fl"]):
+    subprocess.run(cmd, check=True)
+os.close(fd)
+"#;
+
 fn script(bin: &str) -> String {
     let mut s = format!("LK={}\n{}", vm::sh_quote(bin), crate::vm_attach::HELPERS);
     s.push_str(
@@ -67,12 +94,7 @@ truncate -s 16M /tmp/f/a.img
 sync
 dev=$(start a --remap /tmp/f/a.img)
 echo "a-remap:$(remap_of "$dev")"
-xfs_io -d -c "pwrite -q -S 0x01 0 4096" "$dev"
-# -D (RWF_DSYNC) takes effect only with -V (pwritev2); plain pwrite ignores it.
-xfs_io -d -c "pwrite -q -V 1 -D -S 0x02 0 4096" "$dev"
-dmsetup suspend --nolockfs --noflush fl
-dmsetup load fl --table "0 $sz flakey /dev/vda 0 0 600 1 drop_writes"
-dmsetup resume fl
+python3 /run/vm/fua.py "$dev" "$sz"
 stop a "$dev"
 umount /tmp/f
 dmsetup suspend --nolockfs --noflush fl
@@ -172,6 +194,7 @@ fn checks(suite: &'static str) -> TestResult {
     let job = VmJob {
         disks: &[Disk::rw(&da), Disk::rw(&db), Disk::rw(&dc)],
         script: &script,
+        files: &[("fua.py", FUA.as_bytes())],
         timeout: Duration::from_secs(600),
         suite: Some(suite),
         ..Default::default()
