@@ -6,8 +6,13 @@
 //!     written with `RWF_DSYNC` (Python `os.pwritev`, which ublk receives as FUA) and goes raw.
 //!     The table then drops every write, the server stops and the file system unmounts; after
 //!     the table passes writes again and the file system is mounted (journal replay), block 0
-//!     of the image must hold the FUA data. Without an image sync before the raw FUA write the
-//!     block is a hole again after the "crash" (zeros).
+//!     of the image must hold the FUA data. Limit: the kernel follows a `RWF_DSYNC` write to a
+//!     block device with a FLUSH (`generic_write_sync` → `blkdev_fsync`) before the syscall
+//!     returns, and that FLUSH commits the allocation too, so this passes with the old code as
+//!     well (jbd2's commit count, printed, moves during the FUA write either way). Without
+//!     `RWF_DSYNC` the block reads as a hole after the "crash", which shows the drop works. The
+//!     window between a FUA completing and the next FLUSH is checked on the host
+//!     (`remap_engine::a_raw_fua_write_after_a_hole_fill_syncs_the_image_first`).
 //! (b) fsfreeze: the image's first extent is read on the raw device before and 5 s after a write
 //!     through the ublk device while the file system is frozen: the bytes must not change. After
 //!     the thaw the write completes and is in the file.
