@@ -1,6 +1,7 @@
 //! The one place with `unsafe` for system calls: the ioctls and `fcntl`s that neither `rustix`
 //! nor `std` wrap (FIEMAP, `BLKGETSIZE64`, `FS_IOC_FSGETXATTR`, `XFS_IOC_FSGEOMETRY`,
-//! `F_SETLEASE`/`F_GETLEASE`, `unshare`). Aligned `O_DIRECT` buffers need no `unsafe`
+//! `F_SETLEASE`/`F_GETLEASE`, `unshare`) and the io_uring submission of the remap engine's
+//! freeze probe ([`FreezeProbe`]). Aligned `O_DIRECT` buffers need no `unsafe`
 //! (`output::direct::AlignedBuf`). Everything else (fstatfs, fadvise, futimens, fallocate,
 //! `FS_IOC_GETFLAGS`, `BLKSSZGET`, `SEEK_DATA`) goes through `rustix`'s safe API at the call site.
 //!
@@ -321,6 +322,55 @@ pub fn unshare_mount_namespace() -> io::Result<()> {
     // namespace and root/cwd copy. No memory, file table or signal state changes, so nothing the
     // rest of the process relies on is invalidated.
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.map_err(os)
+}
+
+/// A small io_uring used to ask whether a write to a file would have to wait for a file-system
+/// freeze, without waiting ([`FreezeProbe::would_wait`]).
+pub struct FreezeProbe {
+    ring: io_uring::IoUring,
+}
+
+impl FreezeProbe {
+    /// A two-entry ring.
+    ///
+    /// # Errors
+    /// The OS error (`ENOSYS`, `EPERM` when io_uring is disabled).
+    pub fn new() -> io::Result<FreezeProbe> {
+        Ok(FreezeProbe { ring: io_uring::IoUring::new(2)? })
+    }
+
+    /// Submit a zero-length write with `RWF_NOWAIT` to `fd` (a regular file open for writing)
+    /// and wait for its completion; returns the completion's result (0 or `-errno`). On a
+    /// kernel whose io_uring takes freeze protection with a trylock for `NOWAIT` writes
+    /// (`io_kiocb_start_write`, Linux 6.x), a frozen file system answers `-EAGAIN` at once; an
+    /// older kernel blocks here until the thaw. A zero-length write changes nothing: ext4 and XFS
+    /// return before touching the inode's times (ext4 after its shutdown check: `-EIO`).
+    ///
+    /// # Errors
+    /// The OS error of submitting.
+    pub fn would_wait(&mut self, fd: BorrowedFd<'_>) -> io::Result<i32> {
+        let byte = [0u8; 1];
+        let sqe = io_uring::opcode::Write::new(io_uring::types::Fd(fd.as_raw_fd()), byte.as_ptr(), 0)
+            .offset(0)
+            .rw_flags(libc::RWF_NOWAIT as _)
+            .build();
+        // Any completion left over from an interrupted earlier call.
+        while self.ring.completion().next().is_some() {}
+        // SAFETY: the entry refers to `byte` (a zero-length write reads none of it) and to `fd`;
+        // both outlive the request, which completes before this function returns
+        // (`submit_and_wait(1)` below, retried on EINTR, and the completion is consumed).
+        unsafe { self.ring.submission().push(&sqe) }.map_err(|_| io::Error::other("probe ring full"))?;
+        loop {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(cqe) = self.ring.completion().next() {
+                return Ok(cqe.result());
+            }
+        }
+    }
 }
 
 /// `st_dev`/`st_rdev` split into (major, minor).

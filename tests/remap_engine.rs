@@ -26,6 +26,8 @@ pub fn trials() -> Vec<Trial> {
         trial("remap_engine::a_raw_write_bumps_mtime_before_close", mtime_bump),
         trial("remap_engine::a_lost_lease_stops_raw_io_at_the_next_flush", lost_lease),
         trial("remap_engine::dedupe_through_an_scm_rights_descriptor_is_caught_by_revalidation", scm_rights_dedupe),
+        trial("remap_engine::a_raw_fua_write_after_a_hole_fill_syncs_the_image_first", fua_after_hole_fill),
+        trial("remap_engine::discard_never_leaves_a_raw_plan_over_punched_blocks", discard_vs_plan_write),
     ]
 }
 
@@ -577,4 +579,125 @@ sys.stdin.readline()
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// M3: a raw FUA write over blocks a file-path write just allocated `fdatasync`s the image first
+/// (counted in `fua_image_syncs`), a second one with nothing new written through the file does
+/// not, and a FUA write into a hole goes through the file with `RWF_DSYNC`. The data is what the
+/// file system returns afterwards.
+fn fua_after_hole_fill() -> TestResult {
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    use std::sync::atomic::Ordering::Relaxed;
+    for m in &mounts {
+        let img = m.path("fua.img");
+        let mut model = make_mixed(&img)?;
+        let e = open_engine(&img)?;
+        let mut put = |data: Vec<u8>, at: u64, fua: bool| -> Result<(), Failed> {
+            let r = if fua { e.write_at_fua(&data, at) } else { e.write_at(&data, at) };
+            r.map_err(|err| format!("{}: write at {at}: {err}", m.fs))?;
+            model[at as usize..at as usize + data.len()].copy_from_slice(&data);
+            Ok(())
+        };
+        // A hole (6..8 MiB) filled through the file, then FUA over the same blocks: raw.
+        put(pattern(31, 65536), 6 * MIB, false)?;
+        let raw0 = e.stats().device_written.load(Relaxed);
+        put(pattern(32, 65536), 6 * MIB, true)?;
+        let s = e.stats();
+        ensure!(s.device_written.load(Relaxed) > raw0, "{}: the FUA write did not go raw", m.fs);
+        ensure!(s.fua_image_syncs.load(Relaxed) == 1, "{}: image syncs for FUA: {:?}", m.fs, s);
+        // Nothing written through the file since: no second image sync.
+        put(pattern(33, 65536), 6 * MIB, true)?;
+        ensure!(e.stats().fua_image_syncs.load(Relaxed) == 1, "{}: a needless image sync: {:?}", m.fs, e.stats());
+        // FUA into a hole: through the file, RWF_DSYNC.
+        put(pattern(34, 65536), 7 * MIB, true)?;
+        ensure!(e.stats().fua_file_writes.load(Relaxed) == 1, "{}: FUA through the file: {:?}", m.fs, e.stats());
+        e.close().map_err(|err| format!("close: {err}"))?;
+        drop(e);
+        let through_fs = std::fs::read(&img).map_err(|err| format!("read: {err}"))?;
+        ensure!(through_fs == model, "{}: the file differs from the model", m.fs);
+    }
+    Ok(Completion::Completed)
+}
+
+/// L5: one thread fills a range through the file and discards it, over and over; another plans
+/// raw writes over the same range and, while it holds the plan's guard, asks the kernel (FIEMAP)
+/// where the range is. Every device piece must still be the file's block at that offset: a
+/// discard may not free blocks a plan in flight points at, nor leave the map saying "mapped"
+/// for punched blocks.
+fn discard_vs_plan_write() -> TestResult {
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    use loopkit::extent::ExtentFlags;
+    use loopkit::remap::Piece;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    for m in &mounts {
+        let img = m.path("discard.img");
+        make_mixed(&img)?;
+        let e = open_engine(&img)?;
+        let (at, len) = (6 * MIB, 256 * 1024u64);
+        let done = AtomicBool::new(false);
+        let (checked, bad) = (AtomicU64::new(0), std::sync::Mutex::new(Vec::<String>::new()));
+        std::thread::scope(|sc| -> Result<(), Failed> {
+            let filler = sc.spawn(|| -> Result<(), String> {
+                let data = pattern(41, len as usize);
+                for i in 0..150 {
+                    e.write_at(&data, at).map_err(|err| format!("fill {i}: {err}"))?;
+                    e.discard(at..at + len).map_err(|err| format!("discard {i}: {err}"))?;
+                }
+                Ok(())
+            });
+            let planner = sc.spawn(|| {
+                let mut pieces = Vec::new();
+                while !done.load(SeqCst) {
+                    pieces.clear();
+                    let g = match e.plan_write(at, len, &mut pieces) {
+                        Ok(Some(g)) => g,
+                        Ok(None) => continue,
+                        Err(err) => {
+                            bad.lock().unwrap().push(format!("plan_write: {err}"));
+                            return;
+                        }
+                    };
+                    let ext = match loopkit::extent::fiemap::query(e.file_fd(), at..at + len, false) {
+                        Ok(x) => x,
+                        Err(err) => {
+                            bad.lock().unwrap().push(format!("FIEMAP: {err}"));
+                            return;
+                        }
+                    };
+                    let mut pos = at;
+                    for p in &pieces {
+                        if let Piece::Device { offset, len: n } = *p {
+                            let ok = ext.iter().any(|x| {
+                                x.logical <= pos
+                                    && pos + n <= x.logical + x.length
+                                    && x.physical + (pos - x.logical) == offset
+                                    && !x.flags.contains(ExtentFlags::UNWRITTEN)
+                            });
+                            if !ok {
+                                bad.lock().unwrap().push(format!("device piece {offset}+{n} at {pos}: FIEMAP {ext:?}"));
+                            }
+                            checked.fetch_add(1, SeqCst);
+                        }
+                        pos += p.len();
+                    }
+                    drop(g);
+                }
+            });
+            let r = filler.join().map_err(|_| "the filler panicked".to_string())?;
+            done.store(true, SeqCst);
+            planner.join().map_err(|_| "the planner panicked".to_string())?;
+            r.map_err(|err| format!("{}: {err}", m.fs).into())
+        })?;
+        let bad = bad.into_inner().unwrap_or_default();
+        ensure!(bad.is_empty(), "{}: {} bad plans, first: {}", m.fs, bad.len(), bad[0]);
+        ensure!(checked.load(SeqCst) > 0, "{}: no raw plan was ever checked", m.fs);
+        e.close().map_err(|err| format!("close: {err}"))?;
+    }
+    Ok(Completion::Completed)
 }

@@ -62,8 +62,10 @@ impl std::fmt::Debug for Crypt {
 /// The server calls `plan_read`/`plan_write` for every request, issues the returned segments
 /// itself (io_uring, fixed files: [`Backend::image_fd`], [`Backend::device_fd`]), and drops the
 /// guard once all of them completed. FLUSH runs `fdatasync` (io_uring `Fsync` with the
-/// data-sync flag) on every target [`Backend::plan_flush`] lists. FUA writes carry
-/// `RWF_DSYNC` on every segment.
+/// data-sync flag) on every target [`Backend::plan_flush`] lists, taking a
+/// [`Backend::sync_ticket`] before and reporting [`Backend::synced`] after each. FUA writes
+/// first sync what [`Backend::plan_fua`] lists, then carry `RWF_DSYNC` on every segment; a FUA
+/// write on the slow path is written with `RWF_DSYNC` by the backend.
 pub trait Backend: Send + Sync + 'static {
     /// Keeps the mapping valid until the request's I/O has completed (dropped after it).
     type Guard;
@@ -91,7 +93,7 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
     /// Called about every 200 ms by a thread that holds no guard: the remap engine re-checks
-    /// its lease there (and may wait for raw I/O in flight).
+    /// its lease and the file system's state there (and may wait for raw I/O in flight).
     fn watch(&self) {}
     /// How to read `len` bytes at device byte `offset`: segments appended to `out`.
     fn plan_read(&self, offset: u64, len: u32, out: &mut Vec<Seg>) -> io::Result<Self::Guard>;
@@ -99,10 +101,21 @@ pub trait Backend: Send + Sync + 'static {
     /// `out`; `None` when this write must go through [`Backend::slow_write`] (holes, unwritten
     /// extents…).
     fn plan_write(&self, offset: u64, len: u32, out: &mut Vec<Seg>) -> io::Result<Option<Self::Guard>>;
-    /// Write `buf` at device byte `offset` the slow way (blocking; through the file system).
-    fn slow_write(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Write `buf` at device byte `offset` the slow way (blocking; through the file system);
+    /// with `fua`, durable when it returns.
+    fn slow_write(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()>;
     /// Which targets a FLUSH must `fdatasync` (the device's cache, the image's metadata).
     fn plan_flush(&self, out: &mut Vec<Target>);
+    /// Which targets must be synced before the segments of a planned FUA write are issued (the
+    /// remap engine: the image, when file-path writes allocated blocks since its last sync).
+    fn plan_fua(&self, _segs: &[Seg], _out: &mut Vec<Target>) {}
+    /// Taken just before a sync of `target` is issued; handed back to [`Backend::synced`].
+    fn sync_ticket(&self, _target: Target) -> u64 {
+        0
+    }
+    /// A sync of `target` issued after `ticket` was taken completed (`for_fua`: one that
+    /// [`Backend::plan_fua`] asked for).
+    fn synced(&self, _target: Target, _ticket: u64, _for_fua: bool) {}
     /// Blocking flush of everything (at shutdown): device flush + `fdatasync` as needed.
     fn flush(&self) -> io::Result<()>;
 }
@@ -172,14 +185,15 @@ impl Backend for FileBackend {
         out.push(Seg::Io { target: Target::Image, offset: self.base + offset, len });
         Ok(Some(()))
     }
-    fn slow_write(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+    fn slow_write(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         check_range(
             offset,
             u32::try_from(buf.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
             self.size,
         )?;
-        self.file.write_all_at(buf, self.base + offset)
+        self.file.write_all_at(buf, self.base + offset)?;
+        if fua { self.file.sync_data() } else { Ok(()) }
     }
     fn plan_flush(&self, out: &mut Vec<Target>) {
         if self.writable {

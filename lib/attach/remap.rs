@@ -6,12 +6,20 @@
 //! (`--remap --decrypt`).
 
 use super::backend::{Backend, Crypt, Seg, Target};
+use crate::remap::engine::SyncTarget;
 use crate::remap::{Engine, Guard, Options, Piece, Preflight};
 use crate::source::ByteSink;
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
+
+fn sync_target(t: Target) -> SyncTarget {
+    match t {
+        Target::Device => SyncTarget::Device,
+        Target::Image => SyncTarget::File,
+    }
+}
 
 /// The remap engine as a ublk backend.
 #[derive(Debug)]
@@ -156,13 +164,14 @@ impl Backend for RemapBackend {
             }
         })
     }
-    fn slow_write(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+    fn slow_write(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         let len = u32::try_from(buf.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let at = self.window(offset, len)?;
-        self.engine.write_at(buf, at)
+        if fua { self.engine.write_at_fua(buf, at) } else { self.engine.write_at(buf, at) }
     }
     fn watch(&self) {
-        if self.engine.check_lease(true) {
+        // The lease, the file system's state (read-only, shut down), then the extents.
+        if self.engine.check_lease(true) && self.engine.check_fs(true) {
             let due = self.last_revalidation.lock().map(|mut at| {
                 let due = at.elapsed().as_secs() >= crate::remap::engine::REVALIDATE_SECS;
                 if due {
@@ -176,15 +185,36 @@ impl Backend for RemapBackend {
         }
     }
     fn plan_flush(&self, out: &mut Vec<Target>) {
-        // A lost lease stops raw I/O before this FLUSH completes (no draining here: this queue
-        // thread may hold guards of its own; the state thread drains).
+        // A lost lease or a read-only / failed file system stops raw I/O before this FLUSH
+        // completes (no draining here: this queue thread may hold guards of its own; the state
+        // thread drains).
         self.engine.check_lease(false);
+        self.engine.check_fs(false);
         if self.writable {
-            // The device's cache (raw writes) and the image's metadata (holes filled through
-            // the file system).
-            out.push(Target::Device);
+            // The device's cache when raw writes completed since its last flush, the image
+            // (data and the metadata of holes filled through the file system) when file-path
+            // writes did: a sync covers exactly the writes that completed before it started.
+            if self.engine.sync_ticket(SyncTarget::Device).is_some() {
+                out.push(Target::Device);
+            }
+            if self.engine.sync_ticket(SyncTarget::File).is_some() {
+                out.push(Target::Image);
+            }
+        }
+    }
+    fn plan_fua(&self, segs: &[Seg], out: &mut Vec<Target>) {
+        // A raw FUA write may land on blocks a file-path write allocated: that allocation is
+        // committed first, or the FUA data could sit in blocks that are a hole after a crash.
+        let raw = segs.iter().any(|s| matches!(s, Seg::Io { target: Target::Device, .. }));
+        if raw && self.engine.sync_ticket(SyncTarget::File).is_some() {
             out.push(Target::Image);
         }
+    }
+    fn sync_ticket(&self, target: Target) -> u64 {
+        self.engine.sync_ticket(sync_target(target)).unwrap_or(0)
+    }
+    fn synced(&self, target: Target, ticket: u64, for_fua: bool) {
+        self.engine.synced(sync_target(target), ticket, for_fua);
     }
     fn flush(&self) -> io::Result<()> {
         ByteSink::flush(&self.engine)

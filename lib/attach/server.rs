@@ -378,45 +378,56 @@ async fn handle<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, buf: &mu
                 // The buffer is ours: the kernel copied the plaintext in; it goes out encrypted.
                 c.cipher.encrypt_sectors(c.iv_offset_sectors + offset / 512, &mut m[..len as usize]);
             }
-            let fua = if flags & sys::UBLK_IO_F_FUA != 0 { libc::RWF_DSYNC } else { 0 };
+            let fua = flags & sys::UBLK_IO_F_FUA != 0;
             match b.plan_write(offset, len, segs) {
                 Ok(Some(guard)) => {
-                    let r = run_segs(q, s, segs, buf, true, fua).await;
+                    if fua {
+                        // What the FUA data depends on (the image's block allocations) first.
+                        let mut first = Vec::new();
+                        b.plan_fua(segs, &mut first);
+                        let r = sync_targets(q, s, &first, true).await;
+                        if r < 0 {
+                            return r;
+                        }
+                    }
+                    let r = run_segs(q, s, segs, buf, true, if fua { libc::RWF_DSYNC } else { 0 }).await;
                     drop(guard);
                     if r < 0 { r } else { len as i32 }
                 }
-                Ok(None) => {
-                    let r = slow_write(q, tag, s, buf, offset, len).await;
-                    if r < 0 {
-                        return r;
-                    }
-                    if fua != 0
-                        && let Err(e) = b.flush()
-                    {
-                        return errno(&e);
-                    }
-                    len as i32
-                }
+                // The backend writes a FUA write with RWF_DSYNC itself.
+                Ok(None) => match slow_write(q, tag, s, buf, offset, len, fua).await {
+                    r if r < 0 => r,
+                    _ => len as i32,
+                },
                 Err(e) => errno(&e),
             }
         }
         sys::UBLK_IO_OP_FLUSH => {
             let mut targets = Vec::with_capacity(2);
             b.plan_flush(&mut targets);
-            for t in targets {
-                let Some(slot) = slot(s.slots, t) else {
-                    return -libc::EIO;
-                };
-                let sqe = opcode::Fsync::new(types::Fixed(slot)).flags(types::FsyncFlags::DATASYNC).build();
-                let r = q.ublk_submit_sqe(sqe).await;
-                if r < 0 {
-                    return r;
-                }
-            }
-            0
+            sync_targets(q, s, &targets, false).await
         }
         _ => -libc::EOPNOTSUPP,
     }
+}
+
+/// `fdatasync` each target in turn (io_uring `Fsync`), telling the backend which writes each
+/// covered; 0 or `-errno`.
+async fn sync_targets<B: Backend>(q: &UblkQueue<'_>, s: &Shared<B>, targets: &[Target], for_fua: bool) -> i32 {
+    let b = &*s.backend;
+    for &t in targets {
+        let Some(slot) = slot(s.slots, t) else {
+            return -libc::EIO;
+        };
+        let ticket = b.sync_ticket(t);
+        let sqe = opcode::Fsync::new(types::Fixed(slot)).flags(types::FsyncFlags::DATASYNC).build();
+        let r = q.ublk_submit_sqe(sqe).await;
+        if r < 0 {
+            return r;
+        }
+        b.synced(t, ticket, for_fua);
+    }
+    0
 }
 
 fn slot(slots: Slots, t: Target) -> Option<u32> {
@@ -529,7 +540,9 @@ async fn transfer(
 
 /// A write the backend cannot plan: hand the bytes to [`Backend::slow_write`] (blocking). On
 /// the zero-copy path the bytes are reachable only through io_uring, so they go through the
-/// memfd bounce region of this (queue, tag) first.
+/// memfd bounce region of this (queue, tag) first. With `fua`, the backend makes the write
+/// durable before returning (`RWF_DSYNC` through the file).
+#[allow(clippy::too_many_arguments)]
 async fn slow_write<B: Backend>(
     q: &UblkQueue<'_>,
     tag: u16,
@@ -537,6 +550,7 @@ async fn slow_write<B: Backend>(
     buf: &mut Buf<'_>,
     offset: u64,
     len: u32,
+    fua: bool,
 ) -> i32 {
     let data: Vec<u8> = match buf {
         Buf::Mem(m) => match m.get(..len as usize) {
@@ -566,7 +580,7 @@ async fn slow_write<B: Backend>(
             v
         }
     };
-    match s.backend.slow_write(&data, offset) {
+    match s.backend.slow_write(&data, offset, fua) {
         Ok(()) => 0,
         Err(e) => errno(&e),
     }

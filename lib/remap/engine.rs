@@ -10,12 +10,18 @@
 //! file under an interval lock, then exactly the written range is re-mapped (what is still not
 //! plain-mapped becomes via-file, never zero, so written data is never hidden); a lease break
 //! switches every range to the file before the lease is released; flush = device cache flush plus
-//! `fdatasync` of the file when file-path writes happened; mtime is updated at close and, so
+//! `fdatasync` of the file, each when writes to it completed since its last sync (generation
+//! counters, so several queues cannot skip each other's sync); a raw FUA write first `fdatasync`s
+//! the image if file-path writes (hole fills) completed since its last sync, a FUA write through
+//! the file carries `RWF_DSYNC`; mtime is updated at close and, so
 //! that backups and inotify see raw writes even after a crash, before the first raw write of
 //! every [`MTIME_PERIOD_SECS`]. After the lease is granted the engine looks for descriptors the
 //! lease cannot see ([`preflight::other_holders`]) and re-runs preflight. The lease is re-checked
 //! (`F_GETLEASE`) at every flush and by [`Engine::check_lease`] (the attach server calls it on a
-//! timer): a lost lease stops raw I/O at once (`remap.lease-lost`). FIEMAP answers fail closed:
+//! timer): a lost lease stops raw I/O at once (`remap.lease-lost`). The file system's state is
+//! checked the same way and before raw writes ([`Engine::check_fs`]): read-only or failed stops
+//! raw I/O (`remap.fs-read-only`, `remap.fs-error`); a write that a frozen file system would
+//! hold goes through the file instead ([`crate::sys::FreezeProbe`]). FIEMAP answers fail closed:
 //! overlaps and gaps that `SEEK_DATA` does not confirm as holes go through the file.
 
 use super::lease::{self, LeaseHolder};
@@ -89,12 +95,68 @@ impl Piece {
 /// guard to drop before the lease is released).
 pub struct Guard {
     inner: Arc<Inner>,
+    /// What the planned I/O writes: its completion (this guard dropping) counts as a write in
+    /// that target's generation.
+    writes: Option<Written>,
+    /// The discard epoch the guard was entered in.
+    epoch: usize,
+}
+
+/// Which descriptor a planned write goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Device,
+    File,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        // The I/O has completed (or failed): a sync that starts from now on covers it.
+        match self.writes {
+            Some(Written::Device) => self.inner.dev_gen.completed(),
+            Some(Written::File) => self.inner.file_gen.completed(),
+            None => {}
+        }
+        self.inner.epoch_inflight[self.epoch & 1].fetch_sub(1, Ordering::SeqCst);
         self.inner.inflight.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Write generations of one target (the raw device or the image file). Every write to the
+/// target, once it has completed, advances `done`; a sync samples `done` before it starts and,
+/// once it succeeded, raises `synced` to that sample. A sync can only make durable what had
+/// completed before it started, so counting at completion (not at issue) is what lets several
+/// queues share the counters: a FUA or FLUSH that needs generation `g` is covered exactly when
+/// `synced >= g`, whatever ran in between on other threads.
+#[derive(Debug, Default)]
+struct Generations {
+    done: AtomicU64,
+    synced: AtomicU64,
+}
+
+impl Generations {
+    fn completed(&self) {
+        self.done.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `Some(ticket)` when writes completed since the last sync: sync, then [`Self::covered`].
+    fn dirty(&self) -> Option<u64> {
+        let g = self.done.load(Ordering::SeqCst);
+        (g > self.synced.load(Ordering::SeqCst)).then_some(g)
+    }
+
+    fn covered(&self, ticket: u64) {
+        self.synced.fetch_max(ticket, Ordering::SeqCst);
+    }
+}
+
+/// Which target a sync ticket ([`Engine::sync_ticket`]) is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncTarget {
+    /// The raw device (a cache flush).
+    Device,
+    /// The image file (`fdatasync`: data and allocation metadata).
+    File,
 }
 
 /// Counters (monotonic; for `--list`, tests and benchmarks).
@@ -116,6 +178,37 @@ pub struct Stats {
     pub remaps: AtomicU64,
     /// mtime/ctime updates made before raw writes.
     pub mtime_bumps: AtomicU64,
+    /// Device cache flushes (`fsync` of the device) that completed.
+    pub device_syncs: AtomicU64,
+    /// `fdatasync`s of the image that completed.
+    pub image_syncs: AtomicU64,
+    /// Image `fdatasync`s a FUA write waited for before going raw: file-path writes (hole
+    /// fills) had completed since the last image sync, so their allocation had to be committed
+    /// before the FUA write could complete.
+    pub fua_image_syncs: AtomicU64,
+    /// Raw writes sent through the file instead because a write to the file system would have
+    /// waited (a freeze; see [`crate::sys::FreezeProbe`]).
+    pub freeze_waits: AtomicU64,
+    /// FUA writes that went through the file (`RWF_DSYNC`).
+    pub fua_file_writes: AtomicU64,
+    /// File-system state checks ([`Engine::check_fs`]): `fstatvfs`, a zero-length read and the
+    /// freeze probe.
+    pub fs_checks: AtomicU64,
+}
+
+/// Raw writes re-check the file system's state ([`Engine::check_fs`]) when the last check is older
+/// than this many milliseconds.
+pub const FS_CHECK_MS: u64 = 10;
+
+/// Stop reason: the image's file system went read-only.
+pub const STOP_FS_READ_ONLY: &str = "remap.fs-read-only";
+/// Stop reason: the image's file system reports an error (shut down, I/O error).
+pub const STOP_FS_ERROR: &str = "remap.fs-error";
+
+thread_local! {
+    /// Each thread's freeze-probe ring (`None` inside: io_uring cannot be used here).
+    static PROBE: std::cell::RefCell<Option<Option<crate::sys::FreezeProbe>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// How often `attach` re-validates the extent map ([`Engine::revalidate_map`]), in seconds.
@@ -153,15 +246,30 @@ struct Inner {
     window: u64,
     map: RwLock<ExtentMap>,
     remap_on: AtomicBool,
+    /// Remapping was stopped by a thread that could not wait for raw I/O in flight; the next
+    /// [`Engine::check_fs`] with `drain` waits for it.
+    needs_drain: AtomicBool,
     stopped_because: Mutex<Option<String>>,
     inflight: AtomicUsize,
+    /// Guards per discard epoch (by parity): a discard waits for every guard entered before it
+    /// took its interval lock, so no plan made from the old map is still in flight when the
+    /// blocks are freed.
+    epoch: AtomicUsize,
+    epoch_inflight: [AtomicUsize; 2],
+    /// Serialises discards (one epoch change at a time).
+    discarding: Mutex<()>,
     /// Ranges being written through the file (interval lock).
     busy: Mutex<Vec<Range<u64>>>,
     busy_cv: Condvar,
     busy_count: AtomicUsize,
-    dirty_dev: AtomicBool,
-    dirty_file: AtomicBool,
+    /// Raw-device writes completed / covered by a device flush.
+    dev_gen: Generations,
+    /// File-path writes (hole fills, punches, writes after a stop) completed / covered by an
+    /// image `fdatasync`.
+    file_gen: Generations,
     wrote: AtomicBool,
+    /// Milliseconds after `opened` of the last file-system state check plus one (0: never).
+    last_fs_check: AtomicU64,
     lease_held: AtomicBool,
     closed: AtomicBool,
     stats: Stats,
@@ -243,13 +351,18 @@ impl Engine {
             window: opts.fill_window.max(1 << 20),
             map: RwLock::new(ExtentMap::new(size, align as u64)),
             remap_on: AtomicBool::new(true),
+            needs_drain: AtomicBool::new(false),
             stopped_because: Mutex::new(None),
             inflight: AtomicUsize::new(0),
+            epoch: AtomicUsize::new(0),
+            epoch_inflight: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            discarding: Mutex::new(()),
             busy: Mutex::new(Vec::new()),
             busy_cv: Condvar::new(),
             busy_count: AtomicUsize::new(0),
-            dirty_dev: AtomicBool::new(false),
-            dirty_file: AtomicBool::new(false),
+            dev_gen: Generations::default(),
+            file_gen: Generations::default(),
+            last_fs_check: AtomicU64::new(0),
             wrote: AtomicBool::new(false),
             // Set before the lease is taken: a break during acquisition must be acted on.
             lease_held: AtomicBool::new(true),
@@ -334,6 +447,29 @@ impl Engine {
         self.inner.revalidate_map()
     }
 
+    /// Check the image's file system (`fstatvfs`, a zero-length read): read-only (remounted, or
+    /// `errors=remount-ro` after an error) stops raw I/O (`remap.fs-read-only`), and so does an
+    /// error such as `EIO` after a shutdown (`remap.fs-error`); with `drain`, raw I/O in flight
+    /// is also waited for (never with `drain` from a thread that holds a [`Guard`]). The engine
+    /// also checks at every flush and, at most every [`FS_CHECK_MS`], before raw writes; `attach`
+    /// calls this on its 200 ms timer. Returns whether remapping is still on.
+    pub fn check_fs(&self, drain: bool) -> bool {
+        self.inner.check_fs_at(drain, true)
+    }
+
+    /// `Some(ticket)` when writes to `target` completed since its last sync: take it just before
+    /// issuing a sync of `target` and hand it to [`Engine::synced`] once the sync succeeded.
+    /// `None`: every completed write is covered by a sync that already completed.
+    pub fn sync_ticket(&self, target: SyncTarget) -> Option<u64> {
+        self.inner.gens(target).dirty()
+    }
+
+    /// A sync of `target` issued after `ticket` was taken ([`Engine::sync_ticket`]) succeeded;
+    /// `for_fua`: it was issued before a raw FUA write (counted in [`Stats::fua_image_syncs`]).
+    pub fn synced(&self, target: SyncTarget, ticket: u64, for_fua: bool) {
+        self.inner.synced(target, ticket, for_fua);
+    }
+
     /// The image's size in bytes.
     pub fn size(&self) -> u64 {
         self.inner.size
@@ -388,12 +524,11 @@ impl Engine {
     /// `InvalidInput` past the end; a FIEMAP error while filling the map.
     pub fn plan_read(&self, offset: u64, len: u64, out: &mut Vec<Piece>) -> io::Result<Guard> {
         check_range(self.inner.size, offset, len)?;
-        let guard = self.inner.enter();
+        let guard = self.inner.enter_not_busy(offset..offset + len);
         if !self.inner.remap_on.load(Ordering::SeqCst) {
             out.push(Piece::File { offset, len });
             return Ok(guard);
         }
-        self.inner.wait_not_busy(offset..offset + len);
         self.inner.pieces(offset..offset + len, out, false)?;
         Ok(guard)
     }
@@ -410,20 +545,30 @@ impl Engine {
         if !self.inner.aligned(offset, len) {
             return Ok(None);
         }
-        let guard = self.inner.enter();
         self.inner.wrote.store(true, Ordering::Relaxed);
+        if self.inner.remap_on.load(Ordering::SeqCst) {
+            self.inner.check_fs_at(false, false);
+            if self.inner.remap_on.load(Ordering::SeqCst) && self.inner.write_would_wait() {
+                // A write to the file system would have to wait (a freeze, or a writer that holds
+                // the inode): the file path waits in the kernel, as any writer must.
+                self.inner.stats.freeze_waits.fetch_add(1, Ordering::Relaxed);
+                return Ok(None);
+            }
+        }
+        // Entered before remapping is looked at: a stop waits for this guard.
+        let mut guard = self.inner.enter_not_busy(offset..offset + len);
         if !self.inner.remap_on.load(Ordering::SeqCst) {
-            self.inner.dirty_file.store(true, Ordering::SeqCst);
+            guard.writes = Some(Written::File);
             out.push(Piece::File { offset, len });
             return Ok(Some(guard));
         }
-        self.inner.wait_not_busy(offset..offset + len);
         let start = out.len();
         if !self.inner.pieces(offset..offset + len, out, true)? {
             out.truncate(start);
             return Ok(None);
         }
-        self.inner.dirty_dev.store(true, Ordering::SeqCst);
+        // Planned with the map read while remapping was on: raw device pieces only.
+        guard.writes = Some(Written::Device);
         if out[start..].iter().any(|p| matches!(p, Piece::Device { .. })) {
             self.inner.bump_mtime_if_due();
         }
@@ -508,6 +653,95 @@ impl Inner {
         Ok(None)
     }
 
+    /// Stop raw I/O for `why`: draining (see [`Engine::stop_remapping`]) or, from a thread that
+    /// may hold guards, at once without waiting.
+    fn stop_now(&self, why: &str, drain: bool) {
+        if drain {
+            self.stop_remapping(why);
+        } else if self.remap_on.swap(false, Ordering::SeqCst) {
+            self.needs_drain.store(true, Ordering::SeqCst);
+            if let Ok(mut g) = self.stopped_because.lock() {
+                *g = Some(why.to_string());
+            }
+        }
+    }
+
+    /// See [`Engine::check_fs`]; without `force`, only when the last check is older than
+    /// [`FS_CHECK_MS`].
+    fn check_fs_at(&self, drain: bool, force: bool) -> bool {
+        if !self.remap_on.load(Ordering::SeqCst) {
+            if drain && self.needs_drain.swap(false, Ordering::SeqCst) {
+                // Stopped without draining by a queue thread: drain now.
+                self.stop_remapping("");
+            }
+            return false;
+        }
+        let now = self.opened.elapsed().as_millis() as u64 + 1;
+        let last = self.last_fs_check.load(Ordering::SeqCst);
+        if !force && last != 0 && now.saturating_sub(last) < FS_CHECK_MS {
+            return true;
+        }
+        self.last_fs_check.store(now, Ordering::SeqCst);
+        self.stats.fs_checks.fetch_add(1, Ordering::Relaxed);
+        let why = match rustix::fs::fstatvfs(&self.file) {
+            Err(e) => Some(format!("the image's file system reports an error: {} ({STOP_FS_ERROR})", errno(e))),
+            Ok(st) if !self.read_only && st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) => Some(format!(
+                "the image's file system is read-only (remounted, or after an error with errors=remount-ro) \
+                 ({STOP_FS_READ_ONLY})"
+            )),
+            // A shut-down ext4 or XFS fails every read with EIO, even an empty one.
+            Ok(_) => match rustix::io::pread(&self.file, &mut [0u8; 0][..], 0) {
+                Err(e) if fs_failed(e) => {
+                    Some(format!("the image's file system reports an error: {} ({STOP_FS_ERROR})", errno(e)))
+                }
+                _ => None,
+            },
+        };
+        match why {
+            Some(why) => self.stop_now(&why, drain),
+            // ext4 may refuse writes (EIO, EROFS) without showing read-only in statfs: ask a
+            // write (which stops remapping itself when refused; a freeze is not a stop).
+            None => {
+                let _ = self.write_would_wait();
+                if drain && !self.remap_on.load(Ordering::SeqCst) && self.needs_drain.swap(false, Ordering::SeqCst) {
+                    self.stop_remapping("");
+                }
+            }
+        }
+        self.remap_on.load(Ordering::SeqCst)
+    }
+
+    /// Whether a write to the image's file system would have to wait now (frozen): a zero-length
+    /// `RWF_NOWAIT` write through this thread's probe ring ([`crate::sys::FreezeProbe`]). An
+    /// error that means the file system failed stops remapping (without draining).
+    fn write_would_wait(&self) -> bool {
+        if self.read_only {
+            return false;
+        }
+        let r = PROBE.with(|p| {
+            let mut p = p.borrow_mut();
+            let probe = p.get_or_insert_with(|| crate::sys::FreezeProbe::new().ok());
+            probe.as_mut().map(|pr| pr.would_wait(self.file.as_fd()))
+        });
+        match r {
+            Some(Ok(n)) if n == -libc::EAGAIN => true,
+            Some(Ok(n)) if n == -libc::EROFS => {
+                self.stop_now(
+                    &format!("the image's file system is read-only (a write was refused) ({STOP_FS_READ_ONLY})"),
+                    false,
+                );
+                false
+            }
+            Some(Ok(n)) if n < 0 && fs_failed(rustix::io::Errno::from_raw_os_error(-n)) => {
+                let e = io::Error::from_raw_os_error(-n);
+                self.stop_now(&format!("the image's file system reports an error: {e} ({STOP_FS_ERROR})"), false);
+                false
+            }
+            // 0, an error that says nothing about the file system, or no io_uring here.
+            _ => false,
+        }
+    }
+
     fn check_lease(&self, drain: bool) -> bool {
         if self.lease_held.load(Ordering::SeqCst) && !lease::still_held(self.file.as_fd()) {
             if drain {
@@ -524,9 +758,46 @@ impl Inner {
         self.remap_on.load(Ordering::SeqCst)
     }
 
-    fn enter(self: &Arc<Self>) -> Guard {
+    fn enter(self: &Arc<Self>, writes: Option<Written>) -> Guard {
         self.inflight.fetch_add(1, Ordering::SeqCst);
-        Guard { inner: Arc::clone(self) }
+        loop {
+            let e = self.epoch.load(Ordering::SeqCst);
+            self.epoch_inflight[e & 1].fetch_add(1, Ordering::SeqCst);
+            if self.epoch.load(Ordering::SeqCst) == e {
+                return Guard { inner: Arc::clone(self), writes, epoch: e };
+            }
+            // A discard moved on meanwhile: count in the new epoch instead.
+            self.epoch_inflight[e & 1].fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A guard taken while no file-path write or discard holds any part of `r` (readers never
+    /// see a half-filled hole; nobody plans from a map a discard is changing). The guard is not
+    /// held while waiting, so a discard waiting for earlier guards cannot wait for this one.
+    fn enter_not_busy(self: &Arc<Self>, r: Range<u64>) -> Guard {
+        loop {
+            let g = self.enter(None);
+            if !self.is_busy(r.clone()) {
+                return g;
+            }
+            drop(g);
+            self.wait_not_busy(r.clone());
+        }
+    }
+
+    fn is_busy(&self, r: Range<u64>) -> bool {
+        if self.busy_count.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        self.busy.lock().map_or(true, |g| g.iter().any(|b| b.start < r.end && r.start < b.end))
+    }
+
+    /// Start a new discard epoch and wait for every guard of the old one to drop.
+    fn wait_earlier_guards(&self) {
+        let old = self.epoch.fetch_add(1, Ordering::SeqCst);
+        while self.epoch_inflight[old & 1].load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
     }
 
     fn check_writable(&self) -> io::Result<()> {
@@ -680,6 +951,11 @@ impl Inner {
         let mut pieces = Vec::new();
         let engine = Engine { inner: Arc::clone(self) };
         if let Some(_g) = engine.plan_write(offset, buf.len() as u64, &mut pieces)? {
+            if fua && pieces.iter().any(|p| matches!(p, Piece::Device { .. })) {
+                // A raw FUA write over blocks a file-path write allocated: that allocation must
+                // be committed before the FUA write completes.
+                self.sync_file_for_fua()?;
+            }
             let mut at = 0usize;
             for p in pieces {
                 let n = p.len() as usize;
@@ -705,22 +981,30 @@ impl Inner {
     /// A write through the file system (holes, unwritten, shared, unaligned), then the written
     /// range is re-mapped.
     fn slow_write(self: &Arc<Self>, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
-        let _g = self.enter();
         let a = self.align as u64;
         let start = offset / a * a;
         let end = (offset + buf.len() as u64).div_ceil(a) * a;
+        // The interval lock first, the guard after: a discard holding the lock waits for guards.
         let _busy = self.lock_range(start..end)?;
+        let _g = self.enter(None);
         self.wrote.store(true, Ordering::Relaxed);
-        self.dirty_file.store(true, Ordering::SeqCst);
-        if start == offset && end == offset + buf.len() as u64 {
-            direct_write(&self.file, buf, offset, self.align, fua)?;
+        let written = if start == offset && end == offset + buf.len() as u64 {
+            direct_write(&self.file, buf, offset, self.align, fua)
         } else {
             // Read-modify-write of the aligned blocks (under the interval lock).
             let mut tmp = vec![0u8; (end - start) as usize];
-            direct_read(&self.file, &mut tmp, start, self.align)?;
-            let at = (offset - start) as usize;
-            tmp[at..at + buf.len()].copy_from_slice(buf);
-            direct_write(&self.file, &tmp, start, self.align, fua)?;
+            direct_read(&self.file, &mut tmp, start, self.align).and_then(|()| {
+                let at = (offset - start) as usize;
+                tmp[at..at + buf.len()].copy_from_slice(buf);
+                direct_write(&self.file, &tmp, start, self.align, fua)
+            })
+        };
+        // Completed (or failed part-way: an image sync must cover whatever reached the file)
+        // before the range is re-mapped, so a raw write planned over the new blocks sees it.
+        self.file_gen.completed();
+        written?;
+        if fua {
+            self.stats.fua_file_writes.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.file_written.fetch_add(buf.len() as u64, Ordering::Relaxed);
         if self.remap_on.load(Ordering::SeqCst) {
@@ -755,10 +1039,13 @@ impl Inner {
             fixed.push(Extent { logical: pos, physical: 0, length: r.end - pos, flags: hidden });
         }
         self.map.write().map_err(|_| io::Error::other("map lock poisoned"))?.fill(r.clone(), &fixed);
+        // DONTNEED drops only whole pages inside the range: round outward, so the page a
+        // buffered fallback left for a sub-page block goes too.
+        let pages = page_span(r.clone());
         let _ = rustix::fs::fadvise(
             &self.file,
-            r.start,
-            std::num::NonZeroU64::new(r.end - r.start),
+            pages.start,
+            std::num::NonZeroU64::new(pages.end - pages.start),
             rustix::fs::Advice::DontNeed,
         );
         self.stats.remaps.fetch_add(1, Ordering::Relaxed);
@@ -771,26 +1058,33 @@ impl Inner {
         if range.is_empty() {
             return Ok(());
         }
-        let _g = self.enter();
         let a = self.align as u64;
         // Whole blocks are punched; partial blocks at the ends are written with zeros.
         let (s, t) = (range.start.div_ceil(a) * a, range.end / a * a);
-        let _busy = self.lock_range(range.start / a * a..range.end.div_ceil(a) * a)?;
+        let busy = self.lock_range(range.start / a * a..range.end.div_ceil(a) * a)?;
         self.wrote.store(true, Ordering::Relaxed);
-        self.dirty_file.store(true, Ordering::SeqCst);
         if s < t {
+            // Plans made before the interval lock (possibly from the old map) finish first.
+            let _one = self.discarding.lock().map_err(|_| io::Error::other("engine lock poisoned"))?;
+            self.wait_earlier_guards();
             use rustix::fs::FallocateFlags as F;
-            rustix::fs::fallocate(&self.file, F::PUNCH_HOLE | F::KEEP_SIZE, s, t - s).map_err(errno)?;
+            // The map must not say "mapped" for a freed block once the interval lock is gone: the
+            // range is forgotten before the punch (a plan meanwhile waits for the lock, then finds
+            // the range unknown and asks FIEMAP again) and re-mapped before the lock is dropped.
+            self.map.write().map_err(|_| io::Error::other("map lock poisoned"))?.forget(s..t);
+            let punched = rustix::fs::fallocate(&self.file, F::PUNCH_HOLE | F::KEEP_SIZE, s, t - s).map_err(errno);
+            self.file_gen.completed();
+            punched?;
+            if self.remap_on.load(Ordering::SeqCst) {
+                let ext = self.query(s..t, false)?;
+                self.map.write().map_err(|_| io::Error::other("map lock poisoned"))?.fill(s..t, &ext);
+            }
         }
-        drop(_busy);
+        drop(busy);
         for r in [range.start..s.min(range.end), t.max(range.start).max(s)..range.end] {
             if r.start < r.end {
                 self.slow_write(&vec![0u8; (r.end - r.start) as usize], r.start, false)?;
             }
-        }
-        if s < t && self.remap_on.load(Ordering::SeqCst) {
-            let ext = self.query(s..t, false)?;
-            self.map.write().map_err(|_| io::Error::other("map lock poisoned"))?.fill(s..t, &ext);
         }
         Ok(())
     }
@@ -798,15 +1092,48 @@ impl Inner {
     fn flush(&self) -> io::Result<()> {
         // Never drains here: the caller may be a queue thread with raw I/O of its own in flight.
         self.check_lease(false);
-        if self.dirty_dev.swap(false, Ordering::SeqCst) {
+        self.check_fs_at(false, true);
+        if let Some(t) = self.dev_gen.dirty() {
             // fsync of a block device: its page cache (unused) plus a cache flush to the disk.
             self.dev.sync_all()?;
+            self.synced(SyncTarget::Device, t, false);
         }
-        if self.dirty_file.swap(false, Ordering::SeqCst) {
+        if let Some(t) = self.file_gen.dirty() {
             // File-path writes: data and the allocation metadata (filled holes) become durable.
             self.file.sync_data()?;
+            self.synced(SyncTarget::File, t, false);
         }
         Ok(())
+    }
+
+    /// Before a raw FUA write: `fdatasync` the image if file-path writes completed since the
+    /// last image sync (their block allocations may be what the FUA write lands on).
+    fn sync_file_for_fua(&self) -> io::Result<()> {
+        if let Some(t) = self.file_gen.dirty() {
+            self.file.sync_data()?;
+            self.synced(SyncTarget::File, t, true);
+        }
+        Ok(())
+    }
+
+    fn gens(&self, target: SyncTarget) -> &Generations {
+        match target {
+            SyncTarget::Device => &self.dev_gen,
+            SyncTarget::File => &self.file_gen,
+        }
+    }
+
+    /// A sync of `target` that started after `ticket` was taken has completed.
+    fn synced(&self, target: SyncTarget, ticket: u64, for_fua: bool) {
+        self.gens(target).covered(ticket);
+        let n = match target {
+            SyncTarget::Device => &self.stats.device_syncs,
+            SyncTarget::File => &self.stats.image_syncs,
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        if for_fua {
+            self.stats.fua_image_syncs.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn close(&self) -> io::Result<()> {
@@ -877,6 +1204,18 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+/// Errors that mean the file system itself failed (shut down, aborted, corrupted).
+fn fs_failed(e: rustix::io::Errno) -> bool {
+    use rustix::io::Errno as E;
+    [E::IO, E::SHUTDOWN, E::UCLEAN, E::NOTCONN].contains(&e)
+}
+
+/// `r` rounded outward to whole pages (what `POSIX_FADV_DONTNEED` drops).
+fn page_span(r: Range<u64>) -> Range<u64> {
+    let page = rustix::param::page_size() as u64;
+    r.start / page * page..r.end.div_ceil(page).saturating_mul(page)
 }
 
 fn is_aligned(ptr: *const u8, offset: u64, len: usize, align: usize) -> bool {
@@ -990,5 +1329,83 @@ impl ByteSink for Engine {
 
     fn discard(&self, range: Range<u64>) -> io::Result<()> {
         self.inner.discard(range)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// The FUA/FLUSH protocol on several threads: each writes (the write completes, then the
+    /// generation advances), then asks for durability as a FUA does (`dirty` → sync → `covered`);
+    /// a sync makes durable exactly the writes that completed before it started. When the FUA
+    /// returns, every write that had completed before it began, on any thread, must be durable.
+    #[test]
+    fn a_fua_never_completes_before_a_sync_covering_earlier_writes() {
+        let gens = Arc::new(Generations::default());
+        let completed = Arc::new(Mutex::new(HashSet::<u64>::new()));
+        let durable = Arc::new(Mutex::new(HashSet::<u64>::new()));
+        let syncs = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let (gens, completed, durable, syncs) =
+                    (Arc::clone(&gens), Arc::clone(&completed), Arc::clone(&durable), Arc::clone(&syncs));
+                std::thread::spawn(move || {
+                    for i in 0..2000u64 {
+                        let id = t << 32 | i;
+                        completed.lock().unwrap().insert(id);
+                        gens.completed();
+                        if i % 3 != 0 {
+                            continue; // a plain write: no FUA
+                        }
+                        let before: HashSet<u64> = completed.lock().unwrap().clone();
+                        if let Some(ticket) = gens.dirty() {
+                            // The sync starts after the ticket: it covers what completed so far.
+                            let snapshot: HashSet<u64> = completed.lock().unwrap().clone();
+                            if i % 7 == 0 {
+                                std::thread::yield_now();
+                            }
+                            durable.lock().unwrap().extend(snapshot);
+                            syncs.fetch_add(1, Ordering::Relaxed);
+                            gens.covered(ticket);
+                        }
+                        let d = durable.lock().unwrap();
+                        let lost: Vec<_> = before.iter().filter(|w| !d.contains(w)).collect();
+                        assert!(lost.is_empty(), "thread {t}: FUA {i} completed before writes {lost:?} were synced");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Not every FUA needed its own sync (others covered it), but some syncs ran.
+        let n = syncs.load(Ordering::Relaxed);
+        assert!(n > 0 && n <= 4 * 667, "{n} syncs");
+    }
+
+    #[test]
+    fn a_clean_target_needs_no_sync_and_a_sync_covers_only_its_ticket() {
+        let g = Generations::default();
+        assert_eq!(g.dirty(), None);
+        g.completed();
+        let t = g.dirty().unwrap();
+        g.completed(); // completed while the sync ran: not covered by it
+        g.covered(t);
+        assert!(g.dirty().is_some());
+        let t2 = g.dirty().unwrap();
+        g.covered(t2);
+        g.covered(t); // a slower, older sync finishing late does not go backwards
+        assert_eq!(g.dirty(), None);
+    }
+
+    #[test]
+    fn fadvise_ranges_are_rounded_out_to_whole_pages() {
+        let page = rustix::param::page_size() as u64;
+        assert_eq!(page_span(512..1024), 0..page);
+        assert_eq!(page_span(page - 512..page + 512), 0..2 * page);
+        assert_eq!(page_span(page..2 * page), page..2 * page);
+        assert_eq!(page_span(3 * page + 1..3 * page + 2), 3 * page..4 * page);
     }
 }
