@@ -37,6 +37,7 @@ pub mod fuzzing;
 pub mod image;
 pub mod manifest;
 pub mod migrate;
+pub mod mount;
 pub mod output;
 pub mod pipeline;
 pub mod progress;

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["report"],
     &["migrate"],
     &["attach"],
+    &["mount"],
     &["verify"],
     &["extract"],
     &["manifest"],
