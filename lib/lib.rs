@@ -6,8 +6,8 @@
 //! [`error`](Error), [`finding`], [`bytes`] ← [`progress`] ← [`source`] (bytes at offsets) ←
 //! [`output`], [`pipeline`] ← [`crypto`] (sector ciphers, key derivations) ← [`volume`] ←
 //! [`fs`] ← [`formats`] (on-disk formats) ← [`detect`] ← [`image`] ← [`manifest`] ←
-//! [`extract`] ← [`verify`] ← [`migrate`] ← [`report`] ← the `loopkit` binary. The library never
-//! prints.
+//! [`extract`] ← [`verify`] ← [`mount`] ← [`migrate`] ← [`report`] ← the `loopkit` binary. The
+//! library never prints.
 //!
 //! ```no_run
 //! use loopkit::{detect::Secrets, image, crypto::Passphrase};

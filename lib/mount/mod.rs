@@ -256,7 +256,7 @@ impl Server {
         let want = match key {
             Key::Node(n) | Key::Link(n) => n,
         };
-        let ino = if want >= 2 && want < 1 << 48 && !t.node_of.contains_key(&want) {
+        let ino = if (2..1 << 48).contains(&want) && !t.node_of.contains_key(&want) {
             want
         } else {
             t.next_ino += 1;
