@@ -20,6 +20,7 @@ pub fn trials() -> Vec<Trial> {
         trial("mount::luks2_tree", luks2_tree),
         trial("mount::damaged_map_gives_eio_there_only", damaged_map_gives_eio_there_only),
         trial("mount::raw_payload", raw_payload),
+        trial("mount::extended_attributes", extended_attributes),
         trial("mount::killed_server_and_signals", killed_server_and_signals),
         trial("mount::as_a_normal_user", as_a_normal_user),
     ]
@@ -304,6 +305,73 @@ fn damaged_map_gives_eio_there_only() -> TestResult {
     ensure!(got.len() == data.len(), "length {}", got.len());
     ensure!(got[..2048] == data[..2048] && got[3072..] == data[3072..], "intact bytes differ with --allow-damaged");
     ensure!(got[2048..3072].iter().all(|&b| b == 0), "the damaged block is not zeros with --allow-damaged");
+    Ok(Completion::Completed)
+}
+
+/// `{path: {name: value hex}}` of every entry under `dir` (Python os.listxattr/os.getxattr,
+/// without following symlinks): the oracle on the source tree and on the mount alike.
+fn xattrs_of(dir: &Path) -> Result<serde_json::Value, Failed> {
+    let code = r#"
+import os, sys, json
+root = sys.argv[1]
+out = {}
+for d, dirs, files in os.walk(root):
+    for n in dirs + files:
+        p = os.path.join(d, n)
+        names = [x for x in os.listxattr(p, follow_symlinks=False) if x.startswith(("user.", "system.posix_acl"))]
+        if names:
+            out[os.path.relpath(p, root)] = {x: os.getxattr(p, x, follow_symlinks=False).hex() for x in sorted(names)}
+json.dump(out, sys.stdout, sort_keys=True)
+"#;
+    let out = run_ok(timed(120, util::python()).arg("-c").arg(code).arg(dir))?;
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("xattr JSON: {e}").into())
+}
+
+/// User attributes (small ones in the inode, a large one in the attribute block) and a POSIX
+/// access ACL, set on the source tree with setxattr, copied into the image by `mke2fs -d`: the
+/// mount shows the same names and values (the ACL converted back from ext4's disk form).
+fn extended_attributes() -> TestResult {
+    if let Some(r) = no_fuse() {
+        return util::skip(r);
+    }
+    if let Some(r) = crate::ext_damage::missing() {
+        return util::skip(r);
+    }
+    let s = Scratch::new("mount-xattr");
+    let t = s.path("tree");
+    std::fs::create_dir_all(t.join("d"))?;
+    std::fs::write(t.join("a"), b"a")?;
+    std::fs::write(t.join("d/b"), b"b")?;
+    let set = |p: &Path, name: &str, value: &[u8]| -> Result<(), Failed> {
+        let code = "import os,sys; os.setxattr(sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]))";
+        let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+        run_ok(Command::new(util::python()).args(["-c", code]).arg(p).arg(name).arg(hex)).map(|_| ())
+    };
+    if set(&t.join("a"), "user.probe", b"x").is_err() {
+        return util::skip(format!("{} does not take user.* extended attributes", t.display()));
+    }
+    set(&t.join("a"), "user.comment", b"old archive")?;
+    set(&t.join("d"), "user.dir", b"on a directory")?;
+    let big: Vec<u8> = (0..700u32).map(|i| (i % 251) as u8).collect();
+    set(&t.join("d/b"), "user.big", &big)?;
+    // USER_OBJ rw-, USER 1000 r--, GROUP_OBJ r--, MASK r--, OTHER r-- (the kernel's xattr form).
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in
+        [(1u16, 6u16, u32::MAX), (2, 4, 1000), (4, 4, u32::MAX), (0x10, 4, u32::MAX), (0x20, 4, u32::MAX)]
+    {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    let with_acl = set(&t.join("d/b"), "system.posix_acl_access", &acl).is_ok();
+    let want = xattrs_of(&t)?;
+    let img = s.path("x.img");
+    run_ok(Command::new("mke2fs").args(["-q", "-F", "-t", "ext4", "-I", "256", "-d"]).arg(&t).arg(&img).arg("8M"))?;
+    let m = mount(&img, &s.path("mnt"), &[])?;
+    let got = xattrs_of(&m.dir)?;
+    ensure!(got == want, "extended attributes differ:\n mount  {got}\n source {want}");
+    ensure!(want["d/b"]["user.big"].as_str().is_some_and(|v| v.len() == 1400), "the big value was not set: {want}");
+    ensure!(!with_acl || want["d/b"]["system.posix_acl_access"].is_string(), "the ACL is missing: {want}");
     Ok(Completion::Completed)
 }
 

@@ -197,6 +197,14 @@ pub trait FileSystem: Send + Sync {
     /// Remarks about the whole file system found when it was opened (journal needs recovery,
     /// superblock checksum…).
     fn issues(&self) -> Vec<Issue>;
+    /// The extended attributes of a node as `(full name, value)` pairs in on-disk order (empty
+    /// when the file system records none).
+    ///
+    /// # Errors
+    /// `Corrupt`/`Io`.
+    fn xattrs(&self, _id: NodeId) -> crate::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(Vec::new())
+    }
     /// The size figures `statfs` reports (`mount`), when the file system records them.
     fn figures(&self) -> Option<Figures> {
         None

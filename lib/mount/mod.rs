@@ -14,7 +14,8 @@
 //! opened with direct I/O so that a read stops exactly where the damage starts — unless
 //! `allow_damaged`, which serves zeros there. Each damaged file is logged once (through the
 //! caller's log function: the library never prints). Device nodes are listed, never opened
-//! (`nodev`); nothing is writable.
+//! (`nodev`); nothing is writable. Extended attributes come from the reader (ext: in-inode and
+//! block attributes, POSIX ACLs in the kernel's xattr form).
 
 use crate::fs::tree::{Figures, FileReader, FileSystem, FileType, NodeId, Stat};
 use crate::source::ByteSource;
@@ -651,12 +652,42 @@ impl fuser::Filesystem for Server {
         reply.statfs(f.blocks, f.free_blocks, f.free_blocks, f.files, f.free_files, bs, 255, bs);
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::NO_XATTR);
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let (Some(fs), Some(id)) = (self.tree(), self.node(ino)) else { return reply.error(Errno::NO_XATTR) };
+        let all = match fs.xattrs(id) {
+            Ok(a) => a,
+            Err(e) => return reply.error(errno_of(&e)),
+        };
+        match all.into_iter().find(|(n, _)| n == name.as_bytes()) {
+            None => reply.error(Errno::NO_XATTR),
+            Some((_, v)) => xattr_reply(&v, size, reply),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 { reply.size(0) } else { reply.data(&[]) }
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let names = match (self.tree(), self.node(ino)) {
+            (Some(fs), Some(id)) => match fs.xattrs(id) {
+                Ok(a) => a
+                    .into_iter()
+                    .flat_map(|(mut n, _)| {
+                        n.push(0);
+                        n
+                    })
+                    .collect(),
+                Err(e) => return reply.error(errno_of(&e)),
+            },
+            _ => Vec::new(),
+        };
+        xattr_reply(&names, size, reply);
+    }
+}
+
+/// Answer an xattr request: the size when asked with 0, the bytes when they fit, else ERANGE.
+fn xattr_reply(v: &[u8], size: u32, reply: ReplyXattr) {
+    match u32::try_from(v.len()) {
+        Ok(n) if size == 0 => reply.size(n),
+        Ok(n) if n <= size => reply.data(v),
+        _ => reply.error(Errno::ERANGE),
     }
 }
 

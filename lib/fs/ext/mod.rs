@@ -17,6 +17,7 @@ pub mod dir;
 pub mod inode;
 pub mod map;
 pub mod superblock;
+pub mod xattr;
 
 use crate::bytes;
 use crate::extent::{Extent, ExtentFlags};
@@ -612,6 +613,11 @@ impl FileSystem for Ext<'_> {
             return Err(crate::Error::invalid(format!("inode {id} is not a regular file")));
         }
         Ok(Box::new(self.reader(&inode, inode.size_bytes)?))
+    }
+
+    fn xattrs(&self, id: NodeId) -> crate::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let inode = self.inode(Self::ino(id)?)?;
+        xattr::read(&inode, |b| self.read_block(b))
     }
 
     fn figures(&self) -> Option<crate::fs::tree::Figures> {
