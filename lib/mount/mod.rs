@@ -45,6 +45,8 @@ const MAX_CACHED_STATS: usize = 200_000;
 const MAX_CACHED_ENTRIES: usize = 1_000_000;
 /// Unit in which `allow_damaged` retries a read that failed.
 const RETRY_BYTES: usize = 4096;
+/// Threads serving requests (the kernel sends readahead requests in parallel).
+const THREADS: usize = 2;
 /// The subtype the kernel shows (`fuse.loopkit` in /proc/mounts); `unmount` looks for it.
 pub const SUBTYPE: &str = "loopkit";
 
@@ -110,7 +112,9 @@ struct Tables {
 /// An open file.
 struct Handle {
     node: NodeId,
-    reader: Option<Mutex<Box<dyn FileReader>>>,
+    /// One reader per server thread (a reader is not shareable): parallel readahead requests
+    /// on one file each take a free one. Empty for the raw payload.
+    readers: Vec<Mutex<Box<dyn FileReader>>>,
     size: u64,
     /// Byte ranges the reader could not locate (sorted).
     damaged: Vec<Range<u64>>,
@@ -373,7 +377,7 @@ impl Server {
         let Some(fs) = self.tree() else {
             return Ok(Handle {
                 node,
-                reader: None,
+                readers: Vec::new(),
                 size: self.raw_attr(2).size,
                 damaged: Vec::new(),
                 direct: lock(&self.logged).contains(&node),
@@ -401,12 +405,22 @@ impl Server {
             );
         }
         let direct = !damaged.is_empty() || lock(&self.logged).contains(&node);
-        Ok(Handle { node, reader: Some(Mutex::new(reader)), size, damaged, direct })
+        let mut readers = vec![Mutex::new(reader)];
+        // Small files are read in one request: one reader is enough.
+        if size > u64::from(BLKSIZE) {
+            for _ in 1..THREADS {
+                readers.push(Mutex::new(fs.open(node)?));
+            }
+        }
+        Ok(Handle { node, readers, size, damaged, direct })
     }
 
     fn read_some(&self, h: &Handle, buf: &mut [u8], offset: u64) -> crate::Result<usize> {
-        match (&h.reader, &self.content) {
-            (Some(r), _) => lock(r).read_at(buf, offset),
+        match (h.readers.first(), &self.content) {
+            (Some(first), _) => {
+                let free = h.readers.iter().find_map(|r| r.try_lock().ok());
+                free.unwrap_or_else(|| lock(first)).read_at(buf, offset)
+            }
             (None, Content::Raw(src)) => src
                 .read_at(buf, offset)
                 .map_err(|e| crate::Error::io(format!("reading the payload at byte {offset}"), e)),
@@ -749,6 +763,8 @@ pub fn check_mount_point(dir: &Path) -> crate::Result<()> {
 pub fn mount(server: Server, dir: &Path) -> crate::Result<Mounted> {
     check_mount_point(dir)?;
     let mut config = fuser::Config::default();
+    config.n_threads = Some(THREADS);
+    config.clone_fd = true;
     // The source /proc/mounts shows: `loopkit:IMAGE` (as root the type is plain `fuse`, so
     // `unmount` recognises loopkit's mounts by this prefix).
     let name = format!("{SUBTYPE}:{}", server.opts.fs_name.replace(',', "_"));
