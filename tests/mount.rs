@@ -454,6 +454,40 @@ fn killed_server_and_signals() -> TestResult {
         run_ok(timed(30, "fusermount3").arg("-u").arg(&m.dir))?;
         wait_gone(pid)?;
     }
+    // --foreground serves in the command's own process; SIGTERM ends it with exit 0.
+    let mut child = Command::new("timeout")
+        .args(["-k", "5", "120"])
+        .arg(loopkit_bin())
+        .arg("mount")
+        .arg(&img)
+        .arg(&dir)
+        .arg("--foreground")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let fg = Mounted { dir: dir.clone() };
+    for _ in 0..200 {
+        if is_mounted(&dir) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ensure!(is_mounted(&dir), "--foreground: not mounted within 10 s");
+    ensure!(dir.join("big.bin").metadata().is_ok(), "--foreground: big.bin missing");
+    let pid = server_pid(&dir)?;
+    run_ok(Command::new("kill").args(["-TERM", &pid.to_string()]))?;
+    let status = child.wait()?;
+    ensure!(status.code() == Some(0) && !is_mounted(&dir), "--foreground after SIGTERM: {status}");
+    drop(fg);
+    // -o allow_other: other users may enter, the kernel checks the image's permissions.
+    let m = mount(&img, &dir, &["-o", "allow_other"])?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let line = info.lines().find(|l| l.contains(&*m.dir.to_string_lossy())).unwrap_or("").to_string();
+    ensure!(line.contains("allow_other") && line.contains("default_permissions"), "-o allow_other: {line}");
+    drop(m);
+    let out = run(lk(60).arg("mount").arg(&img).arg(&dir).args(["-o", "rw"]))?;
+    ensure!(code(&out) == 2 && !is_mounted(&dir), "-o rw: exit {}", code(&out));
     // Not a loopkit mount: refused.
     let out = run(lk(30).arg("umount").arg(s.path("full")))?;
     ensure!(code(&out) == 2, "umount of a plain directory: exit {}", code(&out));
