@@ -1,7 +1,7 @@
 //! `loopkit mount`: the tree under the mount point of every fixture image (plain ext2/3/4, ISO
 //! with Rock Ridge and Joliet, cryptoloop, loop-AES, LUKS2) equals the generator's tree (oracle:
 //! `manifest.py`, os.lstat + hashlib over the mount) and, for ext, `debugfs rdump` of the same
-//! image; `statfs` equals `dumpe2fs -h`; a block map damaged with `debugfs sif` gives EIO on
+//! image, ctimes `debugfs stat`'s; `statfs` equals `dumpe2fs -h`; a block map damaged with `debugfs sif` gives EIO on
 //! exactly that block and zeros with --allow-damaged; `--raw` serves the payload whose SHA-256 is
 //! verify's and on which `e2fsck -fn` is clean; a killed server leaves ENOTCONN that
 //! `loopkit umount` clears; SIGTERM unmounts; a normal user can mount. Every command runs under
@@ -181,6 +181,23 @@ fn every_fixture_shows_its_tree() -> TestResult {
             let ours = as_rdump_sees(got.clone());
             let d = fx::diff(&ours, &theirs);
             ensure!(d.is_empty(), "{}: the mounted tree differs from debugfs rdump:\n{d}", case.image);
+            // ctimes as debugfs reads them from the inodes.
+            // (Plain names only: manifest paths escape odd bytes.)
+            let plain = |e: &&serde_json::Value| {
+                e["path"].as_str().is_some_and(|p| p.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-/".contains(&c)))
+            };
+            for e in want.iter().filter(|e| e["type"] != "symlink").filter(plain).take(5) {
+                use std::os::unix::fs::MetadataExt;
+                let p = e["path"].as_str().unwrap_or("");
+                let out = run_ok(timed(60, "debugfs").arg("-R").arg(format!("stat \"/{p}\"")).arg(&img))?;
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                let theirs = text
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("ctime: 0x"))
+                    .and_then(|h| i64::from_str_radix(h.get(..8)?, 16).ok());
+                let ours = m.dir.join(p).symlink_metadata()?.ctime();
+                ensure!(theirs == Some(ours), "{}: /{p}: ctime {ours}, debugfs {theirs:?}", case.image);
+            }
             let (a, b) = (statfs(&m.dir)?, dumpe2fs(&img)?);
             ensure!(a == b, "{}: statfs {a:?}, dumpe2fs -h {b:?} (bsize blocks bfree files ffree)", case.image);
         }

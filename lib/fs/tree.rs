@@ -80,6 +80,9 @@ pub struct Stat {
     pub gid: Option<u32>,
     /// Modification time, whole seconds since the Unix epoch (UTC).
     pub mtime: Option<i64>,
+    /// Inode change time, whole seconds since the Unix epoch (UTC), when recorded apart from
+    /// the mtime (ext); shown by `mount`, not part of manifests.
+    pub ctime: Option<i64>,
     /// Hard-link count as recorded.
     pub nlink: u32,
     /// Device number `(major, minor)` of device nodes.

@@ -294,7 +294,7 @@ impl Server {
             blocks: st.size_bytes.div_ceil(512),
             atime: t,
             mtime: t,
-            ctime: t,
+            ctime: if st.ctime.is_some() { time_of(st.ctime) } else { t },
             crtime: t,
             kind: kind_of(st.file_type),
             perm: (perm & 0o7777) as u16,

@@ -574,6 +574,7 @@ impl FileSystem for Ext<'_> {
             uid: Some(inode.uid),
             gid: Some(inode.gid),
             mtime: Some(inode.mtime),
+            ctime: Some(inode.ctime()),
             nlink: u32::from(inode.links),
             rdev,
             link_key: Some(id),
