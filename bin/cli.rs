@@ -62,6 +62,11 @@ pub enum Command {
     Attach(Box<AttachArgs>),
     /// Stop serving an attached device (by /dev/ublkbN or by image): flush, remove the device.
     Detach(DetachArgs),
+    /// Browse the files inside an image without root: a read-only FUSE file system on DIR
+    /// (--raw: the decrypted payload as DIR/payload.img). Unmount with `loopkit umount DIR`.
+    Mount(Box<MountArgs>),
+    /// Unmount a `loopkit mount` (also one whose server has died).
+    Umount(UmountArgs),
     /// Summarise a fixity catalog written by `verify --catalog` (counts, oldest check, changed
     /// and failing images); --import merges other catalogs into it (idempotent, locked).
     Catalog(CatalogArgs),
@@ -625,4 +630,44 @@ pub struct DetachArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `loopkit mount`.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The image file (opened read-only).
+    pub image: PathBuf,
+    /// The mount point: an existing, empty directory.
+    pub dir: PathBuf,
+    /// Serve only the decrypted payload, as one read-only file DIR/payload.img.
+    #[arg(long)]
+    pub raw: bool,
+    /// Serve zeros where data cannot be read or located (logged) instead of failing those reads
+    /// with EIO.
+    #[arg(long)]
+    pub allow_damaged: bool,
+    /// Stay in the foreground (log on stderr) instead of returning once the mount is up.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Mount options, comma-separated: allow_other (other users may enter; the image's
+    /// permissions are then enforced; a normal user needs user_allow_other in /etc/fuse.conf).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// Append remarks about damaged files to FILE (default: stderr with --foreground, else
+    /// nowhere).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub secrets: SecretArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub params: ParamArgs,
+}
+
+/// `loopkit umount`.
+#[derive(Debug, Args)]
+pub struct UmountArgs {
+    /// The mount point.
+    pub dir: PathBuf,
 }

@@ -6,8 +6,8 @@
 //! [`error`](Error), [`finding`], [`bytes`] ← [`progress`] ← [`source`] (bytes at offsets) ←
 //! [`output`], [`pipeline`] ← [`crypto`] (sector ciphers, key derivations) ← [`volume`] ←
 //! [`fs`] ← [`formats`] (on-disk formats) ← [`detect`] ← [`image`] ← [`manifest`] ←
-//! [`extract`] ← [`verify`] ← [`rescue`], [`attach`], [`migrate`] ← [`report`] ← the `loopkit` binary. The library never
-//! prints.
+//! [`extract`] ← [`verify`] ← [`rescue`], [`mount`], [`attach`], [`migrate`] ← [`report`] ← the
+//! `loopkit` binary. The library never prints.
 //!
 //! ```no_run
 //! use loopkit::{detect::Secrets, image, crypto::Passphrase};
@@ -37,6 +37,7 @@ pub mod fuzzing;
 pub mod image;
 pub mod manifest;
 pub mod migrate;
+pub mod mount;
 pub mod output;
 pub mod pipeline;
 pub mod progress;

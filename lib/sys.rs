@@ -1,8 +1,8 @@
 //! The one place with `unsafe` for system calls: the ioctls and `fcntl`s that neither `rustix`
 //! nor `std` wrap (FIEMAP, `BLKGETSIZE64`, `FS_IOC_FSGETXATTR`, `XFS_IOC_FSGEOMETRY`,
-//! `F_SETLEASE`/`F_GETLEASE`, `unshare`) and the io_uring submission of the remap engine's
-//! freeze probe ([`FreezeProbe`]). Aligned `O_DIRECT` buffers need no `unsafe`
-//! (`output::direct::AlignedBuf`). Everything else (fstatfs, fadvise, futimens, fallocate,
+//! `F_SETLEASE`/`F_GETLEASE`, `unshare`), `fork` (daemonizing `loopkit mount`) and the io_uring
+//! submission of the remap engine's freeze probe ([`FreezeProbe`]). Aligned `O_DIRECT` buffers
+//! need no `unsafe` (`output::direct::AlignedBuf`). Everything else (fstatfs, fadvise, futimens, fallocate,
 //! `FS_IOC_GETFLAGS`, `BLKSSZGET`, `SEEK_DATA`) goes through `rustix`'s safe API at the call site.
 //!
 //! Every ioctl number is computed from the kernel's `_IOR`/`_IOWR` definition and the size of the
@@ -370,6 +370,34 @@ impl FreezeProbe {
                 return Ok(cqe.result());
             }
         }
+    }
+}
+
+/// Which side of a [`fork`] this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// The original process; the child's pid.
+    Parent(i32),
+    /// The new process.
+    Child,
+}
+
+/// `fork()`: a copy of this process (`loopkit mount` daemonizing once the image is open).
+///
+/// Call it only while no other thread of the process holds a lock the child will need (the
+/// child has only the calling thread): `mount` forks before it starts any thread of its own.
+///
+/// # Errors
+/// The OS error (`EAGAIN`, `ENOMEM`).
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory-safety preconditions of its own; the hazard is a lock held by
+    // another thread at the moment of the fork, which would stay locked forever in the child. The
+    // caller forks before starting threads; the only other thread is the Ctrl-C handler's, which
+    // waits in read(2) holding no lock, and glibc's malloc resets its own locks in the child.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
     }
 }
 

@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["migrate"],
     &["attach"],
     &["rescue"],
+    &["mount"],
     &["verify"],
     &["extract"],
     &["manifest"],

@@ -27,6 +27,7 @@ mod luks_read;
 mod luks_semantics;
 mod migrate_modes;
 mod migrate_safety;
+mod mount;
 mod mounts;
 mod open_source;
 mod payload_kinds;
@@ -61,6 +62,7 @@ fn main() {
     trials.extend(fs_extract::trials());
     trials.extend(fs_corrupt::trials());
     trials.extend(ext_damage::trials());
+    trials.extend(mount::trials());
     trials.extend(ext_compat::trials());
     trials.extend(ecc_verify::trials());
     trials.extend(ecc_strip::trials());

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod inspect;
 pub mod manifest;
 pub mod migrate;
+pub mod mount;
 pub mod repair;
 pub mod report;
 pub mod rescue;

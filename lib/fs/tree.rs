@@ -80,6 +80,9 @@ pub struct Stat {
     pub gid: Option<u32>,
     /// Modification time, whole seconds since the Unix epoch (UTC).
     pub mtime: Option<i64>,
+    /// Inode change time, whole seconds since the Unix epoch (UTC), when recorded apart from
+    /// the mtime (ext); shown by `mount`, not part of manifests.
+    pub ctime: Option<i64>,
     /// Hard-link count as recorded.
     pub nlink: u32,
     /// Device number `(major, minor)` of device nodes.
@@ -124,6 +127,21 @@ pub struct Listing {
     pub issues: Vec<Issue>,
 }
 
+/// A file system's own size figures (what `statfs` reports for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Figures {
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Blocks in the file system.
+    pub blocks: u64,
+    /// Free blocks.
+    pub free_blocks: u64,
+    /// Inodes (0 when the file system has no inode table).
+    pub files: u64,
+    /// Free inodes.
+    pub free_files: u64,
+}
+
 /// An opened regular file (or symlink target) whose block map has been resolved once.
 pub trait FileReader: Send {
     /// Content length in bytes.
@@ -144,6 +162,12 @@ pub trait FileReader: Send {
     /// the file system maps files to blocks and the content is not stored inline.
     fn extents(&self) -> Option<Vec<crate::extent::Extent>> {
         None
+    }
+    /// Byte ranges of the content that the file's damaged map could not locate (they read as
+    /// zeros; [`FileReader::issues`] says why): `Some(empty)` when the map is sound, `None` when
+    /// the reader cannot tell where the damage lies (then every hole may be lost data).
+    fn damaged_ranges(&self) -> Option<Vec<std::ops::Range<u64>>> {
+        if self.issues().iter().any(|i| i.is_error()) { None } else { Some(Vec::new()) }
     }
 }
 
@@ -176,6 +200,18 @@ pub trait FileSystem: Send + Sync {
     /// Remarks about the whole file system found when it was opened (journal needs recovery,
     /// superblock checksum…).
     fn issues(&self) -> Vec<Issue>;
+    /// The extended attributes of a node as `(full name, value)` pairs in on-disk order (empty
+    /// when the file system records none).
+    ///
+    /// # Errors
+    /// `Corrupt`/`Io`.
+    fn xattrs(&self, _id: NodeId) -> crate::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(Vec::new())
+    }
+    /// The size figures `statfs` reports (`mount`), when the file system records them.
+    fn figures(&self) -> Option<Figures> {
+        None
+    }
     /// Whether a name in the root directory is an empty `lost+found` made by mkfs (or
     /// similar bookkeeping the file system adds by itself).
     fn is_bookkeeping(&self, _parent: NodeId, _name: &[u8], _id: NodeId) -> bool {

@@ -142,6 +142,17 @@ impl Inode {
         ((new & 0xFFF00) >> 8, (new & 0xFF) | ((new >> 12) & 0xFFF00))
     }
 
+    /// Inode change time in seconds (`i_ctime`, extended by `i_ctime_extra`'s epoch bits).
+    pub fn ctime(&self) -> i64 {
+        let raw = &self.raw;
+        let mut t = i64::from(le32(raw, 0x0C) as i32);
+        // i_ctime_extra (0x84): low 2 bits extend the epoch, the rest are nanoseconds.
+        if self.extra_isize >= 0x84 + 4 - GOOD_OLD_INODE_SIZE && raw.len() >= 0x88 {
+            t += i64::from(le32(raw, 0x84) & 3) << 32;
+        }
+        t
+    }
+
     /// The value of the in-inode `system.data` attribute (the part of inline data beyond
     /// `i_block`), or empty.
     ///

@@ -46,10 +46,20 @@ struct Builder<'a> {
     tree_blocks: HashSet<u64>,
     mapped: u64,
     stopped: bool,
+    /// Logical byte ranges whose blocks the map points outside the file system (read as zeros).
+    bad: Vec<std::ops::Range<u64>>,
+    /// Whether some damage could not be tied to a byte range (cycles, unreadable map blocks…).
+    unranged: bool,
 }
 
 impl Builder<'_> {
     fn issue(&mut self, code: &'static str, msg: String) {
+        self.unranged = true;
+        self.note(code, msg);
+    }
+
+    /// Record an issue whose damaged byte range is already in `bad`.
+    fn note(&mut self, code: &'static str, msg: String) {
         // Bound the number of messages per file.
         if self.issues.len() < 16 {
             self.issues.push(Issue::error(code, format!("inode {}: {msg}", self.ino)));
@@ -68,7 +78,10 @@ impl Builder<'_> {
         }
         let len = len.min(self.file_blocks - logical);
         if !self.in_range(physical, len) {
-            self.issue(
+            let bs = u64::from(self.ext.sb.block_size);
+            let start = logical.saturating_mul(bs);
+            self.bad.push(start..start.saturating_add(len.saturating_mul(bs)));
+            self.note(
                 "ext.bad-block-pointer",
                 format!(
                     "logical block {logical}: blocks {physical}..{} lie outside the file system (0..{}); read as zeros",
@@ -104,7 +117,7 @@ impl Builder<'_> {
         true
     }
 
-    fn finish(mut self) -> (Vec<Extent>, Vec<Issue>) {
+    fn finish(mut self) -> Mapped {
         self.runs.sort_by_key(|r| r.logical);
         // Overlapping logical ranges mean a corrupted map: keep the first.
         let mut out: Vec<Run> = Vec::with_capacity(self.runs.len());
@@ -117,6 +130,7 @@ impl Builder<'_> {
         }
         if overlap {
             let ino = self.ino;
+            self.unranged = true;
             self.issues.push(Issue::error("ext.map-overlap", format!("inode {ino}: extents overlap")));
         }
         // In range of the file system (checked in `add`), so the byte offsets fit in u64 unless
@@ -134,6 +148,7 @@ impl Builder<'_> {
                 }),
                 _ => {
                     let ino = self.ino;
+                    self.unranged = true;
                     self.issues.push(Issue::error(
                         "ext.bad-block-pointer",
                         format!("inode {ino}: blocks {}.. lie beyond 2^64 bytes; read as zeros", r.physical),
@@ -141,15 +156,27 @@ impl Builder<'_> {
                 }
             }
         }
-        (extents, self.issues)
+        let damaged = (!self.unranged).then_some(self.bad);
+        Mapped { extents, issues: self.issues, damaged }
     }
+}
+
+/// A resolved file map.
+pub struct Mapped {
+    /// Byte extents, in logical order.
+    pub extents: Vec<Extent>,
+    /// Damage found.
+    pub issues: Vec<Issue>,
+    /// Logical byte ranges the map's damage covers (they read as zeros), when every problem could
+    /// be tied to a range; `None` when some could not (then any hole may be lost data).
+    pub damaged: Option<Vec<std::ops::Range<u64>>>,
 }
 
 /// Resolve the map of `inode` (extent tree or block map), for `file_bytes` bytes of content.
 ///
 /// # Errors
 /// `Io` when a map block cannot be read; damage is reported as issues.
-pub fn map(ext: &Ext<'_>, inode: &Inode, file_bytes: u64) -> crate::Result<(Vec<Extent>, Vec<Issue>)> {
+pub fn map(ext: &Ext<'_>, inode: &Inode, file_bytes: u64) -> crate::Result<Mapped> {
     let bs = u64::from(ext.sb.block_size);
     let mut b = Builder {
         ext,
@@ -160,6 +187,8 @@ pub fn map(ext: &Ext<'_>, inode: &Inode, file_bytes: u64) -> crate::Result<(Vec<
         tree_blocks: HashSet::new(),
         mapped: 0,
         stopped: false,
+        bad: Vec::new(),
+        unranged: false,
     };
     if inode.flags & super::inode::EXTENTS_FL != 0 {
         let seed = inode.csum_seed(ext.sb.csum_seed);

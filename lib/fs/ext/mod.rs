@@ -17,6 +17,7 @@ pub mod dir;
 pub mod inode;
 pub mod map;
 pub mod superblock;
+pub mod xattr;
 
 use crate::bytes;
 use crate::extent::{Extent, ExtentFlags};
@@ -316,7 +317,14 @@ impl<'a> Ext<'a> {
         }
         if inode.flags & inode::INLINE_DATA_FL != 0 {
             let data = self.inline_bytes(inode, size)?;
-            return Ok(ExtFile { ext: self, size, runs: Vec::new(), inline: Some(data), issues: Vec::new() });
+            return Ok(ExtFile {
+                ext: self,
+                size,
+                runs: Vec::new(),
+                inline: Some(data),
+                issues: Vec::new(),
+                damaged: Some(Vec::new()),
+            });
         }
         let max = max_file_bytes(&self.sb, inode.flags & inode::EXTENTS_FL != 0);
         if size > max {
@@ -325,12 +333,12 @@ impl<'a> Ext<'a> {
                 inode.ino
             )));
         }
-        let (runs, mut issues) = map::map(self, inode, size)?;
+        let map::Mapped { extents: runs, mut issues, damaged } = map::map(self, inode, size)?;
         // `shared_blocks` (deduplicated read-only images): files may share blocks, e2fsck accepts it.
         if self.sb.ro_compat & superblock::RO_COMPAT_SHARED_BLOCKS == 0 {
             issues.extend(self.claims.claim(inode.ino, &runs, u64::from(self.sb.block_size)));
         }
-        Ok(ExtFile { ext: self, size, runs, inline: None, issues })
+        Ok(ExtFile { ext: self, size, runs, inline: None, issues, damaged })
     }
 
     fn list(&self, inode: &Inode) -> crate::Result<Listing> {
@@ -444,6 +452,8 @@ pub struct ExtFile<'e> {
     runs: Vec<Extent>,
     inline: Option<Vec<u8>>,
     issues: Vec<Issue>,
+    /// Byte ranges the map's damage covers (`None`: not all of it could be located).
+    damaged: Option<Vec<std::ops::Range<u64>>>,
 }
 
 impl ExtFile<'_> {
@@ -533,6 +543,10 @@ impl FileReader for ExtFile<'_> {
     fn extents(&self) -> Option<Vec<Extent>> {
         self.inline.is_none().then(|| self.runs.clone())
     }
+
+    fn damaged_ranges(&self) -> Option<Vec<std::ops::Range<u64>>> {
+        self.damaged.clone()
+    }
 }
 
 impl FileSystem for Ext<'_> {
@@ -560,6 +574,7 @@ impl FileSystem for Ext<'_> {
             uid: Some(inode.uid),
             gid: Some(inode.gid),
             mtime: Some(inode.mtime),
+            ctime: Some(inode.ctime()),
             nlink: u32::from(inode.links),
             rdev,
             link_key: Some(id),
@@ -599,6 +614,22 @@ impl FileSystem for Ext<'_> {
             return Err(crate::Error::invalid(format!("inode {id} is not a regular file")));
         }
         Ok(Box::new(self.reader(&inode, inode.size_bytes)?))
+    }
+
+    fn xattrs(&self, id: NodeId) -> crate::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let inode = self.inode(Self::ino(id)?)?;
+        xattr::read(&inode, |b| self.read_block(b))
+    }
+
+    fn figures(&self) -> Option<crate::fs::tree::Figures> {
+        let sb = &self.sb;
+        Some(crate::fs::tree::Figures {
+            block_size: sb.block_size,
+            blocks: sb.blocks_count,
+            free_blocks: sb.free_blocks_count.min(sb.blocks_count),
+            files: u64::from(sb.inodes_count),
+            free_files: u64::from(sb.free_inodes_count.min(sb.inodes_count)),
+        })
     }
 
     fn issues(&self) -> Vec<Issue> {

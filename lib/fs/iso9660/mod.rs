@@ -419,6 +419,7 @@ impl FileSystem for Iso<'_> {
             uid: rr.uid,
             gid: rr.gid,
             mtime: rr.mtime.or_else(|| susp::short_date(&rec.date)),
+            ctime: None,
             nlink: rr.nlink.unwrap_or(1),
             rdev: rr.dev,
             link_key,
