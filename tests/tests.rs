@@ -23,6 +23,7 @@ mod hostile_names;
 mod layers;
 mod legacy;
 mod legacy_ciphers;
+mod luks_compat;
 mod luks_read;
 mod luks_semantics;
 mod migrate_modes;
@@ -64,6 +65,7 @@ fn main() {
     trials.extend(ecc_repair::trials());
     trials.extend(luks_read::trials());
     trials.extend(luks_semantics::trials());
+    trials.extend(luks_compat::trials());
     trials.extend(migrate_modes::trials());
     trials.extend(migrate_safety::trials());
     trials.extend(open_source::trials());
