@@ -39,6 +39,7 @@ mod vm;
 mod vm_attach;
 mod vm_legacy;
 mod vm_legacy_ciphers;
+mod vm_luks_compat;
 mod vm_migrate;
 mod vm_remap_safety;
 mod vm_smoke;
@@ -54,6 +55,7 @@ fn main() {
     trials.extend(vm_smoke::trials());
     trials.extend(vm_legacy::trials());
     trials.extend(vm_legacy_ciphers::trials());
+    trials.extend(vm_luks_compat::trials());
     trials.extend(fs_manifest::trials());
     trials.extend(fs_verify::trials());
     trials.extend(fs_extract::trials());
