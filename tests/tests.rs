@@ -25,6 +25,7 @@ mod legacy;
 mod legacy_ciphers;
 mod luks_compat;
 mod luks_read;
+mod luks_reencrypt;
 mod luks_semantics;
 mod migrate_modes;
 mod migrate_safety;
@@ -68,6 +69,7 @@ fn main() {
     trials.extend(luks_read::trials());
     trials.extend(luks_semantics::trials());
     trials.extend(luks_compat::trials());
+    trials.extend(luks_reencrypt::trials());
     trials.extend(migrate_modes::trials());
     trials.extend(migrate_safety::trials());
     trials.extend(open_source::trials());
