@@ -149,45 +149,11 @@ fn reencrypt_read_through_segments() -> TestResult {
         return util::skip("missing tool: timeout");
     }
     let d = Scratch::new("luks-reencrypt-read");
-    let pass = d.path("pass");
-    write_pass(&pass, "reencrypt passphrase")?;
-    let plain = d.path("plain.bin");
-    write_data(&plain, 128 << 20)?;
-    let want = sha256_file(&plain)?;
-    let vk = d.path("vk");
-    std::fs::write(&vk, (0..64u8).map(|i| i.wrapping_mul(73).wrapping_add(11)).collect::<Vec<u8>>())?;
-    let make = |name: &str, resilience: &str| -> Result<std::path::PathBuf, libtest_mimic::Failed> {
-        let img = d.path(name);
-        std::fs::File::create(&img)?.set_len((16 << 20) + (128 << 20))?;
-        let mut f = vec!["luksFormat", "--batch-mode", "--type", "luks2", "--sector-size", "512", "--key-size", "512"];
-        f.extend(["--volume-key-file", s(&vk), "--key-file", s(&pass)]);
-        f.extend(PBKDF);
-        f.push(s(&img));
-        let o = cryptsetup(&f)?;
-        ensure!(o.status.success(), "luksFormat: {}", String::from_utf8_lossy(&o.stderr));
-        let off = (16u64 << 20).to_string();
-        let r =
-            oracle(&["xts-encrypt", "--plain", s(&plain), "--key-file", s(&vk), "--image", s(&img), "--offset", &off])?;
-        ensure!(r["plaintext_sha256"] == want.as_str(), "oracle wrote {r}");
-        let mut re = vec!["reencrypt", "--init-only", "--batch-mode", "--force-offline-reencrypt", "--key-file"];
-        re.extend([s(&pass), "--resilience", resilience, "--hotzone-size", "1M"]);
-        re.extend(PBKDF);
-        re.push(s(&img));
-        let o = cryptsetup(&re)?;
-        ensure!(o.status.success(), "reencrypt --init-only: {}", String::from_utf8_lossy(&o.stderr));
-        Ok(img)
-    };
-    // Nothing moved yet.
-    let img = make("r.img", "checksum")?;
-    let (o, v) = verify_json(&img, &["--key-file", s(&pass)])?;
-    ensure!(code(&o) == 0 && v["payload"]["sha256"] == want.as_str(), "init-only: exit {} {v}", code(&o));
-    // Part-way.
-    let hot = interrupt(&img, None, &pass, &d.0)?;
-    let n = check_interrupted(&img, None, &pass, hot, &want, &[])?;
-    ensure!(n >= 2, "only {n} active segment(s) after the interruption");
+    let f = reencrypt_fixture(&d.0)?;
+    ensure!(f.segments >= 2, "only {} active segment(s) after the interruption", f.segments);
     // Resilience none: a crash would leave no trace, so loopkit refuses.
-    let none = make("n.img", "none")?;
-    let (o, v) = verify_json(&none, &["--key-file", s(&pass)])?;
+    let none = make_reencrypt(&d.0, "n.img", "none", &f.pass)?;
+    let (o, v) = verify_json(&none.0, &["--key-file", s(&f.pass)])?;
     ensure!(
         code(&o) == 2
             && v["error"]["kind"] == "unsupported"
@@ -196,9 +162,60 @@ fn reencrypt_read_through_segments() -> TestResult {
         code(&o)
     );
     eprintln!(
-        "reencrypt: init-only, part-way ({n} segments, hotzone in flight first: {hot}) read; resilience none refused"
+        "reencrypt: init-only, part-way ({} segments, hotzone in flight first: {}) read; resilience none refused",
+        f.segments, f.hot
     );
     Ok(Completion::Completed)
+}
+
+/// A LUKS2 container (aes-xts-plain64, 512-byte sectors) over 128 MiB Python wrote with a known
+/// volume key, then `cryptsetup reencrypt --init-only --resilience RESILIENCE`: (image, want).
+fn make_reencrypt(
+    dir: &Path,
+    name: &str,
+    resilience: &str,
+    pass: &Path,
+) -> Result<(std::path::PathBuf, String), libtest_mimic::Failed> {
+    let plain = dir.join("re-plain.bin");
+    if !plain.exists() {
+        write_data(&plain, 128 << 20)?;
+    }
+    let want = sha256_file(&plain)?;
+    let vk = dir.join("re-vk");
+    std::fs::write(&vk, (0..64u8).map(|i| i.wrapping_mul(73).wrapping_add(11)).collect::<Vec<u8>>())?;
+    let img = dir.join(name);
+    std::fs::File::create(&img)?.set_len((16 << 20) + (128 << 20))?;
+    let mut f = vec!["luksFormat", "--batch-mode", "--type", "luks2", "--sector-size", "512", "--key-size", "512"];
+    f.extend(["--volume-key-file", s(&vk), "--key-file", s(pass)]);
+    f.extend(PBKDF);
+    f.push(s(&img));
+    let o = cryptsetup(&f)?;
+    ensure!(o.status.success(), "luksFormat: {}", String::from_utf8_lossy(&o.stderr));
+    let off = (16u64 << 20).to_string();
+    let r = oracle(&["xts-encrypt", "--plain", s(&plain), "--key-file", s(&vk), "--image", s(&img), "--offset", &off])?;
+    ensure!(r["plaintext_sha256"] == want.as_str(), "oracle wrote {r}");
+    let mut re = vec!["reencrypt", "--init-only", "--batch-mode", "--force-offline-reencrypt", "--key-file"];
+    re.extend([s(pass), "--resilience", resilience, "--hotzone-size", "1M"]);
+    re.extend(PBKDF);
+    re.push(s(&img));
+    let o = cryptsetup(&re)?;
+    ensure!(o.status.success(), "reencrypt --init-only: {}", String::from_utf8_lossy(&o.stderr));
+    Ok((img, want))
+}
+
+/// A volume stopped part-way through `cryptsetup reencrypt` (header in the image: `hdr` is the
+/// image), checked by loopkit against its plaintext first with nothing moved, then part-way.
+pub fn reencrypt_fixture(dir: &Path) -> Result<Interrupted, libtest_mimic::Failed> {
+    let pass = dir.join("re-pass");
+    write_pass(&pass, "reencrypt passphrase")?;
+    let (img, want) = make_reencrypt(dir, "re.img", "checksum", &pass)?;
+    // Nothing moved yet.
+    let (o, v) = verify_json(&img, &["--key-file", s(&pass)])?;
+    ensure!(code(&o) == 0 && v["payload"]["sha256"] == want.as_str(), "init-only: exit {} {v}", code(&o));
+    // Part-way.
+    let hot = interrupt(&img, None, &pass, dir)?;
+    let segments = check_interrupted(&img, None, &pass, hot, &want, &[])?;
+    Ok(Interrupted { hdr: img.clone(), img, pass, want, segments, hot })
 }
 
 /// `cryptsetup reencrypt --encrypt` with a detached header over 128 MiB of plaintext (no data
@@ -212,25 +229,43 @@ fn encrypt_read_through_segments() -> TestResult {
         return util::skip("missing tool: timeout");
     }
     let d = Scratch::new("luks-encrypt-read");
-    let pass = d.path("pass");
+    let f = encrypt_fixture(&d.0)?;
+    let (active, _) = segments(&f.hdr)?;
+    ensure!(
+        f.segments >= 2
+            && active.iter().any(|sg| sg["type"] == "linear")
+            && active.iter().any(|sg| sg["type"] == "crypt"),
+        "not a crypt + linear state: {active:?}"
+    );
+    eprintln!("encrypt: part-way ({} segments, crypt + linear, hotzone in flight first: {}) read", f.segments, f.hot);
+    Ok(Completion::Completed)
+}
+
+/// A volume stopped part-way through `cryptsetup reencrypt --encrypt` with a detached header,
+/// already checked by loopkit against its plaintext (see [`encrypt_read_through_segments`]).
+pub struct Interrupted {
+    pub img: std::path::PathBuf,
+    pub hdr: std::path::PathBuf,
+    pub pass: std::path::PathBuf,
+    pub want: String,
+    pub segments: usize,
+    pub hot: bool,
+}
+
+pub fn encrypt_fixture(dir: &Path) -> Result<Interrupted, libtest_mimic::Failed> {
+    let pass = dir.join("enc-pass");
     write_pass(&pass, "encrypt passphrase")?;
-    let img = d.path("dev.img");
+    let img = dir.join("enc-dev.img");
     write_data(&img, 128 << 20)?;
     let want = sha256_file(&img)?;
-    let hdr = d.path("dev.hdr");
+    let hdr = dir.join("enc-dev.hdr");
     let mut e = vec!["reencrypt", "--encrypt", "--init-only", "--batch-mode", "--force-offline-reencrypt", "--type"];
     e.extend(["luks2", "--key-file", s(&pass), "--header", s(&hdr), "--resilience", "checksum"]);
     e.extend(PBKDF);
     e.push(s(&img));
     let o = cryptsetup(&e)?;
     ensure!(o.status.success(), "reencrypt --encrypt --init-only: {}", String::from_utf8_lossy(&o.stderr));
-    let hot = interrupt(&img, Some(&hdr), &pass, &d.0)?;
-    let n = check_interrupted(&img, Some(&hdr), &pass, hot, &want, &["--header", s(&hdr)])?;
-    let (active, _) = segments(&hdr)?;
-    ensure!(
-        n >= 2 && active.iter().any(|sg| sg["type"] == "linear") && active.iter().any(|sg| sg["type"] == "crypt"),
-        "not a crypt + linear state: {active:?}"
-    );
-    eprintln!("encrypt: part-way ({n} segments, crypt + linear, hotzone in flight first: {hot}) read");
-    Ok(Completion::Completed)
+    let hot = interrupt(&img, Some(&hdr), &pass, dir)?;
+    let segments = check_interrupted(&img, Some(&hdr), &pass, hot, &want, &["--header", s(&hdr)])?;
+    Ok(Interrupted { img, hdr, pass, want, segments, hot })
 }

@@ -7,6 +7,11 @@
 //!    AES-128 + tweak key), `aes-lrw-benbi` (LUKS1, AES-256 + tweak key) and `aes-lrw-plain64`
 //!    with 4096-byte sectors (LUKS2), then `dd` of a plaintext ext2 image into the mapping;
 //!    loopkit must hash each payload to the plaintext's SHA-256.
+//! 3. **Volumes stopped part-way through `cryptsetup reencrypt`** (`luks_reencrypt`: a re-encrypt
+//!    with old and new key segments, an `--encrypt` with a detached header and crypt + linear
+//!    segments, both made on the host and already checked against their plaintext): the guest's
+//!    cryptsetup activates each read-only through its segments (dm-crypt + dm-linear) and the
+//!    mapping must hash to the plaintext, as loopkit's payload does.
 
 use crate::luks_compat::{IMAGES, luks1_images};
 use crate::util::{self, Scratch, TestResult, code, json, loopkit, run, sha256_file, trial};
@@ -67,6 +72,13 @@ fn kernel_opens_what_loopkit_reads() -> TestResult {
         std::fs::File::create(&f)?.set_len(header + plen)?;
         disks.push((name.to_string(), f, false));
     }
+    // Part-way re-encryptions (host-made; loopkit already read them to their plaintext).
+    let re = crate::luks_reencrypt::reencrypt_fixture(&d.0)?;
+    let enc = crate::luks_reencrypt::encrypt_fixture(&d.0)?;
+    disks.push(("re".into(), re.img.clone(), true));
+    disks.push(("enc".into(), enc.img.clone(), true));
+    disks.push(("enc-hdr".into(), enc.hdr.clone(), true));
+    let (re_pass, enc_pass) = (std::fs::read(&re.pass)?, std::fs::read(&enc.pass)?);
     let dev_of = |name: &str| -> String { vm::dev(disks.iter().position(|(n, ..)| n == name).unwrap_or(0)) };
 
     let mut script = String::from(
@@ -94,10 +106,22 @@ else echo \"made:{name}=failed $(tr '\\n' ' ' </tmp/err)\"; fi\ncryptsetup close
             src = vm::dev(0),
         ));
     }
+    // 3. The kernel maps the part-way re-encryptions through their segments.
+    for (name, keyf, hdr) in
+        [("re", "re-pass", String::new()), ("enc", "enc-pass", format!("--header {}", dev_of("enc-hdr")))]
+    {
+        script.push_str(&format!(
+            "if cryptsetup open --readonly {hdr} --key-file /run/vm/{keyf} {dev} rx 2>/tmp/err; then \
+echo \"reenc:{name}=$(sha256sum </dev/mapper/rx | cut -d' ' -f1)\"; dmsetup table rx | cut -d' ' -f3 | sort | uniq -c | tr '\\n' ' ' >&2; cryptsetup close rx; \
+else echo \"reenc:{name}=failed $(tr '\\n' ' ' </tmp/err)\"; fi\n",
+            dev = dev_of(name),
+        ));
+    }
     script.push_str("dmesg | grep -iE 'device-mapper|crypt' | tail -n 20 >&2\n");
 
     let disk_refs: Vec<Disk> = disks.iter().map(|(_, p, ro)| if *ro { Disk::ro(p) } else { Disk::rw(p) }).collect();
-    let files: Vec<(&str, &[u8])> = vec![("keyfile1", &key_bytes), ("np", &np_bytes)];
+    let files: Vec<(&str, &[u8])> =
+        vec![("keyfile1", &key_bytes), ("np", &np_bytes), ("re-pass", &re_pass), ("enc-pass", &enc_pass)];
     let job = VmJob {
         disks: &disk_refs,
         script: &script,
@@ -113,7 +137,7 @@ else echo \"made:{name}=failed $(tr '\\n' ' ' </tmp/err)\"; fi\ncryptsetup close
     let tagged = |tag: &str| -> BTreeMap<String, String> {
         out.tagged(tag).filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
     };
-    let (shas, opens, made) = (tagged("sha:"), tagged("open:"), tagged("made:"));
+    let (shas, opens, made, reenc) = (tagged("sha:"), tagged("open:"), tagged("made:"), tagged("reenc:"));
     let mut errors = Vec::new();
     for (name, spec, _) in IMAGES {
         let img = dir.join(name);
@@ -152,13 +176,26 @@ else echo \"made:{name}=failed $(tr '\\n' ' ' </tmp/err)\"; fi\ncryptsetup close
             ));
         }
     }
+    for (name, f) in [("re", &re), ("enc", &enc)] {
+        if reenc.get(name) != Some(&f.want) {
+            errors.push(format!(
+                "{name} ({} segments): the kernel maps {:?}, the plaintext (and loopkit's payload) is {}",
+                f.segments,
+                reenc.get(name),
+                f.want
+            ));
+        }
+    }
     if !errors.is_empty() {
         return util::fail(format!("{}\n{}", errors.join("\n"), out.transcript()));
     }
     eprintln!(
-        "vm_luks_compat: {} cryptsetup images and {} kernel-made LRW volumes agree with the kernel ({:.1?})",
+        "vm_luks_compat: {} cryptsetup images, {} kernel-made LRW volumes and 2 part-way re-encryptions ({} and {} \
+         segments) agree with the kernel ({:.1?})",
         IMAGES.len(),
         KERNEL_LRW.len(),
+        re.segments,
+        enc.segments,
         out.elapsed
     );
     Ok(Completion::Completed)
