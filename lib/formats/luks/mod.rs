@@ -479,6 +479,10 @@ impl Luks {
             .then_some(Unlocked { volume_key: vk, keyslot: i as u32 }))
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the keyslot, its header, the secret, the policy and the digest it is tried for"
+    )]
     fn try_luks2(
         &self,
         src: &dyn ByteSource,

@@ -88,13 +88,13 @@ pub fn plan(m: &Metadata) -> crate::Result<Planned<'_>> {
             )));
         }
         let unit = u64::from(s.sector_size.unwrap_or(512).max(512));
-        if pos % unit != 0 {
+        if !pos.is_multiple_of(unit) {
             return Err(refuse(format!("segment {id} starts at payload byte {pos}, not a whole {unit}-byte sector")));
         }
         segs.push((*id, *s, pos));
         match s.size_bytes()? {
             Some(n) => {
-                if n % unit != 0 {
+                if !n.is_multiple_of(unit) {
                     return Err(refuse(format!("segment {id} is {n} bytes, not whole {unit}-byte sectors")));
                 }
                 pos = pos.checked_add(n).ok_or_else(|| crate::Error::corrupt("LUKS2 segment sizes overflow"))?;
