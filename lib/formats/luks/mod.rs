@@ -305,8 +305,10 @@ fn summarize(p: &Parsed) -> crate::Result<Header> {
                 notes.push(Finding::info(
                     "luks.segments",
                     format!(
-                        "{} segments (an interrupted re-encryption?); only segment {seg_id} is read",
-                        m.segments.len()
+                        "{} segments, {} of them active data segments (an interrupted re-encryption?); the payload \
+                         is read through the active ones",
+                        m.segments.len(),
+                        m.segments.values().filter(|s| !s.is_backup()).count()
                     ),
                 ));
             }

@@ -163,6 +163,8 @@ impl SegmentedCipher {
         let mut rest = data;
         while !rest.is_empty() {
             let Some(p) = self.parts.iter().find(|p| pos >= p.start && p.end.is_none_or(|e| pos < e)) else {
+                // Past every segment (the layout never asks): zeros, never ciphertext as data.
+                rest.fill(0);
                 return;
             };
             let here = p.end.map_or(rest.len() as u64, |e| (e - pos).min(rest.len() as u64)) as usize;
@@ -193,5 +195,72 @@ impl SectorCipher for SegmentedCipher {
     }
     fn sector_bytes(&self) -> usize {
         self.unit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Metadata with the given segments (JSON object text) and reencrypt keyslot area type.
+    fn meta(segments: &str, resilience: &str) -> Metadata {
+        let salt = super::super::json::b64_encode(&[1u8; 32]);
+        let text = format!(
+            r#"{{"keyslots":{{"0":{{"type":"luks2","key_size":64,"af":{{"type":"luks1","stripes":4000,"hash":"sha256"}},"area":{{"type":"raw","offset":"32768","size":"258048","encryption":"aes-xts-plain64","key_size":64}},"kdf":{{"type":"pbkdf2","hash":"sha256","iterations":1000,"salt":"{salt}"}}}},"1":{{"type":"reencrypt","key_size":1,"mode":"reencrypt","area":{{"type":"{resilience}","offset":"290816","size":"4096"}}}}}},"tokens":{{}},"segments":{segments},"digests":{{"0":{{"type":"pbkdf2","keyslots":["0"],"segments":["0","1"],"hash":"sha256","iterations":1000,"salt":"{salt}","digest":"{salt}"}}}},"config":{{"json_size":"12288","keyslots_size":"16744448"}}}}"#
+        );
+        Metadata::parse(text.as_bytes()).unwrap()
+    }
+
+    const NEW: &str = r#""0":{"type":"crypt","offset":"16777216","size":"1048576","iv_tweak":"0","encryption":"aes-xts-plain64","sector_size":512}"#;
+
+    #[test]
+    fn plan_accepts_safe_points_and_refuses_the_rest() {
+        let ok = meta(
+            &format!(
+                r#"{{{NEW},"1":{{"type":"crypt","offset":"17825792","size":"dynamic","iv_tweak":"2048","encryption":"aes-xts-plain64","sector_size":512}},"2":{{"type":"crypt","offset":"16777216","size":"dynamic","iv_tweak":"0","encryption":"aes-xts-plain64","sector_size":512,"flags":["backup-previous"]}}}}"#
+            ),
+            "checksum",
+        );
+        assert!(is_segmented(&ok));
+        let p = plan(&ok).unwrap();
+        assert_eq!((p.base, p.segs.len(), p.segs[1].2), (16 << 20, 2, 1 << 20));
+        let key = Key::new(vec![5u8; 64]);
+        let parts = parts(&ok, &p, &[("0".to_string(), key)]).unwrap();
+        let c = SegmentedCipher::new(parts);
+        assert_eq!(c.dm_name(), "aes-xts-plain64 + aes-xts-plain64");
+        // A hotzone in flight, resilience none, a data shift, a dynamic segment before the last.
+        let hot = r#""1":{"type":"crypt","offset":"17825792","size":"dynamic","iv_tweak":"2048","encryption":"aes-xts-plain64","sector_size":512,"flags":["in-reencryption"]}"#;
+        let shifted = r#""1":{"type":"linear","offset":"0","size":"dynamic"}"#;
+        let dyn_first = r#""0":{"type":"crypt","offset":"16777216","size":"dynamic","iv_tweak":"0","encryption":"aes-xts-plain64","sector_size":512},"1":{"type":"linear","offset":"17825792","size":"dynamic"}"#;
+        for (segs, res, why) in [
+            (format!("{{{NEW},{hot}}}"), "checksum", "in-reencryption"),
+            (format!("{{{NEW},{shifted}}}"), "checksum", "shifted"),
+            (format!("{{{dyn_first}}}"), "checksum", "dynamic"),
+            (format!("{{{NEW}}}"), "none", "none"),
+        ] {
+            let e = plan(&meta(&segs, res)).err().unwrap_or_else(|| panic!("{why} accepted"));
+            assert_eq!(e.kind(), crate::ErrorKind::Unsupported, "{why}");
+            assert!(e.message().contains(why), "{why}: {e}");
+        }
+    }
+
+    #[test]
+    fn segmented_cipher_uses_each_segments_ivs() {
+        let k1 = Key::new(vec![1u8; 64]);
+        let new = super::super::sector_cipher("aes-xts-plain64", k1.bytes(), 512).unwrap();
+        let parts = vec![
+            Part { start: 0, end: Some(1024), cipher: Some(new), iv_tweak: 0 },
+            Part { start: 1024, end: None, cipher: None, iv_tweak: 0 },
+        ];
+        let c = SegmentedCipher::new(parts);
+        let plain: Vec<u8> = (0..2048u32).map(|i| i as u8).collect();
+        let mut data = plain.clone();
+        super::super::sector_cipher("aes-xts-plain64", k1.bytes(), 512).unwrap().encrypt_sectors(0, &mut data[..1024]);
+        c.decrypt_sectors(0, &mut data);
+        assert_eq!(data, plain);
+        // Starting inside the second (linear) segment: copied unchanged.
+        let mut tail = plain[1536..].to_vec();
+        c.decrypt_sectors(3, &mut tail);
+        assert_eq!(tail, plain[1536..]);
     }
 }
