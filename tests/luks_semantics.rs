@@ -145,9 +145,9 @@ fn unbound_keyslot() -> TestResult {
 }
 
 /// `cryptsetup reencrypt --init-only`: the header carries the mandatory requirement
-/// `online-reencrypt-v2`; loopkit reports `luks.reencryption` (exit 1), not a clean verify. A
-/// decryption started with a detached header leaves a `linear` segment without `iv_tweak`, which
-/// must parse.
+/// `online-reencrypt-v2`; nothing has moved, so loopkit reads the payload through its one data
+/// segment (the plaintext's hash) with the `luks.reencryption` warning. A decryption started with
+/// a detached header leaves a `linear` segment without `iv_tweak`, which must parse.
 fn reencryption_in_progress() -> TestResult {
     if let Some(r) = missing() {
         return util::skip(r);
@@ -172,9 +172,10 @@ fn reencryption_in_progress() -> TestResult {
     let req = m["config"]["requirements"]["mandatory"].to_string();
     ensure!(req.contains("online-reencrypt"), "cryptsetup's metadata has no re-encryption requirement: {m}");
     let before = sha256_file(&img)?;
+    // Nothing moved yet: read through its one data segment (luks_reencrypt covers part-way).
     let (o, v) = verify_json(&img, &["--passphrase-file", s(&pass)])?;
-    ensure!(code(&o) == 1, "mid-re-encryption: exit {} {v}", code(&o));
-    ensure!(problems(&v).contains(&("luks.reencryption".into(), "error".into())), "no luks.reencryption: {v}");
+    ensure!(code(&o) == 0 && v["payload"]["sha256"] == want.as_str(), "mid-re-encryption: exit {} {v}", code(&o));
+    ensure!(problems(&v).contains(&("luks.reencryption".into(), "warning".into())), "no luks.reencryption: {v}");
     let o = run(&mut loopkit(&["inspect", "--json", s(&img)]))?;
     ensure!(code(&o) == 0, "inspect mid-re-encryption: exit {}", code(&o));
     ensure!(sha256_file(&img)? == before, "the image changed");
@@ -196,7 +197,7 @@ fn reencryption_in_progress() -> TestResult {
     ensure!(code(&o) == 0, "a header with a linear segment: exit {} {}", code(&o), String::from_utf8_lossy(&o.stdout));
     let (o, v) = verify_json(&img2, &["--header", s(&hdr), "--passphrase-file", s(&pass)])?;
     ensure!(
-        code(&o) == 1 && problems(&v).iter().any(|(c, _)| c == "luks.reencryption"),
+        code(&o) == 0 && problems(&v).iter().any(|(c, _)| c == "luks.reencryption"),
         "decrypt: exit {} {v}",
         code(&o)
     );

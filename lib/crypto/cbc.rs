@@ -24,6 +24,9 @@ pub enum IvScheme {
     /// dm-crypt `essiv:HASH`: `E_{HASH(key)}(LE64(sector) ‖ 0…)` with the same block cipher
     /// (cryptsetup's LUKS1 default `aes-cbc-essiv:sha256`).
     Essiv(HashAlg),
+    /// dm-crypt `benbi`: `0⁸ ‖ BE64(sector · 32 + 1)`, the 1-based index of the sector's first
+    /// 16-byte block (for LRW's block-index tweaks; loopkit runs it with LRW only).
+    Benbi,
 }
 
 impl IvScheme {
@@ -35,6 +38,7 @@ impl IvScheme {
             IvScheme::Plain => iv[..4].copy_from_slice(&(sector as u32).to_le_bytes()),
             IvScheme::Plain64 | IvScheme::Essiv(_) => iv[..8].copy_from_slice(&sector.to_le_bytes()),
             IvScheme::Null => {}
+            IvScheme::Benbi => iv[8..].copy_from_slice(&(sector << 5).wrapping_add(1).to_be_bytes()),
         }
         iv
     }
@@ -45,6 +49,7 @@ impl IvScheme {
             IvScheme::Plain64 => "plain64".into(),
             IvScheme::Null => "null".into(),
             IvScheme::Essiv(h) => format!("essiv:{}", h.cryptsetup_name()),
+            IvScheme::Benbi => "benbi".into(),
         }
     }
 }
@@ -63,13 +68,14 @@ impl std::str::FromStr for IvScheme {
             "plain" => IvScheme::Plain,
             "plain64" => IvScheme::Plain64,
             "null" => IvScheme::Null,
+            "benbi" => IvScheme::Benbi,
             _ => match l.strip_prefix("essiv:") {
                 Some(h) => IvScheme::Essiv(
                     h.parse().map_err(|_| crate::Error::unsupported(format!("IV scheme {s:?}: unknown hash")))?,
                 ),
                 None => {
                     return Err(crate::Error::unsupported(format!(
-                        "IV scheme {s:?} is not supported (plain, plain64, null, essiv:HASH)"
+                        "IV scheme {s:?} is not supported (plain, plain64, null, essiv:HASH, benbi)"
                     )));
                 }
             },
@@ -157,8 +163,11 @@ impl CbcSectors {
     /// CBC of cipher `kind` with `key` and the given IV scheme.
     ///
     /// # Errors
-    /// `InvalidInput` for a key length the cipher does not take.
+    /// `InvalidInput` for a key length the cipher does not take; `Unsupported` for `benbi`.
     pub fn with_cipher(kind: CipherKind, key: &[u8], iv: IvScheme) -> crate::Result<Self> {
+        if iv == IvScheme::Benbi {
+            return Err(crate::Error::unsupported(format!("{kind}-cbc-benbi (loopkit runs benbi with LRW only)")));
+        }
         let cipher = BlockCipher::new(kind, key)?;
         let bs = cipher.block_bytes();
         let mut d_zero = [0u8; 16];

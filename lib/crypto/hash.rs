@@ -1,5 +1,5 @@
-//! The hash functions legacy key setups used, selected by name (`rmd160`, `sha256`, …), plus
-//! cryptsetup's plain-mode passphrase hashing (`crypt_plain_hash`).
+//! The hash functions legacy key setups used, selected by name (`rmd160`, `sha256`,
+//! `whirlpool`, …), plus cryptsetup's plain-mode passphrase hashing (`crypt_plain_hash`).
 
 use sha2::Digest;
 use std::fmt;
@@ -18,21 +18,44 @@ pub enum HashAlg {
     Sha384,
     /// SHA-512 (loop-AES default for 256-bit keys).
     Sha512,
+    /// Whirlpool (512-bit; gcrypt/OpenSSL `whirlpool`, the kernel's `wp512`): an old LUKS1
+    /// `--hash` choice.
+    Whirlpool,
+    /// The kernel's `wp384`: Whirlpool truncated to 48 bytes. ESSIV salts only (no PBKDF2 or
+    /// LUKS hash library knows it).
+    Wp384,
+    /// The kernel's `wp256`: Whirlpool truncated to 32 bytes (`aes-xts-essiv:wp256`). ESSIV
+    /// salts only.
+    Wp256,
 }
 
 impl HashAlg {
     /// Every supported hash.
-    pub const ALL: [HashAlg; 5] =
-        [HashAlg::Ripemd160, HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
+    pub const ALL: [HashAlg; 8] = [
+        HashAlg::Ripemd160,
+        HashAlg::Sha1,
+        HashAlg::Sha256,
+        HashAlg::Sha384,
+        HashAlg::Sha512,
+        HashAlg::Whirlpool,
+        HashAlg::Wp384,
+        HashAlg::Wp256,
+    ];
 
     /// Digest length in bytes.
     pub fn digest_len(self) -> usize {
         match self {
             HashAlg::Ripemd160 | HashAlg::Sha1 => 20,
-            HashAlg::Sha256 => 32,
-            HashAlg::Sha384 => 48,
-            HashAlg::Sha512 => 64,
+            HashAlg::Sha256 | HashAlg::Wp256 => 32,
+            HashAlg::Sha384 | HashAlg::Wp384 => 48,
+            HashAlg::Sha512 | HashAlg::Whirlpool => 64,
         }
+    }
+
+    /// False for the kernel's truncated Whirlpool variants, which only ESSIV uses: PBKDF2,
+    /// the LUKS anti-forensic splitter and the plain-mode hashing never name them.
+    pub fn is_full_digest(self) -> bool {
+        !matches!(self, HashAlg::Wp256 | HashAlg::Wp384)
     }
 
     /// Hash the concatenation of `parts`.
@@ -50,6 +73,12 @@ impl HashAlg {
             HashAlg::Sha256 => run::<sha2::Sha256>(parts),
             HashAlg::Sha384 => run::<sha2::Sha384>(parts),
             HashAlg::Sha512 => run::<sha2::Sha512>(parts),
+            HashAlg::Whirlpool => run::<whirlpool::Whirlpool>(parts),
+            HashAlg::Wp384 | HashAlg::Wp256 => {
+                let mut d = run::<whirlpool::Whirlpool>(parts);
+                d.truncate(self.digest_len());
+                d
+            }
         })
     }
 
@@ -61,6 +90,9 @@ impl HashAlg {
             HashAlg::Sha256 => "sha256",
             HashAlg::Sha384 => "sha384",
             HashAlg::Sha512 => "sha512",
+            HashAlg::Whirlpool => "whirlpool",
+            HashAlg::Wp384 => "wp384",
+            HashAlg::Wp256 => "wp256",
         }
     }
 
@@ -98,6 +130,9 @@ impl FromStr for HashAlg {
             "sha256" | "sha-256" => HashAlg::Sha256,
             "sha384" | "sha-384" => HashAlg::Sha384,
             "sha512" | "sha-512" => HashAlg::Sha512,
+            "whirlpool" | "wp512" => HashAlg::Whirlpool,
+            "wp384" => HashAlg::Wp384,
+            "wp256" => HashAlg::Wp256,
             _ => return Err(crate::Error::invalid(format!("unknown hash {s:?}"))),
         })
     }
@@ -160,5 +195,21 @@ mod tests {
             let alg: HashAlg = h.parse().unwrap();
             assert_eq!(hex(&plain_hash(alg, pass, *key_len, *hash_len)), *want, "{h} {key_len} {pass:?}");
         }
+    }
+
+    /// Whirlpool of "abc" (the ISO/IEC 10118-3 / NESSIE reference value, also what `openssl dgst
+    /// -whirlpool` prints); the kernel's wp384/wp256 are its first 48/32 bytes.
+    #[test]
+    fn whirlpool_family() {
+        let want = "4e2448a4c6f486bb16b6562c73b4020bf3043e3a731bce721ae1b303d97e6d4c\
+                    7181eebdb6c57e277d0e34957114cbd6c797fc9d95d8b582d225292076d4eef5";
+        let full = HashAlg::Whirlpool.digest(&[b"a", b"bc"]);
+        assert_eq!(hex(&full), want);
+        assert_eq!(hex(&HashAlg::Wp384.digest(&[b"abc"])), want[..96]);
+        assert_eq!(hex(&HashAlg::Wp256.digest(&[b"abc"])), want[..64]);
+        for (name, h) in [("whirlpool", HashAlg::Whirlpool), ("wp512", HashAlg::Whirlpool), ("wp256", HashAlg::Wp256)] {
+            assert_eq!(name.parse::<HashAlg>().unwrap(), h);
+        }
+        assert!(HashAlg::Whirlpool.is_full_digest() && !HashAlg::Wp256.is_full_digest());
     }
 }

@@ -154,14 +154,16 @@ impl FromStr for Derivation {
                     || crate::Error::invalid(format!("unknown key derivation {other:?} (HASH:BYTES, e.g. rmd160:20)"));
                 let (h, n) = other.split_once(':').ok_or_else(bad)?;
                 let n: u8 = n.parse().map_err(|_| bad())?;
-                Derivation::HashPrefix(h.parse().map_err(|_| bad())?, n)
+                Derivation::HashPrefix(h.parse().ok().filter(|h: &HashAlg| h.is_full_digest()).ok_or_else(bad)?, n)
             }
-            other => Derivation::Hash(other.parse().map_err(|_| {
-                crate::Error::invalid(format!(
-                    "unknown key derivation {other:?} (try util-linux-raw, rmd160, unhashed, sha256, sha384, \
+            other => {
+                Derivation::Hash(other.parse().ok().filter(|h: &HashAlg| h.is_full_digest()).ok_or_else(|| {
+                    crate::Error::invalid(format!(
+                        "unknown key derivation {other:?} (try util-linux-raw, rmd160, unhashed, sha256, sha384, \
                      sha512, sha1, unhashed1, unhashed2, plain, keyfile-raw)"
-                ))
-            })?),
+                    ))
+                })?)
+            }
         })
     }
 }

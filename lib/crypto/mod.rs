@@ -1,20 +1,21 @@
 //! Shared crypto with no format knowledge: secret containers that wipe themselves, the
 //! [`SectorCipher`] trait (decrypt/encrypt whole 512-byte sectors given the IV sector), sector
-//! modes (CBC/ECB/XTS) over the block ciphers of [`block`], typed dm-crypt cipher specs
+//! modes (CBC/ECB/XTS/LRW) over the block ciphers of [`block`], typed dm-crypt cipher specs
 //! ([`spec`]), the legacy key derivations and the hash family.
 //!
 //! One primitive is our own: Twofish ([`twofish`], table-driven, checked against the paper's
 //! known answers and the `twofish` crate) because the crate is ~100× too slow for whole images.
 //! AES comes from `aes`, Serpent/Blowfish/CAST5/3DES from their RustCrypto crates, hashes from
-//! `sha1`/`sha2`/`ripemd`/`md-5`. Only the
-//! chaining (CBC per sector, ESSIV, XTS tweaks, loop-AES's MD5 IV) is composed here, on top of
-//! the crates' batched block calls, because that is where the speed is.
+//! `sha1`/`sha2`/`ripemd`/`md-5`/`whirlpool`. Only the chaining (CBC per sector, ESSIV, XTS
+//! tweaks, LRW's GF(2¹²⁸) tweak products, loop-AES's MD5 IV) is composed here, on top of the
+//! crates' batched block calls, because that is where the speed is.
 
 pub mod block;
 pub mod cbc;
 pub mod hash;
 pub mod kdf;
 pub mod lmk;
+pub mod lrw;
 pub mod spec;
 pub mod twofish;
 pub mod xts;

@@ -1,5 +1,5 @@
 //! [`CipherSpec`]: a dm-crypt cipher specification (`aes-xts-plain64`, `aes-cbc-essiv:sha256`,
-//! `twofish-cbc-plain`, `serpent-xts-plain`, `blowfish-ecb`…) as a typed value — cipher,
+//! `twofish-cbc-plain`, `serpent-xts-plain`, `aes-lrw-plain64`, `blowfish-ecb`…) as a typed value — cipher,
 //! chaining mode and IV scheme — parsed once where it enters (a LUKS header, a CLI flag) and
 //! turned into a [`SectorCipher`] here. Anything loopkit cannot run fails with `Unsupported`
 //! naming the exact spec.
@@ -7,6 +7,7 @@
 use super::SectorCipher;
 use super::block::CipherKind;
 use super::cbc::{CbcSectors, EcbSectors, IvScheme};
+use super::lrw::LrwSectors;
 use super::xts::XtsSectors;
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +21,8 @@ pub enum Chain {
     Ecb,
     /// XTS (IEEE 1619), 128-bit block ciphers only.
     Xts,
+    /// LRW (IEEE P1619 drafts, the kernel's `lrw`), 128-bit block ciphers only.
+    Lrw,
 }
 
 impl Chain {
@@ -29,6 +32,7 @@ impl Chain {
             Chain::Cbc => "cbc",
             Chain::Ecb => "ecb",
             Chain::Xts => "xts",
+            Chain::Lrw => "lrw",
         }
     }
 }
@@ -63,11 +67,12 @@ impl CipherSpec {
     /// `Unsupported` for CBC/ECB with sectors larger than 512 bytes; `InvalidInput` for a key
     /// length that does not fit.
     pub fn build(&self, key: &[u8], sector_bytes: usize) -> crate::Result<Box<dyn SectorCipher>> {
-        if self.chain != Chain::Xts && sector_bytes != 512 {
+        if !matches!(self.chain, Chain::Xts | Chain::Lrw) && sector_bytes != 512 {
             return Err(crate::Error::unsupported(format!("{self} with {sector_bytes}-byte sectors")));
         }
         Ok(match (self.chain, self.iv) {
             (Chain::Xts, Some(iv)) => Box::new(XtsSectors::with_cipher(self.cipher, iv, key, sector_bytes)?),
+            (Chain::Lrw, Some(iv)) => Box::new(LrwSectors::with_cipher(self.cipher, iv, key, sector_bytes)?),
             (Chain::Cbc, Some(iv)) => Box::new(CbcSectors::with_cipher(self.cipher, key, iv)?),
             (Chain::Ecb, _) => Box::new(EcbSectors::with_cipher(self.cipher, key)?),
             _ => return Err(crate::Error::unsupported(format!("cipher {self}"))),
@@ -93,8 +98,8 @@ impl FromStr for CipherSpec {
         let unsupported = |why: &str| {
             crate::Error::unsupported(format!(
                 "cipher {s:?} is not supported ({why}; loopkit runs aes, twofish, serpent, blowfish, cast5, des3_ede \
-                 with cbc-plain, cbc-plain64, cbc-null, cbc-essiv:HASH, ecb, and aes/twofish/serpent with xts-plain64 \
-                 or xts-plain)"
+                 with cbc-plain, cbc-plain64, cbc-null, cbc-essiv:HASH, ecb, and aes/twofish/serpent with xts-plain64, \
+                 xts-plain, xts-essiv:HASH, lrw-plain64, lrw-plain or lrw-benbi)"
             ))
         };
         let lower = s.to_ascii_lowercase();
@@ -109,6 +114,7 @@ impl FromStr for CipherSpec {
             Some("cbc") => Chain::Cbc,
             Some("ecb") => Chain::Ecb,
             Some("xts") => Chain::Xts,
+            Some("lrw") => Chain::Lrw,
             _ => return Err(unsupported("unknown or missing chaining mode")),
         };
         let iv = match (chain, parts.next()) {
@@ -117,13 +123,16 @@ impl FromStr for CipherSpec {
             (_, None) => return Err(unsupported("missing IV scheme")),
             (_, Some(iv)) => Some(iv.parse::<IvScheme>().map_err(|_| unsupported("unknown IV scheme"))?),
         };
-        if chain == Chain::Xts {
-            if cipher.block_bytes() != 16 {
-                return Err(unsupported("XTS needs a 128-bit block cipher"));
-            }
-            if !matches!(iv, Some(IvScheme::Plain | IvScheme::Plain64)) {
-                return Err(unsupported("XTS runs with plain or plain64 IVs"));
-            }
+        if matches!(chain, Chain::Xts | Chain::Lrw) && cipher.block_bytes() != 16 {
+            return Err(unsupported("XTS and LRW need a 128-bit block cipher"));
+        }
+        match (chain, iv) {
+            (Chain::Xts, Some(IvScheme::Plain | IvScheme::Plain64 | IvScheme::Essiv(_))) => {}
+            (Chain::Xts, _) => return Err(unsupported("XTS runs with plain, plain64 or essiv IVs")),
+            (Chain::Lrw, Some(IvScheme::Plain | IvScheme::Plain64 | IvScheme::Benbi)) => {}
+            (Chain::Lrw, _) => return Err(unsupported("LRW runs with plain, plain64 or benbi IVs")),
+            (_, Some(IvScheme::Benbi)) => return Err(unsupported("loopkit runs benbi with LRW only")),
+            _ => {}
         }
         Ok(CipherSpec { cipher, chain, iv })
     }
@@ -152,6 +161,10 @@ mod tests {
             "blowfish-cbc-plain",
             "cast5-cbc-plain",
             "des3_ede-cbc-plain",
+            "aes-xts-essiv:wp256",
+            "aes-lrw-plain64",
+            "aes-lrw-benbi",
+            "serpent-lrw-plain",
         ] {
             let spec: CipherSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s);
@@ -162,7 +175,9 @@ mod tests {
             "aes-cbc-benbi",
             "camellia-xts-plain64",
             "blowfish-xts-plain64",
-            "aes-xts-essiv:sha256",
+            "blowfish-lrw-plain64",
+            "aes-lrw-essiv:sha256",
+            "aes-xts-benbi",
             "aes",
             "aes:64-cbc-lmk",
             "aes-gcm-random",

@@ -18,7 +18,7 @@
 
 use super::SectorCipher;
 use super::block::{BlockCipher, CipherKind};
-use super::cbc::IvScheme;
+use super::cbc::{IvGen, IvScheme};
 use std::fmt;
 
 /// Bytes handled per batched pass (64 × 512-byte sectors).
@@ -30,14 +30,21 @@ pub struct XtsSectors {
     data: BlockCipher,
     tweak: BlockCipher,
     sector_bytes: usize,
-    /// `plain64` (LE64 sector) or `plain` (LE32, wraps at 2³² sectors).
-    iv: IvScheme,
+    /// `plain64` (LE64 sector), `plain` (LE32, wraps at 2³² sectors) or `essiv:HASH`.
+    iv: IvGen,
     key_bits: u32,
 }
 
 impl fmt::Debug for XtsSectors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "XtsSectors({}-{}-xts-{}, sector {})", self.data.kind(), self.key_bits, self.iv, self.sector_bytes)
+        write!(
+            f,
+            "XtsSectors({}-{}-xts-{}, sector {})",
+            self.data.kind(),
+            self.key_bits,
+            self.iv.scheme(),
+            self.sector_bytes
+        )
     }
 }
 
@@ -51,17 +58,21 @@ impl XtsSectors {
         Self::with_cipher(CipherKind::Aes, IvScheme::Plain64, key, sector_bytes)
     }
 
-    /// XTS of a 128-bit block cipher `kind` with IV scheme `plain64` or `plain`.
+    /// XTS of a 128-bit block cipher `kind` with IV scheme `plain64`, `plain` or `essiv:HASH`
+    /// (the LE64 sector encrypted with `HASH(whole XTS key)` by the same cipher, then used as the
+    /// XTS IV: dm-crypt's `aes-xts-essiv:sha256`, the kernel's `essiv(xts(aes),sha256)`).
     ///
     /// # Errors
-    /// `InvalidInput` for an 8-byte-block cipher, another IV scheme, a bad key length or sector
-    /// size.
+    /// `InvalidInput` for an 8-byte-block cipher, a bad key length or sector size, or an ESSIV
+    /// hash whose length is no key of the cipher; `Unsupported` for the `null` IV.
     pub fn with_cipher(kind: CipherKind, iv: IvScheme, key: &[u8], sector_bytes: usize) -> crate::Result<Self> {
         if kind.block_bytes() != 16 {
             return Err(crate::Error::invalid(format!("XTS needs a 128-bit block cipher, not {kind}")));
         }
-        if !matches!(iv, IvScheme::Plain | IvScheme::Plain64) {
-            return Err(crate::Error::unsupported(format!("{kind}-xts-{iv} (XTS runs with plain or plain64 IVs)")));
+        if !matches!(iv, IvScheme::Plain | IvScheme::Plain64 | IvScheme::Essiv(_)) {
+            return Err(crate::Error::unsupported(format!(
+                "{kind}-xts-{iv} (XTS runs with plain, plain64 or essiv IVs)"
+            )));
         }
         if !matches!(key.len(), 32 | 48 | 64) {
             return Err(crate::Error::invalid(format!("XTS key of {} bytes (need 32, 48 or 64)", key.len())));
@@ -76,7 +87,7 @@ impl XtsSectors {
             data: BlockCipher::new(kind, k1)?,
             tweak: BlockCipher::new(kind, k2)?,
             sector_bytes,
-            iv,
+            iv: IvGen::new(iv, kind, key)?,
             key_bits: (k1.len() * 8) as u32,
         })
     }
@@ -181,7 +192,7 @@ impl SectorCipher for XtsSectors {
         self.run(iv_sector, data, true);
     }
     fn dm_name(&self) -> String {
-        format!("{}-xts-{}", self.data.kind(), self.iv)
+        format!("{}-xts-{}", self.data.kind(), self.iv.scheme())
     }
     fn sector_bytes(&self) -> usize {
         self.sector_bytes

@@ -5,8 +5,10 @@ Description: encrypts a plaintext image into the payload area of a LUKS containe
 cryptsetup (which cannot write payloads without device-mapper), and decrypts payloads to print
 their SHA-256, for aes-xts-plain64 (IV = LE64(byte offset / 512), any sector size) and the
 legacy aes-cbc-plain / aes-cbc-plain64 / aes-cbc-essiv:HASH modes (per 512-byte sector; ESSIV IV =
-AES_{HASH(key)}(LE64(sector) || 0*8), as dm-crypt computes it) and LUKS1's aes-xts-plain (32-bit
-sector IV).
+AES_{HASH(key)}(LE64(sector) || 0*8), as dm-crypt computes it), LUKS1's aes-xts-plain (32-bit
+sector IV) and aes-xts-essiv:HASH (the ESSIV IV of the whole XTS key as the XTS tweak input, as
+the kernel's essiv(xts(aes),HASH) does). Hashes Python's hashlib lacks (whirlpool, and the
+kernel's truncated wp256/wp384) come from `openssl dgst` (OpenSSL's legacy provider).
 
 Usage:
   luks_oracle.py xts-encrypt --plain P --key-file VK --image IMG --offset BYTES [--sector 512]
@@ -14,6 +16,7 @@ Usage:
   luks_oracle.py cbc-encrypt --plain P --key-file VK --image IMG --offset BYTES
                              [--iv plain|plain64|essiv:sha256]
   luks_oracle.py xts-sha256  --image IMG --key-file VK --offset BYTES [--sector 512] [--length N]
+                             [--iv plain64|plain|essiv:HASH]
   luks_oracle.py cbc-sha256  --image IMG --key-file K --offset BYTES [--iv plain|plain64]
                              [--iv-offset SECTORS] [--length N]
 Prints one JSON object.
@@ -23,15 +26,32 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 
-def xts(key: bytes, data: bytes, first_byte: int, sector: int, encrypt: bool, iv32: bool = False) -> bytes:
+def digest(name: str, data: bytes) -> bytes:
+    """HASH(data) by hashlib, or by `openssl dgst` for Whirlpool (wp256/wp384: truncated)."""
+    n = name.lower()
+    if n in ("whirlpool", "wp512", "wp384", "wp256"):
+        out = subprocess.run(
+            ["openssl", "dgst", "-whirlpool", "-binary", "-provider", "legacy", "-provider", "default"],
+            input=data, capture_output=True, check=True,
+        ).stdout
+        return out[: {"wp384": 48, "wp256": 32}.get(n, 64)]
+    return hashlib.new(n, data).digest()
+
+
+def xts(key: bytes, data: bytes, first_byte: int, sector: int, encrypt: bool, iv32: bool = False,
+        essiv: str = "") -> bytes:
     out = bytearray()
+    salt_enc = Cipher(algorithms.AES(digest(essiv, key)), modes.ECB()).encryptor() if essiv else None
     for i in range(0, len(data), sector):
         s = (first_byte + i) // 512
         iv = ((s & 0xFFFFFFFF).to_bytes(4, "little") + bytes(12)) if iv32 else (s.to_bytes(8, "little") + bytes(8))
+        if salt_enc is not None:
+            iv = salt_enc.update(iv)
         c = Cipher(algorithms.AES(key), modes.XTS(iv))
         op = c.encryptor() if encrypt else c.decryptor()
         out += op.update(data[i:i + sector]) + op.finalize()
@@ -44,7 +64,7 @@ def sector_iv(key: bytes, s: int, scheme: str) -> bytes:
     if scheme == "plain64":
         return s.to_bytes(8, "little") + bytes(8)
     if scheme.startswith("essiv:"):
-        salt = hashlib.new(scheme.split(":", 1)[1], key).digest()
+        salt = digest(scheme.split(":", 1)[1], key)
         e = Cipher(algorithms.AES(salt), modes.ECB()).encryptor()
         return e.update(s.to_bytes(8, "little") + bytes(8)) + e.finalize()
     raise SystemExit(f"unknown IV scheme {scheme}")
@@ -92,7 +112,8 @@ def main() -> None:
         print(json.dumps({"plaintext_sha256": hashlib.sha256(plain).hexdigest(), "bytes": len(ct)}))
     elif a.op == "xts-sha256":
         data = read_payload(a.image, a.offset, a.length, a.sector)
-        pt = xts(key, data, 0, a.sector, False, a.iv == "plain")
+        essiv = a.iv.split(":", 1)[1] if a.iv and a.iv.startswith("essiv:") else ""
+        pt = xts(key, data, 0, a.sector, False, a.iv == "plain", essiv)
         print(json.dumps({"sha256": hashlib.sha256(pt).hexdigest(), "bytes": len(data)}))
     else:
         data = read_payload(a.image, a.offset, a.length, 512)

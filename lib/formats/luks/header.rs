@@ -164,9 +164,9 @@ impl Luks1 {
         Ok(())
     }
 
-    /// The hash as loopkit knows it (None if unsupported, e.g. whirlpool).
+    /// The hash as loopkit knows it (None if unsupported, e.g. blake2 or sha3).
     pub fn hash(&self) -> Option<HashAlg> {
-        self.hash_spec.parse().ok()
+        self.hash_spec.parse().ok().filter(|h: &HashAlg| h.is_full_digest())
     }
 }
 

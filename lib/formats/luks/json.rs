@@ -247,10 +247,13 @@ pub fn b64_encode(b: &[u8]) -> String {
 /// Parse a hash name as LUKS writes it.
 ///
 /// # Errors
-/// `Unsupported` for hashes loopkit lacks (whirlpool, blake2…).
+/// `Unsupported` for hashes loopkit lacks (blake2, sha3, stribog…) and for the kernel's
+/// truncated Whirlpool names (`wp256`, `wp384`), which no LUKS key derivation uses.
 pub fn hash_alg(name: &str, what: &str) -> crate::Result<HashAlg> {
     name.parse::<HashAlg>()
-        .map_err(|_| crate::Error::unsupported(format!("{what} uses hash {name:?}, which loopkit does not support")))
+        .ok()
+        .filter(|h| h.is_full_digest())
+        .ok_or_else(|| crate::Error::unsupported(format!("{what} uses hash {name:?}, which loopkit does not support")))
 }
 
 fn numbered(map_name: &str, key: &str) -> crate::Result<()> {

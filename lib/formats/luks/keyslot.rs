@@ -245,8 +245,7 @@ pub fn pbkdf2_interruptible(
     interrupt: &crate::progress::Interrupt,
 ) -> crate::Result<()> {
     interruptible("pbkdf2", pass, salt, out, interrupt, move |pass: &[u8], salt: &[u8], out: &mut [u8]| {
-        pbkdf2(hash, pass, salt, iterations, out);
-        Ok(())
+        pbkdf2(hash, pass, salt, iterations, out)
     })
 }
 
@@ -294,7 +293,11 @@ where
 }
 
 /// PBKDF2-HMAC with a runtime-chosen hash.
-pub fn pbkdf2(hash: HashAlg, pass: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
+///
+/// # Errors
+/// `Unsupported` for the kernel's truncated Whirlpool variants (`wp256`, `wp384`): no PBKDF2
+/// library cryptsetup uses defines HMAC over them.
+pub fn pbkdf2(hash: HashAlg, pass: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) -> crate::Result<()> {
     use pbkdf2::pbkdf2_hmac as p;
     match hash {
         HashAlg::Ripemd160 => p::<ripemd::Ripemd160>(pass, salt, iterations, out),
@@ -302,7 +305,12 @@ pub fn pbkdf2(hash: HashAlg, pass: &[u8], salt: &[u8], iterations: u32, out: &mu
         HashAlg::Sha256 => p::<sha2::Sha256>(pass, salt, iterations, out),
         HashAlg::Sha384 => p::<sha2::Sha384>(pass, salt, iterations, out),
         HashAlg::Sha512 => p::<sha2::Sha512>(pass, salt, iterations, out),
+        HashAlg::Whirlpool => p::<whirlpool::Whirlpool>(pass, salt, iterations, out),
+        HashAlg::Wp384 | HashAlg::Wp256 => {
+            return Err(crate::Error::unsupported(format!("PBKDF2 over {hash} (a truncated kernel hash)")));
+        }
     }
+    Ok(())
 }
 
 /// Bytes of keyslot material actually used: `key_len × stripes`, rounded up to whole sectors.
@@ -373,11 +381,33 @@ mod tests {
     #[test]
     fn pbkdf2_vectors() {
         let mut o = [0u8; 20];
-        pbkdf2(HashAlg::Sha1, b"password", b"salt", 2, &mut o);
+        pbkdf2(HashAlg::Sha1, b"password", b"salt", 2, &mut o).unwrap();
         assert_eq!(hex(&o), "ea6c014dc72d6f8ccd1ed92ace1d41f0d8de8957");
         let mut o = [0u8; 64];
-        pbkdf2(HashAlg::Sha256, b"passwd", b"salt", 1, &mut o);
+        pbkdf2(HashAlg::Sha256, b"passwd", b"salt", 1, &mut o).unwrap();
         assert_eq!(&hex(&o)[..32], "55ac046e56e3089fec1691c22544b605");
+    }
+
+    /// PBKDF2-HMAC-Whirlpool (old LUKS1 `--hash whirlpool`) against OpenSSL 3.0's independent
+    /// implementation: `openssl kdf -keylen 64 -kdfopt digest:whirlpool -kdfopt pass:password
+    /// -kdfopt salt:salt -kdfopt iter:1000 -provider legacy -provider default PBKDF2`, and the
+    /// same with `-keylen 20 -kdfopt pass:"pass phrase" -kdfopt
+    /// hexsalt:00112233445566778899aabbccddeeff -kdfopt iter:3`. The truncated kernel variants
+    /// have no PBKDF2.
+    #[test]
+    fn pbkdf2_whirlpool_matches_openssl() {
+        let mut o = [0u8; 64];
+        pbkdf2(HashAlg::Whirlpool, b"password", b"salt", 1000, &mut o).unwrap();
+        assert_eq!(
+            hex(&o),
+            "5ad7361484c7dde6b23e573c4b61d1fd16023fd6c0170d0b26d70f7ac8c683f06e767804750357b4032297c2ad36cbd8\
+             4d01476c1298826b71f605dbcda9e055"
+        );
+        let mut o = [0u8; 20];
+        let salt: Vec<u8> = (0..16u8).map(|i| i * 0x11).collect();
+        pbkdf2(HashAlg::Whirlpool, b"pass phrase", &salt, 3, &mut o).unwrap();
+        assert_eq!(hex(&o), "8384840832d16cf70d5d6f3b18b0c04ceaebc769");
+        assert!(pbkdf2(HashAlg::Wp256, b"p", b"s", 1, &mut o).is_err());
     }
 
     /// RFC 9106 §5.3 Argon2id test vector needs secret/AD; check the no-secret form against
@@ -448,7 +478,7 @@ mod tests {
         let back = open_material(m, &area, 64, af::STRIPES, HashAlg::Sha256).unwrap();
         assert_eq!(back, vk);
         let mut d = [0u8; 32];
-        pbkdf2(HashAlg::Sha256, vk.bytes(), b"s", 1000, &mut d);
+        pbkdf2(HashAlg::Sha256, vk.bytes(), b"s", 1000, &mut d).unwrap();
         assert!(digest_matches(&vk, HashAlg::Sha256, b"s", 1000, &d));
         assert!(digest_matches(&vk, HashAlg::Sha256, b"s", 1000, &d[..20]));
         assert!(!digest_matches(&vk, HashAlg::Sha256, b"t", 1000, &d));

@@ -20,6 +20,7 @@ pub mod findings;
 pub mod header;
 pub mod json;
 pub mod keyslot;
+pub mod segments;
 pub mod write;
 
 pub use header::{LUKS_MAGIC, LUKS2_MAGIC_2ND};
@@ -97,6 +98,43 @@ pub struct Luks {
     pub parsed: Parsed,
     /// Its summary.
     pub header: Header,
+    /// The volume keys of the other segments' digests that the last successful unlock found
+    /// (a LUKS2 volume mid-re-encryption has an old and a new key); [`Luks::payload`] uses them.
+    pub segment_keys: SegmentKeys,
+}
+
+/// Volume keys by digest id, filled by [`Luks::unlock_with`]. Wiped on drop (the keys are
+/// [`Key`]s); never printed; equal to any other (a cache, not part of the header).
+#[derive(Default)]
+pub struct SegmentKeys(std::sync::Mutex<Vec<(String, Key)>>);
+
+impl SegmentKeys {
+    fn get(&self) -> Vec<(String, Key)> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+    fn set(&self, keys: Vec<(String, Key)>) {
+        if let Ok(mut v) = self.0.lock() {
+            *v = keys;
+        }
+    }
+}
+
+impl Clone for SegmentKeys {
+    fn clone(&self) -> Self {
+        SegmentKeys(std::sync::Mutex::new(self.get()))
+    }
+}
+
+impl PartialEq for SegmentKeys {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for SegmentKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SegmentKeys(<{} redacted>)", self.get().len())
+    }
 }
 
 /// Fill `buf` from the OS random generator.
@@ -155,7 +193,7 @@ pub fn read(src: &dyn ByteSource) -> crate::Result<Option<Luks>> {
             Some(l) => {
                 let parsed = Parsed::V2(l);
                 let header = summarize(&parsed)?;
-                Ok(Some(Luks { parsed, header }))
+                Ok(Some(Luks { parsed, header, segment_keys: SegmentKeys::default() }))
             }
             None => Ok(None),
         };
@@ -177,7 +215,7 @@ pub fn read(src: &dyn ByteSource) -> crate::Result<Option<Luks>> {
         v => return Err(crate::Error::unsupported(format!("LUKS header with unknown version {v}"))),
     };
     let header = summarize(&parsed)?;
-    Ok(Some(Luks { parsed, header }))
+    Ok(Some(Luks { parsed, header, segment_keys: SegmentKeys::default() }))
 }
 
 fn kdf_of_json(k: &json::KdfJson, what: &str) -> crate::Result<Kdf> {
@@ -267,8 +305,10 @@ fn summarize(p: &Parsed) -> crate::Result<Header> {
                 notes.push(Finding::info(
                     "luks.segments",
                     format!(
-                        "{} segments (an interrupted re-encryption?); only segment {seg_id} is read",
-                        m.segments.len()
+                        "{} segments, {} of them active data segments (an interrupted re-encryption?); the payload \
+                         is read through the active ones",
+                        m.segments.len(),
+                        m.segments.values().filter(|s| !s.is_backup()).count()
                     ),
                 ));
             }
@@ -380,7 +420,8 @@ impl Luks {
                     (std::cmp::Reverse(k.priority.unwrap_or(1)), id.parse::<u32>().unwrap_or(u32::MAX))
                 });
                 for (id, ks) in order {
-                    if let Some(u) = attempt(self.try_luks2(src, l, id, ks, pass, policy))? {
+                    if let Some(u) = attempt(self.try_luks2(src, l, id, ks, pass, policy, None))? {
+                        self.unlock_other_segments(src, l, &u, pass, policy)?;
                         return Ok(u);
                     }
                 }
@@ -440,6 +481,10 @@ impl Luks {
             .then_some(Unlocked { volume_key: vk, keyslot: i as u32 }))
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the keyslot, its header, the secret, the policy and the digest it is tried for"
+    )]
     fn try_luks2(
         &self,
         src: &dyn ByteSource,
@@ -448,6 +493,7 @@ impl Luks {
         ks: &json::Keyslot,
         pass: &Passphrase,
         policy: &KdfPolicy,
+        digest_id: Option<&str>,
     ) -> crate::Result<Option<Unlocked>> {
         let what = format!("LUKS2 keyslot {id}");
         let kdf_json = ks.kdf.as_ref().ok_or_else(|| crate::Error::corrupt(format!("{what} has no kdf")))?;
@@ -483,10 +529,11 @@ impl Luks {
         sector_cipher(area_enc, &vec![0u8; area_key_len], 512)?;
         // Only a keyslot bound to the data segment's digest holds the volume key (an unbound
         // keyslot, `luksAddKey --unbound`, holds some other key).
-        let digest = l
-            .meta
-            .data_segment()
-            .and_then(|(seg, _)| l.meta.digest_for_segment(seg))
+        let digest = match digest_id {
+            Some(d) => l.meta.digests.get(d),
+            None => l.meta.data_segment().and_then(|(seg, _)| l.meta.digest_for_segment(seg)),
+        };
+        let digest = digest
             .filter(|d| d.keyslots.iter().any(|k| k == id))
             .ok_or_else(|| crate::Error::unsupported(format!("{what} is not bound to the data segment")))?;
         if digest.kind != "pbkdf2" {
@@ -504,6 +551,50 @@ impl Luks {
         let vk = keyslot::open_material(material, &*cipher, key_len, af::STRIPES, af_hash)?;
         Ok(keyslot::digest_matches_with(&vk, d_hash, &d_salt, d_iter, &d_value, policy)?
             .then_some(Unlocked { volume_key: vk, keyslot: id.parse().unwrap_or(u32::MAX) }))
+    }
+
+    /// After the data segment's key opened: for a LUKS2 volume mid-re-encryption, the keys of
+    /// the other active segments' digests (the old or new key), tried with the same passphrase
+    /// on the keyslots bound to them, kept in [`Luks::segment_keys`] for [`Luks::payload`]. A
+    /// digest no keyslot opens is left out (the payload then says which segment it is).
+    fn unlock_other_segments(
+        &self,
+        src: &dyn ByteSource,
+        l: &Luks2,
+        u: &Unlocked,
+        pass: &Passphrase,
+        policy: &KdfPolicy,
+    ) -> crate::Result<()> {
+        let mut keys: Vec<(String, Key)> = Vec::new();
+        let data_digest = l
+            .meta
+            .data_segment()
+            .and_then(|(seg, _)| l.meta.digests.iter().find(|(_, d)| d.segments.iter().any(|x| x == seg)));
+        if let Some((id, _)) = data_digest {
+            keys.push((id.clone(), u.volume_key.clone()));
+        }
+        if segments::is_segmented(&l.meta) {
+            let active: Vec<&String> = l.meta.segments.iter().filter(|(_, s)| !s.is_backup()).map(|(k, _)| k).collect();
+            for (did, d) in &l.meta.digests {
+                if keys.iter().any(|(k, _)| k == did) || !d.segments.iter().any(|s| active.contains(&s)) {
+                    continue;
+                }
+                for kid in &d.keyslots {
+                    let Some(ks) = l.meta.keyslots.get(kid).filter(|k| k.kind == "luks2") else { continue };
+                    match self.try_luks2(src, l, kid, ks, pass, policy, Some(did)) {
+                        Ok(Some(o)) => {
+                            keys.push((did.clone(), o.volume_key));
+                            break;
+                        }
+                        Ok(None) => {}
+                        Err(e) if e.kind() == crate::ErrorKind::Interrupted => return Err(e),
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+        self.segment_keys.set(keys);
+        Ok(())
     }
 
     /// Whether `vk` is this container's volume key (digest check, constant-time).
@@ -539,6 +630,11 @@ impl Luks {
         vk: &Key,
     ) -> crate::Result<(crate::volume::Layout, Box<dyn SectorCipher>)> {
         let h = &self.header;
+        if let Parsed::V2(l) = &self.parsed
+            && (segments::is_segmented(&l.meta) || l.meta.keyslots.values().any(|k| k.kind == "reencrypt"))
+        {
+            return self.segmented_payload(l, device_bytes, vk);
+        }
         let cipher = sector_cipher(&h.cipher, vk.bytes(), h.sector_size as usize)?;
         if h.payload_offset_bytes > device_bytes {
             return Err(crate::Error::corrupt(format!(
@@ -558,6 +654,54 @@ impl Luks {
                 iv_offset_sectors: 0,
             },
             cipher,
+        ))
+    }
+}
+
+impl Luks {
+    /// [`Luks::payload`] of a LUKS2 volume mid-re-encryption: its active segments, each under
+    /// its own key, IVs and sector size (see [`segments`]); refused when that cannot be exact.
+    fn segmented_payload(
+        &self,
+        l: &Luks2,
+        device_bytes: u64,
+        vk: &Key,
+    ) -> crate::Result<(crate::volume::Layout, Box<dyn SectorCipher>)> {
+        let plan = segments::plan(&l.meta)?;
+        let mut keys = self.segment_keys.get();
+        if let Some((id, _)) = l
+            .meta
+            .data_segment()
+            .and_then(|(seg, _)| l.meta.digests.iter().find(|(_, d)| d.segments.iter().any(|x| x == seg)))
+            && !keys.iter().any(|(k, _)| k == id)
+        {
+            keys.push((id.clone(), vk.clone()));
+        }
+        let parts = segments::parts(&l.meta, &plan, &keys)?;
+        let fixed_end = match parts.last() {
+            Some(p) if p.end.is_none() => plan
+                .segs
+                .last()
+                .map(|(_, s, start)| s.size_bytes().map(|n| n.map(|n| start + n)))
+                .transpose()?
+                .flatten(),
+            _ => None,
+        };
+        if plan.base > device_bytes {
+            return Err(crate::Error::corrupt(format!(
+                "the LUKS payload starts at byte {} but the device has only {device_bytes} bytes",
+                plan.base
+            )));
+        }
+        let mut avail = device_bytes - plan.base;
+        if let Some(e) = fixed_end {
+            avail = avail.min(e);
+        }
+        let cipher = segments::SegmentedCipher::new(parts);
+        let unit = cipher.sector_bytes() as u64;
+        Ok((
+            crate::volume::Layout { offset_bytes: plan.base, size_bytes: avail - avail % unit, iv_offset_sectors: 0 },
+            Box::new(cipher),
         ))
     }
 }

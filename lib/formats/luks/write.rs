@@ -141,7 +141,7 @@ pub fn luks2(vk: &Key, pass: &Passphrase, spec: &Luks2Spec) -> crate::Result<Wri
     let area_cipher = sector_cipher(KEYSLOT_CIPHER, slot_key.bytes(), 512)?;
     let material = keyslot::seal_material(vk, &*area_cipher, HashAlg::Sha256)?;
     let mut digest = [0u8; 32];
-    keyslot::pbkdf2(HashAlg::Sha256, vk.bytes(), &digest_salt, spec.digest_iterations, &mut digest);
+    keyslot::pbkdf2(HashAlg::Sha256, vk.bytes(), &digest_salt, spec.digest_iterations, &mut digest)?;
 
     let mut tokens = BTreeMap::new();
     for (i, t) in spec.tokens.iter().enumerate() {
@@ -278,7 +278,7 @@ pub fn luks1(vk: &Key, pass: &Passphrase, spec: &Luks1Spec) -> crate::Result<Wri
     slots[0].salt = salt;
     let mk_salt = random_bytes::<32>()?;
     let mut mk_digest = [0u8; 20];
-    keyslot::pbkdf2(HashAlg::Sha256, vk.bytes(), &mk_salt, spec.digest_iterations, &mut mk_digest);
+    keyslot::pbkdf2(HashAlg::Sha256, vk.bytes(), &mk_salt, spec.digest_iterations, &mut mk_digest)?;
     let uuid = new_uuid()?;
     let l = Luks1 {
         cipher_name: spec.cipher_name.clone(),
