@@ -309,6 +309,49 @@ pub fn unshare_mount_namespace() -> io::Result<()> {
     unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.map_err(os)
 }
 
+/// Whether two descriptors of this process refer to the same open file description
+/// (`kcmp(KCMP_FILE)`): a `dup` of a descriptor is the same description, a second `open` of the
+/// same file is not. `b` is a descriptor number of this process (it may have been closed
+/// meanwhile: then `EBADF`).
+///
+/// # Errors
+/// The OS error (`ENOSYS` on a kernel without `kcmp`, `EBADF`).
+pub fn same_open_file(a: BorrowedFd<'_>, b: std::os::fd::RawFd) -> io::Result<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    let pid = libc::c_long::from(rustix::process::getpid().as_raw_nonzero().get());
+    // SAFETY: kcmp with KCMP_FILE takes two pids and two descriptor numbers as integers and
+    // touches no user memory; a closed or reused number `b` only changes the answer.
+    let r = unsafe {
+        libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, libc::c_long::from(a.as_raw_fd()), libc::c_long::from(b))
+    };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r == 0) }
+}
+
+/// Lock the pages holding `len` bytes at `ptr` in memory (`mlock`: never swapped) and keep them
+/// out of core dumps (`madvise(MADV_DONTDUMP)`). The whole pages around the range are affected
+/// and stay so for the life of the process. Best effort: returns the first error (an
+/// `RLIMIT_MEMLOCK` too small gives `ENOMEM`/`EPERM` from `mlock`), after trying both.
+///
+/// # Errors
+/// The OS error of `mlock` or `madvise`.
+pub fn lock_secret_memory(ptr: *const u8, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let page = rustix::param::page_size();
+    let start = (ptr as usize) & !(page - 1);
+    let end = (ptr as usize).saturating_add(len).div_ceil(page) * page;
+    let span = end - start;
+    // SAFETY: mlock and madvise(MADV_DONTDUMP) change only how the kernel treats the pages
+    // (residency, inclusion in core dumps); they never change their contents or mapping, so the
+    // memory `ptr` points into stays valid for whoever owns it. The range is page-aligned as
+    // both calls require and lies inside mappings that hold `ptr..ptr+len`.
+    let locked = unsafe { rustix::mm::mlock(start as *mut libc::c_void, span) };
+    // SAFETY: as above.
+    let advised = unsafe { rustix::mm::madvise(start as *mut libc::c_void, span, rustix::mm::Advice::LinuxDontDump) };
+    locked.and(advised).map_err(os)
+}
+
 /// `st_dev`/`st_rdev` split into (major, minor).
 pub fn dev_major_minor(dev: u64) -> (u32, u32) {
     (rustix::fs::major(dev), rustix::fs::minor(dev))

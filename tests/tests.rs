@@ -39,6 +39,7 @@ mod vm_attach;
 mod vm_legacy;
 mod vm_legacy_ciphers;
 mod vm_migrate;
+mod vm_remap_identity;
 mod vm_remap_safety;
 mod vm_smoke;
 
@@ -74,6 +75,7 @@ fn main() {
     trials.extend(bench_remap::trials());
     trials.extend(vm_attach::trials());
     trials.extend(vm_remap_safety::trials());
+    trials.extend(vm_remap_identity::trials());
     trials.extend(batch::trials());
     trials.extend(cryptsetup_lines::trials());
     trials.extend(ublk_abi::trials());
