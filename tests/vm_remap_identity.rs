@@ -72,10 +72,11 @@ mkdir -p /tmp/h
 mount -t ext4 /dev/vda /tmp/h
 
 # (swap)
-dd if=/dev/zero of=/tmp/h/a.img bs=1M count=32 status=none
+dd if=/dev/zero of=/tmp/h/a.img bs=1M count=32 conv=fsync status=none
 cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file /tmp/pass /tmp/h/a.img
-head -c 33554432 /dev/urandom >/tmp/h/b.img
+head -c 33554432 /dev/urandom | dd of=/tmp/h/b.img bs=1M iflag=fullblock conv=fsync status=none
 sync
+echo 3 >/proc/sys/vm/drop_caches
 ln -s a.img /tmp/h/IMAGE
 echo "swap-b-before:$(sha256sum </tmp/h/b.img | cut -c1-64)"
 python3 -c "$(cat /run/vm/watcher.py)" &
