@@ -392,6 +392,36 @@ mod tests {
     }
 
     #[test]
+    fn duplicates_share_the_open_file_but_a_second_open_does_not() {
+        use std::os::fd::AsRawFd;
+        let p = std::env::temp_dir().join(format!("loopkit-sys-kcmp-{}", std::process::id()));
+        std::fs::write(&p, b"x").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let dup = f.try_clone().unwrap();
+        let other = std::fs::File::open(&p).unwrap();
+        match same_open_file(f.as_fd(), dup.as_raw_fd()) {
+            Ok(same) => {
+                assert!(same);
+                assert!(!same_open_file(f.as_fd(), other.as_raw_fd()).unwrap());
+            }
+            // A kernel without kcmp (or a sandbox denying it): callers then treat it as another file.
+            Err(e) => assert!(matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)), "{e}"),
+        }
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn secret_memory_is_locked_or_says_why() {
+        let key = vec![7u8; 100];
+        match lock_secret_memory(key.as_ptr(), key.len()) {
+            Ok(()) => {}
+            Err(e) => assert!(matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EPERM | libc::EAGAIN)), "{e}"),
+        }
+        assert!(lock_secret_memory(key.as_ptr(), 0).is_ok());
+        assert_eq!(key[99], 7, "the contents are untouched");
+    }
+
+    #[test]
     fn leases_and_fiemap_on_a_temp_file() {
         let dir = std::env::temp_dir().join(format!("loopkit-sys-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

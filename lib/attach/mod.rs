@@ -369,3 +369,38 @@ fn release_image(fd: std::os::fd::BorrowedFd<'_>, wrote: bool) {
         let _ = rustix::fs::futimens(fd, &rustix::fs::Timestamps { last_access: keep, last_modification: now });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_served_inode_must_be_the_analysed_one() {
+        assert!(same_inode((0x801, 12), (0x801, 12)).is_ok());
+        assert!(same_inode((0x801, 12), (0x801, 13)).is_err(), "another inode on the same device");
+        assert!(same_inode((0x801, 12), (0x802, 12)).is_err(), "the same inode number on another device");
+    }
+
+    #[test]
+    fn open_image_records_where_the_inode_is_not_the_symlink() {
+        let d = std::env::temp_dir().join(format!("loopkit-attach-open-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("a.img"), vec![0u8; 4096]).unwrap();
+        std::fs::write(d.join("b.img"), vec![1u8; 4096]).unwrap();
+        let _ = std::fs::remove_file(d.join("IMAGE"));
+        std::os::unix::fs::symlink("a.img", d.join("IMAGE")).unwrap();
+        let img = open_image(&d.join("IMAGE"), false).unwrap();
+        // Re-pointed after the open: the opened inode and the recorded path stay a.img's.
+        std::fs::remove_file(d.join("IMAGE")).unwrap();
+        std::os::unix::fs::symlink("b.img", d.join("IMAGE")).unwrap();
+        assert_eq!(img.path.file_name().and_then(|n| n.to_str()), Some("a.img"));
+        let mut buf = [9u8; 1];
+        use std::os::unix::fs::FileExt;
+        img.file.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, [0]);
+        let swapped = File::open(d.join("IMAGE")).unwrap();
+        let err = img.check_same_inode(swapped.as_fd()).unwrap_err();
+        assert!(err.to_string().contains(IMAGE_CHANGED), "{err}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
