@@ -412,7 +412,7 @@ mod tests {
 
     #[test]
     fn secret_memory_is_locked_or_says_why() {
-        let key = vec![7u8; 100];
+        let key = [7u8; 100];
         match lock_secret_memory(key.as_ptr(), key.len()) {
             Ok(()) => {}
             Err(e) => assert!(matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EPERM | libc::EAGAIN)), "{e}"),
