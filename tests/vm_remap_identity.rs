@@ -67,7 +67,7 @@ echo "kernel:$(uname -r)"
 dev_of() { sed -n 's/^ *"device": "\(.*\)",$/\1/p' "$1"; }
 head -c 1048576 /dev/urandom >/tmp/pattern
 printf 'correct horse battery' >/tmp/pass
-mkfs.ext4 -q -F /dev/vda
+mkfs.ext4 -q -F -b 4096 /dev/vda
 mkdir -p /tmp/h
 mount -t ext4 /dev/vda /tmp/h
 
@@ -131,7 +131,7 @@ stop sudo "$dev"
 umount /tmp/h
 
 # (delay)
-mkfs.ext4 -q -F /dev/vdb
+mkfs.ext4 -q -F -b 4096 /dev/vdb
 modprobe -d "$VM_MODROOT" dm-delay
 n=$(blockdev --getsz /dev/vdb)
 dmsetup create slow --table "0 $n delay /dev/vdb 0 0 /dev/vdb 0 0"
