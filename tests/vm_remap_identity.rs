@@ -10,7 +10,8 @@
 //!      payload offset into b.img.
 //! (delay) the review's lease-expiry scenario: ext4 over dm-delay (writes held 3 s),
 //!      `lease-break-time` at its floor (10 s), 1 MiB direct writes through the remapped device
-//!      in flight when another process truncates the image (breaking the lease) and a victim
+//!      in flight when another process truncates the image (`truncate(2)`, which waits for the
+//!      lease break; coreutils `truncate` opens `O_NONBLOCK` and fails with `EAGAIN`) and a victim
 //!      file takes the freed blocks. After everything settles, the victim read back through the
 //!      file system after `drop_caches` (so from its disk blocks) must be unchanged: no raw write
 //!      landed after the break. `--list` shows remapping stopped by the break.
@@ -151,7 +152,7 @@ dmsetup resume slow
 ( dd if=/tmp/pattern8 of="$dev" bs=1M count=8 oflag=direct status=none; echo "$?" >/tmp/dl-dd.rc ) &
 sleep 2
 t0=$(date +%s)
-truncate -s 0 /tmp/d/img
+python3 -c 'import os; os.truncate("/tmp/d/img", 0)'
 t1=$(date +%s)
 echo "dl-break-wait:$((t1 - t0))"
 dd if=/dev/urandom of=/tmp/d/victim bs=1M count=16 conv=fsync status=none
