@@ -123,6 +123,17 @@ pub fn open(path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result
     open_source(Arc::new(file), secrets, opts, &hints)
 }
 
+/// [`open`] over a file already open (read access is enough): the inode behind `file` is the one
+/// analysed, whatever `path` (used for messages and to find `NAME.ecc` beside it) names now.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_file(file: std::fs::File, path: &Path, secrets: &Secrets, opts: &OpenOptions) -> crate::Result<Opened> {
+    let file = FileSource::from_file(file, path)?;
+    let hints = SourceHints { name: path.into(), ecc_beside: true, allocated_bytes: file.allocated_bytes() };
+    open_source(Arc::new(file), secrets, opts, &hints)
+}
+
 /// Work out what the image in `src` holds — from a file, memory (fuzzing, tests), an open
 /// descriptor or a block-device request path alike. `opts.ecc_file` / `opts.luks_header` are
 /// still paths.

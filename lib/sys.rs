@@ -1,6 +1,6 @@
 //! The one place with `unsafe` for system calls: the ioctls and `fcntl`s that neither `rustix`
 //! nor `std` wrap (FIEMAP, `BLKGETSIZE64`, `FS_IOC_FSGETXATTR`, `XFS_IOC_FSGEOMETRY`,
-//! `F_SETLEASE`/`F_GETLEASE`, `unshare`), `fork` (daemonizing `loopkit mount`) and the io_uring
+//! `F_SETLEASE`/`F_GETLEASE`, `unshare`, `kcmp`, `mlock`/`madvise` of secrets), `fork` (daemonizing `loopkit mount`) and the io_uring
 //! submission of the remap engine's freeze probe ([`FreezeProbe`]). Aligned `O_DIRECT` buffers
 //! need no `unsafe` (`output::direct::AlignedBuf`). Everything else (fstatfs, fadvise, futimens, fallocate,
 //! `FS_IOC_GETFLAGS`, `BLKSSZGET`, `SEEK_DATA`) goes through `rustix`'s safe API at the call site.
@@ -401,6 +401,49 @@ pub fn fork() -> io::Result<Forked> {
     }
 }
 
+/// Whether two descriptors of this process refer to the same open file description
+/// (`kcmp(KCMP_FILE)`): a `dup` of a descriptor is the same description, a second `open` of the
+/// same file is not. `b` is a descriptor number of this process (it may have been closed
+/// meanwhile: then `EBADF`).
+///
+/// # Errors
+/// The OS error (`ENOSYS` on a kernel without `kcmp`, `EBADF`).
+pub fn same_open_file(a: BorrowedFd<'_>, b: std::os::fd::RawFd) -> io::Result<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    let pid = libc::c_long::from(rustix::process::getpid().as_raw_nonzero().get());
+    // SAFETY: kcmp with KCMP_FILE takes two pids and two descriptor numbers as integers and
+    // touches no user memory; a closed or reused number `b` only changes the answer.
+    let r = unsafe {
+        libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, libc::c_long::from(a.as_raw_fd()), libc::c_long::from(b))
+    };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r == 0) }
+}
+
+/// Lock the pages holding `len` bytes at `ptr` in memory (`mlock`: never swapped) and keep them
+/// out of core dumps (`madvise(MADV_DONTDUMP)`). The whole pages around the range are affected
+/// and stay so for the life of the process. Best effort: returns the first error (an
+/// `RLIMIT_MEMLOCK` too small gives `ENOMEM`/`EPERM` from `mlock`), after trying both.
+///
+/// # Errors
+/// The OS error of `mlock` or `madvise`.
+pub fn lock_secret_memory(ptr: *const u8, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let page = rustix::param::page_size();
+    let start = (ptr as usize) & !(page - 1);
+    let end = (ptr as usize).saturating_add(len).div_ceil(page) * page;
+    let span = end - start;
+    // SAFETY: mlock and madvise(MADV_DONTDUMP) change only how the kernel treats the pages
+    // (residency, inclusion in core dumps); they never change their contents or mapping, so the
+    // memory `ptr` points into stays valid for whoever owns it. The range is page-aligned as
+    // both calls require and lies inside mappings that hold `ptr..ptr+len`.
+    let locked = unsafe { rustix::mm::mlock(start as *mut libc::c_void, span) };
+    // SAFETY: as above.
+    let advised = unsafe { rustix::mm::madvise(start as *mut libc::c_void, span, rustix::mm::Advice::LinuxDontDump) };
+    locked.and(advised).map_err(os)
+}
+
 /// `st_dev`/`st_rdev` split into (major, minor).
 pub fn dev_major_minor(dev: u64) -> (u32, u32) {
     (rustix::fs::major(dev), rustix::fs::minor(dev))
@@ -442,6 +485,36 @@ mod tests {
             b.as_mut_slice()[len.max(1) - 1] = 7;
             assert_eq!(b.as_slice()[len.max(1) - 1], 7);
         }
+    }
+
+    #[test]
+    fn duplicates_share_the_open_file_but_a_second_open_does_not() {
+        use std::os::fd::AsRawFd;
+        let p = std::env::temp_dir().join(format!("loopkit-sys-kcmp-{}", std::process::id()));
+        std::fs::write(&p, b"x").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let dup = f.try_clone().unwrap();
+        let other = std::fs::File::open(&p).unwrap();
+        match same_open_file(f.as_fd(), dup.as_raw_fd()) {
+            Ok(same) => {
+                assert!(same);
+                assert!(!same_open_file(f.as_fd(), other.as_raw_fd()).unwrap());
+            }
+            // A kernel without kcmp (or a sandbox denying it): callers then treat it as another file.
+            Err(e) => assert!(matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)), "{e}"),
+        }
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn secret_memory_is_locked_or_says_why() {
+        let key = [7u8; 100];
+        match lock_secret_memory(key.as_ptr(), key.len()) {
+            Ok(()) => {}
+            Err(e) => assert!(matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EPERM | libc::EAGAIN)), "{e}"),
+        }
+        assert!(lock_secret_memory(key.as_ptr(), 0).is_ok());
+        assert_eq!(key[99], 7, "the contents are untouched");
     }
 
     #[test]

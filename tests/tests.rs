@@ -45,6 +45,7 @@ mod vm_legacy_ciphers;
 mod vm_luks_compat;
 mod vm_migrate;
 mod vm_remap_durability;
+mod vm_remap_identity;
 mod vm_remap_safety;
 mod vm_rescue;
 mod vm_smoke;
@@ -88,6 +89,7 @@ fn main() {
     trials.extend(vm_attach::trials());
     trials.extend(vm_remap_safety::trials());
     trials.extend(vm_remap_durability::trials());
+    trials.extend(vm_remap_identity::trials());
     trials.extend(batch::trials());
     trials.extend(cryptsetup_lines::trials());
     trials.extend(ublk_abi::trials());

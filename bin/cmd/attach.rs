@@ -39,6 +39,13 @@ struct OpenCrypt {
 }
 
 /// Run it; returns the exit code.
+///
+/// IMAGE is opened exactly once ([`attach::open_image`]); the format analysis, `--open-crypt`'s
+/// preparation, the remap engine and the file path all use that descriptor (or duplicates of
+/// it, the same open file description), and the path recorded for `--list` and `detach` is where
+/// that inode is (`/proc/self/fd/N`). Renaming or re-pointing IMAGE after that open changes
+/// nothing served; the remap engine's descriptor is checked to be the analysed inode all the same
+/// (`attach.image-changed`).
 pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     if a.list {
         return list(a.json);
@@ -47,36 +54,95 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         return Err(loopkit::Error::invalid("give an IMAGE to attach, or --list"));
     };
     let mut notes = Vec::new();
+    // The server holds keys for as long as the device is attached: no core dumps of it, and no
+    // ptrace by anyone but root, from before the first secret is read.
+    if let Err(e) = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
+        notes.push(format!("cannot turn core dumps off (PR_SET_DUMPABLE): {e}"));
+    }
+    let want_write = if a.decrypt { a.read_write } else { !a.read_only && a.open_crypt.is_none() };
+    let mut img = attach::open_image(image, want_write)?;
+    check_invoker(image, &img)?;
     // Secrets are read once (a passphrase on stdin cannot be read twice), whichever backend
     // serves in the end.
-    let decrypt = if a.decrypt { Some(decrypt_params(image, a)?) } else { None };
+    let decrypt = if a.decrypt { Some(decrypt_params(image, &img, a, &mut notes)?) } else { None };
     let mut open_crypt = match &a.open_crypt {
-        Some(name) if !a.decrypt => Some(prepare_open_crypt(image, a, name)?),
+        Some(name) if !a.decrypt => Some(prepare_open_crypt(image, &img, a, name, &mut notes)?),
         _ => None,
     };
     if a.remap {
-        match remap_backend(image, a, decrypt.clone(), &mut open_crypt)? {
-            Ok((backend, img, mode, oc)) => return serve(backend, &img, mode, a, notes, oc, interrupt),
+        match remap_backend(image, &img, a, decrypt.clone(), &mut open_crypt)? {
+            Ok((backend, served, mode, oc)) => return serve(backend, &served, mode, a, notes, oc, interrupt),
             Err(refused) => {
                 notes.push(format!("not remapping, serving through the file instead: {refused}"));
             }
         }
     }
-    let (backend, img, mode) = match decrypt {
-        Some(d) => {
-            let img = attach::open_image(image, a.read_write)?;
-            let file = img.file.try_clone().map_err(|e| loopkit::Error::io("cannot duplicate the image fd", e))?;
-            (FileBackend::new(file, d.base, d.size, img.writable, d.crypt)?, img, "decrypt")
-        }
+    img.serve_through_file();
+    let (backend, mode) = match decrypt {
+        Some(d) => (FileBackend::new(img.duplicate()?, d.base, d.size, img.writable, d.crypt)?, "decrypt"),
         None => {
-            let want_write = !a.read_only && a.open_crypt.is_none();
-            let img = attach::open_image(image, want_write)?;
             let size = img.file.metadata().map_err(|e| loopkit::Error::io("cannot stat the image", e))?.len();
-            let file = img.file.try_clone().map_err(|e| loopkit::Error::io("cannot duplicate the image fd", e))?;
-            (FileBackend::new(file, 0, size, img.writable, None)?, img, "file")
+            (FileBackend::new(img.duplicate()?, 0, size, img.writable, None)?, "file")
         }
     };
     serve(backend, &img, mode, a, notes, open_crypt, interrupt)
+}
+
+/// Run through sudo or pkexec (root acting for another user, `SUDO_UID`/`SUDO_GID` or
+/// `PKEXEC_UID`): that user must be able to read IMAGE (and write it when the device is
+/// writable) through the path given, and reach the opened inode by it
+/// ([`attach::check_invoker_access`], `attach.invoker-denied`). Plain root, or a user running
+/// loopkit directly, is not checked (the kernel already checked the open).
+fn check_invoker(image: &Path, img: &attach::ImageFile) -> loopkit::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let var = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    let parse = |name: &str, v: String| {
+        v.trim().parse::<u32>().map_err(|_| {
+            loopkit::Error::new(
+                loopkit::ErrorKind::Unsafe,
+                format!(
+                    "${name} is {v:?}, not a user id: cannot tell on whose behalf attach runs ({})",
+                    attach::INVOKER_DENIED
+                ),
+            )
+        })
+    };
+    let (uid, gid) = if let Some(u) = var("SUDO_UID") {
+        let uid = parse("SUDO_UID", u)?;
+        let gid = match var("SUDO_GID") {
+            Some(g) => parse("SUDO_GID", g)?,
+            None => uid_primary_gid(uid).unwrap_or(u32::MAX),
+        };
+        (uid, gid)
+    } else if let Some(u) = var("PKEXEC_UID") {
+        let uid = parse("PKEXEC_UID", u)?;
+        (uid, uid_primary_gid(uid).unwrap_or(u32::MAX))
+    } else {
+        return Ok(());
+    };
+    attach::check_invoker_access(image, &img.file, uid, gid, img.writable)
+}
+
+/// The primary group of `uid` from /etc/passwd (no NSS: unknown elsewhere, then no group
+/// grants anything).
+fn uid_primary_gid(uid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.get(2)?.parse::<u32>().ok()? == uid).then(|| f.get(3)?.parse::<u32>().ok()).flatten()
+    })
+}
+
+/// Keep `len` bytes of key material at `ptr` out of swap and core dumps (best effort; a note
+/// says when `RLIMIT_MEMLOCK` or the kernel refuses).
+fn lock_secret(ptr: *const u8, len: usize, what: &str, notes: &mut Vec<String>) {
+    if let Err(e) = loopkit::sys::lock_secret_memory(ptr, len) {
+        notes.push(format!(
+            "cannot lock the {what} in memory ({e}; raise RLIMIT_MEMLOCK, `ulimit -l`): it could reach swap"
+        ));
+    }
 }
 
 /// `--decrypt`: which bytes of the image hold the payload and how to decrypt them.
@@ -87,11 +153,17 @@ struct Decrypt {
     crypt: Option<Crypt>,
 }
 
-/// Open the image with its secrets (as inspect does) and keep only the payload window and the
-/// sector cipher; the opened image and its descriptor are dropped on return (the remap engine's
-/// lease needs the only open descriptor).
-fn decrypt_params(image: &Path, a: &AttachArgs) -> loopkit::Result<Decrypt> {
-    let (opened, _, _) = super::open_keeping_secrets(image, &a.secrets, &a.params)?;
+/// Analyse the opened image with its secrets (as inspect does, through a duplicate of `img`'s
+/// descriptor) and keep only the payload window and the sector cipher; the analysis and its
+/// descriptor are dropped on return (the remap engine's descriptor scan must find no other
+/// open file). The cipher's memory is locked and kept out of core dumps.
+fn decrypt_params(
+    image: &Path,
+    img: &attach::ImageFile,
+    a: &AttachArgs,
+    notes: &mut Vec<String>,
+) -> loopkit::Result<Decrypt> {
+    let (opened, _, _) = super::open_keeping_secrets_from(image, Some(&img.file), &a.secrets, &a.params)?;
     let Some((layout, cipher)) = opened.payload()? else {
         return Err(opened.locked_error());
     };
@@ -104,17 +176,28 @@ fn decrypt_params(image: &Path, a: &AttachArgs) -> loopkit::Result<Decrypt> {
     }
     let crypt = match opened.content {
         Content::Plain { .. } | Content::UnknownPlain { .. } => None,
-        _ => Some(Crypt { cipher, iv_offset_sectors: layout.iv_offset_sectors }),
+        _ => {
+            let c = Crypt { cipher, iv_offset_sectors: layout.iv_offset_sectors };
+            lock_secret(
+                Arc::as_ptr(&c.cipher).cast::<u8>(),
+                std::mem::size_of_val(&*c.cipher),
+                "sector cipher's keys",
+                notes,
+            );
+            Some(c)
+        }
     };
     Ok(Decrypt { base: layout.offset_bytes, size: layout.size_bytes, crypt })
 }
 
 /// `--remap`: the remap engine as the backend (with `--decrypt`: over the payload window,
-/// decrypting; with `--open-crypt`: read-only, cryptsetup on top, taking `open_crypt`). `Ok(Err(why))`
-/// when preflight or exclusivity refuses: the caller falls back to the file path and says why.
+/// decrypting; with `--open-crypt`: read-only, cryptsetup on top, taking `open_crypt`), on a
+/// duplicate of `img`'s descriptor. `Ok(Err(why))` when preflight or exclusivity refuses: the
+/// caller falls back to the file path and says why.
 #[allow(clippy::type_complexity)]
 fn remap_backend(
     image: &Path,
+    img: &attach::ImageFile,
     a: &AttachArgs,
     decrypt: Option<Decrypt>,
     open_crypt: &mut Option<OpenCrypt>,
@@ -125,26 +208,34 @@ fn remap_backend(
         Some(d) => (!a.read_write, Some((d.base, d.size)), d.crypt, "remap+decrypt"),
         None => (a.read_only || a.open_crypt.is_some(), None, None, "remap"),
     };
-    let (backend, pf) = match attach::RemapBackend::open(image, read_only, window, crypt) {
+    let read_only = read_only || !img.writable;
+    let (backend, pf) = match attach::RemapBackend::open_file(img.duplicate()?, image, read_only, window, crypt) {
         Ok(b) => b,
         Err(e) if matches!(e.kind(), loopkit::ErrorKind::Unsafe | loopkit::ErrorKind::Unsupported) => {
             return Ok(Err(e.to_string()));
         }
         Err(e) => return Err(e),
     };
+    img.check_same_inode(backend.image_fd())?;
     let file =
         backend.image_fd().try_clone_to_owned().map_err(|e| loopkit::Error::io("cannot duplicate the image fd", e))?;
-    let path = std::fs::canonicalize(image).map_err(|e| loopkit::Error::io(format!("{}", image.display()), e))?;
+    let file = std::fs::File::from(file);
+    let path = attach::served_path(&file).unwrap_or_else(|| img.path.clone());
     let pbs = pf.backing.physical_block.clamp(512, 65536);
-    let img = attach::ImageFile {
-        file: std::fs::File::from(file),
+    let served = attach::ImageFile {
+        file,
         path,
         writable: !read_only,
         direct_io: true,
         physical_bs_shift: if pbs.is_power_of_two() { pbs.trailing_zeros() as u8 } else { 9 },
-        notes: pf.notes.clone(),
+        notes: img.notes.iter().chain(&pf.notes).cloned().collect(),
+        raw_device: pf
+            .backing
+            .device
+            .as_ref()
+            .map(|d| format!("{} ({}:{})", d.display(), pf.backing.dev.0, pf.backing.dev.1)),
     };
-    Ok(Ok((backend, img, mode, open_crypt.take())))
+    Ok(Ok((backend, served, mode, open_crypt.take())))
 }
 
 /// Serve any backend (the file path or the remap engine) until detached, printing the device
@@ -171,6 +262,7 @@ fn serve<B: attach::Backend>(
         image: img.path.clone(),
         direct_io: img.direct_io,
         physical_bs_shift: img.physical_bs_shift,
+        raw_device: img.raw_device.clone(),
     };
     let json = a.json;
     let close_name = open_crypt.as_ref().map(|o| o.name.clone());
@@ -244,12 +336,23 @@ fn serve<B: attach::Backend>(
 
 /// Work out the `cryptsetup open` line for `--open-crypt` (as `inspect` prints it) and what to
 /// type at its prompt.
-fn prepare_open_crypt(image: &Path, a: &AttachArgs, name: &str) -> loopkit::Result<OpenCrypt> {
+fn prepare_open_crypt(
+    image: &Path,
+    img: &attach::ImageFile,
+    a: &AttachArgs,
+    name: &str,
+    notes: &mut Vec<String>,
+) -> loopkit::Result<OpenCrypt> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) || name.len() > 127 {
         return Err(loopkit::Error::invalid(format!("--open-crypt {name:?}: use letters, digits, '-', '_' or '.'")));
     }
-    let (opened, pass_len, secrets) = super::open_keeping_secrets(image, &a.secrets, &a.params)?;
+    let (opened, pass_len, secrets) = super::open_keeping_secrets_from(image, Some(&img.file), &a.secrets, &a.params)?;
     let report = loopkit::report::inspect(&opened, pass_len);
+    let seed = match &opened.content {
+        Content::Legacy(o) if o.found.as_ref().is_some_and(|f| f.params.pseed) => a.params.pseed.as_deref(),
+        _ => None,
+    };
+    drop(opened);
     let Some(command) = report.cryptsetup_command else {
         let mut why = String::from("inspect found no cryptsetup line for this image");
         for n in report.cryptsetup_notes.iter().chain(&report.notes) {
@@ -271,15 +374,39 @@ fn prepare_open_crypt(image: &Path, a: &AttachArgs, name: &str) -> loopkit::Resu
                 "--open-crypt needs the passphrase (--passphrase-file or --passphrase-fd)",
             ));
         };
-        // Sized once: growing it would free a copy of the passphrase without zeroizing it.
-        let mut v = Zeroizing::new(Vec::with_capacity(p.bytes().len() + 1));
-        v.extend_from_slice(p.bytes());
-        v.push(b'\n');
+        let v = passphrase_line(p.bytes(), p.c_str(), seed.map(str::as_bytes))?;
+        lock_secret(v.as_ptr(), v.capacity(), "passphrase for cryptsetup", notes);
         Some(v)
     } else {
         None
     };
     Ok(OpenCrypt { name: name.to_string(), command, stdin })
+}
+
+/// What to type at cryptsetup's passphrase prompt: the passphrase and a newline; for a loop-AES
+/// image with a seed (`--pseed`, losetup `-S`) the passphrase immediately followed by the seed,
+/// as inspect's note tells users to type it and as loop-AES derives the key (both up to their
+/// first NUL byte, `lib/crypto/kdf.rs` `loopaes_single`). cryptsetup reads the line up to its
+/// newline, so a seed or passphrase holding one cannot be typed: refused.
+///
+/// # Errors
+/// `InvalidInput` for a newline inside the line.
+fn passphrase_line(pass: &[u8], pass_c: &[u8], seed: Option<&[u8]>) -> loopkit::Result<Zeroizing<Vec<u8>>> {
+    let (first, second) = match seed {
+        Some(s) => (pass_c, &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())]),
+        None => (pass, &[][..]),
+    };
+    if first.contains(&b'\n') || second.contains(&b'\n') {
+        return Err(loopkit::Error::invalid(
+            "the passphrase (or seed) holds a newline: cryptsetup's prompt cannot take it; use --decrypt",
+        ));
+    }
+    // Sized once: growing it would free a copy of the passphrase without zeroizing it.
+    let mut v = Zeroizing::new(Vec::with_capacity(first.len() + second.len() + 1));
+    v.extend_from_slice(first);
+    v.extend_from_slice(second);
+    v.push(b'\n');
+    Ok(v)
 }
 
 /// Run `cmd` (its argument vector, no shell), typing the passphrase if one is needed, or piping
@@ -467,4 +594,18 @@ pub fn detach(a: &DetachArgs) -> loopkit::Result<u8> {
         eprintln!("loopkit: {} {how}", e.device);
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passphrase_line;
+
+    #[test]
+    fn the_seed_follows_the_passphrase() {
+        assert_eq!(&passphrase_line(b"secret", b"secret", None).unwrap()[..], b"secret\n");
+        assert_eq!(&passphrase_line(b"secret", b"secret", Some(b"XYZ")).unwrap()[..], b"secretXYZ\n");
+        // Both parts up to their first NUL, as loop-AES hashes them.
+        assert_eq!(&passphrase_line(b"se\0x", b"se", Some(b"ab\0c")).unwrap()[..], b"seab\n");
+        assert!(passphrase_line(b"secret", b"secret", Some(b"a\nb")).is_err());
+    }
 }

@@ -35,15 +35,33 @@ pub fn open_keeping_secrets(
     s: &SecretArgs,
     p: &ParamArgs,
 ) -> loopkit::Result<(Opened, Option<usize>, Secrets)> {
+    open_keeping_secrets_from(image, None, s, p)
+}
+
+/// [`open_keeping_secrets`] over a file already open (`attach` opens IMAGE once); `image`
+/// then only names it. Each analysis reads a duplicate of `file`, dropped with the result.
+pub fn open_keeping_secrets_from(
+    image: &Path,
+    file: Option<&std::fs::File>,
+    s: &SecretArgs,
+    p: &ParamArgs,
+) -> loopkit::Result<(Opened, Option<usize>, Secrets)> {
     let opts = crate::secrets::open_options(p)?;
     let mut secrets = crate::secrets::collect(s)?;
-    let opened = loopkit::image::open(image, &secrets, &opts)?;
+    let open = |secrets: &Secrets| match file {
+        Some(f) => {
+            let dup = f.try_clone().map_err(|e| loopkit::Error::io("cannot duplicate the image descriptor", e))?;
+            loopkit::image::open_file(dup, image, secrets, &opts)
+        }
+        None => loopkit::image::open(image, secrets, &opts),
+    };
+    let opened = open(&secrets)?;
     let opened = if secrets.is_empty()
         && matches!(opened.content, Content::NeedsSecret { .. } | Content::Luks { .. })
         && let Some(p) = crate::secrets::prompt(s, image)?
     {
         secrets.passphrase = Some(p);
-        loopkit::image::open(image, &secrets, &opts)?
+        open(&secrets)?
     } else {
         opened
     };

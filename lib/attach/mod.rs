@@ -24,7 +24,8 @@ use std::sync::Arc;
 pub struct ImageFile {
     /// The file.
     pub file: File,
-    /// Its absolute path.
+    /// Its absolute path: where the opened inode is now (`readlink /proc/self/fd/N`), which is
+    /// what `--list` shows and `detach IMAGE` matches.
     pub path: PathBuf,
     /// Opened for writing.
     pub writable: bool,
@@ -34,43 +35,154 @@ pub struct ImageFile {
     pub physical_bs_shift: u8,
     /// Remarks for the user (why read-only, why buffered).
     pub notes: Vec<String>,
+    /// The raw device the remap engine verified and uses (`/dev/vda (254:0)`), if remapping.
+    pub raw_device: Option<String>,
 }
 
-/// Open `path` for serving: read-write when `want_write` (falling back to read-only, with a
-/// note, when the file cannot be written), `O_DIRECT` when the file system supports it at
-/// 512-byte granularity.
+/// Stable code of the refusal when the served descriptor is not the inode `attach` opened.
+pub const IMAGE_CHANGED: &str = "attach.image-changed";
+
+/// Stable code of the refusal when the user who ran `attach` through sudo or pkexec may not
+/// read (or, for a writable device, write) the image ([`check_invoker_access`]).
+pub const INVOKER_DENIED: &str = "attach.invoker-denied";
+
+/// Open `path` for serving, once: every later step (format detection, secrets, the remap engine,
+/// the file path, the state record) works on this descriptor or duplicates of it, so a rename or
+/// symlink swap of `path` after this call changes nothing served. Read-write when `want_write`
+/// (falling back to read-only, with a note, when the file cannot be written). `O_DIRECT` is not
+/// set yet: [`ImageFile::serve_through_file`] sets it for the file path, the remap engine for
+/// itself. The path recorded is where the opened inode is (`readlink /proc/self/fd/N`).
 ///
 /// # Errors
 /// `Io` when the file cannot be opened; `InvalidInput` when it is not a regular file.
 pub fn open_image(path: &Path, want_write: bool) -> crate::Result<ImageFile> {
-    let abs =
-        std::fs::canonicalize(path).map_err(|e| crate::Error::io(format!("cannot open {}", path.display()), e))?;
     let mut notes = Vec::new();
     let mut writable = want_write;
+    let shown = path.display();
     let file = if want_write {
-        match std::fs::OpenOptions::new().read(true).write(true).open(&abs) {
+        match std::fs::OpenOptions::new().read(true).write(true).open(path) {
             Ok(f) => f,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EROFS | libc::EPERM | libc::ETXTBSY)) => {
                 notes.push(format!("the image cannot be opened for writing ({e}): the device is read-only"));
                 writable = false;
-                File::open(&abs).map_err(|e| crate::Error::io(format!("cannot open {}", abs.display()), e))?
+                File::open(path).map_err(|e| crate::Error::io(format!("cannot open {shown}"), e))?
             }
-            Err(e) => return Err(crate::Error::io(format!("cannot open {}", abs.display()), e)),
+            Err(e) => return Err(crate::Error::io(format!("cannot open {shown}"), e)),
         }
     } else {
-        File::open(&abs).map_err(|e| crate::Error::io(format!("cannot open {}", abs.display()), e))?
+        File::open(path).map_err(|e| crate::Error::io(format!("cannot open {shown}"), e))?
     };
-    let meta = file.metadata().map_err(|e| crate::Error::io(format!("cannot stat {}", abs.display()), e))?;
+    let meta = file.metadata().map_err(|e| crate::Error::io(format!("cannot stat {shown}"), e))?;
     if !meta.is_file() {
-        return Err(crate::Error::invalid(format!("{} is not a regular file", abs.display())));
+        return Err(crate::Error::invalid(format!("{shown} is not a regular file")));
     }
-    let direct_io = set_direct_io(&file, &mut notes);
+    let abs = served_path(&file).unwrap_or_else(|| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
     let physical_bs_shift = physical_block_shift(&meta);
-    Ok(ImageFile { file, path: abs, writable, direct_io, physical_bs_shift, notes })
+    Ok(ImageFile { file, path: abs, writable, direct_io: false, physical_bs_shift, notes, raw_device: None })
+}
+
+/// Where the inode open as `file` is now: `readlink /proc/self/fd/N` (the kernel's path of the
+/// open file, ` (deleted)` appended once it is unlinked).
+pub fn served_path(file: &File) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()
+}
+
+impl ImageFile {
+    /// A duplicate of the descriptor (the same open file description, so the same inode and the
+    /// same lease), for the format analysis or the remap engine.
+    ///
+    /// # Errors
+    /// `Io` when the descriptor cannot be duplicated.
+    pub fn duplicate(&self) -> crate::Result<File> {
+        self.file.try_clone().map_err(|e| crate::Error::io("cannot duplicate the image descriptor", e))
+    }
+
+    /// Prepare to serve through the file: `O_DIRECT` when the file system supports it at
+    /// 512-byte granularity (cleared otherwise, also when a remap attempt set it).
+    pub fn serve_through_file(&mut self) {
+        self.direct_io = set_direct_io(&self.file, &mut self.notes);
+    }
+
+    /// Check that `fd` (what a backend serves) is this very inode (`st_dev`/`st_ino`).
+    ///
+    /// # Errors
+    /// `Unsafe` ([`IMAGE_CHANGED`]) when it is another file; `Io` when either cannot be examined.
+    pub fn check_same_inode(&self, fd: std::os::fd::BorrowedFd<'_>) -> crate::Result<()> {
+        let a = rustix::fs::fstat(&self.file).map_err(|e| crate::Error::io("cannot examine the image", e.into()))?;
+        let b = rustix::fs::fstat(fd).map_err(|e| crate::Error::io("cannot examine the served file", e.into()))?;
+        same_inode((a.st_dev, a.st_ino), (b.st_dev, b.st_ino)).map_err(|why| {
+            crate::Error::new(crate::ErrorKind::Unsafe, format!("{}: {why} ({IMAGE_CHANGED})", self.path.display()))
+        })
+    }
+}
+
+/// The comparison behind [`ImageFile::check_same_inode`]: `(st_dev, st_ino)` pairs.
+///
+/// # Errors
+/// What differs, for the message.
+pub fn same_inode(analysed: (u64, u64), served: (u64, u64)) -> Result<(), String> {
+    if analysed == served {
+        Ok(())
+    } else {
+        Err(format!(
+            "the file about to be served (device {:#x}, inode {}) is not the one analysed (device {:#x}, inode {}); \
+             the path was replaced meanwhile, refusing to serve it",
+            served.0, served.1, analysed.0, analysed.1
+        ))
+    }
+}
+
+/// For `attach` run through sudo or pkexec (as root on behalf of user `uid`, group `gid`): may
+/// that user read `path` (and, with `write`, write it), and is what the user reaches through
+/// `path` the inode open as `file`? Checked on a short-lived thread that takes the user's ids
+/// (real, effective, saved and file-system uid and gid; supplementary groups cleared: only the
+/// user's primary group counts, so access through a secondary group is refused) and calls
+/// `faccessat(path, R_OK[|W_OK], AT_EACCESS)` and `stat(path)`; the process's own credentials
+/// never change. Root (`uid` 0) passes.
+///
+/// # Errors
+/// `Unsafe` ([`INVOKER_DENIED`]) when the user may not, or reaches another file; `Io` when the
+/// check cannot run.
+pub fn check_invoker_access(path: &Path, file: &File, uid: u32, gid: u32, write: bool) -> crate::Result<()> {
+    use rustix::fs::{Access, AtFlags};
+    if uid == 0 {
+        return Ok(());
+    }
+    let me = rustix::fs::fstat(file).map_err(|e| crate::Error::io("cannot examine the image", e.into()))?;
+    let path_owned = path.to_path_buf();
+    let result = std::thread::Builder::new()
+        .name("loopkit-access".into())
+        .spawn(move || -> Result<(), String> {
+            let (u, g) = (rustix::process::Uid::from_raw(uid), rustix::process::Gid::from_raw(gid));
+            rustix::thread::set_thread_groups(&[]).map_err(|e| format!("cannot drop groups: {e}"))?;
+            rustix::thread::set_thread_res_gid(g, g, g).map_err(|e| format!("cannot take gid {gid}: {e}"))?;
+            rustix::thread::set_thread_res_uid(u, u, u).map_err(|e| format!("cannot take uid {uid}: {e}"))?;
+            let mode = if write { Access::READ_OK | Access::WRITE_OK } else { Access::READ_OK };
+            let what = if write { "read and write" } else { "read" };
+            rustix::fs::accessat(rustix::fs::CWD, &path_owned, mode, AtFlags::EACCESS)
+                .map_err(|e| format!("uid {uid} may not {what} it ({e})"))?;
+            let st = rustix::fs::stat(&path_owned).map_err(|e| format!("uid {uid} cannot examine it ({e})"))?;
+            same_inode((me.st_dev, me.st_ino), (st.st_dev, st.st_ino))
+                .map_err(|_| format!("uid {uid} reaches another file through the path"))
+        })
+        .map_err(|e| crate::Error::io("cannot start the access check", e))?
+        .join()
+        .map_err(|_| crate::Error::invalid("the access check failed"))?;
+    result.map_err(|why| {
+        crate::Error::new(
+            crate::ErrorKind::Unsafe,
+            format!(
+                "{}: attach runs as root on behalf of uid {uid} (sudo/pkexec), and {why}; refusing ({INVOKER_DENIED})",
+                path.display()
+            ),
+        )
+    })
 }
 
 /// Turn on `O_DIRECT` when the file system reports 512-byte direct-I/O alignment (statx
-/// `STATX_DIOALIGN`); otherwise stay buffered and say why.
+/// `STATX_DIOALIGN`); otherwise make sure it is off (a remap attempt may have set it on the
+/// shared description) and say why.
 fn set_direct_io(file: &File, notes: &mut Vec<String>) -> bool {
     use rustix::fs::{AtFlags, OFlags, StatxFlags};
     let why = match rustix::fs::statx(file.as_fd(), "", AtFlags::EMPTY_PATH, StatxFlags::DIOALIGN) {
@@ -90,6 +202,7 @@ fn set_direct_io(file: &File, notes: &mut Vec<String>) -> bool {
         Ok(_) => "the kernel does not report direct-I/O alignment".to_string(),
         Err(e) => format!("statx failed: {e}"),
     };
+    let _ = rustix::fs::fcntl_getfl(file).and_then(|fl| rustix::fs::fcntl_setfl(file, fl - OFlags::DIRECT));
     notes.push(format!("serving through the page cache: {why}"));
     false
 }
@@ -143,6 +256,8 @@ pub struct Options {
     pub direct_io: bool,
     /// log2 of the physical block size to advertise.
     pub physical_bs_shift: u8,
+    /// The remap engine's verified raw device (for `--list`), if remapping.
+    pub raw_device: Option<String>,
 }
 
 /// Serve `backend` until `stop` (or until the device is removed): unshare the mount namespace,
@@ -189,6 +304,7 @@ pub fn run<B: Backend>(
         depth: opts.depth.clamp(1, 4096),
         mapper: None,
         kernel: rustix::system::uname().release().to_string_lossy().into_owned(),
+        raw_device: opts.raw_device.clone(),
     };
     let recorded = Arc::new(std::sync::Mutex::new(None::<state::Entry>));
     let rec = recorded.clone();
@@ -251,5 +367,40 @@ fn release_image(fd: std::os::fd::BorrowedFd<'_>, wrote: bool) {
         let now = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW };
         let keep = rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT };
         let _ = rustix::fs::futimens(fd, &rustix::fs::Timestamps { last_access: keep, last_modification: now });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_served_inode_must_be_the_analysed_one() {
+        assert!(same_inode((0x801, 12), (0x801, 12)).is_ok());
+        assert!(same_inode((0x801, 12), (0x801, 13)).is_err(), "another inode on the same device");
+        assert!(same_inode((0x801, 12), (0x802, 12)).is_err(), "the same inode number on another device");
+    }
+
+    #[test]
+    fn open_image_records_where_the_inode_is_not_the_symlink() {
+        let d = std::env::temp_dir().join(format!("loopkit-attach-open-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("a.img"), vec![0u8; 4096]).unwrap();
+        std::fs::write(d.join("b.img"), vec![1u8; 4096]).unwrap();
+        let _ = std::fs::remove_file(d.join("IMAGE"));
+        std::os::unix::fs::symlink("a.img", d.join("IMAGE")).unwrap();
+        let img = open_image(&d.join("IMAGE"), false).unwrap();
+        // Re-pointed after the open: the opened inode and the recorded path stay a.img's.
+        std::fs::remove_file(d.join("IMAGE")).unwrap();
+        std::os::unix::fs::symlink("b.img", d.join("IMAGE")).unwrap();
+        assert_eq!(img.path.file_name().and_then(|n| n.to_str()), Some("a.img"));
+        let mut buf = [9u8; 1];
+        use std::os::unix::fs::FileExt;
+        img.file.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, [0]);
+        let swapped = File::open(d.join("IMAGE")).unwrap();
+        let err = img.check_same_inode(swapped.as_fd()).unwrap_err();
+        assert!(err.to_string().contains(IMAGE_CHANGED), "{err}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

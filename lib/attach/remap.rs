@@ -50,7 +50,25 @@ impl RemapBackend {
         window: Option<(u64, u64)>,
         crypt: Option<Crypt>,
     ) -> crate::Result<(RemapBackend, Preflight)> {
-        let (engine, pf) = Engine::open(path, &Options { read_only, ..Options::default() })?;
+        let mut oo = std::fs::OpenOptions::new();
+        oo.read(true).write(!read_only);
+        let file = oo.open(path).map_err(|e| crate::Error::io(format!("cannot open {}", path.display()), e))?;
+        RemapBackend::open_file(file, path, read_only, window, crypt)
+    }
+
+    /// [`RemapBackend::open`] over the image already open as `file` ([`Engine::open_file`]: the
+    /// inode behind `file` is served; `path` only names it).
+    ///
+    /// # Errors
+    /// As [`RemapBackend::open`].
+    pub fn open_file(
+        file: std::fs::File,
+        path: &Path,
+        read_only: bool,
+        window: Option<(u64, u64)>,
+        crypt: Option<Crypt>,
+    ) -> crate::Result<(RemapBackend, Preflight)> {
+        let (engine, pf) = Engine::open_file(file, path, &Options { read_only, ..Options::default() })?;
         if engine.alignment() != 512 {
             return Err(crate::Error::unsupported(format!(
                 "the disk under {} has {}-byte logical blocks; attach --remap serves 512-byte blocks only",

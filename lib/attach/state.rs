@@ -51,6 +51,11 @@ pub struct Entry {
     pub mapper: Option<String>,
     /// The kernel release serving it.
     pub kernel: String,
+    /// The block device the remap engine sends raw I/O to, as verified on its open descriptor
+    /// (`/dev/vda (254:0)`: the node, and its `st_rdev`, equal to the image's `st_dev`), or null
+    /// when not remapping.
+    #[serde(default)]
+    pub raw_device: Option<String>,
 }
 
 /// The state directory: `$LOOPKIT_STATE_DIR`, else `/run/loopkit/attach`. Either is trusted only

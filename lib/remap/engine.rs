@@ -4,7 +4,8 @@
 //! [`Engine`] is a [`ByteSource`] + [`ByteSink`], and [`Engine::plan_read`] /
 //! [`Engine::plan_write`] cut a request into pieces for an asynchronous front end (ublk).
 //!
-//! Safety rules (docs/formats/remap.md): the file is the engine's only descriptor on the image and holds
+//! Safety rules (docs/formats/remap.md): the file is the only open file description of the image
+//! (the caller may keep duplicates of it: [`Engine::open_file`]) and holds
 //! a write lease; it is fsynced and its page cache dropped before raw I/O starts; the extent map
 //! is filled lazily with FIEMAP; a write into anything but a plain mapped extent goes through the
 //! file under an interval lock, then exactly the written range is re-mapped (what is still not
@@ -301,34 +302,53 @@ fn errno(e: rustix::io::Errno) -> io::Error {
 
 impl Engine {
     /// Open `path` for remapping: preflight, exclusive lease, fsync and page-cache drop, raw
-    /// device opened `O_DIRECT`. Returns the engine and the preflight facts.
+    /// device opened `O_DIRECT`. Returns the engine and the preflight facts. The path is opened
+    /// once, then [`Engine::open_file`].
     ///
     /// # Errors
-    /// `Unsafe` with every reason when preflight refuses or someone else has the file open;
-    /// `InvalidInput` when the size is not a multiple of the device's logical block; `Io` when
-    /// the file or device cannot be opened.
+    /// As [`Engine::open_file`]; `Io` when the file cannot be opened.
     pub fn open(path: &Path, opts: &Options) -> crate::Result<(Engine, Preflight)> {
-        let what = path.display().to_string();
         let mut oo = std::fs::OpenOptions::new();
-        oo.read(true).write(!opts.read_only).custom_flags(libc::O_DIRECT | libc::O_CLOEXEC);
-        let file = oo.open(path).map_err(|e| crate::Error::io(format!("cannot open {what}"), e))?;
+        oo.read(true).write(!opts.read_only).custom_flags(libc::O_CLOEXEC);
+        let file = oo.open(path).map_err(|e| crate::Error::io(format!("cannot open {}", path.display()), e))?;
+        Engine::open_file(file, path, opts)
+    }
+
+    /// Remap the image already open as `file` (opened read-write unless `opts.read_only`; `path`
+    /// names it in messages and is never opened): whatever inode `file` is, is the one served.
+    /// `O_DIRECT` is set on it here (on the open file description: duplicates the caller keeps
+    /// share it, and the lease, which counts descriptions, not descriptors). The raw device is
+    /// the node of the file's `st_dev`; the opened node must be that device (`fstat` `st_rdev`,
+    /// `remap.device-mismatch`) and its size and logical block size are read from the opened
+    /// descriptor (`BLKGETSIZE64`, `BLKSSZGET`; unknown: `remap.device-unknown`), never assumed.
+    ///
+    /// # Errors
+    /// `Unsafe` with every reason when preflight refuses, the device is not verified or someone
+    /// else has the file open; `InvalidInput` when the size is not a multiple of the device's
+    /// logical block or `file` is not open for writing although `opts.read_only` is false; `Io`
+    /// when the device cannot be opened.
+    pub fn open_file(file: File, path: &Path, opts: &Options) -> crate::Result<(Engine, Preflight)> {
+        let what = path.display().to_string();
+        let mode =
+            rustix::fs::fcntl_getfl(&file).map_err(|e| crate::Error::io(format!("cannot examine {what}"), errno(e)))?;
+        let acc = mode & rustix::fs::OFlags::RWMODE;
+        if !opts.read_only && acc != rustix::fs::OFlags::RDWR {
+            return Err(crate::Error::invalid(format!("{what} is not open for reading and writing")));
+        }
+        rustix::fs::fcntl_setfl(&file, mode | rustix::fs::OFlags::DIRECT)
+            .map_err(|e| crate::Error::io(format!("cannot set O_DIRECT on {what}"), errno(e)))?;
         let pf = preflight::check(&file, path);
         if !pf.is_safe() {
             let reasons: Vec<String> = pf.refusals.iter().map(|r| format!("{} ({})", r.message, r.code)).collect();
             return Err(unsafe_err(format!("{what} cannot be remapped: {}", reasons.join("; "))));
         }
-        let size = file.metadata().map_err(|e| crate::Error::io(format!("cannot examine {what}"), e))?.len();
-        let align = pf.backing.logical_block.max(512) as usize;
-        if !size.is_multiple_of(align as u64) {
-            return Err(crate::Error::invalid(format!(
-                "{what} is {size} bytes, not a multiple of the device's {align}-byte logical block"
-            )));
-        }
+        let meta = file.metadata().map_err(|e| crate::Error::io(format!("cannot examine {what}"), e))?;
+        let size = meta.len();
         let Some(dev_path) = pf.backing.device.clone() else {
             return Err(unsafe_err(format!("{what}: no device node for its file system")));
         };
         let mut dd = std::fs::OpenOptions::new();
-        dd.read(true).write(!opts.read_only).custom_flags(libc::O_DIRECT | libc::O_CLOEXEC);
+        dd.read(true).write(!opts.read_only).custom_flags(libc::O_DIRECT | libc::O_CLOEXEC | libc::O_NOFOLLOW);
         let dev = dd.open(&dev_path).map_err(|e| {
             let hint = match e.raw_os_error() {
                 Some(libc::EBUSY) | Some(libc::EPERM) | Some(libc::EACCES) if !opts.read_only => {
@@ -339,7 +359,27 @@ impl Engine {
             };
             unsafe_err(format!("cannot open {} (the device under {what}) for raw I/O{hint}: {e}", dev_path.display()))
         })?;
-        let dev_bytes = pf.backing.device_bytes.unwrap_or(u64::MAX);
+        // The node is trusted only for what the opened descriptor says it is.
+        let (dev_bytes, logical) = {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let dm =
+                dev.metadata().map_err(|e| crate::Error::io(format!("cannot examine {}", dev_path.display()), e))?;
+            preflight::check_device(
+                &dev_path,
+                meta.dev(),
+                dm.file_type().is_block_device(),
+                dm.rdev(),
+                crate::sys::block_device_size(dev.as_fd()).map_err(|e| e.to_string()),
+                rustix::fs::ioctl_blksszget(&dev).map_err(|e| e.to_string()),
+            )
+            .map_err(|r| unsafe_err(format!("{what} cannot be remapped: {} ({})", r.message, r.code)))?
+        };
+        let align = logical as usize;
+        if !size.is_multiple_of(align as u64) {
+            return Err(crate::Error::invalid(format!(
+                "{what} is {size} bytes, not a multiple of the device's {align}-byte logical block"
+            )));
+        }
         let inner = Arc::new(Inner {
             path: path.to_path_buf(),
             file,

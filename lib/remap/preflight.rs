@@ -223,6 +223,13 @@ pub fn other_holders(file: &File) -> (Vec<String>, usize) {
             if pid == own_pid && n == own_fd {
                 continue;
             }
+            // Our own duplicates of the same open file description (the descriptor `attach`
+            // opened IMAGE with and keeps for the file path): the lease counts descriptions,
+            // not descriptors, so these are the engine's own. Another open in this process is
+            // still a holder.
+            if pid == own_pid && sys::same_open_file(file.as_fd(), n).unwrap_or(false) {
+                continue;
+            }
             let link = fd.path();
             if let Ok(m) = std::fs::metadata(&link)
                 && m.dev() == dev
@@ -336,6 +343,64 @@ pub fn device_node(dev: (u32, u32)) -> Option<PathBuf> {
     let path = Path::new("/dev").join(name);
     let meta = std::fs::metadata(&path).ok()?;
     (meta.file_type().is_block_device() && sys::dev_major_minor(meta.rdev()) == dev).then_some(path)
+}
+
+/// `STATX_ATTR_DAX` (`include/uapi/linux/stat.h`).
+pub const STATX_ATTR_DAX: u64 = 0x0020_0000;
+
+/// What `statx` says about DAX: `Some(true)` when the file is accessed through DAX (the inode
+/// flag, or a `dax=always` mount, which sets no inode flag), `Some(false)` when the kernel reports
+/// the attribute and it is off, `None` when the kernel does not report it (before 5.8).
+pub fn statx_dax(attributes: u64, attributes_mask: u64) -> Option<bool> {
+    (attributes_mask & STATX_ATTR_DAX != 0).then_some(attributes & STATX_ATTR_DAX != 0)
+}
+
+/// The device the engine opened for raw I/O, as `fstat` and the block ioctls on that descriptor
+/// describe it, against the file's `st_dev`. Returns the device's size and logical block size,
+/// or the refusal: `remap.device-mismatch` when the node is not a block device or its `st_rdev`
+/// is not the file's `st_dev` (the node was replaced, or names another device), and
+/// `remap.device-unknown` when `BLKGETSIZE64` or `BLKSSZGET` fails (size or alignment unknown:
+/// the bounds check and the I/O alignment would be guesses).
+///
+/// # Errors
+/// The refusal.
+pub fn check_device(
+    node: &Path,
+    file_dev: u64,
+    is_block_device: bool,
+    rdev: u64,
+    bytes: Result<u64, String>,
+    logical_block: Result<u32, String>,
+) -> Result<(u64, u32), Refusal> {
+    let (want, got) = (sys::dev_major_minor(file_dev), sys::dev_major_minor(rdev));
+    if !is_block_device || want != got {
+        return Err(refuse(
+            "remap.device-mismatch",
+            format!(
+                "{} is {}, not the device {}:{} the file lives on",
+                node.display(),
+                if is_block_device { format!("block device {}:{}", got.0, got.1) } else { "not a block device".into() },
+                want.0,
+                want.1
+            ),
+        ));
+    }
+    let bytes = bytes.map_err(|e| {
+        refuse("remap.device-unknown", format!("cannot read the size of {} (BLKGETSIZE64): {e}", node.display()))
+    })?;
+    let lbs = logical_block.map_err(|e| {
+        refuse(
+            "remap.device-unknown",
+            format!("cannot read the logical block size of {} (BLKSSZGET): {e}", node.display()),
+        )
+    })?;
+    if bytes == 0 || !lbs.is_power_of_two() || !(512..=65536).contains(&lbs) {
+        return Err(refuse(
+            "remap.device-unknown",
+            format!("{} reports {bytes} bytes in {lbs}-byte logical blocks", node.display()),
+        ));
+    }
+    Ok((bytes, lbs))
 }
 
 /// Whether the file (by device and inode) is an active swap file (`/proc/swaps`).
@@ -503,6 +568,23 @@ pub fn check(file: &File, path: &Path) -> Preflight {
             p.refusals.push(r);
         }
     }
+    match rustix::fs::statx(file.as_fd(), "", rustix::fs::AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::BASIC_STATS) {
+        Ok(st) => {
+            let dax = statx_dax(st.stx_attributes.bits(), st.stx_attributes_mask.bits());
+            if dax == Some(true) && !p.refusals.iter().any(|r| r.code == "remap.dax-file") {
+                p.refusals.push(refuse(
+                    "remap.dax-file",
+                    format!(
+                        "{} is accessed through DAX (statx STATX_ATTR_DAX: a dax=always mount or the inode flag): \
+                         the file system maps its pages straight to the device",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        Err(e) if allowed => p.notes.push(format!("statx failed, DAX known only from the inode flags: {e}")),
+        Err(_) => {}
+    }
     if allowed
         && let Some(r) = lease_break_refusal(std::fs::read_to_string("/proc/sys/fs/lease-break-time").ok().as_deref())
     {
@@ -582,6 +664,47 @@ mod tests {
         assert_eq!(ring_user_files(info), vec!["/srv/u/vm.img".to_string(), "/a b".to_string()]);
         assert!(ring_user_files("UserFiles:\t0\nUserBufs:\t0\n").is_empty());
         assert!(ring_user_files("nothing").is_empty());
+    }
+
+    #[test]
+    fn dax_from_statx() {
+        assert_eq!(statx_dax(STATX_ATTR_DAX, STATX_ATTR_DAX), Some(true));
+        assert_eq!(statx_dax(0, STATX_ATTR_DAX), Some(false));
+        assert_eq!(statx_dax(0, 0), None, "a kernel that does not report the attribute");
+        // Other attribute bits (compressed 0x4, immutable 0x10, verity 0x100000) are not DAX.
+        assert_eq!(statx_dax(0x0010_0014, 0x0030_0014), Some(false));
+        assert_eq!(statx_dax(0x0030_0014, 0x0030_0014), Some(true));
+    }
+
+    #[test]
+    fn device_identity() {
+        let node = Path::new("/dev/vda");
+        let dev = libc::makedev(254, 0);
+        assert_eq!(check_device(node, dev, true, dev, Ok(1 << 30), Ok(512)), Ok((1 << 30, 512)));
+        assert_eq!(check_device(node, dev, true, dev, Ok(1 << 30), Ok(4096)), Ok((1 << 30, 4096)));
+        let code = |r: Result<(u64, u32), Refusal>| r.err().map(|r| r.code);
+        // Another device under the same name (a replaced node, a bind mount of another disk).
+        assert_eq!(
+            code(check_device(node, dev, true, libc::makedev(254, 16), Ok(1), Ok(512))),
+            Some("remap.device-mismatch")
+        );
+        assert_eq!(
+            code(check_device(node, dev, true, libc::makedev(8, 0), Ok(1), Ok(512))),
+            Some("remap.device-mismatch")
+        );
+        // Not a block device at all (a regular file or character device planted at the path).
+        assert_eq!(code(check_device(node, dev, false, dev, Ok(1), Ok(512))), Some("remap.device-mismatch"));
+        // Size or alignment unknown: no guessing 512 bytes or "no end".
+        assert_eq!(
+            code(check_device(node, dev, true, dev, Err("ENOTTY".into()), Ok(512))),
+            Some("remap.device-unknown")
+        );
+        assert_eq!(
+            code(check_device(node, dev, true, dev, Ok(1 << 30), Err("EIO".into()))),
+            Some("remap.device-unknown")
+        );
+        assert_eq!(code(check_device(node, dev, true, dev, Ok(0), Ok(512))), Some("remap.device-unknown"));
+        assert_eq!(code(check_device(node, dev, true, dev, Ok(1 << 30), Ok(520))), Some("remap.device-unknown"));
     }
 
     #[test]

@@ -26,6 +26,16 @@ impl FileSource {
     pub fn open(path: &Path) -> crate::Result<Self> {
         let what = || format!("cannot open {}", path.display());
         let file = File::open(path).map_err(|e| crate::Error::io(what(), e))?;
+        FileSource::from_file(file, path)
+    }
+
+    /// Read an already open file (or block device); `path` names it in messages and is not
+    /// opened. Directories are refused.
+    ///
+    /// # Errors
+    /// `Io` when it is not a regular file or block device or cannot be examined.
+    pub fn from_file(file: File, path: &Path) -> crate::Result<Self> {
+        let what = || format!("cannot open {}", path.display());
         let meta = file.metadata().map_err(|e| crate::Error::io(what(), e))?;
         let ft = meta.file_type();
         let size_bytes = if ft.is_file() {
