@@ -6,6 +6,7 @@
 mod attach_state;
 mod batch;
 mod bench_remap;
+mod bench_revalidate;
 mod cryptsetup_lines;
 mod ecc_repair;
 mod ecc_strip;
@@ -40,6 +41,7 @@ mod vm_legacy;
 mod vm_legacy_ciphers;
 mod vm_migrate;
 mod vm_remap_safety;
+mod vm_remap_stress;
 mod vm_smoke;
 
 fn main() {
@@ -72,8 +74,10 @@ fn main() {
     trials.extend(extents::trials());
     trials.extend(remap_engine::trials());
     trials.extend(bench_remap::trials());
+    trials.extend(bench_revalidate::trials());
     trials.extend(vm_attach::trials());
     trials.extend(vm_remap_safety::trials());
+    trials.extend(vm_remap_stress::trials());
     trials.extend(batch::trials());
     trials.extend(cryptsetup_lines::trials());
     trials.extend(ublk_abi::trials());
