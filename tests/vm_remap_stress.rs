@@ -44,6 +44,7 @@ const ROWS: &[(&str, &[&str])] = &[
     ("reflink_into_the_image", &["ficlone-dst", "ficlonerange-dst", "cfr-dst"]),
     ("reflink_from_the_image", &["ficlone-src", "ficlonerange-src", "cfr-src"]),
     ("dedupe_from_the_image", &["dedupe-src"]),
+    ("hidden_descriptor_dedupe_into_the_image", &["dedupe-hidden-fd"]),
     ("swapon", &["swapon"]),
     ("online_grow", &["grow"]),
 ];
@@ -195,6 +196,14 @@ fn contract_row(row: &str, fs: &'static str, suite: &'static str) -> TestResult 
             check(after == "active", format!("a grow moves no data, yet attach stopped remapping: {after}"));
             let fin = get(op, "final-state");
             check(fin == "active", format!("remapping stopped while the grown file system was rewritten: {fin}"));
+        } else if op == "dedupe-hidden-fd" {
+            if !unsupported {
+                check(
+                    after.starts_with("stopped") && after.contains("remap.map-changed"),
+                    format!("attach's re-validation did not report the changed map: {after}"),
+                );
+                check(res.starts_with("status 0, 2097152 bytes"), format!("the dedupe: {res}"));
+            }
         } else {
             check(
                 after.starts_with("stopped") && after.contains("remap.lease-broken"),
@@ -222,7 +231,7 @@ fn contract_row(row: &str, fs: &'static str, suite: &'static str) -> TestResult 
                 format!("attach --remap of an active swap file: mode {mode}, notes {notes}"),
             );
             check(get(op, "swapoff") == "0", format!("swapoff: {}", get(op, "swapoff")));
-        } else if op != "ficlone-dst" {
+        } else if op != "ficlone-dst" && op != "ficlone-src" {
             check(
                 writer.contains(" acknowledged, 0 failed") && !writer.starts_with("0 "),
                 format!("the concurrent writer: {writer}"),

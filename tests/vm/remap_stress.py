@@ -307,7 +307,17 @@ def contract(op, fs):
         for p in cheese[1::2]:
             extra[p] = sha(p)
         os.sync()
+    if op == "dedupe-hidden-fd":
+        # Root's access-mode-3 descriptor, in flight in an SCM_RIGHTS message during attach: no
+        # /proc/PID/fd shows it, so the descriptor scan cannot refuse, and it opens nothing later.
+        import socket
+
+        fd3 = os.open(IMG, 3)
+        HIDDEN["pair"] = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        socket.send_fds(HIDDEN["pair"][0], [b"x"], [fd3])
+        os.close(fd3)
     a = Attach(tag, IMG)
+    HIDDEN["dev"] = a.dev
     out(tag + "-mode", a.info.get("mode"))
     out(tag + "-notes", " | ".join(a.info.get("notes", [])))
     dev = Dev(a.dev)
@@ -359,8 +369,8 @@ def contract(op, fs):
                     model.unsure.append((o, o + 64 * KiB))
             i += 1
 
-    # FICLONE of a whole file replaces the writer's range too: the writer pauses for it.
-    concurrent = op != "ficlone-dst"
+    # FICLONE of a whole file takes in (or replaces) the writer's range too: the writer pauses.
+    concurrent = op not in ("ficlone-dst", "ficlone-src")
     wt = threading.Thread(target=writer)
     if concurrent:
         wt.start()
@@ -408,6 +418,9 @@ def contract(op, fs):
     other_files_check(tag, before, extra)
 
 
+HIDDEN = {}
+
+
 def do_op(op, fs, model, extra):
     """The one change another process makes; updates the model to what the file must hold."""
     src = MNT + "/nb-src"
@@ -447,7 +460,9 @@ def do_op(op, fs, model, extra):
         os.sync()
         cmd = ["e4defrag", "-v", IMG] if fs == "ext4" else ["xfs_fsr", "-v", "-d", IMG]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        return "exit %d: %s" % (r.returncode, " ".join((r.stdout + r.stderr).split())[-300:])
+        # The image's extents afterwards (the lease is broken already).
+        ff = subprocess.run(["filefrag", IMG], capture_output=True, text=True).stdout.strip()
+        return "exit %d: %s; after: %s" % (r.returncode, " ".join((r.stdout + r.stderr).split())[-300:], ff)
     elif op in ("ficlone-dst", "ficlonerange-dst", "cfr-dst"):
         data = pattern(("src", op), 16 * MiB)
         write_file(src, data)
@@ -504,6 +519,28 @@ def do_op(op, fs, model, extra):
             return "destination differs from the image's bytes right after the op"
         if op == "dedupe-src":
             return res
+    elif op == "dedupe-hidden-fd":
+        import socket
+
+        _, fds, _, _ = socket.recv_fds(HIDDEN["pair"][1], 1, 1)
+        twin = MNT + "/nb-twin"
+        with model.lock:
+            want = bytes(model.b[8 * MiB : 10 * MiB])
+        write_file(twin, want)
+        tfd = os.open(twin, os.O_RDONLY)
+        try:
+            st, done = dedupe(tfd, 0, 2 * MiB, fds[0], 8 * MiB)
+        finally:
+            os.close(tfd)
+            os.close(fds[0])
+        extra[twin] = hashlib.sha256(want).hexdigest()
+        t0 = time.time()
+        # attach re-validates the map once a second: wait for it (never open the image here).
+        state = list_state(HIDDEN["dev"])
+        while "map-changed" not in state and time.time() - t0 < 10:
+            time.sleep(0.1)
+            state = list_state(HIDDEN["dev"])
+        return "status %d, %d bytes; noticed after %.1f s" % (st, done, time.time() - t0)
     elif op == "swapon":
         r = subprocess.run(["swapon", IMG], capture_output=True, text=True)
         return "swapon exit %d %s" % (r.returncode, r.stderr.strip().replace("\n", " "))
