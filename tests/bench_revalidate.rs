@@ -50,7 +50,8 @@ fn revalidate_map_cost() -> TestResult {
         f.sync_all().map_err(|e| format!("sync: {e}"))?;
     }
     let made = t.elapsed();
-    let (e, _) = Engine::open(&img, &Options { read_only: true, ..Options::default() }).map_err(|e| format!("open: {e}"))?;
+    let (e, _) =
+        Engine::open(&img, &Options { read_only: true, ..Options::default() }).map_err(|e| format!("open: {e}"))?;
     // Fill the whole map (it is filled lazily, 64 MiB windows around each first access).
     let mut b = vec![0u8; 1024];
     let t = Instant::now();
@@ -69,7 +70,11 @@ fn revalidate_map_cost() -> TestResult {
         wall.push(t0.elapsed().as_secs_f64());
         cpu.push(cpu_secs() - c0);
         if !same {
-            return Err(format!("revalidate_map reported a change on an untouched file: {:?}", e.state().stopped_because).into());
+            return Err(format!(
+                "revalidate_map reported a change on an untouched file: {:?}",
+                e.state().stopped_because
+            )
+            .into());
         }
     }
     let f = std::fs::File::open(&img).map_err(|e| format!("open: {e}"))?;
@@ -94,10 +99,7 @@ fn revalidate_map_cost() -> TestResult {
         c * 1e6 / extents.max(1) as f64,
         fm * 1e3
     );
-    println!(
-        "revalidate_map: at one call a second that is {:.1} % of one core",
-        c * 100.0
-    );
+    println!("revalidate_map: at one call a second that is {:.1} % of one core", c * 100.0);
     e.close().map_err(|e| format!("close: {e}"))?;
     Ok(Completion::Completed)
 }

@@ -57,7 +57,9 @@ pub fn trials() -> Vec<Trial> {
     for &(row, _) in ROWS {
         for &fs in FILESYSTEMS {
             for &(kname, suite) in KERNELS {
-                v.push(Trial::ignorable_test(format!("vm_remap_stress::{row}_on_{fs}_{kname}"), move || contract_row(row, fs, suite)));
+                v.push(Trial::ignorable_test(format!("vm_remap_stress::{row}_on_{fs}_{kname}"), move || {
+                    contract_row(row, fs, suite)
+                }));
             }
         }
     }
@@ -143,10 +145,8 @@ fn run_contract(fs: &'static str, suite: &'static str) -> Boot {
     };
     // The file system sits on dm-linear over the first 64 MiB of the disk (the grow row extends
     // the table to the whole disk).
-    let script = format!(
-        "echo '0 131072 linear /dev/vda 0' | dmsetup create lkfs\n{}",
-        contract_script(&bin_in_guest, fs)
-    );
+    let script =
+        format!("echo '0 131072 linear /dev/vda 0' | dmsetup create lkfs\n{}", contract_script(&bin_in_guest, fs));
     let job = VmJob {
         disks: &[Disk::rw(&disk)],
         script: &script,
@@ -245,7 +245,10 @@ fn contract_row(row: &str, fs: &'static str, suite: &'static str) -> TestResult 
             // which ones is open, so they are left out of the comparisons.
             check(writer.contains(" acknowledged"), format!("writer: {writer}"));
             check(get(op, "mkswap") == "0", format!("mkswap: {}", get(op, "mkswap")));
-            check(get(op, "swapon-first").starts_with("0"), format!("swapon before attach: {}", get(op, "swapon-first")));
+            check(
+                get(op, "swapon-first").starts_with("0"),
+                format!("swapon before attach: {}", get(op, "swapon-first")),
+            );
             let (mode, notes) = (get(op, "refuse-mode"), get(op, "refuse-notes"));
             check(
                 mode != "remap" && notes.contains("remap.swap-file"),
@@ -309,7 +312,9 @@ fn stress(suite: &'static str) -> TestResult {
         },
         Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs()),
     };
-    eprintln!("vm_remap_stress::random_mutations ({suite}): seed {seed}, {secs} s (LOOPKIT_STRESS_SEED, LOOPKIT_STRESS_SECS)");
+    eprintln!(
+        "vm_remap_stress::random_mutations ({suite}): seed {seed}, {secs} s (LOOPKIT_STRESS_SEED, LOOPKIT_STRESS_SECS)"
+    );
     let d = Scratch::new("vm-remap-stress");
     let (ext4, xfs) = (d.path("ext4.img"), d.path("xfs.img"));
     std::fs::File::create(&ext4)?.set_len(96 << 20)?;
@@ -352,7 +357,8 @@ umount /tmp/x
     };
     out.check().map_err(|e| format!("seed {seed}: {}", e.message().unwrap_or("failed")))?;
     let results: Vec<&str> = out.tagged("stress-result:").collect();
-    let summary: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("stress-") && !l.starts_with("stress-cycle:")).collect();
+    let summary: Vec<&str> =
+        out.stdout.lines().filter(|l| l.starts_with("stress-") && !l.starts_with("stress-cycle:")).collect();
     if results.len() != 2 || results.iter().any(|r| *r != "ok") {
         return util::fail(format!("seed {seed}, {secs} s: {results:?}\n{}\n{}", summary.join("\n"), out.transcript()));
     }
