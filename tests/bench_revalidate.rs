@@ -37,7 +37,8 @@ fn revalidate_map_cost() -> TestResult {
     }
     let n: u64 = std::env::var("LOOPKIT_BENCH_EXTENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let span = n * 2048;
-    let m = Mounted::new("ext4", (n * 1024 * 5 / 4 >> 20) + 96, &["-q", "-F", "-b", "1024", "-O", "^has_journal"], "")?;
+    let m =
+        Mounted::new("ext4", ((n * 1024 * 5 / 4) >> 20) + 96, &["-q", "-F", "-b", "1024", "-O", "^has_journal"], "")?;
     let img = m.path("fragmented.img");
     let t = Instant::now();
     {
