@@ -602,7 +602,7 @@ class Stress:
             "nb-write", "nb-punch", "nb-truncate", "nb-defrag", "nb-reflink", "nb-churn",
         ]
         op = r.choice(ops)
-        while self.frozen and free_bytes() < 40 * MiB:
+        while self.frozen and free_bytes() < 16 * MiB:
             # Clones and churn files pile up: free space (which is itself a change of blocks).
             p = r.choice(sorted(self.frozen))
             os.unlink(p)
