@@ -274,6 +274,10 @@ fn contract_row(row: &str, fs: &'static str, suite: &'static str) -> TestResult 
         check(get(op, "others").starts_with("ok "), format!("other files: {}", get(op, "others")));
     }
     let kernel = ran.stdout.lines().find_map(|l| l.strip_prefix("kernel:")).unwrap_or("?");
+    if row == "defrag" {
+        // What the defragmenter said it did, and the image's extents afterwards.
+        eprintln!("vm_remap_stress defrag on {fs}, kernel {kernel}: {}", get("defrag", "op"));
+    }
     if !errors.is_empty() {
         return util::fail(format!(
             "{} problem(s), {row} on {fs}, kernel {kernel}:\n{}\n{}",
