@@ -6,6 +6,7 @@
 mod attach_state;
 mod batch;
 mod bench_remap;
+mod bench_revalidate;
 mod cryptsetup_lines;
 mod ecc_repair;
 mod ecc_strip;
@@ -47,6 +48,7 @@ mod vm_migrate;
 mod vm_remap_durability;
 mod vm_remap_identity;
 mod vm_remap_safety;
+mod vm_remap_stress;
 mod vm_rescue;
 mod vm_smoke;
 
@@ -86,10 +88,12 @@ fn main() {
     trials.extend(extents::trials());
     trials.extend(remap_engine::trials());
     trials.extend(bench_remap::trials());
+    trials.extend(bench_revalidate::trials());
     trials.extend(vm_attach::trials());
     trials.extend(vm_remap_safety::trials());
     trials.extend(vm_remap_durability::trials());
     trials.extend(vm_remap_identity::trials());
+    trials.extend(vm_remap_stress::trials());
     trials.extend(batch::trials());
     trials.extend(cryptsetup_lines::trials());
     trials.extend(ublk_abi::trials());

@@ -32,6 +32,22 @@ pub struct RemapBackend {
     last_revalidation: std::sync::Mutex<std::time::Instant>,
 }
 
+/// Benchmark knob, not for real use: `LOOPKIT_REMAP_REVALIDATE_MS` sets how often the state
+/// thread re-validates the extent map (default [`REVALIDATE_SECS`](crate::remap::engine::REVALIDATE_SECS));
+/// `0` turns off both the re-validation and the lease poll, so that their cost can be measured
+/// (`testdata/bench/remap-revalidate.sh`). Breaks are still seen through SIGIO and at FLUSH.
+fn revalidate_period() -> Option<std::time::Duration> {
+    static PERIOD: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *PERIOD.get_or_init(|| {
+        let default = std::time::Duration::from_secs(crate::remap::engine::REVALIDATE_SECS);
+        match std::env::var("LOOPKIT_REMAP_REVALIDATE_MS").ok().map(|v| v.trim().parse::<u64>()) {
+            None | Some(Err(_)) => Some(default),
+            Some(Ok(0)) => None,
+            Some(Ok(ms)) => Some(std::time::Duration::from_millis(ms)),
+        }
+    })
+}
+
 thread_local! {
     static PIECES: RefCell<Vec<Piece>> = const { RefCell::new(Vec::new()) };
 }
@@ -188,10 +204,12 @@ impl Backend for RemapBackend {
         if fua { self.engine.write_at_fua(buf, at) } else { self.engine.write_at(buf, at) }
     }
     fn watch(&self) {
+        // The benchmark knob off: no lease poll, state check or re-validation at all.
+        let Some(period) = revalidate_period() else { return };
         // The lease, the file system's state (read-only, shut down), then the extents.
         if self.engine.check_lease(true) && self.engine.check_fs(true) {
             let due = self.last_revalidation.lock().map(|mut at| {
-                let due = at.elapsed().as_secs() >= crate::remap::engine::REVALIDATE_SECS;
+                let due = at.elapsed() >= period;
                 if due {
                     *at = std::time::Instant::now();
                 }

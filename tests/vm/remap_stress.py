@@ -1,0 +1,882 @@
+#!/usr/bin/env python3
+"""Guest side of tests/vm_remap_stress.rs: `attach --remap` against every way another process can
+change an image's blocks. Runs as root in the test VM with the file system under test mounted at
+MNT and $LK the loopkit binary.
+
+  remap_stress.py contract OP FS   one contract row: a writer writes known patterns through the
+                                   ublk device while this process does OP to the image once; then
+                                   free space is filled with fresh files and the whole device is
+                                   rewritten. Prints OP-TAG:VALUE lines.
+  remap_stress.py stress SECS SEED FS   fio random writes + crc32c verify through the device in
+                                   attach cycles, while a seeded mutator loops over truncate, punch,
+                                   defrag, dedupe, reflink, copy_file_range and open on the image
+                                   (data-preserving in fio's region) and on neighbour files.
+
+Oracles: the kernel (ioctl results, what the file reads back after detach), sha256 of every other
+file on the file system (hashlib), fio's own verification; never loopkit checking itself.
+"""
+import ctypes
+import hashlib
+import json
+import mmap
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+
+LK = os.environ["LK"]
+MNT = "/tmp/x"
+IMG = MNT + "/img"
+DEV_MAPPER = "/dev/mapper/lkfs"
+KiB = 1 << 10
+MiB = 1 << 20
+FICLONE = 0x40049409
+FICLONERANGE = 0x4020940D
+FIDEDUPERANGE = 0xC0189436
+FL_KEEP_SIZE, FL_PUNCH, FL_COLLAPSE, FL_ZERO, FL_INSERT = 0x01, 0x02, 0x08, 0x10, 0x20
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+
+
+def out(tag, val):
+    print("%s:%s" % (tag, val), flush=True)
+
+
+def fallocate(fd, mode, off, ln):
+    if libc.fallocate(fd, mode, off, ln) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def ficlonerange(src_fd, src_off, ln, dst_fd, dst_off):
+    import fcntl
+    import struct
+
+    fcntl.ioctl(dst_fd, FICLONERANGE, struct.pack("qQQQ", src_fd, src_off, ln, dst_off))
+
+
+def ficlone(src_fd, dst_fd):
+    import fcntl
+
+    fcntl.ioctl(dst_fd, FICLONE, src_fd)
+
+
+def dedupe(src_fd, src_off, ln, dst_fd, dst_off):
+    """FIDEDUPERANGE from src into one destination; returns (status, bytes_deduped)."""
+    import fcntl
+    import struct
+
+    arg = bytearray(struct.pack("QQHHI", src_off, ln, 1, 0, 0) + struct.pack("qQQiI", dst_fd, dst_off, 0, 0, 0))
+    fcntl.ioctl(src_fd, FIDEDUPERANGE, arg)
+    _, _, done, status, _ = struct.unpack_from("qQQiI", arg, 24)
+    return status, done
+
+
+def pattern(seed, n):
+    return random.Random(repr(seed)).randbytes(n)
+
+
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(MiB)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+def hash_tree(exclude=()):
+    sums = {}
+    for d, _, files in os.walk(MNT):
+        if d.startswith(MNT + "/lost+found"):
+            continue
+        for n in files:
+            p = os.path.join(d, n)
+            if p not in exclude and os.path.isfile(p) and not os.path.islink(p):
+                sums[p] = sha(p)
+    return sums
+
+
+def write_file(path, data, fsync=True):
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+
+
+def free_bytes():
+    st = os.statvfs(MNT)
+    return st.f_bavail * st.f_frsize
+
+
+def fill(prefix, leave, seed):
+    """Fill free space down to `leave` bytes with files of random data (1..4 MiB): blocks freed
+    from the image get reused by files whose hashes are known."""
+    made, n = [], 0
+    while True:
+        room = free_bytes() - leave
+        if room < MiB:
+            return made
+        sz = min(4 * MiB, room // MiB * MiB)
+        p = "%s%d" % (prefix, n)
+        write_file(p, pattern((seed, n), sz))
+        made.append(p)
+        n += 1
+
+
+def list_state(dev):
+    r = subprocess.run([LK, "attach", "--list", "--json"], capture_output=True, text=True, timeout=120)
+    try:
+        for d in json.loads(r.stdout).get("devices", []):
+            if d.get("device") == dev:
+                return d.get("remap", "?")
+    except ValueError:
+        return "unparsable --list output: " + r.stdout[:200]
+    return "absent"
+
+
+class Attach:
+    """`loopkit attach --remap --json IMG` in the background (a separate process: the lease holder)."""
+
+    def __init__(self, name, img, extra=()):
+        self.name = name
+        self.outp, self.errp = "/tmp/%s.out" % name, "/tmp/%s.err" % name
+        with open(self.outp, "w") as o, open(self.errp, "w") as e:
+            self.p = subprocess.Popen(
+                [LK, "attach", "--remap", "--json", *extra, img], stdout=o, stderr=e, stdin=subprocess.DEVNULL
+            )
+        self.info = None
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                with open(self.outp) as f:
+                    self.info = json.load(f)
+                break
+            except (ValueError, OSError):
+                pass
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.1)
+        if not self.info or "device" not in self.info:
+            self.p.kill()
+            raise RuntimeError("attach %s failed: %s" % (name, open(self.errp).read()[-500:]))
+        self.dev = self.info["device"]
+
+    def state(self):
+        return list_state(self.dev)
+
+    def detach(self):
+        subprocess.run([LK, "detach", self.dev], capture_output=True, timeout=120)
+        try:
+            return self.p.wait(180)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            return "timeout"
+
+
+class Dev:
+    """O_DIRECT writes through the ublk device; a write that returned is acknowledged."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+        self.buf = mmap.mmap(-1, MiB)
+
+    def write(self, off, data):
+        self.buf[: len(data)] = data
+        n = os.pwritev(self.fd, [memoryview(self.buf)[: len(data)]], off)
+        if n != len(data):
+            raise OSError(5, "short write %d of %d" % (n, len(data)))
+
+    def close(self):
+        try:
+            os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+
+
+class Model:
+    """What the image must hold: bytes, plus ranges whose writes failed (their content is open)."""
+
+    def __init__(self, data):
+        self.b = bytearray(data)
+        self.unsure = []
+        self.lock = threading.Lock()
+
+    def put(self, off, data):
+        with self.lock:
+            if off + len(data) > len(self.b):
+                self.b.extend(bytes(off + len(data) - len(self.b)))
+            self.b[off : off + len(data)] = data
+
+    def compare(self, path):
+        with open(path, "rb") as f:
+            got = f.read()
+        if len(got) != len(self.b):
+            return "size %d, expected %d" % (len(got), len(self.b))
+        bad = []
+        for o in range(0, len(got), 4 * KiB):
+            if any(a <= o < b for a, b in self.unsure):
+                continue
+            if got[o : o + 4 * KiB] != self.b[o : o + 4 * KiB]:
+                bad.append(o)
+        if bad:
+            return "%d 4-KiB blocks differ, first at byte %d" % (len(bad), bad[0])
+        return "ok"
+
+
+# ---------------------------------------------------------------------------------------------
+# contract rows
+
+
+def other_files_check(tag, before, expected_extra):
+    """Every file but the image: bystanders as before, plus files made during the row (hashed when
+    they were made). Prints TAG-others:ok N | changed: …"""
+    now = hash_tree(exclude={IMG})
+    want = dict(before)
+    want.update(expected_extra)
+    changed = sorted(p for p in want if now.get(p) != want[p])
+    if changed:
+        out(tag + "-others", "changed: " + " ".join("%s(%s)" % (p, "gone" if p not in now else "differs") for p in changed))
+    else:
+        out(tag + "-others", "ok %d" % len(want))
+
+
+def contract(op, fs):
+    for n in os.listdir(MNT):
+        if n.startswith(("post-", "nb-", "frag", "img")):
+            os.unlink(os.path.join(MNT, n))
+    os.sync()
+    before = hash_tree()
+    size = 16 * MiB
+    tag = op
+    swap = op == "swapon"
+    if swap:
+        write_file(IMG, bytes(size))
+        r = subprocess.run(["mkswap", IMG], capture_output=True, text=True)
+        out(tag + "-mkswap", r.returncode)
+        with open(IMG, "rb") as f:
+            model = Model(f.read())
+        # The refusal: an active swap file is not remapped.
+        r = subprocess.run(["swapon", IMG], capture_output=True, text=True)
+        out(tag + "-swapon-first", "%d %s" % (r.returncode, r.stderr.strip().replace("\n", " ")))
+        if r.returncode == 0:
+            try:
+                a = Attach(tag + "-refuse", IMG)
+                out(tag + "-refuse-mode", a.info.get("mode"))
+                out(tag + "-refuse-notes", " | ".join(a.info.get("notes", [])))
+                out(tag + "-refuse-rc", a.detach())
+            except RuntimeError as e:
+                out(tag + "-refuse-mode", "attach failed")
+                out(tag + "-refuse-notes", str(e).replace("\n", " "))
+            subprocess.run(["swapoff", IMG], capture_output=True)
+    else:
+        with open(IMG, "wb") as f:
+            f.truncate(size)
+        model = Model(bytes(size))
+        # Written before attach (a mapped extent from the start).
+        d = pattern(("pre", op), MiB)
+        with open(IMG, "r+b") as f:
+            f.seek(MiB)
+            f.write(d)
+            os.fsync(f.fileno())
+        model.put(MiB, d)
+    os.sync()
+    extra = {}
+    if op == "defrag":
+        # Give defrag work and room: a 14 MiB reserve file first, then every other block of the
+        # rest of the free space in 64 KiB files; deleting the even ones leaves only 64 KiB holes,
+        # so the image's blocks are scattered among neighbours. The reserve is deleted (no open
+        # of the image) just before the defrag, which then has a contiguous place to move to.
+        write_file(MNT + "/nb-reserve", pattern("reserve", 14 * MiB))
+        cheese, i = [], 0
+        while free_bytes() > 2 * MiB:
+            p = "%s/nb-cheese-%d" % (MNT, i)
+            try:
+                write_file(p, pattern(("cheese", i), 64 * KiB))
+            except OSError:
+                break
+            cheese.append(p)
+            i += 1
+        for p in cheese[0::2]:
+            os.unlink(p)
+        for p in cheese[1::2]:
+            extra[p] = sha(p)
+        os.sync()
+    if op == "dedupe-hidden-fd":
+        # Root's access-mode-3 descriptor, in flight in an SCM_RIGHTS message during attach: no
+        # /proc/PID/fd shows it, so the descriptor scan cannot refuse, and it opens nothing later.
+        import socket
+
+        fd3 = os.open(IMG, 3)
+        HIDDEN["pair"] = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        socket.send_fds(HIDDEN["pair"][0], [b"x"], [fd3])
+        os.close(fd3)
+    a = Attach(tag, IMG)
+    HIDDEN["dev"] = a.dev
+    out(tag + "-mode", a.info.get("mode"))
+    out(tag + "-notes", " | ".join(a.info.get("notes", [])))
+    dev = Dev(a.dev)
+    # Fill holes in 256 KiB pieces in a scrambled order, interleaved with appends to a neighbour,
+    # so that the image is fragmented (defrag has work) and its blocks sit among other files'.
+    rng = random.Random(repr(op))
+    pieces = [o for o in range(MiB, 14 * MiB, 64 * KiB) if not 6 * MiB <= o < 8 * MiB]
+    rng.shuffle(pieces)
+    frag = MNT + "/frag"
+    fragdata = bytearray()
+    with open(frag, "wb") as ff:
+        for i, o in enumerate(pieces):
+            d = pattern(("fill", op, o), 64 * KiB)
+            dev.write(o, d)
+            model.put(o, d)
+            if i % 16 == 0:
+                x = pattern(("frag", op, i), 64 * KiB)
+                ff.write(x)
+                ff.flush()
+                os.fsync(ff.fileno())
+                fragdata += x
+    extra[frag] = hashlib.sha256(fragdata).hexdigest()
+    # Overwrite what is now mapped: raw writes.
+    for o in range(MiB, 14 * MiB, MiB):
+        if 6 * MiB <= o < 8 * MiB:
+            continue
+        d = pattern(("raw", op, o), MiB)
+        dev.write(o, d)
+        model.put(o, d)
+    out(tag + "-before", a.state())
+
+    # The writer: 64 KiB writes into 1..4 MiB (away from every op's range) while the op runs.
+    stop = threading.Event()
+    werr = []
+    wdone = [0]
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            o = MiB + (i * 64 * KiB) % (3 * MiB)
+            d = pattern(("w", op, i), 64 * KiB)
+            try:
+                dev.write(o, d)
+                model.put(o, d)
+                wdone[0] += 1
+            except OSError as e:
+                werr.append("%d:%s" % (o, e.strerror))
+                with model.lock:
+                    model.unsure.append((o, o + 64 * KiB))
+            i += 1
+
+    # FICLONE of a whole file takes in (or replaces) the writer's range too: the writer pauses.
+    concurrent = op not in ("ficlone-dst", "ficlone-src")
+    wt = threading.Thread(target=writer)
+    if concurrent:
+        wt.start()
+        time.sleep(0.5)
+    res = "done"
+    try:
+        res = do_op(op, fs, model, extra) or "done"
+    except OSError as e:
+        res = "errno %d %s" % (e.errno, e.strerror)
+    except subprocess.CalledProcessError as e:
+        res = "exit %d %s" % (e.returncode, (e.stderr or b"").decode(errors="replace").strip().replace("\n", " ")[-300:])
+    out(tag + "-op", res)
+    time.sleep(0.5)
+    stop.set()
+    if concurrent:
+        wt.join()
+    out(tag + "-writer", "%d acknowledged, %d failed %s" % (wdone[0], len(werr), " ".join(werr[:3])))
+    out(tag + "-after", a.state())
+    # Right after the op: what the file holds (reading it breaks the lease, so not after a grow,
+    # which keeps remapping: there the rewrite below must go on raw).
+    if op != "grow":
+        out(tag + "-at-op", model.compare(IMG))
+    if swap:
+        r = subprocess.run(["swapoff", IMG], capture_output=True, text=True)
+        out(tag + "-swapoff", r.returncode)
+    # Blocks the op freed go to new files of known content; then every byte of the device is
+    # rewritten. A write still sent to the old blocks would land in those files.
+    for p in fill(MNT + "/post-", (7 if op == "defrag" else 20) * MiB, ("post", op)):
+        extra[p] = sha(p)
+    n_final = 0
+    for o in range(0, size, MiB):
+        d = pattern(("final", op, o), MiB)
+        try:
+            dev.write(o, d)
+            model.put(o, d)
+            n_final += 1
+        except OSError as e:
+            werr.append("final %d:%s" % (o, e.strerror))
+            model.unsure.append((o, o + MiB))
+    dev.close()
+    out(tag + "-final-writes", "%d of %d" % (n_final, size // MiB))
+    out(tag + "-final-state", a.state())
+    out(tag + "-rc", a.detach())
+    out(tag + "-data", model.compare(IMG))
+    other_files_check(tag, before, extra)
+
+
+HIDDEN = {}
+
+
+def do_op(op, fs, model, extra):
+    """The one change another process makes; updates the model to what the file must hold."""
+    src = MNT + "/nb-src"
+    if op == "truncate-path":
+        os.truncate(IMG, 10 * MiB)
+        with model.lock:
+            del model.b[10 * MiB :]
+    elif op == "ftruncate":
+        fd = os.open(IMG, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, 10 * MiB)
+        finally:
+            os.close(fd)
+        with model.lock:
+            del model.b[10 * MiB :]
+    elif op in ("punch", "zero-range", "collapse", "insert"):
+        fd = os.open(IMG, os.O_WRONLY)
+        try:
+            if op == "punch":
+                fallocate(fd, FL_PUNCH | FL_KEEP_SIZE, 9 * MiB, 2 * MiB)
+                model.put(9 * MiB, bytes(2 * MiB))
+            elif op == "zero-range":
+                fallocate(fd, FL_ZERO, 9 * MiB, 2 * MiB)
+                model.put(9 * MiB, bytes(2 * MiB))
+            elif op == "collapse":
+                fallocate(fd, FL_COLLAPSE, 10 * MiB, MiB)
+                with model.lock:
+                    del model.b[10 * MiB : 11 * MiB]
+            else:
+                fallocate(fd, FL_INSERT, 10 * MiB, MiB)
+                with model.lock:
+                    model.b[10 * MiB : 10 * MiB] = bytes(MiB)
+        finally:
+            os.close(fd)
+    elif op == "defrag":
+        os.unlink(MNT + "/nb-reserve")
+        os.sync()
+        cmd = ["e4defrag", "-v", IMG] if fs == "ext4" else ["xfs_fsr", "-v", "-d", IMG]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        # The image's extents afterwards (the lease is broken already).
+        ff = subprocess.run(["filefrag", IMG], capture_output=True, text=True).stdout.strip()
+        return "exit %d: %s; after: %s" % (r.returncode, " ".join((r.stdout + r.stderr).split())[-300:], ff)
+    elif op in ("ficlone-dst", "ficlonerange-dst", "cfr-dst"):
+        data = pattern(("src", op), 16 * MiB)
+        write_file(src, data)
+        extra[src] = hashlib.sha256(data).hexdigest()
+        sfd = os.open(src, os.O_RDONLY)
+        dfd = os.open(IMG, os.O_RDWR)
+        try:
+            if op == "ficlone-dst":
+                ficlone(sfd, dfd)
+                with model.lock:
+                    model.b[:] = data
+            elif op == "ficlonerange-dst":
+                ficlonerange(sfd, 0, 2 * MiB, dfd, 8 * MiB)
+                model.put(8 * MiB, data[: 2 * MiB])
+            else:
+                n = os.copy_file_range(sfd, dfd, 2 * MiB, 0, 8 * MiB)
+                model.put(8 * MiB, data[:n])
+                return "copied %d" % n
+        finally:
+            os.close(sfd)
+            os.close(dfd)
+    elif op in ("ficlone-src", "ficlonerange-src", "cfr-src", "dedupe-src"):
+        dst = MNT + "/nb-dst"
+        if op == "dedupe-src":
+            with model.lock:
+                want = bytes(model.b[8 * MiB : 10 * MiB])
+            write_file(dst, want)
+        else:
+            write_file(dst, b"")
+        sfd = os.open(IMG, os.O_RDONLY)
+        dfd = os.open(dst, os.O_RDWR)
+        try:
+            if op == "ficlone-src":
+                ficlone(sfd, dfd)
+            elif op == "ficlonerange-src":
+                ficlonerange(sfd, 8 * MiB, 2 * MiB, dfd, 0)
+            elif op == "cfr-src":
+                n = os.copy_file_range(sfd, dfd, 2 * MiB, 8 * MiB, 0)
+                if n != 2 * MiB:
+                    return "copied %d" % n
+            else:
+                st, done = dedupe(sfd, 8 * MiB, 2 * MiB, dfd, 0)
+                res = "status %d, %d bytes" % (st, done)
+        finally:
+            os.close(sfd)
+            os.close(dfd)
+        # The destination now holds (shares) the image's bytes; it must keep them whatever is
+        # written to the image later.
+        with model.lock:
+            snap = bytes(model.b) if op == "ficlone-src" else bytes(model.b[8 * MiB : 10 * MiB])
+        got = open(dst, "rb").read()
+        extra[dst] = hashlib.sha256(snap).hexdigest()
+        if got != snap:
+            return "destination differs from the image's bytes right after the op"
+        if op == "dedupe-src":
+            return res
+    elif op == "dedupe-hidden-fd":
+        import socket
+
+        _, fds, _, _ = socket.recv_fds(HIDDEN["pair"][1], 1, 1)
+        twin = MNT + "/nb-twin"
+        with model.lock:
+            want = bytes(model.b[8 * MiB : 10 * MiB])
+        write_file(twin, want)
+        tfd = os.open(twin, os.O_RDONLY)
+        try:
+            st, done = dedupe(tfd, 0, 2 * MiB, fds[0], 8 * MiB)
+        finally:
+            os.close(tfd)
+            os.close(fds[0])
+        extra[twin] = hashlib.sha256(want).hexdigest()
+        t0 = time.time()
+        # attach re-validates the map once a second: wait for it (never open the image here).
+        state = list_state(HIDDEN["dev"])
+        while "map-changed" not in state and time.time() - t0 < 10:
+            time.sleep(0.1)
+            state = list_state(HIDDEN["dev"])
+        return "status %d, %d bytes; noticed after %.1f s" % (st, done, time.time() - t0)
+    elif op == "swapon":
+        r = subprocess.run(["swapon", IMG], capture_output=True, text=True)
+        return "swapon exit %d %s" % (r.returncode, r.stderr.strip().replace("\n", " "))
+    elif op == "grow":
+        st = os.statvfs(MNT)
+        was = st.f_blocks * st.f_frsize // MiB
+        sectors = int(open("/sys/block/vda/size").read())
+        table = "0 %d linear /dev/vda 0" % sectors
+        subprocess.run(["dmsetup", "reload", "lkfs", "--table", table], check=True, capture_output=True)
+        subprocess.run(["dmsetup", "resume", "lkfs"], check=True, capture_output=True)
+        cmd = ["resize2fs", DEV_MAPPER] if fs == "ext4" else ["xfs_growfs", MNT]
+        r = subprocess.run(cmd, capture_output=True, check=True)
+        st = os.statvfs(MNT)
+        return "grown from %d to %d MiB (%s)" % (was, st.f_blocks * st.f_frsize // MiB, cmd[0])
+    else:
+        raise SystemExit("unknown op " + op)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# randomized stress
+
+
+class Stress:
+    FIO_SIZE = 16 * MiB
+    IMG_SIZE = 24 * MiB  # fio owns 0..16 MiB; the tail is free for destructive ops
+
+    def __init__(self, seed, fs):
+        self.rng = random.Random(seed)
+        self.fs = fs
+        self.ops = {}
+        self.refused = {}
+        self.nb = {}  # neighbour path -> model bytearray
+        self.frozen = {}  # clones/dedupe destinations: path -> sha256 at creation
+        self.tmp = 0
+        self.differs = 0
+        self.notes = []
+
+    def count(self, name, refused=None):
+        self.ops[name] = self.ops.get(name, 0) + 1
+        if refused is not None:
+            self.refused[name] = self.refused.get(name, 0) + 1
+
+    def pick_nb(self):
+        return self.rng.choice(sorted(self.nb))
+
+    def aligned(self, lo, hi, maxlen):
+        a = self.rng.randrange(lo // (64 * KiB), hi // (64 * KiB)) * 64 * KiB
+        ln = self.rng.randrange(1, maxlen // (64 * KiB) + 1) * 64 * KiB
+        return a, min(ln, hi - a)
+
+    def freeze(self, path):
+        self.frozen[path] = sha(path)
+
+    def step(self):
+        r = self.rng
+        ops = [
+            "img-open", "img-truncate", "img-ftruncate", "img-punch-tail", "img-zero-tail", "img-defrag",
+            "img-dedupe-src", "img-reflink-src", "img-cfr-src", "img-reflink-dst-tail", "img-cfr-dst-tail",
+            "nb-write", "nb-punch", "nb-truncate", "nb-defrag", "nb-reflink", "nb-churn",
+        ]
+        op = r.choice(ops)
+        while self.frozen and free_bytes() < 16 * MiB:
+            # Clones and churn files pile up: free space (which is itself a change of blocks).
+            p = r.choice(sorted(self.frozen))
+            os.unlink(p)
+            del self.frozen[p]
+        try:
+            self.do(op)
+        except OSError as e:
+            self.count(op, refused=e.errno)
+            return "%s(errno %d)" % (op, e.errno)
+        self.count(op)
+        return op
+
+    def do(self, op):
+        r = self.rng
+        if op == "img-open":
+            fd = os.open(IMG, os.O_RDONLY)
+            os.pread(fd, 4096, r.randrange(0, self.IMG_SIZE // 4096) * 4096)
+            os.close(fd)
+        elif op == "img-truncate":
+            os.truncate(IMG, r.choice([self.FIO_SIZE, 20 * MiB, 32 * MiB]))
+            os.truncate(IMG, self.IMG_SIZE)
+        elif op == "img-ftruncate":
+            fd = os.open(IMG, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, r.choice([self.FIO_SIZE, 20 * MiB]))
+                os.ftruncate(fd, self.IMG_SIZE)
+            finally:
+                os.close(fd)
+        elif op in ("img-punch-tail", "img-zero-tail"):
+            o, n = self.aligned(self.FIO_SIZE, self.IMG_SIZE, 4 * MiB)
+            fd = os.open(IMG, os.O_WRONLY)
+            try:
+                fallocate(fd, (FL_PUNCH | FL_KEEP_SIZE) if op == "img-punch-tail" else (FL_ZERO | FL_KEEP_SIZE), o, n)
+            finally:
+                os.close(fd)
+        elif op in ("img-defrag", "nb-defrag"):
+            target = IMG if op == "img-defrag" else self.pick_nb()
+            cmd = ["e4defrag", target] if self.fs == "ext4" else ["xfs_fsr", "-d", target]
+            subprocess.run(cmd, capture_output=True, timeout=300)
+        elif op in ("img-dedupe-src", "img-reflink-src", "img-cfr-src"):
+            # The image as source; the destination is frozen right after (it must never change).
+            o, n = self.aligned(0, self.IMG_SIZE, 2 * MiB)
+            self.tmp += 1
+            dst = "%s/clone-%d" % (MNT, self.tmp)
+            sfd = os.open(IMG, os.O_RDONLY)
+            try:
+                if op == "img-dedupe-src":
+                    write_file(dst, os.pread(sfd, n, o))
+                    dfd = os.open(dst, os.O_RDWR)
+                    try:
+                        st, _ = dedupe(sfd, o, n, dfd, 0)
+                    finally:
+                        os.close(dfd)
+                    if st != 0:
+                        self.differs += 1  # fio wrote in between: legal, nothing shared
+                else:
+                    write_file(dst, b"")
+                    dfd = os.open(dst, os.O_RDWR)
+                    try:
+                        if op == "img-reflink-src":
+                            ficlonerange(sfd, o, n, dfd, 0)
+                        else:
+                            os.copy_file_range(sfd, dfd, n, o, 0)
+                    finally:
+                        os.close(dfd)
+            finally:
+                os.close(sfd)
+                # Tracked whether or not the kernel refused (ext4: no reflink, no dedupe): its
+                # bytes must not change from here on, and it is deleted when space runs short.
+                if os.path.exists(dst):
+                    self.freeze(dst)
+        elif op in ("img-reflink-dst-tail", "img-cfr-dst-tail"):
+            src = self.pick_nb()
+            n = min(2 * MiB, len(self.nb[src]) // (64 * KiB) * 64 * KiB)
+            if n == 0:
+                return
+            o, _ = self.aligned(self.FIO_SIZE, self.IMG_SIZE - n, n) if self.IMG_SIZE - n > self.FIO_SIZE else (self.FIO_SIZE, 0)
+            sfd = os.open(src, os.O_RDONLY)
+            dfd = os.open(IMG, os.O_RDWR)
+            try:
+                if op == "img-reflink-dst-tail":
+                    ficlonerange(sfd, 0, n, dfd, o)
+                else:
+                    os.copy_file_range(sfd, dfd, n, 0, o)
+            finally:
+                os.close(sfd)
+                os.close(dfd)
+        elif op == "nb-write":
+            p = self.pick_nb()
+            o = r.randrange(0, 6 * MiB)
+            d = r.randbytes(r.randrange(1, 512 * KiB))
+            with open(p, "r+b") as f:
+                f.seek(o)
+                f.write(d)
+                os.fsync(f.fileno())
+            m = self.nb[p]
+            if o + len(d) > len(m):
+                m.extend(bytes(o + len(d) - len(m)))
+            m[o : o + len(d)] = d
+        elif op == "nb-punch":
+            p = self.pick_nb()
+            m = self.nb[p]
+            if len(m) < 64 * KiB:
+                return
+            o, n = self.aligned(0, len(m) // (64 * KiB) * 64 * KiB, MiB)
+            fd = os.open(p, os.O_WRONLY)
+            try:
+                fallocate(fd, FL_PUNCH | FL_KEEP_SIZE, o, n)
+            finally:
+                os.close(fd)
+            m[o : o + n] = bytes(n)
+        elif op == "nb-truncate":
+            p = self.pick_nb()
+            n = r.randrange(0, 6 * MiB)
+            os.truncate(p, n)
+            m = self.nb[p]
+            if n < len(m):
+                del m[n:]
+            else:
+                m.extend(bytes(n - len(m)))
+        elif op == "nb-reflink":
+            a, b = r.sample(sorted(self.nb), 2)
+            ma, mb = self.nb[a], self.nb[b]
+            n = min(len(ma), MiB) // (64 * KiB) * 64 * KiB
+            if n == 0:
+                return
+            o = r.randrange(0, 4 * MiB // (64 * KiB)) * 64 * KiB
+            sfd = os.open(a, os.O_RDONLY)
+            dfd = os.open(b, os.O_RDWR)
+            try:
+                ficlonerange(sfd, 0, n, dfd, o)
+            finally:
+                os.close(sfd)
+                os.close(dfd)
+            if o + n > len(mb):
+                mb.extend(bytes(o + n - len(mb)))
+            mb[o : o + n] = ma[:n]
+        elif op == "nb-churn":
+            # Free and allocate blocks: delete an old clone or make a new frozen file.
+            old = [p for p in sorted(self.frozen) if "/churn-" in p]
+            if old and r.random() < 0.5:
+                p = r.choice(old)
+                os.unlink(p)
+                del self.frozen[p]
+            else:
+                self.tmp += 1
+                p = "%s/churn-%d" % (MNT, self.tmp)
+                write_file(p, r.randbytes(r.randrange(1, 3 * MiB)))
+                self.freeze(p)
+
+    def check_files(self):
+        bad = []
+        for p, m in self.nb.items():
+            got = open(p, "rb").read()
+            if got != m:
+                bad.append(p)
+        for p, h in self.frozen.items():
+            if sha(p) != h:
+                bad.append(p)
+        return bad
+
+
+def fio_args(target, seed, size, extra=()):
+    return [
+        "fio", "--name=s", "--filename=" + target, "--ioengine=libaio", "--direct=1", "--rw=randwrite",
+        "--bs=4k", "--iodepth=16", "--size=%d" % size, "--verify=crc32c", "--verify_fatal=1",
+        "--randseed=%d" % seed, "--output-format=json", *extra,
+    ]
+
+
+def fio_result(stdout):
+    """(errors, bytes written, bytes read back) from fio's JSON."""
+    try:
+        j = json.loads(stdout[stdout.index("{") :])["jobs"][0]
+    except (ValueError, KeyError, IndexError):
+        return None
+    return j.get("error", 0) + j.get("total_err", 0), j["write"]["io_bytes"], j["read"]["io_bytes"]
+
+
+def stress(secs, seed, fs):
+    s = Stress(seed, fs)
+    out("stress-seed", seed)
+    for n in os.listdir(MNT):
+        if n != "lost+found" and not n.startswith("bystander-"):
+            os.unlink(os.path.join(MNT, n))
+    before = hash_tree()
+    with open(IMG, "wb") as f:
+        f.truncate(Stress.IMG_SIZE)
+    for i in range(4):
+        p = "%s/nb-%d" % (MNT, i)
+        d = pattern(("nb", seed, i), 4 * MiB)
+        write_file(p, d)
+        s.nb[p] = bytearray(d)
+    os.sync()
+    end = time.time() + secs
+    cycles = fio_err = wbytes = vbytes = fbytes = 0
+    failures = []
+    cyc_remap = 0
+    while time.time() < end:
+        cycles += 1
+        fseed = s.rng.randrange(1, 1 << 30)
+        try:
+            a = Attach("s%d" % cycles, IMG)
+        except RuntimeError as e:
+            failures.append("cycle %d: %s" % (cycles, e))
+            break
+        if a.info.get("mode") == "remap":
+            cyc_remap += 1
+        else:
+            s.notes.append("cycle %d not remapped: %s" % (cycles, a.info.get("notes")))
+        fio = subprocess.Popen(fio_args(a.dev, fseed, Stress.FIO_SIZE), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        log = []
+        while fio.poll() is None:
+            time.sleep(s.rng.uniform(0.05, 1.0))
+            if fio.poll() is None:
+                op = s.step()
+                log.append(op)
+        fout, ferr = fio.communicate()
+        state = a.state()
+        rc = a.detach()
+        res = fio_result(fout)
+        if fio.returncode != 0 or res is None or res[0] != 0:
+            failures.append("cycle %d (fio seed %d): fio rc %s %s %s; mutator ops this cycle: %s" % (cycles, fseed, fio.returncode, res, ferr.strip()[-300:], " ".join(log)))
+        else:
+            wbytes += res[1]
+            vbytes += res[2]
+        if rc != 0:
+            failures.append("cycle %d: server exit %s" % (cycles, rc))
+        # The image file itself, after detach, read directly (no ublk): what fio wrote.
+        v = subprocess.run(fio_args(IMG, fseed, Stress.FIO_SIZE, ["--verify_only"]), capture_output=True, text=True)
+        vr = fio_result(v.stdout)
+        if v.returncode != 0 or vr is None or vr[0] != 0:
+            failures.append("cycle %d (fio seed %d): verify of the image file: rc %d %s %s; mutator ops this cycle: %s" % (cycles, fseed, v.returncode, vr, v.stderr.strip()[-300:], " ".join(log)))
+        else:
+            fbytes += vr[2]
+        bad = s.check_files()
+        if bad:
+            failures.append("cycle %d: files changed: %s; mutator ops this cycle: %s" % (cycles, " ".join(bad), " ".join(log)))
+        print("stress-cycle:%d fio-seed=%d state-at-end=%r" % (cycles, fseed, state), flush=True)
+        if failures:
+            break
+    now = hash_tree(exclude=set([IMG]) | set(s.nb) | set(s.frozen))
+    changed = sorted(p for p in before if now.get(p) != before[p])
+    if changed:
+        failures.append("bystanders changed: " + " ".join(changed))
+    out("stress-fs", fs)
+    out("stress-cycles", cycles)
+    out("stress-cycles-remapped", cyc_remap)
+    out("stress-mutator-ops", sum(s.ops.values()))
+    out("stress-mutator-mix", " ".join("%s=%d" % kv for kv in sorted(s.ops.items())))
+    out("stress-mutator-refused", " ".join("%s=%d" % kv for kv in sorted(s.refused.items())))
+    out("stress-dedupe-differs", s.differs)
+    out("stress-fio-written", wbytes)
+    out("stress-fio-verified-device", vbytes)
+    out("stress-fio-verified-file", fbytes)
+    out("stress-bystanders", len(before))
+    for n in s.notes[:5]:
+        out("stress-note", n)
+    out("stress-result", "ok" if not failures else "FAIL " + " || ".join(failures))
+
+
+def main():
+    if sys.argv[1] == "contract":
+        contract(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "stress":
+        stress(float(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    elif sys.argv[1] == "bystanders":
+        # Files that nobody touches: every row and the stress test check they never change.
+        for i in range(int(sys.argv[2])):
+            write_file("%s/bystander-%d" % (MNT, i), pattern(("bystander", i), 3 * MiB))
+    else:
+        raise SystemExit("usage")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,388 @@
+//! `attach --remap` against every way another process can change an image's blocks (the rows of
+//! docs/formats/remap.md's contract table), on both kernels (Debian 6.12, trixie-backports 7.x)
+//! and on ext4 and XFS with reflink, in the test VM. Guest side: tests/vm/remap_stress.py.
+//!
+//! Contract rows (one boot per kernel and file system; each row is its own trial reading that
+//! boot's results). For each operation: a sparse 16 MiB root-owned image on a 64 MiB file system
+//! (dm-linear over the virtio disk, so that it can grow) with 12 MiB of bystander files; attach
+//! --remap (read-write); holes filled through the device in a scrambled order (fragmented),
+//! then overwritten (raw writes); a writer thread keeps writing 64 KiB pieces through the device
+//! while this process does the operation once; then free space is filled with new files and all
+//! 16 MiB are rewritten through the device. Checks: attach reported the change (`--list`:
+//! `stopped: … (remap.lease-broken)`; `active` after a grow, which moves nothing); the file held
+//! every acknowledged byte right after the operation and after detach (a byte model of the
+//! writes and of the operation's documented effect); every other file on the file system hashes
+//! as before (sha256), including files made from blocks the operation freed and destinations
+//! that share the image's blocks. An operation the kernel refuses (ext4 has no reflink or
+//! dedupe: `EOPNOTSUPP`) still opened the image, which broke the lease; a row whose every
+//! operation is refused is ignored with that reason.
+//!
+//! The stress test (`random_mutations_*`): cycles of attach --remap, fio random 4 KiB writes
+//! with crc32c verification through the device, and a seeded mutator doing random
+//! data-preserving changes to the image (open, truncate and punch beyond fio's 16 MiB, defrag,
+//! dedupe/reflink/copy_file_range with the image as source, reflink into its tail) and any
+//! change to neighbour files (modelled byte for byte). Each cycle: fio's own verify pass on the
+//! device, `fio --verify_only` on the image file after detach, neighbours equal their model,
+//! clones and dedupe destinations unchanged; at the end every bystander unchanged. Half the time
+//! on ext4, half on XFS. `LOOPKIT_STRESS_SECS` (default 60) sets the duration,
+//! `LOOPKIT_STRESS_SEED` the seed (default: from the clock; printed either way).
+
+use crate::util::{self, Scratch, TestResult};
+use crate::vm::{self, Disk, Unavailable, VmJob};
+use libtest_mimic::{Completion, Trial};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+const DRIVER: &str = include_str!("vm/remap_stress.py");
+
+/// Contract rows: (trial name, operations run for it).
+const ROWS: &[(&str, &[&str])] = &[
+    ("truncate", &["truncate-path", "ftruncate"]),
+    ("fallocate", &["punch", "collapse", "insert", "zero-range"]),
+    ("defrag", &["defrag"]),
+    ("reflink_into_the_image", &["ficlone-dst", "ficlonerange-dst", "cfr-dst"]),
+    ("reflink_from_the_image", &["ficlone-src", "ficlonerange-src", "cfr-src"]),
+    ("dedupe_from_the_image", &["dedupe-src"]),
+    ("hidden_descriptor_dedupe_into_the_image", &["dedupe-hidden-fd"]),
+    ("swapon", &["swapon"]),
+    ("online_grow", &["grow"]),
+];
+
+const KERNELS: &[(&str, &str)] = &[("trixie_6_12", vm::TRIXIE), ("backports_7", vm::BACKPORTS)];
+const FILESYSTEMS: &[&str] = &["ext4", "xfs"];
+
+pub fn trials() -> Vec<Trial> {
+    let mut v = Vec::new();
+    for &(row, _) in ROWS {
+        for &fs in FILESYSTEMS {
+            for &(kname, suite) in KERNELS {
+                v.push(Trial::ignorable_test(format!("vm_remap_stress::{row}_on_{fs}_{kname}"), move || {
+                    contract_row(row, fs, suite)
+                }));
+            }
+        }
+    }
+    for &(kname, suite) in KERNELS {
+        v.push(Trial::ignorable_test(format!("vm_remap_stress::random_mutations_on_{kname}"), move || stress(suite)));
+    }
+    v
+}
+
+/// What one contract boot printed.
+struct Ran {
+    stdout: String,
+    transcript: String,
+    elapsed: Duration,
+}
+
+type Boot = Result<Arc<Ran>, Result<Unavailable, String>>;
+
+fn tools_missing(fs: &str) -> Option<String> {
+    let tools: &[&str] = if fs == "ext4" {
+        &["mkfs.ext4", "e4defrag", "resize2fs", "mkswap", "swapon", "dmsetup"]
+    } else {
+        &["mkfs.xfs", "xfs_fsr", "xfs_growfs", "mkswap", "swapon", "dmsetup"]
+    };
+    tools.iter().find(|t| !util::have(t)).map(|t| format!("{t} not installed")).or_else(util::python_missing)
+}
+
+/// `LOOPKIT_REMAP_CONTRACT_OPS="op op…"`: boot with only these operations (a debugging aid; rows
+/// with none of them are then ignored, saying so).
+fn only_ops() -> Option<Vec<String>> {
+    std::env::var("LOOPKIT_REMAP_CONTRACT_OPS").ok().map(|v| v.split_whitespace().map(str::to_string).collect())
+}
+
+fn contract_script(bin: &str, fs: &str) -> String {
+    let only = only_ops();
+    let ops: Vec<&str> = ROWS
+        .iter()
+        .flat_map(|r| r.1.iter().copied())
+        .filter(|op| only.as_ref().is_none_or(|o| o.iter().any(|x| x == op)))
+        .collect();
+    let mkfs = if fs == "ext4" {
+        "mkfs.ext4 -q -F -b 4096 /dev/mapper/lkfs"
+    } else {
+        // Below 300 MB mkfs.xfs wants --unsupported (as xfstests does); the kernel does not care.
+        "modprobe -d \"$VM_MODROOT\" xfs\nmkfs.xfs -q -f --unsupported -m reflink=1 /dev/mapper/lkfs"
+    };
+    format!(
+        r#"export LK={bin}
+echo "kernel:$(uname -r)"
+{mkfs}
+mkdir -p /tmp/x
+mount /dev/mapper/lkfs /tmp/x
+echo "fs:$(stat -f -c %T /tmp/x)"
+python3 /run/vm/remap_stress.py bystanders 4
+for op in {ops}; do
+    timeout 600 python3 /run/vm/remap_stress.py contract "$op" {fs} || echo "$op-crashed:$?"
+done
+umount /tmp/x
+"#,
+        bin = vm::sh_quote(bin),
+        ops = ops.join(" "),
+    )
+}
+
+fn boot(fs: &'static str, suite: &'static str) -> Boot {
+    type Cache = Mutex<BTreeMap<(&'static str, &'static str), Arc<OnceLock<Boot>>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cell = {
+        let mut m = CACHE.get_or_init(|| Mutex::new(BTreeMap::new())).lock().unwrap_or_else(|e| e.into_inner());
+        m.entry((fs, suite)).or_default().clone()
+    };
+    cell.get_or_init(|| run_contract(fs, suite)).clone()
+}
+
+fn run_contract(fs: &'static str, suite: &'static str) -> Boot {
+    let d = Scratch::new("vm-remap-stress");
+    let disk = d.path("fs.img");
+    let make = || -> std::io::Result<()> { std::fs::File::create(&disk)?.set_len(128 << 20) };
+    make().map_err(|e| Err(format!("cannot make the disk image: {e}")))?;
+    let bin = util::loopkit_bin();
+    let Some(bin_in_guest) = vm::guest_path(&bin) else {
+        return Err(Err(format!("{} is not visible in the guest", bin.display())));
+    };
+    // The file system sits on dm-linear over the first 64 MiB of the disk (the grow row extends
+    // the table to the whole disk).
+    let script =
+        format!("echo '0 131072 linear /dev/vda 0' | dmsetup create lkfs\n{}", contract_script(&bin_in_guest, fs));
+    let job = VmJob {
+        disks: &[Disk::rw(&disk)],
+        script: &script,
+        files: &[("remap_stress.py", DRIVER.as_bytes())],
+        timeout: Duration::from_secs(2400),
+        mem_mib: 512,
+        suite: Some(suite),
+        ..Default::default()
+    };
+    let out = vm::run(&job).map_err(Ok)?;
+    if let Err(f) = out.check() {
+        return Err(Err(f.message().unwrap_or("failed").to_string()));
+    }
+    Ok(Arc::new(Ran { stdout: out.stdout.clone(), transcript: out.transcript(), elapsed: out.elapsed }))
+}
+
+fn contract_row(row: &str, fs: &'static str, suite: &'static str) -> TestResult {
+    if let Some(why) = tools_missing(fs) {
+        return util::skip(why);
+    }
+    let ran = match boot(fs, suite) {
+        Ok(r) => r,
+        Err(Ok(u)) => return u.skip(),
+        Err(Err(f)) => return util::fail(format!("the {fs} boot on {suite} failed: {f}")),
+    };
+    let ops: Vec<&str> = ROWS
+        .iter()
+        .find(|r| r.0 == row)
+        .map_or(&[][..], |r| r.1)
+        .iter()
+        .copied()
+        .filter(|op| only_ops().is_none_or(|o| o.iter().any(|x| x == op)))
+        .collect();
+    if ops.is_empty() {
+        return util::skip("none of its operations is in LOOPKIT_REMAP_CONTRACT_OPS");
+    }
+    let get = |op: &str, tag: &str| -> String {
+        let p = format!("{op}-{tag}:");
+        ran.stdout.lines().find_map(|l| l.strip_prefix(p.as_str())).unwrap_or("<missing>").to_string()
+    };
+    let mut errors = Vec::new();
+    let mut refused = Vec::new();
+    for &op in &ops {
+        let mut check = |ok: bool, what: String| {
+            if !ok {
+                errors.push(format!("{op}: {what}"));
+            }
+        };
+        if ran.stdout.lines().any(|l| l.starts_with(&format!("{op}-crashed:"))) {
+            check(false, "the guest driver crashed (see its stderr)".into());
+            continue;
+        }
+        let res = get(op, "op");
+        // ext4 has neither reflink nor dedupe; the open that came first still broke the lease.
+        let unsupported = res.starts_with("errno 95 ");
+        if unsupported {
+            refused.push(format!("{op}: {res}"));
+        }
+        check(get(op, "mode") == "remap", format!("attach did not remap: {} ({})", get(op, "mode"), get(op, "notes")));
+        check(get(op, "before") == "active", format!("remap state before the op: {}", get(op, "before")));
+        let after = get(op, "after");
+        if op == "grow" {
+            let sizes: Vec<u64> = res
+                .strip_prefix("grown from ")
+                .map(|r| r.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).take(2).collect())
+                .unwrap_or_default();
+            check(sizes.len() == 2 && sizes[1] > sizes[0], format!("the grow: {res}"));
+            check(after == "active", format!("a grow moves no data, yet attach stopped remapping: {after}"));
+            let fin = get(op, "final-state");
+            check(fin == "active", format!("remapping stopped while the grown file system was rewritten: {fin}"));
+        } else if op == "dedupe-hidden-fd" {
+            if !unsupported {
+                check(
+                    after.starts_with("stopped") && after.contains("remap.map-changed"),
+                    format!("attach's re-validation did not report the changed map: {after}"),
+                );
+                check(res.starts_with("status 0, 2097152 bytes"), format!("the dedupe: {res}"));
+            }
+        } else {
+            // The break is seen either by the SIGIO watcher (`remap.lease-broken`) or first by
+            // the 200 ms `F_GETLEASE` poll (`remap.lease-lost`: a lease being broken is no longer
+            // held); both stop raw I/O and drain it before the lease is let go.
+            check(
+                after.starts_with("stopped")
+                    && (after.contains("remap.lease-broken") || after.contains("remap.lease-lost")),
+                format!("attach did not report the lease break: {after}"),
+            );
+            let ok_res = match op {
+                "cfr-dst" | "cfr-src" => res == "done" || res == "copied 2097152",
+                "dedupe-src" => res == "status 0, 2097152 bytes" || unsupported,
+                "defrag" => res.starts_with("exit 0"),
+                "swapon" => res.starts_with("swapon exit 0"),
+                _ => res == "done" || (unsupported && fs == "ext4"),
+            };
+            check(ok_res, format!("the operation: {res}"));
+        }
+        let writer = get(op, "writer");
+        if op == "swapon" {
+            // Writes through the file fail while it is an active swap file (ETXTBSY → EIO);
+            // which ones is open, so they are left out of the comparisons.
+            check(writer.contains(" acknowledged"), format!("writer: {writer}"));
+            check(get(op, "mkswap") == "0", format!("mkswap: {}", get(op, "mkswap")));
+            check(
+                get(op, "swapon-first").starts_with("0"),
+                format!("swapon before attach: {}", get(op, "swapon-first")),
+            );
+            let (mode, notes) = (get(op, "refuse-mode"), get(op, "refuse-notes"));
+            check(
+                mode != "remap" && notes.contains("remap.swap-file"),
+                format!("attach --remap of an active swap file: mode {mode}, notes {notes}"),
+            );
+            check(get(op, "swapoff") == "0", format!("swapoff: {}", get(op, "swapoff")));
+        } else if op != "ficlone-dst" && op != "ficlone-src" {
+            check(
+                writer.contains(" acknowledged, 0 failed") && !writer.starts_with("0 "),
+                format!("the concurrent writer: {writer}"),
+            );
+        }
+        if op != "grow" {
+            check(get(op, "at-op") == "ok", format!("the image right after the op: {}", get(op, "at-op")));
+        }
+        check(get(op, "final-writes") == "16 of 16", format!("rewrite after the op: {}", get(op, "final-writes")));
+        check(get(op, "rc") == "0", format!("server exit {}", get(op, "rc")));
+        check(get(op, "data") == "ok", format!("the image after detach: {}", get(op, "data")));
+        check(get(op, "others").starts_with("ok "), format!("other files: {}", get(op, "others")));
+    }
+    let kernel = ran.stdout.lines().find_map(|l| l.strip_prefix("kernel:")).unwrap_or("?");
+    if row == "defrag" {
+        // What the defragmenter said it did, and the image's extents afterwards.
+        eprintln!("vm_remap_stress defrag on {fs}, kernel {kernel}: {}", get("defrag", "op"));
+    }
+    if !errors.is_empty() {
+        return util::fail(format!(
+            "{} problem(s), {row} on {fs}, kernel {kernel}:\n{}\n{}",
+            errors.len(),
+            errors.join("\n"),
+            ran.transcript
+        ));
+    }
+    if refused.len() == ops.len() {
+        return util::skip(format!("{fs} on {kernel} refuses every operation of this row: {}", refused.join("; ")));
+    }
+    eprintln!(
+        "vm_remap_stress {row} on {fs}, kernel {kernel}: passed (boot took {:.1?}){}",
+        ran.elapsed,
+        if refused.is_empty() { String::new() } else { format!("; refused by the kernel: {}", refused.join("; ")) }
+    );
+    Ok(Completion::Completed)
+}
+
+fn stress(suite: &'static str) -> TestResult {
+    for fs in FILESYSTEMS {
+        if let Some(why) = tools_missing(fs) {
+            return util::skip(why);
+        }
+    }
+    if !util::have("fio") {
+        return util::skip("fio not installed");
+    }
+    let secs: u64 = match std::env::var("LOOPKIT_STRESS_SECS") {
+        Ok(v) => match v.parse() {
+            Ok(n) if n > 0 => n,
+            _ => return util::fail(format!("LOOPKIT_STRESS_SECS={v:?} is not a positive number of seconds")),
+        },
+        Err(_) => 60,
+    };
+    let seed: u64 = match std::env::var("LOOPKIT_STRESS_SEED") {
+        Ok(v) => match v.parse() {
+            Ok(n) => n,
+            Err(_) => return util::fail(format!("LOOPKIT_STRESS_SEED={v:?} is not a number")),
+        },
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs()),
+    };
+    eprintln!(
+        "vm_remap_stress::random_mutations ({suite}): seed {seed}, {secs} s (LOOPKIT_STRESS_SEED, LOOPKIT_STRESS_SECS)"
+    );
+    let d = Scratch::new("vm-remap-stress");
+    let (ext4, xfs) = (d.path("ext4.img"), d.path("xfs.img"));
+    std::fs::File::create(&ext4)?.set_len(96 << 20)?;
+    std::fs::File::create(&xfs)?.set_len(96 << 20)?;
+    let bin = util::loopkit_bin();
+    let Some(bin_in_guest) = vm::guest_path(&bin) else {
+        return Err(format!("{} is not visible in the guest", bin.display()).into());
+    };
+    let half = secs.div_ceil(2);
+    let script = format!(
+        r#"export LK={bin}
+echo "kernel:$(uname -r)"
+modprobe -d "$VM_MODROOT" xfs
+mkdir -p /tmp/x
+mkfs.ext4 -q -F -b 4096 /dev/vda
+mount /dev/vda /tmp/x
+python3 /run/vm/remap_stress.py bystanders 4
+python3 /run/vm/remap_stress.py stress {half} {seed} ext4
+umount /tmp/x
+mkfs.xfs -q -f --unsupported -m reflink=1 /dev/vdb
+mount /dev/vdb /tmp/x
+python3 /run/vm/remap_stress.py bystanders 4
+python3 /run/vm/remap_stress.py stress {half} {seed} xfs
+umount /tmp/x
+"#,
+        bin = vm::sh_quote(&bin_in_guest)
+    );
+    let job = VmJob {
+        disks: &[Disk::rw(&ext4), Disk::rw(&xfs)],
+        script: &script,
+        files: &[("remap_stress.py", DRIVER.as_bytes())],
+        timeout: Duration::from_secs(2 * secs + 900),
+        mem_mib: 512,
+        suite: Some(suite),
+        ..Default::default()
+    };
+    let out = match vm::run(&job) {
+        Ok(o) => o,
+        Err(u) => return u.skip(),
+    };
+    out.check().map_err(|e| format!("seed {seed}: {}", e.message().unwrap_or("failed")))?;
+    let results: Vec<&str> = out.tagged("stress-result:").collect();
+    let summary: Vec<&str> =
+        out.stdout.lines().filter(|l| l.starts_with("stress-") && !l.starts_with("stress-cycle:")).collect();
+    if results.len() != 2 || results.iter().any(|r| *r != "ok") {
+        return util::fail(format!("seed {seed}, {secs} s: {results:?}\n{}\n{}", summary.join("\n"), out.transcript()));
+    }
+    let num = |tag: &str| -> u64 { out.tagged(tag).filter_map(|v| v.parse::<u64>().ok()).sum() };
+    let (ops, remapped) = (num("stress-mutator-ops:"), num("stress-cycles-remapped:"));
+    if ops == 0 || remapped == 0 || num("stress-fio-verified-file:") == 0 {
+        return util::fail(format!(
+            "seed {seed}: the run did too little to mean anything (mutator ops {ops}, remapped cycles {remapped})\n{}",
+            summary.join("\n")
+        ));
+    }
+    eprintln!(
+        "vm_remap_stress::random_mutations on {}: seed {seed}, {secs} s, passed in {:.1?}\n{}",
+        out.tagged("kernel:").next().unwrap_or("?"),
+        out.elapsed,
+        summary.join("\n")
+    );
+    Ok(Completion::Completed)
+}
