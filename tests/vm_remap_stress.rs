@@ -71,8 +71,15 @@ pub fn trials() -> Vec<Trial> {
             }
         }
     }
+    // Declared ignored (run them with `--ignored`): on 2026-12-07 a CI run of the XFS half on
+    // 6.12 hung — `xfs_fsr` and a kworker blocked for over 240 s in the guest after a cycle that
+    // ended in `remap.lease-lost` (seed 1796640440; `docs/TESTING.md`). Until that is understood
+    // a hang here would stop every CI run at the VM timeout. The contract rows above still run.
     for &(kname, suite) in KERNELS {
-        v.push(Trial::ignorable_test(format!("vm_remap_stress::random_mutations_on_{kname}"), move || stress(suite)));
+        v.push(
+            Trial::ignorable_test(format!("vm_remap_stress::random_mutations_on_{kname}"), move || stress(suite))
+                .with_ignored_flag(true),
+        );
     }
     v
 }
