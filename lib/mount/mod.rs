@@ -808,19 +808,7 @@ impl Mounted {
 
 /// `/proc/self/mountinfo` escapes space, tab, newline and backslash as `\ooo`.
 fn unescape(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
+    crate::remap::preflight::unescape_mountinfo(s)
 }
 
 /// Whether `dir` (absolute) is a loopkit FUSE mount in this mount namespace.

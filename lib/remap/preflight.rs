@@ -317,6 +317,12 @@ pub fn find_mount(mountinfo: &str, dev: (u32, u32)) -> Option<MountLine> {
 }
 
 fn unescape_octal(s: &str) -> String {
+    String::from_utf8_lossy(&unescape_mountinfo(s)).into_owned()
+}
+
+/// A `/proc/self/mountinfo` field with its `\ooo` escapes (space, tab, newline, backslash)
+/// undone, as bytes (shared with `loopkit mount`'s unmount).
+pub(crate) fn unescape_mountinfo(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -329,7 +335,7 @@ fn unescape_octal(s: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// The device node for `dev`: `/sys/dev/block/M:m/uevent`'s `DEVNAME`, checked to be a block
