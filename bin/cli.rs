@@ -567,14 +567,34 @@ pub struct ExtentsArgs {
 }
 
 /// `loopkit attach`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct AttachArgs {
-    /// The image file (read-write unless --read-only, --decrypt or --open-crypt).
-    #[arg(required_unless_present = "list")]
+    /// The image file (read-write unless --read-only, --decrypt or --open-crypt). When the
+    /// state records hold an orphaned device of this image (its server died), that device is
+    /// recovered instead of a new one created.
+    #[arg(required_unless_present_any = ["list", "recover", "supervise"])]
     pub image: Option<PathBuf>,
-    /// List the attached devices instead (image, device, mode, remap state, lease, data path).
-    #[arg(long, conflicts_with_all = ["read_only", "read_write", "remap", "decrypt", "open_crypt"])]
+    /// List the attached devices instead (image, device, mode, remap state, lease, data path,
+    /// state: live, orphaned or stale).
+    #[arg(long, conflicts_with_all = ["read_only", "read_write", "remap", "decrypt", "open_crypt", "recover"])]
     pub list: bool,
+    /// Resume serving DEV (/dev/ublkbN or ublkbN), whose server died, with the image and
+    /// settings its state record names (secrets are given again); requests that were in flight
+    /// are issued again. Only the user who attached it may, and only with the same image inode.
+    #[arg(long, value_name = "DEV", conflicts_with_all = ["image", "open_crypt"])]
+    pub recover: Option<PathBuf>,
+    /// How long a device whose server died waits for `attach --recover` (its I/O queued)
+    /// before its I/O fails and it is removed; 0: no recovery, the device fails and goes away
+    /// with its server.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub recovery_timeout: u64,
+    /// (Internal) watch device N's server and remove the device when it dies and is not
+    /// recovered within --recovery-timeout.
+    #[arg(long, value_name = "N", hide = true)]
+    pub supervise: Option<u32>,
+    /// (Set by recovery) the device to recover.
+    #[arg(skip)]
+    pub recover_id: Option<u32>,
     /// Show the device read-only.
     #[arg(long)]
     pub read_only: bool,

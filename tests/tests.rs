@@ -41,6 +41,7 @@ mod ublk_abi;
 mod util;
 mod vm;
 mod vm_attach;
+mod vm_attach_recovery;
 mod vm_legacy;
 mod vm_legacy_ciphers;
 mod vm_luks_compat;
@@ -90,6 +91,7 @@ fn main() {
     trials.extend(bench_remap::trials());
     trials.extend(bench_revalidate::trials());
     trials.extend(vm_attach::trials());
+    trials.extend(vm_attach_recovery::trials());
     trials.extend(vm_remap_safety::trials());
     trials.extend(vm_remap_durability::trials());
     trials.extend(vm_remap_identity::trials());

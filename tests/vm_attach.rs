@@ -14,7 +14,8 @@
 //! (d) `--remap` only: a second process opening the image while it is attached gets it only after
 //!     the server stopped remapping and released its lease, and sees every byte written through
 //!     the device; writes after that go through the file and land too;
-//! (e) SIGKILL of the server: I/O on the device fails, the device goes away, the data written
+//! (e) SIGKILL of the server attached without recovery (`--recovery-timeout 0`; recovery has
+//!     its own test, `vm_attach_recovery`): I/O on the device fails, the device goes away, the data written
 //!     before stays in the image, `detach` cleans up the record, and a new attach works.
 //! The mode (file path, or `--remap`: the remap engine) is a parameter of every check.
 
@@ -278,7 +279,7 @@ fi
 # (e) SIGKILL of the server
 dd if=/dev/zero of=/tmp/h/kill.img bs=1M count=8 conv=fsync status=none
 head -c 1048576 /dev/urandom >/tmp/data
-dev=$(start e $M /tmp/h/kill.img)
+dev=$(start e $M --recovery-timeout 0 /tmp/h/kill.img)
 dd if=/tmp/data of="$dev" bs=1M seek=2 oflag=direct conv=fsync status=none
 kill -9 "$(cat /tmp/e.pid)"
 for _ in $(seq 100); do [ -s /tmp/e.rc ] && break; sleep 0.1; done

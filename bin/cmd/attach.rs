@@ -50,10 +50,22 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     if a.list {
         return list(a.json);
     }
+    if let Some(id) = a.supervise {
+        let _ = attach::supervise(id, Duration::from_secs(a.recovery_timeout))?;
+        return Ok(0);
+    }
+    let mut notes = Vec::new();
+    let recovered;
+    let a = match recovery_target(a, &mut notes)? {
+        Some(r) => {
+            recovered = r;
+            &recovered
+        }
+        None => a,
+    };
     let Some(image) = a.image.as_deref() else {
         return Err(loopkit::Error::invalid("give an IMAGE to attach, or --list"));
     };
-    let mut notes = Vec::new();
     // The server holds keys for as long as the device is attached: no core dumps of it, and no
     // ptrace by anyone but root, from before the first secret is read.
     if let Err(e) = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
@@ -62,6 +74,9 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     let want_write = if a.decrypt { a.read_write } else { !a.read_only && a.open_crypt.is_none() };
     let mut img = attach::open_image(image, want_write)?;
     check_invoker(image, &img)?;
+    if let Some(id) = a.recover_id {
+        check_recovered_image(id, &img)?;
+    }
     // Secrets are read once (a passphrase on stdin cannot be read twice), whichever backend
     // serves in the end.
     let decrypt = if a.decrypt { Some(decrypt_params(image, &img, a, &mut notes)?) } else { None };
@@ -86,6 +101,110 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         }
     };
     serve(backend, &img, mode, a, notes, open_crypt, interrupt)
+}
+
+/// Stable code of the refusal when `attach --recover` may not take over a device.
+const RECOVER_DENIED: &str = "attach.recover-denied";
+
+/// The user on whose behalf attach runs: `SUDO_UID` or `PKEXEC_UID` when running as root
+/// through sudo or pkexec, else the real uid; and whether that is root acting for itself.
+fn invoker_uid() -> (u32, bool) {
+    let real = rustix::process::getuid().as_raw();
+    if rustix::process::geteuid().is_root() {
+        for var in ["SUDO_UID", "PKEXEC_UID"] {
+            if let Some(v) = std::env::var_os(var) {
+                // Unparsable: nobody (refused by any owner check).
+                return (v.to_string_lossy().trim().parse().unwrap_or(u32::MAX), false);
+            }
+        }
+    }
+    (real, real == 0)
+}
+
+/// `attach --recover DEV`, or `attach IMAGE` when the state records hold an orphaned device of
+/// IMAGE: the arguments to serve it again (the recorded image, mode, access, queues and depth,
+/// with this command's secrets), after checking that the device waits for recovery and that
+/// the invoking user is the one who attached it (or root acting for itself).
+fn recovery_target(a: &AttachArgs, notes: &mut Vec<String>) -> loopkit::Result<Option<AttachArgs>> {
+    let found = match (&a.recover, &a.image) {
+        (Some(dev), _) => {
+            let Some(found) = state::find(dev)? else {
+                return Err(loopkit::Error::invalid(format!(
+                    "{} is not in the state records (see `loopkit attach --list`)",
+                    dev.display()
+                )));
+            };
+            if found.status != "orphaned" {
+                return Err(loopkit::Error::new(
+                    loopkit::ErrorKind::Unsafe,
+                    format!(
+                        "{} is {}, not waiting for recovery ({RECOVER_DENIED}){}",
+                        found.entry.device,
+                        found.status,
+                        if found.status == "stale" { "; `loopkit detach` forgets it" } else { "" }
+                    ),
+                ));
+            }
+            found
+        }
+        (None, Some(image)) => {
+            match state::find(image) {
+                Ok(Some(found)) if found.status == "orphaned" => {
+                    notes.push(format!("{} of this image lost its server: recovering it", found.entry.device));
+                    found
+                }
+                _ => return Ok(None),
+            }
+        }
+        _ => return Ok(None),
+    };
+    let e = &found.entry;
+    let (me, plain_root) = invoker_uid();
+    if e.owner_uid != Some(me) && !plain_root {
+        return Err(loopkit::Error::new(
+            loopkit::ErrorKind::Unsafe,
+            format!(
+                "{} was attached by uid {}, this is uid {me}: only that user (or root itself) may recover it \
+                 ({RECOVER_DENIED})",
+                e.device,
+                e.owner_uid.map_or_else(|| "unknown".to_string(), |u| u.to_string())
+            ),
+        ));
+    }
+    let mut r = a.clone();
+    r.image = Some(e.image.clone().into());
+    r.recover = None;
+    r.recover_id = Some(e.dev_id);
+    r.remap = e.mode.starts_with("remap");
+    r.decrypt = e.mode.contains("decrypt");
+    r.read_only = e.read_only && !r.decrypt;
+    r.read_write = r.decrypt && !e.read_only;
+    r.open_crypt = None;
+    r.queues = e.queues;
+    r.depth = e.depth;
+    if e.recovery_timeout_secs > 0 && a.recover.is_some() {
+        r.recovery_timeout = e.recovery_timeout_secs;
+    }
+    Ok(Some(r))
+}
+
+/// Recovery serves the very inode the dead server served (recorded `st_dev`/`st_ino`).
+fn check_recovered_image(dev_id: u32, img: &attach::ImageFile) -> loopkit::Result<()> {
+    let rec = state::find_id(dev_id)?
+        .ok_or_else(|| loopkit::Error::invalid(format!("/dev/ublkb{dev_id} is no longer in the state records")))?;
+    let st = rustix::fs::fstat(&img.file).map_err(|e| loopkit::Error::io("cannot examine the image", e.into()))?;
+    if rec.entry.image_ino == 0 {
+        return Err(loopkit::Error::new(
+            loopkit::ErrorKind::Unsafe,
+            format!("the record of /dev/ublkb{dev_id} names no image inode (older loopkit) ({RECOVER_DENIED})"),
+        ));
+    }
+    attach::same_inode((rec.entry.image_dev, rec.entry.image_ino), (st.st_dev, st.st_ino)).map_err(|why| {
+        loopkit::Error::new(
+            loopkit::ErrorKind::Unsafe,
+            format!("{}: {why} ({})", img.path.display(), attach::IMAGE_CHANGED),
+        )
+    })
 }
 
 /// Run through sudo or pkexec (root acting for another user, `SUDO_UID`/`SUDO_GID` or
@@ -263,8 +382,12 @@ fn serve<B: attach::Backend>(
         direct_io: img.direct_io,
         physical_bs_shift: img.physical_bs_shift,
         raw_device: img.raw_device.clone(),
+        recovery_timeout_secs: a.recovery_timeout,
+        recover: a.recover_id,
+        owner_uid: Some(invoker_uid().0),
     };
     let json = a.json;
+    let timeout = a.recovery_timeout;
     let close_name = open_crypt.as_ref().map(|o| o.name.clone());
     let opened_mapper = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let opened_flag = opened_mapper.clone();
@@ -288,6 +411,14 @@ fn serve<B: attach::Backend>(
             }
             cryptsetup = Some(line);
             cryptsetup_argv = Some(cmd.argv());
+        }
+        if e.recovery && timeout > 0 {
+            if let Err(why) = start_supervisor(e.dev_id, timeout) {
+                notes.push(format!(
+                    "cannot start the recovery supervisor ({why}): if this server dies, the device's I/O waits \
+                     until `loopkit attach --recover` or `loopkit detach`"
+                ));
+            }
         }
         let mut e2 = e.clone();
         e2.mapper = mapper.clone();
@@ -332,6 +463,21 @@ fn serve<B: attach::Backend>(
     let fin = attach::run(Arc::new(backend), &opts, interrupt, announce, on_stop)?;
     eprintln!("loopkit: detached {}{}", img.path.display(), if fin.wrote { " (written)" } else { "" });
     Ok(0)
+}
+
+/// Start `loopkit attach --supervise N` (this executable) in a process group of its own, with
+/// no standard streams, so it outlives this server (`kill -9`, a crash) and a Ctrl-C on the
+/// terminal, and fails the device's I/O if the server dies and nobody recovers it in time.
+fn start_supervisor(dev_id: u32, timeout: u64) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    Command::new("/proc/self/exe")
+        .args(["attach", "--supervise", &dev_id.to_string(), "--recovery-timeout", &timeout.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map(drop)
 }
 
 /// Work out the `cryptsetup open` line for `--open-crypt` (as `inspect` prints it) and what to
@@ -488,18 +634,18 @@ fn list(json: bool) -> loopkit::Result<u8> {
     if all.is_empty() {
         s.push_str("nothing attached\n");
     } else {
-        s.push_str("DEVICE        MODE     ACCESS  REMAP  LEASE  DATA-PATH  STATE  IMAGE\n");
+        s.push_str("DEVICE        MODE     ACCESS  REMAP  LEASE  DATA-PATH  STATE     IMAGE\n");
         for l in &all {
             let e = &l.entry;
             s.push_str(&format!(
-                "{:<13} {:<8} {:<7} {:<6} {:<6} {:<10} {:<6} {}{}\n",
+                "{:<13} {:<8} {:<7} {:<6} {:<6} {:<10} {:<9} {}{}\n",
                 e.device,
                 e.mode,
                 if e.read_only { "ro" } else { "rw" },
                 e.remap,
                 e.lease.as_deref().unwrap_or("-"),
                 e.data_path,
-                if l.live { "live" } else { "stale" },
+                l.status,
                 e.image,
                 e.mapper.as_deref().map(|m| format!(" -> {m}")).unwrap_or_default()
             ));
@@ -571,7 +717,11 @@ pub fn detach(a: &DetachArgs) -> loopkit::Result<u8> {
             !state::process_alive(e.pid) || state::verify_server(e.pid, found.server_start_ticks).is_ok();
         match server {
             Some(p) if i64::from(p) == i64::from(e.pid) && recorded_gone => {
-                how = "cleaned up (its server was gone)";
+                how = if found.status == "orphaned" {
+                    "removed (orphaned: its server was gone; the I/O waiting on it fails)"
+                } else {
+                    "cleaned up (its server was gone)"
+                };
                 attach::server::delete_device(e.dev_id);
             }
             Some(_) => {

@@ -258,6 +258,14 @@ pub struct Options {
     pub physical_bs_shift: u8,
     /// The remap engine's verified raw device (for `--list`), if remapping.
     pub raw_device: Option<String>,
+    /// Seconds a device whose server died waits for `attach --recover` before its I/O fails
+    /// and it is removed ([`supervise`]); 0: no user recovery (the device fails and goes away
+    /// with its server).
+    pub recovery_timeout_secs: u64,
+    /// Resume serving this existing device (quiesced, its server gone) instead of creating one.
+    pub recover: Option<u32>,
+    /// The user on whose behalf the device is attached (recorded; only they may recover it).
+    pub owner_uid: Option<u32>,
 }
 
 /// Serve `backend` until `stop` (or until the device is removed): unshare the mount namespace,
@@ -285,6 +293,20 @@ pub fn run<B: Backend>(
         allow_zero_copy: opts.allow_zero_copy,
         logical_bs_shift: lbs,
         physical_bs_shift: opts.physical_bs_shift.max(lbs),
+        recovery: opts.recovery_timeout_secs > 0,
+        recover: opts.recover,
+    };
+    let image_st = rustix::fs::fstat(backend.image_fd())
+        .map_err(|e| crate::Error::io("cannot examine the image", e.into()))?;
+    // Recovery and the supervisor's removal of the device exclude each other until it is live.
+    let recovery_lock = match opts.recover {
+        Some(id) => Some(state::recovery_lock(id)?.ok_or_else(|| {
+            crate::Error::new(
+                crate::ErrorKind::Unsafe,
+                format!("/dev/ublkb{id} is being recovered or removed by another process right now"),
+            )
+        })?),
+        None => None,
     };
     let entry = state::Entry {
         image: opts.image.to_string_lossy().into_owned(),
@@ -305,7 +327,13 @@ pub fn run<B: Backend>(
         mapper: None,
         kernel: rustix::system::uname().release().to_string_lossy().into_owned(),
         raw_device: opts.raw_device.clone(),
+        recovery: false,
+        recovery_timeout_secs: 0,
+        image_dev: image_st.st_dev,
+        image_ino: image_st.st_ino,
+        owner_uid: opts.owner_uid,
     };
+    let timeout_secs = opts.recovery_timeout_secs;
     let recorded = Arc::new(std::sync::Mutex::new(None::<state::Entry>));
     let rec = recorded.clone();
     let on_live = move |live: &server::Live| -> crate::Result<()> {
@@ -313,7 +341,10 @@ pub fn run<B: Backend>(
         e.dev_id = live.dev_id;
         e.device = live.device.clone();
         e.data_path = live.data_path.as_str().to_string();
+        e.recovery = live.recovery;
+        e.recovery_timeout_secs = if live.recovery { timeout_secs } else { 0 };
         state::record(&e)?;
+        drop(recovery_lock);
         *rec.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
         if let Some(mapper) = announce(&e)? {
             e.mapper = Some(mapper);
@@ -357,6 +388,66 @@ pub fn run<B: Backend>(
     let fin = result?;
     release_image(backend.image_fd(), fin.wrote);
     Ok(fin)
+}
+
+/// Watch device `dev_id`'s server (run in a process of its own, started once the device is
+/// live, that survives the server): while the server recorded in the state directory runs,
+/// nothing; once it is gone, the device either is recovered within `timeout` (the driver names
+/// another server and serves it: done) or is stopped and deleted, so the I/O queued on it fails
+/// instead of waiting for ever. Also done when the device or its record goes away (a clean
+/// detach). The record is kept (`--list` shows it stale, `detach` forgets it).
+///
+/// # Errors
+/// From the state directory; when the record has no server start time.
+pub fn supervise(dev_id: u32, timeout: std::time::Duration) -> crate::Result<Supervised> {
+    use std::time::{Duration, Instant};
+    let Some(rec) = state::find_id(dev_id)? else {
+        return Ok(Supervised::Detached);
+    };
+    let (pid, ticks) = (rec.entry.pid, rec.server_start_ticks);
+    if ticks.is_none() {
+        return Err(crate::Error::invalid("the record carries no server start time"));
+    }
+    let tick = Duration::from_millis(200);
+    while !state::server_gone(pid, ticks) {
+        std::thread::sleep(tick);
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let still_recorded = state::find_id(dev_id)?.is_some_and(|l| l.entry.pid == pid);
+        let Some(info) = server::device_state(dev_id) else {
+            return Ok(Supervised::Detached);
+        };
+        if i64::from(info.server_pid) != i64::from(pid) {
+            return Ok(if info.state == server::DeviceState::Live { Supervised::Recovered } else { Supervised::Detached });
+        }
+        if !still_recorded && info.state != server::DeviceState::Quiesced {
+            // A clean detach stops the device, then forgets the record.
+            return Ok(Supervised::Detached);
+        }
+        if Instant::now() >= deadline {
+            // Unless a recovery holds the lock (then see what it comes to): still the dead
+            // server's device, and nobody recovering it.
+            if let Some(_lock) = state::recovery_lock(dev_id)?
+                && server::device_state(dev_id).is_some_and(|i| i64::from(i.server_pid) == i64::from(pid))
+            {
+                server::delete_device(dev_id);
+                return Ok(Supervised::Removed);
+            }
+        }
+        std::thread::sleep(tick);
+    }
+}
+
+/// How [`supervise`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Supervised {
+    /// The device (or its record) went away with a clean detach.
+    Detached,
+    /// Another server recovered it.
+    Recovered,
+    /// Not recovered in time: stopped and deleted (its I/O failed).
+    Removed,
 }
 
 /// At detach: drop the image's cached pages (the device may have written around the page

@@ -52,6 +52,14 @@ pub struct Config {
     pub logical_bs_shift: u8,
     /// log2 of the physical block size.
     pub physical_bs_shift: u8,
+    /// Create the device with user recovery (`UBLK_F_USER_RECOVERY`, plus `_REISSUE` where the
+    /// driver has it), so it outlives a crashed server; off, or a driver without it, gives the
+    /// old behaviour (the device fails and goes away with its server).
+    pub recovery: bool,
+    /// Resume serving existing device N (quiesced, its server gone) instead of creating one:
+    /// `START_USER_RECOVERY`, the queues fetch again, `END_USER_RECOVERY` (the requests that
+    /// were in flight are issued again).
+    pub recover: Option<u32>,
 }
 
 /// What the device looks like once it serves I/O.
@@ -65,6 +73,8 @@ pub struct Live {
     pub data_path: DataPath,
     /// The driver's feature bits (`UBLK_F_*`).
     pub features: u64,
+    /// The device has user recovery.
+    pub recovery: bool,
 }
 
 /// How serving ended.
@@ -86,12 +96,94 @@ pub fn available() -> crate::Result<u64> {
     Ok(UblkCtrl::get_features().unwrap_or(0))
 }
 
-/// Delete ublk device `dev_id` whose server is gone (what `detach` does with a stale record).
+/// Delete ublk device `dev_id` whose server is gone (what `detach` does with a stale record):
+/// stop it first (its queued I/O fails, also on a device waiting for recovery), then delete it
+/// without waiting for its last opener (`DEL_DEV_ASYNC`, falling back to `DEL_DEV`).
 pub fn delete_device(dev_id: u32) {
+    if !std::path::Path::new("/dev/ublk-control").exists() {
+        return;
+    }
     if let Ok(id) = i32::try_from(dev_id)
         && let Ok(c) = UblkCtrl::new_simple(id)
     {
-        let _ = c.del_dev();
+        let _ = c.kill_dev();
+        if c.del_dev_async().is_err() {
+            let _ = c.del_dev();
+        }
+    }
+}
+
+/// A ublk device's state as the driver reports it (`ublksrv_ctrl_dev_info.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Not started, or stopped.
+    Dead,
+    /// Served.
+    Live,
+    /// Its server is gone and it waits for recovery (I/O queued).
+    Quiesced,
+    /// Its server is gone and I/O fails (`UBLK_F_USER_RECOVERY_FAIL_IO`).
+    FailIo,
+    /// A state this code does not know.
+    Other(u16),
+}
+
+/// What the driver says about a device.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceInfo {
+    /// Its state.
+    pub state: DeviceState,
+    /// The pid the driver names as its server (the last one that started or recovered it).
+    pub server_pid: i32,
+    /// Its `UBLK_F_*` flags.
+    pub flags: u64,
+    /// Hardware queues.
+    pub queues: u16,
+    /// Queue depth.
+    pub depth: u16,
+}
+
+/// The driver's view of device `dev_id`; `None` when there is no ublk driver or no such device.
+pub fn device_state(dev_id: u32) -> Option<DeviceInfo> {
+    if !std::path::Path::new("/dev/ublk-control").exists() {
+        return None;
+    }
+    let c = UblkCtrl::new_simple(i32::try_from(dev_id).ok()?).ok()?;
+    let info = c.dev_info();
+    let state = match u32::from(info.state) {
+        sys::UBLK_S_DEV_DEAD => DeviceState::Dead,
+        sys::UBLK_S_DEV_LIVE => DeviceState::Live,
+        sys::UBLK_S_DEV_QUIESCED => DeviceState::Quiesced,
+        sys::UBLK_S_DEV_FAIL_IO => DeviceState::FailIo,
+        _ => DeviceState::Other(info.state),
+    };
+    Some(DeviceInfo {
+        state,
+        server_pid: info.ublksrv_pid,
+        flags: info.flags,
+        queues: info.nr_hw_queues,
+        depth: info.queue_depth,
+    })
+}
+
+/// The user-recovery flags to create a device with: `UBLK_F_USER_RECOVERY` and
+/// `UBLK_F_USER_RECOVERY_REISSUE` when the driver lists them (`GET_FEATURES`, Linux ≥ 6.5);
+/// without `GET_FEATURES` (`features` 0), by kernel release: both exist since 6.1. Never
+/// `UBLK_F_USER_RECOVERY_FAIL_IO`: it fails I/O as soon as the server dies, so writers above
+/// the device would see errors during a recovery that succeeds (the failing after a timeout is
+/// the supervisor's, [`super::supervise`]).
+pub fn recovery_flags(features: u64, release: &str) -> u64 {
+    let both = u64::from(sys::UBLK_F_USER_RECOVERY | sys::UBLK_F_USER_RECOVERY_REISSUE);
+    if features != 0 {
+        if features & u64::from(sys::UBLK_F_USER_RECOVERY) == 0 {
+            return 0;
+        }
+        return features & both;
+    }
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    match (parts.next(), parts.next()) {
+        (Some(major), Some(minor)) if (major, minor) >= (6, 1) => both,
+        _ => 0,
     }
 }
 
@@ -133,24 +225,37 @@ pub fn serve<B: Backend>(
     on_stop: impl FnOnce() + Send + Sync + 'static,
 ) -> crate::Result<Finished> {
     let features = available()?;
-    let zero_copy =
-        cfg.allow_zero_copy && features & u64::from(sys::UBLK_F_AUTO_BUF_REG) != 0 && backend.crypt().is_none();
-    let depth = cfg.depth.clamp(1, 4096);
-    let queues = cfg.queues.clamp(1, 64);
     let buf_bytes: u32 = 512 << 10;
-    let mut ctrl_flags = 0u64;
-    if zero_copy {
-        ctrl_flags |= u64::from(sys::UBLK_F_AUTO_BUF_REG);
-    }
-    let ctrl = UblkCtrlBuilder::default()
-        .name("loopkit")
-        .nr_queues(queues)
-        .depth(depth)
-        .io_buf_bytes(buf_bytes)
-        .ctrl_flags(ctrl_flags)
-        .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
-        .build()
-        .map_err(|e| ublk_error("cannot create the ublk device", e))?;
+    let (lbs, pbs) = (cfg.logical_bs_shift.max(9), cfg.physical_bs_shift.max(cfg.logical_bs_shift).max(9));
+    let (ctrl, zero_copy, queues, depth) = match cfg.recover {
+        Some(id) => recover_ctrl(id, &*backend, buf_bytes, lbs)?,
+        None => {
+            let zero_copy = cfg.allow_zero_copy
+                && features & u64::from(sys::UBLK_F_AUTO_BUF_REG) != 0
+                && backend.crypt().is_none();
+            let depth = cfg.depth.clamp(1, 4096);
+            let queues = cfg.queues.clamp(1, 64);
+            let mut ctrl_flags = 0u64;
+            if zero_copy {
+                ctrl_flags |= u64::from(sys::UBLK_F_AUTO_BUF_REG);
+            }
+            if cfg.recovery {
+                ctrl_flags |= recovery_flags(features, &rustix::system::uname().release().to_string_lossy());
+            }
+            let ctrl = UblkCtrlBuilder::default()
+                .name("loopkit")
+                .nr_queues(queues)
+                .depth(depth)
+                .io_buf_bytes(buf_bytes)
+                .ctrl_flags(ctrl_flags)
+                .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
+                .build()
+                .map_err(|e| ublk_error("cannot create the ublk device", e))?;
+            (ctrl, zero_copy, queues, depth)
+        }
+    };
+    let recovering = cfg.recover.is_some();
+    let recovery = ctrl.dev_info().flags & u64::from(sys::UBLK_F_USER_RECOVERY) != 0;
     let ctrl = Arc::new(ctrl);
 
     let zero = std::fs::File::open("/dev/zero").map_err(|e| crate::Error::io("cannot open /dev/zero", e))?;
@@ -170,7 +275,6 @@ pub fn serve<B: Backend>(
     if cfg.read_only || !backend.writable() {
         attrs |= sys::UBLK_ATTR_READ_ONLY;
     }
-    let (lbs, pbs) = (cfg.logical_bs_shift.max(9), cfg.physical_bs_shift.max(cfg.logical_bs_shift).max(9));
     let tgt_init = move |dev: &mut UblkDev| -> Result<(), UblkError> {
         let tgt = &mut dev.tgt;
         for (i, fd) in fds.iter().enumerate() {
@@ -220,7 +324,8 @@ pub fn serve<B: Backend>(
     let dev_stop = stop.clone();
     let data_path = if zero_copy { DataPath::ZeroCopy } else { DataPath::Copy };
     let device_fn = move |ctrl: &UblkCtrl| {
-        let live = Live { dev_id: ctrl.dev_info().dev_id, device: ctrl.get_bdev_path(), data_path, features };
+        let live =
+            Live { dev_id: ctrl.dev_info().dev_id, device: ctrl.get_bdev_path(), data_path, features, recovery };
         if let Err(e) = on_live(&live) {
             *dev_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
         } else {
@@ -232,6 +337,11 @@ pub fn serve<B: Backend>(
         let _ = ctrl.kill_dev();
     };
     let result = ctrl.run_target(tgt_init, q_fn, device_fn);
+    if recovering && result.is_ok() {
+        // A control made for recovery does not delete its device when dropped, as one made
+        // for adding does: stopped by `device_fn`, deleted here.
+        let _ = ctrl.del_dev();
+    }
     drop(zero);
     result.map_err(|e| ublk_error("the ublk device failed", e))?;
     if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -240,6 +350,53 @@ pub fn serve<B: Backend>(
     let wrote = shared.wrote.load(Ordering::Acquire);
     shared.backend.flush().map_err(|e| crate::Error::io("flushing the image at detach", e))?;
     Ok(Finished { wrote })
+}
+
+/// Prepare to serve existing device `id` again: it must wait for recovery (quiesced), and its
+/// size and logical block size must be what `backend` serves; then `START_USER_RECOVERY` and a
+/// control for `END_USER_RECOVERY` (issued by `run_target` once every queue fetches). The queue
+/// count, depth and data path are the device's own.
+fn recover_ctrl<B: Backend>(id: u32, backend: &B, buf_bytes: u32, lbs: u8) -> crate::Result<(UblkCtrl, bool, u16, u16)> {
+    let refuse = |why: String| crate::Error::new(crate::ErrorKind::Unsafe, format!("cannot recover /dev/ublkb{id}: {why}"));
+    let info = device_state(id).ok_or_else(|| refuse("the driver has no such device".into()))?;
+    if info.state != DeviceState::Quiesced {
+        return Err(refuse(format!("it does not wait for recovery (state {:?})", info.state)));
+    }
+    let sid = i32::try_from(id).map_err(|_| refuse("bad device number".into()))?;
+    let simple = UblkCtrl::new_simple(sid).map_err(|e| ublk_error("cannot open the ublk device", e))?;
+    let mut params = sys::ublk_params::default();
+    simple.get_params(&mut params).map_err(|e| ublk_error("cannot read the device's parameters", e))?;
+    let size = backend.size_bytes();
+    if params.basic.dev_sectors != size >> 9 || params.basic.logical_bs_shift != lbs {
+        return Err(refuse(format!(
+            "it shows {} bytes in {}-byte blocks, the image now gives {size} bytes in {}-byte blocks",
+            params.basic.dev_sectors << 9,
+            1u64 << params.basic.logical_bs_shift,
+            1u64 << lbs
+        )));
+    }
+    if params.basic.attrs & sys::UBLK_ATTR_READ_ONLY == 0 && !backend.writable() {
+        return Err(refuse("the device is writable, the image can now only be read".into()));
+    }
+    let zero_copy = info.flags & u64::from(sys::UBLK_F_AUTO_BUF_REG) != 0;
+    if zero_copy && backend.crypt().is_some() {
+        return Err(refuse("it was created for zero copy, which --decrypt cannot serve".into()));
+    }
+    match simple.start_user_recover() {
+        Ok(r) if r < 0 => return Err(ublk_error("START_USER_RECOVERY failed", UblkError::OtherError(r))),
+        Ok(_) => {}
+        Err(e) => return Err(ublk_error("START_USER_RECOVERY failed", e)),
+    }
+    let ctrl = UblkCtrlBuilder::default()
+        .name("loopkit")
+        .id(sid)
+        .nr_queues(info.queues)
+        .depth(info.depth)
+        .io_buf_bytes(buf_bytes)
+        .dev_flags(UblkFlags::UBLK_DEV_F_RECOVER_DEV)
+        .build()
+        .map_err(|e| ublk_error("cannot open the ublk device for recovery", e))?;
+    Ok((ctrl, zero_copy, info.queues, info.depth))
 }
 
 fn ublk_error(what: &str, e: UblkError) -> crate::Error {

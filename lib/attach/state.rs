@@ -56,6 +56,25 @@ pub struct Entry {
     /// when not remapping.
     #[serde(default)]
     pub raw_device: Option<String>,
+    /// The device was created with ublk user recovery (`UBLK_F_USER_RECOVERY` and, where the
+    /// driver has it, `_REISSUE`): when its server dies it waits, I/O queued, for
+    /// `attach --recover` (at most [`Entry::recovery_timeout_secs`]) instead of failing at once.
+    #[serde(default)]
+    pub recovery: bool,
+    /// How long an orphaned device waits for recovery before its I/O fails and it is removed
+    /// (0 without recovery).
+    #[serde(default)]
+    pub recovery_timeout_secs: u64,
+    /// `st_dev` of the image file served (recovery serves only this inode again).
+    #[serde(default)]
+    pub image_dev: u64,
+    /// `st_ino` of the image file served.
+    #[serde(default)]
+    pub image_ino: u64,
+    /// The user on whose behalf the device was attached (`SUDO_UID`/`PKEXEC_UID`, else the real
+    /// uid); only that user (or root acting for itself) may recover it.
+    #[serde(default)]
+    pub owner_uid: Option<u32>,
 }
 
 /// The state directory: `$LOOPKIT_STATE_DIR`, else `/run/loopkit/attach`. Either is trusted only
@@ -154,6 +173,35 @@ pub fn record(e: &Entry) -> crate::Result<PathBuf> {
     Ok(path)
 }
 
+/// The lock that keeps recovery of device `dev_id` and its supervisor's removal of it apart: an
+/// exclusive `flock` on `ublkbN.lock` in the state directory (created 0600, never through a
+/// symlink), held by `attach --recover` from before `START_USER_RECOVERY` until the device is
+/// live, and by the supervisor while it removes the device. `Ok(None)` when someone else holds
+/// it.
+///
+/// # Errors
+/// From [`open_dir`]; `Io` when the lock file cannot be opened.
+pub fn recovery_lock(dev_id: u32) -> crate::Result<Option<OwnedFd>> {
+    let dfd = open_dir(true)?;
+    let name = format!("ublkb{dev_id}.lock");
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rfs::openat(&dfd, name.as_str(), flags, Mode::from_bits_truncate(0o600))
+        .map_err(|err| crate::Error::io(format!("cannot open {}", dir().join(&name).display()), err.into()))?;
+    match rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(fd)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(err) => Err(crate::Error::io(format!("cannot lock {}", dir().join(&name).display()), err.into())),
+    }
+}
+
+/// The record of device `dev_id`, if any.
+///
+/// # Errors
+/// From [`list_checked`].
+pub fn find_id(dev_id: u32) -> crate::Result<Option<Listed>> {
+    Ok(list_checked()?.into_iter().find(|l| l.entry.dev_id == dev_id))
+}
+
 /// Forget device `dev_id` (missing is fine).
 pub fn forget(dev_id: u32) {
     if let Ok(dfd) = open_dir(false) {
@@ -169,6 +217,10 @@ pub struct Listed {
     pub entry: Entry,
     /// The serving process is alive and the device node exists.
     pub live: bool,
+    /// `live`; `orphaned` (the server is gone, the driver holds the device for recovery: its
+    /// I/O waits); `stale` (the server is gone and so is its device, or the device number now
+    /// belongs to another server).
+    pub status: &'static str,
     /// The server's recorded start time (see [`process_start_ticks`]); `None` in records of
     /// older versions.
     #[serde(skip)]
@@ -211,10 +263,33 @@ pub fn list_checked() -> crate::Result<Vec<Listed>> {
         }
         let Ok(stored) = serde_json::from_slice::<Stored>(&bytes) else { continue };
         let live = process_alive(stored.entry.pid) && Path::new(&stored.entry.device).exists();
-        out.push(Listed { entry: stored.entry, live, server_start_ticks: stored.server_start_ticks });
+        let status = if live {
+            "live"
+        } else if orphaned(&stored.entry, stored.server_start_ticks) {
+            "orphaned"
+        } else {
+            "stale"
+        };
+        out.push(Listed { entry: stored.entry, live, status, server_start_ticks: stored.server_start_ticks });
     }
     out.sort_by_key(|l| l.entry.dev_id);
     Ok(out)
+}
+
+/// Whether the driver still holds `e`'s device for a server that is gone: the device exists,
+/// names the recorded pid as its server, and waits for recovery (quiesced).
+pub fn orphaned(e: &Entry, server_start_ticks: Option<u64>) -> bool {
+    e.recovery
+        && server_gone(e.pid, server_start_ticks)
+        && super::server::device_state(e.dev_id).is_some_and(|d| {
+            i64::from(d.server_pid) == i64::from(e.pid) && d.state == super::server::DeviceState::Quiesced
+        })
+}
+
+/// Whether the server recorded as `pid`, started at `start_ticks`, is gone (dead, a zombie, or
+/// its pid now names another process).
+pub fn server_gone(pid: u32, start_ticks: Option<u64>) -> bool {
+    !process_alive(pid) || (start_ticks.is_some() && process_start_ticks(pid) != start_ticks)
 }
 
 /// Start time of process `pid` (`/proc/PID/stat` field 22, clock ticks since boot), which
