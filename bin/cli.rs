@@ -624,6 +624,11 @@ pub struct AttachArgs {
     /// Never use the zero-copy path (for comparisons).
     #[arg(long)]
     pub no_zero_copy: bool,
+    /// The device's logical block size in bytes (512, 1024, 2048 or 4096; default: the smallest
+    /// the image allows: 512, the disk's logical block under --remap on a 4Kn disk, the
+    /// cipher's sector for --decrypt).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(512..=4096))]
+    pub logical_block_size: Option<u32>,
     /// Stay in the foreground (the default: loopkit never daemonizes; run it under a service
     /// manager or `&` to detach from the terminal).
     #[arg(long)]

@@ -41,6 +41,8 @@ mod ublk_abi;
 mod util;
 mod vm;
 mod vm_attach;
+mod vm_attach_4kn;
+mod vm_attach_discard;
 mod vm_attach_recovery;
 mod vm_legacy;
 mod vm_legacy_ciphers;
@@ -92,6 +94,8 @@ fn main() {
     trials.extend(bench_revalidate::trials());
     trials.extend(vm_attach::trials());
     trials.extend(vm_attach_recovery::trials());
+    trials.extend(vm_attach_4kn::trials());
+    trials.extend(vm_attach_discard::trials());
     trials.extend(vm_remap_safety::trials());
     trials.extend(vm_remap_durability::trials());
     trials.extend(vm_remap_identity::trials());

@@ -42,16 +42,23 @@ pub struct Disk<'a> {
     pub path: &'a Path,
     /// Attach read-only (the guest cannot write it).
     pub readonly: bool,
+    /// 4096-byte logical and physical blocks (a 4Kn disk; writable). Such disks come after all
+    /// the others, whatever their place in [`VmJob::disks`].
+    pub native_4k: bool,
 }
 
 impl<'a> Disk<'a> {
     /// A read-only disk (use this for originals).
     pub fn ro(path: &'a Path) -> Disk<'a> {
-        Disk { path, readonly: true }
+        Disk { path, readonly: true, native_4k: false }
     }
     /// A writable disk.
     pub fn rw(path: &'a Path) -> Disk<'a> {
-        Disk { path, readonly: false }
+        Disk { path, readonly: false, native_4k: false }
+    }
+    /// A writable disk with 4096-byte logical blocks (4Kn), attached after the other disks.
+    pub fn rw_4kn(path: &'a Path) -> Disk<'a> {
+        Disk { path, readonly: false, native_4k: true }
     }
 }
 
@@ -357,7 +364,14 @@ fn run_once(job: &VmJob, prep: &Prepared) -> Attempt {
         .arg("-c")
         .arg(job.cpus.max(1).to_string());
     for d in job.disks {
-        cmd.arg(if d.readonly { "-r" } else { "-d" }).arg(d.path);
+        cmd.arg(if d.native_4k {
+            "-k"
+        } else if d.readonly {
+            "-r"
+        } else {
+            "-d"
+        })
+        .arg(d.path);
     }
     cmd.arg(&script)
         .env("VM_KERNEL", &prep.kernel)

@@ -176,8 +176,8 @@ fn recovery(suite: &'static str) -> TestResult {
     check(one("r-recovered:") == [dev.clone()], format!("(r) attach --recover printed {:?}", one("r-recovered:")));
     check(one("r-write:") == ["0"], format!("(r) fio's writes across the crash: exit {:?}", one("r-write:")));
     check(one("r-verify:") == ["0"], format!("(r) fio --verify_only of the written area: exit {:?}", one("r-verify:")));
-    let rec: serde_json::Value = serde_json::from_slice(&out.file("list-recovered.json")?)
-        .map_err(|e| format!("list-recovered.json: {e}"))?;
+    let rec: serde_json::Value =
+        serde_json::from_slice(&out.file("list-recovered.json")?).map_err(|e| format!("list-recovered.json: {e}"))?;
     check(
         rec["devices"][0]["status"] == "live" && rec["devices"][0]["device"] == dev.as_str(),
         format!("(r) --list after recovery: {rec}"),

@@ -92,7 +92,13 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
             }
         }
     }
-    img.serve_through_file();
+    let block = a.logical_block_size.unwrap_or(512).max(
+        decrypt
+            .as_ref()
+            .and_then(|d| d.crypt.as_ref())
+            .map_or(512, |c| u32::try_from(c.cipher.sector_bytes()).unwrap_or(u32::MAX)),
+    );
+    img.serve_through_file(block);
     let (backend, mode) = match decrypt {
         Some(d) => (FileBackend::new(img.duplicate()?, d.base, d.size, img.writable, d.crypt)?, "decrypt"),
         None => {
@@ -147,15 +153,13 @@ fn recovery_target(a: &AttachArgs, notes: &mut Vec<String>) -> loopkit::Result<O
             }
             found
         }
-        (None, Some(image)) => {
-            match state::find(image) {
-                Ok(Some(found)) if found.status == "orphaned" => {
-                    notes.push(format!("{} of this image lost its server: recovering it", found.entry.device));
-                    found
-                }
-                _ => return Ok(None),
+        (None, Some(image)) => match state::find(image) {
+            Ok(Some(found)) if found.status == "orphaned" => {
+                notes.push(format!("{} of this image lost its server: recovering it", found.entry.device));
+                found
             }
-        }
+            _ => return Ok(None),
+        },
         _ => return Ok(None),
     };
     let e = &found.entry;
@@ -182,6 +186,7 @@ fn recovery_target(a: &AttachArgs, notes: &mut Vec<String>) -> loopkit::Result<O
     r.open_crypt = None;
     r.queues = e.queues;
     r.depth = e.depth;
+    r.logical_block_size = Some(e.logical_block_bytes);
     if e.recovery_timeout_secs > 0 && a.recover.is_some() {
         r.recovery_timeout = e.recovery_timeout_secs;
     }
@@ -385,6 +390,7 @@ fn serve<B: attach::Backend>(
         recovery_timeout_secs: a.recovery_timeout,
         recover: a.recover_id,
         owner_uid: Some(invoker_uid().0),
+        logical_block_bytes: a.logical_block_size,
     };
     let json = a.json;
     let timeout = a.recovery_timeout;

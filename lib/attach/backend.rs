@@ -80,6 +80,11 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Whether the backend can write at all (otherwise the device is read-only).
     fn writable(&self) -> bool;
+    /// The smallest logical block the device may show (the remap engine: the raw disk's logical
+    /// block, 4096 on a 4Kn disk).
+    fn logical_block(&self) -> u32 {
+        512
+    }
     /// The sector cipher, if the device shows a decryption of the image (forces the copy path).
     fn crypt(&self) -> Option<&Crypt> {
         None
@@ -118,6 +123,19 @@ pub trait Backend: Send + Sync + 'static {
     fn synced(&self, _target: Target, _ticket: u64, _for_fua: bool) {}
     /// Blocking flush of everything (at shutdown): device flush + `fdatasync` as needed.
     fn flush(&self) -> io::Result<()>;
+    /// The granularity (bytes) of DISCARD and WRITE_ZEROES when the device advertises them:
+    /// only when the image's file system punches holes (`fallocate`), the data needs no
+    /// transformation and the mapping follows. `None` (the default): not advertised (the block
+    /// layer then writes zeros for `BLKZEROOUT`, and `fstrim` reports discard unsupported).
+    fn discard_granularity(&self) -> Option<u32> {
+        None
+    }
+    /// Where a DISCARD or WRITE_ZEROES of `len` bytes at device byte `offset` goes: the byte
+    /// offset in the image file, punched (or zero-ranged with `NOUNMAP`) through the file system,
+    /// after which the range reads as zeros.
+    fn plan_discard(&self, _offset: u64, _len: u64) -> io::Result<u64> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
 }
 
 /// Serves the device through the image file: every request is one `Io { Image, base + offset }`.
@@ -128,6 +146,8 @@ pub struct FileBackend {
     size: u64,
     writable: bool,
     crypt: Option<Crypt>,
+    /// DISCARD/WRITE_ZEROES granularity, when the file system punches holes.
+    discard: Option<u32>,
 }
 
 impl FileBackend {
@@ -153,8 +173,21 @@ impl FileBackend {
                 "the payload starts at byte {base}, not a multiple of 512: it cannot be served as a block device"
             )));
         }
-        Ok(FileBackend { file, base, size, writable, crypt })
+        let discard = if writable && crypt.is_none() { punch_granularity(&file) } else { None };
+        Ok(FileBackend { file, base, size, writable, crypt, discard })
     }
+}
+
+/// The file system's block size when it punches holes in `file`: probed by punching (with
+/// `KEEP_SIZE`) one block just past its end, which changes nothing where it works and fails
+/// with `EOPNOTSUPP` where it does not.
+fn punch_granularity(file: &File) -> Option<u32> {
+    use rustix::fs::FallocateFlags as F;
+    let st = rustix::fs::fstat(file).ok()?;
+    let block = u32::try_from(st.st_blksize).ok().filter(|b| b.is_power_of_two() && (512..=65536).contains(b))?;
+    let end = u64::try_from(st.st_size).ok()?;
+    rustix::fs::fallocate(file, F::PUNCH_HOLE | F::KEEP_SIZE, end, u64::from(block)).ok()?;
+    Some(block)
 }
 
 impl Backend for FileBackend {
@@ -202,6 +235,18 @@ impl Backend for FileBackend {
     }
     fn flush(&self) -> io::Result<()> {
         if self.writable { self.file.sync_data() } else { Ok(()) }
+    }
+    fn discard_granularity(&self) -> Option<u32> {
+        self.discard
+    }
+    fn plan_discard(&self, offset: u64, len: u64) -> io::Result<u64> {
+        if self.discard.is_none() {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(self.base + offset),
+            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        }
     }
 }
 

@@ -98,10 +98,11 @@ impl ImageFile {
         self.file.try_clone().map_err(|e| crate::Error::io("cannot duplicate the image descriptor", e))
     }
 
-    /// Prepare to serve through the file: `O_DIRECT` when the file system supports it at
-    /// 512-byte granularity (cleared otherwise, also when a remap attempt set it).
-    pub fn serve_through_file(&mut self) {
-        self.direct_io = set_direct_io(&self.file, &mut self.notes);
+    /// Prepare to serve through the file, in `block`-byte logical blocks: `O_DIRECT` when the
+    /// file system supports it at that granularity (cleared otherwise, also when a remap attempt
+    /// set it).
+    pub fn serve_through_file(&mut self, block: u32) {
+        self.direct_io = set_direct_io(&self.file, &mut self.notes, block);
     }
 
     /// Check that `fd` (what a backend serves) is this very inode (`st_dev`/`st_ino`).
@@ -180,18 +181,22 @@ pub fn check_invoker_access(path: &Path, file: &File, uid: u32, gid: u32, write:
     })
 }
 
-/// Turn on `O_DIRECT` when the file system reports 512-byte direct-I/O alignment (statx
-/// `STATX_DIOALIGN`); otherwise make sure it is off (a remap attempt may have set it on the
+/// Turn on `O_DIRECT` when the file system reports direct-I/O alignment of at most `block` bytes
+/// (statx `STATX_DIOALIGN`; the device's requests are whole logical blocks, its buffers at
+/// least that aligned); otherwise make sure it is off (a remap attempt may have set it on the
 /// shared description) and say why.
-fn set_direct_io(file: &File, notes: &mut Vec<String>) -> bool {
+fn set_direct_io(file: &File, notes: &mut Vec<String>, block: u32) -> bool {
     use rustix::fs::{AtFlags, OFlags, StatxFlags};
     let why = match rustix::fs::statx(file.as_fd(), "", AtFlags::EMPTY_PATH, StatxFlags::DIOALIGN) {
         Ok(st) if StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::DIOALIGN) => {
             let (mem, off) = (st.stx_dio_mem_align, st.stx_dio_offset_align);
             if off == 0 {
                 "the file system does not support direct I/O".to_string()
-            } else if off > 512 || mem > 512 {
-                format!("direct I/O needs {off}-byte offsets and {mem}-byte buffers, the device serves 512-byte blocks")
+            } else if off > block || mem > block {
+                format!(
+                    "direct I/O needs {off}-byte offsets and {mem}-byte buffers, the device serves {block}-byte blocks \
+                     (--logical-block-size {off} would allow it)"
+                )
             } else {
                 match rustix::fs::fcntl_getfl(file).and_then(|fl| rustix::fs::fcntl_setfl(file, fl | OFlags::DIRECT)) {
                     Ok(()) => return true,
@@ -264,6 +269,9 @@ pub struct Options {
     pub recovery_timeout_secs: u64,
     /// Resume serving this existing device (quiesced, its server gone) instead of creating one.
     pub recover: Option<u32>,
+    /// The logical block size asked for (`--logical-block-size`); at least what the backend and
+    /// the cipher need. `None`: the smallest they allow (512 on most disks).
+    pub logical_block_bytes: Option<u32>,
     /// The user on whose behalf the device is attached (recorded; only they may recover it).
     pub owner_uid: Option<u32>,
 }
@@ -284,7 +292,7 @@ pub fn run<B: Backend>(
 ) -> crate::Result<Finished> {
     server::available()?;
     private_mount_namespace()?;
-    let unit = backend.crypt().map_or(512, |c| c.cipher.sector_bytes().max(512));
+    let unit = logical_block(&*backend, opts.logical_block_bytes)?;
     let lbs = unit.trailing_zeros() as u8;
     let cfg = server::Config {
         queues: opts.queues,
@@ -296,8 +304,8 @@ pub fn run<B: Backend>(
         recovery: opts.recovery_timeout_secs > 0,
         recover: opts.recover,
     };
-    let image_st = rustix::fs::fstat(backend.image_fd())
-        .map_err(|e| crate::Error::io("cannot examine the image", e.into()))?;
+    let image_st =
+        rustix::fs::fstat(backend.image_fd()).map_err(|e| crate::Error::io("cannot examine the image", e.into()))?;
     // Recovery and the supervisor's removal of the device exclude each other until it is live.
     let recovery_lock = match opts.recover {
         Some(id) => Some(state::recovery_lock(id)?.ok_or_else(|| {
@@ -332,6 +340,7 @@ pub fn run<B: Backend>(
         image_dev: image_st.st_dev,
         image_ino: image_st.st_ino,
         owner_uid: opts.owner_uid,
+        discard: false,
     };
     let timeout_secs = opts.recovery_timeout_secs;
     let recorded = Arc::new(std::sync::Mutex::new(None::<state::Entry>));
@@ -342,6 +351,7 @@ pub fn run<B: Backend>(
         e.device = live.device.clone();
         e.data_path = live.data_path.as_str().to_string();
         e.recovery = live.recovery;
+        e.discard = live.discard;
         e.recovery_timeout_secs = if live.recovery { timeout_secs } else { 0 };
         state::record(&e)?;
         drop(recovery_lock);
@@ -419,7 +429,11 @@ pub fn supervise(dev_id: u32, timeout: std::time::Duration) -> crate::Result<Sup
             return Ok(Supervised::Detached);
         };
         if i64::from(info.server_pid) != i64::from(pid) {
-            return Ok(if info.state == server::DeviceState::Live { Supervised::Recovered } else { Supervised::Detached });
+            return Ok(if info.state == server::DeviceState::Live {
+                Supervised::Recovered
+            } else {
+                Supervised::Detached
+            });
         }
         if !still_recorded && info.state != server::DeviceState::Quiesced {
             // A clean detach stops the device, then forgets the record.
@@ -448,6 +462,38 @@ pub enum Supervised {
     Recovered,
     /// Not recovered in time: stopped and deleted (its I/O failed).
     Removed,
+}
+
+/// The device's logical block size: `asked` (`--logical-block-size`), else the smallest the
+/// backend (the raw disk's logical block under `--remap`) and the cipher's sector allow; the
+/// device size must be a whole number of them.
+///
+/// # Errors
+/// `InvalidInput` when `asked` is not a power of two in 512..=4096, is smaller than what the
+/// backend or the cipher needs, or does not divide the size.
+pub fn logical_block<B: Backend>(backend: &B, asked: Option<u32>) -> crate::Result<u32> {
+    let sector = backend.crypt().map_or(512, |c| u32::try_from(c.cipher.sector_bytes()).unwrap_or(u32::MAX));
+    let need = sector.max(backend.logical_block()).max(512);
+    let unit = match asked {
+        Some(a) if !a.is_power_of_two() || !(512..=4096).contains(&a) => {
+            return Err(crate::Error::invalid(format!("--logical-block-size {a}: use 512, 1024, 2048 or 4096")));
+        }
+        Some(a) if a < need => {
+            return Err(crate::Error::invalid(format!(
+                "--logical-block-size {a} is smaller than the {need}-byte blocks this image needs (the disk's logical \
+                 block under --remap, or the cipher's sector)"
+            )));
+        }
+        Some(a) => a,
+        None => need,
+    };
+    if !backend.size_bytes().is_multiple_of(u64::from(unit)) {
+        return Err(crate::Error::invalid(format!(
+            "the device would be {} bytes, not a whole number of {unit}-byte logical blocks",
+            backend.size_bytes()
+        )));
+    }
+    Ok(unit)
 }
 
 /// At detach: drop the image's cached pages (the device may have written around the page

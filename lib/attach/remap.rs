@@ -90,18 +90,20 @@ impl RemapBackend {
         crypt: Option<Crypt>,
     ) -> crate::Result<(RemapBackend, Preflight)> {
         let (engine, pf) = Engine::open_file(file, path, &Options { read_only, ..Options::default() })?;
-        if engine.alignment() != 512 {
+        let align = engine.alignment() as u64;
+        if !align.is_power_of_two() || !(512..=4096).contains(&align) {
             return Err(crate::Error::unsupported(format!(
-                "the disk under {} has {}-byte logical blocks; attach --remap serves 512-byte blocks only",
+                "the disk under {} has {align}-byte logical blocks; attach --remap serves 512 to 4096",
                 path.display(),
-                engine.alignment()
             )));
         }
         let (base, size) = window.unwrap_or((0, engine.size()));
-        let unit = crypt.as_ref().map_or(512, |c| c.cipher.sector_bytes() as u64).max(512);
+        // The device shows the disk's logical blocks (4Kn: 4096), so every request is aligned
+        // for raw I/O.
+        let unit = crypt.as_ref().map_or(512, |c| c.cipher.sector_bytes() as u64).max(align);
         if size == 0
             || !size.is_multiple_of(unit)
-            || !base.is_multiple_of(512)
+            || !base.is_multiple_of(align)
             || base.checked_add(size).is_none_or(|e| e > engine.size())
         {
             return Err(crate::Error::invalid(format!(
@@ -161,6 +163,9 @@ impl Backend for RemapBackend {
     }
     fn writable(&self) -> bool {
         self.writable
+    }
+    fn logical_block(&self) -> u32 {
+        self.engine.alignment() as u32
     }
     fn crypt(&self) -> Option<&Crypt> {
         self.crypt.as_ref()

@@ -75,6 +75,8 @@ pub struct Live {
     pub features: u64,
     /// The device has user recovery.
     pub recovery: bool,
+    /// The device advertises DISCARD and WRITE_ZEROES.
+    pub discard: bool,
 }
 
 /// How serving ended.
@@ -230,9 +232,8 @@ pub fn serve<B: Backend>(
     let (ctrl, zero_copy, queues, depth) = match cfg.recover {
         Some(id) => recover_ctrl(id, &*backend, buf_bytes, lbs)?,
         None => {
-            let zero_copy = cfg.allow_zero_copy
-                && features & u64::from(sys::UBLK_F_AUTO_BUF_REG) != 0
-                && backend.crypt().is_none();
+            let zero_copy =
+                cfg.allow_zero_copy && features & u64::from(sys::UBLK_F_AUTO_BUF_REG) != 0 && backend.crypt().is_none();
             let depth = cfg.depth.clamp(1, 4096);
             let queues = cfg.queues.clamp(1, 64);
             let mut ctrl_flags = 0u64;
@@ -271,6 +272,7 @@ pub fn serve<B: Backend>(
         fds.push(d.as_raw_fd());
     }
     let size = backend.size_bytes();
+    let discard = if cfg.read_only || !backend.writable() { None } else { backend.discard_granularity() };
     let mut attrs = sys::UBLK_ATTR_VOLATILE_CACHE | sys::UBLK_ATTR_FUA;
     if cfg.read_only || !backend.writable() {
         attrs |= sys::UBLK_ATTR_READ_ONLY;
@@ -286,7 +288,15 @@ pub fn serve<B: Backend>(
         tgt.cq_depth = depth.saturating_mul(2);
         tgt.dev_size = size;
         tgt.params = sys::ublk_params {
-            types: sys::UBLK_PARAM_TYPE_BASIC,
+            types: sys::UBLK_PARAM_TYPE_BASIC | if discard.is_some() { sys::UBLK_PARAM_TYPE_DISCARD } else { 0 },
+            discard: sys::ublk_param_discard {
+                discard_granularity: discard.unwrap_or(0).max(1 << lbs),
+                // 1 GiB per request, as the kernel loop driver's users see it.
+                max_discard_sectors: if discard.is_some() { 1 << 21 } else { 0 },
+                max_write_zeroes_sectors: if discard.is_some() { 1 << 21 } else { 0 },
+                max_discard_segments: u16::from(discard.is_some()),
+                ..Default::default()
+            },
             basic: sys::ublk_param_basic {
                 attrs,
                 logical_bs_shift: lbs,
@@ -324,8 +334,14 @@ pub fn serve<B: Backend>(
     let dev_stop = stop.clone();
     let data_path = if zero_copy { DataPath::ZeroCopy } else { DataPath::Copy };
     let device_fn = move |ctrl: &UblkCtrl| {
-        let live =
-            Live { dev_id: ctrl.dev_info().dev_id, device: ctrl.get_bdev_path(), data_path, features, recovery };
+        let live = Live {
+            dev_id: ctrl.dev_info().dev_id,
+            device: ctrl.get_bdev_path(),
+            data_path,
+            features,
+            recovery,
+            discard: discard.is_some(),
+        };
         if let Err(e) = on_live(&live) {
             *dev_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
         } else {
@@ -356,8 +372,14 @@ pub fn serve<B: Backend>(
 /// size and logical block size must be what `backend` serves; then `START_USER_RECOVERY` and a
 /// control for `END_USER_RECOVERY` (issued by `run_target` once every queue fetches). The queue
 /// count, depth and data path are the device's own.
-fn recover_ctrl<B: Backend>(id: u32, backend: &B, buf_bytes: u32, lbs: u8) -> crate::Result<(UblkCtrl, bool, u16, u16)> {
-    let refuse = |why: String| crate::Error::new(crate::ErrorKind::Unsafe, format!("cannot recover /dev/ublkb{id}: {why}"));
+fn recover_ctrl<B: Backend>(
+    id: u32,
+    backend: &B,
+    buf_bytes: u32,
+    lbs: u8,
+) -> crate::Result<(UblkCtrl, bool, u16, u16)> {
+    let refuse =
+        |why: String| crate::Error::new(crate::ErrorKind::Unsafe, format!("cannot recover /dev/ublkb{id}: {why}"));
     let info = device_state(id).ok_or_else(|| refuse("the driver has no such device".into()))?;
     if info.state != DeviceState::Quiesced {
         return Err(refuse(format!("it does not wait for recovery (state {:?})", info.state)));
@@ -559,6 +581,28 @@ async fn handle<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, buf: &mu
                 Err(e) => errno(&e),
             }
         }
+        sys::UBLK_IO_OP_DISCARD | sys::UBLK_IO_OP_WRITE_ZEROES => {
+            // These carry no data: their length is not bounded by the buffer.
+            let (Some(o), Some(l)) = (iod.start_sector.checked_mul(512), u64::from(iod.nr_sectors).checked_mul(512))
+            else {
+                return -libc::EINVAL;
+            };
+            let at = match b.plan_discard(o, l) {
+                Ok(at) => at,
+                Err(e) => return errno(&e),
+            };
+            s.wrote.store(true, Ordering::Release);
+            // Punch: the range reads as zeros and its blocks go back to the file system; a
+            // WRITE_ZEROES that must not unmap zeroes the range in place instead.
+            let mode = if op == sys::UBLK_IO_OP_WRITE_ZEROES && flags & sys::UBLK_IO_F_NOUNMAP != 0 {
+                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
+            } else {
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
+            };
+            let sqe = opcode::Fallocate::new(types::Fixed(s.slots.image), l).offset(at).mode(mode).build();
+            let r = q.ublk_submit_sqe(sqe).await;
+            if r < 0 { r } else { 0 }
+        }
         sys::UBLK_IO_OP_FLUSH => {
             let mut targets = Vec::with_capacity(2);
             b.plan_flush(&mut targets);
@@ -740,5 +784,28 @@ async fn slow_write<B: Backend>(
     match s.backend.slow_write(&data, offset, fua) {
         Ok(()) => 0,
         Err(e) => errno(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_flags_follow_the_driver_then_the_release() {
+        let rec = u64::from(sys::UBLK_F_USER_RECOVERY);
+        let reissue = u64::from(sys::UBLK_F_USER_RECOVERY_REISSUE);
+        let fail_io = u64::from(sys::UBLK_F_USER_RECOVERY_FAIL_IO);
+        let zc = u64::from(sys::UBLK_F_AUTO_BUF_REG);
+        // GET_FEATURES answered: what it lists, never FAIL_IO.
+        assert_eq!(recovery_flags(rec | reissue | fail_io | zc, "7.3.4"), rec | reissue);
+        assert_eq!(recovery_flags(rec | zc, "6.12.1"), rec);
+        assert_eq!(recovery_flags(zc, "6.12.1"), 0, "a driver without recovery");
+        assert_eq!(recovery_flags(reissue, "6.12.1"), 0, "REISSUE alone means nothing");
+        // No GET_FEATURES (before 6.5): both since 6.1.
+        assert_eq!(recovery_flags(0, "6.1.0-13-amd64"), rec | reissue);
+        assert_eq!(recovery_flags(0, "6.0.12"), 0);
+        assert_eq!(recovery_flags(0, "5.19.0"), 0);
+        assert_eq!(recovery_flags(0, "garbage"), 0);
     }
 }

@@ -75,6 +75,10 @@ pub struct Entry {
     /// uid); only that user (or root acting for itself) may recover it.
     #[serde(default)]
     pub owner_uid: Option<u32>,
+    /// The device advertises DISCARD and WRITE_ZEROES (punched through the image's file
+    /// system).
+    #[serde(default)]
+    pub discard: bool,
 }
 
 /// The state directory: `$LOOPKIT_STATE_DIR`, else `/run/loopkit/attach`. Either is trusted only

@@ -1,13 +1,15 @@
 #!/bin/sh
 # Boot loopkit's test VM and run one guest script in it (see docs/TESTING.md, "Real-kernel tests").
 #
-#   tests/vm/run.sh [-w JOBDIR] [-d DISK]... [-r DISK]... [-t SECONDS] [-m MIB] [-c CPUS] SCRIPT
+#   tests/vm/run.sh [-w JOBDIR] [-d DISK]... [-r DISK]... [-k DISK]... [-t SECONDS] [-m MIB] [-c CPUS] SCRIPT
 #
 #   SCRIPT   shell script, run in the guest by bash -euo pipefail in a chroot of the host's root
 #            (read-only), cwd /run/vm = JOBDIR (writable), with DM_DISABLE_UDEV=1, VM_SHARE,
 #            VM_KVER and VM_MODROOT (modprobe -d "$VM_MODROOT" NAME loads more modules).
 #   -d DISK  a raw image attached as a virtio disk, writable (/dev/vda, /dev/vdb… in the order given)
 #   -r DISK  the same, read-only
+#   -k DISK  a writable virtio disk with 4096-byte logical and physical blocks (4Kn); these come
+#            after every -d/-r disk (find one by /sys/block/vdX/queue/logical_block_size)
 #   -w DIR   job directory (the guest's /run/vm); default: a new directory under /tmp
 #   -t SECS  kill the VM after this long (default 300)
 #
@@ -24,9 +26,9 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 
-usage() { echo "usage: $0 [-w JOBDIR] [-d DISK]... [-r DISK]... [-t SECS] [-m MIB] [-c CPUS] SCRIPT" >&2; exit 4; }
-job="" timeout_s=300 mem=1024 cpus=1 drives=""
-while getopts w:d:r:t:m:c: opt; do
+usage() { echo "usage: $0 [-w JOBDIR] [-d DISK]... [-r DISK]... [-k DISK]... [-t SECS] [-m MIB] [-c CPUS] SCRIPT" >&2; exit 4; }
+job="" timeout_s=300 mem=1024 cpus=1 drives="" drives4k="" n4k=0
+while getopts w:d:r:k:t:m:c: opt; do
     case $opt in
     w) job=$OPTARG ;;
     d | r)
@@ -37,6 +39,15 @@ while getopts w:d:r:t:m:c: opt; do
         drives="$drives
 -drive
 file=$OPTARG,if=virtio,format=raw,cache=none$ro" ;;
+    k)
+        [ -f "$OPTARG" ] || { echo "run.sh: no such disk image: $OPTARG" >&2; exit 4; }
+        case "$OPTARG" in *,*) echo "run.sh: disk path must not contain a comma: $OPTARG" >&2; exit 4 ;; esac
+        n4k=$((n4k + 1))
+        drives4k="$drives4k
+-drive
+file=$OPTARG,if=none,id=k4n$n4k,format=raw,cache=none
+-device
+virtio-blk-pci,drive=k4n$n4k,logical_block_size=4096,physical_block_size=4096" ;;
     t) timeout_s=$OPTARG ;;
     m) mem=$OPTARG ;;
     c) cpus=$OPTARG ;;
@@ -91,7 +102,7 @@ timeout -k 10 "$timeout_s" "$qemu" \
     -device virtio-rng-pci \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
     -virtfs "local,path=$job,mount_tag=work,security_model=none,multidevs=remap" \
-    $drives \
+    $drives $drives4k \
     </dev/null >"$job/qemu.log" 2>&1
 qrc=$?
 unset IFS

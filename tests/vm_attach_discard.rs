@@ -1,0 +1,153 @@
+//! DISCARD and WRITE_ZEROES through `attach` (the file path), in the guest of `tests/vm.rs` on
+//! both kernels. Oracles: the kernel (the device's `discard_granularity` in sysfs, `fstrim`,
+//! `blkdiscard -z`), `stat -c %b` of the image (its allocated blocks, as ext4 counts them) and
+//! `cmp` against data kept aside.
+//! (d) a sparse 192 MiB image on an ext4 disk, attached; `mkfs.ext4` on the device, mounted;
+//!     an 8 MiB file of random data kept, a 64 MiB file of random data written (`conv=fsync`),
+//!     deleted, `fstrim`: the image's allocated size must drop by at least 60 MiB and the kept
+//!     file must read back equal (after `drop_caches`); then 4 MiB of random data written raw
+//!     past the file system's data and `blkdiscard -z` over them: they read back as zeros.
+//! (x) `--decrypt --read-write` does not advertise discard (a punched hole would decrypt to
+//!     noise): `discard_granularity` 0, `discard` false in the JSON.
+
+use crate::legacy::{encrypt, plains};
+use crate::util::{self, Scratch, TestResult, trial};
+use crate::vm::{self, Disk, VmJob};
+use crate::vm_attach::HELPERS;
+use libtest_mimic::{Completion, Trial};
+use std::process::Command;
+use std::time::Duration;
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("vm_attach_discard::fstrim_punches_the_image_on_trixie_6_12", || discard(vm::TRIXIE)),
+        trial("vm_attach_discard::fstrim_punches_the_image_on_backports_7", || discard(vm::BACKPORTS)),
+    ]
+}
+
+fn script(bin: &str) -> String {
+    let mut s = format!("LK={}\n{HELPERS}", vm::sh_quote(bin));
+    s.push_str(
+        r#"
+echo "kernel:$(uname -r)"
+mkdir -p /tmp/h /tmp/m
+mount -t ext4 /dev/vda /tmp/h
+truncate -s 192M /tmp/h/d.img
+start d --json /tmp/h/d.img >/dev/null
+dev=$(sed -n 's/^ *"device": "\(.*\)",$/\1/p' /tmp/d.out)
+cp /tmp/d.out /run/vm/d.json
+echo "d-gran:$(cat /sys/block/$(basename "$dev")/queue/discard_granularity)"
+mkfs.ext4 -q -F -b 4096 "$dev" 160M
+mount -t ext4 "$dev" /tmp/m
+head -c 8388608 /dev/urandom >/tmp/keep
+cp /tmp/keep /tmp/m/keep
+dd if=/dev/urandom of=/tmp/m/big bs=1M count=64 conv=fsync status=none
+sync
+before=$(stat -c %b /tmp/h/d.img)
+rm /tmp/m/big
+sync
+fstrim -v /tmp/m >&2 && echo "d-fstrim:ok"
+sync
+after=$(stat -c %b /tmp/h/d.img)
+echo "d-freed-mib:$(( (before - after) * 512 / 1048576 ))"
+echo 3 >/proc/sys/vm/drop_caches
+echo "d-keep:$(cmp -s /tmp/keep /tmp/m/keep && echo ok || echo differs)"
+umount /tmp/m
+# blkdiscard -z past the 160 MiB file system
+head -c 4194304 /dev/urandom >/tmp/rnd
+dd if=/tmp/rnd of="$dev" bs=1M seek=170 oflag=direct conv=fsync status=none
+echo "d-written:$(dd if="$dev" bs=1M skip=170 count=4 iflag=direct status=none | cmp -s - /tmp/rnd && echo ok || echo differs)"
+blkdiscard -z -o $((170 * 1048576)) -l 4194304 "$dev" && echo "d-blkdiscard:ok"
+head -c 4194304 /dev/zero >/tmp/zero
+echo "d-zeroed:$(dd if="$dev" bs=1M skip=170 count=4 iflag=direct status=none | cmp -s - /tmp/zero && echo ok || echo differs)"
+stop d "$dev"
+echo "d-zeroed-in-image:$(dd if=/tmp/h/d.img bs=1M skip=170 count=4 status=none | cmp -s - /tmp/zero && echo ok || echo differs)"
+
+# (x) --decrypt: no discard
+start x --decrypt --read-write --json --passphrase-file /run/vm/pass /tmp/h/cl.img >/dev/null
+dev=$(sed -n 's/^ *"device": "\(.*\)",$/\1/p' /tmp/x.out)
+cp /tmp/x.out /run/vm/x.json
+echo "x-gran:$(cat /sys/block/$(basename "$dev")/queue/discard_granularity)"
+stop x "$dev"
+umount /tmp/h
+"#,
+    );
+    s
+}
+
+fn discard(suite: &'static str) -> TestResult {
+    let p = match plains() {
+        Ok(p) => p,
+        Err(e) => return util::skip(e),
+    };
+    for t in ["mkfs.ext4", "fstrim", "blkdiscard"] {
+        if !util::have(t) {
+            return util::skip(format!("{t} not installed"));
+        }
+    }
+    let d = Scratch::new("vm-attach-discard");
+    let stage = d.path("stage");
+    std::fs::create_dir_all(&stage)?;
+    let pass = p.dir.join("pass");
+    let ps = pass.to_str().ok_or("pass path")?;
+    encrypt(
+        &stage,
+        "cl.img",
+        "ext2",
+        &["--scheme", "cryptoloop", "--derivation", "rmd160", "--key-bits", "256", "--passphrase-file", ps],
+    )?;
+    let outer = d.path("outer.img");
+    util::run_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&stage).arg(&outer).arg("320M"))?;
+    let bin = util::loopkit_bin();
+    let Some(bin_in_guest) = vm::guest_path(&bin) else {
+        return Err(format!("{} is not visible in the guest", bin.display()).into());
+    };
+    let script = script(&bin_in_guest);
+    let pass_bytes = std::fs::read(&pass)?;
+    let job = VmJob {
+        disks: &[Disk::rw(&outer)],
+        script: &script,
+        files: &[("pass", &pass_bytes)],
+        timeout: Duration::from_secs(900),
+        cpus: 2,
+        suite: Some(suite),
+        ..Default::default()
+    };
+    let out = match vm::run(&job) {
+        Ok(o) => o,
+        Err(u) => return u.skip(),
+    };
+    out.check()?;
+    let one = |tag: &str| -> Vec<String> { out.tagged(tag).map(str::to_string).collect() };
+    let mut errors = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            errors.push(what);
+        }
+    };
+    let j: serde_json::Value = serde_json::from_slice(&out.file("d.json")?).map_err(|e| format!("d.json: {e}"))?;
+    check(j["discard"] == true, format!("(d) attach --json: {j}"));
+    let gran: Option<u64> = one("d-gran:").first().and_then(|s| s.parse().ok());
+    check(gran.is_some_and(|g| g >= 512), format!("(d) discard_granularity {gran:?}"));
+    check(one("d-fstrim:") == ["ok"], "(d) fstrim failed".into());
+    let freed: Option<i64> = one("d-freed-mib:").first().and_then(|s| s.parse().ok());
+    check(freed.is_some_and(|f| f >= 60), format!("(d) the image's allocation dropped by {freed:?} MiB, want >= 60"));
+    check(one("d-keep:") == ["ok"], "(d) the kept file changed".into());
+    check(one("d-written:") == ["ok"], "(d) raw write before blkdiscard -z did not read back".into());
+    check(one("d-blkdiscard:") == ["ok"], "(d) blkdiscard -z failed".into());
+    check(one("d-zeroed:") == ["ok"], "(d) blkdiscard -z: the range does not read as zeros".into());
+    check(one("d-zeroed-in-image:") == ["ok"], "(d) blkdiscard -z: the image file's range is not zeros".into());
+    check(one("d-server-rc:") == ["0"], format!("(d) server exit {:?}", one("d-server-rc:")));
+    let x: serde_json::Value = serde_json::from_slice(&out.file("x.json")?).map_err(|e| format!("x.json: {e}"))?;
+    check(x["discard"] == false, format!("(x) --decrypt advertised discard: {x}"));
+    check(one("x-gran:") == ["0"], format!("(x) --decrypt discard_granularity {:?}", one("x-gran:")));
+    if !errors.is_empty() {
+        return util::fail(format!("{} ({suite}):\n{}\n{}", errors.len(), errors.join("\n"), out.transcript()));
+    }
+    eprintln!(
+        "vm_attach_discard: {} passed in {:.1?} (fstrim freed {freed:?} MiB)",
+        one("kernel:").first().map_or("?", String::as_str),
+        out.elapsed
+    );
+    Ok(Completion::Completed)
+}
