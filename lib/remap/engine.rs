@@ -855,9 +855,19 @@ impl Inner {
         {
             *g = Some(why.to_string());
         }
-        // Raw I/O planned before the switch must finish before anyone else may touch the file.
-        while self.inflight.load(Ordering::SeqCst) > 0 {
-            std::thread::sleep(std::time::Duration::from_micros(200));
+        // Raw I/O planned before the switch must finish before anyone else may touch the file:
+        // every guard entered before it (a guard entered after it reads remapping off and plans
+        // through the file only), not every guard in flight. Requests that never pause (a
+        // queue kept full) keep the count of all guards above zero for as long as they come:
+        // the lease break then waited until the kernel took the lease away after
+        // lease-break-time, and the opener waited as long.
+        match self.discarding.lock() {
+            Ok(_one) => self.wait_earlier_guards(),
+            Err(_) => {
+                while self.inflight.load(Ordering::SeqCst) > 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
         }
         let _ = self.dev.sync_all();
         let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed);
