@@ -73,10 +73,10 @@ pub fn trials() -> Vec<Trial> {
     }
     // Declared ignored (run them with `--ignored`): on 2026-12-07 a CI run of the XFS half on
     // 6.12 hung — `xfs_fsr` and a kworker blocked for over 240 s in the guest, no loopkit thread
-    // blocked (seed 1796640440). Not reproduced since in about 40 minutes of XFS stress on 6.12
-    // and the 600 s runs on both kernels, cause unknown (`docs/TESTING.md`, "Open finding"). The
-    // driver now prints the kernel stacks and fails after 240 s in one step, so a run with
-    // `--ignored` that hangs explains itself. The contract rows above still run.
+    // blocked (seed 1796640440). Not reproduced since in about 47 minutes of XFS stress on 6.12
+    // (including the 600 s runs on both kernels), cause unknown (`docs/TESTING.md`, "Open
+    // finding"). The driver now prints the kernel stacks and fails after 240 s in one step, so a
+    // run with `--ignored` that hangs explains itself. The contract rows above still run.
     for &(kname, suite) in KERNELS {
         v.push(
             Trial::ignorable_test(format!("vm_remap_stress::random_mutations_on_{kname}"), move || stress(suite))
