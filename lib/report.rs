@@ -17,7 +17,7 @@ mod migrate;
 mod rescue;
 mod verify;
 
-pub use ecc::{Repair, StripEcc, repair, strip_ecc};
+pub use ecc::{Protect, Repair, StripEcc, protect, repair, strip_ecc};
 pub use error::{ErrorBody, ErrorDoc, error_chain, error_kind_name};
 pub use extents::{Backing, ExtentCheck, ExtentMismatch, ExtentRow, ExtentSummary, Extents, Finding, extents};
 pub use extract::Extract;

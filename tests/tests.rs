@@ -34,6 +34,7 @@ mod mount;
 mod mounts;
 mod open_source;
 mod payload_kinds;
+mod protect;
 mod remap_engine;
 mod rescue;
 mod setup_script;
@@ -74,6 +75,7 @@ fn main() {
     trials.extend(ecc_verify::trials());
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
+    trials.extend(protect::trials());
     trials.extend(rescue::trials());
     trials.extend(vm_rescue::trials());
     trials.extend(luks_read::trials());

@@ -12,6 +12,7 @@
 //!  repair    erasure/error decoding into a repaired copy
 //! ```
 
+pub mod create;
 pub mod layout;
 pub mod repair;
 
