@@ -70,7 +70,7 @@ impl<S: ByteSource> ByteSource for Volume<S> {
         let first = offset_bytes / unit;
         // Whole units at a unit boundary: read and decrypt in place, no bounce buffer.
         let whole = want - want % unit as usize;
-        if offset_bytes % unit == 0 && whole > 0 {
+        if offset_bytes.is_multiple_of(unit) && whole > 0 {
             let out = &mut buf[..whole];
             self.src.read_exact_at(out, self.layout.offset_bytes + offset_bytes)?;
             self.cipher.decrypt_sectors(self.layout.iv_offset_sectors.wrapping_add(offset_bytes / SECTOR_BYTES), out);

@@ -600,10 +600,10 @@ impl fuser::Filesystem for Server {
             }
         };
         // After FUSE_INIT (which would lower it again), before the first file's readahead.
-        if !self.read_ahead_tried.swap(true, Ordering::Relaxed) {
-            if let Some(dir) = self.dir.get() {
-                let _ = raise_read_ahead(dir, READ_AHEAD_KB);
-            }
+        if !self.read_ahead_tried.swap(true, Ordering::Relaxed)
+            && let Some(dir) = self.dir.get()
+        {
+            let _ = raise_read_ahead(dir, READ_AHEAD_KB);
         }
         let flags = if h.direct { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -859,21 +859,18 @@ pub struct MountEntry {
 pub fn mount_entry(dir: &Path) -> crate::Result<Option<MountEntry>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| crate::Error::io("reading /proc/self/mountinfo", e))?;
-    Ok(info
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            if f.get(4).map(|x| unescape(x))? != dir.as_os_str().as_bytes() {
-                return None;
-            }
-            let sep = f.iter().position(|x| *x == "-")?;
-            Some(MountEntry {
-                device: (*f.get(2)?).to_string(),
-                fstype: (*f.get(sep + 1)?).to_string(),
-                source: String::from_utf8_lossy(&unescape(f.get(sep + 2)?)).into_owned(),
-            })
+    Ok(info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.get(4).map(|x| unescape(x))? != dir.as_os_str().as_bytes() {
+            return None;
+        }
+        let sep = f.iter().position(|x| *x == "-")?;
+        Some(MountEntry {
+            device: (*f.get(2)?).to_string(),
+            fstype: (*f.get(sep + 1)?).to_string(),
+            source: String::from_utf8_lossy(&unescape(f.get(sep + 2)?)).into_owned(),
         })
-        .last())
+    }))
 }
 
 /// Raise the read-ahead of the mount on `dir` to at least `kb` KiB through its bdi in sysfs;
