@@ -699,6 +699,10 @@ pub struct MountArgs {
     /// nowhere).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// Print one JSON object (one line) on stdout once the mount is up; with --foreground a
+    /// second one when it ends.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub secrets: SecretArgs,
@@ -712,4 +716,7 @@ pub struct MountArgs {
 pub struct UmountArgs {
     /// The mount point.
     pub dir: PathBuf,
+    /// Print one JSON object on stdout once unmounted.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -47,6 +47,10 @@ const MAX_CACHED_ENTRIES: usize = 1_000_000;
 const RETRY_BYTES: usize = 4096;
 /// Threads serving requests (the kernel sends readahead requests in parallel).
 const THREADS: usize = 2;
+/// Read-ahead asked for this mount's files (the FUSE connection's bdi `read_ahead_kb`, which the
+/// kernel starts at 128 KiB and lets only root raise): sequential reads then arrive as requests
+/// of up to 1 MiB, FUSE's 256-page limit, instead of 128 KiB ones.
+const READ_AHEAD_KB: u64 = 1024;
 /// The subtype the kernel shows (`fuse.loopkit` in /proc/mounts); `unmount` looks for it.
 pub const SUBTYPE: &str = "loopkit";
 
@@ -135,6 +139,15 @@ pub struct Server {
     /// Nodes whose damage was logged (once per file), or that failed a read (opened with
     /// direct I/O from then on).
     logged: Mutex<HashSet<NodeId>>,
+    /// The mount point (absolute), once mounted.
+    dir: std::sync::OnceLock<PathBuf>,
+    /// Whether the read-ahead was raised (or tried: once per mount).
+    read_ahead_tried: std::sync::atomic::AtomicBool,
+}
+
+thread_local! {
+    /// The read buffer of a server thread.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -219,6 +232,8 @@ impl Server {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             logged: Mutex::new(HashSet::new()),
+            dir: std::sync::OnceLock::new(),
+            read_ahead_tried: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -444,9 +459,11 @@ impl Server {
         Ok(())
     }
 
-    fn do_read(&self, h: &Handle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    /// Read up to `size` bytes at `offset` into `buf` (grown as needed, never shrunk: one
+    /// buffer per server thread, so a request costs no allocation and no zeroing); the count.
+    fn do_read(&self, h: &Handle, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<usize, Errno> {
         if offset >= h.size {
-            return Ok(Vec::new());
+            return Ok(0);
         }
         let mut end = h.size.min(offset.saturating_add(u64::from(size)));
         if !self.opts.allow_damaged {
@@ -458,9 +475,13 @@ impl Server {
                 end = r.start;
             }
         }
-        let mut buf = vec![0u8; (end - offset) as usize];
-        match self.fill(h, &mut buf, offset) {
-            Ok(()) => Ok(buf),
+        let len = (end - offset) as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let buf = &mut buf[..len];
+        match self.fill(h, buf, offset) {
+            Ok(()) => Ok(len),
             Err((done, e)) => {
                 if e.kind() == crate::ErrorKind::Interrupted {
                     return Err(Errno::EINTR);
@@ -484,10 +505,9 @@ impl Server {
                         }
                         p += k;
                     }
-                    Ok(buf)
+                    Ok(len)
                 } else if h.direct && done > 0 {
-                    buf.truncate(done);
-                    Ok(buf)
+                    Ok(done)
                 } else {
                     Err(errno_of(&e))
                 }
@@ -579,6 +599,12 @@ impl fuser::Filesystem for Server {
                 return reply.error(errno_of(&e));
             }
         };
+        // After FUSE_INIT (which would lower it again), before the first file's readahead.
+        if !self.read_ahead_tried.swap(true, Ordering::Relaxed)
+            && let Some(dir) = self.dir.get()
+        {
+            let _ = raise_read_ahead(dir, READ_AHEAD_KB);
+        }
         let flags = if h.direct { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles).insert(fh, Arc::new(h));
@@ -597,10 +623,10 @@ impl fuser::Filesystem for Server {
         reply: ReplyData,
     ) {
         let Some(h) = lock(&self.handles).get(&fh.0).cloned() else { return reply.error(Errno::EBADF) };
-        match self.do_read(&h, offset, size) {
-            Ok(buf) => reply.data(&buf),
+        READ_BUF.with_borrow_mut(|buf| match self.do_read(&h, offset, size, buf) {
+            Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn release(
@@ -762,6 +788,9 @@ pub fn check_mount_point(dir: &Path) -> crate::Result<()> {
 /// The mount point's problems; `Io` when FUSE cannot mount (no /dev/fuse, no fusermount3).
 pub fn mount(server: Server, dir: &Path) -> crate::Result<Mounted> {
     check_mount_point(dir)?;
+    if let Ok(abs) = absolute(dir) {
+        let _ = server.dir.set(abs);
+    }
     let mut config = fuser::Config::default();
     config.n_threads = Some(THREADS);
     config.clone_fd = true;
@@ -809,6 +838,60 @@ impl Mounted {
 /// `/proc/self/mountinfo` escapes space, tab, newline and backslash as `\ooo`.
 fn unescape(s: &str) -> Vec<u8> {
     crate::remap::preflight::unescape_mountinfo(s)
+}
+
+/// What /proc/self/mountinfo says about a mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// The device number, `MAJOR:MINOR` (what `stat` of the mount point gives as `st_dev`).
+    pub device: String,
+    /// The file-system type: `fuse.loopkit` (mounted through fusermount3) or `fuse` (as root).
+    pub fstype: String,
+    /// The source: `loopkit:IMAGE`.
+    pub source: String,
+}
+
+/// The topmost mount on `dir` (absolute), from /proc/self/mountinfo (a `stat` of the mount
+/// point from the server would be a request to this very server).
+///
+/// # Errors
+/// `Io` when mountinfo cannot be read.
+pub fn mount_entry(dir: &Path) -> crate::Result<Option<MountEntry>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| crate::Error::io("reading /proc/self/mountinfo", e))?;
+    Ok(info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.get(4).map(|x| unescape(x))? != dir.as_os_str().as_bytes() {
+            return None;
+        }
+        let sep = f.iter().position(|x| *x == "-")?;
+        Some(MountEntry {
+            device: (*f.get(2)?).to_string(),
+            fstype: (*f.get(sep + 1)?).to_string(),
+            source: String::from_utf8_lossy(&unescape(f.get(sep + 2)?)).into_owned(),
+        })
+    }))
+}
+
+/// Raise the read-ahead of the mount on `dir` to at least `kb` KiB through its bdi in sysfs;
+/// the value now in force. Root only (the file is root's, mode 0644): a normal user's mount keeps
+/// the kernel's 128 KiB and this fails with `EACCES`.
+///
+/// # Errors
+/// `Io` when the mount or its bdi cannot be found or written.
+pub fn raise_read_ahead(dir: &Path, kb: u64) -> crate::Result<u64> {
+    let dev = mount_entry(dir)?
+        .map(|m| m.device)
+        .ok_or_else(|| crate::Error::invalid(format!("{}: not in /proc/self/mountinfo", dir.display())))?;
+    let path = PathBuf::from(format!("/sys/class/bdi/{dev}/read_ahead_kb"));
+    let now = std::fs::read_to_string(&path).map_err(|e| crate::Error::io(format!("reading {}", path.display()), e))?;
+    let now: u64 =
+        now.trim().parse().map_err(|_| crate::Error::corrupt(format!("{}: not a number", path.display())))?;
+    if now >= kb {
+        return Ok(now);
+    }
+    std::fs::write(&path, format!("{kb}\n")).map_err(|e| crate::Error::io(format!("writing {}", path.display()), e))?;
+    Ok(kb)
 }
 
 /// Whether `dir` (absolute) is a loopkit FUSE mount in this mount namespace.
