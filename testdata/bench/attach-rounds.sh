@@ -135,4 +135,12 @@ print("|---|---:|---:|---:|")
 for a, b in pairs:
     if a in order and b in order:
         print("| %s / %s | %s |" % (a, b, " | ".join("%.2f" % ratio(a, b, w) for w in ws)))
+print()
+rounds = sorted({r for v in cells.values() for r in v}, key=int)
+print("Single runs (randread IOPS / seqread MiB/s / randwrite IOPS):")
+print()
+print("| target | %s |" % " | ".join("round %s" % r for r in rounds))
+print("|---|%s" % "---|" * len(rounds))
+for t in order:
+    print("| %s | %s |" % (t, " | ".join(" / ".join("%.0f" % cells.get((t, w), {}).get(r, float("nan")) for w in ws) for r in rounds)))
 '
