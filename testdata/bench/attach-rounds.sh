@@ -140,7 +140,7 @@ rounds = sorted({r for v in cells.values() for r in v}, key=int)
 print("Single runs (randread IOPS / seqread MiB/s / randwrite IOPS):")
 print()
 print("| target | %s |" % " | ".join("round %s" % r for r in rounds))
-print("|---|%s" % "---|" * len(rounds))
+print("|---|" + "---|" * len(rounds))
 for t in order:
     print("| %s | %s |" % (t, " | ".join(" / ".join("%.0f" % cells.get((t, w), {}).get(r, float("nan")) for w in ws) for r in rounds)))
 '
