@@ -5,9 +5,9 @@
 //! Hiding the signal: the kernel signals a lease break (`lease_break_callback` →
 //! `kill_fasync(…, SIGIO, …)`) to the owner of the leased *open file*, read when the signal is
 //! sent (`send_sigio` with the file's `f_owner`). A root helper takes a copy of each of the
-//! server's descriptors of the image (`pidfd_getfd`: the same open file, no new open, so no lease break)
-//! and makes itself the owner (`F_SETOWN`), with SIGIO ignored, then exits: the break signal
-//! goes nowhere and the server's SIGIO watcher never runs. Nothing else tells the engine either:
+//! server's descriptors of the image (`pidfd_getfd`: the same open file, no new open, so no
+//! lease break) and makes itself the owner (`F_SETOWN`), with SIGIO ignored, then exits: the
+//! break signal goes nowhere and the server's SIGIO watcher never runs. Nothing else tells the engine either:
 //! the writer never sends a FLUSH.
 //!
 //! Each run: a fresh ext4 on vda, a fully written 16 MiB image attached with `--remap`
