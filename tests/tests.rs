@@ -48,6 +48,7 @@ mod vm_luks_compat;
 mod vm_migrate;
 mod vm_remap_durability;
 mod vm_remap_identity;
+mod vm_remap_lease_poll;
 mod vm_remap_safety;
 mod vm_remap_stress;
 mod vm_rescue;
@@ -95,6 +96,7 @@ fn main() {
     trials.extend(vm_remap_safety::trials());
     trials.extend(vm_remap_durability::trials());
     trials.extend(vm_remap_identity::trials());
+    trials.extend(vm_remap_lease_poll::trials());
     trials.extend(vm_remap_stress::trials());
     trials.extend(batch::trials());
     trials.extend(cryptsetup_lines::trials());
