@@ -239,7 +239,8 @@ pub fn verify_files(
     run: &mut Run<'_>,
 ) -> crate::Result<Outcome> {
     let mut outcome = check_files(opened, opts, reference, run)?;
-    let bad = crate::damage::from_checks(opened, outcome.ecc.as_ref(), outcome.digest.as_ref().map(|d| &d.unreadable[..]));
+    let bad =
+        crate::damage::from_checks(opened, outcome.ecc.as_ref(), outcome.digest.as_ref().map(|d| &d.unreadable[..]));
     outcome.damage = crate::damage::assess(opened, &bad, run.interrupt)?;
     Ok(outcome)
 }

@@ -30,7 +30,11 @@ pub fn run(a: &ExtractArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
             image: a.common.image.display().to_string(),
             dest: a.dest.display().to_string(),
             repaired_first: p.repaired_first,
-            files: out.salvaged.iter().map(|(path, size, lost)| loopkit::report::salvaged_file(path, *size, lost)).collect(),
+            files: out
+                .salvaged
+                .iter()
+                .map(|(path, size, lost)| loopkit::report::salvaged_file(path, *size, lost))
+                .collect(),
         };
         let mut name = a.dest.as_os_str().to_os_string();
         name.push(".damage.json");

@@ -115,9 +115,8 @@ pub(crate) fn index<'a>(
                 break;
             }
             let d = crate::bytes::slice(&data, j * ds, ds);
-            let wide = |lo: usize, hi: usize| {
-                u64::from(le32(d, lo)) | if ds >= 64 { u64::from(le32(d, hi)) << 32 } else { 0 }
-            };
+            let wide =
+                |lo: usize, hi: usize| u64::from(le32(d, lo)) | if ds >= 64 { u64::from(le32(d, hi)) << 32 } else { 0 };
             let (bb, ib, it) = (wide(0, 0x20), wide(4, 0x24), wide(8, 0x28));
             let flags = le16(d, 0x12);
             let detail = format!("group {g}");

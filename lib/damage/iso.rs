@@ -57,7 +57,10 @@ pub(crate) fn index(src: &dyn ByteSource, interrupt: &crate::progress::Interrupt
                 let mut logical = 0u64;
                 for (start, len) in v {
                     if len > 0 {
-                        ix.owned.push((start..start.saturating_add(len), Owner::Node { node: n, part: Part::Data, logical }));
+                        ix.owned.push((
+                            start..start.saturating_add(len),
+                            Owner::Node { node: n, part: Part::Data, logical },
+                        ));
                     }
                     logical = logical.saturating_add(len);
                 }

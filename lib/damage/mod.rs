@@ -250,7 +250,9 @@ pub fn from_sectors(ecc: Option<&crate::formats::dvdisaster::Ecc>, sectors: &[u6
         .iter()
         .map(|&s| {
             let ok = ecc.is_some_and(|e| {
-                e.layout.codeword_of(s).is_some_and(|c| per.get(&c).copied().unwrap_or(0) + everywhere <= e.nroots() as u64)
+                e.layout
+                    .codeword_of(s)
+                    .is_some_and(|c| per.get(&c).copied().unwrap_or(0) + everywhere <= e.nroots() as u64)
             });
             BadRange {
                 range: s * MEDIUM_SECTOR_BYTES..(s + 1) * MEDIUM_SECTOR_BYTES,
@@ -382,7 +384,12 @@ pub(crate) fn walk_nodes(
     let mut seen_dirs: HashSet<NodeId> = HashSet::new();
     let root = fs.root();
     let root_stat = fs.stat(root)?;
-    nodes.push(Node { paths: vec![Vec::new()], id: root, file_type: Some(FileType::Dir), size_bytes: root_stat.size_bytes });
+    nodes.push(Node {
+        paths: vec![Vec::new()],
+        id: root,
+        file_type: Some(FileType::Dir),
+        size_bytes: root_stat.size_bytes,
+    });
     seen_dirs.insert(root);
     let mut stack: Vec<(NodeId, Vec<u8>, usize)> = vec![(root, Vec::new(), 0)];
     while let Some((dir, dir_path, depth)) = stack.pop() {
@@ -475,7 +482,8 @@ pub fn assess(
         }));
         return Ok(Some(d));
     };
-    let encrypted = !matches!(opened.content, crate::image::Content::Plain { .. } | crate::image::Content::UnknownPlain { .. });
+    let encrypted =
+        !matches!(opened.content, crate::image::Content::Plain { .. } | crate::image::Content::UnknownPlain { .. });
     let unit = if encrypted { cipher.sector_bytes() as u64 } else { 1 };
     d.cipher_sector_bytes = unit;
     let plain = to_payload(&bad, layout.offset_bytes, layout.size_bytes, unit, &mut d.areas);
@@ -484,7 +492,9 @@ pub fn assess(
     }
     let Some(vol) = opened.volume()? else { return Ok(Some(d)) };
     let built: crate::Result<(Index, Box<dyn Rest + '_>)> = match opened.filesystem().map(|f| f.kind) {
-        Some(crate::fs::FsKind::Iso9660) => iso::index(&*vol, interrupt).map(|i| (i, Box::new(AllOther) as Box<dyn Rest>)),
+        Some(crate::fs::FsKind::Iso9660) => {
+            iso::index(&*vol, interrupt).map(|i| (i, Box::new(AllOther) as Box<dyn Rest>))
+        }
         Some(crate::fs::FsKind::Ext2 | crate::fs::FsKind::Ext3 | crate::fs::FsKind::Ext4) => {
             ext::index(&*vol, interrupt).map(|(i, b)| (i, Box::new(b) as Box<dyn Rest>))
         }
@@ -518,16 +528,29 @@ fn to_payload(bad: &[BadRange], offset: u64, size: u64, unit: u64, areas: &mut V
     for b in bad {
         let r = &b.range;
         if r.start < offset {
-            areas.push(Area { kind: AreaKind::ContainerHeader, range: r.start..r.end.min(offset), status: b.status, detail: None });
+            areas.push(Area {
+                kind: AreaKind::ContainerHeader,
+                range: r.start..r.end.min(offset),
+                status: b.status,
+                detail: None,
+            });
         }
         if r.end > end {
-            areas.push(Area { kind: AreaKind::EccData, range: r.start.max(end)..r.end, status: b.status, detail: None });
+            areas.push(Area {
+                kind: AreaKind::EccData,
+                range: r.start.max(end)..r.end,
+                status: b.status,
+                detail: None,
+            });
         }
         let (a, z) = (r.start.max(offset), r.end.min(end));
         if a < z {
             let (a, z) = (a - offset, z - offset);
             let unit = unit.max(1);
-            out.push(BadRange { range: a / unit * unit..z.div_ceil(unit).saturating_mul(unit).min(size), status: b.status });
+            out.push(BadRange {
+                range: a / unit * unit..z.div_ceil(unit).saturating_mul(unit).min(size),
+                status: b.status,
+            });
         }
     }
     merge_bad(out)
@@ -635,11 +658,15 @@ fn attribute(index: &Index, rest: &dyn Rest, plain: &[BadRange], d: &mut Damage)
     }
     d.files.sort_by(|a, b| a.path.cmp(&b.path));
     // Merge adjacent areas of one kind, detail and status.
-    areas.sort_by(|a, b| (a.kind, &a.detail, a.status, a.range.start).cmp(&(b.kind, &b.detail, b.status, b.range.start)));
+    areas.sort_by(|a, b| {
+        (a.kind, &a.detail, a.status, a.range.start).cmp(&(b.kind, &b.detail, b.status, b.range.start))
+    });
     let mut merged: Vec<Area> = Vec::new();
     for a in areas {
         match merged.last_mut() {
-            Some(l) if l.kind == a.kind && l.detail == a.detail && l.status == a.status && a.range.start <= l.range.end => {
+            Some(l)
+                if l.kind == a.kind && l.detail == a.detail && l.status == a.status && a.range.start <= l.range.end =>
+            {
                 l.range.end = l.range.end.max(a.range.end)
             }
             _ => merged.push(a),

@@ -52,11 +52,8 @@ pub fn prepare(opened: &mut Opened, dest: &Path, run: &mut Run<'_>) -> crate::Re
     prepared.repaired = Some(out.clone());
     let file: Arc<dyn ByteSource> = Arc::new(FileSource::open(&out)?);
     let data_len = opened.data.size_bytes();
-    opened.data = if ecc.is_augmented() {
-        Arc::new(Window::new(file.clone(), 0, Some(data_len)))
-    } else {
-        file.clone()
-    };
+    opened.data =
+        if ecc.is_augmented() { Arc::new(Window::new(file.clone(), 0, Some(data_len))) } else { file.clone() };
     opened.file = file;
     let lost: Vec<BadRange> = done
         .unrepaired
