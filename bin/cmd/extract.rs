@@ -36,7 +36,9 @@ pub fn run(a: &ExtractArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
                 .map(|(path, size, lost)| loopkit::report::salvaged_file(path, *size, lost))
                 .collect(),
         };
-        let mut name = a.dest.as_os_str().to_os_string();
+        // Beside DEST, never inside it (`DEST/` names the same directory).
+        let dest: std::path::PathBuf = a.dest.components().collect();
+        let mut name = dest.into_os_string();
         name.push(".damage.json");
         let bytes = serde_json::to_vec_pretty(&sidecar)
             .map_err(|e| loopkit::Error::invalid(format!("BUG: the damage sidecar does not serialise: {e}")))?;
