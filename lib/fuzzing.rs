@@ -231,8 +231,7 @@ pub fn damage_map(data: &[u8]) {
         .collect();
     let src: Arc<dyn ByteSource> = Arc::new(MemSource::new(image.to_vec()));
     let secrets = Secrets { passphrase: None, key_file: None };
-    let mut opts = crate::image::OpenOptions::default();
-    opts.unencrypted = true;
+    let opts = crate::image::OpenOptions { unencrypted: true, ..Default::default() };
     let hints = crate::image::SourceHints { name: "fuzz.img".into(), ..Default::default() };
     let Ok(opened) = crate::image::open_source(src, &secrets, &opts, &hints) else { return };
     let Ok(Some(d)) = crate::damage::assess(&opened, &bad, &crate::progress::Interrupt::new()) else { return };

@@ -556,6 +556,10 @@ fn to_payload(bad: &[BadRange], offset: u64, size: u64, unit: u64, areas: &mut V
     merge_bad(out)
 }
 
+/// What hits one node: the parts, lost and repairable content ranges, whether a lost range hit
+/// a part that is not its data.
+type Hit = (Vec<Part>, Vec<Range<u64>>, Vec<Range<u64>>, bool);
+
 /// Give every damaged plaintext range to its owners.
 fn attribute(index: &Index, rest: &dyn Rest, plain: &[BadRange], d: &mut Damage) {
     let mut owned = index.owned.clone();
@@ -568,7 +572,7 @@ fn attribute(index: &Index, rest: &dyn Rest, plain: &[BadRange], d: &mut Damage)
         max_end.push(m);
     }
     // node → (parts, lost, repairable)
-    let mut hits: BTreeMap<usize, (Vec<Part>, Vec<Range<u64>>, Vec<Range<u64>>, bool)> = BTreeMap::new();
+    let mut hits: BTreeMap<usize, Hit> = BTreeMap::new();
     let mut areas: Vec<Area> = Vec::new();
     for b in plain {
         let r = &b.range;
@@ -609,7 +613,7 @@ fn attribute(index: &Index, rest: &dyn Rest, plain: &[BadRange], d: &mut Damage)
                 }
             }
         }
-        for gap in subtract(&[r.clone()], &merge(covered)) {
+        for gap in subtract(std::slice::from_ref(r), &merge(covered)) {
             let inside = gap.start..gap.end.min(index.fs_bytes);
             if inside.start < inside.end {
                 for (g, kind) in rest.classify(inside) {
