@@ -380,6 +380,11 @@ pub struct ExtractArgs {
     /// each is reported as extract.damaged and the exit code stays 1).
     #[arg(long)]
     pub allow_damaged: bool,
+    /// Write every readable byte of damaged files, after repairing what the dvdisaster ECC data
+    /// can (in a temporary copy beside DEST), with zeros where data is lost, and list the lost
+    /// byte ranges per file in DEST.damage.json (exit code 1 when anything is lost).
+    #[arg(long, conflicts_with = "allow_damaged")]
+    pub salvage: bool,
 }
 
 /// `loopkit strip-ecc`.

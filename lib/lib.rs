@@ -25,6 +25,7 @@ pub mod attach;
 pub mod batch;
 pub mod bytes;
 pub mod crypto;
+pub mod damage;
 pub mod detect;
 mod error;
 pub mod extent;

@@ -25,6 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["mount"],
     &["verify"],
     &["extract"],
+    &["damage"],
     &["manifest"],
     &["image"],
     &["detect"],

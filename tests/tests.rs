@@ -8,6 +8,7 @@ mod batch;
 mod bench_remap;
 mod bench_revalidate;
 mod cryptsetup_lines;
+mod damage;
 mod ecc_repair;
 mod ecc_strip;
 mod ecc_verify;
@@ -77,6 +78,7 @@ fn main() {
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
     trials.extend(protect::trials());
+    trials.extend(damage::trials());
     trials.extend(rescue::trials());
     trials.extend(vm_rescue::trials());
     trials.extend(luks_read::trials());
