@@ -271,47 +271,6 @@ pub fn get_lease(fd: BorrowedFd<'_>) -> io::Result<Lease> {
     }
 }
 
-/// A zero-initialised heap buffer aligned for `O_DIRECT` (to `align`, a power of two ≥ 512):
-/// kept, with no `unsafe`, only for the remap engine and `loopkit extents --check` until they
-/// move to [`crate::output::direct::AlignedBuf::zeroed`], the crate's one aligned buffer (which
-/// gives exactly `len` bytes where this gives at least one aligned block).
-#[derive(Debug)]
-pub struct AlignedBuf {
-    v: Vec<u8>,
-    start: usize,
-    size: usize,
-}
-
-impl AlignedBuf {
-    /// `len` zero bytes (at least one block) aligned to `align` (raised to 512).
-    ///
-    /// # Errors
-    /// `InvalidInput` when `align` is not a power of two.
-    pub fn new(len: usize, align: usize) -> io::Result<AlignedBuf> {
-        let align = align.max(512);
-        if !align.is_power_of_two() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("alignment {align} is not a power of two"),
-            ));
-        }
-        let size = len.max(align);
-        let v = vec![0u8; size + align];
-        let start = (align - (v.as_ptr() as usize) % align) % align;
-        Ok(AlignedBuf { v, start, size })
-    }
-
-    /// The whole buffer.
-    pub fn as_slice(&self) -> &[u8] {
-        &self.v[self.start..self.start + self.size]
-    }
-
-    /// The whole buffer, mutably.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.v[self.start..self.start + self.size]
-    }
-}
-
 /// `unshare(CLONE_NEWNS)`: the calling thread gets its own mount namespace (threads it starts
 /// later inherit it). The ublk server needs it so that an unmount triggered at its exit cannot
 /// wait on I/O only it could serve (libublk README).
@@ -524,18 +483,6 @@ mod tests {
         assert_eq!(opcode::read::<usize>(0x12, 114) as u64, u64::from(k::BLKGETSIZE64));
         assert_eq!(opcode::read_write::<FiemapHeader>(b'f', 11) as u64, u64::from(k::FS_IOC_FIEMAP));
         assert_eq!(opcode::read::<FsXattr>(b'X', 31) as u64, u64::from(k::FS_IOC_FSGETXATTR));
-    }
-
-    #[test]
-    fn aligned_buffers_are_aligned_and_zeroed() {
-        for (len, align) in [(10_000, 512usize), (10_000, 4096), (0, 0), (0, 4096)] {
-            let mut b = AlignedBuf::new(len, align).unwrap();
-            assert!(b.as_slice().len() >= len.max(512));
-            assert_eq!(b.as_slice().as_ptr() as usize % align.max(512), 0);
-            assert!(b.as_slice().iter().all(|&x| x == 0));
-            b.as_mut_slice()[len.max(1) - 1] = 7;
-            assert_eq!(b.as_slice()[len.max(1) - 1], 7);
-        }
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::path::Path;
 /// not import each other (that would allow a cycle): only strictly lower layers.
 const LAYERS: &[&[&str]] = &[
     &["fuzzing"],
-    &["batch"],
     &["report"],
+    &["batch"],
     &["migrate"],
     &["attach"],
     &["rescue"],

@@ -34,7 +34,7 @@ pub struct ImageFile {
     /// log2 of the physical block size of the device the file lives on (9 or 12…).
     pub physical_bs_shift: u8,
     /// Remarks for the user (why read-only, why buffered).
-    pub notes: Vec<String>,
+    pub notes: Vec<crate::finding::Finding>,
     /// The raw device the remap engine verified and uses (`/dev/vda (254:0)`), if remapping.
     pub raw_device: Option<String>,
 }
@@ -63,7 +63,10 @@ pub fn open_image(path: &Path, want_write: bool) -> crate::Result<ImageFile> {
         match std::fs::OpenOptions::new().read(true).write(true).open(path) {
             Ok(f) => f,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EROFS | libc::EPERM | libc::ETXTBSY)) => {
-                notes.push(format!("the image cannot be opened for writing ({e}): the device is read-only"));
+                notes.push(crate::finding::Finding::info(
+                    "attach.read-only",
+                    format!("the image cannot be opened for writing ({e}): the device is read-only"),
+                ));
                 writable = false;
                 File::open(path).map_err(|e| crate::Error::io(format!("cannot open {shown}"), e))?
             }
@@ -183,7 +186,7 @@ pub fn check_invoker_access(path: &Path, file: &File, uid: u32, gid: u32, write:
 /// Turn on `O_DIRECT` when the file system reports 512-byte direct-I/O alignment (statx
 /// `STATX_DIOALIGN`); otherwise make sure it is off (a remap attempt may have set it on the
 /// shared description) and say why.
-fn set_direct_io(file: &File, notes: &mut Vec<String>) -> bool {
+fn set_direct_io(file: &File, notes: &mut Vec<crate::finding::Finding>) -> bool {
     use rustix::fs::{AtFlags, OFlags, StatxFlags};
     let why = match rustix::fs::statx(file.as_fd(), "", AtFlags::EMPTY_PATH, StatxFlags::DIOALIGN) {
         Ok(st) if StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::DIOALIGN) => {
@@ -203,7 +206,7 @@ fn set_direct_io(file: &File, notes: &mut Vec<String>) -> bool {
         Err(e) => format!("statx failed: {e}"),
     };
     let _ = rustix::fs::fcntl_getfl(file).and_then(|fl| rustix::fs::fcntl_setfl(file, fl - OFlags::DIRECT));
-    notes.push(format!("serving through the page cache: {why}"));
+    notes.push(crate::finding::Finding::info("attach.page-cache", format!("serving through the page cache: {why}")));
     false
 }
 
@@ -264,6 +267,7 @@ pub struct Options {
 /// create the device, record it in the state directory, call `announce` with the record once
 /// live (print the path), run `on_stop` when stopping begins (close layers such as dm-crypt),
 /// then flush, drop the image's cached pages, update its mtime if written, forget the record.
+/// Failed requests are told to `remarks` (the library never prints).
 ///
 /// # Errors
 /// `Unsupported` without ublk; `Io` from the kernel; whatever `announce` returns.
@@ -273,6 +277,7 @@ pub fn run<B: Backend>(
     stop: &Interrupt,
     announce: impl FnOnce(&state::Entry) -> crate::Result<Option<String>> + Send + Sync + 'static,
     on_stop: impl FnOnce() + Send + Sync + 'static,
+    remarks: Arc<dyn crate::progress::Remarks>,
 ) -> crate::Result<Finished> {
     server::available()?;
     private_mount_namespace()?;
@@ -346,7 +351,7 @@ pub fn run<B: Backend>(
             })
             .ok()
     };
-    let result = server::serve(backend.clone(), &cfg, stop, on_live, on_stop);
+    let result = server::serve(backend.clone(), &cfg, stop, on_live, on_stop, remarks);
     done.store(true, std::sync::atomic::Ordering::Release);
     if let Some(w) = watcher {
         let _ = w.join();
