@@ -717,6 +717,9 @@ mod tests {
         assert_eq!(p.len(), 2, "past the payload: ECC data");
         assert_eq!(areas.len(), 2, "{areas:?}");
         assert_eq!(areas[0].kind, AreaKind::ContainerHeader);
-        assert_eq!(areas[1], Area { kind: AreaKind::EccData, range: 10_000..20_000, status: Status::Lost, detail: None });
+        assert_eq!(
+            areas[1],
+            Area { kind: AreaKind::EccData, range: 10_000..20_000, status: Status::Lost, detail: None }
+        );
     }
 }
