@@ -26,6 +26,7 @@ pub fn trials() -> Vec<Trial> {
         trial("mount::killed_server_and_signals", killed_server_and_signals),
         trial("mount::as_a_normal_user", as_a_normal_user),
         trial("mount::json_documents", json_documents),
+        trial("mount::huge_directory", huge_directory),
     ]
 }
 
@@ -357,6 +358,72 @@ fn damaged_map_gives_eio_there_only() -> TestResult {
     ensure!(got.len() == data.len(), "length {}", got.len());
     ensure!(got[..2048] == data[..2048] && got[3072..] == data[3072..], "intact bytes differ with --allow-damaged");
     ensure!(got[2048..3072].iter().all(|&b| b == 0), "the damaged block is not zeros with --allow-damaged");
+    Ok(Completion::Completed)
+}
+
+/// A directory of 20 000 entries (names resolved page by page as readdir reaches them): the
+/// mount lists exactly the names, inode numbers and types `debugfs ls -p` reads from the image,
+/// across many readdir pages, and a lookup of a name far down the directory works before any
+/// listing.
+fn huge_directory() -> TestResult {
+    if let Some(r) = no_fuse() {
+        return util::skip(r);
+    }
+    if !have("mke2fs") || !have("debugfs") {
+        return util::skip("e2fsprogs (mke2fs, debugfs) not installed");
+    }
+    let s = Scratch::new("mount-huge-dir");
+    let big = s.path("tree/big");
+    std::fs::create_dir_all(&big)?;
+    for i in 0..20_000u32 {
+        let name = big.join(format!("entry-{i:05}"));
+        if i % 1000 == 7 {
+            std::fs::create_dir(&name)?;
+        } else if i % 1000 == 9 {
+            std::os::unix::fs::symlink("entry-00000", &name)?;
+        } else {
+            std::fs::write(&name, b"")?;
+        }
+    }
+    let img = s.path("ext4.img");
+    run_ok(
+        Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-N", "25000", "-d"])
+            .arg(s.path("tree"))
+            .arg(&img)
+            .arg("128M"),
+    )?;
+    // The oracle: `ls -p` prints /inode/mode/uid/gid/name/size/ per entry.
+    let out = run_ok(Command::new("debugfs").args(["-R", "ls -p /big"]).arg(&img))?;
+    let mut want: Vec<(String, u64, u32)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.trim().split('/').collect();
+            let (ino, mode, name) =
+                (f.get(1)?.parse().ok()?, u32::from_str_radix(f.get(2)?, 8).ok()?, f.get(5)?.to_string());
+            (name != "." && name != "..").then_some((name, ino, mode & 0o170000))
+        })
+        .collect();
+    want.sort();
+    ensure!(want.len() == 20_000, "debugfs lists {} entries", want.len());
+    let m = mount(&img, &s.path("mnt"), &[])?;
+    use std::os::unix::fs::{DirEntryExt, MetadataExt};
+    // A lookup deep in the directory before anything lists it.
+    let deep = std::fs::symlink_metadata(m.dir.join("big/entry-19998"))?;
+    let w = &want[19_998];
+    ensure!(deep.ino() == w.1, "entry-19998: inode {} before listing, debugfs {}", deep.ino(), w.1);
+    let mut got = Vec::new();
+    for e in std::fs::read_dir(m.dir.join("big"))? {
+        let e = e?;
+        let md = std::fs::symlink_metadata(e.path())?;
+        ensure!(e.ino() == md.ino(), "{:?}: readdir inode {} but stat {}", e.file_name(), e.ino(), md.ino());
+        got.push((e.file_name().to_string_lossy().into_owned(), e.ino(), md.mode() & 0o170000));
+    }
+    got.sort();
+    ensure!(got.len() == want.len(), "the mount lists {} entries, debugfs {}", got.len(), want.len());
+    if let Some((g, w)) = got.iter().zip(&want).find(|(g, w)| g != w) {
+        return Err(format!("first difference: mount {g:?}, debugfs {w:?}").into());
+    }
     Ok(Completion::Completed)
 }
 

@@ -84,7 +84,10 @@ pub struct Options {
 /// Where remarks about damage go (one line each).
 pub type Log = Box<dyn Fn(&str) + Send + Sync>;
 
-/// One directory, listed once: entries in on-disk order with what readdir needs.
+/// One directory, listed once: names in on-disk order. What readdir needs of each entry (its
+/// inode number and type, which take a read of the entry's inode) is found when a readdir page or
+/// a lookup first reaches it, so the first page of a huge directory does not wait for every
+/// inode in it.
 struct Dir {
     entries: Vec<Entry>,
     by_name: HashMap<Vec<u8>, usize>,
@@ -92,8 +95,10 @@ struct Dir {
 
 struct Entry {
     name: Vec<u8>,
-    ino: u64,
-    kind: fuser::FileType,
+    id: NodeId,
+    /// `(inode number, type)` once resolved; `None` inside when the entry's inode is unreadable
+    /// (the entry is then left out of listings and lookups fail with its error).
+    resolved: std::sync::OnceLock<Option<(u64, fuser::FileType)>>,
 }
 
 /// Identity of a node for the inode table: hard links of one file share a key.
@@ -369,13 +374,8 @@ impl Server {
             {
                 continue;
             }
-            let Ok(st) = self.stat(fs, e.id) else {
-                self.log_once(e.id, &format!("{}: unreadable entry left out", String::from_utf8_lossy(&e.name)));
-                continue;
-            };
-            let ino = self.ino(fs, e.id, &st);
             dir.by_name.insert(e.name.clone(), dir.entries.len());
-            dir.entries.push(Entry { name: e.name, ino, kind: kind_of(st.file_type) });
+            dir.entries.push(Entry { name: e.name, id: e.id, resolved: std::sync::OnceLock::new() });
         }
         let dir = Arc::new(dir);
         let mut t = lock(&self.tables);
@@ -386,6 +386,18 @@ impl Server {
         t.cached_entries += dir.entries.len();
         t.dirs.insert(id, dir.clone());
         Ok(dir)
+    }
+
+    /// An entry's inode number and type, read on first use; `None` (logged once) when its inode
+    /// cannot be read.
+    fn resolve(&self, fs: &dyn FileSystem, e: &Entry) -> Option<(u64, fuser::FileType)> {
+        *e.resolved.get_or_init(|| match self.stat(fs, e.id) {
+            Ok(st) => Some((self.ino(fs, e.id, &st), kind_of(st.file_type))),
+            Err(_) => {
+                self.log_once(e.id, &format!("{}: unreadable entry left out", String::from_utf8_lossy(&e.name)));
+                None
+            }
+        })
     }
 
     fn open_file(&self, node: NodeId) -> crate::Result<Handle> {
@@ -547,10 +559,12 @@ impl fuser::Filesystem for Server {
             Ok(d) => d,
             Err(e) => return reply.error(errno_of(&e)),
         };
-        let Some(&i) = dir.by_name.get(name.as_bytes()) else { return reply.error(Errno::ENOENT) };
-        let ino = dir.entries[i].ino;
-        let Some(id) = self.node(INodeNo(ino)) else { return reply.error(Errno::EIO) };
-        match self.stat(fs, id) {
+        let Some(e) = dir.by_name.get(name.as_bytes()).and_then(|&i| dir.entries.get(i)) else {
+            return reply.error(Errno::ENOENT);
+        };
+        // An entry whose inode cannot be read is not there (as it is missing from listings).
+        let Some((ino, _)) = self.resolve(fs, e) else { return reply.error(Errno::ENOENT) };
+        match self.stat(fs, e.id) {
             Ok(st) => reply.entry(&TTL, &self.attr(ino, &st), Generation(0)),
             Err(e) => reply.error(errno_of(&e)),
         }
@@ -679,7 +693,8 @@ impl fuser::Filesystem for Server {
             at += 1;
         }
         for (i, e) in dir.entries.iter().enumerate().skip((at - 2) as usize) {
-            if reply.add(INodeNo(e.ino), i as u64 + 3, e.kind, OsStr::from_bytes(&e.name)) {
+            let Some((ino, kind)) = self.resolve(fs, e) else { continue };
+            if reply.add(INodeNo(ino), i as u64 + 3, kind, OsStr::from_bytes(&e.name)) {
                 break;
             }
         }
