@@ -385,6 +385,11 @@ pub struct ExtractArgs {
     /// byte ranges per file in DEST.damage.json (exit code 1 when anything is lost).
     #[arg(long, conflicts_with = "allow_damaged")]
     pub salvage: bool,
+    /// Write a BagIt 1.0 bag: the files under DEST/data/, with manifest-sha256.txt,
+    /// bag-info.txt (the source image, its SHA-256, the decryption scheme), bagit.txt and
+    /// tagmanifest-sha256.txt; symlinks are listed in symlinks.txt instead of created.
+    #[arg(long, conflicts_with = "salvage")]
+    pub bag: bool,
 }
 
 /// `loopkit strip-ecc`.

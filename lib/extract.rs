@@ -68,6 +68,9 @@ pub struct Options {
     /// [`crate::damage`]) and wherever a read fails; each such file is reported as
     /// `extract.salvaged` and listed in [`Outcome::salvaged`].
     pub salvage: Option<std::collections::BTreeMap<NodeId, Vec<std::ops::Range<u64>>>>,
+    /// Do not create symlinks: list each (path, target) in [`Outcome::symlinks_listed`] instead
+    /// (a BagIt payload holds only files and directories).
+    pub list_symlinks: bool,
 }
 
 /// What `extract` wrote.
@@ -96,6 +99,8 @@ pub struct Outcome {
     pub problems: Vec<Problem>,
     /// `--salvage`: files written with lost bytes as zeros: (path, size, lost byte ranges).
     pub salvaged: Vec<(Vec<u8>, u64, Vec<std::ops::Range<u64>>)>,
+    /// With [`Options::list_symlinks`]: the symlinks not created, as (path, target).
+    pub symlinks_listed: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 fn io(what: &Path, e: std::io::Error) -> crate::Error {
@@ -488,6 +493,10 @@ impl Extraction<'_> {
                     "extract.skipped",
                     format!("{shown}: {why}, which no Linux symlink can hold; skipped"),
                 ));
+            }
+            Ok(t) if self.opts.list_symlinks => {
+                self.out.symlinks_listed.push((f.path.clone(), t));
+                self.out.counts.symlinks += 1;
             }
             Ok(t) => {
                 clear(at.dir, at.name, at.target, self.opts.force)?;

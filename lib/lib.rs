@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod attach;
+pub mod bag;
 pub mod batch;
 pub mod bytes;
 pub mod crypto;

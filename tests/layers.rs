@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["rescue"],
     &["mount"],
     &["verify"],
-    &["extract"],
+    &["extract", "bag"],
     &["damage"],
     &["manifest"],
     &["image"],

@@ -4,6 +4,7 @@
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
 mod attach_state;
+mod bag;
 mod batch;
 mod bench_remap;
 mod bench_revalidate;
@@ -78,6 +79,7 @@ fn main() {
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
     trials.extend(protect::trials());
+    trials.extend(bag::trials());
     trials.extend(damage::trials());
     trials.extend(rescue::trials());
     trials.extend(vm_rescue::trials());

@@ -1,4 +1,4 @@
-//! `loopkit extract IMAGE DEST [--path SUBPATH] [--force] [--allow-damaged | --salvage]`: restore files from the image.
+//! `loopkit extract IMAGE DEST [--path SUBPATH] [--force] [--allow-damaged | --salvage] [--bag]`: restore files from the image.
 
 use crate::cli::ExtractArgs;
 use loopkit::progress::{Interrupt, Run};
@@ -14,15 +14,30 @@ pub fn run(a: &ExtractArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     } else {
         None
     };
+    // --bag: DEST is the bag; the files go to DEST/data.
+    let target = if a.bag { bag_root(&a.dest, a.force)?.join("data") } else { a.dest.clone() };
     let opts = loopkit::extract::Options {
         subpath: a.subpath.as_ref().map(|s| s.as_bytes().to_vec()),
         force: a.force,
         allow_damaged: a.allow_damaged,
         salvage: prepared.as_ref().map(|p| p.damage.as_ref().map(|d| d.lost_by_node()).unwrap_or_default()),
+        list_symlinks: a.bag,
     };
     let out = super::with_filesystem(&opened, |fs| {
-        loopkit::extract::extract(fs, &a.dest, &opts, &mut Run::new(&mut *progress, interrupt))
+        loopkit::extract::extract(fs, &target, &opts, &mut Run::new(&mut *progress, interrupt))
     })?;
+    let bag = if a.bag {
+        let source = bag_source(&opened, &a.common.image, interrupt)?;
+        Some(loopkit::bag::write(
+            &a.dest,
+            &source,
+            &out.symlinks_listed,
+            a.force,
+            &mut Run::new(&mut *progress, interrupt),
+        )?)
+    } else {
+        None
+    };
     if let Some(p) = &prepared {
         let sidecar = loopkit::report::Salvage {
             loopkit_json: loopkit::report::JSON_VERSION,
@@ -61,6 +76,7 @@ pub fn run(a: &ExtractArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
             counts: out.counts,
             ok,
             problems: out.problems.clone(),
+            bag: bag.clone(),
         })?;
     } else {
         super::print(&format!(
@@ -73,6 +89,15 @@ pub fn run(a: &ExtractArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
             a.dest.display(),
             out.counts.skipped
         ))?;
+        if let Some(b) = &bag {
+            super::print(&format!(
+                "BagIt bag {}: {} payload files ({} bytes) in data/, {} symlinks listed in symlinks.txt\n",
+                a.dest.display(),
+                b.files,
+                b.bytes,
+                b.symlinks
+            ))?;
+        }
         if a.salvage {
             super::print(&format!(
                 "salvaged {} damaged file(s) with lost bytes as zeros; list in {}.damage.json\n",
@@ -83,4 +108,53 @@ pub fn run(a: &ExtractArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         super::print_problems(&out.problems);
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// DEST for `--bag`: created, or an existing empty directory (any directory with `--force`).
+fn bag_root(dest: &std::path::Path, force: bool) -> loopkit::Result<std::path::PathBuf> {
+    let io = |e: std::io::Error| loopkit::Error::io(format!("creating the bag {}", dest.display()), e);
+    match std::fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(dest).map_err(io)?,
+        Err(e) => return Err(io(e)),
+        Ok(m) if !m.is_dir() => {
+            return Err(loopkit::Error::invalid(format!("{} exists and is not a directory", dest.display())));
+        }
+        Ok(_) => {
+            if !force && std::fs::read_dir(dest).map_err(io)?.next().is_some() {
+                return Err(loopkit::Error::invalid(format!(
+                    "{} is not empty (a bag is written into a new or empty directory; --force to reuse it)",
+                    dest.display()
+                )));
+            }
+        }
+    }
+    Ok(dest.to_path_buf())
+}
+
+/// What bag-info.txt records of the source: the image's SHA-256 (read once more, whole), its
+/// scheme and cipher, and the file system.
+fn bag_source(
+    opened: &loopkit::image::Opened,
+    image: &std::path::Path,
+    interrupt: &Interrupt,
+) -> loopkit::Result<loopkit::bag::Source> {
+    interrupt.check()?;
+    let (image_sha256, image_bytes) = loopkit::bag::sha256_file(image)?;
+    let described = loopkit::report::inspect(opened, None);
+    Ok(loopkit::bag::Source {
+        image: image.display().to_string(),
+        image_sha256,
+        image_bytes,
+        scheme: described.encryption.as_ref().map_or_else(|| "plain".to_string(), |e| e.scheme.clone()),
+        cipher: described.encryption.as_ref().map(|e| e.cipher.clone()),
+        file_system: described.filesystem.as_ref().map(|f| f.kind.clone()),
+        agent: format!("loopkit {}", env!("CARGO_PKG_VERSION")),
+        date: today(),
+    })
+}
+
+/// Today's UTC date, `YYYY-MM-DD`.
+fn today() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    loopkit::bytes::rfc3339(secs).chars().take(10).collect()
 }
