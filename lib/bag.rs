@@ -13,7 +13,6 @@
 //! manifest, so such a bag is refused.
 
 use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::Path;
 
 /// What [`write`] records in `bag-info.txt` about where the payload came from.
@@ -64,27 +63,6 @@ fn one_line(v: &str) -> String {
     encode_path(v)
 }
 
-/// SHA-256 of a file's contents (hex).
-///
-/// # Errors
-/// `Io` when it cannot be read.
-pub fn sha256_file(path: &Path) -> crate::Result<(String, u64)> {
-    let io = |e: std::io::Error| crate::Error::io(format!("reading {}", path.display()), e);
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let got = f.read(&mut buf).map_err(io)?;
-        if got == 0 {
-            break;
-        }
-        h.update(&buf[..got]);
-        n += got as u64;
-    }
-    Ok((crate::bytes::hex(&h.finalize()), n))
-}
-
 /// The path of `p` below `root` as BagIt writes it (`/`-separated, UTF-8).
 fn relative(root: &Path, p: &Path) -> crate::Result<String> {
     let rel =
@@ -115,7 +93,6 @@ pub fn write(
     let mut sum = Summary::default();
     let walk = walkdir::WalkDir::new(&data).follow_links(false).sort_by_file_name();
     for entry in walk {
-        run.check()?;
         let entry = entry.map_err(|e| {
             crate::Error::io(format!("listing {}", data.display()), std::io::Error::other(e.to_string()))
         })?;
@@ -130,7 +107,13 @@ pub fn write(
             )));
         }
         let rel = relative(bag, entry.path())?;
-        let (digest, n) = sha256_file(entry.path())?;
+        let digest = crate::bytes::hex(&crate::manifest::hash_file(entry.path(), run)?);
+        let n = entry
+            .metadata()
+            .map_err(|e| {
+                crate::Error::io(format!("reading {}", entry.path().display()), std::io::Error::other(e.to_string()))
+            })?
+            .len();
         manifest.push_str(&format!("{digest}  {}\n", encode_path(&rel)));
         sum.files += 1;
         sum.bytes += n;

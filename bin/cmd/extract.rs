@@ -27,7 +27,7 @@ pub fn run(a: &ExtractArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         loopkit::extract::extract(fs, &target, &opts, &mut Run::new(&mut *progress, interrupt))
     })?;
     let bag = if a.bag {
-        let source = bag_source(&opened, &a.common.image, interrupt)?;
+        let source = bag_source(&opened, &a.common.image, &mut Run::new(&mut *progress, interrupt))?;
         Some(loopkit::bag::write(
             &a.dest,
             &source,
@@ -136,10 +136,11 @@ fn bag_root(dest: &std::path::Path, force: bool) -> loopkit::Result<std::path::P
 fn bag_source(
     opened: &loopkit::image::Opened,
     image: &std::path::Path,
-    interrupt: &Interrupt,
+    run: &mut Run<'_>,
 ) -> loopkit::Result<loopkit::bag::Source> {
-    interrupt.check()?;
-    let (image_sha256, image_bytes) = loopkit::bag::sha256_file(image)?;
+    let image_bytes =
+        std::fs::metadata(image).map_err(|e| loopkit::Error::io(format!("reading {}", image.display()), e))?.len();
+    let image_sha256 = loopkit::bytes::hex(&loopkit::manifest::hash_file(image, run)?);
     let described = loopkit::report::inspect(opened, None);
     Ok(loopkit::bag::Source {
         image: image.display().to_string(),
