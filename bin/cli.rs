@@ -45,6 +45,10 @@ pub enum Command {
     /// Repair a damaged image with its dvdisaster error correction data (Reed-Solomon
     /// erasure/error decoding) into a new file: the same bytes `dvdisaster -f` produces in place.
     Repair(RepairArgs),
+    /// Create dvdisaster error correction data (RS03/RS02 augmented image, RS03/RS01 .ecc file)
+    /// byte-identical to `dvdisaster -c`; the image is only read, the output is verified before
+    /// it takes its name.
+    Protect(ProtectArgs),
     /// Rescue-read a failing disc, device or file into an image: the good zones first, then
     /// the failing ones, bisected, trimmed and scraped sector by sector; a GNU ddrescue map
     /// records progress (--resume continues it, or a ddrescue run). With error-correction data
@@ -376,6 +380,16 @@ pub struct ExtractArgs {
     /// each is reported as extract.damaged and the exit code stays 1).
     #[arg(long)]
     pub allow_damaged: bool,
+    /// Write every readable byte of damaged files, after repairing what the dvdisaster ECC data
+    /// can (in a temporary copy beside DEST), with zeros where data is lost, and list the lost
+    /// byte ranges per file in DEST.damage.json (exit code 1 when anything is lost).
+    #[arg(long, conflicts_with = "allow_damaged")]
+    pub salvage: bool,
+    /// Write a BagIt 1.0 bag: the files under DEST/data/, with manifest-sha256.txt,
+    /// bag-info.txt (the source image, its SHA-256, the decryption scheme), bagit.txt and
+    /// tagmanifest-sha256.txt; symlinks are listed in symlinks.txt instead of created.
+    #[arg(long, conflicts_with = "salvage")]
+    pub bag: bool,
 }
 
 /// `loopkit strip-ecc`.
@@ -393,6 +407,44 @@ pub struct StripEccArgs {
     /// `loopkit repair` first is better).
     #[arg(long)]
     pub allow_damaged: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub output_args: OutputArgs,
+}
+
+/// `loopkit protect`.
+#[derive(Debug, Args)]
+pub struct ProtectArgs {
+    /// The image to protect (opened read-only; never modified).
+    pub image: PathBuf,
+    /// dvdisaster method: rs03 (default), rs02 (augmented only) or rs01 (.ecc file only).
+    #[arg(long, short = 'm', value_name = "METHOD", default_value = "rs03")]
+    pub method: String,
+    /// Write an augmented copy of the image (image + ECC) to OUT (default for rs02/rs03).
+    #[arg(long, conflicts_with = "ecc_file")]
+    pub augment: bool,
+    /// Write a separate error correction file FILE instead (rs01, rs03).
+    #[arg(long, short = 'e', value_name = "FILE")]
+    pub ecc_file: Option<PathBuf>,
+    /// Medium the augmented image must fit: cd, dvd, dvd-dl (dvd9), bd, bd-dl (bd2), or a
+    /// capacity in 2048-byte sectors (dvdisaster -n CD…; for RS03 a non-standard size is
+    /// dvdisaster --debug -n SECTORS). Default: the smallest that fits, as dvdisaster picks it.
+    #[arg(long, value_name = "MEDIUM")]
+    pub medium: Option<String>,
+    /// Redundancy in dvdisaster's -n spellings: roots (32r; a bare number is roots for .ecc
+    /// files, a medium size for augmented images), percent (20%), normal, high, an .ecc file
+    /// size in MiB (50m), or a medium (CD, DVD, DVD9, BD, BD2).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub redundancy: Option<String>,
+    /// Where to write the augmented image (or, with rs01/--ecc-file omitted, the .ecc file).
+    #[arg(long, short, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Encoder threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub output_args: OutputArgs,
@@ -682,6 +734,10 @@ pub struct MountArgs {
     /// nowhere).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// Print one JSON object (one line) on stdout once the mount is up; with --foreground a
+    /// second one when it ends.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub secrets: SecretArgs,
@@ -695,4 +751,7 @@ pub struct MountArgs {
 pub struct UmountArgs {
     /// The mount point.
     pub dir: PathBuf,
+    /// Print one JSON object on stdout once unmounted.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -2,7 +2,7 @@
 //! terminal and `--quiet` was not given.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use loopkit::progress::{NoProgress, Progress};
+use loopkit::progress::{Level, NoProgress, Progress, Remarks};
 use std::io::IsTerminal;
 
 /// A progress bar on stderr.
@@ -44,4 +44,19 @@ impl Progress for Bar {
 /// A bar when appropriate, otherwise nothing.
 pub fn for_terminal(quiet: bool) -> Box<dyn Progress> {
     if !quiet && std::io::stderr().is_terminal() { Box::new(Bar { bar: None }) } else { Box::new(NoProgress) }
+}
+
+/// The library's remarks on stderr, `loopkit: error: …` / `loopkit: warning: …` / `loopkit: note: …`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StderrRemarks;
+
+impl Remarks for StderrRemarks {
+    fn remark(&self, level: Level, msg: &str) {
+        let word = match level {
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Note => "note",
+        };
+        eprintln!("loopkit: {word}: {msg}");
+    }
 }

@@ -198,6 +198,9 @@ pub fn verify(r: &Verify) -> String {
     if let Some(e) = &r.inspect.ecc {
         ecc_check(&mut o, e);
     }
+    if let Some(d) = &r.damage {
+        damage(&mut o, d);
+    }
     let errors = r.problems.iter().filter(|p| p.severity == Severity::Error).count();
     if r.ok {
         let _ = writeln!(o, "result       OK");
@@ -213,6 +216,23 @@ pub fn verify(r: &Verify) -> String {
         let _ = writeln!(o, "  {sev:<8} {}: {}", line(&p.code), line(&p.message));
     }
     o
+}
+
+/// What the damage hits: the summary line and the damaged files (at most 20 shown).
+fn damage(o: &mut String, d: &loopkit::report::Damage) {
+    let _ = writeln!(o, "damage       {}", line(&d.summary));
+    for f in d.files.iter().take(20) {
+        let lost: u64 = f.lost_ranges.iter().map(|r| r.size_bytes).sum();
+        let what = match f.verdict {
+            loopkit::damage::Verdict::Lost => format!("LOST ({lost} bytes)"),
+            loopkit::damage::Verdict::Repairable => "repairable".to_string(),
+            loopkit::damage::Verdict::Intact => "intact".to_string(),
+        };
+        let _ = writeln!(o, "  {:<10} /{}", what, line(&f.path));
+    }
+    if d.files.len() > 20 {
+        let _ = writeln!(o, "  … and {} more (--json lists all)", d.files.len() - 20);
+    }
 }
 
 /// The dvdisaster check results of a verify report.

@@ -15,7 +15,7 @@
 set -u
 cd "$(dirname "$0")"
 runs=${1:-10000000}; secs=${2:-3600}; shift 2 2>/dev/null || shift $#
-targets=${*:-luks2_json fs_probe loopaes_keyfile dvdisaster_headers luks_header ext iso9660 open_verify repair rescue_map}
+targets=${*:-luks2_json fs_probe loopaes_keyfile dvdisaster_headers luks_header ext iso9660 open_verify repair rescue_map damage_map}
 san=${FUZZ_SANITIZER:-none}
 [ -d corpus ] || sh ./seed.sh
 cargo +nightly fuzz build -O --debug-assertions -s "$san" --target-dir "target-$san" >/dev/null 2>&1 ||

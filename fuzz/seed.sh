@@ -12,7 +12,7 @@ set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/fuzz/corpus}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-for t in luks_header luks2_json dvdisaster_headers ext iso9660 loopaes_keyfile fs_probe open_verify repair rescue_map; do
+for t in luks_header luks2_json dvdisaster_headers ext iso9660 loopaes_keyfile fs_probe open_verify repair rescue_map damage_map; do
     mkdir -p "$out/$t"
 done
 # A tiny tree: files (empty, small, with a hole), a symlink, a hard link, a 120-entry directory,
@@ -132,4 +132,11 @@ if command -v ddrescuelog >/dev/null; then
             "$tmp/m$n.map" > "$out/rescue_map/ddrescuelog-$n"
     done
 fi
+# damage_map: 64 bytes of damage (8 x sector u32 LE, count, status, 2 unused; see
+# loopkit::fuzzing::damage_map) before each ext and ISO9660 seed.
+for f in "$out"/ext/* "$out"/iso9660/*; do
+    [ -f "$f" ] || continue
+    { printf '\004\000\000\000\003\001\000\000\100\000\000\000\001\000\000\000'; head -c 48 /dev/zero; cat "$f"; } \
+        > "$out/damage_map/$(basename "$(dirname "$f")")-$(basename "$f")"
+done
 ls -R "$out" | head -60

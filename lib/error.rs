@@ -27,6 +27,24 @@ pub enum ErrorKind {
     Interrupted,
 }
 
+impl ErrorKind {
+    /// The stable name (`io`, `not-recognized`, …): the error document's `error.kind`, and the
+    /// problem code of an image a batch could not check.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Io => "io",
+            ErrorKind::NotRecognized => "not-recognized",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::WrongKey => "wrong-key",
+            ErrorKind::NoMatch => "no-match",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::InvalidInput => "invalid-input",
+            ErrorKind::Unsafe => "unsafe",
+            ErrorKind::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// loopkit's error: kind + message + optional cause.
 pub struct Error {
     kind: ErrorKind,

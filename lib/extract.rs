@@ -64,6 +64,13 @@ pub struct Options {
     /// missing, each reported as `extract.damaged` (without it such files are not written and are
     /// reported as `extract.unreadable`).
     pub allow_damaged: bool,
+    /// `--salvage`: write damaged files too, with zeros in these lost byte ranges (per node, from
+    /// [`crate::damage`]) and wherever a read fails; each such file is reported as
+    /// `extract.salvaged` and listed in [`Outcome::salvaged`].
+    pub salvage: Option<std::collections::BTreeMap<NodeId, Vec<std::ops::Range<u64>>>>,
+    /// Do not create symlinks: list each (path, target) in [`Outcome::symlinks_listed`] instead
+    /// (a BagIt payload holds only files and directories).
+    pub list_symlinks: bool,
 }
 
 /// What `extract` wrote.
@@ -90,6 +97,10 @@ pub struct Outcome {
     pub counts: Counts,
     /// Problems met (damage in the image, skipped entries).
     pub problems: Vec<Problem>,
+    /// `--salvage`: files written with lost bytes as zeros: (path, size, lost byte ranges).
+    pub salvaged: Vec<(Vec<u8>, u64, Vec<std::ops::Range<u64>>)>,
+    /// With [`Options::list_symlinks`]: the symlinks not created, as (path, target).
+    pub symlinks_listed: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 fn io(what: &Path, e: std::io::Error) -> crate::Error {
@@ -416,12 +427,30 @@ impl Extraction<'_> {
             return Ok(());
         }
         clear(at.dir, at.name, target, self.opts.force)?;
-        let w = Writing { dir: at.dir, name: at.name, target, allow_damaged: self.opts.allow_damaged };
+        let known_lost = self.opts.salvage.as_ref().map(|m| m.get(&f.id).cloned().unwrap_or_default());
+        let w = Writing {
+            dir: at.dir,
+            name: at.name,
+            target,
+            allow_damaged: self.opts.allow_damaged || known_lost.is_some(),
+            known_lost,
+        };
         let file = match write_file(self.fs, f.id, &w, &mut self.buf, run)? {
-            Ok((file, n, damage)) => {
+            Ok((file, n, damage, lost)) => {
                 self.out.counts.bytes += n;
                 self.out.counts.files += 1;
-                if let Some(d) = damage {
+                if self.opts.salvage.is_some() && !lost.is_empty() {
+                    let bytes: u64 = lost.iter().map(|r| r.end - r.start).sum();
+                    self.out.problems.push(Problem::error(
+                        "extract.salvaged",
+                        format!(
+                            "{shown}: {bytes} bytes in {} range(s) are lost and written as zeros (listed in the \
+                             damage sidecar)",
+                            lost.len()
+                        ),
+                    ));
+                    self.out.salvaged.push((f.path.clone(), n, lost));
+                } else if let Some(d) = damage {
                     self.out.problems.push(Problem::error(
                         "extract.damaged",
                         format!("{shown}: written with --allow-damaged, but {d}"),
@@ -464,6 +493,10 @@ impl Extraction<'_> {
                     "extract.skipped",
                     format!("{shown}: {why}, which no Linux symlink can hold; skipped"),
                 ));
+            }
+            Ok(t) if self.opts.list_symlinks => {
+                self.out.symlinks_listed.push((f.path.clone(), t));
+                self.out.counts.symlinks += 1;
             }
             Ok(t) => {
                 clear(at.dir, at.name, at.target, self.opts.force)?;
@@ -530,10 +563,13 @@ struct Writing<'a> {
     name: &'a OsStr,
     target: &'a Path,
     allow_damaged: bool,
+    /// `--salvage`: byte ranges known to be lost (written as zeros whatever reads there).
+    known_lost: Option<Vec<std::ops::Range<u64>>>,
 }
 
-/// A written file: it (still open), its size, and what was missing (`allow_damaged`).
-type Written = (std::fs::File, u64, Option<String>);
+/// A written file: it (still open), its size, what was missing (`allow_damaged`), and the byte
+/// ranges written as zeros because they are lost (merged).
+type Written = (std::fs::File, u64, Option<String>, Vec<std::ops::Range<u64>>);
 
 /// Unit in which `allow_damaged` retries a chunk that failed to read.
 const RETRY_BYTES: usize = 4096;
@@ -575,6 +611,11 @@ fn write_file(
     };
     let mut advanced = 0u64;
     let mut lost = 0u64;
+    let known: &[std::ops::Range<u64>] = w.known_lost.as_deref().unwrap_or(&[]);
+    let mut lost_ranges: Vec<std::ops::Range<u64>> = known.to_vec();
+    if !map_damage.is_empty() {
+        lost_ranges.extend(reader.damaged_ranges().unwrap_or_default());
+    }
     let mut first_error: Option<String> = None;
     for r in ranges {
         let mut off = r.start;
@@ -589,6 +630,7 @@ fn write_file(
                     }
                     first_error.get_or_insert_with(|| e.to_string());
                     lost += r.end - off;
+                    lost_ranges.push(off..r.end);
                     advanced += r.end - off;
                     break;
                 }
@@ -605,6 +647,7 @@ fn write_file(
                             _ => {
                                 buf[p..p + k].fill(0);
                                 lost += k as u64;
+                                lost_ranges.push(off + p as u64..off + (p + k) as u64);
                             }
                         }
                         p += k;
@@ -612,6 +655,12 @@ fn write_file(
                     want
                 }
             };
+            // Known lost bytes read as whatever the damage left (dead-sector markers): zeros.
+            for k in known.iter().filter(|k| k.start < off + n as u64 && k.end > off) {
+                let a = (k.start.max(off) - off) as usize;
+                let z = (k.end.min(off + n as u64) - off) as usize;
+                buf[a..z].fill(0);
+            }
             // All-zero chunks stay holes.
             if buf[..n].iter().any(|&b| b != 0) {
                 file.write_all_at(&buf[..n], off).map_err(|e| io(w.target, e))?;
@@ -630,7 +679,12 @@ fn write_file(
     if let Some(e) = first_error {
         damage.push(format!("{lost} bytes could not be read and are zeros (first error: {e})"));
     }
-    Ok(Ok((file, size, (!damage.is_empty()).then(|| damage.join("; ")))))
+    lost_ranges.retain(|r| r.start < size);
+    for r in &mut lost_ranges {
+        r.end = r.end.min(size);
+    }
+    let lost_ranges = crate::damage::merge(lost_ranges);
+    Ok(Ok((file, size, (!damage.is_empty()).then(|| damage.join("; ")), lost_ranges)))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("open_verify", open_verify),
     ("repair", repair),
     ("rescue_map", rescue_map),
+    ("damage_map", damage_map),
 ];
 
 /// LUKS1/LUKS2 headers (both LUKS2 copies, JSON, keyslots): read, then unlock with a
@@ -210,6 +211,44 @@ pub fn rescue_map(data: &[u8]) {
     }
     assert_eq!(next, size, "covers the source");
     assert_eq!(map.bytes_in(Status::Finished) + map.missing_bytes(), size);
+}
+
+/// The damage mapping: the input is 64 bytes of damage (8 × (sector: u32 LE, count: u8,
+/// status: u8, 2 unused)) followed by an unencrypted image (ext2/3/4 or ISO9660 are mapped
+/// file by file). Every file's ranges must be sorted, disjoint, inside the file, and lost and
+/// repairable ranges must not overlap.
+pub fn damage_map(data: &[u8]) {
+    use crate::damage::{BadRange, Status};
+    let Some((head, image)) = data.split_first_chunk::<64>() else { return };
+    let bad: Vec<BadRange> = head
+        .chunks_exact(8)
+        .map(|w| {
+            let sector = u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]])) % 4096;
+            let count = u64::from(w[4] % 16) + 1;
+            let status = if w[5] & 1 == 0 { Status::Repairable } else { Status::Lost };
+            BadRange { range: sector * 512..(sector + count) * 512, status }
+        })
+        .collect();
+    let src: Arc<dyn ByteSource> = Arc::new(MemSource::new(image.to_vec()));
+    let secrets = Secrets { passphrase: None, key_file: None };
+    let opts = crate::image::OpenOptions { unencrypted: true, ..Default::default() };
+    let hints = crate::image::SourceHints { name: "fuzz.img".into(), ..Default::default() };
+    let Ok(opened) = crate::image::open_source(src, &secrets, &opts, &hints) else { return };
+    let Ok(Some(d)) = crate::damage::assess(&opened, &bad, &crate::progress::Interrupt::new()) else { return };
+    for f in &d.files {
+        for list in [&f.lost, &f.repairable] {
+            for w in list.windows(2) {
+                assert!(w[0].end < w[1].start, "sorted and disjoint: {list:?}");
+            }
+            for r in list.iter() {
+                assert!(r.start < r.end && r.end <= f.size_bytes, "inside the file: {r:?} of {}", f.size_bytes);
+            }
+        }
+        for r in &f.lost {
+            assert!(!f.repairable.iter().any(|x| x.start < r.end && x.end > r.start), "lost and repairable overlap");
+        }
+    }
+    let _ = d.summary();
 }
 
 #[cfg(test)]

@@ -22,9 +22,11 @@
 #![deny(missing_docs)]
 
 pub mod attach;
+pub mod bag;
 pub mod batch;
 pub mod bytes;
 pub mod crypto;
+pub mod damage;
 pub mod detect;
 mod error;
 pub mod extent;

@@ -428,7 +428,11 @@ pub fn from_dir(root: &Path, run: &mut Run<'_>) -> crate::Result<Built> {
     Ok(Built { manifest: Manifest { loopkit_manifest: MANIFEST_VERSION, entries }, problems })
 }
 
-fn hash_file(p: &Path, run: &mut Run<'_>) -> crate::Result<[u8; 32]> {
+/// SHA-256 of a file's contents, read in chunks with progress and interruption.
+///
+/// # Errors
+/// `Io` when it cannot be read; `Interrupted`.
+pub fn hash_file(p: &Path, run: &mut Run<'_>) -> crate::Result<[u8; 32]> {
     use std::io::Read;
     let mut f = std::fs::File::open(p).map_err(|e| crate::Error::io(format!("cannot open {}", p.display()), e))?;
     let mut h = sha2::Sha256::new();

@@ -6,6 +6,7 @@
 //! public submodules. Every document carries `"loopkit_json": 1`. See `docs/JSON.md`.
 
 pub mod batch;
+mod damage;
 mod ecc;
 mod error;
 mod extents;
@@ -17,7 +18,8 @@ mod migrate;
 mod rescue;
 mod verify;
 
-pub use ecc::{Repair, StripEcc, repair, strip_ecc};
+pub use damage::{Damage, DamagedArea, DamagedFile, Salvage, SalvagedFile, StatusRange, damage, salvaged_file};
+pub use ecc::{Protect, Repair, StripEcc, protect, repair, strip_ecc};
 pub use error::{ErrorBody, ErrorDoc, error_chain, error_kind_name};
 pub use extents::{Backing, ExtentCheck, ExtentMismatch, ExtentRow, ExtentSummary, Extents, Finding, extents};
 pub use extract::Extract;

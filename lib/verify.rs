@@ -202,6 +202,8 @@ pub struct Outcome {
     pub files: Option<crate::manifest::FilesCheck>,
     /// What checking the dvdisaster error-correction data found (None: the image has none).
     pub ecc: Option<crate::formats::dvdisaster::verify::Report>,
+    /// What the bad, unreadable and uncorrectable sectors hit (None: nothing is damaged).
+    pub damage: Option<crate::damage::Damage>,
 }
 
 impl Outcome {
@@ -225,9 +227,25 @@ pub fn verify(opened: &Opened, opts: Options, run: &mut Run<'_>) -> crate::Resul
 /// block maps) and, when `reference` is given, read and hash every file and compare them with it
 /// ([`crate::manifest::check`]).
 ///
+/// Damage found (ECC-checked sectors, unreadable ranges) is then mapped to the files it hits
+/// ([`crate::damage`]).
+///
 /// # Errors
 /// As [`verify`]; `Unsupported` when a reference is given but the file system cannot be read.
 pub fn verify_files(
+    opened: &Opened,
+    opts: Options,
+    reference: Option<&crate::manifest::Reference>,
+    run: &mut Run<'_>,
+) -> crate::Result<Outcome> {
+    let mut outcome = check_files(opened, opts, reference, run)?;
+    let bad =
+        crate::damage::from_checks(opened, outcome.ecc.as_ref(), outcome.digest.as_ref().map(|d| &d.unreadable[..]));
+    outcome.damage = crate::damage::assess(opened, &bad, run.interrupt)?;
+    Ok(outcome)
+}
+
+fn check_files(
     opened: &Opened,
     opts: Options,
     reference: Option<&crate::manifest::Reference>,
@@ -275,7 +293,7 @@ fn verify_payload(opened: &Opened, opts: Options, run: &mut Run<'_>) -> crate::R
     let mut problems = Vec::new();
     let ecc = check_ecc(opened, opts, run, &mut problems)?;
     if opts.ecc_only {
-        return Ok(Outcome { digest: None, problems, files: None, ecc });
+        return Ok(Outcome { digest: None, problems, files: None, ecc, damage: None });
     }
     if let Content::LuksUnlocked(u) = &opened.content {
         problems.extend(u.luks.header.findings.iter().cloned());
@@ -289,7 +307,7 @@ fn verify_payload(opened: &Opened, opts: Options, run: &mut Run<'_>) -> crate::R
         problems.push(unreadable(&digest));
     }
     filesystem_findings(opened, layout, &mut problems);
-    Ok(Outcome { digest: Some(digest), problems, files: None, ecc })
+    Ok(Outcome { digest: Some(digest), problems, files: None, ecc, damage: None })
 }
 
 /// The dvdisaster check first (when the image carries ECC data), and a warning for each ECC

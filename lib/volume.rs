@@ -68,6 +68,14 @@ impl<S: ByteSource> ByteSource for Volume<S> {
         // The cipher's unit (512 for legacy modes, up to 4096 for LUKS2).
         let unit = self.cipher.sector_bytes() as u64;
         let first = offset_bytes / unit;
+        // Whole units at a unit boundary: read and decrypt in place, no bounce buffer.
+        let whole = want - want % unit as usize;
+        if offset_bytes.is_multiple_of(unit) && whole > 0 {
+            let out = &mut buf[..whole];
+            self.src.read_exact_at(out, self.layout.offset_bytes + offset_bytes)?;
+            self.cipher.decrypt_sectors(self.layout.iv_offset_sectors.wrapping_add(offset_bytes / SECTOR_BYTES), out);
+            return Ok(whole);
+        }
         let last = (offset_bytes + want as u64).div_ceil(unit);
         let mut tmp = vec![0u8; ((last - first) * unit) as usize];
         self.src.read_exact_at(&mut tmp, self.layout.offset_bytes + first * unit)?;

@@ -81,8 +81,8 @@ fn extent_map() -> TestResult {
 }
 
 /// Aligned buffer for O_DIRECT reads.
-fn abuf(len: usize) -> Result<loopkit::sys::AlignedBuf, String> {
-    loopkit::sys::AlignedBuf::new(len, 4096).map_err(|e| e.to_string())
+fn abuf(len: usize) -> Result<loopkit::output::direct::AlignedBuf, String> {
+    loopkit::output::direct::AlignedBuf::zeroed(len, 4096).map_err(|e| e.to_string())
 }
 
 /// Write back, then drop, every cache (dirty pages of the loop device's backing file would

@@ -17,14 +17,15 @@ use std::path::Path;
 /// not import each other (that would allow a cycle): only strictly lower layers.
 const LAYERS: &[&[&str]] = &[
     &["fuzzing"],
-    &["batch"],
     &["report"],
+    &["batch"],
     &["migrate"],
     &["attach"],
     &["rescue"],
     &["mount"],
     &["verify"],
-    &["extract"],
+    &["extract", "bag"],
+    &["damage"],
     &["manifest"],
     &["image"],
     &["detect"],

@@ -1,10 +1,11 @@
 //! `loopkit mount`: the tree under the mount point of every fixture image (plain ext2/3/4, ISO
-//! with Rock Ridge and Joliet, cryptoloop, loop-AES, LUKS2) equals the generator's tree (oracle:
+//! with Rock Ridge and Joliet, cryptoloop, loop-AES single- and multi-key, LUKS2) equals the generator's tree (oracle:
 //! `manifest.py`, os.lstat + hashlib over the mount) and, for ext, `debugfs rdump` of the same
 //! image, ctimes `debugfs stat`'s; `statfs` equals `dumpe2fs -h`; a block map damaged with `debugfs sif` gives EIO on
 //! exactly that block and zeros with --allow-damaged; `--raw` serves the payload whose SHA-256 is
 //! verify's and on which `e2fsck -fn` is clean; a killed server leaves ENOTCONN that
-//! `loopkit umount` clears; SIGTERM unmounts; a normal user can mount. Every command runs under
+//! `loopkit umount` clears; SIGTERM unmounts; a normal user can mount; `--json` documents agree
+//! with /proc/self/mountinfo, `stat` of the mount point, /proc/PID/fd and `blkid`. Every command runs under
 //! `timeout`, and every mount is unmounted on drop (also when a check fails).
 
 use crate::ensure;
@@ -18,11 +19,14 @@ pub fn trials() -> Vec<Trial> {
     vec![
         trial("mount::every_fixture_shows_its_tree", every_fixture_shows_its_tree),
         trial("mount::luks2_tree", luks2_tree),
+        trial("mount::loopaes_multikey_tree", loopaes_multikey_tree),
         trial("mount::damaged_map_gives_eio_there_only", damaged_map_gives_eio_there_only),
         trial("mount::raw_payload", raw_payload),
         trial("mount::extended_attributes", extended_attributes),
         trial("mount::killed_server_and_signals", killed_server_and_signals),
         trial("mount::as_a_normal_user", as_a_normal_user),
+        trial("mount::json_documents", json_documents),
+        trial("mount::huge_directory", huge_directory),
     ]
 }
 
@@ -221,6 +225,38 @@ fn every_fixture_shows_its_tree() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// loop-AES multi-key v3 (65-line key file, AES-256), encrypted by aespipe over the ext4
+/// fixture: the mounted tree is the generator's.
+fn loopaes_multikey_tree() -> TestResult {
+    if let Some(r) = no_fuse() {
+        return util::skip(r);
+    }
+    let f = crate::fixtures_or_skip!();
+    let s = Scratch::new("mount-lmk");
+    let script = repo_root().join("testdata/gen/legacy.py");
+    let keys = s.path("keys65");
+    run_ok(timed(60, util::python()).arg(&script).args(["keyfile", "--lines", "65", "--out"]).arg(&keys))?;
+    let img = s.path("lmk-ext4.img");
+    run_ok(
+        timed(300, util::python())
+            .arg(&script)
+            .arg("encrypt")
+            .arg("--plain")
+            .arg(f.path("ext4.img"))
+            .args(["--scheme", "loop-aes", "--aespipe-args", "-e AES256", "--keyfile"])
+            .arg(&keys)
+            .arg("--out")
+            .arg(&img),
+    )?;
+    let key_arg = keys.display().to_string();
+    let m = mount(&img, &s.path("mnt"), &["--key-file", &key_arg])?;
+    let got = without_lost_found(manifest(&m.dir, &[])?);
+    let want = fx::entries(&std::fs::read(f.path("want.json"))?)?;
+    let d = fx::diff(&got, &want);
+    ensure!(d.is_empty(), "loop-AES multi-key: the mounted tree differs from the generator's:\n{d}");
+    Ok(Completion::Completed)
+}
+
 fn luks2_tree() -> TestResult {
     if let Some(r) = no_fuse() {
         return util::skip(r);
@@ -322,6 +358,72 @@ fn damaged_map_gives_eio_there_only() -> TestResult {
     ensure!(got.len() == data.len(), "length {}", got.len());
     ensure!(got[..2048] == data[..2048] && got[3072..] == data[3072..], "intact bytes differ with --allow-damaged");
     ensure!(got[2048..3072].iter().all(|&b| b == 0), "the damaged block is not zeros with --allow-damaged");
+    Ok(Completion::Completed)
+}
+
+/// A directory of 20 000 entries (names resolved page by page as readdir reaches them): the
+/// mount lists exactly the names, inode numbers and types `debugfs ls -p` reads from the image,
+/// across many readdir pages, and a lookup of a name far down the directory works before any
+/// listing.
+fn huge_directory() -> TestResult {
+    if let Some(r) = no_fuse() {
+        return util::skip(r);
+    }
+    if !have("mke2fs") || !have("debugfs") {
+        return util::skip("e2fsprogs (mke2fs, debugfs) not installed");
+    }
+    let s = Scratch::new("mount-huge-dir");
+    let big = s.path("tree/big");
+    std::fs::create_dir_all(&big)?;
+    for i in 0..20_000u32 {
+        let name = big.join(format!("entry-{i:05}"));
+        if i % 1000 == 7 {
+            std::fs::create_dir(&name)?;
+        } else if i % 1000 == 9 {
+            std::os::unix::fs::symlink("entry-00000", &name)?;
+        } else {
+            std::fs::write(&name, b"")?;
+        }
+    }
+    let img = s.path("ext4.img");
+    run_ok(
+        Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-N", "25000", "-d"])
+            .arg(s.path("tree"))
+            .arg(&img)
+            .arg("128M"),
+    )?;
+    // The oracle: `ls -p` prints /inode/mode/uid/gid/name/size/ per entry.
+    let out = run_ok(Command::new("debugfs").args(["-R", "ls -p /big"]).arg(&img))?;
+    let mut want: Vec<(String, u64, u32)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.trim().split('/').collect();
+            let (ino, mode, name) =
+                (f.get(1)?.parse().ok()?, u32::from_str_radix(f.get(2)?, 8).ok()?, f.get(5)?.to_string());
+            (name != "." && name != "..").then_some((name, ino, mode & 0o170000))
+        })
+        .collect();
+    want.sort();
+    ensure!(want.len() == 20_000, "debugfs lists {} entries", want.len());
+    let m = mount(&img, &s.path("mnt"), &[])?;
+    use std::os::unix::fs::{DirEntryExt, MetadataExt};
+    // A lookup deep in the directory before anything lists it.
+    let deep = std::fs::symlink_metadata(m.dir.join("big/entry-19998"))?;
+    let w = &want[19_998];
+    ensure!(deep.ino() == w.1, "entry-19998: inode {} before listing, debugfs {}", deep.ino(), w.1);
+    let mut got = Vec::new();
+    for e in std::fs::read_dir(m.dir.join("big"))? {
+        let e = e?;
+        let md = std::fs::symlink_metadata(e.path())?;
+        ensure!(e.ino() == md.ino(), "{:?}: readdir inode {} but stat {}", e.file_name(), e.ino(), md.ino());
+        got.push((e.file_name().to_string_lossy().into_owned(), e.ino(), md.mode() & 0o170000));
+    }
+    got.sort();
+    ensure!(got.len() == want.len(), "the mount lists {} entries, debugfs {}", got.len(), want.len());
+    if let Some((g, w)) = got.iter().zip(&want).find(|(g, w)| g != w) {
+        return Err(format!("first difference: mount {g:?}, debugfs {w:?}").into());
+    }
     Ok(Completion::Completed)
 }
 
@@ -595,5 +697,112 @@ fn as_a_normal_user() -> TestResult {
     run_ok(&mut as_nobody(&[bin.as_os_str(), "umount".as_ref(), dir.as_os_str()]))?;
     ensure!(!is_mounted(&dir), "loopkit umount as nobody left the mount");
     drop(m);
+    Ok(Completion::Completed)
+}
+
+/// The mount on `dir` in /proc/self/mountinfo: (MAJOR:MINOR, mount options, fstype, source).
+fn mountinfo_of(dir: &Path) -> Result<(String, String, String, String), Failed> {
+    let want = std::fs::canonicalize(dir.parent().unwrap_or(Path::new("/")))?.join(dir.file_name().unwrap_or_default());
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    for l in info.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-").unwrap_or(f.len());
+        if f.get(4).is_some_and(|mp| Path::new(mp) == want) && sep + 2 < f.len() {
+            return Ok((f[2].to_string(), f[5].to_string(), f[sep + 1].to_string(), f[sep + 2].to_string()));
+        }
+    }
+    util::fail(format!("{} is not in /proc/self/mountinfo", dir.display()))
+}
+
+/// Whether process `pid` holds /dev/fuse open.
+fn holds_dev_fuse(pid: i64) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == Path::new("/dev/fuse"))))
+        .unwrap_or(false)
+}
+
+fn json_documents() -> TestResult {
+    use std::io::BufRead;
+    use std::os::unix::fs::MetadataExt;
+    if let Some(r) = no_fuse() {
+        return util::skip(r);
+    }
+    let f = crate::fixtures_or_skip!();
+    let s = Scratch::new("mount-json");
+    let pass = f.path("pass").display().to_string();
+    let img = f.path("cryptoloop-ext4.img");
+    let dir = s.path("mnt");
+    std::fs::create_dir_all(&dir)?;
+    // Daemon: one document on stdout once the mount is up.
+    let out = run(lk(120).arg("mount").arg(&img).arg(&dir).args(["--json", "--passphrase-file", &pass]))?;
+    let m = Mounted { dir: dir.clone() };
+    ensure!(code(&out) == 0, "mount --json: exit {}: {}", code(&out), String::from_utf8_lossy(&out.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("mount --json: {e}"))?;
+    ensure!(d["loopkit_json"] == 1 && d["command"] == "mount" && d["ok"] == true, "header: {d}");
+    ensure!(d["event"] == "mounted" && d["content"] == "tree" && d["payload"].is_null(), "event/content: {d}");
+    let abs_dir = std::fs::canonicalize(&dir)?;
+    ensure!(d["mount_point"].as_str().map(PathBuf::from) == Some(abs_dir.clone()), "mount_point: {d}");
+    let abs_img = std::fs::canonicalize(&img)?;
+    ensure!(d["image"].as_str().map(|p| std::fs::canonicalize(p).ok()) == Some(Some(abs_img)), "image: {d}");
+    let (dev, opts, fstype, source) = mountinfo_of(&dir)?;
+    ensure!(
+        d["device"] == dev.as_str() && d["fstype"] == fstype.as_str(),
+        "device/fstype: {d} vs mountinfo {dev} {fstype}"
+    );
+    ensure!(source.starts_with("loopkit:"), "mountinfo source {source}");
+    let st = std::fs::metadata(&dir)?;
+    let stat_dev = format!("{}:{}", libc::major(st.dev()), libc::minor(st.dev()));
+    ensure!(dev == stat_dev, "mountinfo {dev} vs stat of the mount point {stat_dev}");
+    ensure!(d["read_only"] == true && opts.split(',').any(|o| o == "ro"), "read_only: {d}, mount options {opts}");
+    let pid = i64::from(server_pid(&dir)?);
+    ensure!(d["pid"] == pid && d["foreground"] == false, "pid: {d}, the server is {pid}");
+    ensure!(holds_dev_fuse(pid), "pid {pid} does not hold /dev/fuse");
+    ensure!(d["scheme"] == "cryptoloop" && d["kind"] == "legacy-encrypted", "scheme/kind: {d}");
+    ensure!(d["filesystem"]["type"] == "ext4", "filesystem: {d}");
+    // umount --json: one document, and the mount is gone.
+    let out = run_ok(lk(60).arg("umount").arg(&dir).arg("--json"))?;
+    let u: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("umount --json: {e}"))?;
+    ensure!(u["command"] == "umount" && u["ok"] == true && !is_mounted(&dir), "umount --json: {u}");
+    wait_gone(pid as i32)?;
+    drop(m);
+    // Foreground, raw: the ready line, then (SIGTERM) the final one; exit 0.
+    let mut child = Command::new("timeout")
+        .args(["-k", "5", "120"])
+        .arg(loopkit_bin())
+        .arg("mount")
+        .arg(&img)
+        .arg(&dir)
+        .args(["--raw", "--foreground", "--json", "--passphrase-file", &pass])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let fg = Mounted { dir: dir.clone() };
+    let mut lines = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let first = lines.next().ok_or("--foreground --json: no ready line")??;
+    let r: serde_json::Value = serde_json::from_str(&first).map_err(|e| format!("ready line {first}: {e}"))?;
+    ensure!(is_mounted(&dir), "the ready line came before the mount: {r}");
+    let pid = i64::from(server_pid(&dir)?);
+    ensure!(r["event"] == "mounted" && r["foreground"] == true && r["pid"] == pid, "ready line: {r}, server {pid}");
+    let payload = abs_dir.join("payload.img");
+    ensure!(r["content"] == "raw" && r["payload"].as_str().map(PathBuf::from) == Some(payload.clone()), "raw: {r}");
+    let (dev, ..) = mountinfo_of(&dir)?;
+    ensure!(r["device"] == dev.as_str(), "device {r} vs mountinfo {dev}");
+    let out = run_ok(timed(60, "blkid").args(["-p", "-o", "value", "-s", "UUID"]).arg(&payload))?;
+    let uuid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    ensure!(!uuid.is_empty() && r["filesystem"]["uuid"] == uuid.as_str(), "filesystem {r} vs blkid UUID {uuid}");
+    run_ok(Command::new("kill").args(["-TERM", &pid.to_string()]))?;
+    let last = lines.next().ok_or("--foreground --json: no final line")??;
+    let e: serde_json::Value = serde_json::from_str(&last).map_err(|e| format!("final line {last}: {e}"))?;
+    ensure!(e["event"] == "unmounted" && e["ended_by"] == "signal" && e["pid"] == pid && e["ok"] == true, "final: {e}");
+    ensure!(lines.next().is_none(), "more than two documents");
+    let status = child.wait()?;
+    ensure!(status.code() == Some(0) && !is_mounted(&dir), "--foreground --json after SIGTERM: {status}");
+    drop(fg);
+    // An error is a document too.
+    std::fs::write(dir.join("x"), b"x")?;
+    let out = run(lk(60).arg("mount").arg(&img).arg(&dir).args(["--json", "--passphrase-file", &pass]))?;
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("error document: {e}"))?;
+    ensure!(code(&out) == 2 && e["ok"] == false && e["error"]["kind"] == "unsafe", "non-empty DIR: {e}");
     Ok(Completion::Completed)
 }

@@ -25,6 +25,7 @@ pub fn trials() -> Vec<Trial> {
         trial("remap_engine::a_mode_3_descriptor_elsewhere_refuses_remap", mode3_holder),
         trial("remap_engine::a_raw_write_bumps_mtime_before_close", mtime_bump),
         trial("remap_engine::a_lost_lease_stops_raw_io_at_the_next_flush", lost_lease),
+        trial("remap_engine::a_lease_break_under_a_steady_stream_of_io_is_answered_at_once", break_under_load),
         trial("remap_engine::dedupe_through_an_scm_rights_descriptor_is_caught_by_revalidation", scm_rights_dedupe),
         trial("remap_engine::a_raw_fua_write_after_a_hole_fill_syncs_the_image_first", fua_after_hole_fill),
         trial("remap_engine::discard_never_leaves_a_raw_plan_over_punched_blocks", discard_vs_plan_write),
@@ -492,6 +493,90 @@ fn lost_lease() -> TestResult {
         drop(e);
         let through_fs = std::fs::read(&img).map_err(|err| format!("read: {err}"))?;
         ensure!(through_fs == model, "{}: the file differs from the model", m.fs);
+    }
+    Ok(Completion::Completed)
+}
+
+/// A lease break while I/O never pauses (8 threads, each always with a request in flight, as
+/// fio at queue depth 16 through `attach`): the engine must switch to the file and release the
+/// lease at once (`remap.lease-broken`), waiting only for the raw I/O planned before the switch.
+/// Waiting until no request at all is in flight never ends while the stream goes on: the opener
+/// then waits the whole `lease-break-time` and the kernel takes the lease away
+/// (`remap.lease-lost`) — what hung the randomized stress test. Oracles: how long the other
+/// process's `open` waits, the kernel's `/proc/locks`, and the file read through the mount.
+fn break_under_load() -> TestResult {
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    let break_secs: u64 =
+        std::fs::read_to_string("/proc/sys/fs/lease-break-time").ok().and_then(|t| t.trim().parse().ok()).unwrap_or(45);
+    for m in &mounts {
+        let img = m.path("stream.img");
+        let model = make_mixed(&img)?;
+        let ino = std::fs::metadata(&img).map_err(|e| format!("stat: {e}"))?.ino();
+        let e = open_engine(&img)?;
+        ensure!(e.state().remapping, "{}: not remapping", m.fs);
+        let stop = Arc::new(AtomicBool::new(false));
+        let reads = Arc::new(AtomicU64::new(0));
+        let workers: Vec<_> = (0..8u64)
+            .map(|t| {
+                let (e, stop, reads) = (e.clone(), Arc::clone(&stop), Arc::clone(&reads));
+                std::thread::spawn(move || -> Result<(), String> {
+                    let mut seed = t + 1;
+                    let mut buf = vec![0u8; 64 << 10];
+                    // Deadline: the test never hangs, whatever the engine does.
+                    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                    while !stop.load(SeqCst) && std::time::Instant::now() < until {
+                        // The 6 MiB of data at the start: mapped, so raw reads until the break.
+                        let off = lcg(&mut seed) % 96 * (64 << 10);
+                        e.read_at(&mut buf, off).map_err(|err| format!("read: {err}"))?;
+                        reads.fetch_add(1, SeqCst);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        // The stream is running (raw reads), then another process opens the image.
+        let t0 = std::time::Instant::now();
+        while reads.load(SeqCst) < 200 && t0.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let raw_before = e.stats().device_read.load(SeqCst);
+        let t1 = std::time::Instant::now();
+        let opened = Command::new("timeout").arg("100").arg("head").arg("-c").arg("4096").arg(&img).output();
+        let waited = t1.elapsed();
+        let reads_during = reads.load(SeqCst);
+        let listed = lease_listed(ino)?;
+        stop.store(true, SeqCst);
+        for w in workers {
+            w.join().map_err(|_| "a reader thread panicked".to_string())??;
+        }
+        let st = e.state();
+        e.close().map_err(|err| format!("close: {err}"))?;
+        drop(e);
+        let opened = opened.map_err(|err| format!("head: {err}"))?;
+        ensure!(opened.status.success(), "{}: the other process's open failed: {opened:?}", m.fs);
+        ensure!(opened.stdout == model[..4096], "{}: the other process read different bytes", m.fs);
+        ensure!(raw_before > 0, "{}: no raw reads before the break (nothing was tested)", m.fs);
+        ensure!(reads_during > 200, "{}: the stream did not run", m.fs);
+        ensure!(
+            waited < std::time::Duration::from_secs(10),
+            "{}: the other process's open waited {waited:.1?} (lease-break-time {break_secs} s): the engine did \
+             not release the lease while I/O kept coming; state {st:?}",
+            m.fs
+        );
+        ensure!(
+            st.stopped_because.as_deref().is_some_and(|w| w.contains("remap.lease-broken")),
+            "{}: stopped for another reason than the break: {st:?}",
+            m.fs
+        );
+        ensure!(!st.remapping && !st.lease_held && !listed, "{}: after the break: {st:?}, lease listed {listed}", m.fs);
+        let through_fs = std::fs::read(&img).map_err(|err| format!("read: {err}"))?;
+        ensure!(through_fs == model, "{}: the file differs from what it held", m.fs);
     }
     Ok(Completion::Completed)
 }

@@ -4,10 +4,12 @@
 //! `cryptography`, aespipe, gpg, cryptsetup, dvdisaster, the kernel in a VM), never loopkit.
 
 mod attach_state;
+mod bag;
 mod batch;
 mod bench_remap;
 mod bench_revalidate;
 mod cryptsetup_lines;
+mod damage;
 mod ecc_repair;
 mod ecc_strip;
 mod ecc_verify;
@@ -34,6 +36,7 @@ mod mount;
 mod mounts;
 mod open_source;
 mod payload_kinds;
+mod protect;
 mod remap_engine;
 mod rescue;
 mod setup_script;
@@ -50,6 +53,7 @@ mod vm_luks_compat;
 mod vm_migrate;
 mod vm_remap_durability;
 mod vm_remap_identity;
+mod vm_remap_lease_poll;
 mod vm_remap_safety;
 mod vm_remap_stress;
 mod vm_rescue;
@@ -77,6 +81,9 @@ fn main() {
     trials.extend(ecc_verify::trials());
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
+    trials.extend(protect::trials());
+    trials.extend(bag::trials());
+    trials.extend(damage::trials());
     trials.extend(rescue::trials());
     trials.extend(vm_rescue::trials());
     trials.extend(luks_read::trials());
@@ -99,6 +106,7 @@ fn main() {
     trials.extend(vm_remap_safety::trials());
     trials.extend(vm_remap_durability::trials());
     trials.extend(vm_remap_identity::trials());
+    trials.extend(vm_remap_lease_poll::trials());
     trials.extend(vm_remap_stress::trials());
     trials.extend(batch::trials());
     trials.extend(cryptsetup_lines::trials());

@@ -3,16 +3,17 @@
 //! (a) FUA after a hole fill (dm-flakey crash, xfstests style): ext4 on `flakey` over vda, a
 //!     sparse image attached with `--remap`; a plain write fills block 0 through the file (the
 //!     allocation sits in the running jbd2 transaction: `commit=120`), then the same block is
-//!     written with `RWF_DSYNC` (Python `os.pwritev`, which ublk receives as FUA) and goes raw.
-//!     The table then drops every write, the server stops and the file system unmounts; after
-//!     the table passes writes again and the file system is mounted (journal replay), block 0
-//!     of the image must hold the FUA data. Limit: the kernel follows a `RWF_DSYNC` write to a
-//!     block device with a FLUSH (`generic_write_sync` → `blkdev_fsync`) before the syscall
-//!     returns, and that FLUSH commits the allocation too, so this passes with the old code as
-//!     well (jbd2's commit count, printed, moves during the FUA write either way). Without
-//!     `RWF_DSYNC` the block reads as a hole after the "crash", which shows the drop works. The
-//!     window between a FUA completing and the next FLUSH is checked on the host
-//!     (`remap_engine::a_raw_fua_write_after_a_hole_fill_syncs_the_image_first`).
+//!     written by fio through io_uring on a descriptor opened `O_DIRECT|O_DSYNC`: the block
+//!     layer marks the bio `REQ_FUA` and, the write being asynchronous, sends no FLUSH after it
+//!     (`blkdev_write_iter` calls `generic_write_sync` only for a write that completed in the
+//!     call; `dio_bio_write_op` adds `REQ_FUA` for a dsync iocb) — so ublk receives a FUA write
+//!     and nothing else, and the write goes raw. The table then drops every write, the server
+//!     stops and the file system unmounts; after the table passes writes again and the file
+//!     system is mounted (journal replay), block 0 of the image must hold the FUA data. Before
+//!     the raw FUA write synced the image first, the allocation was not committed and block 0
+//!     read as a hole (docs/TESTING.md has the run with that build). A synchronous `pwritev2(…,
+//!     RWF_DSYNC)` does not isolate this: the kernel follows it with a FLUSH
+//!     (`generic_write_sync` → `blkdev_fsync`), whose image sync commits the allocation anyway.
 //! (b) fsfreeze: the image's first extent is read on the raw device before and 5 s after a write
 //!     through the ublk device while the file system is frozen: the bytes must not change. After
 //!     the thaw the write completes and is in the file.
@@ -43,9 +44,10 @@ fn on_backports() -> TestResult {
 }
 
 /// (a)'s writes, on one descriptor of the ublk device that stays open until writes are dropped
-/// (closing it could make the kernel send a FLUSH, which would commit the allocation anyway):
-/// 0x01 into the hole, then 0x02 with `RWF_DSYNC` (FUA), then the flakey table drops writes.
-/// jbd2's commit count is printed after each step.
+/// (closing the last one could make the kernel or udev touch the device): 0x01 into the hole
+/// with a plain `O_DIRECT` write, then 0x02 by fio through io_uring with `O_DSYNC` (a FUA write
+/// with no FLUSH after it), then the flakey table drops writes. jbd2's commit count is printed
+/// after each step.
 const FUA: &str = r#"
 import glob, mmap, os, subprocess, sys
 dev, sz = sys.argv[1], sys.argv[2]
@@ -58,9 +60,10 @@ commits("start")
 buf.write(b"\x01" * 4096)
 os.pwritev(fd, [buf], 0)
 commits("filled")
-buf.seek(0)
-buf.write(b"\x02" * 4096)
-os.pwritev(fd, [buf], 0, os.RWF_DSYNC)
+subprocess.run(["fio", "--name=fua", "--filename=" + dev, "--ioengine=io_uring", "--direct=1",
+                "--sync=dsync", "--rw=write", "--bs=4k", "--size=4k", "--offset=0", "--iodepth=1",
+                "--buffer_pattern=0x02", "--scramble_buffers=0", "--invalidate=0",
+                "--output-format=terse"], check=True, stdout=subprocess.DEVNULL)
 commits("fua")
 for cmd in (["dmsetup", "suspend", "--nolockfs", "--noflush", "fl"],
             ["dmsetup", "load", "fl", "--table", "0 %s flakey /dev/vda 0 0 600 1 drop_writes" % sz],
@@ -107,6 +110,7 @@ dmsetup load fl --table "0 $sz linear /dev/vda 0"
 dmsetup resume fl
 mount /dev/mapper/fl /tmp/f
 echo "a-byte:$(od -An -tx1 -N1 /tmp/f/a.img | tr -d ' ')"
+echo "a-block:$(head -c 4096 /tmp/f/a.img | tr -d '\002' | wc -c)"
 
 # (b) fsfreeze
 dd if=/dev/zero of=/tmp/f/b.img bs=1M count=8 conv=fsync status=none
@@ -178,7 +182,7 @@ umount /tmp/x
 }
 
 fn checks(suite: &'static str) -> TestResult {
-    for t in ["mkfs.ext4", "mkfs.xfs", "xfs_io", "dmsetup", "filefrag", "fsfreeze", "blockdev"] {
+    for t in ["mkfs.ext4", "mkfs.xfs", "xfs_io", "dmsetup", "filefrag", "fsfreeze", "blockdev", "fio"] {
         if !util::have(t) {
             return util::skip(format!("{t} not installed"));
         }
@@ -223,8 +227,12 @@ fn checks(suite: &'static str) -> TestResult {
     }
     // (a)
     check(
-        one("a-byte:") == "02",
-        format!("(a) block 0 after the crash holds {} instead of the FUA write's 02", one("a-byte:")),
+        one("a-byte:") == "02" && one("a-block:") == "0",
+        format!(
+            "(a) block 0 after the crash starts with {} ({} of 4096 bytes differ from 02): the FUA write was lost",
+            one("a-byte:"),
+            one("a-block:")
+        ),
     );
     // (b)
     check(one("b-raw:") == "same", "(b) a write through the device changed the raw extent while frozen".into());
@@ -241,9 +249,13 @@ fn checks(suite: &'static str) -> TestResult {
         return util::fail(format!("{} ({suite}):\n{}\n{t}", errors.len(), errors.join("\n")));
     }
     eprintln!(
-        "vm_remap_durability on {} passed in {:.1?} (while frozen the write was {})",
+        "vm_remap_durability on {} passed in {:.1?} (jbd2 commits in (a): {} at start, {} after the hole fill, \
+         {} after the FUA write; while frozen the write was {})",
         one("kernel:"),
         out.elapsed,
+        one("a-jbd2-start:"),
+        one("a-jbd2-filled:"),
+        one("a-jbd2-fua:"),
         one("b-while-frozen:")
     );
     Ok(Completion::Completed)

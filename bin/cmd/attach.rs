@@ -373,7 +373,7 @@ fn serve<B: attach::Backend>(
     open_crypt: Option<OpenCrypt>,
     interrupt: &Interrupt,
 ) -> loopkit::Result<u8> {
-    notes.extend(img.notes.iter().cloned());
+    notes.extend(img.notes.iter().map(|f| f.message.clone()));
     for n in &notes {
         eprintln!("loopkit: note: {n}");
     }
@@ -466,7 +466,8 @@ fn serve<B: attach::Backend>(
             }
         }
     };
-    let fin = attach::run(Arc::new(backend), &opts, interrupt, announce, on_stop)?;
+    let remarks = Arc::new(crate::progress::StderrRemarks);
+    let fin = attach::run(Arc::new(backend), &opts, interrupt, announce, on_stop, remarks)?;
     eprintln!("loopkit: detached {}{}", img.path.display(), if fin.wrote { " (written)" } else { "" });
     Ok(0)
 }

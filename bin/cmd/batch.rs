@@ -3,9 +3,9 @@
 
 use crate::cli::VerifyArgs;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use loopkit::batch::{Doc, Finished, Observer};
+use loopkit::batch::{Finished, Observer};
 use loopkit::progress::{Interrupt, NoProgress, Progress};
-use loopkit::report::batch::{Row, Summary, Verdict};
+use loopkit::report::batch::{Doc, Row, Rows, Summary, Verdict};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -84,14 +84,15 @@ pub fn run(a: &VerifyArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     }
     let show = !a.common.output.quiet && std::io::stderr().is_terminal();
     let mut ui = Ui::new(show, found.files.len() as u64, b.json_lines);
-    let summary = loopkit::batch::run(&found, &cfg, &mut ui, interrupt)?;
+    let totals = loopkit::batch::run(&found, &cfg, &mut ui, interrupt)?;
     ui.done();
+    let summary = std::mem::take(&mut ui.rows).summary(&totals);
     if b.json_lines {
         super::print_exact(&(json_line(&summary)? + "\n"))?;
     } else {
         super::print(&table(&summary))?;
     }
-    Ok(loopkit::batch::exit_code(&summary))
+    Ok(loopkit::batch::exit_code(&totals))
 }
 
 fn json_line<T: serde::Serialize>(v: &T) -> loopkit::Result<String> {
@@ -99,17 +100,19 @@ fn json_line<T: serde::Serialize>(v: &T) -> loopkit::Result<String> {
         .map_err(|e| loopkit::Error::new(loopkit::ErrorKind::InvalidInput, format!("BUG: cannot serialise: {e}")))
 }
 
-/// The multi-bar and the JSON-lines printer.
+/// The multi-bar, the JSON-lines printer and the table's rows.
 struct Ui {
     multi: Option<MultiProgress>,
     overall: Option<ProgressBar>,
     json_lines: bool,
+    rows: Rows,
 }
 
 impl Ui {
     fn new(show: bool, total: u64, json_lines: bool) -> Ui {
+        let rows = Rows::new(total as usize);
         if !show {
-            return Ui { multi: None, overall: None, json_lines };
+            return Ui { multi: None, overall: None, json_lines, rows };
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let overall = multi.add(ProgressBar::new(total));
@@ -117,7 +120,7 @@ impl Ui {
             ProgressStyle::with_template("images {pos}/{len} [{elapsed_precise}] {wide_bar} eta {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        Ui { multi: Some(multi), overall: Some(overall), json_lines }
+        Ui { multi: Some(multi), overall: Some(overall), json_lines, rows }
     }
     fn done(&mut self) {
         if let Some(o) = self.overall.take() {
@@ -140,8 +143,9 @@ impl Observer for Ui {
         if let Some(o) = &self.overall {
             o.inc(1);
         }
+        let doc = self.rows.add(f);
         if self.json_lines
-            && let Some(doc) = &f.doc
+            && let Some(doc) = &doc
         {
             let line = match doc {
                 Doc::Verify(v) => json_line(v),

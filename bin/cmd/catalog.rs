@@ -19,7 +19,7 @@ pub fn run(a: &CatalogArgs) -> loopkit::Result<u8> {
         return Err(loopkit::Error::invalid(format!("{}: no such catalog", a.catalog.display())));
     }
     let c = catalog::read(&a.catalog)?;
-    let s = catalog::summarize(&a.catalog, &c, imported);
+    let s = loopkit::report::batch::catalog_summary(&a.catalog, &c, imported);
     if a.json {
         super::print_json(&s)?;
     } else {

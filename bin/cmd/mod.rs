@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod manifest;
 pub mod migrate;
 pub mod mount;
+pub mod protect;
 pub mod repair;
 pub mod report;
 pub mod rescue;

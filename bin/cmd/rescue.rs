@@ -94,6 +94,7 @@ pub fn run(a: &RescueArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     }
     let repairable = outcome.stop != Stop::Interrupted
         && ecc_found.as_ref().is_some_and(|e| recc::correctable(e, &recc::missing_sectors(&outcome.map)));
+    let ecc_for_damage = ecc_found.clone();
     let (repair, ok) = match (outcome.stop, ecc_found) {
         (Stop::Complete, _) => (None, true),
         (_, Some(e)) if repairable => repair_partial(&job, &outcome, &e, &mut run)?,
@@ -102,7 +103,10 @@ pub fn run(a: &RescueArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
             (None, false)
         }
     };
-    let report = loopkit::report::rescue(&job, &outcome, started.elapsed().as_secs_f64(), repair, ok);
+    let mut report = loopkit::report::rescue(&job, &outcome, started.elapsed().as_secs_f64(), repair, ok);
+    if !ok && outcome.stop != Stop::Interrupted {
+        report.damage = damage(&outcome, ecc_for_damage.as_ref(), interrupt).map(|d| loopkit::report::damage(&d));
+    }
     if a.output_args.json {
         super::print_json(&report)?;
     } else {
@@ -112,6 +116,20 @@ pub fn run(a: &RescueArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         return Err(loopkit::Error::interrupted());
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// What the sectors still missing hit in the image produced (plain images; an encrypted one is
+/// opened without a secret, so the damage inside it is reported as unknown). Best effort: an
+/// image that cannot be opened gives no section.
+fn damage(outcome: &Outcome, ecc: Option<&Ecc>, interrupt: &Interrupt) -> Option<loopkit::damage::Damage> {
+    let sectors = recc::missing_sectors(&outcome.map);
+    if sectors.is_empty() {
+        return None;
+    }
+    let bad = loopkit::damage::from_sectors(ecc, &sectors, 0);
+    let secrets = loopkit::detect::Secrets { passphrase: None, key_file: None };
+    let opened = loopkit::image::open(&outcome.data_path, &secrets, &Default::default()).ok()?;
+    loopkit::damage::assess(&opened, &bad, interrupt).ok().flatten()
 }
 
 /// Mark the unread sectors of the partial image with dead-sector markers (so `verify`,

@@ -34,7 +34,7 @@ pub struct ImageFile {
     /// log2 of the physical block size of the device the file lives on (9 or 12…).
     pub physical_bs_shift: u8,
     /// Remarks for the user (why read-only, why buffered).
-    pub notes: Vec<String>,
+    pub notes: Vec<crate::finding::Finding>,
     /// The raw device the remap engine verified and uses (`/dev/vda (254:0)`), if remapping.
     pub raw_device: Option<String>,
 }
@@ -63,7 +63,10 @@ pub fn open_image(path: &Path, want_write: bool) -> crate::Result<ImageFile> {
         match std::fs::OpenOptions::new().read(true).write(true).open(path) {
             Ok(f) => f,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EROFS | libc::EPERM | libc::ETXTBSY)) => {
-                notes.push(format!("the image cannot be opened for writing ({e}): the device is read-only"));
+                notes.push(crate::finding::Finding::info(
+                    "attach.read-only",
+                    format!("the image cannot be opened for writing ({e}): the device is read-only"),
+                ));
                 writable = false;
                 File::open(path).map_err(|e| crate::Error::io(format!("cannot open {shown}"), e))?
             }
@@ -185,7 +188,7 @@ pub fn check_invoker_access(path: &Path, file: &File, uid: u32, gid: u32, write:
 /// (statx `STATX_DIOALIGN`; the device's requests are whole logical blocks, its buffers at
 /// least that aligned); otherwise make sure it is off (a remap attempt may have set it on the
 /// shared description) and say why.
-fn set_direct_io(file: &File, notes: &mut Vec<String>, block: u32) -> bool {
+fn set_direct_io(file: &File, notes: &mut Vec<crate::finding::Finding>, block: u32) -> bool {
     use rustix::fs::{AtFlags, OFlags, StatxFlags};
     let why = match rustix::fs::statx(file.as_fd(), "", AtFlags::EMPTY_PATH, StatxFlags::DIOALIGN) {
         Ok(st) if StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::DIOALIGN) => {
@@ -208,7 +211,7 @@ fn set_direct_io(file: &File, notes: &mut Vec<String>, block: u32) -> bool {
         Err(e) => format!("statx failed: {e}"),
     };
     let _ = rustix::fs::fcntl_getfl(file).and_then(|fl| rustix::fs::fcntl_setfl(file, fl - OFlags::DIRECT));
-    notes.push(format!("serving through the page cache: {why}"));
+    notes.push(crate::finding::Finding::info("attach.page-cache", format!("serving through the page cache: {why}")));
     false
 }
 
@@ -280,6 +283,7 @@ pub struct Options {
 /// create the device, record it in the state directory, call `announce` with the record once
 /// live (print the path), run `on_stop` when stopping begins (close layers such as dm-crypt),
 /// then flush, drop the image's cached pages, update its mtime if written, forget the record.
+/// Failed requests are told to `remarks` (the library never prints).
 ///
 /// # Errors
 /// `Unsupported` without ublk; `Io` from the kernel; whatever `announce` returns.
@@ -289,6 +293,7 @@ pub fn run<B: Backend>(
     stop: &Interrupt,
     announce: impl FnOnce(&state::Entry) -> crate::Result<Option<String>> + Send + Sync + 'static,
     on_stop: impl FnOnce() + Send + Sync + 'static,
+    remarks: Arc<dyn crate::progress::Remarks>,
 ) -> crate::Result<Finished> {
     server::available()?;
     private_mount_namespace()?;
@@ -387,7 +392,7 @@ pub fn run<B: Backend>(
             })
             .ok()
     };
-    let result = server::serve(backend.clone(), &cfg, stop, on_live, on_stop);
+    let result = server::serve(backend.clone(), &cfg, stop, on_live, on_stop, remarks);
     done.store(true, std::sync::atomic::Ordering::Release);
     if let Some(w) = watcher {
         let _ = w.join();

@@ -5,7 +5,7 @@
 //! transformation; otherwise each tag owns a copy buffer.
 
 use super::backend::{Backend, Seg, Target};
-use crate::progress::Interrupt;
+use crate::progress::{Interrupt, Level, Remarks};
 use io_uring::{opcode, types};
 use libublk::ctrl::{UblkCtrl, UblkCtrlBuilder};
 use libublk::helpers::IoBuf;
@@ -210,12 +210,15 @@ struct Shared<B> {
     bounce: Option<std::fs::File>,
     wrote: AtomicBool,
     failures: AtomicUsize,
+    /// Where failed requests and queues are told (the library never prints).
+    remarks: Arc<dyn Remarks>,
 }
 
 /// Serve `backend` as a ublk device until `stop` is set or the device is removed. `on_live`
 /// runs once the device is live (print its path, record it); an error from it stops the device
 /// and is returned. `on_stop` runs when stopping begins, before the device goes away (close what
-/// was layered on it).
+/// was layered on it). Failed requests and queues are told to `remarks` (the first few per
+/// device).
 ///
 /// # Errors
 /// `Unsupported` without a ublk driver; `Io` when the driver refuses the device.
@@ -225,10 +228,11 @@ pub fn serve<B: Backend>(
     stop: &Interrupt,
     on_live: impl FnOnce(&Live) -> crate::Result<()> + Send + Sync + 'static,
     on_stop: impl FnOnce() + Send + Sync + 'static,
+    remarks: Arc<dyn Remarks>,
 ) -> crate::Result<Finished> {
     let features = available()?;
     let buf_bytes: u32 = 512 << 10;
-    let (lbs, pbs) = (cfg.logical_bs_shift.max(9), cfg.physical_bs_shift.max(cfg.logical_bs_shift).max(9));
+    let lbs = cfg.logical_bs_shift.max(9);
     let (ctrl, zero_copy, queues, depth) = match cfg.recover {
         Some(id) => recover_ctrl(id, &*backend, buf_bytes, lbs)?,
         None => {
@@ -273,10 +277,7 @@ pub fn serve<B: Backend>(
     }
     let size = backend.size_bytes();
     let discard = if cfg.read_only || !backend.writable() { None } else { backend.discard_granularity() };
-    let mut attrs = sys::UBLK_ATTR_VOLATILE_CACHE | sys::UBLK_ATTR_FUA;
-    if cfg.read_only || !backend.writable() {
-        attrs |= sys::UBLK_ATTR_READ_ONLY;
-    }
+    let params = device_params(cfg, size, backend.writable(), buf_bytes, discard);
     let tgt_init = move |dev: &mut UblkDev| -> Result<(), UblkError> {
         let tgt = &mut dev.tgt;
         for (i, fd) in fds.iter().enumerate() {
@@ -287,28 +288,7 @@ pub fn serve<B: Backend>(
         tgt.sq_depth = depth.saturating_mul(2);
         tgt.cq_depth = depth.saturating_mul(2);
         tgt.dev_size = size;
-        tgt.params = sys::ublk_params {
-            types: sys::UBLK_PARAM_TYPE_BASIC | if discard.is_some() { sys::UBLK_PARAM_TYPE_DISCARD } else { 0 },
-            discard: sys::ublk_param_discard {
-                discard_granularity: discard.unwrap_or(0).max(1 << lbs),
-                // 1 GiB per request, as the kernel loop driver's users see it.
-                max_discard_sectors: if discard.is_some() { 1 << 21 } else { 0 },
-                max_write_zeroes_sectors: if discard.is_some() { 1 << 21 } else { 0 },
-                max_discard_segments: u16::from(discard.is_some()),
-                ..Default::default()
-            },
-            basic: sys::ublk_param_basic {
-                attrs,
-                logical_bs_shift: lbs,
-                physical_bs_shift: pbs,
-                io_opt_shift: pbs,
-                io_min_shift: lbs,
-                max_sectors: buf_bytes >> 9,
-                dev_sectors: size >> 9,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        tgt.params = params;
         Ok(())
     };
 
@@ -321,6 +301,7 @@ pub fn serve<B: Backend>(
         bounce,
         wrote: AtomicBool::new(false),
         failures: AtomicUsize::new(0),
+        remarks,
     });
     let running = Arc::new(AtomicUsize::new(usize::from(queues)));
     let q_shared = shared.clone();
@@ -421,6 +402,38 @@ fn recover_ctrl<B: Backend>(
     Ok((ctrl, zero_copy, info.queues, info.depth))
 }
 
+/// The device's ublk parameters: size, block sizes, read-only, volatile cache with FUA,
+/// requests of at most `buf_bytes`, and discard/write-zeroes when `discard` gives a granularity.
+fn device_params(cfg: &Config, size: u64, writable: bool, buf_bytes: u32, discard: Option<u32>) -> sys::ublk_params {
+    let mut attrs = sys::UBLK_ATTR_VOLATILE_CACHE | sys::UBLK_ATTR_FUA;
+    if cfg.read_only || !writable {
+        attrs |= sys::UBLK_ATTR_READ_ONLY;
+    }
+    let (lbs, pbs) = (cfg.logical_bs_shift.max(9), cfg.physical_bs_shift.max(cfg.logical_bs_shift).max(9));
+    sys::ublk_params {
+        types: sys::UBLK_PARAM_TYPE_BASIC | if discard.is_some() { sys::UBLK_PARAM_TYPE_DISCARD } else { 0 },
+        discard: sys::ublk_param_discard {
+            discard_granularity: discard.unwrap_or(0).max(1 << lbs),
+            // 1 GiB per request, as the kernel loop driver's users see it.
+            max_discard_sectors: if discard.is_some() { 1 << 21 } else { 0 },
+            max_write_zeroes_sectors: if discard.is_some() { 1 << 21 } else { 0 },
+            max_discard_segments: u16::from(discard.is_some()),
+            ..Default::default()
+        },
+        basic: sys::ublk_param_basic {
+            attrs,
+            logical_bs_shift: lbs,
+            physical_bs_shift: pbs,
+            io_opt_shift: pbs,
+            io_min_shift: lbs,
+            max_sectors: buf_bytes >> 9,
+            dev_sectors: size >> 9,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 fn ublk_error(what: &str, e: UblkError) -> crate::Error {
     let msg = match e {
         UblkError::OtherError(n) | UblkError::UringIOError(n) if n < 0 => {
@@ -449,7 +462,7 @@ fn queue<B: Backend>(qid: u16, dev: &UblkDev, shared: &Arc<Shared<B>>) {
     let q = match UblkQueue::new(qid, dev) {
         Ok(q) => Rc::new(q),
         Err(e) => {
-            eprintln!("loopkit: error: ublk queue {qid}: {e}");
+            shared.remarks.remark(Level::Error, &format!("ublk queue {qid}: {e}"));
             return;
         }
     };
@@ -461,16 +474,17 @@ fn queue<B: Backend>(qid: u16, dev: &UblkDev, shared: &Arc<Shared<B>>) {
         tasks.push(exe.spawn(async move {
             match io_task(&q, tag, &s).await {
                 Err(UblkError::QueueIsDown) | Ok(()) => {}
-                Err(e) => eprintln!("loopkit: error: ublk queue {qid} tag {tag}: {e}"),
+                Err(e) => s.remarks.remark(Level::Error, &format!("ublk queue {qid} tag {tag}: {e}")),
             }
         }));
     }
     let exe2 = exe.clone();
+    let remarks = shared.remarks.clone();
     smol::block_on(exe.run(async move {
         let run_ops = || while exe2.try_tick() {};
         let done = || tasks.iter().all(|t| t.is_finished());
         if let Err(e) = libublk::wait_and_handle_io_events(&q, Some(20), run_ops, done).await {
-            eprintln!("loopkit: error: ublk queue {qid}: {e}");
+            remarks.remark(Level::Error, &format!("ublk queue {qid}: {e}"));
         }
     }));
 }
@@ -503,19 +517,22 @@ async fn io_task<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>) -> Resu
     }
 }
 
-/// Say on stderr why a request failed (the first few per device; errors stay visible).
+/// Tell the remarks why a request failed (the first few per device; errors stay visible).
 fn report_failure<B>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, res: i32) {
     if res >= 0 || s.failures.fetch_add(1, Ordering::Relaxed) >= 20 {
         return;
     }
     let iod = q.get_iod(tag);
-    eprintln!(
-        "loopkit: warning: ublk request failed: op {} flags {:#x} sector {} count {}: {}",
-        iod.op_flags & 0xff,
-        iod.op_flags & !0xff,
-        iod.start_sector,
-        iod.nr_sectors,
-        std::io::Error::from_raw_os_error(-res)
+    s.remarks.remark(
+        Level::Warning,
+        &format!(
+            "ublk request failed: op {} flags {:#x} sector {} count {}: {}",
+            iod.op_flags & 0xff,
+            iod.op_flags & !0xff,
+            iod.start_sector,
+            iod.nr_sectors,
+            std::io::Error::from_raw_os_error(-res)
+        ),
     );
 }
 

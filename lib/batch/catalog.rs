@@ -7,12 +7,68 @@
 //! is idempotent (records already present are not added again) and safe against a concurrent
 //! run.
 
-use crate::report::batch::{CatalogOldest, CatalogRecord, CatalogRun, CatalogSummary, Counts, Verdict};
+use super::Verdict;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+/// One line of a fixity catalog (`--catalog FILE`, JSON lines, append-only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogRecord {
+    /// Always 1.
+    pub loopkit_catalog: u32,
+    /// Absolute path of the image (symlinks resolved).
+    pub path: String,
+    /// Size of the image file.
+    pub size_bytes: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// `st_dev` of the file.
+    pub device: u64,
+    /// Inode number.
+    pub inode: u64,
+    /// SHA-256 of the decrypted payload (null when it was not computed).
+    pub payload_sha256: Option<String>,
+    /// dvdisaster ECC check: `ok`, `damaged`, or null without ECC data.
+    pub ecc: Option<String>,
+    /// SHA-256 over the sorted list of file paths the file-system walk found damaged or changed
+    /// (`files` of the verify document), null when there was no file-level check. A change of
+    /// this digest between runs means different files are affected.
+    pub manifest_digest: Option<String>,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Error-severity problem codes.
+    pub problems: Vec<String>,
+    /// loopkit version and git revision that checked it.
+    pub loopkit_version: String,
+    /// When the check finished, seconds since the epoch (UTC).
+    pub verified_at: u64,
+    /// The same as RFC 3339 UTC, for people.
+    pub verified_at_utc: String,
+    /// The batch run this record belongs to (`--resume` continues the last unfinished one).
+    pub run: String,
+    /// Time spent.
+    pub elapsed_ms: u64,
+}
+
+/// A marker line in the catalog: a batch run started or finished (so `--resume` knows which
+/// run was interrupted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogRun {
+    /// Always 1.
+    pub loopkit_catalog_run: u32,
+    /// Run id (time and process id).
+    pub run: String,
+    /// `start` or `end`.
+    pub event: String,
+    /// When, seconds since the epoch.
+    pub at: u64,
+}
 
 /// One line of a catalog file.
 #[derive(Debug, Clone)]
@@ -322,46 +378,6 @@ impl Identity {
             && r.mtime_ns == self.mtime_ns
             && r.device == self.device
             && r.inode == self.inode
-    }
-}
-
-/// `loopkit catalog FILE`: counts, the oldest latest check, changed and failing images.
-pub fn summarize(path: &Path, c: &Contents, imported: Option<u64>) -> CatalogSummary {
-    let latest = c.latest();
-    let mut counts = Counts::default();
-    for r in latest.values() {
-        counts.add(r.verdict);
-    }
-    let oldest = latest.values().min_by_key(|r| (r.verified_at, r.path.clone())).map(|r| CatalogOldest {
-        path: r.path.clone(),
-        verified_at: r.verified_at,
-        verified_at_utc: r.verified_at_utc.clone(),
-    });
-    let mut digests: BTreeMap<&str, HashSet<&str>> = BTreeMap::new();
-    for r in c.records() {
-        if let Some(d) = &r.payload_sha256 {
-            digests.entry(&r.path).or_default().insert(d);
-        }
-    }
-    let changed = digests.into_iter().filter(|(_, d)| d.len() > 1).map(|(p, _)| p.to_string()).collect();
-    let failing = latest
-        .values()
-        .filter(|r| matches!(r.verdict, Verdict::Problems | Verdict::Failed))
-        .map(|r| r.path.clone())
-        .collect();
-    CatalogSummary {
-        loopkit_json: crate::report::JSON_VERSION,
-        command: "catalog".into(),
-        catalog: path.display().to_string(),
-        records: c.records().count() as u64,
-        images: latest.len() as u64,
-        counts,
-        oldest,
-        changed,
-        failing,
-        imported,
-        unreadable_lines: c.unreadable,
-        unreadable_line_numbers: c.unreadable_line_numbers.clone(),
     }
 }
 

@@ -4,8 +4,8 @@
 //! single-image `verify` does, with per-image secrets ([`secrets`]), a per-image time budget that
 //! turns a runaway image into a finding, and the fixity catalog ([`catalog`]): skip images
 //! checked recently and unchanged, report payload digests that changed since (bit rot), resume
-//! an interrupted run. The CLI only parses flags and draws; results reach it through
-//! [`Observer`] as each image finishes.
+//! an interrupted run. The CLI only parses flags and draws; typed results ([`Finished`]) reach
+//! it through [`Observer`] as each image finishes, and `report::batch` turns them into documents.
 
 pub mod catalog;
 pub mod device;
@@ -16,9 +16,8 @@ use crate::detect::Secrets;
 use crate::finding::Finding;
 use crate::image::{Content, OpenOptions};
 use crate::progress::{Interrupt, Progress, Run};
-use crate::report::ErrorDoc;
-use crate::report::Verify;
-use crate::report::batch::{CatalogRecord, CatalogRun, Counts, Row, Summary, Verdict};
+use catalog::{CatalogRecord, CatalogRun};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -65,24 +64,148 @@ pub struct Config {
     pub version: String,
 }
 
-/// One image's result.
-#[derive(Debug, Clone)]
-pub enum Doc {
-    /// The document single-image `verify --json` prints.
-    Verify(Box<Verify>),
-    /// The error document (could not check it).
-    Error(ErrorDoc),
+/// What became of one image in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Verified: no error-severity problems.
+    Verified,
+    /// Checked, and problems were found (exit 1).
+    Problems,
+    /// Could not be checked: unreadable, needs a secret, no parameters match, time budget (exit 2).
+    Failed,
+    /// Not an image (nothing recognised by content), or skipped by `--since-days`/`--changed-only`
+    /// /`--resume` (the row's `message` says which).
+    Skipped,
+    /// The batch was interrupted before this image finished.
+    Interrupted,
+}
+
+impl Verdict {
+    /// The stable spelling (`verified`, `problems`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Verified => "verified",
+            Verdict::Problems => "problems",
+            Verdict::Failed => "failed",
+            Verdict::Skipped => "skipped",
+            Verdict::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Counts by verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counts {
+    /// Images verified.
+    pub verified: u64,
+    /// Images with problems.
+    pub problems: u64,
+    /// Images that could not be checked.
+    pub failed: u64,
+    /// Files skipped.
+    pub skipped: u64,
+    /// Images not finished because the batch was interrupted.
+    pub interrupted: u64,
+}
+
+impl Counts {
+    /// Count one more `v`.
+    pub fn add(&mut self, v: Verdict) {
+        match v {
+            Verdict::Verified => self.verified += 1,
+            Verdict::Problems => self.problems += 1,
+            Verdict::Failed => self.failed += 1,
+            Verdict::Skipped => self.skipped += 1,
+            Verdict::Interrupted => self.interrupted += 1,
+        }
+    }
+}
+
+/// An image checked as single-image `verify` checks it.
+pub struct Checked {
+    /// The opened image.
+    pub image: crate::image::Opened,
+    /// The length of the passphrase that opened it (for the advice on short passphrases).
+    pub pass_len: Option<usize>,
+    /// What verification found (with the catalog's findings added, such as a changed payload).
+    pub found: crate::verify::Outcome,
+}
+
+impl std::fmt::Debug for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checked").field("image", &self.image.path).field("found", &self.found).finish_non_exhaustive()
+    }
+}
+
+/// Why an image could not be checked.
+#[derive(Debug)]
+pub enum Failure {
+    /// Opening or checking it failed.
+    Error(crate::Error),
+    /// Its time budget was spent (the message says how long it ran).
+    TimeBudget(String),
+    /// Its job could not start (no thread).
+    NotStarted(String),
 }
 
 /// What became of one file.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
+pub enum ImageResult {
+    /// Checked: verified, or with problems.
+    Checked(Box<Checked>),
+    /// Could not be checked.
+    Failed(Failure),
+    /// Not an image, or skipped by the catalog (why).
+    Skipped(String),
+    /// Not finished because the batch was interrupted.
+    Interrupted {
+        /// What happened (`interrupted`, `not started: …`).
+        message: String,
+        /// Stopped by the batch (or never started) rather than ending on its own: its row lists
+        /// `interrupted` as its problem code.
+        coded: bool,
+    },
+}
+
+/// One file, finished.
+#[derive(Debug)]
 pub struct Finished {
     /// Position in the order found.
     pub index: usize,
-    /// The table row.
-    pub row: Row,
-    /// The document (none for skipped and interrupted files).
-    pub doc: Option<Doc>,
+    /// The image path as found.
+    pub image: PathBuf,
+    /// Wall time spent on it.
+    pub elapsed_ms: u64,
+    /// What became of it.
+    pub result: ImageResult,
+}
+
+impl Finished {
+    /// The verdict.
+    pub fn verdict(&self) -> Verdict {
+        match &self.result {
+            ImageResult::Checked(c) if c.found.ok() => Verdict::Verified,
+            ImageResult::Checked(_) => Verdict::Problems,
+            ImageResult::Failed(_) => Verdict::Failed,
+            ImageResult::Skipped(_) => Verdict::Skipped,
+            ImageResult::Interrupted { .. } => Verdict::Interrupted,
+        }
+    }
+}
+
+/// How the batch went as a whole (the rows are the [`Finished`] files the observer was given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Totals {
+    /// The batch was interrupted (SIGINT).
+    pub interrupted: bool,
+    /// Counts by verdict.
+    pub counts: Counts,
+    /// Images checked at once (at most).
+    pub jobs: usize,
+    /// Wall time of the batch.
+    pub elapsed_ms: u64,
 }
 
 /// Receives what the batch does (the CLI draws progress and prints JSON lines with it).
@@ -117,9 +240,7 @@ struct Running {
 }
 
 struct JobResult {
-    index: usize,
-    row: Row,
-    doc: Option<Doc>,
+    finished: Finished,
     record: Option<CatalogRecord>,
 }
 
@@ -127,11 +248,12 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Run the batch over `found.files`; returns the summary (rows in the order found).
+/// Run the batch over `found.files`: every file reaches `observer` as [`Finished`] (skipped,
+/// checked, failed or interrupted); returns the totals.
 ///
 /// # Errors
-/// Only when the catalog cannot be read or written; every per-image failure is a row.
-pub fn run(found: &Found, cfg: &Config, observer: &mut dyn Observer, interrupt: &Interrupt) -> crate::Result<Summary> {
+/// Only when the catalog cannot be read or written; every per-image failure is a result.
+pub fn run(found: &Found, cfg: &Config, observer: &mut dyn Observer, interrupt: &Interrupt) -> crate::Result<Totals> {
     let t0 = Instant::now();
     let (tx, rx) = mpsc::channel::<JobResult>();
     let mut b = Batch {
@@ -139,7 +261,6 @@ pub fn run(found: &Found, cfg: &Config, observer: &mut dyn Observer, interrupt: 
         observer,
         interrupt,
         writer: None,
-        rows: vec![None; found.files.len()],
         counts: Counts::default(),
         queue: Default::default(),
         running: Vec::new(),
@@ -168,8 +289,6 @@ struct Batch<'a> {
     observer: &'a mut dyn Observer,
     interrupt: &'a Interrupt,
     writer: Option<catalog::Writer>,
-    /// One slot per file found, filled as images finish.
-    rows: Vec<Option<Row>>,
     counts: Counts,
     queue: std::collections::VecDeque<Pending>,
     running: Vec<Running>,
@@ -232,9 +351,9 @@ impl Batch<'_> {
                 _ => None,
             };
             if let Some(why) = skip_reason {
-                let row = skipped_row(path, why);
-                self.observer.finished(&Finished { index, row: row.clone(), doc: None });
-                self.rows[index] = Some(row);
+                let finished =
+                    Finished { index, image: path.clone(), elapsed_ms: 0, result: ImageResult::Skipped(why) };
+                self.finish(JobResult { finished, record: None })?;
                 continue;
             }
             self.queue.push_back(Pending { index, path: path.clone(), device: device::key_for(path), previous });
@@ -244,7 +363,12 @@ impl Batch<'_> {
 
     /// Report `r` and record it in the catalog.
     fn finish(&mut self, r: JobResult) -> crate::Result<()> {
-        finish(&mut self.rows, &mut self.counts, self.observer, self.writer.as_ref(), r)
+        if let (Some(w), Some(rec)) = (&self.writer, &r.record) {
+            w.append(rec)?;
+        }
+        self.counts.add(r.finished.verdict());
+        self.observer.finished(&r.finished);
+        Ok(())
     }
 
     fn release(&mut self, device: &str) {
@@ -280,14 +404,9 @@ impl Batch<'_> {
                 let _ = tx.send(r);
             });
             if let Err(e) = spawned {
-                let row = failed_row(&p.path, "io", format!("cannot start a thread: {e}"), 0);
-                finish(
-                    &mut self.rows,
-                    &mut self.counts,
-                    self.observer,
-                    None,
-                    JobResult { index: p.index, row, doc: None, record: None },
-                )?;
+                let result = ImageResult::Failed(Failure::NotStarted(format!("cannot start a thread: {e}")));
+                let finished = Finished { index: p.index, image: p.path.clone(), elapsed_ms: 0, result };
+                self.finish(JobResult { finished, record: None })?;
                 self.release(&p.device);
                 continue;
             }
@@ -306,12 +425,12 @@ impl Batch<'_> {
 
     /// A job's result (one of an abandoned job was already reported: ignored).
     fn collect(&mut self, mut r: JobResult) -> crate::Result<()> {
-        let Some(pos) = self.running.iter().position(|j| j.index == r.index) else { return Ok(()) };
+        let Some(pos) = self.running.iter().position(|j| j.index == r.finished.index) else { return Ok(()) };
         let j = self.running.swap_remove(pos);
         self.release(&j.device);
         if j.timed_out {
             r = over_budget(&j, self.cfg.time_budget);
-        } else if r.row.verdict == Verdict::Interrupted {
+        } else if r.finished.verdict() == Verdict::Interrupted {
             r.record = None;
         }
         self.finish(r)
@@ -350,28 +469,25 @@ impl Batch<'_> {
             let r = if j.timed_out {
                 over_budget(&j, self.cfg.time_budget)
             } else {
-                let row = Row {
-                    verdict: Verdict::Interrupted,
-                    message: Some("interrupted".into()),
-                    ..failed_row(&j.path, "interrupted", String::new(), ms(j.started.elapsed()))
-                };
-                JobResult { index: j.index, row, doc: None, record: None }
+                let result = ImageResult::Interrupted { message: "interrupted".into(), coded: true };
+                let finished =
+                    Finished { index: j.index, image: j.path.clone(), elapsed_ms: ms(j.started.elapsed()), result };
+                JobResult { finished, record: None }
             };
             self.finish(r)?;
         }
         Ok(())
     }
 
-    /// Files never started (interrupted) as such, the catalog run closed, the summary.
-    fn summary(mut self, t0: Instant) -> crate::Result<Summary> {
+    /// Files never started (interrupted) as such, the catalog run closed, the totals.
+    fn summary(mut self, t0: Instant) -> crate::Result<Totals> {
         for p in std::mem::take(&mut self.queue) {
-            let row = Row {
-                verdict: Verdict::Interrupted,
-                message: Some("not started: the batch was interrupted".into()),
-                ..failed_row(&p.path, "interrupted", String::new(), 0)
-            };
-            self.counts.add(Verdict::Interrupted);
-            self.rows[p.index] = Some(row);
+            let result =
+                ImageResult::Interrupted { message: "not started: the batch was interrupted".into(), coded: true };
+            self.finish(JobResult {
+                finished: Finished { index: p.index, image: p.path, elapsed_ms: 0, result },
+                record: None,
+            })?;
         }
         let interrupted = self.interrupt.is_set();
         if let Some(w) = &self.writer
@@ -379,28 +495,13 @@ impl Batch<'_> {
         {
             w.append(&CatalogRun { loopkit_catalog_run: 1, run: self.run_id, event: "end".into(), at: now_secs() })?;
         }
-        let rows: Vec<Row> = self.rows.into_iter().flatten().collect();
-        let mut total = Counts::default();
-        for r in &rows {
-            total.add(r.verdict);
-        }
-        Ok(Summary {
-            loopkit_json: crate::report::JSON_VERSION,
-            command: "verify-batch".into(),
-            ok: !interrupted && total.problems == 0 && total.failed == 0,
-            interrupted,
-            total: rows.len() as u64,
-            counts: total,
-            jobs: self.cfg.jobs.max(1),
-            elapsed_ms: ms(t0.elapsed()),
-            rows,
-        })
+        Ok(Totals { interrupted, counts: self.counts, jobs: self.cfg.jobs.max(1), elapsed_ms: ms(t0.elapsed()) })
     }
 }
 
-/// The exit code for a summary: 130 interrupted, 2 any image could not be checked, 1 any
+/// The exit code of a batch: 130 interrupted, 2 any image could not be checked, 1 any
 /// problem, 0 all verified.
-pub fn exit_code(s: &Summary) -> u8 {
+pub fn exit_code(s: &Totals) -> u8 {
     if s.interrupted {
         130
     } else if s.counts.failed > 0 {
@@ -437,30 +538,6 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn blank_row(path: &Path, verdict: Verdict, elapsed_ms: u64) -> Row {
-    Row {
-        image: path.display().to_string(),
-        verdict,
-        scheme: None,
-        filesystem: None,
-        bad_sectors: None,
-        unreadable_bytes: 0,
-        files_changed: None,
-        problems: Vec::new(),
-        message: None,
-        payload_sha256: None,
-        elapsed_ms,
-    }
-}
-
-fn skipped_row(path: &Path, why: String) -> Row {
-    Row { message: Some(why), ..blank_row(path, Verdict::Skipped, 0) }
-}
-
-fn failed_row(path: &Path, kind: &str, message: String, elapsed_ms: u64) -> Row {
-    Row { problems: vec![kind.to_string()], message: Some(message), ..blank_row(path, Verdict::Failed, elapsed_ms) }
-}
-
 fn over_budget(j: &Running, budget: Option<Duration>) -> JobResult {
     let secs = budget.map_or(0.0, |b| b.as_secs_f64());
     let msg = format!(
@@ -468,29 +545,11 @@ fn over_budget(j: &Running, budget: Option<Duration>) -> JobResult {
          --time-budget)",
         j.started.elapsed().as_secs_f64()
     );
-    let image = j.path.display().to_string();
-    let doc = ErrorDoc::new("verify", Some(image), "time-budget", msg.clone());
-    let row = failed_row(&j.path, "batch.time-budget", msg, ms(j.started.elapsed()));
-    JobResult { index: j.index, row, doc: Some(Doc::Error(doc)), record: None }
-}
-
-fn finish(
-    rows: &mut [Option<Row>],
-    counts: &mut Counts,
-    observer: &mut dyn Observer,
-    writer: Option<&catalog::Writer>,
-    r: JobResult,
-) -> crate::Result<()> {
-    if let (Some(w), Some(rec)) = (writer, &r.record) {
-        w.append(rec)?;
+    let result = ImageResult::Failed(Failure::TimeBudget(msg));
+    JobResult {
+        finished: Finished { index: j.index, image: j.path.clone(), elapsed_ms: ms(j.started.elapsed()), result },
+        record: None,
     }
-    counts.add(r.row.verdict);
-    let f = Finished { index: r.index, row: r.row, doc: r.doc };
-    observer.finished(&f);
-    if let Some(slot) = rows.get_mut(f.index) {
-        *slot = Some(f.row);
-    }
-    Ok(())
 }
 
 /// One image, on its own thread.
@@ -512,39 +571,46 @@ impl Job {
     }
 
     fn check(&self, progress: &mut dyn Progress, t0: Instant) -> JobResult {
-        let path = &self.path;
-        let fail = |e: crate::Error| {
-            let kind = crate::report::error_kind_name(e.kind());
-            let msg = crate::report::error_chain(&e);
-            let elapsed = ms(t0.elapsed());
-            if e.kind() == crate::ErrorKind::Interrupted || self.interrupt.is_set() {
-                let row = Row {
-                    verdict: Verdict::Interrupted,
-                    message: Some("interrupted".into()),
-                    ..blank_row(path, Verdict::Interrupted, elapsed)
-                };
-                return JobResult { index: self.index, row, doc: None, record: None };
-            }
-            let doc = ErrorDoc::new("verify", Some(path.display().to_string()), kind, msg.clone());
-            let row = failed_row(path, kind, msg, elapsed);
-            let record = self.record(&row, None);
-            JobResult { index: self.index, row, doc: Some(Doc::Error(doc)), record }
+        let done = |result: ImageResult| Finished {
+            index: self.index,
+            image: self.path.clone(),
+            elapsed_ms: ms(t0.elapsed()),
+            result,
         };
+        let checked = match self.open_and_verify(progress) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                let why = "not an image: no file system, LUKS header, dvdisaster data or ciphertext recognised";
+                let finished = Finished { elapsed_ms: 0, ..done(ImageResult::Skipped(why.into())) };
+                return JobResult { finished, record: None };
+            }
+            Err(e) if e.kind() == crate::ErrorKind::Interrupted || self.interrupt.is_set() => {
+                let result = ImageResult::Interrupted { message: "interrupted".into(), coded: false };
+                return JobResult { finished: done(result), record: None };
+            }
+            Err(e) => {
+                let finished = done(ImageResult::Failed(Failure::Error(e)));
+                let record = self.record(&finished);
+                return JobResult { finished, record };
+            }
+        };
+        let finished = done(ImageResult::Checked(Box::new(checked)));
+        let record = self.record(&finished);
+        JobResult { finished, record }
+    }
+
+    /// Open the image (with the secrets the map gives it, when it needs any) and verify it as
+    /// single-image `verify` does; `None` when it is not an image.
+    fn open_and_verify(&self, progress: &mut dyn Progress) -> crate::Result<Option<Checked>> {
+        let path = &self.path;
         let mut opts = self.cfg.open.clone();
         opts.kdf.interrupt = self.interrupt.clone();
         // Recognise by content first, without secrets (a plain image needs none).
-        let first = match crate::image::open(path, &Secrets::default(), &opts) {
-            Ok(o) => o,
-            Err(e) => return fail(e),
-        };
+        let first = crate::image::open(path, &Secrets::default(), &opts)?;
         let needs_secret = match &first.content {
             Content::NeedsSecret { looks_random } => {
                 if *looks_random != Some(true) && first.ecc.is_none() {
-                    let row = skipped_row(
-                        path,
-                        "not an image: no file system, LUKS header, dvdisaster data or ciphertext recognised".into(),
-                    );
-                    return JobResult { index: self.index, row, doc: None, record: None };
+                    return Ok(None);
                 }
                 true
             }
@@ -553,60 +619,59 @@ impl Job {
         };
         let mut secrets = Secrets::default();
         let opened = if needs_secret {
-            secrets = match self.cfg.secret_map.as_ref().map(|m| m.secrets_for(path)).transpose() {
-                Ok(Some(Some(s))) => s,
-                Ok(_) => self.cfg.secrets.clone(),
-                Err(e) => return fail(e),
+            secrets = match self.cfg.secret_map.as_ref().map(|m| m.secrets_for(path)).transpose()? {
+                Some(Some(s)) => s,
+                _ => self.cfg.secrets.clone(),
             };
-            if secrets.is_empty() {
-                first
-            } else {
-                match crate::image::open(path, &secrets, &opts) {
-                    Ok(o) => o,
-                    Err(e) => return fail(e),
-                }
-            }
+            if secrets.is_empty() { first } else { crate::image::open(path, &secrets, &opts)? }
         } else {
             first
         };
-        let outcome =
-            match crate::verify::verify_files(&opened, self.cfg.verify, None, &mut Run::new(progress, &self.interrupt))
-            {
-                Ok(o) => o,
-                Err(e) => return fail(e),
-            };
-        let mut doc = crate::report::verify(&opened, secrets::advice_len(&secrets), &outcome);
-        if let (Some(prev), Some(now)) = (&self.previous, &doc.payload)
-            && let Some(before) = &prev.payload_sha256
-            && *before != now.sha256
-        {
-            let modified = catalog::Identity::of(path).is_ok_and(|i| !i.unchanged_since(prev));
-            doc.problems.push(Finding::error(
-                "catalog.payload-changed",
-                format!(
-                    "the payload SHA-256 changed since it was checked {} ({} then, {} now){}",
-                    prev.verified_at_utc,
-                    before,
-                    now.sha256,
-                    if modified {
-                        "; the file was modified since (size, mtime or inode differ)"
-                    } else {
-                        "; the file's size and mtime did not change: bit rot or an unrecorded write"
-                    }
-                ),
-            ));
-            doc.ok = false;
+        let mut found =
+            crate::verify::verify_files(&opened, self.cfg.verify, None, &mut Run::new(progress, &self.interrupt))?;
+        if let Some(f) = self.payload_changed(found.digest.as_ref()) {
+            found.problems.push(f);
         }
-        let row = crate::report::batch::row_of(&path.display().to_string(), &doc, ms(t0.elapsed()));
-        let record = self.record(&row, Some(&doc));
-        JobResult { index: self.index, row, doc: Some(Doc::Verify(Box::new(doc))), record }
+        Ok(Some(Checked { image: opened, pass_len: secrets::advice_len(&secrets), found }))
     }
 
-    /// The catalog record for a finished check (None without a catalog).
-    fn record(&self, row: &Row, doc: Option<&Verify>) -> Option<CatalogRecord> {
+    /// The finding when the payload digest differs from the one the catalog recorded.
+    fn payload_changed(&self, digest: Option<&crate::verify::PayloadDigest>) -> Option<Finding> {
+        let prev = self.previous.as_ref()?;
+        let before = prev.payload_sha256.as_ref()?;
+        let now = crate::bytes::hex(&digest?.sha256);
+        if *before == now {
+            return None;
+        }
+        let modified = catalog::Identity::of(&self.path).is_ok_and(|i| !i.unchanged_since(prev));
+        Some(Finding::error(
+            "catalog.payload-changed",
+            format!(
+                "the payload SHA-256 changed since it was checked {} ({} then, {} now){}",
+                prev.verified_at_utc,
+                before,
+                now,
+                if modified {
+                    "; the file was modified since (size, mtime or inode differ)"
+                } else {
+                    "; the file's size and mtime did not change: bit rot or an unrecorded write"
+                }
+            ),
+        ))
+    }
+
+    /// The catalog record for a checked image, or one that failed (None without a catalog).
+    fn record(&self, f: &Finished) -> Option<CatalogRecord> {
         self.cfg.catalog.as_ref()?;
         let id = catalog::Identity::of(&self.path).ok()?;
         let at = now_secs();
+        let (checked, problems) = match &f.result {
+            ImageResult::Checked(c) => {
+                (Some(&c.found), c.found.problems.iter().filter(|p| p.is_error()).map(|p| p.code.to_string()).collect())
+            }
+            ImageResult::Failed(Failure::Error(e)) => (None, vec![e.kind().name().to_string()]),
+            _ => return None,
+        };
         Some(CatalogRecord {
             loopkit_catalog: 1,
             path: id.path,
@@ -614,32 +679,37 @@ impl Job {
             mtime_ns: id.mtime_ns,
             device: id.device,
             inode: id.inode,
-            payload_sha256: row.payload_sha256.clone(),
-            ecc: doc
-                .and_then(|d| d.inspect.ecc.as_ref())
-                .and_then(|e| e.ok)
-                .map(|ok| if ok { "ok".to_string() } else { "damaged".to_string() }),
-            manifest_digest: doc.and_then(|d| d.files.as_ref()).map(|f| {
-                use sha2::Digest;
-                let mut paths: Vec<&String> = f.missing.iter().chain(&f.extra).chain(&f.changed).collect();
-                paths.sort();
-                let mut h = sha2::Sha256::new();
-                h.update(format!("{} {} {}\n", f.count, f.bytes, f.problems).as_bytes());
-                for p in paths {
-                    h.update(p.as_bytes());
-                    h.update(b"\n");
-                }
-                crate::bytes::hex(&h.finalize())
-            }),
-            verdict: row.verdict,
-            problems: row.problems.clone(),
+            payload_sha256: checked.and_then(|c| c.digest.as_ref()).map(|d| crate::bytes::hex(&d.sha256)),
+            ecc: checked
+                .and_then(|c| c.ecc.as_ref())
+                .map(|e| if e.ok() { "ok".to_string() } else { "damaged".to_string() }),
+            manifest_digest: checked.and_then(|c| c.files.as_ref()).map(manifest_digest),
+            verdict: f.verdict(),
+            problems,
             loopkit_version: self.cfg.version.clone(),
             verified_at: at,
             verified_at_utc: crate::bytes::rfc3339(at),
             run: self.run.clone(),
-            elapsed_ms: row.elapsed_ms,
+            elapsed_ms: f.elapsed_ms,
         })
     }
+}
+
+/// SHA-256 over the file-level check's counts and the sorted paths it found missing, extra or
+/// changed (the catalog's `manifest_digest`).
+fn manifest_digest(f: &crate::manifest::FilesCheck) -> String {
+    use sha2::Digest;
+    let d = f.diff.clone().unwrap_or_default();
+    let changed: Vec<String> = d.changed.into_iter().map(|c| c.path).collect();
+    let mut paths: Vec<&String> = d.missing.iter().chain(&d.extra).chain(&changed).collect();
+    paths.sort();
+    let mut h = sha2::Sha256::new();
+    h.update(format!("{} {} {}\n", f.count, f.bytes, f.problems).as_bytes());
+    for p in paths {
+        h.update(p.as_bytes());
+        h.update(b"\n");
+    }
+    crate::bytes::hex(&h.finalize())
 }
 
 /// The default number of jobs: one per physical disk holding the files, at most the cores.

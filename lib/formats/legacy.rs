@@ -241,10 +241,13 @@ impl Params {
         let mut notes = Vec::new();
         let key_bytes = (self.key_bits / 8) as usize;
         if !self.offset_bytes.is_multiple_of(512) {
-            notes.push(format!(
-                "the payload starts at byte {}, which is not a multiple of 512: cryptsetup cannot map it directly; \
+            notes.push(crate::finding::Finding::info(
+                "cryptsetup.unaligned-offset",
+                format!(
+                    "the payload starts at byte {}, which is not a multiple of 512: cryptsetup cannot map it directly; \
                  use `loopkit migrate` to copy it into a new container",
-                self.offset_bytes
+                    self.offset_bytes
+                ),
             ));
             return Cryptsetup { command: None, needs_raw_key_file: false, notes };
         }
@@ -266,11 +269,11 @@ impl Params {
                 Some((path, false)) => KeySource::File(path.to_string()),
                 Some((path, true)) => KeySource::GpgFile(path.to_string()),
                 None => {
-                    notes.push(
+                    notes.push(crate::finding::Finding::info(
+                        "cryptsetup.loop-aes-key-file",
                         "KEYFILE is the decrypted loop-AES key file (64 or 65 lines); for a gpg-encrypted one use \
-                         `gpg --decrypt keyfile.gpg | cryptsetup open … --key-file=- …`"
-                            .into(),
-                    );
+                         `gpg --decrypt keyfile.gpg | cryptsetup open … --key-file=- …`",
+                    ));
                     KeySource::Placeholder
                 }
             };
@@ -303,23 +306,27 @@ impl Params {
         match hash {
             Some(h) => {
                 if self.pseed {
-                    notes.push(
-                        "at the prompt, type the passphrase immediately followed by the loop-AES seed (-S)".into(),
-                    );
+                    notes.push(crate::finding::Finding::info(
+                        "cryptsetup.seed-at-prompt",
+                        "at the prompt, type the passphrase immediately followed by the loop-AES seed (-S)",
+                    ));
                 }
                 cmd.hash = Some(h);
             }
             None => {
-                notes.push(format!(
+                notes.push(crate::finding::Finding::info("cryptsetup.raw-key-needed", format!(
                     "cryptsetup cannot derive this key from the passphrase ({}): give it the raw {key_bytes}-byte key \
                      in a file (`loopkit migrate IMAGE --to dmcrypt --mode plain --key-out KEYFILE` writes one, mode 0600)",
                     self.derivation
-                ));
+                )));
                 cmd.key = KeySource::Placeholder;
             }
         }
         if self.scheme == Scheme::LoopAes && self.mode == Mode::Cbc(IvScheme::Plain64) {
-            notes.push("identical to aes-cbc-plain for images under 2 TiB".into());
+            notes.push(crate::finding::Finding::info(
+                "cryptsetup.same-as-plain",
+                "identical to aes-cbc-plain for images under 2 TiB",
+            ));
         }
         Cryptsetup { needs_raw_key_file, command: Some(cmd), notes }
     }
@@ -333,7 +340,7 @@ pub struct Cryptsetup {
     /// The command reads the raw key from a file instead of hashing a passphrase.
     pub needs_raw_key_file: bool,
     /// Caveats for the user.
-    pub notes: Vec<String>,
+    pub notes: Vec<crate::finding::Finding>,
 }
 
 pub use super::cryptsetup::shell_quote;

@@ -134,9 +134,12 @@ pub fn detached_header(
         crate::Error::io(format!("renaming {} to {}", out.partial.display(), out.final_path.display()), e)
     })?;
     apply::sync_dir_of(&out.final_path)?;
-    let notes = vec![format!(
-        "the image itself was not changed; keep {} with it (without the header the data opens only with the old passphrase)",
-        out.final_path.display()
+    let notes = vec![crate::finding::Finding::info(
+        "migrate.header-beside-image",
+        format!(
+            "the image itself was not changed; keep {} with it (without the header the data opens only with the old passphrase)",
+            out.final_path.display()
+        ),
     )];
     Ok(Outcome {
         mode: super::MigrationMode::DetachedHeader,

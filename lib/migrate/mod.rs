@@ -101,7 +101,7 @@ pub struct Outcome {
     /// The command that opens the result.
     pub cryptsetup: Option<crate::formats::cryptsetup::OpenCommand>,
     /// Remarks.
-    pub notes: Vec<String>,
+    pub notes: Vec<crate::finding::Finding>,
 }
 
 fn now_iso() -> String {

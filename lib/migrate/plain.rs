@@ -59,7 +59,10 @@ pub fn plain(opened: &Opened, opts: &PlainOptions) -> crate::Result<(Outcome, pl
             _ => return Err(crate::Error::invalid("this image has no key to write (--key-out)")),
         };
         crate::output::write_file_atomically(k, &bytes, opts.force, 0o600, &[&opened.path])?;
-        notes.push(format!("wrote the key to {} (mode 0600); keep it as safe as the passphrase", k.display()));
+        notes.push(crate::finding::Finding::info(
+            "migrate.key-written",
+            format!("wrote the key to {} (mode 0600); keep it as safe as the passphrase", k.display()),
+        ));
     }
     Ok((
         Outcome {

@@ -168,7 +168,7 @@ pub struct PlainMapping {
     /// What the key file must hold: the raw key, or the loop-AES key file.
     pub key_file_kind: KeyFileKind,
     /// Caveats.
-    pub notes: Vec<String>,
+    pub notes: Vec<crate::finding::Finding>,
 }
 
 /// What `--key-out` writes.
@@ -204,9 +204,12 @@ pub fn plain_mapping(
                 key_file_command: None,
                 crypttab: None,
                 key_file_kind: KeyFileKind::None,
-                notes: vec![format!(
-                    "the image is not encrypted: map it with `losetup --read-only --find --show{off} {q}` and mount the \
+                notes: vec![crate::finding::Finding::info(
+                    "migrate.not-encrypted",
+                    format!(
+                        "the image is not encrypted: map it with `losetup --read-only --find --show{off} {q}` and mount the \
                      loop device read-only"
+                    ),
                 )],
             })
         }
@@ -225,11 +228,11 @@ pub fn plain_mapping(
                 });
             };
             if p.mode == Mode::Lmk {
-                notes.push(
+                notes.push(crate::finding::Finding::info(
+                    "migrate.no-crypttab-loop-aes",
                     "systemd-cryptsetup has no loop-AES mode, so no crypttab line is given; use --mode reencrypt for a \
-                     container that boots from crypttab"
-                        .into(),
-                );
+                     container that boots from crypttab",
+                ));
                 return Ok(PlainMapping {
                     passphrase_command: None,
                     key_file_command: Some(cmd.with_key(key)),
@@ -242,14 +245,14 @@ pub fn plain_mapping(
             let key_cmd = OpenCommand { hash: None, key, ..cmd.clone() };
             let crypttab = key_cmd.crypttab(abs_image, Some(abs_key));
             if p.size_limit_bytes.is_some() {
-                notes.push(
-                    "crypttab has no option for a size limit (losetup --sizelimit); use the cryptsetup command".into(),
-                );
+                notes.push(crate::finding::Finding::info(
+                    "migrate.no-crypttab-size-limit",
+                    "crypttab has no option for a size limit (losetup --sizelimit); use the cryptsetup command",
+                ));
             }
-            notes.push(
+            notes.push(crate::finding::Finding::info("migrate.key-file-no-hashing", 
                 "with --key-file cryptsetup plain mode reads the first --key-size bits of the file and does no hashing: \
-                 the raw key file removes every passphrase-hashing ambiguity"
-                    .into(),
+                 the raw key file removes every passphrase-hashing ambiguity"),
             );
             Ok(PlainMapping {
                 passphrase_command: if cs.needs_raw_key_file { None } else { Some(cmd) },
@@ -266,7 +269,10 @@ pub fn plain_mapping(
                 passphrase_command: Some(cmd),
                 key_file_command: None,
                 key_file_kind: KeyFileKind::None,
-                notes: vec!["the image is already LUKS: it needs no migration to be mapped".into()],
+                notes: vec![crate::finding::Finding::info(
+                    "migrate.already-luks",
+                    "the image is already LUKS: it needs no migration to be mapped",
+                )],
             })
         }
         Content::NeedsSecret { .. } => Err(crate::Error::invalid(

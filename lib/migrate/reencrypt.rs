@@ -204,7 +204,7 @@ impl<'a> Job<'a> {
     }
 
     /// `--resume` found `OUT` complete: verify it against the source and finish.
-    fn verify_completed(&self, mut notes: Vec<String>, run: &mut Run<'_>) -> crate::Result<Outcome> {
+    fn verify_completed(&self, mut notes: Vec<crate::finding::Finding>, run: &mut Run<'_>) -> crate::Result<Outcome> {
         let out = &self.out;
         let (sha_src, uuid, direct) = self.verify_existing(run).map_err(|e| match e.kind() {
             crate::ErrorKind::Corrupt => crate::Error::new(
@@ -217,27 +217,40 @@ impl<'a> Job<'a> {
             _ => e,
         })?;
         if !direct {
-            notes.push(READ_BACK_FALLBACK.into());
+            notes.push(crate::finding::Finding::info("migrate.read-back-buffered", READ_BACK_FALLBACK));
         }
         let _ = std::fs::remove_file(&out.checkpoint);
-        notes.push("an earlier run had already completed this migration; it was verified again".into());
+        notes.push(crate::finding::Finding::info(
+            "migrate.verified-again",
+            "an earlier run had already completed this migration; it was verified again",
+        ));
         // Compared byte for byte: the same plaintext, the same digest.
         Ok(self.outcome(uuid, sha_src, None, Some(self.layout.size_bytes), notes))
     }
 
     /// The partial output: reopened from the checkpoint `resume_from`, or created with a fresh
     /// header (also when the interrupted run had made no payload durable).
-    fn open_target(&self, resume_from: Option<&Checkpoint>, notes: &mut Vec<String>) -> crate::Result<Target> {
+    fn open_target(
+        &self,
+        resume_from: Option<&Checkpoint>,
+        notes: &mut Vec<crate::finding::Finding>,
+    ) -> crate::Result<Target> {
         let size = self.layout.size_bytes;
         let Some(c) = resume_from else { return self.fresh_target() };
         match reopen_partial(&self.out, c, self.new_pass) {
             Ok((file, vk, kdf_desc)) => {
-                notes.push(format!("resumed after {} of {size} payload bytes", c.done_bytes.min(size)));
+                notes.push(crate::finding::Finding::info(
+                    "migrate.resumed",
+                    format!("resumed after {} of {size} payload bytes", c.done_bytes.min(size)),
+                ));
                 Ok(Target { file, vk, uuid: c.target_uuid.clone(), kdf_desc, done: c.done_bytes.min(size) })
             }
             // Interrupted before any payload was durable (even mid-header): nothing to keep.
             Err(e) if c.done_bytes == 0 && e.kind() != crate::ErrorKind::WrongKey => {
-                notes.push("the interrupted run had written no payload yet; started over".into());
+                notes.push(crate::finding::Finding::info(
+                    "migrate.started-over",
+                    "the interrupted run had written no payload yet; started over",
+                ));
                 self.fresh_target()
             }
             Err(e) => Err(e),
@@ -274,7 +287,12 @@ impl<'a> Job<'a> {
     /// Stream the payload from `t.done` on: decrypt → encrypt aes-xts-plain64 → `O_DIRECT`
     /// writes, each chunk read back from the device and compared where both directions bypass
     /// the page cache, with checkpoints as the output becomes durable.
-    fn stream(&self, t: &Target, run: &mut Run<'_>, notes: &mut Vec<String>) -> crate::Result<Streamed> {
+    fn stream(
+        &self,
+        t: &Target,
+        run: &mut Run<'_>,
+        notes: &mut Vec<crate::finding::Finding>,
+    ) -> crate::Result<Streamed> {
         let out = &self.out;
         let dst_cipher = crate::crypto::xts::XtsSectors::new(t.vk.bytes(), 512)?;
         let writer = crate::output::direct::DirectWriter::new(&out.partial, &t.file)
@@ -314,9 +332,12 @@ impl<'a> Job<'a> {
         )
         .map_err(|e| if e.kind() == crate::ErrorKind::Corrupt { self.verification_failed(e) } else { e })?;
         if !writer.is_direct() {
-            notes.push(format!(
-                "the file system of {} does not take O_DIRECT writes: the output went through the page cache",
-                out.partial.display()
+            notes.push(crate::finding::Finding::info(
+                "migrate.write-buffered",
+                format!(
+                    "the file system of {} does not take O_DIRECT writes: the output went through the page cache",
+                    out.partial.display()
+                ),
             ));
         }
         // Every chunk this run wrote was read back from the device and compared (unless O_DIRECT
@@ -325,12 +346,18 @@ impl<'a> Job<'a> {
     }
 
     /// Provenance (LUKS2): rewrite both header copies with the token (flushed by the caller).
-    fn stamp_provenance(&self, t: &Target, src_sha: &[u8; 32], notes: &mut Vec<String>) -> crate::Result<()> {
+    fn stamp_provenance(
+        &self,
+        t: &Target,
+        src_sha: &[u8; 32],
+        notes: &mut Vec<crate::finding::Finding>,
+    ) -> crate::Result<()> {
         let out = &self.out;
         if self.opts.format != Format::Luks2 {
-            notes.push(
-                "LUKS1 has no place for provenance metadata; the source and its SHA-256 are only in this report".into(),
-            );
+            notes.push(crate::finding::Finding::info(
+                "migrate.no-provenance",
+                "LUKS1 has no place for provenance metadata; the source and its SHA-256 are only in this report",
+            ));
             return Ok(());
         }
         let hdr = FileSource::open(&out.partial)?;
@@ -357,7 +384,7 @@ impl<'a> Job<'a> {
         t: Target,
         streamed: Streamed,
         resume_from: Option<Checkpoint>,
-        mut notes: Vec<String>,
+        mut notes: Vec<crate::finding::Finding>,
         run: &mut Run<'_>,
     ) -> crate::Result<Outcome> {
         let (out, layout) = (&self.out, self.layout);
@@ -376,7 +403,7 @@ impl<'a> Job<'a> {
             )));
         }
         if !direct {
-            notes.push(READ_BACK_FALLBACK.into());
+            notes.push(crate::finding::Finding::info("migrate.read-back-buffered", READ_BACK_FALLBACK));
         }
         if out.final_path.exists() && !self.replace {
             return Err(crate::Error::new(
@@ -400,7 +427,7 @@ impl<'a> Job<'a> {
         sha: [u8; 32],
         kdf: Option<String>,
         resumed_from_bytes: Option<u64>,
-        notes: Vec<String>,
+        notes: Vec<crate::finding::Finding>,
     ) -> Outcome {
         Outcome {
             mode: super::MigrationMode::Reencrypt,

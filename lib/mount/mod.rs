@@ -47,6 +47,10 @@ const MAX_CACHED_ENTRIES: usize = 1_000_000;
 const RETRY_BYTES: usize = 4096;
 /// Threads serving requests (the kernel sends readahead requests in parallel).
 const THREADS: usize = 2;
+/// Read-ahead asked for this mount's files (the FUSE connection's bdi `read_ahead_kb`, which the
+/// kernel starts at 128 KiB and lets only root raise): sequential reads then arrive as requests
+/// of up to 1 MiB, FUSE's 256-page limit, instead of 128 KiB ones.
+const READ_AHEAD_KB: u64 = 1024;
 /// The subtype the kernel shows (`fuse.loopkit` in /proc/mounts); `unmount` looks for it.
 pub const SUBTYPE: &str = "loopkit";
 
@@ -80,7 +84,10 @@ pub struct Options {
 /// Where remarks about damage go (one line each).
 pub type Log = Box<dyn Fn(&str) + Send + Sync>;
 
-/// One directory, listed once: entries in on-disk order with what readdir needs.
+/// One directory, listed once: names in on-disk order. What readdir needs of each entry (its
+/// inode number and type, which take a read of the entry's inode) is found when a readdir page or
+/// a lookup first reaches it, so the first page of a huge directory does not wait for every
+/// inode in it.
 struct Dir {
     entries: Vec<Entry>,
     by_name: HashMap<Vec<u8>, usize>,
@@ -88,8 +95,10 @@ struct Dir {
 
 struct Entry {
     name: Vec<u8>,
-    ino: u64,
-    kind: fuser::FileType,
+    id: NodeId,
+    /// `(inode number, type)` once resolved; `None` inside when the entry's inode is unreadable
+    /// (the entry is then left out of listings and lookups fail with its error).
+    resolved: std::sync::OnceLock<Option<(u64, fuser::FileType)>>,
 }
 
 /// Identity of a node for the inode table: hard links of one file share a key.
@@ -135,6 +144,15 @@ pub struct Server {
     /// Nodes whose damage was logged (once per file), or that failed a read (opened with
     /// direct I/O from then on).
     logged: Mutex<HashSet<NodeId>>,
+    /// The mount point (absolute), once mounted.
+    dir: std::sync::OnceLock<PathBuf>,
+    /// Whether the read-ahead was raised (or tried: once per mount).
+    read_ahead_tried: std::sync::atomic::AtomicBool,
+}
+
+thread_local! {
+    /// The read buffer of a server thread.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -219,6 +237,8 @@ impl Server {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             logged: Mutex::new(HashSet::new()),
+            dir: std::sync::OnceLock::new(),
+            read_ahead_tried: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -354,13 +374,8 @@ impl Server {
             {
                 continue;
             }
-            let Ok(st) = self.stat(fs, e.id) else {
-                self.log_once(e.id, &format!("{}: unreadable entry left out", String::from_utf8_lossy(&e.name)));
-                continue;
-            };
-            let ino = self.ino(fs, e.id, &st);
             dir.by_name.insert(e.name.clone(), dir.entries.len());
-            dir.entries.push(Entry { name: e.name, ino, kind: kind_of(st.file_type) });
+            dir.entries.push(Entry { name: e.name, id: e.id, resolved: std::sync::OnceLock::new() });
         }
         let dir = Arc::new(dir);
         let mut t = lock(&self.tables);
@@ -371,6 +386,18 @@ impl Server {
         t.cached_entries += dir.entries.len();
         t.dirs.insert(id, dir.clone());
         Ok(dir)
+    }
+
+    /// An entry's inode number and type, read on first use; `None` (logged once) when its inode
+    /// cannot be read.
+    fn resolve(&self, fs: &dyn FileSystem, e: &Entry) -> Option<(u64, fuser::FileType)> {
+        *e.resolved.get_or_init(|| match self.stat(fs, e.id) {
+            Ok(st) => Some((self.ino(fs, e.id, &st), kind_of(st.file_type))),
+            Err(_) => {
+                self.log_once(e.id, &format!("{}: unreadable entry left out", String::from_utf8_lossy(&e.name)));
+                None
+            }
+        })
     }
 
     fn open_file(&self, node: NodeId) -> crate::Result<Handle> {
@@ -444,9 +471,11 @@ impl Server {
         Ok(())
     }
 
-    fn do_read(&self, h: &Handle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    /// Read up to `size` bytes at `offset` into `buf` (grown as needed, never shrunk: one
+    /// buffer per server thread, so a request costs no allocation and no zeroing); the count.
+    fn do_read(&self, h: &Handle, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<usize, Errno> {
         if offset >= h.size {
-            return Ok(Vec::new());
+            return Ok(0);
         }
         let mut end = h.size.min(offset.saturating_add(u64::from(size)));
         if !self.opts.allow_damaged {
@@ -458,9 +487,13 @@ impl Server {
                 end = r.start;
             }
         }
-        let mut buf = vec![0u8; (end - offset) as usize];
-        match self.fill(h, &mut buf, offset) {
-            Ok(()) => Ok(buf),
+        let len = (end - offset) as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let buf = &mut buf[..len];
+        match self.fill(h, buf, offset) {
+            Ok(()) => Ok(len),
             Err((done, e)) => {
                 if e.kind() == crate::ErrorKind::Interrupted {
                     return Err(Errno::EINTR);
@@ -484,10 +517,9 @@ impl Server {
                         }
                         p += k;
                     }
-                    Ok(buf)
+                    Ok(len)
                 } else if h.direct && done > 0 {
-                    buf.truncate(done);
-                    Ok(buf)
+                    Ok(done)
                 } else {
                     Err(errno_of(&e))
                 }
@@ -527,10 +559,12 @@ impl fuser::Filesystem for Server {
             Ok(d) => d,
             Err(e) => return reply.error(errno_of(&e)),
         };
-        let Some(&i) = dir.by_name.get(name.as_bytes()) else { return reply.error(Errno::ENOENT) };
-        let ino = dir.entries[i].ino;
-        let Some(id) = self.node(INodeNo(ino)) else { return reply.error(Errno::EIO) };
-        match self.stat(fs, id) {
+        let Some(e) = dir.by_name.get(name.as_bytes()).and_then(|&i| dir.entries.get(i)) else {
+            return reply.error(Errno::ENOENT);
+        };
+        // An entry whose inode cannot be read is not there (as it is missing from listings).
+        let Some((ino, _)) = self.resolve(fs, e) else { return reply.error(Errno::ENOENT) };
+        match self.stat(fs, e.id) {
             Ok(st) => reply.entry(&TTL, &self.attr(ino, &st), Generation(0)),
             Err(e) => reply.error(errno_of(&e)),
         }
@@ -579,6 +613,12 @@ impl fuser::Filesystem for Server {
                 return reply.error(errno_of(&e));
             }
         };
+        // After FUSE_INIT (which would lower it again), before the first file's readahead.
+        if !self.read_ahead_tried.swap(true, Ordering::Relaxed)
+            && let Some(dir) = self.dir.get()
+        {
+            let _ = raise_read_ahead(dir, READ_AHEAD_KB);
+        }
         let flags = if h.direct { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles).insert(fh, Arc::new(h));
@@ -597,10 +637,10 @@ impl fuser::Filesystem for Server {
         reply: ReplyData,
     ) {
         let Some(h) = lock(&self.handles).get(&fh.0).cloned() else { return reply.error(Errno::EBADF) };
-        match self.do_read(&h, offset, size) {
-            Ok(buf) => reply.data(&buf),
+        READ_BUF.with_borrow_mut(|buf| match self.do_read(&h, offset, size, buf) {
+            Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn release(
@@ -653,7 +693,8 @@ impl fuser::Filesystem for Server {
             at += 1;
         }
         for (i, e) in dir.entries.iter().enumerate().skip((at - 2) as usize) {
-            if reply.add(INodeNo(e.ino), i as u64 + 3, e.kind, OsStr::from_bytes(&e.name)) {
+            let Some((ino, kind)) = self.resolve(fs, e) else { continue };
+            if reply.add(INodeNo(ino), i as u64 + 3, kind, OsStr::from_bytes(&e.name)) {
                 break;
             }
         }
@@ -762,6 +803,9 @@ pub fn check_mount_point(dir: &Path) -> crate::Result<()> {
 /// The mount point's problems; `Io` when FUSE cannot mount (no /dev/fuse, no fusermount3).
 pub fn mount(server: Server, dir: &Path) -> crate::Result<Mounted> {
     check_mount_point(dir)?;
+    if let Ok(abs) = absolute(dir) {
+        let _ = server.dir.set(abs);
+    }
     let mut config = fuser::Config::default();
     config.n_threads = Some(THREADS);
     config.clone_fd = true;
@@ -809,6 +853,60 @@ impl Mounted {
 /// `/proc/self/mountinfo` escapes space, tab, newline and backslash as `\ooo`.
 fn unescape(s: &str) -> Vec<u8> {
     crate::remap::preflight::unescape_mountinfo(s)
+}
+
+/// What /proc/self/mountinfo says about a mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// The device number, `MAJOR:MINOR` (what `stat` of the mount point gives as `st_dev`).
+    pub device: String,
+    /// The file-system type: `fuse.loopkit` (mounted through fusermount3) or `fuse` (as root).
+    pub fstype: String,
+    /// The source: `loopkit:IMAGE`.
+    pub source: String,
+}
+
+/// The topmost mount on `dir` (absolute), from /proc/self/mountinfo (a `stat` of the mount
+/// point from the server would be a request to this very server).
+///
+/// # Errors
+/// `Io` when mountinfo cannot be read.
+pub fn mount_entry(dir: &Path) -> crate::Result<Option<MountEntry>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| crate::Error::io("reading /proc/self/mountinfo", e))?;
+    Ok(info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        if f.get(4).map(|x| unescape(x))? != dir.as_os_str().as_bytes() {
+            return None;
+        }
+        let sep = f.iter().position(|x| *x == "-")?;
+        Some(MountEntry {
+            device: (*f.get(2)?).to_string(),
+            fstype: (*f.get(sep + 1)?).to_string(),
+            source: String::from_utf8_lossy(&unescape(f.get(sep + 2)?)).into_owned(),
+        })
+    }))
+}
+
+/// Raise the read-ahead of the mount on `dir` to at least `kb` KiB through its bdi in sysfs;
+/// the value now in force. Root only (the file is root's, mode 0644): a normal user's mount keeps
+/// the kernel's 128 KiB and this fails with `EACCES`.
+///
+/// # Errors
+/// `Io` when the mount or its bdi cannot be found or written.
+pub fn raise_read_ahead(dir: &Path, kb: u64) -> crate::Result<u64> {
+    let dev = mount_entry(dir)?
+        .map(|m| m.device)
+        .ok_or_else(|| crate::Error::invalid(format!("{}: not in /proc/self/mountinfo", dir.display())))?;
+    let path = PathBuf::from(format!("/sys/class/bdi/{dev}/read_ahead_kb"));
+    let now = std::fs::read_to_string(&path).map_err(|e| crate::Error::io(format!("reading {}", path.display()), e))?;
+    let now: u64 =
+        now.trim().parse().map_err(|_| crate::Error::corrupt(format!("{}: not a number", path.display())))?;
+    if now >= kb {
+        return Ok(now);
+    }
+    std::fs::write(&path, format!("{kb}\n")).map_err(|e| crate::Error::io(format!("writing {}", path.display()), e))?;
+    Ok(kb)
 }
 
 /// Whether `dir` (absolute) is a loopkit FUSE mount in this mount namespace.

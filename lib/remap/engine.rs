@@ -28,13 +28,13 @@
 use super::lease::{self, LeaseHolder};
 use super::preflight::{self, Preflight};
 use crate::extent::{Extent, ExtentFlags, ExtentMap, SegKind, fiemap};
+use crate::output::direct::{AlignedBuf, read_at_aligned, write_at_aligned};
 use crate::source::{ByteSink, ByteSource, sink::check_range};
-use crate::sys::AlignedBuf;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -438,10 +438,13 @@ impl Engine {
         }
         let mut pf = pf;
         if holders.1 > 0 {
-            pf.notes.push(format!(
-                "{} processes could not be checked for descriptors of the image (their /proc entries are not \
+            pf.notes.push(crate::finding::Finding::info(
+                "remap.holders-unchecked",
+                format!(
+                    "{} processes could not be checked for descriptors of the image (their /proc entries are not \
                  readable)",
-                holders.1
+                    holders.1
+                ),
             ));
         }
         // What preflight saw before the lease could have changed in between (L3): again, now that
@@ -855,9 +858,19 @@ impl Inner {
         {
             *g = Some(why.to_string());
         }
-        // Raw I/O planned before the switch must finish before anyone else may touch the file.
-        while self.inflight.load(Ordering::SeqCst) > 0 {
-            std::thread::sleep(std::time::Duration::from_micros(200));
+        // Raw I/O planned before the switch must finish before anyone else may touch the file:
+        // every guard entered before it (a guard entered after it reads remapping off and plans
+        // through the file only), not every guard in flight. Requests that never pause (a
+        // queue kept full) keep the count of all guards above zero for as long as they come:
+        // the lease break then waited until the kernel took the lease away after
+        // lease-break-time, and the opener waited as long.
+        match self.discarding.lock() {
+            Ok(_one) => self.wait_earlier_guards(),
+            Err(_) => {
+                while self.inflight.load(Ordering::SeqCst) > 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
         }
         let _ = self.dev.sync_all();
         let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed);
@@ -970,11 +983,11 @@ impl Inner {
             let dst = &mut buf[at..at + n];
             match p {
                 Piece::Device { offset, .. } => {
-                    direct_read(&self.dev, dst, offset, self.align)?;
+                    read_at_aligned(&self.dev, dst, offset, self.align)?;
                     self.stats.device_read.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Piece::File { offset, .. } => {
-                    direct_read(&self.file, dst, offset, self.align)?;
+                    read_at_aligned(&self.file, dst, offset, self.align)?;
                     self.stats.file_read.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Piece::Zero { .. } => {
@@ -1002,11 +1015,11 @@ impl Inner {
                 let src = &buf[at..at + n];
                 match p {
                     Piece::Device { offset, .. } => {
-                        direct_write(&self.dev, src, offset, self.align, fua)?;
+                        write_at_aligned(&self.dev, src, offset, self.align, fua)?;
                         self.stats.device_written.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Piece::File { offset, .. } => {
-                        direct_write(&self.file, src, offset, self.align, fua)?;
+                        write_at_aligned(&self.file, src, offset, self.align, fua)?;
                         self.stats.file_written.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Piece::Zero { .. } => return Err(io::Error::other("internal: a write planned as zeros")),
@@ -1029,14 +1042,16 @@ impl Inner {
         let _g = self.enter(None);
         self.wrote.store(true, Ordering::Relaxed);
         let written = if start == offset && end == offset + buf.len() as u64 {
-            direct_write(&self.file, buf, offset, self.align, fua)
+            write_at_aligned(&self.file, buf, offset, self.align, fua)
         } else {
             // Read-modify-write of the aligned blocks (under the interval lock).
-            let mut tmp = vec![0u8; (end - start) as usize];
-            direct_read(&self.file, &mut tmp, start, self.align).and_then(|()| {
+            // An aligned buffer, so neither the read nor the write bounces through another.
+            AlignedBuf::zeroed((end - start) as usize, self.align).and_then(|mut tmp| {
+                let tmp = tmp.as_mut_slice();
+                read_at_aligned(&self.file, tmp, start, self.align)?;
                 let at = (offset - start) as usize;
                 tmp[at..at + buf.len()].copy_from_slice(buf);
-                direct_write(&self.file, &tmp, start, self.align, fua)
+                write_at_aligned(&self.file, tmp, start, self.align, fua)
             })
         };
         // Completed (or failed part-way: an image sync must cover whatever reached the file)
@@ -1256,72 +1271,6 @@ fn fs_failed(e: rustix::io::Errno) -> bool {
 fn page_span(r: Range<u64>) -> Range<u64> {
     let page = rustix::param::page_size() as u64;
     r.start / page * page..r.end.div_ceil(page).saturating_mul(page)
-}
-
-fn is_aligned(ptr: *const u8, offset: u64, len: usize, align: usize) -> bool {
-    (ptr as usize).is_multiple_of(align) && offset.is_multiple_of(align as u64) && len.is_multiple_of(align)
-}
-
-/// Fill `buf` from `f` (`O_DIRECT`) at `offset`, through an aligned bounce buffer when `buf` or
-/// the range is not aligned. Bytes past the end of `f` read as zeros.
-fn direct_read(f: &File, buf: &mut [u8], offset: u64, align: usize) -> io::Result<()> {
-    if is_aligned(buf.as_ptr(), offset, buf.len(), align) {
-        return read_full(f, buf, offset);
-    }
-    let a = align as u64;
-    let start = offset / a * a;
-    let end = (offset + buf.len() as u64).div_ceil(a) * a;
-    let mut tmp = AlignedBuf::new((end - start) as usize, align)?;
-    let span = &mut tmp.as_mut_slice()[..(end - start) as usize];
-    read_full(f, span, start)?;
-    let at = (offset - start) as usize;
-    buf.copy_from_slice(&span[at..at + buf.len()]);
-    Ok(())
-}
-
-fn read_full(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    let mut done = 0usize;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => {
-                buf[done..].fill(0);
-                return Ok(());
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Write all of `buf` to `f` (`O_DIRECT`) at `offset` (aligned range; an unaligned buffer is
-/// copied to an aligned one). With `fua`, `RWF_DSYNC`.
-fn direct_write(f: &File, buf: &[u8], offset: u64, align: usize, fua: bool) -> io::Result<()> {
-    if !offset.is_multiple_of(align as u64) || !buf.len().is_multiple_of(align) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "internal: unaligned direct write"));
-    }
-    let bounce;
-    let data: &[u8] = if (buf.as_ptr() as usize).is_multiple_of(align) {
-        buf
-    } else {
-        let mut b = AlignedBuf::new(buf.len(), align)?;
-        b.as_mut_slice()[..buf.len()].copy_from_slice(buf);
-        bounce = b;
-        &bounce.as_slice()[..buf.len()]
-    };
-    let flags = if fua { rustix::io::ReadWriteFlags::DSYNC } else { rustix::io::ReadWriteFlags::empty() };
-    let mut done = 0usize;
-    while done < data.len() {
-        let iov = [io::IoSlice::new(&data[done..])];
-        match rustix::io::pwritev2(f, &iov, offset + done as u64, flags) {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => done += n,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(errno(e)),
-        }
-    }
-    Ok(())
 }
 
 impl ByteSource for Engine {

@@ -14,17 +14,12 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-/// Why an image cannot be remapped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// Stable code (`remap.fs-not-allowed`, …; docs/JSON.md).
-    pub code: &'static str,
-    /// What and why, for people.
-    pub message: String,
-}
+/// Why an image cannot be remapped: an error-severity [`Finding`](crate::finding::Finding) whose
+/// stable code is `remap.…` (docs/JSON.md).
+pub type Refusal = crate::finding::Finding;
 
 fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal { code, message: message.into() }
+    Refusal::error(code, message)
 }
 
 /// The file system and device an image file lives on.
@@ -60,7 +55,7 @@ pub struct Preflight {
     /// Why remapping is not safe (empty: safe).
     pub refusals: Vec<Refusal>,
     /// Facts worth knowing that do not prevent remapping.
-    pub notes: Vec<String>,
+    pub notes: Vec<crate::finding::Finding>,
     /// The inode flags (`FS_IOC_GETFLAGS`), when readable.
     pub inode_flags: Option<u32>,
 }
@@ -521,11 +516,15 @@ pub fn check(file: &File, path: &Path) -> Preflight {
                 }
             }
             if bits & g::FS_IMMUTABLE_FL != 0 {
-                p.notes
-                    .push("the file is immutable (chattr +i): writes into holes or unwritten extents will fail".into());
+                p.notes.push(crate::finding::Finding::info(
+                    "remap.immutable",
+                    "the file is immutable (chattr +i): writes into holes or unwritten extents will fail",
+                ));
             }
         }
-        Err(e) if allowed => p.notes.push(format!("inode flags unreadable: {e}")),
+        Err(e) if allowed => p
+            .notes
+            .push(crate::finding::Finding::info("remap.flags-unreadable", format!("inode flags unreadable: {e}"))),
         Err(_) => {}
     }
     if p.backing.fs_magic == XFS_MAGIC {
@@ -588,7 +587,10 @@ pub fn check(file: &File, path: &Path) -> Preflight {
                 ));
             }
         }
-        Err(e) if allowed => p.notes.push(format!("statx failed, DAX known only from the inode flags: {e}")),
+        Err(e) if allowed => p.notes.push(crate::finding::Finding::info(
+            "remap.statx-failed",
+            format!("statx failed, DAX known only from the inode flags: {e}"),
+        )),
         Err(_) => {}
     }
     if allowed
@@ -628,7 +630,7 @@ mod tests {
         assert_eq!(lease_break_refusal(Some("45\n")), None);
         assert_eq!(lease_break_refusal(Some(&LEASE_BREAK_FLOOR_SECS.to_string())), None);
         for bad in [Some("1\n"), Some("0"), Some("9"), Some("x"), None] {
-            assert_eq!(lease_break_refusal(bad).map(|r| r.code), Some("remap.lease-break-time"), "{bad:?}");
+            assert_eq!(lease_break_refusal(bad).map(|r| r.code), Some("remap.lease-break-time".into()), "{bad:?}");
         }
     }
 
@@ -639,7 +641,7 @@ mod tests {
         assert_eq!(sharing_refusal(p, "xfs", 0, 0o100600, None), None);
         for (uid, mode) in [(1000, 0o100600), (0, 0o100664), (0, 0o100646), (0, 0o100666)] {
             let r = sharing_refusal(p, "xfs", uid, mode, None).map(|r| r.code);
-            assert_eq!(r, Some("remap.shareable-not-root-only"), "uid {uid} mode {mode:o}");
+            assert_eq!(r, Some("remap.shareable-not-root-only".into()), "uid {uid} mode {mode:o}");
         }
         // An ACL: version 2, user::rw-, user:1000:rw-, group::r--, mask::rw-, other::r--.
         let entry = |tag: u16, perm: u16, id: u32| {
@@ -692,25 +694,25 @@ mod tests {
         // Another device under the same name (a replaced node, a bind mount of another disk).
         assert_eq!(
             code(check_device(node, dev, true, libc::makedev(254, 16), Ok(1), Ok(512))),
-            Some("remap.device-mismatch")
+            Some("remap.device-mismatch".into())
         );
         assert_eq!(
             code(check_device(node, dev, true, libc::makedev(8, 0), Ok(1), Ok(512))),
-            Some("remap.device-mismatch")
+            Some("remap.device-mismatch".into())
         );
         // Not a block device at all (a regular file or character device planted at the path).
-        assert_eq!(code(check_device(node, dev, false, dev, Ok(1), Ok(512))), Some("remap.device-mismatch"));
+        assert_eq!(code(check_device(node, dev, false, dev, Ok(1), Ok(512))), Some("remap.device-mismatch".into()));
         // Size or alignment unknown: no guessing 512 bytes or "no end".
         assert_eq!(
             code(check_device(node, dev, true, dev, Err("ENOTTY".into()), Ok(512))),
-            Some("remap.device-unknown")
+            Some("remap.device-unknown".into())
         );
         assert_eq!(
             code(check_device(node, dev, true, dev, Ok(1 << 30), Err("EIO".into()))),
-            Some("remap.device-unknown")
+            Some("remap.device-unknown".into())
         );
-        assert_eq!(code(check_device(node, dev, true, dev, Ok(0), Ok(512))), Some("remap.device-unknown"));
-        assert_eq!(code(check_device(node, dev, true, dev, Ok(1 << 30), Ok(520))), Some("remap.device-unknown"));
+        assert_eq!(code(check_device(node, dev, true, dev, Ok(0), Ok(512))), Some("remap.device-unknown".into()));
+        assert_eq!(code(check_device(node, dev, true, dev, Ok(1 << 30), Ok(520))), Some("remap.device-unknown".into()));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 
 use super::preflight::{self, Preflight, Refusal};
 use crate::extent::{Class, Extent, classify, fiemap};
+use crate::output::direct::AlignedBuf;
 use crate::progress::{Interrupt, Progress};
-use crate::sys::AlignedBuf;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io;
@@ -130,7 +130,7 @@ pub fn survey(path: &Path, check: bool, progress: &mut dyn Progress, interrupt: 
                     .collect();
             }
             Err(e) if pf.refusals.iter().any(|r| r.code == "remap.no-fiemap" || r.code == "remap.fs-not-allowed") => {
-                pf.notes.push(format!("no extents listed: {e}"));
+                pf.notes.push(crate::finding::Finding::info("remap.no-extents", format!("no extents listed: {e}")));
                 listed = false;
             }
             Err(e) => return Err(crate::Error::io(format!("FIEMAP of {what}"), e)),
@@ -144,10 +144,10 @@ pub fn survey(path: &Path, check: bool, progress: &mut dyn Progress, interrupt: 
             })
             .count();
         if outside > 0 {
-            pf.refusals.push(Refusal {
-                code: "remap.extent-outside-device",
-                message: format!("{outside} extent(s) lie beyond the end of the device ({dev_bytes} bytes): the addresses are not device offsets"),
-            });
+            pf.refusals.push(Refusal::error(
+                "remap.extent-outside-device",
+                format!("{outside} extent(s) lie beyond the end of the device ({dev_bytes} bytes): the addresses are not device offsets"),
+            ));
         }
     }
     let summary = if listed { summarise(&rows, size) } else { Summary::default() };
@@ -232,8 +232,8 @@ fn verify_extents(
         crate::pipeline::Pool::new(threads, progress, interrupt).phase("checking extents", Some(total)).run_all(
             &work,
             || {
-                let a = AlignedBuf::new(CHUNK, align).map_err(|e| crate::Error::io("allocating buffers", e))?;
-                let b = AlignedBuf::new(CHUNK, align).map_err(|e| crate::Error::io("allocating buffers", e))?;
+                let a = AlignedBuf::zeroed(CHUNK, align).map_err(|e| crate::Error::io("allocating buffers", e))?;
+                let b = AlignedBuf::zeroed(CHUNK, align).map_err(|e| crate::Error::io("allocating buffers", e))?;
                 Ok((a, b))
             },
             |e, bufs, tick| compare_extent(file, &dev, e, align, bufs, tick),

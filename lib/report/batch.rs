@@ -1,38 +1,14 @@
 //! The JSON documents of batch verification and the fixity catalog (`verify PATH... --json-lines`,
-//! `--catalog FILE`, `loopkit catalog FILE`): the batch summary and its table rows, one catalog record, and the
-//! catalog summary (a per-image error is the generic [`super::ErrorDoc`]). See `docs/JSON.md`.
+//! `loopkit catalog FILE`): each image's document and table row made from the batch's typed
+//! results ([`Rows`]), the batch summary, and the catalog summary (a per-image error is the
+//! generic [`super::ErrorDoc`]; the catalog's own lines are [`CatalogRecord`] and [`CatalogRun`],
+//! kept by `batch::catalog`). See `docs/JSON.md`.
 
+pub use crate::batch::catalog::{CatalogRecord, CatalogRun};
+pub use crate::batch::{Counts, Verdict};
+use crate::batch::{Failure, Finished, ImageResult, Totals};
 use serde::{Deserialize, Serialize};
-
-/// What became of one image in a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    /// Verified: no error-severity problems.
-    Verified,
-    /// Checked, and problems were found (exit 1).
-    Problems,
-    /// Could not be checked: unreadable, needs a secret, no parameters match, time budget (exit 2).
-    Failed,
-    /// Not an image (nothing recognised by content), or skipped by `--since-days`/`--changed-only`
-    /// /`--resume` (the row's `message` says which).
-    Skipped,
-    /// The batch was interrupted before this image finished.
-    Interrupted,
-}
-
-impl Verdict {
-    /// The stable spelling (`verified`, `problems`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Verified => "verified",
-            Verdict::Problems => "problems",
-            Verdict::Failed => "failed",
-            Verdict::Skipped => "skipped",
-            Verdict::Interrupted => "interrupted",
-        }
-    }
-}
+use std::path::Path;
 
 /// One line of the batch table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,35 +38,6 @@ pub struct Row {
     pub elapsed_ms: u64,
 }
 
-/// Counts by verdict.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Counts {
-    /// Images verified.
-    pub verified: u64,
-    /// Images with problems.
-    pub problems: u64,
-    /// Images that could not be checked.
-    pub failed: u64,
-    /// Files skipped.
-    pub skipped: u64,
-    /// Images not finished because the batch was interrupted.
-    pub interrupted: u64,
-}
-
-impl Counts {
-    /// Count one more `v`.
-    pub fn add(&mut self, v: Verdict) {
-        match v {
-            Verdict::Verified => self.verified += 1,
-            Verdict::Problems => self.problems += 1,
-            Verdict::Failed => self.failed += 1,
-            Verdict::Skipped => self.skipped += 1,
-            Verdict::Interrupted => self.interrupted += 1,
-        }
-    }
-}
-
 /// The last line of `verify --json-lines` in batch mode: the summary with one row per file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,61 +60,6 @@ pub struct Summary {
     pub elapsed_ms: u64,
     /// One row per file, in the order the files were found (not the order they finished).
     pub rows: Vec<Row>,
-}
-
-/// One line of a fixity catalog (`--catalog FILE`, JSON lines, append-only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CatalogRecord {
-    /// Always 1.
-    pub loopkit_catalog: u32,
-    /// Absolute path of the image (symlinks resolved).
-    pub path: String,
-    /// Size of the image file.
-    pub size_bytes: u64,
-    /// Modification time, nanoseconds since the epoch.
-    pub mtime_ns: i128,
-    /// `st_dev` of the file.
-    pub device: u64,
-    /// Inode number.
-    pub inode: u64,
-    /// SHA-256 of the decrypted payload (null when it was not computed).
-    pub payload_sha256: Option<String>,
-    /// dvdisaster ECC check: `ok`, `damaged`, or null without ECC data.
-    pub ecc: Option<String>,
-    /// SHA-256 over the sorted list of file paths the file-system walk found damaged or changed
-    /// (`files` of the verify document), null when there was no file-level check. A change of
-    /// this digest between runs means different files are affected.
-    pub manifest_digest: Option<String>,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// Error-severity problem codes.
-    pub problems: Vec<String>,
-    /// loopkit version and git revision that checked it.
-    pub loopkit_version: String,
-    /// When the check finished, seconds since the epoch (UTC).
-    pub verified_at: u64,
-    /// The same as RFC 3339 UTC, for people.
-    pub verified_at_utc: String,
-    /// The batch run this record belongs to (`--resume` continues the last unfinished one).
-    pub run: String,
-    /// Time spent.
-    pub elapsed_ms: u64,
-}
-
-/// A marker line in the catalog: a batch run started or finished (so `--resume` knows which
-/// run was interrupted).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CatalogRun {
-    /// Always 1.
-    pub loopkit_catalog_run: u32,
-    /// Run id (time and process id).
-    pub run: String,
-    /// `start` or `end`.
-    pub event: String,
-    /// When, seconds since the epoch.
-    pub at: u64,
 }
 
 /// `loopkit catalog FILE --json`: what the catalog holds.
@@ -237,5 +129,163 @@ pub fn row_of(image: &str, doc: &super::Verify, elapsed_ms: u64) -> Row {
         message: None,
         payload_sha256: doc.payload.as_ref().map(|p| p.sha256.clone()),
         elapsed_ms,
+    }
+}
+
+/// One image's document in `--json-lines`: the `verify` document, or the error document.
+#[derive(Debug, Clone)]
+pub enum Doc {
+    /// The document single-image `verify --json` prints.
+    Verify(Box<super::Verify>),
+    /// The error document (could not check it).
+    Error(super::ErrorDoc),
+}
+
+/// The document of a finished image (none for skipped and interrupted files, nor for a job that
+/// could not start).
+pub fn doc_of(f: &Finished) -> Option<Doc> {
+    let image = || Some(f.image.display().to_string());
+    match &f.result {
+        ImageResult::Checked(c) => Some(Doc::Verify(Box::new(super::verify(&c.image, c.pass_len, &c.found)))),
+        ImageResult::Failed(Failure::Error(e)) => Some(Doc::Error(super::ErrorDoc::new(
+            "verify",
+            image(),
+            super::error_kind_name(e.kind()),
+            super::error_chain(e),
+        ))),
+        ImageResult::Failed(Failure::TimeBudget(msg)) => {
+            Some(Doc::Error(super::ErrorDoc::new("verify", image(), "time-budget", msg.clone())))
+        }
+        ImageResult::Failed(Failure::NotStarted(_)) | ImageResult::Skipped(_) | ImageResult::Interrupted { .. } => None,
+    }
+}
+
+/// The table row of a finished image (`doc`: its [`doc_of`]).
+pub fn row_of_finished(f: &Finished, doc: Option<&Doc>) -> Row {
+    let path = f.image.as_path();
+    match (&f.result, doc) {
+        (ImageResult::Checked(_), Some(Doc::Verify(d))) => row_of(&path.display().to_string(), d, f.elapsed_ms),
+        (ImageResult::Failed(Failure::Error(e)), _) => {
+            failed_row(path, super::error_kind_name(e.kind()), super::error_chain(e), f.elapsed_ms)
+        }
+        (ImageResult::Failed(Failure::TimeBudget(msg)), _) => {
+            failed_row(path, "batch.time-budget", msg.clone(), f.elapsed_ms)
+        }
+        (ImageResult::Failed(Failure::NotStarted(msg)), _) => failed_row(path, "io", msg.clone(), f.elapsed_ms),
+        (ImageResult::Skipped(why), _) => Row { message: Some(why.clone()), ..blank_row(path, Verdict::Skipped, 0) },
+        (ImageResult::Interrupted { message, coded }, _) => Row {
+            message: Some(message.clone()),
+            problems: if *coded { vec!["interrupted".into()] } else { Vec::new() },
+            ..blank_row(path, Verdict::Interrupted, f.elapsed_ms)
+        },
+        // A checked image's row comes from its document.
+        (ImageResult::Checked(c), _) => {
+            row_of(&path.display().to_string(), &super::verify(&c.image, c.pass_len, &c.found), f.elapsed_ms)
+        }
+    }
+}
+
+fn blank_row(path: &Path, verdict: Verdict, elapsed_ms: u64) -> Row {
+    Row {
+        image: path.display().to_string(),
+        verdict,
+        scheme: None,
+        filesystem: None,
+        bad_sectors: None,
+        unreadable_bytes: 0,
+        files_changed: None,
+        problems: Vec::new(),
+        message: None,
+        payload_sha256: None,
+        elapsed_ms,
+    }
+}
+
+fn failed_row(path: &Path, kind: &str, message: String, elapsed_ms: u64) -> Row {
+    Row { problems: vec![kind.to_string()], message: Some(message), ..blank_row(path, Verdict::Failed, elapsed_ms) }
+}
+
+/// The rows of a batch, one slot per file found, filled as images finish (the summary lists them
+/// in the order found, not the order they finished).
+#[derive(Debug, Default)]
+pub struct Rows {
+    rows: Vec<Option<Row>>,
+}
+
+impl Rows {
+    /// Room for `files` files.
+    pub fn new(files: usize) -> Rows {
+        Rows { rows: vec![None; files] }
+    }
+
+    /// Record a finished image; returns its document.
+    pub fn add(&mut self, f: &Finished) -> Option<Doc> {
+        let doc = doc_of(f);
+        let row = row_of_finished(f, doc.as_ref());
+        if f.index >= self.rows.len() {
+            self.rows.resize(f.index + 1, None);
+        }
+        self.rows[f.index] = Some(row);
+        doc
+    }
+
+    /// The summary document (the last line of `verify --json-lines`).
+    pub fn summary(self, t: &Totals) -> Summary {
+        let rows: Vec<Row> = self.rows.into_iter().flatten().collect();
+        let mut counts = Counts::default();
+        for r in &rows {
+            counts.add(r.verdict);
+        }
+        Summary {
+            loopkit_json: super::JSON_VERSION,
+            command: "verify-batch".into(),
+            ok: !t.interrupted && counts.problems == 0 && counts.failed == 0,
+            interrupted: t.interrupted,
+            total: rows.len() as u64,
+            counts,
+            jobs: t.jobs,
+            elapsed_ms: t.elapsed_ms,
+            rows,
+        }
+    }
+}
+
+/// `loopkit catalog FILE`: counts, the oldest latest check, changed and failing images.
+pub fn catalog_summary(path: &Path, c: &crate::batch::catalog::Contents, imported: Option<u64>) -> CatalogSummary {
+    let latest = c.latest();
+    let mut counts = Counts::default();
+    for r in latest.values() {
+        counts.add(r.verdict);
+    }
+    let oldest = latest.values().min_by_key(|r| (r.verified_at, r.path.clone())).map(|r| CatalogOldest {
+        path: r.path.clone(),
+        verified_at: r.verified_at,
+        verified_at_utc: r.verified_at_utc.clone(),
+    });
+    let mut digests: std::collections::BTreeMap<&str, std::collections::HashSet<&str>> = Default::default();
+    for r in c.records() {
+        if let Some(d) = &r.payload_sha256 {
+            digests.entry(&r.path).or_default().insert(d);
+        }
+    }
+    let changed = digests.into_iter().filter(|(_, d)| d.len() > 1).map(|(p, _)| p.to_string()).collect();
+    let failing = latest
+        .values()
+        .filter(|r| matches!(r.verdict, Verdict::Problems | Verdict::Failed))
+        .map(|r| r.path.clone())
+        .collect();
+    CatalogSummary {
+        loopkit_json: super::JSON_VERSION,
+        command: "catalog".into(),
+        catalog: path.display().to_string(),
+        records: c.records().count() as u64,
+        images: latest.len() as u64,
+        counts,
+        oldest,
+        changed,
+        failing,
+        imported,
+        unreadable_lines: c.unreadable,
+        unreadable_line_numbers: c.unreadable_line_numbers.clone(),
     }
 }

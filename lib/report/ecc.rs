@@ -121,3 +121,60 @@ pub fn repair(
         problems: after.problems.clone(),
     }
 }
+
+/// `loopkit protect --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protect {
+    /// Always [`JSON_VERSION`].
+    pub loopkit_json: u32,
+    /// `protect`.
+    pub command: String,
+    /// The image protected (only read).
+    pub image: String,
+    /// The file written: the augmented copy of the image, or the `.ecc` file.
+    pub output: String,
+    /// `RS01`, `RS02`, `RS03`.
+    pub method: String,
+    /// `augmented` or `ecc-file`.
+    pub placement: String,
+    /// Reed–Solomon roots (parity bytes per 255-byte codeword).
+    pub roots: usize,
+    /// Redundancy in percent (`roots / (255 − roots)`), as dvdisaster prints it.
+    pub redundancy_percent: f64,
+    /// Medium capacity in sectors the augmented image was sized for (null: `.ecc` files, and
+    /// RS02 with roots given and no medium).
+    pub medium_sectors: Option<u64>,
+    /// Sectors per layer (RS03: the layer size; RS01/RS02: ECC blocks).
+    pub sectors_per_layer: u64,
+    /// Sectors of the image.
+    pub data_sectors: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// The error-correction data as read back from the written file, with the check results.
+    pub ecc: Ecc,
+    /// The written file verified clean before it was renamed into place.
+    pub ok: bool,
+}
+
+/// Build the `protect` document.
+pub fn protect(image: &std::path::Path, o: &crate::formats::dvdisaster::create::Outcome) -> Protect {
+    let mut ecc = ecc_of(&o.ecc);
+    ecc_checked(&mut ecc, &o.verify);
+    Protect {
+        loopkit_json: JSON_VERSION,
+        command: "protect".into(),
+        image: image.display().to_string(),
+        output: o.path.display().to_string(),
+        method: o.method.name().into(),
+        placement: if o.augmented { "augmented".into() } else { "ecc-file".into() },
+        roots: o.nroots,
+        redundancy_percent: (o.nroots as f64 * 1000.0 / (255 - o.nroots) as f64).round() / 10.0,
+        medium_sectors: o.medium_sectors,
+        sectors_per_layer: o.sectors_per_layer,
+        data_sectors: o.data_sectors,
+        bytes: o.bytes,
+        ecc,
+        ok: o.verify.ok(),
+    }
+}

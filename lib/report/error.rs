@@ -6,17 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// The stable name of an error kind in JSON (`"error": {"kind": ...}`).
 pub fn error_kind_name(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Io => "io",
-        ErrorKind::NotRecognized => "not-recognized",
-        ErrorKind::Corrupt => "corrupt",
-        ErrorKind::WrongKey => "wrong-key",
-        ErrorKind::NoMatch => "no-match",
-        ErrorKind::Unsupported => "unsupported",
-        ErrorKind::InvalidInput => "invalid-input",
-        ErrorKind::Unsafe => "unsafe",
-        ErrorKind::Interrupted => "interrupted",
-    }
+    kind.name()
 }
 
 /// The error part of [`ErrorDoc`].

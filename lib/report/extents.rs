@@ -59,6 +59,14 @@ pub struct Finding {
     pub message: String,
 }
 
+impl From<&crate::finding::Finding> for Finding {
+    /// The wire form of a finding in the `extents` document: its code and message (every
+    /// refusal is an error, so the severity is not repeated).
+    fn from(f: &crate::finding::Finding) -> Self {
+        Finding { code: f.code.to_string(), message: f.message.clone() }
+    }
+}
+
 /// Totals of `loopkit extents`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,13 +177,8 @@ pub fn extents(s: &crate::remap::survey::Survey) -> Extents {
         },
         verdict: if safe { "remap-safe" } else { "not-remap-safe" }.into(),
         remap_safe: safe,
-        refusals: s
-            .preflight
-            .refusals
-            .iter()
-            .map(|r| Finding { code: r.code.into(), message: r.message.clone() })
-            .collect(),
-        notes: s.preflight.notes.clone(),
+        refusals: s.preflight.refusals.iter().map(Finding::from).collect(),
+        notes: crate::finding::Finding::messages(&s.preflight.notes),
         summary: ExtentSummary {
             extents: s.summary.extents,
             mapped_bytes: s.summary.mapped_bytes,

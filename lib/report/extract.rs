@@ -21,4 +21,7 @@ pub struct Extract {
     pub ok: bool,
     /// Problems met.
     pub problems: Vec<Problem>,
+    /// `--bag`: payload files and bytes in the manifest, symlinks listed in `symlinks.txt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bag: Option<crate::bag::Summary>,
 }

@@ -171,7 +171,7 @@ pub fn inspect(opened: &Opened, pass_len: Option<usize>) -> Inspect {
                 let kf = f.key_file.as_ref().map(|(p, gpg)| (p.to_str().unwrap_or("KEYFILE"), *gpg));
                 let cs = f.params.cryptsetup_with_key_file(&image, pass_len, kf);
                 set_command(&mut r, cs.command);
-                r.cryptsetup_notes = cs.notes;
+                r.cryptsetup_notes = crate::finding::Finding::messages(&cs.notes);
                 if f.fs.is_none() {
                     r.notes.push("the parameters were given explicitly and no file system confirms them".into());
                 }

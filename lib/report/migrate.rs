@@ -72,9 +72,9 @@ pub fn migrate(
 ) -> Migrate {
     use crate::formats::cryptsetup::OpenCommand;
     use crate::migrate::plan::KeyFileKind;
-    let mut notes = o.notes.clone();
+    let mut notes = crate::finding::Finding::messages(&o.notes);
     if let Some(p) = plain {
-        notes.extend(p.notes.iter().cloned());
+        notes.extend(crate::finding::Finding::messages(&p.notes));
     }
     Migrate {
         loopkit_json: JSON_VERSION,

@@ -66,6 +66,10 @@ pub struct Rescue {
     pub seconds: f64,
     /// The repair from error-correction data, when the rescue stopped because it sufficed.
     pub repair: Option<Repair>,
+    /// What the sectors still missing hit in the image produced (null: nothing missing, or not
+    /// assessed).
+    #[serde(default)]
+    pub damage: Option<super::Damage>,
     /// The image at `output` is complete: every byte read, or restored and verified.
     pub ok: bool,
 }
@@ -100,6 +104,7 @@ pub fn rescue(job: &crate::rescue::job::Job, o: &Outcome, seconds: f64, repair: 
         phases: o.stats.phases.iter().map(|s| (*s).to_string()).collect(),
         seconds,
         repair,
+        damage: None,
         ok,
     }
 }

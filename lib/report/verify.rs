@@ -20,6 +20,9 @@ pub struct Verify {
     pub problems: Vec<Problem>,
     /// The file-level check (null when the file system is not ext2/3/4 or ISO9660).
     pub files: Option<Files>,
+    /// What the damaged sectors hit (null when nothing is damaged).
+    #[serde(default)]
+    pub damage: Option<super::Damage>,
 }
 
 /// `verify --json` → `files`: what walking the file system found.
@@ -63,6 +66,7 @@ pub fn verify(opened: &Opened, pass_len: Option<usize>, outcome: &VerifyOutcome)
         }),
         ok: outcome.ok(),
         problems: outcome.problems.clone(),
+        damage: outcome.damage.as_ref().map(super::damage),
         files: outcome.files.as_ref().map(|f| {
             let d = f.diff.clone().unwrap_or_default();
             Files {

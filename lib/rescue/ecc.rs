@@ -4,7 +4,7 @@
 //! dead-sector markers, which is how both dvdisaster and loopkit's repair find erasures.
 
 use super::mapfile::{RescueMap, Status};
-use crate::formats::dvdisaster::layout::{ECC_SECTOR_BYTES, Rs02Layout, dead_sector_marker};
+use crate::formats::dvdisaster::layout::{ECC_SECTOR_BYTES, dead_sector_marker};
 use crate::formats::dvdisaster::{Ecc, Layout};
 use std::collections::HashMap;
 use std::fs::File;
@@ -28,34 +28,7 @@ pub fn missing_sectors(map: &RescueMap) -> Vec<u64> {
 /// The codeword (ECC block) image sector `s` belongs to, or `None` for sectors outside every
 /// codeword (RS02 header copies, sectors past the layout).
 pub fn codeword_of(layout: &Layout, s: u64) -> Option<u64> {
-    match layout {
-        Layout::Rs01(l) => (s < l.sectors).then(|| s % l.spl),
-        Layout::Rs03(l) => {
-            let limit = if l.ecc_file { l.ds } else { 255 * l.spl };
-            (s < limit).then(|| s % l.spl)
-        }
-        Layout::Rs02(l) => rs02_codeword(l, s),
-    }
-}
-
-/// The inverse of `Rs02Layout::ecc_sector` for the ECC part; data, header and CRC sectors
-/// (`s < protected`) are layer `s / spl`, sector `s % spl`.
-fn rs02_codeword(l: &Rs02Layout, s: u64) -> Option<u64> {
-    if s < l.protected {
-        return Some(s % l.spl);
-    }
-    let base = l.first_repeat - l.protected;
-    let idx = if s < l.first_repeat {
-        s - l.protected
-    } else {
-        let q = s - l.first_repeat;
-        let r = q % l.modulo;
-        if r < 2 {
-            return None; // a header copy
-        }
-        base + (q / l.modulo) * (l.modulo - 2) + (r - 2)
-    };
-    (idx < l.rs_sectors).then(|| idx % l.spl)
+    layout.codeword_of(s)
 }
 
 /// The most missing bytes the code could possibly restore (roots × codewords sectors): a
@@ -115,6 +88,8 @@ pub fn mark_missing(out: &File, map: &RescueMap) -> crate::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::dvdisaster::layout::Rs02Layout;
+    use crate::formats::dvdisaster::rs02_codeword;
 
     #[test]
     fn rs02_codeword_inverts_ecc_sector() {

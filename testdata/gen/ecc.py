@@ -20,6 +20,8 @@ Usage (each command prints one JSON object):
   ecc.py augment --image F --method RS02 --capacity SECTORS  RS02 sized to a medium (roots chosen by dvdisaster)
   ecc.py augment --image F --method RS03 --capacity SECTORS  RS03 in place (--debug -n)
   ecc.py eccfile --image F --method RS01|RS03 --roots N --out E
+  ecc.py augment|eccfile … --spec S [--expect-roots N]   any other `-n S` (20%, normal, 1800, none
+          given: dvdisaster's default), the roots it printed checked against N
   ecc.py erase --image F --sectors 100,200-201    dead-sector markers (dvdisaster --debug --erase)
   ecc.py flip --image F --at SECTOR:BYTE[,...]    XOR one byte with 0xff
   ecc.py zero --image F --sectors A-B             overwrite with zeros
@@ -117,6 +119,8 @@ def cmd_augment(a):
     args = ["-i", a.image, "-m" + a.method]
     if a.method == "RS02" and a.roots is not None:
         args += ["-n", f"{a.roots}r"]
+    elif a.spec is not None:
+        args += ["-n", a.spec]
     elif a.capacity is not None:
         if a.method == "RS03":
             args += ["--debug"]
@@ -134,11 +138,12 @@ def cmd_augment(a):
             if code != 0:
                 fail(f"dvdisaster {args} failed ({code})", lines)
             got = roots_line(lines)
-            if got is not None and got >= MIN_ROOTS and (a.roots is None or got == a.roots):
+            want = a.roots or a.expect_roots
+            if got is not None and got >= MIN_ROOTS and (want is None or got == want):
                 break
             shutil.copyfile(keep, a.image)
         else:
-            fail(f"dvdisaster used {got} roots, wanted {a.roots or '>= %d' % MIN_ROOTS} (5 attempts)", lines)
+            fail(f"dvdisaster used {got} roots, wanted {a.roots or a.expect_roots or '>= %d' % MIN_ROOTS} (5 attempts)", lines)
     finally:
         os.remove(keep)
     print(json.dumps({"image": a.image, "method": a.method, "roots": got, "original_bytes": before,
@@ -146,17 +151,22 @@ def cmd_augment(a):
 
 
 def cmd_eccfile(a):
-    if a.roots < MIN_ROOTS:
+    if a.roots is not None and a.roots < MIN_ROOTS:
         fail(f"refusing {a.roots} roots: dvdisaster 0.79.5 can run away below {MIN_ROOTS}")
-    args = ["-i", a.image, "-e", a.out, "-m" + a.method, "-n", str(a.roots)]
+    args = ["-i", a.image, "-e", a.out, "-m" + a.method]
+    if a.roots is not None:
+        args += ["-n", str(a.roots)]
+    elif a.spec is not None:
+        args += ["-n", a.spec]
     if a.method == "RS03":
         args += ["-o", "file"]
     code, lines = dvdisaster(args + ["-c"], limit_for([a.image]))
     if code != 0:
         fail(f"dvdisaster {args} failed ({code})", lines)
     got = roots_line(lines)
-    if got != a.roots:
-        fail(f"dvdisaster used {got} roots, wanted {a.roots}", lines)
+    want = a.roots or a.expect_roots
+    if got is None or got < 8 or (want is not None and got != want):
+        fail(f"dvdisaster used {got} roots, wanted {want}", lines)
     print(json.dumps({"ecc": a.out, "method": a.method, "roots": got, "bytes": os.path.getsize(a.out)}))
 
 
@@ -305,9 +315,11 @@ def main():
     p = sub.add_parser("augment"); p.add_argument("--image", required=True)
     p.add_argument("--method", choices=["RS02", "RS03"], required=True)
     p.add_argument("--roots", type=int); p.add_argument("--capacity", type=int)
+    p.add_argument("--spec"); p.add_argument("--expect-roots", type=int)
     p = sub.add_parser("eccfile"); p.add_argument("--image", required=True)
     p.add_argument("--method", choices=["RS01", "RS03"], required=True)
-    p.add_argument("--roots", type=int, required=True); p.add_argument("--out", required=True)
+    p.add_argument("--roots", type=int); p.add_argument("--out", required=True)
+    p.add_argument("--spec"); p.add_argument("--expect-roots", type=int)
     p = sub.add_parser("erase"); p.add_argument("--image", required=True); p.add_argument("--sectors", required=True)
     p = sub.add_parser("flip"); p.add_argument("--image", required=True); p.add_argument("--at", required=True)
     p = sub.add_parser("zero"); p.add_argument("--image", required=True); p.add_argument("--sectors", required=True)

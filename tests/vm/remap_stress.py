@@ -578,6 +578,7 @@ class Stress:
         self.tmp = 0
         self.differs = 0
         self.notes = []
+        self.break_max = 0.0  # longest lease break seen (/proc/locks BREAKING), seconds
 
     def count(self, name, refused=None):
         self.ops[name] = self.ops.get(name, 0) + 1
@@ -783,8 +784,115 @@ def fio_result(stdout):
     return j.get("error", 0) + j.get("total_err", 0), j["write"]["io_bytes"], j["read"]["io_bytes"]
 
 
+def stacks(why):
+    """Kernel stacks of every task in D state and of every thread of loopkit, fio and the
+    defragmenters (/proc/PID/task/TID/stack), then `echo w > /proc/sysrq-trigger` (blocked tasks
+    to the console): what a hang looks like from inside, printed as stress-stack lines."""
+    out("stress-stack", "=== %s (uptime %s)" % (why, open("/proc/uptime").read().split()[0]))
+    names = ("loopkit", "fio", "xfs_fsr", "e4defrag", "python3")
+    for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
+        try:
+            tids = os.listdir("/proc/%s/task" % pid)
+        except OSError:
+            continue
+        for tid in tids:
+            base = "/proc/%s/task/%s/" % (pid, tid)
+            try:
+                comm = open(base + "comm").read().strip()
+                state = open(base + "stat").read().rsplit(")", 1)[1].split()[0]
+                if state != "D" and not comm.startswith(names) and not comm.startswith("iou-"):
+                    continue
+                stack = open(base + "stack").read().split("\n")
+            except OSError:
+                continue
+            frames = [f.split("] ", 1)[-1].split("+")[0] for f in stack if f]
+            out("stress-stack", "%s/%s %s %s: %s" % (pid, tid, comm, state, " < ".join(frames)))
+    try:
+        with open("/proc/sysrq-trigger", "w") as f:
+            f.write("w")
+    except OSError:
+        pass
+
+
+class BreakTimer:
+    """Polls /proc/locks (every 20 ms) for the image's lease in state BREAKING: the longest time a
+    break of it lasted, i.e. how long the server took to answer a break (the opener waits that
+    long; the kernel takes the lease away after lease-break-time)."""
+
+    def __init__(self, path):
+        self.ino = os.stat(path).st_ino
+        self.longest = 0.0
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def breaking(self):
+        try:
+            lines = open("/proc/locks").read().splitlines()
+        except OSError:
+            return False
+        for line in lines:
+            f = line.split()
+            # "1: LEASE  BREAKING  READ 1234 fe:01:131 0 EOF"
+            if len(f) > 5 and f[1] == "LEASE" and f[2] == "BREAKING" and f[5].rsplit(":", 1)[-1] == str(self.ino):
+                return True
+        return False
+
+    def run(self):
+        since = None
+        while not self.stop.is_set():
+            if self.breaking():
+                since = since or time.time()
+                self.longest = max(self.longest, time.time() - since)
+            else:
+                since = None
+            time.sleep(0.02)
+
+    def done(self):
+        self.stop.set()
+        self.t.join()
+        return self.longest
+
+
+class Watchdog:
+    """When one step (a mutator op, attach, detach, a verify) has run for longer than `limit`
+    seconds: prints the stacks ([`stacks`]), then a failing stress-result, and ends the driver
+    (a hang is a failure with its stacks, not a VM that runs into the harness's timeout)."""
+
+    def __init__(self, limit, cycle_limit):
+        self.limit, self.cycle_limit = limit, cycle_limit
+        self.what, self.since, self.cycle_since = None, time.time(), time.time()
+        self.lock = threading.Lock()
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def step(self, what):
+        with self.lock:
+            self.what, self.since = what, time.time()
+
+    def cycle(self):
+        """A new cycle starts (fio that never finishes keeps the mutator stepping: the whole
+        cycle has its own, longer limit)."""
+        with self.lock:
+            self.cycle_since = time.time()
+
+    def run(self):
+        while True:
+            time.sleep(5)
+            with self.lock:
+                what, since, now = self.what, self.since, time.time()
+                stuck = what is not None and (now - since > self.limit or now - self.cycle_since > self.cycle_limit)
+            if stuck:
+                stacks("%s running for %.0f s" % (what, time.time() - since))
+                time.sleep(10)  # sysrq-w reaches the console
+                stacks("%s still running after %.0f s" % (what, time.time() - since))
+                out("stress-result", "FAIL hang: %s for more than %d s, or the cycle for more than %d s (stress-stack lines above)" % (what, self.limit, self.cycle_limit))
+                sys.stdout.flush()
+                os._exit(3)
+
+
 def stress(secs, seed, fs):
     s = Stress(seed, fs)
+    dog = Watchdog(240, 600)
     out("stress-seed", seed)
     for n in os.listdir(MNT):
         if n != "lost+found" and not n.startswith("bystander-"):
@@ -815,15 +923,36 @@ def stress(secs, seed, fs):
         else:
             s.notes.append("cycle %d not remapped: %s" % (cycles, a.info.get("notes")))
         fio = subprocess.Popen(fio_args(a.dev, fseed, Stress.FIO_SIZE), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        log = []
+        dog.cycle()
+        log, slow = [], []
+        bt = BreakTimer(IMG)
         while fio.poll() is None:
+            dog.step("cycle %d: fio" % cycles)
             time.sleep(s.rng.uniform(0.05, 1.0))
             if fio.poll() is None:
+                dog.step("cycle %d: mutator op after %s" % (cycles, log[-3:]))
+                t0 = time.time()
                 op = s.step()
+                took = time.time() - t0
                 log.append(op)
+                if took >= 5:
+                    # Listed for the record (defragmenting under TCG takes seconds); the part
+                    # an open waits for the lease break is measured by BreakTimer.
+                    slow.append("%s %.1fs" % (op, took))
+                    s.notes.append("cycle %d: %s took %.1f s" % (cycles, op, took))
+        dog.step("cycle %d: fio finishing" % cycles)
         fout, ferr = fio.communicate()
+        breaking = bt.done()
+        s.break_max = max(s.break_max, breaking)
+        # The server answers a break once the raw I/O planned before it is done: far below
+        # lease-break-time, after which the kernel takes the lease away and the opener goes on.
+        limit = int(open("/proc/sys/fs/lease-break-time").read()) * 2 / 3
+        if breaking > limit:
+            failures.append("cycle %d: a lease break lasted %.1f s (over %.0f s, 2/3 of lease-break-time)" % (cycles, breaking, limit))
+        dog.step("cycle %d: --list and detach" % cycles)
         state = a.state()
         rc = a.detach()
+        dog.step("cycle %d: checks after detach" % cycles)
         res = fio_result(fout)
         if fio.returncode != 0 or res is None or res[0] != 0:
             failures.append("cycle %d (fio seed %d): fio rc %s %s %s; mutator ops this cycle: %s" % (cycles, fseed, fio.returncode, res, ferr.strip()[-300:], " ".join(log)))
@@ -842,7 +971,8 @@ def stress(secs, seed, fs):
         bad = s.check_files()
         if bad:
             failures.append("cycle %d: files changed: %s; mutator ops this cycle: %s" % (cycles, " ".join(bad), " ".join(log)))
-        print("stress-cycle:%d fio-seed=%d state-at-end=%r" % (cycles, fseed, state), flush=True)
+        print("stress-cycle:%d fio-seed=%d state-at-end=%r lease-breaking=%.2fs slow-ops=%s" % (cycles, fseed, state, breaking, slow), flush=True)
+        dog.step("cycle %d: attach" % (cycles + 1))
         if failures:
             break
     now = hash_tree(exclude=set([IMG]) | set(s.nb) | set(s.frozen))
@@ -860,7 +990,8 @@ def stress(secs, seed, fs):
     out("stress-fio-verified-device", vbytes)
     out("stress-fio-verified-file", fbytes)
     out("stress-bystanders", len(before))
-    for n in s.notes[:5]:
+    out("stress-longest-lease-break", "%.2f" % s.break_max)
+    for n in s.notes[:20]:
         out("stress-note", n)
     out("stress-result", "ok" if not failures else "FAIL " + " || ".join(failures))
 

@@ -12,6 +12,7 @@
 //!  repair    erasure/error decoding into a repaired copy
 //! ```
 
+pub mod create;
 pub mod layout;
 pub mod repair;
 
@@ -84,6 +85,42 @@ pub struct Ecc {
     pub rebuilt_from: Option<u64>,
     /// Remarks about how the header was found (`ecc.*` info findings).
     pub notes: Vec<crate::finding::Finding>,
+}
+
+impl Layout {
+    /// The codeword (ECC block) image sector `s` belongs to, or `None` for sectors outside every
+    /// codeword (RS02 header copies, sectors past the layout). Sectors of one codeword are its
+    /// erasures: up to `nroots` of them can be restored.
+    pub fn codeword_of(&self, s: u64) -> Option<u64> {
+        match self {
+            Layout::Rs01(l) => (s < l.sectors).then(|| s % l.spl),
+            Layout::Rs03(l) => {
+                let limit = if l.ecc_file { l.ds } else { 255 * l.spl };
+                (s < limit).then(|| s % l.spl)
+            }
+            Layout::Rs02(l) => rs02_codeword(l, s),
+        }
+    }
+}
+
+/// The inverse of `Rs02Layout::ecc_sector` for the ECC part; data, header and CRC sectors
+/// (`s < protected`) are layer `s / spl`, sector `s % spl`.
+pub(crate) fn rs02_codeword(l: &Rs02Layout, s: u64) -> Option<u64> {
+    if s < l.protected {
+        return Some(s % l.spl);
+    }
+    let base = l.first_repeat - l.protected;
+    let idx = if s < l.first_repeat {
+        s - l.protected
+    } else {
+        let q = s - l.first_repeat;
+        let r = q % l.modulo;
+        if r < 2 {
+            return None; // a header copy
+        }
+        base + (q / l.modulo) * (l.modulo - 2) + (r - 2)
+    };
+    (idx < l.rs_sectors).then(|| idx % l.spl)
 }
 
 impl Ecc {

@@ -157,7 +157,9 @@ impl Builder<'_> {
             }
         }
         let damaged = (!self.unranged).then_some(self.bad);
-        Mapped { extents, issues: self.issues, damaged }
+        let mut map_blocks: Vec<u64> = self.tree_blocks.into_iter().collect();
+        map_blocks.sort_unstable();
+        Mapped { extents, issues: self.issues, damaged, map_blocks }
     }
 }
 
@@ -170,6 +172,8 @@ pub struct Mapped {
     /// Logical byte ranges the map's damage covers (they read as zeros), when every problem could
     /// be tied to a range; `None` when some could not (then any hole may be lost data).
     pub damaged: Option<Vec<std::ops::Range<u64>>>,
+    /// The blocks of the map itself (extent-tree nodes below the inode, indirect blocks), sorted.
+    pub map_blocks: Vec<u64>,
 }
 
 /// Resolve the map of `inode` (extent tree or block map), for `file_bytes` bytes of content.

@@ -215,6 +215,23 @@ impl<'a> Ext<'a> {
         Ok(b)
     }
 
+    /// The block of the superblock in use (the primary's, or the backup's it fell back to).
+    pub fn superblock_block_in_use(&self) -> u64 {
+        self.sb_block
+    }
+
+    /// Where inode `ino` lies: its byte offset in the file system (None when out of range or
+    /// its group's inode table is unusable).
+    pub fn inode_offset(&self, ino: u32) -> Option<u64> {
+        let sb = &self.sb;
+        if ino == 0 || ino > sb.inodes_count || sb.inodes_per_group == 0 {
+            return None;
+        }
+        let g = self.groups.get(((ino - 1) / sb.inodes_per_group) as usize).filter(|g| g.usable)?;
+        let index = u64::from((ino - 1) % sb.inodes_per_group);
+        Some(g.inode_table * u64::from(sb.block_size) + index * u64::from(sb.inode_size))
+    }
+
     /// Read and check inode `ino`.
     ///
     /// # Errors
@@ -333,7 +350,7 @@ impl<'a> Ext<'a> {
                 inode.ino
             )));
         }
-        let map::Mapped { extents: runs, mut issues, damaged } = map::map(self, inode, size)?;
+        let map::Mapped { extents: runs, mut issues, damaged, .. } = map::map(self, inode, size)?;
         // `shared_blocks` (deduplicated read-only images): files may share blocks, e2fsck accepts it.
         if self.sb.ro_compat & superblock::RO_COMPAT_SHARED_BLOCKS == 0 {
             issues.extend(self.claims.claim(inode.ino, &runs, u64::from(self.sb.block_size)));

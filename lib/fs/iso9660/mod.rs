@@ -182,6 +182,31 @@ impl<'a> Iso<'a> {
         self.tree
     }
 
+    /// Bytes of the volume as its primary descriptor records them.
+    pub fn volume_bytes(&self) -> u64 {
+        self.volume_bytes
+    }
+
+    /// Where the data of the file whose (first) record is at `id` lies: (byte offset, length)
+    /// per extent, in file order.
+    ///
+    /// # Errors
+    /// `Corrupt`/`Unsupported`/`Io` as [`FileSystem::open`].
+    pub fn file_extents(&self, id: NodeId) -> crate::Result<Vec<(u64, u64)>> {
+        self.extents(id)
+    }
+
+    /// Where the directory whose record is at `id` lies: (byte offset, length).
+    ///
+    /// # Errors
+    /// `Corrupt`/`Io` when its record cannot be read.
+    pub fn directory_extent(&self, id: NodeId) -> crate::Result<(u64, u64)> {
+        let rec = self.record(id)?;
+        let mut issues = Vec::new();
+        let rr = self.rock_ridge(&rec, &mut issues);
+        self.dir_extent(&rec, &rr)
+    }
+
     fn extent_offset(&self, lba: u32) -> crate::Result<u64> {
         let off = u64::from(lba) * self.block_size;
         if off >= self.volume_bytes.max(self.src.size_bytes()) {

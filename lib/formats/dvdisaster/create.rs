@@ -1,0 +1,1226 @@
+//! `protect`: create dvdisaster error-correction data — RS03 augmented images and `.ecc` files,
+//! RS02 augmented images, RS01 `.ecc` files — byte-identical to what `dvdisaster -c` 0.79.5
+//! writes for the same input and parameters (same parameter choices, layouts, headers, CRC
+//! blocks, padding sectors and Reed–Solomon parity). The image is only read; the output goes to a
+//! temporary file that is synced, read back through [`super::verify`] and only then renamed.
+//!
+//! ```text
+//!  plan      dvdisaster's parameter choice: medium size, roots, layout (CalcRS0xLayout)
+//!  scan      RS01/RS02: one pass for the CRCs, the image MD5 and the fingerprint
+//!  encode    ECC blocks in groups, one group per worker at a time: read the ndata layer
+//!            sectors (copying data sectors into an augmented output), LFSR-encode them
+//!            byte-parallel with one multiplication table per generator coefficient, write
+//!            the parity sectors (and RS03 CRC blocks) where the layout puts them
+//!  finish    headers (RS02: every copy), eccSum MD5s, sync, verify, rename
+//! ```
+//! Every header field is a pure function of the input and the parameters (dvdisaster writes no
+//! time, host or path into its output), so the comparison with dvdisaster needs no masking.
+
+use super::layout::{
+    self, COOKIE, ECC_SECTOR_BYTES, FINGERPRINT_SECTOR, HEADER_BYTES, MFLAG_ECC_FILE, Method, RS03_MIN_DATA_LAYERS,
+    Rs01Layout, Rs02Layout, Rs03Layout, SECTOR, crcblk, hdr,
+};
+use super::rs::{Code, N};
+use crate::output::{TempFile, check_output};
+use crate::progress::{Interrupt, Run};
+use crate::source::{ByteSource, FileSource};
+use md5::{Digest, Md5};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// dvdisaster 0.79.5's version number, written as `creatorVersion`.
+pub const CREATOR_VERSION: i32 = 7905;
+/// ECC blocks (sectors of every layer) per work unit.
+const GROUP: u64 = 8;
+/// Bytes of each codeword column processed in one pass over the layers (keeps the parity rows
+/// of one pass in the cache: 170 roots × 1 KiB).
+const COLUMN: usize = 1024;
+
+/// Medium capacities in sectors (`dvdisaster.h`: CDR_SIZE … BD_DL_SIZE).
+pub const CD: u64 = 351 * 1024;
+/// Single-layer DVD.
+pub const DVD: u64 = 2_295_104;
+/// Double-layer DVD (dvdisaster's `DVD9`).
+pub const DVD_DL: u64 = 4_171_712;
+/// Single-layer BD.
+pub const BD: u64 = 11_826_176;
+/// Double-layer BD (dvdisaster's `BD2`).
+pub const BD_DL: u64 = 23_652_352;
+/// In the order dvdisaster tries them.
+const MEDIA: [u64; 5] = [CD, DVD, DVD_DL, BD, BD_DL];
+
+/// Augmented image or separate file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// ECC appended to (a copy of) the image: RS02, RS03.
+    Augment,
+    /// A separate `.ecc` file: RS01, RS03.
+    EccFile,
+}
+
+/// The redundancy asked for (dvdisaster's `-n` spellings other than medium sizes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Redundancy {
+    /// `normal` (32 roots).
+    Normal,
+    /// `high` (64 roots).
+    High,
+    /// `N` or `Nr`: this many roots.
+    Roots(usize),
+    /// `N%`.
+    Percent(f64),
+    /// `Nm`: the largest `.ecc` file not exceeding N MiB.
+    EccMib(u64),
+}
+
+/// What to create.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Request {
+    /// Codec.
+    pub method: Method,
+    /// Augmented image or `.ecc` file.
+    pub target: Target,
+    /// Medium capacity in sectors (None: dvdisaster's automatic choice).
+    pub medium: Option<u64>,
+    /// Redundancy (None: dvdisaster's default).
+    pub redundancy: Option<Redundancy>,
+}
+
+/// One of dvdisaster's `-n` values, classified.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SizeSpec {
+    /// A medium capacity in sectors (`CD`, `DVD`, `DVD9`, `BD`, `BD2`, or a bare number given
+    /// for an augmented image).
+    Medium(u64),
+    /// A redundancy.
+    Redundancy(Redundancy),
+}
+
+/// A medium name as `--medium` and dvdisaster's `-n` spell it (`cd`, `dvd`, `dvd-dl`/`dvd9`,
+/// `bd`, `bd-dl`/`bd2`, case-insensitive) or a capacity in sectors.
+///
+/// # Errors
+/// `InvalidInput` for anything else.
+pub fn parse_medium(s: &str) -> crate::Result<u64> {
+    let l = s.trim().to_ascii_lowercase();
+    let cap = match l.as_str() {
+        "cd" => CD,
+        "dvd" => DVD,
+        "dvd-dl" | "dvd9" | "dvd-9" => DVD_DL,
+        "bd" => BD,
+        "bd-dl" | "bd2" => BD_DL,
+        _ => l.parse::<u64>().map_err(|_| {
+            crate::Error::invalid(format!(
+                "medium {s:?}: expected cd, dvd, dvd-dl (dvd9), bd, bd-dl (bd2) or a size in 2048-byte sectors"
+            ))
+        })?,
+    };
+    if cap == 0 {
+        return Err(crate::Error::invalid("medium size 0 sectors"));
+    }
+    Ok(cap)
+}
+
+/// A `--redundancy` value in any of dvdisaster's `-n` spellings: `normal`, `high`, `32r`, `32`,
+/// `20%`, `50m`, or a medium (`CD`, `DVD`, … or a size in sectors). `augmented` says how a bare
+/// number is read, as dvdisaster reads it: a medium size for augmented images, roots for `.ecc`
+/// files.
+///
+/// # Errors
+/// `InvalidInput` when it is none of these.
+pub fn parse_size_spec(s: &str, augmented: bool) -> crate::Result<SizeSpec> {
+    let t = s.trim();
+    let l = t.to_ascii_lowercase();
+    let bad = || {
+        crate::Error::invalid(format!(
+            "redundancy {s:?}: expected normal, high, a number of roots (32r), a percentage (20%), an .ecc file \
+             size (50m) or a medium (cd, dvd, dvd9, bd, bd2, or a size in sectors)"
+        ))
+    };
+    match l.as_str() {
+        "normal" => return Ok(SizeSpec::Redundancy(Redundancy::Normal)),
+        "high" => return Ok(SizeSpec::Redundancy(Redundancy::High)),
+        "cd" | "dvd" | "dvd-dl" | "dvd9" | "dvd-9" | "bd" | "bd-dl" | "bd2" => {
+            return Ok(SizeSpec::Medium(parse_medium(&l)?));
+        }
+        _ => {}
+    }
+    if let Some(n) = l.strip_suffix('r') {
+        return n.parse::<usize>().map(|r| SizeSpec::Redundancy(Redundancy::Roots(r))).map_err(|_| bad());
+    }
+    if let Some(n) = l.strip_suffix('%') {
+        let p: f64 = n.parse().map_err(|_| bad())?;
+        if !p.is_finite() {
+            return Err(bad());
+        }
+        return Ok(SizeSpec::Redundancy(Redundancy::Percent(p)));
+    }
+    if let Some(n) = l.strip_suffix('m') {
+        return n.parse::<u64>().map(|m| SizeSpec::Redundancy(Redundancy::EccMib(m))).map_err(|_| bad());
+    }
+    let n: u64 = l.parse().map_err(|_| bad())?;
+    if augmented {
+        Ok(SizeSpec::Medium(parse_medium(&l)?))
+    } else {
+        Ok(SizeSpec::Redundancy(Redundancy::Roots(usize::try_from(n).map_err(|_| bad())?)))
+    }
+}
+
+/// The geometry chosen for the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// RS01 `.ecc` file.
+    Rs01(Rs01Layout),
+    /// RS02 augmented image (with the medium capacity it was sized for, if any).
+    Rs02(Rs02Layout, Option<u64>),
+    /// RS03 augmented image or `.ecc` file (with the medium capacity, augmented only).
+    Rs03(Rs03Layout, Option<u64>),
+}
+
+impl Plan {
+    /// Parity symbols per codeword.
+    pub fn nroots(&self) -> usize {
+        match self {
+            Plan::Rs01(l) => l.nroots,
+            Plan::Rs02(l, _) => l.nroots,
+            Plan::Rs03(l, _) => l.nroots,
+        }
+    }
+
+    /// Size of the output in bytes (augmented image or `.ecc` file).
+    pub fn output_bytes(&self) -> u64 {
+        match self {
+            Plan::Rs01(l) => l.file_bytes(),
+            Plan::Rs02(l, _) => l.total * ECC_SECTOR_BYTES,
+            Plan::Rs03(l, _) => l.total_sectors() * ECC_SECTOR_BYTES,
+        }
+    }
+
+    /// Whether the output is an augmented image.
+    pub fn augmented(&self) -> bool {
+        match self {
+            Plan::Rs01(_) => false,
+            Plan::Rs02(..) => true,
+            Plan::Rs03(l, _) => !l.ecc_file,
+        }
+    }
+}
+
+fn percent_to_roots(p: f64, max_percent: f64) -> crate::Result<usize> {
+    if !(3.2..=max_percent).contains(&p) {
+        return Err(crate::Error::invalid(format!(
+            "redundancy {p:.1}% is outside the useful range 3.2%..{max_percent}%"
+        )));
+    }
+    Ok(((N as f64 * p) / (100.0 + p)).round() as usize)
+}
+
+fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(0x10_0000)
+}
+
+/// `.ecc`-file roots (RS01: 8..=100, RS03: 8..=170) from a redundancy, as `calculate_redundancy`
+/// (`rs01-create.c`) and `CalcRS03Layout(ECC_FILE)` compute them.
+fn ecc_file_roots(method: Method, ds: u64, r: Option<Redundancy>) -> crate::Result<usize> {
+    let (max_roots, max_percent) = if method == Method::Rs01 { (100, 64.5) } else { (170, 200.0) };
+    let file_mib = |nr: usize| {
+        let nd = (N - nr) as u64;
+        match method {
+            Method::Rs01 => mib(4096 + 4 * ds + 2048 * nr as u64 * ds.div_ceil(nd)),
+            _ => mib(4096 + 2048 * (nr as u64 + 1) * ds.div_ceil(nd)),
+        }
+    };
+    let nr = match r {
+        None | Some(Redundancy::Normal) => 32,
+        Some(Redundancy::High) => 64,
+        Some(Redundancy::Roots(n)) => n,
+        Some(Redundancy::Percent(p)) => percent_to_roots(p, max_percent)?,
+        Some(Redundancy::EccMib(m)) => {
+            let (lo, hi) = (file_mib(8), file_mib(max_roots));
+            if m < lo || m > hi {
+                return Err(crate::Error::invalid(format!(
+                    ".ecc file size {m} MiB is outside the useful range {lo}..{hi} MiB for this image"
+                )));
+            }
+            (9..=max_roots).rev().find(|&nr| m >= file_mib(nr)).unwrap_or(8)
+        }
+    };
+    if !(8..=max_roots).contains(&nr) {
+        return Err(crate::Error::invalid(format!("{nr} roots is outside the useful range 8..={max_roots}")));
+    }
+    Ok(nr)
+}
+
+/// RS03 roots for `ds` data sectors on a medium of `cap` sectors (`get_roots`).
+fn rs03_roots(ds: u64, cap: u64) -> i64 {
+    let spl = cap / 255;
+    if spl == 0 {
+        return -1;
+    }
+    N as i64 - (ds + 2).div_ceil(spl) as i64 - 1
+}
+
+fn medium_name(cap: u64) -> String {
+    match cap {
+        CD => "CD".into(),
+        DVD => "DVD".into(),
+        DVD_DL => "DVD-DL".into(),
+        BD => "BD".into(),
+        BD_DL => "BD-DL".into(),
+        c => format!("{c}-sector medium"),
+    }
+}
+
+/// dvdisaster's parameter choice for an image of `ds` sectors.
+///
+/// # Errors
+/// `InvalidInput` for impossible combinations (RS01 augmented, RS02 `.ecc` file, redundancy
+/// out of range) and when the data does not fit the medium (naming the largest redundancy that
+/// fits, or the medium it would need).
+pub fn plan(req: &Request, ds: u64) -> crate::Result<Plan> {
+    if ds == 0 {
+        return Err(crate::Error::invalid("the image is empty; there is nothing to protect"));
+    }
+    match (req.method, req.target) {
+        (Method::Rs01, Target::Augment) => Err(crate::Error::invalid(
+            "RS01 keeps its data in a separate .ecc file; give --ecc-file (or use RS02/RS03)",
+        )),
+        (Method::Rs02, Target::EccFile) => {
+            Err(crate::Error::invalid("RS02 always augments the image; use RS01 or RS03 for a separate .ecc file"))
+        }
+        (Method::Rs01, Target::EccFile) | (Method::Rs03, Target::EccFile) => {
+            if req.medium.is_some() {
+                return Err(crate::Error::invalid(
+                    "--medium applies to augmented images; an .ecc file's size follows from --redundancy",
+                ));
+            }
+            let nroots = ecc_file_roots(req.method, ds, req.redundancy)?;
+            let ndata = N - nroots;
+            if req.method == Method::Rs01 {
+                Ok(Plan::Rs01(Rs01Layout { sectors: ds, nroots, ndata, spl: ds.div_ceil(ndata as u64) }))
+            } else {
+                let spl = ds.div_ceil(ndata as u64 - 1);
+                Ok(Plan::Rs03(Rs03Layout { ds, nroots, ndata, spl, ecc_file: true }, None))
+            }
+        }
+        (Method::Rs03, Target::Augment) => {
+            if let Some(r) = req.redundancy {
+                return Err(crate::Error::invalid(format!(
+                    "an RS03-augmented image always fills its medium, so its redundancy follows from --medium; \
+                     {r:?} cannot be chosen (use --ecc-file for a given redundancy)"
+                )));
+            }
+            let cap = match req.medium {
+                Some(c) => {
+                    if ds >= c {
+                        return Err(crate::Error::invalid(format!(
+                            "the image ({ds} sectors) does not fit on the {} ({c} sectors)",
+                            medium_name(c)
+                        )));
+                    }
+                    c
+                }
+                None => MEDIA.iter().copied().find(|&c| rs03_roots(ds, c) >= 8).unwrap_or(BD_DL),
+            };
+            let roots = rs03_roots(ds, cap);
+            if roots < 8 {
+                let need = MEDIA.iter().copied().find(|&c| rs03_roots(ds, c) >= 8);
+                return Err(crate::Error::invalid(format!(
+                    "the image ({ds} sectors) leaves room for {} roots on the {} ({cap} sectors); RS03 needs at \
+                     least 8{}",
+                    roots.max(0),
+                    medium_name(cap),
+                    need.map_or(String::from(" (it is too large for any standard medium)"), |c| format!(
+                        ": choose a larger medium ({})",
+                        medium_name(c)
+                    ))
+                )));
+            }
+            let spl = cap / 255;
+            let nd0 = RS03_MIN_DATA_LAYERS.max((ds + 2).div_ceil(spl));
+            let ndata = nd0 as usize + 1;
+            Ok(Plan::Rs03(Rs03Layout { ds, nroots: N - ndata, ndata, spl, ecc_file: false }, Some(cap)))
+        }
+        (Method::Rs02, Target::Augment) => plan_rs02(req, ds),
+    }
+}
+
+/// `CalcRS02Layout`.
+fn plan_rs02(req: &Request, ds: u64) -> crate::Result<Plan> {
+    let auto_cap = MEDIA.iter().copied().find(|&c| ds < c).unwrap_or(BD_DL);
+    let cap = req.medium.unwrap_or(auto_cap);
+    let crc_sectors = (4 * ds).div_ceil(ECC_SECTOR_BYTES);
+    let protected = ds + 2 + crc_sectors;
+    let requested = match req.redundancy {
+        None => None,
+        Some(Redundancy::Roots(r)) => Some(r),
+        Some(Redundancy::Percent(p)) => {
+            // dvdisaster reads the percentage as an integer and takes the fewest roots reaching it.
+            let p = p.trunc();
+            (7..=170usize).find(|&r| r as f64 * 100.0 / (N - r) as f64 >= p)
+        }
+        Some(r) => {
+            return Err(crate::Error::invalid(format!(
+                "RS02 takes its redundancy as roots (32r) or a percentage (20%), or from --medium; not {r:?}"
+            )));
+        }
+    };
+    if let Some(r) = requested
+        && !(8..=170).contains(&r)
+    {
+        return Err(crate::Error::invalid(format!("{r} roots is outside the useful range 8..=170")));
+    }
+    let prelim = match requested {
+        Some(r) => r,
+        None => {
+            let rs = cap as i64 - protected as i64;
+            ((N as i64 * rs) / cap as i64).clamp(0, 170) as usize
+        }
+    };
+    let modulo = Rs02Layout::base_modulo(ds, prelim).map_err(|f| crate::Error::invalid(f.to_string()))?;
+    let fits = |l: &Rs02Layout| l.total <= cap;
+    let layout_for = |nroots: usize| {
+        Rs02Layout::compute(ds, nroots, modulo).map_err(|f| {
+            crate::Error::invalid(format!("{f} (dvdisaster would write a runaway image here; use more roots)"))
+        })
+    };
+    if let Some(r) = requested {
+        let l = layout_for(r)?;
+        if req.medium.is_some() && !fits(&l) {
+            let best = (8..r).rev().find(|&n| layout_for(n).is_ok_and(|l| fits(&l)));
+            return Err(crate::Error::invalid(format!(
+                "the image ({ds} sectors) with {r} roots needs {} sectors, more than the {} holds ({cap}); {}",
+                l.total,
+                medium_name(cap),
+                match best {
+                    Some(n) => format!(
+                        "the largest redundancy that fits is {n} roots ({:.1}%)",
+                        n as f64 * 100.0 / (N - n) as f64
+                    ),
+                    None => "not even 8 roots fit: choose a larger medium".into(),
+                }
+            )));
+        }
+        return Ok(Plan::Rs02(l, req.medium));
+    }
+    let mut nroots = prelim;
+    while nroots > 7 {
+        let l = layout_for(nroots)?;
+        if fits(&l) {
+            return Ok(Plan::Rs02(l, Some(cap)));
+        }
+        nroots -= 1;
+    }
+    Err(crate::Error::invalid(format!(
+        "not enough space on the {} ({cap} sectors) for RS02 error correction data: the image has {ds} sectors and \
+         even 8 roots do not fit; choose a larger medium or create a separate .ecc file (RS01/RS03)",
+        medium_name(cap)
+    )))
+}
+
+/// Options for [`protect`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Replace an existing output file.
+    pub force: bool,
+    /// Encoder threads.
+    pub workers: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { force: false, workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 64) }
+    }
+}
+
+/// What [`protect`] wrote.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Codec.
+    pub method: Method,
+    /// Augmented image (else `.ecc` file).
+    pub augmented: bool,
+    /// The file written.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Sectors of the image.
+    pub data_sectors: u64,
+    /// Parity symbols per codeword.
+    pub nroots: usize,
+    /// Medium capacity the layout was sized for (augmented images), in sectors.
+    pub medium_sectors: Option<u64>,
+    /// RS02/RS03: sectors per layer; RS01: sectors per layer.
+    pub sectors_per_layer: u64,
+    /// The error-correction data as read back from the written file.
+    pub ecc: super::Ecc,
+    /// The read-back verification of the written file.
+    pub verify: super::verify::Report,
+}
+
+/// The image as dvdisaster sees it: sectors, bytes in the last one, fingerprint.
+struct Input<'a> {
+    src: &'a dyn ByteSource,
+    size: u64,
+    ds: u64,
+    in_last: u32,
+    fp: [u8; 16],
+}
+
+impl<'a> Input<'a> {
+    fn new(src: &'a dyn ByteSource) -> crate::Result<Self> {
+        let size = src.size_bytes();
+        let ds = size.div_ceil(ECC_SECTOR_BYTES);
+        let rem = (size % ECC_SECTOR_BYTES) as u32;
+        let in_last = if rem == 0 { SECTOR as u32 } else { rem };
+        // GetImageFingerprint: MD5 of sector 16 if all 2048 bytes can be read and it is not a
+        // dead sector marker, else zeros.
+        let mut fp = [0u8; 16];
+        if size >= (FINGERPRINT_SECTOR + 1) * ECC_SECTOR_BYTES {
+            let mut b = vec![0u8; SECTOR];
+            src.read_exact_at(&mut b, FINGERPRINT_SECTOR * ECC_SECTOR_BYTES)
+                .map_err(|e| crate::Error::io("reading the fingerprint sector", e))?;
+            if layout::dead_sector(&b, FINGERPRINT_SECTOR, None).is_none() {
+                fp = Md5::digest(&b).into();
+            }
+        }
+        Ok(Input { src, size, ds, in_last, fp })
+    }
+
+    /// Image sectors `[first, first+n)` into `buf`, zero beyond the end; refuses dead sectors.
+    fn read(&self, first: u64, buf: &mut [u8]) -> crate::Result<()> {
+        let off = first * ECC_SECTOR_BYTES;
+        let avail = self.size.saturating_sub(off).min(buf.len() as u64) as usize;
+        self.src
+            .read_exact_at(&mut buf[..avail], off)
+            .map_err(|e| crate::Error::io(format!("reading image sector {first}"), e))?;
+        buf[avail..].fill(0);
+        for (k, sec) in buf[..avail].chunks(SECTOR).enumerate() {
+            if sec.len() == SECTOR && layout::dead_sector(sec, first + k as u64, Some(&self.fp)).is_some() {
+                return Err(dead_sector_error(first + k as u64));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn dead_sector_error(s: u64) -> crate::Error {
+    crate::Error::corrupt(format!(
+        "image sector {s} is a dvdisaster dead-sector marker (it could not be read when the image was made); error \
+         correction data can only be created for a complete image — repair or re-read it first"
+    ))
+}
+
+/// A header with the fields every codec writes.
+fn base_header(method: Method, flags0: u8, inp: &Input<'_>, ndata: usize, nroots: usize) -> [u8; HEADER_BYTES] {
+    let mut h = [0u8; HEADER_BYTES];
+    h[..12].copy_from_slice(COOKIE);
+    h[hdr::METHOD..hdr::METHOD + 4].copy_from_slice(method.name().as_bytes());
+    h[hdr::METHOD_FLAGS] = flags0;
+    h[hdr::MEDIUM_FP..hdr::MEDIUM_FP + 16].copy_from_slice(&inp.fp);
+    h[hdr::SECTORS..hdr::SECTORS + 8].copy_from_slice(&inp.ds.to_le_bytes());
+    h[hdr::DATA_BYTES..hdr::DATA_BYTES + 4].copy_from_slice(&(ndata as i32).to_le_bytes());
+    h[hdr::ECC_BYTES..hdr::ECC_BYTES + 4].copy_from_slice(&(nroots as i32).to_le_bytes());
+    h[hdr::CREATOR_VERSION..hdr::CREATOR_VERSION + 4].copy_from_slice(&CREATOR_VERSION.to_le_bytes());
+    h[hdr::FP_SECTOR..hdr::FP_SECTOR + 4].copy_from_slice(&(FINGERPRINT_SECTOR as i32).to_le_bytes());
+    h[hdr::IN_LAST..hdr::IN_LAST + 4].copy_from_slice(&inp.in_last.to_le_bytes());
+    h
+}
+
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn sign(b: &mut [u8], at: usize) {
+    let c = layout::self_crc(b, at);
+    put32(b, at, c);
+}
+
+/// The RS03 CrcBlock template (`prepare_crc_block`) without the CRCs and selfCRC.
+fn rs03_crc_block_template(l: &Rs03Layout, inp: &Input<'_>) -> [u8; SECTOR] {
+    let mut b = [0u8; SECTOR];
+    b[crcblk::COOKIE..crcblk::COOKIE + 12].copy_from_slice(COOKIE);
+    b[crcblk::METHOD..crcblk::METHOD + 4].copy_from_slice(b"RS03");
+    b[crcblk::METHOD_FLAGS] = if l.ecc_file { MFLAG_ECC_FILE } else { 0 };
+    put32(&mut b, crcblk::CREATOR_VERSION, CREATOR_VERSION as u32);
+    put32(&mut b, crcblk::NEEDED_VERSION, 7900);
+    put32(&mut b, crcblk::FP_SECTOR, FINGERPRINT_SECTOR as u32);
+    b[crcblk::MEDIUM_FP..crcblk::MEDIUM_FP + 16].copy_from_slice(&inp.fp);
+    b[crcblk::DATA_SECTORS..crcblk::DATA_SECTORS + 8].copy_from_slice(&l.ds.to_le_bytes());
+    put32(&mut b, crcblk::IN_LAST, inp.in_last);
+    put32(&mut b, crcblk::DATA_BYTES, l.ndata as u32);
+    put32(&mut b, crcblk::ECC_BYTES, l.nroots as u32);
+    b[crcblk::SECTORS_PER_LAYER..crcblk::SECTORS_PER_LAYER + 8].copy_from_slice(&l.spl.to_le_bytes());
+    b
+}
+
+/// The byte-parallel systematic encoder: the parity of many codewords at once, one codeword per
+/// byte column. Multiplying a column slice by generator coefficient `g[k+1]` uses the
+/// coefficient's products with the 16 low and 16 high nibbles (`crate::sys::gf_mul_xor`: two
+/// byte shuffles per 32 bytes with AVX2, table lookups otherwise).
+struct Encoder {
+    nroots: usize,
+    /// `(lo, hi)` nibble products of `g[k+1]`.
+    tables: Vec<([u8; 16], [u8; 16])>,
+}
+
+impl Encoder {
+    fn new(code: &Code) -> Self {
+        let g = code.generator();
+        let tables = (1..=code.nroots())
+            .map(|k| {
+                let (mut lo, mut hi) = ([0u8; 16], [0u8; 16]);
+                for x in 0..16u8 {
+                    lo[x as usize] = super::rs::mul(g[k], x);
+                    hi[x as usize] = super::rs::mul(g[k], x << 4);
+                }
+                (lo, hi)
+            })
+            .collect();
+        Encoder { nroots: code.nroots(), tables }
+    }
+
+    /// `rows[j]` (ndata rows of `len` bytes) → `parity[k]` (nroots rows of `len` bytes), in
+    /// column slices of [`COLUMN`] bytes.
+    fn encode(&self, rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: usize) {
+        let nr = self.nroots;
+        let mut fb = vec![0u8; COLUMN];
+        let mut ring: Vec<Vec<u8>> = (0..nr).map(|_| vec![0u8; COLUMN]).collect();
+        let mut c0 = 0;
+        while c0 < len {
+            let w = COLUMN.min(len - c0);
+            for r in ring.iter_mut() {
+                r[..w].fill(0);
+            }
+            let mut head = 0usize;
+            for row in rows {
+                let d = &row[c0..c0 + w];
+                let fbw = &mut fb[..w];
+                for ((f, &x), &p) in fbw.iter_mut().zip(d).zip(&ring[head][..w]) {
+                    *f = x ^ p;
+                }
+                // Shift: the old first row becomes the last one (zero before the update).
+                let last = head;
+                head = if head + 1 == nr { 0 } else { head + 1 };
+                ring[last][..w].fill(0);
+                for k in 0..nr {
+                    let idx = if head + k >= nr { head + k - nr } else { head + k };
+                    let (lo, hi) = &self.tables[k];
+                    crate::sys::gf_mul_xor(&mut ring[idx][..w], fbw, lo, hi);
+                }
+            }
+            for (k, out) in parity.iter_mut().enumerate() {
+                let idx = (head + k) % nr;
+                out[c0..c0 + w].copy_from_slice(&ring[idx][..w]);
+            }
+            c0 += w;
+        }
+    }
+}
+
+/// Where the encoder's rows come from and where its parity goes, per codec.
+trait Codec: Sync {
+    fn ndata(&self) -> usize;
+    fn nroots(&self) -> usize;
+    fn spl(&self) -> u64;
+    /// Fill `rows[j]` with sectors `i0..i0+n` of data layer `j`; `extra` holds sector
+    /// `(i0+n) % spl` of every layer when the codec needs it (RS03's chained CRCs).
+    fn fill(&self, i0: u64, n: u64, rows: &mut [Vec<u8>], extra: &mut [Vec<u8>]) -> crate::Result<()>;
+    /// Write the parity rows for sectors `i0..i0+n`.
+    fn sink(&self, i0: u64, n: u64, parity: &[Vec<u8>]) -> crate::Result<()>;
+    fn wants_extra(&self) -> bool {
+        false
+    }
+}
+
+/// Run the encoder over all ECC blocks on `workers` threads.
+fn encode_all(codec: &dyn Codec, workers: usize, run: &mut Run<'_>) -> crate::Result<()> {
+    let code = Code::new(codec.nroots())?;
+    let enc = Encoder::new(&code);
+    let spl = codec.spl();
+    let groups = spl.div_ceil(GROUP);
+    let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    let interrupt: &Interrupt = run.interrupt;
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let total_bytes = spl * ECC_SECTOR_BYTES * codec.ndata() as u64;
+    run.progress.start("encoding", Some(total_bytes));
+    let result = std::thread::scope(|s| -> crate::Result<()> {
+        let handles: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                s.spawn(|| -> crate::Result<()> {
+                    let ndata = codec.ndata();
+                    let max = (GROUP * ECC_SECTOR_BYTES) as usize;
+                    let mut rows: Vec<Vec<u8>> = (0..ndata).map(|_| vec![0u8; max]).collect();
+                    let mut extra: Vec<Vec<u8>> =
+                        if codec.wants_extra() { (0..ndata).map(|_| vec![0u8; SECTOR]).collect() } else { Vec::new() };
+                    let mut parity: Vec<Vec<u8>> = (0..codec.nroots()).map(|_| vec![0u8; max]).collect();
+                    loop {
+                        if failed.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        interrupt.check()?;
+                        let g = next.fetch_add(1, Ordering::Relaxed);
+                        if g >= groups {
+                            return Ok(());
+                        }
+                        let i0 = g * GROUP;
+                        let n = GROUP.min(spl - i0);
+                        let len = (n * ECC_SECTOR_BYTES) as usize;
+                        let r = codec.fill(i0, n, &mut rows, &mut extra).and_then(|()| {
+                            enc.encode(&rows, &mut parity, len);
+                            codec.sink(i0, n, &parity)
+                        });
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                            return r;
+                        }
+                        done.fetch_add(len as u64 * ndata as u64, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        // Progress from the calling thread while the workers run.
+        let mut reported = 0u64;
+        while handles.iter().any(|h| !h.is_finished()) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let d = done.load(Ordering::Relaxed);
+            run.progress.advance(d - reported);
+            reported = d;
+        }
+        let mut first_err = None;
+        for h in handles {
+            let r = h.join().unwrap_or_else(|_| Err(crate::Error::invalid("BUG: an encoder thread panicked")));
+            if let Err(e) = r
+                && first_err.is_none()
+            {
+                first_err = Some(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    });
+    run.progress.finish();
+    result
+}
+
+fn write_at(f: &File, path: &Path, buf: &[u8], off: u64) -> crate::Result<()> {
+    f.write_all_at(buf, off).map_err(|e| crate::Error::io(format!("writing {} at byte {off}", path.display()), e))
+}
+
+/// Write a data sector into an augmented output unless it is all zeros (the output is created
+/// at full size, so zeros stay holes: a sparse image gives a sparse output).
+fn write_data(f: &File, path: &Path, buf: &[u8], off: u64) -> crate::Result<()> {
+    let mut start = 0;
+    for (k, sec) in buf.chunks(SECTOR).enumerate() {
+        let zero = sec.iter().all(|&b| b == 0);
+        if zero {
+            if start < k * SECTOR {
+                write_at(f, path, &buf[start..k * SECTOR], off + start as u64)?;
+            }
+            start = (k + 1) * SECTOR;
+        }
+    }
+    if start < buf.len() {
+        write_at(f, path, &buf[start..], off + start as u64)?;
+    }
+    Ok(())
+}
+
+struct Rs03Codec<'a> {
+    l: Rs03Layout,
+    inp: &'a Input<'a>,
+    header: [u8; HEADER_BYTES],
+    template: [u8; SECTOR],
+    out: &'a File,
+    out_path: &'a Path,
+}
+
+impl Rs03Codec<'_> {
+    /// Virtual data sector `s` (of data layers 0..ndata-1) into `buf`.
+    fn data_sector(&self, s: u64, buf: &mut [u8]) -> crate::Result<()> {
+        let ds = self.l.ds;
+        if s < ds {
+            self.inp.read(s, buf)
+        } else if !self.l.ecc_file && s < ds + 2 {
+            let k = (s - ds) as usize * SECTOR;
+            buf.copy_from_slice(&self.header[k..k + SECTOR]);
+            Ok(())
+        } else {
+            layout::padding_sector(s, &self.inp.fp, buf);
+            Ok(())
+        }
+    }
+
+    /// Sectors `s..s+n` of a data layer (`i` consecutive sectors of one layer are consecutive).
+    fn data_run(&self, s: u64, buf: &mut [u8]) -> crate::Result<()> {
+        let ds = self.l.ds;
+        let n = (buf.len() / SECTOR) as u64;
+        let real = ds.saturating_sub(s).min(n);
+        if real > 0 {
+            self.inp.read(s, &mut buf[..real as usize * SECTOR])?;
+        }
+        for k in real..n {
+            let b = &mut buf[k as usize * SECTOR..(k as usize + 1) * SECTOR];
+            self.data_sector(s + k, b)?;
+        }
+        Ok(())
+    }
+}
+
+impl Codec for Rs03Codec<'_> {
+    fn ndata(&self) -> usize {
+        self.l.ndata
+    }
+    fn nroots(&self) -> usize {
+        self.l.nroots
+    }
+    fn spl(&self) -> u64 {
+        self.l.spl
+    }
+    fn wants_extra(&self) -> bool {
+        true
+    }
+    fn fill(&self, i0: u64, n: u64, rows: &mut [Vec<u8>], extra: &mut [Vec<u8>]) -> crate::Result<()> {
+        let l = &self.l;
+        let len = (n * ECC_SECTOR_BYTES) as usize;
+        let dl = l.data_layers();
+        let next = (i0 + n) % l.spl;
+        for j in 0..dl {
+            let s = j as u64 * l.spl + i0;
+            self.data_run(s, &mut rows[j][..len])?;
+            if !l.ecc_file {
+                write_data(self.out, self.out_path, &rows[j][..len], s * ECC_SECTOR_BYTES)?;
+            }
+            self.data_sector(j as u64 * l.spl + next, &mut extra[j])?;
+        }
+        // CRC layer: block i carries the CRCs of block i+1.
+        let (data, crc) = rows.split_at_mut(dl);
+        let crc = &mut crc[0];
+        for k in 0..n as usize {
+            let cb = &mut crc[k * SECTOR..(k + 1) * SECTOR];
+            cb.copy_from_slice(&self.template);
+            for (j, layer) in data.iter().enumerate() {
+                let sec: &[u8] =
+                    if k + 1 < n as usize { &layer[(k + 1) * SECTOR..(k + 2) * SECTOR] } else { &extra[j] };
+                put32(cb, crcblk::CRC + 4 * j, layout::crc32(sec));
+            }
+            sign(cb, crcblk::SELF_CRC);
+        }
+        let crc_off = if l.ecc_file { 2 + i0 } else { (l.ndata as u64 - 1) * l.spl + i0 };
+        write_at(self.out, self.out_path, &rows[dl][..len], crc_off * ECC_SECTOR_BYTES)
+    }
+    fn sink(&self, i0: u64, n: u64, parity: &[Vec<u8>]) -> crate::Result<()> {
+        let l = &self.l;
+        let len = (n * ECC_SECTOR_BYTES) as usize;
+        for (k, p) in parity.iter().enumerate() {
+            let at = match l.place(l.ndata + k, i0) {
+                layout::Rs03Place::Image(s) | layout::Rs03Place::EccFile(s) => s,
+                layout::Rs03Place::Padding(_) => {
+                    return Err(crate::Error::invalid("BUG: RS03 parity placed in padding"));
+                }
+            };
+            write_at(self.out, self.out_path, &p[..len], at * ECC_SECTOR_BYTES)?;
+        }
+        Ok(())
+    }
+}
+
+struct Rs02Codec<'a> {
+    l: Rs02Layout,
+    inp: &'a Input<'a>,
+    crc_area: Vec<u8>,
+    out: &'a File,
+    out_path: &'a Path,
+}
+
+impl Codec for Rs02Codec<'_> {
+    fn ndata(&self) -> usize {
+        self.l.ndata
+    }
+    fn nroots(&self) -> usize {
+        self.l.nroots
+    }
+    fn spl(&self) -> u64 {
+        self.l.spl
+    }
+    fn fill(&self, i0: u64, n: u64, rows: &mut [Vec<u8>], _extra: &mut [Vec<u8>]) -> crate::Result<()> {
+        let l = &self.l;
+        let len = (n * ECC_SECTOR_BYTES) as usize;
+        for (j, row) in rows.iter_mut().enumerate() {
+            let s0 = j as u64 * l.spl + i0;
+            let row = &mut row[..len];
+            let real = l.ds.saturating_sub(s0).min(n);
+            if real > 0 {
+                let b = &mut row[..real as usize * SECTOR];
+                self.inp.read(s0, b)?;
+                write_data(self.out, self.out_path, b, s0 * ECC_SECTOR_BYTES)?;
+            }
+            for k in real..n {
+                let s = s0 + k;
+                let b = &mut row[k as usize * SECTOR..(k as usize + 1) * SECTOR];
+                // The first header is zeros in the codewords (it holds eccSum); virtual padding too.
+                if s >= l.ds + 2 && s < l.protected {
+                    let c = (s - l.ds - 2) as usize * SECTOR;
+                    b.copy_from_slice(&self.crc_area[c..c + SECTOR]);
+                } else {
+                    b.fill(0);
+                }
+            }
+        }
+        Ok(())
+    }
+    fn sink(&self, i0: u64, n: u64, parity: &[Vec<u8>]) -> crate::Result<()> {
+        for (k, p) in parity.iter().enumerate() {
+            for i in 0..n as usize {
+                let at = self.l.ecc_sector(k, i0 + i as u64);
+                write_at(self.out, self.out_path, &p[i * SECTOR..(i + 1) * SECTOR], at * ECC_SECTOR_BYTES)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Rs01Codec<'a> {
+    l: Rs01Layout,
+    inp: &'a Input<'a>,
+    out: &'a File,
+    out_path: &'a Path,
+}
+
+impl Codec for Rs01Codec<'_> {
+    fn ndata(&self) -> usize {
+        self.l.ndata
+    }
+    fn nroots(&self) -> usize {
+        self.l.nroots
+    }
+    fn spl(&self) -> u64 {
+        self.l.spl
+    }
+    fn fill(&self, i0: u64, n: u64, rows: &mut [Vec<u8>], _extra: &mut [Vec<u8>]) -> crate::Result<()> {
+        let len = (n * ECC_SECTOR_BYTES) as usize;
+        for (j, row) in rows.iter_mut().enumerate() {
+            let s0 = j as u64 * self.l.spl + i0;
+            // Sectors past the image are zeros; Input::read pads them.
+            self.inp.read(s0, &mut row[..len])?;
+        }
+        Ok(())
+    }
+    fn sink(&self, i0: u64, n: u64, parity: &[Vec<u8>]) -> crate::Result<()> {
+        // Parity bytes of one codeword are stored consecutively.
+        let nr = self.l.nroots;
+        let len = (n * ECC_SECTOR_BYTES) as usize;
+        let mut buf = vec![0u8; len * nr];
+        for (k, p) in parity.iter().enumerate() {
+            for (b, &v) in p[..len].iter().enumerate() {
+                buf[b * nr + k] = v;
+            }
+        }
+        let off = self.l.parity_offset() + i0 * ECC_SECTOR_BYTES * nr as u64;
+        write_at(self.out, self.out_path, &buf, off)
+    }
+}
+
+/// RS01/RS02: one pass over the image for the per-sector CRCs and the MD5 of its bytes.
+fn scan(inp: &Input<'_>, run: &mut Run<'_>) -> crate::Result<(Vec<u32>, [u8; 16])> {
+    const CHUNK: u64 = 512;
+    run.progress.start("checksums", Some(inp.size));
+    let mut crcs = Vec::with_capacity(inp.ds as usize);
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; (CHUNK * ECC_SECTOR_BYTES) as usize];
+    let mut s = 0;
+    while s < inp.ds {
+        run.interrupt.check()?;
+        let n = CHUNK.min(inp.ds - s);
+        let b = &mut buf[..(n * ECC_SECTOR_BYTES) as usize];
+        inp.read(s, b)?;
+        let bytes = (inp.size - s * ECC_SECTOR_BYTES).min(b.len() as u64) as usize;
+        md5.update(&b[..bytes]);
+        crcs.extend(b.chunks(SECTOR).map(layout::crc32));
+        run.progress.advance(bytes as u64);
+        s += n;
+    }
+    run.progress.finish();
+    Ok((crcs, md5.finalize().into()))
+}
+
+/// MD5 of `len` bytes of `f` at `off`.
+fn md5_of(f: &File, path: &Path, off: u64, len: u64) -> crate::Result<[u8; 16]> {
+    let mut h = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut o = off;
+    while o < off + len {
+        let n = (off + len - o).min(buf.len() as u64) as usize;
+        f.read_exact_at(&mut buf[..n], o)
+            .map_err(|e| crate::Error::io(format!("reading {} back", path.display()), e))?;
+        h.update(&buf[..n]);
+        o += n as u64;
+    }
+    Ok(h.finalize().into())
+}
+
+/// Write RS03 data: header, CRC layer and ECC layers (and, augmented, the data and padding).
+fn write_rs03(
+    l: &Rs03Layout,
+    inp: &Input<'_>,
+    out: &File,
+    out_path: &Path,
+    workers: usize,
+    run: &mut Run<'_>,
+) -> crate::Result<()> {
+    let flags = if l.ecc_file { MFLAG_ECC_FILE } else { 0 };
+    let mut header = base_header(Method::Rs03, flags, inp, l.ndata, l.nroots);
+    put32(&mut header, hdr::NEEDED_VERSION, 7900);
+    header[hdr::SECTORS_PER_LAYER..hdr::SECTORS_PER_LAYER + 8].copy_from_slice(&l.spl.to_le_bytes());
+    sign(&mut header, hdr::SELF_CRC);
+    if l.ecc_file {
+        write_at(out, out_path, &header, 0)?;
+    }
+    let codec = Rs03Codec { l: *l, inp, header, template: rs03_crc_block_template(l, inp), out, out_path };
+    encode_all(&codec, workers, run)
+}
+
+fn write_rs02(
+    l: &Rs02Layout,
+    inp: &Input<'_>,
+    out: &File,
+    out_path: &Path,
+    workers: usize,
+    run: &mut Run<'_>,
+) -> crate::Result<()> {
+    let (crcs, md5) = scan(inp, run)?;
+    let mut crc_area = Vec::with_capacity((l.crc_sectors * ECC_SECTOR_BYTES) as usize);
+    for s in l.crc_order() {
+        crc_area.extend_from_slice(&crcs[s as usize].to_le_bytes());
+    }
+    while crc_area.len() < (l.crc_sectors * ECC_SECTOR_BYTES) as usize {
+        crc_area.extend_from_slice(&layout::SELF_CRC_PLACEHOLDER);
+    }
+    write_at(out, out_path, &crc_area, (l.ds + 2) * ECC_SECTOR_BYTES)?;
+    let crc_sum: [u8; 16] = Md5::digest(&crc_area).into();
+    let codec = Rs02Codec { l: *l, inp, crc_area, out, out_path };
+    encode_all(&codec, workers, run)?;
+    // eccSum: MD5 of the per-layer MD5s, each over the layer's sectors in order.
+    let mut outer = Md5::new();
+    let mut sec = vec![0u8; SECTOR];
+    for k in 0..l.nroots {
+        run.interrupt.check()?;
+        let mut h = Md5::new();
+        for i in 0..l.spl {
+            let at = l.ecc_sector(k, i) * ECC_SECTOR_BYTES;
+            out.read_exact_at(&mut sec, at)
+                .map_err(|e| crate::Error::io(format!("reading {} back", out_path.display()), e))?;
+            h.update(&sec);
+        }
+        outer.update(h.finalize());
+    }
+    let ecc_sum: [u8; 16] = outer.finalize().into();
+    let mut header = base_header(Method::Rs02, 0, inp, l.ndata, l.nroots);
+    header[hdr::MEDIUM_SUM..hdr::MEDIUM_SUM + 16].copy_from_slice(&md5);
+    header[hdr::ECC_SUM..hdr::ECC_SUM + 16].copy_from_slice(&ecc_sum);
+    put32(&mut header, hdr::NEEDED_VERSION, 6600);
+    header[hdr::CRC_SUM..hdr::CRC_SUM + 16].copy_from_slice(&crc_sum);
+    header[hdr::SECTORS_ADDED_BY_ECC..hdr::SECTORS_ADDED_BY_ECC + 8].copy_from_slice(&l.ecc_sectors.to_le_bytes());
+    // The CRCs of ECC block firstCrcLayerIndex, in layer order.
+    let mut at = SECTOR;
+    let mut s = l.first_crc_layer;
+    while s < l.ds && at + 4 <= HEADER_BYTES {
+        put32(&mut header, at, crcs[s as usize]);
+        at += 4;
+        s += l.spl;
+    }
+    sign(&mut header, hdr::SELF_CRC);
+    for p in l.header_copies() {
+        write_at(out, out_path, &header, p * ECC_SECTOR_BYTES)?;
+    }
+    Ok(())
+}
+
+fn write_rs01(
+    l: &Rs01Layout,
+    inp: &Input<'_>,
+    out: &File,
+    out_path: &Path,
+    workers: usize,
+    run: &mut Run<'_>,
+) -> crate::Result<()> {
+    let (crcs, md5) = scan(inp, run)?;
+    let crc_bytes: Vec<u8> = crcs.iter().flat_map(|c| c.to_le_bytes()).collect();
+    write_at(out, out_path, &crc_bytes, l.crc_offset())?;
+    let codec = Rs01Codec { l: *l, inp, out, out_path };
+    encode_all(&codec, workers, run)?;
+    let ecc_sum = md5_of(out, out_path, HEADER_BYTES as u64, l.file_bytes() - HEADER_BYTES as u64)?;
+    let mut header = base_header(Method::Rs01, 1, inp, l.ndata, l.nroots);
+    header[hdr::MEDIUM_SUM..hdr::MEDIUM_SUM + 16].copy_from_slice(&md5);
+    header[hdr::ECC_SUM..hdr::ECC_SUM + 16].copy_from_slice(&ecc_sum);
+    put32(&mut header, hdr::NEEDED_VERSION, if inp.in_last == SECTOR as u32 { 5500 } else { 6600 });
+    write_at(out, out_path, &header, 0)
+}
+
+/// Create the error-correction data `req` asks for, for the image at `image_path`, in `out`
+/// (the augmented copy of the image, or the `.ecc` file). The image is only read. `out` is
+/// written under a temporary name, synced, verified with loopkit's verifier (the augmented
+/// image, or the image against the new `.ecc` file), and renamed into place only if that
+/// verification is clean.
+///
+/// # Errors
+/// `InvalidInput` for impossible parameters or data that does not fit the medium;
+/// `Unsafe` when `out` exists (without `force`) or is the image; `Corrupt` when the image holds
+/// dead-sector markers or (augmenting) already carries dvdisaster data, or when the written
+/// output does not verify; `Io`; `Interrupted`. No output is left behind on error.
+pub fn protect(
+    image_path: &Path,
+    req: &Request,
+    out: &Path,
+    opts: &Options,
+    run: &mut Run<'_>,
+) -> crate::Result<Outcome> {
+    check_output(out, &[image_path], opts.force)?;
+    let src = FileSource::open(image_path)?;
+    let inp = Input::new(&src)?;
+    let plan = plan(req, inp.ds)?;
+    if plan.augmented()
+        && let Some(e) = super::find_in_image(&src)?
+    {
+        return Err(crate::Error::corrupt(format!(
+            "{} already carries dvdisaster {} error correction data; strip it first (loopkit strip-ecc) to \
+             protect the original again",
+            image_path.display(),
+            e.method()
+        )));
+    }
+    let tmp = TempFile::beside(out)?;
+    let tmp_path = tmp.path.clone();
+    let size = plan.output_bytes();
+    tmp.file.set_len(size).map_err(|e| crate::Error::io(format!("sizing {}", tmp_path.display()), e))?;
+    match &plan {
+        Plan::Rs03(l, _) => write_rs03(l, &inp, &tmp.file, &tmp_path, opts.workers, run)?,
+        Plan::Rs02(l, _) => write_rs02(l, &inp, &tmp.file, &tmp_path, opts.workers, run)?,
+        Plan::Rs01(l) => write_rs01(l, &inp, &tmp.file, &tmp_path, opts.workers, run)?,
+    }
+    tmp.file.sync_all().map_err(|e| crate::Error::io(format!("syncing {}", tmp_path.display()), e))?;
+    let _ = crate::output::direct::drop_cached(&tmp.file);
+
+    // Read the result back through the verifier before it takes the final name.
+    let written = FileSource::open(&tmp_path)?;
+    let vopts = super::verify::Options::default();
+    let (ecc, report) = if plan.augmented() {
+        let ecc = super::find_in_image(&written)?.ok_or_else(|| {
+            crate::Error::corrupt(format!(
+                "BUG: {} reads back without recognisable error correction data",
+                tmp_path.display()
+            ))
+        })?;
+        let r = super::verify::verify(&ecc, &written, &vopts, run)?;
+        (ecc, r)
+    } else {
+        let ecc = super::open_ecc_source(Arc::new(written), &tmp_path)?;
+        let r = super::verify::verify(&ecc, &src, &vopts, run)?;
+        (ecc, r)
+    };
+    if ecc.method() != req.method || ecc.nroots() != plan.nroots() || !report.ok() {
+        return Err(crate::Error::corrupt(format!(
+            "{} does not verify after writing ({}); nothing was kept",
+            tmp_path.display(),
+            report.problems.iter().map(|p| p.message.clone()).collect::<Vec<_>>().join("; ")
+        )));
+    }
+    tmp.persist(out, opts.force)?;
+    let mut report = report;
+    let mut ecc = ecc;
+    if let Some(p) = &mut report.ecc_file {
+        *p = out.to_path_buf();
+    }
+    if let super::Placement::EccFile { path, .. } = &mut ecc.placement {
+        *path = out.to_path_buf();
+    }
+    let (spl, medium) = match &plan {
+        Plan::Rs01(l) => (l.spl, None),
+        Plan::Rs02(l, m) => (l.spl, *m),
+        Plan::Rs03(l, m) => (l.spl, *m),
+    };
+    Ok(Outcome {
+        method: req.method,
+        augmented: plan.augmented(),
+        path: out.to_path_buf(),
+        bytes: size,
+        data_sectors: inp.ds,
+        nroots: plan.nroots(),
+        medium_sectors: medium,
+        sectors_per_layer: spl,
+        ecc,
+        verify: report,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dvdisaster_spellings() {
+        assert_eq!(parse_medium("DVD9").unwrap(), DVD_DL);
+        assert_eq!(parse_medium("bd-dl").unwrap(), BD_DL);
+        assert_eq!(parse_medium("2550").unwrap(), 2550);
+        assert!(parse_medium("floppy").is_err());
+        assert_eq!(parse_size_spec("32r", true).unwrap(), SizeSpec::Redundancy(Redundancy::Roots(32)));
+        assert_eq!(parse_size_spec("40", false).unwrap(), SizeSpec::Redundancy(Redundancy::Roots(40)));
+        assert_eq!(parse_size_spec("400000", true).unwrap(), SizeSpec::Medium(400000));
+        assert_eq!(parse_size_spec("CD", false).unwrap(), SizeSpec::Medium(CD));
+        assert_eq!(parse_size_spec("20%", false).unwrap(), SizeSpec::Redundancy(Redundancy::Percent(20.0)));
+        assert_eq!(parse_size_spec("5m", false).unwrap(), SizeSpec::Redundancy(Redundancy::EccMib(5)));
+        assert!(parse_size_spec("lots", false).is_err());
+    }
+
+    #[test]
+    fn rs02_plan_matches_the_worked_example() {
+        // docs/formats/dvdisaster.md §6.7: 9978 sectors on a CD: 170 roots, 30138 sectors.
+        let req = Request { method: Method::Rs02, target: Target::Augment, medium: None, redundancy: None };
+        let Plan::Rs02(l, _) = plan(&req, 9978).unwrap() else { panic!("not RS02") };
+        assert_eq!((l.nroots, l.total, l.modulo), (170, 30138, 512));
+        // 20% → 43 roots (dvdisaster picks the fewest roots reaching the percentage).
+        let req = Request { redundancy: Some(Redundancy::Percent(20.0)), ..req };
+        assert_eq!(plan(&req, 9978).unwrap().nroots(), 43);
+    }
+
+    #[test]
+    fn rs03_plans() {
+        // §7.2: 9978 sectors on a CD: spl 1409, 170 roots.
+        let req = Request { method: Method::Rs03, target: Target::Augment, medium: None, redundancy: None };
+        let Plan::Rs03(l, Some(cap)) = plan(&req, 9978).unwrap() else { panic!("not RS03") };
+        assert_eq!((cap, l.spl, l.nroots, l.total_sectors()), (CD, 1409, 170, 359295));
+        // -n 20% for an .ecc file gave 43 roots (§7.4).
+        let req = Request { target: Target::EccFile, redundancy: Some(Redundancy::Percent(20.0)), ..req };
+        assert_eq!(plan(&req, 9978).unwrap().nroots(), 43);
+        // Too large for the medium: a clear error naming the medium that fits.
+        let req = Request { target: Target::Augment, medium: Some(CD), redundancy: None, ..req };
+        let e = plan(&req, 350_000).unwrap_err();
+        assert!(e.message().contains("DVD"), "{}", e.message());
+    }
+
+    #[test]
+    fn encoder_matches_the_scalar_codec() {
+        for nroots in [8usize, 32, 170] {
+            let code = Code::new(nroots).unwrap();
+            let enc = Encoder::new(&code);
+            let len = 2 * COLUMN + 77;
+            let rows: Vec<Vec<u8>> = (0..code.ndata())
+                .map(|j| {
+                    (0..len).map(|b| ((j * 131 + b * 7) as u32).wrapping_mul(2654435761).to_le_bytes()[3]).collect()
+                })
+                .collect();
+            let mut parity: Vec<Vec<u8>> = (0..nroots).map(|_| vec![0u8; len]).collect();
+            enc.encode(&rows, &mut parity, len);
+            for b in [0, 1, COLUMN - 1, COLUMN, len - 1] {
+                let data: Vec<u8> = rows.iter().map(|r| r[b]).collect();
+                let mut want = vec![0u8; nroots];
+                code.encode(&data, &mut want);
+                let got: Vec<u8> = parity.iter().map(|p| p[b]).collect();
+                assert_eq!(got, want, "{nroots} roots, column {b}");
+            }
+        }
+    }
+}
