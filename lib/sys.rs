@@ -2,7 +2,8 @@
 //! nor `std` wrap (FIEMAP, `BLKGETSIZE64`, `FS_IOC_FSGETXATTR`, `XFS_IOC_FSGEOMETRY`,
 //! `F_SETLEASE`/`F_GETLEASE`, `unshare`, `kcmp`, `mlock`/`madvise` of secrets), the AVX2
 //! GF(2^8) multiply-and-add of the Reed–Solomon encoder ([`gf_mul_xor`]), `fork` (daemonizing `loopkit mount`) and the io_uring
-//! submission of the remap engine's freeze probe ([`FreezeProbe`]). Aligned `O_DIRECT` buffers
+//! submission of the remap engine's freeze probe ([`FreezeProbe`]) and of ublk control commands
+//! ([`ublk_ctrl_cmd`]). Aligned `O_DIRECT` buffers
 //! need no `unsafe` (`output::direct::AlignedBuf`). Everything else (fstatfs, fadvise, futimens, fallocate,
 //! `FS_IOC_GETFLAGS`, `BLKSSZGET`, `SEEK_DATA`) goes through `rustix`'s safe API at the call site.
 //!
@@ -329,6 +330,61 @@ impl FreezeProbe {
             if let Some(cqe) = self.ring.completion().next() {
                 return Ok(cqe.result());
             }
+        }
+    }
+}
+
+/// One ublk control command on `/dev/ublk-control` (an io_uring `URING_CMD` in a 128-byte
+/// entry, on a two-entry ring of its own), waited for until its completion arrives: `cmd_op` for
+/// device `dev_id` with `data` (the command's `data[0]`) and, when `buf_len` is not 0, a buffer of
+/// that many bytes the driver reads (`input`, copied in) or fills. Returns the completion's
+/// result (`>= 0` or `-errno`) and the buffer.
+///
+/// libublk's own control path gives up waiting when `io_uring_enter` is interrupted (its result
+/// ignored, the completion then missing), frees the buffer the driver is still to write, and
+/// retries: this one waits for the very completion, retrying on `EINTR`, and never lets go of
+/// the buffer while the request may still use it.
+///
+/// # Errors
+/// The OS error of opening the control device, setting up the ring or submitting.
+pub fn ublk_ctrl_cmd(cmd_op: u32, dev_id: u32, data: u64, buf_len: u16, input: &[u8]) -> io::Result<(i32, Vec<u8>)> {
+    use io_uring::{cqueue, squeue};
+    let ctrl = std::fs::OpenOptions::new().read(true).write(true).open("/dev/ublk-control")?;
+    let mut ring = io_uring::IoUring::<squeue::Entry128, cqueue::Entry>::builder().build(2)?;
+    let mut buf = vec![0u8; usize::from(buf_len)];
+    let n = input.len().min(buf.len());
+    buf[..n].copy_from_slice(&input[..n]);
+    // struct ublksrv_ctrl_cmd (32 bytes): dev_id, queue_id (-1: none), len, addr, data[1],
+    // dev_path_len, pad, reserved.
+    let mut cmd = [0u8; 80];
+    cmd[0..4].copy_from_slice(&dev_id.to_ne_bytes());
+    cmd[4..6].copy_from_slice(&u16::MAX.to_ne_bytes());
+    cmd[6..8].copy_from_slice(&buf_len.to_ne_bytes());
+    let addr = if buf.is_empty() { 0 } else { buf.as_mut_ptr() as u64 };
+    cmd[8..16].copy_from_slice(&addr.to_ne_bytes());
+    cmd[16..24].copy_from_slice(&data.to_ne_bytes());
+    const TOKEN: u64 = 0x75626c6b;
+    let sqe = io_uring::opcode::UringCmd80::new(io_uring::types::Fd(ctrl.as_raw_fd()), cmd_op)
+        .cmd(cmd)
+        .build()
+        .user_data(TOKEN);
+    // SAFETY: the entry refers to `ctrl` and to `buf`'s heap allocation (`addr`, `buf_len`
+    // bytes), which stay alive and unmoved until its completion is taken below; if waiting fails
+    // before that, both are leaked (never freed under the driver), as is the ring.
+    unsafe { ring.submission().push(&sqe) }.map_err(|_| io::Error::other("ublk control ring full"))?;
+    loop {
+        match ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                std::mem::forget(buf);
+                std::mem::forget(ctrl);
+                std::mem::forget(ring);
+                return Err(e);
+            }
+        }
+        if let Some(cqe) = ring.completion().find(|c| c.user_data() == TOKEN) {
+            return Ok((cqe.result(), buf));
         }
     }
 }

@@ -716,14 +716,11 @@ pub fn detach(a: &DetachArgs) -> loopkit::Result<u8> {
     } else {
         // The server died without cleaning up: remove what is left of the device, if the driver
         // says it is the one the recorded (dead) server made.
-        let server = i32::try_from(e.dev_id)
-            .ok()
-            .and_then(|id| libublk::ctrl::UblkCtrl::new_simple(id).ok())
-            .map(|c| c.dev_info().ublksrv_pid);
+        let server = attach::server::device_state(e.dev_id);
         let recorded_gone =
             !state::process_alive(e.pid) || state::verify_server(e.pid, found.server_start_ticks).is_ok();
         match server {
-            Some(p) if i64::from(p) == i64::from(e.pid) && recorded_gone => {
+            Some(d) if d.no_server_but(e.pid) && recorded_gone => {
                 how = if found.status == "orphaned" {
                     "removed (orphaned: its server was gone; the I/O waiting on it fails)"
                 } else {

@@ -433,12 +433,14 @@ pub fn supervise(dev_id: u32, timeout: std::time::Duration) -> crate::Result<Sup
         let Some(info) = server::device_state(dev_id) else {
             return Ok(Supervised::Detached);
         };
-        if i64::from(info.server_pid) != i64::from(pid) {
-            return Ok(if info.state == server::DeviceState::Live {
-                Supervised::Recovered
-            } else {
-                Supervised::Detached
-            });
+        if !info.no_server_but(pid) {
+            match info.state {
+                server::DeviceState::Live => return Ok(Supervised::Recovered),
+                // Being recovered right now (the recovering process holds the recovery lock,
+                // so the deadline below cannot remove it meanwhile): see what it comes to.
+                server::DeviceState::Quiesced => {}
+                _ => return Ok(Supervised::Detached),
+            }
         }
         if !still_recorded && info.state != server::DeviceState::Quiesced {
             // A clean detach stops the device, then forgets the record.
@@ -448,7 +450,8 @@ pub fn supervise(dev_id: u32, timeout: std::time::Duration) -> crate::Result<Sup
             // Unless a recovery holds the lock (then see what it comes to): still the dead
             // server's device, and nobody recovering it.
             if let Some(_lock) = state::recovery_lock(dev_id)?
-                && server::device_state(dev_id).is_some_and(|i| i64::from(i.server_pid) == i64::from(pid))
+                && server::device_state(dev_id)
+                    .is_some_and(|i| i.no_server_but(pid) && i.state == server::DeviceState::Quiesced)
             {
                 server::delete_device(dev_id);
                 return Ok(Supervised::Removed);

@@ -105,14 +105,38 @@ pub fn delete_device(dev_id: u32) {
     if !std::path::Path::new("/dev/ublk-control").exists() {
         return;
     }
-    if let Ok(id) = i32::try_from(dev_id)
-        && let Ok(c) = UblkCtrl::new_simple(id)
-    {
-        let _ = c.kill_dev();
-        if c.del_dev_async().is_err() {
-            let _ = c.del_dev();
-        }
+    let _ = ctrl_cmd(sys::UBLK_U_CMD_STOP_DEV, sys::UBLK_CMD_STOP_DEV, dev_id, 0, &[]);
+    if !matches!(ctrl_cmd(sys::UBLK_U_CMD_DEL_DEV_ASYNC, 0, dev_id, 0, &[]), Ok((r, _)) if r >= 0) {
+        let _ = ctrl_cmd(sys::UBLK_U_CMD_DEL_DEV, sys::UBLK_CMD_DEL_DEV, dev_id, 0, &[]);
     }
+}
+
+/// A control command through [`crate::sys::ublk_ctrl_cmd`] (never libublk's `new_simple`,
+/// which reads the device's information on the way): the ioctl-encoded `op` first, then, for a
+/// driver before `UBLK_F_CMD_IOCTL_ENCODE` (Linux 6.3), the plain `legacy` number when there is
+/// one (not 0) and the device exists. Returns the result (`>= 0` or `-errno`) and the buffer.
+fn ctrl_cmd(op: u32, legacy: u32, dev_id: u32, len: u16, input: &[u8]) -> std::io::Result<(i32, Vec<u8>)> {
+    let (r, buf) = crate::sys::ublk_ctrl_cmd(op, dev_id, 0, len, input)?;
+    if r >= 0 || legacy == 0 || r == -libc::ENODEV || r == -libc::EBUSY {
+        return Ok((r, buf));
+    }
+    crate::sys::ublk_ctrl_cmd(legacy, dev_id, 0, len, input)
+}
+
+/// `GET_DEV_INFO` of device `dev_id`: `Ok(None)` when the driver has no such device.
+///
+/// # Errors
+/// The OS error of the control device or of the command.
+pub fn device_info(dev_id: u32) -> std::io::Result<Option<DeviceInfo>> {
+    const LEN: u16 = std::mem::size_of::<sys::ublksrv_ctrl_dev_info>() as u16;
+    let (r, b) = ctrl_cmd(sys::UBLK_U_CMD_GET_DEV_INFO, sys::UBLK_CMD_GET_DEV_INFO, dev_id, LEN, &[])?;
+    if r == -libc::ENODEV {
+        return Ok(None);
+    }
+    if r < 0 {
+        return Err(std::io::Error::from_raw_os_error(-r));
+    }
+    Ok(Some(DeviceInfo::parse(&b).ok_or_else(|| std::io::Error::other("short GET_DEV_INFO answer"))?))
 }
 
 /// A ublk device's state as the driver reports it (`ublksrv_ctrl_dev_info.state`).
@@ -145,27 +169,52 @@ pub struct DeviceInfo {
     pub depth: u16,
 }
 
-/// The driver's view of device `dev_id`; `None` when there is no ublk driver or no such device.
+impl DeviceInfo {
+    /// Whether the driver names no live server other than `dead_pid` for the device: its pid
+    /// is `dead_pid` (Linux 6.x keeps the last server's pid on a quiesced device), or none at
+    /// all (7.x sets it to -1 once the server is gone).
+    pub fn no_server_but(&self, dead_pid: u32) -> bool {
+        self.server_pid <= 0 || i64::from(self.server_pid) == i64::from(dead_pid)
+    }
+
+    /// From the driver's `struct ublksrv_ctrl_dev_info` (64 bytes, native endian): queues,
+    /// depth and state at bytes 0, 2, 4; the server's pid at 16; the flags at 24.
+    fn parse(b: &[u8]) -> Option<DeviceInfo> {
+        let u16_at = |i: usize| b.get(i..i + 2).and_then(|s| s.try_into().ok()).map(u16::from_ne_bytes);
+        let pid = b.get(16..20).and_then(|s| s.try_into().ok()).map(i32::from_ne_bytes)?;
+        let flags = b.get(24..32).and_then(|s| s.try_into().ok()).map(u64::from_ne_bytes)?;
+        let raw = u16_at(4)?;
+        let state = match u32::from(raw) {
+            sys::UBLK_S_DEV_DEAD => DeviceState::Dead,
+            sys::UBLK_S_DEV_LIVE => DeviceState::Live,
+            sys::UBLK_S_DEV_QUIESCED => DeviceState::Quiesced,
+            sys::UBLK_S_DEV_FAIL_IO => DeviceState::FailIo,
+            _ => DeviceState::Other(raw),
+        };
+        Some(DeviceInfo { state, server_pid: pid, flags, queues: u16_at(0)?, depth: u16_at(2)? })
+    }
+}
+
+impl DeviceState {
+    /// `dead`, `live`, `quiesced`, `fail-io`, `unknown-N` (the JSON spelling).
+    pub fn as_str(self) -> String {
+        match self {
+            DeviceState::Dead => "dead".into(),
+            DeviceState::Live => "live".into(),
+            DeviceState::Quiesced => "quiesced".into(),
+            DeviceState::FailIo => "fail-io".into(),
+            DeviceState::Other(n) => format!("unknown-{n}"),
+        }
+    }
+}
+
+/// The driver's view of device `dev_id`; `None` when there is no ublk driver, no such device,
+/// or the driver does not answer.
 pub fn device_state(dev_id: u32) -> Option<DeviceInfo> {
     if !std::path::Path::new("/dev/ublk-control").exists() {
         return None;
     }
-    let c = UblkCtrl::new_simple(i32::try_from(dev_id).ok()?).ok()?;
-    let info = c.dev_info();
-    let state = match u32::from(info.state) {
-        sys::UBLK_S_DEV_DEAD => DeviceState::Dead,
-        sys::UBLK_S_DEV_LIVE => DeviceState::Live,
-        sys::UBLK_S_DEV_QUIESCED => DeviceState::Quiesced,
-        sys::UBLK_S_DEV_FAIL_IO => DeviceState::FailIo,
-        _ => DeviceState::Other(info.state),
-    };
-    Some(DeviceInfo {
-        state,
-        server_pid: info.ublksrv_pid,
-        flags: info.flags,
-        queues: info.nr_hw_queues,
-        depth: info.queue_depth,
-    })
+    device_info(dev_id).ok().flatten()
 }
 
 /// The user-recovery flags to create a device with: `UBLK_F_USER_RECOVERY` and
@@ -366,9 +415,7 @@ fn recover_ctrl<B: Backend>(
         return Err(refuse(format!("it does not wait for recovery (state {:?})", info.state)));
     }
     let sid = i32::try_from(id).map_err(|_| refuse("bad device number".into()))?;
-    let simple = UblkCtrl::new_simple(sid).map_err(|e| ublk_error("cannot open the ublk device", e))?;
-    let mut params = sys::ublk_params::default();
-    simple.get_params(&mut params).map_err(|e| ublk_error("cannot read the device's parameters", e))?;
+    let params = device_params_of(id)?;
     let size = backend.size_bytes();
     if params.basic.dev_sectors != size >> 9 || params.basic.logical_bs_shift != lbs {
         return Err(refuse(format!(
@@ -385,10 +432,10 @@ fn recover_ctrl<B: Backend>(
     if zero_copy && backend.crypt().is_some() {
         return Err(refuse("it was created for zero copy, which --decrypt cannot serve".into()));
     }
-    match simple.start_user_recover() {
-        Ok(r) if r < 0 => return Err(ublk_error("START_USER_RECOVERY failed", UblkError::OtherError(r))),
+    match ctrl_cmd(sys::UBLK_U_CMD_START_USER_RECOVERY, sys::UBLK_CMD_START_USER_RECOVERY, id, 0, &[]) {
+        Ok((r, _)) if r < 0 => return Err(ublk_error("START_USER_RECOVERY failed", UblkError::OtherError(r))),
         Ok(_) => {}
-        Err(e) => return Err(ublk_error("START_USER_RECOVERY failed", e)),
+        Err(e) => return Err(crate::Error::io("START_USER_RECOVERY failed", e)),
     }
     let ctrl = UblkCtrlBuilder::default()
         .name("loopkit")
@@ -400,6 +447,34 @@ fn recover_ctrl<B: Backend>(
         .build()
         .map_err(|e| ublk_error("cannot open the ublk device for recovery", e))?;
     Ok((ctrl, zero_copy, info.queues, info.depth))
+}
+
+/// `GET_PARAMS` of device `id`: the basic parameters (size, block sizes, attributes).
+fn device_params_of(id: u32) -> crate::Result<sys::ublk_params> {
+    const LEN: u16 = std::mem::size_of::<sys::ublk_params>() as u16;
+    // The driver reads `len` (the first four bytes) to know how much the caller takes.
+    let input = u32::from(LEN).to_ne_bytes();
+    let (r, b) = ctrl_cmd(sys::UBLK_U_CMD_GET_PARAMS, sys::UBLK_CMD_GET_PARAMS, id, LEN, &input)
+        .map_err(|e| crate::Error::io("cannot read the device's parameters", e))?;
+    if r < 0 {
+        return Err(ublk_error("cannot read the device's parameters", UblkError::OtherError(r)));
+    }
+    let u32_at = |i: usize| b.get(i..i + 4).and_then(|s| s.try_into().ok()).map(u32::from_ne_bytes);
+    let u64_at = |i: usize| b.get(i..i + 8).and_then(|s| s.try_into().ok()).map(u64::from_ne_bytes);
+    let short = || crate::Error::invalid("short GET_PARAMS answer");
+    // struct ublk_params: len, types, then ublk_param_basic at 8: attrs (u32), logical_bs_shift,
+    // physical_bs_shift, io_opt_shift, io_min_shift (u8 each), max_sectors, chunk_sectors (u32),
+    // dev_sectors (u64) at 8 + 16.
+    let mut p = sys::ublk_params {
+        len: u32_at(0).ok_or_else(short)?,
+        types: u32_at(4).ok_or_else(short)?,
+        ..Default::default()
+    };
+    p.basic.attrs = u32_at(8).ok_or_else(short)?;
+    p.basic.logical_bs_shift = *b.get(12).ok_or_else(short)?;
+    p.basic.physical_bs_shift = *b.get(13).ok_or_else(short)?;
+    p.basic.dev_sectors = u64_at(24).ok_or_else(short)?;
+    Ok(p)
 }
 
 /// The device's ublk parameters: size, block sizes, read-only, volatile cache with FUA,

@@ -229,6 +229,12 @@ pub struct Listed {
     /// older versions.
     #[serde(skip)]
     pub server_start_ticks: Option<u64>,
+    /// The ublk driver's state of the device number now (`GET_DEV_INFO`): `live`, `quiesced`
+    /// (waiting for recovery), `fail-io`, `dead`, `unknown-N`, or `gone` (no such device);
+    /// `None` when the driver could not be asked.
+    pub driver_state: Option<String>,
+    /// The pid the driver names as the device's server, when it has the device.
+    pub driver_server_pid: Option<i32>,
 }
 
 /// Every recorded device, sorted by device number; nothing when the state directory is missing
@@ -267,27 +273,43 @@ pub fn list_checked() -> crate::Result<Vec<Listed>> {
         }
         let Ok(stored) = serde_json::from_slice::<Stored>(&bytes) else { continue };
         let live = process_alive(stored.entry.pid) && Path::new(&stored.entry.device).exists();
+        let driver = if Path::new("/dev/ublk-control").exists() {
+            super::server::device_info(stored.entry.dev_id).ok()
+        } else {
+            None
+        };
         let status = if live {
             "live"
-        } else if orphaned(&stored.entry, stored.server_start_ticks) {
+        } else if driver.flatten().is_some_and(|d| orphan_of(&stored.entry, stored.server_start_ticks, &d)) {
             "orphaned"
         } else {
             "stale"
         };
-        out.push(Listed { entry: stored.entry, live, status, server_start_ticks: stored.server_start_ticks });
+        out.push(Listed {
+            live,
+            status,
+            server_start_ticks: stored.server_start_ticks,
+            driver_state: driver.map(|d| d.map_or_else(|| "gone".to_string(), |d| d.state.as_str())),
+            driver_server_pid: driver.flatten().map(|d| d.server_pid),
+            entry: stored.entry,
+        });
     }
     out.sort_by_key(|l| l.entry.dev_id);
     Ok(out)
 }
 
 /// Whether the driver still holds `e`'s device for a server that is gone: the device exists,
-/// names the recorded pid as its server, and waits for recovery (quiesced).
+/// names the recorded pid or no pid as its server, and waits for recovery (quiesced).
 pub fn orphaned(e: &Entry, server_start_ticks: Option<u64>) -> bool {
+    super::server::device_state(e.dev_id).is_some_and(|d| orphan_of(e, server_start_ticks, &d))
+}
+
+/// [`orphaned`] with the driver's answer at hand.
+fn orphan_of(e: &Entry, server_start_ticks: Option<u64>, d: &super::server::DeviceInfo) -> bool {
     e.recovery
         && server_gone(e.pid, server_start_ticks)
-        && super::server::device_state(e.dev_id).is_some_and(|d| {
-            i64::from(d.server_pid) == i64::from(e.pid) && d.state == super::server::DeviceState::Quiesced
-        })
+        && d.no_server_but(e.pid)
+        && d.state == super::server::DeviceState::Quiesced
 }
 
 /// Whether the server recorded as `pid`, started at `start_ticks`, is gone (dead, a zombie, or
