@@ -5,7 +5,8 @@
 //! (k) `--remap` of a sparse and of a fully written image on ext4 (4 KiB blocks) on the 4Kn disk:
 //!     the remap engine serves (`remap` `active`, no fallback note), the device shows 4096-byte
 //!     logical blocks, fio writes and verifies through it, and after detach fio verifies the
-//!     image files through ext4.
+//!     image files through ext4; no discard is advertised under `--remap` (`discard_granularity`
+//!     0).
 //! (l) the file path with `--logical-block-size 4096`: the device shows 4096-byte blocks and the
 //!     image is opened `O_DIRECT` (`direct_io` true: 4096-byte direct I/O fits), fio verifies;
 //!     `--remap --logical-block-size 512` there is refused (exit 2, the disk needs 4096).
@@ -52,6 +53,7 @@ for n in full sparse; do
     dev=$(sed -n 's/^ *"device": "\(.*\)",$/\1/p' /tmp/k-$n.out)
     cp /tmp/k-$n.out /run/vm/k-$n.json
     echo "k-ss:$n=$(blockdev --getss "$dev")"
+    echo "k-gran:$n=$(cat /sys/block/$(basename "$dev")/queue/discard_granularity)"
     rc=0
 "#,
     );
@@ -131,7 +133,7 @@ fn four_kn(suite: &'static str) -> TestResult {
         }
     };
     check(one("k-disk-ss:") == ["4096"], format!("the disk is not 4Kn in the guest: {:?}", one("k-disk-ss:")));
-    let (ss, dev_rc, file_rc) = (tagged("k-ss:"), tagged("k-dev:"), tagged("k-file:"));
+    let (ss, dev_rc, file_rc, gran) = (tagged("k-ss:"), tagged("k-dev:"), tagged("k-file:"), tagged("k-gran:"));
     for n in ["full", "sparse"] {
         let j: serde_json::Value =
             serde_json::from_slice(&out.file(&format!("k-{n}.json"))?).map_err(|e| format!("k-{n}.json: {e}"))?;
@@ -143,6 +145,11 @@ fn four_kn(suite: &'static str) -> TestResult {
             format!("(k) {n}: attach --remap --json: {j}"),
         );
         check(ss.get(n).map(String::as_str) == Some("4096"), format!("(k) {n}: device logical block {:?}", ss.get(n)));
+        // No discard under --remap (docs/CLI.md, "Discard and write-zeroes"): the kernel sees none.
+        check(
+            j["discard"] == false && gran.get(n).map(String::as_str) == Some("0"),
+            format!("(k) {n}: --remap advertised discard: {} / discard_granularity {:?}", j["discard"], gran.get(n)),
+        );
         check(
             dev_rc.get(n).map(String::as_str) == Some("0"),
             format!("(k) {n}: fio through the device: {:?}", dev_rc.get(n)),

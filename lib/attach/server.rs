@@ -884,6 +884,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn device_info_is_read_from_the_uapi_layout() {
+        // struct ublksrv_ctrl_dev_info as the driver fills it: 2 queues, depth 64, QUIESCED,
+        // max_io_buf_bytes, dev_id 3, pid -1 (7.x once the server is gone), flags.
+        let mut b = vec![0u8; 64];
+        b[0..2].copy_from_slice(&2u16.to_ne_bytes());
+        b[2..4].copy_from_slice(&64u16.to_ne_bytes());
+        b[4..6].copy_from_slice(&(sys::UBLK_S_DEV_QUIESCED as u16).to_ne_bytes());
+        b[8..12].copy_from_slice(&(512u32 << 10).to_ne_bytes());
+        b[12..16].copy_from_slice(&3u32.to_ne_bytes());
+        b[16..20].copy_from_slice(&(-1i32).to_ne_bytes());
+        b[24..32].copy_from_slice(&u64::from(sys::UBLK_F_USER_RECOVERY).to_ne_bytes());
+        let i = DeviceInfo::parse(&b).unwrap();
+        assert_eq!((i.queues, i.depth, i.state, i.server_pid), (2, 64, DeviceState::Quiesced, -1));
+        assert_eq!(i.flags, u64::from(sys::UBLK_F_USER_RECOVERY));
+        assert!(i.no_server_but(4242), "7.x: no pid at all");
+        b[16..20].copy_from_slice(&4242i32.to_ne_bytes());
+        let i = DeviceInfo::parse(&b).unwrap();
+        assert!(i.no_server_but(4242), "6.x: the dead server's pid");
+        assert!(!i.no_server_but(77), "another server");
+        b[4..6].copy_from_slice(&9u16.to_ne_bytes());
+        assert_eq!(DeviceInfo::parse(&b).unwrap().state, DeviceState::Other(9));
+        assert!(DeviceInfo::parse(&b[..20]).is_none(), "short");
+        // The struct really is 64 bytes with the fields where parse reads them.
+        assert_eq!(std::mem::size_of::<sys::ublksrv_ctrl_dev_info>(), 64);
+    }
+
+    #[test]
     fn recovery_flags_follow_the_driver_then_the_release() {
         let rec = u64::from(sys::UBLK_F_USER_RECOVERY);
         let reissue = u64::from(sys::UBLK_F_USER_RECOVERY_REISSUE);
