@@ -3,7 +3,8 @@
 //! (every block written before, during and after the crash reads back with its checksum), the
 //! kernel's own behaviour of the device node and of `dd` on it, and `timeout` for "no hang".
 //! (r) fio writes sequentially through the device (rate-limited so the crash lands mid-run);
-//!     the server is killed with SIGKILL; `attach --list` shows the device orphaned; recovery is
+//!     the server is killed with SIGKILL; `attach --list` shows the device orphaned (the driver's
+//!     state `quiesced`, its server pid the killed one or -1); recovery is
 //!     refused to another user (sudo for uid 1000) and when the image path now names another
 //!     inode; `attach --recover DEV` resumes serving the same device; fio finishes without an
 //!     error and `fio --verify_only` over the whole written area passes; then the new server is
@@ -11,7 +12,7 @@
 //!     area verifies again.
 //! (n) no recovery attempted: after SIGKILL, a read of the device fails (not hangs) within the
 //!     recovery timeout (5 s, plus the guest's slack), the device goes away, `--list` shows the
-//!     record stale and `detach` forgets it.
+//!     record stale (the driver has no such device: `gone`) and `detach` forgets it.
 
 use crate::util::{self, Scratch, TestResult, trial};
 use crate::vm::{self, Disk, VmJob};
@@ -54,6 +55,7 @@ echo "r-dev:$dev"
     s.push_str(
         r#"sleep 4
 echo "r-midrun:$(test -s /tmp/fio-w.rc && echo no || echo yes)"
+echo "r-pid:$(cat /tmp/r.pid)"
 kill -9 "$(cat /tmp/r.pid)"
 for _ in $(seq 100); do [ -s /tmp/r.rc ] && break; sleep 0.1; done
 echo "r-node-kept:$(test -e "$dev" && echo yes || echo no)"
@@ -69,6 +71,7 @@ rm /tmp/h/r.img
 mv /tmp/h/r.orig /tmp/h/r.img
 dev2=$(start r2 --recover "$dev")
 echo "r-recovered:$dev2"
+echo "r2-pid:$(cat /tmp/r2.pid)"
 for _ in $(seq 1200); do [ -s /tmp/fio-w.rc ] && break; sleep 0.1; done
 echo "r-write:$(cat /tmp/fio-w.rc 2>/dev/null || echo unfinished)"
 sed 's/^/r-fio: /' /tmp/fio-w.out >&2
@@ -109,6 +112,7 @@ gone=no
 for _ in $(seq 100); do if [ ! -e "$dev" ]; then gone=yes; break; fi; sleep 0.1; done
 echo "n-gone:$gone"
 echo "n-listed:$("$LK" attach --list | grep "$dev" | grep -c stale || true)"
+"$LK" attach --list --json >/run/vm/list-removed.json
 "$LK" detach "$dev" && echo "n-detach:ok"
 umount /tmp/h
 "#,
@@ -157,12 +161,16 @@ fn recovery(suite: &'static str) -> TestResult {
     let list: serde_json::Value =
         serde_json::from_slice(&out.file("list-orphan.json")?).map_err(|e| format!("list-orphan.json: {e}"))?;
     let entry = &list["devices"][0];
+    // The driver's view: waiting for recovery, with the dead server's pid (6.x) or none (7.x).
+    let killed: Option<i64> = one("r-pid:").first().and_then(|s| s.parse().ok());
     check(
         entry["device"] == dev.as_str()
             && entry["status"] == "orphaned"
             && entry["live"] == false
-            && entry["recovery"] == true,
-        format!("(r) --list after the kill: {list}"),
+            && entry["recovery"] == true
+            && entry["driver_state"] == "quiesced"
+            && entry["driver_server_pid"].as_i64().is_some_and(|p| p == -1 || Some(p) == killed),
+        format!("(r) --list after the kill (server pid {killed:?}): {list}"),
     );
     let denied = |tag: &str, what: &str| {
         let v = one(tag);
@@ -178,9 +186,14 @@ fn recovery(suite: &'static str) -> TestResult {
     check(one("r-verify:") == ["0"], format!("(r) fio --verify_only of the written area: exit {:?}", one("r-verify:")));
     let rec: serde_json::Value =
         serde_json::from_slice(&out.file("list-recovered.json")?).map_err(|e| format!("list-recovered.json: {e}"))?;
+    let r2: Option<i64> = one("r2-pid:").first().and_then(|s| s.parse().ok());
     check(
-        rec["devices"][0]["status"] == "live" && rec["devices"][0]["device"] == dev.as_str(),
-        format!("(r) --list after recovery: {rec}"),
+        rec["devices"][0]["status"] == "live"
+            && rec["devices"][0]["device"] == dev.as_str()
+            && rec["devices"][0]["driver_state"] == "live"
+            && r2.is_some()
+            && rec["devices"][0]["driver_server_pid"].as_i64() == r2,
+        format!("(r) --list after recovery (the recovering server is pid {r2:?}): {rec}"),
     );
     check(one("r-auto:") == [dev.clone()], format!("(r) attach IMAGE over an orphan printed {:?}", one("r-auto:")));
     check(one("r-auto-note:") == ["1"], "(r) attach IMAGE did not say it recovers the orphan".into());
@@ -196,6 +209,12 @@ fn recovery(suite: &'static str) -> TestResult {
     check(one("n-gone:") == ["yes"], "(n) the device did not go away".into());
     check(one("n-listed:") == ["1"], format!("(n) --list: {:?}", one("n-listed:")));
     check(one("n-detach:") == ["ok"], "(n) detach of the stale record failed".into());
+    let removed: serde_json::Value =
+        serde_json::from_slice(&out.file("list-removed.json")?).map_err(|e| format!("list-removed.json: {e}"))?;
+    check(
+        removed["devices"][0]["status"] == "stale" && removed["devices"][0]["driver_state"] == "gone",
+        format!("(n) --list after the supervisor removed the device: {removed}"),
+    );
 
     if !errors.is_empty() {
         return util::fail(format!("{} ({suite}):\n{}\n{}", errors.len(), errors.join("\n"), out.transcript()));

@@ -418,13 +418,14 @@ fn serve<B: attach::Backend>(
             cryptsetup = Some(line);
             cryptsetup_argv = Some(cmd.argv());
         }
-        if e.recovery && timeout > 0 {
-            if let Err(why) = start_supervisor(e.dev_id, timeout) {
-                notes.push(format!(
-                    "cannot start the recovery supervisor ({why}): if this server dies, the device's I/O waits \
-                     until `loopkit attach --recover` or `loopkit detach`"
-                ));
-            }
+        if e.recovery
+            && timeout > 0
+            && let Err(why) = start_supervisor(e.dev_id, timeout)
+        {
+            notes.push(format!(
+                "cannot start the recovery supervisor ({why}): if this server dies, the device's I/O waits until \
+                 `loopkit attach --recover` or `loopkit detach`"
+            ));
         }
         let mut e2 = e.clone();
         e2.mapper = mapper.clone();
