@@ -340,10 +340,12 @@ impl FreezeProbe {
 /// that many bytes the driver reads (`input`, copied in) or fills. Returns the completion's
 /// result (`>= 0` or `-errno`) and the buffer.
 ///
-/// libublk's own control path gives up waiting when `io_uring_enter` is interrupted (its result
-/// ignored, the completion then missing), frees the buffer the driver is still to write, and
-/// retries: this one waits for the very completion, retrying on `EINTR`, and never lets go of
-/// the buffer while the request may still use it.
+/// libublk 0.4.8's synchronous control path (`UblkCtrl::new_simple` and the commands on it)
+/// ignores the result of `io_uring_enter` and takes whatever completion is first, so an
+/// interrupted wait leaves the command in flight while the buffer it writes to (the
+/// `GET_DEV_INFO2` copy with the device path) is freed and the command is sent again: this one
+/// waits for the very completion, retrying on `EINTR`, and never lets go of the buffer while the
+/// request may still use it.
 ///
 /// # Errors
 /// The OS error of opening the control device, setting up the ring or submitting.
