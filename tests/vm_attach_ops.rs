@@ -94,7 +94,8 @@ with open(sys.argv[2], "a") as out:
 
 fn script(bin: &str, start: &str) -> String {
     let mut s = format!("LK={}\n", vm::sh_quote(bin));
-    s.push_str(&format!("svc_start() {{\n    {start} >>/tmp/o.out 2>>/tmp/o.err &\n    echo $!\n}}\n"));
+    // Run in the script's own shell (not in a command substitution), so `wait` can reap it.
+    s.push_str(&format!("svc_start() {{\n    {start} >>/tmp/o.out 2>>/tmp/o.err &\n    pid=$!\n}}\n"));
     s.push_str(
         r#"
 echo "kernel:$(uname -r)"
@@ -126,7 +127,7 @@ listener=$!
 for _ in $(seq 100); do [ -S /tmp/notify.sock ] && break; sleep 0.1; done
 export NOTIFY_SOCKET=/tmp/notify.sock IMAGE=/tmp/h/o.img OPTIONS="--queues 2 --depth 32"
 ready() { for _ in $(seq 900); do [ "$(grep -c READY=1 /run/vm/notify.txt 2>/dev/null || true)" -ge "$1" ] && return 0; sleep 0.2; done; return 1; }
-pid=$(svc_start)
+svc_start
 ready 1 && echo "o-ready1:yes" || echo "o-ready1:no"
 "$LK" attach --list --json >/run/vm/o-list1.json
 dev=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["devices"][0]["device"])' /run/vm/o-list1.json)
@@ -135,9 +136,10 @@ head -c 4194304 /dev/urandom >/tmp/o.data
 dd if=/tmp/o.data of="$dev" bs=1M oflag=direct conv=fsync status=none
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
-sleep 1
+# (systemd waits RestartSec=2 before the restart; the driver needs a moment to quiesce the device)
+for _ in $(seq 100); do "$LK" attach --list | grep -q orphaned && break; sleep 0.2; done
 "$LK" attach --list --json >/run/vm/o-list2.json
-pid=$(svc_start)
+svc_start
 ready 2 && echo "o-ready2:yes" || echo "o-ready2:no"
 "$LK" attach --list --json >/run/vm/o-list3.json
 echo "o-pid2:$pid"

@@ -54,6 +54,9 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         let _ = attach::supervise(id, Duration::from_secs(a.recovery_timeout))?;
         return Ok(0);
     }
+    // Before anything is opened or any secret read: a machine that cannot serve ublk devices
+    // gets one line naming the fix (no driver, io_uring disabled).
+    attach::server::available()?;
     let mut notes = Vec::new();
     let recovered;
     let a = match recovery_target(a, &mut notes)? {
