@@ -46,6 +46,7 @@ mod vm;
 mod vm_attach;
 mod vm_attach_4kn;
 mod vm_attach_discard;
+mod vm_attach_ops;
 mod vm_attach_recovery;
 mod vm_legacy;
 mod vm_legacy_ciphers;
@@ -103,6 +104,7 @@ fn main() {
     trials.extend(vm_attach_recovery::trials());
     trials.extend(vm_attach_4kn::trials());
     trials.extend(vm_attach_discard::trials());
+    trials.extend(vm_attach_ops::trials());
     trials.extend(vm_remap_safety::trials());
     trials.extend(vm_remap_durability::trials());
     trials.extend(vm_remap_identity::trials());

@@ -54,6 +54,9 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         let _ = attach::supervise(id, Duration::from_secs(a.recovery_timeout))?;
         return Ok(0);
     }
+    // Before anything is opened or any secret read: a machine that cannot serve ublk devices
+    // gets one line naming the fix (no driver, io_uring disabled).
+    attach::server::available()?;
     let mut notes = Vec::new();
     let recovered;
     let a = match recovery_target(a, &mut notes)? {
@@ -455,6 +458,7 @@ fn serve<B: attach::Backend>(
                 e.device
             );
         }
+        notify_systemd(&format!("READY=1\nSTATUS=serving {} as {}\nMAINPID={}", e.image, e.device, std::process::id()));
         Ok(mapper)
     };
     let on_stop = move || {
@@ -616,6 +620,25 @@ fn run_cryptsetup(oc: &OpenCrypt, cmd: &OpenCommand) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{prog} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Tell the service manager of a `Type=notify` unit (`dist/systemd/loopkit-attach@.service`)
+/// that the device is live: `state` as one datagram to the `AF_UNIX` socket `$NOTIFY_SOCKET`
+/// names (a path, or `@name` in the abstract namespace), as `sd_notify(3)` does. Without the
+/// variable nothing happens; a failure is a note (the device serves all the same).
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let bytes = target.as_bytes();
+    let sent = UnixDatagram::unbound().and_then(|sock| match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name).and_then(|a| sock.send_to_addr(state.as_bytes(), &a)),
+        None => sock.send_to(state.as_bytes(), Path::new(&target)),
+    });
+    if let Err(e) = sent {
+        eprintln!("loopkit: note: cannot notify the service manager at $NOTIFY_SOCKET ({e})");
     }
 }
 

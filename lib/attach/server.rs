@@ -86,16 +86,36 @@ pub struct Finished {
     pub wrote: bool,
 }
 
-/// Is there a ublk driver? `Err` says why not.
+/// Is there a ublk driver, and may this process use io_uring (the driver's control and data
+/// paths both run on it)? `Err` says why not, in one line that names the fix.
 pub fn available() -> crate::Result<u64> {
     if !std::path::Path::new("/dev/ublk-control").exists() {
         return Err(crate::Error::unsupported(
-            "ublk is not available: /dev/ublk-control is missing (Linux >= 6.0 with CONFIG_BLK_DEV_UBLK; try \
-             `modprobe ublk_drv`)",
+            "ublk is not available: /dev/ublk-control is missing; load the driver with `modprobe ublk_drv` \
+             (Linux >= 6.0 with CONFIG_BLK_DEV_UBLK)",
         ));
     }
+    io_uring_usable()?;
     // GET_FEATURES exists since 6.5; older drivers have no zero copy either.
     Ok(UblkCtrl::get_features().unwrap_or(0))
+}
+
+/// Whether this process may create an io_uring: `kernel.io_uring_disabled` (Linux >= 6.6) set
+/// to 2, or to 1 for a process outside `kernel.io_uring_group` without `CAP_SYS_ADMIN`, makes
+/// `io_uring_setup` fail with `EPERM`; a kernel without io_uring gives `ENOSYS`.
+fn io_uring_usable() -> crate::Result<()> {
+    let Err(e) = io_uring::IoUring::new(2) else { return Ok(()) };
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok();
+    let why = match (e.raw_os_error(), sysctl.as_deref().map(str::trim)) {
+        (Some(libc::EPERM), Some(v @ ("1" | "2"))) => format!(
+            "io_uring is disabled (sysctl kernel.io_uring_disabled = {v}{}); allow it with `sysctl -w \
+             kernel.io_uring_disabled=0`",
+            if v == "1" { ", and this process is neither in kernel.io_uring_group nor CAP_SYS_ADMIN" } else { "" }
+        ),
+        (Some(libc::ENOSYS), _) => "this kernel has no io_uring (CONFIG_IO_URING is off)".to_string(),
+        _ => format!("cannot create an io_uring ({e}; a seccomp filter or container policy may forbid it)"),
+    };
+    Err(crate::Error::unsupported(format!("ublk needs io_uring: {why}")))
 }
 
 /// Delete ublk device `dev_id` whose server is gone (what `detach` does with a stale record):

@@ -225,6 +225,9 @@ pub struct Listed {
     /// I/O waits); `stale` (the server is gone and so is its device, or the device number now
     /// belongs to another server).
     pub status: &'static str,
+    /// The stable code of a stopped remap engine (the `(remap.…)` at the end of `remap`), null
+    /// while it is `off` or `active`.
+    pub remap_code: Option<String>,
     /// The server's recorded start time (see [`process_start_ticks`]); `None` in records of
     /// older versions.
     #[serde(skip)]
@@ -285,9 +288,11 @@ pub fn list_checked() -> crate::Result<Vec<Listed>> {
         } else {
             "stale"
         };
+        let remap_code = remap_code(&stored.entry.remap);
         out.push(Listed {
             live,
             status,
+            remap_code,
             server_start_ticks: stored.server_start_ticks,
             driver_state: driver.map(|d| d.map_or_else(|| "gone".to_string(), |d| d.state.as_str())),
             driver_server_pid: driver.flatten().map(|d| d.server_pid),
@@ -296,6 +301,14 @@ pub fn list_checked() -> crate::Result<Vec<Listed>> {
     }
     out.sort_by_key(|l| l.entry.dev_id);
     Ok(out)
+}
+
+/// The code of a stopped remap engine: the last `remap.CODE` word of `stopped: WHY (… remap.CODE)`.
+fn remap_code(remap: &str) -> Option<String> {
+    let why = remap.strip_prefix("stopped")?;
+    why.split(|c: char| c.is_whitespace() || "();,".contains(c))
+        .rfind(|w| w.starts_with("remap.") && w.len() > "remap.".len())
+        .map(str::to_string)
 }
 
 /// Whether the driver still holds `e`'s device for a server that is gone: the device exists,
@@ -386,6 +399,22 @@ pub fn find(what: &Path) -> crate::Result<Option<Listed>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_remap_code_is_taken_from_a_stopped_state() {
+        assert_eq!(remap_code("off"), None);
+        assert_eq!(remap_code("active"), None);
+        assert_eq!(remap_code("stopped"), None);
+        assert_eq!(
+            remap_code("stopped: another process opened the image (lease broken; remap.lease-broken)").as_deref(),
+            Some("remap.lease-broken")
+        );
+        assert_eq!(
+            remap_code("stopped: the image's extents changed under the engine at byte 4096 (remap.map-changed)")
+                .as_deref(),
+            Some("remap.map-changed")
+        );
+    }
 
     #[test]
     fn a_live_process_is_alive_and_a_bogus_pid_is_not() {
