@@ -73,7 +73,7 @@ pub fn trials() -> Vec<Trial> {
     }
     // Declared ignored (run them with `--ignored`): on 2026-12-07 a CI run of the XFS half on
     // 6.12 hung — `xfs_fsr` and a kworker blocked for over 240 s in the guest, no loopkit thread
-    // blocked (seed 1796640440). Not reproduced since in about 90 minutes of XFS stress on 6.12
+    // blocked (seed 1796640440). Not reproduced since in about 80 minutes of XFS stress on 6.12
     // (including 600 s runs on both kernels), cause unknown (`docs/TESTING.md`, "Open finding":
     // the best hypothesis is xfs_fsr's own direct I/O from a buffer that is not page-aligned,
     // which this machine's test VM disk fails with EIO). The driver now prints the kernel stacks
