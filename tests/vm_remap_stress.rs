@@ -73,10 +73,12 @@ pub fn trials() -> Vec<Trial> {
     }
     // Declared ignored (run them with `--ignored`): on 2026-12-07 a CI run of the XFS half on
     // 6.12 hung — `xfs_fsr` and a kworker blocked for over 240 s in the guest, no loopkit thread
-    // blocked (seed 1796640440). Not reproduced since in about 47 minutes of XFS stress on 6.12
-    // (including the 600 s runs on both kernels), cause unknown (`docs/TESTING.md`, "Open
-    // finding"). The driver now prints the kernel stacks and fails after 240 s in one step, so a
-    // run with `--ignored` that hangs explains itself. The contract rows above still run.
+    // blocked (seed 1796640440). Not reproduced since in about 80 minutes of XFS stress on 6.12
+    // (including 600 s runs on both kernels), cause unknown (`docs/TESTING.md`, "Open finding":
+    // the best hypothesis is xfs_fsr's own direct I/O from a buffer that is not page-aligned,
+    // which this machine's test VM disk fails with EIO). The driver now prints the kernel stacks
+    // and fails after 240 s in one step, and logs each step to the console, so a run with
+    // `--ignored` that hangs explains itself. The contract rows above still run.
     for &(kname, suite) in KERNELS {
         v.push(
             Trial::ignorable_test(format!("vm_remap_stress::random_mutations_on_{kname}"), move || stress(suite))
@@ -348,10 +350,48 @@ fn stress(suite: &'static str) -> TestResult {
     let Some(bin_in_guest) = vm::guest_path(&bin) else {
         return Err(format!("{} is not visible in the guest", bin.display()).into());
     };
-    let half = secs.div_ceil(2);
+    // Debugging knobs (see docs/TESTING.md): one file system only, the mutator restricted to
+    // some operations, the watchdog's limit per step, the guest's lease-break-time.
+    let only_fs = std::env::var("LOOPKIT_STRESS_FS").ok().filter(|v| !v.is_empty());
+    if let Some(f) = &only_fs
+        && !FILESYSTEMS.contains(&f.as_str())
+    {
+        return util::fail(format!("LOOPKIT_STRESS_FS={f:?} is neither ext4 nor xfs"));
+    }
+    let runs = |fs: &str| only_fs.as_deref().is_none_or(|f| f == fs);
+    let half = if only_fs.is_some() { secs } else { secs.div_ceil(2) };
+    let mut knobs = String::new();
+    for var in ["LOOPKIT_STRESS_OPS", "LOOPKIT_STRESS_HANG_SECS", "LOOPKIT_STRESS_TRACE_DEFRAG"] {
+        if let Ok(v) = std::env::var(var) {
+            knobs.push_str(&format!("export {var}={}\n", vm::sh_quote(&v)));
+        }
+    }
+    if let Ok(v) = std::env::var("LOOPKIT_STRESS_LEASE_BREAK_SECS") {
+        match v.parse::<u32>() {
+            Ok(n) => knobs.push_str(&format!("echo {n} >/proc/sys/fs/lease-break-time\n")),
+            Err(_) => return util::fail(format!("LOOPKIT_STRESS_LEASE_BREAK_SECS={v:?} is not a number")),
+        }
+    }
+    let ext4_half = if runs("ext4") {
+        format!(
+            "mkfs.ext4 -q -F -b 4096 /dev/vda\nmount /dev/vda /tmp/x\npython3 /run/vm/remap_stress.py bystanders \
+             4\npython3 /run/vm/remap_stress.py stress {half} {seed} ext4\numount /tmp/x\n"
+        )
+    } else {
+        String::new()
+    };
+    let xfs_half = if runs("xfs") {
+        format!(
+            "mkfs.xfs -q -f --unsupported -m reflink=1 /dev/vdb\nmount /dev/vdb /tmp/x\npython3 \
+             /run/vm/remap_stress.py bystanders 4\npython3 /run/vm/remap_stress.py stress {half} {seed} xfs\numount \
+             /tmp/x\n"
+        )
+    } else {
+        String::new()
+    };
     let script = format!(
         r#"export LK={bin}
-echo "kernel:$(uname -r)"
+{knobs}echo "kernel:$(uname -r)"
 # A hang shows its kernel stacks: hung tasks after 30 s with their stacks on the console, and
 # the driver's watchdog prints /proc stacks, triggers sysrq-w and fails when a step takes over
 # 240 s or a cycle over 600 s.
@@ -361,17 +401,7 @@ echo 1 >/proc/sys/kernel/sysrq
 echo 8 >/proc/sys/kernel/printk
 modprobe -d "$VM_MODROOT" xfs
 mkdir -p /tmp/x
-mkfs.ext4 -q -F -b 4096 /dev/vda
-mount /dev/vda /tmp/x
-python3 /run/vm/remap_stress.py bystanders 4
-python3 /run/vm/remap_stress.py stress {half} {seed} ext4
-umount /tmp/x
-mkfs.xfs -q -f --unsupported -m reflink=1 /dev/vdb
-mount /dev/vdb /tmp/x
-python3 /run/vm/remap_stress.py bystanders 4
-python3 /run/vm/remap_stress.py stress {half} {seed} xfs
-umount /tmp/x
-"#,
+{ext4_half}{xfs_half}"#,
         bin = vm::sh_quote(&bin_in_guest)
     );
     let job = VmJob {
@@ -395,7 +425,8 @@ umount /tmp/x
     let results: Vec<&str> = out.tagged("stress-result:").collect();
     let summary: Vec<&str> =
         out.stdout.lines().filter(|l| l.starts_with("stress-") && !l.starts_with("stress-cycle:")).collect();
-    if results.len() != 2 || results.iter().any(|r| *r != "ok") {
+    let halves = if only_fs.is_some() { 1 } else { 2 };
+    if results.len() != halves || results.iter().any(|r| *r != "ok") {
         return util::fail(format!("seed {seed}, {secs} s: {results:?}\n{}\n{}", summary.join("\n"), out.transcript()));
     }
     let num = |tag: &str| -> u64 { out.tagged(tag).filter_map(|v| v.parse::<u64>().ok()).sum() };

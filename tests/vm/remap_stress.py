@@ -603,18 +603,25 @@ class Stress:
             "img-dedupe-src", "img-reflink-src", "img-cfr-src", "img-reflink-dst-tail", "img-cfr-dst-tail",
             "nb-write", "nb-punch", "nb-truncate", "nb-defrag", "nb-reflink", "nb-churn",
         ]
+        only = os.environ.get("LOOPKIT_STRESS_OPS", "").split()
+        if only:
+            # A debugging aid: draw from these operations only (the draw stays seeded).
+            ops = [o for o in ops if o in only] or ops
         op = r.choice(ops)
         while self.frozen and free_bytes() < 16 * MiB:
             # Clones and churn files pile up: free space (which is itself a change of blocks).
             p = r.choice(sorted(self.frozen))
             os.unlink(p)
             del self.frozen[p]
+        kmsg("op %s" % op)
         try:
             self.do(op)
         except OSError as e:
             self.count(op, refused=e.errno)
+            kmsg("op %s: errno %d" % (op, e.errno))
             return "%s(errno %d)" % (op, e.errno)
         self.count(op)
+        kmsg("op %s: done" % op)
         return op
 
     def do(self, op):
@@ -642,8 +649,18 @@ class Stress:
                 os.close(fd)
         elif op in ("img-defrag", "nb-defrag"):
             target = IMG if op == "img-defrag" else self.pick_nb()
-            cmd = ["e4defrag", target] if self.fs == "ext4" else ["xfs_fsr", "-d", target]
-            subprocess.run(cmd, capture_output=True, timeout=300)
+            cmd = ["e4defrag", target] if self.fs == "ext4" else ["xfs_fsr", "-v", "-d", target]
+            trace = os.environ.get("LOOPKIT_STRESS_TRACE_DEFRAG")
+            if trace:
+                # A debugging aid: the defragmenter's system calls (offsets of its reads and
+                # writes) into the job directory.
+                self.tmp += 1
+                cmd = ["strace", "-o", "%s/defrag-%d.trace" % (trace, self.tmp), "-e", "trace=openat,open_by_handle_at,read,write,lseek,ioctl,ftruncate,fsync", *cmd]
+            kmsg("%s %s" % (cmd[0], target))
+            d = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            # What the defragmenter said (the console then shows which file it worked on and
+            # whether it copied, swapped or gave up).
+            kmsg("%s exit %s: %s" % (cmd[0], d.returncode, " | ".join((d.stdout + d.stderr).split("\n"))[-1500:]))
         elif op in ("img-dedupe-src", "img-reflink-src", "img-cfr-src"):
             # The image as source; the destination is frozen right after (it must never change).
             o, n = self.aligned(0, self.IMG_SIZE, 2 * MiB)
@@ -784,6 +801,16 @@ def fio_result(stdout):
     return j.get("error", 0) + j.get("total_err", 0), j["write"]["io_bytes"], j["read"]["io_bytes"]
 
 
+def kmsg(text):
+    """A line in the kernel log (the guest console): kernel messages and hung-task reports then
+    show which step of the driver was running."""
+    try:
+        with open("/dev/kmsg", "w") as f:
+            f.write("remap_stress: %s\n" % text)
+    except OSError:
+        pass
+
+
 def stacks(why):
     """Kernel stacks of every task in D state and of every thread of loopkit, fio and the
     defragmenters (/proc/PID/task/TID/stack), then `echo w > /proc/sysrq-trigger` (blocked tasks
@@ -892,7 +919,8 @@ class Watchdog:
 
 def stress(secs, seed, fs):
     s = Stress(seed, fs)
-    dog = Watchdog(240, 600)
+    hang = int(os.environ.get("LOOPKIT_STRESS_HANG_SECS", "240"))
+    dog = Watchdog(hang, max(600, 2 * hang))
     out("stress-seed", seed)
     for n in os.listdir(MNT):
         if n != "lost+found" and not n.startswith("bystander-"):
@@ -914,6 +942,7 @@ def stress(secs, seed, fs):
         cycles += 1
         fseed = s.rng.randrange(1, 1 << 30)
         try:
+            kmsg("cycle %d: attach" % cycles)
             a = Attach("s%d" % cycles, IMG)
         except RuntimeError as e:
             failures.append("cycle %d: %s" % (cycles, e))
@@ -951,6 +980,7 @@ def stress(secs, seed, fs):
             failures.append("cycle %d: a lease break lasted %.1f s (over %.0f s, 2/3 of lease-break-time)" % (cycles, breaking, limit))
         dog.step("cycle %d: --list and detach" % cycles)
         state = a.state()
+        kmsg("cycle %d: detach (%s)" % (cycles, state))
         rc = a.detach()
         dog.step("cycle %d: checks after detach" % cycles)
         res = fio_result(fout)
