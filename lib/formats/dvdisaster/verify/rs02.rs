@@ -51,7 +51,7 @@ pub(super) fn verify_rs02(
     r.missing_sectors.extend(&t.missing);
     r.crc_sum_ok = if t.missing.is_empty() { Some(t.area_md5 == h.crc_sum) } else { None };
     r.crc_section_ok = t.missing.is_empty() && r.crc_sum_ok == Some(true);
-    rs02_sectors(ecc, l, &copies, &t, image, opts, r, run)
+    rs02_sectors(ecc, l, &t, image, opts, r, run)
 }
 
 /// Check the header copies (the first at ds counts as one): intact, damaged (self-CRC), missing,
@@ -91,11 +91,9 @@ fn rs02_header_copies(ecc: &Ecc, copies: &[u64], image: &dyn ByteSource, r: &mut
 
 /// Check every sector in parallel: the data MD5, the data sectors against the CRC table `t`,
 /// and the ECC layers (dead sectors, and their MD5 against `eccSum`).
-#[allow(clippy::too_many_arguments)]
 fn rs02_sectors(
     ecc: &Ecc,
     l: &Rs02Layout,
-    copies: &[u64],
     t: &CrcTable,
     image: &dyn ByteSource,
     opts: &Options,
@@ -106,6 +104,7 @@ fn rs02_sectors(
     let fp = h.medium_fp;
     let nsec = r.image_sectors;
     let CrcTable { crc: crcs, valid: crc_valid, .. } = t;
+    let copies: Vec<u64> = l.header_copies().collect();
 
     // Jobs: the data MD5 first (the long serial stream), then data CRCs, then ECC layers.
     enum Job {
