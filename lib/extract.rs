@@ -609,15 +609,68 @@ fn write_file(
         }
         Err(e) => return Err(io(w.target, e.into())),
     };
-    let mut advanced = 0u64;
-    let mut lost = 0u64;
     let known: &[std::ops::Range<u64>] = w.known_lost.as_deref().unwrap_or(&[]);
-    let mut lost_ranges: Vec<std::ops::Range<u64>> = known.to_vec();
+    let mut losses = Losses { bytes: 0, ranges: known.to_vec(), first_error: None };
     if !map_damage.is_empty() {
-        lost_ranges.extend(reader.damaged_ranges().unwrap_or_default());
+        losses.ranges.extend(reader.damaged_ranges().unwrap_or_default());
     }
-    let mut first_error: Option<String> = None;
+    let copy = FileCopy { reader: &*reader, size, file: &file, w };
+    let mut advanced = 0u64;
     for r in ranges {
+        match copy.range(r, buf, run, &mut losses)? {
+            Ok(n) => advanced += n,
+            Err(skip) => return Ok(Err(skip)),
+        }
+    }
+    run.progress.advance(size.saturating_sub(advanced));
+    file.set_len(size).map_err(|e| io(w.target, e))?;
+    let mut damage = Vec::new();
+    if !map_damage.is_empty() {
+        damage.push(format!("parts its damaged block map does not locate are zeros ({})", map_damage.join("; ")));
+    }
+    let Losses { bytes: lost, ranges: mut lost_ranges, first_error } = losses;
+    if let Some(e) = first_error {
+        damage.push(format!("{lost} bytes could not be read and are zeros (first error: {e})"));
+    }
+    lost_ranges.retain(|r| r.start < size);
+    for r in &mut lost_ranges {
+        r.end = r.end.min(size);
+    }
+    let lost_ranges = crate::damage::merge(lost_ranges);
+    Ok(Ok((file, size, (!damage.is_empty()).then(|| damage.join("; ")), lost_ranges)))
+}
+
+/// What could not be read from one file (with `allow_damaged`): bytes written as zeros, their
+/// ranges (and the ones known lost beforehand), the first read error.
+struct Losses {
+    bytes: u64,
+    ranges: Vec<std::ops::Range<u64>>,
+    first_error: Option<String>,
+}
+
+/// One file being copied: from `reader` (`size` bytes) to `file`, as `w` says.
+struct FileCopy<'a> {
+    reader: &'a dyn tree::FileReader,
+    size: u64,
+    file: &'a std::fs::File,
+    w: &'a Writing<'a>,
+}
+
+impl FileCopy<'_> {
+    /// Copy the data range `r` through `buf`: all-zero chunks stay holes, known lost bytes are
+    /// zeros, and (with `allow_damaged`) what cannot be read is retried in small pieces and
+    /// recorded in `losses`. Returns the bytes accounted for in the progress; the inner error is
+    /// a reason to skip the file.
+    fn range(
+        &self,
+        r: std::ops::Range<u64>,
+        buf: &mut [u8],
+        run: &mut Run<'_>,
+        losses: &mut Losses,
+    ) -> crate::Result<Result<u64, Skip>> {
+        let FileCopy { reader, size, file, w } = *self;
+        let known: &[std::ops::Range<u64>] = w.known_lost.as_deref().unwrap_or(&[]);
+        let mut advanced = 0u64;
         let mut off = r.start;
         while off < r.end {
             run.interrupt.check()?;
@@ -628,30 +681,17 @@ fn write_file(
                     if !w.allow_damaged {
                         return Ok(Err(Skip::Unreadable(e)));
                     }
-                    first_error.get_or_insert_with(|| e.to_string());
-                    lost += r.end - off;
-                    lost_ranges.push(off..r.end);
+                    losses.first_error.get_or_insert_with(|| e.to_string());
+                    losses.bytes += r.end - off;
+                    losses.ranges.push(off..r.end);
                     advanced += r.end - off;
                     break;
                 }
                 Ok(n) => n,
                 Err(e) if !w.allow_damaged => return Ok(Err(Skip::Unreadable(e))),
                 Err(e) => {
-                    // Keep what can be read: retry the chunk in small pieces, zeros where not.
-                    first_error.get_or_insert_with(|| e.to_string());
-                    let mut p = 0usize;
-                    while p < want {
-                        let k = (want - p).min(RETRY_BYTES);
-                        match reader.read_at(&mut buf[p..p + k], off + p as u64) {
-                            Ok(got) if got == k => {}
-                            _ => {
-                                buf[p..p + k].fill(0);
-                                lost += k as u64;
-                                lost_ranges.push(off + p as u64..off + (p + k) as u64);
-                            }
-                        }
-                        p += k;
-                    }
+                    losses.first_error.get_or_insert_with(|| e.to_string());
+                    read_retrying(reader, &mut buf[..want], off, losses);
                     want
                 }
             };
@@ -669,22 +709,27 @@ fn write_file(
             advanced += n as u64;
             run.progress.advance(n as u64);
         }
+        Ok(Ok(advanced))
     }
-    run.progress.advance(size.saturating_sub(advanced));
-    file.set_len(size).map_err(|e| io(w.target, e))?;
-    let mut damage = Vec::new();
-    if !map_damage.is_empty() {
-        damage.push(format!("parts its damaged block map does not locate are zeros ({})", map_damage.join("; ")));
+}
+
+/// Keep what can be read of a chunk that failed: read `buf` from `off` again in
+/// [`RETRY_BYTES`] pieces, zeros (recorded in `losses`) where a piece cannot be read.
+fn read_retrying(reader: &dyn tree::FileReader, buf: &mut [u8], off: u64, losses: &mut Losses) {
+    let want = buf.len();
+    let mut p = 0usize;
+    while p < want {
+        let k = (want - p).min(RETRY_BYTES);
+        match reader.read_at(&mut buf[p..p + k], off + p as u64) {
+            Ok(got) if got == k => {}
+            _ => {
+                buf[p..p + k].fill(0);
+                losses.bytes += k as u64;
+                losses.ranges.push(off + p as u64..off + (p + k) as u64);
+            }
+        }
+        p += k;
     }
-    if let Some(e) = first_error {
-        damage.push(format!("{lost} bytes could not be read and are zeros (first error: {e})"));
-    }
-    lost_ranges.retain(|r| r.start < size);
-    for r in &mut lost_ranges {
-        r.end = r.end.min(size);
-    }
-    let lost_ranges = crate::damage::merge(lost_ranges);
-    Ok(Ok((file, size, (!damage.is_empty()).then(|| damage.join("; ")), lost_ranges)))
 }
 
 #[cfg(test)]

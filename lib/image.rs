@@ -77,8 +77,9 @@ pub struct Opened {
     pub data: Arc<dyn ByteSource>,
     /// dvdisaster error-correction data found for the image (appended, `--ecc`, or `NAME.ecc`).
     pub ecc: Option<crate::formats::dvdisaster::Ecc>,
-    /// dvdisaster headers found but not usable (damaged, implausible), when none was usable.
-    pub ecc_unusable: Vec<String>,
+    /// dvdisaster headers found but not usable (damaged, implausible), when none was usable:
+    /// `ecc.unusable-header` warnings naming the header and why.
+    pub ecc_unusable: Vec<Finding>,
     /// What is in it.
     pub content: Content,
     /// Remarks for the user (info findings from the headers and the search; `inspect`'s notes).

@@ -333,17 +333,20 @@ fn check_ecc(
                            file, no NAME.ecc beside it); there is nothing to check with --ecc-only"
                 .to_string();
             if !opened.ecc_unusable.is_empty() {
-                msg.push_str(&format!(". Passed over: {}", opened.ecc_unusable.join("; ")));
+                msg.push_str(&format!(". Passed over: {}", Problem::messages(&opened.ecc_unusable).join("; ")));
             }
             return Err(crate::Error::invalid(msg));
         }
         None => None,
     };
     for u in &opened.ecc_unusable {
-        problems.push(Problem::warning(
-            "ecc.unusable-header",
-            format!("a dvdisaster header was found but is not usable, so the whole file was treated as data: {u}"),
-        ));
+        problems.push(Problem {
+            message: format!(
+                "a dvdisaster header was found but is not usable, so the whole file was treated as data: {}",
+                u.message
+            ),
+            ..u.clone()
+        });
     }
     Ok(ecc)
 }

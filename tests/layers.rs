@@ -266,6 +266,197 @@ fn no_upward_imports() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// The longest a function outside tests may be, in lines from its `fn` line to its closing brace.
+const MAX_FN_LINES: usize = 100;
+
+/// Functions over [`MAX_FN_LINES`] that are still to be split into phases: (file under the
+/// repository root, function name). The check fails for a long function not listed here and for
+/// a listed one that is no longer long, so the list only shrinks.
+const LONG_FNS_TO_SPLIT: &[(&str, &str)] = &[
+    ("bin/cmd/migrate.rs", "run"),
+    ("lib/attach/server.rs", "serve"),
+    ("lib/migrate/detached.rs", "detached_header"),
+    ("lib/remap/engine.rs", "open_file"),
+    ("lib/remap/preflight.rs", "check"),
+];
+
+/// `text` with comments, string and character literals blanked to spaces (line breaks kept), so
+/// braces and `fn` inside them are not code. Lifetimes (`'a`) stay.
+fn code_only(text: &str) -> String {
+    let c: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let blank = |out: &mut String, s: &[char]| {
+        out.extend(s.iter().map(|&ch| if ch == '\n' { '\n' } else { ' ' }));
+    };
+    let ident = |ch: char| ch.is_alphanumeric() || ch == '_';
+    let mut i = 0;
+    while i < c.len() {
+        let start = i;
+        if c[i] == '/' && c.get(i + 1) == Some(&'/') {
+            while i < c.len() && c[i] != '\n' {
+                i += 1;
+            }
+        } else if c[i] == '/' && c.get(i + 1) == Some(&'*') {
+            let mut depth = 0usize;
+            while i < c.len() {
+                if c[i] == '/' && c.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    i += 2;
+                } else if c[i] == '*' && c.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        } else if c[i] == 'r'
+            && (i == 0 || !ident(c[i - 1]) || (c[i - 1] == 'b' && (i < 2 || !ident(c[i - 2]))))
+            && matches!(c.get(i + 1), Some('"' | '#'))
+            && {
+                let hashes = c[i + 1..].iter().take_while(|&&ch| ch == '#').count();
+                c.get(i + 1 + hashes) == Some(&'"')
+            }
+        {
+            // Raw string r"…", r#"…"#: ends at a quote followed by as many hashes.
+            let hashes = c[i + 1..].iter().take_while(|&&ch| ch == '#').count();
+            i += hashes + 2;
+            while i < c.len()
+                && !(c[i] == '"' && c[i + 1..].iter().take(hashes).filter(|&&ch| ch == '#').count() == hashes)
+            {
+                i += 1;
+            }
+            i = (i + 1 + hashes).min(c.len());
+        } else if c[i] == '"' {
+            i += 1;
+            while i < c.len() && c[i] != '"' {
+                i += if c[i] == '\\' { 2 } else { 1 };
+            }
+            i = (i + 1).min(c.len());
+        } else if c[i] == '\'' && (c.get(i + 1) == Some(&'\\') || c.get(i + 2) == Some(&'\'')) {
+            // A character literal ('x', '\n', '\u{1F600}'), not a lifetime.
+            i += 1;
+            while i < c.len() && c[i] != '\'' {
+                i += if c[i] == '\\' { 2 } else { 1 };
+            }
+            i = (i + 1).min(c.len());
+        } else {
+            out.push(c[i]);
+            i += 1;
+            continue;
+        }
+        let end = i.min(c.len());
+        blank(&mut out, &c[start..end]);
+    }
+    out
+}
+
+/// The index just past the brace that closes the one at `open` (or the end of `code`).
+fn matching_brace(code: &[u8], open: usize) -> usize {
+    let mut depth = 0usize;
+    for (k, &b) in code.iter().enumerate().skip(open) {
+        match b {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return k + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    code.len()
+}
+
+/// Byte ranges of test-only items: what follows `#[cfg(test)]` or `#[test]` up to its `;` or the
+/// brace closing its body.
+fn test_ranges(code: &str) -> Vec<std::ops::Range<usize>> {
+    let bytes = code.as_bytes();
+    let mut out = Vec::new();
+    for attr in ["#[cfg(test)]", "#[test]"] {
+        for (at, _) in code.match_indices(attr) {
+            let rest = &bytes[at + attr.len()..];
+            let Some(k) = rest.iter().position(|&b| b == b'{' || b == b';') else { continue };
+            let end =
+                if rest[k] == b';' { at + attr.len() + k + 1 } else { matching_brace(bytes, at + attr.len() + k) };
+            out.push(at..end);
+        }
+    }
+    out
+}
+
+/// Every function with a body in `text` outside test-only items: (name, first line, length in
+/// lines from the `fn` line to the closing brace, both counted).
+fn functions(text: &str) -> Vec<(String, usize, usize)> {
+    let code = code_only(text);
+    let bytes = code.as_bytes();
+    let tests = test_ranges(&code);
+    let line_of = |pos: usize| code[..pos].matches('\n').count() + 1;
+    let mut out = Vec::new();
+    for (at, _) in code.match_indices("fn") {
+        let before_ok = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
+        let after = &code[at + 2..];
+        let name: String = after.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        // `fn name`: a function item, not `fn(…)` (a pointer type) or part of another word.
+        if !before_ok || !after.starts_with(char::is_whitespace) || name.is_empty() {
+            continue;
+        }
+        if tests.iter().any(|r| r.contains(&at)) {
+            continue;
+        }
+        let Some(k) = after.bytes().position(|b| b == b'{' || b == b';') else { continue };
+        if after.as_bytes()[k] == b';' {
+            continue; // a declaration without a body (trait method, extern)
+        }
+        let end = matching_brace(bytes, at + 2 + k);
+        let (first, last) = (line_of(at), line_of(end.saturating_sub(1)));
+        out.push((name, first, last - first + 1));
+    }
+    out
+}
+
+/// Every `.rs` file of the library and the CLI; tests (unit test files, `tests/`) are not code
+/// this check is about.
+fn code_files() -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    walk(&repo_root().join("lib"), &mut files)?;
+    walk(&repo_root().join("bin"), &mut files)?;
+    files.retain(|f| f.file_name().is_none_or(|n| n != "tests.rs"));
+    files.sort();
+    Ok(files)
+}
+
+/// No function in `lib/` or `bin/` outside tests is longer than [`MAX_FN_LINES`] lines (from its
+/// `fn` line to its closing brace); a long one is split into named phases. Measured on the text
+/// with comments and literals blanked, so a brace in a string does not count.
+fn no_long_functions() -> TestResult {
+    let root = repo_root();
+    let mut long = Vec::new();
+    for f in code_files()? {
+        let rel = f.strip_prefix(&root).unwrap_or(&f).to_string_lossy().into_owned();
+        for (name, line, len) in functions(&std::fs::read_to_string(&f)?) {
+            if len > MAX_FN_LINES {
+                long.push((rel.clone(), name, line, len));
+            }
+        }
+    }
+    let mut bad: Vec<String> = long
+        .iter()
+        .filter(|(file, name, ..)| !LONG_FNS_TO_SPLIT.contains(&(file.as_str(), name.as_str())))
+        .map(|(file, name, line, len)| format!("{file}:{line}: fn {name} is {len} lines (over {MAX_FN_LINES})"))
+        .collect();
+    for (file, name) in LONG_FNS_TO_SPLIT {
+        if !long.iter().any(|(f, n, ..)| f == file && n == name) {
+            bad.push(format!("{file}: fn {name} is listed in LONG_FNS_TO_SPLIT but is not long (any more): remove it"));
+        }
+    }
+    crate::ensure!(bad.is_empty(), "function length:\n{}", bad.join("\n"));
+    Ok(Completion::Completed)
+}
+
 pub fn trials() -> Vec<Trial> {
-    vec![trial("layers::no_upward_imports", no_upward_imports)]
+    vec![trial("layers::no_upward_imports", no_upward_imports), trial("layers::no_long_functions", no_long_functions)]
 }

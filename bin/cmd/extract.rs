@@ -39,31 +39,7 @@ pub fn run(a: &ExtractArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         None
     };
     if let Some(p) = &prepared {
-        let sidecar = loopkit::report::Salvage {
-            loopkit_json: loopkit::report::JSON_VERSION,
-            command: "extract-salvage".into(),
-            image: a.common.image.display().to_string(),
-            dest: a.dest.display().to_string(),
-            repaired_first: p.repaired_first,
-            files: out
-                .salvaged
-                .iter()
-                .map(|(path, size, lost)| loopkit::report::salvaged_file(path, *size, lost))
-                .collect(),
-        };
-        // Beside DEST, never inside it (`DEST/` names the same directory).
-        let dest: std::path::PathBuf = a.dest.components().collect();
-        let mut name = dest.into_os_string();
-        name.push(".damage.json");
-        let bytes = serde_json::to_vec_pretty(&sidecar)
-            .map_err(|e| loopkit::Error::invalid(format!("BUG: the damage sidecar does not serialise: {e}")))?;
-        loopkit::output::write_file_atomically(
-            std::path::Path::new(&name),
-            &bytes,
-            a.force,
-            0o644,
-            &a.common.input_paths(),
-        )?;
+        write_salvage_sidecar(a, p, &out)?;
     }
     drop(prepared);
     let ok = !out.problems.iter().any(|p| p.severity == Severity::Error);
@@ -79,35 +55,73 @@ pub fn run(a: &ExtractArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
             bag: bag.clone(),
         })?;
     } else {
-        super::print(&format!(
-            "extracted {} files ({}), {} directories, {} symlinks, {} hard links into {}; {} skipped\n",
-            out.counts.files,
-            crate::render::size(out.counts.bytes),
-            out.counts.dirs,
-            out.counts.symlinks,
-            out.counts.hardlinks,
-            a.dest.display(),
-            out.counts.skipped
-        ))?;
-        if let Some(b) = &bag {
-            super::print(&format!(
-                "BagIt bag {}: {} payload files ({} bytes) in data/, {} symlinks listed in symlinks.txt\n",
-                a.dest.display(),
-                b.files,
-                b.bytes,
-                b.symlinks
-            ))?;
-        }
-        if a.salvage {
-            super::print(&format!(
-                "salvaged {} damaged file(s) with lost bytes as zeros; list in {}.damage.json\n",
-                out.salvaged.len(),
-                a.dest.display()
-            ))?;
-        }
-        super::print_problems(&out.problems);
+        print_summary(a, &out, bag.as_ref())?;
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// `--salvage`: the damage sidecar `DEST.damage.json` (beside DEST, never inside it), listing
+/// each salvaged file and its lost ranges.
+fn write_salvage_sidecar(
+    a: &ExtractArgs,
+    p: &loopkit::damage::salvage::Prepared,
+    out: &loopkit::extract::Outcome,
+) -> loopkit::Result<()> {
+    let sidecar = loopkit::report::Salvage {
+        loopkit_json: loopkit::report::JSON_VERSION,
+        command: "extract-salvage".into(),
+        image: a.common.image.display().to_string(),
+        dest: a.dest.display().to_string(),
+        repaired_first: p.repaired_first,
+        files: out
+            .salvaged
+            .iter()
+            .map(|(path, size, lost)| loopkit::report::salvaged_file(path, *size, lost))
+            .collect(),
+    };
+    // Beside DEST, never inside it (`DEST/` names the same directory).
+    let dest: std::path::PathBuf = a.dest.components().collect();
+    let mut name = dest.into_os_string();
+    name.push(".damage.json");
+    let bytes = serde_json::to_vec_pretty(&sidecar)
+        .map_err(|e| loopkit::Error::invalid(format!("BUG: the damage sidecar does not serialise: {e}")))?;
+    loopkit::output::write_file_atomically(std::path::Path::new(&name), &bytes, a.force, 0o644, &a.common.input_paths())
+}
+
+/// The text summary: what was extracted, the bag and the salvage sidecar if any, the problems.
+fn print_summary(
+    a: &ExtractArgs,
+    out: &loopkit::extract::Outcome,
+    bag: Option<&loopkit::bag::Summary>,
+) -> loopkit::Result<()> {
+    super::print(&format!(
+        "extracted {} files ({}), {} directories, {} symlinks, {} hard links into {}; {} skipped\n",
+        out.counts.files,
+        crate::render::size(out.counts.bytes),
+        out.counts.dirs,
+        out.counts.symlinks,
+        out.counts.hardlinks,
+        a.dest.display(),
+        out.counts.skipped
+    ))?;
+    if let Some(b) = bag {
+        super::print(&format!(
+            "BagIt bag {}: {} payload files ({} bytes) in data/, {} symlinks listed in symlinks.txt\n",
+            a.dest.display(),
+            b.files,
+            b.bytes,
+            b.symlinks
+        ))?;
+    }
+    if a.salvage {
+        super::print(&format!(
+            "salvaged {} damaged file(s) with lost bytes as zeros; list in {}.damage.json\n",
+            out.salvaged.len(),
+            a.dest.display()
+        ))?;
+    }
+    super::print_problems(&out.problems);
+    Ok(())
 }
 
 /// DEST for `--bag`: created, or an existing empty directory (any directory with `--force`).

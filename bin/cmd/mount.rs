@@ -116,46 +116,10 @@ pub fn run(a: &MountArgs) -> loopkit::Result<u8> {
     let Some(vol) = opened.volume()? else {
         return Err(opened.locked_error());
     };
-    let doc = a.json.then(|| {
-        let described = loopkit::report::inspect(&opened, None);
-        Mounted {
-            loopkit_json: loopkit::report::JSON_VERSION,
-            command: "mount",
-            ok: true,
-            event: "mounted",
-            mount_point: dir.display().to_string(),
-            image: image.clone(),
-            content: if a.raw { "raw" } else { "tree" },
-            payload: a.raw.then(|| dir.join(loopkit::mount::RAW_NAME).display().to_string()),
-            kind: described.kind.clone(),
-            scheme: described.encryption.as_ref().map_or_else(|| "plain".to_string(), |e| e.scheme.clone()),
-            encryption: described.encryption.clone(),
-            filesystem: described.filesystem.clone(),
-            read_only: true,
-            pid: 0,
-            foreground: a.foreground,
-            allow_damaged: opts.allow_damaged,
-            allow_other: opts.allow_other,
-            device: None,
-            fstype: None,
-        }
-    });
+    let doc = a.json.then(|| mounted_doc(a, &opened, &dir, &image, &opts));
     // The server runs until the process ends: the payload and the file system live as long.
     let vol: &'static dyn loopkit::source::ByteSource = Box::leak(vol);
-    let content = if a.raw {
-        Content::Raw(vol)
-    } else {
-        let fs: &'static dyn loopkit::fs::FileSystem = Box::leak(loopkit::fs::open(vol)?);
-        let fallback = opened.filesystem().and_then(|i| {
-            let bs = i.block_size.filter(|&b| b > 0)?;
-            Some(loopkit::fs::tree::Figures {
-                block_size: bs,
-                blocks: i.size_bytes? / u64::from(bs),
-                ..Default::default()
-            })
-        });
-        Content::Tree { fs, fallback }
-    };
+    let content = content(a, vol, &opened)?;
     drop(opened);
     let server = Server::new(content, opts, logger(a)?);
     if a.foreground {
@@ -174,6 +138,56 @@ pub fn run(a: &MountArgs) -> loopkit::Result<u8> {
         }
         return Ok(0);
     }
+    daemon(a, server, &dir, doc)
+}
+
+/// The `mount --json` document for `opened` mounted on `dir` (its pid filled in once known).
+fn mounted_doc(a: &MountArgs, opened: &loopkit::image::Opened, dir: &Path, image: &str, opts: &Options) -> Mounted {
+    let described = loopkit::report::inspect(opened, None);
+    Mounted {
+        loopkit_json: loopkit::report::JSON_VERSION,
+        command: "mount",
+        ok: true,
+        event: "mounted",
+        mount_point: dir.display().to_string(),
+        image: image.to_string(),
+        content: if a.raw { "raw" } else { "tree" },
+        payload: a.raw.then(|| dir.join(loopkit::mount::RAW_NAME).display().to_string()),
+        kind: described.kind.clone(),
+        scheme: described.encryption.as_ref().map_or_else(|| "plain".to_string(), |e| e.scheme.clone()),
+        encryption: described.encryption.clone(),
+        filesystem: described.filesystem.clone(),
+        read_only: true,
+        pid: 0,
+        foreground: a.foreground,
+        allow_damaged: opts.allow_damaged,
+        allow_other: opts.allow_other,
+        device: None,
+        fstype: None,
+    }
+}
+
+/// What to serve: the payload itself (`--raw`) or its file system, with the size figures
+/// identification found as the `statfs` fallback.
+fn content(
+    a: &MountArgs,
+    vol: &'static dyn loopkit::source::ByteSource,
+    opened: &loopkit::image::Opened,
+) -> loopkit::Result<Content> {
+    if a.raw {
+        return Ok(Content::Raw(vol));
+    }
+    let fs: &'static dyn loopkit::fs::FileSystem = Box::leak(loopkit::fs::open(vol)?);
+    let fallback = opened.filesystem().and_then(|i| {
+        let bs = i.block_size.filter(|&b| b > 0)?;
+        Some(loopkit::fs::tree::Figures { block_size: bs, blocks: i.size_bytes? / u64::from(bs), ..Default::default() })
+    });
+    Ok(Content::Tree { fs, fallback })
+}
+
+/// Serve in a child process: the parent waits for the child's word that the mount is up (or why
+/// not), reports it, and returns; the child serves until unmounted.
+fn daemon(a: &MountArgs, server: Server, dir: &Path, doc: Option<Mounted>) -> loopkit::Result<u8> {
     let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| loopkit::Error::io("creating a pipe", e.into()))?;
     match loopkit::sys::fork().map_err(|e| loopkit::Error::io("starting the mount server", e))? {
@@ -184,7 +198,7 @@ pub fn run(a: &MountArgs) -> loopkit::Result<u8> {
             match msg.strip_prefix("ok") {
                 Some(_) => {
                     if let Some(doc) = doc {
-                        print_line(&doc.ready(&dir, pid.cast_unsigned()))?;
+                        print_line(&doc.ready(dir, pid.cast_unsigned()))?;
                     }
                     eprintln!(
                         "loopkit: {} mounted on {} (server pid {pid}); unmount with `loopkit umount {}`",
@@ -207,7 +221,7 @@ pub fn run(a: &MountArgs) -> loopkit::Result<u8> {
         loopkit::sys::Forked::Child => {
             drop(rd);
             let _ = rustix::process::setsid();
-            match serve(server, &dir, Some(wr), None) {
+            match serve(server, dir, Some(wr), None) {
                 Ok(_) => Ok(0),
                 // The parent has reported a failure to mount; nobody hears this one.
                 Err(_) => Ok(2),

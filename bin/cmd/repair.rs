@@ -16,7 +16,7 @@ pub fn run(a: &RepairArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
             a.image.display()
         );
         if !scan.unusable.is_empty() {
-            msg.push_str(&format!("; passed over: {}", scan.unusable.join("; ")));
+            msg.push_str(&format!("; passed over: {}", loopkit::finding::Finding::messages(&scan.unusable).join("; ")));
         }
         loopkit::Error::new(loopkit::ErrorKind::NotRecognized, msg)
     })?;

@@ -562,35 +562,64 @@ type Hit = (Vec<Part>, Vec<Range<u64>>, Vec<Range<u64>>, bool);
 
 /// Give every damaged plaintext range to its owners.
 fn attribute(index: &Index, rest: &dyn Rest, plain: &[BadRange], d: &mut Damage) {
-    let mut owned = index.owned.clone();
-    owned.sort_by_key(|(r, _)| r.start);
-    // Running maximum of the ends: ranges may overlap (an inode's slot inside its table).
-    let mut max_end = Vec::with_capacity(owned.len());
-    let mut m = 0u64;
-    for (r, _) in &owned {
-        m = m.max(r.end);
-        max_end.push(m);
-    }
+    let owners = Owners::new(index);
     // node → (parts, lost, repairable)
     let mut hits: BTreeMap<usize, Hit> = BTreeMap::new();
     let mut areas: Vec<Area> = Vec::new();
     for b in plain {
+        let covered = owners.attribute(index, b, &mut hits, &mut areas);
+        unowned_areas(index, rest, b, covered, &mut areas);
+    }
+    file_verdicts(index, hits, d);
+    d.files.sort_by(|a, b| a.path.cmp(&b.path));
+    merge_areas(areas, d);
+}
+
+/// The owned ranges sorted by start, with the running maximum of their ends (ranges may overlap:
+/// an inode's slot inside its table), to find the owners of a range quickly.
+struct Owners {
+    owned: Vec<(Range<u64>, Owner)>,
+    max_end: Vec<u64>,
+}
+
+impl Owners {
+    fn new(index: &Index) -> Owners {
+        let mut owned = index.owned.clone();
+        owned.sort_by_key(|(r, _)| r.start);
+        let mut max_end = Vec::with_capacity(owned.len());
+        let mut m = 0u64;
+        for (r, _) in &owned {
+            m = m.max(r.end);
+            max_end.push(m);
+        }
+        Owners { owned, max_end }
+    }
+
+    /// Record what damaged range `b` hits: nodes in `hits`, owned areas in `areas`. Returns the
+    /// parts of it that some owner covers.
+    fn attribute(
+        &self,
+        index: &Index,
+        b: &BadRange,
+        hits: &mut BTreeMap<usize, Hit>,
+        areas: &mut Vec<Area>,
+    ) -> Vec<Range<u64>> {
         let r = &b.range;
         // Owners starting before r.end whose range reaches past r.start.
-        let hi = owned.partition_point(|(o, _)| o.start < r.end);
+        let hi = self.owned.partition_point(|(o, _)| o.start < r.end);
         let mut lo = hi;
-        while lo > 0 && max_end[lo - 1] > r.start {
+        while lo > 0 && self.max_end[lo - 1] > r.start {
             lo -= 1;
         }
         let mut covered: Vec<Range<u64>> = Vec::new();
-        for (o, owner) in &owned[lo..hi] {
+        for (o, owner) in &self.owned[lo..hi] {
             let (a, z) = (o.start.max(r.start), o.end.min(r.end));
             if a >= z {
                 continue;
             }
+            covered.push(a..z);
             match owner {
                 Owner::Node { node, part, logical } => {
-                    covered.push(a..z);
                     let size = index.nodes.get(*node).map_or(0, |n| n.size_bytes);
                     let range = match part {
                         Part::Data => logical + (a - o.start)..(logical + (z - o.start)).min(size),
@@ -608,28 +637,37 @@ fn attribute(index: &Index, rest: &dyn Rest, plain: &[BadRange], d: &mut Damage)
                     }
                 }
                 Owner::Area { kind, detail } => {
-                    covered.push(a..z);
                     areas.push(Area { kind: *kind, range: a..z, status: b.status, detail: detail.clone() });
                 }
             }
         }
-        for gap in subtract(std::slice::from_ref(r), &merge(covered)) {
-            let inside = gap.start..gap.end.min(index.fs_bytes);
-            if inside.start < inside.end {
-                for (g, kind) in rest.classify(inside) {
-                    areas.push(Area { kind, range: g, status: b.status, detail: None });
-                }
-            }
-            if gap.end > index.fs_bytes {
-                areas.push(Area {
-                    kind: AreaKind::OutsideFileSystem,
-                    range: gap.start.max(index.fs_bytes)..gap.end,
-                    status: b.status,
-                    detail: None,
-                });
+        covered
+    }
+}
+
+/// The parts of damaged range `b` no owner covers: classified by `rest` inside the file system,
+/// [`AreaKind::OutsideFileSystem`] past its end.
+fn unowned_areas(index: &Index, rest: &dyn Rest, b: &BadRange, covered: Vec<Range<u64>>, areas: &mut Vec<Area>) {
+    for gap in subtract(std::slice::from_ref(&b.range), &merge(covered)) {
+        let inside = gap.start..gap.end.min(index.fs_bytes);
+        if inside.start < inside.end {
+            for (g, kind) in rest.classify(inside) {
+                areas.push(Area { kind, range: g, status: b.status, detail: None });
             }
         }
+        if gap.end > index.fs_bytes {
+            areas.push(Area {
+                kind: AreaKind::OutsideFileSystem,
+                range: gap.start.max(index.fs_bytes)..gap.end,
+                status: b.status,
+                detail: None,
+            });
+        }
     }
+}
+
+/// A [`FileDamage`] with its verdict for every path of every hit node (up to [`MAX_LISTED`]).
+fn file_verdicts(index: &Index, hits: BTreeMap<usize, Hit>, d: &mut Damage) {
     for (node, (mut parts, lost, rep, lost_hit)) in hits {
         let Some(n) = index.nodes.get(node) else { continue };
         parts.sort();
@@ -660,8 +698,11 @@ fn attribute(index: &Index, rest: &dyn Rest, plain: &[BadRange], d: &mut Damage)
             });
         }
     }
-    d.files.sort_by(|a, b| a.path.cmp(&b.path));
-    // Merge adjacent areas of one kind, detail and status.
+}
+
+/// Merge adjacent areas of one kind, detail and status into `d.areas` (up to [`MAX_LISTED`]),
+/// container and ECC areas last.
+fn merge_areas(mut areas: Vec<Area>, d: &mut Damage) {
     areas.sort_by(|a, b| {
         (a.kind, &a.detail, a.status, a.range.start).cmp(&(b.kind, &b.detail, b.status, b.range.start))
     });

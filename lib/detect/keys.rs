@@ -7,6 +7,7 @@ use crate::crypto::cbc::IvScheme;
 use crate::crypto::kdf::{Derivation, MultiKey, loopaes_multi, loopaes_single};
 use crate::crypto::{HashAlg, Passphrase};
 use crate::formats::legacy::{KeyMaterial, Mode, Params, Scheme};
+use crate::formats::loopaes::KeyFile;
 
 /// One derived key (set) to try.
 pub(super) struct KeyCand {
@@ -56,33 +57,70 @@ fn bits_order(d: Derivation) -> [u32; 3] {
 
 /// Derive every candidate key the secrets allow, most likely first, deduplicated.
 pub(super) fn key_candidates(secrets: &Secrets, c: &Constraints) -> crate::Result<Vec<KeyCand>> {
-    use sha2::Digest;
-    let mut out: Vec<KeyCand> = Vec::new();
-    let mut seen: Vec<[u8; 32]> = Vec::new();
-    let bits_ok = |b: u32| c.key_bits.is_none_or(|k| k == b);
-    let deriv_ok = |d: Derivation| c.derivation.is_none_or(|x| x == d);
-    let mut push = |cand: KeyCand, fingerprint: [u8; 32], out: &mut Vec<KeyCand>| {
-        if let Some(i) = seen.iter().position(|f| *f == fingerprint) {
+    let mut cands = Candidates::default();
+    if !matches!(c.mode, Some(Mode::Lmk)) {
+        let (passes, raw_key_file) = passphrases(secrets);
+        passphrase_candidates(&passes, c, &mut cands)?;
+        if let Some(raw) = raw_key_file {
+            raw_key_file_candidates(raw, c, &mut cands);
+        }
+    }
+    if let Some(kf) = &secrets.key_file
+        && let Some(mk) = kf.multi_key
+        && c.mode.is_none_or(|m| m == Mode::Lmk)
+        && c.scheme.is_none_or(|s| s == Scheme::LoopAes)
+    {
+        multi_key_candidates(kf, mk, c, &mut cands)?;
+    }
+    Ok(cands.out)
+}
+
+/// The candidates found so far, in order, with a fingerprint of each one's key material so a key
+/// two derivations give is tried once (the other derivation noted as equivalent).
+#[derive(Default)]
+struct Candidates {
+    out: Vec<KeyCand>,
+    seen: Vec<[u8; 32]>,
+    /// Rank of the next candidate considered (counted whether or not it is kept).
+    order: usize,
+}
+
+impl Candidates {
+    /// Count one more candidate considered; its rank.
+    fn next_order(&mut self) -> usize {
+        self.order += 1;
+        self.order
+    }
+
+    /// Add `cand`, or note its derivation on the earlier candidate with the same `fingerprint`.
+    fn push(&mut self, cand: KeyCand, fingerprint: [u8; 32]) {
+        if let Some(i) = self.seen.iter().position(|f| *f == fingerprint) {
             let d = cand.derivation;
-            if !out[i].equivalents.contains(&d) && out[i].derivation != d {
-                out[i].equivalents.push(d);
+            if !self.out[i].equivalents.contains(&d) && self.out[i].derivation != d {
+                self.out[i].equivalents.push(d);
             }
         } else {
-            seen.push(fingerprint);
-            out.push(cand);
+            self.seen.push(fingerprint);
+            self.out.push(cand);
         }
-    };
-    let fp = |parts: &[&[u8]], bits: u32, tag: u8| -> [u8; 32] {
-        let mut h = sha2::Sha256::new();
-        h.update([tag]);
-        h.update(bits.to_le_bytes());
-        for p in parts {
-            h.update(p);
-        }
-        h.finalize().into()
-    };
+    }
+}
 
-    // Passphrases: the typed one and a single-line key file's line 0.
+/// SHA-256 over a tag, the key size and the key material: equal for equal keys only.
+fn fingerprint(parts: &[&[u8]], bits: u32, tag: u8) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update([tag]);
+    h.update(bits.to_le_bytes());
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// The passphrases to derive from (the typed one, unless it only unlocks a gpg key file, and a
+/// single-key key file's line 0) and that key file's raw bytes.
+fn passphrases(secrets: &Secrets) -> (Vec<Passphrase>, Option<&[u8]>) {
     let mut passes: Vec<Passphrase> = Vec::new();
     if let Some(p) = &secrets.passphrase {
         // With a gpg key file the passphrase only unlocks the key file.
@@ -99,93 +137,98 @@ pub(super) fn key_candidates(secrets: &Secrets, c: &Constraints) -> crate::Resul
         }
         raw_key_file = Some(&kf.raw[..]);
     }
-    let allow_single = !matches!(c.mode, Some(Mode::Lmk));
+    (passes, raw_key_file)
+}
+
+/// Single keys from each passphrase, every derivation and key size the constraints allow.
+fn passphrase_candidates(passes: &[Passphrase], c: &Constraints, cands: &mut Candidates) -> crate::Result<()> {
+    let bits_ok = |b: u32| c.key_bits.is_none_or(|k| k == b);
+    let deriv_ok = |d: Derivation| c.derivation.is_none_or(|x| x == d);
     // The SUSE loop_fish2 derivation (rmd160:20) is only tried where Twofish may be.
     let fish2_ok = c.cipher.is_none_or(|x| x == CipherKind::Twofish);
-    let mut order = 0usize;
-    if allow_single {
-        for pass in &passes {
-            for d in Derivation::PASSPHRASE_ORDER {
-                if d == Derivation::KeyFileRaw || !deriv_ok(d) {
-                    continue;
-                }
-                if matches!(d, Derivation::HashPrefix(..)) && !fish2_ok {
-                    continue;
-                }
-                for bits in bits_order(d) {
-                    order += 1;
-                    if bits == 0 || !bits_ok(bits) {
-                        continue;
-                    }
-                    let seed = c.pseed.as_deref();
-                    let Some(key) = loopaes_single(d, pass, seed, c.itercountk, (bits / 8) as usize)? else {
-                        continue;
-                    };
-                    let f = fp(&[key.bytes()], bits, 0);
-                    push(KeyCand::single(d, bits, key, order), f, &mut out);
-                }
-            }
-        }
-        if let Some(raw) = raw_key_file
-            && deriv_ok(Derivation::KeyFileRaw)
-        {
-            for bits in [256, 128, 192] {
-                order += 1;
-                if !bits_ok(bits) {
-                    continue;
-                }
-                if let Some(key) = Derivation::KeyFileRaw.derive(raw, (bits / 8) as usize) {
-                    let f = fp(&[key.bytes()], bits, 0);
-                    push(KeyCand::single(Derivation::KeyFileRaw, bits, key, order), f, &mut out);
-                }
-            }
-        }
-    }
-    if let Some(kf) = &secrets.key_file
-        && let Some(mk) = kf.multi_key
-        && c.mode.is_none_or(|m| m == Mode::Lmk)
-        && c.scheme.is_none_or(|s| s == Scheme::LoopAes)
-    {
-        for bits in [128u32, 256, 192] {
-            if !bits_ok(bits) {
+    for pass in passes {
+        for d in Derivation::PASSPHRASE_ORDER {
+            if d == Derivation::KeyFileRaw || !deriv_ok(d) {
                 continue;
             }
-            let default = HashAlg::loopaes_default((bits / 8) as usize);
-            let mut hashes = vec![default];
-            for h in [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512, HashAlg::Ripemd160] {
-                if !hashes.contains(&h) {
-                    hashes.push(h);
-                }
+            if matches!(d, Derivation::HashPrefix(..)) && !fish2_ok {
+                continue;
             }
-            for h in hashes {
-                order += 1;
-                let d = Derivation::Hash(h);
-                if !deriv_ok(d) {
+            for bits in bits_order(d) {
+                let order = cands.next_order();
+                if bits == 0 || !bits_ok(bits) {
                     continue;
                 }
-                let keys = loopaes_multi(d, &kf.lines, (bits / 8) as usize)?;
-                let mut parts: Vec<&[u8]> = keys.keys.iter().map(|k| k.bytes()).collect();
-                let seed = keys.seed;
-                if let Some(s) = &seed {
-                    parts.push(s);
-                }
-                let f = fp(&parts, bits, 1);
-                push(
-                    KeyCand {
-                        derivation: d,
-                        key_bits: bits,
-                        keys: KeyMaterial::Multi(keys),
-                        multi_key: Some(mk),
-                        equivalents: vec![],
-                        order,
-                    },
-                    f,
-                    &mut out,
-                );
+                let seed = c.pseed.as_deref();
+                let Some(key) = loopaes_single(d, pass, seed, c.itercountk, (bits / 8) as usize)? else {
+                    continue;
+                };
+                let f = fingerprint(&[key.bytes()], bits, 0);
+                cands.push(KeyCand::single(d, bits, key, order), f);
             }
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Single keys taken from a key file's raw bytes (cryptoloop `-k`).
+fn raw_key_file_candidates(raw: &[u8], c: &Constraints, cands: &mut Candidates) {
+    if c.derivation.is_some_and(|x| x != Derivation::KeyFileRaw) {
+        return;
+    }
+    for bits in [256, 128, 192] {
+        let order = cands.next_order();
+        if c.key_bits.is_some_and(|k| k != bits) {
+            continue;
+        }
+        if let Some(key) = Derivation::KeyFileRaw.derive(raw, (bits / 8) as usize) {
+            let f = fingerprint(&[key.bytes()], bits, 0);
+            cands.push(KeyCand::single(Derivation::KeyFileRaw, bits, key, order), f);
+        }
+    }
+}
+
+/// loop-AES multi-key sets (64 or 65 lines) from the key file, each key size and line hash.
+fn multi_key_candidates(kf: &KeyFile, mk: MultiKey, c: &Constraints, cands: &mut Candidates) -> crate::Result<()> {
+    for bits in [128u32, 256, 192] {
+        if c.key_bits.is_some_and(|k| k != bits) {
+            continue;
+        }
+        let default = HashAlg::loopaes_default((bits / 8) as usize);
+        let mut hashes = vec![default];
+        for h in [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512, HashAlg::Ripemd160] {
+            if !hashes.contains(&h) {
+                hashes.push(h);
+            }
+        }
+        for h in hashes {
+            let order = cands.next_order();
+            let d = Derivation::Hash(h);
+            if c.derivation.is_some_and(|x| x != d) {
+                continue;
+            }
+            let keys = loopaes_multi(d, &kf.lines, (bits / 8) as usize)?;
+            let mut parts: Vec<&[u8]> = keys.keys.iter().map(|k| k.bytes()).collect();
+            let seed = keys.seed;
+            if let Some(s) = &seed {
+                parts.push(s);
+            }
+            let f = fingerprint(&parts, bits, 1);
+            let multi_key = Some(mk);
+            cands.push(
+                KeyCand {
+                    derivation: d,
+                    key_bits: bits,
+                    keys: KeyMaterial::Multi(keys),
+                    multi_key,
+                    equivalents: vec![],
+                    order,
+                },
+                f,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One cipher configuration to try with a key: scheme, block cipher, mode.

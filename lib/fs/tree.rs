@@ -307,36 +307,7 @@ pub fn walk_from(
         let mut subdirs = Vec::new();
         let mut names: HashSet<Vec<u8>> = HashSet::new();
         for entry in listing.entries {
-            let mut path = dir_path.clone();
-            if !path.is_empty() {
-                path.push(b'/');
-            }
-            path.extend_from_slice(&entry.name);
-            if entry.name.is_empty()
-                || entry.name == b"."
-                || entry.name == b".."
-                || entry.name.contains(&b'/')
-                || entry.name.contains(&0)
-            {
-                issues.push(PathIssue {
-                    path: dir_path.clone(),
-                    issue: Issue::error(
-                        "fs.bad-name",
-                        format!("an entry has an invalid name {:?}; skipped", String::from_utf8_lossy(&entry.name)),
-                    ),
-                });
-                continue;
-            }
-            if !names.insert(entry.name.clone()) {
-                issues.push(PathIssue {
-                    path: path.clone(),
-                    issue: Issue::error(
-                        "fs.duplicate-name",
-                        "the name appears twice in its directory; the second is skipped",
-                    ),
-                });
-                continue;
-            }
+            let Some(path) = entry_path(&dir_path, &entry, &mut names, &mut issues) else { continue };
             let stat = match fs.stat(entry.id) {
                 Ok(s) => s,
                 Err(e) if e.kind() == crate::ErrorKind::Interrupted => return Err(e),
@@ -350,25 +321,9 @@ pub fn walk_from(
             let found = Found { path, id: entry.id, stat };
             visit(&found);
             if is_dir {
-                if !seen_dirs.insert(dir_key) {
-                    issues.push(PathIssue {
-                        path: found.path,
-                        issue: Issue::error(
-                            "fs.dir-loop",
-                            "this directory is reachable by more than one path (a directory loop or hard-linked \
-                             directory); it is not entered again",
-                        ),
-                    });
-                } else if depth + 1 >= MAX_DEPTH {
-                    issues.push(PathIssue {
-                        path: found.path,
-                        issue: Issue::error(
-                            "fs.too-deep",
-                            format!("directories nest deeper than {MAX_DEPTH} levels; not entered"),
-                        ),
-                    });
-                } else {
-                    subdirs.push((entry.id, found.path, depth + 1));
+                match dir_refusal(dir_key, depth, &mut seen_dirs) {
+                    Some(issue) => issues.push(PathIssue { path: found.path, issue }),
+                    None => subdirs.push((entry.id, found.path, depth + 1)),
                 }
             }
         }
@@ -376,6 +331,60 @@ pub fn walk_from(
         stack.extend(subdirs.into_iter().rev());
     }
     Ok(issues)
+}
+
+/// The path of `entry` below `dir_path`, or `None` (with an issue) when its name is invalid or
+/// already in `names` (the directory's names so far).
+fn entry_path(
+    dir_path: &[u8],
+    entry: &DirEntry,
+    names: &mut HashSet<Vec<u8>>,
+    issues: &mut Vec<PathIssue>,
+) -> Option<Vec<u8>> {
+    let mut path = dir_path.to_vec();
+    if !path.is_empty() {
+        path.push(b'/');
+    }
+    path.extend_from_slice(&entry.name);
+    if entry.name.is_empty()
+        || entry.name == b"."
+        || entry.name == b".."
+        || entry.name.contains(&b'/')
+        || entry.name.contains(&0)
+    {
+        issues.push(PathIssue {
+            path: dir_path.to_vec(),
+            issue: Issue::error(
+                "fs.bad-name",
+                format!("an entry has an invalid name {:?}; skipped", String::from_utf8_lossy(&entry.name)),
+            ),
+        });
+        return None;
+    }
+    if !names.insert(entry.name.clone()) {
+        issues.push(PathIssue {
+            path,
+            issue: Issue::error("fs.duplicate-name", "the name appears twice in its directory; the second is skipped"),
+        });
+        return None;
+    }
+    Some(path)
+}
+
+/// Why a directory found at `depth` (recognised by `dir_key`) is not entered: seen before (a
+/// loop or hard-linked directory) or too deep. `None` (and remembered in `seen_dirs`): enter it.
+fn dir_refusal(dir_key: NodeId, depth: usize, seen_dirs: &mut HashSet<NodeId>) -> Option<Issue> {
+    if !seen_dirs.insert(dir_key) {
+        Some(Issue::error(
+            "fs.dir-loop",
+            "this directory is reachable by more than one path (a directory loop or hard-linked directory); it is \
+             not entered again",
+        ))
+    } else if depth + 1 >= MAX_DEPTH {
+        Some(Issue::error("fs.too-deep", format!("directories nest deeper than {MAX_DEPTH} levels; not entered")))
+    } else {
+        None
+    }
 }
 
 /// Read a whole file into memory, refusing more than `limit_bytes`.

@@ -297,14 +297,18 @@ pub fn find_in_image(src: &dyn ByteSource) -> crate::Result<Option<Ecc>> {
     scan_image(src).map(|s| s.ecc)
 }
 
+/// The code of a dvdisaster header found but not usable (damaged, implausible).
+pub const UNUSABLE_HEADER: &str = "ecc.unusable-header";
+
 /// What [`scan_image`] found.
 #[derive(Debug, Clone, Default)]
 pub struct Scan {
     /// Usable error-correction data.
     pub ecc: Option<Ecc>,
-    /// Headers with the dvdisaster cookie that were not usable (`"sector 512: …"`), worth a
-    /// warning when nothing usable was found.
-    pub unusable: Vec<String>,
+    /// Headers with the dvdisaster cookie that were not usable, when nothing usable was found:
+    /// `ecc.unusable-header` warnings whose message says which and why (`"RS03 header at sector
+    /// 512: …"`).
+    pub unusable: Vec<Finding>,
 }
 
 /// [`find_in_image`], also telling which damaged or implausible headers were passed over.
@@ -321,7 +325,7 @@ pub fn scan_image(src: &dyn ByteSource) -> crate::Result<Scan> {
             .iter()
             .map(|(p, f, h)| {
                 let m = h.as_ref().map_or("dvdisaster", |h| h.method.name());
-                format!("{m} header at sector {p}: {f}")
+                Finding::warning(UNUSABLE_HEADER, format!("{m} header at sector {p}: {f}"))
             })
             .collect()
     };

@@ -427,6 +427,41 @@ fn rs03(fix: Fix<'_>, l: &Rs03Layout, img: &mut Work, mut ecc_file: Option<&mut 
     let Fix { ecc, opts, o, interrupt } = fix;
     let h = &ecc.header;
     let in_last = u64::from(h.in_last);
+    rs03_fit_size(l, in_last, img, opts, o)?;
+    let image_sectors = img.sectors();
+    let reader = Rs03Reader {
+        l,
+        medium_fp: &h.medium_fp,
+        image_sectors,
+        image_in_last: img.size - (image_sectors.max(1) - 1) * ECC_SECTOR_BYTES,
+    };
+    let code = Code::new(l.nroots)?;
+    let mut batch = Rs03Batch::new(&reader, img, ecc_file.as_deref())?;
+    let mut blk = Block::new();
+    for s in 0..l.spl {
+        interrupt.check()?;
+        batch.load(&reader, img, ecc_file.as_deref(), s)?;
+        batch.mark(&mut blk, l, s);
+        let ok = blk.erasures.len() <= l.nroots && blk.decode(&code, N);
+        // Corrections made before a decoder problem stay in memory (dvdisaster's cache).
+        batch.store(&blk, s);
+        if !ok {
+            for &j in &blk.erasures {
+                match l.place(j, s) {
+                    layout::Rs03Place::EccFile(fs) => o.unrepaired_ecc_file.push(fs),
+                    layout::Rs03Place::Image(v) | layout::Rs03Place::Padding(v) => o.unrepaired.push(v),
+                }
+            }
+            continue;
+        }
+        rs03_write(&blk, l, s, in_last, img, ecc_file.as_deref_mut(), o)?;
+    }
+    Ok(())
+}
+
+/// Bring the image to the length its RS03 data records: extend a short one with dead-sector
+/// markers, cut surplus bytes (refused without `--truncate`) and surplus sectors.
+fn rs03_fit_size(l: &Rs03Layout, in_last: u64, img: &mut Work, opts: &Options, o: &mut Outcome) -> crate::Result<()> {
     let expected = if l.ecc_file { l.ds } else { l.total_sectors() };
     // dvdisaster applies the image's last-sector byte count to the end of the file even for an
     // augmented image, where the file ends with a full ECC sector: it then refuses (or, with
@@ -457,26 +492,35 @@ fn rs03(fix: Fix<'_>, l: &Rs03Layout, img: &mut Work, mut ecc_file: Option<&mut 
         o.truncated_bytes = img.size - expected_bytes;
         img.truncate(expected_bytes)?;
     }
-    cut_surplus(img, expected, expected_bytes, opts, o)?;
+    cut_surplus(img, expected, expected_bytes, opts, o)
+}
 
-    let image_sectors = img.sectors();
-    let image_in_last = img.size - (image_sectors.max(1) - 1) * ECC_SECTOR_BYTES;
-    let code = Code::new(l.nroots)?;
-    let ndata = l.ndata;
-    let crc_layer = ndata - 1;
-    // Read sector `i` of layer `j` into `buf` the way RS03ReadSectors does.
-    let read = |img: &Work, ef: &Option<&mut Work>, j: usize, i: u64, buf: &mut [u8]| -> crate::Result<()> {
+/// Reads the sectors of RS03 layers the way dvdisaster's `RS03ReadSectors` does.
+struct Rs03Reader<'a> {
+    l: &'a Rs03Layout,
+    /// The medium fingerprint padding sectors are made from.
+    medium_fp: &'a [u8; 16],
+    /// The image's length in sectors and the bytes in its last sector, after fitting its size.
+    image_sectors: u64,
+    image_in_last: u64,
+}
+
+impl Rs03Reader<'_> {
+    /// Read sector `i` of layer `j` into `buf`: from the image (a short last sector zero-filled),
+    /// a padding sector, or the `.ecc` file.
+    fn read(&self, img: &Work, ef: Option<&Work>, j: usize, i: u64, buf: &mut [u8]) -> crate::Result<()> {
+        let l = self.l;
         match l.place(j, i) {
             layout::Rs03Place::Image(s) => {
-                if l.ecc_file && s + 1 == image_sectors && image_in_last < ECC_SECTOR_BYTES {
+                if l.ecc_file && s + 1 == self.image_sectors && self.image_in_last < ECC_SECTOR_BYTES {
                     buf.fill(0);
-                    img.read(s * ECC_SECTOR_BYTES, &mut buf[..image_in_last as usize])
+                    img.read(s * ECC_SECTOR_BYTES, &mut buf[..self.image_in_last as usize])
                 } else {
                     img.read(s * ECC_SECTOR_BYTES, buf)
                 }
             }
             layout::Rs03Place::Padding(s) => {
-                layout::padding_sector(s, &h.medium_fp, buf);
+                layout::padding_sector(s, self.medium_fp, buf);
                 Ok(())
             }
             layout::Rs03Place::EccFile(fs) => match ef {
@@ -484,50 +528,85 @@ fn rs03(fix: Fix<'_>, l: &Rs03Layout, img: &mut Work, mut ecc_file: Option<&mut 
                 None => Err(crate::Error::invalid("BUG: RS03 .ecc layout without an .ecc file")),
             },
         }
-    };
-    let mut last_crc2 = vec![0u8; SECTOR];
-    read(img, &ecc_file, crc_layer, l.spl - 1, &mut last_crc2)?;
-    let mut last_crc1 = vec![0u8; SECTOR];
-    // The batch in memory: 255 layers × up to 64 sectors, corrected in place.
-    let mut batch: Vec<u8> = Vec::new();
-    let mut batch_start = 0u64;
-    let mut batch_len = 0u64;
-    let mut cache_size = CACHE_BLOCKS;
-    let mut blk = Block::new();
-    for s in 0..l.spl {
-        interrupt.check()?;
-        if s >= batch_start + batch_len {
-            if l.spl - s < cache_size {
-                cache_size = l.spl - s;
-            }
-            batch_start = s;
-            batch_len = cache_size;
-            let n = batch_len as usize;
-            batch.resize(N * n * SECTOR, 0);
-            for j in 0..N {
-                for q in 0..n {
-                    let at = (j * n + q) * SECTOR;
-                    read(img, &ecc_file, j, s + q as u64, &mut batch[at..at + SECTOR])?;
-                }
-            }
-            last_crc1.copy_from_slice(&last_crc2);
-            let at = (crc_layer * n + n - 1) * SECTOR;
-            last_crc2.copy_from_slice(&batch[at..at + SECTOR]);
+    }
+}
+
+/// The batch in memory: 255 layers × up to 64 sectors, corrected in place, and the last CRC
+/// sectors of this batch and the one before as read before repair (the first block of a batch
+/// takes its CRCs from the previous batch's last CRC block).
+struct Rs03Batch {
+    data: Vec<u8>,
+    start: u64,
+    len: u64,
+    cache_size: u64,
+    last_crc1: Vec<u8>,
+    last_crc2: Vec<u8>,
+}
+
+impl Rs03Batch {
+    /// An empty batch; the CRC sector before the first block is the last one of the CRC layer.
+    fn new(reader: &Rs03Reader<'_>, img: &Work, ef: Option<&Work>) -> crate::Result<Rs03Batch> {
+        let mut last_crc2 = vec![0u8; SECTOR];
+        reader.read(img, ef, reader.l.ndata - 1, reader.l.spl - 1, &mut last_crc2)?;
+        Ok(Rs03Batch {
+            data: Vec::new(),
+            start: 0,
+            len: 0,
+            cache_size: CACHE_BLOCKS,
+            last_crc1: vec![0u8; SECTOR],
+            last_crc2,
+        })
+    }
+
+    /// Read the next batch when block `s` is past the one in memory.
+    fn load(&mut self, reader: &Rs03Reader<'_>, img: &Work, ef: Option<&Work>, s: u64) -> crate::Result<()> {
+        if s < self.start + self.len {
+            return Ok(());
         }
-        let n = batch_len as usize;
-        let q = (s - batch_start) as usize;
-        let crc_sector: Vec<u8> = if q == 0 {
-            last_crc1.clone()
+        let l = reader.l;
+        if l.spl - s < self.cache_size {
+            self.cache_size = l.spl - s;
+        }
+        self.start = s;
+        self.len = self.cache_size;
+        let n = self.len as usize;
+        self.data.resize(N * n * SECTOR, 0);
+        for j in 0..N {
+            for q in 0..n {
+                let at = (j * n + q) * SECTOR;
+                reader.read(img, ef, j, s + q as u64, &mut self.data[at..at + SECTOR])?;
+            }
+        }
+        self.last_crc1.copy_from_slice(&self.last_crc2);
+        let at = ((l.ndata - 1) * n + n - 1) * SECTOR;
+        self.last_crc2.copy_from_slice(&self.data[at..at + SECTOR]);
+        Ok(())
+    }
+
+    /// Byte offset in the batch of block `s`'s sector in layer `j`.
+    fn at(&self, j: usize, s: u64) -> usize {
+        let n = self.len as usize;
+        (j * n + (s - self.start) as usize) * SECTOR
+    }
+
+    /// Load block `s` into `blk` and erase its dead sectors and data sectors failing their CRC.
+    fn mark(&self, blk: &mut Block, l: &Rs03Layout, s: u64) {
+        let ndata = l.ndata;
+        let crc_layer = ndata - 1;
+        let n = self.len as usize;
+        let q = (s - self.start) as usize;
+        let crc_sector: &[u8] = if q == 0 {
+            &self.last_crc1
         } else {
             let at = (crc_layer * n + q - 1) * SECTOR;
-            batch[at..at + SECTOR].to_vec()
+            &self.data[at..at + SECTOR]
         };
-        let crc_valid = !is_dead(&crc_sector, 0);
-        let crc_buf = le_words(&crc_sector);
+        let crc_valid = !is_dead(crc_sector, 0);
+        let crc_buf = le_words(crc_sector);
         blk.reset();
         for j in 0..N {
-            let at = (j * n + q) * SECTOR;
-            blk.sector_mut(j).copy_from_slice(&batch[at..at + SECTOR]);
+            let at = self.at(j, s);
+            blk.sector_mut(j).copy_from_slice(&self.data[at..at + SECTOR]);
         }
         for j in 0..ndata {
             if is_dead(blk.sector(j), j as u64 * l.spl + s) {
@@ -548,38 +627,43 @@ fn rs03(fix: Fix<'_>, l: &Rs03Layout, img: &mut Work, mut ecc_file: Option<&mut 
                 blk.erase(j, Mark::Dead);
             }
         }
-        let ok = blk.erasures.len() <= l.nroots && blk.decode(&code, N);
-        // Corrections made before a decoder problem stay in memory (dvdisaster's cache).
+    }
+
+    /// Put block `s` back from `blk` (corrected or not).
+    fn store(&mut self, blk: &Block, s: u64) {
         for j in 0..N {
-            let at = (j * n + q) * SECTOR;
-            batch[at..at + SECTOR].copy_from_slice(blk.sector(j));
+            let at = self.at(j, s);
+            self.data[at..at + SECTOR].copy_from_slice(blk.sector(j));
         }
-        if !ok {
-            for &j in &blk.erasures {
-                match l.place(j, s) {
-                    layout::Rs03Place::EccFile(fs) => o.unrepaired_ecc_file.push(fs),
-                    layout::Rs03Place::Image(v) | layout::Rs03Place::Padding(v) => o.unrepaired.push(v),
-                }
-            }
+    }
+}
+
+/// Write the corrected sectors of RS03 block `s` to the image or the `.ecc` file.
+fn rs03_write(
+    blk: &Block,
+    l: &Rs03Layout,
+    s: u64,
+    in_last: u64,
+    img: &mut Work,
+    mut ecc_file: Option<&mut Work>,
+    o: &mut Outcome,
+) -> crate::Result<()> {
+    for j in 0..N {
+        if blk.marks[j] == Mark::Clean {
             continue;
         }
-        for j in 0..N {
-            if blk.marks[j] == Mark::Clean {
-                continue;
+        let sector = blk.sector(j);
+        match l.place(j, s) {
+            layout::Rs03Place::EccFile(fs) => {
+                if let Some(w) = ecc_file.as_deref_mut() {
+                    w.write(fs * ECC_SECTOR_BYTES, sector)?;
+                }
+                o.repaired_ecc_file.push(fs);
             }
-            let sector = blk.sector(j);
-            match l.place(j, s) {
-                layout::Rs03Place::EccFile(fs) => {
-                    if let Some(w) = ecc_file.as_deref_mut() {
-                        w.write(fs * ECC_SECTOR_BYTES, sector)?;
-                    }
-                    o.repaired_ecc_file.push(fs);
-                }
-                layout::Rs03Place::Image(v) | layout::Rs03Place::Padding(v) => {
-                    let len = if v + 1 == l.ds { in_last as usize } else { SECTOR };
-                    img.write(v * ECC_SECTOR_BYTES, &sector[..len])?;
-                    o.repaired.push(v);
-                }
+            layout::Rs03Place::Image(v) | layout::Rs03Place::Padding(v) => {
+                let len = if v + 1 == l.ds { in_last as usize } else { SECTOR };
+                img.write(v * ECC_SECTOR_BYTES, &sector[..len])?;
+                o.repaired.push(v);
             }
         }
     }
@@ -612,85 +696,19 @@ fn rs01(fix: Fix<'_>, l: &Rs01Layout, img: &mut Work, ecc_file: &File) -> crate:
     let Fix { ecc, opts, o, interrupt } = fix;
     let h = &ecc.header;
     let in_last = u64::from(h.in_last);
-    let expected_bytes = (l.sectors - 1) * ECC_SECTOR_BYTES + in_last;
-    // A few bytes short in the last sector: zero-filled (the CRC catches a wrong guess).
-    if img.sectors() == l.sectors && img.size < expected_bytes {
-        let pad = vec![0u8; (expected_bytes - img.size) as usize];
-        img.write(img.size, &pad)?;
-    }
-    if img.size > expected_bytes {
-        let diff = img.sectors().saturating_sub(l.sectors);
-        if (diff > 2 || diff == 0) && !opts.truncate {
-            return Err(crate::Error::invalid(format!(
-                "the image is {} bytes longer than its .ecc file records; give --truncate to remove them",
-                img.size - expected_bytes
-            )));
-        }
-        o.truncated_bytes = img.size - expected_bytes;
-        img.truncate(expected_bytes)?;
-    }
+    rs01_fit_size(l, in_last, img, opts, o)?;
     let image_sectors = img.sectors();
     let image_in_last = img.size - (image_sectors.max(1) - 1) * ECC_SECTOR_BYTES;
-    // Image and .ecc file must belong together.
-    if h.medium_fp != [0u8; 16] && image_sectors > FINGERPRINT_SECTOR {
-        let mut buf = [0u8; SECTOR];
-        img.read(FINGERPRINT_SECTOR * ECC_SECTOR_BYTES, &mut buf)?;
-        if !is_dead(&buf, FINGERPRINT_SECTOR) && <[u8; 16]>::from(Md5::digest(buf)) != h.medium_fp {
-            return Err(crate::Error::invalid(
-                "the fingerprints of image and .ecc file do not match: they do not belong together",
-            ));
-        }
-    }
+    rs01_check_fingerprint(&h.medium_fp, img, image_sectors)?;
     let code = Code::new(l.nroots)?;
     let ndata = l.ndata;
-    // Bounded by the .ecc file's size (check_rs01_size); a failed allocation is an error, not an
-    // abort.
-    let crc_bytes = l
-        .sectors
-        .checked_mul(4)
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| crate::Error::invalid(format!("{} sectors: too many CRCs for this machine", l.sectors)))?;
-    let mut crcs = Vec::new();
-    crcs.try_reserve_exact(crc_bytes).map_err(|_| {
-        crate::Error::new(
-            crate::ErrorKind::Unsupported,
-            format!("cannot allocate {crc_bytes} bytes for the CRCs of {} sectors", l.sectors),
-        )
-    })?;
-    crcs.resize(crc_bytes, 0);
-    let have = ecc_file.read_at(&mut crcs, l.crc_offset()).map_err(|e| crate::Error::io("reading the .ecc file", e))?;
-    crcs[have..].fill(0);
-    let crcs = le_words(&crcs);
+    let crcs = rs01_crcs(l, ecc_file)?;
     let mut parity = vec![0u8; SECTOR * l.nroots];
     let mut blk = Block::new();
     for si in 0..l.spl {
         interrupt.check()?;
-        blk.reset();
-        for j in 0..ndata {
-            let sec = j as u64 * l.spl + si;
-            let buf = blk.sector_mut(j);
-            if sec >= image_sectors && sec < l.sectors {
-                layout::dead_sector_marker(sec, None, 0, None, buf);
-            } else if sec >= l.sectors {
-                buf.fill(0);
-            } else if sec + 1 == image_sectors {
-                buf.fill(0);
-                img.read(sec * ECC_SECTOR_BYTES, &mut buf[..image_in_last as usize])?;
-            } else {
-                img.read(sec * ECC_SECTOR_BYTES, buf)?;
-            }
-        }
-        for j in 0..ndata {
-            let sec = j as u64 * l.spl + si;
-            if sec >= l.sectors {
-                continue;
-            }
-            if is_dead(blk.sector(j), sec) {
-                blk.erase(j, Mark::Dead);
-            } else if layout::crc32(blk.sector(j)) != crcs[sec as usize] {
-                blk.erase(j, Mark::Crc);
-            }
-        }
+        rs01_load(&mut blk, l, si, img, (image_sectors, image_in_last))?;
+        rs01_mark(&mut blk, l, si, &crcs);
         if blk.erasures.is_empty() {
             continue;
         }
@@ -726,4 +744,101 @@ fn rs01(fix: Fix<'_>, l: &Rs01Layout, img: &mut Work, ecc_file: &File) -> crate:
         }
     }
     Ok(())
+}
+
+/// Bring the image to the length its RS01 `.ecc` file records: zero-fill a last sector a few
+/// bytes short, cut surplus bytes (more than 2 surplus sectors only with `--truncate`).
+fn rs01_fit_size(l: &Rs01Layout, in_last: u64, img: &mut Work, opts: &Options, o: &mut Outcome) -> crate::Result<()> {
+    let expected_bytes = (l.sectors - 1) * ECC_SECTOR_BYTES + in_last;
+    // A few bytes short in the last sector: zero-filled (the CRC catches a wrong guess).
+    if img.sectors() == l.sectors && img.size < expected_bytes {
+        let pad = vec![0u8; (expected_bytes - img.size) as usize];
+        img.write(img.size, &pad)?;
+    }
+    if img.size > expected_bytes {
+        let diff = img.sectors().saturating_sub(l.sectors);
+        if (diff > 2 || diff == 0) && !opts.truncate {
+            return Err(crate::Error::invalid(format!(
+                "the image is {} bytes longer than its .ecc file records; give --truncate to remove them",
+                img.size - expected_bytes
+            )));
+        }
+        o.truncated_bytes = img.size - expected_bytes;
+        img.truncate(expected_bytes)?;
+    }
+    Ok(())
+}
+
+/// Refuse an image whose fingerprint sector (when readable) does not match the `.ecc` file's.
+fn rs01_check_fingerprint(medium_fp: &[u8; 16], img: &Work, image_sectors: u64) -> crate::Result<()> {
+    if *medium_fp != [0u8; 16] && image_sectors > FINGERPRINT_SECTOR {
+        let mut buf = [0u8; SECTOR];
+        img.read(FINGERPRINT_SECTOR * ECC_SECTOR_BYTES, &mut buf)?;
+        if !is_dead(&buf, FINGERPRINT_SECTOR) && <[u8; 16]>::from(Md5::digest(buf)) != *medium_fp {
+            return Err(crate::Error::invalid(
+                "the fingerprints of image and .ecc file do not match: they do not belong together",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The CRC of every image sector, from the `.ecc` file (zero where the file ends early).
+fn rs01_crcs(l: &Rs01Layout, ecc_file: &File) -> crate::Result<Vec<u32>> {
+    // Bounded by the .ecc file's size (check_rs01_size); a failed allocation is an error, not an
+    // abort.
+    let crc_bytes = l
+        .sectors
+        .checked_mul(4)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| crate::Error::invalid(format!("{} sectors: too many CRCs for this machine", l.sectors)))?;
+    let mut crcs = Vec::new();
+    crcs.try_reserve_exact(crc_bytes).map_err(|_| {
+        crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!("cannot allocate {crc_bytes} bytes for the CRCs of {} sectors", l.sectors),
+        )
+    })?;
+    crcs.resize(crc_bytes, 0);
+    let have = ecc_file.read_at(&mut crcs, l.crc_offset()).map_err(|e| crate::Error::io("reading the .ecc file", e))?;
+    crcs[have..].fill(0);
+    Ok(le_words(&crcs))
+}
+
+/// Load the data sectors of RS01 block `si` into `blk`: sectors missing from a truncated image
+/// as dead-sector markers, sectors past the recorded size as zeros.
+/// `image_sectors` and `image_in_last` are the image's length before repair started.
+fn rs01_load(blk: &mut Block, l: &Rs01Layout, si: u64, img: &Work, image: (u64, u64)) -> crate::Result<()> {
+    let (image_sectors, image_in_last) = image;
+    blk.reset();
+    for j in 0..l.ndata {
+        let sec = j as u64 * l.spl + si;
+        let buf = blk.sector_mut(j);
+        if sec >= image_sectors && sec < l.sectors {
+            layout::dead_sector_marker(sec, None, 0, None, buf);
+        } else if sec >= l.sectors {
+            buf.fill(0);
+        } else if sec + 1 == image_sectors {
+            buf.fill(0);
+            img.read(sec * ECC_SECTOR_BYTES, &mut buf[..image_in_last as usize])?;
+        } else {
+            img.read(sec * ECC_SECTOR_BYTES, buf)?;
+        }
+    }
+    Ok(())
+}
+
+/// Erase the data sectors of RS01 block `si` that are dead-sector markers or fail their CRC.
+fn rs01_mark(blk: &mut Block, l: &Rs01Layout, si: u64, crcs: &[u32]) {
+    for j in 0..l.ndata {
+        let sec = j as u64 * l.spl + si;
+        if sec >= l.sectors {
+            continue;
+        }
+        if is_dead(blk.sector(j), sec) {
+            blk.erase(j, Mark::Dead);
+        } else if layout::crc32(blk.sector(j)) != crcs[sec as usize] {
+            blk.erase(j, Mark::Crc);
+        }
+    }
 }

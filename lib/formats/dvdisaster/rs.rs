@@ -280,56 +280,8 @@ impl Code {
         }
         // Syndromes in log form.
         let s: Vec<usize> = synd.iter().map(|&x| log_of(x)).collect();
-
-        // Erasure locator: Π (1 − X_k x), X_k = α^(11·(254 − pos)).
-        let mut lambda = vec![0u8; nroots + 1];
-        lambda[0] = 1;
-        for (n, &pos) in erasures.iter().enumerate() {
-            if pos >= N {
-                return Err(DecodeError::Uncorrectable);
-            }
-            let u = (PRIM_ELEM * (N - 1 - pos)) % N;
-            for j in (1..=n + 1).rev() {
-                let l = log_of(lambda[j - 1]);
-                if l != LOG_ZERO {
-                    lambda[j] ^= exp_of(u + l);
-                }
-            }
-        }
-        let no_eras = erasures.len();
-        let mut b: Vec<usize> = lambda.iter().map(|&x| log_of(x)).collect();
-        let mut t = vec![0u8; nroots + 1];
-
-        // Berlekamp–Massey for the error locator, starting after the erasures.
-        let mut el = no_eras;
-        for r in no_eras + 1..=nroots {
-            let mut discr = 0u8;
-            for i in 0..r {
-                if lambda[i] != 0 && s[r - i - 1] != LOG_ZERO {
-                    discr ^= exp_of(log_of(lambda[i]) + s[r - i - 1]);
-                }
-            }
-            let discr_log = log_of(discr);
-            if discr_log == LOG_ZERO {
-                b.rotate_right(1);
-                b[0] = LOG_ZERO;
-            } else {
-                t[0] = lambda[0];
-                for i in 0..nroots {
-                    t[i + 1] = if b[i] != LOG_ZERO { lambda[i + 1] ^ exp_of(discr_log + b[i]) } else { lambda[i + 1] };
-                }
-                if 2 * el < r + no_eras {
-                    el = r + no_eras - el;
-                    for i in 0..=nroots {
-                        b[i] = if lambda[i] == 0 { LOG_ZERO } else { (log_of(lambda[i]) + N - discr_log) % N };
-                    }
-                } else {
-                    b.rotate_right(1);
-                    b[0] = LOG_ZERO;
-                }
-                lambda.copy_from_slice(&t);
-            }
-        }
+        let mut lambda = erasure_locator(erasures, nroots)?;
+        berlekamp_massey(&mut lambda, &s, erasures.len());
 
         // Log form and degree of lambda.
         let lam: Vec<usize> = lambda.iter().map(|&x| log_of(x)).collect();
@@ -338,76 +290,151 @@ impl Code {
             // No locator roots to find: the classic decoder changes nothing.
             return Ok(Vec::new());
         }
+        let (root, loc) = chien_search(&lam, deg_lambda).ok_or(DecodeError::Uncorrectable)?;
+        let omega = error_evaluator(&s, &lam, deg_lambda);
+        Ok(forney(&lam, &omega, &root, &loc, deg_lambda, nroots))
+    }
+}
 
-        // Chien search: roots of lambda give the error locations.
-        let mut reg = lam.clone();
-        let mut root = Vec::with_capacity(deg_lambda);
-        let mut loc = Vec::with_capacity(deg_lambda);
-        let mut k = PRIMTH_ROOT - 1;
-        for i in 1..=N {
-            let mut q = 1u8;
-            for j in (1..=deg_lambda).rev() {
-                if reg[j] != LOG_ZERO {
-                    reg[j] = (reg[j] + j) % N;
-                    q ^= EXP[reg[j]];
-                }
-            }
-            if q == 0 {
-                root.push(i);
-                loc.push(k);
-                if root.len() == deg_lambda {
-                    break;
-                }
-            }
-            k = (k + PRIMTH_ROOT) % N;
-        }
-        if root.len() != deg_lambda {
+/// The erasure locator Π (1 − X_k x), X_k = α^(11·(254 − pos)), as `nroots + 1` coefficients.
+///
+/// # Errors
+/// `Uncorrectable` for a position outside the codeword.
+fn erasure_locator(erasures: &[usize], nroots: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut lambda = vec![0u8; nroots + 1];
+    lambda[0] = 1;
+    for (n, &pos) in erasures.iter().enumerate() {
+        if pos >= N {
             return Err(DecodeError::Uncorrectable);
         }
-
-        // Error evaluator omega = S·lambda mod x^nroots, in log form.
-        let deg_omega = deg_lambda - 1;
-        let omega: Vec<usize> = (0..=deg_omega)
-            .map(|i| {
-                let mut tmp = 0u8;
-                for j in 0..=i {
-                    if s[i - j] != LOG_ZERO && lam[j] != LOG_ZERO {
-                        tmp ^= exp_of(s[i - j] + lam[j]);
-                    }
-                }
-                log_of(tmp)
-            })
-            .collect();
-
-        // Forney: error values; compute all before applying any, so failure leaves cw intact.
-        let mut fixes = Vec::with_capacity(root.len());
-        for (&rt, &lc) in root.iter().zip(&loc) {
-            let mut num1 = 0u8;
-            for (i, &o) in omega.iter().enumerate() {
-                if o != LOG_ZERO {
-                    num1 ^= exp_of(o + i * rt);
-                }
-            }
-            let num2 = exp_of((rt * (FIRST_ROOT + N - 1)) % N);
-            let mut den = 0u8;
-            // Formal derivative: only odd powers of lambda survive.
-            let top = deg_lambda.min(nroots - 1) & !1;
-            let mut i = top as isize;
-            while i >= 0 {
-                let iu = i as usize;
-                if lam[iu + 1] != LOG_ZERO {
-                    den ^= exp_of(lam[iu + 1] + iu * rt);
-                }
-                i -= 2;
-            }
-            if num1 != 0 {
-                // log(0) is 255 (= N) in the decoder's tables; it cancels the `+ N` below.
-                let v = exp_of(log_of(num1) + log_of(num2) + N - log_of(den));
-                fixes.push((lc, v));
+        let u = (PRIM_ELEM * (N - 1 - pos)) % N;
+        for j in (1..=n + 1).rev() {
+            let l = log_of(lambda[j - 1]);
+            if l != LOG_ZERO {
+                lambda[j] ^= exp_of(u + l);
             }
         }
-        Ok(fixes)
     }
+    Ok(lambda)
+}
+
+/// Berlekamp–Massey: extend the erasure locator `lambda` to the error-and-erasure locator, from
+/// the syndromes `s` (log form), starting after the `no_eras` erasures.
+fn berlekamp_massey(lambda: &mut [u8], s: &[usize], no_eras: usize) {
+    let nroots = lambda.len() - 1;
+    let mut b: Vec<usize> = lambda.iter().map(|&x| log_of(x)).collect();
+    let mut t = vec![0u8; nroots + 1];
+    let mut el = no_eras;
+    for r in no_eras + 1..=nroots {
+        let mut discr = 0u8;
+        for i in 0..r {
+            if lambda[i] != 0 && s[r - i - 1] != LOG_ZERO {
+                discr ^= exp_of(log_of(lambda[i]) + s[r - i - 1]);
+            }
+        }
+        let discr_log = log_of(discr);
+        if discr_log == LOG_ZERO {
+            b.rotate_right(1);
+            b[0] = LOG_ZERO;
+        } else {
+            t[0] = lambda[0];
+            for i in 0..nroots {
+                t[i + 1] = if b[i] != LOG_ZERO { lambda[i + 1] ^ exp_of(discr_log + b[i]) } else { lambda[i + 1] };
+            }
+            if 2 * el < r + no_eras {
+                el = r + no_eras - el;
+                for i in 0..=nroots {
+                    b[i] = if lambda[i] == 0 { LOG_ZERO } else { (log_of(lambda[i]) + N - discr_log) % N };
+                }
+            } else {
+                b.rotate_right(1);
+                b[0] = LOG_ZERO;
+            }
+            lambda.copy_from_slice(&t);
+        }
+    }
+}
+
+/// Chien search: the roots of the locator `lam` (log form, degree `deg_lambda`) and the error
+/// locations they give, or `None` when it has fewer roots than its degree.
+fn chien_search(lam: &[usize], deg_lambda: usize) -> Option<(Vec<usize>, Vec<usize>)> {
+    let mut reg = lam.to_vec();
+    let mut root = Vec::with_capacity(deg_lambda);
+    let mut loc = Vec::with_capacity(deg_lambda);
+    let mut k = PRIMTH_ROOT - 1;
+    for i in 1..=N {
+        let mut q = 1u8;
+        for j in (1..=deg_lambda).rev() {
+            if reg[j] != LOG_ZERO {
+                reg[j] = (reg[j] + j) % N;
+                q ^= EXP[reg[j]];
+            }
+        }
+        if q == 0 {
+            root.push(i);
+            loc.push(k);
+            if root.len() == deg_lambda {
+                break;
+            }
+        }
+        k = (k + PRIMTH_ROOT) % N;
+    }
+    (root.len() == deg_lambda).then_some((root, loc))
+}
+
+/// The error evaluator omega = S·lambda mod x^nroots, in log form.
+fn error_evaluator(s: &[usize], lam: &[usize], deg_lambda: usize) -> Vec<usize> {
+    let deg_omega = deg_lambda - 1;
+    (0..=deg_omega)
+        .map(|i| {
+            let mut tmp = 0u8;
+            for j in 0..=i {
+                if s[i - j] != LOG_ZERO && lam[j] != LOG_ZERO {
+                    tmp ^= exp_of(s[i - j] + lam[j]);
+                }
+            }
+            log_of(tmp)
+        })
+        .collect()
+}
+
+/// Forney: the error value at each location, as `(position, value to XOR)`; all computed before
+/// any is applied, so a failure leaves the codeword intact.
+fn forney(
+    lam: &[usize],
+    omega: &[usize],
+    root: &[usize],
+    loc: &[usize],
+    deg_lambda: usize,
+    nroots: usize,
+) -> Vec<(usize, u8)> {
+    let mut fixes = Vec::with_capacity(root.len());
+    for (&rt, &lc) in root.iter().zip(loc) {
+        let mut num1 = 0u8;
+        for (i, &o) in omega.iter().enumerate() {
+            if o != LOG_ZERO {
+                num1 ^= exp_of(o + i * rt);
+            }
+        }
+        let num2 = exp_of((rt * (FIRST_ROOT + N - 1)) % N);
+        let mut den = 0u8;
+        // Formal derivative: only odd powers of lambda survive.
+        let top = deg_lambda.min(nroots - 1) & !1;
+        let mut i = top as isize;
+        while i >= 0 {
+            let iu = i as usize;
+            if lam[iu + 1] != LOG_ZERO {
+                den ^= exp_of(lam[iu + 1] + iu * rt);
+            }
+            i -= 2;
+        }
+        if num1 != 0 {
+            // log(0) is 255 (= N) in the decoder's tables; it cancels the `+ N` below.
+            let v = exp_of(log_of(num1) + log_of(num2) + N - log_of(den));
+            fixes.push((lc, v));
+        }
+    }
+    fixes
 }
 
 #[cfg(test)]

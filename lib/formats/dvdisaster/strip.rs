@@ -96,63 +96,10 @@ pub fn strip(
 
     let mut tmp = TempFile::beside(out)?;
     let tmp_path = tmp.path.clone();
-    // Copy, checking every sector as it passes.
-    run.progress.start("stripping ECC", Some(len));
-    let mut md5 = Md5::new();
-    let mut buf = vec![0u8; CHUNK];
-    let (mut missing, mut bad, mut unchecked) = (Vec::new(), Vec::new(), 0u64);
-    let mut off = 0u64;
-    let wr = |e| crate::Error::io(format!("writing {}", tmp_path.display()), e);
-    while off < len {
-        run.interrupt.check()?;
-        let n = (len - off).min(CHUNK as u64) as usize;
-        image.read_exact_at(&mut buf[..n], off).map_err(|e| crate::Error::io(format!("reading byte {off}"), e))?;
-        md5.update(&buf[..n]);
-        for (k, sec) in buf[..n].chunks(SECTOR).enumerate() {
-            let s = off / ECC_SECTOR_BYTES + k as u64;
-            let mut full = [0u8; SECTOR];
-            full[..sec.len()].copy_from_slice(sec);
-            if layout::dead_sector(&full, s, Some(&fp)).is_some() {
-                missing.push(s);
-                continue;
-            }
-            match table.get(s) {
-                Some(c) if c != layout::crc32(&full) => bad.push(s),
-                Some(_) => {}
-                None => unchecked += 1,
-            }
-        }
-        if buf[..n].iter().all(|&b| b == 0) {
-            tmp.file.seek(SeekFrom::Current(n as i64)).map_err(wr)?;
-        } else {
-            tmp.file.write_all(&buf[..n]).map_err(wr)?;
-        }
-        off += n as u64;
-        run.progress.advance(n as u64);
-    }
-    tmp.file.set_len(len).map_err(wr)?;
-    tmp.file.sync_all().map_err(wr)?;
-    run.progress.finish();
-    let md5: [u8; 16] = md5.finalize().into();
-
+    let Copied { md5, missing, bad, unchecked } = copy_checked(image, len, &table, &fp, &mut tmp, run)?;
     let damaged = !missing.is_empty() || !bad.is_empty() || (h.medium_sum_valid() && md5 != h.medium_sum);
     if damaged && !opts.allow_damaged {
-        let mut what = Vec::new();
-        if !missing.is_empty() {
-            what.push(format!("missing sectors {}", format_ranges(&missing)));
-        }
-        if !bad.is_empty() {
-            what.push(format!("sectors failing their CRC {}", format_ranges(&bad)));
-        }
-        if what.is_empty() {
-            what.push("the MD5 differs from the one recorded at creation".into());
-        }
-        return Err(crate::Error::corrupt(format!(
-            "the data part of {} is damaged ({}); nothing was written. Repair it first (loopkit repair), or give \
-             --allow-damaged to write it anyway",
-            image_path.display(),
-            what.join("; ")
-        )));
+        return Err(damaged_error(image_path, &missing, &bad));
     }
 
     // Read the copy back before it takes the final name.
@@ -180,6 +127,85 @@ pub fn strip(
         bad_sectors: bad,
         unchecked_sectors: unchecked,
     })
+}
+
+/// What [`copy_checked`] found while copying.
+struct Copied {
+    md5: [u8; 16],
+    missing: Vec<u64>,
+    bad: Vec<u64>,
+    unchecked: u64,
+}
+
+/// Copy the first `len` bytes of `image` to `tmp` (zero chunks as holes) and sync it, checking
+/// every sector as it passes: dead-sector markers are missing, CRC mismatches (against `table`)
+/// bad, sectors without a CRC unchecked.
+fn copy_checked(
+    image: &dyn ByteSource,
+    len: u64,
+    table: &CrcTable,
+    fp: &[u8; 16],
+    tmp: &mut TempFile,
+    run: &mut Run<'_>,
+) -> crate::Result<Copied> {
+    let tmp_path = tmp.path.clone();
+    run.progress.start("stripping ECC", Some(len));
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; CHUNK];
+    let (mut missing, mut bad, mut unchecked) = (Vec::new(), Vec::new(), 0u64);
+    let mut off = 0u64;
+    let wr = |e| crate::Error::io(format!("writing {}", tmp_path.display()), e);
+    while off < len {
+        run.interrupt.check()?;
+        let n = (len - off).min(CHUNK as u64) as usize;
+        image.read_exact_at(&mut buf[..n], off).map_err(|e| crate::Error::io(format!("reading byte {off}"), e))?;
+        md5.update(&buf[..n]);
+        for (k, sec) in buf[..n].chunks(SECTOR).enumerate() {
+            let s = off / ECC_SECTOR_BYTES + k as u64;
+            let mut full = [0u8; SECTOR];
+            full[..sec.len()].copy_from_slice(sec);
+            if layout::dead_sector(&full, s, Some(fp)).is_some() {
+                missing.push(s);
+                continue;
+            }
+            match table.get(s) {
+                Some(c) if c != layout::crc32(&full) => bad.push(s),
+                Some(_) => {}
+                None => unchecked += 1,
+            }
+        }
+        if buf[..n].iter().all(|&b| b == 0) {
+            tmp.file.seek(SeekFrom::Current(n as i64)).map_err(wr)?;
+        } else {
+            tmp.file.write_all(&buf[..n]).map_err(wr)?;
+        }
+        off += n as u64;
+        run.progress.advance(n as u64);
+    }
+    tmp.file.set_len(len).map_err(wr)?;
+    tmp.file.sync_all().map_err(wr)?;
+    run.progress.finish();
+    Ok(Copied { md5: md5.finalize().into(), missing, bad, unchecked })
+}
+
+/// The refusal to write a damaged data part (without `--allow-damaged`), naming the damage.
+fn damaged_error(image_path: &Path, missing: &[u64], bad: &[u64]) -> crate::Error {
+    let mut what = Vec::new();
+    if !missing.is_empty() {
+        what.push(format!("missing sectors {}", format_ranges(missing)));
+    }
+    if !bad.is_empty() {
+        what.push(format!("sectors failing their CRC {}", format_ranges(bad)));
+    }
+    if what.is_empty() {
+        what.push("the MD5 differs from the one recorded at creation".into());
+    }
+    crate::Error::corrupt(format!(
+        "the data part of {} is damaged ({}); nothing was written. Repair it first (loopkit repair), or give \
+         --allow-damaged to write it anyway",
+        image_path.display(),
+        what.join("; ")
+    ))
 }
 
 /// MD5 of the synced copy read back from the device (`O_DIRECT`, or after dropping its cached

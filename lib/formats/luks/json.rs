@@ -288,6 +288,22 @@ impl Metadata {
     /// # Errors
     /// `Corrupt` naming the first violated rule.
     pub fn validate(&self, hdr_size: u64) -> crate::Result<()> {
+        self.validate_config(hdr_size)?;
+        for k in self.keyslots.keys() {
+            numbered("keyslot", k)?;
+        }
+        self.validate_tokens()?;
+        for k in self.digests.keys() {
+            numbered("digest", k)?;
+        }
+        self.validate_segments()?;
+        self.validate_segment_order(hdr_size)?;
+        self.validate_digests()?;
+        self.validate_keyslot_areas(hdr_size)
+    }
+
+    /// `config`: the JSON area and the keyslots area sizes.
+    fn validate_config(&self, hdr_size: u64) -> crate::Result<()> {
         let c = &self.config;
         if c.json_size != hdr_size - 4096 {
             return Err(crate::Error::corrupt(format!(
@@ -301,9 +317,11 @@ impl Metadata {
                 c.keyslots_size
             )));
         }
-        for k in self.keyslots.keys() {
-            numbered("keyslot", k)?;
-        }
+        Ok(())
+    }
+
+    /// Tokens: numbered, typed, naming existing keyslots.
+    fn validate_tokens(&self) -> crate::Result<()> {
         for (k, t) in &self.tokens {
             numbered("token", k)?;
             // cryptsetup `hdr_validate_tokens`: an object with a string `type` and a `keyslots`
@@ -319,9 +337,12 @@ impl Metadata {
                 }
             }
         }
-        for k in self.digests.keys() {
-            numbered("digest", k)?;
-        }
+        Ok(())
+    }
+
+    /// Segments, each on its own: at least one, numbered, aligned, with valid flags and, for a
+    /// `crypt` segment, sector size, size, encryption and IV tweak.
+    fn validate_segments(&self) -> crate::Result<()> {
         if self.segments.is_empty() {
             return Err(crate::Error::corrupt("LUKS2 metadata has no segment"));
         }
@@ -355,6 +376,13 @@ impl Metadata {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Segments together: numbered without a gap, backups last, and the data after the keyslots
+    /// area.
+    fn validate_segment_order(&self, hdr_size: u64) -> crate::Result<()> {
+        let c = &self.config;
         // cryptsetup `hdr_validate_segments`: keys 0..n-1 without a gap, backup segments (a
         // `backup-*` flag, kept while re-encrypting) numbered after every segment in use.
         let mut first_backup = self.segments.len();
@@ -375,6 +403,11 @@ impl Metadata {
                 c.keyslots_size
             )));
         }
+        Ok(())
+    }
+
+    /// Digests name existing keyslots and segments.
+    fn validate_digests(&self) -> crate::Result<()> {
         for (k, d) in &self.digests {
             for ks in &d.keyslots {
                 if !self.keyslots.contains_key(ks) {
@@ -387,8 +420,14 @@ impl Metadata {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Keyslot areas lie inside the keyslots area without overlapping, and each LUKS2 keyslot
+    /// belongs to exactly one digest.
+    fn validate_keyslot_areas(&self, hdr_size: u64) -> crate::Result<()> {
         let lo = 2 * hdr_size;
-        let hi = lo + c.keyslots_size;
+        let hi = lo + self.config.keyslots_size;
         let mut areas: Vec<(u64, u64, &str)> = Vec::new();
         for (k, ks) in &self.keyslots {
             let a = &ks.area;

@@ -235,115 +235,131 @@ fn kdf_of_json(k: &json::KdfJson, what: &str) -> crate::Result<Kdf> {
     })
 }
 
+/// The summary of a parsed header ([`Header`]).
 fn summarize(p: &Parsed) -> crate::Result<Header> {
-    Ok(match p {
-        Parsed::V1(l) => {
-            let details: Vec<KeyslotInfo> = l
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.active)
-                .map(|(i, s)| KeyslotInfo {
-                    id: i as u32,
-                    active: true,
-                    kdf: format!("pbkdf2-{} ({} iterations)", l.hash_spec, s.iterations),
-                    priority: None,
-                })
-                .collect();
-            Header {
-                version: 1,
-                cipher: format!("{}-{}", l.cipher_name, l.cipher_mode),
-                key_bits: l.key_bytes * 8,
-                payload_offset_bytes: u64::from(l.payload_sector) * 512,
-                sector_size: 512,
-                iv_offset_sectors: 0,
-                payload_size_bytes: None,
-                uuid: l.uuid.clone(),
-                label: None,
-                keyslots: details.len(),
-                keyslot_details: details,
-                token_types: Vec::new(),
-                notes: Vec::new(),
-                requirements: Vec::new(),
-                findings: Vec::new(),
-            }
+    match p {
+        Parsed::V1(l) => Ok(summarize_luks1(l)),
+        Parsed::V2(l) => summarize_luks2(l),
+    }
+}
+
+/// [`summarize`] for LUKS1: the active keyslots with their PBKDF2 iterations.
+fn summarize_luks1(l: &Luks1) -> Header {
+    let details: Vec<KeyslotInfo> = l
+        .slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.active)
+        .map(|(i, s)| KeyslotInfo {
+            id: i as u32,
+            active: true,
+            kdf: format!("pbkdf2-{} ({} iterations)", l.hash_spec, s.iterations),
+            priority: None,
+        })
+        .collect();
+    Header {
+        version: 1,
+        cipher: format!("{}-{}", l.cipher_name, l.cipher_mode),
+        key_bits: l.key_bytes * 8,
+        payload_offset_bytes: u64::from(l.payload_sector) * 512,
+        sector_size: 512,
+        iv_offset_sectors: 0,
+        payload_size_bytes: None,
+        uuid: l.uuid.clone(),
+        label: None,
+        keyslots: details.len(),
+        keyslot_details: details,
+        token_types: Vec::new(),
+        notes: Vec::new(),
+        requirements: Vec::new(),
+        findings: Vec::new(),
+    }
+}
+
+/// [`summarize`] for LUKS2: the data segment (or the first, with a note when none is a crypt
+/// segment), remarks on the segments, and the keyslots with their KDFs.
+fn summarize_luks2(l: &Luks2) -> crate::Result<Header> {
+    let m = &l.meta;
+    let mut notes = l.notes.clone();
+    // Metadata without a crypt segment is valid LUKS2 (cryptsetup loads it); there is just
+    // nothing loopkit can decrypt, which `sector_cipher` then says.
+    let (seg_id, seg) = match m.data_segment() {
+        Some(x) => x,
+        None => {
+            let (k, s) =
+                m.segments.iter().next().ok_or_else(|| crate::Error::corrupt("LUKS2 metadata has no segment"))?;
+            notes.push(Finding::info(
+                "luks.no-crypt-segment",
+                format!("LUKS2 segment {k} is of type {:?}, not crypt: there is no encrypted payload", s.kind),
+            ));
+            (k, s)
         }
-        Parsed::V2(l) => {
-            let m = &l.meta;
-            let mut notes = l.notes.clone();
-            // Metadata without a crypt segment is valid LUKS2 (cryptsetup loads it); there is just
-            // nothing loopkit can decrypt, which `sector_cipher` then says.
-            let (seg_id, seg) = match m.data_segment() {
-                Some(x) => x,
-                None => {
-                    let (k, s) = m
-                        .segments
-                        .iter()
-                        .next()
-                        .ok_or_else(|| crate::Error::corrupt("LUKS2 metadata has no segment"))?;
-                    notes.push(Finding::info(
-                        "luks.no-crypt-segment",
-                        format!("LUKS2 segment {k} is of type {:?}, not crypt: there is no encrypted payload", s.kind),
-                    ));
-                    (k, s)
-                }
-            };
-            let key_bytes = m
-                .digest_for_segment(seg_id)
-                .and_then(|d| d.keyslots.iter().find_map(|k| m.keyslots.get(k)))
-                .map_or(0, |k| k.key_size);
-            if let Some(t) = seg.iv_tweak.filter(|&t| t != 0) {
-                notes.push(Finding::info(
-                    "luks.iv-tweak",
-                    format!(
-                        "segment iv_tweak is {t}; cryptsetup ignores it outside re-encryption (IVs count from 0), and \
-                         so does loopkit"
-                    ),
-                ));
-            }
-            if m.segments.len() > 1 {
-                notes.push(Finding::info(
-                    "luks.segments",
-                    format!(
-                        "{} segments, {} of them active data segments (an interrupted re-encryption?); the payload \
-                         is read through the active ones",
-                        m.segments.len(),
-                        m.segments.values().filter(|s| !s.is_backup()).count()
-                    ),
-                ));
-            }
-            let details = m
-                .keyslots
-                .iter()
-                .map(|(k, ks)| KeyslotInfo {
-                    id: k.parse().unwrap_or(u32::MAX),
-                    active: true,
-                    kdf: match ks.kdf.as_ref().map(|j| kdf_of_json(j, "keyslot")) {
-                        Some(Ok(kdf)) => kdf.describe(),
-                        Some(Err(_)) | None => ks.kdf.as_ref().map_or_else(|| ks.kind.clone(), |j| j.kind.clone()),
-                    },
-                    priority: ks.priority,
-                })
-                .collect::<Vec<_>>();
-            Header {
-                version: 2,
-                cipher: seg.encryption.clone().unwrap_or_else(|| format!("(segment type {})", seg.kind)),
-                key_bits: key_bytes * 8,
-                payload_offset_bytes: seg.offset,
-                sector_size: seg.sector_size.unwrap_or(512),
-                iv_offset_sectors: 0,
-                payload_size_bytes: seg.size_bytes()?,
-                uuid: l.bin.uuid.clone(),
-                label: if l.bin.label.is_empty() { None } else { Some(l.bin.label.clone()) },
-                keyslots: details.len(),
-                keyslot_details: details,
-                token_types: m.tokens.values().filter_map(|t| t.get("type")?.as_str().map(String::from)).collect(),
-                notes,
-                findings: findings::of_luks2(l),
-                requirements: m.requirements(),
-            }
-        }
+    };
+    let key_bytes = m
+        .digest_for_segment(seg_id)
+        .and_then(|d| d.keyslots.iter().find_map(|k| m.keyslots.get(k)))
+        .map_or(0, |k| k.key_size);
+    segment_notes(m, seg, &mut notes);
+    let details = keyslot_details(m);
+    Ok(Header {
+        version: 2,
+        cipher: seg.encryption.clone().unwrap_or_else(|| format!("(segment type {})", seg.kind)),
+        key_bits: key_bytes * 8,
+        payload_offset_bytes: seg.offset,
+        sector_size: seg.sector_size.unwrap_or(512),
+        iv_offset_sectors: 0,
+        payload_size_bytes: seg.size_bytes()?,
+        uuid: l.bin.uuid.clone(),
+        label: if l.bin.label.is_empty() { None } else { Some(l.bin.label.clone()) },
+        keyslots: details.len(),
+        keyslot_details: details,
+        token_types: m.tokens.values().filter_map(|t| t.get("type")?.as_str().map(String::from)).collect(),
+        notes,
+        findings: findings::of_luks2(l),
+        requirements: m.requirements(),
     })
+}
+
+/// Remarks on the LUKS2 segments: a non-zero `iv_tweak` on the data segment `seg`, and more than
+/// one segment (an interrupted re-encryption).
+fn segment_notes(m: &json::Metadata, seg: &json::Segment, notes: &mut Vec<Finding>) {
+    if let Some(t) = seg.iv_tweak.filter(|&t| t != 0) {
+        notes.push(Finding::info(
+            "luks.iv-tweak",
+            format!(
+                "segment iv_tweak is {t}; cryptsetup ignores it outside re-encryption (IVs count from 0), and so \
+                 does loopkit"
+            ),
+        ));
+    }
+    if m.segments.len() > 1 {
+        notes.push(Finding::info(
+            "luks.segments",
+            format!(
+                "{} segments, {} of them active data segments (an interrupted re-encryption?); the payload is read \
+                 through the active ones",
+                m.segments.len(),
+                m.segments.values().filter(|s| !s.is_backup()).count()
+            ),
+        ));
+    }
+}
+
+/// The LUKS2 keyslots with their KDFs described (the KDF type alone when its parameters do not
+/// parse).
+fn keyslot_details(m: &json::Metadata) -> Vec<KeyslotInfo> {
+    m.keyslots
+        .iter()
+        .map(|(k, ks)| KeyslotInfo {
+            id: k.parse().unwrap_or(u32::MAX),
+            active: true,
+            kdf: match ks.kdf.as_ref().map(|j| kdf_of_json(j, "keyslot")) {
+                Some(Ok(kdf)) => kdf.describe(),
+                Some(Err(_)) | None => ks.kdf.as_ref().map_or_else(|| ks.kind.clone(), |j| j.kind.clone()),
+            },
+            priority: ks.priority,
+        })
+        .collect()
 }
 
 /// The result of unlocking.

@@ -111,6 +111,36 @@ pub fn luks2(vk: &Key, pass: &Passphrase, spec: &Luks2Spec) -> crate::Result<Wri
     // nobody can use.
     sector_cipher(&spec.cipher, vk.bytes(), spec.sector_bytes as usize)?;
     let area_size = (vk.len() * af::STRIPES).div_ceil(4096) as u64 * 4096;
+    let keyslots_size = luks2_keyslots_size(spec, area_size)?;
+    let slot_salt = random_bytes::<32>()?;
+    let digest_salt = random_bytes::<32>()?;
+    let slot_key = spec.kdf.derive(pass.bytes(), &slot_salt, KEYSLOT_KEY_BYTES).map_err(|e| match e.kind() {
+        crate::ErrorKind::Corrupt => crate::Error::invalid(format!("keyslot KDF parameters: {}", e.message())),
+        _ => e,
+    })?;
+    let area_cipher = sector_cipher(KEYSLOT_CIPHER, slot_key.bytes(), 512)?;
+    let material = keyslot::seal_material(vk, &*area_cipher, HashAlg::Sha256)?;
+    let mut digest = [0u8; 32];
+    keyslot::pbkdf2(HashAlg::Sha256, vk.bytes(), &digest_salt, spec.digest_iterations, &mut digest)?;
+    let slot = luks2_keyslot(vk, spec, area_size, &slot_salt);
+    let digest = Digest {
+        kind: "pbkdf2".into(),
+        keyslots: vec!["0".into()],
+        segments: vec!["0".into()],
+        hash: Some("sha256".into()),
+        iterations: Some(spec.digest_iterations),
+        salt: Some(json::b64_encode(&digest_salt)),
+        digest: Some(json::b64_encode(&digest)),
+    };
+    let meta = luks2_metadata(spec, slot, digest, keyslots_size);
+    meta.validate(LUKS2_HDR_SIZE)?;
+    let area = luks2_json_area(&meta)?;
+    luks2_bytes(spec, &area, keyslots_size, &material)
+}
+
+/// The keyslots area size for `spec`'s data offset (the default, or what fits before the data),
+/// refused when one `area_size`-byte keyslot area does not fit or the offset is not aligned.
+fn luks2_keyslots_size(spec: &Luks2Spec, area_size: u64) -> crate::Result<u64> {
     let area_offset = 2 * LUKS2_HDR_SIZE;
     let keyslots_size = if spec.data_offset_bytes == 0 {
         LUKS2_KEYSLOTS_SIZE
@@ -132,41 +162,37 @@ pub fn luks2(vk: &Key, pass: &Passphrase, spec: &Luks2Spec) -> crate::Result<Wri
             spec.data_offset_bytes
         )));
     }
-    let slot_salt = random_bytes::<32>()?;
-    let digest_salt = random_bytes::<32>()?;
-    let slot_key = spec.kdf.derive(pass.bytes(), &slot_salt, KEYSLOT_KEY_BYTES).map_err(|e| match e.kind() {
-        crate::ErrorKind::Corrupt => crate::Error::invalid(format!("keyslot KDF parameters: {}", e.message())),
-        _ => e,
-    })?;
-    let area_cipher = sector_cipher(KEYSLOT_CIPHER, slot_key.bytes(), 512)?;
-    let material = keyslot::seal_material(vk, &*area_cipher, HashAlg::Sha256)?;
-    let mut digest = [0u8; 32];
-    keyslot::pbkdf2(HashAlg::Sha256, vk.bytes(), &digest_salt, spec.digest_iterations, &mut digest)?;
+    Ok(keyslots_size)
+}
 
+/// Keyslot 0: a `luks2` keyslot with its area right after the two header copies.
+fn luks2_keyslot(vk: &Key, spec: &Luks2Spec, area_size: u64, slot_salt: &[u8]) -> Keyslot {
+    Keyslot {
+        kind: "luks2".into(),
+        key_size: vk.len() as u32,
+        af: Some(Af { kind: "luks1".into(), stripes: af::STRIPES as u32, hash: "sha256".into() }),
+        area: Area {
+            kind: "raw".into(),
+            offset: 2 * LUKS2_HDR_SIZE,
+            size: area_size,
+            encryption: Some(KEYSLOT_CIPHER.into()),
+            key_size: Some(KEYSLOT_KEY_BYTES as u32),
+            extra: Default::default(),
+        },
+        kdf: Some(kdf_json(&spec.kdf, slot_salt)),
+        priority: None,
+        extra: Default::default(),
+    }
+}
+
+/// The metadata: keyslot 0, `spec`'s tokens, one crypt segment, and the digest tying them.
+fn luks2_metadata(spec: &Luks2Spec, slot: Keyslot, digest: Digest, keyslots_size: u64) -> Metadata {
     let mut tokens = BTreeMap::new();
     for (i, t) in spec.tokens.iter().enumerate() {
         tokens.insert(i.to_string(), t.clone());
     }
-    let meta = Metadata {
-        keyslots: BTreeMap::from([(
-            "0".to_string(),
-            Keyslot {
-                kind: "luks2".into(),
-                key_size: vk.len() as u32,
-                af: Some(Af { kind: "luks1".into(), stripes: af::STRIPES as u32, hash: "sha256".into() }),
-                area: Area {
-                    kind: "raw".into(),
-                    offset: area_offset,
-                    size: area_size,
-                    encryption: Some(KEYSLOT_CIPHER.into()),
-                    key_size: Some(KEYSLOT_KEY_BYTES as u32),
-                    extra: Default::default(),
-                },
-                kdf: Some(kdf_json(&spec.kdf, &slot_salt)),
-                priority: None,
-                extra: Default::default(),
-            },
-        )]),
+    Metadata {
+        keyslots: BTreeMap::from([("0".to_string(), slot)]),
         tokens,
         segments: BTreeMap::from([(
             "0".to_string(),
@@ -180,22 +206,14 @@ pub fn luks2(vk: &Key, pass: &Passphrase, spec: &Luks2Spec) -> crate::Result<Wri
                 extra: Default::default(),
             },
         )]),
-        digests: BTreeMap::from([(
-            "0".to_string(),
-            Digest {
-                kind: "pbkdf2".into(),
-                keyslots: vec!["0".into()],
-                segments: vec!["0".into()],
-                hash: Some("sha256".into()),
-                iterations: Some(spec.digest_iterations),
-                salt: Some(json::b64_encode(&digest_salt)),
-                digest: Some(json::b64_encode(&digest)),
-            },
-        )]),
+        digests: BTreeMap::from([("0".to_string(), digest)]),
         config: Config { json_size: LUKS2_HDR_SIZE - 4096, keyslots_size, extra: Default::default() },
         extra: Default::default(),
-    };
-    meta.validate(LUKS2_HDR_SIZE)?;
+    }
+}
+
+/// The JSON area: the metadata as text, zero-padded; refused when it does not fit.
+fn luks2_json_area(meta: &Metadata) -> crate::Result<Vec<u8>> {
     let text = meta.to_json();
     let json_size = (LUKS2_HDR_SIZE - 4096) as usize;
     if text.len() >= json_size {
@@ -207,20 +225,26 @@ pub fn luks2(vk: &Key, pass: &Passphrase, spec: &Luks2Spec) -> crate::Result<Wri
     }
     let mut area = vec![0u8; json_size];
     area[..text.len()].copy_from_slice(text.as_bytes());
+    Ok(area)
+}
 
+/// The header bytes: both binary headers with the JSON area, then the keyslots area (random,
+/// with keyslot 0's sealed `material` at its start), under a new UUID.
+fn luks2_bytes(spec: &Luks2Spec, area: &[u8], keyslots_size: u64, material: &[u8]) -> crate::Result<Written> {
+    let area_offset = 2 * LUKS2_HDR_SIZE;
     let uuid = new_uuid()?;
     let total = (2 * LUKS2_HDR_SIZE + keyslots_size) as usize;
     let mut bytes = vec![0u8; total];
     random_fill(&mut bytes[area_offset as usize..])?;
     for (at, magic) in [(0u64, LUKS_MAGIC), (LUKS2_HDR_SIZE, LUKS2_MAGIC_2ND)] {
         let salt = random_bytes::<64>()?;
-        let bin = header::luks2_bin(magic, LUKS2_HDR_SIZE, 1, &spec.label, &uuid, at, &salt, &area);
+        let bin = header::luks2_bin(magic, LUKS2_HDR_SIZE, 1, &spec.label, &uuid, at, &salt, area);
         let at = at as usize;
         bytes[at..at + 4096].copy_from_slice(&bin);
-        bytes[at + 4096..at + LUKS2_HDR_SIZE as usize].copy_from_slice(&area);
+        bytes[at + 4096..at + LUKS2_HDR_SIZE as usize].copy_from_slice(area);
     }
     let a = area_offset as usize;
-    bytes[a..a + material.len()].copy_from_slice(&material);
+    bytes[a..a + material.len()].copy_from_slice(material);
     Ok(Written { bytes, uuid })
 }
 

@@ -161,6 +161,11 @@ pub struct GroupDesc {
     pub checksum_ok: Option<bool>,
 }
 
+/// A `Corrupt` error about the superblock.
+fn bad(what: String) -> crate::Error {
+    crate::Error::corrupt(format!("ext superblock: {what}"))
+}
+
 impl Superblock {
     /// Parse and check a superblock (strictly: what the reader needs).
     ///
@@ -186,7 +191,23 @@ impl Superblock {
             ));
         }
         let strict = strictness == Strictness::Strict;
-        let bad = |what: String| crate::Error::corrupt(format!("ext superblock: {what}"));
+        let mut sbk = Self::fields(sb, trusted, strict)?;
+        if sbk.is_journal_device() {
+            // Lenient only: a journal device has no block groups to check.
+            return Ok(sbk);
+        }
+        sbk.check_groups(sb)?;
+        if !trusted {
+            return Ok(sbk);
+        }
+        sbk.check_counts(strict)?;
+        sbk.check_checksum(sb, strict)?;
+        Ok(sbk)
+    }
+
+    /// Read the fields, checking the block size, revision, feature flags, inode size and
+    /// descriptor size. Under an untrusted (garbled) head the counts are left zero.
+    fn fields(sb: &[u8], trusted: bool, strict: bool) -> crate::Result<Superblock> {
         let log_bs = le32(sb, 0x18);
         if log_bs > 6 {
             return Err(bad(format!("s_log_block_size {log_bs} is above 6 (block sizes are 1 KiB to 64 KiB)")));
@@ -229,7 +250,7 @@ impl Superblock {
                 desc_size = u32::from(MIN_DESC_SIZE_64BIT);
             }
         }
-        let mut sbk = Superblock {
+        Ok(Superblock {
             inodes_count: if trusted { le32(sb, 0x00) } else { 0 },
             blocks_count,
             free_blocks_count: if trusted { u64::from(le32(sb, 0x0C)) } else { 0 },
@@ -254,12 +275,14 @@ impl Superblock {
             csum_seed: 0,
             groups: 0,
             checksum_ok: None,
-        };
-        if journal_dev {
-            // Lenient only: a journal device has no block groups to check.
-            return Ok(sbk);
-        }
-        let Superblock { first_data_block, blocks_per_group, inodes_per_group, inodes_count, .. } = sbk;
+        })
+    }
+
+    /// Check the group geometry: the first data block, the cluster size (bigalloc), and the blocks
+    /// and inodes per group against what one bitmap block can hold.
+    fn check_groups(&mut self, sb: &[u8]) -> crate::Result<()> {
+        let Superblock { first_data_block, blocks_per_group, inodes_per_group, block_size, ro_compat, .. } = *self;
+        let log_bs = le32(sb, 0x18);
         let bigalloc = ro_compat & RO_COMPAT_BIGALLOC != 0;
         // bigalloc: the first cluster starts at block 0 whatever the block size.
         if first_data_block != u32::from(block_size == 1024 && !bigalloc) {
@@ -279,12 +302,12 @@ impl Superblock {
                      blocks)"
                 )));
             };
-            sbk.cluster_blocks = 1 << cbits;
+            self.cluster_blocks = 1 << cbits;
             per_group_units = le32(sb, 0x24);
             if u64::from(per_group_units) << cbits != u64::from(blocks_per_group) {
                 return Err(bad(format!(
                     "{blocks_per_group} blocks per group is not {per_group_units} clusters of {} blocks",
-                    sbk.cluster_blocks
+                    self.cluster_blocks
                 )));
             }
         }
@@ -299,9 +322,21 @@ impl Superblock {
                  of 8, and 1 to {bits} inodes expected)"
             )));
         }
-        if !trusted {
-            return Ok(sbk);
-        }
+        Ok(())
+    }
+
+    /// Check the block and inode counts (a trusted head only) and work out the number of groups.
+    fn check_counts(&mut self, strict: bool) -> crate::Result<()> {
+        let Superblock {
+            blocks_count,
+            first_data_block,
+            block_size,
+            blocks_per_group,
+            inodes_per_group,
+            inodes_count,
+            ..
+        } = *self;
+        let sbk = self;
         let Some(data_blocks) = blocks_count.checked_sub(u64::from(first_data_block)).filter(|&n| n > 0) else {
             return Err(bad(format!("the block count {blocks_count} leaves no data blocks")));
         };
@@ -323,6 +358,13 @@ impl Superblock {
                 sbk.free_blocks_count, sbk.free_inodes_count, sbk.state
             )));
         }
+        Ok(())
+    }
+
+    /// With `metadata_csum`: check the superblock's CRC-32C and work out the checksum seed.
+    fn check_checksum(&mut self, sb: &[u8], strict: bool) -> crate::Result<()> {
+        let sbk = self;
+        let incompat = sbk.incompat;
         if sbk.metadata_csum() {
             let ty = sb[0x175];
             if ty == CHECKSUM_TYPE_CRC32C {
@@ -334,7 +376,7 @@ impl Superblock {
                 return Err(bad(format!("checksum type {ty} is unknown (1 = CRC-32C expected)")));
             }
         }
-        Ok(sbk)
+        Ok(())
     }
 
     /// Whether this is an external journal device (refused by [`Strictness::Strict`]; the

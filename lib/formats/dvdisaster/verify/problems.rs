@@ -6,6 +6,17 @@ use super::*;
 /// Turn the findings into `ecc.*` problems.
 pub(super) fn problems(ecc: &Ecc, r: &mut Report) {
     let mut p = Vec::new();
+    size_problems(ecc, r, &mut p);
+    sector_problems(r, &mut p);
+    checksum_problems(ecc, r, &mut p);
+    header_copy_problems(ecc, r, &mut p);
+    section_problems(r, &mut p);
+    r.problems = p;
+}
+
+/// The header rebuilt from a CRC block, and image or `.ecc` file sizes that differ from what the
+/// header implies.
+fn size_problems(ecc: &Ecc, r: &Report, p: &mut Vec<Problem>) {
     let h = &ecc.header;
     if let Some(at) = ecc.rebuilt_from {
         p.push(Problem::error(
@@ -49,6 +60,11 @@ pub(super) fn problems(ecc: &Ecc, r: &mut Report) {
             format!("the .ecc file has {have} sectors, its header implies {want}"),
         ));
     }
+}
+
+/// Sectors missing or failing their CRC (image and `.ecc` file), and data sectors no intact CRC
+/// covers.
+fn sector_problems(r: &Report, p: &mut Vec<Problem>) {
     let lists: [(&str, &[u64], &str, &str); 3] = [
         ("ecc.missing-sector", &r.missing_sectors, "sector missing", "sectors missing"),
         (
@@ -78,6 +94,11 @@ pub(super) fn problems(ecc: &Ecc, r: &mut Report) {
             ),
         ));
     }
+}
+
+/// The whole-image MD5 and the `.ecc` file's fingerprint sector.
+fn checksum_problems(ecc: &Ecc, r: &Report, p: &mut Vec<Problem>) {
+    let h = &ecc.header;
     if r.md5_ok == Some(false) {
         p.push(Problem::error(
             "ecc.md5-mismatch",
@@ -98,6 +119,10 @@ pub(super) fn problems(ecc: &Ecc, r: &mut Report) {
             ),
         ));
     }
+}
+
+/// Header copies (RS02, RS03) damaged, missing, or different from the header in use.
+fn header_copy_problems(ecc: &Ecc, r: &Report, p: &mut Vec<Problem>) {
     let bad_copies = r.header_copies_damaged.len() + r.header_copies_missing.len();
     if bad_copies > 0 && ecc.rebuilt_from.is_none() {
         let mut all: Vec<u64> = r.header_copies_damaged.iter().chain(&r.header_copies_missing).copied().collect();
@@ -122,6 +147,10 @@ pub(super) fn problems(ecc: &Ecc, r: &mut Report) {
             ),
         ));
     }
+}
+
+/// The CRC and error-correction sections, and the Reed-Solomon syndrome test.
+fn section_problems(r: &Report, p: &mut Vec<Problem>) {
     if !r.crc_section_ok {
         let why = match r.method {
             Method::Rs01 => {
@@ -163,5 +192,4 @@ pub(super) fn problems(ecc: &Ecc, r: &mut Report) {
             format!("Reed-Solomon block test: {bad} of {blocks} ECC blocks fail ({cw} codewords)"),
         ));
     }
-    r.problems = p;
 }

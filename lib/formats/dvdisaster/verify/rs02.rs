@@ -44,14 +44,27 @@ pub(super) fn verify_rs02(
     let nsec = r.image_sectors;
     r.expected_sectors = l.total;
     r.missing_sectors.extend(past_end(nsec, l.total));
-
-    // Header copies (the first at ds counts as one).
     let copies: Vec<u64> = l.header_copies().collect();
+    rs02_header_copies(ecc, &copies, image, r)?;
+
+    let t = rs02_crc_table(l, image, &fp)?;
+    r.missing_sectors.extend(&t.missing);
+    r.crc_sum_ok = if t.missing.is_empty() { Some(t.area_md5 == h.crc_sum) } else { None };
+    r.crc_section_ok = t.missing.is_empty() && r.crc_sum_ok == Some(true);
+    rs02_sectors(ecc, l, &t, image, opts, r, run)
+}
+
+/// Check the header copies (the first at ds counts as one): intact, damaged (self-CRC), missing,
+/// or different from the header in use; their dead sectors are missing sectors.
+fn rs02_header_copies(ecc: &Ecc, copies: &[u64], image: &dyn ByteSource, r: &mut Report) -> crate::Result<()> {
+    let h = &ecc.header;
+    let fp = h.medium_fp;
+    let nsec = r.image_sectors;
     r.header_copies_total = copies.len() as u64;
     r.header_copies_ok = 0;
     r.header_copies_damaged.clear();
     let mut buf = vec![0u8; HEADER_BYTES];
-    for &q in &copies {
+    for &q in copies {
         if q >= nsec {
             r.header_copies_missing.push(q);
             continue;
@@ -73,12 +86,25 @@ pub(super) fn verify_rs02(
             Err(_) => r.header_copies_missing.push(q),
         }
     }
+    Ok(())
+}
 
-    let t = rs02_crc_table(l, image, &fp)?;
-    r.missing_sectors.extend(&t.missing);
-    r.crc_sum_ok = if t.missing.is_empty() { Some(t.area_md5 == h.crc_sum) } else { None };
-    r.crc_section_ok = t.missing.is_empty() && r.crc_sum_ok == Some(true);
+/// Check every sector in parallel: the data MD5, the data sectors against the CRC table `t`,
+/// and the ECC layers (dead sectors, and their MD5 against `eccSum`).
+fn rs02_sectors(
+    ecc: &Ecc,
+    l: &Rs02Layout,
+    t: &CrcTable,
+    image: &dyn ByteSource,
+    opts: &Options,
+    r: &mut Report,
+    run: &mut Run<'_>,
+) -> crate::Result<()> {
+    let h = &ecc.header;
+    let fp = h.medium_fp;
+    let nsec = r.image_sectors;
     let CrcTable { crc: crcs, valid: crc_valid, .. } = t;
+    let copies: Vec<u64> = l.header_copies().collect();
 
     // Jobs: the data MD5 first (the long serial stream), then data CRCs, then ECC layers.
     enum Job {

@@ -94,32 +94,42 @@ impl Rs03Group<'_> {
         Ok(())
     }
 
+    /// Check blocks `i0..i1`: read all 255 layers (dead sectors, unreadable CRC blocks), check
+    /// the data sectors against their CRCs, then run the syndrome test.
     fn run(&self, i0: u64, i1: u64, syndromes: SyndromeCheck, ctx: &Tick<'_>) -> crate::Result<Found> {
-        let l = self.l;
-        let n = i1 - i0;
-        let nb = (n * ECC_SECTOR_BYTES) as usize;
-        let mut layers = vec![0u8; 255 * nb];
-        let mut exists = vec![false; 255 * n as usize];
         let mut f = Found::default();
-        // Damage known per block, to tell data damage from ECC damage when syndromes fail.
-        let mut explained = vec![false; n as usize];
-        let crc_layer = l.ndata - 1;
+        let mut b = self.read_blocks(i0, i1 - i0, &mut f, ctx)?;
+        self.check_data_crcs(i0, &mut b, &mut f)?;
+        self.check_syndromes(&b, syndromes, &mut f);
+        Ok(f)
+    }
+
+    /// Read blocks `i0..i0 + n` of every layer, noting dead sectors and CRC blocks that do not
+    /// parse in `f`.
+    fn read_blocks(&self, i0: u64, n: u64, f: &mut Found, ctx: &Tick<'_>) -> crate::Result<Rs03Blocks> {
+        let nb = (n * ECC_SECTOR_BYTES) as usize;
+        let mut b = Rs03Blocks {
+            n,
+            layers: vec![0u8; 255 * nb],
+            exists: vec![false; 255 * n as usize],
+            explained: vec![false; n as usize],
+        };
+        let crc_layer = self.l.ndata - 1;
         for j in 0..255 {
             self.read_layer(
                 j,
                 i0,
                 n,
-                &mut layers[j * nb..(j + 1) * nb],
-                &mut exists[j * n as usize..(j + 1) * n as usize],
+                &mut b.layers[j * nb..(j + 1) * nb],
+                &mut b.exists[j * n as usize..(j + 1) * n as usize],
             )?;
             for q in 0..n {
-                let sec =
-                    &layers[j * nb + (q * ECC_SECTOR_BYTES) as usize..j * nb + ((q + 1) * ECC_SECTOR_BYTES) as usize];
+                let sec = b.sector(j, q);
                 let (virt, file_sector) = self.numbering(j, i0 + q);
-                let present = exists[j * n as usize + q as usize];
+                let present = b.exists[j * n as usize + q as usize];
                 let dead = present && layout::dead_sector(sec, virt, Some(&self.fp)).is_some();
                 if !present || dead {
-                    explained[q as usize] = true;
+                    b.explained[q as usize] = true;
                     // Past-the-end sectors are listed by the caller; only markers here.
                     if dead {
                         match file_sector {
@@ -127,15 +137,23 @@ impl Rs03Group<'_> {
                             None => f.missing.push(virt),
                         }
                     }
-                    exists[j * n as usize + q as usize] = false;
+                    b.exists[j * n as usize + q as usize] = false;
                 } else if j == crc_layer && CrcBlock::parse(sec).is_none() {
                     f.crc_blocks_bad.push(file_sector.unwrap_or(virt));
-                    explained[q as usize] = true;
+                    b.explained[q as usize] = true;
                 }
             }
             ctx.tick(nb as u64)?;
         }
-        // CRCs of data-layer sectors: block i's come from the CrcBlock of block i−1.
+        Ok(b)
+    }
+
+    /// Check the data-layer sectors against their CRCs: block i's come from the CrcBlock of block
+    /// i−1 (for the first block, read here).
+    fn check_data_crcs(&self, i0: u64, b: &mut Rs03Blocks, f: &mut Found) -> crate::Result<()> {
+        let l = self.l;
+        let n = b.n;
+        let crc_layer = l.ndata - 1;
         let prev = if i0 == 0 { l.spl - 1 } else { i0 - 1 };
         let mut prev_block = vec![0u8; SECTOR];
         let mut prev_exists = [false];
@@ -146,10 +164,10 @@ impl Rs03Group<'_> {
             let (cb, cb_ok): (&[u8], bool) = if q == 0 {
                 (&prev_block, prev_ok)
             } else {
-                let at = crc_layer * nb + ((q - 1) * ECC_SECTOR_BYTES) as usize;
-                let sec = &layers[at..at + SECTOR];
-                (sec, exists[crc_layer * n as usize + q as usize - 1] && CrcBlock::parse(sec).is_some())
+                let sec = b.sector(crc_layer, q - 1);
+                (sec, b.exists[crc_layer * n as usize + q as usize - 1] && CrcBlock::parse(sec).is_some())
             };
+            let mut bad_here = false;
             for j in 0..l.data_layers() {
                 let s = j as u64 * l.spl + i;
                 // dvdisaster checks every data-layer sector of an augmented image (header and
@@ -157,7 +175,7 @@ impl Rs03Group<'_> {
                 if l.ecc_file && s >= l.ds {
                     continue;
                 }
-                if !exists[j * n as usize + q as usize] {
+                if !b.exists[j * n as usize + q as usize] {
                     continue;
                 }
                 if !cb_ok {
@@ -166,25 +184,30 @@ impl Rs03Group<'_> {
                     }
                     continue;
                 }
-                let sec =
-                    &layers[j * nb + (q * ECC_SECTOR_BYTES) as usize..j * nb + ((q + 1) * ECC_SECTOR_BYTES) as usize];
-                if layout::crc32(sec) != CrcBlock::crc_at(cb, j) {
+                if layout::crc32(b.sector(j, q)) != CrcBlock::crc_at(cb, j) {
                     f.bad.push(s);
-                    explained[q as usize] = true;
+                    bad_here = true;
                 }
             }
+            if bad_here {
+                b.explained[q as usize] = true;
+            }
         }
-        // Syndromes, vectorised over the 2048 codewords of each block.
+        Ok(())
+    }
+
+    /// Syndromes, vectorised over the 2048 codewords of each block; a failing block no damage
+    /// found so far explains counts as ECC damage.
+    fn check_syndromes(&self, b: &Rs03Blocks, syndromes: SyndromeCheck, f: &mut Found) {
         let roots = match syndromes {
             SyndromeCheck::Quick => QUICK_SYNDROMES.min(self.tables.len()),
             SyndromeCheck::Full => self.tables.len(),
         };
         let mut acc = vec![0u8; roots * SECTOR];
-        for q in 0..n {
+        for q in 0..b.n {
             acc.fill(0);
             for j in 0..255 {
-                let sec =
-                    &layers[j * nb + (q * ECC_SECTOR_BYTES) as usize..j * nb + ((q + 1) * ECC_SECTOR_BYTES) as usize];
+                let sec = b.sector(j, q);
                 for (t, a) in self.tables[..roots].iter().zip(acc.chunks_exact_mut(SECTOR)) {
                     rs::horner_step(a, t, sec);
                 }
@@ -193,12 +216,11 @@ impl Rs03Group<'_> {
             if bad > 0 {
                 f.blocks_bad += 1;
                 f.codewords_bad += bad;
-                if !explained[q as usize] {
+                if !b.explained[q as usize] {
                     f.blocks_bad_unexplained += 1;
                 }
             }
         }
-        Ok(f)
     }
 
     /// (sector number used in reports, `.ecc`-file sector if it lives there).
@@ -207,6 +229,23 @@ impl Rs03Group<'_> {
             Rs03Place::Image(s) | Rs03Place::Padding(s) => (s, None),
             Rs03Place::EccFile(fs) => (j as u64 * self.l.spl + i, Some(fs)),
         }
+    }
+}
+
+/// A batch of RS03 blocks in memory: `n` sectors of each of the 255 layers, which of them exist
+/// (readable, not dead), and which blocks have damage that explains a failing syndrome.
+struct Rs03Blocks {
+    n: u64,
+    layers: Vec<u8>,
+    exists: Vec<bool>,
+    explained: Vec<bool>,
+}
+
+impl Rs03Blocks {
+    /// Sector `q` of layer `j`.
+    fn sector(&self, j: usize, q: u64) -> &[u8] {
+        let nb = (self.n * ECC_SECTOR_BYTES) as usize;
+        &self.layers[j * nb + (q * ECC_SECTOR_BYTES) as usize..j * nb + ((q + 1) * ECC_SECTOR_BYTES) as usize]
     }
 }
 
