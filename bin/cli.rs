@@ -415,7 +415,7 @@ pub struct StripEccArgs {
 /// `loopkit protect`.
 #[derive(Debug, Args)]
 pub struct ProtectArgs {
-    /// The image to protect (opened read-only; never modified).
+    /// The image to protect (opened read-only; modified only with --in-place).
     pub image: PathBuf,
     /// dvdisaster method: rs03 (default), rs02 (augmented only) or rs01 (.ecc file only).
     #[arg(long, short = 'm', value_name = "METHOD", default_value = "rs03")]
@@ -426,6 +426,10 @@ pub struct ProtectArgs {
     /// Write a separate error correction file FILE instead (rs01, rs03).
     #[arg(long, short = 'e', value_name = "FILE")]
     pub ecc_file: Option<PathBuf>,
+    /// Augment IMAGE itself (rs02, rs03) instead of writing a copy: crash-safe (its own bytes
+    /// are never written; an interrupted run is undone by the next one), see docs/CLI.md.
+    #[arg(long, conflicts_with_all = ["ecc_file", "output"])]
+    pub in_place: bool,
     /// Medium the augmented image must fit: cd, dvd, dvd-dl (dvd9), bd, bd-dl (bd2), or a
     /// capacity in 2048-byte sectors (dvdisaster -n CD…; for RS03 a non-standard size is
     /// dvdisaster --debug -n SECTORS). Default: the smallest that fits, as dvdisaster picks it.
@@ -599,6 +603,18 @@ pub struct MigrateArgs {
     /// reencrypt: make progress durable (fsync + checkpoint) every BYTES (default 64 MiB).
     #[arg(long, value_name = "BYTES", hide = true)]
     pub checkpoint_every: Option<String>,
+    /// reencrypt: also protect the new image with dvdisaster error correction data, as
+    /// `loopkit protect` does: rs03 or rs02 (augmented: OUT is the image plus its ECC, ready to
+    /// burn) or rs01 (OUT plus a separate .ecc file beside it). OUT appears only after the ECC
+    /// verified.
+    #[arg(long, value_name = "METHOD")]
+    pub protect: Option<String>,
+    /// With --protect: the medium the augmented image must fit (as `protect --medium`).
+    #[arg(long, value_name = "MEDIUM", requires = "protect")]
+    pub medium: Option<String>,
+    /// With --protect: the redundancy (as `protect --redundancy`).
+    #[arg(long, value_name = "N", requires = "protect")]
+    pub redundancy: Option<String>,
 }
 
 /// `loopkit extents`.

@@ -84,7 +84,7 @@ impl Drop for TempFile {
 /// Rename `from` to `to` unless `to` exists, atomically (`renameat2(RENAME_NOREPLACE)`; there is
 /// no window between a check and the rename). A file system without it (`EINVAL`) gets the
 /// check-then-rename fallback.
-pub(crate) fn no_replace_rename(from: &Path, to: &Path) -> std::io::Result<()> {
+pub fn no_replace_rename(from: &Path, to: &Path) -> std::io::Result<()> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
         Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {

@@ -434,6 +434,46 @@ fn damaged_outputs_repair() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// `protect --in-place` on a copy of the input against `dvdisaster -c` on another copy: the same
+/// bytes; the original bytes stay at the front; `dvdisaster -t` accepts it; no journal is left;
+/// a second `--in-place` run is refused and changes nothing.
+fn in_place_equals_dvdisaster() -> TestResult {
+    if let Some(r) = prerequisites() {
+        return util::skip(r);
+    }
+    let d = Scratch::new("protect-inplace");
+    let raw = raw_input(&d, "raw.bin", 700 * 2048 - 1001)?;
+    let orig = std::fs::read(&raw).map_err(|e| e.to_string())?;
+    for (name, method, lk, dvd, capacity) in [
+        ("rs03", "RS03", &["--medium", "2550"][..], &["--capacity", "2550"][..], Some(2550)),
+        ("rs02", "RS02", &["-m", "rs02", "-n", "40r"][..], &["--roots", "40"][..], None),
+    ] {
+        let ours = d.path(&format!("{name}.lk"));
+        let theirs = d.path(&format!("{name}.dvd"));
+        std::fs::copy(&raw, &ours).map_err(|e| format!("copy: {e}"))?;
+        let mut cmd = loopkit(&["protect", "--json", "-q", "--in-place", p(&ours)]);
+        cmd.args(lk);
+        let o = run(&mut cmd)?;
+        ensure!(code(&o) == 0, "{name}: protect --in-place exit {}: {}", code(&o), String::from_utf8_lossy(&o.stderr));
+        let v = json(&o)?;
+        ensure!(v["ok"] == true && v["placement"] == "augmented", "{name}: {v}");
+        augment(&raw, &theirs, method, dvd)?;
+        same_bytes(&ours, &theirs)?;
+        let now = std::fs::read(&ours).map_err(|e| e.to_string())?;
+        ensure!(now[..orig.len()] == orig[..], "{name}: the image's own bytes changed");
+        dvdisaster_accepts(&ours, None, capacity, name)?;
+        let journal = d.path(&format!(".{name}.lk.loopkit-protect-journal"));
+        ensure!(!journal.exists(), "{name}: journal left behind");
+        let before = sha256_file(&ours)?;
+        let mut cmd = loopkit(&["protect", "--json", "-q", "--in-place", p(&ours)]);
+        cmd.args(lk);
+        let o = run(&mut cmd)?;
+        ensure!(code(&o) == 2, "{name}: a second --in-place run exit {} (want 2, refused)", code(&o));
+        ensure!(sha256_file(&ours)? == before, "{name}: the refused second run changed the image");
+    }
+    Ok(Completion::Completed)
+}
+
 fn refuses_unsafe_requests() -> TestResult {
     if let Some(r) = prerequisites() {
         return util::skip(r);
@@ -478,5 +518,6 @@ pub fn trials() -> Vec<Trial> {
         trial("protect::rs01_ecc_files_equal_dvdisaster", rs01_ecc_files),
         trial("protect::damaged_outputs_verify_and_repair", damaged_outputs_repair),
         trial("protect::refuses_unsafe_requests", refuses_unsafe_requests),
+        trial("protect::in_place_equals_dvdisaster", in_place_equals_dvdisaster),
     ]
 }

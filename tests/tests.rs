@@ -36,6 +36,7 @@ mod mount;
 mod mounts;
 mod open_source;
 mod payload_kinds;
+mod pipeline;
 mod protect;
 mod remap_engine;
 mod rescue;
@@ -83,6 +84,7 @@ fn main() {
     trials.extend(ecc_strip::trials());
     trials.extend(ecc_repair::trials());
     trials.extend(protect::trials());
+    trials.extend(pipeline::trials());
     trials.extend(bag::trials());
     trials.extend(damage::trials());
     trials.extend(rescue::trials());

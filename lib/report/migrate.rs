@@ -25,7 +25,7 @@ pub struct PlainMapping {
 }
 
 /// `loopkit migrate --json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Migrate {
     /// Always [`JSON_VERSION`].
@@ -62,6 +62,9 @@ pub struct Migrate {
     pub plain: Option<PlainMapping>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// `--protect`: the error correction data created for the output (as `protect --json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protect: Option<super::Protect>,
 }
 
 /// Build the `migrate` document.
@@ -113,5 +116,6 @@ pub fn migrate(
             },
         }),
         notes,
+        protect: None,
     }
 }

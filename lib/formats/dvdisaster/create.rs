@@ -428,12 +428,36 @@ pub struct Options {
     pub force: bool,
     /// Encoder threads.
     pub workers: usize,
+    /// Fault injection for the crash-safety tests of [`protect_in_place`]: stop dead (no
+    /// clean-up, as a crash would) right after this step.
+    #[doc(hidden)]
+    pub crash_after: Option<InPlaceStep>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { force: false, workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 64) }
+        Options {
+            force: false,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 64),
+            crash_after: None,
+        }
     }
+}
+
+/// The steps of [`protect_in_place`], in order (the points the fault-injection tests stop at).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InPlaceStep {
+    /// The journal (original size) is written and synced.
+    Journal,
+    /// The image is extended to its augmented size (zeros).
+    Extended,
+    /// Everything but the header is written and synced.
+    TailSynced,
+    /// The header is written (not synced).
+    Header,
+    /// The header is synced; the journal is still there.
+    HeaderSynced,
 }
 
 /// What [`protect`] wrote.
@@ -732,6 +756,10 @@ fn write_data(f: &File, path: &Path, buf: &[u8], off: u64) -> crate::Result<()> 
 struct Rs03Codec<'a> {
     l: Rs03Layout,
     inp: &'a Input<'a>,
+    /// Augmented: write data-layer sectors from this one on (0: a copy of the image; `ds + 2`:
+    /// in place, where the image's sectors are already there). The header sectors `ds`,
+    /// `ds + 1` are never written here: the caller writes them last.
+    write_from: u64,
     header: [u8; HEADER_BYTES],
     template: [u8; SECTOR],
     out: &'a File,
@@ -792,7 +820,15 @@ impl Codec for Rs03Codec<'_> {
             let s = j as u64 * l.spl + i0;
             self.data_run(s, &mut rows[j][..len])?;
             if !l.ecc_file {
-                write_data(self.out, self.out_path, &rows[j][..len], s * ECC_SECTOR_BYTES)?;
+                // Skip what is already there (in place) and the header (written last).
+                let row = &rows[j][..len];
+                for (a, b) in [(self.write_from, l.ds), (l.ds + 2, u64::MAX)] {
+                    let (a, b) = (a.max(s), b.min(s + n));
+                    if a < b {
+                        let r = &row[((a - s) as usize * SECTOR)..((b - s) as usize * SECTOR)];
+                        write_data(self.out, self.out_path, r, a * ECC_SECTOR_BYTES)?;
+                    }
+                }
             }
             self.data_sector(j as u64 * l.spl + next, &mut extra[j])?;
         }
@@ -831,6 +867,8 @@ impl Codec for Rs03Codec<'_> {
 struct Rs02Codec<'a> {
     l: Rs02Layout,
     inp: &'a Input<'a>,
+    /// In place: the image's sectors are already there; do not write them.
+    in_place: bool,
     crc_area: Vec<u8>,
     out: &'a File,
     out_path: &'a Path,
@@ -856,7 +894,9 @@ impl Codec for Rs02Codec<'_> {
             if real > 0 {
                 let b = &mut row[..real as usize * SECTOR];
                 self.inp.read(s0, b)?;
-                write_data(self.out, self.out_path, b, s0 * ECC_SECTOR_BYTES)?;
+                if !self.in_place {
+                    write_data(self.out, self.out_path, b, s0 * ECC_SECTOR_BYTES)?;
+                }
             }
             for k in real..n {
                 let s = s0 + k;
@@ -963,14 +1003,22 @@ fn md5_of(f: &File, path: &Path, off: u64, len: u64) -> crate::Result<[u8; 16]> 
 }
 
 /// Write RS03 data: header, CRC layer and ECC layers (and, augmented, the data and padding).
+/// The write that makes an augmented output an augmented image: the header at sector `ds`
+/// (RS02: its first copy). Written last, after everything else is synced.
+struct FinalWrite {
+    header: [u8; HEADER_BYTES],
+    at: u64,
+}
+
 fn write_rs03(
     l: &Rs03Layout,
     inp: &Input<'_>,
     out: &File,
     out_path: &Path,
+    in_place: bool,
     workers: usize,
     run: &mut Run<'_>,
-) -> crate::Result<()> {
+) -> crate::Result<Option<FinalWrite>> {
     let flags = if l.ecc_file { MFLAG_ECC_FILE } else { 0 };
     let mut header = base_header(Method::Rs03, flags, inp, l.ndata, l.nroots);
     put32(&mut header, hdr::NEEDED_VERSION, 7900);
@@ -979,8 +1027,10 @@ fn write_rs03(
     if l.ecc_file {
         write_at(out, out_path, &header, 0)?;
     }
-    let codec = Rs03Codec { l: *l, inp, header, template: rs03_crc_block_template(l, inp), out, out_path };
-    encode_all(&codec, workers, run)
+    let write_from = if in_place { l.ds + 2 } else { 0 };
+    let codec = Rs03Codec { l: *l, inp, write_from, header, template: rs03_crc_block_template(l, inp), out, out_path };
+    encode_all(&codec, workers, run)?;
+    Ok((!l.ecc_file).then_some(FinalWrite { header, at: l.ds * ECC_SECTOR_BYTES }))
 }
 
 fn write_rs02(
@@ -988,9 +1038,10 @@ fn write_rs02(
     inp: &Input<'_>,
     out: &File,
     out_path: &Path,
+    in_place: bool,
     workers: usize,
     run: &mut Run<'_>,
-) -> crate::Result<()> {
+) -> crate::Result<Option<FinalWrite>> {
     let (crcs, md5) = scan(inp, run)?;
     let mut crc_area = Vec::with_capacity((l.crc_sectors * ECC_SECTOR_BYTES) as usize);
     for s in l.crc_order() {
@@ -1001,7 +1052,7 @@ fn write_rs02(
     }
     write_at(out, out_path, &crc_area, (l.ds + 2) * ECC_SECTOR_BYTES)?;
     let crc_sum: [u8; 16] = Md5::digest(&crc_area).into();
-    let codec = Rs02Codec { l: *l, inp, crc_area, out, out_path };
+    let codec = Rs02Codec { l: *l, inp, in_place, crc_area, out, out_path };
     encode_all(&codec, workers, run)?;
     // eccSum: MD5 of the per-layer MD5s, each over the layer's sectors in order.
     let mut outer = Md5::new();
@@ -1033,10 +1084,10 @@ fn write_rs02(
         s += l.spl;
     }
     sign(&mut header, hdr::SELF_CRC);
-    for p in l.header_copies() {
+    for p in l.header_copies().skip(1) {
         write_at(out, out_path, &header, p * ECC_SECTOR_BYTES)?;
     }
-    Ok(())
+    Ok(Some(FinalWrite { header, at: l.ds * ECC_SECTOR_BYTES }))
 }
 
 fn write_rs01(
@@ -1096,16 +1147,178 @@ pub fn protect(
     let tmp_path = tmp.path.clone();
     let size = plan.output_bytes();
     tmp.file.set_len(size).map_err(|e| crate::Error::io(format!("sizing {}", tmp_path.display()), e))?;
-    match &plan {
-        Plan::Rs03(l, _) => write_rs03(l, &inp, &tmp.file, &tmp_path, opts.workers, run)?,
-        Plan::Rs02(l, _) => write_rs02(l, &inp, &tmp.file, &tmp_path, opts.workers, run)?,
-        Plan::Rs01(l) => write_rs01(l, &inp, &tmp.file, &tmp_path, opts.workers, run)?,
+    if let Some(fw) = write_all(&plan, &inp, &tmp.file, &tmp_path, false, opts.workers, run)? {
+        write_at(&tmp.file, &tmp_path, &fw.header, fw.at)?;
     }
     tmp.file.sync_all().map_err(|e| crate::Error::io(format!("syncing {}", tmp_path.display()), e))?;
     let _ = crate::output::direct::drop_cached(&tmp.file);
 
     // Read the result back through the verifier before it takes the final name.
-    let written = FileSource::open(&tmp_path)?;
+    let (ecc, report) = read_back(&plan, req, &tmp_path, &src, run)?;
+    tmp.persist(out, opts.force)?;
+    Ok(outcome(&plan, req, &inp, out, size, ecc, report))
+}
+
+/// The journal of an in-place run: beside the image, `.NAME.loopkit-protect-journal`.
+pub fn in_place_journal(image: &Path) -> PathBuf {
+    let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    crate::output::parent_dir(image).join(format!(".{name}.loopkit-protect-journal"))
+}
+
+/// (original size, device, inode) from a journal.
+fn read_journal(j: &Path) -> crate::Result<(u64, u64, u64)> {
+    let text = std::fs::read_to_string(j).map_err(|e| crate::Error::io(format!("reading {}", j.display()), e))?;
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<u64>().ok()))
+            .ok_or_else(|| crate::Error::corrupt(format!("{} is not a loopkit protect journal (no {k})", j.display())))
+    };
+    Ok((field("original_bytes ")?, field("device ")?, field("inode ")?))
+}
+
+fn crash_point(opts: &Options, step: InPlaceStep) -> crate::Result<()> {
+    if opts.crash_after == Some(step) {
+        return Err(crate::Error::new(crate::ErrorKind::Interrupted, format!("injected crash after {step:?}")));
+    }
+    Ok(())
+}
+
+fn sync(f: &File, path: &Path) -> crate::Result<()> {
+    f.sync_all().map_err(|e| crate::Error::io(format!("syncing {}", path.display()), e))
+}
+
+/// Augment the image itself (RS02, RS03) — only on explicit request (`--in-place`). Crash-safe,
+/// and the image's own bytes are never written:
+///
+/// 1. a journal beside the image records its size (and device/inode), synced with its
+///    directory;
+/// 2. the image is extended and everything past its end except the header — padding, CRC
+///    blocks, ECC layers, RS02's CRC area and header copies — is written, then synced;
+/// 3. the header at sector `ds` (the first thing dvdisaster and loopkit look for) is written
+///    and synced: only now is it an augmented image;
+/// 4. it is read back through the verifier (cached pages dropped first); on failure the image
+///    is cut back to its original size;
+/// 5. the journal is removed.
+///
+/// A run interrupted in 1–3 leaves the original bytes intact plus trailing data without a
+/// header; the next run finds the journal and cuts the image back to the recorded size before
+/// it starts. Interrupted after 3, the image is complete; the next run cuts it back and
+/// protects it again (the same bytes).
+///
+/// # Errors
+/// As [`protect`]; also `InvalidInput` for `.ecc`-file requests, `Corrupt` for a journal that
+/// does not belong to the image.
+pub fn protect_in_place(image_path: &Path, req: &Request, opts: &Options, run: &mut Run<'_>) -> crate::Result<Outcome> {
+    use std::os::unix::fs::MetadataExt;
+    if req.target != Target::Augment {
+        return Err(crate::Error::invalid(
+            "--in-place augments the image (RS02/RS03); an .ecc file is a separate file",
+        ));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image_path)
+        .map_err(|e| crate::Error::io(format!("opening {} for augmenting in place", image_path.display()), e))?;
+    let meta = file.metadata().map_err(|e| crate::Error::io(format!("stat {}", image_path.display()), e))?;
+    if !meta.is_file() {
+        return Err(crate::Error::new(
+            crate::ErrorKind::Unsafe,
+            format!("{} is not a regular file; --in-place augments image files only", image_path.display()),
+        ));
+    }
+    let journal = in_place_journal(image_path);
+    if journal.exists() {
+        let (orig, dev, ino) = read_journal(&journal)?;
+        if dev != meta.dev() || ino != meta.ino() || meta.len() < orig {
+            return Err(crate::Error::corrupt(format!(
+                "{} belongs to another file or a shorter one ({orig} bytes); remove it if {} is not the image an \
+                 interrupted `protect --in-place` was augmenting",
+                journal.display(),
+                image_path.display()
+            )));
+        }
+        // An interrupted run: back to the original bytes.
+        file.set_len(orig).map_err(|e| crate::Error::io(format!("truncating {}", image_path.display()), e))?;
+        sync(&file, image_path)?;
+    }
+    let src = FileSource::open(image_path)?;
+    let inp = Input::new(&src)?;
+    let plan = plan(req, inp.ds)?;
+    if let Some(e) = super::find_in_image(&src)? {
+        return Err(crate::Error::corrupt(format!(
+            "{} already carries dvdisaster {} error correction data",
+            image_path.display(),
+            e.method()
+        )));
+    }
+    let orig = inp.size;
+    let tmp = crate::output::TempFile::beside(&journal)?;
+    let text = format!(
+        "loopkit protect --in-place journal: the image was {orig} bytes before augmenting\noriginal_bytes {orig}\ndevice \
+         {}\ninode {}\n",
+        meta.dev(),
+        meta.ino()
+    );
+    write_at(&tmp.file, &tmp.path, text.as_bytes(), 0)?;
+    tmp.persist(&journal, true)?;
+    crash_point(opts, InPlaceStep::Journal)?;
+    let undo = |e: crate::Error| {
+        // Back to the original bytes; the journal goes only if that worked.
+        if file.set_len(orig).and_then(|()| file.sync_all()).is_ok() {
+            let _ = std::fs::remove_file(&journal);
+        }
+        e
+    };
+    let size = plan.output_bytes();
+    file.set_len(size).map_err(|e| crate::Error::io(format!("extending {}", image_path.display()), e))?;
+    crash_point(opts, InPlaceStep::Extended)?;
+    let fw = match write_all(&plan, &inp, &file, image_path, true, opts.workers, run) {
+        Ok(Some(fw)) => fw,
+        Ok(None) => return Err(undo(crate::Error::invalid("BUG: an augmented layout without a header"))),
+        Err(e) => return Err(undo(e)),
+    };
+    sync(&file, image_path).map_err(undo)?;
+    crash_point(opts, InPlaceStep::TailSynced)?;
+    write_at(&file, image_path, &fw.header, fw.at).map_err(undo)?;
+    crash_point(opts, InPlaceStep::Header)?;
+    sync(&file, image_path).map_err(undo)?;
+    crash_point(opts, InPlaceStep::HeaderSynced)?;
+    let _ = crate::output::direct::drop_cached(&file);
+    let (ecc, report) = read_back(&plan, req, image_path, &src, run)
+        .map_err(|e| undo(e.context("the image was cut back to its original size")))?;
+    std::fs::remove_file(&journal).map_err(|e| crate::Error::io(format!("removing {}", journal.display()), e))?;
+    crate::output::sync_dir_of(image_path)?;
+    Ok(outcome(&plan, req, &inp, image_path, size, ecc, report))
+}
+
+fn write_all(
+    plan: &Plan,
+    inp: &Input<'_>,
+    out: &File,
+    out_path: &Path,
+    in_place: bool,
+    workers: usize,
+    run: &mut Run<'_>,
+) -> crate::Result<Option<FinalWrite>> {
+    match plan {
+        Plan::Rs03(l, _) => write_rs03(l, inp, out, out_path, in_place, workers, run),
+        Plan::Rs02(l, _) => write_rs02(l, inp, out, out_path, in_place, workers, run),
+        Plan::Rs01(l) => write_rs01(l, inp, out, out_path, workers, run).map(|()| None),
+    }
+}
+
+/// Verify the written output at `written_path` through loopkit's verifier (the augmented image
+/// itself, or the image `src` against the new `.ecc` file).
+fn read_back(
+    plan: &Plan,
+    req: &Request,
+    written_path: &Path,
+    src: &FileSource,
+    run: &mut Run<'_>,
+) -> crate::Result<(super::Ecc, super::verify::Report)> {
+    let tmp_path = written_path;
+    let written = FileSource::open(written_path)?;
     let vopts = super::verify::Options::default();
     let (ecc, report) = if plan.augmented() {
         let ecc = super::find_in_image(&written)?.ok_or_else(|| {
@@ -1123,12 +1336,23 @@ pub fn protect(
     };
     if ecc.method() != req.method || ecc.nroots() != plan.nroots() || !report.ok() {
         return Err(crate::Error::corrupt(format!(
-            "{} does not verify after writing ({}); nothing was kept",
+            "{} does not verify after writing ({})",
             tmp_path.display(),
             report.problems.iter().map(|p| p.message.clone()).collect::<Vec<_>>().join("; ")
         )));
     }
-    tmp.persist(out, opts.force)?;
+    Ok((ecc, report))
+}
+
+fn outcome(
+    plan: &Plan,
+    req: &Request,
+    inp: &Input<'_>,
+    out: &Path,
+    size: u64,
+    ecc: super::Ecc,
+    report: super::verify::Report,
+) -> Outcome {
     let mut report = report;
     let mut ecc = ecc;
     if let Some(p) = &mut report.ecc_file {
@@ -1137,12 +1361,12 @@ pub fn protect(
     if let super::Placement::EccFile { path, .. } = &mut ecc.placement {
         *path = out.to_path_buf();
     }
-    let (spl, medium) = match &plan {
+    let (spl, medium) = match plan {
         Plan::Rs01(l) => (l.spl, None),
         Plan::Rs02(l, m) => (l.spl, *m),
         Plan::Rs03(l, m) => (l.spl, *m),
     };
-    Ok(Outcome {
+    Outcome {
         method: req.method,
         augmented: plan.augmented(),
         path: out.to_path_buf(),
@@ -1153,7 +1377,7 @@ pub fn protect(
         sectors_per_layer: spl,
         ecc,
         verify: report,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -1199,6 +1423,72 @@ mod tests {
         let req = Request { target: Target::Augment, medium: Some(CD), redundancy: None, ..req };
         let e = plan(&req, 350_000).unwrap_err();
         assert!(e.message().contains("DVD"), "{}", e.message());
+    }
+
+    fn run_protect<T>(f: impl FnOnce(&mut Run<'_>) -> T) -> T {
+        let interrupt = Interrupt::new();
+        f(&mut Run::new(&mut crate::progress::NoProgress, &interrupt))
+    }
+
+    /// Every interruption point of `protect_in_place` (stopping dead, no clean-up), with the
+    /// tail a crash could leave half-written scribbled over: the image's own bytes are intact,
+    /// and the next run produces exactly the bytes of an augmented copy (`protect -o`, which the
+    /// integration tests compare with `dvdisaster -c`).
+    #[test]
+    fn in_place_survives_every_interruption() {
+        let dir = std::env::temp_dir().join(format!("loopkit-protect-inplace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let orig: Vec<u8> = (0..300u32 * 2048 - 777).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for (method, medium, redundancy) in
+            [(Method::Rs03, Some(2550), None), (Method::Rs02, None, Some(Redundancy::Roots(40)))]
+        {
+            let req = Request { method, target: Target::Augment, medium, redundancy };
+            let src = dir.join("orig.img");
+            std::fs::write(&src, &orig).unwrap();
+            let copy = dir.join("copy.img");
+            let _ = std::fs::remove_file(&copy);
+            let opts = Options { workers: 2, ..Default::default() };
+            run_protect(|r| protect(&src, &req, &copy, &opts, r)).unwrap();
+            let want = std::fs::read(&copy).unwrap();
+            assert_eq!(&want[..orig.len()], &orig[..]);
+            for step in [
+                InPlaceStep::Journal,
+                InPlaceStep::Extended,
+                InPlaceStep::TailSynced,
+                InPlaceStep::Header,
+                InPlaceStep::HeaderSynced,
+            ] {
+                let img = dir.join("inplace.img");
+                std::fs::write(&img, &orig).unwrap();
+                let crash = Options { crash_after: Some(step), ..opts.clone() };
+                let e = run_protect(|r| protect_in_place(&img, &req, &crash, r)).unwrap_err();
+                assert_eq!(e.kind(), crate::ErrorKind::Interrupted, "{method:?} {step:?}: {}", e.message());
+                let mut now = std::fs::read(&img).unwrap();
+                assert!(now.len() >= orig.len() && now[..orig.len()] == orig[..], "{method:?} {step:?}");
+                assert!(in_place_journal(&img).exists(), "{method:?} {step:?}: no journal");
+                if matches!(step, InPlaceStep::Extended) {
+                    // A crash mid-write: some of the tail written, some garbage.
+                    for (k, b) in now[orig.len()..].iter_mut().enumerate() {
+                        *b = (k * 7) as u8;
+                    }
+                    std::fs::write(&img, &now).unwrap();
+                }
+                run_protect(|r| protect_in_place(&img, &req, &opts, r)).unwrap();
+                let got = std::fs::read(&img).unwrap();
+                assert!(got == want, "{method:?} {step:?}: the resumed in-place result differs from the copy");
+                assert!(!in_place_journal(&img).exists(), "{method:?} {step:?}: journal left");
+                // Protecting it again is refused; the image stays as it is.
+                assert!(run_protect(|r| protect_in_place(&img, &req, &opts, r)).is_err());
+                assert!(std::fs::read(&img).unwrap() == want);
+            }
+            // A failure (the header does not fit the medium) changes nothing.
+            let img = dir.join("inplace.img");
+            std::fs::write(&img, &orig).unwrap();
+            let bad = Request { medium: Some(100), ..req };
+            assert!(run_protect(|r| protect_in_place(&img, &bad, &opts, r)).is_err());
+            assert!(std::fs::read(&img).unwrap() == orig && !in_place_journal(&img).exists());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
