@@ -380,21 +380,7 @@ fn serve<B: attach::Backend>(
     for n in &notes {
         eprintln!("loopkit: note: {n}");
     }
-    let opts = attach::Options {
-        queues: a.queues,
-        depth: a.depth,
-        read_only: a.read_only || !img.writable,
-        allow_zero_copy: !a.no_zero_copy,
-        mode: mode.to_string(),
-        image: img.path.clone(),
-        direct_io: img.direct_io,
-        physical_bs_shift: img.physical_bs_shift,
-        raw_device: img.raw_device.clone(),
-        recovery_timeout_secs: a.recovery_timeout,
-        recover: a.recover_id,
-        owner_uid: Some(invoker_uid().0),
-        logical_block_bytes: a.logical_block_size,
-    };
+    let opts = options(a, img, mode);
     let json = a.json;
     let timeout = a.recovery_timeout;
     let close_name = open_crypt.as_ref().map(|o| o.name.clone());
@@ -443,20 +429,7 @@ fn serve<B: attach::Backend>(
                 notes,
             })?;
         } else {
-            let mut s = format!("{}\n", e.device);
-            if let Some(m) = &mapper {
-                s.push_str(&format!("{m}\n"));
-            }
-            super::print(&s)?;
-            eprintln!(
-                "loopkit: serving {} as {} ({}, {} path{}); stop with `loopkit detach {}` or Ctrl-C",
-                e.image,
-                e.device,
-                if e.read_only { "read-only" } else { "read-write" },
-                e.data_path,
-                if e.direct_io { ", O_DIRECT" } else { "" },
-                e.device
-            );
+            print_human(e, mapper.as_deref())?;
         }
         notify_systemd(&format!("READY=1\nSTATUS=serving {} as {}\nMAINPID={}", e.image, e.device, std::process::id()));
         Ok(mapper)
@@ -475,6 +448,44 @@ fn serve<B: attach::Backend>(
     let fin = attach::run(Arc::new(backend), &opts, interrupt, announce, on_stop, remarks)?;
     eprintln!("loopkit: detached {}{}", img.path.display(), if fin.wrote { " (written)" } else { "" });
     Ok(0)
+}
+
+/// What `attach::run` needs from the command line and the opened image.
+fn options(a: &AttachArgs, img: &attach::ImageFile, mode: &str) -> attach::Options {
+    attach::Options {
+        queues: a.queues,
+        depth: a.depth,
+        read_only: a.read_only || !img.writable,
+        allow_zero_copy: !a.no_zero_copy,
+        mode: mode.to_string(),
+        image: img.path.clone(),
+        direct_io: img.direct_io,
+        physical_bs_shift: img.physical_bs_shift,
+        raw_device: img.raw_device.clone(),
+        recovery_timeout_secs: a.recovery_timeout,
+        recover: a.recover_id,
+        owner_uid: Some(invoker_uid().0),
+        logical_block_bytes: a.logical_block_size,
+    }
+}
+
+/// The device (and mapper) on stdout, what is served and how to stop it on stderr.
+fn print_human(e: &state::Entry, mapper: Option<&str>) -> loopkit::Result<()> {
+    let mut s = format!("{}\n", e.device);
+    if let Some(m) = mapper {
+        s.push_str(&format!("{m}\n"));
+    }
+    super::print(&s)?;
+    eprintln!(
+        "loopkit: serving {} as {} ({}, {} path{}); stop with `loopkit detach {}` or Ctrl-C",
+        e.image,
+        e.device,
+        if e.read_only { "read-only" } else { "read-write" },
+        e.data_path,
+        if e.direct_io { ", O_DIRECT" } else { "" },
+        e.device
+    );
+    Ok(())
 }
 
 /// Start `loopkit attach --supervise N` (this executable) in a process group of its own, with

@@ -321,7 +321,52 @@ pub fn run<B: Backend>(
         })?),
         None => None,
     };
-    let entry = state::Entry {
+    let entry = new_entry(&*backend, opts, &cfg, &image_st);
+    let timeout_secs = opts.recovery_timeout_secs;
+    let recorded = Arc::new(std::sync::Mutex::new(None::<state::Entry>));
+    let rec = recorded.clone();
+    let on_live = move |live: &server::Live| -> crate::Result<()> {
+        let mut e = entry;
+        e.dev_id = live.dev_id;
+        e.device = live.device.clone();
+        e.data_path = live.data_path.as_str().to_string();
+        e.recovery = live.recovery;
+        e.discard = live.discard;
+        e.recovery_timeout_secs = if live.recovery { timeout_secs } else { 0 };
+        state::record(&e)?;
+        drop(recovery_lock);
+        *rec.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+        if let Some(mapper) = announce(&e)? {
+            e.mapper = Some(mapper);
+            state::record(&e)?;
+            *rec.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        }
+        Ok(())
+    };
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = spawn_state_watcher(backend.clone(), recorded.clone(), done.clone());
+    let result = server::serve(backend.clone(), &cfg, stop, on_live, on_stop, remarks);
+    done.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
+    if let Some(e) = recorded.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        state::forget(e.dev_id);
+    }
+    let fin = result?;
+    release_image(backend.image_fd(), fin.wrote);
+    Ok(fin)
+}
+
+/// The state record of a device about to be served: what `opts` and `backend` say; the device,
+/// its data path and recovery are filled in once it is live.
+fn new_entry<B: Backend>(
+    backend: &B,
+    opts: &Options,
+    cfg: &server::Config,
+    image_st: &rustix::fs::Stat,
+) -> state::Entry {
+    state::Entry {
         image: opts.image.to_string_lossy().into_owned(),
         device: String::new(),
         dev_id: 0,
@@ -346,63 +391,35 @@ pub fn run<B: Backend>(
         image_ino: image_st.st_ino,
         owner_uid: opts.owner_uid,
         discard: false,
-    };
-    let timeout_secs = opts.recovery_timeout_secs;
-    let recorded = Arc::new(std::sync::Mutex::new(None::<state::Entry>));
-    let rec = recorded.clone();
-    let on_live = move |live: &server::Live| -> crate::Result<()> {
-        let mut e = entry;
-        e.dev_id = live.dev_id;
-        e.device = live.device.clone();
-        e.data_path = live.data_path.as_str().to_string();
-        e.recovery = live.recovery;
-        e.discard = live.discard;
-        e.recovery_timeout_secs = if live.recovery { timeout_secs } else { 0 };
-        state::record(&e)?;
-        drop(recovery_lock);
-        *rec.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
-        if let Some(mapper) = announce(&e)? {
-            e.mapper = Some(mapper);
-            state::record(&e)?;
-            *rec.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-        }
-        Ok(())
-    };
-    // Keep the record's remap state and lease current (a lease break switches the remap engine
-    // to the file while the device stays up): `attach --list` shows what is true now.
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let (backend, recorded, done) = (backend.clone(), recorded.clone(), done.clone());
-        std::thread::Builder::new()
-            .name("loopkit-state".into())
-            .spawn(move || {
-                while !done.load(std::sync::atomic::Ordering::Acquire) {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                    backend.watch();
-                    let mut g = recorded.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(e) = g.as_mut() {
-                        let (remap, lease) = (backend.remap_state(), backend.lease());
-                        if e.remap != remap || e.lease != lease {
-                            e.remap = remap;
-                            e.lease = lease;
-                            let _ = state::record(e);
-                        }
+    }
+}
+
+/// Keep the record's remap state and lease current (a lease break switches the remap engine
+/// to the file while the device stays up), so `attach --list` shows what is true now; the
+/// thread ends when `done` is set.
+fn spawn_state_watcher<B: Backend>(
+    backend: Arc<B>,
+    recorded: Arc<std::sync::Mutex<Option<state::Entry>>>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("loopkit-state".into())
+        .spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                backend.watch();
+                let mut g = recorded.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(e) = g.as_mut() {
+                    let (remap, lease) = (backend.remap_state(), backend.lease());
+                    if e.remap != remap || e.lease != lease {
+                        e.remap = remap;
+                        e.lease = lease;
+                        let _ = state::record(e);
                     }
                 }
-            })
-            .ok()
-    };
-    let result = server::serve(backend.clone(), &cfg, stop, on_live, on_stop, remarks);
-    done.store(true, std::sync::atomic::Ordering::Release);
-    if let Some(w) = watcher {
-        let _ = w.join();
-    }
-    if let Some(e) = recorded.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        state::forget(e.dev_id);
-    }
-    let fin = result?;
-    release_image(backend.image_fd(), fin.wrote);
-    Ok(fin)
+            }
+        })
+        .ok()
 }
 
 /// Watch device `dev_id`'s server (run in a process of its own, started once the device is
