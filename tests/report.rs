@@ -132,8 +132,11 @@ fn catalog_map_files_history() -> TestResult {
     // A record from before the catalog kept scheme, file system, damage and map: the first one,
     // without those fields, for another path.
     let text = std::fs::read_to_string(&cat).map_err(|e| e.to_string())?;
-    let mut old: Value =
-        serde_json::from_str(text.lines().next().ok_or("empty catalog")?).map_err(|e| e.to_string())?;
+    let mut old: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("loopkit_catalog").is_some())
+        .ok_or("no record in the catalog")?;
     let o = old.as_object_mut().ok_or("record is not an object")?;
     for k in [
         "scheme",
