@@ -27,13 +27,13 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
-const SECTOR: u64 = 2048;
+pub(crate) const SECTOR: u64 = 2048;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
 
-fn missing() -> Option<String> {
+pub(crate) fn missing() -> Option<String> {
     if let Some(m) = crate::ecc_verify::prerequisites() {
         return Some(m);
     }
@@ -44,14 +44,14 @@ fn missing() -> Option<String> {
 /// What the oracle expects for one path: lost and repairable byte ranges, whether its inode or
 /// map was hit.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Want {
-    lost: Vec<Range<u64>>,
-    repairable: Vec<Range<u64>>,
-    whole: bool,
-    any_lost: bool,
+pub(crate) struct Want {
+    pub(crate) lost: Vec<Range<u64>>,
+    pub(crate) repairable: Vec<Range<u64>>,
+    pub(crate) whole: bool,
+    pub(crate) any_lost: bool,
 }
 
-fn merge(mut v: Vec<Range<u64>>) -> Vec<Range<u64>> {
+pub(crate) fn merge(mut v: Vec<Range<u64>>) -> Vec<Range<u64>> {
     v.retain(|r| r.start < r.end);
     v.sort_by_key(|r| r.start);
     let mut out: Vec<Range<u64>> = Vec::new();
@@ -89,7 +89,7 @@ fn subtract(a: &[Range<u64>], b: &[Range<u64>]) -> Vec<Range<u64>> {
 }
 
 /// Copy, augment with RS02 (32 roots), keep the undamaged augmented image.
-fn augmented(d: &Scratch, src: &Path, name: &str) -> Result<(PathBuf, PathBuf), Failed> {
+pub(crate) fn augmented(d: &Scratch, src: &Path, name: &str) -> Result<(PathBuf, PathBuf), Failed> {
     let img = d.path(name);
     crate::ecc_verify::augment(src, &img, "RS02", &["--roots", "32"])?;
     let orig = d.path(&format!("{name}.orig"));
@@ -99,7 +99,12 @@ fn augmented(d: &Scratch, src: &Path, name: &str) -> Result<(PathBuf, PathBuf), 
 
 /// Erase `sectors` with dvdisaster's dead-sector markers, then ask dvdisaster which of them it
 /// restores: sector → lost?
-fn damage_and_judge(d: &Scratch, img: &Path, orig: &Path, sectors: &[u64]) -> Result<BTreeMap<u64, bool>, Failed> {
+pub(crate) fn damage_and_judge(
+    d: &Scratch,
+    img: &Path,
+    orig: &Path,
+    sectors: &[u64],
+) -> Result<BTreeMap<u64, bool>, Failed> {
     let mut list: Vec<String> = Vec::new();
     let mut sorted = sectors.to_vec();
     sorted.sort_unstable();
@@ -124,7 +129,7 @@ fn damage_and_judge(d: &Scratch, img: &Path, orig: &Path, sectors: &[u64]) -> Re
 }
 
 /// `debugfs -f CMDS IMG`, stdout.
-fn debugfs(img: &Path, cmds: &[String]) -> Result<String, Failed> {
+pub(crate) fn debugfs(img: &Path, cmds: &[String]) -> Result<String, Failed> {
     let d = Scratch::new("damage-debugfs");
     let f = d.path("cmds");
     std::fs::write(&f, cmds.join("\n") + "\n").map_err(|e| e.to_string())?;
@@ -144,7 +149,7 @@ fn stat_field(stats: &str, name: &str) -> Option<u64> {
 
 /// The oracle for an ext file system in `plain` (the undamaged plaintext): damaged plaintext
 /// ranges (lost?) → per path what is expected, and which area kinds must appear.
-fn ext_oracle(
+pub(crate) fn ext_oracle(
     plain: &Path,
     hits: &[(Range<u64>, bool)],
 ) -> Result<(BTreeMap<String, Want>, BTreeSet<&'static str>), Failed> {
@@ -264,7 +269,7 @@ fn ranges_of(v: &Value) -> Vec<Range<u64>> {
 }
 
 /// loopkit's `damage` section against the oracle.
-fn compare(v: &Value, want: &BTreeMap<String, Want>, kinds: &BTreeSet<&'static str>) -> Result<(), Failed> {
+pub(crate) fn compare(v: &Value, want: &BTreeMap<String, Want>, kinds: &BTreeSet<&'static str>) -> Result<(), Failed> {
     let d = &v["damage"];
     ensure!(d.is_object(), "no damage section: {v}");
     let files = d["files"].as_array().cloned().unwrap_or_default();
@@ -325,7 +330,7 @@ fn lk_verify(img: &Path, args: &[&str]) -> Result<Value, Failed> {
 
 /// Damaged plaintext ranges of an unencrypted or cryptoloop (offset 0, 512-byte sectors)
 /// payload of `payload_bytes`: the sectors themselves.
-fn plain_hits(judged: &BTreeMap<u64, bool>, payload_bytes: u64) -> Vec<(Range<u64>, bool)> {
+pub(crate) fn plain_hits(judged: &BTreeMap<u64, bool>, payload_bytes: u64) -> Vec<(Range<u64>, bool)> {
     judged
         .iter()
         .filter(|(x, _)| **x * SECTOR < payload_bytes)
@@ -334,7 +339,7 @@ fn plain_hits(judged: &BTreeMap<u64, bool>, payload_bytes: u64) -> Vec<(Range<u6
 }
 
 /// The tree of the ext fixtures: a 3 MB file, small files, a slow symlink, a hard link.
-fn tree(d: &Scratch) -> Result<PathBuf, Failed> {
+pub(crate) fn tree(d: &Scratch) -> Result<PathBuf, Failed> {
     let t = d.path("tree");
     std::fs::create_dir_all(t.join("sub/deeper")).map_err(|e| e.to_string())?;
     let mut x: u32 = 777;
@@ -354,7 +359,7 @@ fn tree(d: &Scratch) -> Result<PathBuf, Failed> {
     Ok(t)
 }
 
-fn ext4_fixture(d: &Scratch) -> Result<(PathBuf, PathBuf), Failed> {
+pub(crate) fn ext4_fixture(d: &Scratch) -> Result<(PathBuf, PathBuf), Failed> {
     let t = tree(d)?;
     let plain = d.path("ext4.img");
     crate::ext_damage::mkfs(&plain, &t, &["-t", "ext4", "-b", "4096", "-J", "size=4"], "16M")?;
@@ -362,7 +367,7 @@ fn ext4_fixture(d: &Scratch) -> Result<(PathBuf, PathBuf), Failed> {
 }
 
 /// The first line of `debugfs CMD` output that parses as a number.
-fn number(plain: &Path, cmd: &str) -> Result<u64, Failed> {
+pub(crate) fn number(plain: &Path, cmd: &str) -> Result<u64, Failed> {
     let out = debugfs(plain, &[cmd.to_string()])?;
     out.lines()
         .filter(|l| !l.starts_with("debugfs:"))

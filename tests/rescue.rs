@@ -17,6 +17,7 @@ pub fn trials() -> Vec<Trial> {
         trial("rescue::maps_continue_across_tools", maps_continue_across_tools),
         trial("rescue::refusals", refusals),
         trial("rescue::stops_early_when_ecc_suffices", stops_early_when_ecc_suffices),
+        trial("rescue::damage_names_the_files_debugfs_names", damage_names_the_files_debugfs_names),
     ]
 }
 
@@ -282,5 +283,53 @@ fn stops_early_when_ecc_suffices() -> TestResult {
         ecc_py(&["eccfile", "--image", p(&orig), "--method", method, "--roots", "32", "--out", p(&e)])?;
         early_stop(&d, method, &orig, Some(&e), &[40, 41, 42, 300])?;
     }
+    Ok(Completion::Completed)
+}
+
+/// A source with unreadable sectors and no error-correction data (so they stay lost): the
+/// `damage` section of `rescue --json` names exactly the files `debugfs icheck`/`ncheck` name
+/// for those sectors (oracle and comparison of tests/damage.rs), with their lost byte ranges.
+fn damage_names_the_files_debugfs_names() -> TestResult {
+    if let Some(r) = ddrescue_missing() {
+        return util::skip(r);
+    }
+    if let Some(m) = crate::damage::missing() {
+        return util::skip(m);
+    }
+    let d = Scratch::new("rescue-damage");
+    let (_, plain) = crate::damage::ext4_fixture(&d)?;
+    let size = std::fs::metadata(&plain).map_err(|e| e.to_string())?.len();
+    let before = sha256_file(&plain)?;
+    // 4 KiB blocks = 2 sectors: the second half of a block of /sub/f1, the slow symlink's block,
+    // the sector holding /z's inode (so /z and its hard link /sub/z-again, and the other inodes
+    // in that sector), and three sectors of /sub/big. Not a directory's block: the files below
+    // it could then not be reached in the damaged image, though debugfs names them.
+    let num = |cmd: &str| crate::damage::number(&plain, cmd);
+    let f1 = num("bmap /sub/f1 3")?;
+    let slow = num("bmap /slowlink 0")?;
+    let big = num("bmap /sub/big 100")?;
+    let imap = crate::damage::debugfs(&plain, &["imap /z".into()])?;
+    let zb: u64 =
+        imap.split("located at block ").nth(1).and_then(|r| r.split(',').next()?.trim().parse().ok()).ok_or("imap")?;
+    let zo =
+        imap.split("offset 0x").nth(1).and_then(|r| u64::from_str_radix(r.trim(), 16).ok()).ok_or("imap offset")?;
+    let mut bad: Vec<u64> = vec![f1 * 2 + 1, slow * 2, (zb * 4096 + zo) / 2048, big * 2, big * 2 + 1, big * 2 + 5];
+    bad.sort_unstable();
+    bad.dedup();
+    let faults = d.path("faults.map");
+    fault_map(&faults, size, &bad)?;
+    let img = d.path("out.img");
+    let (c, v) = rescue(&[p(&plain), "-o", p(&img), "--test-mode", p(&faults)])?;
+    ensure!(c == 1 && v["ok"] == false, "exit {c}: {v}");
+    ensure!(v["bytes"]["bad"].as_u64() == Some(bad.len() as u64 * 2048), "{}", v["bytes"]);
+    let hits: Vec<(std::ops::Range<u64>, bool)> = bad.iter().map(|&s| (s * 2048..(s + 1) * 2048, true)).collect();
+    let (want, kinds) = crate::damage::ext_oracle(&plain, &hits)?;
+    ensure!(
+        ["sub/f1", "slowlink", "z", "sub/z-again", "sub/big"].iter().all(|k| want.contains_key(*k)),
+        "the oracle should name the chosen files: {want:?}"
+    );
+    crate::damage::compare(&v, &want, &kinds)?;
+    ensure!(v["damage"]["files_lost"].as_u64() == Some(want.len() as u64), "{}", v["damage"]);
+    ensure!(sha256_file(&plain)? == before, "the source changed");
     Ok(Completion::Completed)
 }

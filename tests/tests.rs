@@ -39,6 +39,7 @@ mod payload_kinds;
 mod pipeline;
 mod protect;
 mod remap_engine;
+mod report;
 mod rescue;
 mod setup_script;
 mod ublk_abi;
@@ -88,6 +89,7 @@ fn main() {
     trials.extend(bag::trials());
     trials.extend(damage::trials());
     trials.extend(rescue::trials());
+    trials.extend(report::trials());
     trials.extend(vm_rescue::trials());
     trials.extend(luks_read::trials());
     trials.extend(luks_semantics::trials());

@@ -53,6 +53,127 @@ pub struct CatalogRecord {
     pub run: String,
     /// Time spent.
     pub elapsed_ms: u64,
+    /// `cryptoloop`, `loop-aes`, `luks1`, `luks2`, `plain`, or absent when unknown (and in
+    /// records written before the catalog kept it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// File-system type (blkid spelling), absent when none was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<String>,
+    /// Sectors (of [`SectorBins::sector_bytes`]) the check found damaged: failing their CRC,
+    /// missing or unreadable; absent when the image was not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bad_sectors: Option<u64>,
+    /// Files, directories and symlinks the damage hits (absent when no file system was read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_damaged: Option<u64>,
+    /// Of those, the ones the error-correction data restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_repairable: Option<u64>,
+    /// Of those, the ones with bytes nothing restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_lost: Option<u64>,
+    /// The damaged files by path, at most [`MAX_DAMAGED_FILES_BYTES`] of them (the counts
+    /// above cover all); absent when not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged_files: Option<Vec<DamagedFile>>,
+    /// The image's sectors in at most [`MAX_BINS`] bins, each with the worst verdict of its
+    /// sectors (the report's sector map); absent when the image was not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sector_map: Option<SectorBins>,
+}
+
+/// One damaged file of a [`CatalogRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DamagedFile {
+    /// Path from the root, no leading slash, escaped like manifest paths.
+    pub path: String,
+    /// `repairable` or `lost`.
+    pub verdict: crate::damage::Verdict,
+}
+
+/// Most bins of a [`SectorBins`] map (a DVD's 2.3 M sectors: ~560 sectors per bin).
+pub const MAX_BINS: u64 = 4096;
+
+/// Most bytes of paths kept in [`CatalogRecord::damaged_files`] (a record stays one short line).
+pub const MAX_DAMAGED_FILES_BYTES: usize = 64 << 10;
+
+/// The sector map of a [`CatalogRecord`]: bin `i` covers sectors `i × sectors_per_bin` up to
+/// the next bin's first (the last bin may be shorter).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SectorBins {
+    /// The sector: 2048 with dvdisaster error-correction data, 512 otherwise.
+    pub sector_bytes: u64,
+    /// Sectors in the image (the last one may be partial).
+    pub sectors: u64,
+    /// Sectors per bin (at least 1).
+    pub sectors_per_bin: u64,
+    /// One character per bin, the worst of its sectors: `.` good, `r` repairable (the
+    /// error-correction data restores it), `l` lost, `u` unread (the check did not read it).
+    pub bins: String,
+}
+
+impl SectorBins {
+    /// The map of an image of `size_bytes`: `read` false when the check read none of it (all
+    /// bins `u`); the damaged image byte ranges mark their bins.
+    pub fn new(size_bytes: u64, sector_bytes: u64, read: bool, damage: &[crate::damage::BadRange]) -> SectorBins {
+        let sector_bytes = sector_bytes.max(1);
+        let sectors = size_bytes.div_ceil(sector_bytes);
+        let per = sectors.div_ceil(MAX_BINS).max(1);
+        let n = sectors.div_ceil(per);
+        let mut bins = vec![if read { b'.' } else { b'u' }; usize::try_from(n).unwrap_or(0)];
+        for b in damage {
+            if b.range.start >= b.range.end || b.range.start >= size_bytes {
+                continue;
+            }
+            let c = match b.status {
+                crate::damage::Status::Lost => b'l',
+                crate::damage::Status::Repairable => b'r',
+            };
+            let first = b.range.start / sector_bytes / per;
+            let last = (b.range.end.min(size_bytes) - 1) / sector_bytes / per;
+            for i in first..=last {
+                if let Some(x) = usize::try_from(i).ok().and_then(|i| bins.get_mut(i))
+                    && rank(c) > rank(*x)
+                {
+                    *x = c;
+                }
+            }
+        }
+        SectorBins { sector_bytes, sectors, sectors_per_bin: per, bins: String::from_utf8_lossy(&bins).into_owned() }
+    }
+}
+
+/// The order of badness of a bin's character: good < repairable < unread < lost.
+pub fn rank(c: u8) -> u8 {
+    match c {
+        b'.' => 0,
+        b'r' => 1,
+        b'u' => 2,
+        b'l' => 3,
+        _ => 4,
+    }
+}
+
+/// Distinct sectors of `sector_bytes` the damaged ranges touch.
+pub fn damaged_sectors(damage: &[crate::damage::BadRange], sector_bytes: u64) -> u64 {
+    let sb = sector_bytes.max(1);
+    let mut n = 0u64;
+    let mut next = 0u64; // first sector not yet counted
+    for b in damage {
+        if b.range.start >= b.range.end {
+            continue;
+        }
+        let first = (b.range.start / sb).max(next);
+        let end = b.range.end.div_ceil(sb);
+        if end > first {
+            n = n.saturating_add(end - first);
+            next = end;
+        }
+    }
+    n
 }
 
 /// A marker line in the catalog: a batch run started or finished (so `--resume` knows which

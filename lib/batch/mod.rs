@@ -672,6 +672,13 @@ impl Job {
             ImageResult::Failed(Failure::Error(e)) => (None, vec![e.kind().name().to_string()]),
             _ => return None,
         };
+        let extra = damage_fields(
+            match &f.result {
+                ImageResult::Checked(c) => Some(&**c),
+                _ => None,
+            },
+            id.size_bytes,
+        );
         Some(CatalogRecord {
             loopkit_catalog: 1,
             path: id.path,
@@ -691,8 +698,78 @@ impl Job {
             verified_at_utc: crate::bytes::rfc3339(at),
             run: self.run.clone(),
             elapsed_ms: f.elapsed_ms,
+            scheme: extra.scheme,
+            filesystem: extra.filesystem,
+            bad_sectors: extra.bad_sectors,
+            files_damaged: extra.files_damaged,
+            files_repairable: extra.files_repairable,
+            files_lost: extra.files_lost,
+            damaged_files: extra.damaged_files,
+            sector_map: extra.sector_map,
         })
     }
+}
+
+/// The record fields the report's table, sector map and damaged-file list show.
+#[derive(Debug, Default)]
+struct Extra {
+    scheme: Option<String>,
+    filesystem: Option<String>,
+    bad_sectors: Option<u64>,
+    files_damaged: Option<u64>,
+    files_repairable: Option<u64>,
+    files_lost: Option<u64>,
+    damaged_files: Option<Vec<catalog::DamagedFile>>,
+    sector_map: Option<catalog::SectorBins>,
+}
+
+/// [`Extra`] of a checked image (all absent for one that could not be checked).
+fn damage_fields(c: Option<&Checked>, size_bytes: u64) -> Extra {
+    use crate::image::Content;
+    let mut r = Extra::default();
+    let Some(c) = c else { return r };
+    r.scheme = match &c.image.content {
+        Content::Plain { .. } => Some("plain".into()),
+        Content::Legacy(o) => o.found.as_ref().map(|f| f.params.scheme.name().to_string()),
+        Content::Luks { header, .. } => Some(format!("luks{}", header.version)),
+        Content::LuksUnlocked(u) => Some(format!("luks{}", u.luks.header.version)),
+        Content::UnknownPlain { .. } | Content::NeedsSecret { .. } => None,
+    };
+    r.filesystem = c.image.filesystem().map(|f| f.kind.to_string());
+    let read = c.found.digest.is_some() || c.found.ecc.is_some();
+    let d = c.found.damage.as_ref();
+    let sector_bytes = d.map_or(if c.image.ecc.is_some() { 2048 } else { 512 }, |d| d.medium_sector_bytes);
+    let ranges = d.map_or(&[][..], |d| &d.ranges[..]);
+    r.sector_map = Some(catalog::SectorBins::new(size_bytes, sector_bytes, read, ranges));
+    if !read {
+        return r;
+    }
+    r.bad_sectors = Some(catalog::damaged_sectors(ranges, sector_bytes));
+    let fs_read = match d {
+        Some(d) => d.block_bytes.is_some(),
+        None => r.filesystem.is_some(),
+    };
+    if fs_read {
+        let (n, rep, lost) = d.map_or((0, 0, 0), crate::damage::Damage::counts);
+        r.files_damaged = Some(n as u64);
+        r.files_repairable = Some(rep as u64);
+        r.files_lost = Some(lost as u64);
+        let mut list = Vec::new();
+        let mut bytes = 0usize;
+        for f in d.map_or(&[][..], |d| &d.files[..]) {
+            if f.verdict == crate::damage::Verdict::Intact {
+                continue;
+            }
+            let path = crate::manifest::escape(&f.path);
+            bytes = bytes.saturating_add(path.len() + 32);
+            if bytes > catalog::MAX_DAMAGED_FILES_BYTES {
+                break;
+            }
+            list.push(catalog::DamagedFile { path, verdict: f.verdict });
+        }
+        r.damaged_files = Some(list);
+    }
+    r
 }
 
 /// SHA-256 over the file-level check's counts and the sorted paths it found missing, extra or

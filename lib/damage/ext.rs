@@ -35,7 +35,7 @@ impl Rest for Bitmaps<'_> {
         let mut pos = r.start;
         while pos < r.end {
             let b = pos / self.bs;
-            let end = ((b + 1) * self.bs).min(r.end);
+            let end = b.saturating_add(1).saturating_mul(self.bs).min(r.end);
             let kind = self.kind_of(b, &mut cache);
             match out.last_mut() {
                 Some((l, k)) if *k == kind && l.end == pos => l.end = end,
@@ -93,9 +93,9 @@ pub(crate) fn index<'a>(
         }
         let at = sb.superblock_block(g);
         let which = if g == 0 { "primary".to_string() } else { format!("backup, group {g}") };
-        area(&mut ix, at..at + 1, AreaKind::Superblock, which.clone());
+        area(&mut ix, at..at.saturating_add(1), AreaKind::Superblock, which.clone());
         for d in sb.descriptor_blocks_after(at) {
-            area(&mut ix, d..d + 1, AreaKind::GroupDescriptors, which.clone());
+            area(&mut ix, d..d.saturating_add(1), AreaKind::GroupDescriptors, which.clone());
         }
     }
     // Bitmaps and inode tables, from the descriptors in use.
@@ -120,8 +120,8 @@ pub(crate) fn index<'a>(
             let (bb, ib, it) = (wide(0, 0x20), wide(4, 0x24), wide(8, 0x28));
             let flags = le16(d, 0x12);
             let detail = format!("group {g}");
-            area(&mut ix, bb..bb + 1, AreaKind::Bitmap, format!("block bitmap, {detail}"));
-            area(&mut ix, ib..ib + 1, AreaKind::Bitmap, format!("inode bitmap, {detail}"));
+            area(&mut ix, bb..bb.saturating_add(1), AreaKind::Bitmap, format!("block bitmap, {detail}"));
+            area(&mut ix, ib..ib.saturating_add(1), AreaKind::Bitmap, format!("inode bitmap, {detail}"));
             area(&mut ix, it..it.saturating_add(itable_blocks), AreaKind::InodeTable, detail);
             let uninit = (sb.metadata_csum() || sb.gdt_csum()) && flags & BG_BLOCK_UNINIT != 0;
             bitmaps.push((!uninit && bb < sb.blocks_count).then_some(bb));
@@ -143,7 +143,7 @@ pub(crate) fn index<'a>(
                     ));
                 }
                 for b in m.map_blocks {
-                    area(&mut ix, b..b + 1, AreaKind::Journal, "its block map".into());
+                    area(&mut ix, b..b.saturating_add(1), AreaKind::Journal, "its block map".into());
                 }
             }
             Err(err) => ix.notes.push(format!("the journal (inode {jino}) cannot be located: {err}")),
@@ -178,7 +178,10 @@ fn node_owners(e: &Ext<'_>, n: usize, node: &Node, ix: &mut Index) -> crate::Res
     let ino = u32::try_from(node.id).map_err(|_| crate::Error::corrupt("not an inode number"))?;
     let bs = u64::from(e.sb.block_size);
     if let Some(at) = e.inode_offset(ino) {
-        ix.owned.push((at..at + u64::from(e.sb.inode_size), Owner::Node { node: n, part: Part::Inode, logical: 0 }));
+        ix.owned.push((
+            at..at.saturating_add(u64::from(e.sb.inode_size)),
+            Owner::Node { node: n, part: Part::Inode, logical: 0 },
+        ));
     }
     if node.file_type.is_none() {
         return Ok(()); // its inode cannot be read: only its slot is known
@@ -186,7 +189,10 @@ fn node_owners(e: &Ext<'_>, n: usize, node: &Node, ix: &mut Index) -> crate::Res
     let i = e.inode(ino)?;
     if i.file_acl != 0 {
         let b = i.file_acl;
-        ix.owned.push((b * bs..(b + 1) * bs, Owner::Node { node: n, part: Part::Xattr, logical: 0 }));
+        ix.owned.push((
+            b.saturating_mul(bs)..b.saturating_add(1).saturating_mul(bs),
+            Owner::Node { node: n, part: Part::Xattr, logical: 0 },
+        ));
     }
     let has_blocks = match node.file_type {
         Some(FileType::File | FileType::Dir) => true,
@@ -210,7 +216,10 @@ fn node_owners(e: &Ext<'_>, n: usize, node: &Node, ix: &mut Index) -> crate::Res
         ));
     }
     for b in m.map_blocks {
-        ix.owned.push((b * bs..(b + 1) * bs, Owner::Node { node: n, part: Part::Map, logical: 0 }));
+        ix.owned.push((
+            b.saturating_mul(bs)..b.saturating_add(1).saturating_mul(bs),
+            Owner::Node { node: n, part: Part::Map, logical: 0 },
+        ));
     }
     Ok(())
 }

@@ -162,6 +162,10 @@ pub struct Input {
     pub unreadable_lines: u64,
     /// `results` or `catalog`.
     pub source: String,
+    /// Damaged files (damaged, repairable, lost) by image, where known.
+    pub damaged: std::collections::HashMap<String, (u64, u64, u64)>,
+    /// A catalog's records by image (oldest check first), for the per-image sections.
+    pub history: std::collections::BTreeMap<String, Vec<CatalogRecord>>,
 }
 
 /// Read `verify --json-lines` output (verify documents, error documents, summaries; several
@@ -171,6 +175,7 @@ pub fn parse(text: &str) -> Input {
     let mut summary_rows: Vec<Row> = Vec::new();
     let mut doc_rows: Vec<Row> = Vec::new();
     let mut records: std::collections::BTreeMap<String, CatalogRecord> = Default::default();
+    let mut history: std::collections::BTreeMap<String, Vec<CatalogRecord>> = Default::default();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             input.unreadable_lines += 1;
@@ -179,6 +184,7 @@ pub fn parse(text: &str) -> Input {
         if v.get("loopkit_catalog").is_some() {
             match serde_json::from_value::<CatalogRecord>(v) {
                 Ok(r) => {
+                    history.entry(r.path.clone()).or_default().push(r.clone());
                     if records.get(&r.path).is_none_or(|o| o.verified_at <= r.verified_at) {
                         records.insert(r.path.clone(), r);
                     }
@@ -213,6 +219,11 @@ pub fn parse(text: &str) -> Input {
             },
             Some("verify") => match serde_json::from_value::<Verify>(v) {
                 Ok(d) => {
+                    if let Some(x) = &d.damage {
+                        input
+                            .damaged
+                            .insert(d.inspect.image.clone(), (x.files_damaged, x.files_repairable, x.files_lost));
+                    }
                     doc_rows.push(super::batch::row_of(&d.inspect.image, &d, 0));
                     input.maps.extend(SectorMap::of(&d));
                 }
@@ -223,12 +234,21 @@ pub fn parse(text: &str) -> Input {
     }
     if !records.is_empty() {
         input.source = "catalog".into();
+        for r in records.values() {
+            if let (Some(n), Some(rep), Some(l)) = (r.files_damaged, r.files_repairable, r.files_lost) {
+                input.damaged.insert(r.path.clone(), (n, rep, l));
+            }
+        }
+        for v in history.values_mut() {
+            v.sort_by_key(|r| r.verified_at);
+        }
+        input.history = history;
         input.rows.extend(records.into_values().map(|r| Row {
             image: r.path,
             verdict: r.verdict,
-            scheme: None,
-            filesystem: None,
-            bad_sectors: None,
+            scheme: r.scheme,
+            filesystem: r.filesystem,
+            bad_sectors: r.bad_sectors,
             unreadable_bytes: 0,
             files_changed: None,
             problems: r.problems,
@@ -263,7 +283,9 @@ pub fn html(title: &str, input: &Input) -> String {
         "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}th,td{border:1px solid #bbb;\
 padding:.2em .5em;text-align:left}td.n{text-align:right}tr.verified td.v{background:#cfc}tr.problems td.v{background:#fdb}\
 tr.failed td.v{background:#f99}tr.skipped td.v,tr.interrupted td.v{background:#eee}figure{display:inline-block;margin:.5em}\
-.sector-map .good{fill:#3a3}.sector-map .crc{fill:#fb0}.sector-map .unreadable{fill:#d22}</style>\n</head>\n<body>\n",
+.sector-map .good{fill:#3a3}.sector-map .crc{fill:#fb0}.sector-map .unreadable{fill:#d22}\
+.sector-map .repairable{fill:#fb0}.sector-map .lost{fill:#d22}.sector-map .unread{fill:#999}.sector-map .pad{fill:#ddd}\
+tr.digest-changed td.d{background:#fdb}section.image{margin-top:1.5em;border-top:1px solid #bbb}</style>\n</head>\n<body>\n",
     );
     o.push_str(&format!("<h1>{}</h1>\n", esc(title)));
     o.push_str(&format!(
@@ -279,7 +301,7 @@ tr.failed td.v{background:#f99}tr.skipped td.v,tr.interrupted td.v{background:#e
     ));
     o.push_str(
         "<table id=\"images\">\n<thead><tr><th>image</th><th>verdict</th><th>scheme</th><th>file system</th>\
-<th>bad sectors</th><th>files changed</th><th>time (s)</th><th>problems</th></tr></thead>\n<tbody>\n",
+<th>bad sectors</th><th>files damaged</th><th>files changed</th><th>time (s)</th><th>problems</th></tr></thead>\n<tbody>\n",
     );
     let dash = || "-".to_string();
     for r in &input.rows {
@@ -290,11 +312,12 @@ tr.failed td.v{background:#f99}tr.skipped td.v,tr.interrupted td.v{background:#e
         };
         o.push_str(&format!(
             "<tr class=\"{v}\"><td>{}</td><td class=\"v\">{v}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
-<td class=\"n\">{}</td><td class=\"n\">{:.2}</td><td>{}</td></tr>\n",
+<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}</td><td>{}</td></tr>\n",
             esc(&r.image),
             esc(r.scheme.as_deref().unwrap_or("-")),
             esc(r.filesystem.as_deref().unwrap_or("-")),
             r.bad_sectors.map_or_else(dash, |n| n.to_string()),
+            input.damaged.get(&r.image).map_or_else(dash, |&(n, rep, l)| files_damaged(n, rep, l)),
             r.files_changed.map_or_else(dash, |n| n.to_string()),
             r.elapsed_ms as f64 / 1000.0,
             esc(&problems),
@@ -316,10 +339,183 @@ tr.failed td.v{background:#f99}tr.skipped td.v,tr.interrupted td.v{background:#e
         }
         o.push_str("</section>\n");
     }
+    if !input.history.is_empty() {
+        o.push_str("<section id=\"history\">\n<h2>Images: sector map, damaged files, history</h2>\n");
+        for (image, records) in &input.history {
+            image_section(&mut o, image, records);
+        }
+        o.push_str("</section>\n");
+    }
     if input.unreadable_lines > 0 {
         o.push_str(&format!("<p>{} input line(s) were not understood and left out.</p>\n", input.unreadable_lines));
     }
     o.push_str(&format!("<script>{SORT_SCRIPT}</script>\n</body>\n</html>\n"));
+    o
+}
+
+/// `3 (2 repairable, 1 lost)`.
+fn files_damaged(n: u64, rep: u64, lost: u64) -> String {
+    if n == 0 { "0".into() } else { format!("{n} ({rep} repairable, {lost} lost)") }
+}
+
+/// One image of a catalog: its latest sector map and damaged files, and every check.
+fn image_section(o: &mut String, image: &str, records: &[CatalogRecord]) {
+    let dash = || "-".to_string();
+    let Some(latest) = records.last() else { return };
+    o.push_str(&format!(
+        "<section class=\"image\" data-image=\"{}\">\n<h3>{}</h3>\n<p>Latest check {}: <b>{}</b>.</p>\n",
+        esc(image),
+        esc(image),
+        esc(&latest.verified_at_utc),
+        latest.verdict.as_str()
+    ));
+    match &latest.sector_map {
+        Some(m) => {
+            o.push_str(&format!("<figure class=\"bins\" data-image=\"{}\">\n", esc(image)));
+            o.push_str(&bins_svg(image, m));
+            o.push_str("</figure>\n");
+        }
+        None => o.push_str("<p class=\"no-map\">Sector map: - (not recorded by the loopkit that checked it)</p>\n"),
+    }
+    match &latest.damaged_files {
+        None => o.push_str("<p class=\"damaged-files-unknown\">Damaged files: - (not known)</p>\n"),
+        Some(list) if list.is_empty() => o.push_str("<p class=\"damaged-files-none\">Damaged files: none.</p>\n"),
+        Some(list) => {
+            o.push_str(&format!(
+                "<p>Damaged files: {}.</p>\n<table class=\"damaged-files\">\n<thead><tr><th>file</th><th>verdict</th></tr></thead>\n<tbody>\n",
+                files_damaged(
+                    latest.files_damaged.unwrap_or(list.len() as u64),
+                    latest.files_repairable.unwrap_or(0),
+                    latest.files_lost.unwrap_or(0)
+                )
+            ));
+            for f in list {
+                let v = match f.verdict {
+                    crate::damage::Verdict::Intact => "intact",
+                    crate::damage::Verdict::Repairable => "repairable",
+                    crate::damage::Verdict::Lost => "lost",
+                };
+                o.push_str(&format!("<tr class=\"{v}\"><td>/{}</td><td>{v}</td></tr>\n", esc(&f.path)));
+            }
+            o.push_str("</tbody>\n</table>\n");
+            let more = latest.files_damaged.unwrap_or(0).saturating_sub(list.len() as u64);
+            if more > 0 {
+                o.push_str(&format!("<p>{more} more damaged file(s) not recorded in the catalog.</p>\n"));
+            }
+        }
+    }
+    o.push_str(
+        "<table class=\"history\">\n<thead><tr><th>checked (UTC)</th><th>verdict</th><th>payload</th>\
+<th>payload SHA-256</th><th>bad sectors</th><th>files damaged</th><th>problems</th><th>loopkit</th></tr></thead>\n<tbody>\n",
+    );
+    let mut before: Option<&str> = None;
+    for r in records {
+        let now = r.payload_sha256.as_deref();
+        let (class, word) = match (before, now) {
+            (_, None) => ("", "-"),
+            (None, Some(_)) => ("", "first"),
+            (Some(b), Some(n)) if b == n => ("", "unchanged"),
+            (Some(_), Some(_)) => (" digest-changed", "changed"),
+        };
+        if now.is_some() {
+            before = now;
+        }
+        o.push_str(&format!(
+            "<tr class=\"{v}{class}\" data-verified-at=\"{}\"><td>{}</td><td class=\"v\">{v}</td><td class=\"d\">{word}</td>\
+<td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>\n",
+            r.verified_at,
+            esc(&r.verified_at_utc),
+            esc(now.unwrap_or("-")),
+            r.bad_sectors.map_or_else(dash, |n| n.to_string()),
+            match (r.files_damaged, r.files_repairable, r.files_lost) {
+                (Some(n), Some(rep), Some(l)) => files_damaged(n, rep, l),
+                _ => dash(),
+            },
+            esc(&r.problems.join(", ")),
+            esc(&r.loopkit_version),
+            v = r.verdict.as_str(),
+        ));
+    }
+    o.push_str("</tbody>\n</table>\n</section>\n");
+}
+
+/// The SVG of a catalog record's sector map: one `<rect class="repairable|lost|unread"
+/// data-first="N" data-last="M">` per run of bins of one verdict on a row (first and last
+/// sector of the run); good bins are the background. A map that does not add up (a hand-edited
+/// or foreign catalog) is drawn as a note instead.
+pub fn bins_svg(image: &str, m: &crate::batch::catalog::SectorBins) -> String {
+    let n = m.bins.len() as u64;
+    let valid = m.sectors_per_bin > 0
+        && n <= crate::batch::catalog::MAX_BINS
+        && n == m.sectors.div_ceil(m.sectors_per_bin)
+        && m.bins.bytes().all(|c| matches!(c, b'.' | b'r' | b'l' | b'u'));
+    if !valid {
+        return "<p class=\"no-map\">Sector map: - (the catalog's map does not add up)</p>\n".into();
+    }
+    let rows = n.div_ceil(COLUMNS).max(1);
+    let (w, h) = (COLUMNS * CELL, rows * CELL);
+    let per = m.sectors_per_bin;
+    let mut o = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"sector-map\" width=\"{w}\" height=\"{}\" viewBox=\"0 0 {w} {}\" \
+         data-sectors=\"{}\" data-sector-bytes=\"{}\" data-sectors-per-bin=\"{per}\" role=\"img\">\n",
+        h + 16,
+        h + 16,
+        m.sectors,
+        m.sector_bytes
+    );
+    let count = |c: char| m.bins.chars().filter(|&x| x == c).count();
+    o.push_str(&format!(
+        "<title>{}: {} bin(s) lost, {} repairable, {} unread</title>\n",
+        esc(image),
+        count('l'),
+        count('r'),
+        count('u')
+    ));
+    o.push_str(&format!("<rect class=\"pad\" x=\"0\" y=\"0\" width=\"{w}\" height=\"{h}\"/>\n"));
+    let full = n / COLUMNS;
+    if full > 0 {
+        o.push_str(&format!("<rect class=\"good\" x=\"0\" y=\"0\" width=\"{w}\" height=\"{}\"/>\n", full * CELL));
+    }
+    if n % COLUMNS > 0 {
+        o.push_str(&format!(
+            "<rect class=\"good\" x=\"0\" y=\"{}\" width=\"{}\" height=\"{CELL}\"/>\n",
+            full * CELL,
+            (n % COLUMNS) * CELL
+        ));
+    }
+    let bins = m.bins.as_bytes();
+    let mut i = 0u64;
+    while i < n {
+        let c = bins[i as usize];
+        let mut j = i + 1;
+        while j < n && bins[j as usize] == c && j % COLUMNS != 0 {
+            j += 1;
+        }
+        if c != b'.' {
+            let class = match c {
+                b'r' => "repairable",
+                b'l' => "lost",
+                _ => "unread",
+            };
+            let first = i.saturating_mul(per);
+            let last = j.saturating_mul(per).min(m.sectors).saturating_sub(1);
+            o.push_str(&format!(
+                "<rect class=\"{class}\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{CELL}\" data-first=\"{first}\" \
+                 data-last=\"{last}\"><title>sectors {first}-{last}: {class}</title></rect>\n",
+                (i % COLUMNS) * CELL,
+                (i / COLUMNS) * CELL,
+                (j - i) * CELL
+            ));
+        }
+        i = j;
+    }
+    o.push_str(&format!(
+        "<text x=\"0\" y=\"{}\">{} sectors of {} bytes, {per} per cell (worst verdict): green good, yellow repairable, \
+         red lost, grey unread</text>\n</svg>\n",
+        h + 12,
+        m.sectors,
+        m.sector_bytes
+    ));
     o
 }
 
