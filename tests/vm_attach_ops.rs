@@ -143,7 +143,9 @@ svc_start
 ready 2 && echo "o-ready2:yes" || echo "o-ready2:no"
 "$LK" attach --list --json >/run/vm/o-list3.json
 echo "o-pid2:$pid"
-cmp <(dd if="$dev" bs=1M count=4 iflag=direct status=none) /tmp/o.data && echo "o-data:same" || echo "o-data:differs"
+# (no process substitution: the chroot has no /dev/fd)
+dd if="$dev" of=/tmp/o.back bs=1M count=4 iflag=direct status=none
+cmp /tmp/o.back /tmp/o.data && echo "o-data:same" || echo "o-data:differs"
 kill -TERM "$pid"
 rc=0; wait "$pid" || rc=$?
 echo "o-stop-rc:$rc"
@@ -239,6 +241,7 @@ fn ops(suite: &'static str) -> TestResult {
         format!("(o) notifications: {notes:?}"),
     );
     let d2 = &l2["devices"][0];
+    eprintln!("vm_attach_ops ({suite}): after kill -9: status {}, live {}", d2["status"], d2["live"]);
     check(
         d2["status"] == "orphaned" && d2["live"] == false && d2["device"] == dev && d2["pid"] == pid1,
         format!("(o) --list --json after kill -9: {l2}"),
