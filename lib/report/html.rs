@@ -476,7 +476,7 @@ pub fn bins_svg(image: &str, m: &crate::batch::catalog::SectorBins) -> String {
     if full > 0 {
         o.push_str(&format!("<rect class=\"good\" x=\"0\" y=\"0\" width=\"{w}\" height=\"{}\"/>\n", full * CELL));
     }
-    if n % COLUMNS > 0 {
+    if !n.is_multiple_of(COLUMNS) {
         o.push_str(&format!(
             "<rect class=\"good\" x=\"0\" y=\"{}\" width=\"{}\" height=\"{CELL}\"/>\n",
             full * CELL,
@@ -488,7 +488,7 @@ pub fn bins_svg(image: &str, m: &crate::batch::catalog::SectorBins) -> String {
     while i < n {
         let c = bins[i as usize];
         let mut j = i + 1;
-        while j < n && bins[j as usize] == c && j % COLUMNS != 0 {
+        while j < n && bins[j as usize] == c && !j.is_multiple_of(COLUMNS) {
             j += 1;
         }
         if c != b'.' {

@@ -1330,7 +1330,7 @@ fn read_back(
         let r = super::verify::verify(&ecc, &written, &vopts, run)?;
         (ecc, r)
     } else {
-        let ecc = super::open_ecc_source(Arc::new(written), &tmp_path)?;
+        let ecc = super::open_ecc_source(Arc::new(written), tmp_path)?;
         let r = super::verify::verify(&ecc, &src, &vopts, run)?;
         (ecc, r)
     };
