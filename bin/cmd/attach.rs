@@ -54,9 +54,6 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
         let _ = attach::supervise(id, Duration::from_secs(a.recovery_timeout))?;
         return Ok(0);
     }
-    // Before anything is opened or any secret read: a machine that cannot serve ublk devices
-    // gets one line naming the fix (no driver, io_uring disabled).
-    attach::server::available()?;
     let mut notes = Vec::new();
     let recovered;
     let a = match recovery_target(a, &mut notes)? {
@@ -79,6 +76,13 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     check_invoker(image, &img)?;
     if let Some(id) = a.recover_id {
         check_recovered_image(id, &img)?;
+    }
+    // Before any secret is read: a machine that cannot serve ublk devices gets one line naming
+    // the fix (no driver, io_uring disabled). Without secrets, the image's own refusals (a size
+    // that is not a multiple of 512…), which need no kernel, come first; `attach::run` checks
+    // the kernel then.
+    if a.decrypt || a.open_crypt.is_some() || a.remap {
+        attach::server::available()?;
     }
     // Secrets are read once (a passphrase on stdin cannot be read twice), whichever backend
     // serves in the end.
