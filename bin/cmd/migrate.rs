@@ -5,6 +5,7 @@ use crate::cli::{MigrateArgs, MigrateMode};
 use loopkit::formats::cryptsetup::{DeviceType, OpenCommand};
 use loopkit::formats::dvdisaster::create::{self, Target};
 use loopkit::formats::dvdisaster::layout::Method;
+use loopkit::image::Opened;
 use loopkit::migrate::{self, DetachedOptions, Format, KdfOptions, PlainOptions, ReencryptOptions};
 use loopkit::progress::{Interrupt, Run};
 use std::path::{Path, PathBuf};
@@ -19,10 +20,9 @@ fn kdf_options(a: &MigrateArgs) -> loopkit::Result<KdfOptions> {
     })
 }
 
-/// Run it; returns the exit code (0 done and verified).
-pub fn run(a: &MigrateArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
-    let need_output =
-        |what: &str| a.output.clone().ok_or_else(|| loopkit::Error::invalid(format!("--mode {what} needs -o FILE")));
+/// Refuse options the chosen mode does not take (`--key-out` outside plain, `--luks1` and
+/// `--resume` outside reencrypt), and the old and the new passphrase both from standard input.
+fn check_options(a: &MigrateArgs) -> loopkit::Result<()> {
     if a.mode != MigrateMode::Plain && a.key_out.is_some() {
         return Err(loopkit::Error::invalid("--key-out applies to --mode plain only"));
     }
@@ -34,6 +34,58 @@ pub fn run(a: &MigrateArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     {
         return Err(loopkit::Error::invalid("the old and the new passphrase cannot both come from standard input"));
     }
+    Ok(())
+}
+
+/// `-o FILE`, which `--mode {what}` needs.
+fn need_output(a: &MigrateArgs, what: &str) -> loopkit::Result<PathBuf> {
+    a.output.clone().ok_or_else(|| loopkit::Error::invalid(format!("--mode {what} needs -o FILE")))
+}
+
+/// `--mode reencrypt`: ask for the new passphrase, take the streaming options (`--threads`,
+/// `--checkpoint-every`) and re-encrypt into `-o FILE` (with `--protect`, into the unprotected
+/// image the protected one is made from).
+fn reencrypt(
+    a: &MigrateArgs,
+    opened: &Opened,
+    protect: Option<&Protect>,
+    run: &mut Run<'_>,
+) -> loopkit::Result<migrate::Outcome> {
+    let mut output = need_output(a, "reencrypt")?;
+    if let Some(p) = protect {
+        output = p.unprotected.clone();
+    }
+    let pass = crate::secrets::new_passphrase(
+        a.new_passphrase_file.as_deref(),
+        a.new_passphrase_fd,
+        a.common.secrets.no_prompt,
+    )?;
+    let mut stream = migrate::apply::StreamOptions::default();
+    if let Some(t) = a.threads {
+        stream.workers = t.clamp(1, 64);
+    }
+    if let Some(c) = &a.checkpoint_every {
+        stream.checkpoint_bytes = crate::secrets::parse_bytes(c, "--checkpoint-every")?.max(4096);
+    }
+    migrate::reencrypt(
+        opened,
+        &pass,
+        &ReencryptOptions {
+            output,
+            format: if a.luks1 { Format::Luks1 } else { Format::Luks2 },
+            kdf: kdf_options(a)?,
+            force: a.force,
+            resume: a.resume,
+            label: a.label.clone(),
+            stream,
+        },
+        run,
+    )
+}
+
+/// Run it; returns the exit code (0 done and verified).
+pub fn run(a: &MigrateArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
+    check_options(a)?;
     // --protect: plan it (and refuse bad parameters) before the long re-encryption.
     let protect = match &a.protect {
         None => None,
@@ -66,7 +118,7 @@ pub fn run(a: &MigrateArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
             (o, Some(m))
         }
         MigrateMode::DetachedHeader => {
-            let output = need_output("detached-header")?;
+            let output = need_output(a, "detached-header")?;
             let pass = crate::secrets::new_passphrase(
                 a.new_passphrase_file.as_deref(),
                 a.new_passphrase_fd,
@@ -87,36 +139,7 @@ pub fn run(a: &MigrateArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
             (o, None)
         }
         MigrateMode::Reencrypt => {
-            let mut output = need_output("reencrypt")?;
-            if let Some(p) = &protect {
-                output = p.unprotected.clone();
-            }
-            let pass = crate::secrets::new_passphrase(
-                a.new_passphrase_file.as_deref(),
-                a.new_passphrase_fd,
-                a.common.secrets.no_prompt,
-            )?;
-            let mut stream = migrate::apply::StreamOptions::default();
-            if let Some(t) = a.threads {
-                stream.workers = t.clamp(1, 64);
-            }
-            if let Some(c) = &a.checkpoint_every {
-                stream.checkpoint_bytes = crate::secrets::parse_bytes(c, "--checkpoint-every")?.max(4096);
-            }
-            let o = migrate::reencrypt(
-                &opened,
-                &pass,
-                &ReencryptOptions {
-                    output,
-                    format: if a.luks1 { Format::Luks1 } else { Format::Luks2 },
-                    kdf: kdf_options(a)?,
-                    force: a.force,
-                    resume: a.resume,
-                    label: a.label.clone(),
-                    stream,
-                },
-                &mut Run::new(&mut *progress, interrupt),
-            )?;
+            let o = reencrypt(a, &opened, protect.as_ref(), &mut Run::new(&mut *progress, interrupt))?;
             (o, None)
         }
     };

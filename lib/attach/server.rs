@@ -304,46 +304,13 @@ pub fn serve<B: Backend>(
     let lbs = cfg.logical_bs_shift.max(9);
     let (ctrl, zero_copy, queues, depth) = match cfg.recover {
         Some(id) => recover_ctrl(id, &*backend, buf_bytes, lbs)?,
-        None => {
-            let zero_copy =
-                cfg.allow_zero_copy && features & u64::from(sys::UBLK_F_AUTO_BUF_REG) != 0 && backend.crypt().is_none();
-            let depth = cfg.depth.clamp(1, 4096);
-            let queues = cfg.queues.clamp(1, 64);
-            let mut ctrl_flags = 0u64;
-            if zero_copy {
-                ctrl_flags |= u64::from(sys::UBLK_F_AUTO_BUF_REG);
-            }
-            if cfg.recovery {
-                ctrl_flags |= recovery_flags(features, &rustix::system::uname().release().to_string_lossy());
-            }
-            let ctrl = UblkCtrlBuilder::default()
-                .name("loopkit")
-                .nr_queues(queues)
-                .depth(depth)
-                .io_buf_bytes(buf_bytes)
-                .ctrl_flags(ctrl_flags)
-                .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
-                .build()
-                .map_err(|e| ublk_error("cannot create the ublk device", e))?;
-            (ctrl, zero_copy, queues, depth)
-        }
+        None => add_ctrl(cfg, features, &*backend, buf_bytes)?,
     };
     let recovering = cfg.recover.is_some();
     let recovery = ctrl.dev_info().flags & u64::from(sys::UBLK_F_USER_RECOVERY) != 0;
     let ctrl = Arc::new(ctrl);
 
-    let zero = std::fs::File::open("/dev/zero").map_err(|e| crate::Error::io("cannot open /dev/zero", e))?;
-    let bounce = if zero_copy { Some(bounce_file()?) } else { None };
-    let mut fds = vec![backend.image_fd().as_raw_fd(), zero.as_raw_fd()];
-    let mut slots = Slots { image: 1, zero: 2, bounce: 0, device: None };
-    if let Some(b) = &bounce {
-        slots.bounce = fds.len() as u32 + 1;
-        fds.push(b.as_raw_fd());
-    }
-    if let Some(d) = backend.device_fd() {
-        slots.device = Some(fds.len() as u32 + 1);
-        fds.push(d.as_raw_fd());
-    }
+    let (zero, bounce, fds, slots) = fixed_files(&*backend, zero_copy)?;
     let size = backend.size_bytes();
     let discard = if cfg.read_only || !backend.writable() { None } else { backend.discard_granularity() };
     let params = device_params(cfg, size, backend.writable(), buf_bytes, discard);
@@ -416,6 +383,62 @@ pub fn serve<B: Backend>(
     let wrote = shared.wrote.load(Ordering::Acquire);
     shared.backend.flush().map_err(|e| crate::Error::io("flushing the image at detach", e))?;
     Ok(Finished { wrote })
+}
+
+/// The files every queue's ring registers after `/dev/ublkcN` (slot 0): the image, `/dev/zero`,
+/// on the zero-copy path a bounce file, and the backend's device when it has one. Returns
+/// `/dev/zero` and the bounce file (to keep open while the device runs), the descriptors of all
+/// of them in slot order, and the slots.
+fn fixed_files<B: Backend>(
+    backend: &B,
+    zero_copy: bool,
+) -> crate::Result<(std::fs::File, Option<std::fs::File>, Vec<std::os::fd::RawFd>, Slots)> {
+    let zero = std::fs::File::open("/dev/zero").map_err(|e| crate::Error::io("cannot open /dev/zero", e))?;
+    let bounce = if zero_copy { Some(bounce_file()?) } else { None };
+    let mut fds = vec![backend.image_fd().as_raw_fd(), zero.as_raw_fd()];
+    let mut slots = Slots { image: 1, zero: 2, bounce: 0, device: None };
+    if let Some(b) = &bounce {
+        slots.bounce = fds.len() as u32 + 1;
+        fds.push(b.as_raw_fd());
+    }
+    if let Some(d) = backend.device_fd() {
+        slots.device = Some(fds.len() as u32 + 1);
+        fds.push(d.as_raw_fd());
+    }
+    Ok((zero, bounce, fds, slots))
+}
+
+/// Create a new ublk device's control (for `serve` without `recover`): choose the data path
+/// (zero-copy when allowed, offered by the driver and the backend does no crypt), clamp the
+/// queue count and depth, and ask for user recovery when configured. Returns the control,
+/// whether the data path is zero-copy, the queue count and the depth.
+fn add_ctrl<B: Backend>(
+    cfg: &Config,
+    features: u64,
+    backend: &B,
+    buf_bytes: u32,
+) -> crate::Result<(UblkCtrl, bool, u16, u16)> {
+    let zero_copy =
+        cfg.allow_zero_copy && features & u64::from(sys::UBLK_F_AUTO_BUF_REG) != 0 && backend.crypt().is_none();
+    let depth = cfg.depth.clamp(1, 4096);
+    let queues = cfg.queues.clamp(1, 64);
+    let mut ctrl_flags = 0u64;
+    if zero_copy {
+        ctrl_flags |= u64::from(sys::UBLK_F_AUTO_BUF_REG);
+    }
+    if cfg.recovery {
+        ctrl_flags |= recovery_flags(features, &rustix::system::uname().release().to_string_lossy());
+    }
+    let ctrl = UblkCtrlBuilder::default()
+        .name("loopkit")
+        .nr_queues(queues)
+        .depth(depth)
+        .io_buf_bytes(buf_bytes)
+        .ctrl_flags(ctrl_flags)
+        .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
+        .build()
+        .map_err(|e| ublk_error("cannot create the ublk device", e))?;
+    Ok((ctrl, zero_copy, queues, depth))
 }
 
 /// Prepare to serve existing device `id` again: it must wait for recovery (quiesced), and its

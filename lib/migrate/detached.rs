@@ -7,7 +7,7 @@ use super::kdf::choose_kdf;
 use super::plan;
 use super::{Format, KdfOptions, Outcome, now_iso, open_command, source_path};
 use crate::bytes::hex;
-use crate::crypto::Passphrase;
+use crate::crypto::{Key, Passphrase};
 use crate::formats::luks::{self, write};
 use crate::image::Opened;
 use crate::progress::Run;
@@ -114,26 +114,7 @@ pub fn detached_header(
     })?
     .ok_or_else(|| crate::Error::invalid("BUG: no digest"))?;
     let sha_new = sha_src;
-    // Add provenance, flush, check the header still opens by digest, rename.
-    let luks::Parsed::V2(l2) = &l.parsed else {
-        return Err(crate::Error::corrupt("BUG: the new header is not LUKS2"));
-    };
-    let mut meta = l2.meta.clone();
-    meta.tokens.insert("0".into(), plan::provenance_token(&info, &source_path(opened), &hex(&sha_src), &now_iso()));
-    let bytes = write::luks2_rewrite(l2, &meta, l2.bin.seqid + 1)?;
-    apply::write_at(&file, &out.partial, &bytes, 0)?;
-    apply::sync(&file, &out.partial)?;
-    let _ = crate::output::direct::drop_cached(&file);
-    drop(file);
-    let again = luks::read(&FileSource::open(&out.partial)?)?
-        .ok_or_else(|| crate::Error::corrupt("the header does not read back"))?;
-    if !again.check_volume_key(&key) || !again.header.notes.is_empty() {
-        return Err(crate::Error::corrupt("the header with provenance does not read back cleanly"));
-    }
-    std::fs::rename(&out.partial, &out.final_path).map_err(|e| {
-        crate::Error::io(format!("renaming {} to {}", out.partial.display(), out.final_path.display()), e)
-    })?;
-    apply::sync_dir_of(&out.final_path)?;
+    add_provenance_and_rename(file, &out, &l, &key, &info, opened, &sha_src)?;
     let notes = vec![crate::finding::Finding::info(
         "migrate.header-beside-image",
         format!(
@@ -154,4 +135,39 @@ pub fn detached_header(
         cryptsetup: Some(open_command(&opened.path, Some(&out.final_path))),
         notes,
     })
+}
+
+/// The last phase of [`detached_header`], once the payload is verified: add the provenance
+/// token (with the source plaintext's SHA-256) to the header in `out.partial`, flush it, check
+/// that it still reads back cleanly and opens with the legacy `key` by digest, and rename it to
+/// `out.final_path` (then sync the directory).
+fn add_provenance_and_rename(
+    file: std::fs::File,
+    out: &OutputPaths,
+    l: &luks::Luks,
+    key: &Key,
+    info: &plan::SourceInfo,
+    opened: &Opened,
+    sha_src: &[u8; 32],
+) -> crate::Result<()> {
+    let luks::Parsed::V2(l2) = &l.parsed else {
+        return Err(crate::Error::corrupt("BUG: the new header is not LUKS2"));
+    };
+    let mut meta = l2.meta.clone();
+    meta.tokens.insert("0".into(), plan::provenance_token(info, &source_path(opened), &hex(sha_src), &now_iso()));
+    let bytes = write::luks2_rewrite(l2, &meta, l2.bin.seqid + 1)?;
+    apply::write_at(&file, &out.partial, &bytes, 0)?;
+    apply::sync(&file, &out.partial)?;
+    let _ = crate::output::direct::drop_cached(&file);
+    drop(file);
+    let again = luks::read(&FileSource::open(&out.partial)?)?
+        .ok_or_else(|| crate::Error::corrupt("the header does not read back"))?;
+    if !again.check_volume_key(key) || !again.header.notes.is_empty() {
+        return Err(crate::Error::corrupt("the header with provenance does not read back cleanly"));
+    }
+    std::fs::rename(&out.partial, &out.final_path).map_err(|e| {
+        crate::Error::io(format!("renaming {} to {}", out.partial.display(), out.final_path.display()), e)
+    })?;
+    apply::sync_dir_of(&out.final_path)?;
+    Ok(())
 }

@@ -300,6 +300,124 @@ fn errno(e: rustix::io::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
 
+/// Open-time phase of [`Engine::open_file`]: `file` must be open for reading and writing
+/// (unless `opts.read_only`); then `O_DIRECT` is set on its open file description.
+fn set_direct(file: &File, what: &str, opts: &Options) -> crate::Result<()> {
+    let mode =
+        rustix::fs::fcntl_getfl(file).map_err(|e| crate::Error::io(format!("cannot examine {what}"), errno(e)))?;
+    let acc = mode & rustix::fs::OFlags::RWMODE;
+    if !opts.read_only && acc != rustix::fs::OFlags::RDWR {
+        return Err(crate::Error::invalid(format!("{what} is not open for reading and writing")));
+    }
+    rustix::fs::fcntl_setfl(file, mode | rustix::fs::OFlags::DIRECT)
+        .map_err(|e| crate::Error::io(format!("cannot set O_DIRECT on {what}"), errno(e)))?;
+    Ok(())
+}
+
+/// Open-time phase of [`Engine::open_file`]: open the raw device `dev_path` under the file
+/// (`O_DIRECT`, read-write unless `opts.read_only`, with a hint when a mounted device refuses
+/// writes) and check, from the opened descriptor, that it is the node of the file's `st_dev`
+/// (`meta`), and read its size and logical block size. Returns the device, its size in bytes and
+/// its logical block size.
+fn open_device(
+    dev_path: &Path,
+    meta: &std::fs::Metadata,
+    what: &str,
+    opts: &Options,
+) -> crate::Result<(File, u64, u32)> {
+    let mut dd = std::fs::OpenOptions::new();
+    dd.read(true).write(!opts.read_only).custom_flags(libc::O_DIRECT | libc::O_CLOEXEC | libc::O_NOFOLLOW);
+    let dev = dd.open(dev_path).map_err(|e| {
+        let hint = match e.raw_os_error() {
+            Some(libc::EBUSY) | Some(libc::EPERM) | Some(libc::EACCES) if !opts.read_only => {
+                " (a kernel built without CONFIG_BLK_DEV_WRITE_MOUNTED, booted with bdev_allow_write_mounted=0, or \
+                 a security policy refuses writes to a mounted block device)"
+            }
+            _ => "",
+        };
+        unsafe_err(format!("cannot open {} (the device under {what}) for raw I/O{hint}: {e}", dev_path.display()))
+    })?;
+    // The node is trusted only for what the opened descriptor says it is.
+    let (dev_bytes, logical) = {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let dm = dev.metadata().map_err(|e| crate::Error::io(format!("cannot examine {}", dev_path.display()), e))?;
+        preflight::check_device(
+            dev_path,
+            meta.dev(),
+            dm.file_type().is_block_device(),
+            dm.rdev(),
+            crate::sys::block_device_size(dev.as_fd()).map_err(|e| e.to_string()),
+            rustix::fs::ioctl_blksszget(&dev).map_err(|e| e.to_string()),
+        )
+        .map_err(|r| unsafe_err(format!("{what} cannot be remapped: {} ({})", r.message, r.code)))?
+    };
+    Ok((dev, dev_bytes, logical))
+}
+
+/// Open-time phase of [`Engine::open_file`], once the lease is held: refuse when another
+/// process holds a descriptor of `file` the lease does not see (`remap.open-elsewhere`), after
+/// a few short retries for a process forked by another thread of ours; note in `pf` the
+/// processes that could not be checked. Returns `pf`.
+fn check_exclusive(file: &File, what: &str, pf: Preflight) -> crate::Result<Preflight> {
+    // New opens now break the lease; descriptors it does not count (access mode 3, rings)
+    // are looked for once. A process forked by another thread of ours holds our own
+    // descriptor until it execs: a few short retries tell that apart from a real holder.
+    let mut holders = preflight::other_holders(file);
+    for pause_ms in [10, 40, 100, 200, 400] {
+        if holders.0.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+        holders = preflight::other_holders(file);
+    }
+    if !holders.0.is_empty() {
+        return Err(unsafe_err(format!(
+            "{what} is open in another process through a descriptor the lease does not see ({}); remapping \
+             needs exclusive access (remap.open-elsewhere)",
+            holders.0.join(", ")
+        )));
+    }
+    let mut pf = pf;
+    if holders.1 > 0 {
+        pf.notes.push(crate::finding::Finding::info(
+            "remap.holders-unchecked",
+            format!(
+                "{} processes could not be checked for descriptors of the image (their /proc entries are not \
+             readable)",
+                holders.1
+            ),
+        ));
+    }
+    Ok(pf)
+}
+
+/// Open-time phase of [`Engine::open_file`], the last: preflight again now that nobody else can
+/// open the file unnoticed (and its size must not have changed), then fsync the file and drop
+/// its cached pages, and check the lease was not lost meanwhile (`remap.lease-lost`).
+fn recheck_and_flush(inner: &Inner, path: &Path, what: &str, size: u64) -> crate::Result<()> {
+    // What preflight saw before the lease could have changed in between (L3): again, now that
+    // nobody else can open the file unnoticed.
+    let again = preflight::check(&inner.file, path);
+    let size_now = inner.file.metadata().map(|m| m.len()).ok();
+    if !again.is_safe() || size_now != Some(size) {
+        let mut reasons: Vec<String> = again.refusals.iter().map(|r| format!("{} ({})", r.message, r.code)).collect();
+        if size_now != Some(size) {
+            reasons.push("its size changed while the lease was being taken (remap.changed-before-lease)".into());
+        }
+        return Err(unsafe_err(format!("{what} cannot be remapped: {}", reasons.join("; "))));
+    }
+    // Everything the file system has cached goes to disk and out of the cache, so raw reads
+    // see the latest data and file-system readers after us do not see stale pages.
+    inner.file.sync_all().map_err(|e| crate::Error::io(format!("fsync {what}"), e))?;
+    let _ = rustix::fs::fadvise(&inner.file, 0, None, rustix::fs::Advice::DontNeed);
+    if !inner.remap_on.load(Ordering::SeqCst) || !lease::still_held(inner.file.as_fd()) {
+        return Err(unsafe_err(format!(
+            "{what} was opened by another process while remapping was being set up (remap.lease-lost)"
+        )));
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Open `path` for remapping: preflight, exclusive lease, fsync and page-cache drop, raw
     /// device opened `O_DIRECT`. Returns the engine and the preflight facts. The path is opened
@@ -329,14 +447,7 @@ impl Engine {
     /// when the device cannot be opened.
     pub fn open_file(file: File, path: &Path, opts: &Options) -> crate::Result<(Engine, Preflight)> {
         let what = path.display().to_string();
-        let mode =
-            rustix::fs::fcntl_getfl(&file).map_err(|e| crate::Error::io(format!("cannot examine {what}"), errno(e)))?;
-        let acc = mode & rustix::fs::OFlags::RWMODE;
-        if !opts.read_only && acc != rustix::fs::OFlags::RDWR {
-            return Err(crate::Error::invalid(format!("{what} is not open for reading and writing")));
-        }
-        rustix::fs::fcntl_setfl(&file, mode | rustix::fs::OFlags::DIRECT)
-            .map_err(|e| crate::Error::io(format!("cannot set O_DIRECT on {what}"), errno(e)))?;
+        set_direct(&file, &what, opts)?;
         let pf = preflight::check(&file, path);
         if !pf.is_safe() {
             let reasons: Vec<String> = pf.refusals.iter().map(|r| format!("{} ({})", r.message, r.code)).collect();
@@ -347,33 +458,7 @@ impl Engine {
         let Some(dev_path) = pf.backing.device.clone() else {
             return Err(unsafe_err(format!("{what}: no device node for its file system")));
         };
-        let mut dd = std::fs::OpenOptions::new();
-        dd.read(true).write(!opts.read_only).custom_flags(libc::O_DIRECT | libc::O_CLOEXEC | libc::O_NOFOLLOW);
-        let dev = dd.open(&dev_path).map_err(|e| {
-            let hint = match e.raw_os_error() {
-                Some(libc::EBUSY) | Some(libc::EPERM) | Some(libc::EACCES) if !opts.read_only => {
-                    " (a kernel built without CONFIG_BLK_DEV_WRITE_MOUNTED, booted with bdev_allow_write_mounted=0, or \
-                     a security policy refuses writes to a mounted block device)"
-                }
-                _ => "",
-            };
-            unsafe_err(format!("cannot open {} (the device under {what}) for raw I/O{hint}: {e}", dev_path.display()))
-        })?;
-        // The node is trusted only for what the opened descriptor says it is.
-        let (dev_bytes, logical) = {
-            use std::os::unix::fs::{FileTypeExt, MetadataExt};
-            let dm =
-                dev.metadata().map_err(|e| crate::Error::io(format!("cannot examine {}", dev_path.display()), e))?;
-            preflight::check_device(
-                &dev_path,
-                meta.dev(),
-                dm.file_type().is_block_device(),
-                dm.rdev(),
-                crate::sys::block_device_size(dev.as_fd()).map_err(|e| e.to_string()),
-                rustix::fs::ioctl_blksszget(&dev).map_err(|e| e.to_string()),
-            )
-            .map_err(|r| unsafe_err(format!("{what} cannot be remapped: {} ({})", r.message, r.code)))?
-        };
+        let (dev, dev_bytes, logical) = open_device(&dev_path, &meta, &what, opts)?;
         let align = logical as usize;
         if !size.is_multiple_of(align as u64) {
             return Err(crate::Error::invalid(format!(
@@ -418,56 +503,8 @@ impl Engine {
             let _ = lease::release(inner.file.as_fd());
             return Err(e);
         }
-        // New opens now break the lease; descriptors it does not count (access mode 3, rings)
-        // are looked for once. A process forked by another thread of ours holds our own
-        // descriptor until it execs: a few short retries tell that apart from a real holder.
-        let mut holders = preflight::other_holders(&inner.file);
-        for pause_ms in [10, 40, 100, 200, 400] {
-            if holders.0.is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
-            holders = preflight::other_holders(&inner.file);
-        }
-        if !holders.0.is_empty() {
-            return Err(unsafe_err(format!(
-                "{what} is open in another process through a descriptor the lease does not see ({}); remapping \
-                 needs exclusive access (remap.open-elsewhere)",
-                holders.0.join(", ")
-            )));
-        }
-        let mut pf = pf;
-        if holders.1 > 0 {
-            pf.notes.push(crate::finding::Finding::info(
-                "remap.holders-unchecked",
-                format!(
-                    "{} processes could not be checked for descriptors of the image (their /proc entries are not \
-                 readable)",
-                    holders.1
-                ),
-            ));
-        }
-        // What preflight saw before the lease could have changed in between (L3): again, now that
-        // nobody else can open the file unnoticed.
-        let again = preflight::check(&inner.file, path);
-        let size_now = inner.file.metadata().map(|m| m.len()).ok();
-        if !again.is_safe() || size_now != Some(size) {
-            let mut reasons: Vec<String> =
-                again.refusals.iter().map(|r| format!("{} ({})", r.message, r.code)).collect();
-            if size_now != Some(size) {
-                reasons.push("its size changed while the lease was being taken (remap.changed-before-lease)".into());
-            }
-            return Err(unsafe_err(format!("{what} cannot be remapped: {}", reasons.join("; "))));
-        }
-        // Everything the file system has cached goes to disk and out of the cache, so raw reads
-        // see the latest data and file-system readers after us do not see stale pages.
-        inner.file.sync_all().map_err(|e| crate::Error::io(format!("fsync {what}"), e))?;
-        let _ = rustix::fs::fadvise(&inner.file, 0, None, rustix::fs::Advice::DontNeed);
-        if !inner.remap_on.load(Ordering::SeqCst) || !lease::still_held(inner.file.as_fd()) {
-            return Err(unsafe_err(format!(
-                "{what} was opened by another process while remapping was being set up (remap.lease-lost)"
-            )));
-        }
+        let pf = check_exclusive(&inner.file, &what, pf)?;
+        recheck_and_flush(&inner, path, &what, size)?;
         Ok((Engine { inner }, pf))
     }
 

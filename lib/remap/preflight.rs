@@ -433,6 +433,43 @@ pub fn check(file: &File, path: &Path) -> Preflight {
     }
     let dev = sys::dev_major_minor(meta.dev());
     p.backing.dev = dev;
+    let (mount, allowed) = check_file_system(&mut p, file, path, dev);
+    let fs = p.backing.fs_name.clone();
+    find_device(&mut p, path, dev, allowed);
+    check_inode_flags(&mut p, file, path, allowed);
+    check_fs_specific(&mut p, file, path, dev, mount.as_ref());
+    if allowed && can_share_blocks(file, p.backing.fs_magic) {
+        let mut acl = vec![0u8; 4 + 8 * 64];
+        let acl = match rustix::fs::fgetxattr(file, "system.posix_acl_access", &mut acl[..]) {
+            Ok(n) => Some(acl[..n.min(acl.len())].to_vec()),
+            Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::OPNOTSUPP) => None,
+            // Too large to read here, or unreadable: treat as granting write.
+            Err(_) => Some(Vec::new()),
+        };
+        if let Some(r) = sharing_refusal(path, &fs, meta.uid(), meta.mode(), acl.as_deref()) {
+            p.refusals.push(r);
+        }
+    }
+    check_statx_dax(&mut p, file, path, allowed);
+    if allowed
+        && let Some(r) = lease_break_refusal(std::fs::read_to_string("/proc/sys/fs/lease-break-time").ok().as_deref())
+    {
+        p.refusals.push(r);
+    }
+    if is_active_swap(meta.dev(), meta.ino()) {
+        p.refusals.push(refuse("remap.swap-file", format!("{} is an active swap file", path.display())));
+    }
+    if allowed && let Err(e) = sys::fiemap(file.as_fd(), 0, 1, 0, 1) {
+        p.refusals.push(refuse("remap.no-fiemap", format!("FIEMAP failed: {e}")));
+    }
+    p
+}
+
+/// A phase of [`check`]: the file system the file is on (`statfs` magic and block size, its
+/// mount from `/proc/self/mountinfo`, its name), refused unless it is ext2/3/4 or XFS
+/// (`remap.fs-not-allowed`, with why). Returns the mount line and whether the file system is
+/// allowed.
+fn check_file_system(p: &mut Preflight, file: &File, path: &Path, dev: (u32, u32)) -> (Option<MountLine>, bool) {
     match rustix::fs::fstatfs(file) {
         Ok(st) => {
             p.backing.fs_magic = st.f_type as u64;
@@ -466,6 +503,13 @@ pub fn check(file: &File, path: &Path) -> Preflight {
         };
         p.refusals.push(refuse("remap.fs-not-allowed", format!("{} is on {fs}: {why}", path.display())));
     }
+    (mount, allowed)
+}
+
+/// A phase of [`check`]: the block device behind the file system (refused when anonymous, or
+/// when an allowed file system's device node is not found), with its size and logical and
+/// physical block sizes when it can be opened (512 and the logical size when unknown).
+fn find_device(p: &mut Preflight, path: &Path, dev: (u32, u32), allowed: bool) {
     if dev.0 == 0 {
         p.refusals.push(refuse(
             "remap.anonymous-device",
@@ -494,6 +538,12 @@ pub fn check(file: &File, path: &Path) -> Preflight {
     if p.backing.physical_block == 0 {
         p.backing.physical_block = p.backing.logical_block;
     }
+}
+
+/// A phase of [`check`]: the inode flags (`FS_IOC_GETFLAGS`): encrypted, compressed, verity,
+/// data-journaled and DAX files are refused; an immutable file is noted, as are unreadable
+/// flags on an allowed file system.
+fn check_inode_flags(p: &mut Preflight, file: &File, path: &Path, allowed: bool) {
     match rustix::fs::ioctl_getflags(file) {
         Ok(flags) => {
             let bits = flags.bits();
@@ -527,6 +577,11 @@ pub fn check(file: &File, path: &Path) -> Preflight {
             .push(crate::finding::Finding::info("remap.flags-unreadable", format!("inode flags unreadable: {e}"))),
         Err(_) => {}
     }
+}
+
+/// A phase of [`check`]: what only XFS (realtime and DAX files, from the XFS inode flags) or
+/// ext (a `data=journal` mount, or a mount not found) can refuse.
+fn check_fs_specific(p: &mut Preflight, file: &File, path: &Path, dev: (u32, u32), mount: Option<&MountLine>) {
     if p.backing.fs_magic == XFS_MAGIC {
         match sys::fs_get_xattr(file.as_fd()) {
             Ok(x) if x.xflags & sys::FS_XFLAG_REALTIME != 0 => p.refusals.push(refuse(
@@ -546,7 +601,7 @@ pub fn check(file: &File, path: &Path) -> Preflight {
         }
     }
     if p.backing.fs_magic == EXT_MAGIC {
-        match &mount {
+        match mount {
             Some(m) if m.super_options.split(',').any(|o| o == "data=journal") => p.refusals.push(refuse(
                 "remap.data-journal",
                 format!("{} is mounted with data=journal: the journal may later overwrite raw writes", m.mount_point),
@@ -561,18 +616,12 @@ pub fn check(file: &File, path: &Path) -> Preflight {
             )),
         }
     }
-    if allowed && can_share_blocks(file, p.backing.fs_magic) {
-        let mut acl = vec![0u8; 4 + 8 * 64];
-        let acl = match rustix::fs::fgetxattr(file, "system.posix_acl_access", &mut acl[..]) {
-            Ok(n) => Some(acl[..n.min(acl.len())].to_vec()),
-            Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::OPNOTSUPP) => None,
-            // Too large to read here, or unreadable: treat as granting write.
-            Err(_) => Some(Vec::new()),
-        };
-        if let Some(r) = sharing_refusal(path, &fs, meta.uid(), meta.mode(), acl.as_deref()) {
-            p.refusals.push(r);
-        }
-    }
+}
+
+/// A phase of [`check`]: DAX as `statx` tells it (`STATX_ATTR_DAX`: a `dax=always` mount or the
+/// inode flag), refused unless already refused as DAX; a failed `statx` is noted on an allowed
+/// file system.
+fn check_statx_dax(p: &mut Preflight, file: &File, path: &Path, allowed: bool) {
     match rustix::fs::statx(file.as_fd(), "", rustix::fs::AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::BASIC_STATS) {
         Ok(st) => {
             let dax = statx_dax(st.stx_attributes.bits(), st.stx_attributes_mask.bits());
@@ -593,18 +642,6 @@ pub fn check(file: &File, path: &Path) -> Preflight {
         )),
         Err(_) => {}
     }
-    if allowed
-        && let Some(r) = lease_break_refusal(std::fs::read_to_string("/proc/sys/fs/lease-break-time").ok().as_deref())
-    {
-        p.refusals.push(r);
-    }
-    if is_active_swap(meta.dev(), meta.ino()) {
-        p.refusals.push(refuse("remap.swap-file", format!("{} is an active swap file", path.display())));
-    }
-    if allowed && let Err(e) = sys::fiemap(file.as_fd(), 0, 1, 0, 1) {
-        p.refusals.push(refuse("remap.no-fiemap", format!("FIEMAP failed: {e}")));
-    }
-    p
 }
 
 #[cfg(test)]
