@@ -79,8 +79,8 @@ pub fn run(a: &AttachArgs, interrupt: &Interrupt) -> loopkit::Result<u8> {
     }
     // Before any secret is read: a machine that cannot serve ublk devices gets one line naming
     // the fix (no driver, io_uring disabled). Without secrets, the image's own refusals (a size
-    // that is not a multiple of 512…), which need no kernel, come first; `attach::run` checks
-    // the kernel then.
+    // that is not a multiple of 512…), which need no kernel, come first; `serve` checks the
+    // kernel then, before it prints any note.
     if a.decrypt || a.open_crypt.is_some() || a.remap {
         attach::server::available()?;
     }
@@ -380,6 +380,8 @@ fn serve<B: attach::Backend>(
     open_crypt: Option<OpenCrypt>,
     interrupt: &Interrupt,
 ) -> loopkit::Result<u8> {
+    // A machine that cannot serve ublk devices: one line naming the fix, before any note.
+    attach::server::available()?;
     notes.extend(img.notes.iter().map(|f| f.message.clone()));
     for n in &notes {
         eprintln!("loopkit: note: {n}");
