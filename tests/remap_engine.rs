@@ -452,8 +452,7 @@ fn lease_listed(img: &Path) -> Result<bool, Failed> {
     // /proc/locks prints the device as hex MAJOR:MINOR (fs/locks.c `lock_get_status`); the other
     // tests' small file systems have images with the same inode numbers, and their leases are
     // listed too while they run in parallel.
-    let dev = st.dev();
-    let (major, minor) = (((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff), (dev & 0xff) | ((dev >> 12) & !0xff));
+    let (major, minor) = (rustix::fs::major(st.dev()), rustix::fs::minor(st.dev()));
     let want = format!("{major:02x}:{minor:02x}:{}", st.ino());
     let locks = std::fs::read_to_string("/proc/locks").map_err(|e| format!("/proc/locks: {e}"))?;
     // "1: LEASE  ACTIVE    WRITE 1234 07:00:12 0 EOF": field 6 is MAJOR:MINOR:INODE.
