@@ -133,10 +133,22 @@ if command -v ddrescuelog >/dev/null; then
     done
 fi
 # damage_map: 64 bytes of damage (8 x sector u32 LE, count, status, 2 unused; see
-# loopkit::fuzzing::damage_map) before each ext and ISO9660 seed.
-for f in "$out"/ext/* "$out"/iso9660/*; do
-    [ -f "$f" ] || continue
+# loopkit::fuzzing::damage_map) before each of its own 64 KiB images (ext2, ext4 with extents,
+# ext4 with inline data, ISO9660 with Rock Ridge) of a smaller tree than the one above: the target
+# copies and walks the whole image on every execution, so 64 KiB seeds run several times as many
+# executions per second as the 128-512 KiB ones.
+mkdir -p "$tmp/dtree/d/e"
+printf 'hello\n' > "$tmp/dtree/s.txt"; : > "$tmp/dtree/empty"
+dd if=/dev/urandom of="$tmp/dtree/d/e/data.bin" bs=1k count=9 2>/dev/null
+truncate -s 20k "$tmp/dtree/sparse"; printf 'x' | dd of="$tmp/dtree/sparse" bs=1 seek=15000 conv=notrunc 2>/dev/null
+ln -s s.txt "$tmp/dtree/link"
+for i in 1 2 3 4 5 6; do : > "$tmp/dtree/d/f$i"; done
+truncate -s 64k "$tmp/d-ext2.img" && mkfs.ext2 -q -F -b 1024 -N 32 -O ^resize_inode -d "$tmp/dtree" "$tmp/d-ext2.img"
+truncate -s 64k "$tmp/d-ext4.img" && mkfs.ext4 -q -F -O ^has_journal,^resize_inode -b 1024 -N 32 -d "$tmp/dtree" "$tmp/d-ext4.img"
+truncate -s 64k "$tmp/d-ext4i.img" && mkfs.ext4 -q -F -O ^has_journal,^resize_inode,inline_data -b 1024 -N 32 -d "$tmp/dtree" "$tmp/d-ext4i.img"
+genisoimage -quiet -no-pad -R -o "$tmp/d-iso.img" "$tmp/dtree/d"
+for f in "$tmp"/d-*.img; do
     { printf '\004\000\000\000\003\001\000\000\100\000\000\000\001\000\000\000'; head -c 48 /dev/zero; cat "$f"; } \
-        > "$out/damage_map/$(basename "$(dirname "$f")")-$(basename "$f")"
+        > "$out/damage_map/$(basename "$f" .img)"
 done
 ls -R "$out" | head -60
