@@ -484,7 +484,9 @@ fn lost_lease() -> TestResult {
         e.flush().map_err(|err| format!("flush: {err}"))?;
         let st = e.state();
         ensure!(
-            !st.remapping && st.stopped_because.as_deref().is_some_and(|w| w.contains("remap.lease-lost")),
+            !st.remapping
+                && st.stopped_because.as_deref().is_some_and(|w| w.contains("remap.lease-lost"))
+                && st.stopped_code == Some("remap.lease-lost"),
             "{}: after a flush without the lease: {st:?}",
             m.fs
         );
@@ -573,7 +575,8 @@ fn break_under_load() -> TestResult {
             m.fs
         );
         ensure!(
-            st.stopped_because.as_deref().is_some_and(|w| w.contains("remap.lease-broken")),
+            st.stopped_because.as_deref().is_some_and(|w| w.contains("remap.lease-broken"))
+                && st.stopped_code == Some("remap.lease-broken"),
             "{}: stopped for another reason than the break: {st:?}",
             m.fs
         );
@@ -652,7 +655,9 @@ sys.stdin.readline()
         ensure!(!e.revalidate_map(), "revalidation did not notice the dedupe");
         let st = e.state();
         ensure!(
-            !st.remapping && st.stopped_because.as_deref().is_some_and(|w| w.contains("remap.map-changed")),
+            !st.remapping
+                && st.stopped_because.as_deref().is_some_and(|w| w.contains("remap.map-changed"))
+                && st.stopped_code == Some("remap.map-changed"),
             "after the dedupe: {st:?}"
         );
         let data = pattern(4242, MIB as usize);

@@ -93,6 +93,11 @@ pub trait Backend: Send + Sync + 'static {
     fn remap_state(&self) -> String {
         "off".into()
     }
+    /// The stable code of a stopped remap engine, from the engine's own record of the stop
+    /// (never parsed out of [`Backend::remap_state`]'s words); `None` while off or active.
+    fn remap_code(&self) -> Option<String> {
+        None
+    }
     /// The lease the backend holds on the image, if any (remap).
     fn lease(&self) -> Option<String> {
         None

@@ -379,6 +379,7 @@ fn new_entry<B: Backend>(
         data_path: String::new(),
         direct_io: opts.direct_io,
         remap: backend.remap_state(),
+        remap_code: backend.remap_code(),
         lease: backend.lease(),
         queues: opts.queues.clamp(1, 64),
         depth: opts.depth.clamp(1, 4096),
@@ -410,9 +411,10 @@ fn spawn_state_watcher<B: Backend>(
                 backend.watch();
                 let mut g = recorded.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(e) = g.as_mut() {
-                    let (remap, lease) = (backend.remap_state(), backend.lease());
-                    if e.remap != remap || e.lease != lease {
+                    let (remap, code, lease) = (backend.remap_state(), backend.remap_code(), backend.lease());
+                    if e.remap != remap || e.remap_code != code || e.lease != lease {
                         e.remap = remap;
+                        e.remap_code = code;
                         e.lease = lease;
                         let _ = state::record(e);
                     }

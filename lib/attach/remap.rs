@@ -178,6 +178,10 @@ impl Backend for RemapBackend {
             (false, None) => "stopped".into(),
         }
     }
+    fn remap_code(&self) -> Option<String> {
+        let st = self.engine.state();
+        if st.remapping { None } else { st.stopped_code.map(str::to_string) }
+    }
     fn lease(&self) -> Option<String> {
         Some(if self.engine.state().lease_held { "write lease held" } else { "released" }.into())
     }

@@ -41,6 +41,10 @@ pub struct Entry {
     pub direct_io: bool,
     /// Remap engine state: `off` without `--remap`.
     pub remap: String,
+    /// The stable code of a stopped remap engine (`remap.lease-broken`, `remap.map-changed`…),
+    /// recorded by the engine with the stop; null while `remap` is `off` or `active`.
+    #[serde(default)]
+    pub remap_code: Option<String>,
     /// The lease held on the image (remap), or null.
     pub lease: Option<String>,
     /// Hardware queues.
@@ -225,9 +229,6 @@ pub struct Listed {
     /// I/O waits); `stale` (the server is gone and so is its device, or the device number now
     /// belongs to another server).
     pub status: &'static str,
-    /// The stable code of a stopped remap engine (the `(remap.…)` at the end of `remap`), null
-    /// while it is `off` or `active`.
-    pub remap_code: Option<String>,
     /// The server's recorded start time (see [`process_start_ticks`]); `None` in records of
     /// older versions.
     #[serde(skip)]
@@ -288,11 +289,9 @@ pub fn list_checked() -> crate::Result<Vec<Listed>> {
         } else {
             "stale"
         };
-        let remap_code = remap_code(&stored.entry.remap);
         out.push(Listed {
             live,
             status,
-            remap_code,
             server_start_ticks: stored.server_start_ticks,
             driver_state: driver.map(|d| d.map_or_else(|| "gone".to_string(), |d| d.state.as_str())),
             driver_server_pid: driver.flatten().map(|d| d.server_pid),
@@ -301,14 +300,6 @@ pub fn list_checked() -> crate::Result<Vec<Listed>> {
     }
     out.sort_by_key(|l| l.entry.dev_id);
     Ok(out)
-}
-
-/// The code of a stopped remap engine: the last `remap.CODE` word of `stopped: WHY (… remap.CODE)`.
-fn remap_code(remap: &str) -> Option<String> {
-    let why = remap.strip_prefix("stopped")?;
-    why.split(|c: char| c.is_whitespace() || "();,".contains(c))
-        .rfind(|w| w.starts_with("remap.") && w.len() > "remap.".len())
-        .map(str::to_string)
 }
 
 /// Whether the driver still holds `e`'s device for a server that is gone: the device exists,
@@ -401,19 +392,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_remap_code_is_taken_from_a_stopped_state() {
-        assert_eq!(remap_code("off"), None);
-        assert_eq!(remap_code("active"), None);
-        assert_eq!(remap_code("stopped"), None);
-        assert_eq!(
-            remap_code("stopped: another process opened the image (lease broken; remap.lease-broken)").as_deref(),
-            Some("remap.lease-broken")
-        );
-        assert_eq!(
-            remap_code("stopped: the image's extents changed under the engine at byte 4096 (remap.map-changed)")
-                .as_deref(),
-            Some("remap.map-changed")
-        );
+    fn a_record_without_a_remap_code_reads_as_null_and_one_with_it_keeps_it() {
+        // A record written by a version without the field, then the same with the field.
+        let old = r#"{"image":"/i.img","device":"/dev/ublkb0","dev_id":0,"pid":1,"mode":"remap",
+            "read_only":false,"size_bytes":4096,"logical_block_bytes":512,"physical_block_bytes":4096,
+            "data_path":"copy","direct_io":true,"remap":"stopped: whatever the words (remap.map-changed)",
+            "lease":null,"queues":1,"depth":32,"mapper":null,"kernel":"6.12"}"#;
+        let stored: Stored = serde_json::from_str(old).unwrap();
+        assert_eq!(stored.entry.remap_code, None, "the code is never parsed out of the words");
+        let with = old.replacen(r#""lease":null"#, r#""remap_code":"remap.lease-broken","lease":null"#, 1);
+        let stored: Stored = serde_json::from_str(&with).unwrap();
+        assert_eq!(stored.entry.remap_code.as_deref(), Some("remap.lease-broken"));
+        let back = serde_json::to_value(&stored).unwrap();
+        assert_eq!(back["remap_code"], "remap.lease-broken");
     }
 
     #[test]

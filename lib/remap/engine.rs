@@ -205,6 +205,28 @@ pub const FS_CHECK_MS: u64 = 10;
 pub const STOP_FS_READ_ONLY: &str = "remap.fs-read-only";
 /// Stop reason: the image's file system reports an error (shut down, I/O error).
 pub const STOP_FS_ERROR: &str = "remap.fs-error";
+/// Stop reason: the extent map no longer matches FIEMAP (or could not be re-checked).
+pub const STOP_MAP_CHANGED: &str = "remap.map-changed";
+/// Stop reason: the write lease was lost without a break arriving (`F_GETLEASE` says so).
+pub const STOP_LEASE_LOST: &str = "remap.lease-lost";
+/// Stop reason: another process opened the image and the lease break arrived.
+pub const STOP_LEASE_BROKEN: &str = "remap.lease-broken";
+
+/// Why raw I/O stopped: one of the `STOP_*` codes, and the message for people (which names the
+/// code too). Consumers that branch on the reason use `code`, never the message's wording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    /// A stable `STOP_*` code.
+    pub code: &'static str,
+    /// What happened, in words.
+    pub why: String,
+}
+
+impl Stopped {
+    fn new(code: &'static str, why: impl Into<String>) -> Self {
+        Self { code, why: why.into() }
+    }
+}
 
 thread_local! {
     /// Each thread's freeze-probe ring (`None` inside: io_uring cannot be used here).
@@ -226,6 +248,8 @@ pub struct State {
     pub remapping: bool,
     /// Why remapping stopped, if it did.
     pub stopped_because: Option<String>,
+    /// The stable code of that reason (one of the `STOP_*` constants).
+    pub stopped_code: Option<&'static str>,
     /// Whether the write lease is held.
     pub lease_held: bool,
     /// Extents in the map now.
@@ -250,7 +274,7 @@ struct Inner {
     /// Remapping was stopped by a thread that could not wait for raw I/O in flight; the next
     /// [`Engine::check_fs`] with `drain` waits for it.
     needs_drain: AtomicBool,
-    stopped_because: Mutex<Option<String>>,
+    stopped_because: Mutex<Option<Stopped>>,
     inflight: AtomicUsize,
     /// Guards per discard epoch (by parity): a discard waits for every guard entered before it
     /// took its interval lock, so no plan made from the old map is still in flight when the
@@ -581,9 +605,11 @@ impl Engine {
             Ok(m) => (m.len(), m.covered().iter().map(|r| r.end - r.start).sum()),
             Err(_) => (0, 0),
         };
+        let stopped = self.inner.stopped_because.lock().ok().and_then(|g| g.clone());
         State {
             remapping: self.inner.remap_on.load(Ordering::SeqCst),
-            stopped_because: self.inner.stopped_because.lock().ok().and_then(|g| g.clone()),
+            stopped_code: stopped.as_ref().map(|s| s.code),
+            stopped_because: stopped.map(|s| s.why),
             lease_held: self.inner.lease_held.load(Ordering::SeqCst),
             extents,
             mapped_bytes_known: known,
@@ -593,8 +619,8 @@ impl Engine {
     /// Stop remapping: every range goes through the file from now on (also what a lease break
     /// does). Waits for raw I/O in flight, so it must not be called by a thread that holds a
     /// [`Guard`] (it would wait for itself).
-    pub fn stop_remapping(&self, why: &str) {
-        self.inner.stop_remapping(why);
+    pub fn stop_remapping(&self, why: Stopped) {
+        self.inner.stop_remapping(Some(why));
     }
 
     /// Plan a read of `len` bytes at `offset` into pieces (appended to `out`). Hold the guard
@@ -701,10 +727,10 @@ impl Inner {
         }
         let changed = match self.map_differs() {
             Ok(None) => return true,
-            Ok(Some(at)) => format!("the image's extents changed under the engine at byte {at} (remap.map-changed)"),
-            Err(e) => format!("the image's extents could not be re-checked: {e} (remap.map-changed)"),
+            Ok(Some(at)) => format!("the image's extents changed under the engine at byte {at} ({STOP_MAP_CHANGED})"),
+            Err(e) => format!("the image's extents could not be re-checked: {e} ({STOP_MAP_CHANGED})"),
         };
-        self.stop_remapping(&changed);
+        self.stop_remapping(Some(Stopped::new(STOP_MAP_CHANGED, changed)));
         false
     }
 
@@ -735,13 +761,13 @@ impl Inner {
 
     /// Stop raw I/O for `why`: draining (see [`Engine::stop_remapping`]) or, from a thread that
     /// may hold guards, at once without waiting.
-    fn stop_now(&self, why: &str, drain: bool) {
+    fn stop_now(&self, why: Stopped, drain: bool) {
         if drain {
-            self.stop_remapping(why);
+            self.stop_remapping(Some(why));
         } else if self.remap_on.swap(false, Ordering::SeqCst) {
             self.needs_drain.store(true, Ordering::SeqCst);
             if let Ok(mut g) = self.stopped_because.lock() {
-                *g = Some(why.to_string());
+                *g = Some(why);
             }
         }
     }
@@ -752,7 +778,7 @@ impl Inner {
         if !self.remap_on.load(Ordering::SeqCst) {
             if drain && self.needs_drain.swap(false, Ordering::SeqCst) {
                 // Stopped without draining by a queue thread: drain now.
-                self.stop_remapping("");
+                self.stop_remapping(None);
             }
             return false;
         }
@@ -764,27 +790,36 @@ impl Inner {
         self.last_fs_check.store(now, Ordering::SeqCst);
         self.stats.fs_checks.fetch_add(1, Ordering::Relaxed);
         let why = match rustix::fs::fstatvfs(&self.file) {
-            Err(e) => Some(format!("the image's file system reports an error: {} ({STOP_FS_ERROR})", errno(e))),
-            Ok(st) if !self.read_only && st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) => Some(format!(
-                "the image's file system is read-only (remounted, or after an error with errors=remount-ro) \
-                 ({STOP_FS_READ_ONLY})"
+            Err(e) => Some(Stopped::new(
+                STOP_FS_ERROR,
+                format!("the image's file system reports an error: {} ({STOP_FS_ERROR})", errno(e)),
             )),
+            Ok(st) if !self.read_only && st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) => {
+                Some(Stopped::new(
+                    STOP_FS_READ_ONLY,
+                    format!(
+                        "the image's file system is read-only (remounted, or after an error with errors=remount-ro) \
+                         ({STOP_FS_READ_ONLY})"
+                    ),
+                ))
+            }
             // A shut-down ext4 or XFS fails every read with EIO, even an empty one.
             Ok(_) => match rustix::io::pread(&self.file, &mut [0u8; 0][..], 0) {
-                Err(e) if fs_failed(e) => {
-                    Some(format!("the image's file system reports an error: {} ({STOP_FS_ERROR})", errno(e)))
-                }
+                Err(e) if fs_failed(e) => Some(Stopped::new(
+                    STOP_FS_ERROR,
+                    format!("the image's file system reports an error: {} ({STOP_FS_ERROR})", errno(e)),
+                )),
                 _ => None,
             },
         };
         match why {
-            Some(why) => self.stop_now(&why, drain),
+            Some(why) => self.stop_now(why, drain),
             // ext4 may refuse writes (EIO, EROFS) without showing read-only in statfs: ask a
             // write (which stops remapping itself when refused; a freeze is not a stop).
             None => {
                 let _ = self.write_would_wait();
                 if drain && !self.remap_on.load(Ordering::SeqCst) && self.needs_drain.swap(false, Ordering::SeqCst) {
-                    self.stop_remapping("");
+                    self.stop_remapping(None);
                 }
             }
         }
@@ -807,14 +842,23 @@ impl Inner {
             Some(Ok(n)) if n == -libc::EAGAIN => true,
             Some(Ok(n)) if n == -libc::EROFS => {
                 self.stop_now(
-                    &format!("the image's file system is read-only (a write was refused) ({STOP_FS_READ_ONLY})"),
+                    Stopped::new(
+                        STOP_FS_READ_ONLY,
+                        format!("the image's file system is read-only (a write was refused) ({STOP_FS_READ_ONLY})"),
+                    ),
                     false,
                 );
                 false
             }
             Some(Ok(n)) if n < 0 && fs_failed(rustix::io::Errno::from_raw_os_error(-n)) => {
                 let e = io::Error::from_raw_os_error(-n);
-                self.stop_now(&format!("the image's file system reports an error: {e} ({STOP_FS_ERROR})"), false);
+                self.stop_now(
+                    Stopped::new(
+                        STOP_FS_ERROR,
+                        format!("the image's file system reports an error: {e} ({STOP_FS_ERROR})"),
+                    ),
+                    false,
+                );
                 false
             }
             // 0, an error that says nothing about the file system, or no io_uring here.
@@ -825,14 +869,17 @@ impl Inner {
     fn check_lease(&self, drain: bool) -> bool {
         if self.lease_held.load(Ordering::SeqCst) && !lease::still_held(self.file.as_fd()) {
             if drain {
-                self.stop_remapping("the write lease was lost (remap.lease-lost)");
+                self.stop_remapping(Some(Stopped::new(
+                    STOP_LEASE_LOST,
+                    format!("the write lease was lost ({STOP_LEASE_LOST})"),
+                )));
                 if self.lease_held.swap(false, Ordering::SeqCst) {
                     let _ = lease::release(self.file.as_fd());
                 }
             } else if self.remap_on.swap(false, Ordering::SeqCst)
                 && let Ok(mut g) = self.stopped_because.lock()
             {
-                *g = Some("the write lease was lost (remap.lease-lost)".into());
+                *g = Some(Stopped::new(STOP_LEASE_LOST, format!("the write lease was lost ({STOP_LEASE_LOST})")));
             }
         }
         self.remap_on.load(Ordering::SeqCst)
@@ -889,11 +936,13 @@ impl Inner {
         offset.is_multiple_of(a) && len.is_multiple_of(a)
     }
 
-    fn stop_remapping(&self, why: &str) {
+    /// Stop raw I/O (recording `why` if this call is the one that stops it) and wait for the
+    /// raw I/O planned before; `None` only drains after a stop recorded elsewhere.
+    fn stop_remapping(&self, why: Option<Stopped>) {
         if self.remap_on.swap(false, Ordering::SeqCst)
             && let Ok(mut g) = self.stopped_because.lock()
         {
-            *g = Some(why.to_string());
+            *g = why;
         }
         // Raw I/O planned before the switch must finish before anyone else may touch the file:
         // every guard entered before it (a guard entered after it reads remapping off and plans
@@ -1285,7 +1334,10 @@ impl LeaseHolder for Inner {
         if !self.lease_held.load(Ordering::SeqCst) {
             return;
         }
-        self.stop_remapping("another process opened the image (lease broken; remap.lease-broken)");
+        self.stop_remapping(Some(Stopped::new(
+            STOP_LEASE_BROKEN,
+            format!("another process opened the image (lease broken; {STOP_LEASE_BROKEN})"),
+        )));
         if self.lease_held.swap(false, Ordering::SeqCst) {
             let _ = lease::release(self.file.as_fd());
         }
