@@ -217,7 +217,19 @@ pub fn from_fs(fs: &dyn FileSystem, workers: usize, run: &mut Run<'_>) -> crate:
 fn build(fs: &dyn FileSystem, hash: bool, workers: usize, run: &mut Run<'_>) -> crate::Result<Built> {
     let mut found: Vec<Found> = Vec::new();
     run.progress.start("reading directories", None);
-    let issues = tree::walk(fs, run.interrupt, |f| found.push(f.clone()))?;
+    let issues = match tree::walk(fs, run.interrupt, |f| found.push(f.clone())) {
+        Ok(issues) => issues,
+        // The walk fails as a whole only when its start, the root directory, cannot be read (or on
+        // Ctrl-C): that is damage in the file system, reported like any other (exit 1, and with a
+        // reference every file is missing), not a failure to do the job.
+        Err(e) if e.kind() != crate::ErrorKind::Interrupted => {
+            vec![PathIssue {
+                path: Vec::new(),
+                issue: tree::Issue::error("fs.root-unreadable", format!("the root directory cannot be read: {e}")),
+            }]
+        }
+        Err(e) => return Err(e),
+    };
     run.progress.finish();
     let mut problems: Vec<Problem> = issues.iter().map(problem_of).collect();
     let root = fs.root();

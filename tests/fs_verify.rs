@@ -123,11 +123,66 @@ fn journal_needs_recovery() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// An ext2 image whose root inode (inode 2) is overwritten with 0xFF (its place from `debugfs
+/// imap`): e2fsck (the oracle) calls the file system damaged, so `verify` reports the image —
+/// payload digest included — with an error problem `fs.root-unreadable` and exits 1, not 2; with
+/// `--against`, every file of the tree is missing.
+fn unreadable_root_is_damage() -> TestResult {
+    let s = Scratch::new("badroot");
+    let tree = s.path("tree");
+    std::fs::create_dir_all(tree.join("d"))?;
+    std::fs::write(tree.join("a.txt"), b"hello\n")?;
+    std::fs::write(tree.join("d/b.txt"), b"world\n")?;
+    let img = s.path("e.img");
+    std::fs::File::create(&img)?.set_len(1 << 20)?;
+    run_ok(Command::new("mkfs.ext2").args(["-q", "-F", "-b", "1024", "-I", "256", "-d"]).arg(&tree).arg(&img))?;
+    let out = run_ok(Command::new("debugfs").args(["-R", "imap <2>"]).arg(&img))?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // "located at block 8, offset 0x0100"
+    let block: u64 = text
+        .split("at block ")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .and_then(|b| b.trim().parse().ok())
+        .ok_or(format!("debugfs imap: {text}"))?;
+    let off = text
+        .split("offset 0x")
+        .nth(1)
+        .and_then(|t| u64::from_str_radix(t.trim(), 16).ok())
+        .ok_or(format!("debugfs imap: {text}"))?;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&img)?;
+        f.seek(SeekFrom::Start(block * 1024 + off))?;
+        f.write_all(&[0xFF; 256])?;
+    }
+    let fsck = run(Command::new("e2fsck").args(["-fn"]).arg(&img))?;
+    ensure!(code(&fsck) != 0, "e2fsck calls the image clean: {}", String::from_utf8_lossy(&fsck.stdout));
+    let out = run(loopkit(&["verify", "--json", "--quiet"]).arg(&img))?;
+    let v = json(&out)?;
+    ensure!(code(&out) == 1, "exit {}: {v}", code(&out));
+    let problems = v["problems"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        problems.iter().any(|p| p["code"] == "fs.root-unreadable" && p["severity"] == "error"),
+        "no fs.root-unreadable error: {problems:?}"
+    );
+    let want = crate::util::sha256_file(&img)?;
+    ensure!(v["payload"]["sha256"] == want.as_str(), "payload digest {} is not the image's {want}", v["payload"]);
+    let out = run(loopkit(&["verify", "--json", "--quiet", "--against"]).arg(&tree).arg(&img))?;
+    let v = json(&out)?;
+    ensure!(code(&out) == 1, "--against: exit {}: {v}", code(&out));
+    let mut missing = strs(&v["files"]["missing"]);
+    missing.sort();
+    ensure!(missing == ["a.txt", "d", "d/b.txt"], "--against: missing {missing:?}");
+    Ok(Completion::Completed)
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("fs_verify::against_source_trees", against_source_trees),
         trial("fs_verify::differences_are_reported", differences_are_reported),
         trial("fs_verify::plain_verify_counts_files", plain_verify_counts_files),
         trial("fs_verify::journal_needs_recovery", journal_needs_recovery),
+        trial("fs_verify::unreadable_root_is_damage", unreadable_root_is_damage),
     ]
 }
