@@ -233,6 +233,46 @@ class Model:
 # contract rows
 
 
+def fiemap(path):
+    """{logical block: physical block} of a file's mapped 4 KiB blocks, from FIEMAP (`filefrag
+    -v -b4096`)."""
+    r = subprocess.run(["filefrag", "-v", "-b4096", path], capture_output=True, text=True, check=True)
+    m = {}
+    for line in r.stdout.splitlines():
+        f = line.replace("..", " ").replace(":", " ").split()
+        # ext: logical_start logical_end physical_start physical_end length [expected] [flags]
+        if len(f) >= 6 and all(x.isdigit() for x in f[:6]):
+            lo, hi, ps = int(f[1]), int(f[2]), int(f[3])
+            for i in range(hi - lo + 1):
+                m[lo + i] = ps + i
+    return m
+
+
+def extents(m):
+    """Extents of a map from fiemap(), contiguous runs merged."""
+    n, prev = 0, None
+    for lb in sorted(m):
+        if prev is None or lb != prev + 1 or m[lb] != m[prev] + 1:
+            n += 1
+        prev = lb
+    return n
+
+
+def run_defragmenter(cmd):
+    """Runs e4defrag, or xfs_fsr with a terminal on stdin: without one xfs_fsr sends what it did
+    to syslog (which the VM does not have) instead of stdout."""
+    import pty
+
+    if cmd[0] != "xfs_fsr":
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    m, s = pty.openpty()
+    try:
+        return subprocess.run(cmd, stdin=s, capture_output=True, text=True, timeout=300)
+    finally:
+        os.close(m)
+        os.close(s)
+
+
 def other_files_check(tag, before, expected_extra):
     """Every file but the image: bystanders as before, plus files made during the row (hashed when
     they were made). Prints TAG-others:ok N | changed: …"""
@@ -316,30 +356,49 @@ def contract(op, fs):
         HIDDEN["pair"] = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         socket.send_fds(HIDDEN["pair"][0], [b"x"], [fd3])
         os.close(fd3)
+    # Fill holes in 64 KiB pieces in a scrambled order, interleaved with appends to a neighbour,
+    # so that the image is fragmented (defrag has work) and its blocks sit among other files'.
+    # For defrag this happens through the file before attach, so that the image's extents before
+    # the defrag are known (FIEMAP needs an open, which would break the lease during the attach);
+    # for every other operation through the device (hole fills while remapping).
+    def scatter(write):
+        rng = random.Random(repr(op))
+        pieces = [o for o in range(MiB, 14 * MiB, 64 * KiB) if not 6 * MiB <= o < 8 * MiB]
+        rng.shuffle(pieces)
+        frag = MNT + "/frag"
+        fragdata = bytearray()
+        with open(frag, "wb") as ff:
+            for i, o in enumerate(pieces):
+                d = pattern(("fill", op, o), 64 * KiB)
+                write(o, d)
+                model.put(o, d)
+                if i % 16 == 0:
+                    x = pattern(("frag", op, i), 64 * KiB)
+                    ff.write(x)
+                    ff.flush()
+                    os.fsync(ff.fileno())
+                    fragdata += x
+        extra[frag] = hashlib.sha256(fragdata).hexdigest()
+
+    if op == "defrag":
+        with open(IMG, "r+b") as f:
+
+            def wfile(o, d):
+                f.seek(o)
+                f.write(d)
+                f.flush()
+                os.fsync(f.fileno())
+
+            scatter(wfile)
+        os.sync()
+        HIDDEN["map-before"] = fiemap(IMG)
     a = Attach(tag, IMG)
     HIDDEN["dev"] = a.dev
     out(tag + "-mode", a.info.get("mode"))
     out(tag + "-notes", " | ".join(a.info.get("notes", [])))
     dev = Dev(a.dev)
-    # Fill holes in 256 KiB pieces in a scrambled order, interleaved with appends to a neighbour,
-    # so that the image is fragmented (defrag has work) and its blocks sit among other files'.
-    rng = random.Random(repr(op))
-    pieces = [o for o in range(MiB, 14 * MiB, 64 * KiB) if not 6 * MiB <= o < 8 * MiB]
-    rng.shuffle(pieces)
-    frag = MNT + "/frag"
-    fragdata = bytearray()
-    with open(frag, "wb") as ff:
-        for i, o in enumerate(pieces):
-            d = pattern(("fill", op, o), 64 * KiB)
-            dev.write(o, d)
-            model.put(o, d)
-            if i % 16 == 0:
-                x = pattern(("frag", op, i), 64 * KiB)
-                ff.write(x)
-                ff.flush()
-                os.fsync(ff.fileno())
-                fragdata += x
-    extra[frag] = hashlib.sha256(fragdata).hexdigest()
+    if op != "defrag":
+        scatter(dev.write)
     # Overwrite what is now mapped: raw writes.
     for o in range(MiB, 14 * MiB, MiB):
         if 6 * MiB <= o < 8 * MiB:
@@ -370,7 +429,9 @@ def contract(op, fs):
             i += 1
 
     # FICLONE of a whole file takes in (or replaces) the writer's range too: the writer pauses.
-    concurrent = op not in ("ficlone-dst", "ficlone-src")
+    # So it does for xfs_fsr: XFS_IOC_SWAPEXT refuses (EBUSY, "file busy") to swap a file whose
+    # ctime or mtime changed since xfs_fsr's bulkstat, so under a writer it never moves a block.
+    concurrent = op not in ("ficlone-dst", "ficlone-src") and not (op == "defrag" and fs == "xfs")
     wt = threading.Thread(target=writer)
     if concurrent:
         wt.start()
@@ -459,10 +520,14 @@ def do_op(op, fs, model, extra):
         os.unlink(MNT + "/nb-reserve")
         os.sync()
         cmd = ["e4defrag", "-v", IMG] if fs == "ext4" else ["xfs_fsr", "-v", "-d", IMG]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        # The image's extents afterwards (the lease is broken already).
-        ff = subprocess.run(["filefrag", IMG], capture_output=True, text=True).stdout.strip()
-        return "exit %d: %s; after: %s" % (r.returncode, " ".join((r.stdout + r.stderr).split())[-300:], ff)
+        r = run_defragmenter(cmd)
+        # Did it move the image's blocks? FIEMAP (filefrag) before (taken before attach; raw
+        # overwrites of mapped blocks do not change the map) and now (the lease is broken
+        # already): extents, and how many of the blocks mapped before now sit elsewhere.
+        before, after = HIDDEN.pop("map-before"), fiemap(IMG)
+        moved = sum(1 for lb, pb in before.items() if after.get(lb) != pb)
+        out("defrag-extents", "before %d after %d, moved %d of %d blocks" % (extents(before), extents(after), moved, len(before)))
+        return "exit %d: %s" % (r.returncode, " ".join((r.stdout + r.stderr).split())[-300:])
     elif op in ("ficlone-dst", "ficlonerange-dst", "cfr-dst"):
         data = pattern(("src", op), 16 * MiB)
         write_file(src, data)
@@ -577,6 +642,7 @@ class Stress:
         self.frozen = {}  # clones/dedupe destinations: path -> sha256 at creation
         self.tmp = 0
         self.differs = 0
+        self.swapped = {}  # xfs_fsr runs that swapped extents, by operation
         self.notes = []
         self.break_max = 0.0  # longest lease break seen (/proc/locks BREAKING), seconds
 
@@ -657,7 +723,10 @@ class Stress:
                 self.tmp += 1
                 cmd = ["strace", "-o", "%s/defrag-%d.trace" % (trace, self.tmp), "-e", "trace=openat,open_by_handle_at,read,write,lseek,ioctl,ftruncate,fsync", *cmd]
             kmsg("%s %s" % (cmd[0], target))
-            d = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            d = run_defragmenter(cmd)
+            # xfs_fsr -v says `extents before:N after:M` for a file whose extents it swapped.
+            if "extents before:" in d.stdout:
+                self.swapped[op] = self.swapped.get(op, 0) + 1
             # What the defragmenter said (the console then shows which file it worked on and
             # whether it copied, swapped or gave up).
             kmsg("%s exit %s: %s" % (cmd[0], d.returncode, " | ".join((d.stdout + d.stderr).split("\n"))[-1500:]))
@@ -1016,6 +1085,7 @@ def stress(secs, seed, fs):
     out("stress-mutator-mix", " ".join("%s=%d" % kv for kv in sorted(s.ops.items())))
     out("stress-mutator-refused", " ".join("%s=%d" % kv for kv in sorted(s.refused.items())))
     out("stress-dedupe-differs", s.differs)
+    out("stress-xfs-fsr-swapped", " ".join("%s=%d" % kv for kv in sorted(s.swapped.items())))
     out("stress-fio-written", wbytes)
     out("stress-fio-verified-device", vbytes)
     out("stress-fio-verified-file", fbytes)
