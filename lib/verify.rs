@@ -126,6 +126,17 @@ pub fn hash_payload(
     })
 }
 
+/// The data regions of the image bytes `file_start..file_start + len`.
+pub(crate) fn data_regions(src: &dyn ByteSource, file_start: u64, len: usize) -> crate::Result<Vec<Range<u64>>> {
+    src.data_regions(file_start..file_start + len as u64)
+        .map_err(|e| crate::Error::io(format!("finding data regions at byte {file_start}"), e))
+}
+
+/// Whether `regions` is one region covering all of `file_start..file_start + len` (no hole).
+pub(crate) fn covers(regions: &[Range<u64>], file_start: u64, len: usize) -> bool {
+    matches!(regions, [r] if r.start == file_start && r.end == file_start + len as u64)
+}
+
 /// Read `len` payload bytes at payload offset `start` into `buf` (holes become zero ciphertext
 /// without a read) and decrypt them. Returns the number of hole bytes. Without `unreadable` a
 /// read error fails; with it, read errors are narrowed down to 512-byte sectors, which become
@@ -140,12 +151,14 @@ pub(crate) fn fill_and_decrypt(
     buf: &mut Vec<u8>,
     mut unreadable: Option<&mut Vec<Range<u64>>>,
 ) -> crate::Result<u64> {
-    buf.clear();
-    buf.resize(len, 0);
     let file_start = layout.offset_bytes + start;
-    let regions = src
-        .data_regions(file_start..file_start + len as u64)
-        .map_err(|e| crate::Error::io(format!("finding data regions at byte {file_start}"), e))?;
+    let regions = data_regions(src, file_start, len)?;
+    // One region over the whole range overwrites every byte: no need to zero the buffer first
+    // (a reused buffer keeps its length, so this saves a pass over memory per chunk).
+    if !covers(&regions, file_start, len) {
+        buf.clear();
+    }
+    buf.resize(len, 0);
     let mut data_bytes = 0u64;
     for r in &regions {
         let a = (r.start - file_start) as usize;

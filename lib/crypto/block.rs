@@ -196,6 +196,22 @@ impl BlockCipher {
         }
     }
 
+    /// Decrypt whole blocks of `src` into `dst` (ECB, batched; the lengths must be equal and a
+    /// multiple of the block size). AES goes buffer to buffer; the other ciphers copy first.
+    pub fn decrypt_blocks_to(&self, src: &[u8], dst: &mut [u8]) {
+        let n = src.len().min(dst.len());
+        let n = n - n % self.block_bytes();
+        match self {
+            BlockCipher::Aes(c) => {
+                c.decrypt_blocks_to(aes::Block::slice_as_chunks(&src[..n]).0, super::as_blocks(&mut dst[..n]))
+            }
+            _ => {
+                dst[..n].copy_from_slice(&src[..n]);
+                self.decrypt_blocks(&mut dst[..n]);
+            }
+        }
+    }
+
     /// Encrypt whole blocks in place (ECB), batched. Same length rule as
     /// [`BlockCipher::decrypt_blocks`].
     pub fn encrypt_blocks(&self, data: &mut [u8]) {

@@ -204,6 +204,42 @@ impl SectorCipher for CbcSectors {
         }
     }
 
+    /// Out of place: the whole sectors of `src` go through the block cipher straight into `dst`
+    /// (no copy of the ciphertext first), then each block is XORed with the previous ciphertext
+    /// block, read from `src`, or the sector IV.
+    fn decrypt_sectors_to(&self, iv_sector: u64, src: &[u8], dst: &mut [u8]) {
+        let bs = self.cipher.block_bytes();
+        let whole = src.len() - src.len() % 512;
+        if dst.len() != src.len() {
+            // A caller bug: keep the in-place semantics on what fits rather than panic here.
+            let n = dst.len().min(src.len());
+            dst[..n].copy_from_slice(&src[..n]);
+            self.decrypt_sectors(iv_sector, &mut dst[..n]);
+            return;
+        }
+        dst[whole..].copy_from_slice(&src[whole..]);
+        let mut sector = iv_sector;
+        let batch = BATCH_SECTORS * 512;
+        for (c, pt) in src[..whole].chunks(batch).zip(dst[..whole].chunks_mut(batch)) {
+            self.cipher.decrypt_blocks_to(c, pt);
+            for (pt, c) in pt.chunks_exact_mut(512).zip(c.chunks_exact(512)) {
+                let iv = self.iv.iv(sector);
+                xor16(&mut pt[..bs], &iv[..bs]);
+                if bs == 16 {
+                    // Block j ^= ciphertext block j-1, 16 bytes at a time.
+                    for (p, c) in pt.as_chunks_mut::<16>().0[1..].iter_mut().zip(c.as_chunks::<16>().0) {
+                        *p = (u128::from_ne_bytes(*p) ^ u128::from_ne_bytes(*c)).to_ne_bytes();
+                    }
+                } else {
+                    for i in (bs..512).step_by(bs) {
+                        xor16(&mut pt[i..i + bs], &c[i - bs..i]);
+                    }
+                }
+                sector = sector.wrapping_add(1);
+            }
+        }
+    }
+
     fn encrypt_sectors(&self, iv_sector: u64, data: &mut [u8]) {
         let bs = self.cipher.block_bytes();
         let mut sector = iv_sector;
@@ -331,6 +367,10 @@ mod tests {
                 d.decrypt_blocks(blocks);
                 assert_eq!(o, &buf[..], "sector {k} {iv}");
             }
+            // The out-of-place path (what `migrate` uses) gives the same bytes.
+            let mut to = vec![0u8; ct.len()];
+            c.decrypt_sectors_to(base, &ct, &mut to);
+            assert_eq!(to, ours, "out of place {iv}");
             let mut z = [0u8; 512];
             c.decrypt_zero_sector(base + 3, &mut z);
             let mut full = [0u8; 512];
@@ -383,6 +423,13 @@ mod tests {
                 let mut ct = pt.clone();
                 c.encrypt_sectors(base, &mut ct);
                 assert_eq!(ct, want, "{kind} {scheme} encrypt");
+                // Out of place, with a partial sector at the end (copied as it is).
+                let mut src = ct.clone();
+                src.extend_from_slice(&[9u8; 100]);
+                let mut to = vec![0xa5u8; src.len()];
+                c.decrypt_sectors_to(base, &src, &mut to);
+                assert_eq!(&to[..pt.len()], &pt[..], "{kind} {scheme} decrypt out of place");
+                assert_eq!(&to[pt.len()..], &[9u8; 100][..]);
                 c.decrypt_sectors(base, &mut ct);
                 assert_eq!(ct, pt, "{kind} {scheme} decrypt");
                 let mut z = [0u8; 512];

@@ -117,6 +117,19 @@ pub trait SectorCipher: Send + Sync {
     fn decrypt_sectors(&self, iv_sector: u64, data: &mut [u8]);
     /// Encrypt `data` (a multiple of 512 bytes) in place.
     fn encrypt_sectors(&self, iv_sector: u64, data: &mut [u8]);
+    /// [`SectorCipher::decrypt_sectors`] from `src` into `dst` (the same length; a partial
+    /// sector at the end is copied as it is, as the in-place call leaves it). Implementations
+    /// may skip the copy of `src` into `dst` that the default does first.
+    fn decrypt_sectors_to(&self, iv_sector: u64, src: &[u8], dst: &mut [u8]) {
+        dst.copy_from_slice(src);
+        self.decrypt_sectors(iv_sector, dst);
+    }
+    /// [`SectorCipher::encrypt_sectors`] from `src` into `dst` (the same length), like
+    /// [`SectorCipher::decrypt_sectors_to`].
+    fn encrypt_sectors_to(&self, iv_sector: u64, src: &[u8], dst: &mut [u8]) {
+        dst.copy_from_slice(src);
+        self.encrypt_sectors(iv_sector, dst);
+    }
     /// Decrypt one all-zero ciphertext sector (a hole in a sparse image) into `out`.
     /// Implementations may make this much cheaper than a full decryption.
     fn decrypt_zero_sector(&self, iv_sector: u64, out: &mut [u8; 512]) {
@@ -198,6 +211,16 @@ impl Aes {
             Aes::A192(c) => c.decrypt_blocks(blocks),
             Aes::A256(c) => c.decrypt_blocks(blocks),
         }
+    }
+    /// Decrypt 16-byte blocks from `src` into `dst` (ECB, the same number of blocks), batched;
+    /// nothing is written if the lengths differ (a caller bug, checked by the callers).
+    pub fn decrypt_blocks_to(&self, src: &[aes::Block], dst: &mut [aes::Block]) {
+        use aes::cipher::BlockCipherDecrypt;
+        let _ = match self {
+            Aes::A128(c) => c.decrypt_blocks_b2b(src, dst),
+            Aes::A192(c) => c.decrypt_blocks_b2b(src, dst),
+            Aes::A256(c) => c.decrypt_blocks_b2b(src, dst),
+        };
     }
     /// Encrypt 16-byte blocks in place (ECB), batched for speed.
     pub fn encrypt_blocks(&self, blocks: &mut [aes::Block]) {

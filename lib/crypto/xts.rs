@@ -98,6 +98,13 @@ impl XtsSectors {
     }
 
     fn run(&self, iv_sector: u64, data: &mut [u8], encrypt: bool) {
+        self.run_from(iv_sector, None, data, encrypt);
+    }
+
+    /// XTS over `data` in place, or (with `src`, of the same length) from `src` into `data`:
+    /// the first pass reads the blocks from `src` while it XORs the tweaks in, so out of place
+    /// costs no extra copy. A partial sector at the end is left as it is (copied, out of place).
+    fn run_from(&self, iv_sector: u64, src: Option<&[u8]>, data: &mut [u8], encrypt: bool) {
         let ss = self.sector_bytes;
         let per_batch = (BATCH_BYTES / ss).max(1);
         let mut tweaks = [0u8; BATCH_BYTES];
@@ -105,8 +112,12 @@ impl XtsSectors {
         let iv_step = (ss / 512) as u64;
         let mut iv = iv_sector;
         let whole = data.len() - data.len() % ss;
-        for batch in data[..whole].chunks_mut(per_batch * ss) {
+        if let Some(src) = src {
+            data[whole..].copy_from_slice(&src[whole..]);
+        }
+        for (b, batch) in data[..whole].chunks_mut(per_batch * ss).enumerate() {
             let n = batch.len() / ss;
+            let src_batch = src.map(|s| &s[b * per_batch * ss..][..batch.len()]);
             // 1. The first tweak of every sector, in one AES call.
             for (k, t) in first[..n].iter_mut().enumerate() {
                 *t = self.iv.iv(iv.wrapping_add(k as u64 * iv_step));
@@ -117,19 +128,16 @@ impl XtsSectors {
             //    sector are one serial chain of multiplications by α; four interleaved chains
             //    (blocks j, j+1, j+2, j+3, each stepping by α⁴) keep the core busy instead.
             let tw = &mut tweaks[..batch.len()];
-            for ((sector, sector_tw), t0) in batch.chunks_exact_mut(ss).zip(tw.chunks_exact_mut(ss)).zip(&first[..n]) {
+            for (k, ((sector, sector_tw), t0)) in
+                batch.chunks_exact_mut(ss).zip(tw.chunks_exact_mut(ss)).zip(&first[..n]).enumerate()
+            {
                 let t0 = u128::from_le_bytes(*t0);
                 let t1 = mul_alpha(t0);
                 let t2 = mul_alpha(t1);
-                let mut t = [t0, t1, t2, mul_alpha(t2)];
-                for (quad, quad_tw) in sector.as_chunks_mut::<64>().0.iter_mut().zip(sector_tw.as_chunks_mut::<64>().0)
-                {
-                    let (blocks, tws) = (quad.as_chunks_mut::<16>().0, quad_tw.as_chunks_mut::<16>().0);
-                    for ((blk, tb), tl) in blocks.iter_mut().zip(tws.iter_mut()).zip(t.iter_mut()) {
-                        *tb = tl.to_le_bytes();
-                        *blk = (u128::from_le_bytes(*blk) ^ *tl).to_le_bytes();
-                        *tl = mul_alpha4(*tl);
-                    }
+                let t = [t0, t1, t2, mul_alpha(t2)];
+                match src_batch {
+                    Some(s) => expand_xor(sector, &s[k * ss..(k + 1) * ss], sector_tw, t),
+                    None => expand_xor_in_place(sector, sector_tw, t),
                 }
             }
             // 3. Whole-buffer AES, then XOR the tweaks again.
@@ -143,6 +151,36 @@ impl XtsSectors {
         }
         zeroize::Zeroize::zeroize(&mut tweaks[..]);
         zeroize::Zeroize::zeroize(first.as_flattened_mut());
+    }
+}
+
+/// Step 2 of one sector in place: store `T·αʲ` for each block `j` (four interleaved α⁴ chains
+/// starting at `t`) into `tw` and XOR it into the block.
+#[inline]
+fn expand_xor_in_place(sector: &mut [u8], tw: &mut [u8], mut t: [u128; 4]) {
+    for (quad, quad_tw) in sector.as_chunks_mut::<64>().0.iter_mut().zip(tw.as_chunks_mut::<64>().0) {
+        let (blocks, tws) = (quad.as_chunks_mut::<16>().0, quad_tw.as_chunks_mut::<16>().0);
+        for ((blk, tb), tl) in blocks.iter_mut().zip(tws.iter_mut()).zip(t.iter_mut()) {
+            *tb = tl.to_le_bytes();
+            *blk = (u128::from_le_bytes(*blk) ^ *tl).to_le_bytes();
+            *tl = mul_alpha4(*tl);
+        }
+    }
+}
+
+/// [`expand_xor_in_place`] reading the blocks from `src` and writing them to `dst`.
+#[inline]
+fn expand_xor(dst: &mut [u8], src: &[u8], tw: &mut [u8], mut t: [u128; 4]) {
+    for ((quad, quad_src), quad_tw) in
+        dst.as_chunks_mut::<64>().0.iter_mut().zip(src.as_chunks::<64>().0).zip(tw.as_chunks_mut::<64>().0)
+    {
+        let (blocks, srcs, tws) =
+            (quad.as_chunks_mut::<16>().0, quad_src.as_chunks::<16>().0, quad_tw.as_chunks_mut::<16>().0);
+        for (((blk, sb), tb), tl) in blocks.iter_mut().zip(srcs).zip(tws.iter_mut()).zip(t.iter_mut()) {
+            *tb = tl.to_le_bytes();
+            *blk = (u128::from_le_bytes(*sb) ^ *tl).to_le_bytes();
+            *tl = mul_alpha4(*tl);
+        }
     }
 }
 
@@ -190,6 +228,20 @@ impl SectorCipher for XtsSectors {
     }
     fn encrypt_sectors(&self, iv_sector: u64, data: &mut [u8]) {
         self.run(iv_sector, data, true);
+    }
+    fn decrypt_sectors_to(&self, iv_sector: u64, src: &[u8], dst: &mut [u8]) {
+        if src.len() == dst.len() {
+            self.run_from(iv_sector, Some(src), dst, false);
+        } else {
+            dst.copy_from_slice(src); // a caller bug: panics, as the default does
+        }
+    }
+    fn encrypt_sectors_to(&self, iv_sector: u64, src: &[u8], dst: &mut [u8]) {
+        if src.len() == dst.len() {
+            self.run_from(iv_sector, Some(src), dst, true);
+        } else {
+            dst.copy_from_slice(src); // a caller bug: panics, as the default does
+        }
     }
     fn dm_name(&self) -> String {
         format!("{}-xts-{}", self.data.kind(), self.iv.scheme())
@@ -257,6 +309,16 @@ mod tests {
                 let mut theirs = plain.clone();
                 reference(&key, ss, iv, &mut theirs, true);
                 assert_eq!(ours, theirs, "encrypt key {klen} sector {ss}");
+                // Out of place, both directions, with a partial sector at the end (copied).
+                let mut src = plain.clone();
+                src.extend_from_slice(&[7u8; 100]);
+                let mut to = vec![0xa5u8; src.len()];
+                x.encrypt_sectors_to(iv, &src, &mut to);
+                assert_eq!(&to[..plain.len()], &theirs[..], "out of place, key {klen} sector {ss}");
+                assert_eq!(&to[plain.len()..], &[7u8; 100][..]);
+                let mut back = vec![0u8; to.len()];
+                x.decrypt_sectors_to(iv, &to, &mut back);
+                assert_eq!(back, src, "out of place decrypt, key {klen} sector {ss}");
                 x.decrypt_sectors(iv, &mut ours);
                 assert_eq!(ours, plain, "roundtrip key {klen} sector {ss}");
                 let mut dref = theirs.clone();

@@ -3,8 +3,8 @@
 //! here states what a failure leaves behind.
 //!
 //! ```text
-//!  worker 0: pread chunk 0,2,4… → decrypt (legacy) → copy → encrypt (XTS) → O_DIRECT pwrite ─┐
-//!  worker 1: pread chunk 1,3,5… → decrypt (legacy) → copy → encrypt (XTS) → O_DIRECT pwrite ─┤
+//!  worker 0: pread chunk 0,2,4… → decrypt (legacy) → encrypt (XTS) → O_DIRECT pwrite ─┐
+//!  worker 1: pread chunk 1,3,5… → decrypt (legacy) → encrypt (XTS) → O_DIRECT pwrite ─┤
 //!                     hasher ◄── in chunk order: SHA-256(plaintext) (its own core),
 //!                                every CHECKPOINT_BYTES: mark → flusher: fdatasync, checkpoint
 //!  then, once durable (compare_with_source):
@@ -299,12 +299,11 @@ pub fn stream(
             |c, (plain, enc)| {
                 let start = c * chunk;
                 let len = chunk.min(layout.size_bytes - start) as usize;
-                crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, plain, None)?;
+                read_plaintext(src, src_cipher, layout, start, len, enc, plain)?;
                 if start >= done {
                     enc.set_len(len);
                     let out = enc.as_mut_slice();
-                    out.copy_from_slice(plain);
-                    sink.cipher.encrypt_sectors(start / 512, out);
+                    sink.cipher.encrypt_sectors_to(start / 512, plain, out);
                     let at = sink.offset_bytes + start;
                     sink.writer.write_all_at(out, at).map_err(|e| write_error(sink.path, at, e))?;
                     if let Some(check) = sink.check {
@@ -359,6 +358,36 @@ pub fn stream(
     Ok(hasher.finalize().into())
 }
 
+/// The source plaintext of payload bytes `start..start + len` into `plain`. A range without
+/// holes is read into `scratch` and decrypted from there into `plain` (no copy of the
+/// ciphertext, no zeroing of the reused buffer); a range with holes goes through
+/// [`crate::verify::fill_and_decrypt`].
+///
+/// # Errors
+/// `Io` naming the byte offset.
+fn read_plaintext(
+    src: &dyn ByteSource,
+    cipher: &dyn SectorCipher,
+    layout: Layout,
+    start: u64,
+    len: usize,
+    scratch: &mut AlignedBuf,
+    plain: &mut Vec<u8>,
+) -> crate::Result<()> {
+    let file_start = layout.offset_bytes + start;
+    let regions = crate::verify::data_regions(src, file_start, len)?;
+    if !crate::verify::covers(&regions, file_start, len) {
+        crate::verify::fill_and_decrypt(src, cipher, layout, start, len, plain, None)?;
+        return Ok(());
+    }
+    scratch.set_len(len);
+    src.read_exact_at(scratch.as_mut_slice(), file_start)
+        .map_err(|e| crate::Error::io(format!("reading the image at byte {file_start}"), e))?;
+    plain.resize(len, 0);
+    cipher.decrypt_sectors_to(layout.iv_offset_sectors.wrapping_add(start / 512), scratch.as_slice(), plain);
+    Ok(())
+}
+
 /// What [`compare_plaintext`] compares the source plaintext with.
 #[derive(Clone, Copy)]
 pub enum Other<'a> {
@@ -406,7 +435,7 @@ pub fn compare_plaintext(
         |c, (plain, alt, back_buf)| {
             let start = c * chunk;
             let len = chunk.min(layout.size_bytes - start) as usize;
-            crate::verify::fill_and_decrypt(src, src_cipher, layout, start, len, plain, None)?;
+            read_plaintext(src, src_cipher, layout, start, len, back_buf, plain)?;
             let theirs: &[u8] = match other {
                 Other::Cipher(cipher) => {
                     crate::verify::fill_and_decrypt(src, cipher, layout, start, len, alt, None)?;

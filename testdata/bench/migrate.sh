@@ -14,7 +14,7 @@
 # LOOPKIT_BASELINE=/path/to/another/loopkit (e.g. main's build), that binary too, alternating the
 # order between rounds. Medians of wall time, CPU seconds (user+sys) and peak RSS from
 # /usr/bin/time -v; the 1-minute load average before each run is printed beside it.
-# Also prints the batched XTS throughput (1 and all cores) from the library's ignored bench test
+# Also prints the SHA-256 rate of one thread (openssl speed) and the batched XTS throughput (1 and all cores) from the library's ignored bench test
 # (skip with NO_XTS=1).
 # Usage: testdata/bench/migrate.sh [SIZE_MIB] [WORKDIR] [RUNS]   (default 1024 MiB, /var/tmp, 5)
 set -eu
@@ -108,6 +108,12 @@ fi
 echo "all runs (wall cpu rss_kib load1):"
 for f in "$dest"/*.runs; do echo "  $(basename "$f" .runs): $(tr '\n' ';' < "$f")"; done
 rm -rf "$dest"
+# The one serial stream of the migration: SHA-256 of the plaintext (OpenSSL's SHA-NI rate here,
+# 1 MiB blocks, one thread) — the floor of migrate's wall time however many cores the rest uses.
+if command -v openssl > /dev/null; then
+    sha=$(openssl speed -evp sha256 -bytes 1048576 -seconds 2 2>/dev/null | awk '/^sha256/{print $NF}' | tr -d k)
+    [ -n "$sha" ] && echo "SHA-256 (openssl speed -evp sha256, 1 MiB blocks, one thread): $(echo "scale=2; $sha / 1000000" | bc -l) GB/s, $(echo "scale=3; 1073741.824 / $sha" | bc -l) s per GiB"
+fi
 if [ -z "${NO_XTS:-}" ]; then
     echo "XTS (batched, aes-256, 512-byte sectors), in memory:"
     (cd "$root" && cargo test --release -q --lib crypto::xts::tests::throughput -- --ignored --nocapture 2>/dev/null | grep -E '^xts' || true)
