@@ -1587,6 +1587,54 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A byte that reaches the device wrong (flipped after the sync, before the read-back) is
+    /// caught: the run fails, the output never takes its name and no temporary file is left;
+    /// in place, the image is cut back to its original bytes. Header, middle, last byte, and
+    /// (in place) a byte that was never written (the zeros after the image's end).
+    #[test]
+    fn read_back_catches_a_corrupted_byte() {
+        let dir = std::env::temp_dir().join(format!("loopkit-protect-readback-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let orig: Vec<u8> = (0..300u32 * 2048 - 777).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let src = dir.join("orig.img");
+        std::fs::write(&src, &orig).unwrap();
+        let roots = |n| Some(Redundancy::Roots(n));
+        for req in [
+            Request { method: Method::Rs03, target: Target::EccFile, medium: None, redundancy: roots(32) },
+            Request { method: Method::Rs01, target: Target::EccFile, medium: None, redundancy: roots(32) },
+            Request { method: Method::Rs03, target: Target::Augment, medium: Some(2550), redundancy: None },
+            Request { method: Method::Rs02, target: Target::Augment, medium: None, redundancy: roots(40) },
+        ] {
+            let out = dir.join("out");
+            let opts = Options { workers: 2, ..Default::default() };
+            let size = run_protect(|r| protect(&src, &req, &out, &opts, r)).unwrap().bytes;
+            std::fs::remove_file(&out).unwrap();
+            for at in [5, size / 2, size - 1] {
+                let bad = Options { corrupt_before_read_back: Some(at), ..opts.clone() };
+                let e = run_protect(|r| protect(&src, &req, &out, &bad, r)).unwrap_err();
+                assert_eq!(e.kind(), crate::ErrorKind::Corrupt, "{req:?} byte {at}: {}", e.message());
+                assert!(e.message().contains("reads back wrong"), "{req:?} byte {at}: {}", e.message());
+                let left: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+                assert_eq!(left.len(), 1, "{req:?} byte {at}: left behind: {left:?}");
+            }
+            if req.target == Target::Augment {
+                let img = dir.join("inplace.img");
+                // The image's own bytes are not written in place, so not read back either.
+                for at in [orig.len() as u64, (orig.len() as u64 + size) / 2, size - 1] {
+                    std::fs::write(&img, &orig).unwrap();
+                    let bad = Options { corrupt_before_read_back: Some(at), ..opts.clone() };
+                    let e = run_protect(|r| protect_in_place(&img, &req, &bad, r)).unwrap_err();
+                    assert_eq!(e.kind(), crate::ErrorKind::Corrupt, "in place {req:?} byte {at}: {}", e.message());
+                    assert!(std::fs::read(&img).unwrap() == orig, "in place {req:?} byte {at}: not cut back");
+                    assert!(!in_place_journal(&img).exists(), "in place {req:?} byte {at}: journal left");
+                }
+                std::fs::remove_file(&img).unwrap();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn encoder_matches_the_scalar_codec() {
         use crate::sys::GfKernel;
