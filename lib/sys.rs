@@ -607,8 +607,8 @@ pub fn gf_lfsr(kernel: GfKernel, rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: 
 #[target_feature(enable = "avx2,gfni")]
 unsafe fn gf_lfsr_gfni(rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: usize, coef: &[GfMul]) -> usize {
     use std::arch::x86_64::{
-        _MM_HINT_T0, __m256i, _mm_prefetch, _mm256_gf2p8affine_epi64_epi8, _mm256_loadu_si256, _mm256_set1_epi64x, _mm256_setzero_si256,
-        _mm256_storeu_si256, _mm256_xor_si256,
+        __m256i, _MM_HINT_T0, _mm_prefetch, _mm256_gf2p8affine_epi64_epi8, _mm256_loadu_si256, _mm256_set1_epi64x,
+        _mm256_setzero_si256, _mm256_storeu_si256, _mm256_xor_si256,
     };
     const V: usize = GF_STRIP / 32;
     let nr = coef.len();
@@ -666,9 +666,9 @@ unsafe fn gf_lfsr_gfni(rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: usize, coe
 #[target_feature(enable = "avx2")]
 unsafe fn gf_lfsr_avx2(rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: usize, coef: &[GfMul]) -> usize {
     use std::arch::x86_64::{
-        _MM_HINT_T0, __m128i, __m256i, _mm_loadu_si128, _mm_prefetch, _mm256_and_si256, _mm256_broadcastsi128_si256, _mm256_loadu_si256,
-        _mm256_set1_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_srli_epi16, _mm256_storeu_si256,
-        _mm256_xor_si256,
+        __m128i, __m256i, _MM_HINT_T0, _mm_loadu_si128, _mm_prefetch, _mm256_and_si256, _mm256_broadcastsi128_si256,
+        _mm256_loadu_si256, _mm256_set1_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_srli_epi16,
+        _mm256_storeu_si256, _mm256_xor_si256,
     };
     const V: usize = GF_STRIP / 32;
     let nr = coef.len();

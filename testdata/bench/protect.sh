@@ -13,14 +13,15 @@
 # loopkit's time includes what dvdisaster does not do: fsync of the output and reading every
 # byte written back from the device (O_DIRECT) to compare it with what was computed.
 # dvdisaster runs under ulimit -f and a timeout.
-# Usage: testdata/bench/protect.sh [DATA_MB] [THREADS] [WORKDIR]   (default 200 MB, all cores, /var/tmp)
+# Usage: testdata/bench/protect.sh [DATA_MB] [THREADS] [WORKDIR]   (default 200 MB, all cores, /var/tmp;
+# LOOPKIT_BIN: the loopkit binary, default target/release/loopkit; PROTECT_BENCH_CASES: a subset)
 # Prints Markdown for docs/PERFORMANCE.md.
 set -eu
 data_mb=${1:-200}
 threads=${2:-$(nproc)}
 work=${3:-/var/tmp}/loopkit-bench-protect
 root=$(cd "$(dirname "$0")/../.." && pwd)
-lk="$root/target/release/loopkit"
+lk=${LOOPKIT_BIN:-$root/target/release/loopkit}
 [ -x "$lk" ] || (cd "$root" && cargo build --release --bins -q)
 command -v dvdisaster >/dev/null || { echo "dvdisaster is not installed" >&2; exit 2; }
 mkdir -p "$work"

@@ -765,7 +765,14 @@ const READ_BACK_CHUNK: usize = 8 << 20;
 /// cached pages are dropped) and compare them with what was written: every write in `log` (sorted)
 /// must read back with its CRC-32, and every byte no write covered must read as zero (the file
 /// was created, or extended, at full size: holes). Returns the bytes checked.
-fn read_back_writes(file: &File, path: &Path, from: u64, end: u64, log: &[Written], run: &mut Run<'_>) -> crate::Result<u64> {
+fn read_back_writes(
+    file: &File,
+    path: &Path,
+    from: u64,
+    end: u64,
+    log: &[Written],
+    run: &mut Run<'_>,
+) -> crate::Result<u64> {
     use crate::output::direct::{ALIGN, AlignedBuf, ReadBack};
     for w in log.windows(2) {
         if w[0].at + w[0].len > w[1].at {
@@ -780,7 +787,8 @@ fn read_back_writes(file: &File, path: &Path, from: u64, end: u64, log: &[Writte
     if log.first().is_some_and(|w| w.at < from) || log.last().is_some_and(|w| w.at + w.len > end) {
         return Err(crate::Error::invalid(format!("BUG: a write to {} outside the checked range", path.display())));
     }
-    let rb = ReadBack::open(path, file).map_err(|e| crate::Error::io(format!("reopening {} to read it back", path.display()), e))?;
+    let rb = ReadBack::open(path, file)
+        .map_err(|e| crate::Error::io(format!("reopening {} to read it back", path.display()), e))?;
     let mut buf = AlignedBuf::new(READ_BACK_CHUNK + ALIGN);
     run.progress.start("reading back", Some(end - from));
     let wrong = |a: u64, b: u64| {
@@ -1165,13 +1173,7 @@ fn write_rs02(
     Ok(Some(FinalWrite { header, at: l.ds * ECC_SECTOR_BYTES }))
 }
 
-fn write_rs01(
-    l: &Rs01Layout,
-    inp: &Input<'_>,
-    out: &Out<'_>,
-    workers: usize,
-    run: &mut Run<'_>,
-) -> crate::Result<()> {
+fn write_rs01(l: &Rs01Layout, inp: &Input<'_>, out: &Out<'_>, workers: usize, run: &mut Run<'_>) -> crate::Result<()> {
     let (crcs, md5) = scan(inp, run)?;
     let crc_bytes: Vec<u8> = crcs.iter().flat_map(|c| c.to_le_bytes()).collect();
     out.write(&crc_bytes, l.crc_offset())?;
@@ -1615,7 +1617,8 @@ mod tests {
                 let e = run_protect(|r| protect(&src, &req, &out, &bad, r)).unwrap_err();
                 assert_eq!(e.kind(), crate::ErrorKind::Corrupt, "{req:?} byte {at}: {}", e.message());
                 assert!(e.message().contains("reads back wrong"), "{req:?} byte {at}: {}", e.message());
-                let left: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+                let left: Vec<_> =
+                    std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
                 assert_eq!(left.len(), 1, "{req:?} byte {at}: left behind: {left:?}");
             }
             if req.target == Target::Augment {
@@ -1664,5 +1667,4 @@ mod tests {
             }
         }
     }
-
 }
