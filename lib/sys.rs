@@ -1,7 +1,7 @@
 //! The one place with `unsafe` for system calls: the ioctls and `fcntl`s that neither `rustix`
 //! nor `std` wrap (FIEMAP, `BLKGETSIZE64`, `FS_IOC_FSGETXATTR`, `XFS_IOC_FSGEOMETRY`,
-//! `F_SETLEASE`/`F_GETLEASE`, `unshare`, `kcmp`, `mlock`/`madvise` of secrets), the AVX2
-//! GF(2^8) multiply-and-add of the Reed–Solomon encoder ([`gf_mul_xor`]), the cache prefetch hint of the
+//! `F_SETLEASE`/`F_GETLEASE`, `unshare`, `kcmp`, `mlock`/`madvise` of secrets), the AVX2/GFNI
+//! GF(2^8) Reed–Solomon encoder loop ([`gf_lfsr`]), the cache prefetch hint of the
 //! extent map's lookup ([`prefetch`]), `fork` (daemonizing `loopkit mount`) and the io_uring
 //! submission of the remap engine's freeze probe ([`FreezeProbe`]) and of ublk control commands
 //! ([`ublk_ctrl_cmd`]). Aligned `O_DIRECT` buffers
@@ -468,54 +468,263 @@ pub fn dev_major_minor(dev: u64) -> (u32, u32) {
     (rustix::fs::major(dev), rustix::fs::minor(dev))
 }
 
-/// `dst[i] ^= c·src[i]` in GF(2^8) for one constant `c`, given as its products with the 16
-/// low nibbles (`lo[x] = c·x`) and the 16 high nibbles (`hi[x] = c·(x << 4)`): the Reed–Solomon
-/// encoder's inner loop (`formats::dvdisaster::create`). With AVX2 (checked at run time) 32
-/// bytes per step through two byte shuffles; otherwise the same formula byte by byte.
-pub fn gf_mul_xor(dst: &mut [u8], src: &[u8], lo: &[u8; 16], hi: &[u8; 16]) {
-    let n = dst.len().min(src.len());
-    let (dst, src) = (&mut dst[..n], &src[..n]);
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above), which is all the function needs.
-        done = unsafe { gf_mul_xor_avx2(dst, src, lo, hi) };
+/// Multiplication by one constant `c` of GF(2^8), in the forms the encoder bodies of
+/// [`gf_lfsr`] use: the products with the 16 low nibbles (`lo[x] = c·x`) and the 16 high
+/// nibbles (`hi[x] = c·(x << 4)`), and the 8×8 bit matrix of `x ↦ c·x` as `GF2P8AFFINEQB`
+/// takes it (byte `7 − i` holds the input bits that make output bit `i`).
+#[derive(Debug, Clone, Copy)]
+pub struct GfMul {
+    /// `c·x` for `x` < 16.
+    pub lo: [u8; 16],
+    /// `c·(x << 4)` for `x` < 16.
+    pub hi: [u8; 16],
+    /// The bit matrix.
+    pub affine: u64,
+}
+
+impl GfMul {
+    /// The tables of `x ↦ mul(c, x)` for a field multiplication `mul` (any polynomial).
+    pub fn new(c: u8, mul: impl Fn(u8, u8) -> u8) -> GfMul {
+        let (mut lo, mut hi) = ([0u8; 16], [0u8; 16]);
+        for x in 0..16u8 {
+            lo[x as usize] = mul(c, x);
+            hi[x as usize] = mul(c, x << 4);
+        }
+        let mut affine = 0u64;
+        for j in 0..8 {
+            let col = mul(c, 1 << j);
+            for i in 0..8 {
+                if col >> i & 1 == 1 {
+                    affine |= 1u64 << (8 * (7 - i) + j);
+                }
+            }
+        }
+        GfMul { lo, hi, affine }
     }
-    for (d, &x) in dst[done..].iter_mut().zip(&src[done..]) {
-        *d ^= lo[(x & 15) as usize] ^ hi[(x >> 4) as usize];
+
+    fn apply(&self, x: u8) -> u8 {
+        self.lo[(x & 15) as usize] ^ self.hi[(x >> 4) as usize]
     }
 }
 
-/// The AVX2 body of [`gf_mul_xor`]: whole 32-byte steps; returns how many bytes it did.
+/// The SIMD body [`gf_lfsr`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GfKernel {
+    /// `GF2P8AFFINEQB` on 256-bit vectors: one instruction per 32 products.
+    Gfni,
+    /// AVX2 byte shuffles of the nibble tables: two per 32 products.
+    Avx2,
+    /// Table lookups, one byte at a time.
+    Scalar,
+}
+
+impl GfKernel {
+    /// The fastest body this CPU runs (checked at run time).
+    pub fn best() -> GfKernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("gfni") {
+                return GfKernel::Gfni;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return GfKernel::Avx2;
+            }
+        }
+        GfKernel::Scalar
+    }
+
+    /// Whether this CPU runs it.
+    pub fn available(self) -> bool {
+        match self {
+            GfKernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            GfKernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            GfKernel::Gfni => {
+                std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("gfni")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+/// Bytes of codeword columns one SIMD pass keeps in flight (4 vectors per parity row).
+const GF_STRIP: usize = 128;
+
+/// The Reed–Solomon encoder's inner loop (`formats::dvdisaster::create`): the systematic LFSR
+/// encoding of many codewords at once, one codeword per byte column. Column `c` < `len` of the
+/// data rows (`rows[j][c]`, `j` = 0 … ndata−1) gets its `nroots` = `coef.len()` parity bytes in
+/// `parity[k][c]`; `coef[k]` multiplies by generator coefficient `g[k+1]`. Per data row:
+/// `fb = d ⊕ r[0]`, the register shifts by one, `r[k] ⊕= g[k+1]·fb`. `len` is cut to the
+/// shortest row. `kernel` must be [`GfKernel::available`] (else the scalar body runs).
+pub fn gf_lfsr(kernel: GfKernel, rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: usize, coef: &[GfMul]) {
+    let nr = coef.len().min(parity.len());
+    if nr == 0 {
+        return;
+    }
+    let len = rows.iter().map(Vec::len).chain(parity.iter().map(Vec::len)).fold(len, usize::min);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if kernel != GfKernel::Scalar && kernel.available() {
+        // SAFETY: the CPU supports the features the chosen body needs (checked just above);
+        // the bodies touch only `rows[j][..len]` and `parity[k][..len]` (`len` is at most every
+        // row's length) and `coef[..nr]`.
+        done = unsafe {
+            match kernel {
+                GfKernel::Gfni => gf_lfsr_gfni(rows, &mut parity[..nr], len, &coef[..nr]),
+                _ => gf_lfsr_avx2(rows, &mut parity[..nr], len, &coef[..nr]),
+            }
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = kernel;
+    // The columns the SIMD bodies left (all of them without one), one at a time.
+    let mut reg = vec![0u8; nr];
+    for c in done..len {
+        reg.fill(0);
+        for row in rows {
+            let fb = row[c] ^ reg[0];
+            reg.copy_within(1.., 0);
+            reg[nr - 1] = 0;
+            for (r, m) in reg.iter_mut().zip(coef) {
+                *r ^= m.apply(fb);
+            }
+        }
+        for (p, &r) in parity.iter_mut().zip(&reg) {
+            p[c] = r;
+        }
+    }
+}
+
+/// The GFNI body of [`gf_lfsr`]: whole [`GF_STRIP`]-byte strips of columns; returns how many
+/// columns it did.
 ///
 /// # Safety
-/// The CPU must support AVX2.
+/// The CPU must support AVX2 and GFNI; `len` at most the length of every row of `rows` and
+/// `parity`; `parity.len() == coef.len() > 0`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,gfni")]
+unsafe fn gf_lfsr_gfni(rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: usize, coef: &[GfMul]) -> usize {
+    use std::arch::x86_64::{
+        __m256i, _MM_HINT_T0, _mm_prefetch, _mm256_gf2p8affine_epi64_epi8, _mm256_loadu_si256, _mm256_set1_epi64x,
+        _mm256_setzero_si256, _mm256_storeu_si256, _mm256_xor_si256,
+    };
+    const V: usize = GF_STRIP / 32;
+    let nr = coef.len();
+    let mats: Vec<__m256i> = coef.iter().map(|m| _mm256_set1_epi64x(m.affine as i64)).collect();
+    let mut ring: Vec<[__m256i; V]> = vec![[_mm256_setzero_si256(); V]; nr];
+    let mut c = 0;
+    // SAFETY: every load is `rows[j][c..c + GF_STRIP]` and every store `parity[k][c..c +
+    // GF_STRIP]` with `c + GF_STRIP <= len`, inside every row (the caller's contract); `ring`
+    // and `mats` are indexed below `nr`. The prefetch hints may name addresses past a row
+    // (`wrapping_add`, never dereferenced): a prefetch never faults.
+    unsafe {
+        while c + GF_STRIP <= len {
+            for r in ring.iter_mut() {
+                *r = [_mm256_setzero_si256(); V];
+            }
+            let mut head = 0usize;
+            for row in rows {
+                let p = row.as_ptr().add(c);
+                // The next strip of this row: loaded while the other rows of this one are done
+                // (the rows are far apart; the hardware prefetcher does not follow them).
+                for l in 0..GF_STRIP / 64 {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(GF_STRIP + 64 * l).cast::<i8>());
+                }
+                let mut fb = [_mm256_setzero_si256(); V];
+                for (v, f) in fb.iter_mut().enumerate() {
+                    *f = _mm256_xor_si256(_mm256_loadu_si256(p.add(32 * v).cast::<__m256i>()), ring[head][v]);
+                }
+                ring[head] = [_mm256_setzero_si256(); V];
+                head = if head + 1 == nr { 0 } else { head + 1 };
+                let (tail, front) = ring.split_at_mut(head);
+                for (r, m) in front.iter_mut().chain(tail.iter_mut()).zip(&mats) {
+                    for v in 0..V {
+                        r[v] = _mm256_xor_si256(r[v], _mm256_gf2p8affine_epi64_epi8::<0>(fb[v], *m));
+                    }
+                }
+            }
+            let (tail, front) = ring.split_at(head);
+            for (out, r) in parity.iter_mut().zip(front.iter().chain(tail)) {
+                let q = out.as_mut_ptr().add(c);
+                for (v, x) in r.iter().enumerate() {
+                    _mm256_storeu_si256(q.add(32 * v).cast::<__m256i>(), *x);
+                }
+            }
+            c += GF_STRIP;
+        }
+    }
+    c
+}
+
+/// The AVX2 body of [`gf_lfsr`] (nibble-table shuffles): as [`gf_lfsr_gfni`].
+///
+/// # Safety
+/// The CPU must support AVX2; the rest as [`gf_lfsr_gfni`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn gf_mul_xor_avx2(dst: &mut [u8], src: &[u8], lo: &[u8; 16], hi: &[u8; 16]) -> usize {
+unsafe fn gf_lfsr_avx2(rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: usize, coef: &[GfMul]) -> usize {
     use std::arch::x86_64::{
-        __m128i, __m256i, _mm_loadu_si128, _mm256_and_si256, _mm256_broadcastsi128_si256, _mm256_loadu_si256,
-        _mm256_set1_epi8, _mm256_shuffle_epi8, _mm256_srli_epi16, _mm256_storeu_si256, _mm256_xor_si256,
+        __m128i, __m256i, _MM_HINT_T0, _mm_loadu_si128, _mm_prefetch, _mm256_and_si256, _mm256_broadcastsi128_si256,
+        _mm256_loadu_si256, _mm256_set1_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_srli_epi16,
+        _mm256_storeu_si256, _mm256_xor_si256,
     };
-    let n = dst.len().min(src.len());
-    // SAFETY: every load and store below is an unaligned 16/32-byte access inside `lo`, `hi`,
-    // `src[i..i + 32]` or `dst[i..i + 32]`, with `i + 32 <= n <= len` checked by the loop.
+    const V: usize = GF_STRIP / 32;
+    let nr = coef.len();
+    let mut c = 0;
+    // SAFETY: as in gf_lfsr_gfni; the table loads read the 16-byte arrays of `coef`.
     unsafe {
-        let lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(lo.as_ptr().cast::<__m128i>()));
-        let hi = _mm256_broadcastsi128_si256(_mm_loadu_si128(hi.as_ptr().cast::<__m128i>()));
+        let tabs: Vec<(__m256i, __m256i)> = coef
+            .iter()
+            .map(|m| {
+                (
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(m.lo.as_ptr().cast::<__m128i>())),
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(m.hi.as_ptr().cast::<__m128i>())),
+                )
+            })
+            .collect();
         let mask = _mm256_set1_epi8(0x0f);
-        let mut i = 0;
-        while i + 32 <= n {
-            let s = _mm256_loadu_si256(src.as_ptr().add(i).cast::<__m256i>());
-            let l = _mm256_and_si256(s, mask);
-            let h = _mm256_and_si256(_mm256_srli_epi16::<4>(s), mask);
-            let p = _mm256_xor_si256(_mm256_shuffle_epi8(lo, l), _mm256_shuffle_epi8(hi, h));
-            let d = _mm256_loadu_si256(dst.as_ptr().add(i).cast::<__m256i>());
-            _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast::<__m256i>(), _mm256_xor_si256(d, p));
-            i += 32;
+        let mut ring: Vec<[__m256i; V]> = vec![[_mm256_setzero_si256(); V]; nr];
+        while c + GF_STRIP <= len {
+            for r in ring.iter_mut() {
+                *r = [_mm256_setzero_si256(); V];
+            }
+            let mut head = 0usize;
+            for row in rows {
+                let p = row.as_ptr().add(c);
+                // The next strip of this row: loaded while the other rows of this one are done
+                // (the rows are far apart; the hardware prefetcher does not follow them).
+                for l in 0..GF_STRIP / 64 {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(GF_STRIP + 64 * l).cast::<i8>());
+                }
+                let (mut fl, mut fh) = ([_mm256_setzero_si256(); V], [_mm256_setzero_si256(); V]);
+                for v in 0..V {
+                    let f = _mm256_xor_si256(_mm256_loadu_si256(p.add(32 * v).cast::<__m256i>()), ring[head][v]);
+                    fl[v] = _mm256_and_si256(f, mask);
+                    fh[v] = _mm256_and_si256(_mm256_srli_epi16::<4>(f), mask);
+                }
+                ring[head] = [_mm256_setzero_si256(); V];
+                head = if head + 1 == nr { 0 } else { head + 1 };
+                let (tail, front) = ring.split_at_mut(head);
+                for (r, (lo, hi)) in front.iter_mut().chain(tail.iter_mut()).zip(&tabs) {
+                    for v in 0..V {
+                        let prod = _mm256_xor_si256(_mm256_shuffle_epi8(*lo, fl[v]), _mm256_shuffle_epi8(*hi, fh[v]));
+                        r[v] = _mm256_xor_si256(r[v], prod);
+                    }
+                }
+            }
+            let (tail, front) = ring.split_at(head);
+            for (out, r) in parity.iter_mut().zip(front.iter().chain(tail)) {
+                let q = out.as_mut_ptr().add(c);
+                for (v, x) in r.iter().enumerate() {
+                    _mm256_storeu_si256(q.add(32 * v).cast::<__m256i>(), *x);
+                }
+            }
+            c += GF_STRIP;
         }
-        i
     }
+    c
 }
 
 /// Ask the CPU to start loading the cache line holding `*r` (a hint: no effect on what any

@@ -35,9 +35,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const CREATOR_VERSION: i32 = 7905;
 /// ECC blocks (sectors of every layer) per work unit.
 const GROUP: u64 = 8;
-/// Bytes of each codeword column processed in one pass over the layers (keeps the parity rows
-/// of one pass in the cache: 170 roots × 1 KiB).
-const COLUMN: usize = 1024;
 
 /// Medium capacities in sectors (`dvdisaster.h`: CDR_SIZE … BD_DL_SIZE).
 pub const CD: u64 = 351 * 1024;
@@ -432,6 +429,9 @@ pub struct Options {
     /// clean-up, as a crash would) right after this step.
     #[doc(hidden)]
     pub crash_after: Option<InPlaceStep>,
+    /// Fault injection for the read-back tests: flip this byte of the output after it is synced.
+    #[doc(hidden)]
+    pub corrupt_before_read_back: Option<u64>,
 }
 
 impl Default for Options {
@@ -440,6 +440,7 @@ impl Default for Options {
             force: false,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 64),
             crash_after: None,
+            corrupt_before_read_back: None,
         }
     }
 }
@@ -481,8 +482,9 @@ pub struct Outcome {
     pub sectors_per_layer: u64,
     /// The error-correction data as read back from the written file.
     pub ecc: super::Ecc,
-    /// The read-back verification of the written file.
-    pub verify: super::verify::Report,
+    /// Bytes of the written file read back from the device and found equal to what was
+    /// written (the whole output; in place, everything past the original image).
+    pub read_back_bytes: u64,
 }
 
 /// The image as dvdisaster sees it: sectors, bytes in the last one, fingerprint.
@@ -582,66 +584,30 @@ fn rs03_crc_block_template(l: &Rs03Layout, inp: &Input<'_>) -> [u8; SECTOR] {
 }
 
 /// The byte-parallel systematic encoder: the parity of many codewords at once, one codeword per
-/// byte column. Multiplying a column slice by generator coefficient `g[k+1]` uses the
-/// coefficient's products with the 16 low and 16 high nibbles (`crate::sys::gf_mul_xor`: two
-/// byte shuffles per 32 bytes with AVX2, table lookups otherwise).
+/// byte column (`crate::sys::gf_lfsr`: strips of 128 columns through all data rows, the parity
+/// register in vectors; a multiplication by a generator coefficient is one `GF2P8AFFINEQB` per
+/// 32 bytes with GFNI, two AVX2 byte shuffles of nibble-product tables without, table lookups
+/// on other CPUs — checked at run time).
 struct Encoder {
-    nroots: usize,
-    /// `(lo, hi)` nibble products of `g[k+1]`.
-    tables: Vec<([u8; 16], [u8; 16])>,
+    kernel: crate::sys::GfKernel,
+    /// Multiplication by `g[k+1]`.
+    coef: Vec<crate::sys::GfMul>,
 }
 
 impl Encoder {
     fn new(code: &Code) -> Self {
-        let g = code.generator();
-        let tables = (1..=code.nroots())
-            .map(|k| {
-                let (mut lo, mut hi) = ([0u8; 16], [0u8; 16]);
-                for x in 0..16u8 {
-                    lo[x as usize] = super::rs::mul(g[k], x);
-                    hi[x as usize] = super::rs::mul(g[k], x << 4);
-                }
-                (lo, hi)
-            })
-            .collect();
-        Encoder { nroots: code.nroots(), tables }
+        Self::with_kernel(code, crate::sys::GfKernel::best())
     }
 
-    /// `rows[j]` (ndata rows of `len` bytes) → `parity[k]` (nroots rows of `len` bytes), in
-    /// column slices of [`COLUMN`] bytes.
+    fn with_kernel(code: &Code, kernel: crate::sys::GfKernel) -> Self {
+        let g = code.generator();
+        let coef = (1..=code.nroots()).map(|k| crate::sys::GfMul::new(g[k], super::rs::mul)).collect();
+        Encoder { kernel, coef }
+    }
+
+    /// `rows[j]` (ndata rows of `len` bytes) → `parity[k]` (nroots rows of `len` bytes).
     fn encode(&self, rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: usize) {
-        let nr = self.nroots;
-        let mut fb = vec![0u8; COLUMN];
-        let mut ring: Vec<Vec<u8>> = (0..nr).map(|_| vec![0u8; COLUMN]).collect();
-        let mut c0 = 0;
-        while c0 < len {
-            let w = COLUMN.min(len - c0);
-            for r in ring.iter_mut() {
-                r[..w].fill(0);
-            }
-            let mut head = 0usize;
-            for row in rows {
-                let d = &row[c0..c0 + w];
-                let fbw = &mut fb[..w];
-                for ((f, &x), &p) in fbw.iter_mut().zip(d).zip(&ring[head][..w]) {
-                    *f = x ^ p;
-                }
-                // Shift: the old first row becomes the last one (zero before the update).
-                let last = head;
-                head = if head + 1 == nr { 0 } else { head + 1 };
-                ring[last][..w].fill(0);
-                for k in 0..nr {
-                    let idx = if head + k >= nr { head + k - nr } else { head + k };
-                    let (lo, hi) = &self.tables[k];
-                    crate::sys::gf_mul_xor(&mut ring[idx][..w], fbw, lo, hi);
-                }
-            }
-            for (k, out) in parity.iter_mut().enumerate() {
-                let idx = (head + k) % nr;
-                out[c0..c0 + w].copy_from_slice(&ring[idx][..w]);
-            }
-            c0 += w;
-        }
+        crate::sys::gf_lfsr(self.kernel, rows, parity, len, &self.coef);
     }
 }
 
@@ -734,23 +700,144 @@ fn write_at(f: &File, path: &Path, buf: &[u8], off: u64) -> crate::Result<()> {
     f.write_all_at(buf, off).map_err(|e| crate::Error::io(format!("writing {} at byte {off}", path.display()), e))
 }
 
-/// Write a data sector into an augmented output unless it is all zeros (the output is created
-/// at full size, so zeros stay holes: a sparse image gives a sparse output).
-fn write_data(f: &File, path: &Path, buf: &[u8], off: u64) -> crate::Result<()> {
-    let mut start = 0;
-    for (k, sec) in buf.chunks(SECTOR).enumerate() {
-        let zero = sec.iter().all(|&b| b == 0);
-        if zero {
-            if start < k * SECTOR {
-                write_at(f, path, &buf[start..k * SECTOR], off + start as u64)?;
+/// One write to the output: where, how long, and the CRC-32 of the bytes (what the read-back
+/// compares the device's bytes against).
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    at: u64,
+    len: u64,
+    crc: u32,
+}
+
+/// The output file, with a log of every write to it (shared by the encoder threads).
+struct Out<'a> {
+    file: &'a File,
+    path: &'a Path,
+    log: std::sync::Mutex<Vec<Written>>,
+}
+
+impl<'a> Out<'a> {
+    fn new(file: &'a File, path: &'a Path) -> Self {
+        Out { file, path, log: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    fn write(&self, buf: &[u8], off: u64) -> crate::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        write_at(self.file, self.path, buf, off)?;
+        let w = Written { at: off, len: buf.len() as u64, crc: crc32fast::hash(buf) };
+        self.log.lock().map_err(|_| crate::Error::invalid("BUG: an encoder thread panicked"))?.push(w);
+        Ok(())
+    }
+
+    /// Write a data sector into an augmented output unless it is all zeros (the output is
+    /// created at full size, so zeros stay holes: a sparse image gives a sparse output).
+    fn write_data(&self, buf: &[u8], off: u64) -> crate::Result<()> {
+        let mut start = 0;
+        for (k, sec) in buf.chunks(SECTOR).enumerate() {
+            let zero = sec.iter().all(|&b| b == 0);
+            if zero {
+                if start < k * SECTOR {
+                    self.write(&buf[start..k * SECTOR], off + start as u64)?;
+                }
+                start = (k + 1) * SECTOR;
             }
-            start = (k + 1) * SECTOR;
+        }
+        if start < buf.len() {
+            self.write(&buf[start..], off + start as u64)?;
+        }
+        Ok(())
+    }
+
+    /// The write log, sorted by offset.
+    fn into_log(self) -> crate::Result<Vec<Written>> {
+        let mut log = self.log.into_inner().map_err(|_| crate::Error::invalid("BUG: an encoder thread panicked"))?;
+        log.sort_unstable_by_key(|w| w.at);
+        Ok(log)
+    }
+}
+
+/// Bytes per read of the read-back.
+const READ_BACK_CHUNK: usize = 8 << 20;
+
+/// Read bytes `from..end` of the synced output back from the device (`O_DIRECT`, or after its
+/// cached pages are dropped) and compare them with what was written: every write in `log` (sorted)
+/// must read back with its CRC-32, and every byte no write covered must read as zero (the file
+/// was created, or extended, at full size: holes). Returns the bytes checked.
+fn read_back_writes(
+    file: &File,
+    path: &Path,
+    from: u64,
+    end: u64,
+    log: &[Written],
+    run: &mut Run<'_>,
+) -> crate::Result<u64> {
+    use crate::output::direct::{ALIGN, AlignedBuf, ReadBack};
+    for w in log.windows(2) {
+        if w[0].at + w[0].len > w[1].at {
+            return Err(crate::Error::invalid(format!(
+                "BUG: overlapping writes to {} at bytes {} and {}",
+                path.display(),
+                w[0].at,
+                w[1].at
+            )));
         }
     }
-    if start < buf.len() {
-        write_at(f, path, &buf[start..], off + start as u64)?;
+    if log.first().is_some_and(|w| w.at < from) || log.last().is_some_and(|w| w.at + w.len > end) {
+        return Err(crate::Error::invalid(format!("BUG: a write to {} outside the checked range", path.display())));
     }
-    Ok(())
+    let rb = ReadBack::open(path, file)
+        .map_err(|e| crate::Error::io(format!("reopening {} to read it back", path.display()), e))?;
+    let mut buf = AlignedBuf::new(READ_BACK_CHUNK + ALIGN);
+    run.progress.start("reading back", Some(end - from));
+    let wrong = |a: u64, b: u64| {
+        crate::Error::corrupt(format!(
+            "{} reads back wrong: bytes {a}..{b} on the device are not the bytes written there",
+            path.display()
+        ))
+    };
+    let mut next = 0usize;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut pos = from;
+    let mut chunk = from - from % ALIGN as u64;
+    while chunk < end {
+        run.interrupt.check()?;
+        let len = (end - chunk).min(READ_BACK_CHUNK as u64) as usize;
+        let data = rb
+            .read_exact_at(&mut buf, chunk, len)
+            .map_err(|e| crate::Error::io(format!("reading {} back at byte {chunk}", path.display()), e))?;
+        let chunk_end = chunk + len as u64;
+        while pos < chunk_end {
+            let here = &data[(pos - chunk) as usize..];
+            match log.get(next) {
+                Some(w) if w.at <= pos => {
+                    let w_end = w.at + w.len;
+                    let m = (w_end.min(chunk_end) - pos) as usize;
+                    hasher.update(&here[..m]);
+                    pos += m as u64;
+                    if pos == w_end {
+                        if std::mem::take(&mut hasher).finalize() != w.crc {
+                            return Err(wrong(w.at, w_end));
+                        }
+                        next += 1;
+                    }
+                }
+                w => {
+                    let gap_end = w.map_or(chunk_end, |w| w.at.min(chunk_end));
+                    let m = (gap_end - pos) as usize;
+                    if let Some(k) = here[..m].iter().position(|&b| b != 0) {
+                        return Err(wrong(pos + k as u64, pos + k as u64 + 1));
+                    }
+                    pos = gap_end;
+                }
+            }
+        }
+        run.progress.advance(len as u64);
+        chunk = chunk_end;
+    }
+    run.progress.finish();
+    Ok(end - from)
 }
 
 struct Rs03Codec<'a> {
@@ -762,8 +849,7 @@ struct Rs03Codec<'a> {
     write_from: u64,
     header: [u8; HEADER_BYTES],
     template: [u8; SECTOR],
-    out: &'a File,
-    out_path: &'a Path,
+    out: &'a Out<'a>,
 }
 
 impl Rs03Codec<'_> {
@@ -826,7 +912,7 @@ impl Codec for Rs03Codec<'_> {
                     let (a, b) = (a.max(s), b.min(s + n));
                     if a < b {
                         let r = &row[((a - s) as usize * SECTOR)..((b - s) as usize * SECTOR)];
-                        write_data(self.out, self.out_path, r, a * ECC_SECTOR_BYTES)?;
+                        self.out.write_data(r, a * ECC_SECTOR_BYTES)?;
                     }
                 }
             }
@@ -846,7 +932,7 @@ impl Codec for Rs03Codec<'_> {
             sign(cb, crcblk::SELF_CRC);
         }
         let crc_off = if l.ecc_file { 2 + i0 } else { (l.ndata as u64 - 1) * l.spl + i0 };
-        write_at(self.out, self.out_path, &rows[dl][..len], crc_off * ECC_SECTOR_BYTES)
+        self.out.write(&rows[dl][..len], crc_off * ECC_SECTOR_BYTES)
     }
     fn sink(&self, i0: u64, n: u64, parity: &[Vec<u8>]) -> crate::Result<()> {
         let l = &self.l;
@@ -858,7 +944,7 @@ impl Codec for Rs03Codec<'_> {
                     return Err(crate::Error::invalid("BUG: RS03 parity placed in padding"));
                 }
             };
-            write_at(self.out, self.out_path, &p[..len], at * ECC_SECTOR_BYTES)?;
+            self.out.write(&p[..len], at * ECC_SECTOR_BYTES)?;
         }
         Ok(())
     }
@@ -870,8 +956,7 @@ struct Rs02Codec<'a> {
     /// In place: the image's sectors are already there; do not write them.
     in_place: bool,
     crc_area: Vec<u8>,
-    out: &'a File,
-    out_path: &'a Path,
+    out: &'a Out<'a>,
 }
 
 impl Codec for Rs02Codec<'_> {
@@ -895,7 +980,7 @@ impl Codec for Rs02Codec<'_> {
                 let b = &mut row[..real as usize * SECTOR];
                 self.inp.read(s0, b)?;
                 if !self.in_place {
-                    write_data(self.out, self.out_path, b, s0 * ECC_SECTOR_BYTES)?;
+                    self.out.write_data(b, s0 * ECC_SECTOR_BYTES)?;
                 }
             }
             for k in real..n {
@@ -916,7 +1001,7 @@ impl Codec for Rs02Codec<'_> {
         for (k, p) in parity.iter().enumerate() {
             for i in 0..n as usize {
                 let at = self.l.ecc_sector(k, i0 + i as u64);
-                write_at(self.out, self.out_path, &p[i * SECTOR..(i + 1) * SECTOR], at * ECC_SECTOR_BYTES)?;
+                self.out.write(&p[i * SECTOR..(i + 1) * SECTOR], at * ECC_SECTOR_BYTES)?;
             }
         }
         Ok(())
@@ -926,8 +1011,7 @@ impl Codec for Rs02Codec<'_> {
 struct Rs01Codec<'a> {
     l: Rs01Layout,
     inp: &'a Input<'a>,
-    out: &'a File,
-    out_path: &'a Path,
+    out: &'a Out<'a>,
 }
 
 impl Codec for Rs01Codec<'_> {
@@ -960,7 +1044,7 @@ impl Codec for Rs01Codec<'_> {
             }
         }
         let off = self.l.parity_offset() + i0 * ECC_SECTOR_BYTES * nr as u64;
-        write_at(self.out, self.out_path, &buf, off)
+        self.out.write(&buf, off)
     }
 }
 
@@ -1013,8 +1097,7 @@ struct FinalWrite {
 fn write_rs03(
     l: &Rs03Layout,
     inp: &Input<'_>,
-    out: &File,
-    out_path: &Path,
+    out: &Out<'_>,
     in_place: bool,
     workers: usize,
     run: &mut Run<'_>,
@@ -1025,10 +1108,10 @@ fn write_rs03(
     header[hdr::SECTORS_PER_LAYER..hdr::SECTORS_PER_LAYER + 8].copy_from_slice(&l.spl.to_le_bytes());
     sign(&mut header, hdr::SELF_CRC);
     if l.ecc_file {
-        write_at(out, out_path, &header, 0)?;
+        out.write(&header, 0)?;
     }
     let write_from = if in_place { l.ds + 2 } else { 0 };
-    let codec = Rs03Codec { l: *l, inp, write_from, header, template: rs03_crc_block_template(l, inp), out, out_path };
+    let codec = Rs03Codec { l: *l, inp, write_from, header, template: rs03_crc_block_template(l, inp), out };
     encode_all(&codec, workers, run)?;
     Ok((!l.ecc_file).then_some(FinalWrite { header, at: l.ds * ECC_SECTOR_BYTES }))
 }
@@ -1036,8 +1119,7 @@ fn write_rs03(
 fn write_rs02(
     l: &Rs02Layout,
     inp: &Input<'_>,
-    out: &File,
-    out_path: &Path,
+    out: &Out<'_>,
     in_place: bool,
     workers: usize,
     run: &mut Run<'_>,
@@ -1050,9 +1132,9 @@ fn write_rs02(
     while crc_area.len() < (l.crc_sectors * ECC_SECTOR_BYTES) as usize {
         crc_area.extend_from_slice(&layout::SELF_CRC_PLACEHOLDER);
     }
-    write_at(out, out_path, &crc_area, (l.ds + 2) * ECC_SECTOR_BYTES)?;
+    out.write(&crc_area, (l.ds + 2) * ECC_SECTOR_BYTES)?;
     let crc_sum: [u8; 16] = Md5::digest(&crc_area).into();
-    let codec = Rs02Codec { l: *l, inp, in_place, crc_area, out, out_path };
+    let codec = Rs02Codec { l: *l, inp, in_place, crc_area, out };
     encode_all(&codec, workers, run)?;
     // eccSum: MD5 of the per-layer MD5s, each over the layer's sectors in order.
     let mut outer = Md5::new();
@@ -1062,8 +1144,9 @@ fn write_rs02(
         let mut h = Md5::new();
         for i in 0..l.spl {
             let at = l.ecc_sector(k, i) * ECC_SECTOR_BYTES;
-            out.read_exact_at(&mut sec, at)
-                .map_err(|e| crate::Error::io(format!("reading {} back", out_path.display()), e))?;
+            out.file
+                .read_exact_at(&mut sec, at)
+                .map_err(|e| crate::Error::io(format!("reading {} back", out.path.display()), e))?;
             h.update(&sec);
         }
         outer.update(h.finalize());
@@ -1085,30 +1168,23 @@ fn write_rs02(
     }
     sign(&mut header, hdr::SELF_CRC);
     for p in l.header_copies().skip(1) {
-        write_at(out, out_path, &header, p * ECC_SECTOR_BYTES)?;
+        out.write(&header, p * ECC_SECTOR_BYTES)?;
     }
     Ok(Some(FinalWrite { header, at: l.ds * ECC_SECTOR_BYTES }))
 }
 
-fn write_rs01(
-    l: &Rs01Layout,
-    inp: &Input<'_>,
-    out: &File,
-    out_path: &Path,
-    workers: usize,
-    run: &mut Run<'_>,
-) -> crate::Result<()> {
+fn write_rs01(l: &Rs01Layout, inp: &Input<'_>, out: &Out<'_>, workers: usize, run: &mut Run<'_>) -> crate::Result<()> {
     let (crcs, md5) = scan(inp, run)?;
     let crc_bytes: Vec<u8> = crcs.iter().flat_map(|c| c.to_le_bytes()).collect();
-    write_at(out, out_path, &crc_bytes, l.crc_offset())?;
-    let codec = Rs01Codec { l: *l, inp, out, out_path };
+    out.write(&crc_bytes, l.crc_offset())?;
+    let codec = Rs01Codec { l: *l, inp, out };
     encode_all(&codec, workers, run)?;
-    let ecc_sum = md5_of(out, out_path, HEADER_BYTES as u64, l.file_bytes() - HEADER_BYTES as u64)?;
+    let ecc_sum = md5_of(out.file, out.path, HEADER_BYTES as u64, l.file_bytes() - HEADER_BYTES as u64)?;
     let mut header = base_header(Method::Rs01, 1, inp, l.ndata, l.nroots);
     header[hdr::MEDIUM_SUM..hdr::MEDIUM_SUM + 16].copy_from_slice(&md5);
     header[hdr::ECC_SUM..hdr::ECC_SUM + 16].copy_from_slice(&ecc_sum);
     put32(&mut header, hdr::NEEDED_VERSION, if inp.in_last == SECTOR as u32 { 5500 } else { 6600 });
-    write_at(out, out_path, &header, 0)
+    out.write(&header, 0)
 }
 
 /// Create the error-correction data `req` asks for, for the image at `image_path`, in `out`
@@ -1143,20 +1219,48 @@ pub fn protect(
             e.method()
         )));
     }
+    let before = image_state(image_path)?;
     let tmp = TempFile::beside(out)?;
     let tmp_path = tmp.path.clone();
     let size = plan.output_bytes();
     tmp.file.set_len(size).map_err(|e| crate::Error::io(format!("sizing {}", tmp_path.display()), e))?;
-    if let Some(fw) = write_all(&plan, &inp, &tmp.file, &tmp_path, false, opts.workers, run)? {
-        write_at(&tmp.file, &tmp_path, &fw.header, fw.at)?;
+    let o = Out::new(&tmp.file, &tmp_path);
+    if let Some(fw) = write_all(&plan, &inp, &o, false, opts.workers, run)? {
+        o.write(&fw.header, fw.at)?;
     }
-    tmp.file.sync_all().map_err(|e| crate::Error::io(format!("syncing {}", tmp_path.display()), e))?;
-    let _ = crate::output::direct::drop_cached(&tmp.file);
+    let log = o.into_log()?;
+    sync(&tmp.file, &tmp_path)?;
+    inject_corruption(opts, &tmp.file, &tmp_path)?;
 
-    // Read the result back through the verifier before it takes the final name.
-    let (ecc, report) = read_back(&plan, req, &tmp_path, &src, run)?;
+    // Read the written bytes back from the device before the file takes the final name.
+    let (ecc, checked) = read_back(&plan, req, &tmp.file, &tmp_path, 0, size, &log, run)?;
+    if image_state(image_path)? != before {
+        return Err(crate::Error::corrupt(format!(
+            "{} changed while it was being protected; the error correction data was not kept",
+            image_path.display()
+        )));
+    }
     tmp.persist(out, opts.force)?;
-    Ok(outcome(&plan, req, &inp, out, size, ecc, report))
+    Ok(outcome(&plan, req, &inp, out, size, ecc, checked))
+}
+
+/// What tells that the image changed during the run: size, modification and change times, inode.
+fn image_state(image: &Path) -> crate::Result<(u64, u64, u64, i64, i64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(image).map_err(|e| crate::Error::io(format!("stat {}", image.display()), e))?;
+    Ok((m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
+}
+
+/// Fault injection for the read-back tests: flip a byte of the synced output (and sync it), as a
+/// device that stored other bytes than it was given would.
+fn inject_corruption(opts: &Options, f: &File, path: &Path) -> crate::Result<()> {
+    if let Some(at) = opts.corrupt_before_read_back {
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, at).map_err(|e| crate::Error::io(format!("reading {}", path.display()), e))?;
+        write_at(f, path, &[b[0] ^ 0x40], at)?;
+        sync(f, path)?;
+    }
+    Ok(())
 }
 
 /// The journal of an in-place run: beside the image, `.NAME.loopkit-protect-journal`.
@@ -1273,19 +1377,21 @@ pub fn protect_in_place(image_path: &Path, req: &Request, opts: &Options, run: &
     let size = plan.output_bytes();
     file.set_len(size).map_err(|e| crate::Error::io(format!("extending {}", image_path.display()), e))?;
     crash_point(opts, InPlaceStep::Extended)?;
-    let fw = match write_all(&plan, &inp, &file, image_path, true, opts.workers, run) {
+    let o = Out::new(&file, image_path);
+    let fw = match write_all(&plan, &inp, &o, true, opts.workers, run) {
         Ok(Some(fw)) => fw,
         Ok(None) => return Err(undo(crate::Error::invalid("BUG: an augmented layout without a header"))),
         Err(e) => return Err(undo(e)),
     };
     sync(&file, image_path).map_err(undo)?;
     crash_point(opts, InPlaceStep::TailSynced)?;
-    write_at(&file, image_path, &fw.header, fw.at).map_err(undo)?;
+    o.write(&fw.header, fw.at).map_err(undo)?;
     crash_point(opts, InPlaceStep::Header)?;
     sync(&file, image_path).map_err(undo)?;
     crash_point(opts, InPlaceStep::HeaderSynced)?;
-    let _ = crate::output::direct::drop_cached(&file);
-    let (ecc, report) = read_back(&plan, req, image_path, &src, run)
+    let log = o.into_log().map_err(undo)?;
+    inject_corruption(opts, &file, image_path).map_err(undo)?;
+    let (ecc, report) = read_back(&plan, req, &file, image_path, orig, size, &log, run)
         .map_err(|e| undo(e.context("the image was cut back to its original size")))?;
     std::fs::remove_file(&journal).map_err(|e| crate::Error::io(format!("removing {}", journal.display()), e))?;
     crate::output::sync_dir_of(image_path)?;
@@ -1295,53 +1401,49 @@ pub fn protect_in_place(image_path: &Path, req: &Request, opts: &Options, run: &
 fn write_all(
     plan: &Plan,
     inp: &Input<'_>,
-    out: &File,
-    out_path: &Path,
+    out: &Out<'_>,
     in_place: bool,
     workers: usize,
     run: &mut Run<'_>,
 ) -> crate::Result<Option<FinalWrite>> {
     match plan {
-        Plan::Rs03(l, _) => write_rs03(l, inp, out, out_path, in_place, workers, run),
-        Plan::Rs02(l, _) => write_rs02(l, inp, out, out_path, in_place, workers, run),
-        Plan::Rs01(l) => write_rs01(l, inp, out, out_path, workers, run).map(|()| None),
+        Plan::Rs03(l, _) => write_rs03(l, inp, out, in_place, workers, run),
+        Plan::Rs02(l, _) => write_rs02(l, inp, out, in_place, workers, run),
+        Plan::Rs01(l) => write_rs01(l, inp, out, workers, run).map(|()| None),
     }
 }
 
-/// Verify the written output at `written_path` through loopkit's verifier (the augmented image
-/// itself, or the image `src` against the new `.ecc` file).
+/// The synced output `file` at `written_path`: its bytes `from..end` read back from the device
+/// and compared with the write log (see [`read_back_writes`]), then its error-correction data
+/// opened as a reader of the file finds it. Returns that and the bytes checked.
+#[allow(clippy::too_many_arguments)]
 fn read_back(
     plan: &Plan,
     req: &Request,
+    file: &File,
     written_path: &Path,
-    src: &FileSource,
+    from: u64,
+    end: u64,
+    log: &[Written],
     run: &mut Run<'_>,
-) -> crate::Result<(super::Ecc, super::verify::Report)> {
-    let tmp_path = written_path;
+) -> crate::Result<(super::Ecc, u64)> {
+    let checked = read_back_writes(file, written_path, from, end, log, run)?;
     let written = FileSource::open(written_path)?;
-    let vopts = super::verify::Options::default();
-    let (ecc, report) = if plan.augmented() {
-        let ecc = super::find_in_image(&written)?.ok_or_else(|| {
-            crate::Error::corrupt(format!(
-                "BUG: {} reads back without recognisable error correction data",
-                tmp_path.display()
-            ))
-        })?;
-        let r = super::verify::verify(&ecc, &written, &vopts, run)?;
-        (ecc, r)
+    let ecc = if plan.augmented() {
+        super::find_in_image(&written)?
     } else {
-        let ecc = super::open_ecc_source(Arc::new(written), tmp_path)?;
-        let r = super::verify::verify(&ecc, &src, &vopts, run)?;
-        (ecc, r)
+        Some(super::open_ecc_source(Arc::new(written), written_path)?)
     };
-    if ecc.method() != req.method || ecc.nroots() != plan.nroots() || !report.ok() {
-        return Err(crate::Error::corrupt(format!(
-            "{} does not verify after writing ({})",
-            tmp_path.display(),
-            report.problems.iter().map(|p| p.message.clone()).collect::<Vec<_>>().join("; ")
-        )));
+    match ecc {
+        Some(ecc) if ecc.method() == req.method && ecc.nroots() == plan.nroots() && ecc.rebuilt_from.is_none() => {
+            Ok((ecc, checked))
+        }
+        _ => Err(crate::Error::corrupt(format!(
+            "BUG: {} reads back without the {} header that was written",
+            written_path.display(),
+            req.method.name()
+        ))),
     }
-    Ok((ecc, report))
 }
 
 fn outcome(
@@ -1351,13 +1453,9 @@ fn outcome(
     out: &Path,
     size: u64,
     ecc: super::Ecc,
-    report: super::verify::Report,
+    read_back_bytes: u64,
 ) -> Outcome {
-    let mut report = report;
     let mut ecc = ecc;
-    if let Some(p) = &mut report.ecc_file {
-        *p = out.to_path_buf();
-    }
     if let super::Placement::EccFile { path, .. } = &mut ecc.placement {
         *path = out.to_path_buf();
     }
@@ -1376,7 +1474,7 @@ fn outcome(
         medium_sectors: medium,
         sectors_per_layer: spl,
         ecc,
-        verify: report,
+        read_back_bytes,
     }
 }
 
@@ -1491,25 +1589,81 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A byte that reaches the device wrong (flipped after the sync, before the read-back) is
+    /// caught: the run fails, the output never takes its name and no temporary file is left;
+    /// in place, the image is cut back to its original bytes. Header, middle, last byte, and
+    /// (in place) a byte that was never written (the zeros after the image's end).
+    #[test]
+    fn read_back_catches_a_corrupted_byte() {
+        let dir = std::env::temp_dir().join(format!("loopkit-protect-readback-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let orig: Vec<u8> = (0..300u32 * 2048 - 777).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let src = dir.join("orig.img");
+        std::fs::write(&src, &orig).unwrap();
+        let roots = |n| Some(Redundancy::Roots(n));
+        for req in [
+            Request { method: Method::Rs03, target: Target::EccFile, medium: None, redundancy: roots(32) },
+            Request { method: Method::Rs01, target: Target::EccFile, medium: None, redundancy: roots(32) },
+            Request { method: Method::Rs03, target: Target::Augment, medium: Some(2550), redundancy: None },
+            Request { method: Method::Rs02, target: Target::Augment, medium: None, redundancy: roots(40) },
+        ] {
+            let out = dir.join("out");
+            let opts = Options { workers: 2, ..Default::default() };
+            let size = run_protect(|r| protect(&src, &req, &out, &opts, r)).unwrap().bytes;
+            std::fs::remove_file(&out).unwrap();
+            for at in [5, size / 2, size - 1] {
+                let bad = Options { corrupt_before_read_back: Some(at), ..opts.clone() };
+                let e = run_protect(|r| protect(&src, &req, &out, &bad, r)).unwrap_err();
+                assert_eq!(e.kind(), crate::ErrorKind::Corrupt, "{req:?} byte {at}: {}", e.message());
+                assert!(e.message().contains("reads back wrong"), "{req:?} byte {at}: {}", e.message());
+                let left: Vec<_> =
+                    std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+                assert_eq!(left.len(), 1, "{req:?} byte {at}: left behind: {left:?}");
+            }
+            if req.target == Target::Augment {
+                let img = dir.join("inplace.img");
+                // The image's own bytes are not written in place, so not read back either.
+                for at in [orig.len() as u64, (orig.len() as u64 + size) / 2, size - 1] {
+                    std::fs::write(&img, &orig).unwrap();
+                    let bad = Options { corrupt_before_read_back: Some(at), ..opts.clone() };
+                    let e = run_protect(|r| protect_in_place(&img, &req, &bad, r)).unwrap_err();
+                    assert_eq!(e.kind(), crate::ErrorKind::Corrupt, "in place {req:?} byte {at}: {}", e.message());
+                    assert!(std::fs::read(&img).unwrap() == orig, "in place {req:?} byte {at}: not cut back");
+                    assert!(!in_place_journal(&img).exists(), "in place {req:?} byte {at}: journal left");
+                }
+                std::fs::remove_file(&img).unwrap();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn encoder_matches_the_scalar_codec() {
-        for nroots in [8usize, 32, 170] {
-            let code = Code::new(nroots).unwrap();
-            let enc = Encoder::new(&code);
-            let len = 2 * COLUMN + 77;
-            let rows: Vec<Vec<u8>> = (0..code.ndata())
-                .map(|j| {
-                    (0..len).map(|b| ((j * 131 + b * 7) as u32).wrapping_mul(2654435761).to_le_bytes()[3]).collect()
-                })
-                .collect();
-            let mut parity: Vec<Vec<u8>> = (0..nroots).map(|_| vec![0u8; len]).collect();
-            enc.encode(&rows, &mut parity, len);
-            for b in [0, 1, COLUMN - 1, COLUMN, len - 1] {
-                let data: Vec<u8> = rows.iter().map(|r| r[b]).collect();
-                let mut want = vec![0u8; nroots];
-                code.encode(&data, &mut want);
-                let got: Vec<u8> = parity.iter().map(|p| p[b]).collect();
-                assert_eq!(got, want, "{nroots} roots, column {b}");
+        use crate::sys::GfKernel;
+        for kernel in [GfKernel::Gfni, GfKernel::Avx2, GfKernel::Scalar] {
+            if !kernel.available() {
+                eprintln!("{kernel:?}: not on this CPU");
+                continue;
+            }
+            for nroots in [8usize, 32, 170] {
+                let code = Code::new(nroots).unwrap();
+                let enc = Encoder::with_kernel(&code, kernel);
+                let len = 2 * 1024 + 77;
+                let rows: Vec<Vec<u8>> = (0..code.ndata())
+                    .map(|j| {
+                        (0..len).map(|b| ((j * 131 + b * 7) as u32).wrapping_mul(2654435761).to_le_bytes()[3]).collect()
+                    })
+                    .collect();
+                let mut parity: Vec<Vec<u8>> = (0..nroots).map(|_| vec![0u8; len]).collect();
+                enc.encode(&rows, &mut parity, len);
+                for b in 0..len {
+                    let data: Vec<u8> = rows.iter().map(|r| r[b]).collect();
+                    let mut want = vec![0u8; nroots];
+                    code.encode(&data, &mut want);
+                    let got: Vec<u8> = parity.iter().map(|p| p[b]).collect();
+                    assert_eq!(got, want, "{kernel:?}, {nroots} roots, column {b}");
+                }
             }
         }
     }
