@@ -12,7 +12,8 @@
 //! while this process does the operation once (paused for whole-file FICLONE and for xfs_fsr,
 //! which swaps only a file that did not change during its copy); then free space is filled with
 //! new files and all 16 MiB are rewritten through the device. Checks: attach reported the change
-//! (`--list`: `stopped: … (remap.lease-broken)`; `active` after a grow, which moves nothing); the
+//! (`--list`: `stopped: … (remap.lease-broken)` with `remap_code` `remap.lease-broken`; `active`
+//! and a null `remap_code` after a grow, which moves nothing); the
 //! file held every acknowledged byte right after the operation and after detach (a byte model of
 //! the writes and of the operation's documented effect); every other file on the file system
 //! hashes as before (sha256), including files made from blocks the operation freed and
@@ -253,7 +254,7 @@ fn contract_row(row: &str, fs: &'static str, suite: &'static str) -> TestResult 
         } else if op == "dedupe-hidden-fd" {
             if !unsupported {
                 check(
-                    after.starts_with("stopped") && after.contains("remap.map-changed"),
+                    after.starts_with("stopped") && after.ends_with("| remap_code=remap.map-changed"),
                     format!("attach's re-validation did not report the changed map: {after}"),
                 );
                 check(res.starts_with("status 0, 2097152 bytes"), format!("the dedupe: {res}"));
@@ -264,7 +265,8 @@ fn contract_row(row: &str, fs: &'static str, suite: &'static str) -> TestResult 
             // held); both stop raw I/O and drain it before the lease is let go.
             check(
                 after.starts_with("stopped")
-                    && (after.contains("remap.lease-broken") || after.contains("remap.lease-lost")),
+                    && (after.ends_with("| remap_code=remap.lease-broken")
+                        || after.ends_with("| remap_code=remap.lease-lost")),
                 format!("attach did not report the lease break: {after}"),
             );
             let ok_res = match op {

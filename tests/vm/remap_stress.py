@@ -134,7 +134,12 @@ def list_state(dev):
     try:
         for d in json.loads(r.stdout).get("devices", []):
             if d.get("device") == dev:
-                return d.get("remap", "?")
+                remap, code = d.get("remap", "?"), d.get("remap_code")
+                # A stopped engine's stable code is its own field (`remap_code`), shown after the
+                # words so the checks can compare the field, not the wording; null otherwise.
+                if remap.startswith("stopped"):
+                    return "%s | remap_code=%s" % (remap, code)
+                return remap if code is None else "%s, yet remap_code=%s" % (remap, code)
     except ValueError:
         return "unparsable --list output: " + r.stdout[:200]
     return "absent"
