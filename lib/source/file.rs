@@ -56,6 +56,14 @@ impl FileSource {
         &self.path
     }
 
+    /// `fstat` of the open file: what was read, even if the path now names another file.
+    ///
+    /// # Errors
+    /// From `fstat`.
+    pub fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        self.file.metadata()
+    }
+
     /// Bytes actually allocated on disk (for sparse files), if known.
     pub fn allocated_bytes(&self) -> Option<u64> {
         use std::os::unix::fs::MetadataExt;

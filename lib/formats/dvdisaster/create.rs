@@ -1207,6 +1207,7 @@ pub fn protect(
 ) -> crate::Result<Outcome> {
     check_output(out, &[image_path], opts.force)?;
     let src = FileSource::open(image_path)?;
+    let before = image_state(&src, image_path)?;
     let inp = Input::new(&src)?;
     let plan = plan(req, inp.ds)?;
     if plan.augmented()
@@ -1219,7 +1220,6 @@ pub fn protect(
             e.method()
         )));
     }
-    let before = image_state(image_path)?;
     let tmp = TempFile::beside(out)?;
     let tmp_path = tmp.path.clone();
     let size = plan.output_bytes();
@@ -1234,7 +1234,7 @@ pub fn protect(
 
     // Read the written bytes back from the device before the file takes the final name.
     let (ecc, checked) = read_back(&plan, req, &tmp.file, &tmp_path, 0, size, &log, run)?;
-    if image_state(image_path)? != before {
+    if image_state(&src, image_path)? != before {
         return Err(crate::Error::corrupt(format!(
             "{} changed while it was being protected; the error correction data was not kept",
             image_path.display()
@@ -1244,10 +1244,11 @@ pub fn protect(
     Ok(outcome(&plan, req, &inp, out, size, ecc, checked))
 }
 
-/// What tells that the image changed during the run: size, modification and change times, inode.
-fn image_state(image: &Path) -> crate::Result<(u64, u64, u64, i64, i64, i64, i64)> {
+/// What tells that the image read through `src` changed during the run: size, modification and
+/// change times, inode — from the open descriptor (`fstat`), so it is the file that was read.
+fn image_state(src: &FileSource, image: &Path) -> crate::Result<(u64, u64, u64, i64, i64, i64, i64)> {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(image).map_err(|e| crate::Error::io(format!("stat {}", image.display()), e))?;
+    let m = src.metadata().map_err(|e| crate::Error::io(format!("stat {}", image.display()), e))?;
     Ok((m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
 }
 
