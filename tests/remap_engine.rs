@@ -29,6 +29,7 @@ pub fn trials() -> Vec<Trial> {
         trial("remap_engine::dedupe_through_an_scm_rights_descriptor_is_caught_by_revalidation", scm_rights_dedupe),
         trial("remap_engine::a_raw_fua_write_after_a_hole_fill_syncs_the_image_first", fua_after_hole_fill),
         trial("remap_engine::discard_never_leaves_a_raw_plan_over_punched_blocks", discard_vs_plan_write),
+        trial("remap_engine::a_discard_waiting_for_a_guard_never_blocks_its_holder", discard_vs_guard_holder),
     ]
 }
 
@@ -798,6 +799,92 @@ fn discard_vs_plan_write() -> TestResult {
         ensure!(bad.is_empty(), "{}: {} bad plans, first: {}", m.fs, bad.len(), bad[0]);
         ensure!(checked.load(SeqCst) > 0, "{}: no raw plan was ever checked", m.fs);
         e.close().map_err(|err| format!("close: {err}"))?;
+    }
+    Ok(Completion::Completed)
+}
+
+/// The protocol `attach --remap` serves DISCARD with: one thread (a ublk queue thread) holds the
+/// guard of a raw plan over the range; a discard of that range on another thread must wait for
+/// it — and meanwhile the holder must be able to go on: `try_plan_read`/`try_plan_write`/
+/// `try_write_at` over the discarded range return `WouldBlock` at once (holding nothing), plans
+/// elsewhere succeed. Once the guard drops, the discard completes and the range reads as zeros
+/// through the file system (the oracle: a read of the image through the mount, `FIEMAP` says
+/// hole).
+fn discard_vs_guard_holder() -> TestResult {
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    use loopkit::remap::Piece;
+    use std::io::ErrorKind::WouldBlock;
+    use std::time::{Duration, Instant};
+    for m in &mounts {
+        let img = m.path("guarded.img");
+        make_mixed(&img)?;
+        let e = open_engine(&img)?;
+        let (at, len) = (MIB, 256 * 1024u64);
+        let mut pieces = Vec::new();
+        let guard = e.plan_read(at, len, &mut pieces).map_err(|err| format!("plan_read: {err}"))?;
+        ensure!(
+            pieces.iter().all(|p| matches!(p, Piece::Device { .. })),
+            "{}: the data range is not planned raw: {pieces:?}",
+            m.fs
+        );
+        std::thread::scope(|sc| -> Result<(), Failed> {
+            let discard = sc.spawn(|| e.discard(at..at + len));
+            // The discard takes the range, then waits for our guard.
+            let t0 = Instant::now();
+            loop {
+                pieces.clear();
+                match e.try_plan_read(at, len, &mut pieces) {
+                    Err(err) if err.kind() == WouldBlock => break,
+                    Ok(g) => drop(g),
+                    Err(err) => return Err(format!("{}: try_plan_read: {err}", m.fs).into()),
+                }
+                ensure!(!discard.is_finished(), "{}: the discard finished while a guard over its range was held", m.fs);
+                ensure!(t0.elapsed() < Duration::from_secs(20), "{}: the discard never took its range", m.fs);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let t1 = Instant::now();
+            let w = e.try_plan_write(at, len, &mut pieces);
+            ensure!(
+                matches!(&w, Err(err) if err.kind() == WouldBlock),
+                "{}: try_plan_write: {:?}",
+                m.fs,
+                w.map(|g| g.is_some())
+            );
+            let w = e.try_write_at(&pattern(7, 4096), at + 4096, false);
+            ensure!(matches!(&w, Err(err) if err.kind() == WouldBlock), "{}: try_write_at: {w:?}", m.fs);
+            pieces.clear();
+            let elsewhere =
+                e.try_plan_read(4 * MIB, len, &mut pieces).map_err(|err| format!("{}: plan elsewhere: {err}", m.fs))?;
+            drop(elsewhere);
+            ensure!(t1.elapsed() < Duration::from_secs(2), "{}: the non-waiting calls took {:?}", m.fs, t1.elapsed());
+            std::thread::sleep(Duration::from_millis(50));
+            ensure!(!discard.is_finished(), "{}: the discard did not wait for the guard", m.fs);
+            drop(guard);
+            discard
+                .join()
+                .map_err(|_| "the discard panicked".to_string())?
+                .map_err(|err| format!("{}: discard: {err}", m.fs))?;
+            Ok(())
+        })?;
+        pieces.clear();
+        let g = e.try_plan_read(at, len, &mut pieces).map_err(|err| format!("{}: plan after: {err}", m.fs))?;
+        drop(g);
+        ensure!(
+            pieces.iter().all(|p| matches!(p, Piece::Zero { .. })),
+            "{}: after the discard the range plans as {pieces:?}",
+            m.fs
+        );
+        e.close().map_err(|err| format!("close: {err}"))?;
+        let f = std::fs::File::open(&img).map_err(|err| format!("open: {err}"))?;
+        let mut back = vec![1u8; len as usize];
+        f.read_exact_at(&mut back, at).map_err(|err| format!("read back: {err}"))?;
+        ensure!(back.iter().all(|&b| b == 0), "{}: the discarded range does not read as zeros through the mount", m.fs);
+        let ext = loopkit::extent::fiemap::query(std::os::fd::AsFd::as_fd(&f), at..at + len, false)
+            .map_err(|err| format!("FIEMAP: {err}"))?;
+        ensure!(ext.is_empty(), "{}: FIEMAP still maps the discarded range: {ext:?}", m.fs);
     }
     Ok(Completion::Completed)
 }

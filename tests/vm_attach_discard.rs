@@ -7,6 +7,14 @@
 //!     deleted, `fstrim`: the image's allocated size must drop by at least 60 MiB and the kept
 //!     file must read back equal (after `drop_caches`); then 4 MiB of random data written raw
 //!     past the file system's data and `blkdiscard -z` over them: they read back as zeros.
+//! (r) the same with `--remap` (the remap engine: a discard forgets the range, waits for the raw
+//!     I/O planned from the old map, punches through the file system and re-maps it; it runs on
+//!     a thread of its own, since raw I/O of the same queue may be what it waits for): `fstrim`
+//!     frees ≥ 60 MiB, the kept file reads back; then, on a file system mounted `-o discard`,
+//!     fio `--verify` random writes (raw: the file is written first) while another loop writes
+//!     and deletes files (each delete discards at once): fio verifies, no hang; `blkdiscard -z`
+//!     (WRITE_ZEROES with NOUNMAP: `FALLOC_FL_ZERO_RANGE`) reads back as zeros through the
+//!     device and in the image; remapping is still `active` in `attach --list --json` at the end.
 //! (x) `--decrypt --read-write` does not advertise discard (a punched hole would decrypt to
 //!     noise): `discard_granularity` 0, `discard` false in the JSON.
 
@@ -62,6 +70,47 @@ head -c 4194304 /dev/zero >/tmp/zero
 echo "d-zeroed:$(dd if="$dev" bs=1M skip=170 count=4 iflag=direct status=none | cmp -s - /tmp/zero && echo ok || echo differs)"
 stop d "$dev"
 echo "d-zeroed-in-image:$(dd if=/tmp/h/d.img bs=1M skip=170 count=4 status=none | cmp -s - /tmp/zero && echo ok || echo differs)"
+
+# (r) --remap
+truncate -s 192M /tmp/h/r.img
+start r --remap --json /tmp/h/r.img >/dev/null
+dev=$(sed -n 's/^ *"device": "\(.*\)",$/\1/p' /tmp/r.out)
+cp /tmp/r.out /run/vm/r.json
+echo "r-gran:$(cat /sys/block/$(basename "$dev")/queue/discard_granularity)"
+mkfs.ext4 -q -F -b 4096 "$dev" 160M
+mount -t ext4 "$dev" /tmp/m
+cp /tmp/keep /tmp/m/keep
+dd if=/dev/urandom of=/tmp/m/big bs=1M count=64 conv=fsync status=none
+sync
+before=$(stat -c %b /tmp/h/r.img)
+rm /tmp/m/big
+sync
+fstrim -v /tmp/m >&2 && echo "r-fstrim:ok"
+sync
+after=$(stat -c %b /tmp/h/r.img)
+echo "r-freed-mib:$(( (before - after) * 512 / 1048576 ))"
+umount /tmp/m
+mount -t ext4 -o discard "$dev" /tmp/m
+echo 3 >/proc/sys/vm/drop_caches
+echo "r-keep:$(cmp -s /tmp/keep /tmp/m/keep && echo ok || echo differs)"
+dd if=/dev/zero of=/tmp/m/fio bs=1M count=16 conv=fsync status=none
+( i=0; while [ ! -e /tmp/r.stop ]; do
+    dd if=/dev/urandom of=/tmp/m/churn bs=1M count=4 conv=fsync status=none; rm /tmp/m/churn; sync; i=$((i+1))
+  done; echo "r-churn:$i" ) >/tmp/r.churn 2>&1 &
+churn=$!
+timeout 300 fio --name=v --filename=/tmp/m/fio --ioengine=libaio --direct=1 --rw=randwrite --bs=4k --iodepth=16 \
+    --size=16M --io_size=8M --verify=crc32c --verify_fatal=1 --randrepeat=1 --output-format=terse >/dev/null \
+    && echo "r-fio:ok" || echo "r-fio:failed $?"
+touch /tmp/r.stop; wait $churn
+cat /tmp/r.churn
+umount /tmp/m
+dd if=/tmp/rnd of="$dev" bs=1M seek=170 oflag=direct conv=fsync status=none
+echo "r-written:$(dd if="$dev" bs=1M skip=170 count=4 iflag=direct status=none | cmp -s - /tmp/rnd && echo ok || echo differs)"
+blkdiscard -z -o $((170 * 1048576)) -l 4194304 "$dev" && echo "r-blkdiscard:ok"
+echo "r-zeroed:$(dd if="$dev" bs=1M skip=170 count=4 iflag=direct status=none | cmp -s - /tmp/zero && echo ok || echo differs)"
+"$LK" attach --list --json >/run/vm/r-list.json
+stop r "$dev"
+echo "r-zeroed-in-image:$(dd if=/tmp/h/r.img bs=1M skip=170 count=4 status=none | cmp -s - /tmp/zero && echo ok || echo differs)"
 
 # (x) --decrypt: no discard
 start x --decrypt --read-write --json --passphrase-file /run/vm/pass /tmp/h/cl.img >/dev/null
@@ -138,6 +187,31 @@ fn discard(suite: &'static str) -> TestResult {
     check(one("d-zeroed:") == ["ok"], "(d) blkdiscard -z: the range does not read as zeros".into());
     check(one("d-zeroed-in-image:") == ["ok"], "(d) blkdiscard -z: the image file's range is not zeros".into());
     check(one("d-server-rc:") == ["0"], format!("(d) server exit {:?}", one("d-server-rc:")));
+    let r: serde_json::Value = serde_json::from_slice(&out.file("r.json")?).map_err(|e| format!("r.json: {e}"))?;
+    check(r["discard"] == true && r["remap"] == "active", format!("(r) attach --remap --json: {r}"));
+    let rgran: Option<u64> = one("r-gran:").first().and_then(|s| s.parse().ok());
+    check(rgran.is_some_and(|g| g >= 512), format!("(r) discard_granularity {rgran:?}"));
+    check(one("r-fstrim:") == ["ok"], "(r) fstrim failed".into());
+    let rfreed: Option<i64> = one("r-freed-mib:").first().and_then(|s| s.parse().ok());
+    check(rfreed.is_some_and(|f| f >= 60), format!("(r) the image's allocation dropped by {rfreed:?} MiB, want >= 60"));
+    check(one("r-keep:") == ["ok"], "(r) the kept file changed".into());
+    check(one("r-fio:") == ["ok"], format!("(r) fio verify during discards: {:?}", one("r-fio:")));
+    let churn: Option<u64> = one("r-churn:").first().and_then(|s| s.parse().ok());
+    check(churn.is_some_and(|c| c >= 1), format!("(r) files written and deleted during fio: {churn:?}"));
+    check(one("r-written:") == ["ok"], "(r) raw write before blkdiscard -z did not read back".into());
+    check(one("r-blkdiscard:") == ["ok"], "(r) blkdiscard -z failed".into());
+    check(one("r-zeroed:") == ["ok"], "(r) blkdiscard -z: the range does not read as zeros".into());
+    check(one("r-zeroed-in-image:") == ["ok"], "(r) blkdiscard -z: the image file's range is not zeros".into());
+    let rl: serde_json::Value =
+        serde_json::from_slice(&out.file("r-list.json")?).map_err(|e| format!("r-list.json: {e}"))?;
+    check(
+        rl["devices"].as_array().is_some_and(|d| d.len() == 1)
+            && rl["devices"][0]["remap"] == "active"
+            && rl["devices"][0]["remap_code"].is_null()
+            && rl["devices"][0]["discard"] == true,
+        format!("(r) attach --list --json at the end: {rl}"),
+    );
+    check(one("r-server-rc:") == ["0"], format!("(r) server exit {:?}", one("r-server-rc:")));
     let x: serde_json::Value = serde_json::from_slice(&out.file("x.json")?).map_err(|e| format!("x.json: {e}"))?;
     check(x["discard"] == false, format!("(x) --decrypt advertised discard: {x}"));
     check(one("x-gran:") == ["0"], format!("(x) --decrypt discard_granularity {:?}", one("x-gran:")));
@@ -145,7 +219,8 @@ fn discard(suite: &'static str) -> TestResult {
         return util::fail(format!("{} ({suite}):\n{}\n{}", errors.len(), errors.join("\n"), out.transcript()));
     }
     eprintln!(
-        "vm_attach_discard: {} passed in {:.1?} (fstrim freed {freed:?} MiB)",
+        "vm_attach_discard: {} passed in {:.1?} (fstrim freed {freed:?} MiB; with --remap {rfreed:?} MiB, {churn:?} \
+         files written and deleted during fio)",
         one("kernel:").first().map_or("?", String::as_str),
         out.elapsed
     );

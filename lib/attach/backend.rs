@@ -7,7 +7,7 @@
 use crate::crypto::SectorCipher;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 /// Which fd a segment's I/O goes to (both registered as io_uring fixed files).
@@ -141,6 +141,15 @@ pub trait Backend: Send + Sync + 'static {
     fn plan_discard(&self, _offset: u64, _len: u64) -> io::Result<u64> {
         Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
     }
+    /// A backend whose DISCARD or WRITE_ZEROES must wait for I/O in flight (the remap engine
+    /// waits for raw I/O planned from the old map) runs it on a thread of its own, since the
+    /// queue thread must go on completing its other requests meanwhile: `Some` of a descriptor
+    /// from which the result (an `i32`, 0 or `-errno`, native endian) can be read once it is
+    /// done. `zero`: zero in place without unmapping (`NOUNMAP`). `None` (the default): use
+    /// [`Backend::plan_discard`].
+    fn discard_off_thread(&self, _offset: u64, _len: u64, _zero: bool) -> Option<io::Result<OwnedFd>> {
+        None
+    }
 }
 
 /// Serves the device through the image file: every request is one `Io { Image, base + offset }`.
@@ -186,7 +195,8 @@ impl FileBackend {
 /// The file system's block size when it punches holes in `file`: probed by punching (with
 /// `KEEP_SIZE`) one block just past its end, which changes nothing where it works and fails
 /// with `EOPNOTSUPP` where it does not.
-fn punch_granularity(file: &File) -> Option<u32> {
+pub(super) fn punch_granularity(file: impl AsFd) -> Option<u32> {
+    let file = file.as_fd();
     use rustix::fs::FallocateFlags as F;
     let st = rustix::fs::fstat(file).ok()?;
     let block = u32::try_from(st.st_blksize).ok().filter(|b| b.is_power_of_two() && (512..=65536).contains(b))?;

@@ -5,13 +5,13 @@
 //! [`Crypt`], the device shows the decryption of `size` bytes from byte `base` of the image
 //! (`--remap --decrypt`).
 
-use super::backend::{Backend, Crypt, Seg, Target};
+use super::backend::{Backend, Crypt, Seg, Target, punch_granularity};
 use crate::remap::engine::SyncTarget;
 use crate::remap::{Engine, Guard, Options, Piece, Preflight};
 use crate::source::ByteSink;
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 
 fn sync_target(t: Target) -> SyncTarget {
@@ -35,6 +35,35 @@ pub struct RemapBackend {
     crypt: Option<Crypt>,
     /// When the last re-validation ended and how long it took.
     last_revalidation: std::sync::Mutex<(std::time::Instant, std::time::Duration)>,
+    /// DISCARD/WRITE_ZEROES granularity, when advertised (writable, no cipher, the image's file
+    /// system punches holes).
+    discard: Option<u32>,
+    /// Discards running on their own threads; [`Backend::flush`] waits for them.
+    discards: std::sync::Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
+}
+
+/// How long the flush at shutdown waits for discards still running on their threads.
+const DISCARD_DRAIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Counts a discard thread while it runs.
+struct Running(std::sync::Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>);
+
+impl Running {
+    fn new(c: &std::sync::Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>) -> Running {
+        if let Ok(mut n) = c.0.lock() {
+            *n += 1;
+        }
+        Running(std::sync::Arc::clone(c))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut n) = self.0.0.lock() {
+            *n = n.saturating_sub(1);
+        }
+        self.0.1.notify_all();
+    }
 }
 
 /// Benchmark knob, not for real use: `LOOPKIT_REMAP_REVALIDATE_MS` sets how often the state
@@ -111,6 +140,13 @@ impl RemapBackend {
                 engine.size()
             )));
         }
+        // Discards punch through the engine, which forgets the range, waits for raw I/O planned
+        // before and re-maps it; with a cipher, zeros would have to be ciphertext of zeros.
+        let discard = if read_only || crypt.is_some() {
+            None
+        } else {
+            punch_granularity(engine.file_fd()).map(|g| g.max(align as u32))
+        };
         Ok((
             RemapBackend {
                 engine,
@@ -119,6 +155,8 @@ impl RemapBackend {
                 writable: !read_only,
                 crypt,
                 last_revalidation: std::sync::Mutex::new((std::time::Instant::now(), std::time::Duration::ZERO)),
+                discard,
+                discards: std::sync::Arc::new((std::sync::Mutex::new(0), std::sync::Condvar::new())),
             },
             pf,
         ))
@@ -190,7 +228,9 @@ impl Backend for RemapBackend {
         PIECES.with(|p| {
             let mut p = p.borrow_mut();
             p.clear();
-            let g = self.engine.plan_read(at, u64::from(len), &mut p)?;
+            // Queue threads never wait for a range another request holds: a discard holding it
+            // may be waiting for this thread's own raw I/O (`WouldBlock`: the server retries).
+            let g = self.engine.try_plan_read(at, u64::from(len), &mut p)?;
             Self::convert(&p, out)?;
             Ok(g)
         })
@@ -203,7 +243,7 @@ impl Backend for RemapBackend {
         PIECES.with(|p| {
             let mut p = p.borrow_mut();
             p.clear();
-            match self.engine.plan_write(at, u64::from(len), &mut p)? {
+            match self.engine.try_plan_write(at, u64::from(len), &mut p)? {
                 Some(g) => {
                     Self::convert(&p, out)?;
                     Ok(Some(g))
@@ -215,7 +255,7 @@ impl Backend for RemapBackend {
     fn slow_write(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         let len = u32::try_from(buf.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let at = self.window(offset, len)?;
-        if fua { self.engine.write_at_fua(buf, at) } else { self.engine.write_at(buf, at) }
+        self.engine.try_write_at(buf, at, fua)
     }
     fn watch(&self) {
         // The benchmark knob off: no lease poll, state check or re-validation at all.
@@ -273,6 +313,45 @@ impl Backend for RemapBackend {
         self.engine.synced(sync_target(target), ticket, for_fua);
     }
     fn flush(&self) -> io::Result<()> {
+        // At shutdown: discards still running on their threads finish first (bounded).
+        let (count, cv) = &*self.discards;
+        if let Ok(n) = count.lock() {
+            let _ = cv.wait_timeout_while(n, DISCARD_DRAIN, |n| *n > 0);
+        }
         ByteSink::flush(&self.engine)
+    }
+    fn discard_granularity(&self) -> Option<u32> {
+        self.discard
+    }
+    fn discard_off_thread(&self, offset: u64, len: u64, zero: bool) -> Option<io::Result<OwnedFd>> {
+        Some(self.start_discard(offset, len, zero))
+    }
+}
+
+impl RemapBackend {
+    /// Run the engine's discard (or zeroing) of device bytes `offset..offset + len` on a thread
+    /// of its own; the result (`i32`, 0 or `-errno`) is written to the returned pipe.
+    fn start_discard(&self, offset: u64, len: u64, zero: bool) -> io::Result<OwnedFd> {
+        if self.discard.is_none() {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
+        let start = match offset.checked_add(len) {
+            Some(end) if end <= self.size => self.base + offset,
+            _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        };
+        let (rx, tx) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let engine = self.engine.clone();
+        let running = Running::new(&self.discards);
+        std::thread::Builder::new().name("loopkit-discard".into()).spawn(move || {
+            let _running = running;
+            let r = if zero { engine.zero_range(start..start + len) } else { engine.discard(start..start + len) };
+            let res: i32 = match r {
+                Ok(()) => 0,
+                Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+            };
+            // A pipe write of 4 bytes is atomic; the reader gets EOF if this fails.
+            let _ = rustix::io::write(&tx, &res.to_ne_bytes());
+        })?;
+        Ok(rx)
     }
 }

@@ -672,9 +672,18 @@ async fn handle<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, buf: &mu
     segs.clear();
     match op {
         sys::UBLK_IO_OP_READ => {
-            let guard = match b.plan_read(offset, len, segs) {
-                Ok(g) => g,
-                Err(e) => return errno(&e),
+            let guard = loop {
+                match b.plan_read(offset, len, segs) {
+                    Ok(g) => break g,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        segs.clear();
+                        let r = pause(q).await;
+                        if r < 0 {
+                            return r;
+                        }
+                    }
+                    Err(e) => return errno(&e),
+                }
             };
             let r = run_segs(q, s, segs, buf, false, 0).await;
             drop(guard);
@@ -693,7 +702,19 @@ async fn handle<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, buf: &mu
                 c.cipher.encrypt_sectors(c.iv_offset_sectors + offset / 512, &mut m[..len as usize]);
             }
             let fua = flags & sys::UBLK_IO_F_FUA != 0;
-            match b.plan_write(offset, len, segs) {
+            let planned = loop {
+                match b.plan_write(offset, len, segs) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        segs.clear();
+                        let r = pause(q).await;
+                        if r < 0 {
+                            return r;
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            match planned {
                 Ok(Some(guard)) => {
                     if fua {
                         // What the FUA data depends on (the image's block allocations) first.
@@ -722,6 +743,14 @@ async fn handle<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, buf: &mu
             else {
                 return -libc::EINVAL;
             };
+            let zero = op == sys::UBLK_IO_OP_WRITE_ZEROES && flags & sys::UBLK_IO_F_NOUNMAP != 0;
+            if let Some(started) = b.discard_off_thread(o, l, zero) {
+                s.wrote.store(true, Ordering::Release);
+                return match started {
+                    Ok(done) => wait_for_result(q, &done).await,
+                    Err(e) => errno(&e),
+                };
+            }
             let at = match b.plan_discard(o, l) {
                 Ok(at) => at,
                 Err(e) => return errno(&e),
@@ -729,7 +758,7 @@ async fn handle<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, buf: &mu
             s.wrote.store(true, Ordering::Release);
             // Punch: the range reads as zeros and its blocks go back to the file system; a
             // WRITE_ZEROES that must not unmap zeroes the range in place instead.
-            let mode = if op == sys::UBLK_IO_OP_WRITE_ZEROES && flags & sys::UBLK_IO_F_NOUNMAP != 0 {
+            let mode = if zero {
                 libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
             } else {
                 libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
@@ -744,6 +773,37 @@ async fn handle<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, buf: &mu
             sync_targets(q, s, &targets, false).await
         }
         _ => -libc::EOPNOTSUPP,
+    }
+}
+
+/// How long a request waits before it plans again when another request holds part of its range
+/// (a `static`: the kernel reads it, and nothing on a task's stack may be pointed at by an
+/// operation that can outlive the task at shutdown).
+static RETRY_PAUSE: types::Timespec = types::Timespec::new().sec(0).nsec(200_000);
+
+/// Wait [`RETRY_PAUSE`] without blocking the queue thread (an io_uring timeout); 0 or `-errno`.
+async fn pause(q: &UblkQueue<'_>) -> i32 {
+    let sqe = opcode::Timeout::new(&RETRY_PAUSE).build();
+    match q.ublk_submit_sqe(sqe).await {
+        r if r == -libc::ETIME || r >= 0 => 0,
+        r => r,
+    }
+}
+
+/// Wait, without blocking the queue thread, for the result a discard thread writes to `done`
+/// (an `i32`, 0 or `-errno`): an io_uring poll (no buffer in flight), then a plain read of what
+/// is there; `-EIO` if the thread ended without a result.
+async fn wait_for_result(q: &UblkQueue<'_>, done: &OwnedFd) -> i32 {
+    let sqe = opcode::PollAdd::new(types::Fd(done.as_raw_fd()), libc::POLLIN as u32).build();
+    let r = q.ublk_submit_sqe(sqe).await;
+    if r < 0 {
+        return r;
+    }
+    let mut res = [0u8; 4];
+    match rustix::io::read(done, &mut res) {
+        Ok(4) => i32::from_ne_bytes(res).min(0),
+        Ok(_) => -libc::EIO,
+        Err(e) => -e.raw_os_error(),
     }
 }
 
@@ -916,9 +976,17 @@ async fn slow_write<B: Backend>(
             v
         }
     };
-    match s.backend.slow_write(&data, offset, fua) {
-        Ok(()) => 0,
-        Err(e) => errno(&e),
+    loop {
+        match s.backend.slow_write(&data, offset, fua) {
+            Ok(()) => return 0,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let r = pause(q).await;
+                if r < 0 {
+                    return r;
+                }
+            }
+            Err(e) => return errno(&e),
+        }
     }
 }
 

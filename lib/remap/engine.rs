@@ -110,6 +110,20 @@ enum Written {
     File,
 }
 
+/// What a plan or a file-path write does when part of its range is held by a file-path write
+/// or a discard: wait for it (threads that hold no guard), or fail at once with `WouldBlock`
+/// and hold nothing (a ublk queue thread, whose own requests' guards a discard may be waiting
+/// for: it must go on completing them, and retries later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Block,
+    NoWait,
+}
+
+fn would_block() -> io::Error {
+    io::Error::from(io::ErrorKind::WouldBlock)
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         // The I/O has completed (or failed): a sync that starts from now on covers it.
@@ -629,8 +643,22 @@ impl Engine {
     /// # Errors
     /// `InvalidInput` past the end; a FIEMAP error while filling the map.
     pub fn plan_read(&self, offset: u64, len: u64, out: &mut Vec<Piece>) -> io::Result<Guard> {
+        self.plan_read_with(offset, len, out, Wait::Block)
+    }
+
+    /// [`Engine::plan_read`] that never waits: `WouldBlock` (nothing planned, nothing held) while
+    /// a file-path write or a discard holds part of the range. For threads that must not block
+    /// while their own guards are outstanding (a ublk queue thread); retry later.
+    ///
+    /// # Errors
+    /// As [`Engine::plan_read`], and `WouldBlock`.
+    pub fn try_plan_read(&self, offset: u64, len: u64, out: &mut Vec<Piece>) -> io::Result<Guard> {
+        self.plan_read_with(offset, len, out, Wait::NoWait)
+    }
+
+    fn plan_read_with(&self, offset: u64, len: u64, out: &mut Vec<Piece>, wait: Wait) -> io::Result<Guard> {
         check_range(self.inner.size, offset, len)?;
-        let guard = self.inner.enter_not_busy(offset..offset + len);
+        let guard = self.inner.enter_not_busy(offset..offset + len, wait)?;
         if !self.inner.remap_on.load(Ordering::SeqCst) {
             out.push(Piece::File { offset, len });
             return Ok(guard);
@@ -646,6 +674,18 @@ impl Engine {
     /// # Errors
     /// `InvalidInput` past the end; `EROFS` on a read-only engine; a FIEMAP error.
     pub fn plan_write(&self, offset: u64, len: u64, out: &mut Vec<Piece>) -> io::Result<Option<Guard>> {
+        self.plan_write_with(offset, len, out, Wait::Block)
+    }
+
+    /// [`Engine::plan_write`] that never waits (see [`Engine::try_plan_read`]).
+    ///
+    /// # Errors
+    /// As [`Engine::plan_write`], and `WouldBlock`.
+    pub fn try_plan_write(&self, offset: u64, len: u64, out: &mut Vec<Piece>) -> io::Result<Option<Guard>> {
+        self.plan_write_with(offset, len, out, Wait::NoWait)
+    }
+
+    fn plan_write_with(&self, offset: u64, len: u64, out: &mut Vec<Piece>, wait: Wait) -> io::Result<Option<Guard>> {
         self.inner.check_writable()?;
         check_range(self.inner.size, offset, len)?;
         if !self.inner.aligned(offset, len) {
@@ -662,7 +702,7 @@ impl Engine {
             }
         }
         // Entered before remapping is looked at: a stop waits for this guard.
-        let mut guard = self.inner.enter_not_busy(offset..offset + len);
+        let mut guard = self.inner.enter_not_busy(offset..offset + len, wait)?;
         if !self.inner.remap_on.load(Ordering::SeqCst) {
             guard.writes = Some(Written::File);
             out.push(Piece::File { offset, len });
@@ -686,7 +726,28 @@ impl Engine {
     /// # Errors
     /// As [`ByteSink::write_at`].
     pub fn write_at_fua(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write(buf, offset, true)
+        self.inner.write(buf, offset, true, Wait::Block)
+    }
+
+    /// A write (with FUA semantics if `fua`) that never waits for a file-path write or a
+    /// discard holding part of its range: `WouldBlock` with nothing written (see
+    /// [`Engine::try_plan_read`]).
+    ///
+    /// # Errors
+    /// As [`ByteSink::write_at`], and `WouldBlock`.
+    pub fn try_write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        self.inner.write(buf, offset, fua, Wait::NoWait)
+    }
+
+    /// Zero `range` without giving its blocks back where the file system can
+    /// (`FALLOC_FL_ZERO_RANGE`: the blocks stay allocated, unwritten), as a discard does
+    /// otherwise; then it reads as zeros. May wait for raw I/O in flight, so it must not be
+    /// called by a thread that holds a [`Guard`].
+    ///
+    /// # Errors
+    /// As [`ByteSink::discard`].
+    pub fn zero_range(&self, range: Range<u64>) -> io::Result<()> {
+        self.inner.discard(range, true)
     }
 
     /// Flush, drop the file's cached pages, update mtime if anything was written, release the
@@ -901,13 +962,16 @@ impl Inner {
     /// A guard taken while no file-path write or discard holds any part of `r` (readers never
     /// see a half-filled hole; nobody plans from a map a discard is changing). The guard is not
     /// held while waiting, so a discard waiting for earlier guards cannot wait for this one.
-    fn enter_not_busy(self: &Arc<Self>, r: Range<u64>) -> Guard {
+    fn enter_not_busy(self: &Arc<Self>, r: Range<u64>, wait: Wait) -> io::Result<Guard> {
         loop {
             let g = self.enter(None);
             if !self.is_busy(r.clone()) {
-                return g;
+                return Ok(g);
             }
             drop(g);
+            if wait == Wait::NoWait {
+                return Err(would_block());
+            }
             self.wait_not_busy(r.clone());
         }
     }
@@ -977,9 +1041,12 @@ impl Inner {
     }
 
     /// Take the interval lock on `r`.
-    fn lock_range(&self, r: Range<u64>) -> io::Result<BusyGuard<'_>> {
+    fn lock_range(&self, r: Range<u64>, wait: Wait) -> io::Result<BusyGuard<'_>> {
         let mut g = self.busy.lock().map_err(|_| io::Error::other("engine lock poisoned"))?;
         while g.iter().any(|b| b.start < r.end && r.start < b.end) {
+            if wait == Wait::NoWait {
+                return Err(would_block());
+            }
             g = self.busy_cv.wait(g).map_err(|_| io::Error::other("engine lock poisoned"))?;
         }
         g.push(r.clone());
@@ -1086,10 +1153,10 @@ impl Inner {
         Ok(())
     }
 
-    fn write(self: &Arc<Self>, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+    fn write(self: &Arc<Self>, buf: &[u8], offset: u64, fua: bool, wait: Wait) -> io::Result<()> {
         let mut pieces = Vec::new();
         let engine = Engine { inner: Arc::clone(self) };
-        if let Some(_g) = engine.plan_write(offset, buf.len() as u64, &mut pieces)? {
+        if let Some(_g) = engine.plan_write_with(offset, buf.len() as u64, &mut pieces, wait)? {
             if fua && pieces.iter().any(|p| matches!(p, Piece::Device { .. })) {
                 // A raw FUA write over blocks a file-path write allocated: that allocation must
                 // be committed before the FUA write completes.
@@ -1114,17 +1181,17 @@ impl Inner {
             }
             return Ok(());
         }
-        self.slow_write(buf, offset, fua)
+        self.slow_write(buf, offset, fua, wait)
     }
 
     /// A write through the file system (holes, unwritten, shared, unaligned), then the written
     /// range is re-mapped.
-    fn slow_write(self: &Arc<Self>, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+    fn slow_write(self: &Arc<Self>, buf: &[u8], offset: u64, fua: bool, wait: Wait) -> io::Result<()> {
         let a = self.align as u64;
         let start = offset / a * a;
         let end = (offset + buf.len() as u64).div_ceil(a) * a;
         // The interval lock first, the guard after: a discard holding the lock waits for guards.
-        let _busy = self.lock_range(start..end)?;
+        let _busy = self.lock_range(start..end, wait)?;
         let _g = self.enter(None);
         self.wrote.store(true, Ordering::Relaxed);
         let written = if start == offset && end == offset + buf.len() as u64 {
@@ -1193,7 +1260,8 @@ impl Inner {
         Ok(())
     }
 
-    fn discard(self: &Arc<Self>, range: Range<u64>) -> io::Result<()> {
+    /// Punch `range` (or, with `zero`, zero it in place: `FALLOC_FL_ZERO_RANGE`).
+    fn discard(self: &Arc<Self>, range: Range<u64>, zero: bool) -> io::Result<()> {
         self.check_writable()?;
         check_range(self.size, range.start, range.end.saturating_sub(range.start))?;
         if range.is_empty() {
@@ -1202,7 +1270,7 @@ impl Inner {
         let a = self.align as u64;
         // Whole blocks are punched; partial blocks at the ends are written with zeros.
         let (s, t) = (range.start.div_ceil(a) * a, range.end / a * a);
-        let busy = self.lock_range(range.start / a * a..range.end.div_ceil(a) * a)?;
+        let busy = self.lock_range(range.start / a * a..range.end.div_ceil(a) * a, Wait::Block)?;
         self.wrote.store(true, Ordering::Relaxed);
         if s < t {
             // Plans made before the interval lock (possibly from the old map) finish first.
@@ -1213,7 +1281,8 @@ impl Inner {
             // range is forgotten before the punch (a plan meanwhile waits for the lock, then finds
             // the range unknown and asks FIEMAP again) and re-mapped before the lock is dropped.
             self.map.write().map_err(|_| io::Error::other("map lock poisoned"))?.forget(s..t);
-            let punched = rustix::fs::fallocate(&self.file, F::PUNCH_HOLE | F::KEEP_SIZE, s, t - s).map_err(errno);
+            let mode = if zero { F::ZERO_RANGE | F::KEEP_SIZE } else { F::PUNCH_HOLE | F::KEEP_SIZE };
+            let punched = rustix::fs::fallocate(&self.file, mode, s, t - s).map_err(errno);
             self.file_gen.completed();
             punched?;
             if self.remap_on.load(Ordering::SeqCst) {
@@ -1224,7 +1293,7 @@ impl Inner {
         drop(busy);
         for r in [range.start..s.min(range.end), t.max(range.start).max(s)..range.end] {
             if r.start < r.end {
-                self.slow_write(&vec![0u8; (r.end - r.start) as usize], r.start, false)?;
+                self.slow_write(&vec![0u8; (r.end - r.start) as usize], r.start, false, Wait::Block)?;
             }
         }
         Ok(())
@@ -1398,7 +1467,7 @@ impl ByteSource for Engine {
 
 impl ByteSink for Engine {
     fn write_at(&self, buf: &[u8], offset_bytes: u64) -> io::Result<()> {
-        self.inner.write(buf, offset_bytes, false)
+        self.inner.write(buf, offset_bytes, false, Wait::Block)
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -1406,7 +1475,7 @@ impl ByteSink for Engine {
     }
 
     fn discard(&self, range: Range<u64>) -> io::Result<()> {
-        self.inner.discard(range)
+        self.inner.discard(range, false)
     }
 }
 
