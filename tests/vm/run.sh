@@ -26,9 +26,9 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 
-usage() { echo "usage: $0 [-w JOBDIR] [-d DISK]... [-r DISK]... [-k DISK]... [-t SECS] [-m MIB] [-c CPUS] SCRIPT" >&2; exit 4; }
-job="" timeout_s=300 mem=1024 cpus=1 drives="" drives4k="" n4k=0
-while getopts w:d:r:k:t:m:c: opt; do
+usage() { echo "usage: $0 [-w JOBDIR] [-d DISK]... [-r DISK]... [-k DISK]... [-t SECS] [-m MIB] [-c CPUS] [-a KERNEL-ARGS] SCRIPT" >&2; exit 4; }
+job="" timeout_s=300 mem=1024 cpus=1 drives="" drives4k="" n4k=0 kargs=""
+while getopts w:d:r:k:t:m:c:a: opt; do
     case $opt in
     w) job=$OPTARG ;;
     d | r)
@@ -51,6 +51,7 @@ virtio-blk-pci,drive=k4n$n4k,logical_block_size=4096,physical_block_size=4096" ;
     t) timeout_s=$OPTARG ;;
     m) mem=$OPTARG ;;
     c) cpus=$OPTARG ;;
+    a) kargs=" $OPTARG" ;;
     *) usage ;;
     esac
 done
@@ -98,7 +99,7 @@ timeout -k 10 "$timeout_s" "$qemu" \
     -no-user-config -nodefaults -display none -no-reboot \
     -serial "file:$job/console.log" \
     -kernel "$VM_KERNEL" -initrd "$VM_INITRD" \
-    -append "console=ttyS0 quiet panic=-1 oops=panic vm.modroot=$VM_MODROOT" \
+    -append "console=ttyS0 quiet panic=-1 oops=panic vm.modroot=$VM_MODROOT$kargs" \
     -device virtio-rng-pci \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
     -virtfs "local,path=$job,mount_tag=work,security_model=none,multidevs=remap" \
