@@ -1,7 +1,7 @@
 #!/bin/sh
 # Boot loopkit's test VM and run one guest script in it (see docs/TESTING.md, "Real-kernel tests").
 #
-#   tests/vm/run.sh [-w JOBDIR] [-d DISK]... [-r DISK]... [-k DISK]... [-t SECONDS] [-m MIB] [-c CPUS] SCRIPT
+#   tests/vm/run.sh [-w JOBDIR] [-d DISK]... [-r DISK]... [-k DISK]... [-t SECONDS] [-m MIB] [-c CPUS] [-a ARGS] SCRIPT
 #
 #   SCRIPT   shell script, run in the guest by bash -euo pipefail in a chroot of the host's root
 #            (read-only), cwd /run/vm = JOBDIR (writable), with DM_DISABLE_UDEV=1, VM_SHARE,
@@ -12,6 +12,7 @@
 #            after every -d/-r disk (find one by /sys/block/vdX/queue/logical_block_size)
 #   -w DIR   job directory (the guest's /run/vm); default: a new directory under /tmp
 #   -t SECS  kill the VM after this long (default 300)
+#   -a ARGS  more kernel command-line parameters (e.g. bdev_allow_write_mounted=0)
 #
 # The kernel and initramfs come from tests/vm/prepare.sh, or from VM_KERNEL, VM_INITRD and
 # VM_MODROOT in the environment when all three are set.
