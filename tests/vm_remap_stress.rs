@@ -635,7 +635,8 @@ fn run_restricted(suite: &'static str) -> Boot {
 /// kernel refuses `dd of=/dev/vda` and any open for writing of the mounted disk with `EBUSY`,
 /// while reading stays allowed; `attach --remap` then serves through the file, its notes and log
 /// saying `remap.device-write-refused`; everything written through the device is in the file
-/// after detach, sha256 through the file system, and no other file changed) or a file system
+/// after detach, sha256 through the file system, and no other file changed; `--read-only`, whose
+/// device open the kernel allows, still remaps and reads the file's bytes) or a file system
 /// name (`dax=always` on emulated pmem: `attach --remap` is refused with `remap.dax-file` and
 /// serves through the file).
 fn restricted_row(row: &'static str, suite: &'static str) -> TestResult {
@@ -686,6 +687,10 @@ fn restricted_row(row: &'static str, suite: &'static str) -> TestResult {
         check(get("wm-rc") == "0", format!("server exit {}", get("wm-rc")));
         check(get("wm-data") == "ok", format!("the image after detach: {}", get("wm-data")));
         check(get("wm-others").starts_with("ok "), format!("other files: {}", get("wm-others")));
+        check(get("wm-ro-mode") == "remap", format!("attach --remap --read-only mode: {}", get("wm-ro-mode")));
+        check(get("wm-ro-list") == "active", format!("--read-only --list remap: {}", get("wm-ro-list")));
+        check(get("wm-ro-read") == "ok", format!("the device read read-only: {}", get("wm-ro-read")));
+        check(get("wm-ro-rc") == "0", format!("read-only server exit {}", get("wm-ro-rc")));
         eprintln!("vm_remap_stress write-mounted on {kernel}: dd {dd}; notes {notes}");
     } else {
         let fs = row;

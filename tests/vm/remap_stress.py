@@ -1207,6 +1207,15 @@ def write_mounted(disk):
     out("wm-log", " ".join(open(a.errp).read().split())[-400:])
     want = hashlib.sha256(bytes(data)).hexdigest()
     out("wm-data", "ok" if sha(IMG) == want else "differs")
+    # Read-only, the device is opened read-only, which the kernel still allows: remapped, and
+    # what the device reads is the file.
+    a = Attach("wm-ro", IMG, ("--read-only",))
+    out("wm-ro-mode", a.info.get("mode"))
+    out("wm-ro-list", a.state())
+    with open(a.dev, "rb") as f:
+        got = hashlib.sha256(f.read()).hexdigest()
+    out("wm-ro-read", "ok" if got == want else "differs")
+    out("wm-ro-rc", a.detach())
     other_files_check("wm", {p: h for p, h in before.items() if p != IMG}, {})
 
 
