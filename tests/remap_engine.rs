@@ -9,11 +9,13 @@ use crate::extents::pattern;
 use crate::mounts::{self, Mounted};
 use crate::util::{TestResult, python, python_missing, run_ok, skip, trial};
 use libtest_mimic::{Completion, Failed, Trial};
+use loopkit::remap::engine::{OpenHook, OpenPhase};
 use loopkit::remap::{Engine, Options};
 use loopkit::source::{ByteSink, ByteSource};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 pub fn trials() -> Vec<Trial> {
     vec![
@@ -29,6 +31,8 @@ pub fn trials() -> Vec<Trial> {
         trial("remap_engine::dedupe_through_an_scm_rights_descriptor_is_caught_by_revalidation", scm_rights_dedupe),
         trial("remap_engine::a_raw_fua_write_after_a_hole_fill_syncs_the_image_first", fua_after_hole_fill),
         trial("remap_engine::discard_never_leaves_a_raw_plan_over_punched_blocks", discard_vs_plan_write),
+        trial("remap_engine::a_change_between_preflight_and_the_lease_refuses_remap", changed_before_lease),
+        trial("remap_engine::a_change_after_the_lease_breaks_it_or_is_caught_by_the_recheck", changed_after_lease),
         trial("remap_engine::a_discard_waiting_for_a_guard_never_blocks_its_holder", discard_vs_guard_holder),
     ]
 }
@@ -799,6 +803,178 @@ fn discard_vs_plan_write() -> TestResult {
         ensure!(bad.is_empty(), "{}: {} bad plans, first: {}", m.fs, bad.len(), bad[0]);
         ensure!(checked.load(SeqCst) > 0, "{}: no raw plan was ever checked", m.fs);
         e.close().map_err(|err| format!("close: {err}"))?;
+    }
+    Ok(Completion::Completed)
+}
+
+/// `Engine::open` of `img` with `change` (a shell command line, run by `sh -c` as another
+/// process) run at `phase` of the open; returns the refusal's text (`None`: it opened, and was
+/// closed again), what the command printed (with its exit status) and how long it took.
+fn open_changing(img: &Path, phase: OpenPhase, change: &str) -> (Option<String>, String, std::time::Duration) {
+    let said = Arc::new(Mutex::new((String::new(), std::time::Duration::ZERO)));
+    let (cmd, out) = (change.to_string(), said.clone());
+    let hook = OpenHook(Arc::new(move |at| {
+        if at != phase {
+            return;
+        }
+        let t = std::time::Instant::now();
+        let r = Command::new("timeout").args(["60", "sh", "-c", &cmd]).output();
+        let text = match r {
+            Ok(o) => {
+                format!("{} {}{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+            }
+            Err(e) => format!("cannot run: {e}"),
+        };
+        if let Ok(mut g) = out.lock() {
+            *g = (text.trim().to_string(), t.elapsed());
+        }
+    }));
+    let opts = Options { open_hook: Some(hook), ..Options::default() };
+    let refused = match Engine::open(img, &opts) {
+        Ok((e, _)) => {
+            let _ = e.close();
+            None
+        }
+        Err(err) => Some(err.to_string()),
+    };
+    let (text, took) = said.lock().map(|g| g.clone()).unwrap_or_default();
+    (refused, text, took)
+}
+
+/// Clear inode flags a case set (quietly: the image may not exist yet).
+fn unflag(img: &Path, flags: &str) {
+    let _ = Command::new("chattr").arg(flags).arg(img).stderr(std::process::Stdio::null()).status();
+}
+
+fn flags_of(img: &Path) -> Result<String, Failed> {
+    let out = run_ok(Command::new("lsattr").arg(img))?;
+    Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string())
+}
+
+/// The contract row "size or inode flags changed between preflight and the lease": another
+/// process grows or shrinks the image (path `truncate`) or sets an inode flag (`chattr`:
+/// append-only, which preflight does not refuse but raw writes would bypass, and the DAX flag,
+/// which it refuses) exactly between the first preflight and `F_SETLEASE` (the engine's open
+/// seam). The engine must refuse with `remap.changed-before-lease` (and for DAX also with
+/// `remap.dax-file`) and hold no lease afterwards (`/proc/locks`); the file system (`stat`,
+/// `lsattr`) confirms the change really happened. Unchanged, the same open succeeds.
+fn changed_before_lease() -> TestResult {
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    if let Some(t) = ["chattr", "lsattr", "truncate"].into_iter().find(|t| !crate::util::have(t)) {
+        return skip(format!("missing tool: {t}"));
+    }
+    for m in &mounts {
+        let img = m.path("changing.img");
+        let q = crate::vm::sh_quote(&img.to_string_lossy());
+        let cases: [(&str, String, &[&str], &str); 5] = [
+            ("nothing", "true".into(), &[], ""),
+            ("grow", format!("truncate -s 17M {q}"), &["remap.changed-before-lease"], ""),
+            ("shrink", format!("truncate -s 15M {q}"), &["remap.changed-before-lease"], ""),
+            ("append-only", format!("chattr +a {q}"), &["remap.changed-before-lease"], "a"),
+            ("dax flag", format!("chattr +x {q}"), &["remap.changed-before-lease", "remap.dax-file"], "x"),
+        ];
+        for (what, cmd, codes, flag) in cases {
+            unflag(&img, "-ax");
+            let _ = std::fs::remove_file(&img);
+            make_mixed(&img)?;
+            let (refused, said, _) = open_changing(&img, OpenPhase::BeforeLease, &cmd);
+            ensure!(said.starts_with("exit status: 0"), "{} {what}: the change failed: {said}", m.fs);
+            let len = std::fs::metadata(&img).map_err(|e| format!("stat: {e}"))?.len();
+            let flags = flags_of(&img)?;
+            unflag(&img, "-ax");
+            match what {
+                "grow" => ensure!(len == 17 * MIB, "{} {what}: size {len}", m.fs),
+                "shrink" => ensure!(len == 15 * MIB, "{} {what}: size {len}", m.fs),
+                _ => ensure!(flag.is_empty() || flags.contains(flag), "{} {what}: lsattr says {flags}", m.fs),
+            }
+            if codes.is_empty() {
+                ensure!(refused.is_none(), "{} unchanged: refused: {refused:?}", m.fs);
+                continue;
+            }
+            let Some(text) = refused else {
+                return crate::util::fail(format!(
+                    "{} {what} between preflight and the lease: the engine opened",
+                    m.fs
+                ));
+            };
+            for code in codes {
+                ensure!(text.contains(code), "{} {what}: refused without {code}: {text}", m.fs);
+            }
+            ensure!(!lease_listed(&img)?, "{} {what}: a lease is still held after the refusal", m.fs);
+        }
+        let _ = std::fs::remove_file(&img);
+    }
+    Ok(Completion::Completed)
+}
+
+/// The same changes once the lease is held: the other process's truncate (by path) or `chattr`
+/// (which opens the file) breaks the lease; the engine answers the break at once (the other
+/// process is not held for `lease-break-time`) and then refuses (`remap.changed-before-lease`
+/// from the re-check, or `remap.lease-lost`). After `open` returned, the same `chattr` stops
+/// remapping (`remap.lease-broken`/`remap.lease-lost`), and the engine's later writes go
+/// through the file, not to the device (its counters).
+fn changed_after_lease() -> TestResult {
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    if let Some(t) = ["chattr", "python3"].into_iter().find(|t| !crate::util::have(t)) {
+        return skip(format!("missing tool: {t}"));
+    }
+    let quick = std::time::Duration::from_secs(5);
+    for m in &mounts {
+        let img = m.path("changing.img");
+        let q = crate::vm::sh_quote(&img.to_string_lossy());
+        // Blocking calls, as most programs make them (coreutils `truncate` and `chattr` open with
+        // `O_NONBLOCK` and give up with `EAGAIN` on a leased file, after starting the break):
+        // truncate(2) by path, and an open that waits before `chattr` sets the flag.
+        let truncate = format!("python3 -c 'import os, sys; os.truncate(sys.argv[1], 17 << 20)' {q}");
+        let opener = format!("python3 -c 'import os, sys; os.close(os.open(sys.argv[1], os.O_RDONLY))' {q}");
+        let chattr = format!("{opener} && chattr +a {q}");
+        for (what, cmd) in [("grow", truncate), ("append-only", chattr.clone())] {
+            unflag(&img, "-a");
+            let _ = std::fs::remove_file(&img);
+            make_mixed(&img)?;
+            let (refused, said, took) = open_changing(&img, OpenPhase::AfterLease, &cmd);
+            unflag(&img, "-a");
+            ensure!(said.starts_with("exit status: 0"), "{} {what}: the change failed: {said}", m.fs);
+            ensure!(took < quick, "{} {what}: the other process waited {took:?} for the lease", m.fs);
+            let Some(text) = refused else {
+                return crate::util::fail(format!("{} {what} after the lease: the engine opened", m.fs));
+            };
+            ensure!(
+                text.contains("remap.changed-before-lease") || text.contains("remap.lease-lost"),
+                "{} {what}: refused for another reason: {text}",
+                m.fs
+            );
+            ensure!(!lease_listed(&img)?, "{} {what}: a lease is still held after the refusal", m.fs);
+        }
+        // Once open: the change breaks the lease; nothing goes raw afterwards.
+        let _ = std::fs::remove_file(&img);
+        make_mixed(&img)?;
+        let e = open_engine(&img)?;
+        ensure!(e.state().remapping, "{}: not remapping after open", m.fs);
+        let t = std::time::Instant::now();
+        run_ok(Command::new("timeout").args(["60", "sh", "-c", &chattr]))?;
+        let took = t.elapsed();
+        let st = e.state();
+        let raw_before = e.stats().device_written.load(std::sync::atomic::Ordering::SeqCst);
+        // Whatever the kernel makes of it through the file (an old descriptor may still write).
+        let _ = e.write_at(&pattern(77, 4096), MIB);
+        let raw_after = e.stats().device_written.load(std::sync::atomic::Ordering::SeqCst);
+        unflag(&img, "-a");
+        ensure!(took < quick, "{}: chattr waited {took:?} for the lease", m.fs);
+        ensure!(
+            !st.remapping && matches!(st.stopped_code, Some("remap.lease-broken") | Some("remap.lease-lost")),
+            "{}: after chattr +a on the open image: {st:?}",
+            m.fs
+        );
+        ensure!(raw_after == raw_before, "{}: a write after the break went to the device", m.fs);
+        let _ = e.close();
+        let _ = std::fs::remove_file(&img);
     }
     Ok(Completion::Completed)
 }

@@ -87,6 +87,8 @@ pub struct VmJob<'a> {
     /// Debian suite whose kernel boots ([`TRIXIE`], [`BACKPORTS`]); `None` means
     /// `$LOOPKIT_VM_SUITE` or trixie.
     pub suite: Option<&'static str>,
+    /// More kernel command-line parameters (space-separated), e.g. `bdev_allow_write_mounted=0`.
+    pub kernel_args: &'a str,
 }
 
 /// Debian 13's kernel (6.12: ublk without zero copy).
@@ -363,6 +365,9 @@ fn run_once(job: &VmJob, prep: &Prepared) -> Attempt {
         .arg(mem.to_string())
         .arg("-c")
         .arg(job.cpus.max(1).to_string());
+    if !job.kernel_args.is_empty() {
+        cmd.arg("-a").arg(job.kernel_args);
+    }
     for d in job.disks {
         cmd.arg(if d.native_4k {
             "-k"

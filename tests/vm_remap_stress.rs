@@ -55,6 +55,7 @@ const ROWS: &[(&str, &[&str])] = &[
     ("hidden_descriptor_dedupe_into_the_image", &["dedupe-hidden-fd"]),
     ("swapon", &["swapon"]),
     ("online_grow", &["grow"]),
+    ("online_shrink", &["shrink"]),
 ];
 
 /// Seconds of the short stress (half on ext4, half on XFS) that CI runs.
@@ -82,6 +83,18 @@ pub fn trials() -> Vec<Trial> {
             }
         }
     }
+    // One boot per kernel with writes to mounted block devices forbidden and emulated pmem.
+    for &(kname, suite) in KERNELS {
+        v.push(Trial::ignorable_test(
+            format!("vm_remap_stress::writes_to_the_mounted_device_forbidden_on_{kname}"),
+            move || restricted_row("write-mounted", suite),
+        ));
+        for &fs in FILESYSTEMS {
+            v.push(Trial::ignorable_test(format!("vm_remap_stress::dax_mount_refused_on_{fs}_{kname}"), move || {
+                restricted_row(fs, suite)
+            }));
+        }
+    }
     // The short stress runs in CI; the long one (LOOPKIT_STRESS_SECS, default 600 s) is declared
     // ignored only for its length (run it with `--ignored`).
     for &(kname, suite) in KERNELS {
@@ -107,9 +120,9 @@ type Boot = Result<Arc<Ran>, Result<Unavailable, String>>;
 
 fn tools_missing(fs: &str) -> Option<String> {
     let tools: &[&str] = if fs == "ext4" {
-        &["mkfs.ext4", "e4defrag", "resize2fs", "mkswap", "swapon", "dmsetup"]
+        &["mkfs.ext4", "e4defrag", "resize2fs", "dumpe2fs", "mkswap", "swapon", "dmsetup", "filefrag"]
     } else {
-        &["mkfs.xfs", "xfs_fsr", "xfs_growfs", "mkswap", "swapon", "dmsetup"]
+        &["mkfs.xfs", "xfs_fsr", "xfs_growfs", "xfs_info", "mkswap", "swapon", "dmsetup", "filefrag"]
     };
     tools.iter().find(|t| !util::have(t)).map(|t| format!("{t} not installed")).or_else(util::python_missing)
 }
@@ -197,6 +210,30 @@ fn run_contract(fs: &'static str, suite: &'static str) -> Boot {
     Ok(Arc::new(Ran { stdout: out.stdout.clone(), transcript: out.transcript(), elapsed: out.elapsed }))
 }
 
+/// What the kernel must have done with the online shrink (remap_stress.py `shrink`, its
+/// `shrink-kv` line: `tool` resize2fs's or the first xfs_growfs's exit status, block counts from
+/// the superblock before (`was`), between (`mid`) and after (`now`)). ext4: resize2fs refuses,
+/// and so does the kernel itself (`EXT4_IOC_RESIZE_FS` → `EINVAL`, `ext4_resize_fs` in
+/// fs/ext4/resize.c), the block count unchanged. XFS: 1 MiB (256 blocks) of free tail goes
+/// (`xfs_ag_shrink_space`); a shrink by more than the last AG (`ag` blocks) either fails with the
+/// size unchanged or, on a kernel that can remove whole empty AGs, shrinks by exactly that much.
+fn shrink_ok(fs: &str, kv: &str) -> bool {
+    let v = |k: &str| -> Option<i64> {
+        kv.split_whitespace().find_map(|f| f.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
+    };
+    let ioctl = kv.split_whitespace().find_map(|f| f.strip_prefix("ioctl="));
+    match (fs, v("tool"), v("was"), v("mid"), v("now")) {
+        ("ext4", Some(tool), Some(was), Some(mid), Some(now)) => {
+            tool != 0 && ioctl == Some("EINVAL") && was == mid && mid == now
+        }
+        (_, Some(0), Some(was), Some(mid), Some(now)) => {
+            let (Some(across), Some(ag)) = (v("across"), v("ag")) else { return false };
+            mid == was - 256 && if across == 0 { now == mid - ag - 256 } else { now == mid }
+        }
+        _ => false,
+    }
+}
+
 fn contract_row(row: &str, fs: &'static str, suite: &'static str) -> TestResult {
     if let Some(why) = tools_missing(fs) {
         return util::skip(why);
@@ -251,6 +288,14 @@ fn contract_row(row: &str, fs: &'static str, suite: &'static str) -> TestResult 
             check(after == "active", format!("a grow moves no data, yet attach stopped remapping: {after}"));
             let fin = get(op, "final-state");
             check(fin == "active", format!("remapping stopped while the grown file system was rewritten: {fin}"));
+        } else if op == "shrink" {
+            check(shrink_ok(fs, &get(op, "kv")), format!("the shrink: {res} ({})", get(op, "kv")));
+            check(after == "active", format!("a shrink moves no data, yet attach stopped remapping: {after}"));
+            let fin = get(op, "final-state");
+            check(fin == "active", format!("remapping stopped while the shrunk file system was rewritten: {fin}"));
+            let ext = get(op, "extents");
+            check(ext.starts_with("ok: "), format!("the image's blocks after detach (FIEMAP): {ext}"));
+            eprintln!("vm_remap_stress shrink on {fs}: {res}; {ext}");
         } else if op == "dedupe-hidden-fd" {
             if !unsupported {
                 check(
@@ -302,7 +347,7 @@ fn contract_row(row: &str, fs: &'static str, suite: &'static str) -> TestResult 
                 format!("the concurrent writer: {writer}"),
             );
         }
-        if op != "grow" {
+        if op != "grow" && op != "shrink" {
             check(get(op, "at-op") == "ok", format!("the image right after the op: {}", get(op, "at-op")));
         }
         check(get(op, "final-writes") == "16 of 16", format!("rewrite after the op: {}", get(op, "final-writes")));
@@ -506,4 +551,167 @@ echo "xfs-disk-sector:$(blockdev --getss "$disk4k")"
         summary.join("\n")
     );
     Ok(Completion::Completed)
+}
+
+/// Kernel parameters of the restricted boot: writes to mounted block devices forbidden
+/// (`bdev_allow_write_mounted=0`, Linux 6.8+, `CONFIG_BLK_DEV_WRITE_MOUNTED=y` in both Debian
+/// kernels), and 64 MiB of the guest's RAM at 384 MiB turned into emulated persistent memory
+/// (`memmap=SIZE!START`, an e820 type-12 range that `nd_e820` makes `/dev/pmem0`, DAX-capable).
+const RESTRICTED_ARGS: &str = "bdev_allow_write_mounted=0 memmap=64M!384M";
+
+fn restricted_script(bin: &str) -> String {
+    format!(
+        r#"export LK={bin}
+echo "kernel:$(uname -r)"
+echo "cmdline:$(cat /proc/cmdline)"
+mkfs.ext4 -q -F -b 4096 /dev/vda
+mkdir -p /tmp/x /tmp/d
+mount /dev/vda /tmp/x
+python3 /run/vm/remap_stress.py bystanders 2
+timeout 600 python3 /run/vm/remap_stress.py write-mounted /dev/vda || echo "wm-crashed:$?"
+umount /tmp/x
+for m in nd_e820 nd_pmem; do modprobe -d "$VM_MODROOT" "$m" || echo "modprobe-failed:$m"; done
+for i in $(seq 100); do [ -b /dev/pmem0 ] && break; sleep 0.1; done
+echo "pmem:$(cat /sys/block/pmem0/size 2>/dev/null || echo none) dax:$(cat /sys/block/pmem0/queue/dax 2>/dev/null || echo none)"
+if [ -b /dev/pmem0 ]; then
+    if mkfs.ext4 -q -F -b 4096 /dev/pmem0 && mount -o dax=always /dev/pmem0 /tmp/d; then
+        timeout 300 python3 /run/vm/remap_stress.py dax ext4 || echo "dax-ext4-crashed:$?"
+        umount /tmp/d
+    else
+        echo "dax-ext4-mount:failed"
+    fi
+    modprobe -d "$VM_MODROOT" xfs || echo "modprobe-failed:xfs"
+    if mkfs.xfs -q -f --unsupported -m reflink=0 /dev/pmem0 && mount -o dax=always /dev/pmem0 /tmp/d; then
+        timeout 300 python3 /run/vm/remap_stress.py dax xfs || echo "dax-xfs-crashed:$?"
+        umount /tmp/d
+    else
+        echo "dax-xfs-mount:failed"
+    fi
+fi
+"#,
+        bin = vm::sh_quote(bin),
+    )
+}
+
+fn restricted_boot(suite: &'static str) -> Boot {
+    type Cache = Mutex<BTreeMap<&'static str, Arc<OnceLock<Boot>>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cell = {
+        let mut m = CACHE.get_or_init(|| Mutex::new(BTreeMap::new())).lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(suite).or_default().clone()
+    };
+    cell.get_or_init(|| run_restricted(suite)).clone()
+}
+
+fn run_restricted(suite: &'static str) -> Boot {
+    let d = Scratch::new("vm-remap-restricted");
+    let disk = d.path("fs.img");
+    let make = || -> std::io::Result<()> { std::fs::File::create(&disk)?.set_len(64 << 20) };
+    make().map_err(|e| Err(format!("cannot make the disk image: {e}")))?;
+    let bin = util::loopkit_bin();
+    let Some(bin_in_guest) = vm::guest_path(&bin) else {
+        return Err(Err(format!("{} is not visible in the guest", bin.display())));
+    };
+    let script = restricted_script(&bin_in_guest);
+    let disks = [Disk::rw(&disk)];
+    let job = VmJob {
+        disks: &disks,
+        script: &script,
+        files: &[("remap_stress.py", DRIVER.as_bytes())],
+        timeout: Duration::from_secs(900),
+        mem_mib: 512,
+        suite: Some(suite),
+        kernel_args: RESTRICTED_ARGS,
+        ..Default::default()
+    };
+    let out = vm::run(&job).map_err(Ok)?;
+    if let Err(f) = out.check() {
+        return Err(Err(f.message().unwrap_or("failed").to_string()));
+    }
+    Ok(Arc::new(Ran { stdout: out.stdout.clone(), transcript: out.transcript(), elapsed: out.elapsed }))
+}
+
+/// A row of the restricted boot: `write-mounted` (booted with `bdev_allow_write_mounted=0`: the
+/// kernel refuses `dd of=/dev/vda` and any open for writing of the mounted disk with `EBUSY`,
+/// while reading stays allowed; `attach --remap` then serves through the file, its notes and log
+/// saying `remap.device-write-refused`; everything written through the device is in the file
+/// after detach, sha256 through the file system, and no other file changed; `--read-only`, whose
+/// device open the kernel allows, still remaps and reads the file's bytes) or a file system
+/// name (`dax=always` on emulated pmem: `attach --remap` is refused with `remap.dax-file` and
+/// serves through the file).
+fn restricted_row(row: &'static str, suite: &'static str) -> TestResult {
+    let needs: &[&str] =
+        if row == "write-mounted" { &["mkfs.ext4", "dd"] } else { &["mkfs.ext4", "mkfs.xfs", "findmnt"] };
+    if let Some(t) = needs.iter().find(|t| !util::have(t)) {
+        return util::skip(format!("{t} not installed"));
+    }
+    if let Some(why) = util::python_missing() {
+        return util::skip(why);
+    }
+    let ran = match restricted_boot(suite) {
+        Ok(r) => r,
+        Err(Ok(u)) => return u.skip(),
+        Err(Err(f)) => return util::fail(format!("the restricted boot on {suite} failed: {f}")),
+    };
+    let get = |tag: &str| -> String {
+        let p = format!("{tag}:");
+        ran.stdout.lines().find_map(|l| l.strip_prefix(p.as_str())).unwrap_or("<missing>").to_string()
+    };
+    let mut errors = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            errors.push(what);
+        }
+    };
+    let cmdline = get("cmdline");
+    check(cmdline.contains("bdev_allow_write_mounted=0"), format!("kernel command line: {cmdline}"));
+    let kernel = get("kernel");
+    if row == "write-mounted" {
+        check(!ran.stdout.contains("wm-crashed:"), "the guest driver crashed (see its stderr)".into());
+        let dd = get("wm-dd");
+        check(
+            dd.starts_with("exit 1 ") && dd.contains("Device or resource busy"),
+            format!("dd to the mounted disk: {dd}"),
+        );
+        check(get("wm-open") == "EBUSY", format!("open of the mounted disk for writing: {}", get("wm-open")));
+        check(get("wm-open-ro") == "opened", format!("open of the mounted disk for reading: {}", get("wm-open-ro")));
+        let (mode, notes, log) = (get("wm-mode"), get("wm-notes"), get("wm-log"));
+        check(mode == "file", format!("attach --remap mode: {mode} (notes: {notes})"));
+        check(notes.contains("(remap.device-write-refused)"), format!("attach's notes do not say why: {notes}"));
+        check(
+            notes.contains("bdev_allow_write_mounted=0"),
+            format!("attach's notes do not name the boot parameter: {notes}"),
+        );
+        check(log.contains("remap.device-write-refused"), format!("attach's log (stderr) does not say why: {log}"));
+        check(get("wm-list") == "off", format!("--list remap: {}", get("wm-list")));
+        check(get("wm-rc") == "0", format!("server exit {}", get("wm-rc")));
+        check(get("wm-data") == "ok", format!("the image after detach: {}", get("wm-data")));
+        check(get("wm-others").starts_with("ok "), format!("other files: {}", get("wm-others")));
+        check(get("wm-ro-mode") == "remap", format!("attach --remap --read-only mode: {}", get("wm-ro-mode")));
+        check(get("wm-ro-list") == "active", format!("--read-only --list remap: {}", get("wm-ro-list")));
+        check(get("wm-ro-read") == "ok", format!("the device read read-only: {}", get("wm-ro-read")));
+        check(get("wm-ro-rc") == "0", format!("read-only server exit {}", get("wm-ro-rc")));
+        eprintln!("vm_remap_stress write-mounted on {kernel}: dd {dd}; notes {notes}");
+    } else {
+        let fs = row;
+        let pmem = get("pmem");
+        check(pmem.starts_with("131072 ") && pmem.ends_with("dax:1"), format!("the emulated pmem disk: {pmem}"));
+        check(!ran.stdout.contains(&format!("dax-{fs}-crashed:")), "the guest driver crashed".into());
+        let mount = get(&format!("dax-{fs}-mount"));
+        check(mount.split(',').any(|o| o == "dax=always" || o == "dax"), format!("mount options: {mount}"));
+        let (mode, notes) = (get(&format!("dax-{fs}-mode")), get(&format!("dax-{fs}-notes")));
+        check(mode == "file", format!("attach --remap on a dax=always mount: mode {mode} (notes: {notes})"));
+        check(notes.contains("(remap.dax-file)"), format!("attach's notes do not say remap.dax-file: {notes}"));
+        check(get(&format!("dax-{fs}-rc")) == "0", format!("server exit {}", get(&format!("dax-{fs}-rc"))));
+    }
+    if errors.is_empty() {
+        eprintln!("vm_remap_stress restricted boot on {kernel}: {:.0} s", ran.elapsed.as_secs_f64());
+        Ok(Completion::Completed)
+    } else {
+        util::fail(format!(
+            "{row} on {kernel}:\n  {}\n--- guest transcript ---\n{}",
+            errors.join("\n  "),
+            ran.transcript
+        ))
+    }
 }

@@ -46,11 +46,37 @@ pub struct Options {
     pub read_only: bool,
     /// Bytes of extent map filled per FIEMAP pass (lazily, around the first access).
     pub fill_window: u64,
+    /// Test seam: called by [`Engine::open_file`] at each [`OpenPhase`], so that a test can
+    /// change the image exactly there (another process's truncate, `chattr`…). `None` outside
+    /// tests.
+    #[doc(hidden)]
+    pub open_hook: Option<OpenHook>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { read_only: false, fill_window: 64 << 20 }
+        Options { read_only: false, fill_window: 64 << 20, open_hook: None }
+    }
+}
+
+/// Where [`Engine::open_file`] calls [`Options::open_hook`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenPhase {
+    /// Preflight passed and the device is open; the lease is not taken yet.
+    BeforeLease,
+    /// The lease is taken; the descriptor scan and the second preflight have not run yet.
+    AfterLease,
+}
+
+/// A test seam of [`Options`]: a callback for each [`OpenPhase`].
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct OpenHook(pub Arc<dyn Fn(OpenPhase) + Send + Sync>);
+
+impl std::fmt::Debug for OpenHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpenHook")
     }
 }
 
@@ -366,14 +392,15 @@ fn open_device(
     let mut dd = std::fs::OpenOptions::new();
     dd.read(true).write(!opts.read_only).custom_flags(libc::O_DIRECT | libc::O_CLOEXEC | libc::O_NOFOLLOW);
     let dev = dd.open(dev_path).map_err(|e| {
-        let hint = match e.raw_os_error() {
-            Some(libc::EBUSY) | Some(libc::EPERM) | Some(libc::EACCES) if !opts.read_only => {
-                " (a kernel built without CONFIG_BLK_DEV_WRITE_MOUNTED, booted with bdev_allow_write_mounted=0, or \
-                 a security policy refuses writes to a mounted block device)"
-            }
-            _ => "",
+        let (hint, code) = match e.raw_os_error() {
+            Some(libc::EBUSY) | Some(libc::EPERM) | Some(libc::EACCES) if !opts.read_only => (
+                " (the kernel refuses to open a mounted block device for writing: booted with \
+                 bdev_allow_write_mounted=0, built without CONFIG_BLK_DEV_WRITE_MOUNTED, or a security policy)",
+                " (remap.device-write-refused)",
+            ),
+            _ => ("", ""),
         };
-        unsafe_err(format!("cannot open {} (the device under {what}) for raw I/O{hint}: {e}", dev_path.display()))
+        unsafe_err(format!("cannot open {} (the device under {what}) for raw I/O{hint}: {e}{code}", dev_path.display()))
     })?;
     // The node is trusted only for what the opened descriptor says it is.
     let (dev_bytes, logical) = {
@@ -430,17 +457,35 @@ fn check_exclusive(file: &File, what: &str, pf: Preflight) -> crate::Result<Pref
 }
 
 /// Open-time phase of [`Engine::open_file`], the last: preflight again now that nobody else can
-/// open the file unnoticed (and its size must not have changed), then fsync the file and drop
-/// its cached pages, and check the lease was not lost meanwhile (`remap.lease-lost`).
-fn recheck_and_flush(inner: &Inner, path: &Path, what: &str, size: u64) -> crate::Result<()> {
+/// open the file unnoticed (its size and inode flags must not have changed since the first
+/// preflight, `flags_before`), then fsync the file and drop its cached pages, and check the lease
+/// was not lost meanwhile (`remap.lease-lost`).
+fn recheck_and_flush(
+    inner: &Inner,
+    path: &Path,
+    what: &str,
+    size: u64,
+    flags_before: Option<u32>,
+) -> crate::Result<()> {
     // What preflight saw before the lease could have changed in between (L3): again, now that
     // nobody else can open the file unnoticed.
     let again = preflight::check(&inner.file, path);
     let size_now = inner.file.metadata().map(|m| m.len()).ok();
-    if !again.is_safe() || size_now != Some(size) {
+    // Any flag change counts, not only the refused ones: append-only or immutable set on an
+    // image already open for writing would be bypassed by raw writes.
+    let flags_changed = again.inode_flags != flags_before;
+    if !again.is_safe() || size_now != Some(size) || flags_changed {
         let mut reasons: Vec<String> = again.refusals.iter().map(|r| format!("{} ({})", r.message, r.code)).collect();
         if size_now != Some(size) {
             reasons.push("its size changed while the lease was being taken (remap.changed-before-lease)".into());
+        }
+        if flags_changed {
+            let show = |f: Option<u32>| f.map_or_else(|| "unreadable".to_string(), |b| format!("{b:#x}"));
+            reasons.push(format!(
+                "its inode flags changed while the lease was being taken, from {} to {} (remap.changed-before-lease)",
+                show(flags_before),
+                show(again.inode_flags)
+            ));
         }
         return Err(unsafe_err(format!("{what} cannot be remapped: {}", reasons.join("; "))));
     }
@@ -534,6 +579,12 @@ impl Engine {
             opened: std::time::Instant::now(),
             last_bump: AtomicU64::new(0),
         });
+        let hook = |phase| {
+            if let Some(h) = &opts.open_hook {
+                (h.0)(phase);
+            }
+        };
+        hook(OpenPhase::BeforeLease);
         let holder: std::sync::Weak<dyn LeaseHolder> = Arc::downgrade(&inner) as _;
         if let Err(e) = lease::acquire(inner.file.as_fd(), holder, &what) {
             // Not ours: close() must not release someone else's view of it (it has none).
@@ -541,8 +592,10 @@ impl Engine {
             let _ = lease::release(inner.file.as_fd());
             return Err(e);
         }
+        hook(OpenPhase::AfterLease);
+        let flags_before = pf.inode_flags;
         let pf = check_exclusive(&inner.file, &what, pf)?;
-        recheck_and_flush(&inner, path, &what, size)?;
+        recheck_and_flush(&inner, path, &what, size, flags_before)?;
         Ok((Engine { inner }, pf))
     }
 

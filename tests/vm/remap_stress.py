@@ -457,7 +457,7 @@ def contract(op, fs):
     out(tag + "-after", a.state())
     # Right after the op: what the file holds (reading it breaks the lease, so not after a grow,
     # which keeps remapping: there the rewrite below must go on raw).
-    if op != "grow":
+    if op not in ("grow", "shrink"):
         out(tag + "-at-op", model.compare(IMG))
     if swap:
         r = subprocess.run(["swapoff", IMG], capture_output=True, text=True)
@@ -481,6 +481,13 @@ def contract(op, fs):
     out(tag + "-final-state", a.state())
     out(tag + "-rc", a.detach())
     out(tag + "-data", model.compare(IMG))
+    if op == "shrink":
+        # FIEMAP after detach: every block of the image inside the file system's size now.
+        blocks, _ = fs_blocks(fs)
+        m = fiemap(IMG)
+        top = max(m.values()) if m else -1
+        out(tag + "-extents", "%s: %d mapped blocks, highest %d, file system %d blocks" % (
+            "ok" if top < blocks else "beyond the end", len(m), top, blocks))
     other_files_check(tag, before, extra)
 
 
@@ -625,9 +632,68 @@ def do_op(op, fs, model, extra):
         r = subprocess.run(cmd, capture_output=True, check=True)
         st = os.statvfs(MNT)
         return "grown from %d to %d MiB (%s)" % (was, st.f_blocks * st.f_frsize // MiB, cmd[0])
+    elif op == "shrink":
+        return shrink(fs)
     else:
         raise SystemExit("unknown op " + op)
     return None
+
+
+def fs_blocks(fs):
+    """(blocks, AG size in blocks or 0) of the mounted file system as its own tools read them from
+    the superblock (dumpe2fs, xfs_info)."""
+    if fs == "ext4":
+        r = subprocess.run(["dumpe2fs", "-h", DEV_MAPPER], capture_output=True, text=True, check=True)
+        for line in r.stdout.splitlines():
+            if line.startswith("Block count:"):
+                return int(line.split(":")[1]), 0
+        raise SystemExit("dumpe2fs printed no block count")
+    r = subprocess.run(["xfs_info", MNT], capture_output=True, text=True, check=True)
+    blocks = agsize = None
+    for f in r.stdout.replace(",", " ").split():
+        if f.startswith("agsize="):
+            agsize = int(f.split("=")[1])
+        if f.startswith("blocks=") and blocks is None:
+            blocks = int(f.split("=")[1])
+    return blocks, agsize
+
+
+def shrink(fs):
+    """Online shrink while remapping. ext4: resize2fs to a smaller size (refused in userspace:
+    \"On-line shrinking not supported\") and the kernel's own answer, EXT4_IOC_RESIZE_FS with a
+    smaller block count (ext4_resize_fs: EINVAL). XFS: xfs_growfs -D by 1 MiB less (the free tail
+    of the last AG goes: xfs_ag_shrink_space) and by more than the last AG holds (whole AGs cannot
+    go: EINVAL). The file system's size before and after each, from its superblock."""
+    import errno
+    import fcntl
+    import struct
+
+    def short(r):
+        return " ".join((r.stdout + r.stderr).split())[-160:]
+
+    was, agsize = fs_blocks(fs)
+    if fs == "ext4":
+        r = subprocess.run(["resize2fs", DEV_MAPPER, "%dK" % ((was - 1024) * 4)], capture_output=True, text=True)
+        mid, _ = fs_blocks(fs)
+        fd = os.open(MNT, os.O_RDONLY)
+        try:
+            fcntl.ioctl(fd, 0x40086610, struct.pack("Q", was - 1024))  # EXT4_IOC_RESIZE_FS
+            ioc = "0"
+        except OSError as e:
+            ioc = errno.errorcode.get(e.errno, str(e.errno))
+        finally:
+            os.close(fd)
+        now, _ = fs_blocks(fs)
+        out("shrink-kv", "tool=%d ioctl=%s was=%d mid=%d now=%d" % (r.returncode, ioc, was, mid, now))
+        return "resize2fs exit %d (%s); EXT4_IOC_RESIZE_FS: %s; blocks %d -> %d -> %d" % (
+            r.returncode, short(r), ioc, was, mid, now)
+    tail = subprocess.run(["xfs_growfs", "-D", str(was - 256), MNT], capture_output=True, text=True)
+    mid, _ = fs_blocks(fs)
+    across = subprocess.run(["xfs_growfs", "-D", str(mid - agsize - 256), MNT], capture_output=True, text=True)
+    now, _ = fs_blocks(fs)
+    out("shrink-kv", "tool=%d across=%d ag=%d was=%d mid=%d now=%d" % (tail.returncode, across.returncode, agsize, was, mid, now))
+    return "tail: exit %d; across an AG of %d blocks: exit %d (%s); blocks %d -> %d -> %d" % (
+        tail.returncode, agsize, across.returncode, short(across), was, mid, now)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1101,8 +1167,79 @@ def stress(secs, seed, fs):
     out("stress-result", "ok" if not failures else "FAIL " + " || ".join(failures))
 
 
+def write_mounted(disk):
+    """Booted with bdev_allow_write_mounted=0, the file system on DISK mounted at MNT: a foreign
+    write to the mounted disk (dd, and a plain open for writing) is refused by the kernel;
+    attach --remap of an image there serves through the file, saying why; what is written
+    through the device is in the file after detach (sha256 through the file system), and no other
+    file changed."""
+    import errno
+
+    before = hash_tree()
+    r = subprocess.run(["dd", "if=/dev/zero", "of=" + disk, "bs=4096", "count=1", "seek=100", "oflag=direct",
+                        "conv=notrunc"], capture_output=True, text=True)
+    out("wm-dd", "exit %d %s" % (r.returncode, " ".join(r.stderr.split())[-160:]))
+    try:
+        os.close(os.open(disk, os.O_WRONLY))
+        out("wm-open", "opened")
+    except OSError as e:
+        out("wm-open", errno.errorcode.get(e.errno, str(e.errno)))
+    try:
+        os.close(os.open(disk, os.O_RDONLY))
+        out("wm-open-ro", "opened")
+    except OSError as e:
+        out("wm-open-ro", errno.errorcode.get(e.errno, str(e.errno)))
+    size = 16 * MiB
+    write_file(IMG, pattern("wm-before", size))
+    os.sync()
+    a = Attach("wm", IMG)
+    out("wm-mode", a.info.get("mode"))
+    out("wm-notes", " | ".join(a.info.get("notes", [])))
+    out("wm-list", a.state())
+    dev = Dev(a.dev)
+    data = bytearray()
+    for o in range(0, size, MiB):
+        d = pattern(("wm", o), MiB)
+        dev.write(o, d)
+        data += d
+    dev.close()
+    out("wm-rc", a.detach())
+    out("wm-log", " ".join(open(a.errp).read().split())[-400:])
+    want = hashlib.sha256(bytes(data)).hexdigest()
+    out("wm-data", "ok" if sha(IMG) == want else "differs")
+    # Read-only, the device is opened read-only, which the kernel still allows: remapped, and
+    # what the device reads is the file.
+    a = Attach("wm-ro", IMG, ("--read-only",))
+    out("wm-ro-mode", a.info.get("mode"))
+    out("wm-ro-list", a.state())
+    with open(a.dev, "rb") as f:
+        got = hashlib.sha256(f.read()).hexdigest()
+    out("wm-ro-read", "ok" if got == want else "differs")
+    out("wm-ro-rc", a.detach())
+    other_files_check("wm", {p: h for p, h in before.items() if p != IMG}, {})
+
+
+def dax(fs):
+    """On a DAX-capable pmem disk (emulated: memmap=…! plus nd_e820) mounted -o dax=always at
+    /tmp/d: attach --remap of an image there is refused with remap.dax-file and served through
+    the file."""
+    mnt = "/tmp/d"
+    img = mnt + "/img"
+    write_file(img, pattern(("dax", fs), 4 * MiB))
+    r = subprocess.run(["findmnt", "-n", "-o", "OPTIONS", mnt], capture_output=True, text=True)
+    out("dax-%s-mount" % fs, r.stdout.strip())
+    a = Attach("dax-" + fs, img)
+    out("dax-%s-mode" % fs, a.info.get("mode"))
+    out("dax-%s-notes" % fs, " | ".join(a.info.get("notes", [])))
+    out("dax-%s-rc" % fs, a.detach())
+
+
 def main():
-    if sys.argv[1] == "contract":
+    if sys.argv[1] == "write-mounted":
+        write_mounted(sys.argv[2])
+    elif sys.argv[1] == "dax":
+        dax(sys.argv[2])
+    elif sys.argv[1] == "contract":
         contract(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "stress":
         stress(float(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Boot loopkit's test VM and run one guest script in it (see docs/TESTING.md, "Real-kernel tests").
 #
-#   tests/vm/run.sh [-w JOBDIR] [-d DISK]... [-r DISK]... [-k DISK]... [-t SECONDS] [-m MIB] [-c CPUS] SCRIPT
+#   tests/vm/run.sh [-w JOBDIR] [-d DISK]... [-r DISK]... [-k DISK]... [-t SECONDS] [-m MIB] [-c CPUS] [-a ARGS] SCRIPT
 #
 #   SCRIPT   shell script, run in the guest by bash -euo pipefail in a chroot of the host's root
 #            (read-only), cwd /run/vm = JOBDIR (writable), with DM_DISABLE_UDEV=1, VM_SHARE,
@@ -12,6 +12,7 @@
 #            after every -d/-r disk (find one by /sys/block/vdX/queue/logical_block_size)
 #   -w DIR   job directory (the guest's /run/vm); default: a new directory under /tmp
 #   -t SECS  kill the VM after this long (default 300)
+#   -a ARGS  more kernel command-line parameters (e.g. bdev_allow_write_mounted=0)
 #
 # The kernel and initramfs come from tests/vm/prepare.sh, or from VM_KERNEL, VM_INITRD and
 # VM_MODROOT in the environment when all three are set.
@@ -26,9 +27,9 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 
-usage() { echo "usage: $0 [-w JOBDIR] [-d DISK]... [-r DISK]... [-k DISK]... [-t SECS] [-m MIB] [-c CPUS] SCRIPT" >&2; exit 4; }
-job="" timeout_s=300 mem=1024 cpus=1 drives="" drives4k="" n4k=0
-while getopts w:d:r:k:t:m:c: opt; do
+usage() { echo "usage: $0 [-w JOBDIR] [-d DISK]... [-r DISK]... [-k DISK]... [-t SECS] [-m MIB] [-c CPUS] [-a KERNEL-ARGS] SCRIPT" >&2; exit 4; }
+job="" timeout_s=300 mem=1024 cpus=1 drives="" drives4k="" n4k=0 kargs=""
+while getopts w:d:r:k:t:m:c:a: opt; do
     case $opt in
     w) job=$OPTARG ;;
     d | r)
@@ -51,6 +52,7 @@ virtio-blk-pci,drive=k4n$n4k,logical_block_size=4096,physical_block_size=4096" ;
     t) timeout_s=$OPTARG ;;
     m) mem=$OPTARG ;;
     c) cpus=$OPTARG ;;
+    a) kargs=" $OPTARG" ;;
     *) usage ;;
     esac
 done
@@ -98,7 +100,7 @@ timeout -k 10 "$timeout_s" "$qemu" \
     -no-user-config -nodefaults -display none -no-reboot \
     -serial "file:$job/console.log" \
     -kernel "$VM_KERNEL" -initrd "$VM_INITRD" \
-    -append "console=ttyS0 quiet panic=-1 oops=panic vm.modroot=$VM_MODROOT" \
+    -append "console=ttyS0 quiet panic=-1 oops=panic vm.modroot=$VM_MODROOT$kargs" \
     -device virtio-rng-pci \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
     -virtfs "local,path=$job,mount_tag=work,security_model=none,multidevs=remap" \
