@@ -1,6 +1,6 @@
 //! The one place with `unsafe` for system calls: the ioctls and `fcntl`s that neither `rustix`
 //! nor `std` wrap (FIEMAP, `BLKGETSIZE64`, `FS_IOC_FSGETXATTR`, `XFS_IOC_FSGEOMETRY`,
-//! `F_SETLEASE`/`F_GETLEASE`, `unshare`, `kcmp`, `mlock`/`madvise` of secrets), the AVX2/GFNI
+//! `F_SETLEASE`/`F_GETLEASE`, `unshare`, `kcmp`, `sync_file_range`, `mlock`/`madvise` of secrets), the AVX2/GFNI
 //! GF(2^8) Reed–Solomon encoder loop ([`gf_lfsr`]), the cache prefetch hint of the
 //! extent map's lookup ([`prefetch`]), `fork` (daemonizing `loopkit mount`) and the io_uring
 //! submission of the remap engine's freeze probe ([`FreezeProbe`]) and of ublk control commands
@@ -461,6 +461,23 @@ pub fn lock_secret_memory(ptr: *const u8, len: usize) -> io::Result<()> {
     // SAFETY: as above.
     let advised = unsafe { rustix::mm::madvise(start as *mut libc::c_void, span, rustix::mm::Advice::LinuxDontDump) };
     locked.and(advised).map_err(os)
+}
+
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: start writing back the dirty cached pages of `fd`
+/// in `offset..offset+len` (`len` 0: to the end of the file) without waiting for them, so a
+/// later `fsync` finds less to do. Neither a durability promise nor a barrier: the caller still
+/// syncs. (It may block while the device's queue is full.)
+///
+/// # Errors
+/// The OS error (`EIO` for an earlier failed writeback, `ESPIPE` on a pipe, …).
+pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(off), Ok(n)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    // SAFETY: sync_file_range takes a descriptor, two integers and flags and touches no user
+    // memory; a bad descriptor or range is reported as an error.
+    let r = unsafe { libc::sync_file_range(fd.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// `st_dev`/`st_rdev` split into (major, minor).
