@@ -1407,8 +1407,9 @@ pub fn protect(
     let size = plan.output_bytes();
     tmp.file.set_len(size).map_err(|e| crate::Error::io(format!("sizing {}", tmp_path.display()), e))?;
     let o = Out::new(&tmp.file, &tmp_path);
-    let copy = CopyJob { src: &src, size: inp.size, buffered: opts.buffered_copy };
-    if let Some(fw) = write_all(&plan, &inp, &o, false, opts.workers, run, Some(&copy))? {
+    // An augmented output starts as a copy of the image.
+    let copy = plan.augmented().then_some(CopyJob { src: &src, size: inp.size, buffered: opts.buffered_copy });
+    if let Some(fw) = write_all(&plan, &inp, &o, false, opts.workers, run, copy.as_ref())? {
         o.write(&fw.header, fw.at)?;
     }
     let log = o.into_log()?;
@@ -1797,8 +1798,15 @@ mod tests {
             let opts = Options { workers: 2, ..Default::default() };
             let size = run_protect(|r| protect(&src, &req, &out, &opts, r)).unwrap().bytes;
             std::fs::remove_file(&out).unwrap();
-            for at in [5, size / 2, size - 1] {
-                let bad = Options { corrupt_before_read_back: Some(at), ..opts.clone() };
+            let mut cases = vec![(5, false), (size / 2, false), (size - 1, false)];
+            if req.target == Target::Augment {
+                // Bytes of the image's copy (written by `copy_image`, checked against the CRCs
+                // the encoder logged), through copy_file_range and through pread/pwrite.
+                let mid = orig.len() as u64 / 3;
+                cases.extend([(mid, false), (mid, true), (5, true), (orig.len() as u64 - 1, true)]);
+            }
+            for (at, buffered_copy) in cases {
+                let bad = Options { corrupt_before_read_back: Some(at), buffered_copy, ..opts.clone() };
                 let e = run_protect(|r| protect(&src, &req, &out, &bad, r)).unwrap_err();
                 assert_eq!(e.kind(), crate::ErrorKind::Corrupt, "{req:?} byte {at}: {}", e.message());
                 assert!(e.message().contains("reads back wrong"), "{req:?} byte {at}: {}", e.message());
@@ -1819,6 +1827,56 @@ mod tests {
                 }
                 std::fs::remove_file(&img).unwrap();
             }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The copy of the image in an augmented output (`copy_image`) is the image, byte for byte,
+    /// through `copy_file_range` and through the `pread`/`pwrite` fallback alike, and holes of a
+    /// sparse image stay holes (all-zero sectors that are allocated are copied as zeros); both
+    /// give the same output.
+    #[test]
+    fn augmented_copy_is_the_image_and_keeps_holes() {
+        let dir = std::env::temp_dir().join(format!("loopkit-protect-copy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("sparse.img");
+        let len = 9000u64 * 2048 + 333;
+        let f = File::create(&src).unwrap();
+        f.set_len(len).unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8 | 1).collect();
+        for at in [0, 16 * 2048 + 5, 4000 * 2048 + 1, len - 70_000] {
+            f.write_all_at(&data[..(len - at).min(data.len() as u64) as usize], at).unwrap();
+        }
+        f.write_all_at(&[0u8; 3 * 2048], 5000 * 2048).unwrap(); // allocated zeros
+        f.sync_all().unwrap();
+        drop(f);
+        let orig = std::fs::read(&src).unwrap();
+        for req in [
+            Request { method: Method::Rs03, target: Target::Augment, medium: Some(30_000), redundancy: None },
+            Request {
+                method: Method::Rs02,
+                target: Target::Augment,
+                medium: None,
+                redundancy: Some(Redundancy::Roots(40)),
+            },
+        ] {
+            let mut outs = Vec::new();
+            for buffered_copy in [false, true] {
+                let out = dir.join(format!("out-{buffered_copy}"));
+                let opts = Options { workers: 2, buffered_copy, ..Default::default() };
+                let o = run_protect(|r| protect(&src, &req, &out, &opts, r)).unwrap();
+                assert_eq!(o.read_back_bytes, o.bytes, "{req:?} buffered {buffered_copy}");
+                let got = std::fs::read(&out).unwrap();
+                assert!(got[..orig.len()] == orig[..], "{req:?} buffered {buffered_copy}: the copy differs");
+                // The image's part of the output: data where the image has data, holes elsewhere.
+                let regions = FileSource::open(&out).unwrap().data_regions(0..len).unwrap();
+                let in_data: u64 = regions.iter().map(|r| r.end - r.start).sum();
+                assert!(in_data < len / 4, "{req:?} buffered {buffered_copy}: holes filled ({regions:?})");
+                std::fs::remove_file(&out).unwrap();
+                outs.push(got);
+            }
+            assert!(outs[0] == outs[1], "{req:?}: copy_file_range and pread/pwrite give different outputs");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
