@@ -1884,7 +1884,7 @@ mod tests {
     #[test]
     fn encoder_matches_the_scalar_codec() {
         use crate::sys::GfKernel;
-        for kernel in [GfKernel::Gfni, GfKernel::Avx2, GfKernel::Scalar] {
+        for kernel in [GfKernel::Gfni512, GfKernel::Gfni, GfKernel::Avx2, GfKernel::Scalar] {
             if !kernel.available() {
                 eprintln!("{kernel:?}: not on this CPU");
                 continue;
