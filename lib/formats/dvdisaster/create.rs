@@ -8,9 +8,10 @@
 //!  plan      dvdisaster's parameter choice: medium size, roots, layout (CalcRS0xLayout)
 //!  scan      RS01/RS02: one pass for the CRCs, the image MD5 and the fingerprint
 //!  encode    ECC blocks in groups, one group per worker at a time: read the ndata layer
-//!            sectors (copying data sectors into an augmented output), LFSR-encode them
-//!            byte-parallel with one multiplication table per generator coefficient, write
-//!            the parity sectors (and RS03 CRC blocks) where the layout puts them
+//!            sectors (logging the CRCs of the image's sectors for an augmented output),
+//!            LFSR-encode them byte-parallel, write the parity sectors (and RS03 CRC blocks)
+//!            where the layout puts them; meanwhile one more thread copies the image into an
+//!            augmented output (copy_file_range) and writeback is started as the output fills
 //!  finish    headers (RS02: every copy), eccSum MD5s, sync, verify, rename
 //! ```
 //! Every header field is a pure function of the input and the parameters (dvdisaster writes no
