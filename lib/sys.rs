@@ -1,6 +1,6 @@
 //! The one place with `unsafe` for system calls: the ioctls and `fcntl`s that neither `rustix`
 //! nor `std` wrap (FIEMAP, `BLKGETSIZE64`, `FS_IOC_FSGETXATTR`, `XFS_IOC_FSGEOMETRY`,
-//! `F_SETLEASE`/`F_GETLEASE`, `unshare`, `kcmp`, `mlock`/`madvise` of secrets), the AVX2/GFNI
+//! `F_SETLEASE`/`F_GETLEASE`, `unshare`, `kcmp`, `sync_file_range`, `mlock`/`madvise` of secrets), the AVX2/GFNI
 //! GF(2^8) Reed–Solomon encoder loop ([`gf_lfsr`]), the cache prefetch hint of the
 //! extent map's lookup ([`prefetch`]), `fork` (daemonizing `loopkit mount`) and the io_uring
 //! submission of the remap engine's freeze probe ([`FreezeProbe`]) and of ublk control commands
@@ -463,6 +463,23 @@ pub fn lock_secret_memory(ptr: *const u8, len: usize) -> io::Result<()> {
     locked.and(advised).map_err(os)
 }
 
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: start writing back the dirty cached pages of `fd`
+/// in `offset..offset+len` (`len` 0: to the end of the file) without waiting for them, so a
+/// later `fsync` finds less to do. Neither a durability promise nor a barrier: the caller still
+/// syncs. (It may block while the device's queue is full.)
+///
+/// # Errors
+/// The OS error (`EIO` for an earlier failed writeback, `ESPIPE` on a pipe, …).
+pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(off), Ok(n)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    // SAFETY: sync_file_range takes a descriptor, two integers and flags and touches no user
+    // memory; a bad descriptor or range is reported as an error.
+    let r = unsafe { libc::sync_file_range(fd.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// `st_dev`/`st_rdev` split into (major, minor).
 pub fn dev_major_minor(dev: u64) -> (u32, u32) {
     (rustix::fs::major(dev), rustix::fs::minor(dev))
@@ -510,6 +527,8 @@ impl GfMul {
 /// The SIMD body [`gf_lfsr`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GfKernel {
+    /// `GF2P8AFFINEQB` on 512-bit vectors (AVX-512): one instruction per 64 products.
+    Gfni512,
     /// `GF2P8AFFINEQB` on 256-bit vectors: one instruction per 32 products.
     Gfni,
     /// AVX2 byte shuffles of the nibble tables: two per 32 products.
@@ -523,6 +542,9 @@ impl GfKernel {
     pub fn best() -> GfKernel {
         #[cfg(target_arch = "x86_64")]
         {
+            if GfKernel::Gfni512.available() {
+                return GfKernel::Gfni512;
+            }
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("gfni") {
                 return GfKernel::Gfni;
             }
@@ -539,6 +561,10 @@ impl GfKernel {
             GfKernel::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             GfKernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            GfKernel::Gfni512 => {
+                std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("gfni")
+            }
             #[cfg(target_arch = "x86_64")]
             GfKernel::Gfni => {
                 std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("gfni")
@@ -572,6 +598,7 @@ pub fn gf_lfsr(kernel: GfKernel, rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: 
         // row's length) and `coef[..nr]`.
         done = unsafe {
             match kernel {
+                GfKernel::Gfni512 => gf_lfsr_gfni512(rows, &mut parity[..nr], len, &coef[..nr]),
                 GfKernel::Gfni => gf_lfsr_gfni(rows, &mut parity[..nr], len, &coef[..nr]),
                 _ => gf_lfsr_avx2(rows, &mut parity[..nr], len, &coef[..nr]),
             }
@@ -650,6 +677,62 @@ unsafe fn gf_lfsr_gfni(rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: usize, coe
                 let q = out.as_mut_ptr().add(c);
                 for (v, x) in r.iter().enumerate() {
                     _mm256_storeu_si256(q.add(32 * v).cast::<__m256i>(), *x);
+                }
+            }
+            c += GF_STRIP;
+        }
+    }
+    c
+}
+
+/// The AVX-512 GFNI body of [`gf_lfsr`]: as [`gf_lfsr_gfni`] with 64-byte vectors (half the
+/// instructions per strip).
+///
+/// # Safety
+/// The CPU must support AVX-512F and GFNI; the rest as [`gf_lfsr_gfni`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,gfni")]
+unsafe fn gf_lfsr_gfni512(rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: usize, coef: &[GfMul]) -> usize {
+    use std::arch::x86_64::{
+        __m512i, _MM_HINT_T0, _mm_prefetch, _mm512_gf2p8affine_epi64_epi8, _mm512_loadu_si512, _mm512_set1_epi64,
+        _mm512_setzero_si512, _mm512_storeu_si512, _mm512_xor_si512,
+    };
+    const V: usize = GF_STRIP / 64;
+    let nr = coef.len();
+    let mats: Vec<__m512i> = coef.iter().map(|m| _mm512_set1_epi64(m.affine as i64)).collect();
+    let mut ring: Vec<[__m512i; V]> = vec![[_mm512_setzero_si512(); V]; nr];
+    let mut c = 0;
+    // SAFETY: as in gf_lfsr_gfni (loads `rows[j][c..c + GF_STRIP]`, stores `parity[k][c..c +
+    // GF_STRIP]`, `c + GF_STRIP <= len`; prefetches never fault).
+    unsafe {
+        while c + GF_STRIP <= len {
+            for r in ring.iter_mut() {
+                *r = [_mm512_setzero_si512(); V];
+            }
+            let mut head = 0usize;
+            for row in rows {
+                let p = row.as_ptr().add(c);
+                for l in 0..GF_STRIP / 64 {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(GF_STRIP + 64 * l).cast::<i8>());
+                }
+                let mut fb = [_mm512_setzero_si512(); V];
+                for (v, f) in fb.iter_mut().enumerate() {
+                    *f = _mm512_xor_si512(_mm512_loadu_si512(p.add(64 * v).cast()), ring[head][v]);
+                }
+                ring[head] = [_mm512_setzero_si512(); V];
+                head = if head + 1 == nr { 0 } else { head + 1 };
+                let (tail, front) = ring.split_at_mut(head);
+                for (r, m) in front.iter_mut().chain(tail.iter_mut()).zip(&mats) {
+                    for v in 0..V {
+                        r[v] = _mm512_xor_si512(r[v], _mm512_gf2p8affine_epi64_epi8::<0>(fb[v], *m));
+                    }
+                }
+            }
+            let (tail, front) = ring.split_at(head);
+            for (out, r) in parity.iter_mut().zip(front.iter().chain(tail)) {
+                let q = out.as_mut_ptr().add(c);
+                for (v, x) in r.iter().enumerate() {
+                    _mm512_storeu_si512(q.add(64 * v).cast(), *x);
                 }
             }
             c += GF_STRIP;

@@ -56,6 +56,11 @@ impl FileSource {
         &self.path
     }
 
+    /// The open file (read-only), for callers that hand it to the kernel (`copy_file_range`).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// `fstat` of the open file: what was read, even if the path now names another file.
     ///
     /// # Errors

@@ -8,9 +8,10 @@
 //!  plan      dvdisaster's parameter choice: medium size, roots, layout (CalcRS0xLayout)
 //!  scan      RS01/RS02: one pass for the CRCs, the image MD5 and the fingerprint
 //!  encode    ECC blocks in groups, one group per worker at a time: read the ndata layer
-//!            sectors (copying data sectors into an augmented output), LFSR-encode them
-//!            byte-parallel with one multiplication table per generator coefficient, write
-//!            the parity sectors (and RS03 CRC blocks) where the layout puts them
+//!            sectors (logging the CRCs of the image's sectors for an augmented output),
+//!            LFSR-encode them byte-parallel, write the parity sectors (and RS03 CRC blocks)
+//!            where the layout puts them; meanwhile one more thread copies the image into an
+//!            augmented output (copy_file_range) and writeback is started as the output fills
 //!  finish    headers (RS02: every copy), eccSum MD5s, sync, verify, rename
 //! ```
 //! Every header field is a pure function of the input and the parameters (dvdisaster writes no
@@ -29,7 +30,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// dvdisaster 0.79.5's version number, written as `creatorVersion`.
 pub const CREATOR_VERSION: i32 = 7905;
@@ -432,6 +433,10 @@ pub struct Options {
     /// Fault injection for the read-back tests: flip this byte of the output after it is synced.
     #[doc(hidden)]
     pub corrupt_before_read_back: Option<u64>,
+    /// Test seam: copy the image into an augmented output with `pread`/`pwrite` (the fallback
+    /// where the kernel cannot copy between the two files) instead of `copy_file_range`.
+    #[doc(hidden)]
+    pub buffered_copy: bool,
 }
 
 impl Default for Options {
@@ -441,6 +446,7 @@ impl Default for Options {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 64),
             crash_after: None,
             corrupt_before_read_back: None,
+            buffered_copy: false,
         }
     }
 }
@@ -626,8 +632,20 @@ trait Codec: Sync {
     }
 }
 
-/// Run the encoder over all ECC blocks on `workers` threads.
-fn encode_all(codec: &dyn Codec, workers: usize, run: &mut Run<'_>) -> crate::Result<()> {
+/// Bytes of encoder progress between two requests to start the output's writeback.
+const WRITEBACK_EVERY: u64 = 32 << 20;
+
+/// Run the encoder over all ECC blocks on `workers` threads; meanwhile `copy` (if any) copies
+/// the image into the augmented output on one more thread, and the calling thread starts the
+/// writeback of what was written every [`WRITEBACK_EVERY`] bytes, so the final `fsync` has
+/// little left to do and the disk writes while the CPUs encode.
+fn encode_all(
+    codec: &dyn Codec,
+    workers: usize,
+    run: &mut Run<'_>,
+    out: &Out<'_>,
+    copy: Option<&CopyJob<'_>>,
+) -> crate::Result<()> {
     let code = Code::new(codec.nroots())?;
     let enc = Encoder::new(&code);
     let spl = codec.spl();
@@ -635,10 +653,19 @@ fn encode_all(codec: &dyn Codec, workers: usize, run: &mut Run<'_>) -> crate::Re
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let interrupt: &Interrupt = run.interrupt;
-    let failed = std::sync::atomic::AtomicBool::new(false);
+    let failed = AtomicBool::new(false);
     let total_bytes = spl * ECC_SECTOR_BYTES * codec.ndata() as u64;
     run.progress.start("encoding", Some(total_bytes));
     let result = std::thread::scope(|s| -> crate::Result<()> {
+        let copier = copy.map(|job| {
+            s.spawn(|| -> crate::Result<()> {
+                let r = copy_image(job, out, &failed, interrupt);
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+        });
         let handles: Vec<_> = (0..workers.max(1))
             .map(|_| {
                 s.spawn(|| -> crate::Result<()> {
@@ -675,14 +702,20 @@ fn encode_all(codec: &dyn Codec, workers: usize, run: &mut Run<'_>) -> crate::Re
             .collect();
         // Progress from the calling thread while the workers run.
         let mut reported = 0u64;
-        while handles.iter().any(|h| !h.is_finished()) {
+        let mut flushed = 0u64;
+        while handles.iter().chain(&copier).any(|h| !h.is_finished()) {
             std::thread::sleep(std::time::Duration::from_millis(50));
             let d = done.load(Ordering::Relaxed);
             run.progress.advance(d - reported);
             reported = d;
+            if d - flushed >= WRITEBACK_EVERY {
+                // A hint only: the fsync after encoding reports any write error.
+                let _ = out.start_writeback(0, 0);
+                flushed = d;
+            }
         }
         let mut first_err = None;
-        for h in handles {
+        for h in handles.into_iter().chain(copier) {
             let r = h.join().unwrap_or_else(|_| Err(crate::Error::invalid("BUG: an encoder thread panicked")));
             if let Err(e) = r
                 && first_err.is_none()
@@ -731,23 +764,41 @@ impl<'a> Out<'a> {
         Ok(())
     }
 
-    /// Write a data sector into an augmented output unless it is all zeros (the output is
-    /// created at full size, so zeros stay holes: a sparse image gives a sparse output).
-    fn write_data(&self, buf: &[u8], off: u64) -> crate::Result<()> {
+    /// Log bytes that another writer puts at `off` (the image's copy, [`copy_image`]), so the
+    /// read-back compares the device's bytes with these.
+    fn expect(&self, buf: &[u8], off: u64) -> crate::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let w = Written { at: off, len: buf.len() as u64, crc: crc32fast::hash(buf) };
+        self.log.lock().map_err(|_| crate::Error::invalid("BUG: an encoder thread panicked"))?.push(w);
+        Ok(())
+    }
+
+    /// Write data sectors into an augmented output, all-zero sectors left out (the output is
+    /// created at full size, so zeros stay holes: a sparse image gives a sparse output). With
+    /// `copied`, the sectors are the image's and [`copy_image`] writes them: only logged.
+    fn write_data(&self, buf: &[u8], off: u64, copied: bool) -> crate::Result<()> {
+        let put = |b: &[u8], at: u64| if copied { self.expect(b, at) } else { self.write(b, at) };
         let mut start = 0;
         for (k, sec) in buf.chunks(SECTOR).enumerate() {
             let zero = sec.iter().all(|&b| b == 0);
             if zero {
                 if start < k * SECTOR {
-                    self.write(&buf[start..k * SECTOR], off + start as u64)?;
+                    put(&buf[start..k * SECTOR], off + start as u64)?;
                 }
                 start = (k + 1) * SECTOR;
             }
         }
         if start < buf.len() {
-            self.write(&buf[start..], off + start as u64)?;
+            put(&buf[start..], off + start as u64)?;
         }
         Ok(())
+    }
+
+    /// Start writing back `off..off+len` (0: to the end) of the output ([`crate::sys::start_writeback`]).
+    fn start_writeback(&self, off: u64, len: u64) -> std::io::Result<()> {
+        crate::sys::start_writeback(std::os::fd::AsFd::as_fd(self.file), off, len)
     }
 
     /// The write log, sorted by offset.
@@ -758,8 +809,91 @@ impl<'a> Out<'a> {
     }
 }
 
+/// Copying the image into an augmented output (`-o`).
+struct CopyJob<'a> {
+    src: &'a FileSource,
+    /// Bytes of the image (copied to the same offsets).
+    size: u64,
+    /// `pread`/`pwrite` instead of `copy_file_range` (test seam).
+    buffered: bool,
+}
+
+/// Bytes per copy request (each followed by a request to start its writeback).
+const COPY_CHUNK: u64 = 8 << 20;
+
+/// Copy the image's data regions (holes stay holes) into the output at the same offsets, in
+/// order, with `copy_file_range` (the bytes stay in the kernel) or, where the kernel cannot copy
+/// between the two files, `pread`/`pwrite`; start the writeback of each chunk once it is copied.
+/// Nothing is logged here: the encoder workers log the CRC-32 of every image sector they read
+/// ([`Out::write_data`] with `copied`), so the read-back checks that the output holds exactly
+/// the bytes the error-correction data was computed from.
+fn copy_image(job: &CopyJob<'_>, out: &Out<'_>, failed: &AtomicBool, interrupt: &Interrupt) -> crate::Result<()> {
+    let src = job.src;
+    let regions = src
+        .data_regions(0..job.size)
+        .map_err(|e| crate::Error::io(format!("finding the data regions of {}", src.path().display()), e))?;
+    let shrank = || {
+        crate::Error::corrupt(format!(
+            "{} got shorter while it was being protected; the error correction data was not kept",
+            src.path().display()
+        ))
+    };
+    let mut kernel = !job.buffered;
+    let mut buf = Vec::new();
+    for r in regions {
+        let mut pos = r.start;
+        while pos < r.end {
+            if failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            interrupt.check()?;
+            let start = pos;
+            let len = (r.end - pos).min(COPY_CHUNK) as usize;
+            if kernel {
+                let (mut off_in, mut off_out) = (pos, pos);
+                match rustix::fs::copy_file_range(src.file(), Some(&mut off_in), out.file, Some(&mut off_out), len) {
+                    Ok(0) => return Err(shrank()),
+                    Ok(n) => pos += n as u64,
+                    // The kernel cannot copy between these two (another file system, a block
+                    // device, an old kernel): copy through memory from here on.
+                    Err(
+                        rustix::io::Errno::XDEV
+                        | rustix::io::Errno::INVAL
+                        | rustix::io::Errno::NOSYS
+                        | rustix::io::Errno::OPNOTSUPP,
+                    ) => kernel = false,
+                    Err(e) => {
+                        return Err(crate::Error::io(
+                            format!("copying {} into {} at byte {pos}", src.path().display(), out.path.display()),
+                            std::io::Error::from(e),
+                        ));
+                    }
+                }
+            } else {
+                buf.resize(len, 0);
+                src.read_exact_at(&mut buf, pos).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        shrank()
+                    } else {
+                        crate::Error::io(format!("reading {} at byte {pos}", src.path().display()), e)
+                    }
+                })?;
+                write_at(out.file, out.path, &buf, pos)?;
+                pos += len as u64;
+            }
+            if pos > start {
+                // A hint only: the fsync after encoding reports any write error.
+                let _ = out.start_writeback(start, pos - start);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Bytes per read of the read-back.
 const READ_BACK_CHUNK: usize = 8 << 20;
+/// Read-back threads (reads in flight at once, besides the compare).
+const READ_BACK_READERS: usize = 3;
 
 /// Read bytes `from..end` of the synced output back from the device (`O_DIRECT`, or after its
 /// cached pages are dropped) and compare them with what was written: every write in `log` (sorted)
@@ -789,7 +923,6 @@ fn read_back_writes(
     }
     let rb = ReadBack::open(path, file)
         .map_err(|e| crate::Error::io(format!("reopening {} to read it back", path.display()), e))?;
-    let mut buf = AlignedBuf::new(READ_BACK_CHUNK + ALIGN);
     run.progress.start("reading back", Some(end - from));
     let wrong = |a: u64, b: u64| {
         crate::Error::corrupt(format!(
@@ -800,42 +933,77 @@ fn read_back_writes(
     let mut next = 0usize;
     let mut hasher = crc32fast::Hasher::new();
     let mut pos = from;
-    let mut chunk = from - from % ALIGN as u64;
-    while chunk < end {
-        run.interrupt.check()?;
-        let len = (end - chunk).min(READ_BACK_CHUNK as u64) as usize;
-        let data = rb
-            .read_exact_at(&mut buf, chunk, len)
-            .map_err(|e| crate::Error::io(format!("reading {} back at byte {chunk}", path.display()), e))?;
-        let chunk_end = chunk + len as u64;
-        while pos < chunk_end {
-            let here = &data[(pos - chunk) as usize..];
-            match log.get(next) {
-                Some(w) if w.at <= pos => {
-                    let w_end = w.at + w.len;
-                    let m = (w_end.min(chunk_end) - pos) as usize;
-                    hasher.update(&here[..m]);
-                    pos += m as u64;
-                    if pos == w_end {
-                        if std::mem::take(&mut hasher).finalize() != w.crc {
-                            return Err(wrong(w.at, w_end));
-                        }
-                        next += 1;
+    let first = from - from % ALIGN as u64;
+    let chunks = (end.saturating_sub(first)).div_ceil(READ_BACK_CHUNK as u64);
+    let chunk_at = |k: u64| first + k * READ_BACK_CHUNK as u64;
+    // READ_BACK_READERS threads read chunks k, k + READERS, … (each with two buffers, so it reads
+    // the next while its last is being compared); this thread compares them in order.
+    std::thread::scope(|s| -> crate::Result<()> {
+        let mut lanes = Vec::new();
+        for r in 0..READ_BACK_READERS {
+            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<std::io::Result<AlignedBuf>>(2);
+            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<AlignedBuf>();
+            for _ in 0..2 {
+                let _ = empty_tx.send(AlignedBuf::new(READ_BACK_CHUNK + ALIGN));
+            }
+            let rb = &rb;
+            s.spawn(move || {
+                let mut k = r as u64;
+                while k < chunks {
+                    let Ok(mut buf) = empty_rx.recv() else { return };
+                    let at = chunk_at(k);
+                    let len = (end - at).min(READ_BACK_CHUNK as u64) as usize;
+                    let res = rb.read_exact_at(&mut buf, at, len).map(|_| ());
+                    let failed = res.is_err();
+                    if full_tx.send(res.map(|()| buf)).is_err() || failed {
+                        return;
                     }
+                    k += READ_BACK_READERS as u64;
                 }
-                w => {
-                    let gap_end = w.map_or(chunk_end, |w| w.at.min(chunk_end));
-                    let m = (gap_end - pos) as usize;
-                    if let Some(k) = here[..m].iter().position(|&b| b != 0) {
-                        return Err(wrong(pos + k as u64, pos + k as u64 + 1));
+            });
+            lanes.push((full_rx, empty_tx));
+        }
+        for k in 0..chunks {
+            run.interrupt.check()?;
+            let chunk = chunk_at(k);
+            let len = (end - chunk).min(READ_BACK_CHUNK as u64) as usize;
+            let (full_rx, empty_tx) = &lanes[(k % READ_BACK_READERS as u64) as usize];
+            let buf = full_rx
+                .recv()
+                .map_err(|_| crate::Error::invalid("BUG: a read-back thread stopped"))?
+                .map_err(|e| crate::Error::io(format!("reading {} back at byte {chunk}", path.display()), e))?;
+            let data = &buf.as_slice()[..len];
+            let chunk_end = chunk + len as u64;
+            while pos < chunk_end {
+                let here = &data[(pos - chunk) as usize..];
+                match log.get(next) {
+                    Some(w) if w.at <= pos => {
+                        let w_end = w.at + w.len;
+                        let m = (w_end.min(chunk_end) - pos) as usize;
+                        hasher.update(&here[..m]);
+                        pos += m as u64;
+                        if pos == w_end {
+                            if std::mem::take(&mut hasher).finalize() != w.crc {
+                                return Err(wrong(w.at, w_end));
+                            }
+                            next += 1;
+                        }
                     }
-                    pos = gap_end;
+                    w => {
+                        let gap_end = w.map_or(chunk_end, |w| w.at.min(chunk_end));
+                        let m = (gap_end - pos) as usize;
+                        if let Some(k) = here[..m].iter().position(|&b| b != 0) {
+                            return Err(wrong(pos + k as u64, pos + k as u64 + 1));
+                        }
+                        pos = gap_end;
+                    }
                 }
             }
+            run.progress.advance(len as u64);
+            let _ = empty_tx.send(buf);
         }
-        run.progress.advance(len as u64);
-        chunk = chunk_end;
-    }
+        Ok(())
+    })?;
     run.progress.finish();
     Ok(end - from)
 }
@@ -847,6 +1015,8 @@ struct Rs03Codec<'a> {
     /// in place, where the image's sectors are already there). The header sectors `ds`,
     /// `ds + 1` are never written here: the caller writes them last.
     write_from: u64,
+    /// The image's sectors are copied into the output by [`copy_image`]: only logged here.
+    copied: bool,
     header: [u8; HEADER_BYTES],
     template: [u8; SECTOR],
     out: &'a Out<'a>,
@@ -908,11 +1078,11 @@ impl Codec for Rs03Codec<'_> {
             if !l.ecc_file {
                 // Skip what is already there (in place) and the header (written last).
                 let row = &rows[j][..len];
-                for (a, b) in [(self.write_from, l.ds), (l.ds + 2, u64::MAX)] {
+                for (a, b, copied) in [(self.write_from, l.ds, self.copied), (l.ds + 2, u64::MAX, false)] {
                     let (a, b) = (a.max(s), b.min(s + n));
                     if a < b {
                         let r = &row[((a - s) as usize * SECTOR)..((b - s) as usize * SECTOR)];
-                        self.out.write_data(r, a * ECC_SECTOR_BYTES)?;
+                        self.out.write_data(r, a * ECC_SECTOR_BYTES, copied)?;
                     }
                 }
             }
@@ -955,6 +1125,8 @@ struct Rs02Codec<'a> {
     inp: &'a Input<'a>,
     /// In place: the image's sectors are already there; do not write them.
     in_place: bool,
+    /// The image's sectors are copied into the output by [`copy_image`]: only logged here.
+    copied: bool,
     crc_area: Vec<u8>,
     out: &'a Out<'a>,
 }
@@ -980,7 +1152,7 @@ impl Codec for Rs02Codec<'_> {
                 let b = &mut row[..real as usize * SECTOR];
                 self.inp.read(s0, b)?;
                 if !self.in_place {
-                    self.out.write_data(b, s0 * ECC_SECTOR_BYTES)?;
+                    self.out.write_data(b, s0 * ECC_SECTOR_BYTES, self.copied)?;
                 }
             }
             for k in real..n {
@@ -1101,6 +1273,7 @@ fn write_rs03(
     in_place: bool,
     workers: usize,
     run: &mut Run<'_>,
+    copy: Option<&CopyJob<'_>>,
 ) -> crate::Result<Option<FinalWrite>> {
     let flags = if l.ecc_file { MFLAG_ECC_FILE } else { 0 };
     let mut header = base_header(Method::Rs03, flags, inp, l.ndata, l.nroots);
@@ -1111,8 +1284,16 @@ fn write_rs03(
         out.write(&header, 0)?;
     }
     let write_from = if in_place { l.ds + 2 } else { 0 };
-    let codec = Rs03Codec { l: *l, inp, write_from, header, template: rs03_crc_block_template(l, inp), out };
-    encode_all(&codec, workers, run)?;
+    let codec = Rs03Codec {
+        l: *l,
+        inp,
+        write_from,
+        copied: copy.is_some() && !in_place,
+        header,
+        template: rs03_crc_block_template(l, inp),
+        out,
+    };
+    encode_all(&codec, workers, run, out, copy.filter(|_| !in_place))?;
     Ok((!l.ecc_file).then_some(FinalWrite { header, at: l.ds * ECC_SECTOR_BYTES }))
 }
 
@@ -1123,6 +1304,7 @@ fn write_rs02(
     in_place: bool,
     workers: usize,
     run: &mut Run<'_>,
+    copy: Option<&CopyJob<'_>>,
 ) -> crate::Result<Option<FinalWrite>> {
     let (crcs, md5) = scan(inp, run)?;
     let mut crc_area = Vec::with_capacity((l.crc_sectors * ECC_SECTOR_BYTES) as usize);
@@ -1134,8 +1316,9 @@ fn write_rs02(
     }
     out.write(&crc_area, (l.ds + 2) * ECC_SECTOR_BYTES)?;
     let crc_sum: [u8; 16] = Md5::digest(&crc_area).into();
-    let codec = Rs02Codec { l: *l, inp, in_place, crc_area, out };
-    encode_all(&codec, workers, run)?;
+    let copy = copy.filter(|_| !in_place);
+    let codec = Rs02Codec { l: *l, inp, in_place, copied: copy.is_some(), crc_area, out };
+    encode_all(&codec, workers, run, out, copy)?;
     // eccSum: MD5 of the per-layer MD5s, each over the layer's sectors in order.
     let mut outer = Md5::new();
     let mut sec = vec![0u8; SECTOR];
@@ -1178,7 +1361,7 @@ fn write_rs01(l: &Rs01Layout, inp: &Input<'_>, out: &Out<'_>, workers: usize, ru
     let crc_bytes: Vec<u8> = crcs.iter().flat_map(|c| c.to_le_bytes()).collect();
     out.write(&crc_bytes, l.crc_offset())?;
     let codec = Rs01Codec { l: *l, inp, out };
-    encode_all(&codec, workers, run)?;
+    encode_all(&codec, workers, run, out, None)?;
     let ecc_sum = md5_of(out.file, out.path, HEADER_BYTES as u64, l.file_bytes() - HEADER_BYTES as u64)?;
     let mut header = base_header(Method::Rs01, 1, inp, l.ndata, l.nroots);
     header[hdr::MEDIUM_SUM..hdr::MEDIUM_SUM + 16].copy_from_slice(&md5);
@@ -1225,7 +1408,9 @@ pub fn protect(
     let size = plan.output_bytes();
     tmp.file.set_len(size).map_err(|e| crate::Error::io(format!("sizing {}", tmp_path.display()), e))?;
     let o = Out::new(&tmp.file, &tmp_path);
-    if let Some(fw) = write_all(&plan, &inp, &o, false, opts.workers, run)? {
+    // An augmented output starts as a copy of the image.
+    let copy = plan.augmented().then_some(CopyJob { src: &src, size: inp.size, buffered: opts.buffered_copy });
+    if let Some(fw) = write_all(&plan, &inp, &o, false, opts.workers, run, copy.as_ref())? {
         o.write(&fw.header, fw.at)?;
     }
     let log = o.into_log()?;
@@ -1379,7 +1564,7 @@ pub fn protect_in_place(image_path: &Path, req: &Request, opts: &Options, run: &
     file.set_len(size).map_err(|e| crate::Error::io(format!("extending {}", image_path.display()), e))?;
     crash_point(opts, InPlaceStep::Extended)?;
     let o = Out::new(&file, image_path);
-    let fw = match write_all(&plan, &inp, &o, true, opts.workers, run) {
+    let fw = match write_all(&plan, &inp, &o, true, opts.workers, run, None) {
         Ok(Some(fw)) => fw,
         Ok(None) => return Err(undo(crate::Error::invalid("BUG: an augmented layout without a header"))),
         Err(e) => return Err(undo(e)),
@@ -1406,10 +1591,11 @@ fn write_all(
     in_place: bool,
     workers: usize,
     run: &mut Run<'_>,
+    copy: Option<&CopyJob<'_>>,
 ) -> crate::Result<Option<FinalWrite>> {
     match plan {
-        Plan::Rs03(l, _) => write_rs03(l, inp, out, in_place, workers, run),
-        Plan::Rs02(l, _) => write_rs02(l, inp, out, in_place, workers, run),
+        Plan::Rs03(l, _) => write_rs03(l, inp, out, in_place, workers, run, copy),
+        Plan::Rs02(l, _) => write_rs02(l, inp, out, in_place, workers, run, copy),
         Plan::Rs01(l) => write_rs01(l, inp, out, workers, run).map(|()| None),
     }
 }
@@ -1613,8 +1799,15 @@ mod tests {
             let opts = Options { workers: 2, ..Default::default() };
             let size = run_protect(|r| protect(&src, &req, &out, &opts, r)).unwrap().bytes;
             std::fs::remove_file(&out).unwrap();
-            for at in [5, size / 2, size - 1] {
-                let bad = Options { corrupt_before_read_back: Some(at), ..opts.clone() };
+            let mut cases = vec![(5, false), (size / 2, false), (size - 1, false)];
+            if req.target == Target::Augment {
+                // Bytes of the image's copy (written by `copy_image`, checked against the CRCs
+                // the encoder logged), through copy_file_range and through pread/pwrite.
+                let mid = orig.len() as u64 / 3;
+                cases.extend([(mid, false), (mid, true), (5, true), (orig.len() as u64 - 1, true)]);
+            }
+            for (at, buffered_copy) in cases {
+                let bad = Options { corrupt_before_read_back: Some(at), buffered_copy, ..opts.clone() };
                 let e = run_protect(|r| protect(&src, &req, &out, &bad, r)).unwrap_err();
                 assert_eq!(e.kind(), crate::ErrorKind::Corrupt, "{req:?} byte {at}: {}", e.message());
                 assert!(e.message().contains("reads back wrong"), "{req:?} byte {at}: {}", e.message());
@@ -1639,10 +1832,60 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The copy of the image in an augmented output (`copy_image`) is the image, byte for byte,
+    /// through `copy_file_range` and through the `pread`/`pwrite` fallback alike, and holes of a
+    /// sparse image stay holes (all-zero sectors that are allocated are copied as zeros); both
+    /// give the same output.
+    #[test]
+    fn augmented_copy_is_the_image_and_keeps_holes() {
+        let dir = std::env::temp_dir().join(format!("loopkit-protect-copy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("sparse.img");
+        let len = 9000u64 * 2048 + 333;
+        let f = File::create(&src).unwrap();
+        f.set_len(len).unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8 | 1).collect();
+        for at in [0, 16 * 2048 + 5, 4000 * 2048 + 1, len - 70_000] {
+            f.write_all_at(&data[..(len - at).min(data.len() as u64) as usize], at).unwrap();
+        }
+        f.write_all_at(&[0u8; 3 * 2048], 5000 * 2048).unwrap(); // allocated zeros
+        f.sync_all().unwrap();
+        drop(f);
+        let orig = std::fs::read(&src).unwrap();
+        for req in [
+            Request { method: Method::Rs03, target: Target::Augment, medium: Some(30_000), redundancy: None },
+            Request {
+                method: Method::Rs02,
+                target: Target::Augment,
+                medium: None,
+                redundancy: Some(Redundancy::Roots(40)),
+            },
+        ] {
+            let mut outs = Vec::new();
+            for buffered_copy in [false, true] {
+                let out = dir.join(format!("out-{buffered_copy}"));
+                let opts = Options { workers: 2, buffered_copy, ..Default::default() };
+                let o = run_protect(|r| protect(&src, &req, &out, &opts, r)).unwrap();
+                assert_eq!(o.read_back_bytes, o.bytes, "{req:?} buffered {buffered_copy}");
+                let got = std::fs::read(&out).unwrap();
+                assert!(got[..orig.len()] == orig[..], "{req:?} buffered {buffered_copy}: the copy differs");
+                // The image's part of the output: data where the image has data, holes elsewhere.
+                let regions = FileSource::open(&out).unwrap().data_regions(0..len).unwrap();
+                let in_data: u64 = regions.iter().map(|r| r.end - r.start).sum();
+                assert!(in_data < len / 4, "{req:?} buffered {buffered_copy}: holes filled ({regions:?})");
+                std::fs::remove_file(&out).unwrap();
+                outs.push(got);
+            }
+            assert!(outs[0] == outs[1], "{req:?}: copy_file_range and pread/pwrite give different outputs");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn encoder_matches_the_scalar_codec() {
         use crate::sys::GfKernel;
-        for kernel in [GfKernel::Gfni, GfKernel::Avx2, GfKernel::Scalar] {
+        for kernel in [GfKernel::Gfni512, GfKernel::Gfni, GfKernel::Avx2, GfKernel::Scalar] {
             if !kernel.available() {
                 eprintln!("{kernel:?}: not on this CPU");
                 continue;
