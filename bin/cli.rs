@@ -683,9 +683,9 @@ pub struct AttachArgs {
     /// dm-crypt is missing).
     #[arg(long, value_name = "NAME")]
     pub open_crypt: Option<String>,
-    /// Hardware queues (one server thread each).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub queues: u16,
+    /// Hardware queues, one server thread each (default: one per CPU, at most 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub queues: Option<u16>,
     /// Requests in flight per queue.
     #[arg(long, value_name = "D", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub depth: u16,

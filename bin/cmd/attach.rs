@@ -191,7 +191,7 @@ fn recovery_target(a: &AttachArgs, notes: &mut Vec<String>) -> loopkit::Result<O
     r.read_only = e.read_only && !r.decrypt;
     r.read_write = r.decrypt && !e.read_only;
     r.open_crypt = None;
-    r.queues = e.queues;
+    r.queues = Some(e.queues);
     r.depth = e.depth;
     r.logical_block_size = Some(e.logical_block_bytes);
     if e.recovery_timeout_secs > 0 && a.recover.is_some() {
@@ -459,7 +459,7 @@ fn serve<B: attach::Backend>(
 /// What `attach::run` needs from the command line and the opened image.
 fn options(a: &AttachArgs, img: &attach::ImageFile, mode: &str) -> attach::Options {
     attach::Options {
-        queues: a.queues,
+        queues: a.queues.unwrap_or_else(attach::default_queues),
         depth: a.depth,
         read_only: a.read_only || !img.writable,
         allow_zero_copy: !a.no_zero_copy,

@@ -48,6 +48,115 @@ pub struct Crypt {
     pub iv_offset_sectors: u64,
 }
 
+/// Requests at least this large may be decrypted (encrypted) by several threads at once.
+const SPLIT_BYTES: usize = 128 << 10;
+/// The smallest part one thread takes of a split request; also the slice timed first.
+const PART_BYTES: usize = 64 << 10;
+/// Split the rest of a request only when this thread alone would need at least this long for it
+/// (by the time the first slice took): below that, starting threads costs more than it saves
+/// (AES with AES-NI decrypts 1 MiB in a fraction of a millisecond; emulated or software ciphers
+/// take tens of milliseconds).
+const SPLIT_WORTH: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The CPUs the process may run on, taken once by the first caller (the main thread, before
+/// the queue threads exist: libublk binds each queue thread to its queue's CPUs, and a thread
+/// inherits its creator's binding), and how many there are.
+pub(crate) fn process_cpus() -> &'static (Option<rustix::thread::CpuSet>, usize) {
+    static CPUS: std::sync::OnceLock<(Option<rustix::thread::CpuSet>, usize)> = std::sync::OnceLock::new();
+    CPUS.get_or_init(|| {
+        let set = rustix::thread::sched_getaffinity(None).ok();
+        let n = set.as_ref().map_or(1, rustix::thread::CpuSet::count).max(1) as usize;
+        (set, n)
+    })
+}
+
+impl Crypt {
+    /// Take note of the CPUs this process may use (call on the main thread before the queue
+    /// threads start; see [`Crypt::decrypt`]).
+    pub fn note_cpus() {
+        let _ = process_cpus();
+    }
+
+    /// Decrypt `data` (whole cipher sectors) for device byte `offset` in place. A request of
+    /// 128 KiB or more whose first 64 KiB took long enough that the rest would take this thread
+    /// at least 1 ms is finished by one thread per CPU at once, in parts of whole sectors (this
+    /// queue thread takes one), so one submitter's large reads of a slow cipher use every core
+    /// as dm-crypt's workers do; a fast one (AES-NI) stays on this thread, where starting
+    /// threads would cost more than they save.
+    pub fn decrypt(&self, offset: u64, data: &mut [u8]) {
+        self.each_part(offset, data, |c, iv, part| c.decrypt_sectors(iv, part));
+    }
+
+    /// Encrypt `data` for device byte `offset` in place, split as [`Crypt::decrypt`].
+    pub fn encrypt(&self, offset: u64, data: &mut [u8]) {
+        self.each_part(offset, data, |c, iv, part| c.encrypt_sectors(iv, part));
+    }
+
+    fn each_part(&self, offset: u64, data: &mut [u8], f: impl Fn(&dyn SectorCipher, u64, &mut [u8]) + Sync) {
+        self.each_part_if(offset, data, f, |first, rest| first * (rest / PART_BYTES) as u32 >= SPLIT_WORTH);
+    }
+
+    /// [`Crypt::each_part`] with the decision to split injected: `worth(time of the first
+    /// slice, bytes left)`.
+    fn each_part_if(
+        &self,
+        offset: u64,
+        data: &mut [u8],
+        f: impl Fn(&dyn SectorCipher, u64, &mut [u8]) + Sync,
+        worth: impl Fn(std::time::Duration, usize) -> bool,
+    ) {
+        let iv0 = self.iv_offset_sectors + offset / 512;
+        let cipher = &*self.cipher;
+        let (cpus, n) = process_cpus();
+        let unit = cipher.sector_bytes().max(512);
+        if data.len() < SPLIT_BYTES || *n < 2 || !PART_BYTES.is_multiple_of(unit) {
+            f(cipher, iv0, data);
+            return;
+        }
+        // The first slice on this thread, timed: is the rest worth threads?
+        let started = std::time::Instant::now();
+        let (head, rest) = data.split_at_mut(PART_BYTES);
+        f(cipher, iv0, head);
+        let iv0 = iv0 + (PART_BYTES / 512) as u64;
+        let parts = (rest.len() / PART_BYTES).min(*n);
+        if parts < 2 || !worth(started.elapsed(), rest.len()) {
+            f(cipher, iv0, rest);
+            return;
+        }
+        let per = (rest.len() / parts).div_ceil(unit) * unit;
+        let failed = std::thread::scope(|s| {
+            let mut failed = None;
+            let mut chunks = rest.chunks_mut(per).enumerate();
+            let first = chunks.next();
+            for (i, part) in chunks {
+                let f = &f;
+                let iv = iv0 + (i * per / 512) as u64;
+                let started = std::thread::Builder::new().name("loopkit-crypt".into()).spawn_scoped(s, move || {
+                    if let Some(set) = cpus {
+                        let _ = rustix::thread::sched_setaffinity(None, set);
+                    }
+                    f(cipher, iv, part);
+                });
+                if started.is_err() {
+                    failed = Some(i);
+                    break;
+                }
+            }
+            if let Some((_, part)) = first {
+                f(cipher, iv0, part);
+            }
+            failed
+        });
+        // A thread that could not start: its part and every later one on this thread.
+        if let Some(i) = failed {
+            let from = i * per;
+            for (k, part) in rest[from..].chunks_mut(per).enumerate() {
+                f(cipher, iv0 + ((from + k * per) / 512) as u64, part);
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for Crypt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Crypt")
@@ -313,6 +422,59 @@ mod tests {
         assert!(e.to_string().contains("not a multiple of 512"), "{e}");
         assert!(FileBackend::new(tmpfile(0), 0, 0, false, None).is_err());
         assert!(FileBackend::new(tmpfile(2048), 100, 1024, false, None).is_err());
+    }
+
+    #[test]
+    fn split_crypt_equals_the_whole_request_on_one_thread() {
+        // 4096-byte XTS sectors (LUKS2), 1 MiB + 3 sectors at device byte 8192 with an IV
+        // offset: every part must use the IV sector of its own position, whole sectors only.
+        // The oracle is the cipher over the whole buffer on this thread.
+        for sector in [512usize, 4096] {
+            let key: Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(7).wrapping_add(3)).collect();
+            let cipher = Arc::new(crate::crypto::xts::XtsSectors::new(&key, sector).unwrap());
+            let c = Crypt { cipher: cipher.clone(), iv_offset_sectors: 77 };
+            let len = (1 << 20) + 3 * sector;
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut whole = plain.clone();
+            cipher.encrypt_sectors(77 + 8192 / 512, &mut whole);
+            let always = |_: std::time::Duration, _: usize| true;
+            let mut split = plain.clone();
+            c.each_part_if(8192, &mut split, |c, iv, d| c.encrypt_sectors(iv, d), always);
+            assert!(whole == split, "encrypt, {sector}-byte sectors");
+            c.each_part_if(8192, &mut split, |c, iv, d| c.decrypt_sectors(iv, d), always);
+            assert!(split == plain, "decrypt, {sector}-byte sectors");
+            // As the server calls it (split or not, by the time the first slice took).
+            c.encrypt(8192, &mut split);
+            assert!(whole == split, "encrypt, {sector}-byte sectors, timed");
+        }
+    }
+
+    /// Benchmark, not a test: `cargo test --release --lib attach::backend::tests::crypt_throughput
+    /// -- --ignored --nocapture`. Decrypts 256 MiB in 1 MiB requests with aes-cbc-plain (the
+    /// `--decrypt` benchmark's cipher), on this thread only and split as the server does, and
+    /// prints MB/s of each.
+    #[test]
+    #[ignore]
+    fn crypt_throughput() {
+        let key = [0x5au8; 32];
+        let cipher = Arc::new(crate::crypto::cbc::CbcSectors::new(&key, crate::crypto::cbc::IvScheme::Plain).unwrap());
+        let c = Crypt { cipher: cipher.clone(), iv_offset_sectors: 0 };
+        let rate = |f: &mut dyn FnMut(u64, &mut [u8])| {
+            let mut buf = vec![0x33u8; 1 << 20];
+            let t = std::time::Instant::now();
+            for i in 0..256u64 {
+                f(i << 20, &mut buf);
+            }
+            256.0 * 1.048576 / t.elapsed().as_secs_f64()
+        };
+        let one = rate(&mut |off, b| cipher.decrypt_sectors(off / 512, b));
+        let split = rate(&mut |off, b| c.each_part_if(off, b, |c, iv, d| c.decrypt_sectors(iv, d), |_, _| true));
+        let timed = rate(&mut |off, b| c.decrypt(off, b));
+        println!(
+            "aes-cbc-plain 256, 1 MiB requests: {one:.0} MB/s on one thread, {split:.0} MB/s always split over {} CPUs, \
+             {timed:.0} MB/s split when the first 64 KiB says it pays",
+            process_cpus().1
+        );
     }
 
     #[test]

@@ -245,6 +245,20 @@ pub fn private_mount_namespace() -> crate::Result<()> {
     .map_err(|e| crate::Error::io("cannot make the mounts private", e.into()))
 }
 
+/// The most hardware queues [`default_queues`] gives: each queue is a server thread (and, on
+/// the copy path, a buffer of up to [`server::MAX_IO_BYTES`] per tag); past a few, one server
+/// thread per CPU adds threads, not speed, for one image.
+pub const DEFAULT_QUEUES_MAX: u16 = 4;
+
+/// The default number of hardware queues: one per CPU this process may run on, at most
+/// [`DEFAULT_QUEUES_MAX`]. With one queue per CPU each submitting CPU has its own queue, so
+/// requests from different CPUs are served (and under `--decrypt` decrypted) by different
+/// server threads.
+pub fn default_queues() -> u16 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    u16::try_from(cpus).unwrap_or(u16::MAX).clamp(1, DEFAULT_QUEUES_MAX)
+}
+
 /// Settings for [`run`].
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -187,6 +187,8 @@ pub struct DeviceInfo {
     pub queues: u16,
     /// Queue depth.
     pub depth: u16,
+    /// The largest request in bytes (`max_io_buf_bytes`).
+    pub max_io_buf_bytes: u32,
 }
 
 impl DeviceInfo {
@@ -198,7 +200,8 @@ impl DeviceInfo {
     }
 
     /// From the driver's `struct ublksrv_ctrl_dev_info` (64 bytes, native endian): queues,
-    /// depth and state at bytes 0, 2, 4; the server's pid at 16; the flags at 24.
+    /// depth and state at bytes 0, 2, 4; the largest request at 8; the server's pid at 16; the
+    /// flags at 24.
     fn parse(b: &[u8]) -> Option<DeviceInfo> {
         let u16_at = |i: usize| b.get(i..i + 2).and_then(|s| s.try_into().ok()).map(u16::from_ne_bytes);
         let pid = b.get(16..20).and_then(|s| s.try_into().ok()).map(i32::from_ne_bytes)?;
@@ -211,7 +214,8 @@ impl DeviceInfo {
             sys::UBLK_S_DEV_FAIL_IO => DeviceState::FailIo,
             _ => DeviceState::Other(raw),
         };
-        Some(DeviceInfo { state, server_pid: pid, flags, queues: u16_at(0)?, depth: u16_at(2)? })
+        let max_io_buf_bytes = b.get(8..12).and_then(|s| s.try_into().ok()).map(u32::from_ne_bytes)?;
+        Some(DeviceInfo { state, server_pid: pid, flags, queues: u16_at(0)?, depth: u16_at(2)?, max_io_buf_bytes })
     }
 }
 
@@ -267,6 +271,13 @@ struct Slots {
     device: Option<u32>,
 }
 
+/// The largest request the device takes (its `max_sectors`, and each tag's buffer on the copy
+/// path): 1 MiB, so a 1 MiB read or write reaches the server as one request, not two (at 512 KiB,
+/// libublk's default, each one went through the driver and the server twice; the disk below
+/// merged the halves again). Copy-path buffers are allocated untouched, so memory is only used
+/// as large requests come.
+pub const MAX_IO_BYTES: u32 = 1 << 20;
+
 /// Per-device state shared by the queue threads.
 struct Shared<B> {
     backend: Arc<B>,
@@ -300,11 +311,17 @@ pub fn serve<B: Backend>(
     remarks: Arc<dyn Remarks>,
 ) -> crate::Result<Finished> {
     let features = available()?;
-    let buf_bytes: u32 = 512 << 10;
+    super::backend::Crypt::note_cpus();
     let lbs = cfg.logical_bs_shift.max(9);
     let (ctrl, zero_copy, queues, depth) = match cfg.recover {
-        Some(id) => recover_ctrl(id, &*backend, buf_bytes, lbs)?,
-        None => add_ctrl(cfg, features, &*backend, buf_bytes)?,
+        Some(id) => recover_ctrl(id, &*backend, lbs)?,
+        None => add_ctrl(cfg, features, &*backend, MAX_IO_BYTES)?,
+    };
+    // The largest request, as the driver took it (a recovered device keeps its own): the
+    // device's max_sectors and, on the copy path, each tag's buffer.
+    let buf_bytes = match ctrl.dev_info().max_io_buf_bytes {
+        0 => MAX_IO_BYTES,
+        n => n,
     };
     let recovering = cfg.recover.is_some();
     let recovery = ctrl.dev_info().flags & u64::from(sys::UBLK_F_USER_RECOVERY) != 0;
@@ -342,8 +359,11 @@ pub fn serve<B: Backend>(
     let running = Arc::new(AtomicUsize::new(usize::from(queues)));
     let q_shared = shared.clone();
     let q_running = running.clone();
+    let threads: Arc<Mutex<Vec<rustix::thread::Pid>>> = Arc::new(Mutex::new(Vec::new()));
+    let q_threads = threads.clone();
     let q_fn = move |qid: u16, dev: &UblkDev| {
         let _done = Decrement(q_running.clone());
+        q_threads.lock().unwrap_or_else(|p| p.into_inner()).push(rustix::thread::gettid());
         queue(qid, dev, &q_shared);
     };
     let failure: Arc<Mutex<Option<crate::Error>>> = Arc::new(Mutex::new(None));
@@ -351,6 +371,7 @@ pub fn serve<B: Backend>(
     let dev_stop = stop.clone();
     let data_path = if zero_copy { DataPath::ZeroCopy } else { DataPath::Copy };
     let device_fn = move |ctrl: &UblkCtrl| {
+        unpin(&threads.lock().unwrap_or_else(|p| p.into_inner()));
         let live = Live {
             dev_id: ctrl.dev_info().dev_id,
             device: ctrl.get_bdev_path(),
@@ -383,6 +404,19 @@ pub fn serve<B: Backend>(
     let wrote = shared.wrote.load(Ordering::Acquire);
     shared.backend.flush().map_err(|e| crate::Error::io("flushing the image at detach", e))?;
     Ok(Finished { wrote })
+}
+
+/// Let the queue threads run on every CPU the process may use. libublk binds each queue's
+/// thread to the CPUs the driver maps to that queue (with one queue per CPU: that one CPU), so a
+/// single submitter's requests all went to the server thread bound to the submitter's own CPU,
+/// and the two took turns on it while the other CPUs idled (4 KiB random reads through two
+/// queues ran at about half the rate of one queue in the TCG guest). Called once the device is
+/// live: libublk sets the binding from its own thread while the queues start.
+fn unpin(threads: &[rustix::thread::Pid]) {
+    let Some(set) = &super::backend::process_cpus().0 else { return };
+    for &tid in threads {
+        let _ = rustix::thread::sched_setaffinity(Some(tid), set);
+    }
 }
 
 /// The files every queue's ring registers after `/dev/ublkcN` (slot 0): the image, `/dev/zero`,
@@ -445,12 +479,7 @@ fn add_ctrl<B: Backend>(
 /// size and logical block size must be what `backend` serves; then `START_USER_RECOVERY` and a
 /// control for `END_USER_RECOVERY` (issued by `run_target` once every queue fetches). The queue
 /// count, depth and data path are the device's own.
-fn recover_ctrl<B: Backend>(
-    id: u32,
-    backend: &B,
-    buf_bytes: u32,
-    lbs: u8,
-) -> crate::Result<(UblkCtrl, bool, u16, u16)> {
+fn recover_ctrl<B: Backend>(id: u32, backend: &B, lbs: u8) -> crate::Result<(UblkCtrl, bool, u16, u16)> {
     let refuse =
         |why: String| crate::Error::new(crate::ErrorKind::Unsafe, format!("cannot recover /dev/ublkb{id}: {why}"));
     let info = device_state(id).ok_or_else(|| refuse("the driver has no such device".into()))?;
@@ -485,7 +514,7 @@ fn recover_ctrl<B: Backend>(
         .id(sid)
         .nr_queues(info.queues)
         .depth(info.depth)
-        .io_buf_bytes(buf_bytes)
+        .io_buf_bytes(if info.max_io_buf_bytes == 0 { MAX_IO_BYTES } else { info.max_io_buf_bytes })
         .dev_flags(UblkFlags::UBLK_DEV_F_RECOVER_DEV)
         .build()
         .map_err(|e| ublk_error("cannot open the ublk device for recovery", e))?;
@@ -691,7 +720,7 @@ async fn handle<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, buf: &mu
                 return r;
             }
             if let (Some(c), Buf::Mem(m)) = (b.crypt(), &mut *buf) {
-                c.cipher.decrypt_sectors(c.iv_offset_sectors + offset / 512, &mut m[..len as usize]);
+                c.decrypt(offset, &mut m[..len as usize]);
             }
             len as i32
         }
@@ -699,7 +728,7 @@ async fn handle<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, buf: &mu
             s.wrote.store(true, Ordering::Release);
             if let (Some(c), Buf::Mem(m)) = (b.crypt(), &mut *buf) {
                 // The buffer is ours: the kernel copied the plaintext in; it goes out encrypted.
-                c.cipher.encrypt_sectors(c.iv_offset_sectors + offset / 512, &mut m[..len as usize]);
+                c.encrypt(offset, &mut m[..len as usize]);
             }
             let fua = flags & sys::UBLK_IO_F_FUA != 0;
             let planned = loop {
@@ -1008,6 +1037,7 @@ mod tests {
         b[24..32].copy_from_slice(&u64::from(sys::UBLK_F_USER_RECOVERY).to_ne_bytes());
         let i = DeviceInfo::parse(&b).unwrap();
         assert_eq!((i.queues, i.depth, i.state, i.server_pid), (2, 64, DeviceState::Quiesced, -1));
+        assert_eq!(i.max_io_buf_bytes, 512 << 10);
         assert_eq!(i.flags, u64::from(sys::UBLK_F_USER_RECOVERY));
         assert!(i.no_server_but(4242), "7.x: no pid at all");
         b[16..20].copy_from_slice(&4242i32.to_ne_bytes());
