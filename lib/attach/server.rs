@@ -312,17 +312,7 @@ pub fn serve<B: Backend>(
 ) -> crate::Result<Finished> {
     let features = available()?;
     super::backend::Crypt::note_cpus();
-    let lbs = cfg.logical_bs_shift.max(9);
-    let (ctrl, zero_copy, queues, depth) = match cfg.recover {
-        Some(id) => recover_ctrl(id, &*backend, lbs)?,
-        None => add_ctrl(cfg, features, &*backend, MAX_IO_BYTES)?,
-    };
-    // The largest request, as the driver took it (a recovered device keeps its own): the
-    // device's max_sectors and, on the copy path, each tag's buffer.
-    let buf_bytes = match ctrl.dev_info().max_io_buf_bytes {
-        0 => MAX_IO_BYTES,
-        n => n,
-    };
+    let (ctrl, zero_copy, queues, depth, buf_bytes) = open_ctrl(cfg, features, &*backend)?;
     let recovering = cfg.recover.is_some();
     let recovery = ctrl.dev_info().flags & u64::from(sys::UBLK_F_USER_RECOVERY) != 0;
     let ctrl = Arc::new(ctrl);
@@ -404,6 +394,22 @@ pub fn serve<B: Backend>(
     let wrote = shared.wrote.load(Ordering::Acquire);
     shared.backend.flush().map_err(|e| crate::Error::io("flushing the image at detach", e))?;
     Ok(Finished { wrote })
+}
+
+/// The device's control, new or (`cfg.recover`) the orphaned device's, with whether it is zero
+/// copy, its queues and depth, and its largest request as the driver took it (a recovered
+/// device keeps its own): the device's max_sectors and, on the copy path, each tag's buffer.
+fn open_ctrl<B: Backend>(cfg: &Config, features: u64, backend: &B) -> crate::Result<(UblkCtrl, bool, u16, u16, u32)> {
+    let lbs = cfg.logical_bs_shift.max(9);
+    let (ctrl, zero_copy, queues, depth) = match cfg.recover {
+        Some(id) => recover_ctrl(id, backend, lbs)?,
+        None => add_ctrl(cfg, features, backend, MAX_IO_BYTES)?,
+    };
+    let buf_bytes = match ctrl.dev_info().max_io_buf_bytes {
+        0 => MAX_IO_BYTES,
+        n => n,
+    };
+    Ok((ctrl, zero_copy, queues, depth, buf_bytes))
 }
 
 /// Let the queue threads run on every CPU the process may use. libublk binds each queue's
@@ -766,36 +772,7 @@ async fn handle<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, buf: &mu
                 Err(e) => errno(&e),
             }
         }
-        sys::UBLK_IO_OP_DISCARD | sys::UBLK_IO_OP_WRITE_ZEROES => {
-            // These carry no data: their length is not bounded by the buffer.
-            let (Some(o), Some(l)) = (iod.start_sector.checked_mul(512), u64::from(iod.nr_sectors).checked_mul(512))
-            else {
-                return -libc::EINVAL;
-            };
-            let zero = op == sys::UBLK_IO_OP_WRITE_ZEROES && flags & sys::UBLK_IO_F_NOUNMAP != 0;
-            if let Some(started) = b.discard_off_thread(o, l, zero) {
-                s.wrote.store(true, Ordering::Release);
-                return match started {
-                    Ok(done) => wait_for_result(q, &done).await,
-                    Err(e) => errno(&e),
-                };
-            }
-            let at = match b.plan_discard(o, l) {
-                Ok(at) => at,
-                Err(e) => return errno(&e),
-            };
-            s.wrote.store(true, Ordering::Release);
-            // Punch: the range reads as zeros and its blocks go back to the file system; a
-            // WRITE_ZEROES that must not unmap zeroes the range in place instead.
-            let mode = if zero {
-                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
-            } else {
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
-            };
-            let sqe = opcode::Fallocate::new(types::Fixed(s.slots.image), l).offset(at).mode(mode).build();
-            let r = q.ublk_submit_sqe(sqe).await;
-            if r < 0 { r } else { 0 }
-        }
+        sys::UBLK_IO_OP_DISCARD | sys::UBLK_IO_OP_WRITE_ZEROES => discard(q, s, iod, op, flags).await,
         sys::UBLK_IO_OP_FLUSH => {
             let mut targets = Vec::with_capacity(2);
             b.plan_flush(&mut targets);
@@ -803,6 +780,40 @@ async fn handle<B: Backend>(q: &UblkQueue<'_>, tag: u16, s: &Shared<B>, buf: &mu
         }
         _ => -libc::EOPNOTSUPP,
     }
+}
+
+/// A DISCARD or WRITE_ZEROES (`NOUNMAP`: zeroed in place): on the backend's own thread when it
+/// must wait for I/O in flight (remap), else a `fallocate` of the image through the ring;
+/// 0 or `-errno`.
+async fn discard<B: Backend>(q: &UblkQueue<'_>, s: &Shared<B>, iod: &sys::ublksrv_io_desc, op: u32, flags: u32) -> i32 {
+    let b = &*s.backend;
+    // These carry no data: their length is not bounded by the buffer.
+    let (Some(o), Some(l)) = (iod.start_sector.checked_mul(512), u64::from(iod.nr_sectors).checked_mul(512)) else {
+        return -libc::EINVAL;
+    };
+    let zero = op == sys::UBLK_IO_OP_WRITE_ZEROES && flags & sys::UBLK_IO_F_NOUNMAP != 0;
+    if let Some(started) = b.discard_off_thread(o, l, zero) {
+        s.wrote.store(true, Ordering::Release);
+        return match started {
+            Ok(done) => wait_for_result(q, &done).await,
+            Err(e) => errno(&e),
+        };
+    }
+    let at = match b.plan_discard(o, l) {
+        Ok(at) => at,
+        Err(e) => return errno(&e),
+    };
+    s.wrote.store(true, Ordering::Release);
+    // Punch: the range reads as zeros and its blocks go back to the file system; a
+    // WRITE_ZEROES that must not unmap zeroes the range in place instead.
+    let mode = if zero {
+        libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
+    } else {
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
+    };
+    let sqe = opcode::Fallocate::new(types::Fixed(s.slots.image), l).offset(at).mode(mode).build();
+    let r = q.ublk_submit_sqe(sqe).await;
+    if r < 0 { r } else { 0 }
 }
 
 /// How long a request waits before it plans again when another request holds part of its range

@@ -895,19 +895,8 @@ const READ_BACK_CHUNK: usize = 8 << 20;
 /// Read-back threads (reads in flight at once, besides the compare).
 const READ_BACK_READERS: usize = 3;
 
-/// Read bytes `from..end` of the synced output back from the device (`O_DIRECT`, or after its
-/// cached pages are dropped) and compare them with what was written: every write in `log` (sorted)
-/// must read back with its CRC-32, and every byte no write covered must read as zero (the file
-/// was created, or extended, at full size: holes). Returns the bytes checked.
-fn read_back_writes(
-    file: &File,
-    path: &Path,
-    from: u64,
-    end: u64,
-    log: &[Written],
-    run: &mut Run<'_>,
-) -> crate::Result<u64> {
-    use crate::output::direct::{ALIGN, AlignedBuf, ReadBack};
+/// The write log is sorted, its writes do not overlap, and all lie in `from..end`.
+fn check_write_log(path: &Path, from: u64, end: u64, log: &[Written]) -> crate::Result<()> {
     for w in log.windows(2) {
         if w[0].at + w[0].len > w[1].at {
             return Err(crate::Error::invalid(format!(
@@ -921,6 +910,23 @@ fn read_back_writes(
     if log.first().is_some_and(|w| w.at < from) || log.last().is_some_and(|w| w.at + w.len > end) {
         return Err(crate::Error::invalid(format!("BUG: a write to {} outside the checked range", path.display())));
     }
+    Ok(())
+}
+
+/// Read bytes `from..end` of the synced output back from the device (`O_DIRECT`, or after its
+/// cached pages are dropped) and compare them with what was written: every write in `log` (sorted)
+/// must read back with its CRC-32, and every byte no write covered must read as zero (the file
+/// was created, or extended, at full size: holes). Returns the bytes checked.
+fn read_back_writes(
+    file: &File,
+    path: &Path,
+    from: u64,
+    end: u64,
+    log: &[Written],
+    run: &mut Run<'_>,
+) -> crate::Result<u64> {
+    use crate::output::direct::{ALIGN, AlignedBuf, ReadBack};
+    check_write_log(path, from, end, log)?;
     let rb = ReadBack::open(path, file)
         .map_err(|e| crate::Error::io(format!("reopening {} to read it back", path.display()), e))?;
     run.progress.start("reading back", Some(end - from));
