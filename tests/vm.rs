@@ -165,7 +165,7 @@ impl VmOutcome {
             "--- guest stdout:\n{}\n--- guest stderr:\n{}\n--- console (tail):\n{}",
             tail(&self.stdout, 60),
             tail(&self.stderr, 60),
-            tail(&self.console, 30)
+            console_tail(&self.console)
         )
     }
 
@@ -195,6 +195,21 @@ fn tail(s: &str, lines: usize) -> String {
     }
     out.push_str(&v[start..].join("\n"));
     out
+}
+
+/// The console's last 30 lines, or, when the guest kernel oopsed or panicked, everything from
+/// the first such report on (at most 150 lines), so a crash's whole trace reaches the log.
+fn console_tail(console: &str) -> String {
+    const MARKS: [&str; 5] = ["BUG: ", "Oops", "general protection fault", "Kernel panic", "WARNING: "];
+    let lines: Vec<&str> = console.lines().collect();
+    match lines.iter().position(|l| MARKS.iter().any(|m| l.contains(m))) {
+        Some(first) => {
+            let from = &lines[first.saturating_sub(5)..];
+            let shown = tail(&from.join("\n"), 150);
+            format!("[… {} lines before the first kernel report cut]\n{shown}", first.saturating_sub(5))
+        }
+        None => tail(console, 30),
+    }
 }
 
 fn env_is_1(name: &str) -> bool {
