@@ -1,7 +1,8 @@
 //! Smoke tests of the real-kernel harness (tests/vm.rs): the guest kernel has device-mapper,
 //! dm-crypt and ublk; it mounts an ext4 image made on the host by mkfs.ext4 and reads the same
-//! bytes sha256sum reads on the host; writable and read-only disks behave; and a failing guest
-//! script is reported as a failure, not a pass.
+//! bytes sha256sum reads on the host; writable and read-only disks behave; a failing guest
+//! script is reported as a failure, not a pass; and a guest kernel crash outside ublk is run once
+//! more on writable disks restored to their first bytes, and fails if it crashes again.
 
 use crate::ensure;
 use crate::util::{self, Scratch, TestResult, fail, have, run_ok, sha256_file, skip, trial};
@@ -15,6 +16,7 @@ pub fn trials() -> Vec<Trial> {
     vec![
         trial("vm_smoke::kernel_has_dm_ublk_and_mounts_ext4", kernel_has_dm_ublk_and_mounts_ext4),
         trial("vm_smoke::failing_guest_script_is_a_failure", failing_guest_script_is_a_failure),
+        trial("vm_smoke::guest_crash_retried_once_on_restored_disks", guest_crash_retried_once_on_restored_disks),
     ]
 }
 
@@ -132,5 +134,43 @@ fn failing_guest_script_is_a_failure() -> TestResult {
     ensure!(out.exit_code == Some(7), "exit code {:?}, want Some(7)\n{t}", out.exit_code);
     ensure!(!out.success() && out.check().is_err(), "a failing script passed the check");
     ensure!(out.stdout == "to-stdout\n" && out.stderr == "to-stderr\n", "output not captured\n{t}");
+    Ok(Completion::Completed)
+}
+
+/// The guest appends one byte to its writable disk and then panics its kernel (sysrq `c`): the
+/// harness boots it a second time on the restored disk, so the disk ends with one byte, not two,
+/// and the job, crashed twice, is a failure.
+fn guest_crash_retried_once_on_restored_disks() -> TestResult {
+    let d = Scratch::new("vm-crash");
+    let disk = d.path("rw.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20])?;
+    let script = format!(
+        "n=$(head -c 512 {dev} | tr -d '\\000' | wc -c)\n\
+         printf x | dd of={dev} bs=1 seek=\"$n\" conv=notrunc,fsync status=none\n\
+         echo \"bytes-before:$n\"\n\
+         echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger; sleep 60\n",
+        dev = vm::dev(0)
+    );
+    let job =
+        VmJob { disks: &[Disk::rw(&disk)], script: &script, timeout: Duration::from_secs(120), ..Default::default() };
+    let out = match vm::run(&job) {
+        Ok(out) => out,
+        Err(unavailable) => return unavailable.skip(),
+    };
+    let t = out.transcript();
+    ensure!(
+        out.exit_code.is_none() && out.check().is_err(),
+        "a crashed guest was not a failure: {:?}\n{t}",
+        out.exit_code
+    );
+    ensure!(out.console.contains("sysrq triggered crash"), "the guest did not crash as asked\n{t}");
+    ensure!(out.stdout.trim() == "bytes-before:0", "the second boot did not start from the restored disk\n{t}");
+    let bytes = std::fs::read(&disk)?;
+    let written = bytes.iter().filter(|&&b| b != 0).count();
+    ensure!(
+        written == 1 && bytes[0] == b'x',
+        "the disk holds {written} written bytes after two boots, want 1 (restored, then written once)"
+    );
+    ensure!(!d.path("rw.img.vm-pristine").exists(), "the copy of the disk was left behind");
     Ok(Completion::Completed)
 }
