@@ -33,6 +33,10 @@ pub fn trials() -> Vec<Trial> {
         trial("remap_engine::discard_never_leaves_a_raw_plan_over_punched_blocks", discard_vs_plan_write),
         trial("remap_engine::a_change_between_preflight_and_the_lease_refuses_remap", changed_before_lease),
         trial("remap_engine::a_change_after_the_lease_breaks_it_or_is_caught_by_the_recheck", changed_after_lease),
+        trial(
+            "remap_engine::a_refused_open_leaves_no_lease_while_another_break_is_being_answered",
+            refusal_while_another_break_runs,
+        ),
         trial("remap_engine::a_discard_waiting_for_a_guard_never_blocks_its_holder", discard_vs_guard_holder),
     ]
 }
@@ -906,6 +910,89 @@ fn changed_before_lease() -> TestResult {
             ensure!(!lease_listed(&img)?, "{} {what}: a lease is still held after the refusal", m.fs);
         }
         let _ = std::fs::remove_file(&img);
+    }
+    Ok(Completion::Completed)
+}
+
+/// A refused open must leave no lease behind when it returns, even while the lease watcher is
+/// answering another engine's break (the watcher holds a reference to every engine it watches,
+/// the one being refused included, for as long as it answers). Engine A has raw I/O in flight
+/// (a read plan's guard, held by the test); a thread of ours opens A's image, so the watcher
+/// stops A and waits for that guard. Meanwhile engine B opens a second image whose size another
+/// process changes between preflight and the lease: B must refuse
+/// (`remap.changed-before-lease`) and `/proc/locks` must list no lease on B's image at once.
+/// Then the guard is dropped: A's break completes (`remap.lease-broken`) and the opener gets
+/// through with A's bytes.
+fn refusal_while_another_break_runs() -> TestResult {
+    use loopkit::remap::Piece;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    type Opener = std::thread::JoinHandle<std::io::Result<Vec<u8>>>;
+    let mounts = match file_systems() {
+        Ok(m) => m,
+        Err(why) => return skip(why),
+    };
+    if !crate::util::have("truncate") {
+        return skip("missing tool: truncate");
+    }
+    for m in &mounts {
+        let (busy, img) = (m.path("busy.img"), m.path("refused.img"));
+        let want = make_mixed(&busy)?;
+        make_mixed(&img)?;
+        let a = open_engine(&busy)?;
+        let mut pieces = Vec::new();
+        let guard = a.plan_read(0, MIB, &mut pieces).map_err(|e| format!("plan_read: {e}"))?;
+        ensure!(pieces.iter().any(|p| matches!(p, Piece::Device { .. })), "{}: no raw piece planned", m.fs);
+        let opener: Arc<Mutex<Option<Opener>>> = Arc::new(Mutex::new(None));
+        let a_stopped = Arc::new(AtomicBool::new(false));
+        let (truncate, q) = (Arc::new(Mutex::new(String::new())), crate::vm::sh_quote(&img.to_string_lossy()));
+        let hook = {
+            let (a, opener, a_stopped, truncate, busy) =
+                (a.clone(), opener.clone(), a_stopped.clone(), truncate.clone(), busy.clone());
+            OpenHook(Arc::new(move |at| match at {
+                OpenPhase::BeforeLease => {
+                    let r = Command::new("sh").arg("-c").arg(format!("truncate -s 17M {q}")).status();
+                    if let Ok(mut g) = truncate.lock() {
+                        *g = r.map_or_else(|e| format!("cannot run: {e}"), |s| s.to_string());
+                    }
+                }
+                OpenPhase::AfterLease => {
+                    // B is registered with the watcher now; start A's break and wait until the
+                    // watcher is inside it (A stopped remapping, waiting for the held guard).
+                    let path = busy.clone();
+                    if let Ok(mut g) = opener.lock() {
+                        *g = Some(std::thread::spawn(move || std::fs::read(&path)));
+                    }
+                    let t = std::time::Instant::now();
+                    while a.state().remapping && t.elapsed() < std::time::Duration::from_secs(10) {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    a_stopped.store(!a.state().remapping, SeqCst);
+                }
+            }))
+        };
+        let opts = Options { open_hook: Some(hook), ..Options::default() };
+        let refused = Engine::open(&img, &opts).err().map(|e| e.to_string());
+        let listed = lease_listed(&img)?;
+        drop(guard);
+        let handle = opener.lock().map_err(|_| "opener lock poisoned".to_string())?.take();
+        let theirs = handle.map(|h| h.join());
+        let st = a.state();
+        a.close().map_err(|e| format!("close: {e}"))?;
+        drop(a);
+        let truncated = truncate.lock().map(|g| g.clone()).unwrap_or_default();
+        ensure!(truncated.contains("exit status: 0"), "{}: the size change failed: {truncated}", m.fs);
+        ensure!(a_stopped.load(SeqCst), "{}: the watcher never started A's break (nothing was tested): {st:?}", m.fs);
+        let Some(text) = refused else {
+            return crate::util::fail(format!("{}: B opened although its size changed before the lease", m.fs));
+        };
+        ensure!(text.contains("remap.changed-before-lease"), "{}: B refused for another reason: {text}", m.fs);
+        ensure!(!listed, "{}: B's lease is still held after its refusal returned (the watcher kept it alive)", m.fs);
+        let theirs = match theirs {
+            Some(Ok(Ok(bytes))) => bytes,
+            other => return crate::util::fail(format!("{}: the opener of A: {other:?}", m.fs)),
+        };
+        ensure!(theirs == want, "{}: the opener read different bytes from A", m.fs);
+        ensure!(st.stopped_code == Some("remap.lease-broken") && !st.lease_held, "{}: A after the break: {st:?}", m.fs);
     }
     Ok(Completion::Completed)
 }

@@ -40,59 +40,69 @@ fn script(bin: &str) -> String {
 echo "kernel:$(uname -r)"
 mkdir -p /tmp/h /tmp/m
 mount -t ext4 /dev/vda /tmp/h
-truncate -s 192M /tmp/h/d.img
-start d --json /tmp/h/d.img >/dev/null
-dev=$(sed -n 's/^ *"device": "\(.*\)",$/\1/p' /tmp/d.out)
-cp /tmp/d.out /run/vm/d.json
-echo "d-gran:$(cat /sys/block/$(basename "$dev")/queue/discard_granularity)"
-mkfs.ext4 -q -F -b 4096 "$dev" 160M
-mount -t ext4 "$dev" /tmp/m
 head -c 8388608 /dev/urandom >/tmp/keep
-cp /tmp/keep /tmp/m/keep
-dd if=/dev/urandom of=/tmp/m/big bs=1M count=64 conv=fsync status=none
-sync
-before=$(stat -c %b /tmp/h/d.img)
-rm /tmp/m/big
-sync
-fstrim -v /tmp/m >&2 && echo "d-fstrim:ok"
-sync
-after=$(stat -c %b /tmp/h/d.img)
-echo "d-freed-mib:$(( (before - after) * 512 / 1048576 ))"
-echo 3 >/proc/sys/vm/drop_caches
-echo "d-keep:$(cmp -s /tmp/keep /tmp/m/keep && echo ok || echo differs)"
-umount /tmp/m
-# blkdiscard -z past the 160 MiB file system
 head -c 4194304 /dev/urandom >/tmp/rnd
-dd if=/tmp/rnd of="$dev" bs=1M seek=170 oflag=direct conv=fsync status=none
-echo "d-written:$(dd if="$dev" bs=1M skip=170 count=4 iflag=direct status=none | cmp -s - /tmp/rnd && echo ok || echo differs)"
-blkdiscard -z -o $((170 * 1048576)) -l 4194304 "$dev" && echo "d-blkdiscard:ok"
 head -c 4194304 /dev/zero >/tmp/zero
-echo "d-zeroed:$(dd if="$dev" bs=1M skip=170 count=4 iflag=direct status=none | cmp -s - /tmp/zero && echo ok || echo differs)"
+# attach_sparse TAG IMG [OPTION...]: a sparse 192 MiB IMG attached with OPTIONs (--json added),
+# its device in $dev, its --json output kept as TAG.json, its discard granularity as TAG-gran
+attach_sparse() {
+    local tag=$1 img=$2; shift 2
+    truncate -s 192M "$img"
+    start "$tag" "$@" --json "$img" >/dev/null
+    dev=$(sed -n 's/^ *"device": "\(.*\)",$/\1/p' /tmp/$tag.out)
+    cp /tmp/$tag.out /run/vm/$tag.json
+    echo "$tag-gran:$(cat /sys/block/$(basename "$dev")/queue/discard_granularity)"
+}
+# trim TAG IMG: ext4 on $dev mounted on /tmp/m, the kept file copied in, 64 MiB written and
+# deleted, fstrim (TAG-fstrim); TAG-freed-mib: how much IMG's allocation dropped. Stays mounted.
+trim() {
+    local tag=$1 img=$2 before after
+    mkfs.ext4 -q -F -b 4096 "$dev" 160M
+    mount -t ext4 "$dev" /tmp/m
+    cp /tmp/keep /tmp/m/keep
+    dd if=/dev/urandom of=/tmp/m/big bs=1M count=64 conv=fsync status=none
+    sync
+    before=$(stat -c %b "$img")
+    rm /tmp/m/big
+    sync
+    fstrim -v /tmp/m >&2 && echo "$tag-fstrim:ok"
+    sync
+    after=$(stat -c %b "$img")
+    echo "$tag-freed-mib:$(( (before - after) * 512 / 1048576 ))"
+}
+# keep_read TAG: the kept file, read back from /tmp/m without the page cache (TAG-keep)
+keep_read() {
+    echo 3 >/proc/sys/vm/drop_caches
+    echo "$1-keep:$(cmp -s /tmp/keep /tmp/m/keep && echo ok || echo differs)"
+}
+# zero_past_fs TAG: 4 MiB of random data written raw past the 160 MiB file system on $dev
+# (TAG-written), then blkdiscard -z over them (TAG-blkdiscard) and read back (TAG-zeroed)
+zero_past_fs() {
+    dd if=/tmp/rnd of="$dev" bs=1M seek=170 oflag=direct conv=fsync status=none
+    echo "$1-written:$(dd if="$dev" bs=1M skip=170 count=4 iflag=direct status=none | cmp -s - /tmp/rnd && echo ok || echo differs)"
+    blkdiscard -z -o $((170 * 1048576)) -l 4194304 "$dev" && echo "$1-blkdiscard:ok"
+    echo "$1-zeroed:$(dd if="$dev" bs=1M skip=170 count=4 iflag=direct status=none | cmp -s - /tmp/zero && echo ok || echo differs)"
+}
+# zeroed_in_image TAG IMG: after detach, the same range of the image file (TAG-zeroed-in-image)
+zeroed_in_image() {
+    echo "$1-zeroed-in-image:$(dd if="$2" bs=1M skip=170 count=4 status=none | cmp -s - /tmp/zero && echo ok || echo differs)"
+}
+
+# (d) the file path
+attach_sparse d /tmp/h/d.img
+trim d /tmp/h/d.img
+keep_read d
+umount /tmp/m
+zero_past_fs d
 stop d "$dev"
-echo "d-zeroed-in-image:$(dd if=/tmp/h/d.img bs=1M skip=170 count=4 status=none | cmp -s - /tmp/zero && echo ok || echo differs)"
+zeroed_in_image d /tmp/h/d.img
 
 # (r) --remap
-truncate -s 192M /tmp/h/r.img
-start r --remap --json /tmp/h/r.img >/dev/null
-dev=$(sed -n 's/^ *"device": "\(.*\)",$/\1/p' /tmp/r.out)
-cp /tmp/r.out /run/vm/r.json
-echo "r-gran:$(cat /sys/block/$(basename "$dev")/queue/discard_granularity)"
-mkfs.ext4 -q -F -b 4096 "$dev" 160M
-mount -t ext4 "$dev" /tmp/m
-cp /tmp/keep /tmp/m/keep
-dd if=/dev/urandom of=/tmp/m/big bs=1M count=64 conv=fsync status=none
-sync
-before=$(stat -c %b /tmp/h/r.img)
-rm /tmp/m/big
-sync
-fstrim -v /tmp/m >&2 && echo "r-fstrim:ok"
-sync
-after=$(stat -c %b /tmp/h/r.img)
-echo "r-freed-mib:$(( (before - after) * 512 / 1048576 ))"
+attach_sparse r /tmp/h/r.img --remap
+trim r /tmp/h/r.img
 umount /tmp/m
 mount -t ext4 -o discard "$dev" /tmp/m
-echo 3 >/proc/sys/vm/drop_caches
-echo "r-keep:$(cmp -s /tmp/keep /tmp/m/keep && echo ok || echo differs)"
+keep_read r
 dd if=/dev/zero of=/tmp/m/fio bs=1M count=16 conv=fsync status=none
 ( i=0; while [ ! -e /tmp/r.stop ]; do
     dd if=/dev/urandom of=/tmp/m/churn bs=1M count=4 conv=fsync status=none; rm /tmp/m/churn; sync; i=$((i+1))
@@ -104,13 +114,10 @@ timeout 300 fio --name=v --filename=/tmp/m/fio --ioengine=libaio --direct=1 --rw
 touch /tmp/r.stop; wait $churn
 cat /tmp/r.churn
 umount /tmp/m
-dd if=/tmp/rnd of="$dev" bs=1M seek=170 oflag=direct conv=fsync status=none
-echo "r-written:$(dd if="$dev" bs=1M skip=170 count=4 iflag=direct status=none | cmp -s - /tmp/rnd && echo ok || echo differs)"
-blkdiscard -z -o $((170 * 1048576)) -l 4194304 "$dev" && echo "r-blkdiscard:ok"
-echo "r-zeroed:$(dd if="$dev" bs=1M skip=170 count=4 iflag=direct status=none | cmp -s - /tmp/zero && echo ok || echo differs)"
+zero_past_fs r
 "$LK" attach --list --json >/run/vm/r-list.json
 stop r "$dev"
-echo "r-zeroed-in-image:$(dd if=/tmp/h/r.img bs=1M skip=170 count=4 status=none | cmp -s - /tmp/zero && echo ok || echo differs)"
+zeroed_in_image r /tmp/h/r.img
 
 # (x) --decrypt: no discard
 start x --decrypt --read-write --json --passphrase-file /run/vm/pass /tmp/h/cl.img >/dev/null

@@ -121,6 +121,8 @@ impl RemapBackend {
         let (engine, pf) = Engine::open_file(file, path, &Options { read_only, ..Options::default() })?;
         let align = engine.alignment() as u64;
         if !align.is_power_of_two() || !(512..=4096).contains(&align) {
+            // Closed here, not on drop: the lease watcher may hold the engine for a while.
+            let _ = engine.close();
             return Err(crate::Error::unsupported(format!(
                 "the disk under {} has {align}-byte logical blocks; attach --remap serves 512 to 4096",
                 path.display(),
@@ -135,6 +137,7 @@ impl RemapBackend {
             || !base.is_multiple_of(align)
             || base.checked_add(size).is_none_or(|e| e > engine.size())
         {
+            let _ = engine.close();
             return Err(crate::Error::invalid(format!(
                 "cannot serve {size} bytes from byte {base} of a {}-byte image in {unit}-byte blocks",
                 engine.size()

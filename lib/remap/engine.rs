@@ -594,9 +594,18 @@ impl Engine {
         }
         hook(OpenPhase::AfterLease);
         let flags_before = pf.inode_flags;
-        let pf = check_exclusive(&inner.file, &what, pf)?;
-        recheck_and_flush(&inner, path, &what, size, flags_before)?;
-        Ok((Engine { inner }, pf))
+        let checked = check_exclusive(&inner.file, &what, pf)
+            .and_then(|pf| recheck_and_flush(&inner, path, &what, size, flags_before).map(|()| pf));
+        match checked {
+            Ok(pf) => Ok((Engine { inner }, pf)),
+            Err(e) => {
+                // The lease goes now, not when `inner` is dropped: the lease watcher holds a
+                // reference to every engine it watches while it answers a break (another
+                // engine's drain can take a while), and a refused open must leave no lease.
+                let _ = inner.close();
+                Err(e)
+            }
+        }
     }
 
     /// Check that the write lease is still held (`F_GETLEASE`). If it is not (taken away after
