@@ -20,14 +20,8 @@ suite=${1:-trixie}
 secs=${2:-4}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 lk=${LOOPKIT_BIN:-$root/target/release/loopkit}
-command -v fio >/dev/null || { echo "fio is not installed" >&2; exit 2; }
-work=$(mktemp -d /var/tmp/loopkit-bench-probe.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-truncate -s 640M "$work/ext4.img"
-mkfs.ext4 -q -F "$work/ext4.img"
-truncate -s 256M "$work/raw.img"
-dd if=/dev/zero of="$work/raw.img" bs=1M count=256 conv=notrunc status=none
-cp "$lk" "$work/loopkit"
+. "$root/testdata/bench/attach-common.sh"
+bench_setup probe
 targets="raw losetup-dio remap remap-q1"
 if [ -n "${LOOPKIT_BASELINE:-}" ]; then
     cp "$LOOPKIT_BASELINE" "$work/baseline"
@@ -39,10 +33,8 @@ BASE='$work/baseline'
 SECS=$secs
 TARGETS='$targets'
 EOF
+bench_guest_image "$work/probe.sh"
 cat >>"$work/probe.sh" <<'EOF'
-mkdir -p /tmp/h
-mount -t ext4 /dev/vda /tmp/h
-dd if=/dev/zero of=/tmp/h/img bs=1M count=256 oflag=direct status=none
 sync
 echo "kernel:$(uname -r)"
 limits() { # NAME DEV
@@ -103,9 +95,6 @@ for t in $TARGETS; do
 done
 umount /tmp/h
 EOF
-LOOPKIT_VM_SUITE=$suite flock /tmp/loopkit-vm.lock sh "$root/tests/vm/run.sh" -w "$work/job" -d "$work/ext4.img" -d "$work/raw.img" -t 1800 -m 1024 -c 2 "$work/probe.sh" >&2 || {
-    tail -n 30 "$work/job/stderr" >&2
-    exit 1
-}
+bench_vm "$work/probe.sh" 1800
 echo "host $(nproc) CPUs, $(date -u '+%Y-%m-%d %H:%M') UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
 grep -E '^(kernel|limits|io|list):' "$work/job/stdout"

@@ -33,15 +33,8 @@ rounds=${3:-3}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 lk="$root/target/release/loopkit"
 [ -x "$lk" ] || (cd "$root" && cargo build --release --bins -q)
-command -v fio >/dev/null || { echo "fio is not installed" >&2; exit 2; }
-work=$(mktemp -d /var/tmp/loopkit-bench-rounds.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-truncate -s 640M "$work/ext4.img"
-mkfs.ext4 -q -F "$work/ext4.img"
-truncate -s 256M "$work/raw.img"
-dd if=/dev/zero of="$work/raw.img" bs=1M count=256 conv=notrunc status=none
-# The guest runs private copies (a rebuild during the run must not change the binary under it).
-cp "$lk" "$work/loopkit"
+. "$root/testdata/bench/attach-common.sh"
+bench_setup rounds
 targets="raw losetup-dio remap"
 [ -n "${ROUNDS_NOCHECKS:-}" ] && targets="$targets remap-nochecks"
 [ -n "${LOOPKIT_BASELINE:-}" ] && targets="$targets remap-baseline"
@@ -57,10 +50,8 @@ SECS=$secs
 ROUNDS=$rounds
 TARGETS='$targets'
 EOF
+bench_guest_image "$work/bench.sh"
 cat >>"$work/bench.sh" <<'EOF'
-mkdir -p /tmp/h
-mount -t ext4 /dev/vda /tmp/h
-dd if=/dev/zero of=/tmp/h/img bs=1M count=256 oflag=direct status=none
 # The --decrypt image: written through dm-crypt by cryptsetup itself, ext4 inside so that
 # loopkit's detection confirms the parameters.
 printf 'benchpass\n' >/tmp/pass
@@ -147,10 +138,7 @@ umount /tmp/h
 EOF
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 t0=$(date -u +%H:%M)
-LOOPKIT_VM_SUITE=$suite flock /tmp/loopkit-vm.lock sh "$root/tests/vm/run.sh" -w "$work/job" -d "$work/ext4.img" -d "$work/raw.img" -t 3600 -m 1024 -c 2 "$work/bench.sh" >&2 || {
-    tail -n 30 "$work/job/stderr" >&2
-    exit 1
-}
+bench_vm "$work/bench.sh" 3600
 kernel=$(sed -n 's/^kernel://p' "$work/job/stdout")
 echo "fio in the TCG guest, kernel $kernel, $secs s per run, $rounds interleaved rounds (median), $(date -u +%Y-%m-%d) $t0–$(date -u +%H:%M) UTC, host $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), load $load0 before, $(cut -d' ' -f1-3 /proc/loadavg) after:"
 echo

@@ -16,25 +16,14 @@ secs=${2:-8}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 lk="$root/target/release/loopkit"
 [ -x "$lk" ] || (cd "$root" && cargo build --release --bins -q)
-command -v fio >/dev/null || { echo "fio is not installed" >&2; exit 2; }
-work=$(mktemp -d /var/tmp/loopkit-bench-attach.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-truncate -s 640M "$work/ext4.img"
-mkfs.ext4 -q -F "$work/ext4.img"
-truncate -s 256M "$work/raw.img"
-# The raw disk gets real blocks too (a sparse host file reads faster than a written one).
-dd if=/dev/zero of="$work/raw.img" bs=1M count=256 conv=notrunc status=none
-# The guest runs a private copy (a rebuild during the run must not change the binary under it).
-cp "$lk" "$work/loopkit"
-lk_guest="$work/loopkit"
+. "$root/testdata/bench/attach-common.sh"
+bench_setup attach
 cat >"$work/bench.sh" <<EOF
-LK='$lk_guest'
+LK='$work/loopkit'
 SECS=$secs
 EOF
+bench_guest_image "$work/bench.sh"
 cat >>"$work/bench.sh" <<'EOF'
-mkdir -p /tmp/h
-mount -t ext4 /dev/vda /tmp/h
-dd if=/dev/zero of=/tmp/h/img bs=1M count=256 oflag=direct status=none
 sync
 run() { # TARGET-NAME DEVICE
     for w in "randread 4k 32" "read 1M 4" "randwrite 4k 32"; do
@@ -95,10 +84,7 @@ run_one loopkit-remap-decrypt "$dev"
 wait
 umount /tmp/h
 EOF
-LOOPKIT_VM_SUITE=$suite flock /tmp/loopkit-vm.lock sh "$root/tests/vm/run.sh" -w "$work/job" -d "$work/ext4.img" -d "$work/raw.img" -t 1800 -m 1024 -c 2 "$work/bench.sh" >&2 || {
-    tail -n 30 "$work/job/stderr" >&2
-    exit 1
-}
+bench_vm "$work/bench.sh" 1800
 kernel=$(sed -n 's/^kernel://p' "$work/job/stdout")
 echo "fio in the TCG guest, kernel $kernel, $secs s per run, $(date -u +%Y-%m-%d), host load $(cut -d' ' -f1-3 /proc/loadavg):"
 echo
