@@ -563,7 +563,8 @@ fn refuses_an_image_that_changes() -> TestResult {
             let req = Request { method: Method::Rs03, target, medium, redundancy };
             let opts = Options { workers: 2, after_encoding: Some(hook), ..Options::default() };
             let interrupt = loopkit::progress::Interrupt::new();
-            let mut run = loopkit::progress::Run::new(&mut loopkit::progress::NoProgress, &interrupt);
+            let mut quiet = loopkit::progress::NoProgress;
+            let mut run = loopkit::progress::Run::new(&mut quiet, &interrupt);
             let r = create::protect(&img, &req, &out, &opts, &mut run);
             let name = format!("{what}, {target:?}");
             match r {
