@@ -714,49 +714,7 @@ fn encode_all(
             .map(|_| {
                 let to_writer = to_writer.clone();
                 let (next, done, failed, enc) = (&next, &done, &failed, &enc);
-                s.spawn(move || {
-                    finish((move || -> crate::Result<()> {
-                        let ndata = codec.ndata();
-                        let max = (GROUP * ECC_SECTOR_BYTES) as usize;
-                        // One sector more than a group: RS03 reads the sector after the group with it.
-                        let mut rows: Vec<Vec<u8>> = (0..ndata).map(|_| vec![0u8; max + SECTOR]).collect();
-                        let mut extra: Vec<Vec<u8>> = if codec.wants_extra() {
-                            (0..ndata).map(|_| vec![0u8; SECTOR]).collect()
-                        } else {
-                            Vec::new()
-                        };
-                        let (back, returned) = std::sync::mpsc::channel();
-                        let mut free: Vec<Vec<Vec<u8>>> =
-                            (0..PARITY_SETS).map(|_| (0..codec.nroots()).map(|_| vec![0u8; max]).collect()).collect();
-                        loop {
-                            if failed.load(Ordering::Relaxed) {
-                                return Ok(());
-                            }
-                            interrupt.check()?;
-                            let g = next.fetch_add(1, Ordering::Relaxed);
-                            if g >= groups {
-                                return Ok(());
-                            }
-                            let i0 = g * GROUP;
-                            let n = GROUP.min(spl - i0);
-                            let len = (n * ECC_SECTOR_BYTES) as usize;
-                            codec.fill(i0, n, &mut rows, &mut extra)?;
-                            let mut parity = match free.pop() {
-                                Some(p) => p,
-                                // The writer stopped (it failed): `failed` tells why.
-                                None => match returned.recv() {
-                                    Ok(p) => p,
-                                    Err(_) => return Ok(()),
-                                },
-                            };
-                            enc.encode(&rows, &mut parity, len);
-                            if to_writer.send(Encoded { i0, n, parity, back: back.clone() }).is_err() {
-                                return Ok(());
-                            }
-                            done.fetch_add(len as u64 * ndata as u64, Ordering::Relaxed);
-                        }
-                    })())
-                })
+                s.spawn(move || finish(encode_worker(codec, enc, groups, next, done, failed, interrupt, &to_writer)))
             })
             .collect();
         // The writer ends when every worker has dropped its sender.
@@ -789,6 +747,62 @@ fn encode_all(
     });
     run.progress.finish();
     result
+}
+
+/// One encoder worker of [`encode_all`]: takes the next group of ECC blocks until none are left,
+/// reads it, encodes it and hands the parity rows to the writer.
+#[allow(clippy::too_many_arguments)]
+fn encode_worker(
+    codec: &dyn Codec,
+    enc: &Encoder,
+    groups: u64,
+    next: &AtomicU64,
+    done: &AtomicU64,
+    failed: &AtomicBool,
+    interrupt: &Interrupt,
+    to_writer: &std::sync::mpsc::SyncSender<Encoded>,
+) -> crate::Result<()> {
+    let spl = codec.spl();
+    let ndata = codec.ndata();
+    let max = (GROUP * ECC_SECTOR_BYTES) as usize;
+    // One sector more than a group: RS03 reads the sector after the group with it.
+    let mut rows: Vec<Vec<u8>> = (0..ndata).map(|_| vec![0u8; max + SECTOR]).collect();
+    let mut extra: Vec<Vec<u8>> =
+        if codec.wants_extra() { (0..ndata).map(|_| vec![0u8; SECTOR]).collect() } else { Vec::new() };
+    let (back, returned) = std::sync::mpsc::channel();
+    let mut free: Vec<Vec<Vec<u8>>> =
+        (0..PARITY_SETS).map(|_| (0..codec.nroots()).map(|_| vec![0u8; max]).collect()).collect();
+    loop {
+        if failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        interrupt.check()?;
+        let g = next.fetch_add(1, Ordering::Relaxed);
+        if g >= groups {
+            return Ok(());
+        }
+        let i0 = g * GROUP;
+        let n = GROUP.min(spl - i0);
+        let len = (n * ECC_SECTOR_BYTES) as usize;
+        codec.fill(i0, n, &mut rows, &mut extra)?;
+        let mut parity = match free.pop() {
+            Some(p) => p,
+            None => loop {
+                // A writer that failed keeps the rows (and `failed` tells why): look again now
+                // and then rather than wait for rows that never come back.
+                match returned.recv_timeout(std::time::Duration::from_millis(20)) {
+                    Ok(p) => break p,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !failed.load(Ordering::Relaxed) => {}
+                    Err(_) => return Ok(()),
+                }
+            },
+        };
+        enc.encode(&rows, &mut parity, len);
+        if to_writer.send(Encoded { i0, n, parity, back: back.clone() }).is_err() {
+            return Ok(());
+        }
+        done.fetch_add(len as u64 * ndata as u64, Ordering::Relaxed);
+    }
 }
 
 fn write_at(f: &File, path: &Path, buf: &[u8], off: u64) -> crate::Result<()> {
