@@ -542,8 +542,9 @@ fn refuses_an_image_that_changes() -> TestResult {
         let _ = f.and_then(|f| f.set_len(150 * 2048));
     }
     let d = Scratch::new("protect-changing");
-    let hooks: [(&str, fn(&Path)); 4] = [("grown", grow), ("rewritten", rewrite), ("chmod", chmod), ("shrunk", shrink)];
-    for (what, hook) in hooks {
+    type Change = (&'static str, fn(&Path));
+    let changes: [Change; 4] = [("grown", grow), ("rewritten", rewrite), ("chmod", chmod), ("shrunk", shrink)];
+    for (what, hook) in changes {
         for target in [Target::EccFile, Target::Augment] {
             let img = d.path("image.bin");
             let data: Vec<u8> = (0..300u32 * 2048 - 77).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
