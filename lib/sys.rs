@@ -624,122 +624,87 @@ pub fn gf_lfsr(kernel: GfKernel, rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: 
     }
 }
 
-/// The GFNI body of [`gf_lfsr`]: whole [`GF_STRIP`]-byte strips of columns; returns how many
-/// columns it did.
-///
-/// # Safety
-/// The CPU must support AVX2 and GFNI; `len` at most the length of every row of `rows` and
-/// `parity`; `parity.len() == coef.len() > 0`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,gfni")]
-unsafe fn gf_lfsr_gfni(rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: usize, coef: &[GfMul]) -> usize {
-    use std::arch::x86_64::{
-        __m256i, _MM_HINT_T0, _mm_prefetch, _mm256_gf2p8affine_epi64_epi8, _mm256_loadu_si256, _mm256_set1_epi64x,
-        _mm256_setzero_si256, _mm256_storeu_si256, _mm256_xor_si256,
-    };
-    const V: usize = GF_STRIP / 32;
-    let nr = coef.len();
-    let mats: Vec<__m256i> = coef.iter().map(|m| _mm256_set1_epi64x(m.affine as i64)).collect();
-    let mut ring: Vec<[__m256i; V]> = vec![[_mm256_setzero_si256(); V]; nr];
-    let mut c = 0;
-    // SAFETY: every load is `rows[j][c..c + GF_STRIP]` and every store `parity[k][c..c +
-    // GF_STRIP]` with `c + GF_STRIP <= len`, inside every row (the caller's contract); `ring`
-    // and `mats` are indexed below `nr`. The prefetch hints may name addresses past a row
-    // (`wrapping_add`, never dereferenced): a prefetch never faults.
-    unsafe {
-        while c + GF_STRIP <= len {
-            for r in ring.iter_mut() {
-                *r = [_mm256_setzero_si256(); V];
-            }
-            let mut head = 0usize;
-            for row in rows {
-                let p = row.as_ptr().add(c);
-                // The next strip of this row: loaded while the other rows of this one are done
-                // (the rows are far apart; the hardware prefetcher does not follow them).
-                for l in 0..GF_STRIP / 64 {
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(GF_STRIP + 64 * l).cast::<i8>());
-                }
-                let mut fb = [_mm256_setzero_si256(); V];
-                for (v, f) in fb.iter_mut().enumerate() {
-                    *f = _mm256_xor_si256(_mm256_loadu_si256(p.add(32 * v).cast::<__m256i>()), ring[head][v]);
-                }
-                ring[head] = [_mm256_setzero_si256(); V];
-                head = if head + 1 == nr { 0 } else { head + 1 };
-                let (tail, front) = ring.split_at_mut(head);
-                for (r, m) in front.iter_mut().chain(tail.iter_mut()).zip(&mats) {
-                    for v in 0..V {
-                        r[v] = _mm256_xor_si256(r[v], _mm256_gf2p8affine_epi64_epi8::<0>(fb[v], *m));
+/// The `GF2P8AFFINEQB` bodies of [`gf_lfsr`], one per vector width: whole [`GF_STRIP`]-byte
+/// strips of columns, `GF_STRIP / $bytes` vectors per parity row; each returns how many columns
+/// it did. One source for both widths, so they cannot drift apart.
+macro_rules! gf_lfsr_affine_body {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $vec:ident, $bytes:literal,
+     $load:ident, $store:ident, $xor:ident, $affine:ident, $set1:ident, $zero:ident) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: usize, coef: &[GfMul]) -> usize {
+            use std::arch::x86_64::{$vec, _MM_HINT_T0, _mm_prefetch, $affine, $load, $set1, $zero, $store, $xor};
+            const V: usize = GF_STRIP / $bytes;
+            let nr = coef.len();
+            let mats: Vec<$vec> = coef.iter().map(|m| $set1(m.affine as i64)).collect();
+            let mut ring: Vec<[$vec; V]> = vec![[$zero(); V]; nr];
+            let mut c = 0;
+            // SAFETY: every load is `rows[j][c..c + GF_STRIP]` and every store `parity[k][c..c +
+            // GF_STRIP]` with `c + GF_STRIP <= len`, inside every row (the caller's contract);
+            // `ring` and `mats` are indexed below `nr`. The prefetch hints may name addresses past
+            // a row (`wrapping_add`, never dereferenced): a prefetch never faults.
+            unsafe {
+                while c + GF_STRIP <= len {
+                    for r in ring.iter_mut() {
+                        *r = [$zero(); V];
                     }
+                    let mut head = 0usize;
+                    for row in rows {
+                        let p = row.as_ptr().add(c);
+                        // The next strip of this row: loaded while the other rows of this one are
+                        // done (the rows are far apart; the hardware prefetcher does not follow them).
+                        for l in 0..GF_STRIP / 64 {
+                            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(GF_STRIP + 64 * l).cast::<i8>());
+                        }
+                        let mut fb = [$zero(); V];
+                        for (v, f) in fb.iter_mut().enumerate() {
+                            *f = $xor($load(p.add($bytes * v).cast()), ring[head][v]);
+                        }
+                        ring[head] = [$zero(); V];
+                        head = if head + 1 == nr { 0 } else { head + 1 };
+                        let (tail, front) = ring.split_at_mut(head);
+                        for (r, m) in front.iter_mut().chain(tail.iter_mut()).zip(&mats) {
+                            for v in 0..V {
+                                r[v] = $xor(r[v], $affine::<0>(fb[v], *m));
+                            }
+                        }
+                    }
+                    let (tail, front) = ring.split_at(head);
+                    for (out, r) in parity.iter_mut().zip(front.iter().chain(tail)) {
+                        let q = out.as_mut_ptr().add(c);
+                        for (v, x) in r.iter().enumerate() {
+                            $store(q.add($bytes * v).cast(), *x);
+                        }
+                    }
+                    c += GF_STRIP;
                 }
             }
-            let (tail, front) = ring.split_at(head);
-            for (out, r) in parity.iter_mut().zip(front.iter().chain(tail)) {
-                let q = out.as_mut_ptr().add(c);
-                for (v, x) in r.iter().enumerate() {
-                    _mm256_storeu_si256(q.add(32 * v).cast::<__m256i>(), *x);
-                }
-            }
-            c += GF_STRIP;
+            c
         }
-    }
-    c
+    };
 }
 
-/// The AVX-512 GFNI body of [`gf_lfsr`]: as [`gf_lfsr_gfni`] with 64-byte vectors (half the
-/// instructions per strip).
-///
-/// # Safety
-/// The CPU must support AVX-512F and GFNI; the rest as [`gf_lfsr_gfni`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,gfni")]
-unsafe fn gf_lfsr_gfni512(rows: &[Vec<u8>], parity: &mut [Vec<u8>], len: usize, coef: &[GfMul]) -> usize {
-    use std::arch::x86_64::{
-        __m512i, _MM_HINT_T0, _mm_prefetch, _mm512_gf2p8affine_epi64_epi8, _mm512_loadu_si512, _mm512_set1_epi64,
-        _mm512_setzero_si512, _mm512_storeu_si512, _mm512_xor_si512,
-    };
-    const V: usize = GF_STRIP / 64;
-    let nr = coef.len();
-    let mats: Vec<__m512i> = coef.iter().map(|m| _mm512_set1_epi64(m.affine as i64)).collect();
-    let mut ring: Vec<[__m512i; V]> = vec![[_mm512_setzero_si512(); V]; nr];
-    let mut c = 0;
-    // SAFETY: as in gf_lfsr_gfni (loads `rows[j][c..c + GF_STRIP]`, stores `parity[k][c..c +
-    // GF_STRIP]`, `c + GF_STRIP <= len`; prefetches never fault).
-    unsafe {
-        while c + GF_STRIP <= len {
-            for r in ring.iter_mut() {
-                *r = [_mm512_setzero_si512(); V];
-            }
-            let mut head = 0usize;
-            for row in rows {
-                let p = row.as_ptr().add(c);
-                for l in 0..GF_STRIP / 64 {
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(GF_STRIP + 64 * l).cast::<i8>());
-                }
-                let mut fb = [_mm512_setzero_si512(); V];
-                for (v, f) in fb.iter_mut().enumerate() {
-                    *f = _mm512_xor_si512(_mm512_loadu_si512(p.add(64 * v).cast()), ring[head][v]);
-                }
-                ring[head] = [_mm512_setzero_si512(); V];
-                head = if head + 1 == nr { 0 } else { head + 1 };
-                let (tail, front) = ring.split_at_mut(head);
-                for (r, m) in front.iter_mut().chain(tail.iter_mut()).zip(&mats) {
-                    for v in 0..V {
-                        r[v] = _mm512_xor_si512(r[v], _mm512_gf2p8affine_epi64_epi8::<0>(fb[v], *m));
-                    }
-                }
-            }
-            let (tail, front) = ring.split_at(head);
-            for (out, r) in parity.iter_mut().zip(front.iter().chain(tail)) {
-                let q = out.as_mut_ptr().add(c);
-                for (v, x) in r.iter().enumerate() {
-                    _mm512_storeu_si512(q.add(64 * v).cast(), *x);
-                }
-            }
-            c += GF_STRIP;
-        }
-    }
-    c
-}
+gf_lfsr_affine_body!(
+    /// The GFNI body of [`gf_lfsr`] on 256-bit vectors.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and GFNI; `len` at most the length of every row of `rows` and
+    /// `parity`; `parity.len() == coef.len() > 0`.
+    gf_lfsr_gfni, "avx2,gfni", __m256i, 32,
+    _mm256_loadu_si256, _mm256_storeu_si256, _mm256_xor_si256, _mm256_gf2p8affine_epi64_epi8,
+    _mm256_set1_epi64x, _mm256_setzero_si256
+);
+
+gf_lfsr_affine_body!(
+    /// The AVX-512 GFNI body of [`gf_lfsr`]: 512-bit vectors (half the instructions per strip).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and GFNI; the rest as [`gf_lfsr_gfni`].
+    gf_lfsr_gfni512, "avx512f,gfni", __m512i, 64,
+    _mm512_loadu_si512, _mm512_storeu_si512, _mm512_xor_si512, _mm512_gf2p8affine_epi64_epi8,
+    _mm512_set1_epi64, _mm512_setzero_si512
+);
 
 /// The AVX2 body of [`gf_lfsr`] (nibble-table shuffles): as [`gf_lfsr_gfni`].
 ///

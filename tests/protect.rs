@@ -510,6 +510,86 @@ fn refuses_unsafe_requests() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// The image changes after protect has read it (a seam of the library calls the change then,
+/// so the test does not depend on timing): grown, rewritten with the same bytes (only the
+/// modification time moves), its mode changed (only the change time moves), cut shorter. Each
+/// time protect must fail with the `corrupt` error saying the image changed, and leave no
+/// output (nor a temporary file) behind — for an `.ecc` file and for an augmented copy.
+fn refuses_an_image_that_changes() -> TestResult {
+    use loopkit::formats::dvdisaster::create::{self, Options, Request, Target};
+    use loopkit::formats::dvdisaster::layout::Method;
+    fn grow(img: &Path) {
+        let f = std::fs::OpenOptions::new().append(true).open(img);
+        let _ = f.and_then(|mut f| std::io::Write::write_all(&mut f, b"x"));
+    }
+    fn rewrite(img: &Path) {
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(img);
+        let _ = f.and_then(|f| {
+            let mut b = [0u8; 1];
+            f.read_exact_at(&mut b, 4096)?;
+            f.write_all_at(&b, 4096)
+        });
+    }
+    fn chmod(img: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        // The change time has the file system's clock granularity (a tick, at most 10 ms):
+        // let one pass since the set-up's last change.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let _ = std::fs::set_permissions(img, std::fs::Permissions::from_mode(0o600));
+    }
+    fn shrink(img: &Path) {
+        let f = std::fs::OpenOptions::new().write(true).open(img);
+        let _ = f.and_then(|f| f.set_len(150 * 2048));
+    }
+    let d = Scratch::new("protect-changing");
+    type Change = (&'static str, fn(&Path));
+    let changes: [Change; 4] = [("grown", grow), ("rewritten", rewrite), ("chmod", chmod), ("shrunk", shrink)];
+    for (what, hook) in changes {
+        for target in [Target::EccFile, Target::Augment] {
+            let img = d.path("image.bin");
+            let data: Vec<u8> = (0..300u32 * 2048 - 77).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+            std::fs::write(&img, &data).map_err(|e| format!("writing {}: {e}", img.display()))?;
+            // An old modification time, so that any write moves it whatever the clock's granularity.
+            let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+            std::fs::File::options()
+                .write(true)
+                .open(&img)
+                .and_then(|f| f.set_modified(old))
+                .map_err(|e| format!("setting the mtime of {}: {e}", img.display()))?;
+            let out = d.path("out");
+            let (medium, redundancy) = match target {
+                Target::Augment => (Some(2550), None),
+                _ => (None, Some(create::Redundancy::Roots(32))),
+            };
+            let req = Request { method: Method::Rs03, target, medium, redundancy };
+            let opts = Options { workers: 2, after_encoding: Some(hook), ..Options::default() };
+            let interrupt = loopkit::progress::Interrupt::new();
+            let mut quiet = loopkit::progress::NoProgress;
+            let mut run = loopkit::progress::Run::new(&mut quiet, &interrupt);
+            let r = create::protect(&img, &req, &out, &opts, &mut run);
+            let name = format!("{what}, {target:?}");
+            match r {
+                Ok(_) => return Err(format!("{name}: protect kept its output although the image changed").into()),
+                Err(e) => ensure!(
+                    e.kind() == loopkit::ErrorKind::Corrupt
+                        && e.message().contains("changed while it was being protected"),
+                    "{name}: not the image-changed error: {:?} {}",
+                    e.kind(),
+                    e.message()
+                ),
+            }
+            ensure!(!out.exists(), "{name}: an output was left at {}", out.display());
+            let left: Vec<String> = std::fs::read_dir(&d.0)
+                .map_err(|e| e.to_string())?
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .filter(|n| n != "image.bin")
+                .collect();
+            ensure!(left.is_empty(), "{name}: files left behind: {left:?}");
+        }
+    }
+    Ok(Completion::Completed)
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("protect::rs03_ecc_files_equal_dvdisaster", rs03_ecc_files),
@@ -519,5 +599,6 @@ pub fn trials() -> Vec<Trial> {
         trial("protect::damaged_outputs_verify_and_repair", damaged_outputs_repair),
         trial("protect::refuses_unsafe_requests", refuses_unsafe_requests),
         trial("protect::in_place_equals_dvdisaster", in_place_equals_dvdisaster),
+        trial("protect::refuses_an_image_that_changes", refuses_an_image_that_changes),
     ]
 }

@@ -437,6 +437,11 @@ pub struct Options {
     /// where the kernel cannot copy between the two files) instead of `copy_file_range`.
     #[doc(hidden)]
     pub buffered_copy: bool,
+    /// Test seam: called with the image's path once the image has been read for the encoding,
+    /// before the output is synced and read back (a test changes the image here, as another
+    /// program could while `protect` runs).
+    #[doc(hidden)]
+    pub after_encoding: Option<fn(&Path)>,
 }
 
 impl Default for Options {
@@ -447,6 +452,7 @@ impl Default for Options {
             crash_after: None,
             corrupt_before_read_back: None,
             buffered_copy: false,
+            after_encoding: None,
         }
     }
 }
@@ -526,9 +532,16 @@ impl<'a> Input<'a> {
     fn read(&self, first: u64, buf: &mut [u8]) -> crate::Result<()> {
         let off = first * ECC_SECTOR_BYTES;
         let avail = self.size.saturating_sub(off).min(buf.len() as u64) as usize;
-        self.src
-            .read_exact_at(&mut buf[..avail], off)
-            .map_err(|e| crate::Error::io(format!("reading image sector {first}"), e))?;
+        self.src.read_exact_at(&mut buf[..avail], off).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                crate::Error::corrupt(format!(
+                    "the image got shorter while it was being protected (at sector {first}); the error correction \
+                     data was not kept"
+                ))
+            } else {
+                crate::Error::io(format!("reading image sector {first}"), e)
+            }
+        })?;
         buf[avail..].fill(0);
         for (k, sec) in buf[..avail].chunks(SECTOR).enumerate() {
             if sec.len() == SECTOR && layout::dead_sector(sec, first + k as u64, Some(&self.fp)).is_some() {
@@ -635,9 +648,24 @@ trait Codec: Sync {
 /// Bytes of encoder progress between two requests to start the output's writeback.
 const WRITEBACK_EVERY: u64 = 32 << 20;
 
-/// Run the encoder over all ECC blocks on `workers` threads; meanwhile `copy` (if any) copies
-/// the image into the augmented output on one more thread, and the calling thread starts the
-/// writeback of what was written every [`WRITEBACK_EVERY`] bytes, so the final `fsync` has
+/// Parity rows for ECC blocks `i0..i0+n`, on their way from an encoder worker to the writer;
+/// `back` returns the rows to that worker for its next blocks.
+struct Encoded {
+    i0: u64,
+    n: u64,
+    parity: Vec<Vec<u8>>,
+    back: std::sync::mpsc::Sender<Vec<Vec<u8>>>,
+}
+
+/// Parity row sets each worker owns (one being filled while the writer writes the other).
+const PARITY_SETS: usize = 2;
+
+/// Run the encoder over all ECC blocks on `workers` threads; one more thread writes their parity
+/// rows ([`Codec::sink`]) while they encode the next blocks — a single writer, so the workers
+/// never wait for each other on the output file's lock (a buffered write holds the inode's lock,
+/// and a writer preempted while holding it stalls every other writer). Meanwhile `copy` (if any)
+/// copies the image into the augmented output on one more thread, and the calling thread starts
+/// the writeback of what was written every [`WRITEBACK_EVERY`] bytes, so the final `fsync` has
 /// little left to do and the disk writes while the CPUs encode.
 fn encode_all(
     codec: &dyn Codec,
@@ -655,56 +683,48 @@ fn encode_all(
     let interrupt: &Interrupt = run.interrupt;
     let failed = AtomicBool::new(false);
     let total_bytes = spl * ECC_SECTOR_BYTES * codec.ndata() as u64;
+    // Woken by every thread as it ends, so the progress loop below notices at once.
+    let caller = std::thread::current();
+    let finish = |r: crate::Result<()>| {
+        if r.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+        caller.unpark();
+        r
+    };
+    let finish = &finish;
     run.progress.start("encoding", Some(total_bytes));
     let result = std::thread::scope(|s| -> crate::Result<()> {
-        let copier = copy.map(|job| {
-            s.spawn(|| -> crate::Result<()> {
-                let r = copy_image(job, out, &failed, interrupt);
-                if r.is_err() {
-                    failed.store(true, Ordering::Relaxed);
-                }
-                r
-            })
-        });
-        let handles: Vec<_> = (0..workers.max(1))
-            .map(|_| {
-                s.spawn(|| -> crate::Result<()> {
-                    let ndata = codec.ndata();
-                    let max = (GROUP * ECC_SECTOR_BYTES) as usize;
-                    let mut rows: Vec<Vec<u8>> = (0..ndata).map(|_| vec![0u8; max]).collect();
-                    let mut extra: Vec<Vec<u8>> =
-                        if codec.wants_extra() { (0..ndata).map(|_| vec![0u8; SECTOR]).collect() } else { Vec::new() };
-                    let mut parity: Vec<Vec<u8>> = (0..codec.nroots()).map(|_| vec![0u8; max]).collect();
-                    loop {
-                        if failed.load(Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        interrupt.check()?;
-                        let g = next.fetch_add(1, Ordering::Relaxed);
-                        if g >= groups {
-                            return Ok(());
-                        }
-                        let i0 = g * GROUP;
-                        let n = GROUP.min(spl - i0);
-                        let len = (n * ECC_SECTOR_BYTES) as usize;
-                        let r = codec.fill(i0, n, &mut rows, &mut extra).and_then(|()| {
-                            enc.encode(&rows, &mut parity, len);
-                            codec.sink(i0, n, &parity)
-                        });
-                        if r.is_err() {
-                            failed.store(true, Ordering::Relaxed);
-                            return r;
-                        }
-                        done.fetch_add(len as u64 * ndata as u64, Ordering::Relaxed);
+        let copier = copy.map(|job| s.spawn(|| finish(copy_image(job, out, &failed, interrupt))));
+        let (to_writer, jobs) = std::sync::mpsc::sync_channel::<Encoded>(workers.max(1) * PARITY_SETS);
+        let writer = s.spawn(|| {
+            finish((|| {
+                for job in jobs {
+                    if failed.load(Ordering::Relaxed) {
+                        return Ok(());
                     }
-                })
+                    codec.sink(job.i0, job.n, &job.parity)?;
+                    // The worker may have stopped already: then the rows are just dropped.
+                    let _ = job.back.send(job.parity);
+                }
+                Ok(())
+            })())
+        });
+        let mut handles: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                let to_writer = to_writer.clone();
+                let (next, done, failed, enc) = (&next, &done, &failed, &enc);
+                s.spawn(move || finish(encode_worker(codec, enc, groups, next, done, failed, interrupt, &to_writer)))
             })
             .collect();
-        // Progress from the calling thread while the workers run.
+        // The writer ends when every worker has dropped its sender.
+        drop(to_writer);
+        handles.push(writer);
+        // Progress from the calling thread while the others run.
         let mut reported = 0u64;
         let mut flushed = 0u64;
         while handles.iter().chain(&copier).any(|h| !h.is_finished()) {
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::park_timeout(std::time::Duration::from_millis(50));
             let d = done.load(Ordering::Relaxed);
             run.progress.advance(d - reported);
             reported = d;
@@ -727,6 +747,62 @@ fn encode_all(
     });
     run.progress.finish();
     result
+}
+
+/// One encoder worker of [`encode_all`]: takes the next group of ECC blocks until none are left,
+/// reads it, encodes it and hands the parity rows to the writer.
+#[allow(clippy::too_many_arguments)]
+fn encode_worker(
+    codec: &dyn Codec,
+    enc: &Encoder,
+    groups: u64,
+    next: &AtomicU64,
+    done: &AtomicU64,
+    failed: &AtomicBool,
+    interrupt: &Interrupt,
+    to_writer: &std::sync::mpsc::SyncSender<Encoded>,
+) -> crate::Result<()> {
+    let spl = codec.spl();
+    let ndata = codec.ndata();
+    let max = (GROUP * ECC_SECTOR_BYTES) as usize;
+    // One sector more than a group: RS03 reads the sector after the group with it.
+    let mut rows: Vec<Vec<u8>> = (0..ndata).map(|_| vec![0u8; max + SECTOR]).collect();
+    let mut extra: Vec<Vec<u8>> =
+        if codec.wants_extra() { (0..ndata).map(|_| vec![0u8; SECTOR]).collect() } else { Vec::new() };
+    let (back, returned) = std::sync::mpsc::channel();
+    let mut free: Vec<Vec<Vec<u8>>> =
+        (0..PARITY_SETS).map(|_| (0..codec.nroots()).map(|_| vec![0u8; max]).collect()).collect();
+    loop {
+        if failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        interrupt.check()?;
+        let g = next.fetch_add(1, Ordering::Relaxed);
+        if g >= groups {
+            return Ok(());
+        }
+        let i0 = g * GROUP;
+        let n = GROUP.min(spl - i0);
+        let len = (n * ECC_SECTOR_BYTES) as usize;
+        codec.fill(i0, n, &mut rows, &mut extra)?;
+        let mut parity = match free.pop() {
+            Some(p) => p,
+            None => loop {
+                // A writer that failed keeps the rows (and `failed` tells why): look again now
+                // and then rather than wait for rows that never come back.
+                match returned.recv_timeout(std::time::Duration::from_millis(20)) {
+                    Ok(p) => break p,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !failed.load(Ordering::Relaxed) => {}
+                    Err(_) => return Ok(()),
+                }
+            },
+        };
+        enc.encode(&rows, &mut parity, len);
+        if to_writer.send(Encoded { i0, n, parity, back: back.clone() }).is_err() {
+            return Ok(());
+        }
+        done.fetch_add(len as u64 * ndata as u64, Ordering::Relaxed);
+    }
 }
 
 fn write_at(f: &File, path: &Path, buf: &[u8], off: u64) -> crate::Result<()> {
@@ -1080,7 +1156,14 @@ impl Codec for Rs03Codec<'_> {
         let next = (i0 + n) % l.spl;
         for j in 0..dl {
             let s = j as u64 * l.spl + i0;
-            self.data_run(s, &mut rows[j][..len])?;
+            if next != 0 {
+                // The sector after the group follows it: one read for both.
+                self.data_run(s, &mut rows[j][..len + SECTOR])?;
+                extra[j].copy_from_slice(&rows[j][len..len + SECTOR]);
+            } else {
+                self.data_run(s, &mut rows[j][..len])?;
+                self.data_sector(j as u64 * l.spl, &mut extra[j])?;
+            }
             if !l.ecc_file {
                 // Skip what is already there (in place) and the header (written last).
                 let row = &rows[j][..len];
@@ -1092,7 +1175,6 @@ impl Codec for Rs03Codec<'_> {
                     }
                 }
             }
-            self.data_sector(j as u64 * l.spl + next, &mut extra[j])?;
         }
         // CRC layer: block i carries the CRCs of block i+1.
         let (data, crc) = rows.split_at_mut(dl);
@@ -1419,18 +1501,28 @@ pub fn protect(
     if let Some(fw) = write_all(&plan, &inp, &o, false, opts.workers, run, copy.as_ref())? {
         o.write(&fw.header, fw.at)?;
     }
+    if let Some(hook) = opts.after_encoding {
+        hook(image_path);
+    }
+    // A changed image is refused as early as it can be seen (and again after the read-back).
+    let unchanged = || -> crate::Result<()> {
+        if image_state(&src, image_path)? != before {
+            return Err(crate::Error::corrupt(format!(
+                "{} changed while it was being protected (its size, modification or change time is not what it \
+                 was when protect started); the error correction data was not kept",
+                image_path.display()
+            )));
+        }
+        Ok(())
+    };
+    unchanged()?;
     let log = o.into_log()?;
     sync(&tmp.file, &tmp_path)?;
     inject_corruption(opts, &tmp.file, &tmp_path)?;
 
     // Read the written bytes back from the device before the file takes the final name.
     let (ecc, checked) = read_back(&plan, req, &tmp.file, &tmp_path, 0, size, &log, run)?;
-    if image_state(&src, image_path)? != before {
-        return Err(crate::Error::corrupt(format!(
-            "{} changed while it was being protected; the error correction data was not kept",
-            image_path.display()
-        )));
-    }
+    unchanged()?;
     tmp.persist(out, opts.force)?;
     Ok(outcome(&plan, req, &inp, out, size, ecc, checked))
 }
