@@ -364,7 +364,7 @@ pub fn run(job: &VmJob) -> Result<VmOutcome, Unavailable> {
 /// register states no CPU produces (in CI once: a NULL `inode` and `EFLAGS` with reserved bits
 /// set in `ext4_iomap_begin` under fio, after the ublk devices were gone). `None` otherwise —
 /// a crash through ublk, a hang, a failed script — which stays the test's failure.
-fn emulator_or_unrelated_crash(outcome: &VmOutcome) -> Option<String> {
+pub fn emulator_or_unrelated_crash(outcome: &VmOutcome) -> Option<String> {
     if outcome.exit_code.is_some() {
         return None;
     }

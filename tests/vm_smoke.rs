@@ -17,6 +17,7 @@ pub fn trials() -> Vec<Trial> {
         trial("vm_smoke::kernel_has_dm_ublk_and_mounts_ext4", kernel_has_dm_ublk_and_mounts_ext4),
         trial("vm_smoke::failing_guest_script_is_a_failure", failing_guest_script_is_a_failure),
         trial("vm_smoke::guest_crash_retried_once_on_restored_disks", guest_crash_retried_once_on_restored_disks),
+        trial("vm_smoke::only_crashes_outside_ublk_are_retried", only_crashes_outside_ublk_are_retried),
     ]
 }
 
@@ -172,5 +173,35 @@ fn guest_crash_retried_once_on_restored_disks() -> TestResult {
         "the disk holds {written} written bytes after two boots, want 1 (restored, then written once)"
     );
     ensure!(!d.path("rw.img.vm-pristine").exists(), "the copy of the disk was left behind");
+    Ok(Completion::Completed)
+}
+
+/// Which outcomes the harness boots again ([`vm::emulator_or_unrelated_crash`]), without a VM:
+/// a panic whose report names no ublk frame is retried; the same panic with a ublk frame in its
+/// call trace, a script that finished, and a hang without a kernel report are not.
+fn only_crashes_outside_ublk_are_retried() -> TestResult {
+    let outcome = |exit_code: Option<i32>, console: &str| vm::VmOutcome {
+        exit_code,
+        stdout: String::new(),
+        stderr: String::new(),
+        console: console.to_string(),
+        elapsed: Duration::ZERO,
+        boot: None,
+        dir: Scratch::new("vm-crash-rule"),
+    };
+    let modules = "[ 16.1] Modules linked in: ublk_drv dm_crypt ext4\n";
+    let ext4 = format!(
+        "[ 16.0] vm-init: script started\n[ 16.1] BUG: kernel NULL pointer dereference, address: 0000000000000086\n\
+         {modules}[ 16.1] Call Trace:\n[ 16.1]  iomap_iter+0x1/0x2\n[ 16.2] Kernel panic - not syncing: Fatal exception\n"
+    );
+    let ublk = ext4.replace("iomap_iter+0x1/0x2", "ublk_ch_uring_cmd+0x1/0x2 [ublk_drv]");
+    ensure!(vm::emulator_or_unrelated_crash(&outcome(None, &ext4)).is_some(), "a crash outside ublk is not retried");
+    ensure!(vm::emulator_or_unrelated_crash(&outcome(None, &ublk)).is_none(), "a crash through ublk is retried");
+    ensure!(vm::emulator_or_unrelated_crash(&outcome(Some(1), &ext4)).is_none(), "a finished script is retried");
+    ensure!(
+        vm::emulator_or_unrelated_crash(&outcome(None, "[ 900.0] INFO: task fio blocked for more than 120 seconds\n"))
+            .is_none(),
+        "a hang is retried"
+    );
     Ok(Completion::Completed)
 }
